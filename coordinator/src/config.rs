@@ -1,0 +1,147 @@
+//! Coordinator configuration: defaults, overridden by a TOML file, overridden by environment
+//! variables `BATON_<FIELD>` (e.g. `BATON_REDIS_URL`, `BATON_LISTEN`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use baton_shared::{
+    amqp::{QueueType, Topology},
+    duration::serde_human,
+};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the coordinator. Durations are human strings in files and variables ("30s").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Redis URL (`redis://host:port/db`).
+    pub redis_url: String,
+    /// RabbitMQ URL (`amqp://user:pass@host:port/vhost`).
+    pub amqp_url: String,
+    /// Prefix of every Redis key, exchange and queue: several Baton installations (or tests) can
+    /// share one Redis and one RabbitMQ.
+    pub namespace: String,
+    /// Directory whose `*.yaml`, `*.yml` and `*.json` workflow definitions are registered at start-up.
+    pub definitions_dir: Option<PathBuf>,
+    /// How long a finished run is kept.
+    #[serde(with = "serde_human")]
+    pub retention: Duration,
+    /// How long a run stays listed in `ListRuns` indexes (runs expire on their own by `retention`).
+    #[serde(with = "serde_human")]
+    pub index_retention: Duration,
+    /// Kind of the per-handler queues.
+    pub queue_type: QueueType,
+    /// Deliveries of one step task before it goes to the dead-letter queue (quorum queues).
+    pub delivery_limit: u32,
+    /// How often the timer and outbox loops look for due entries.
+    #[serde(with = "serde_human")]
+    pub timer_poll_interval: Duration,
+    /// How long a coordinator holds a claimed timer before another may take it over.
+    #[serde(with = "serde_human")]
+    pub timer_lease: Duration,
+    /// How long after a dispatch commit an unconfirmed publish is re-sent by the sweeper.
+    #[serde(with = "serde_human")]
+    pub dispatch_grace: Duration,
+    /// How long one publish (and its confirm) may take before it counts as failed.
+    #[serde(with = "serde_human")]
+    pub publish_timeout: Duration,
+    /// Approximate number of events kept per run for `WatchRun`.
+    pub events_max_len: u64,
+    /// Largest step output or run input accepted, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7450".parse().expect("static address"),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            namespace: "baton".into(),
+            definitions_dir: None,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            index_retention: Duration::from_secs(30 * 24 * 3600),
+            queue_type: QueueType::Quorum,
+            delivery_limit: 5,
+            timer_poll_interval: Duration::from_millis(100),
+            timer_lease: Duration::from_secs(30),
+            dispatch_grace: Duration::from_secs(15),
+            publish_timeout: Duration::from_secs(10),
+            events_max_len: 10_000,
+            max_payload_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The keys a config file or `BATON_*` variable may set.
+const KNOWN_KEYS: &[&str] = &[
+    "listen",
+    "redis_url",
+    "amqp_url",
+    "namespace",
+    "definitions_dir",
+    "retention",
+    "index_retention",
+    "queue_type",
+    "delivery_limit",
+    "timer_poll_interval",
+    "timer_lease",
+    "dispatch_grace",
+    "publish_timeout",
+    "events_max_len",
+    "max_payload_bytes",
+];
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// The file names a setting that does not exist (most likely a typo).
+    #[error("configuration file {file}: unknown setting `{key}` (known: {known})")]
+    UnknownKey {
+        /// The file.
+        file: String,
+        /// The unknown key.
+        key: String,
+        /// The known keys.
+        known: String,
+    },
+}
+
+impl CoordinatorConfig {
+    /// Loads defaults, then `file` (TOML) if given, then `BATON_*` environment variables.
+    /// Variables that are not settings (the CLI's `BATON_ADDR`, say) are left alone; unknown keys in
+    /// the file are an error.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and key.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(f) = file {
+            let only_file = config::Config::builder().add_source(config::File::from(f).format(config::FileFormat::Toml)).build()?;
+            let map: std::collections::HashMap<String, config::Value> = only_file.try_deserialize()?;
+            if let Some(key) = map.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::UnknownKey { file: f.display().to_string(), key: key.clone(), known: KNOWN_KEYS.join(", ") });
+            }
+            builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        let env: std::collections::HashMap<String, String> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("BATON_")?.to_ascii_lowercase();
+                KNOWN_KEYS.contains(&key.as_str()).then_some((key, v))
+            })
+            .collect();
+        for (k, v) in env {
+            builder = builder.set_override(k, v)?;
+        }
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// The RabbitMQ topology these settings describe.
+    pub fn topology(&self) -> Topology {
+        Topology { namespace: self.namespace.clone(), queue_type: self.queue_type, delivery_limit: self.delivery_limit }
+    }
+}

@@ -1,0 +1,168 @@
+//! Publishing step tasks to RabbitMQ: one long-lived connection and confirm-mode channel shared by
+//! every publish (many confirms in flight at once), rebuilt when it breaks; `mandatory` publishes so an
+//! unroutable task is noticed (its queue is declared and the publish retried); and a batcher that
+//! clears confirmed dispatches from the Redis outbox.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use baton_shared::{amqp::Topology, proto::StepTask};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions, options::ConfirmSelectOptions};
+use prost::Message;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::{
+    error::{CoordinatorError, Result},
+    store::{Store, outbox_member},
+};
+
+/// Publishes step tasks with publisher confirms.
+pub struct Dispatcher {
+    url: String,
+    topology: Topology,
+    publish_timeout: Duration,
+    link: Mutex<Option<(Connection, Channel)>>,
+    declared: std::sync::Mutex<HashSet<String>>,
+    confirmed: mpsc::UnboundedSender<String>,
+}
+
+impl Dispatcher {
+    /// Connects, declares the base topology and starts the outbox batcher on `store`.
+    ///
+    /// # Errors
+    /// `Amqp` when RabbitMQ cannot be reached.
+    pub async fn connect(url: &str, topology: Topology, publish_timeout: Duration, store: Store) -> Result<Arc<Self>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let d = Arc::new(Self {
+            url: url.to_string(),
+            topology,
+            publish_timeout,
+            link: Mutex::new(None),
+            declared: std::sync::Mutex::new(HashSet::new()),
+            confirmed: tx,
+        });
+        d.channel().await?;
+        tokio::spawn(clear_outbox(store, rx));
+        Ok(d)
+    }
+
+    /// A live confirm-mode channel, reconnecting if the last one broke.
+    async fn channel(&self) -> Result<Channel> {
+        let mut link = self.link.lock().await;
+        if let Some((conn, ch)) = link.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        if let Some((conn, _)) = link.take() {
+            let _ = conn.close(0, "reconnecting".into()).await;
+        }
+        let conn = baton_shared::amqp::connect(&self.url, "baton-coordinator").await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        self.topology.declare_base(&ch).await?;
+        self.declared.lock().expect("declared set poisoned").clear();
+        *link = Some((conn, ch.clone()));
+        tracing::info!("connected to RabbitMQ");
+        Ok(ch)
+    }
+
+    /// Declares the queues of these handlers (once per connection).
+    ///
+    /// # Errors
+    /// `Amqp`.
+    pub async fn ensure_queues(&self, handlers: &[String]) -> Result<()> {
+        let ch = self.channel().await?;
+        for h in handlers {
+            if self.declared.lock().expect("declared set poisoned").contains(h.as_str()) {
+                continue;
+            }
+            self.topology.declare_handler_queue(&ch, h).await?;
+            self.declared.lock().expect("declared set poisoned").insert(h.clone());
+        }
+        Ok(())
+    }
+
+    /// Publishes one task and waits for the broker's confirm; then clears its outbox entry.
+    ///
+    /// # Errors
+    /// `Publish` on a nack, a timeout or an unroutable task; `Amqp` on connection trouble.
+    pub async fn publish(&self, task: &StepTask) -> Result<()> {
+        let body = task.encode_to_vec();
+        let member = outbox_member(&task.run_id, &task.step_id, task.attempt);
+        for tried in 0..2 {
+            let ch = self.channel().await?;
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/x-protobuf".into())
+                .with_message_id(member.as_str().into())
+                .with_type("baton.v1.StepTask".into());
+            let publish = ch.basic_publish(
+                self.topology.exchange().as_str().into(),
+                task.handler.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &body,
+                props,
+            );
+            let confirm = tokio::time::timeout(self.publish_timeout, async { publish.await?.await })
+                .await
+                .map_err(|_| CoordinatorError::Publish(format!("no confirm for {member} within {:?}", self.publish_timeout)))?;
+            let confirm = match confirm {
+                Ok(c) => c,
+                Err(e) => {
+                    // Drop the broken link so the next call reconnects.
+                    self.link.lock().await.take();
+                    return Err(e.into());
+                }
+            };
+            match confirm {
+                Confirmation::Ack(None) => {
+                    let _ = self.confirmed.send(member);
+                    return Ok(());
+                }
+                Confirmation::Ack(Some(returned)) if tried == 0 => {
+                    tracing::warn!(handler = %task.handler, reply = %returned.reply_text, "step task returned unroutable; declaring its queue");
+                    self.declared.lock().expect("declared set poisoned").remove(&task.handler);
+                    self.ensure_queues(std::slice::from_ref(&task.handler)).await?;
+                }
+                Confirmation::Ack(Some(returned)) => return Err(CoordinatorError::Publish(format!("{member} unroutable: {}", returned.reply_text))),
+                Confirmation::Nack(_) => return Err(CoordinatorError::Publish(format!("{member} nacked by the broker"))),
+                Confirmation::NotRequested => return Err(CoordinatorError::Internal("publisher confirms are off".into())),
+            }
+        }
+        Err(CoordinatorError::Publish(format!("{member} unroutable")))
+    }
+
+    /// Publishes tasks in the background, concurrently. A failed publish stays in the outbox, and the
+    /// sweeper re-sends it after the dispatch grace.
+    pub fn publish_detached(self: &Arc<Self>, tasks: Vec<StepTask>) {
+        for task in tasks {
+            let d = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = d.publish(&task).await {
+                    tracing::warn!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, error = %e, "publish failed; the sweeper will retry");
+                }
+            });
+        }
+    }
+
+    /// Closes the connection after the publishes in flight.
+    pub async fn close(&self) {
+        if let Some((conn, ch)) = self.link.lock().await.take() {
+            let _ = tokio::time::timeout(self.publish_timeout, ch.wait_for_confirms()).await;
+            let _ = conn.close(200, "shutdown".into()).await;
+        }
+    }
+}
+
+/// Removes confirmed dispatches from the outbox in batches (one `ZREM` for many confirms).
+async fn clear_outbox(store: Store, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        if let Err(e) = store.outbox_done(&batch).await {
+            // Left in the outbox, they are re-checked by the sweeper: harmless, only slower.
+            tracing::warn!(error = %e, count = batch.len(), "could not clear confirmed dispatches from the outbox");
+        }
+        batch.clear();
+    }
+}

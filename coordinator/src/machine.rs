@@ -1,0 +1,90 @@
+//! The pure core of the run state machine: what a transition needs to know, computed from the
+//! definition and the event alone, with no I/O. The Redis scripts apply it atomically and fenced by
+//! attempt; this module decides *what* to ask for (which children to consider, when to retry).
+
+use baton_shared::{
+    definition::{StepDefinition, WorkflowDefinition},
+    proto::StepTask,
+    retry::RetryDecision,
+};
+
+use crate::store::DispatchPayload;
+
+/// `child=parent,parent;child=parent`: the children of `step` with all their parents, so the script
+/// can tell which children became ready.
+pub fn children_spec(def: &WorkflowDefinition, step: &str) -> String {
+    def.children(step).map(|c| format!("{}={}", c.id, c.depends_on.join(","))).collect::<Vec<_>>().join(";")
+}
+
+/// The leaf steps, comma-separated.
+pub fn leaves_csv(def: &WorkflowDefinition) -> String {
+    def.leaves().map(|s| s.id.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// Every step id in definition order, comma-separated.
+pub fn step_ids_csv(def: &WorkflowDefinition) -> String {
+    def.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// `workflow@version`, as the scripts check it.
+pub fn pinned(def: &WorkflowDefinition) -> String {
+    format!("{}@{}", def.name, def.version)
+}
+
+/// When attempt `attempt + 1` should be dispatched after attempt `attempt` failed at `now` (Unix ms),
+/// or 0 if the step has failed for good.
+pub fn retry_at(step: &StepDefinition, attempt: u32, error_type: &str, retryable: bool, now: i64) -> i64 {
+    match step.retry.decide(attempt, error_type, retryable) {
+        RetryDecision::RetryAfter(d) => now + (d.as_millis() as i64).max(1),
+        RetryDecision::GiveUp => 0,
+    }
+}
+
+/// The message to publish for a dispatched attempt.
+pub fn task(def: &WorkflowDefinition, step: &StepDefinition, run_id: &str, payload: DispatchPayload, now: i64) -> StepTask {
+    StepTask {
+        run_id: run_id.to_string(),
+        step_id: payload.step_id,
+        attempt: payload.attempt,
+        handler: step.handler.clone(),
+        workflow: def.name.clone(),
+        workflow_version: def.version,
+        input_json: payload.input_json,
+        parent_outputs_json: payload.parent_outputs,
+        timeout_ms: step.timeout.as_millis() as u64,
+        heartbeat_timeout_ms: step.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+        dispatched_at_ms: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> WorkflowDefinition {
+        WorkflowDefinition::parse(
+            "name: w\nversion: 2\nsteps:\n  - {id: a, handler: h}\n  - {id: b, handler: h, depends_on: [a]}\n  - {id: c, handler: h, depends_on: [a]}\n  - {id: d, handler: h2, depends_on: [b, c], retry: {max_attempts: 2, initial_interval: 1s, jitter: 0}}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plans_fan_out_and_fan_in() {
+        let d = def();
+        assert_eq!(children_spec(&d, "a"), "b=a;c=a");
+        assert_eq!(children_spec(&d, "b"), "d=b,c");
+        assert_eq!(children_spec(&d, "d"), "");
+        assert_eq!(leaves_csv(&d), "d");
+        assert_eq!(step_ids_csv(&d), "a,b,c,d");
+        assert_eq!(pinned(&d), "w@2");
+    }
+
+    #[test]
+    fn retries_per_policy() {
+        let d = def();
+        let step = d.step("d").unwrap();
+        assert_eq!(retry_at(step, 1, "", true, 1_000), 2_000);
+        assert_eq!(retry_at(step, 2, "", true, 1_000), 0, "max_attempts reached");
+        assert_eq!(retry_at(step, 1, "", false, 1_000), 0, "non-retryable");
+    }
+}

@@ -1,0 +1,35 @@
+//! `baton-coordinator`: runs one coordinator. Settings come from `--config FILE` (TOML) and `BATON_*`
+//! environment variables; see `deploy/coordinator.toml` for every setting.
+
+use clap::Parser;
+
+/// Baton coordinator: gRPC API, run state in Redis, dispatch to RabbitMQ.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, short, env = "BATON_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()))
+        .init();
+    let args = Args::parse();
+    let config = match baton_coordinator::CoordinatorConfig::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match baton_coordinator::serve(config, baton_coordinator::shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

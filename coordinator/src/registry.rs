@@ -1,0 +1,152 @@
+//! The workflow registry: validated definitions stored in Redis by name and version, cached in
+//! memory (a version never changes once registered, so the cache needs no invalidation).
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use baton_shared::{definition::WorkflowDefinition, time::now_ms};
+
+use crate::{
+    error::{CoordinatorError, Result},
+    store::Store,
+};
+
+/// Registered workflow definitions.
+pub struct Registry {
+    store: Store,
+    cache: RwLock<HashMap<(String, u32), Arc<WorkflowDefinition>>>,
+}
+
+/// One registered version.
+pub struct Registered {
+    /// The definition.
+    pub definition: Arc<WorkflowDefinition>,
+    /// When it was registered, Unix ms.
+    pub registered_at: i64,
+}
+
+impl Registry {
+    /// An empty cache over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store, cache: RwLock::new(HashMap::new()) }
+    }
+
+    /// Validates and stores a definition. Returns it and whether it was new.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field; `AlreadyExists` when this name and version hold another
+    /// definition; `Redis`.
+    pub async fn register(&self, text: &str) -> Result<(Arc<WorkflowDefinition>, bool)> {
+        let def = WorkflowDefinition::parse(text)?;
+        self.register_definition(def).await
+    }
+
+    /// Stores an already validated definition (see [`Registry::register`]).
+    ///
+    /// # Errors
+    /// As [`Registry::register`].
+    pub async fn register_definition(&self, def: WorkflowDefinition) -> Result<(Arc<WorkflowDefinition>, bool)> {
+        let json = serde_json::to_string(&def.document).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let created = match self.store.put_workflow(&def.name, def.version, &json, now_ms()).await? {
+            None => true,
+            Some(existing) => {
+                let existing: serde_json::Value = serde_json::from_str(&existing).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+                if existing != def.document {
+                    return Err(CoordinatorError::AlreadyExists(format!(
+                        "version: workflow {:?} version {} is already registered with a different definition; register it under a new version",
+                        def.name, def.version
+                    )));
+                }
+                false
+            }
+        };
+        let def = Arc::new(def);
+        self.cache.write().expect("registry cache poisoned").insert((def.name.clone(), def.version), def.clone());
+        Ok((def, created))
+    }
+
+    /// The definition a run is pinned to (from memory when it has been seen).
+    ///
+    /// # Errors
+    /// `NotFound`; `Redis`.
+    pub async fn pinned(&self, name: &str, version: u32) -> Result<Arc<WorkflowDefinition>> {
+        if let Some(d) = self.cache.read().expect("registry cache poisoned").get(&(name.to_string(), version)) {
+            return Ok(d.clone());
+        }
+        let versions = self.versions(name).await?;
+        versions
+            .into_iter()
+            .find(|r| r.definition.version == version)
+            .map(|r| r.definition)
+            .ok_or_else(|| CoordinatorError::NotFound(format!("workflow {name:?} has no version {version}")))
+    }
+
+    /// The given version, or the latest when `version` is 0.
+    ///
+    /// # Errors
+    /// `NotFound` naming the workflow (or version); `Redis`.
+    pub async fn get(&self, name: &str, version: u32) -> Result<Registered> {
+        let versions = self.versions(name).await?;
+        let found = if version == 0 { versions.into_iter().last() } else { versions.into_iter().find(|r| r.definition.version == version) };
+        found.ok_or_else(|| {
+            if version == 0 {
+                CoordinatorError::NotFound(format!("workflow: no workflow named {name:?} is registered"))
+            } else {
+                CoordinatorError::NotFound(format!("version: workflow {name:?} has no version {version}"))
+            }
+        })
+    }
+
+    /// Every version of `name`, ascending (empty if unknown).
+    ///
+    /// # Errors
+    /// `Redis`; `Internal` if a stored definition no longer validates.
+    pub async fn versions(&self, name: &str) -> Result<Vec<Registered>> {
+        let mut out = Vec::new();
+        for (version, json, registered_at) in self.store.workflow_versions(name).await? {
+            let cached = self.cache.read().expect("registry cache poisoned").get(&(name.to_string(), version)).cloned();
+            let definition = match cached {
+                Some(d) => d,
+                None => {
+                    let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?;
+                    let d = Arc::new(WorkflowDefinition::from_value(value).map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?);
+                    self.cache.write().expect("registry cache poisoned").insert((name.to_string(), version), d.clone());
+                    d
+                }
+            };
+            out.push(Registered { definition, registered_at });
+        }
+        Ok(out)
+    }
+
+    /// Names of every registered workflow.
+    ///
+    /// # Errors
+    /// `Redis`.
+    pub async fn names(&self) -> Result<Vec<String>> {
+        self.store.workflow_names().await
+    }
+
+    /// Reads every `*.yaml`, `*.yml` and `*.json` file of `dir` as a definition. Files are validated
+    /// all before any is registered, so one bad file stops start-up with its name and the field.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the file and field; `Internal` when the directory cannot be read.
+    pub fn read_dir(dir: &Path) -> Result<Vec<WorkflowDefinition>> {
+        let entries = std::fs::read_dir(dir).map_err(|e| CoordinatorError::Internal(format!("definitions_dir {}: {e}", dir.display())))?;
+        let mut files: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+            .collect();
+        files.sort();
+        let mut defs = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| CoordinatorError::Internal(format!("{}: {e}", f.display())))?;
+            defs.push(WorkflowDefinition::parse(&text).map_err(|e| CoordinatorError::InvalidArgument(format!("{}: {e}", f.display())))?);
+        }
+        Ok(defs)
+    }
+}

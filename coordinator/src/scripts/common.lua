@@ -1,0 +1,89 @@
+-- common.lua: prepended to every run script at load time (see store.rs).
+-- KEYS[1] run hash, KEYS[2] steps hash, KEYS[3] events stream: all under the run's hash tag.
+-- ARGV[1] now (Unix ms), ARGV[2] approximate max length of the events stream,
+-- ARGV[3] retention of a finished run (seconds). Script-specific arguments start at ARGV[4].
+local RUN, STEPS, EVENTS = KEYS[1], KEYS[2], KEYS[3]
+local NOW = tonumber(ARGV[1])
+local MAXLEN = ARGV[2]
+local RETENTION = tonumber(ARGV[3])
+local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
+
+local function split(s, sep)
+  local out = {}
+  if s == nil or s == '' then return out end
+  for part in string.gmatch(s, '[^' .. sep .. ']+') do out[#out + 1] = part end
+  return out
+end
+
+local function sget(step, field)
+  return redis.call('HGET', STEPS, step .. ':' .. field)
+end
+
+local function sset(step, ...)
+  local args = { ... }
+  local flat = {}
+  for i = 1, #args, 2 do
+    flat[#flat + 1] = step .. ':' .. args[i]
+    flat[#flat + 1] = args[i + 1]
+  end
+  redis.call('HSET', STEPS, unpack(flat))
+end
+
+local function event(kind, step, attempt, status, detail)
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*',
+    'kind', kind, 'step', step, 'attempt', tostring(attempt), 'status', status,
+    'detail', detail or '', 'at', tostring(NOW))
+end
+
+-- Appends one finished attempt to the step's history (a JSON array).
+local function record_attempt(step, attempt, outcome, err, worker)
+  local entry = cjson.encode({
+    number = attempt, outcome = outcome, error = err or '', worker = worker or '',
+    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
+  })
+  local h = sget(step, 'history')
+  if not h or h == '' or h == '[]' then
+    h = '[' .. entry .. ']'
+  else
+    h = string.sub(h, 1, -2) .. ',' .. entry .. ']'
+  end
+  sset(step, 'history', h)
+end
+
+-- Appends a dispatch payload for `step` to `out`: step id, parent count, then (parent, output) pairs.
+local function push_payload(out, step, parents_csv)
+  local ps = split(parents_csv, ',')
+  out[#out + 1] = step
+  out[#out + 1] = tostring(#ps)
+  for _, p in ipairs(ps) do
+    out[#out + 1] = p
+    out[#out + 1] = sget(p, 'output') or 'null'
+  end
+end
+
+local function dispatch(step, attempt)
+  sset(step, 'status', 'dispatched', 'attempt', tostring(attempt), 'dispatched_at', tostring(NOW))
+  event('step', step, attempt, 'dispatched', '')
+end
+
+-- Finishes the run: sets its status, cancels unfinished steps, and starts the retention clock.
+local function finish_run(status, output, err)
+  redis.call('HSET', RUN, 'status', status, 'finished_at', tostring(NOW), 'output', output or '', 'error', err or '')
+  for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
+    local st = sget(s, 'status')
+    if st == 'pending' or st == 'dispatched' or st == 'running' or st == 'retrying' then
+      sset(s, 'status', 'cancelled', 'finished_at', tostring(NOW))
+      event('step', s, tonumber(sget(s, 'attempt')) or 0, 'cancelled', 'run ' .. status)
+    end
+  end
+  event('run', '', 0, status, err or '')
+  redis.call('EXPIRE', RUN, RETENTION)
+  redis.call('EXPIRE', STEPS, RETENTION)
+  redis.call('EXPIRE', EVENTS, RETENTION)
+end
+
+-- Whether the run is of workflow@version `pinned` (what the caller planned with).
+local function pinned_to(pinned)
+  local wf = redis.call('HMGET', RUN, 'workflow', 'version')
+  return (wf[1] or '') .. '@' .. (wf[2] or '') == pinned
+end

@@ -1,0 +1,628 @@
+//! The Redis adapter: run state, durable timers, the dispatch outbox, run indexes and the workflow
+//! registry. Every change of one run's state is one Lua script (`scripts/*.lua`) over that run's keys;
+//! global indexes are written with plain commands pipelined *before* the script, so a crash between
+//! the two leaves at worst an index entry that points at nothing (timers and outbox entries are fenced
+//! by attempt and found harmless when they fire; run index entries are dropped lazily by listings).
+
+use std::{collections::HashMap, time::Duration};
+
+use baton_shared::keys::{Keys, run_index_member};
+use redis::{AsyncCommands, Pipeline, aio::ConnectionManager};
+
+use crate::error::{CoordinatorError, Result};
+
+/// A run script: the common prelude plus its own body, and its SHA1 for `EVALSHA`.
+struct RunScript {
+    script: redis::Script,
+}
+
+impl RunScript {
+    fn new(body: &str) -> Self {
+        let code = format!("{}\n{}", include_str!("scripts/common.lua"), body);
+        Self { script: redis::Script::new(&code) }
+    }
+}
+
+struct Scripts {
+    create_run: RunScript,
+    start_step: RunScript,
+    heartbeat: RunScript,
+    complete_step: RunScript,
+    dispatch_attempt: RunScript,
+    claim: redis::Script,
+    release: redis::Script,
+}
+
+/// What a worker should do with an attempt (the answer of start, heartbeat and report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The attempt is current.
+    Proceed,
+    /// The attempt is not current; drop it.
+    Stale,
+    /// The run is over; stop.
+    Cancelled,
+}
+
+/// What a dispatch needs from the run: the payload of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchPayload {
+    /// The step to dispatch.
+    pub step_id: String,
+    /// Its attempt number (1-based).
+    pub attempt: u32,
+    /// The run input, JSON text.
+    pub input_json: String,
+    /// Outputs of the step's parents, JSON text by step id.
+    pub parent_outputs: HashMap<String, String>,
+}
+
+/// The result of applying an attempt's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// Not the current attempt of a live step: nothing changed.
+    Stale,
+    /// (Heartbeat timer) the attempt beat at this time (Unix ms); check again later.
+    Alive(i64),
+    /// The step will be retried as this attempt.
+    Retry(u32),
+    /// The step and the run failed.
+    Failed,
+    /// The step succeeded; these children were dispatched; `run_status` is the run's status now.
+    Succeeded {
+        /// The run's status after this step (`succeeded` if it was the last).
+        run_status: String,
+        /// Children that became ready and were committed as dispatched: publish them.
+        dispatched: Vec<DispatchPayload>,
+    },
+}
+
+/// An entry claimed from a durable-time sorted set, to be released when handled.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The entry.
+    pub member: String,
+    /// The lease score it was claimed with.
+    pub lease: i64,
+}
+
+/// Arguments common to every run script.
+pub struct RunCall<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// Now, Unix ms.
+    pub now: i64,
+}
+
+/// Redis-backed state of runs, timers and the registry.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    client: redis::Client,
+    keys: Keys,
+    scripts: std::sync::Arc<Scripts>,
+    events_max_len: u64,
+    retention: Duration,
+}
+
+fn strings(v: Vec<redis::Value>) -> Result<Vec<String>> {
+    let last = v.into_iter().last().ok_or_else(|| CoordinatorError::Internal("empty answer from Redis".into()))?;
+    redis::from_redis_value(last).map_err(|e| CoordinatorError::Internal(format!("unexpected answer from a script: {e}")))
+}
+
+impl Store {
+    /// Connects to `url` (`redis://host:port/db`).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`] when Redis cannot be reached.
+    pub async fn connect(url: &str, keys: Keys, events_max_len: u64, retention: Duration) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(3);
+        let conn = client.get_connection_manager_with_config(cfg).await?;
+        let scripts = Scripts {
+            create_run: RunScript::new(include_str!("scripts/create_run.lua")),
+            start_step: RunScript::new(include_str!("scripts/start_step.lua")),
+            heartbeat: RunScript::new(include_str!("scripts/heartbeat.lua")),
+            complete_step: RunScript::new(include_str!("scripts/complete_step.lua")),
+            dispatch_attempt: RunScript::new(include_str!("scripts/dispatch_attempt.lua")),
+            claim: redis::Script::new(include_str!("scripts/claim.lua")),
+            release: redis::Script::new(include_str!("scripts/release.lua")),
+        };
+        let store = Self { conn, client, keys, scripts: std::sync::Arc::new(scripts), events_max_len, retention };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A dedicated connection without a response timeout, for blocking reads (`XREAD BLOCK`).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn blocking_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
+    }
+
+    /// A clone of the shared multiplexed connection.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn load_scripts(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let s = &self.scripts;
+        for script in [&s.create_run, &s.start_step, &s.heartbeat, &s.complete_step, &s.dispatch_attempt] {
+            script.script.prepare_invoke().load_async(&mut conn).await?;
+        }
+        for script in [&s.claim, &s.release] {
+            script.prepare_invoke().load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `prelude` (plain commands on global keys) and then `script` on the run's keys, in one
+    /// pipeline: one round trip. Reloads the scripts once if Redis lost them (a restart).
+    async fn eval_run(&self, prelude: Pipeline, script: &RunScript, call: &RunCall<'_>, args: &[String]) -> Result<Vec<String>> {
+        let k = &self.keys;
+        for tried in 0..2 {
+            let mut pipe = prelude.clone();
+            pipe.cmd("EVALSHA")
+                .arg(script.script.get_hash())
+                .arg(3)
+                .arg(k.run(call.run_id))
+                .arg(k.steps(call.run_id))
+                .arg(k.events(call.run_id))
+                .arg(call.now)
+                .arg(self.events_max_len)
+                .arg(self.retention.as_secs().max(1))
+                .arg(args);
+            let mut conn = self.conn.clone();
+            match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
+                Ok(v) => return strings(v),
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) && tried == 0 => self.load_scripts().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoordinatorError::Internal("Redis keeps losing Baton's scripts".into()))
+    }
+
+    /// Creates a run with its root steps dispatched, after writing its index entries and the outbox
+    /// entries of its roots. Returns `None` if it was created, `Some(status)` if the id existed.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_run(
+        &self,
+        call: &RunCall<'_>,
+        workflow: &str,
+        version: u32,
+        input_json: &str,
+        idempotency_key: &str,
+        step_ids: &str,
+        roots: &[&str],
+        outbox_due: i64,
+    ) -> Result<Option<String>> {
+        let mut pre = redis::pipe();
+        let member = run_index_member(call.now, call.run_id);
+        // With an idempotency key the run may exist already: its index entries were made the first time.
+        if idempotency_key.is_empty() {
+            pre.zadd(self.keys.runs_index(), &member, 0).ignore();
+            pre.zadd(self.keys.workflow_runs_index(workflow), &member, 0).ignore();
+        }
+        for r in roots {
+            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, r, 1), outbox_due).ignore();
+        }
+        let args = [call.run_id.to_string(), workflow.to_string(), version.to_string(), input_json.to_string(), idempotency_key.to_string(), step_ids.to_string(), roots.join(",")];
+        let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
+        if out.first().map(String::as_str) == Some("created") {
+            if !idempotency_key.is_empty() {
+                let mut conn = self.conn.clone();
+                let _: () = redis::pipe()
+                    .zadd(self.keys.runs_index(), &member, 0)
+                    .ignore()
+                    .zadd(self.keys.workflow_runs_index(workflow), &member, 0)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            Ok(None)
+        } else {
+            Ok(Some(out.get(1).cloned().unwrap_or_default()))
+        }
+    }
+
+    /// Marks an attempt as started and arms its timeout timers (pipelined before the script; a timer
+    /// for an attempt that turns out stale fires as a no-op).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn start_step(&self, call: &RunCall<'_>, step: &str, attempt: u32, worker: &str, pinned: &str, timers: &[(String, i64)]) -> Result<Disposition> {
+        let mut pre = redis::pipe();
+        for (member, due) in timers {
+            pre.zadd(self.keys.timers(), member, *due).ignore();
+        }
+        let out = self.eval_run(pre, &self.scripts.start_step, call, &[step.into(), attempt.to_string(), worker.into(), pinned.into()]).await?;
+        Ok(disposition(&out))
+    }
+
+    /// Records a heartbeat of an attempt.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn heartbeat(&self, call: &RunCall<'_>, step: &str, attempt: u32) -> Result<Disposition> {
+        let out = self.eval_run(redis::pipe(), &self.scripts.heartbeat, call, &[step.into(), attempt.to_string()]).await?;
+        Ok(disposition(&out))
+    }
+
+    /// Applies the outcome of an attempt (see `complete_step.lua` for the arguments), after the
+    /// pipelined global writes in `pre`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn complete_step(&self, pre: Pipeline, call: &RunCall<'_>, args: &CompleteArgs<'_>) -> Result<Completion> {
+        let a = [
+            args.step.to_string(),
+            args.attempt.to_string(),
+            args.worker.to_string(),
+            args.outcome.to_string(),
+            args.body.to_string(),
+            args.retry_at.to_string(),
+            args.heartbeat_timeout_ms.to_string(),
+            args.children.to_string(),
+            args.leaves.to_string(),
+            args.pinned.to_string(),
+        ];
+        let out = self.eval_run(pre, &self.scripts.complete_step, call, &a).await?;
+        let mut it = out.into_iter();
+        Ok(match it.next().as_deref() {
+            Some("alive") => Completion::Alive(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
+            Some("retry") => Completion::Retry(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
+            Some("failed") => Completion::Failed,
+            Some("ok") => {
+                let run_status = it.next().unwrap_or_default();
+                let input = it.next().unwrap_or_default();
+                let n: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let mut dispatched = Vec::with_capacity(n);
+                for _ in 0..n {
+                    dispatched.push(read_payload(&mut it, &input, 1)?);
+                }
+                Completion::Succeeded { run_status, dispatched }
+            }
+            _ => Completion::Stale,
+        })
+    }
+
+    /// The payload of an attempt to (re)publish: `retry = true` moves a retrying step to dispatched;
+    /// otherwise only a step still dispatched (never started) answers. `None` when stale.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    /// A retry writes the outbox entry (due at `outbox_due`) in the same round trip, before the commit,
+    /// so a crash after the commit still gets the attempt published by the sweeper.
+    pub async fn dispatch_attempt(&self, call: &RunCall<'_>, step: &str, attempt: u32, retry: bool, parents: &str, outbox_due: i64) -> Result<Option<DispatchPayload>> {
+        let mode = if retry { "retry" } else { "check" };
+        let mut pre = redis::pipe();
+        if retry {
+            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step, attempt), outbox_due).ignore();
+        }
+        let out = self.eval_run(pre, &self.scripts.dispatch_attempt, call, &[step.into(), attempt.to_string(), mode.into(), parents.into()]).await?;
+        let mut it = out.into_iter();
+        if it.next().as_deref() != Some("dispatch") {
+            return Ok(None);
+        }
+        let input = it.next().unwrap_or_default();
+        Ok(Some(read_payload(&mut it, &input, attempt)?))
+    }
+
+    /// Leases up to `limit` due entries of the timers (`outbox = false`) or the outbox.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn claim(&self, outbox: bool, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
+        let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self.scripts.claim.key(key).arg(now).arg(lease.as_millis() as u64).arg(limit).invoke_async(&mut conn).await?;
+        let mut it = out.into_iter();
+        let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(it.map(|member| Claimed { member, lease }).collect())
+    }
+
+    /// Removes a claimed entry unless it was rescheduled since.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
+        let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
+        let mut conn = self.conn.clone();
+        let _: i64 = self.scripts.release.key(key).arg(&claimed.member).arg(claimed.lease).invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Schedules (or reschedules) a timer.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn schedule_timer(&self, member: &str, due: i64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.zadd(self.keys.timers(), member, due).await?;
+        Ok(())
+    }
+
+    /// Removes outbox entries whose publish RabbitMQ confirmed.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn outbox_done(&self, members: &[String]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.zrem(self.keys.outbox(), members).await?;
+        Ok(())
+    }
+
+    /// The run's own fields and its step fields (`<step>:<field>`), or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn read_run(&self, run_id: &str) -> Result<Option<(HashMap<String, String>, HashMap<String, String>)>> {
+        let mut conn = self.conn.clone();
+        let (run, steps): (HashMap<String, String>, HashMap<String, String>) =
+            redis::pipe().hgetall(self.keys.run(run_id)).hgetall(self.keys.steps(run_id)).query_async(&mut conn).await?;
+        Ok((!run.is_empty()).then_some((run, steps)))
+    }
+
+    /// The workflow and version a run is pinned to.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn run_workflow(&self, run_id: &str) -> Result<Option<(String, u32)>> {
+        let mut conn = self.conn.clone();
+        let (wf, v): (Option<String>, Option<u32>) = redis::cmd("HMGET").arg(self.keys.run(run_id)).arg("workflow").arg("version").query_async(&mut conn).await?;
+        Ok(wf.zip(v))
+    }
+
+    /// One page of run ids from a run index, newest first, strictly older than `after` (an index member).
+    /// Returns `(member, run_id)` pairs.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn run_index_page(&self, workflow: Option<&str>, after: Option<&str>, count: usize) -> Result<Vec<String>> {
+        let key = match workflow {
+            Some(w) => self.keys.workflow_runs_index(w),
+            None => self.keys.runs_index(),
+        };
+        let max = after.map(|a| format!("({a}")).unwrap_or_else(|| "+".into());
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("ZREVRANGEBYLEX").arg(key).arg(max).arg("-").arg("LIMIT").arg(0).arg(count).query_async(&mut conn).await?)
+    }
+
+    /// The summary fields of several runs at once (`None` for runs that expired).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn run_summaries(&self, run_ids: &[String]) -> Result<Vec<Option<HashMap<String, String>>>> {
+        let mut pipe = redis::pipe();
+        for id in run_ids {
+            pipe.hgetall(self.keys.run(id));
+        }
+        let mut conn = self.conn.clone();
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok(maps.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
+    }
+
+    /// Drops index entries of runs that no longer exist.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn drop_index_entries(&self, workflow: &str, members: &[String]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .zrem(self.keys.runs_index(), members)
+            .ignore()
+            .zrem(self.keys.workflow_runs_index(workflow), members)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a definition if this version is new. Returns the stored JSON when the version existed.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn put_workflow(&self, name: &str, version: u32, json: &str, now: i64) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let set: bool = conn.hset_nx(self.keys.workflow(name), version, json).await?;
+        if !set {
+            return Ok(Some(conn.hget(self.keys.workflow(name), version).await?));
+        }
+        let _: () = redis::pipe()
+            .hset(self.keys.workflow_registered(name), version, now)
+            .ignore()
+            .sadd(self.keys.workflow_names(), name)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(None)
+    }
+
+    /// Every version of a workflow: version -> (definition JSON, registered at Unix ms).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn workflow_versions(&self, name: &str) -> Result<Vec<(u32, String, i64)>> {
+        let mut conn = self.conn.clone();
+        let (defs, times): (HashMap<u32, String>, HashMap<u32, i64>) =
+            redis::pipe().hgetall(self.keys.workflow(name)).hgetall(self.keys.workflow_registered(name)).query_async(&mut conn).await?;
+        let mut out: Vec<_> = defs.into_iter().map(|(v, d)| (v, d, times.get(&v).copied().unwrap_or(0))).collect();
+        out.sort_by_key(|(v, _, _)| *v);
+        Ok(out)
+    }
+
+    /// Names of every registered workflow.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn workflow_names(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> = conn.smembers(self.keys.workflow_names()).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Events of a run after `after` (a stream id; `"-"` for the start), at most `count`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn events_after(&self, run_id: &str, after: &str, count: usize) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let mut conn = self.conn.clone();
+        let start = if after == "-" { "-".to_string() } else { format!("({after}") };
+        let reply: redis::streams::StreamRangeReply = conn.xrange_count(self.keys.events(run_id), start, "+", count).await?;
+        Ok(reply.ids.into_iter().map(stream_entry).collect())
+    }
+
+    /// Trims run index entries older than `cutoff` (Unix ms).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn trim_indexes(&self, cutoff: i64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let names = self.workflow_names().await?;
+        let max = format!("({cutoff:013}");
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYLEX").arg(self.keys.runs_index()).arg("-").arg(&max).ignore();
+        for n in names {
+            pipe.cmd("ZREMRANGEBYLEX").arg(self.keys.workflow_runs_index(&n)).arg("-").arg(&max).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// Arguments of `complete_step.lua`.
+pub struct CompleteArgs<'a> {
+    /// The step.
+    pub step: &'a str,
+    /// The attempt being completed.
+    pub attempt: u32,
+    /// Who reports it (a worker id, or `timer`).
+    pub worker: &'a str,
+    /// `ok`, `error`, `timeout` or `heartbeat`.
+    pub outcome: &'a str,
+    /// The output JSON or the error message.
+    pub body: &'a str,
+    /// When to dispatch the next attempt (Unix ms), 0 to give up.
+    pub retry_at: i64,
+    /// For `heartbeat`: the heartbeat timeout, ms.
+    pub heartbeat_timeout_ms: u64,
+    /// `child=parent,parent;...`
+    pub children: &'a str,
+    /// Leaf step ids, comma-separated.
+    pub leaves: &'a str,
+    /// `workflow@version`.
+    pub pinned: &'a str,
+}
+
+/// Converts one stream entry to (id, fields).
+pub fn stream_entry(e: redis::streams::StreamId) -> (String, HashMap<String, String>) {
+    let fields = e.map.into_iter().filter_map(|(k, v)| redis::from_redis_value::<String>(v).ok().map(|v| (k, v))).collect();
+    (e.id, fields)
+}
+
+fn read_payload(it: &mut impl Iterator<Item = String>, input: &str, attempt: u32) -> Result<DispatchPayload> {
+    let bad = || CoordinatorError::Internal("malformed dispatch payload from Redis".into());
+    let step_id = it.next().ok_or_else(bad)?;
+    let n: usize = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let mut parent_outputs = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let p = it.next().ok_or_else(bad)?;
+        let o = it.next().ok_or_else(bad)?;
+        parent_outputs.insert(p, o);
+    }
+    Ok(DispatchPayload { step_id, attempt, input_json: input.to_string(), parent_outputs })
+}
+
+fn disposition(out: &[String]) -> Disposition {
+    match out.first().map(String::as_str) {
+        Some("proceed") => Disposition::Proceed,
+        Some("cancelled") => Disposition::Cancelled,
+        _ => Disposition::Stale,
+    }
+}
+
+/// The outbox member of a dispatched attempt: `<run>|<step>|<attempt>`.
+pub fn outbox_member(run_id: &str, step: &str, attempt: u32) -> String {
+    format!("{run_id}|{step}|{attempt}")
+}
+
+/// The member of a timer: `<kind>|<run>|<step>|<attempt>`.
+pub fn timer_member(kind: TimerKind, run_id: &str, step: &str, attempt: u32) -> String {
+    format!("{}|{run_id}|{step}|{attempt}", kind.word())
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// Dispatch the next attempt after a backoff.
+    Retry,
+    /// Fail a running attempt that outlived its start-to-close timeout.
+    Timeout,
+    /// Fail a running attempt that stopped beating.
+    Heartbeat,
+}
+
+impl TimerKind {
+    fn word(self) -> &'static str {
+        match self {
+            TimerKind::Retry => "retry",
+            TimerKind::Timeout => "timeout",
+            TimerKind::Heartbeat => "heartbeat",
+        }
+    }
+
+    /// Parses a member back into (kind, run, step, attempt).
+    pub fn parse(member: &str) -> Option<(TimerKind, &str, &str, u32)> {
+        let mut it = member.splitn(4, '|');
+        let kind = match it.next()? {
+            "retry" => TimerKind::Retry,
+            "timeout" => TimerKind::Timeout,
+            "heartbeat" => TimerKind::Heartbeat,
+            _ => return None,
+        };
+        let run = it.next()?;
+        let step = it.next()?;
+        let attempt = it.next()?.parse().ok()?;
+        Some((kind, run, step, attempt))
+    }
+}
+
+/// Parses an outbox member back into (run, step, attempt).
+pub fn parse_outbox_member(member: &str) -> Option<(&str, &str, u32)> {
+    let mut it = member.splitn(3, '|');
+    Some((it.next()?, it.next()?, it.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip() {
+        let m = timer_member(TimerKind::Heartbeat, "r-1", "step_a", 3);
+        assert_eq!(TimerKind::parse(&m), Some((TimerKind::Heartbeat, "r-1", "step_a", 3)));
+        assert_eq!(parse_outbox_member(&outbox_member("r", "s", 2)), Some(("r", "s", 2)));
+        assert_eq!(TimerKind::parse("bogus|r|s|1"), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! Turns stored run state (Redis hashes and stream entries) into the API's messages, in one place.
+
+use std::collections::HashMap;
+
+use baton_shared::{
+    definition::WorkflowDefinition,
+    proto::{Attempt, Run, RunEvent, RunStatus, StepRun, StepStatus},
+    time::timestamp,
+};
+use serde::Deserialize;
+
+fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> &'a str {
+    m.get(k).map(String::as_str).unwrap_or("")
+}
+
+fn ms(m: &HashMap<String, String>, k: &str) -> i64 {
+    field(m, k).parse().unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+struct StoredAttempt {
+    number: u32,
+    outcome: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    worker: String,
+    #[serde(default)]
+    started_at: i64,
+    #[serde(default)]
+    finished_at: i64,
+}
+
+/// A run as the API shows it. `steps` (the steps hash) adds per-step detail; `def` gives step order,
+/// handlers and retry limits (runs whose definition is unknown show steps in stored order).
+pub fn run_view(def: Option<&WorkflowDefinition>, run: &HashMap<String, String>, steps: Option<&HashMap<String, String>>) -> Run {
+    let status = RunStatus::from_word(field(run, "status")).unwrap_or(RunStatus::Unspecified);
+    let mut out = Run {
+        id: field(run, "id").into(),
+        workflow: field(run, "workflow").into(),
+        version: field(run, "version").parse().unwrap_or(0),
+        status: status as i32,
+        input_json: field(run, "input").into(),
+        output_json: field(run, "output").into(),
+        error: field(run, "error").into(),
+        idempotency_key: field(run, "idempotency_key").into(),
+        created_at: timestamp(ms(run, "created_at")),
+        started_at: timestamp(ms(run, "started_at")),
+        finished_at: timestamp(ms(run, "finished_at")),
+        steps: Vec::new(),
+    };
+    let Some(steps) = steps else { return out };
+    let ids: Vec<String> = match def {
+        Some(d) => d.steps.iter().map(|s| s.id.clone()).collect(),
+        None => field(run, "step_ids").split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+    };
+    for id in ids {
+        let f = |name: &str| steps.get(&format!("{id}:{name}")).cloned().unwrap_or_default();
+        let t = |name: &str| timestamp(f(name).parse().unwrap_or(0));
+        let sdef = def.and_then(|d| d.step(&id));
+        let history: Vec<StoredAttempt> = serde_json::from_str(&f("history")).unwrap_or_default();
+        out.steps.push(StepRun {
+            handler: sdef.map(|s| s.handler.clone()).unwrap_or_default(),
+            status: StepStatus::from_word(&f("status")).unwrap_or(StepStatus::Unspecified) as i32,
+            attempt: f("attempt").parse().unwrap_or(0),
+            max_attempts: sdef.map(|s| s.retry.max_attempts).unwrap_or(0),
+            output_json: f("output"),
+            error: f("error"),
+            dispatched_at: t("dispatched_at"),
+            started_at: t("started_at"),
+            finished_at: t("finished_at"),
+            depends_on: sdef.map(|s| s.depends_on.clone()).unwrap_or_default(),
+            attempts: history
+                .into_iter()
+                .map(|a| Attempt {
+                    number: a.number,
+                    outcome: a.outcome,
+                    error: a.error,
+                    worker: a.worker,
+                    started_at: timestamp(a.started_at),
+                    finished_at: timestamp(a.finished_at),
+                })
+                .collect(),
+            worker: f("worker"),
+            id,
+        });
+    }
+    out
+}
+
+/// One stored event as the API shows it.
+pub fn event_view(run_id: &str, id: String, f: &HashMap<String, String>) -> RunEvent {
+    RunEvent {
+        run_id: run_id.to_string(),
+        sequence: id,
+        time: timestamp(ms(f, "at")),
+        kind: field(f, "kind").into(),
+        step_id: field(f, "step").into(),
+        attempt: field(f, "attempt").parse().unwrap_or(0),
+        status: field(f, "status").into(),
+        detail: field(f, "detail").into(),
+    }
+}
+
+/// A registered workflow as the API shows it.
+pub fn workflow_view(def: &WorkflowDefinition, registered_at: i64, versions: Vec<u32>) -> baton_shared::proto::Workflow {
+    use baton_shared::proto::{RetryPolicy, StepDefinition, Workflow};
+    Workflow {
+        name: def.name.clone(),
+        version: def.version,
+        description: def.description.clone(),
+        steps: def
+            .steps
+            .iter()
+            .map(|s| StepDefinition {
+                id: s.id.clone(),
+                handler: s.handler.clone(),
+                depends_on: s.depends_on.clone(),
+                retry: Some(RetryPolicy {
+                    max_attempts: s.retry.max_attempts,
+                    initial_interval_ms: s.retry.initial_interval.as_millis() as u64,
+                    backoff_coefficient: s.retry.backoff_coefficient,
+                    max_interval_ms: s.retry.max_interval.as_millis() as u64,
+                    jitter: s.retry.jitter,
+                    non_retryable_errors: s.retry.non_retryable_errors.clone(),
+                }),
+                timeout_ms: s.timeout.as_millis() as u64,
+                heartbeat_timeout_ms: s.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+            })
+            .collect(),
+        input_schema_json: def.input_schema.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        definition_json: def.document.to_string(),
+        registered_at: timestamp(registered_at),
+        versions,
+    }
+}

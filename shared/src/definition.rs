@@ -1,0 +1,454 @@
+//! Workflow definitions: the YAML/JSON document a user writes, its validation, and the step graph.
+//!
+//! A definition is parsed into a loose document model (durations as strings), then validated as a
+//! whole into [`WorkflowDefinition`]. Every problem found is reported with the field path it concerns
+//! (`steps[2].retry.max_interval`), all at once, so a user fixes a document in one pass.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{duration, retry::RetryPolicy};
+
+/// Default start-to-close timeout of a step that names none.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One problem in a definition (or a run input): where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field path, e.g. `steps[1].depends_on[0]`; empty for the document as a whole.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a definition was refused: every problem found, each with its field path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidDefinition(pub Vec<FieldError>);
+
+impl InvalidDefinition {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self(vec![FieldError { path: path.into(), message: message.into() }])
+    }
+}
+
+/// The document as written: what serde reads before validation.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    name: String,
+    version: u32,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    input_schema: Option<Value>,
+    steps: Vec<StepDocument>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct StepDocument {
+    id: String,
+    #[serde(default)]
+    handler: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    retry: Option<RetryDocument>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    heartbeat_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RetryDocument {
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    initial_interval: Option<String>,
+    #[serde(default)]
+    backoff_coefficient: Option<f64>,
+    #[serde(default)]
+    max_interval: Option<String>,
+    #[serde(default)]
+    jitter: Option<f64>,
+    #[serde(default)]
+    non_retryable_errors: Vec<String>,
+}
+
+/// One step of a validated workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepDefinition {
+    /// Unique within the workflow; `[A-Za-z0-9_-]`, at most 64 characters.
+    pub id: String,
+    /// The handler name workers register; also the RabbitMQ routing key. `[A-Za-z0-9_.-]`.
+    pub handler: String,
+    /// Steps that must succeed before this one starts (all of them).
+    pub depends_on: Vec<String>,
+    /// Per-step retry policy.
+    pub retry: RetryPolicy,
+    /// Start-to-close timeout of one attempt.
+    pub timeout: Duration,
+    /// Longest silence between heartbeats before the attempt counts as timed out.
+    pub heartbeat_timeout: Option<Duration>,
+}
+
+/// A validated workflow definition with its step graph.
+///
+/// Built by [`WorkflowDefinition::parse`] (YAML or JSON text) or [`WorkflowDefinition::from_value`].
+#[derive(Debug, Clone)]
+pub struct WorkflowDefinition {
+    /// `[A-Za-z0-9_.-]`, at most 128 characters.
+    pub name: String,
+    /// At least 1. A run pins the version it started with.
+    pub version: u32,
+    /// Free text.
+    pub description: String,
+    /// JSON Schema that run inputs must satisfy.
+    pub input_schema: Option<Value>,
+    /// Steps in document order.
+    pub steps: Vec<StepDefinition>,
+    /// The document as JSON, as it was accepted (what the registry stores).
+    pub document: Value,
+    graph: Arc<Graph>,
+    validator: Option<Arc<jsonschema::Validator>>,
+}
+
+impl PartialEq for WorkflowDefinition {
+    fn eq(&self, other: &Self) -> bool {
+        self.document == other.document
+    }
+}
+
+/// Derived facts about the step graph, computed once at validation.
+#[derive(Debug, Default)]
+struct Graph {
+    index: HashMap<String, usize>,
+    children: Vec<Vec<usize>>,
+    roots: Vec<usize>,
+    leaves: Vec<usize>,
+}
+
+fn valid_name(s: &str, max: usize, extra: &[char]) -> bool {
+    !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+}
+
+impl WorkflowDefinition {
+    /// Parses and validates a YAML or JSON document.
+    ///
+    /// # Errors
+    /// [`InvalidDefinition`] listing every problem with its field path: syntax errors (with line and
+    /// column), unknown fields, duplicate or unknown step ids, cycles, a missing handler, bad durations,
+    /// an invalid input schema.
+    pub fn parse(text: &str) -> Result<Self, InvalidDefinition> {
+        let value: Value = serde_saphyr::from_str(text).map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Validates a document already parsed as JSON.
+    ///
+    /// # Errors
+    /// As [`WorkflowDefinition::parse`].
+    pub fn from_value(value: Value) -> Result<Self, InvalidDefinition> {
+        let doc: Document = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let path = e.path().to_string();
+            InvalidDefinition::one(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        })?;
+        let mut errors = Vec::new();
+        let mut err = |path: String, message: String| errors.push(FieldError { path, message });
+
+        if !valid_name(&doc.name, 128, &['.']) {
+            err("name".into(), format!("{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'", doc.name));
+        }
+        if doc.version == 0 {
+            err("version".into(), "must be at least 1".into());
+        }
+        let validator = match &doc.input_schema {
+            None => None,
+            Some(schema) => match jsonschema::meta::validate(schema).map_err(|e| e.to_string()).and_then(|_| jsonschema::validator_for(schema).map_err(|e| e.to_string())) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    err("input_schema".into(), format!("not a valid JSON Schema: {e}"));
+                    None
+                }
+            },
+        };
+        if doc.steps.is_empty() {
+            err("steps".into(), "a workflow needs at least one step".into());
+        }
+
+        let mut index = HashMap::new();
+        for (i, s) in doc.steps.iter().enumerate() {
+            if !valid_name(&s.id, 64, &[]) {
+                err(format!("steps[{i}].id"), format!("{:?} must be 1 to 64 characters of letters, digits, '_', '-'", s.id));
+            } else if index.insert(s.id.clone(), i).is_some() {
+                err(format!("steps[{i}].id"), format!("duplicate step id {:?}", s.id));
+            }
+        }
+
+        let mut steps = Vec::with_capacity(doc.steps.len());
+        for (i, s) in doc.steps.iter().enumerate() {
+            let p = format!("steps[{i}]");
+            let handler = match s.handler.as_deref().map(str::trim) {
+                None | Some("") => {
+                    err(format!("{p}.handler"), "missing handler".into());
+                    String::new()
+                }
+                Some(h) if !valid_name(h, 128, &['.']) => {
+                    err(format!("{p}.handler"), format!("{h:?} must be letters, digits, '_', '-', '.'"));
+                    String::new()
+                }
+                Some(h) => h.to_string(),
+            };
+            let mut seen = HashSet::new();
+            for (j, d) in s.depends_on.iter().enumerate() {
+                if !index.contains_key(d) {
+                    err(format!("{p}.depends_on[{j}]"), format!("unknown step {d:?}"));
+                } else if d == &s.id {
+                    err(format!("{p}.depends_on[{j}]"), "a step cannot depend on itself".into());
+                } else if !seen.insert(d) {
+                    err(format!("{p}.depends_on[{j}]"), format!("{d:?} is listed twice"));
+                }
+            }
+            let mut dur = |field: &str, text: &Option<String>| -> Option<Duration> {
+                let text = text.as_ref()?;
+                match duration::parse(text) {
+                    Ok(d) if d.is_zero() => {
+                        err(format!("{p}.{field}"), "must be greater than zero".into());
+                        None
+                    }
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        err(format!("{p}.{field}"), e);
+                        None
+                    }
+                }
+            };
+            let timeout = dur("timeout", &s.timeout).unwrap_or(DEFAULT_STEP_TIMEOUT);
+            let heartbeat_timeout = dur("heartbeat_timeout", &s.heartbeat_timeout);
+            let mut retry = RetryPolicy::default();
+            if let Some(r) = &s.retry {
+                if let Some(d) = dur("retry.initial_interval", &r.initial_interval) {
+                    retry.initial_interval = d;
+                    retry.max_interval = retry.max_interval.max(d);
+                }
+                if let Some(d) = dur("retry.max_interval", &r.max_interval) {
+                    retry.max_interval = d;
+                }
+                if let Some(n) = r.max_attempts {
+                    if n == 0 {
+                        err(format!("{p}.retry.max_attempts"), "must be at least 1".into());
+                    }
+                    retry.max_attempts = n.max(1);
+                }
+                if let Some(c) = r.backoff_coefficient {
+                    if !(1.0..=100.0).contains(&c) {
+                        err(format!("{p}.retry.backoff_coefficient"), format!("{c} must be between 1.0 and 100.0"));
+                    }
+                    retry.backoff_coefficient = c;
+                }
+                if let Some(j) = r.jitter {
+                    if !(0.0..=1.0).contains(&j) {
+                        err(format!("{p}.retry.jitter"), format!("{j} must be between 0.0 and 1.0"));
+                    }
+                    retry.jitter = j;
+                }
+                if r.max_interval.is_some() && retry.max_interval < retry.initial_interval {
+                    err(format!("{p}.retry.max_interval"), "must not be shorter than initial_interval".into());
+                }
+                retry.non_retryable_errors = r.non_retryable_errors.clone();
+            }
+            steps.push(StepDefinition {
+                id: s.id.clone(),
+                handler,
+                depends_on: s.depends_on.clone(),
+                retry,
+                timeout,
+                heartbeat_timeout,
+            });
+        }
+
+        let graph = build_graph(&steps, &index);
+        if let Err(cycle) = &graph {
+            err("steps".into(), format!("the steps form a cycle: {cycle}"));
+        }
+        if !errors.is_empty() {
+            return Err(InvalidDefinition(errors));
+        }
+        Ok(Self {
+            name: doc.name,
+            version: doc.version,
+            description: doc.description,
+            input_schema: doc.input_schema,
+            steps,
+            document: value,
+            graph: Arc::new(graph.unwrap_or_default()),
+            validator,
+        })
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&StepDefinition> {
+        self.graph.index.get(id).map(|&i| &self.steps[i])
+    }
+
+    /// Steps that depend on `id` directly.
+    pub fn children(&self, id: &str) -> impl Iterator<Item = &StepDefinition> {
+        let list = self.graph.index.get(id).map(|&i| self.graph.children[i].as_slice()).unwrap_or(&[]);
+        list.iter().map(|&c| &self.steps[c])
+    }
+
+    /// The distinct handler names of the steps, in first-use order.
+    pub fn handlers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.steps {
+            if !out.contains(&s.handler) {
+                out.push(s.handler.clone());
+            }
+        }
+        out
+    }
+
+    /// Steps with no dependencies: the ones a new run dispatches.
+    pub fn roots(&self) -> impl Iterator<Item = &StepDefinition> {
+        self.graph.roots.iter().map(|&i| &self.steps[i])
+    }
+
+    /// Steps nothing depends on: their outputs make the run's output.
+    pub fn leaves(&self) -> impl Iterator<Item = &StepDefinition> {
+        self.graph.leaves.iter().map(|&i| &self.steps[i])
+    }
+
+    /// Checks a run input against the input schema.
+    ///
+    /// # Errors
+    /// Every violation, with its JSON path under `input` (e.g. `input/count`).
+    pub fn validate_input(&self, input: &Value) -> Result<(), InvalidDefinition> {
+        let Some(v) = &self.validator else { return Ok(()) };
+        let errors: Vec<FieldError> = v
+            .iter_errors(input)
+            .map(|e| FieldError { path: format!("input{}", e.instance_path()), message: e.to_string() })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(InvalidDefinition(errors)) }
+    }
+}
+
+/// Children lists, roots and leaves; or the ids along a cycle (Kahn's algorithm, then a walk).
+fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Result<Graph, String> {
+    let n = steps.len();
+    let mut children = vec![Vec::new(); n];
+    let mut indegree = vec![0usize; n];
+    for (i, s) in steps.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(&p) = index.get(d)
+                && p != i
+                && !children[p].contains(&i)
+            {
+                children[p].push(i);
+                indegree[i] += 1;
+            }
+        }
+    }
+    let mut queue: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let roots = queue.clone();
+    let mut left = indegree.clone();
+    let mut seen = 0;
+    while let Some(i) = queue.pop() {
+        seen += 1;
+        for &c in &children[i] {
+            left[c] -= 1;
+            if left[c] == 0 {
+                queue.push(c);
+            }
+        }
+    }
+    if seen < n {
+        // Walk parents among the unresolved steps until one repeats: that is a cycle.
+        let mut path: Vec<usize> = Vec::new();
+        let mut at = (0..n).find(|&i| left[i] > 0).unwrap_or(0);
+        let mut pos: BTreeMap<usize, usize> = BTreeMap::new();
+        while let std::collections::btree_map::Entry::Vacant(e) = pos.entry(at) {
+            e.insert(path.len());
+            path.push(at);
+            at = steps[at].depends_on.iter().filter_map(|d| index.get(d).copied()).find(|&p| left[p] > 0).unwrap_or(at);
+        }
+        let start = pos[&at];
+        let mut names: Vec<&str> = path[start..].iter().rev().map(|&i| steps[i].id.as_str()).collect();
+        names.push(&steps[at].id);
+        return Err(names.join(" -> "));
+    }
+    let leaves = (0..n).filter(|&i| children[i].is_empty()).collect();
+    Ok(Graph { index: index.clone(), children, roots, leaves })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(text: &str) -> Vec<String> {
+        WorkflowDefinition::parse(text).unwrap_err().0.into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn parses_a_fan_in_graph() {
+        let def = WorkflowDefinition::parse(
+            "name: docs\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: b, handler: h, depends_on: [a]}\n  - {id: c, handler: h, depends_on: [a], retry: {max_attempts: 5, initial_interval: 2s}}\n  - {id: d, handler: h, depends_on: [b, c], timeout: 5m}\n",
+        )
+        .unwrap();
+        assert_eq!(def.roots().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(def.leaves().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["d"]);
+        let mut kids: Vec<_> = def.children("a").map(|s| s.id.as_str()).collect();
+        kids.sort();
+        assert_eq!(kids, ["b", "c"]);
+        assert_eq!(def.step("c").unwrap().retry.max_attempts, 5);
+        assert_eq!(def.step("c").unwrap().retry.initial_interval, Duration::from_secs(2));
+        assert_eq!(def.step("d").unwrap().timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn reports_every_rule_with_its_path() {
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: a, handler: h}\n"), ["steps[1].id"]);
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [zz]}\n"), ["steps[0].depends_on[0]"]);
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a}\n"), ["steps[0].handler"]);
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timeout: soon}\n"), ["steps[0].timeout"]);
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_interval: 3 parsecs}}\n"), ["steps[0].retry.max_interval"]);
+        assert_eq!(paths("name: w\nversion: 1\ninput_schema: {type: 12}\nsteps:\n  - {id: a, handler: h}\n"), ["input_schema"]);
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timout: 3s}\n"), ["steps[0]"]);
+        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: many}}\n"), ["steps[0].retry.max_attempts"]);
+    }
+
+    #[test]
+    fn names_the_cycle() {
+        let e = WorkflowDefinition::parse("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [c]}\n  - {id: b, handler: h, depends_on: [a]}\n  - {id: c, handler: h, depends_on: [b]}\n  - {id: d, handler: h}\n").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].path, "steps");
+        assert!(e.0[0].message.contains("a -> b -> c -> a") || e.0[0].message.contains("cycle"), "{}", e);
+    }
+
+    #[test]
+    fn checks_input_against_schema() {
+        let def = WorkflowDefinition::parse("name: w\nversion: 1\ninput_schema: {type: object, required: [path], properties: {path: {type: string}}}\nsteps:\n  - {id: a, handler: h}\n").unwrap();
+        assert!(def.validate_input(&serde_json::json!({"path": "x"})).is_ok());
+        let e = def.validate_input(&serde_json::json!({"path": 3})).unwrap_err();
+        assert_eq!(e.0[0].path, "input/path");
+    }
+}

@@ -1,0 +1,84 @@
+//! Run and step statuses: the lower-case words stored in Redis and shown to users, and their
+//! protobuf enums. Converting here, once, keeps the edges from doing their own mapping.
+
+use crate::proto::{RunStatus, StepStatus};
+
+impl RunStatus {
+    /// The word stored in Redis and printed by the CLI.
+    pub fn word(self) -> &'static str {
+        match self {
+            RunStatus::Unspecified => "unspecified",
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// Parses a word; `None` for anything else.
+    pub fn from_word(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => RunStatus::Pending,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "timed_out" => RunStatus::TimedOut,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::TimedOut)
+    }
+}
+
+impl StepStatus {
+    /// The word stored in Redis and printed by the CLI.
+    pub fn word(self) -> &'static str {
+        match self {
+            StepStatus::Unspecified => "unspecified",
+            StepStatus::Pending => "pending",
+            StepStatus::Dispatched => "dispatched",
+            StepStatus::Running => "running",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a word; `None` for anything else.
+    pub fn from_word(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => StepStatus::Pending,
+            "dispatched" => StepStatus::Dispatched,
+            "running" => StepStatus::Running,
+            "retrying" => StepStatus::Retrying,
+            "succeeded" => StepStatus::Succeeded,
+            "failed" => StepStatus::Failed,
+            "skipped" => StepStatus::Skipped,
+            "cancelled" => StepStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for s in [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled, RunStatus::TimedOut] {
+            assert_eq!(RunStatus::from_word(s.word()), Some(s));
+        }
+        for s in [StepStatus::Pending, StepStatus::Dispatched, StepStatus::Running, StepStatus::Retrying, StepStatus::Succeeded, StepStatus::Failed, StepStatus::Skipped, StepStatus::Cancelled] {
+            assert_eq!(StepStatus::from_word(s.word()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What a handler sees of its step (the context) and how it fails (the error).
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use baton_shared::{
+    ids,
+    proto::{AttemptDisposition, HeartbeatRequest, worker_service_client::WorkerServiceClient},
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// Why a handler failed. A retryable error is tried again per the step's retry policy; a
+/// non-retryable one (or one whose `error_type` the policy lists in `non_retryable_errors`) fails the
+/// step at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// Human-readable message, shown in `baton run get`.
+    pub message: String,
+    /// Short classification (`NotFound`, `Timeout`...), matched against `non_retryable_errors`.
+    pub error_type: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+impl StepError {
+    /// An error that another attempt may not have.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        Self { message: message.to_string(), error_type: String::new(), retryable: true }
+    }
+
+    /// An error that every attempt would have: the step fails at once.
+    pub fn non_retryable(message: impl fmt::Display) -> Self {
+        Self { message: message.to_string(), error_type: String::new(), retryable: false }
+    }
+
+    /// Sets the error type.
+    #[must_use]
+    pub fn with_type(mut self, error_type: impl Into<String>) -> Self {
+        self.error_type = error_type.into();
+        self
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.error_type.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.error_type, self.message) }
+    }
+}
+
+impl std::error::Error for StepError {}
+
+/// Everything a handler knows about the attempt it runs.
+#[derive(Clone)]
+pub struct StepContext {
+    pub(crate) run_id: String,
+    pub(crate) step_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) workflow: String,
+    pub(crate) workflow_version: u32,
+    pub(crate) worker_id: String,
+    pub(crate) input: Value,
+    pub(crate) parent_outputs: HashMap<String, Value>,
+    pub(crate) timeout: Duration,
+    pub(crate) heartbeat_timeout: Option<Duration>,
+    pub(crate) client: WorkerServiceClient<Channel>,
+}
+
+impl StepContext {
+    /// The run.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The step.
+    pub fn step_id(&self) -> &str {
+        &self.step_id
+    }
+
+    /// This attempt, 1-based.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The workflow and its version.
+    pub fn workflow(&self) -> (&str, u32) {
+        (&self.workflow, self.workflow_version)
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// A key stable across the attempts of this step (`<run>/<step>`): key external writes with it so
+    /// that a retried or redelivered step writes once.
+    pub fn idempotency_key(&self) -> String {
+        ids::step_idempotency_key(&self.run_id, &self.step_id)
+    }
+
+    /// A key unique to this attempt (`<run>/<step>/<attempt>`).
+    pub fn attempt_key(&self) -> String {
+        ids::attempt_idempotency_key(&self.run_id, &self.step_id, self.attempt)
+    }
+
+    /// The run input as JSON (the handler's typed input is read from it too).
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+
+    /// Outputs of the steps this step depends on, by step id.
+    pub fn parent_outputs(&self) -> &HashMap<String, Value> {
+        &self.parent_outputs
+    }
+
+    /// The output of step `step_id` (a step this one depends on), as `T`.
+    ///
+    /// # Errors
+    /// A non-retryable [`StepError`] (`InvalidInput`) if there is no such parent or its output does
+    /// not deserialize as `T`.
+    pub fn output_of<T: DeserializeOwned>(&self, step_id: &str) -> Result<T, StepError> {
+        let v = self
+            .parent_outputs
+            .get(step_id)
+            .ok_or_else(|| StepError::non_retryable(format!("step {:?} has no parent {step_id:?}", self.step_id)).with_type("InvalidInput"))?;
+        T::deserialize(v).map_err(|e| StepError::non_retryable(format!("output of {step_id:?}: {e}")).with_type("InvalidInput"))
+    }
+
+    /// The start-to-close timeout of this attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The step's heartbeat timeout, if it has one: call [`StepContext::heartbeat`] more often than that.
+    pub fn heartbeat_timeout(&self) -> Option<Duration> {
+        self.heartbeat_timeout
+    }
+
+    /// Tells the coordinator this attempt is alive.
+    ///
+    /// # Errors
+    /// A non-retryable [`StepError`] of type `Cancelled` when the attempt is no longer current or the
+    /// run is over (stop working); a retryable one when the coordinator cannot be reached.
+    pub async fn heartbeat(&self) -> Result<(), StepError> {
+        let req = HeartbeatRequest { run_id: self.run_id.clone(), step_id: self.step_id.clone(), attempt: self.attempt, worker_id: self.worker_id.clone() };
+        let d = self.client.clone().heartbeat(req).await.map_err(|s| StepError::retryable(format!("heartbeat: {}", s.message())))?.into_inner().disposition;
+        match AttemptDisposition::try_from(d) {
+            Ok(AttemptDisposition::Proceed) => Ok(()),
+            _ => Err(StepError::non_retryable("the attempt is no longer current (run finished, cancelled or retried)").with_type("Cancelled")),
+        }
+    }
+}

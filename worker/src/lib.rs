@@ -1,0 +1,37 @@
+//! Baton's worker SDK: register async handlers by name, then run them on the step tasks the
+//! coordinator publishes to RabbitMQ.
+//!
+//! ```no_run
+//! use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct Input { name: String }
+//! #[derive(Serialize)]
+//! struct Greeting { text: String }
+//!
+//! # async fn run() -> Result<(), baton_worker::WorkerError> {
+//! Worker::new(WorkerConfig::from_env())
+//!     .handler("greet", |ctx: StepContext, input: Input| async move {
+//!         if ctx.attempt() < 2 {
+//!             return Err(StepError::retryable("first attempts fail"));
+//!         }
+//!         Ok(Greeting { text: format!("hello {}", input.name) })
+//!     })
+//!     .run(baton_worker::shutdown_signal())
+//!     .await
+//! # }
+//! ```
+//!
+//! # Guarantees
+//! A step runs at least once: the task is acknowledged to RabbitMQ only after the coordinator has
+//! recorded the result, so a worker that dies mid-step has its task delivered again. Handlers with
+//! external effects should key them with [`StepContext::idempotency_key`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod context;
+mod runtime;
+
+pub use context::{StepContext, StepError};
+pub use runtime::{Worker, WorkerConfig, WorkerError, shutdown_signal};
