@@ -1,1 +1,298 @@
-//! placeholder
+//! The end-to-end harness: makes sure Redis and RabbitMQ run (starting them if they do not), then
+//! starts a coordinator and workers as real processes under a namespace of their own (unique Redis
+//! key prefix and queue names), so tests run in parallel against the same servers without seeing
+//! each other. Clients are real tonic clients.
+#![forbid(unsafe_code)]
+
+use std::{
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use baton_shared::proto::{
+    RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest, run_service_client::RunServiceClient, worker_service_client::WorkerServiceClient,
+    workflow_service_client::WorkflowServiceClient,
+};
+use tonic::transport::Channel;
+
+/// Redis as the tests use it.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// RabbitMQ as the tests use it.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+static SERVICES: Once = Once::new();
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().expect("address"), Duration::from_millis(300)).is_ok()
+}
+
+fn wait_port(port: u16, what: &str, within: Duration) {
+    let start = Instant::now();
+    while !port_open(port) {
+        assert!(start.elapsed() < within, "{what} did not come up on 127.0.0.1:{port} within {within:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Makes sure Redis (6379) and RabbitMQ (5672) accept connections, starting the installed servers
+/// with this machine's commands when they do not. Panics (never skips) when they cannot be had.
+pub fn ensure_services() {
+    SERVICES.call_once(|| {
+        if !port_open(6379) {
+            eprintln!("Redis is down; starting it");
+            let _ = std::fs::create_dir_all("/var/lib/redis");
+            let _ = std::fs::create_dir_all("/var/log/redis");
+            let status = Command::new("redis-server")
+                .args(["--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "could not start redis-server (is it installed?)");
+            wait_port(6379, "Redis", Duration::from_secs(30));
+        }
+        if !port_open(5672) {
+            eprintln!("RabbitMQ is down; starting it");
+            let status = Command::new("rabbitmq-server").arg("-detached").status();
+            assert!(status.is_ok_and(|s| s.success()), "could not start rabbitmq-server (is it installed?)");
+            wait_port(5672, "RabbitMQ", Duration::from_secs(120));
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The target directory the running test binary lives in (`target/<profile>`), where cargo put this
+/// crate's binaries (`test-coordinator`, `test-worker`) before running its integration tests.
+fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+fn bin(name: &str) -> std::path::PathBuf {
+    let p = target_dir().join(name);
+    assert!(p.exists(), "{} is missing: run the tests with `cargo test -p baton-tests`, which builds it", p.display());
+    p
+}
+
+/// A coordinator and its workers under one namespace.
+pub struct Cluster {
+    /// Prefix of every key, exchange and queue of this cluster.
+    pub namespace: String,
+    /// The coordinator's gRPC address (`http://127.0.0.1:PORT`).
+    pub addr: String,
+    port: u16,
+    coordinator: Option<Child>,
+    workers: Vec<Option<Child>>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Starts a coordinator under a fresh namespace named after `test`. `env` adds coordinator
+    /// settings (`BATON_DISPATCH_GRACE`, ...).
+    pub async fn start(test: &str, env: &[(&str, &str)]) -> Self {
+        ensure_services();
+        let namespace = format!("t-{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let port = free_port();
+        let mut c = Self {
+            addr: format!("http://127.0.0.1:{port}"),
+            namespace,
+            port,
+            coordinator: None,
+            workers: Vec::new(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        c.start_coordinator().await;
+        c
+    }
+
+    fn log(&self, name: &str) -> Stdio {
+        let dir = target_dir().join("e2e-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        match std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}-{name}.log", self.namespace))) {
+            Ok(f) => Stdio::from(f),
+            Err(_) => Stdio::null(),
+        }
+    }
+
+    /// Starts (or restarts) the coordinator and waits until it answers.
+    pub async fn start_coordinator(&mut self) {
+        let mut cmd = Command::new(bin("test-coordinator"));
+        cmd.env("BATON_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("BATON_NAMESPACE", &self.namespace)
+            .env("BATON_REDIS_URL", REDIS_URL)
+            .env("BATON_AMQP_URL", AMQP_URL)
+            .env("BATON_TIMER_POLL_INTERVAL", "50ms")
+            .env("BATON_RETENTION", "1h")
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdout(self.log("coordinator"))
+            .stderr(self.log("coordinator"));
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.coordinator = Some(cmd.spawn().expect("spawn test-coordinator"));
+        let start = Instant::now();
+        while !port_open(self.port) {
+            if let Some(status) = self.coordinator.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("coordinator exited at start-up with {status}; see its log under target/<profile>/e2e-logs");
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "coordinator did not listen within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the coordinator: SIGTERM (graceful) or SIGKILL.
+    pub fn stop_coordinator(&mut self, kill: bool) {
+        if let Some(mut c) = self.coordinator.take() {
+            signal(&mut c, kill);
+        }
+    }
+
+    /// Starts a worker with id `<namespace>-<name>`; returns its index.
+    pub fn spawn_worker(&mut self, name: &str, concurrency: u16) -> usize {
+        let child = Command::new(bin("test-worker"))
+            .env("BATON_COORDINATOR", &self.addr)
+            .env("BATON_AMQP_URL", AMQP_URL)
+            .env("BATON_REDIS_URL", REDIS_URL)
+            .env("BATON_NAMESPACE", &self.namespace)
+            .env("BATON_WORKER_ID", name)
+            .env("BATON_CONCURRENCY", concurrency.to_string())
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdout(self.log(name))
+            .stderr(self.log(name))
+            .spawn()
+            .expect("spawn test-worker");
+        self.workers.push(Some(child));
+        self.workers.len() - 1
+    }
+
+    /// Stops worker `i`: SIGTERM (graceful) or SIGKILL (`kill -9`).
+    pub fn stop_worker(&mut self, i: usize, kill: bool) {
+        if let Some(mut c) = self.workers[i].take() {
+            signal(&mut c, kill);
+        }
+    }
+
+    /// A workflow client.
+    pub async fn workflows(&self) -> WorkflowServiceClient<Channel> {
+        WorkflowServiceClient::new(self.channel().await)
+    }
+
+    /// A run client.
+    pub async fn runs(&self) -> RunServiceClient<Channel> {
+        RunServiceClient::new(self.channel().await)
+    }
+
+    /// A worker-protocol client (for fencing tests).
+    pub async fn worker_api(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(self.channel().await)
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.addr.clone()).expect("address").connect_lazy()
+    }
+
+    /// Registers a definition; panics on refusal.
+    pub async fn register(&self, yaml: &str) {
+        self.workflows().await.register_workflow(RegisterWorkflowRequest { definition: yaml.into() }).await.expect("register workflow");
+    }
+
+    /// Submits a run; returns its id.
+    pub async fn submit(&self, workflow: &str, input: serde_json::Value) -> String {
+        let req = SubmitRunRequest { workflow: workflow.into(), input_json: input.to_string(), ..Default::default() };
+        self.runs().await.submit_run(req).await.expect("submit run").into_inner().run_id
+    }
+
+    /// Polls `GetRun` until the run is over; panics after `within`.
+    pub async fn wait_run(&self, run_id: &str, within: Duration) -> Run {
+        let mut client = self.runs().await;
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get_run(baton_shared::proto::GetRunRequest { run_id: run_id.into() }).await {
+                let run = r.into_inner();
+                if RunStatus::try_from(run.status).is_ok_and(RunStatus::is_terminal) {
+                    return run;
+                }
+                assert!(start.elapsed() < within, "run {run_id} not finished within {within:?}: {run:#?}");
+            } else {
+                assert!(start.elapsed() < within, "run {run_id} not readable within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many times the test worker ran `step` of `run` (counted by the handler itself).
+    pub async fn executions(&self, run_id: &str, step: &str) -> i64 {
+        let mut conn = redis::Client::open(REDIS_URL).expect("redis url").get_multiplexed_async_connection().await.expect("redis");
+        let n: Option<i64> = redis::AsyncCommands::get(&mut conn, format!("{}:test:exec:{run_id}:{step}", self.namespace)).await.expect("GET");
+        n.unwrap_or(0)
+    }
+
+    /// Deletes this namespace's queues and exchanges (best effort).
+    pub async fn cleanup_queues(&self, handlers: &[&str]) {
+        let Ok(conn) = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await else { return };
+        let Ok(ch) = conn.create_channel().await else { return };
+        let t = self.topology();
+        for h in handlers {
+            let _ = ch.queue_delete(t.queue(h).as_str().into(), Default::default()).await;
+        }
+        let _ = ch.queue_delete(t.dead_letter_queue().as_str().into(), Default::default()).await;
+        let _ = ch.exchange_delete(t.exchange().as_str().into(), Default::default()).await;
+        let _ = ch.exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default()).await;
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// The cluster's RabbitMQ topology.
+    pub fn topology(&self) -> baton_shared::amqp::Topology {
+        baton_shared::amqp::Topology { namespace: self.namespace.clone(), queue_type: Default::default(), delivery_limit: 5 }
+    }
+}
+
+fn signal(child: &mut Child, kill: bool) {
+    if kill {
+        let _ = child.kill();
+    } else {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in self.workers.iter_mut().flatten() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        if let Some(c) = self.coordinator.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The status of a run as a word.
+pub fn status(run: &Run) -> &'static str {
+    RunStatus::try_from(run.status).map(RunStatus::word).unwrap_or("?")
+}
+
+/// The status of a step of a run as a word.
+pub fn step_status(run: &Run, step: &str) -> &'static str {
+    let s = run.steps.iter().find(|s| s.id == step).unwrap_or_else(|| panic!("no step {step} in {run:#?}"));
+    baton_shared::proto::StepStatus::try_from(s.status).map(baton_shared::proto::StepStatus::word).unwrap_or("?")
+}
+
+/// Unix ms of a protobuf timestamp (0 when unset).
+pub fn ms(ts: &Option<prost_types::Timestamp>) -> i64 {
+    ts.as_ref().map(baton_shared::time::millis).unwrap_or(0)
+}

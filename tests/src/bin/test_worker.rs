@@ -1,1 +1,84 @@
-fn main() {}
+//! The worker the end-to-end tests run, built with the SDK. Every handler first counts its execution
+//! in Redis (`<namespace>:test:exec:<run>:<step>`), so tests can assert how many times a handler
+//! really ran.
+//!
+//! Handlers: `echo` (returns its input), `trace` (returns its step id, the outputs it received and
+//! the attempt), `fail` (`{"succeed_on_attempt": N}` / `{"fatal": true}` / `{"error_type": T}`),
+//! `slow` (`{"ms": N, "only_attempt": A}`: sleeps N ms, on attempt A only when given).
+
+use std::time::Duration;
+
+use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+struct Counter {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl Counter {
+    async fn count(&self, ctx: &StepContext) {
+        let mut c = self.conn.clone();
+        let key = format!("{}:test:exec:{}:{}", self.prefix, ctx.run_id(), ctx.step_id());
+        let _: Result<i64, _> = c.incr(&key, 1).await;
+        let _: Result<bool, _> = c.expire(&key, 3600).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into())).init();
+    let config = WorkerConfig::from_env();
+    let redis_url = std::env::var("BATON_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let counter = Counter { conn: redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?, prefix: config.namespace.clone() };
+
+    let (c1, c2, c3, c4) = (counter.clone(), counter.clone(), counter.clone(), counter);
+    Worker::new(config)
+        .handler("echo", move |ctx: StepContext, input: Value| {
+            let c = c1.clone();
+            async move {
+                c.count(&ctx).await;
+                Ok::<_, StepError>(input)
+            }
+        })
+        .handler("trace", move |ctx: StepContext, _input: Value| {
+            let c = c2.clone();
+            async move {
+                c.count(&ctx).await;
+                Ok::<_, StepError>(json!({"step": ctx.step_id(), "received": ctx.parent_outputs(), "attempt": ctx.attempt()}))
+            }
+        })
+        .handler("fail", move |ctx: StepContext, input: Value| {
+            let c = c3.clone();
+            async move {
+                c.count(&ctx).await;
+                if input["fatal"].as_bool() == Some(true) {
+                    return Err(StepError::non_retryable("fatal failure requested").with_type("Fatal"));
+                }
+                if let Some(t) = input["error_type"].as_str() {
+                    return Err(StepError::retryable("typed failure requested").with_type(t));
+                }
+                let n = input["succeed_on_attempt"].as_u64().unwrap_or(1) as u32;
+                if ctx.attempt() < n {
+                    return Err(StepError::retryable(format!("attempt {} fails on purpose", ctx.attempt())));
+                }
+                Ok(json!({"attempt": ctx.attempt()}))
+            }
+        })
+        .handler("slow", move |ctx: StepContext, input: Value| {
+            let c = c4.clone();
+            async move {
+                c.count(&ctx).await;
+                let only = input["only_attempt"].as_u64().map(|a| a as u32);
+                if only.is_none_or(|a| a == ctx.attempt()) {
+                    tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(1000))).await;
+                }
+                Ok::<_, StepError>(json!({"attempt": ctx.attempt(), "worker": ctx.worker_id()}))
+            }
+        })
+        .run(baton_worker::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The coordinator as the end-to-end tests start it: the library's `serve`, configured from the
+//! environment like the real binary, so the tests can spawn, kill and restart it as a process.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into())).init();
+    let config = baton_coordinator::CoordinatorConfig::load(None)?;
+    baton_coordinator::serve(config, baton_coordinator::shutdown_signal()).await
+}
