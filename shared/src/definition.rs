@@ -160,7 +160,11 @@ impl WorkflowDefinition {
     /// column), unknown fields, duplicate or unknown step ids, cycles, a missing handler, bad durations,
     /// an invalid input schema.
     pub fn parse(text: &str) -> Result<Self, InvalidDefinition> {
-        let value: Value = serde_saphyr::from_str(text).map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
+        // YAML 1.2 booleans only: under YAML 1.1 rules `n`, `no`, `on` and `y` become booleans, which
+        // silently breaks schemas such as `required: [n]`.
+        let mut options = serde_saphyr::Options::default();
+        options.strict_booleans = true;
+        let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
         Self::from_value(value)
     }
 
@@ -434,6 +438,12 @@ mod tests {
         assert_eq!(paths("name: w\nversion: 1\ninput_schema: {type: 12}\nsteps:\n  - {id: a, handler: h}\n"), ["input_schema"]);
         assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timout: 3s}\n"), ["steps[0]"]);
         assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: many}}\n"), ["steps[0].retry.max_attempts"]);
+    }
+
+    #[test]
+    fn reads_yaml_1_2_booleans() {
+        let def = WorkflowDefinition::parse("name: w\nversion: 1\ninput_schema: {required: [n, y, no, on]}\nsteps:\n  - {id: a, handler: h}\n").unwrap();
+        assert_eq!(def.input_schema.unwrap()["required"], serde_json::json!(["n", "y", "no", "on"]));
     }
 
     #[test]
