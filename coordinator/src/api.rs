@@ -4,9 +4,10 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use baton_shared::proto::{
-    self, AttemptDisposition, GetRunRequest, GetWorkflowRequest, HeartbeatRequest, HeartbeatResponse, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest,
-    ListWorkflowsResponse, RegisterWorkflowRequest, RegisterWorkflowResponse, ReportResultRequest, ReportResultResponse, Run, RunEvent, RunStatus, StartStepRequest,
-    StartStepResponse, SubmitRunRequest, SubmitRunResponse, WatchRunRequest, Workflow, report_result_request,
+    self, AttemptDisposition, GetRunRequest, GetWorkflowRequest, HeartbeatRequest, HeartbeatResponse, ListRunsRequest,
+    ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse, RegisterWorkflowRequest, RegisterWorkflowResponse,
+    ReportResultRequest, ReportResultResponse, Run, RunEvent, RunStatus, StartStepRequest, StartStepResponse,
+    SubmitRunRequest, SubmitRunResponse, WatchRunRequest, Workflow, report_result_request,
 };
 use redis::AsyncCommands;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -41,29 +42,62 @@ fn disposition(d: Disposition) -> i32 {
 }
 
 fn check_id(run_id: &str) -> Result<(), Status> {
-    if baton_shared::ids::is_run_id(run_id) { Ok(()) } else { Err(Status::invalid_argument(format!("run_id: {run_id:?} is not a run id (a UUID)"))) }
+    if baton_shared::ids::is_run_id(run_id) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "run_id: {run_id:?} is not a run id (a UUID)"
+        )))
+    }
 }
 
 #[tonic::async_trait]
 impl proto::workflow_service_server::WorkflowService for Api {
-    async fn register_workflow(&self, req: Request<RegisterWorkflowRequest>) -> Result<Response<RegisterWorkflowResponse>, Status> {
+    async fn register_workflow(
+        &self,
+        req: Request<RegisterWorkflowRequest>,
+    ) -> Result<Response<RegisterWorkflowResponse>, Status> {
         let (def, created) = self.engine.register(&req.into_inner().definition).await?;
         let reg = self.engine.registry.get(&def.name, def.version).await?;
-        let versions = self.engine.registry.versions(&def.name).await?.iter().map(|r| r.definition.version).collect();
+        let versions = self
+            .engine
+            .registry
+            .versions(&def.name)
+            .await?
+            .iter()
+            .map(|r| r.definition.version)
+            .collect();
         if created {
             tracing::info!(workflow = %def.name, version = def.version, "registered workflow");
         }
-        Ok(Response::new(RegisterWorkflowResponse { workflow: Some(view::workflow_view(&def, reg.registered_at, versions)), created }))
+        Ok(Response::new(RegisterWorkflowResponse {
+            workflow: Some(view::workflow_view(&def, reg.registered_at, versions)),
+            created,
+        }))
     }
 
     async fn get_workflow(&self, req: Request<GetWorkflowRequest>) -> Result<Response<Workflow>, Status> {
         let req = req.into_inner();
         let reg = self.engine.registry.get(&req.name, req.version).await?;
-        let versions = self.engine.registry.versions(&req.name).await?.iter().map(|r| r.definition.version).collect();
-        Ok(Response::new(view::workflow_view(&reg.definition, reg.registered_at, versions)))
+        let versions = self
+            .engine
+            .registry
+            .versions(&req.name)
+            .await?
+            .iter()
+            .map(|r| r.definition.version)
+            .collect();
+        Ok(Response::new(view::workflow_view(
+            &reg.definition,
+            reg.registered_at,
+            versions,
+        )))
     }
 
-    async fn list_workflows(&self, _: Request<ListWorkflowsRequest>) -> Result<Response<ListWorkflowsResponse>, Status> {
+    async fn list_workflows(
+        &self,
+        _: Request<ListWorkflowsRequest>,
+    ) -> Result<Response<ListWorkflowsResponse>, Status> {
         let mut workflows = Vec::new();
         for name in self.engine.registry.names().await? {
             let versions = self.engine.registry.versions(&name).await?;
@@ -82,14 +116,22 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 impl proto::run_service_server::RunService for Api {
     async fn submit_run(&self, req: Request<SubmitRunRequest>) -> Result<Response<SubmitRunResponse>, Status> {
         let r = req.into_inner();
-        let (run_id, created) = self.engine.submit_run(&r.workflow, r.version, &r.input_json, &r.idempotency_key).await?;
+        let (run_id, created) = self
+            .engine
+            .submit_run(&r.workflow, r.version, &r.input_json, &r.idempotency_key)
+            .await?;
         Ok(Response::new(SubmitRunResponse { run_id, created }))
     }
 
     async fn get_run(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
         let id = req.into_inner().run_id;
         check_id(&id)?;
-        let (run, steps) = self.engine.store.read_run(&id).await?.ok_or_else(|| Status::not_found(format!("run_id: no run {id} (it may have expired)")))?;
+        let (run, steps) = self
+            .engine
+            .store
+            .read_run(&id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("run_id: no run {id} (it may have expired)")))?;
         let wf = run.get("workflow").cloned().unwrap_or_default();
         let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
         let def = self.engine.registry.pinned(&wf, version).await.ok();
@@ -105,7 +147,12 @@ impl proto::run_service_server::RunService for Api {
         let status = match RunStatus::try_from(r.status) {
             Ok(RunStatus::Unspecified) => None,
             Ok(s) => Some(s.word()),
-            Err(_) => return Err(Status::invalid_argument(format!("status: unknown run status {}", r.status))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "status: unknown run status {}",
+                    r.status
+                )));
+            }
         };
         let workflow = (!r.workflow.is_empty()).then_some(r.workflow.as_str());
         let mut cursor = (!r.page_token.is_empty()).then(|| r.page_token.clone());
@@ -114,11 +161,18 @@ impl proto::run_service_server::RunService for Api {
         // Filtering by status scans the (time-ordered) index; the scan is bounded per call and the
         // page token says where to go on.
         let next = loop {
-            let members = self.engine.store.run_index_page(workflow, cursor.as_deref(), limit.max(64)).await?;
+            let members = self
+                .engine
+                .store
+                .run_index_page(workflow, cursor.as_deref(), limit.max(64))
+                .await?;
             if members.is_empty() {
                 break None;
             }
-            let ids: Vec<String> = members.iter().map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default()).collect();
+            let ids: Vec<String> = members
+                .iter()
+                .map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default())
+                .collect();
             let summaries = self.engine.store.run_summaries(&ids).await?;
             let mut gone = Vec::new();
             for (member, summary) in members.iter().zip(summaries) {
@@ -136,13 +190,20 @@ impl proto::run_service_server::RunService for Api {
                 }
             }
             if !gone.is_empty() {
-                let _ = self.engine.store.drop_index_entries(workflow.unwrap_or(""), &gone).await;
+                let _ = self
+                    .engine
+                    .store
+                    .drop_index_entries(workflow.unwrap_or(""), &gone)
+                    .await;
             }
             if runs.len() == limit || scanned >= 10_000 {
                 break cursor.clone();
             }
         };
-        Ok(Response::new(ListRunsResponse { runs, next_page_token: next.unwrap_or_default() }))
+        Ok(Response::new(ListRunsResponse {
+            runs,
+            next_page_token: next.unwrap_or_default(),
+        }))
     }
 
     type WatchRunStream = EventStream;
@@ -151,7 +212,9 @@ impl proto::run_service_server::RunService for Api {
         let run_id = req.into_inner().run_id;
         check_id(&run_id)?;
         if self.engine.store.read_run(&run_id).await?.is_none() {
-            return Err(Status::not_found(format!("run_id: no run {run_id} (it may have expired)")));
+            return Err(Status::not_found(format!(
+                "run_id: no run {run_id} (it may have expired)"
+            )));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
@@ -165,7 +228,11 @@ impl proto::run_service_server::RunService for Api {
 }
 
 /// Sends the run's history, then live events, until the run finishes or the client goes away.
-async fn stream_events(engine: &Engine, run_id: &str, tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>) -> Result<(), CoordinatorError> {
+async fn stream_events(
+    engine: &Engine,
+    run_id: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
+) -> Result<(), CoordinatorError> {
     let mut last = "-".to_string();
     loop {
         let batch = engine.store.events_after(run_id, &last, 500).await?;
@@ -187,7 +254,9 @@ async fn stream_events(engine: &Engine, run_id: &str, tx: &tokio::sync::mpsc::Se
     let opts = redis::streams::StreamReadOptions::default().block(5_000).count(500);
     loop {
         let reply: Option<redis::streams::StreamReadReply> = conn.xread_options(&[&key], &[&last], &opts).await?;
-        let entries = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>()).unwrap_or_default();
+        let entries = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+            .unwrap_or_default();
         if entries.is_empty() {
             if tx.is_closed() {
                 return Ok(());
@@ -210,16 +279,42 @@ async fn stream_events(engine: &Engine, run_id: &str, tx: &tokio::sync::mpsc::Se
     }
 }
 
-fn attempt_ref<'a>(run_id: &'a str, step_id: &'a str, attempt: u32, workflow: &'a str, version: u32, worker: &'a str) -> AttemptRef<'a> {
-    AttemptRef { run_id, step_id, attempt, workflow, version, worker }
+fn attempt_ref<'a>(
+    run_id: &'a str,
+    step_id: &'a str,
+    attempt: u32,
+    workflow: &'a str,
+    version: u32,
+    worker: &'a str,
+) -> AttemptRef<'a> {
+    AttemptRef {
+        run_id,
+        step_id,
+        attempt,
+        workflow,
+        version,
+        worker,
+    }
 }
 
 #[tonic::async_trait]
 impl proto::worker_service_server::WorkerService for Api {
     async fn start_step(&self, req: Request<StartStepRequest>) -> Result<Response<StartStepResponse>, Status> {
         let r = req.into_inner();
-        let d = self.engine.start_step(&attempt_ref(&r.run_id, &r.step_id, r.attempt, &r.workflow, r.workflow_version, &r.worker_id)).await?;
-        Ok(Response::new(StartStepResponse { disposition: disposition(d) }))
+        let d = self
+            .engine
+            .start_step(&attempt_ref(
+                &r.run_id,
+                &r.step_id,
+                r.attempt,
+                &r.workflow,
+                r.workflow_version,
+                &r.worker_id,
+            ))
+            .await?;
+        Ok(Response::new(StartStepResponse {
+            disposition: disposition(d),
+        }))
     }
 
     async fn report_result(&self, req: Request<ReportResultRequest>) -> Result<Response<ReportResultResponse>, Status> {
@@ -227,16 +322,37 @@ impl proto::worker_service_server::WorkerService for Api {
         let outcome = match r.outcome {
             Some(report_result_request::Outcome::OutputJson(o)) => Outcome::Output(o),
             Some(report_result_request::Outcome::Failure(f)) => Outcome::Failure(f),
-            None => return Err(Status::invalid_argument("outcome: either output_json or failure is required")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "outcome: either output_json or failure is required",
+                ));
+            }
         };
-        let d = self.engine.report_result(&attempt_ref(&r.run_id, &r.step_id, r.attempt, &r.workflow, r.workflow_version, &r.worker_id), outcome).await?;
-        Ok(Response::new(ReportResultResponse { disposition: disposition(d) }))
+        let d = self
+            .engine
+            .report_result(
+                &attempt_ref(
+                    &r.run_id,
+                    &r.step_id,
+                    r.attempt,
+                    &r.workflow,
+                    r.workflow_version,
+                    &r.worker_id,
+                ),
+                outcome,
+            )
+            .await?;
+        Ok(Response::new(ReportResultResponse {
+            disposition: disposition(d),
+        }))
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let r = req.into_inner();
         let d = self.engine.heartbeat(&r.run_id, &r.step_id, r.attempt).await?;
-        Ok(Response::new(HeartbeatResponse { disposition: disposition(d) }))
+        Ok(Response::new(HeartbeatResponse {
+            disposition: disposition(d),
+        }))
     }
 }
 

@@ -121,10 +121,16 @@ impl CoordinatorConfig {
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(f) = file {
-            let only_file = config::Config::builder().add_source(config::File::from(f).format(config::FileFormat::Toml)).build()?;
+            let only_file = config::Config::builder()
+                .add_source(config::File::from(f).format(config::FileFormat::Toml))
+                .build()?;
             let map: std::collections::HashMap<String, config::Value> = only_file.try_deserialize()?;
             if let Some(key) = map.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-                return Err(ConfigError::UnknownKey { file: f.display().to_string(), key: key.clone(), known: KNOWN_KEYS.join(", ") });
+                return Err(ConfigError::UnknownKey {
+                    file: f.display().to_string(),
+                    key: key.clone(),
+                    known: KNOWN_KEYS.join(", "),
+                });
             }
             builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
@@ -142,6 +148,10 @@ impl CoordinatorConfig {
 
     /// The RabbitMQ topology these settings describe.
     pub fn topology(&self) -> Topology {
-        Topology { namespace: self.namespace.clone(), queue_type: self.queue_type, delivery_limit: self.delivery_limit }
+        Topology {
+            namespace: self.namespace.clone(),
+            queue_type: self.queue_type,
+            delivery_limit: self.delivery_limit,
+        }
     }
 }

@@ -6,7 +6,9 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use baton_shared::{amqp::Topology, proto::StepTask};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions, options::ConfirmSelectOptions};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions, options::ConfirmSelectOptions,
+};
 use prost::Message;
 use tokio::sync::{Mutex, mpsc};
 
@@ -74,7 +76,12 @@ impl Dispatcher {
     pub async fn ensure_queues(&self, handlers: &[String]) -> Result<()> {
         let ch = self.channel().await?;
         for h in handlers {
-            if self.declared.lock().expect("declared set poisoned").contains(h.as_str()) {
+            if self
+                .declared
+                .lock()
+                .expect("declared set poisoned")
+                .contains(h.as_str())
+            {
                 continue;
             }
             self.topology.declare_handler_queue(&ch, h).await?;
@@ -100,13 +107,18 @@ impl Dispatcher {
             let publish = ch.basic_publish(
                 self.topology.exchange().as_str().into(),
                 task.handler.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &body,
                 props,
             );
             let confirm = tokio::time::timeout(self.publish_timeout, async { publish.await?.await })
                 .await
-                .map_err(|_| CoordinatorError::Publish(format!("no confirm for {member} within {:?}", self.publish_timeout)))?;
+                .map_err(|_| {
+                    CoordinatorError::Publish(format!("no confirm for {member} within {:?}", self.publish_timeout))
+                })?;
             let confirm = match confirm {
                 Ok(c) => c,
                 Err(e) => {
@@ -122,12 +134,24 @@ impl Dispatcher {
                 }
                 Confirmation::Ack(Some(returned)) if tried == 0 => {
                     tracing::warn!(handler = %task.handler, reply = %returned.reply_text, "step task returned unroutable; declaring its queue");
-                    self.declared.lock().expect("declared set poisoned").remove(&task.handler);
+                    self.declared
+                        .lock()
+                        .expect("declared set poisoned")
+                        .remove(&task.handler);
                     self.ensure_queues(std::slice::from_ref(&task.handler)).await?;
                 }
-                Confirmation::Ack(Some(returned)) => return Err(CoordinatorError::Publish(format!("{member} unroutable: {}", returned.reply_text))),
-                Confirmation::Nack(_) => return Err(CoordinatorError::Publish(format!("{member} nacked by the broker"))),
-                Confirmation::NotRequested => return Err(CoordinatorError::Internal("publisher confirms are off".into())),
+                Confirmation::Ack(Some(returned)) => {
+                    return Err(CoordinatorError::Publish(format!(
+                        "{member} unroutable: {}",
+                        returned.reply_text
+                    )));
+                }
+                Confirmation::Nack(_) => {
+                    return Err(CoordinatorError::Publish(format!("{member} nacked by the broker")));
+                }
+                Confirmation::NotRequested => {
+                    return Err(CoordinatorError::Internal("publisher confirms are off".into()));
+                }
             }
         }
         Err(CoordinatorError::Publish(format!("{member} unroutable")))

@@ -16,7 +16,9 @@ use crate::{
     error::{CoordinatorError, Result},
     machine,
     registry::Registry,
-    store::{Claimed, CompleteArgs, Completion, Disposition, RunCall, Store, TimerKind, parse_outbox_member, timer_member},
+    store::{
+        Claimed, CompleteArgs, Completion, Disposition, RunCall, Store, TimerKind, parse_outbox_member, timer_member,
+    },
 };
 
 /// The outcome a worker reports for one attempt.
@@ -58,7 +60,13 @@ pub struct Engine {
 }
 
 fn check_run_id(run_id: &str) -> Result<()> {
-    if ids::is_run_id(run_id) { Ok(()) } else { Err(CoordinatorError::InvalidArgument(format!("run_id: {run_id:?} is not a run id (a UUID)"))) }
+    if ids::is_run_id(run_id) {
+        Ok(())
+    } else {
+        Err(CoordinatorError::InvalidArgument(format!(
+            "run_id: {run_id:?} is not a run id (a UUID)"
+        )))
+    }
 }
 
 impl Engine {
@@ -86,31 +94,63 @@ impl Engine {
     /// # Errors
     /// `InvalidArgument` for input that is not JSON or fails the schema (naming the JSON path);
     /// `NotFound` for an unknown workflow; `Redis`.
-    pub async fn submit_run(&self, workflow: &str, version: u32, input_json: &str, idempotency_key: &str) -> Result<(String, bool)> {
+    pub async fn submit_run(
+        &self,
+        workflow: &str,
+        version: u32,
+        input_json: &str,
+        idempotency_key: &str,
+    ) -> Result<(String, bool)> {
         if workflow.is_empty() {
             return Err(CoordinatorError::InvalidArgument("workflow: required".into()));
         }
         let input_json = if input_json.trim().is_empty() { "{}" } else { input_json };
         if input_json.len() > self.config.max_payload_bytes {
-            return Err(CoordinatorError::InvalidArgument(format!("input_json: {} bytes is over the limit of {} bytes", input_json.len(), self.config.max_payload_bytes)));
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "input_json: {} bytes is over the limit of {} bytes",
+                input_json.len(),
+                self.config.max_payload_bytes
+            )));
         }
-        let input: serde_json::Value = serde_json::from_str(input_json).map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
+        let input: serde_json::Value = serde_json::from_str(input_json)
+            .map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
         let def = self.registry.get(workflow, version).await?.definition;
         def.validate_input(&input)?;
         let input_json = serde_json::to_string(&input).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-        let run_id = if idempotency_key.is_empty() { ids::new_run_id() } else { ids::run_id_for_key(workflow, idempotency_key) };
+        let run_id = if idempotency_key.is_empty() {
+            ids::new_run_id()
+        } else {
+            ids::run_id_for_key(workflow, idempotency_key)
+        };
         let now = now_ms();
         let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
         let outbox_due = now + self.config.dispatch_grace.as_millis() as i64;
-        let existed = self.store.create_run(&call, &def.name, def.version, &input_json, idempotency_key, &machine::step_ids_csv(&def), &roots, outbox_due).await?;
+        let existed = self
+            .store
+            .create_run(
+                &call,
+                &def.name,
+                def.version,
+                &input_json,
+                idempotency_key,
+                &machine::step_ids_csv(&def),
+                &roots,
+                outbox_due,
+            )
+            .await?;
         if existed.is_some() {
             return Ok((run_id, false));
         }
         let tasks = def
             .roots()
             .map(|s| {
-                let payload = crate::store::DispatchPayload { step_id: s.id.clone(), attempt: 1, input_json: input_json.clone(), parent_outputs: Default::default() };
+                let payload = crate::store::DispatchPayload {
+                    step_id: s.id.clone(),
+                    attempt: 1,
+                    input_json: input_json.clone(),
+                    parent_outputs: Default::default(),
+                };
                 machine::task(&def, s, &run_id, payload, now)
             })
             .collect();
@@ -129,13 +169,30 @@ impl Engine {
             Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
             Err(e) => return Err(e),
         };
-        let Some(step) = def.step(a.step_id) else { return Ok(Disposition::Stale) };
+        let Some(step) = def.step(a.step_id) else {
+            return Ok(Disposition::Stale);
+        };
         let now = now_ms();
-        let mut timers = vec![(timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt), now + step.timeout.as_millis() as i64)];
+        let mut timers = vec![(
+            timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
+            now + step.timeout.as_millis() as i64,
+        )];
         if let Some(hb) = step.heartbeat_timeout {
-            timers.push((timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt), now + hb.as_millis() as i64));
+            timers.push((
+                timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
+                now + hb.as_millis() as i64,
+            ));
         }
-        self.store.start_step(&RunCall { run_id: a.run_id, now }, a.step_id, a.attempt, a.worker, &machine::pinned(&def), &timers).await
+        self.store
+            .start_step(
+                &RunCall { run_id: a.run_id, now },
+                a.step_id,
+                a.attempt,
+                a.worker,
+                &machine::pinned(&def),
+                &timers,
+            )
+            .await
     }
 
     /// Records a heartbeat.
@@ -144,7 +201,9 @@ impl Engine {
     /// `InvalidArgument` for a malformed run id; `Redis`.
     pub async fn heartbeat(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<Disposition> {
         check_run_id(run_id)?;
-        self.store.heartbeat(&RunCall { run_id, now: now_ms() }, step_id, attempt).await
+        self.store
+            .heartbeat(&RunCall { run_id, now: now_ms() }, step_id, attempt)
+            .await
     }
 
     /// Applies a worker's result: one pipelined round trip to Redis, then the publishes of the steps
@@ -160,20 +219,34 @@ impl Engine {
             Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
             Err(e) => return Err(e),
         };
-        let Some(step) = def.step(a.step_id) else { return Ok(Disposition::Stale) };
+        let Some(step) = def.step(a.step_id) else {
+            return Ok(Disposition::Stale);
+        };
         let now = now_ms();
         let mut pre = redis::pipe();
         // The attempt is over either way: its timers would only fire as no-ops.
-        pre.zrem(self.store.keys().timers(), timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt)).ignore();
+        pre.zrem(
+            self.store.keys().timers(),
+            timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
+        )
+        .ignore();
         if step.heartbeat_timeout.is_some() {
-            pre.zrem(self.store.keys().timers(), timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt)).ignore();
+            pre.zrem(
+                self.store.keys().timers(),
+                timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
+            )
+            .ignore();
         }
         let (outcome_word, body, retry_at, output) = match outcome {
             Outcome::Output(json) => {
                 if json.len() > self.config.max_payload_bytes {
                     // A handler whose output is too large fails for good: retrying gives the same output.
                     let f = StepFailure {
-                        message: format!("output of {} bytes is over the limit of {} bytes", json.len(), self.config.max_payload_bytes),
+                        message: format!(
+                            "output of {} bytes is over the limit of {} bytes",
+                            json.len(),
+                            self.config.max_payload_bytes
+                        ),
                         error_type: "OutputTooLarge".into(),
                         retryable: false,
                     };
@@ -186,7 +259,11 @@ impl Engine {
             }
             Outcome::Failure(f) => {
                 let at = machine::retry_at(step, a.attempt, &f.error_type, f.retryable, now);
-                let message = if f.error_type.is_empty() { f.message } else { format!("{}: {}", f.error_type, f.message) };
+                let message = if f.error_type.is_empty() {
+                    f.message
+                } else {
+                    format!("{}: {}", f.error_type, f.message)
+                };
                 ("error", message, at, false)
             }
         };
@@ -194,12 +271,22 @@ impl Engine {
             let spec = machine::children_spec(&def, a.step_id);
             let due = now + self.config.dispatch_grace.as_millis() as i64;
             for c in def.children(a.step_id) {
-                pre.zadd(self.store.keys().outbox(), crate::store::outbox_member(a.run_id, &c.id, 1), due).ignore();
+                pre.zadd(
+                    self.store.keys().outbox(),
+                    crate::store::outbox_member(a.run_id, &c.id, 1),
+                    due,
+                )
+                .ignore();
             }
             spec
         } else {
             if retry_at > 0 {
-                pre.zadd(self.store.keys().timers(), timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt + 1), retry_at).ignore();
+                pre.zadd(
+                    self.store.keys().timers(),
+                    timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt + 1),
+                    retry_at,
+                )
+                .ignore();
             }
             String::new()
         };
@@ -215,17 +302,31 @@ impl Engine {
             leaves: &machine::leaves_csv(&def),
             pinned: &machine::pinned(&def),
         };
-        let completion = self.store.complete_step(pre, &RunCall { run_id: a.run_id, now }, &args).await?;
+        let completion = self
+            .store
+            .complete_step(pre, &RunCall { run_id: a.run_id, now }, &args)
+            .await?;
         Ok(self.after_completion(&def, a.run_id, completion, now))
     }
 
-    fn after_completion(&self, def: &WorkflowDefinition, run_id: &str, completion: Completion, now: i64) -> Disposition {
+    fn after_completion(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        completion: Completion,
+        now: i64,
+    ) -> Disposition {
         match completion {
             Completion::Stale | Completion::Alive(_) => Disposition::Stale,
             Completion::Retry(_) | Completion::Failed => Disposition::Proceed,
             Completion::Succeeded { dispatched, .. } => {
-                let tasks: Vec<StepTask> =
-                    dispatched.into_iter().filter_map(|p| def.step(&p.step_id).map(|s| machine::task(def, s, run_id, p.clone(), now))).collect();
+                let tasks: Vec<StepTask> = dispatched
+                    .into_iter()
+                    .filter_map(|p| {
+                        def.step(&p.step_id)
+                            .map(|s| machine::task(def, s, run_id, p.clone(), now))
+                    })
+                    .collect();
                 self.dispatcher.publish_detached(tasks);
                 Disposition::Proceed
             }
@@ -246,28 +347,64 @@ impl Engine {
             return self.store.release(false, claimed).await;
         };
         let def = self.registry.pinned(&workflow, version).await?;
-        let Some(step) = def.step(step_id) else { return self.store.release(false, claimed).await };
+        let Some(step) = def.step(step_id) else {
+            return self.store.release(false, claimed).await;
+        };
         let now = now_ms();
         let call = RunCall { run_id, now };
         match kind {
             TimerKind::Retry => {
                 let outbox_due = now + self.config.dispatch_grace.as_millis() as i64;
-                if let Some(payload) = self.store.dispatch_attempt(&call, step_id, attempt, true, &step.depends_on.join(","), outbox_due).await? {
+                if let Some(payload) = self
+                    .store
+                    .dispatch_attempt(&call, step_id, attempt, true, &step.depends_on.join(","), outbox_due)
+                    .await?
+                {
                     // Committed as dispatched, with its outbox entry: if this publish fails, the sweeper re-sends it.
-                    self.dispatcher.publish_detached(vec![machine::task(&def, step, run_id, payload, now)]);
+                    self.dispatcher
+                        .publish_detached(vec![machine::task(&def, step, run_id, payload, now)]);
                 }
             }
             TimerKind::Timeout | TimerKind::Heartbeat => {
                 let (outcome, message, hb_ms) = if kind == TimerKind::Timeout {
-                    ("timeout", format!("Timeout: attempt {attempt} did not finish within its start-to-close timeout of {}", baton_shared::duration::format(step.timeout)), 0)
+                    (
+                        "timeout",
+                        format!(
+                            "Timeout: attempt {attempt} did not finish within its start-to-close timeout of {}",
+                            baton_shared::duration::format(step.timeout)
+                        ),
+                        0,
+                    )
                 } else {
                     let hb = step.heartbeat_timeout.unwrap_or(Duration::from_secs(1));
-                    ("heartbeat", format!("HeartbeatTimeout: attempt {attempt} sent no heartbeat for {}", baton_shared::duration::format(hb)), hb.as_millis() as u64)
+                    (
+                        "heartbeat",
+                        format!(
+                            "HeartbeatTimeout: attempt {attempt} sent no heartbeat for {}",
+                            baton_shared::duration::format(hb)
+                        ),
+                        hb.as_millis() as u64,
+                    )
                 };
-                let retry_at = machine::retry_at(step, attempt, if kind == TimerKind::Timeout { "Timeout" } else { "HeartbeatTimeout" }, true, now);
+                let retry_at = machine::retry_at(
+                    step,
+                    attempt,
+                    if kind == TimerKind::Timeout {
+                        "Timeout"
+                    } else {
+                        "HeartbeatTimeout"
+                    },
+                    true,
+                    now,
+                );
                 let mut pre = redis::pipe();
                 if retry_at > 0 {
-                    pre.zadd(self.store.keys().timers(), timer_member(TimerKind::Retry, run_id, step_id, attempt + 1), retry_at).ignore();
+                    pre.zadd(
+                        self.store.keys().timers(),
+                        timer_member(TimerKind::Retry, run_id, step_id, attempt + 1),
+                        retry_at,
+                    )
+                    .ignore();
                 }
                 let args = CompleteArgs {
                     step: step_id,
@@ -311,13 +448,33 @@ impl Engine {
             return self.store.release(true, claimed).await;
         };
         let def = self.registry.pinned(&workflow, version).await?;
-        let Some(step) = def.step(step_id) else { return self.store.release(true, claimed).await };
+        let Some(step) = def.step(step_id) else {
+            return self.store.release(true, claimed).await;
+        };
         let now = now_ms();
-        match self.store.dispatch_attempt(&RunCall { run_id, now }, step_id, attempt, false, &step.depends_on.join(","), 0).await? {
+        match self
+            .store
+            .dispatch_attempt(
+                &RunCall { run_id, now },
+                step_id,
+                attempt,
+                false,
+                &step.depends_on.join(","),
+                0,
+            )
+            .await?
+        {
             Some(payload) => {
-                tracing::info!(run = run_id, step = step_id, attempt, "re-sending an unconfirmed dispatch");
+                tracing::info!(
+                    run = run_id,
+                    step = step_id,
+                    attempt,
+                    "re-sending an unconfirmed dispatch"
+                );
                 // A confirmed publish removes the entry.
-                self.dispatcher.publish(&machine::task(&def, step, run_id, payload, now)).await
+                self.dispatcher
+                    .publish(&machine::task(&def, step, run_id, payload, now))
+                    .await
             }
             None => self.store.release(true, claimed).await,
         }

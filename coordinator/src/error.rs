@@ -51,7 +51,9 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             CoordinatorError::NotFound(_) => tonic::Status::not_found(msg),
             CoordinatorError::AlreadyExists(_) => tonic::Status::already_exists(msg),
-            CoordinatorError::Redis(_) | CoordinatorError::Amqp(_) | CoordinatorError::Publish(_) => tonic::Status::unavailable(msg),
+            CoordinatorError::Redis(_) | CoordinatorError::Amqp(_) | CoordinatorError::Publish(_) => {
+                tonic::Status::unavailable(msg)
+            }
             CoordinatorError::Internal(_) => tonic::Status::internal(msg),
         }
     }

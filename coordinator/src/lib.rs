@@ -33,22 +33,43 @@ use crate::{api::Api, dispatch::Dispatcher, engine::Engine, registry::Registry, 
 /// # Errors
 /// A definition file that does not validate; Redis or RabbitMQ unreachable for a minute; the listen
 /// address taken.
-pub async fn serve(config: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let backoff = ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(5)).with_total_delay(Some(Duration::from_secs(60)));
+pub async fn serve(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(Duration::from_secs(60)));
     let keys = Keys::new(config.namespace.clone());
     let store = (|| Store::connect(&config.redis_url, keys.clone(), config.events_max_len, config.retention))
         .retry(backoff)
         .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
         .await?;
-    let dispatcher = (|| Dispatcher::connect(&config.amqp_url, config.topology(), config.publish_timeout, store.clone()))
-        .retry(backoff)
-        .notify(|e, d| tracing::warn!(error = %e, "RabbitMQ not reachable; retrying in {d:?}"))
-        .await?;
-    let engine = Arc::new(Engine { registry: Registry::new(store.clone()), store, dispatcher: dispatcher.clone(), config: config.clone() });
+    let dispatcher = (|| {
+        Dispatcher::connect(
+            &config.amqp_url,
+            config.topology(),
+            config.publish_timeout,
+            store.clone(),
+        )
+    })
+    .retry(backoff)
+    .notify(|e, d| tracing::warn!(error = %e, "RabbitMQ not reachable; retrying in {d:?}"))
+    .await?;
+    let engine = Arc::new(Engine {
+        registry: Registry::new(store.clone()),
+        store,
+        dispatcher: dispatcher.clone(),
+        config: config.clone(),
+    });
 
     if let Some(dir) = &config.definitions_dir {
         for def in Registry::read_dir(dir)? {
-            let (def, created) = engine.register_definition(def).await.map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            let (def, created) = engine
+                .register_definition(def)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
             tracing::info!(workflow = %def.name, version = def.version, created, "loaded definition from {}", dir.display());
         }
     }
@@ -68,12 +89,22 @@ pub async fn serve(config: CoordinatorConfig, shutdown: impl Future<Output = ()>
 
     let api = Api::new(engine.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<proto::run_service_server::RunServiceServer<Api>>().await;
-    health.set_serving::<proto::worker_service_server::WorkerServiceServer<Api>>().await;
-    health.set_serving::<proto::workflow_service_server::WorkflowServiceServer<Api>>().await;
-    let reflection = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET).build_v1()?;
+    health
+        .set_serving::<proto::run_service_server::RunServiceServer<Api>>()
+        .await;
+    health
+        .set_serving::<proto::worker_service_server::WorkerServiceServer<Api>>()
+        .await;
+    health
+        .set_serving::<proto::workflow_service_server::WorkflowServiceServer<Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, "coordinator listening");
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
@@ -99,7 +130,8 @@ pub async fn serve(config: CoordinatorConfig, shutdown: impl Future<Output = ()>
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

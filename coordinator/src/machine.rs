@@ -13,7 +13,10 @@ use crate::store::DispatchPayload;
 /// `child=parent,parent;child=parent`: the children of `step` with all their parents, so the script
 /// can tell which children became ready.
 pub fn children_spec(def: &WorkflowDefinition, step: &str) -> String {
-    def.children(step).map(|c| format!("{}={}", c.id, c.depends_on.join(","))).collect::<Vec<_>>().join(";")
+    def.children(step)
+        .map(|c| format!("{}={}", c.id, c.depends_on.join(",")))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// The leaf steps, comma-separated.
@@ -41,7 +44,13 @@ pub fn retry_at(step: &StepDefinition, attempt: u32, error_type: &str, retryable
 }
 
 /// The message to publish for a dispatched attempt.
-pub fn task(def: &WorkflowDefinition, step: &StepDefinition, run_id: &str, payload: DispatchPayload, now: i64) -> StepTask {
+pub fn task(
+    def: &WorkflowDefinition,
+    step: &StepDefinition,
+    run_id: &str,
+    payload: DispatchPayload,
+    now: i64,
+) -> StepTask {
     StepTask {
         run_id: run_id.to_string(),
         step_id: payload.step_id,

@@ -31,7 +31,10 @@ pub struct Registered {
 impl Registry {
     /// An empty cache over `store`.
     pub fn new(store: Store) -> Self {
-        Self { store, cache: RwLock::new(HashMap::new()) }
+        Self {
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Validates and stores a definition. Returns it and whether it was new.
@@ -53,7 +56,8 @@ impl Registry {
         let created = match self.store.put_workflow(&def.name, def.version, &json, now_ms()).await? {
             None => true,
             Some(existing) => {
-                let existing: serde_json::Value = serde_json::from_str(&existing).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+                let existing: serde_json::Value =
+                    serde_json::from_str(&existing).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
                 if existing != def.document {
                     return Err(CoordinatorError::AlreadyExists(format!(
                         "version: workflow {:?} version {} is already registered with a different definition; register it under a new version",
@@ -64,7 +68,10 @@ impl Registry {
             }
         };
         let def = Arc::new(def);
-        self.cache.write().expect("registry cache poisoned").insert((def.name.clone(), def.version), def.clone());
+        self.cache
+            .write()
+            .expect("registry cache poisoned")
+            .insert((def.name.clone(), def.version), def.clone());
         Ok((def, created))
     }
 
@@ -73,7 +80,12 @@ impl Registry {
     /// # Errors
     /// `NotFound`; `Redis`.
     pub async fn pinned(&self, name: &str, version: u32) -> Result<Arc<WorkflowDefinition>> {
-        if let Some(d) = self.cache.read().expect("registry cache poisoned").get(&(name.to_string(), version)) {
+        if let Some(d) = self
+            .cache
+            .read()
+            .expect("registry cache poisoned")
+            .get(&(name.to_string(), version))
+        {
             return Ok(d.clone());
         }
         let versions = self.versions(name).await?;
@@ -90,7 +102,11 @@ impl Registry {
     /// `NotFound` naming the workflow (or version); `Redis`.
     pub async fn get(&self, name: &str, version: u32) -> Result<Registered> {
         let versions = self.versions(name).await?;
-        let found = if version == 0 { versions.into_iter().last() } else { versions.into_iter().find(|r| r.definition.version == version) };
+        let found = if version == 0 {
+            versions.into_iter().last()
+        } else {
+            versions.into_iter().find(|r| r.definition.version == version)
+        };
         found.ok_or_else(|| {
             if version == 0 {
                 CoordinatorError::NotFound(format!("workflow: no workflow named {name:?} is registered"))
@@ -107,17 +123,32 @@ impl Registry {
     pub async fn versions(&self, name: &str) -> Result<Vec<Registered>> {
         let mut out = Vec::new();
         for (version, json, registered_at) in self.store.workflow_versions(name).await? {
-            let cached = self.cache.read().expect("registry cache poisoned").get(&(name.to_string(), version)).cloned();
+            let cached = self
+                .cache
+                .read()
+                .expect("registry cache poisoned")
+                .get(&(name.to_string(), version))
+                .cloned();
             let definition = match cached {
                 Some(d) => d,
                 None => {
-                    let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?;
-                    let d = Arc::new(WorkflowDefinition::from_value(value).map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?);
-                    self.cache.write().expect("registry cache poisoned").insert((name.to_string(), version), d.clone());
+                    let value: serde_json::Value = serde_json::from_str(&json)
+                        .map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?;
+                    let d =
+                        Arc::new(WorkflowDefinition::from_value(value).map_err(|e| {
+                            CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}"))
+                        })?);
+                    self.cache
+                        .write()
+                        .expect("registry cache poisoned")
+                        .insert((name.to_string(), version), d.clone());
                     d
                 }
             };
-            out.push(Registered { definition, registered_at });
+            out.push(Registered {
+                definition,
+                registered_at,
+            });
         }
         Ok(out)
     }
@@ -136,7 +167,8 @@ impl Registry {
     /// # Errors
     /// `InvalidArgument` naming the file and field; `Internal` when the directory cannot be read.
     pub fn read_dir(dir: &Path) -> Result<Vec<WorkflowDefinition>> {
-        let entries = std::fs::read_dir(dir).map_err(|e| CoordinatorError::Internal(format!("definitions_dir {}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| CoordinatorError::Internal(format!("definitions_dir {}: {e}", dir.display())))?;
         let mut files: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
@@ -144,8 +176,12 @@ impl Registry {
         files.sort();
         let mut defs = Vec::new();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| CoordinatorError::Internal(format!("{}: {e}", f.display())))?;
-            defs.push(WorkflowDefinition::parse(&text).map_err(|e| CoordinatorError::InvalidArgument(format!("{}: {e}", f.display())))?);
+            let text =
+                std::fs::read_to_string(&f).map_err(|e| CoordinatorError::Internal(format!("{}: {e}", f.display())))?;
+            defs.push(
+                WorkflowDefinition::parse(&text)
+                    .map_err(|e| CoordinatorError::InvalidArgument(format!("{}: {e}", f.display())))?,
+            );
         }
         Ok(defs)
     }

@@ -19,7 +19,9 @@ struct RunScript {
 impl RunScript {
     fn new(body: &str) -> Self {
         let code = format!("{}\n{}", include_str!("scripts/common.lua"), body);
-        Self { script: redis::Script::new(&code) }
+        Self {
+            script: redis::Script::new(&code),
+        }
     }
 }
 
@@ -106,8 +108,12 @@ pub struct Store {
 }
 
 fn strings(v: Vec<redis::Value>) -> Result<Vec<String>> {
-    let last = v.into_iter().last().ok_or_else(|| CoordinatorError::Internal("empty answer from Redis".into()))?;
-    redis::from_redis_value(last).map_err(|e| CoordinatorError::Internal(format!("unexpected answer from a script: {e}")))
+    let last = v
+        .into_iter()
+        .last()
+        .ok_or_else(|| CoordinatorError::Internal("empty answer from Redis".into()))?;
+    redis::from_redis_value(last)
+        .map_err(|e| CoordinatorError::Internal(format!("unexpected answer from a script: {e}")))
 }
 
 impl Store {
@@ -131,7 +137,14 @@ impl Store {
             claim: redis::Script::new(include_str!("scripts/claim.lua")),
             release: redis::Script::new(include_str!("scripts/release.lua")),
         };
-        let store = Self { conn, client, keys, scripts: std::sync::Arc::new(scripts), events_max_len, retention };
+        let store = Self {
+            conn,
+            client,
+            keys,
+            scripts: std::sync::Arc::new(scripts),
+            events_max_len,
+            retention,
+        };
         store.load_scripts().await?;
         Ok(store)
     }
@@ -158,7 +171,13 @@ impl Store {
     async fn load_scripts(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         let s = &self.scripts;
-        for script in [&s.create_run, &s.start_step, &s.heartbeat, &s.complete_step, &s.dispatch_attempt] {
+        for script in [
+            &s.create_run,
+            &s.start_step,
+            &s.heartbeat,
+            &s.complete_step,
+            &s.dispatch_attempt,
+        ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
         for script in [&s.claim, &s.release] {
@@ -169,7 +188,13 @@ impl Store {
 
     /// Runs `prelude` (plain commands on global keys) and then `script` on the run's keys, in one
     /// pipeline: one round trip. Reloads the scripts once if Redis lost them (a restart).
-    async fn eval_run(&self, prelude: Pipeline, script: &RunScript, call: &RunCall<'_>, args: &[String]) -> Result<Vec<String>> {
+    async fn eval_run(
+        &self,
+        prelude: Pipeline,
+        script: &RunScript,
+        call: &RunCall<'_>,
+        args: &[String],
+    ) -> Result<Vec<String>> {
         let k = &self.keys;
         for tried in 0..2 {
             let mut pipe = prelude.clone();
@@ -186,7 +211,9 @@ impl Store {
             let mut conn = self.conn.clone();
             match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
                 Ok(v) => return strings(v),
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) && tried == 0 => self.load_scripts().await?,
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) && tried == 0 => {
+                    self.load_scripts().await?
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -218,9 +245,18 @@ impl Store {
             pre.zadd(self.keys.workflow_runs_index(workflow), &member, 0).ignore();
         }
         for r in roots {
-            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, r, 1), outbox_due).ignore();
+            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, r, 1), outbox_due)
+                .ignore();
         }
-        let args = [call.run_id.to_string(), workflow.to_string(), version.to_string(), input_json.to_string(), idempotency_key.to_string(), step_ids.to_string(), roots.join(",")];
+        let args = [
+            call.run_id.to_string(),
+            workflow.to_string(),
+            version.to_string(),
+            input_json.to_string(),
+            idempotency_key.to_string(),
+            step_ids.to_string(),
+            roots.join(","),
+        ];
         let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
         if out.first().map(String::as_str) == Some("created") {
             if !idempotency_key.is_empty() {
@@ -244,12 +280,27 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn start_step(&self, call: &RunCall<'_>, step: &str, attempt: u32, worker: &str, pinned: &str, timers: &[(String, i64)]) -> Result<Disposition> {
+    pub async fn start_step(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        worker: &str,
+        pinned: &str,
+        timers: &[(String, i64)],
+    ) -> Result<Disposition> {
         let mut pre = redis::pipe();
         for (member, due) in timers {
             pre.zadd(self.keys.timers(), member, *due).ignore();
         }
-        let out = self.eval_run(pre, &self.scripts.start_step, call, &[step.into(), attempt.to_string(), worker.into(), pinned.into()]).await?;
+        let out = self
+            .eval_run(
+                pre,
+                &self.scripts.start_step,
+                call,
+                &[step.into(), attempt.to_string(), worker.into(), pinned.into()],
+            )
+            .await?;
         Ok(disposition(&out))
     }
 
@@ -258,7 +309,14 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`].
     pub async fn heartbeat(&self, call: &RunCall<'_>, step: &str, attempt: u32) -> Result<Disposition> {
-        let out = self.eval_run(redis::pipe(), &self.scripts.heartbeat, call, &[step.into(), attempt.to_string()]).await?;
+        let out = self
+            .eval_run(
+                redis::pipe(),
+                &self.scripts.heartbeat,
+                call,
+                &[step.into(), attempt.to_string()],
+            )
+            .await?;
         Ok(disposition(&out))
     }
 
@@ -267,7 +325,12 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn complete_step(&self, pre: Pipeline, call: &RunCall<'_>, args: &CompleteArgs<'_>) -> Result<Completion> {
+    pub async fn complete_step(
+        &self,
+        pre: Pipeline,
+        call: &RunCall<'_>,
+        args: &CompleteArgs<'_>,
+    ) -> Result<Completion> {
         let a = [
             args.step.to_string(),
             args.attempt.to_string(),
@@ -307,13 +370,33 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     /// A retry writes the outbox entry (due at `outbox_due`) in the same round trip, before the commit,
     /// so a crash after the commit still gets the attempt published by the sweeper.
-    pub async fn dispatch_attempt(&self, call: &RunCall<'_>, step: &str, attempt: u32, retry: bool, parents: &str, outbox_due: i64) -> Result<Option<DispatchPayload>> {
+    pub async fn dispatch_attempt(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        retry: bool,
+        parents: &str,
+        outbox_due: i64,
+    ) -> Result<Option<DispatchPayload>> {
         let mode = if retry { "retry" } else { "check" };
         let mut pre = redis::pipe();
         if retry {
-            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step, attempt), outbox_due).ignore();
+            pre.zadd(
+                self.keys.outbox(),
+                outbox_member(call.run_id, step, attempt),
+                outbox_due,
+            )
+            .ignore();
         }
-        let out = self.eval_run(pre, &self.scripts.dispatch_attempt, call, &[step.into(), attempt.to_string(), mode.into(), parents.into()]).await?;
+        let out = self
+            .eval_run(
+                pre,
+                &self.scripts.dispatch_attempt,
+                call,
+                &[step.into(), attempt.to_string(), mode.into(), parents.into()],
+            )
+            .await?;
         let mut it = out.into_iter();
         if it.next().as_deref() != Some("dispatch") {
             return Ok(None);
@@ -329,7 +412,15 @@ impl Store {
     pub async fn claim(&self, outbox: bool, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
         let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
         let mut conn = self.conn.clone();
-        let out: Vec<String> = self.scripts.claim.key(key).arg(now).arg(lease.as_millis() as u64).arg(limit).invoke_async(&mut conn).await?;
+        let out: Vec<String> = self
+            .scripts
+            .claim
+            .key(key)
+            .arg(now)
+            .arg(lease.as_millis() as u64)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
         let mut it = out.into_iter();
         let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         Ok(it.map(|member| Claimed { member, lease }).collect())
@@ -342,7 +433,14 @@ impl Store {
     pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
         let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
         let mut conn = self.conn.clone();
-        let _: i64 = self.scripts.release.key(key).arg(&claimed.member).arg(claimed.lease).invoke_async(&mut conn).await?;
+        let _: i64 = self
+            .scripts
+            .release
+            .key(key)
+            .arg(&claimed.member)
+            .arg(claimed.lease)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -375,8 +473,11 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn read_run(&self, run_id: &str) -> Result<Option<(HashMap<String, String>, HashMap<String, String>)>> {
         let mut conn = self.conn.clone();
-        let (run, steps): (HashMap<String, String>, HashMap<String, String>) =
-            redis::pipe().hgetall(self.keys.run(run_id)).hgetall(self.keys.steps(run_id)).query_async(&mut conn).await?;
+        let (run, steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+            .hgetall(self.keys.run(run_id))
+            .hgetall(self.keys.steps(run_id))
+            .query_async(&mut conn)
+            .await?;
         Ok((!run.is_empty()).then_some((run, steps)))
     }
 
@@ -386,7 +487,12 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn run_workflow(&self, run_id: &str) -> Result<Option<(String, u32)>> {
         let mut conn = self.conn.clone();
-        let (wf, v): (Option<String>, Option<u32>) = redis::cmd("HMGET").arg(self.keys.run(run_id)).arg("workflow").arg("version").query_async(&mut conn).await?;
+        let (wf, v): (Option<String>, Option<u32>) = redis::cmd("HMGET")
+            .arg(self.keys.run(run_id))
+            .arg("workflow")
+            .arg("version")
+            .query_async(&mut conn)
+            .await?;
         Ok(wf.zip(v))
     }
 
@@ -395,14 +501,27 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn run_index_page(&self, workflow: Option<&str>, after: Option<&str>, count: usize) -> Result<Vec<String>> {
+    pub async fn run_index_page(
+        &self,
+        workflow: Option<&str>,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<String>> {
         let key = match workflow {
             Some(w) => self.keys.workflow_runs_index(w),
             None => self.keys.runs_index(),
         };
         let max = after.map(|a| format!("({a}")).unwrap_or_else(|| "+".into());
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("ZREVRANGEBYLEX").arg(key).arg(max).arg("-").arg("LIMIT").arg(0).arg(count).query_async(&mut conn).await?)
+        Ok(redis::cmd("ZREVRANGEBYLEX")
+            .arg(key)
+            .arg(max)
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count)
+            .query_async(&mut conn)
+            .await?)
     }
 
     /// The summary fields of several runs at once (`None` for runs that expired).
@@ -464,9 +583,15 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn workflow_versions(&self, name: &str) -> Result<Vec<(u32, String, i64)>> {
         let mut conn = self.conn.clone();
-        let (defs, times): (HashMap<u32, String>, HashMap<u32, i64>) =
-            redis::pipe().hgetall(self.keys.workflow(name)).hgetall(self.keys.workflow_registered(name)).query_async(&mut conn).await?;
-        let mut out: Vec<_> = defs.into_iter().map(|(v, d)| (v, d, times.get(&v).copied().unwrap_or(0))).collect();
+        let (defs, times): (HashMap<u32, String>, HashMap<u32, i64>) = redis::pipe()
+            .hgetall(self.keys.workflow(name))
+            .hgetall(self.keys.workflow_registered(name))
+            .query_async(&mut conn)
+            .await?;
+        let mut out: Vec<_> = defs
+            .into_iter()
+            .map(|(v, d)| (v, d, times.get(&v).copied().unwrap_or(0)))
+            .collect();
         out.sort_by_key(|(v, _, _)| *v);
         Ok(out)
     }
@@ -486,10 +611,20 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn events_after(&self, run_id: &str, after: &str, count: usize) -> Result<Vec<(String, HashMap<String, String>)>> {
+    pub async fn events_after(
+        &self,
+        run_id: &str,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<(String, HashMap<String, String>)>> {
         let mut conn = self.conn.clone();
-        let start = if after == "-" { "-".to_string() } else { format!("({after}") };
-        let reply: redis::streams::StreamRangeReply = conn.xrange_count(self.keys.events(run_id), start, "+", count).await?;
+        let start = if after == "-" {
+            "-".to_string()
+        } else {
+            format!("({after}")
+        };
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrange_count(self.keys.events(run_id), start, "+", count).await?;
         Ok(reply.ids.into_iter().map(stream_entry).collect())
     }
 
@@ -502,9 +637,17 @@ impl Store {
         let names = self.workflow_names().await?;
         let max = format!("({cutoff:013}");
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYLEX").arg(self.keys.runs_index()).arg("-").arg(&max).ignore();
+        pipe.cmd("ZREMRANGEBYLEX")
+            .arg(self.keys.runs_index())
+            .arg("-")
+            .arg(&max)
+            .ignore();
         for n in names {
-            pipe.cmd("ZREMRANGEBYLEX").arg(self.keys.workflow_runs_index(&n)).arg("-").arg(&max).ignore();
+            pipe.cmd("ZREMRANGEBYLEX")
+                .arg(self.keys.workflow_runs_index(&n))
+                .arg("-")
+                .arg(&max)
+                .ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -537,7 +680,11 @@ pub struct CompleteArgs<'a> {
 
 /// Converts one stream entry to (id, fields).
 pub fn stream_entry(e: redis::streams::StreamId) -> (String, HashMap<String, String>) {
-    let fields = e.map.into_iter().filter_map(|(k, v)| redis::from_redis_value::<String>(v).ok().map(|v| (k, v))).collect();
+    let fields = e
+        .map
+        .into_iter()
+        .filter_map(|(k, v)| redis::from_redis_value::<String>(v).ok().map(|v| (k, v)))
+        .collect();
     (e.id, fields)
 }
 
@@ -551,7 +698,12 @@ fn read_payload(it: &mut impl Iterator<Item = String>, input: &str, attempt: u32
         let o = it.next().ok_or_else(bad)?;
         parent_outputs.insert(p, o);
     }
-    Ok(DispatchPayload { step_id, attempt, input_json: input.to_string(), parent_outputs })
+    Ok(DispatchPayload {
+        step_id,
+        attempt,
+        input_json: input.to_string(),
+        parent_outputs,
+    })
 }
 
 fn disposition(out: &[String]) -> Disposition {

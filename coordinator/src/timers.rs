@@ -33,7 +33,11 @@ pub async fn run(engine: Arc<Engine>, which: Loop, mut shutdown: watch::Receiver
         if *shutdown.borrow() {
             return;
         }
-        let claimed = match engine.store.claim(outbox, now_ms(), engine.config.timer_lease, BATCH).await {
+        let claimed = match engine
+            .store
+            .claim(outbox, now_ms(), engine.config.timer_lease, BATCH)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, ?which, "could not claim due entries");

@@ -33,7 +33,11 @@ struct StoredAttempt {
 
 /// A run as the API shows it. `steps` (the steps hash) adds per-step detail; `def` gives step order,
 /// handlers and retry limits (runs whose definition is unknown show steps in stored order).
-pub fn run_view(def: Option<&WorkflowDefinition>, run: &HashMap<String, String>, steps: Option<&HashMap<String, String>>) -> Run {
+pub fn run_view(
+    def: Option<&WorkflowDefinition>,
+    run: &HashMap<String, String>,
+    steps: Option<&HashMap<String, String>>,
+) -> Run {
     let status = RunStatus::from_word(field(run, "status")).unwrap_or(RunStatus::Unspecified);
     let mut out = Run {
         id: field(run, "id").into(),
@@ -52,7 +56,11 @@ pub fn run_view(def: Option<&WorkflowDefinition>, run: &HashMap<String, String>,
     let Some(steps) = steps else { return out };
     let ids: Vec<String> = match def {
         Some(d) => d.steps.iter().map(|s| s.id.clone()).collect(),
-        None => field(run, "step_ids").split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+        None => field(run, "step_ids")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
     };
     for id in ids {
         let f = |name: &str| steps.get(&format!("{id}:{name}")).cloned().unwrap_or_default();
@@ -103,7 +111,11 @@ pub fn event_view(run_id: &str, id: String, f: &HashMap<String, String>) -> RunE
 }
 
 /// A registered workflow as the API shows it.
-pub fn workflow_view(def: &WorkflowDefinition, registered_at: i64, versions: Vec<u32>) -> baton_shared::proto::Workflow {
+pub fn workflow_view(
+    def: &WorkflowDefinition,
+    registered_at: i64,
+    versions: Vec<u32>,
+) -> baton_shared::proto::Workflow {
     use baton_shared::proto::{RetryPolicy, StepDefinition, Workflow};
     Workflow {
         name: def.name.clone(),

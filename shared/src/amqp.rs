@@ -58,17 +58,46 @@ impl Topology {
     /// # Errors
     /// The broker's error, e.g. a `PRECONDITION_FAILED` when a queue exists with other arguments.
     pub async fn declare_base(&self, ch: &Channel) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(self.exchange().as_str().into(), lapin::ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        ch.exchange_declare(self.dead_letter_exchange().as_str().into(), lapin::ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            self.exchange().as_str().into(),
+            lapin::ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.dead_letter_exchange().as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
         if self.queue_type == QueueType::Classic {
             args = FieldTable::default();
         }
-        ch.queue_declare(self.dead_letter_queue().as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
-        ch.queue_bind(self.dead_letter_queue().as_str().into(), self.dead_letter_exchange().as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-            .await?;
+        ch.queue_declare(
+            self.dead_letter_queue().as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await?;
+        ch.queue_bind(
+            self.dead_letter_queue().as_str().into(),
+            self.dead_letter_exchange().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -78,14 +107,35 @@ impl Topology {
     /// The broker's error.
     pub async fn declare_handler_queue(&self, ch: &Channel, handler: &str) -> lapin::Result<()> {
         let mut args = FieldTable::default();
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(self.dead_letter_exchange().as_str())));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.dead_letter_exchange().as_str())),
+        );
         if self.queue_type == QueueType::Quorum {
             args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit.min(i32::MAX as u32) as i32));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(self.delivery_limit.min(i32::MAX as u32) as i32),
+            );
         }
         let queue = self.queue(handler);
-        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
-        ch.queue_bind(queue.as_str().into(), self.exchange().as_str().into(), handler.into(), QueueBindOptions::default(), FieldTable::default()).await?;
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await?;
+        ch.queue_bind(
+            queue.as_str().into(),
+            self.exchange().as_str().into(),
+            handler.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         Ok(())
     }
 }

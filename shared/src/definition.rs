@@ -45,7 +45,10 @@ pub struct InvalidDefinition(pub Vec<FieldError>);
 
 impl InvalidDefinition {
     fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self(vec![FieldError { path: path.into(), message: message.into() }])
+        Self(vec![FieldError {
+            path: path.into(),
+            message: message.into(),
+        }])
     }
 }
 
@@ -149,7 +152,10 @@ struct Graph {
 }
 
 fn valid_name(s: &str, max: usize, extra: &[char]) -> bool {
-    !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
 }
 
 impl WorkflowDefinition {
@@ -164,7 +170,8 @@ impl WorkflowDefinition {
         // silently breaks schemas such as `required: [n]`.
         let mut options = serde_saphyr::Options::default();
         options.strict_booleans = true;
-        let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
+        let value: Value = serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
         Self::from_value(value)
     }
 
@@ -175,20 +182,32 @@ impl WorkflowDefinition {
     pub fn from_value(value: Value) -> Result<Self, InvalidDefinition> {
         let doc: Document = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
-            InvalidDefinition::one(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            InvalidDefinition::one(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(FieldError { path, message });
 
         if !valid_name(&doc.name, 128, &['.']) {
-            err("name".into(), format!("{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'", doc.name));
+            err(
+                "name".into(),
+                format!(
+                    "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+                    doc.name
+                ),
+            );
         }
         if doc.version == 0 {
             err("version".into(), "must be at least 1".into());
         }
         let validator = match &doc.input_schema {
             None => None,
-            Some(schema) => match jsonschema::meta::validate(schema).map_err(|e| e.to_string()).and_then(|_| jsonschema::validator_for(schema).map_err(|e| e.to_string())) {
+            Some(schema) => match jsonschema::meta::validate(schema)
+                .map_err(|e| e.to_string())
+                .and_then(|_| jsonschema::validator_for(schema).map_err(|e| e.to_string()))
+            {
                 Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
                     err("input_schema".into(), format!("not a valid JSON Schema: {e}"));
@@ -203,7 +222,10 @@ impl WorkflowDefinition {
         let mut index = HashMap::new();
         for (i, s) in doc.steps.iter().enumerate() {
             if !valid_name(&s.id, 64, &[]) {
-                err(format!("steps[{i}].id"), format!("{:?} must be 1 to 64 characters of letters, digits, '_', '-'", s.id));
+                err(
+                    format!("steps[{i}].id"),
+                    format!("{:?} must be 1 to 64 characters of letters, digits, '_', '-'", s.id),
+                );
             } else if index.insert(s.id.clone(), i).is_some() {
                 err(format!("steps[{i}].id"), format!("duplicate step id {:?}", s.id));
             }
@@ -218,7 +240,10 @@ impl WorkflowDefinition {
                     String::new()
                 }
                 Some(h) if !valid_name(h, 128, &['.']) => {
-                    err(format!("{p}.handler"), format!("{h:?} must be letters, digits, '_', '-', '.'"));
+                    err(
+                        format!("{p}.handler"),
+                        format!("{h:?} must be letters, digits, '_', '-', '.'"),
+                    );
                     String::new()
                 }
                 Some(h) => h.to_string(),
@@ -266,7 +291,10 @@ impl WorkflowDefinition {
                 }
                 if let Some(c) = r.backoff_coefficient {
                     if !(1.0..=100.0).contains(&c) {
-                        err(format!("{p}.retry.backoff_coefficient"), format!("{c} must be between 1.0 and 100.0"));
+                        err(
+                            format!("{p}.retry.backoff_coefficient"),
+                            format!("{c} must be between 1.0 and 100.0"),
+                        );
                     }
                     retry.backoff_coefficient = c;
                 }
@@ -277,7 +305,10 @@ impl WorkflowDefinition {
                     retry.jitter = j;
                 }
                 if r.max_interval.is_some() && retry.max_interval < retry.initial_interval {
-                    err(format!("{p}.retry.max_interval"), "must not be shorter than initial_interval".into());
+                    err(
+                        format!("{p}.retry.max_interval"),
+                        "must not be shorter than initial_interval".into(),
+                    );
                 }
                 retry.non_retryable_errors = r.non_retryable_errors.clone();
             }
@@ -317,7 +348,12 @@ impl WorkflowDefinition {
 
     /// Steps that depend on `id` directly.
     pub fn children(&self, id: &str) -> impl Iterator<Item = &StepDefinition> {
-        let list = self.graph.index.get(id).map(|&i| self.graph.children[i].as_slice()).unwrap_or(&[]);
+        let list = self
+            .graph
+            .index
+            .get(id)
+            .map(|&i| self.graph.children[i].as_slice())
+            .unwrap_or(&[]);
         list.iter().map(|&c| &self.steps[c])
     }
 
@@ -350,9 +386,16 @@ impl WorkflowDefinition {
         let Some(v) = &self.validator else { return Ok(()) };
         let errors: Vec<FieldError> = v
             .iter_errors(input)
-            .map(|e| FieldError { path: format!("input{}", e.instance_path()), message: e.to_string() })
+            .map(|e| FieldError {
+                path: format!("input{}", e.instance_path()),
+                message: e.to_string(),
+            })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(InvalidDefinition(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidDefinition(errors))
+        }
     }
 }
 
@@ -393,7 +436,12 @@ fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Resu
         while let std::collections::btree_map::Entry::Vacant(e) = pos.entry(at) {
             e.insert(path.len());
             path.push(at);
-            at = steps[at].depends_on.iter().filter_map(|d| index.get(d).copied()).find(|&p| left[p] > 0).unwrap_or(at);
+            at = steps[at]
+                .depends_on
+                .iter()
+                .filter_map(|d| index.get(d).copied())
+                .find(|&p| left[p] > 0)
+                .unwrap_or(at);
         }
         let start = pos[&at];
         let mut names: Vec<&str> = path[start..].iter().rev().map(|&i| steps[i].id.as_str()).collect();
@@ -401,7 +449,12 @@ fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Resu
         return Err(names.join(" -> "));
     }
     let leaves = (0..n).filter(|&i| children[i].is_empty()).collect();
-    Ok(Graph { index: index.clone(), children, roots, leaves })
+    Ok(Graph {
+        index: index.clone(),
+        children,
+        roots,
+        leaves,
+    })
 }
 
 #[cfg(test)]
@@ -409,7 +462,12 @@ mod tests {
     use super::*;
 
     fn paths(text: &str) -> Vec<String> {
-        WorkflowDefinition::parse(text).unwrap_err().0.into_iter().map(|e| e.path).collect()
+        WorkflowDefinition::parse(text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
     }
 
     #[test]
@@ -430,20 +488,50 @@ mod tests {
 
     #[test]
     fn reports_every_rule_with_its_path() {
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: a, handler: h}\n"), ["steps[1].id"]);
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [zz]}\n"), ["steps[0].depends_on[0]"]);
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a}\n"), ["steps[0].handler"]);
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timeout: soon}\n"), ["steps[0].timeout"]);
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_interval: 3 parsecs}}\n"), ["steps[0].retry.max_interval"]);
-        assert_eq!(paths("name: w\nversion: 1\ninput_schema: {type: 12}\nsteps:\n  - {id: a, handler: h}\n"), ["input_schema"]);
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timout: 3s}\n"), ["steps[0]"]);
-        assert_eq!(paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: many}}\n"), ["steps[0].retry.max_attempts"]);
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: a, handler: h}\n"),
+            ["steps[1].id"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [zz]}\n"),
+            ["steps[0].depends_on[0]"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a}\n"),
+            ["steps[0].handler"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timeout: soon}\n"),
+            ["steps[0].timeout"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_interval: 3 parsecs}}\n"),
+            ["steps[0].retry.max_interval"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\ninput_schema: {type: 12}\nsteps:\n  - {id: a, handler: h}\n"),
+            ["input_schema"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timout: 3s}\n"),
+            ["steps[0].timout"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: many}}\n"),
+            ["steps[0].retry.max_attempts"]
+        );
     }
 
     #[test]
     fn reads_yaml_1_2_booleans() {
-        let def = WorkflowDefinition::parse("name: w\nversion: 1\ninput_schema: {required: [n, y, no, on]}\nsteps:\n  - {id: a, handler: h}\n").unwrap();
-        assert_eq!(def.input_schema.unwrap()["required"], serde_json::json!(["n", "y", "no", "on"]));
+        let def = WorkflowDefinition::parse(
+            "name: w\nversion: 1\ninput_schema: {required: [n, y, no, on]}\nsteps:\n  - {id: a, handler: h}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            def.input_schema.unwrap()["required"],
+            serde_json::json!(["n", "y", "no", "on"])
+        );
     }
 
     #[test]
@@ -451,7 +539,11 @@ mod tests {
         let e = WorkflowDefinition::parse("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [c]}\n  - {id: b, handler: h, depends_on: [a]}\n  - {id: c, handler: h, depends_on: [b]}\n  - {id: d, handler: h}\n").unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert_eq!(e.0[0].path, "steps");
-        assert!(e.0[0].message.contains("a -> b -> c -> a") || e.0[0].message.contains("cycle"), "{}", e);
+        assert!(
+            e.0[0].message.contains("a -> b -> c -> a") || e.0[0].message.contains("cycle"),
+            "{}",
+            e
+        );
     }
 
     #[test]

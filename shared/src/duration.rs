@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Parses a human duration with [`humantime`]. The error says what was wrong, without the field name
 /// (the caller adds the path).
 pub fn parse(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("invalid duration {text:?}: {e} (use e.g. \"30s\", \"5m\", \"250ms\")"))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?}: {e} (use e.g. \"30s\", \"5m\", \"250ms\")"))
 }
 
 /// Formats a duration the way [`parse`] reads it.

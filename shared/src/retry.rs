@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn gives_up_on_last_attempt_and_listed_errors() {
-        let policy = RetryPolicy { non_retryable_errors: vec!["NotFound".into()], ..Default::default() };
+        let policy = RetryPolicy {
+            non_retryable_errors: vec!["NotFound".into()],
+            ..Default::default()
+        };
         assert!(matches!(policy.decide(1, "", true), RetryDecision::RetryAfter(_)));
         assert_eq!(policy.decide(3, "", true), RetryDecision::GiveUp);
         assert_eq!(policy.decide(1, "NotFound", true), RetryDecision::GiveUp);

@@ -32,7 +32,10 @@ impl RunStatus {
 
     /// Whether the run is over.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::TimedOut)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::TimedOut
+        )
     }
 }
 
@@ -74,10 +77,26 @@ mod tests {
 
     #[test]
     fn words_round_trip() {
-        for s in [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled, RunStatus::TimedOut] {
+        for s in [
+            RunStatus::Pending,
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::TimedOut,
+        ] {
             assert_eq!(RunStatus::from_word(s.word()), Some(s));
         }
-        for s in [StepStatus::Pending, StepStatus::Dispatched, StepStatus::Running, StepStatus::Retrying, StepStatus::Succeeded, StepStatus::Failed, StepStatus::Skipped, StepStatus::Cancelled] {
+        for s in [
+            StepStatus::Pending,
+            StepStatus::Dispatched,
+            StepStatus::Running,
+            StepStatus::Retrying,
+            StepStatus::Succeeded,
+            StepStatus::Failed,
+            StepStatus::Skipped,
+            StepStatus::Cancelled,
+        ] {
             assert_eq!(StepStatus::from_word(s.word()), Some(s));
         }
     }

@@ -12,8 +12,8 @@ use std::{
 };
 
 use baton_shared::proto::{
-    RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest, run_service_client::RunServiceClient, worker_service_client::WorkerServiceClient,
-    workflow_service_client::WorkflowServiceClient,
+    RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest, run_service_client::RunServiceClient,
+    worker_service_client::WorkerServiceClient, workflow_service_client::WorkflowServiceClient,
 };
 use tonic::transport::Channel;
 
@@ -25,13 +25,20 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 static SERVICES: Once = Once::new();
 
 fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().expect("address"), Duration::from_millis(300)).is_ok()
+    TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().expect("address"),
+        Duration::from_millis(300),
+    )
+    .is_ok()
 }
 
 fn wait_port(port: u16, what: &str, within: Duration) {
     let start = Instant::now();
     while !port_open(port) {
-        assert!(start.elapsed() < within, "{what} did not come up on 127.0.0.1:{port} within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{what} did not come up on 127.0.0.1:{port} within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -45,15 +52,37 @@ pub fn ensure_services() {
             let _ = std::fs::create_dir_all("/var/lib/redis");
             let _ = std::fs::create_dir_all("/var/log/redis");
             let status = Command::new("redis-server")
-                .args(["--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"])
+                .args([
+                    "--daemonize",
+                    "yes",
+                    "--bind",
+                    "127.0.0.1",
+                    "-::1",
+                    "--port",
+                    "6379",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    "/var/lib/redis",
+                    "--logfile",
+                    "/var/log/redis/ci.log",
+                ])
                 .status();
-            assert!(status.is_ok_and(|s| s.success()), "could not start redis-server (is it installed?)");
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "could not start redis-server (is it installed?)"
+            );
             wait_port(6379, "Redis", Duration::from_secs(30));
         }
         if !port_open(5672) {
             eprintln!("RabbitMQ is down; starting it");
             let status = Command::new("rabbitmq-server").arg("-detached").status();
-            assert!(status.is_ok_and(|s| s.success()), "could not start rabbitmq-server (is it installed?)");
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "could not start rabbitmq-server (is it installed?)"
+            );
             wait_port(5672, "RabbitMQ", Duration::from_secs(120));
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -61,7 +90,10 @@ pub fn ensure_services() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// The target directory the running test binary lives in (`target/<profile>`), where cargo put this
@@ -74,7 +106,11 @@ fn target_dir() -> std::path::PathBuf {
 
 fn bin(name: &str) -> std::path::PathBuf {
     let p = target_dir().join(name);
-    assert!(p.exists(), "{} is missing: run the tests with `cargo test -p baton-tests`, which builds it", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test -p baton-tests`, which builds it",
+        p.display()
+    );
     p
 }
 
@@ -112,7 +148,11 @@ impl Cluster {
     fn log(&self, name: &str) -> Stdio {
         let dir = target_dir().join("e2e-logs");
         let _ = std::fs::create_dir_all(&dir);
-        match std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{}-{name}.log", self.namespace))) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}-{name}.log", self.namespace)))
+        {
             Ok(f) => Stdio::from(f),
             Err(_) => Stdio::null(),
         }
@@ -139,7 +179,10 @@ impl Cluster {
             if let Some(status) = self.coordinator.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("coordinator exited at start-up with {status}; see its log under target/<profile>/e2e-logs");
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "coordinator did not listen within 60 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "coordinator did not listen within 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -197,13 +240,29 @@ impl Cluster {
 
     /// Registers a definition; panics on refusal.
     pub async fn register(&self, yaml: &str) {
-        self.workflows().await.register_workflow(RegisterWorkflowRequest { definition: yaml.into() }).await.expect("register workflow");
+        self.workflows()
+            .await
+            .register_workflow(RegisterWorkflowRequest {
+                definition: yaml.into(),
+            })
+            .await
+            .expect("register workflow");
     }
 
     /// Submits a run; returns its id.
     pub async fn submit(&self, workflow: &str, input: serde_json::Value) -> String {
-        let req = SubmitRunRequest { workflow: workflow.into(), input_json: input.to_string(), ..Default::default() };
-        self.runs().await.submit_run(req).await.expect("submit run").into_inner().run_id
+        let req = SubmitRunRequest {
+            workflow: workflow.into(),
+            input_json: input.to_string(),
+            ..Default::default()
+        };
+        self.runs()
+            .await
+            .submit_run(req)
+            .await
+            .expect("submit run")
+            .into_inner()
+            .run_id
     }
 
     /// Polls `GetRun` until the run is over; panics after `within`.
@@ -211,12 +270,18 @@ impl Cluster {
         let mut client = self.runs().await;
         let start = Instant::now();
         loop {
-            if let Ok(r) = client.get_run(baton_shared::proto::GetRunRequest { run_id: run_id.into() }).await {
+            if let Ok(r) = client
+                .get_run(baton_shared::proto::GetRunRequest { run_id: run_id.into() })
+                .await
+            {
                 let run = r.into_inner();
                 if RunStatus::try_from(run.status).is_ok_and(RunStatus::is_terminal) {
                     return run;
                 }
-                assert!(start.elapsed() < within, "run {run_id} not finished within {within:?}: {run:#?}");
+                assert!(
+                    start.elapsed() < within,
+                    "run {run_id} not finished within {within:?}: {run:#?}"
+                );
             } else {
                 assert!(start.elapsed() < within, "run {run_id} not readable within {within:?}");
             }
@@ -226,28 +291,47 @@ impl Cluster {
 
     /// How many times the test worker ran `step` of `run` (counted by the handler itself).
     pub async fn executions(&self, run_id: &str, step: &str) -> i64 {
-        let mut conn = redis::Client::open(REDIS_URL).expect("redis url").get_multiplexed_async_connection().await.expect("redis");
-        let n: Option<i64> = redis::AsyncCommands::get(&mut conn, format!("{}:test:exec:{run_id}:{step}", self.namespace)).await.expect("GET");
+        let mut conn = redis::Client::open(REDIS_URL)
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let n: Option<i64> =
+            redis::AsyncCommands::get(&mut conn, format!("{}:test:exec:{run_id}:{step}", self.namespace))
+                .await
+                .expect("GET");
         n.unwrap_or(0)
     }
 
     /// Deletes this namespace's queues and exchanges (best effort).
     pub async fn cleanup_queues(&self, handlers: &[&str]) {
-        let Ok(conn) = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await else { return };
+        let Ok(conn) = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await else {
+            return;
+        };
         let Ok(ch) = conn.create_channel().await else { return };
         let t = self.topology();
         for h in handlers {
             let _ = ch.queue_delete(t.queue(h).as_str().into(), Default::default()).await;
         }
-        let _ = ch.queue_delete(t.dead_letter_queue().as_str().into(), Default::default()).await;
-        let _ = ch.exchange_delete(t.exchange().as_str().into(), Default::default()).await;
-        let _ = ch.exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default()).await;
+        let _ = ch
+            .queue_delete(t.dead_letter_queue().as_str().into(), Default::default())
+            .await;
+        let _ = ch
+            .exchange_delete(t.exchange().as_str().into(), Default::default())
+            .await;
+        let _ = ch
+            .exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default())
+            .await;
         let _ = conn.close(200, "done".into()).await;
     }
 
     /// The cluster's RabbitMQ topology.
     pub fn topology(&self) -> baton_shared::amqp::Topology {
-        baton_shared::amqp::Topology { namespace: self.namespace.clone(), queue_type: Default::default(), delivery_limit: 5 }
+        baton_shared::amqp::Topology {
+            namespace: self.namespace.clone(),
+            queue_type: Default::default(),
+            delivery_limit: 5,
+        }
     }
 }
 
@@ -288,8 +372,14 @@ pub fn status(run: &Run) -> &'static str {
 
 /// The status of a step of a run as a word.
 pub fn step_status(run: &Run, step: &str) -> &'static str {
-    let s = run.steps.iter().find(|s| s.id == step).unwrap_or_else(|| panic!("no step {step} in {run:#?}"));
-    baton_shared::proto::StepStatus::try_from(s.status).map(baton_shared::proto::StepStatus::word).unwrap_or("?")
+    let s = run
+        .steps
+        .iter()
+        .find(|s| s.id == step)
+        .unwrap_or_else(|| panic!("no step {step} in {run:#?}"));
+    baton_shared::proto::StepStatus::try_from(s.status)
+        .map(baton_shared::proto::StepStatus::word)
+        .unwrap_or("?")
 }
 
 /// Unix ms of a protobuf timestamp (0 when unset).

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use baton_shared::proto::{
-    AttemptDisposition, GetRunRequest, GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest, RegisterWorkflowRequest, ReportResultRequest, RunStatus,
-    SubmitRunRequest, report_result_request::Outcome,
+    AttemptDisposition, GetRunRequest, GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest,
+    RegisterWorkflowRequest, ReportResultRequest, RunStatus, SubmitRunRequest, report_result_request::Outcome,
 };
 use baton_tests::{Cluster, status};
 use serde_json::json;
@@ -17,35 +17,86 @@ async fn invalid_definitions_are_refused_naming_the_field_and_write_nothing() {
     let cluster = Cluster::start("invalid", &[]).await;
     let mut wf = cluster.workflows().await;
     let cases = [
-        ("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: a, handler: h}\n", "steps[1].id"),
-        ("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [nope]}\n", "steps[0].depends_on[0]"),
-        ("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [b]}\n  - {id: b, handler: h, depends_on: [a]}\n", "cycle"),
+        (
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: a, handler: h}\n",
+            "steps[1].id",
+        ),
+        (
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [nope]}\n",
+            "steps[0].depends_on[0]",
+        ),
+        (
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [b]}\n  - {id: b, handler: h, depends_on: [a]}\n",
+            "cycle",
+        ),
         ("name: w\nversion: 1\nsteps:\n  - {id: a}\n", "steps[0].handler"),
-        ("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timeout: forever}\n", "steps[0].timeout"),
-        ("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {initial_interval: 2 fortnights}}\n", "steps[0].retry.initial_interval"),
-        ("name: w\nversion: 1\ninput_schema: {type: [not-a-type]}\nsteps:\n  - {id: a, handler: h}\n", "input_schema"),
+        (
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, timeout: forever}\n",
+            "steps[0].timeout",
+        ),
+        (
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {initial_interval: 2 fortnights}}\n",
+            "steps[0].retry.initial_interval",
+        ),
+        (
+            "name: w\nversion: 1\ninput_schema: {type: [not-a-type]}\nsteps:\n  - {id: a, handler: h}\n",
+            "input_schema",
+        ),
         ("name: w\nversion: 0\nsteps:\n  - {id: a, handler: h}\n", "version"),
         ("name: w\nversion: 1\nsteps: []\n", "steps"),
-        ("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retries: 3}\n", "steps[0]"),
+        (
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retries: 3}\n",
+            "steps[0]",
+        ),
         ("name: [w\n", "not a valid YAML"),
     ];
     for (doc, field) in cases {
-        let err = wf.register_workflow(RegisterWorkflowRequest { definition: doc.into() }).await.expect_err(doc);
+        let err = wf
+            .register_workflow(RegisterWorkflowRequest { definition: doc.into() })
+            .await
+            .expect_err(doc);
         assert_eq!(err.code(), Code::InvalidArgument, "{doc}: {err:?}");
-        assert!(err.message().contains(field), "{doc}: message {:?} does not name {field}", err.message());
+        assert!(
+            err.message().contains(field),
+            "{doc}: message {:?} does not name {field}",
+            err.message()
+        );
     }
     let listed = wf.list_workflows(ListWorkflowsRequest {}).await.unwrap().into_inner();
     assert!(listed.workflows.is_empty(), "nothing was registered: {listed:?}");
-    let err = wf.get_workflow(GetWorkflowRequest { name: "w".into(), version: 0 }).await.unwrap_err();
+    let err = wf
+        .get_workflow(GetWorkflowRequest {
+            name: "w".into(),
+            version: 0,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     // The same name and version with another content is refused; the identical document is accepted again.
     cluster.register(GOOD).await;
-    let again = wf.register_workflow(RegisterWorkflowRequest { definition: GOOD.into() }).await.unwrap().into_inner();
+    let again = wf
+        .register_workflow(RegisterWorkflowRequest {
+            definition: GOOD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!again.created);
-    let err = wf.register_workflow(RegisterWorkflowRequest { definition: GOOD.replace("handler: echo", "handler: trace") }).await.unwrap_err();
+    let err = wf
+        .register_workflow(RegisterWorkflowRequest {
+            definition: GOOD.replace("handler: echo", "handler: trace"),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
-    let v2 = wf.register_workflow(RegisterWorkflowRequest { definition: GOOD.replace("version: 1", "version: 2") }).await.unwrap().into_inner();
+    let v2 = wf
+        .register_workflow(RegisterWorkflowRequest {
+            definition: GOOD.replace("version: 1", "version: 2"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(v2.created);
     assert_eq!(v2.workflow.unwrap().versions, [1, 2]);
 }
@@ -55,25 +106,51 @@ async fn bad_run_input_and_unknown_workflows_are_refused_and_create_nothing() {
     let cluster = Cluster::start("badinput", &[]).await;
     cluster.register(GOOD).await;
     let mut runs = cluster.runs().await;
-    let submit = |workflow: &str, input: &str| SubmitRunRequest { workflow: workflow.into(), input_json: input.into(), ..Default::default() };
+    let submit = |workflow: &str, input: &str| SubmitRunRequest {
+        workflow: workflow.into(),
+        input_json: input.into(),
+        ..Default::default()
+    };
 
     let err = runs.submit_run(submit("good", r#"{"n": "three"}"#)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("input/n"), "{}", err.message());
     let err = runs.submit_run(submit("good", "{}")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("\"n\" is a required property"), "{}", err.message());
+    assert!(
+        err.message().contains("\"n\" is a required property"),
+        "{}",
+        err.message()
+    );
     let err = runs.submit_run(submit("good", "{not json")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("input_json"), "{}", err.message());
     let err = runs.submit_run(submit("missing", "{}")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("missing"), "{}", err.message());
-    let err = runs.submit_run(SubmitRunRequest { workflow: "good".into(), version: 7, input_json: r#"{"n": 1}"#.into(), ..Default::default() }).await.unwrap_err();
+    let err = runs
+        .submit_run(SubmitRunRequest {
+            workflow: "good".into(),
+            version: 7,
+            input_json: r#"{"n": 1}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = runs.get_run(GetRunRequest { run_id: "not-a-uuid".into() }).await.unwrap_err();
+    let err = runs
+        .get_run(GetRunRequest {
+            run_id: "not-a-uuid".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = runs.get_run(GetRunRequest { run_id: uuid::Uuid::new_v4().to_string() }).await.unwrap_err();
+    let err = runs
+        .get_run(GetRunRequest {
+            run_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     let listed = runs.list_runs(ListRunsRequest::default()).await.unwrap().into_inner();
@@ -85,7 +162,12 @@ async fn the_same_idempotency_key_returns_the_same_run() {
     let mut cluster = Cluster::start("idem", &[]).await;
     cluster.register(GOOD).await;
     let mut runs = cluster.runs().await;
-    let req = |key: &str| SubmitRunRequest { workflow: "good".into(), input_json: r#"{"n": 1}"#.into(), idempotency_key: key.into(), ..Default::default() };
+    let req = |key: &str| SubmitRunRequest {
+        workflow: "good".into(),
+        input_json: r#"{"n": 1}"#.into(),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
     let first = runs.submit_run(req("order-17")).await.unwrap().into_inner();
     let second = runs.submit_run(req("order-17")).await.unwrap().into_inner();
     let other = runs.submit_run(req("order-18")).await.unwrap().into_inner();
@@ -98,14 +180,25 @@ async fn the_same_idempotency_key_returns_the_same_run() {
     let run = cluster.wait_run(&first.run_id, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "succeeded");
     assert_eq!(run.idempotency_key, "order-17");
-    assert_eq!(cluster.executions(&first.run_id, "a").await, 1, "one run, one execution");
+    assert_eq!(
+        cluster.executions(&first.run_id, "a").await,
+        1,
+        "one run, one execution"
+    );
     // Still the same run after it finished.
     let third = runs.submit_run(req("order-17")).await.unwrap().into_inner();
     assert_eq!(third.run_id, first.run_id);
     assert!(!third.created);
 
     cluster.wait_run(&other.run_id, Duration::from_secs(60)).await;
-    let listed = runs.list_runs(ListRunsRequest { workflow: "good".into(), ..Default::default() }).await.unwrap().into_inner();
+    let listed = runs
+        .list_runs(ListRunsRequest {
+            workflow: "good".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.runs.len(), 2, "two keys, two runs");
     cluster.cleanup_queues(&["echo"]).await;
 }
@@ -113,8 +206,12 @@ async fn the_same_idempotency_key_returns_the_same_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn list_runs_filters_and_pages() {
     let mut cluster = Cluster::start("list", &[]).await;
-    cluster.register("name: ok\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
-    cluster.register("name: bad\nversion: 1\nsteps:\n  - {id: a, handler: fail, retry: {max_attempts: 1}}\n").await;
+    cluster
+        .register("name: ok\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster
+        .register("name: bad\nversion: 1\nsteps:\n  - {id: a, handler: fail, retry: {max_attempts: 1}}\n")
+        .await;
     cluster.spawn_worker("w1", 8);
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -128,7 +225,16 @@ async fn list_runs_filters_and_pages() {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = runs.list_runs(ListRunsRequest { workflow: "ok".into(), limit: 2, page_token: token.clone(), ..Default::default() }).await.unwrap().into_inner();
+        let page = runs
+            .list_runs(ListRunsRequest {
+                workflow: "ok".into(),
+                limit: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(page.runs.len() <= 2);
         seen.extend(page.runs.into_iter().map(|r| r.id));
         if page.next_page_token.is_empty() {
@@ -139,15 +245,29 @@ async fn list_runs_filters_and_pages() {
     let mut expected = ids.clone();
     expected.reverse();
     assert_eq!(seen, expected, "newest first, every run once");
-    let failed_only = runs.list_runs(ListRunsRequest { status: RunStatus::Failed as i32, ..Default::default() }).await.unwrap().into_inner();
-    assert_eq!(failed_only.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [failed]);
+    let failed_only = runs
+        .list_runs(ListRunsRequest {
+            status: RunStatus::Failed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        failed_only.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [failed]
+    );
     cluster.cleanup_queues(&["echo", "fail"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn late_and_duplicate_results_are_stale_and_change_nothing() {
     let mut cluster = Cluster::start("stale", &[]).await;
-    cluster.register("name: once\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: b, handler: echo, depends_on: [a]}\n").await;
+    cluster
+        .register(
+            "name: once\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: b, handler: echo, depends_on: [a]}\n",
+        )
+        .await;
     cluster.spawn_worker("w1", 4);
     let run_id = cluster.submit("once", json!({"v": 1})).await;
     let before = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
@@ -164,10 +284,20 @@ async fn late_and_duplicate_results_are_stale_and_change_nothing() {
         workflow_version: 1,
     };
     for (step, attempt) in [("a", 1), ("b", 1), ("a", 2), ("a", 0)] {
-        let r = api.report_result(report(step, attempt, r#"{"forged": true}"#)).await.unwrap().into_inner();
+        let r = api
+            .report_result(report(step, attempt, r#"{"forged": true}"#))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.disposition, AttemptDisposition::Stale as i32, "{step}#{attempt}");
     }
-    let after = cluster.runs().await.get_run(GetRunRequest { run_id: run_id.clone() }).await.unwrap().into_inner();
+    let after = cluster
+        .runs()
+        .await
+        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(after, before, "a stale report changed the run");
     assert_eq!(cluster.executions(&run_id, "b").await, 1);
     cluster.cleanup_queues(&["echo"]).await;

@@ -53,17 +53,29 @@ async fn fan_in_runs_in_dependency_order_with_outputs() {
     assert_eq!(d["received"].as_object().unwrap().len(), 2);
 
     // A late subscriber gets the whole history, ending with the run's success.
-    let mut stream = cluster.runs().await.watch_run(WatchRunRequest { run_id: run_id.clone() }).await.unwrap().into_inner();
+    let mut stream = cluster
+        .runs()
+        .await
+        .watch_run(WatchRunRequest { run_id: run_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut events = Vec::new();
     while let Some(e) = stream.next().await {
         events.push(e.unwrap());
     }
-    let words: Vec<String> = events.iter().map(|e| format!("{}:{}:{}", e.kind, e.step_id, e.status)).collect();
+    let words: Vec<String> = events
+        .iter()
+        .map(|e| format!("{}:{}:{}", e.kind, e.step_id, e.status))
+        .collect();
     assert_eq!(words.first().map(String::as_str), Some("run::pending"));
     assert_eq!(words.last().map(String::as_str), Some("run::succeeded"));
     for s in ["a", "b", "c", "d"] {
         for st in ["dispatched", "running", "succeeded"] {
-            assert!(words.contains(&format!("step:{s}:{st}")), "missing step:{s}:{st} in {words:?}");
+            assert!(
+                words.contains(&format!("step:{s}:{st}")),
+                "missing step:{s}:{st} in {words:?}"
+            );
         }
     }
     let pos = |w: &str| words.iter().position(|x| x == w).unwrap();
@@ -79,16 +91,28 @@ async fn watch_streams_live_events_until_the_run_ends() {
     cluster.register("name: pause\nversion: 1\nsteps:\n  - {id: first, handler: slow}\n  - {id: second, handler: echo, depends_on: [first]}\n").await;
     let run_id = cluster.submit("pause", json!({"ms": 500})).await;
     // Subscribe before any worker runs: the stream must go on until the run ends.
-    let mut stream = cluster.runs().await.watch_run(WatchRunRequest { run_id: run_id.clone() }).await.unwrap().into_inner();
+    let mut stream = cluster
+        .runs()
+        .await
+        .watch_run(WatchRunRequest { run_id: run_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     cluster.spawn_worker("w1", 4);
     let mut last = None;
     let mut n = 0;
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("events keep coming") {
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("events keep coming")
+    {
         let e = e.unwrap();
         n += 1;
         last = Some(format!("{}:{}", e.kind, e.status));
     }
     assert_eq!(last.as_deref(), Some("run:succeeded"));
-    assert!(n >= 8, "run pending/running/succeeded and 2 steps x dispatched/running/succeeded, got {n}");
+    assert!(
+        n >= 8,
+        "run pending/running/succeeded and 2 steps x dispatched/running/succeeded, got {n}"
+    );
     cluster.cleanup_queues(&["slow", "echo"]).await;
 }

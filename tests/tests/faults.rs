@@ -29,7 +29,10 @@ async fn a_worker_killed_mid_step_has_its_step_delivered_again() {
     cluster.spawn_worker("w2", 1);
     let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
-    assert!(cluster.executions(&run_id, "s").await >= 2, "the handler ran again after the kill");
+    assert!(
+        cluster.executions(&run_id, "s").await >= 2,
+        "the handler ran again after the kill"
+    );
     assert_eq!(run.steps[0].worker, "w2", "the surviving worker finished it");
     assert_eq!(run.steps[0].attempt, 1, "a redelivery is the same attempt, not a retry");
     cluster.cleanup_queues(&["slow", "echo"]).await;
@@ -47,7 +50,11 @@ async fn runs_finish_when_the_coordinator_is_killed_and_restarted_mid_run() {
     cluster.spawn_worker("w2", 8);
     let mut ids = Vec::new();
     for i in 0..30 {
-        ids.push(cluster.submit("chain", json!({"ms": 100 + (i % 5) * 100, "succeed_on_attempt": 2})).await);
+        ids.push(
+            cluster
+                .submit("chain", json!({"ms": 100 + (i % 5) * 100, "succeed_on_attempt": 2}))
+                .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     cluster.stop_coordinator(true);
@@ -70,13 +77,34 @@ async fn runs_finish_when_the_coordinator_is_killed_and_restarted_mid_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
     let mut cluster = Cluster::start("sweep", &[("BATON_DISPATCH_GRACE", "1s")]).await;
-    cluster.register("name: swept\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
+    cluster
+        .register("name: swept\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
     cluster.spawn_worker("w1", 2);
     // Do what a coordinator does on submit, up to the commit, then "crash": never publish.
-    let store = Store::connect(REDIS_URL, Keys::new(cluster.namespace.clone()), 1000, Duration::from_secs(3600)).await.unwrap();
+    let store = Store::connect(
+        REDIS_URL,
+        Keys::new(cluster.namespace.clone()),
+        1000,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
     let run_id = baton_shared::ids::new_run_id();
     let now = baton_shared::time::now_ms();
-    let created = store.create_run(&RunCall { run_id: &run_id, now }, "swept", 1, r#"{"lost": true}"#, "", "a", &["a"], now + 1000).await.unwrap();
+    let created = store
+        .create_run(
+            &RunCall { run_id: &run_id, now },
+            "swept",
+            1,
+            r#"{"lost": true}"#,
+            "",
+            "a",
+            &["a"],
+            now + 1000,
+        )
+        .await
+        .unwrap();
     assert!(created.is_none());
     let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(status(&run), "succeeded");
@@ -88,7 +116,9 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_share_the_load() {
     let mut cluster = Cluster::start("share", &[]).await;
-    cluster.register("name: many\nversion: 1\nsteps:\n  - {id: s, handler: slow}\n").await;
+    cluster
+        .register("name: many\nversion: 1\nsteps:\n  - {id: s, handler: slow}\n")
+        .await;
     cluster.spawn_worker("w1", 2);
     cluster.spawn_worker("w2", 2);
     let mut ids = Vec::new();
@@ -101,14 +131,20 @@ async fn two_workers_share_the_load() {
         assert_eq!(status(&run), "succeeded");
         workers.insert(run.steps[0].worker.clone());
     }
-    assert_eq!(workers, HashSet::from(["w1".to_string(), "w2".to_string()]), "both workers executed steps");
+    assert_eq!(
+        workers,
+        HashSet::from(["w1".to_string(), "w2".to_string()]),
+        "both workers executed steps"
+    );
     cluster.cleanup_queues(&["slow"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_message_goes_to_the_dead_letter_queue_and_the_worker_keeps_serving() {
     let mut cluster = Cluster::start("poison", &[]).await;
-    cluster.register("name: fine\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
+    cluster
+        .register("name: fine\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
     cluster.spawn_worker("w1", 2);
     let t = cluster.topology();
     let conn = baton_shared::amqp::connect(AMQP_URL, "poison-test").await.unwrap();
@@ -116,21 +152,40 @@ async fn a_malformed_message_goes_to_the_dead_letter_queue_and_the_worker_keeps_
     ch.confirm_select(Default::default()).await.unwrap();
     for payload in [&b"\xff\xfe definitely not protobuf"[..], &b""[..]] {
         let confirm = ch
-            .basic_publish(t.exchange().as_str().into(), "echo".into(), BasicPublishOptions { mandatory: true, ..Default::default() }, payload, BasicProperties::default())
+            .basic_publish(
+                t.exchange().as_str().into(),
+                "echo".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                BasicProperties::default(),
+            )
             .await
             .unwrap()
             .await
             .unwrap();
         assert!(confirm.is_ack());
     }
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
     let start = std::time::Instant::now();
     loop {
-        let q = ch.queue_declare(t.dead_letter_queue().as_str().into(), passive, FieldTable::default()).await.unwrap();
+        let q = ch
+            .queue_declare(t.dead_letter_queue().as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap();
         if q.message_count() == 2 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "dead-letter queue holds {} messages, expected 2", q.message_count());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "dead-letter queue holds {} messages, expected 2",
+            q.message_count()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let run_id = cluster.submit("fine", json!({"after": "poison"})).await;

@@ -18,19 +18,36 @@ async fn retryable_failures_follow_the_policy() {
     let run_id = cluster.submit("flaky", json!({"succeed_on_attempt": 4})).await;
     let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
-    assert_eq!(cluster.executions(&run_id, "f").await, 4, "ran exactly max_attempts times");
+    assert_eq!(
+        cluster.executions(&run_id, "f").await,
+        4,
+        "ran exactly max_attempts times"
+    );
     let step = &run.steps[0];
     assert_eq!(step.attempt, 4);
     assert_eq!(step.max_attempts, 4);
     let outcomes: Vec<&str> = step.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["failed", "failed", "failed", "succeeded"]);
-    assert!(step.attempts[0].error.contains("attempt 1 fails"), "{:?}", step.attempts[0]);
+    assert!(
+        step.attempts[0].error.contains("attempt 1 fails"),
+        "{:?}",
+        step.attempts[0]
+    );
     // Delay before attempt n+1 lies in [base * (1 - jitter), base] (+ dispatch latency), with base =
     // 300ms, 600ms, then 1200ms capped at max_interval 1s.
     for (i, base) in [300i64, 600, 1000].into_iter().enumerate() {
         let gap = ms(&step.attempts[i + 1].started_at) - ms(&step.attempts[i].finished_at);
-        assert!(gap >= base / 2, "retry {} came after {gap} ms, before the lower bound {} ms", i + 1, base / 2);
-        assert!(gap <= base + 1500, "retry {} came after {gap} ms, long after the upper bound {base} ms", i + 1);
+        assert!(
+            gap >= base / 2,
+            "retry {} came after {gap} ms, before the lower bound {} ms",
+            i + 1,
+            base / 2
+        );
+        assert!(
+            gap <= base + 1500,
+            "retry {} came after {gap} ms, long after the upper bound {base} ms",
+            i + 1
+        );
     }
     let output: serde_json::Value = serde_json::from_str(&run.output_json).unwrap();
     assert_eq!(output["f"]["attempt"], 4);
@@ -52,19 +69,35 @@ async fn exhausted_and_non_retryable_errors_fail_the_run() {
 
     let run = cluster.wait_run(&fatal, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "failed");
-    assert_eq!(cluster.executions(&fatal, "f").await, 1, "a non-retryable error is not retried");
+    assert_eq!(
+        cluster.executions(&fatal, "f").await,
+        1,
+        "a non-retryable error is not retried"
+    );
     assert_eq!(step_status(&run, "f"), "failed");
-    assert_eq!(step_status(&run, "after"), "cancelled", "what follows a failed step never runs");
+    assert_eq!(
+        step_status(&run, "after"),
+        "cancelled",
+        "what follows a failed step never runs"
+    );
     assert_eq!(cluster.executions(&fatal, "after").await, 0);
     assert!(run.error.contains("Fatal"), "{}", run.error);
 
     let run = cluster.wait_run(&listed, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "failed");
-    assert_eq!(cluster.executions(&listed, "f").await, 1, "an error type in non_retryable_errors is not retried");
+    assert_eq!(
+        cluster.executions(&listed, "f").await,
+        1,
+        "an error type in non_retryable_errors is not retried"
+    );
 
     let run = cluster.wait_run(&exhausted, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "failed");
-    assert_eq!(cluster.executions(&exhausted, "f").await, 5, "retried up to max_attempts");
+    assert_eq!(
+        cluster.executions(&exhausted, "f").await,
+        5,
+        "retried up to max_attempts"
+    );
     assert_eq!(run.steps[0].attempts.len(), 5);
     cluster.cleanup_queues(&["fail", "echo"]).await;
 }
@@ -84,6 +117,9 @@ async fn a_step_that_outlives_its_timeout_is_retried() {
     assert_eq!(step.attempt, 2);
     assert!(step.attempts[0].error.contains("Timeout"), "{:?}", step.attempts[0]);
     let took = ms(&step.attempts[0].finished_at) - ms(&step.attempts[0].started_at);
-    assert!(took < 4000, "the timed-out attempt was cut off at its timeout, not after the handler's 5 s ({took} ms)");
+    assert!(
+        took < 4000,
+        "the timed-out attempt was cut off at its timeout, not after the handler's 5 s ({took} ms)"
+    );
     cluster.cleanup_queues(&["slow"]).await;
 }

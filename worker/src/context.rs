@@ -26,12 +26,20 @@ pub struct StepError {
 impl StepError {
     /// An error that another attempt may not have.
     pub fn retryable(message: impl fmt::Display) -> Self {
-        Self { message: message.to_string(), error_type: String::new(), retryable: true }
+        Self {
+            message: message.to_string(),
+            error_type: String::new(),
+            retryable: true,
+        }
     }
 
     /// An error that every attempt would have: the step fails at once.
     pub fn non_retryable(message: impl fmt::Display) -> Self {
-        Self { message: message.to_string(), error_type: String::new(), retryable: false }
+        Self {
+            message: message.to_string(),
+            error_type: String::new(),
+            retryable: false,
+        }
     }
 
     /// Sets the error type.
@@ -44,7 +52,11 @@ impl StepError {
 
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.error_type.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.error_type, self.message) }
+        if self.error_type.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.error_type, self.message)
+        }
     }
 }
 
@@ -119,11 +131,12 @@ impl StepContext {
     /// A non-retryable [`StepError`] (`InvalidInput`) if there is no such parent or its output does
     /// not deserialize as `T`.
     pub fn output_of<T: DeserializeOwned>(&self, step_id: &str) -> Result<T, StepError> {
-        let v = self
-            .parent_outputs
-            .get(step_id)
-            .ok_or_else(|| StepError::non_retryable(format!("step {:?} has no parent {step_id:?}", self.step_id)).with_type("InvalidInput"))?;
-        T::deserialize(v).map_err(|e| StepError::non_retryable(format!("output of {step_id:?}: {e}")).with_type("InvalidInput"))
+        let v = self.parent_outputs.get(step_id).ok_or_else(|| {
+            StepError::non_retryable(format!("step {:?} has no parent {step_id:?}", self.step_id))
+                .with_type("InvalidInput")
+        })?;
+        T::deserialize(v)
+            .map_err(|e| StepError::non_retryable(format!("output of {step_id:?}: {e}")).with_type("InvalidInput"))
     }
 
     /// The start-to-close timeout of this attempt.
@@ -142,11 +155,26 @@ impl StepContext {
     /// A non-retryable [`StepError`] of type `Cancelled` when the attempt is no longer current or the
     /// run is over (stop working); a retryable one when the coordinator cannot be reached.
     pub async fn heartbeat(&self) -> Result<(), StepError> {
-        let req = HeartbeatRequest { run_id: self.run_id.clone(), step_id: self.step_id.clone(), attempt: self.attempt, worker_id: self.worker_id.clone() };
-        let d = self.client.clone().heartbeat(req).await.map_err(|s| StepError::retryable(format!("heartbeat: {}", s.message())))?.into_inner().disposition;
+        let req = HeartbeatRequest {
+            run_id: self.run_id.clone(),
+            step_id: self.step_id.clone(),
+            attempt: self.attempt,
+            worker_id: self.worker_id.clone(),
+        };
+        let d = self
+            .client
+            .clone()
+            .heartbeat(req)
+            .await
+            .map_err(|s| StepError::retryable(format!("heartbeat: {}", s.message())))?
+            .into_inner()
+            .disposition;
         match AttemptDisposition::try_from(d) {
             Ok(AttemptDisposition::Proceed) => Ok(()),
-            _ => Err(StepError::non_retryable("the attempt is no longer current (run finished, cancelled or retried)").with_type("Cancelled")),
+            _ => Err(
+                StepError::non_retryable("the attempt is no longer current (run finished, cancelled or retried)")
+                    .with_type("Cancelled"),
+            ),
         }
     }
 }

@@ -20,7 +20,11 @@ struct Args {
     #[arg(long, env = "BATON_COORDINATOR", default_value = "http://127.0.0.1:7450")]
     coordinator: String,
     /// RabbitMQ URL.
-    #[arg(long, env = "BATON_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "BATON_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     amqp_url: String,
     /// Namespace (queue prefix), as configured on the coordinator.
     #[arg(long, env = "BATON_NAMESPACE", default_value = "baton")]
@@ -45,7 +49,11 @@ struct FailInput {
 
 async fn sleep(ctx: StepContext, input: SleepInput) -> Result<Value, StepError> {
     let total = Duration::from_millis(input.ms);
-    let beat = ctx.heartbeat_timeout().map(|hb| hb / 3).unwrap_or(total).max(Duration::from_millis(10));
+    let beat = ctx
+        .heartbeat_timeout()
+        .map(|hb| hb / 3)
+        .unwrap_or(total)
+        .max(Duration::from_millis(10));
     let start = tokio::time::Instant::now();
     while start.elapsed() < total {
         tokio::time::sleep(beat.min(total - start.elapsed())).await;
@@ -63,7 +71,10 @@ async fn fail(ctx: StepContext, input: FailInput) -> Result<Value, StepError> {
     if let Some(n) = input.succeed_on_attempt
         && ctx.attempt() < n
     {
-        return Err(StepError::retryable(format!("attempt {} fails; succeeding on attempt {n}", ctx.attempt())));
+        return Err(StepError::retryable(format!(
+            "attempt {} fails; succeeding on attempt {n}",
+            ctx.attempt()
+        )));
     }
     Ok(json!({"attempt": ctx.attempt()}))
 }
@@ -71,7 +82,9 @@ async fn fail(ctx: StepContext, input: FailInput) -> Result<Value, StepError> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
+        )
         .init();
     let args = Args::parse();
     let config = WorkerConfig {
@@ -82,7 +95,9 @@ async fn main() -> std::process::ExitCode {
         ..WorkerConfig::from_env()
     };
     let worker = Worker::new(config)
-        .handler("echo", |_ctx: StepContext, input: Value| async move { Ok::<_, StepError>(input) })
+        .handler("echo", |_ctx: StepContext, input: Value| async move {
+            Ok::<_, StepError>(input)
+        })
         .handler("sleep", sleep)
         .handler("fail", fail);
     match worker.run(baton_worker::shutdown_signal()).await {

@@ -7,14 +7,16 @@ use backon::{ExponentialBuilder, Retryable};
 use baton_shared::{
     amqp::{QueueType, Topology},
     proto::{
-        AttemptDisposition, ReportResultRequest, StartStepRequest, StepFailure, StepTask, report_result_request::Outcome,
-        worker_service_client::WorkerServiceClient,
+        AttemptDisposition, ReportResultRequest, StartStepRequest, StepFailure, StepTask,
+        report_result_request::Outcome, worker_service_client::WorkerServiceClient,
     },
 };
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    },
     types::FieldTable,
 };
 use prost::Message;
@@ -48,7 +50,14 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string())).unwrap_or_else(|| "worker".into());
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "worker".into());
         Self {
             coordinator: "http://127.0.0.1:7450".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
@@ -84,7 +93,10 @@ impl WorkerConfig {
         if let Some(v) = var("BATON_CONCURRENCY") {
             match v.parse() {
                 Ok(n) if n > 0 => c.concurrency = n,
-                _ => tracing::warn!("BATON_CONCURRENCY={v:?} is not a number from 1 to 65535; using {}", c.concurrency),
+                _ => tracing::warn!(
+                    "BATON_CONCURRENCY={v:?} is not a number from 1 to 65535; using {}",
+                    c.concurrency
+                ),
             }
         }
         if let Some(v) = var("BATON_DELIVERY_LIMIT") {
@@ -127,7 +139,10 @@ pub struct Worker {
 impl Worker {
     /// A worker with no handlers yet.
     pub fn new(config: WorkerConfig) -> Self {
-        Self { config, handlers: HashMap::new() }
+        Self {
+            config,
+            handlers: HashMap::new(),
+        }
     }
 
     /// Registers `f` as the handler named `name`. Its input `I` is deserialized from the run input (a
@@ -145,9 +160,11 @@ impl Worker {
         let erased: ErasedHandler = Arc::new(move |ctx: StepContext, input: serde_json::Value| {
             let f = f.clone();
             Box::pin(async move {
-                let input: I = serde_json::from_value(input).map_err(|e| StepError::non_retryable(format!("run input: {e}")).with_type("InvalidInput"))?;
+                let input: I = serde_json::from_value(input)
+                    .map_err(|e| StepError::non_retryable(format!("run input: {e}")).with_type("InvalidInput"))?;
                 let out = f(ctx, input).await?;
-                serde_json::to_value(out).map_err(|e| StepError::non_retryable(format!("output: {e}")).with_type("InvalidOutput"))
+                serde_json::to_value(out)
+                    .map_err(|e| StepError::non_retryable(format!("output: {e}")).with_type("InvalidOutput"))
             }) as BoxFuture
         });
         self.handlers.insert(name.to_string(), erased);
@@ -180,7 +197,10 @@ impl Worker {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let shared = Arc::new(Shared { config: self.config, client });
+        let shared = Arc::new(Shared {
+            config: self.config,
+            client,
+        });
         tracing::info!(worker = %shared.config.worker_id, handlers = ?self.handlers.keys().collect::<Vec<_>>(), "worker starting");
         let mut consumers = JoinSet::new();
         for (name, handler) in self.handlers {
@@ -198,12 +218,19 @@ struct Shared {
 }
 
 /// Keeps a consumer of `handler`'s queue running until shutdown, reconnecting with backoff.
-async fn consume_forever(shared: Arc<Shared>, handler_name: String, handler: ErasedHandler, mut stop: watch::Receiver<bool>) {
+async fn consume_forever(
+    shared: Arc<Shared>,
+    handler_name: String,
+    handler: ErasedHandler,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         match consume(&shared, &handler_name, &handler, &mut stop).await {
             Ok(()) => return,
-            Err(e) => tracing::warn!(handler = %handler_name, error = %e, "RabbitMQ consumer failed; reconnecting in {delay:?}"),
+            Err(e) => {
+                tracing::warn!(handler = %handler_name, error = %e, "RabbitMQ consumer failed; reconnecting in {delay:?}")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -214,16 +241,32 @@ async fn consume_forever(shared: Arc<Shared>, handler_name: String, handler: Era
 }
 
 /// One consumer session. Returns `Ok` after a clean shutdown, `Err` when the connection failed.
-async fn consume(shared: &Arc<Shared>, handler_name: &str, handler: &ErasedHandler, stop: &mut watch::Receiver<bool>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn consume(
+    shared: &Arc<Shared>,
+    handler_name: &str,
+    handler: &ErasedHandler,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let cfg = &shared.config;
-    let topology = Topology { namespace: cfg.namespace.clone(), queue_type: cfg.queue_type, delivery_limit: cfg.delivery_limit };
+    let topology = Topology {
+        namespace: cfg.namespace.clone(),
+        queue_type: cfg.queue_type,
+        delivery_limit: cfg.delivery_limit,
+    };
     let conn = baton_shared::amqp::connect(&cfg.amqp_url, &format!("baton-worker {}", cfg.worker_id)).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(cfg.concurrency, BasicQosOptions::default()).await?;
     topology.declare_base(&ch).await?;
     topology.declare_handler_queue(&ch, handler_name).await?;
     let tag = format!("{}:{handler_name}", cfg.worker_id);
-    let mut consumer = ch.basic_consume(topology.queue(handler_name).as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            topology.queue(handler_name).as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     tracing::info!(handler = handler_name, queue = %topology.queue(handler_name), prefetch = cfg.concurrency, "consuming");
     let mut in_flight = JoinSet::new();
     let result = loop {
@@ -243,8 +286,14 @@ async fn consume(shared: &Arc<Shared>, handler_name: &str, handler: &ErasedHandl
     };
     if result.is_ok() {
         // Stop taking new tasks, then let the ones in flight finish and report before closing.
-        let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-        tracing::info!(handler = handler_name, in_flight = in_flight.len(), "stopped consuming; finishing steps in flight");
+        let _ = ch
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        tracing::info!(
+            handler = handler_name,
+            in_flight = in_flight.len(),
+            "stopped consuming; finishing steps in flight"
+        );
     }
     while in_flight.join_next().await.is_some() {}
     if result.is_ok() {
@@ -255,7 +304,15 @@ async fn consume(shared: &Arc<Shared>, handler_name: &str, handler: &ErasedHandl
 }
 
 fn retriable(s: &tonic::Status) -> bool {
-    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::ResourceExhausted | tonic::Code::Aborted)
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+    )
 }
 
 /// Runs one delivery: decode, start, run the handler, report, ack.
@@ -263,7 +320,11 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
     let task = match StepTask::decode(delivery.data.as_slice()) {
         Ok(t) if !t.run_id.is_empty() && !t.step_id.is_empty() && t.attempt > 0 => t,
         Ok(_) | Err(_) => {
-            tracing::error!(delivery_tag = delivery.delivery_tag, bytes = delivery.data.len(), "malformed step task; sending it to the dead-letter queue");
+            tracing::error!(
+                delivery_tag = delivery.delivery_tag,
+                bytes = delivery.data.len(),
+                "malformed step task; sending it to the dead-letter queue"
+            );
             let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
             return;
         }
@@ -296,7 +357,12 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         Ok(r) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
         Err(e) => {
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not start the step; handing the task back");
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
             return;
         }
     };
@@ -306,7 +372,11 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         return;
     }
 
-    let parent_outputs = task.parent_outputs_json.iter().map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(serde_json::Value::Null))).collect();
+    let parent_outputs = task
+        .parent_outputs_json
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(serde_json::Value::Null)))
+        .collect();
     let input: serde_json::Value = serde_json::from_str(&task.input_json).unwrap_or(serde_json::Value::Null);
     let timeout = Duration::from_millis(task.timeout_ms.max(1));
     let ctx = StepContext {
@@ -327,11 +397,23 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
     let abort = run.abort_handle();
     let outcome = match tokio::time::timeout(timeout, run).await {
         Ok(Ok(Ok(value))) => Outcome::OutputJson(value.to_string()),
-        Ok(Ok(Err(e))) => Outcome::Failure(StepFailure { message: e.message, error_type: e.error_type, retryable: e.retryable }),
-        Ok(Err(join)) => Outcome::Failure(StepFailure { message: format!("handler panicked: {join}"), error_type: "Panic".into(), retryable: true }),
+        Ok(Ok(Err(e))) => Outcome::Failure(StepFailure {
+            message: e.message,
+            error_type: e.error_type,
+            retryable: e.retryable,
+        }),
+        Ok(Err(join)) => Outcome::Failure(StepFailure {
+            message: format!("handler panicked: {join}"),
+            error_type: "Panic".into(),
+            retryable: true,
+        }),
         Err(_) => {
             abort.abort();
-            Outcome::Failure(StepFailure { message: format!("handler did not finish within {timeout:?}"), error_type: "Timeout".into(), retryable: true })
+            Outcome::Failure(StepFailure {
+                message: format!("handler did not finish within {timeout:?}"),
+                error_type: "Timeout".into(),
+                retryable: true,
+            })
         }
     };
 
@@ -366,7 +448,12 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         }
         Err(e) => {
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not report the result; handing the task back");
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
         }
     }
 }
@@ -375,7 +462,8 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -29,10 +29,19 @@ impl Counter {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
+        )
+        .init();
     let config = WorkerConfig::from_env();
     let redis_url = std::env::var("BATON_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let counter = Counter { conn: redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?, prefix: config.namespace.clone() };
+    let counter = Counter {
+        conn: redis::Client::open(redis_url)?
+            .get_multiplexed_async_connection()
+            .await?,
+        prefix: config.namespace.clone(),
+    };
 
     let (c1, c2, c3, c4) = (counter.clone(), counter.clone(), counter.clone(), counter);
     Worker::new(config)
@@ -47,7 +56,9 @@ async fn main() -> anyhow::Result<()> {
             let c = c2.clone();
             async move {
                 c.count(&ctx).await;
-                Ok::<_, StepError>(json!({"step": ctx.step_id(), "received": ctx.parent_outputs(), "attempt": ctx.attempt()}))
+                Ok::<_, StepError>(
+                    json!({"step": ctx.step_id(), "received": ctx.parent_outputs(), "attempt": ctx.attempt()}),
+                )
             }
         })
         .handler("fail", move |ctx: StepContext, input: Value| {
@@ -62,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let n = input["succeed_on_attempt"].as_u64().unwrap_or(1) as u32;
                 if ctx.attempt() < n {
-                    return Err(StepError::retryable(format!("attempt {} fails on purpose", ctx.attempt())));
+                    return Err(StepError::retryable(format!(
+                        "attempt {} fails on purpose",
+                        ctx.attempt()
+                    )));
                 }
                 Ok(json!({"attempt": ctx.attempt()}))
             }
