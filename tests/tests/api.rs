@@ -302,3 +302,86 @@ async fn late_and_duplicate_results_are_stale_and_change_nothing() {
     assert_eq!(cluster.executions(&run_id, "b").await, 1);
     cluster.cleanup_queues(&["echo"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_runs_expire_after_the_retention() {
+    let mut cluster = Cluster::start("retention", &[("BATON_RETENTION", "1s")]).await;
+    cluster
+        .register("name: brief\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster.submit("brief", json!({})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&run_id, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = cluster
+        .runs()
+        .await
+        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let listed = cluster
+        .runs()
+        .await
+        .list_runs(ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.runs.is_empty(), "an expired run is not listed");
+    cluster.cleanup_queues(&["echo"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_grpc_health_and_reflection() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let cluster = Cluster::start("health", &[]).await;
+    let channel = tonic::transport::Channel::from_shared(cluster.addr.clone())
+        .unwrap()
+        .connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    for service in [
+        "",
+        "baton.v1.RunService",
+        "baton.v1.WorkerService",
+        "baton.v1.WorkflowService",
+    ] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
+    }
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in [
+        "baton.v1.RunService",
+        "baton.v1.WorkerService",
+        "baton.v1.WorkflowService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&s.to_string()), "{s} not in {names:?}");
+    }
+}

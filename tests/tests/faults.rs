@@ -194,3 +194,29 @@ async fn a_malformed_message_goes_to_the_dead_letter_queue_and_the_worker_keeps_
     let _ = conn.close(200, "done".into()).await;
     cluster.cleanup_queues(&["echo"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_stopped_with_sigterm_finishes_its_step_before_exiting() {
+    let mut cluster = Cluster::start("sigterm", &[]).await;
+    cluster
+        .register("name: graceful\nversion: 1\nsteps:\n  - {id: s, handler: slow}\n")
+        .await;
+    let w1 = cluster.spawn_worker("w1", 2);
+    let run_id = cluster.submit("graceful", json!({"ms": 1500})).await;
+    let start = std::time::Instant::now();
+    while cluster.executions(&run_id, "s").await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Blocks until the worker has exited: by then the step must be finished and reported.
+    cluster.stop_worker(w1, false);
+    let run = cluster.wait_run(&run_id, Duration::from_secs(2)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert_eq!(run.steps[0].worker, "w1");
+    assert_eq!(
+        cluster.executions(&run_id, "s").await,
+        1,
+        "finished once, not redelivered"
+    );
+    cluster.cleanup_queues(&["slow"]).await;
+}

@@ -123,3 +123,37 @@ async fn a_step_that_outlives_its_timeout_is_retried() {
     );
     cluster.cleanup_queues(&["slow"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_that_stops_heartbeating_is_timed_out_by_the_coordinator_and_retried() {
+    let mut cluster = Cluster::start("heartbeat", &[]).await;
+    cluster.spawn_worker("w1", 4);
+    // The worker enforces only the 1-minute start-to-close timeout; the 600 ms heartbeat timeout is
+    // the coordinator's durable timer, and `slow` never heartbeats.
+    cluster
+        .register(
+            "name: silent\nversion: 1\nsteps:\n  - id: s\n    handler: slow\n    timeout: 1m\n    heartbeat_timeout: 600ms\n    retry: {max_attempts: 2, initial_interval: 100ms}\n",
+        )
+        .await;
+    let run_id = cluster.submit("silent", json!({"ms": 4000, "only_attempt": 1})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    let step = &run.steps[0];
+    assert_eq!(step.attempt, 2);
+    assert_eq!(step.attempts[0].outcome, "timed_out");
+    assert!(
+        step.attempts[0].error.contains("HeartbeatTimeout"),
+        "{:?}",
+        step.attempts[0]
+    );
+    let silent_for = ms(&step.attempts[0].finished_at) - ms(&step.attempts[0].started_at);
+    assert!(
+        (600..3500).contains(&silent_for),
+        "declared dead after {silent_for} ms of silence"
+    );
+    // The first attempt's late result, when its 4 s sleep ends, is stale and changes nothing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = cluster.wait_run(&run_id, Duration::from_secs(5)).await;
+    assert_eq!(later, run);
+    cluster.cleanup_queues(&["slow"]).await;
+}

@@ -1,0 +1,247 @@
+//! The connection to the coordinator: address handling, the gRPC clients, error messages and
+//! following a run until it ends.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use baton_shared::proto::run_service_client::RunServiceClient;
+use baton_shared::proto::workflow_service_client::WorkflowServiceClient;
+use baton_shared::proto::{GetRunRequest, Run, RunEvent, RunStatus, WatchRunRequest};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// The coordinator address used when neither `--addr` nor `BATON_ADDR` is given.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7450";
+
+/// How long to wait for the TCP/HTTP2 connection before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest answer accepted (runs carry step outputs, which can be large).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often `GetRun` is polled when the event stream ends before the run does.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The address as a URI: `host:port` gets an `http://` prefix, anything with a scheme is kept.
+pub fn normalize_addr(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// A connected coordinator.
+pub struct Coordinator {
+    channel: Channel,
+}
+
+impl Coordinator {
+    /// Connects to the coordinator at `addr` (normalised with [`normalize_addr`]). The error names
+    /// the address tried and how to change it.
+    pub async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let addr = normalize_addr(addr);
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .with_context(|| format!("invalid coordinator address `{addr}` (from --addr or BATON_ADDR)"))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect().await.with_context(|| {
+            format!("cannot connect to the coordinator at {addr} (set it with --addr or the BATON_ADDR environment variable)")
+        })?;
+        Ok(Self { channel })
+    }
+
+    /// A workflow registry client.
+    pub fn workflows(&self) -> WorkflowServiceClient<Channel> {
+        WorkflowServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A run client.
+    pub fn runs(&self) -> RunServiceClient<Channel> {
+        RunServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// One run, by id.
+    pub async fn get_run(&self, run_id: &str) -> Result<Run, Status> {
+        Ok(self
+            .runs()
+            .get_run(GetRunRequest {
+                run_id: run_id.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Follows a run to its end: hands every `WatchRun` event to `on_event` as it arrives, then
+    /// answers the finished run. When the stream ends (or breaks) before the run is over, polls
+    /// `GetRun` every 500 ms instead.
+    pub async fn follow_run(
+        &self,
+        run_id: &str,
+        mut on_event: impl FnMut(&RunEvent) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Run> {
+        let mut stream = self
+            .runs()
+            .watch_run(WatchRunRequest {
+                run_id: run_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        let mut warned = false;
+        loop {
+            match stream.message().await {
+                Ok(Some(event)) => on_event(&event)?,
+                Ok(None) => break,
+                Err(status) => {
+                    eprintln!(
+                        "warning: the event stream broke ({}: {}); polling the run every {} ms instead",
+                        code_name(status.code()),
+                        status.message(),
+                        POLL_INTERVAL.as_millis()
+                    );
+                    warned = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            let run = self.get_run(run_id).await?;
+            if is_terminal(run.status) {
+                return Ok(run);
+            }
+            if !warned {
+                eprintln!(
+                    "note: the event stream ended before run {run_id} finished; polling every {} ms",
+                    POLL_INTERVAL.as_millis()
+                );
+                warned = true;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// Whether a run status number means the run is over.
+pub fn is_terminal(status: i32) -> bool {
+    RunStatus::try_from(status).is_ok_and(RunStatus::is_terminal)
+}
+
+/// The canonical gRPC name of a status code, e.g. `NOT_FOUND`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The text after `error: ` for a failed command: `<CODE>: <message>` for a gRPC status (with a
+/// reminder of the address when the coordinator is unavailable), the error and its causes otherwise.
+pub fn describe_error(err: &anyhow::Error, addr: &str) -> String {
+    let Some(status) = err.downcast_ref::<Status>() else {
+        return causes(err);
+    };
+    let message = if status.message().is_empty() {
+        status.code().description()
+    } else {
+        status.message()
+    };
+    let mut text = format!("{}: {message}", code_name(status.code()));
+    if status.code() == Code::Unavailable {
+        text.push_str(&format!(
+            " (coordinator at {}; set it with --addr or the BATON_ADDR environment variable)",
+            normalize_addr(addr)
+        ));
+    }
+    text
+}
+
+/// An error and its causes joined by `: `, skipping a cause that repeats the one before it
+/// (transport errors tend to say `tcp connect error` twice).
+fn causes(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_without_a_scheme_get_http() {
+        assert_eq!(normalize_addr("localhost:7450"), "http://localhost:7450");
+        assert_eq!(normalize_addr(" 10.0.0.5:80 "), "http://10.0.0.5:80");
+        assert_eq!(normalize_addr("http://a:1"), "http://a:1");
+        assert_eq!(normalize_addr("https://a:1"), "https://a:1");
+    }
+
+    #[test]
+    fn status_errors_show_code_and_message() {
+        let err = anyhow::Error::new(Status::not_found("run r-1 not found"));
+        assert_eq!(describe_error(&err, "x:1"), "NOT_FOUND: run r-1 not found");
+        let err = anyhow::Error::new(Status::invalid_argument(
+            "steps[2].retry.max_interval: must be positive",
+        ));
+        assert_eq!(
+            describe_error(&err, "x:1"),
+            "INVALID_ARGUMENT: steps[2].retry.max_interval: must be positive"
+        );
+    }
+
+    #[test]
+    fn unavailable_mentions_the_address_and_baton_addr() {
+        let err = anyhow::Error::new(Status::unavailable("connection reset"));
+        let text = describe_error(&err, "h:9");
+        assert!(text.starts_with("UNAVAILABLE: connection reset"), "{text}");
+        assert!(text.contains("http://h:9") && text.contains("BATON_ADDR"), "{text}");
+    }
+
+    #[test]
+    fn other_errors_show_their_causes() {
+        let err = anyhow::anyhow!("root cause").context("cannot read x.json");
+        assert_eq!(describe_error(&err, "h:9"), "cannot read x.json: root cause");
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        assert!(is_terminal(RunStatus::Succeeded as i32));
+        assert!(is_terminal(RunStatus::TimedOut as i32));
+        assert!(!is_terminal(RunStatus::Running as i32));
+        assert!(!is_terminal(99));
+    }
+
+    #[tokio::test]
+    async fn connection_failures_name_the_address() {
+        // Port 1 on localhost: nothing listens there, so the connection is refused at once.
+        let Err(err) = Coordinator::connect("127.0.0.1:1").await else {
+            panic!("connected to port 1")
+        };
+        let text = describe_error(&err, "127.0.0.1:1");
+        assert!(
+            text.contains("http://127.0.0.1:1")
+                && text.contains("BATON_ADDR")
+                && !text.contains("tcp connect error: tcp connect error"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! `baton`: the command line for Baton. Parses arguments (clap), calls the coordinator over gRPC and
+//! prints the answers as tables or JSON.
+//!
+//! Exit status: 0 on success; 1 when a run that was waited for or watched ended in `failed`,
+//! `cancelled` or `timed_out`; 2 for any error (bad arguments or input, gRPC errors, no connection).
+
+mod client;
+mod render;
+
+use std::io::{self, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use baton_shared::proto::{
+    GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest, RegisterWorkflowRequest, Run, RunStatus,
+    SubmitRunRequest,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::client::Coordinator;
+
+/// Register workflows, start runs and follow them on a Baton coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version)]
+pub struct Cli {
+    /// The coordinator's gRPC address (`host:port` means `http://host:port`).
+    #[arg(long, global = true, env = "BATON_ADDR", default_value = client::DEFAULT_ADDR, value_name = "URL")]
+    pub addr: String,
+
+    /// How to print answers.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned text for people.
+    Table,
+    /// JSON for programs (one object per line when following a run).
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register and inspect workflow definitions.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Start, inspect and follow runs.
+    #[command(subcommand)]
+    Run(RunCommand),
+}
+
+/// `baton workflow ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Register a workflow definition (YAML or JSON); registering the same document again is a no-op.
+    Apply {
+        /// The definition file (`-` reads standard input).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List every workflow with its latest version.
+    List,
+    /// Show a workflow and its steps.
+    Get {
+        /// The workflow's name.
+        name: String,
+        /// A specific version (default: the latest).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        version: Option<u32>,
+    },
+}
+
+/// `baton run ...`
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Start a run of a workflow.
+    Submit(SubmitArgs),
+    /// Show a run, its steps and their attempts.
+    Get {
+        /// The run id.
+        id: String,
+    },
+    /// List runs, newest first.
+    List(ListArgs),
+    /// Print a run's events as they happen, then the finished run.
+    Watch {
+        /// The run id.
+        id: String,
+    },
+}
+
+/// Arguments of `baton run submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The run input: JSON text, or `@FILE` to read it from a file (`@-` reads standard input).
+    #[arg(long, short = 'i', value_name = "JSON|@FILE", default_value = "{}")]
+    pub input: String,
+    /// A specific workflow version (default: the latest).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub version: Option<u32>,
+    /// Submitting again with the same key answers the same run instead of starting a new one.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Wait until the run ends and print it; exit 1 unless it succeeded.
+    #[arg(long, conflicts_with = "watch")]
+    pub wait: bool,
+    /// Print the run's events as they happen, then the finished run; exit 1 unless it succeeded.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Arguments of `baton run list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only runs of this workflow.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// Only runs with this status: pending, running, succeeded, failed, cancelled or timed_out.
+    #[arg(long, value_name = "STATUS", value_parser = parse_run_status)]
+    pub status: Option<RunStatus>,
+    /// At most this many runs (the coordinator's default is 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Continue from the token printed by a previous page.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+/// Parses a `--status` word (case-insensitive, `-` accepted for `_`).
+fn parse_run_status(s: &str) -> Result<RunStatus, String> {
+    let word = s.trim().to_ascii_lowercase().replace('-', "_");
+    RunStatus::from_word(&word).ok_or_else(|| {
+        format!(
+            "unknown run status `{s}`; valid statuses are {}",
+            render::run_status_words()
+        )
+    })
+}
+
+/// Reads a file argument's text; `-` reads standard input.
+fn read_source(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+/// The `--input` argument as JSON text: literal JSON, or `@FILE` read from a file. Checks that it
+/// parses, so that mistakes are reported before anything is sent.
+pub fn read_input(arg: &str) -> Result<String> {
+    let (text, origin) = match arg.strip_prefix('@') {
+        Some("") => bail!("--input @ needs a file name, for example --input @input.json"),
+        Some(path) => (read_source(Path::new(path))?, format!("the input file {path}")),
+        None => (arg.to_owned(), "--input".to_owned()),
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+        bail!("{origin} is not valid JSON: {e}");
+    }
+    Ok(text)
+}
+
+/// Writes text to standard output.
+fn print_text(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes a JSON document to standard output: pretty, or compact on one line.
+fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<()> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    print_text(&(text + "\n"))
+}
+
+/// The exit status for a finished run: success only when it succeeded.
+fn run_exit_code(run: &Run) -> ExitCode {
+    if RunStatus::try_from(run.status) == Ok(RunStatus::Succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let addr = cli.addr.clone();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        // The reader went away (`baton run list | head`): nothing more to say.
+        Err(err)
+            if err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}", client::describe_error(&err, &addr));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one command. Local input is read and checked before connecting.
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let output = cli.output;
+    match cli.command {
+        Command::Workflow(WorkflowCommand::Apply { file }) => {
+            let definition = read_source(&file)?;
+            if definition.trim().is_empty() {
+                bail!("{} is empty", file.display());
+            }
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let resp = coordinator
+                .workflows()
+                .register_workflow(RegisterWorkflowRequest { definition })
+                .await?
+                .into_inner();
+            match output {
+                Output::Table => print_text(&render::apply_text(&resp))?,
+                Output::Json => print_json(&render::apply_json(&resp), true)?,
+            }
+        }
+        Command::Workflow(WorkflowCommand::List) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let workflows = coordinator
+                .workflows()
+                .list_workflows(ListWorkflowsRequest {})
+                .await?
+                .into_inner()
+                .workflows;
+            match output {
+                Output::Table => print_text(&render::workflow_list_text(&workflows))?,
+                Output::Json => print_json(&workflows.iter().map(render::workflow_json).collect::<Vec<_>>(), true)?,
+            }
+        }
+        Command::Workflow(WorkflowCommand::Get { name, version }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = GetWorkflowRequest {
+                name,
+                version: version.unwrap_or(0),
+            };
+            let workflow = coordinator.workflows().get_workflow(request).await?.into_inner();
+            match output {
+                Output::Table => print_text(&render::workflow_text(&workflow))?,
+                Output::Json => print_json(&render::workflow_json(&workflow), true)?,
+            }
+        }
+        Command::Run(RunCommand::Submit(args)) => return submit(&cli.addr, output, args).await,
+        Command::Run(RunCommand::Get { id }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let run = coordinator.get_run(&id).await?;
+            match output {
+                Output::Table => print_text(&render::run_text(&run, baton_shared::time::now_ms()))?,
+                Output::Json => print_json(&render::run_json(&run), true)?,
+            }
+        }
+        Command::Run(RunCommand::List(args)) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = ListRunsRequest {
+                workflow: args.workflow.unwrap_or_default(),
+                status: args.status.map_or(0, |s| s as i32),
+                limit: args.limit.unwrap_or(0),
+                page_token: args.page_token.unwrap_or_default(),
+            };
+            let resp = coordinator.runs().list_runs(request).await?.into_inner();
+            match output {
+                Output::Table => print_text(&render::run_list_text(
+                    &resp.runs,
+                    &resp.next_page_token,
+                    baton_shared::time::now_ms(),
+                ))?,
+                Output::Json => print_json(&render::run_list_json(&resp.runs, &resp.next_page_token), true)?,
+            }
+        }
+        Command::Run(RunCommand::Watch { id }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            return follow(&coordinator, &id, output, true).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton run submit`: starts the run, then optionally waits for it or watches it.
+async fn submit(addr: &str, output: Output, args: SubmitArgs) -> Result<ExitCode> {
+    let input_json = read_input(&args.input)?;
+    let coordinator = Coordinator::connect(addr).await?;
+    let request = SubmitRunRequest {
+        workflow: args.workflow,
+        version: args.version.unwrap_or(0),
+        input_json,
+        idempotency_key: args.idempotency_key.unwrap_or_default(),
+    };
+    let resp = coordinator.runs().submit_run(request).await?.into_inner();
+    let following = args.wait || args.watch;
+    match output {
+        Output::Table => print_text(&render::submit_text(&resp))?,
+        // Followed runs print several objects, one per line; a bare submit prints one document.
+        Output::Json => print_json(&render::submit_json(&resp), !following)?,
+    }
+    if !following {
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(&coordinator, &resp.run_id, output, args.watch).await
+}
+
+/// Follows a run until it ends, printing its events when `show_events`, then prints the finished
+/// run and answers the exit status it deserves.
+async fn follow(coordinator: &Coordinator, run_id: &str, output: Output, show_events: bool) -> Result<ExitCode> {
+    let width = if show_events && output == Output::Table {
+        render::event_subject_width(&coordinator.get_run(run_id).await?)
+    } else {
+        0
+    };
+    let run = coordinator
+        .follow_run(run_id, |event| match (show_events, output) {
+            (false, _) => Ok(()),
+            (true, Output::Table) => print_text(&(render::event_line(event, width) + "\n")),
+            (true, Output::Json) => print_json(&render::event_json(event), false),
+        })
+        .await?;
+    match output {
+        Output::Table => print_text(&format!("\n{}", render::run_text(&run, baton_shared::time::now_ms())))?,
+        Output::Json => print_json(&render::run_json(&run), false)?,
+    }
+    Ok(run_exit_code(&run))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("baton").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_before_and_after_the_command() {
+        let cli = parse(&["--addr", "h:1", "workflow", "list", "--output", "json"]).unwrap();
+        assert_eq!(cli.addr, "h:1");
+        assert_eq!(cli.output, Output::Json);
+        let cli = parse(&["run", "get", "r-1", "--addr", "http://h:2", "-o", "table"]).unwrap();
+        assert_eq!(cli.addr, "http://h:2");
+        assert_eq!(cli.output, Output::Table);
+        assert!(matches!(cli.command, Command::Run(RunCommand::Get { id }) if id == "r-1"));
+        assert!(parse(&["workflow", "list", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn address_defaults_to_localhost_without_baton_addr() {
+        let cli = parse(&["workflow", "list"]).unwrap();
+        match std::env::var("BATON_ADDR") {
+            Ok(addr) => assert_eq!(cli.addr, addr),
+            Err(_) => assert_eq!(cli.addr, "http://127.0.0.1:7450"),
+        }
+        assert_eq!(cli.output, Output::Table);
+    }
+
+    #[test]
+    fn workflow_commands() {
+        let cli = parse(&["workflow", "apply", "-f", "wf.yaml"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Workflow(WorkflowCommand::Apply { file }) if file.as_os_str() == "wf.yaml")
+        );
+        assert!(parse(&["workflow", "apply"]).is_err(), "-f is required");
+        let cli = parse(&["workflow", "get", "orders", "--version", "3"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Workflow(WorkflowCommand::Get { name, version: Some(3) }) if name == "orders")
+        );
+        let cli = parse(&["workflow", "get", "orders"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Workflow(WorkflowCommand::Get { version: None, .. })
+        ));
+        assert!(parse(&["workflow", "get", "orders", "--version", "0"]).is_err());
+        assert!(parse(&["workflow", "get", "orders", "--version", "x"]).is_err());
+    }
+
+    #[test]
+    fn submit_arguments() {
+        let cli = parse(&["run", "submit", "orders"]).unwrap();
+        let Command::Run(RunCommand::Submit(args)) = cli.command else {
+            panic!("not submit")
+        };
+        assert_eq!(args.workflow, "orders");
+        assert_eq!(args.input, "{}");
+        assert_eq!(
+            (args.version, args.idempotency_key, args.wait, args.watch),
+            (None, None, false, false)
+        );
+
+        let cli = parse(&[
+            "run",
+            "submit",
+            "orders",
+            "--input",
+            r#"{"a":1}"#,
+            "--version",
+            "2",
+            "--idempotency-key",
+            "k1",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Run(RunCommand::Submit(args)) = cli.command else {
+            panic!("not submit")
+        };
+        assert_eq!(args.input, r#"{"a":1}"#);
+        assert_eq!(args.version, Some(2));
+        assert_eq!(args.idempotency_key.as_deref(), Some("k1"));
+        assert!(args.wait && !args.watch);
+
+        assert!(parse(&["run", "submit", "orders", "--wait", "--watch"]).is_err());
+        assert!(parse(&["run", "submit"]).is_err(), "the workflow is required");
+    }
+
+    #[test]
+    fn list_arguments() {
+        let cli = parse(&[
+            "run",
+            "list",
+            "--workflow",
+            "w",
+            "--status",
+            "timed_out",
+            "--limit",
+            "10",
+            "--page-token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Run(RunCommand::List(args)) = cli.command else {
+            panic!("not list")
+        };
+        assert_eq!(args.workflow.as_deref(), Some("w"));
+        assert_eq!(args.status, Some(RunStatus::TimedOut));
+        assert_eq!(args.limit, Some(10));
+        assert_eq!(args.page_token.as_deref(), Some("t"));
+        assert!(parse(&["run", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["run", "list", "--limit", "1001"]).is_err());
+    }
+
+    #[test]
+    fn status_words_are_forgiving_about_case_and_dashes() {
+        assert_eq!(parse_run_status("FAILED"), Ok(RunStatus::Failed));
+        assert_eq!(parse_run_status("timed-out"), Ok(RunStatus::TimedOut));
+    }
+
+    #[test]
+    fn unknown_status_lists_the_valid_words() {
+        let err = parse(&["run", "list", "--status", "done"]).unwrap_err().to_string();
+        assert!(err.contains("unknown run status `done`"), "{err}");
+        assert!(
+            err.contains("pending, running, succeeded, failed, cancelled, timed_out"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn literal_input_must_be_json() {
+        assert_eq!(read_input(r#"{"a": [1, 2]}"#).unwrap(), r#"{"a": [1, 2]}"#);
+        let err = read_input("{a:1}").unwrap_err().to_string();
+        assert!(err.starts_with("--input is not valid JSON: "), "{err}");
+        assert!(read_input("").is_err());
+        assert!(read_input("@").unwrap_err().to_string().contains("needs a file name"));
+    }
+
+    #[test]
+    fn input_files_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("baton-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        let bad = dir.join("bad.json");
+        std::fs::write(&good, "{\"order\": 42}\n").unwrap();
+        std::fs::write(&bad, "{\"order\": }").unwrap();
+
+        assert_eq!(
+            read_input(&format!("@{}", good.display())).unwrap(),
+            "{\"order\": 42}\n"
+        );
+        let err = read_input(&format!("@{}", bad.display())).unwrap_err().to_string();
+        assert!(err.contains("bad.json is not valid JSON"), "{err}");
+        let missing = dir.join("missing.json");
+        let err = format!("{:#}", read_input(&format!("@{}", missing.display())).unwrap_err());
+        assert!(err.starts_with(&format!("cannot read {}", missing.display())), "{err}");
+
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exit_code_follows_the_run_status() {
+        let run = |status: RunStatus| Run {
+            status: status as i32,
+            ..Run::default()
+        };
+        assert_eq!(run_exit_code(&run(RunStatus::Succeeded)), ExitCode::SUCCESS);
+        for status in [RunStatus::Failed, RunStatus::Cancelled, RunStatus::TimedOut] {
+            assert_eq!(run_exit_code(&run(status)), ExitCode::from(1));
+        }
+    }
+}

@@ -1,0 +1,859 @@
+//! Pure rendering: turns protocol messages into the text tables and JSON documents the CLI prints.
+//!
+//! Nothing here does I/O or reads the clock; callers pass `now_ms` where an unfinished run or step
+//! needs an elapsed time. Table output uses UTC RFC 3339 times and short human durations; JSON output
+//! uses RFC 3339 times with milliseconds, parses the `*_json` fields into values and turns empty
+//! optional strings into `null`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use baton_shared::proto::{
+    Attempt, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent, RunStatus, StepDefinition, StepRun, StepStatus,
+    SubmitRunResponse, Workflow,
+};
+use baton_shared::time::millis;
+use prost_types::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Compact JSON longer than this is pretty-printed on several lines in text output.
+const INLINE_JSON_MAX: usize = 80;
+
+// ---------------------------------------------------------------------------------------------
+// Small formatting helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The first millisecond of the year 10000, which RFC 3339 cannot write.
+const YEAR_10000_MS: i64 = 253_402_300_800_000;
+
+/// Unix milliseconds of a set timestamp; `None` when absent, at (or before) the epoch, or past the
+/// year 9999 (nothing sensible to show).
+pub fn ts_ms(ts: Option<&Timestamp>) -> Option<i64> {
+    ts.filter(|t| (0..YEAR_10000_MS / 1000).contains(&t.seconds)) // keeps `millis` from overflowing
+        .map(millis)
+        .filter(|ms| (1..YEAR_10000_MS).contains(ms))
+}
+
+fn system_time(ms: i64) -> std::time::SystemTime {
+    // Clamped: humantime refuses (with a panic in `to_string`) times outside years 1970 to 9999.
+    let ms = ms.clamp(0, YEAR_10000_MS - 1);
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// An RFC 3339 UTC time with millisecond precision, e.g. `2025-03-01T12:00:05.250Z`.
+pub fn rfc3339_millis(ms: i64) -> String {
+    humantime::format_rfc3339_millis(system_time(ms)).to_string()
+}
+
+/// An RFC 3339 UTC time to the second, for tables, e.g. `2025-03-01T12:00:05Z`; `-` when unset.
+pub fn table_time(ts: Option<&Timestamp>) -> String {
+    ts_ms(ts).map_or_else(
+        || "-".to_owned(),
+        |ms| humantime::format_rfc3339_seconds(system_time(ms)).to_string(),
+    )
+}
+
+/// The UTC time of day with milliseconds, e.g. `12:00:05.250Z`, for event lines; `-` when unset.
+pub fn time_of_day(ts: Option<&Timestamp>) -> String {
+    match ts_ms(ts) {
+        // "YYYY-MM-DDTHH:MM:SS.mmmZ": the time of day starts after the `T`.
+        Some(ms) => rfc3339_millis(ms)
+            .split_once('T')
+            .map_or_else(|| "-".to_owned(), |(_, t)| t.to_owned()),
+        None => "-".to_owned(),
+    }
+}
+
+/// A short human duration: `350ms`, `1.2s`, `45s`, `2m05s`, `1h03m`. Negative values count as zero.
+pub fn human_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        if ms % 1_000 == 0 {
+            format!("{}s", ms / 1_000)
+        } else {
+            format!("{:.1}s", ms as f64 / 1_000.0)
+        }
+    } else if ms < 3_600_000 {
+        let (m, s) = (ms / 60_000, (ms % 60_000) / 1_000);
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s:02}s")
+        }
+    } else {
+        let (h, m) = (ms / 3_600_000, (ms % 3_600_000) / 60_000);
+        if m == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{m:02}m")
+        }
+    }
+}
+
+/// The time from `start` to `end`, or to `now_ms` with ` so far` when not finished; `-` before it
+/// started.
+fn span(start: Option<i64>, end: Option<i64>, now_ms: i64) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) => human_duration(e - s),
+        (Some(s), None) => format!("{} so far", human_duration(now_ms - s)),
+        (None, _) => "-".to_owned(),
+    }
+}
+
+/// How long a run took (or has been taking): from its start (its creation when it never started)
+/// to its end.
+pub fn run_duration(run: &Run, now_ms: i64) -> String {
+    let start = ts_ms(run.started_at.as_ref()).or_else(|| ts_ms(run.created_at.as_ref()));
+    span(start, ts_ms(run.finished_at.as_ref()), now_ms)
+}
+
+/// How long a step took (or has been taking): from its start (its dispatch when the worker has not
+/// started it yet) to its end.
+pub fn step_duration(step: &StepRun, now_ms: i64) -> String {
+    let start = ts_ms(step.started_at.as_ref()).or_else(|| ts_ms(step.dispatched_at.as_ref()));
+    span(start, ts_ms(step.finished_at.as_ref()), now_ms)
+}
+
+/// The word for a run status number; `unknown(N)` for a number this CLI does not know.
+pub fn run_status_word(status: i32) -> String {
+    RunStatus::try_from(status).map_or_else(|_| format!("unknown({status})"), |s| s.word().to_owned())
+}
+
+/// The word for a step status number; `unknown(N)` for a number this CLI does not know.
+pub fn step_status_word(status: i32) -> String {
+    StepStatus::try_from(status).map_or_else(|_| format!("unknown({status})"), |s| s.word().to_owned())
+}
+
+/// Every run status word accepted by `--status`, comma separated.
+pub fn run_status_words() -> String {
+    [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::TimedOut,
+    ]
+    .map(RunStatus::word)
+    .join(", ")
+}
+
+/// Version numbers with runs of consecutive ones collapsed: `[1, 2, 3, 5]` gives `1-3, 5`.
+pub fn version_ranges(versions: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < versions.len() {
+        let start = versions[i];
+        let mut end = start;
+        while i + 1 < versions.len() && end.checked_add(1) == Some(versions[i + 1]) {
+            i += 1;
+            end = versions[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(", ")
+}
+
+/// Text on one line: line breaks become spaces, surrounding whitespace goes.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `-` for an empty string.
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".to_owned() } else { s.to_owned() }
+}
+
+/// A `*_json` field for text output: compact when short, pretty-printed when long, as sent when it
+/// does not parse, and `-` when empty.
+fn json_text(text: &str) -> String {
+    if text.trim().is_empty() {
+        return "-".to_owned();
+    }
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return text.to_owned();
+    };
+    let compact = value.to_string();
+    if compact.chars().count() <= INLINE_JSON_MAX {
+        compact
+    } else {
+        serde_json::to_string_pretty(&value).unwrap_or(compact)
+    }
+}
+
+/// Left-aligned columns separated by two spaces, trailing spaces trimmed. Every row should have as
+/// many cells as there are headers; an empty `headers` prints no header line.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let columns = headers.len().max(rows.iter().map(Vec::len).max().unwrap_or(0));
+    let mut widths = vec![0; columns];
+    let header_row: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let all = (!headers.is_empty()).then_some(&header_row).into_iter().chain(rows);
+    for row in all.clone() {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in all {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Labelled lines (`Label:  value`) with the values aligned; continuation lines of multi-line values
+/// are indented to the value column.
+fn fields(items: &[(&str, String)]) -> String {
+    let width = items
+        .iter()
+        .map(|(label, _)| label.chars().count() + 1)
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let mut out = String::new();
+    for (label, value) in items {
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or("");
+        out.push_str(format!("{:<width$}{first}", format!("{label}:")).trim_end());
+        out.push('\n');
+        for line in lines {
+            out.push_str(format!("{:width$}{line}", "").trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Indents every non-empty line by `n` spaces.
+fn indent(text: &str, n: usize) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("{:n$}{l}\n", "")
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text output
+// ---------------------------------------------------------------------------------------------
+
+/// The answer to `workflow apply`: the workflow's name and version, and whether it is new.
+pub fn apply_text(resp: &RegisterWorkflowResponse) -> String {
+    let (name, version) = resp
+        .workflow
+        .as_ref()
+        .map_or(("?", 0), |w| (w.name.as_str(), w.version));
+    let what = if resp.created {
+        "created"
+    } else {
+        "unchanged (this definition was already registered)"
+    };
+    format!("workflow {name} version {version} {what}\n")
+}
+
+/// The `workflow list` table.
+pub fn workflow_list_text(workflows: &[Workflow]) -> String {
+    if workflows.is_empty() {
+        return "no workflows registered\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = workflows
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.version.to_string(),
+                or_dash(&version_ranges(&w.versions)),
+                w.steps.len().to_string(),
+                one_line(&w.description),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VERSION", "VERSIONS", "STEPS", "DESCRIPTION"], &rows)
+}
+
+/// A retry policy's backoff in a few words, e.g. `1s x2 (max 30s, jitter 10%)`.
+fn backoff_text(retry: &RetryPolicy) -> String {
+    let mut text = format!(
+        "{} x{}",
+        human_duration(to_i64(retry.initial_interval_ms)),
+        retry.backoff_coefficient
+    );
+    let mut extra = Vec::new();
+    if retry.max_interval_ms > 0 {
+        extra.push(format!("max {}", human_duration(to_i64(retry.max_interval_ms))));
+    }
+    if retry.jitter > 0.0 {
+        extra.push(format!("jitter {}%", (retry.jitter * 100.0).round()));
+    }
+    if !extra.is_empty() {
+        text.push_str(&format!(" ({})", extra.join(", ")));
+    }
+    text
+}
+
+fn to_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// `-` for a zero duration, otherwise the human duration.
+fn optional_duration(ms: u64) -> String {
+    if ms == 0 {
+        "-".to_owned()
+    } else {
+        human_duration(to_i64(ms))
+    }
+}
+
+fn step_definition_row(step: &StepDefinition) -> Vec<String> {
+    let (attempts, backoff, non_retryable) = match &step.retry {
+        Some(r) => (
+            r.max_attempts.to_string(),
+            backoff_text(r),
+            or_dash(&r.non_retryable_errors.join(", ")),
+        ),
+        None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+    };
+    vec![
+        step.id.clone(),
+        step.handler.clone(),
+        or_dash(&step.depends_on.join(", ")),
+        optional_duration(step.timeout_ms),
+        optional_duration(step.heartbeat_timeout_ms),
+        attempts,
+        backoff,
+        non_retryable,
+    ]
+}
+
+/// The `workflow get` view: the workflow's details, then a table of its steps.
+pub fn workflow_text(w: &Workflow) -> String {
+    let mut out = fields(&[
+        ("Workflow", w.name.clone()),
+        ("Version", w.version.to_string()),
+        ("Versions", or_dash(&version_ranges(&w.versions))),
+        ("Registered", table_time(w.registered_at.as_ref())),
+        ("Description", or_dash(w.description.trim())),
+        ("Input schema", json_text(&w.input_schema_json)),
+    ]);
+    out.push('\n');
+    let rows: Vec<Vec<String>> = w.steps.iter().map(step_definition_row).collect();
+    out.push_str(&table(
+        &[
+            "STEP",
+            "HANDLER",
+            "DEPENDS ON",
+            "TIMEOUT",
+            "HEARTBEAT",
+            "ATTEMPTS",
+            "BACKOFF",
+            "NON-RETRYABLE",
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// The answer to `run submit`: the run id, and whether an existing run was returned instead.
+pub fn submit_text(resp: &SubmitRunResponse) -> String {
+    if resp.created {
+        format!("run {} created\n", resp.run_id)
+    } else {
+        format!(
+            "run {} already exists for this idempotency key (not started again)\n",
+            resp.run_id
+        )
+    }
+}
+
+/// Whether a step's attempt history is worth showing: it was tried more than once.
+fn was_retried(step: &StepRun) -> bool {
+    step.attempt > 1 || step.attempts.len() > 1
+}
+
+fn attempt_row(a: &Attempt) -> Vec<String> {
+    vec![
+        format!("#{}", a.number),
+        or_dash(&a.outcome),
+        match (ts_ms(a.started_at.as_ref()), ts_ms(a.finished_at.as_ref())) {
+            (Some(start), Some(end)) => human_duration(end - start),
+            _ => "-".to_owned(),
+        },
+        or_dash(&a.worker),
+        one_line(&a.error),
+    ]
+}
+
+/// The attempt history of one step: its finished attempts, then the current one when it is still
+/// in flight.
+fn attempts_text(step: &StepRun, now_ms: i64) -> String {
+    let mut rows: Vec<Vec<String>> = step.attempts.iter().map(attempt_row).collect();
+    let in_flight = matches!(
+        StepStatus::try_from(step.status),
+        Ok(StepStatus::Dispatched | StepStatus::Running)
+    );
+    if in_flight && step.attempt > 0 && !step.attempts.iter().any(|a| a.number == step.attempt) {
+        rows.push(vec![
+            format!("#{}", step.attempt),
+            step_status_word(step.status),
+            step_duration(step, now_ms),
+            or_dash(&step.worker),
+            String::new(),
+        ]);
+    }
+    let title = format!(
+        "Attempts of step {} ({} of at most {}):\n",
+        step.id, step.attempt, step.max_attempts
+    );
+    title + &indent(&table(&["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"], &rows), 2)
+}
+
+/// The `run get` view: the run's details, a table of its steps and the attempt history of every
+/// step that was retried.
+pub fn run_text(run: &Run, now_ms: i64) -> String {
+    let mut out = fields(&[
+        ("Run", run.id.clone()),
+        ("Workflow", format!("{}@{}", run.workflow, run.version)),
+        ("Status", run_status_word(run.status)),
+        ("Created", table_time(run.created_at.as_ref())),
+        ("Started", table_time(run.started_at.as_ref())),
+        ("Finished", table_time(run.finished_at.as_ref())),
+        ("Duration", run_duration(run, now_ms)),
+        ("Idempotency key", or_dash(&run.idempotency_key)),
+        ("Input", json_text(&run.input_json)),
+        ("Output", json_text(&run.output_json)),
+        ("Error", or_dash(run.error.trim())),
+    ]);
+    if run.steps.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = run
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.handler.clone(),
+                step_status_word(s.status),
+                format!("{}/{}", s.attempt, s.max_attempts),
+                step_duration(s, now_ms),
+                one_line(&s.error),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["STEP", "HANDLER", "STATUS", "ATTEMPT", "DURATION", "LAST ERROR"],
+        &rows,
+    ));
+    for step in run.steps.iter().filter(|s| was_retried(s)) {
+        out.push('\n');
+        out.push_str(&attempts_text(step, now_ms));
+    }
+    out
+}
+
+/// The `run list` table, followed by the next page token when there is one.
+pub fn run_list_text(runs: &[Run], next_page_token: &str, now_ms: i64) -> String {
+    let mut out = if runs.is_empty() {
+        "no runs found\n".to_owned()
+    } else {
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    format!("{}@{}", r.workflow, r.version),
+                    run_status_word(r.status),
+                    table_time(r.created_at.as_ref()),
+                    run_duration(r, now_ms),
+                ]
+            })
+            .collect();
+        table(&["ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"], &rows)
+    };
+    if !next_page_token.is_empty() {
+        out.push_str(&format!("\nmore runs: --page-token {next_page_token}\n"));
+    }
+    out
+}
+
+/// The widest subject (`run` or a step id) among a run's steps, to line up event lines.
+pub fn event_subject_width(run: &Run) -> usize {
+    run.steps
+        .iter()
+        .map(|s| s.id.chars().count())
+        .chain([3])
+        .max()
+        .unwrap_or(3)
+}
+
+/// One line of `run watch`: time, subject (`run` or the step id), status, attempt and detail.
+pub fn event_line(event: &RunEvent, subject_width: usize) -> String {
+    let subject = if event.kind == "run" || event.step_id.is_empty() {
+        "run"
+    } else {
+        event.step_id.as_str()
+    };
+    let attempt = if event.attempt > 0 {
+        format!("attempt {}", event.attempt)
+    } else {
+        String::new()
+    };
+    let line = format!(
+        "{}  {subject:<subject_width$}  {:<10}  {attempt:<10}  {}",
+        time_of_day(event.time.as_ref()),
+        event.status,
+        one_line(&event.detail),
+    );
+    line.trim_end().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON output
+// ---------------------------------------------------------------------------------------------
+
+/// A `*_json` field as a JSON value: `null` when empty, the text as a string when it does not parse.
+fn json_value(text: &str) -> Value {
+    if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+    }
+}
+
+/// `None` (JSON `null`) for an empty string.
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// A timestamp as an RFC 3339 string with milliseconds, `None` (JSON `null`) when unset.
+fn json_time(ts: Option<&Timestamp>) -> Option<String> {
+    ts_ms(ts).map(rfc3339_millis)
+}
+
+/// The JSON answer to `workflow apply`.
+#[derive(Debug, Serialize)]
+pub struct ApplyJson {
+    /// The workflow's name.
+    pub name: String,
+    /// The version the definition was stored as.
+    pub version: u32,
+    /// False when this exact definition was already registered.
+    pub created: bool,
+}
+
+/// The JSON answer to `workflow apply`.
+pub fn apply_json(resp: &RegisterWorkflowResponse) -> ApplyJson {
+    let (name, version) = resp
+        .workflow
+        .as_ref()
+        .map_or((String::new(), 0), |w| (w.name.clone(), w.version));
+    ApplyJson {
+        name,
+        version,
+        created: resp.created,
+    }
+}
+
+/// A workflow as JSON.
+#[derive(Debug, Serialize)]
+pub struct WorkflowJson {
+    /// The workflow's name.
+    pub name: String,
+    /// This version.
+    pub version: u32,
+    /// Every registered version, ascending.
+    pub versions: Vec<u32>,
+    /// The description, `null` when none.
+    pub description: Option<String>,
+    /// When this version was registered.
+    pub registered_at: Option<String>,
+    /// The JSON Schema for run inputs, `null` when none.
+    pub input_schema: Value,
+    /// The steps, in definition order.
+    pub steps: Vec<StepDefinitionJson>,
+    /// The normalised definition the coordinator stored.
+    pub definition: Value,
+}
+
+/// A step definition as JSON.
+#[derive(Debug, Serialize)]
+pub struct StepDefinitionJson {
+    /// The step id.
+    pub id: String,
+    /// The handler that runs it.
+    pub handler: String,
+    /// The steps it waits for.
+    pub depends_on: Vec<String>,
+    /// Its timeout per attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Its heartbeat timeout in milliseconds, `null` when none.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Its retry policy, `null` when the server sent none.
+    pub retry: Option<RetryJson>,
+}
+
+/// A retry policy as JSON.
+#[derive(Debug, Serialize)]
+pub struct RetryJson {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The wait before the first retry, in milliseconds.
+    pub initial_interval_ms: u64,
+    /// The factor each wait grows by.
+    pub backoff_coefficient: f64,
+    /// The longest wait, in milliseconds.
+    pub max_interval_ms: u64,
+    /// The random spread of each wait, as a fraction.
+    pub jitter: f64,
+    /// Error types that are never retried.
+    pub non_retryable_errors: Vec<String>,
+}
+
+/// A workflow as JSON.
+pub fn workflow_json(w: &Workflow) -> WorkflowJson {
+    WorkflowJson {
+        name: w.name.clone(),
+        version: w.version,
+        versions: w.versions.clone(),
+        description: non_empty(&w.description),
+        registered_at: json_time(w.registered_at.as_ref()),
+        input_schema: json_value(&w.input_schema_json),
+        steps: w
+            .steps
+            .iter()
+            .map(|s| StepDefinitionJson {
+                id: s.id.clone(),
+                handler: s.handler.clone(),
+                depends_on: s.depends_on.clone(),
+                timeout_ms: s.timeout_ms,
+                heartbeat_timeout_ms: (s.heartbeat_timeout_ms > 0).then_some(s.heartbeat_timeout_ms),
+                retry: s.retry.as_ref().map(|r| RetryJson {
+                    max_attempts: r.max_attempts,
+                    initial_interval_ms: r.initial_interval_ms,
+                    backoff_coefficient: r.backoff_coefficient,
+                    max_interval_ms: r.max_interval_ms,
+                    jitter: r.jitter,
+                    non_retryable_errors: r.non_retryable_errors.clone(),
+                }),
+            })
+            .collect(),
+        definition: json_value(&w.definition_json),
+    }
+}
+
+/// The JSON answer to `run submit`.
+#[derive(Debug, Serialize)]
+pub struct SubmitJson {
+    /// The run's id.
+    pub run_id: String,
+    /// False when the idempotency key matched an existing run.
+    pub created: bool,
+}
+
+/// The JSON answer to `run submit`.
+pub fn submit_json(resp: &SubmitRunResponse) -> SubmitJson {
+    SubmitJson {
+        run_id: resp.run_id.clone(),
+        created: resp.created,
+    }
+}
+
+/// A run as JSON.
+#[derive(Debug, Serialize)]
+pub struct RunJson {
+    /// The run id.
+    pub id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The workflow version the run is pinned to.
+    pub version: u32,
+    /// The status word (`running`, `timed_out`, ...).
+    pub status: String,
+    /// The run input.
+    pub input: Value,
+    /// The run output, `null` until it succeeds.
+    pub output: Value,
+    /// Why the run failed, `null` when it did not.
+    pub error: Option<String>,
+    /// The idempotency key it was submitted with, `null` when none.
+    pub idempotency_key: Option<String>,
+    /// When it was submitted.
+    pub created_at: Option<String>,
+    /// When its first step was dispatched.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// Its steps in definition order (empty in `run list`).
+    pub steps: Vec<StepJson>,
+}
+
+/// A step of a run as JSON.
+#[derive(Debug, Serialize)]
+pub struct StepJson {
+    /// The step id.
+    pub id: String,
+    /// The handler that runs it.
+    pub handler: String,
+    /// The status word.
+    pub status: String,
+    /// The current attempt, 1-based; 0 before the first dispatch.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// The step output, `null` until it succeeds.
+    pub output: Value,
+    /// The last error, `null` when none.
+    pub error: Option<String>,
+    /// The steps it waits for.
+    pub depends_on: Vec<String>,
+    /// The worker that runs (or last ran) it.
+    pub worker: Option<String>,
+    /// When the current attempt was queued.
+    pub dispatched_at: Option<String>,
+    /// When a worker started the current attempt.
+    pub started_at: Option<String>,
+    /// When the step ended.
+    pub finished_at: Option<String>,
+    /// Its finished attempts, oldest first.
+    pub attempts: Vec<AttemptJson>,
+}
+
+/// A finished attempt as JSON.
+#[derive(Debug, Serialize)]
+pub struct AttemptJson {
+    /// The attempt number, 1-based.
+    pub number: u32,
+    /// `succeeded`, `failed` or `timed_out`.
+    pub outcome: String,
+    /// Its error, `null` when none.
+    pub error: Option<String>,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+}
+
+/// A run as JSON.
+pub fn run_json(run: &Run) -> RunJson {
+    RunJson {
+        id: run.id.clone(),
+        workflow: run.workflow.clone(),
+        version: run.version,
+        status: run_status_word(run.status),
+        input: json_value(&run.input_json),
+        output: json_value(&run.output_json),
+        error: non_empty(&run.error),
+        idempotency_key: non_empty(&run.idempotency_key),
+        created_at: json_time(run.created_at.as_ref()),
+        started_at: json_time(run.started_at.as_ref()),
+        finished_at: json_time(run.finished_at.as_ref()),
+        steps: run.steps.iter().map(step_json).collect(),
+    }
+}
+
+fn step_json(s: &StepRun) -> StepJson {
+    StepJson {
+        id: s.id.clone(),
+        handler: s.handler.clone(),
+        status: step_status_word(s.status),
+        attempt: s.attempt,
+        max_attempts: s.max_attempts,
+        output: json_value(&s.output_json),
+        error: non_empty(&s.error),
+        depends_on: s.depends_on.clone(),
+        worker: non_empty(&s.worker),
+        dispatched_at: json_time(s.dispatched_at.as_ref()),
+        started_at: json_time(s.started_at.as_ref()),
+        finished_at: json_time(s.finished_at.as_ref()),
+        attempts: s
+            .attempts
+            .iter()
+            .map(|a| AttemptJson {
+                number: a.number,
+                outcome: a.outcome.clone(),
+                error: non_empty(&a.error),
+                worker: non_empty(&a.worker),
+                started_at: json_time(a.started_at.as_ref()),
+                finished_at: json_time(a.finished_at.as_ref()),
+            })
+            .collect(),
+    }
+}
+
+/// The JSON answer to `run list`.
+#[derive(Debug, Serialize)]
+pub struct RunListJson {
+    /// The runs, newest first, without their steps.
+    pub runs: Vec<RunJson>,
+    /// The token for the next page, `null` on the last one.
+    pub next_page_token: Option<String>,
+}
+
+/// The JSON answer to `run list`.
+pub fn run_list_json(runs: &[Run], next_page_token: &str) -> RunListJson {
+    RunListJson {
+        runs: runs.iter().map(run_json).collect(),
+        next_page_token: non_empty(next_page_token),
+    }
+}
+
+/// A run event as JSON.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Its position in the run's history.
+    pub sequence: String,
+    /// When it happened.
+    pub time: Option<String>,
+    /// `run` or `step`.
+    pub kind: String,
+    /// The step, `null` for run events.
+    pub step_id: Option<String>,
+    /// The step attempt, 0 for run events.
+    pub attempt: u32,
+    /// The new status word.
+    pub status: String,
+    /// An error message or other detail, `null` when none.
+    pub detail: Option<String>,
+}
+
+/// A run event as JSON.
+pub fn event_json(e: &RunEvent) -> EventJson {
+    EventJson {
+        run_id: e.run_id.clone(),
+        sequence: e.sequence.clone(),
+        time: json_time(e.time.as_ref()),
+        kind: e.kind.clone(),
+        step_id: non_empty(&e.step_id),
+        attempt: e.attempt,
+        status: e.status.clone(),
+        detail: non_empty(&e.detail),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,367 @@
+//! Tests of the rendering functions, with `insta` snapshots of whole views.
+
+use baton_shared::proto::{
+    Attempt, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent, RunStatus, StepDefinition, StepRun, StepStatus,
+    SubmitRunResponse, Workflow,
+};
+use baton_shared::time::timestamp;
+
+use super::*;
+
+/// 2025-03-01T12:00:00Z in Unix milliseconds.
+const T0: i64 = 1_740_830_400_000;
+
+fn at(offset_ms: i64) -> Option<prost_types::Timestamp> {
+    timestamp(T0 + offset_ms)
+}
+
+fn attempt(number: u32, outcome: &str, error: &str, worker: &str, start: i64, end: i64) -> Attempt {
+    Attempt {
+        number,
+        outcome: outcome.to_owned(),
+        error: error.to_owned(),
+        worker: worker.to_owned(),
+        started_at: at(start),
+        finished_at: at(end),
+    }
+}
+
+/// A failed run: `fetch` succeeded first time, `charge` failed three times, `notify` was skipped.
+fn failed_run() -> Run {
+    Run {
+        id: "run-0001".to_owned(),
+        workflow: "orders".to_owned(),
+        version: 3,
+        status: RunStatus::Failed as i32,
+        input_json: r#"{"order": 42}"#.to_owned(),
+        output_json: String::new(),
+        error: "step charge failed after 3 attempts: card declined".to_owned(),
+        idempotency_key: "order-42".to_owned(),
+        created_at: at(0),
+        started_at: at(50),
+        finished_at: at(4_250),
+        steps: vec![
+            StepRun {
+                id: "fetch".to_owned(),
+                handler: "http.get".to_owned(),
+                status: StepStatus::Succeeded as i32,
+                attempt: 1,
+                max_attempts: 3,
+                output_json: r#"{"amount": 12.5}"#.to_owned(),
+                dispatched_at: at(50),
+                started_at: at(60),
+                finished_at: at(410),
+                attempts: vec![attempt(1, "succeeded", "", "worker-a", 60, 410)],
+                worker: "worker-a".to_owned(),
+                ..StepRun::default()
+            },
+            StepRun {
+                id: "charge".to_owned(),
+                handler: "payments.charge".to_owned(),
+                status: StepStatus::Failed as i32,
+                attempt: 3,
+                max_attempts: 3,
+                error: "card declined".to_owned(),
+                dispatched_at: at(3_000),
+                started_at: at(3_010),
+                finished_at: at(4_200),
+                depends_on: vec!["fetch".to_owned()],
+                attempts: vec![
+                    attempt(1, "failed", "connection reset\nby peer", "worker-a", 420, 1_420),
+                    attempt(2, "timed_out", "no heartbeat for 5s", "worker-b", 2_000, 7_000),
+                    attempt(3, "failed", "card declined", "worker-a", 3_010, 4_200),
+                ],
+                worker: "worker-a".to_owned(),
+                ..StepRun::default()
+            },
+            StepRun {
+                id: "notify".to_owned(),
+                handler: "email.send".to_owned(),
+                status: StepStatus::Skipped as i32,
+                max_attempts: 1,
+                depends_on: vec!["charge".to_owned()],
+                ..StepRun::default()
+            },
+        ],
+    }
+}
+
+/// A running run whose step is on its second attempt.
+fn running_run() -> Run {
+    Run {
+        id: "run-0002".to_owned(),
+        workflow: "orders".to_owned(),
+        version: 3,
+        status: RunStatus::Running as i32,
+        input_json: "{}".to_owned(),
+        created_at: at(0),
+        started_at: at(100),
+        steps: vec![StepRun {
+            id: "charge".to_owned(),
+            handler: "payments.charge".to_owned(),
+            status: StepStatus::Running as i32,
+            attempt: 2,
+            max_attempts: 5,
+            error: "connection reset".to_owned(),
+            dispatched_at: at(1_500),
+            started_at: at(1_600),
+            attempts: vec![attempt(1, "failed", "connection reset", "worker-a", 200, 1_200)],
+            worker: "worker-b".to_owned(),
+            ..StepRun::default()
+        }],
+        ..Run::default()
+    }
+}
+
+fn workflow() -> Workflow {
+    Workflow {
+        name: "orders".to_owned(),
+        version: 3,
+        description: "Charge and notify.".to_owned(),
+        steps: vec![
+            StepDefinition {
+                id: "fetch".to_owned(),
+                handler: "http.get".to_owned(),
+                retry: Some(RetryPolicy {
+                    max_attempts: 3,
+                    initial_interval_ms: 1_000,
+                    backoff_coefficient: 2.0,
+                    max_interval_ms: 30_000,
+                    jitter: 0.1,
+                    non_retryable_errors: vec![],
+                }),
+                timeout_ms: 30_000,
+                ..StepDefinition::default()
+            },
+            StepDefinition {
+                id: "charge".to_owned(),
+                handler: "payments.charge".to_owned(),
+                depends_on: vec!["fetch".to_owned()],
+                retry: Some(RetryPolicy {
+                    max_attempts: 5,
+                    initial_interval_ms: 500,
+                    backoff_coefficient: 1.5,
+                    max_interval_ms: 0,
+                    jitter: 0.0,
+                    non_retryable_errors: vec!["card_declined".to_owned(), "fraud".to_owned()],
+                }),
+                timeout_ms: 120_000,
+                heartbeat_timeout_ms: 5_000,
+            },
+        ],
+        input_schema_json: r#"{"type":"object","required":["order"]}"#.to_owned(),
+        definition_json: r#"{"name":"orders"}"#.to_owned(),
+        registered_at: at(-86_400_000),
+        versions: vec![1, 2, 3],
+    }
+}
+
+#[test]
+fn durations_are_short() {
+    assert_eq!(human_duration(0), "0ms");
+    assert_eq!(human_duration(-5), "0ms");
+    assert_eq!(human_duration(999), "999ms");
+    assert_eq!(human_duration(1_000), "1s");
+    assert_eq!(human_duration(1_250), "1.2s");
+    assert_eq!(human_duration(59_900), "59.9s");
+    assert_eq!(human_duration(60_000), "1m");
+    assert_eq!(human_duration(125_000), "2m05s");
+    assert_eq!(human_duration(3_600_000), "1h");
+    assert_eq!(human_duration(3_780_000), "1h03m");
+}
+
+#[test]
+fn times_are_utc_rfc3339() {
+    assert_eq!(rfc3339_millis(T0 + 5_250), "2025-03-01T12:00:05.250Z");
+    assert_eq!(table_time(at(5_250).as_ref()), "2025-03-01T12:00:05Z");
+    assert_eq!(table_time(None), "-");
+    assert_eq!(time_of_day(at(5_250).as_ref()), "12:00:05.250Z");
+    assert_eq!(time_of_day(None), "-");
+    // Out of RFC 3339's range: shown as unset rather than a panic.
+    let far = prost_types::Timestamp {
+        seconds: i64::MAX / 2000,
+        nanos: 0,
+    };
+    assert_eq!(table_time(Some(&far)), "-");
+    let huge = prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    };
+    assert_eq!(table_time(Some(&huge)), "-");
+    assert_eq!(rfc3339_millis(i64::MAX), "9999-12-31T23:59:59.999Z");
+}
+
+#[test]
+fn unknown_status_numbers_are_shown_not_hidden() {
+    assert_eq!(run_status_word(RunStatus::TimedOut as i32), "timed_out");
+    assert_eq!(run_status_word(42), "unknown(42)");
+    assert_eq!(step_status_word(StepStatus::Retrying as i32), "retrying");
+    assert_eq!(step_status_word(-1), "unknown(-1)");
+}
+
+#[test]
+fn version_ranges_collapse() {
+    assert_eq!(version_ranges(&[]), "");
+    assert_eq!(version_ranges(&[1]), "1");
+    assert_eq!(version_ranges(&[1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
+    assert_eq!(
+        version_ranges(&[u32::MAX - 1, u32::MAX]),
+        format!("{}-{}", u32::MAX - 1, u32::MAX)
+    );
+}
+
+#[test]
+fn tables_align_and_trim() {
+    let text = table(
+        &["A", "LONG HEADER", "C"],
+        &[vec!["wide cell".into(), "x".into(), String::new()]],
+    );
+    assert_eq!(text, "A          LONG HEADER  C\nwide cell  x\n");
+}
+
+#[test]
+fn run_view_shows_retries() {
+    let text = run_text(&failed_run(), T0 + 10_000);
+    assert!(text.contains("charge  payments.charge  failed     3/3"), "{text}");
+    assert!(text.contains("Attempts of step charge (3 of at most 3):"), "{text}");
+    assert!(!text.contains("Attempts of step fetch"), "{text}");
+    insta::assert_snapshot!("run_failed", text);
+}
+
+#[test]
+fn running_run_view_shows_the_current_attempt() {
+    let text = run_text(&running_run(), T0 + 2_600);
+    assert!(text.contains("Duration:         2.5s so far"), "{text}");
+    assert!(text.contains("#2       running  1s so far  worker-b"), "{text}");
+    insta::assert_snapshot!("run_running", text);
+}
+
+#[test]
+fn long_json_is_pretty_printed_under_its_label() {
+    let mut run = running_run();
+    run.steps.clear();
+    run.input_json = format!(
+        r#"{{"items": [{}], "note": "a long enough input to need several lines"}}"#,
+        "1, ".repeat(20) + "2"
+    );
+    insta::assert_snapshot!("run_long_input", run_text(&run, T0 + 2_600));
+}
+
+#[test]
+fn run_json_has_the_documented_shape() {
+    let value = serde_json::to_value(run_json(&failed_run())).unwrap();
+    assert_eq!(value["status"], "failed");
+    assert_eq!(value["input"]["order"], 42);
+    assert!(value["output"].is_null());
+    assert_eq!(value["created_at"], "2025-03-01T12:00:00.000Z");
+    assert_eq!(value["steps"][1]["attempts"][1]["outcome"], "timed_out");
+    assert!(value["steps"][2]["started_at"].is_null());
+    insta::assert_snapshot!(
+        "run_failed_json",
+        serde_json::to_string_pretty(&run_json(&failed_run())).unwrap()
+    );
+}
+
+#[test]
+fn unparsable_json_fields_are_kept_as_strings() {
+    let run = Run {
+        input_json: "not json".to_owned(),
+        ..Run::default()
+    };
+    let value = serde_json::to_value(run_json(&run)).unwrap();
+    assert_eq!(value["input"], "not json");
+    assert!(value["created_at"].is_null());
+    assert!(value["error"].is_null());
+}
+
+#[test]
+fn run_list() {
+    let runs = [failed_run(), running_run()];
+    insta::assert_snapshot!("run_list", run_list_text(&runs, "page-2", T0 + 10_000));
+    assert_eq!(run_list_text(&[], "", T0), "no runs found\n");
+    let value = serde_json::to_value(run_list_json(&runs, "")).unwrap();
+    assert!(value["next_page_token"].is_null());
+    assert_eq!(value["runs"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn workflows() {
+    insta::assert_snapshot!("workflow_list", workflow_list_text(&[workflow()]));
+    assert_eq!(workflow_list_text(&[]), "no workflows registered\n");
+    insta::assert_snapshot!("workflow_get", workflow_text(&workflow()));
+    insta::assert_snapshot!(
+        "workflow_get_json",
+        serde_json::to_string_pretty(&workflow_json(&workflow())).unwrap()
+    );
+}
+
+#[test]
+fn apply_and_submit_answers() {
+    let created = RegisterWorkflowResponse {
+        workflow: Some(workflow()),
+        created: true,
+    };
+    assert_eq!(apply_text(&created), "workflow orders version 3 created\n");
+    let same = RegisterWorkflowResponse {
+        workflow: Some(workflow()),
+        created: false,
+    };
+    assert!(apply_text(&same).starts_with("workflow orders version 3 unchanged"));
+    assert_eq!(
+        serde_json::to_string(&apply_json(&same)).unwrap(),
+        r#"{"name":"orders","version":3,"created":false}"#
+    );
+
+    let new_run = SubmitRunResponse {
+        run_id: "r-1".to_owned(),
+        created: true,
+    };
+    assert_eq!(submit_text(&new_run), "run r-1 created\n");
+    let old_run = SubmitRunResponse {
+        run_id: "r-1".to_owned(),
+        created: false,
+    };
+    assert!(submit_text(&old_run).contains("already exists"));
+    assert_eq!(
+        serde_json::to_string(&submit_json(&old_run)).unwrap(),
+        r#"{"run_id":"r-1","created":false}"#
+    );
+}
+
+#[test]
+fn event_lines() {
+    let run = failed_run();
+    let width = event_subject_width(&run);
+    let event = |kind: &str, step: &str, attempt: u32, status: &str, detail: &str, ms: i64| RunEvent {
+        run_id: run.id.clone(),
+        sequence: format!("{ms}-0"),
+        time: at(ms),
+        kind: kind.to_owned(),
+        step_id: step.to_owned(),
+        attempt,
+        status: status.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let events = [
+        event("run", "", 0, "running", "", 50),
+        event("step", "fetch", 1, "dispatched", "", 50),
+        event("step", "charge", 1, "retrying", "connection reset\nby peer", 1_420),
+        event("step", "notify", 0, "skipped", "", 4_200),
+        event(
+            "run",
+            "",
+            0,
+            "failed",
+            "step charge failed after 3 attempts: card declined",
+            4_250,
+        ),
+    ];
+    let text: String = events.iter().map(|e| event_line(e, width) + "\n").collect();
+    insta::assert_snapshot!("events", text);
+
+    let json = serde_json::to_string(&event_json(&events[0])).unwrap();
+    assert_eq!(
+        json,
+        r#"{"run_id":"run-0001","sequence":"50-0","time":"2025-03-01T12:00:00.050Z","kind":"run","step_id":null,"attempt":0,"status":"running","detail":null}"#
+    );
+}
