@@ -124,6 +124,7 @@ pub struct Cluster {
     coordinator: Option<Child>,
     workers: Vec<Option<Child>>,
     extra_env: Vec<(String, String)>,
+    handlers: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -139,6 +140,7 @@ impl Cluster {
             port,
             coordinator: None,
             workers: Vec::new(),
+            handlers: Default::default(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         c.start_coordinator().await;
@@ -240,6 +242,9 @@ impl Cluster {
 
     /// Registers a definition; panics on refusal.
     pub async fn register(&self, yaml: &str) {
+        if let Ok(def) = baton_shared::definition::WorkflowDefinition::parse(yaml) {
+            self.handlers.lock().expect("handlers").extend(def.handlers());
+        }
         self.workflows()
             .await
             .register_workflow(RegisterWorkflowRequest {
@@ -303,28 +308,6 @@ impl Cluster {
         n.unwrap_or(0)
     }
 
-    /// Deletes this namespace's queues and exchanges (best effort).
-    pub async fn cleanup_queues(&self, handlers: &[&str]) {
-        let Ok(conn) = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await else {
-            return;
-        };
-        let Ok(ch) = conn.create_channel().await else { return };
-        let t = self.topology();
-        for h in handlers {
-            let _ = ch.queue_delete(t.queue(h).as_str().into(), Default::default()).await;
-        }
-        let _ = ch
-            .queue_delete(t.dead_letter_queue().as_str().into(), Default::default())
-            .await;
-        let _ = ch
-            .exchange_delete(t.exchange().as_str().into(), Default::default())
-            .await;
-        let _ = ch
-            .exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default())
-            .await;
-        let _ = conn.close(200, "done".into()).await;
-    }
-
     /// The cluster's RabbitMQ topology.
     pub fn topology(&self) -> baton_shared::amqp::Topology {
         baton_shared::amqp::Topology {
@@ -353,6 +336,8 @@ fn signal(child: &mut Child, kill: bool) {
 }
 
 impl Drop for Cluster {
+    /// Stops the processes, then removes the namespace's queues, exchanges and Redis keys, so the
+    /// shared servers do not fill up with test leftovers (also when a test failed).
     fn drop(&mut self) {
         for w in self.workers.iter_mut().flatten() {
             let _ = w.kill();
@@ -361,6 +346,56 @@ impl Drop for Cluster {
         if let Some(c) = self.coordinator.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        let namespace = self.namespace.clone();
+        let handlers: Vec<String> = self
+            .handlers
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(cleanup_namespace(&namespace, &handlers));
+        })
+        .join();
+    }
+}
+
+/// Deletes everything a namespace made: its handler queues, dead-letter queue, exchanges, and Redis
+/// keys (best effort).
+pub async fn cleanup_namespace(namespace: &str, handlers: &[String]) {
+    let t = baton_shared::amqp::Topology {
+        namespace: namespace.into(),
+        queue_type: Default::default(),
+        delivery_limit: 5,
+    };
+    if let Ok(conn) = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        for h in handlers {
+            let _ = ch.queue_delete(t.queue(h).as_str().into(), Default::default()).await;
+        }
+        let _ = ch
+            .queue_delete(t.dead_letter_queue().as_str().into(), Default::default())
+            .await;
+        let _ = ch
+            .exchange_delete(t.exchange().as_str().into(), Default::default())
+            .await;
+        let _ = ch
+            .exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default())
+            .await;
+        let _ = conn.close(200, "done".into()).await;
+    }
+    if let Ok(mut conn) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{namespace}:*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }
     }
 }

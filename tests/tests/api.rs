@@ -200,7 +200,6 @@ async fn the_same_idempotency_key_returns_the_same_run() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.runs.len(), 2, "two keys, two runs");
-    cluster.cleanup_queues(&["echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -257,7 +256,6 @@ async fn list_runs_filters_and_pages() {
         failed_only.runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         [failed]
     );
-    cluster.cleanup_queues(&["echo", "fail"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,7 +298,6 @@ async fn late_and_duplicate_results_are_stale_and_change_nothing() {
         .into_inner();
     assert_eq!(after, before, "a stale report changed the run");
     assert_eq!(cluster.executions(&run_id, "b").await, 1);
-    cluster.cleanup_queues(&["echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,7 +328,6 @@ async fn finished_runs_expire_after_the_retention() {
         .unwrap()
         .into_inner();
     assert!(listed.runs.is_empty(), "an expired run is not listed");
-    cluster.cleanup_queues(&["echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

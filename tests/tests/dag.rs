@@ -82,7 +82,6 @@ async fn fan_in_runs_in_dependency_order_with_outputs() {
     assert!(pos("step:a:succeeded") < pos("step:b:dispatched"));
     assert!(pos("step:c:succeeded") < pos("step:d:dispatched"));
     assert!(pos("step:b:succeeded") < pos("step:d:dispatched"));
-    cluster.cleanup_queues(&["trace", "echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,5 +113,4 @@ async fn watch_streams_live_events_until_the_run_ends() {
         n >= 8,
         "run pending/running/succeeded and 2 steps x dispatched/running/succeeded, got {n}"
     );
-    cluster.cleanup_queues(&["slow", "echo"]).await;
 }

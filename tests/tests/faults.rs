@@ -35,7 +35,6 @@ async fn a_worker_killed_mid_step_has_its_step_delivered_again() {
     );
     assert_eq!(run.steps[0].worker, "w2", "the surviving worker finished it");
     assert_eq!(run.steps[0].attempt, 1, "a redelivery is the same attempt, not a retry");
-    cluster.cleanup_queues(&["slow", "echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,7 +70,6 @@ async fn runs_finish_when_the_coordinator_is_killed_and_restarted_mid_run() {
         assert_eq!(run.steps[2].attempt, 2, "c failed once and was retried once");
         assert!(cluster.executions(id, "c").await >= 2);
     }
-    cluster.cleanup_queues(&["slow", "fail"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,7 +108,6 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
     assert_eq!(status(&run), "succeeded");
     assert_eq!(run.output_json, r#"{"a":{"lost":true}}"#);
     assert_eq!(cluster.executions(&run_id, "a").await, 1);
-    cluster.cleanup_queues(&["echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -136,7 +133,6 @@ async fn two_workers_share_the_load() {
         HashSet::from(["w1".to_string(), "w2".to_string()]),
         "both workers executed steps"
     );
-    cluster.cleanup_queues(&["slow"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,7 +188,6 @@ async fn a_malformed_message_goes_to_the_dead_letter_queue_and_the_worker_keeps_
     let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(status(&run), "succeeded", "the worker still serves");
     let _ = conn.close(200, "done".into()).await;
-    cluster.cleanup_queues(&["echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,5 +213,4 @@ async fn a_worker_stopped_with_sigterm_finishes_its_step_before_exiting() {
         1,
         "finished once, not redelivered"
     );
-    cluster.cleanup_queues(&["slow"]).await;
 }

@@ -51,7 +51,6 @@ async fn retryable_failures_follow_the_policy() {
     }
     let output: serde_json::Value = serde_json::from_str(&run.output_json).unwrap();
     assert_eq!(output["f"]["attempt"], 4);
-    cluster.cleanup_queues(&["fail"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,7 +98,6 @@ async fn exhausted_and_non_retryable_errors_fail_the_run() {
         "retried up to max_attempts"
     );
     assert_eq!(run.steps[0].attempts.len(), 5);
-    cluster.cleanup_queues(&["fail", "echo"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,7 +119,6 @@ async fn a_step_that_outlives_its_timeout_is_retried() {
         took < 4000,
         "the timed-out attempt was cut off at its timeout, not after the handler's 5 s ({took} ms)"
     );
-    cluster.cleanup_queues(&["slow"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,5 +152,4 @@ async fn a_step_that_stops_heartbeating_is_timed_out_by_the_coordinator_and_retr
     tokio::time::sleep(Duration::from_secs(4)).await;
     let later = cluster.wait_run(&run_id, Duration::from_secs(5)).await;
     assert_eq!(later, run);
-    cluster.cleanup_queues(&["slow"]).await;
 }

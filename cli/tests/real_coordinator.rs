@@ -1,0 +1,183 @@
+//! The `baton` binary against a real coordinator and worker (run in this process, over the real
+//! Redis, RabbitMQ and gRPC): what a user types, and what they see.
+
+use std::{process::Command, time::Duration};
+
+use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
+use serde_json::{Value, json};
+
+struct Setup {
+    addr: String,
+    namespace: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    baton_tests::ensure_services();
+    let namespace = format!("t-cli-{}", &uuid_like());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = baton_coordinator::CoordinatorConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        namespace: namespace.clone(),
+        timer_poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut rx1 = rx.clone();
+    tokio::spawn(baton_coordinator::serve(config, async move {
+        let _ = rx1.changed().await;
+    }));
+    let worker = WorkerConfig {
+        coordinator: format!("http://127.0.0.1:{port}"),
+        namespace: namespace.clone(),
+        worker_id: "cli-w1".into(),
+        ..Default::default()
+    };
+    let mut rx2 = rx;
+    tokio::spawn(
+        Worker::new(worker)
+            .handler("fail", |ctx: StepContext, input: Value| async move {
+                if input["fatal"] == json!(true) {
+                    return Err(StepError::non_retryable("fatal failure requested").with_type("Fatal"));
+                }
+                if ctx.attempt() < input["succeed_on_attempt"].as_u64().unwrap_or(1) as u32 {
+                    return Err(StepError::retryable(format!(
+                        "attempt {} fails on purpose",
+                        ctx.attempt()
+                    )));
+                }
+                Ok(json!({"attempt": ctx.attempt()}))
+            })
+            .run(async move {
+                let _ = rx2.changed().await;
+            }),
+    );
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "coordinator did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Setup {
+        addr: format!("http://127.0.0.1:{port}"),
+        namespace,
+        stop,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// Runs `baton` with `args`; returns (exit code, stdout, stderr).
+async fn baton(addr: &str, args: &[&str]) -> (i32, String, String) {
+    let addr = addr.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .arg("--addr")
+            .arg(&addr)
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_applies_a_workflow_runs_it_and_sees_its_retries() {
+    let s = setup().await;
+    let file = s.dir.path().join("flaky.yaml");
+    std::fs::write(&file, "name: flaky\nversion: 1\nsteps:\n  - id: f\n    handler: fail\n    retry: {max_attempts: 3, initial_interval: 100ms}\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    let (code, out, err) = baton(&s.addr, &["workflow", "apply", "-f", file]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("flaky") && out.contains("created"), "{out}");
+    let (code, out, _) = baton(&s.addr, &["workflow", "apply", "-f", file]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged"), "{out}");
+
+    // Submit and wait: succeeds on the second attempt, and the JSON shows both attempts.
+    let (code, out, err) = baton(
+        &s.addr,
+        &[
+            "run",
+            "submit",
+            "flaky",
+            "--input",
+            r#"{"succeed_on_attempt": 2}"#,
+            "--wait",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let run: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(run["status"], "succeeded");
+    let attempts = run["steps"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["outcome"], "failed");
+    let id = run["id"].as_str().unwrap().to_string();
+
+    // The table view makes the retry visible.
+    let (code, out, _) = baton(&s.addr, &["run", "get", &id]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("succeeded") && out.contains("attempt 1 fails on purpose"),
+        "{out}"
+    );
+
+    // A run that fails: --wait exits 1.
+    let (code, out, _) = baton(
+        &s.addr,
+        &["run", "submit", "flaky", "--input", r#"{"fatal": true}"#, "--wait"],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("failed"), "{out}");
+
+    let (code, out, _) = baton(&s.addr, &["run", "list", "--workflow", "flaky", "--output", "json"]).await;
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["runs"].as_array().map(Vec::len), Some(2), "{out}");
+
+    // Bad input: a clear error naming the field, exit 2.
+    let bad = s.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [ghost]}\n",
+    )
+    .unwrap();
+    let (code, _, err) = baton(&s.addr, &["workflow", "apply", "-f", bad.to_str().unwrap()]).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("steps[0].depends_on[0]"),
+        "{err}"
+    );
+    let (code, _, err) = baton(&s.addr, &["run", "submit", "nope", "--input", "{}"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let _ = s.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    baton_tests::cleanup_namespace(&s.namespace, &["fail".to_string()]).await;
+}
