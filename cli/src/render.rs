@@ -128,16 +128,7 @@ pub fn step_status_word(status: i32) -> String {
 
 /// Every run status word accepted by `--status`, comma separated.
 pub fn run_status_words() -> String {
-    [
-        RunStatus::Pending,
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::Cancelled,
-        RunStatus::TimedOut,
-    ]
-    .map(RunStatus::word)
-    .join(", ")
+    RunStatus::ALL.map(RunStatus::word).join(", ")
 }
 
 /// Version numbers with runs of consecutive ones collapsed: `[1, 2, 3, 5]` gives `1-3, 5`.

@@ -14,11 +14,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
-        )
-        .init();
+    baton_shared::process::init_tracing();
     let args = Args::parse();
     let config = match baton_coordinator::CoordinatorConfig::load(args.config.as_deref()) {
         Ok(c) => c,

@@ -10,6 +10,8 @@ pub mod definition;
 pub mod duration;
 pub mod ids;
 pub mod keys;
+#[cfg(feature = "process")]
+pub mod process;
 pub mod retry;
 pub mod status;
 pub mod time;

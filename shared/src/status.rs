@@ -4,6 +4,16 @@
 use crate::proto::{RunStatus, StepStatus};
 
 impl RunStatus {
+    /// Every status a run can have, in lifecycle order.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::TimedOut,
+    ];
+
     /// The word stored in Redis and printed by the CLI.
     pub fn word(self) -> &'static str {
         match self {
@@ -40,6 +50,18 @@ impl RunStatus {
 }
 
 impl StepStatus {
+    /// Every status a step can have, in lifecycle order.
+    pub const ALL: [StepStatus; 8] = [
+        StepStatus::Pending,
+        StepStatus::Dispatched,
+        StepStatus::Running,
+        StepStatus::Retrying,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+        StepStatus::Cancelled,
+    ];
+
     /// The word stored in Redis and printed by the CLI.
     pub fn word(self) -> &'static str {
         match self {
@@ -77,26 +99,10 @@ mod tests {
 
     #[test]
     fn words_round_trip() {
-        for s in [
-            RunStatus::Pending,
-            RunStatus::Running,
-            RunStatus::Succeeded,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-            RunStatus::TimedOut,
-        ] {
+        for s in RunStatus::ALL {
             assert_eq!(RunStatus::from_word(s.word()), Some(s));
         }
-        for s in [
-            StepStatus::Pending,
-            StepStatus::Dispatched,
-            StepStatus::Running,
-            StepStatus::Retrying,
-            StepStatus::Succeeded,
-            StepStatus::Failed,
-            StepStatus::Skipped,
-            StepStatus::Cancelled,
-        ] {
+        for s in StepStatus::ALL {
             assert_eq!(StepStatus::from_word(s.word()), Some(s));
         }
     }

@@ -33,5 +33,6 @@
 mod context;
 mod runtime;
 
+pub use baton_shared::process::{init_tracing, shutdown_signal};
 pub use context::{StepContext, StepError};
-pub use runtime::{Worker, WorkerConfig, WorkerError, shutdown_signal};
+pub use runtime::{Worker, WorkerArgs, WorkerConfig, WorkerError};

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
+use baton_worker::{StepContext, StepError, Worker, WorkerArgs};
 use clap::Parser;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,22 +16,8 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Coordinator gRPC address.
-    #[arg(long, env = "BATON_COORDINATOR", default_value = "http://127.0.0.1:7450")]
-    coordinator: String,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "BATON_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    amqp_url: String,
-    /// Namespace (queue prefix), as configured on the coordinator.
-    #[arg(long, env = "BATON_NAMESPACE", default_value = "baton")]
-    namespace: String,
-    /// Steps run at once per handler (RabbitMQ prefetch).
-    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 16)]
-    concurrency: u16,
+    #[command(flatten)]
+    worker: WorkerArgs,
 }
 
 #[derive(Deserialize)]
@@ -81,20 +67,9 @@ async fn fail(ctx: StepContext, input: FailInput) -> Result<Value, StepError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
-        )
-        .init();
+    baton_worker::init_tracing();
     let args = Args::parse();
-    let config = WorkerConfig {
-        coordinator: args.coordinator,
-        amqp_url: args.amqp_url,
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-        ..WorkerConfig::from_env()
-    };
-    let worker = Worker::new(config)
+    let worker = Worker::new(args.worker.config())
         .handler("echo", |_ctx: StepContext, input: Value| async move {
             Ok::<_, StepError>(input)
         })

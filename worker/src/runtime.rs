@@ -116,6 +116,47 @@ impl WorkerConfig {
     }
 }
 
+/// Command-line flags (each with its environment variable) for a worker binary; flatten them into
+/// your own parser with `#[command(flatten)]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Coordinator gRPC address.
+    #[arg(long, env = "BATON_COORDINATOR", default_value = "http://127.0.0.1:7450")]
+    pub coordinator: String,
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "BATON_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Namespace (queue prefix), as configured on the coordinator.
+    #[arg(long, env = "BATON_NAMESPACE", default_value = "baton")]
+    pub namespace: String,
+    /// Steps run at once per handler (the RabbitMQ prefetch).
+    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// This worker's id, shown in runs (default: `<host>-<pid>`).
+    #[arg(long, env = "BATON_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The configuration these flags describe (queue settings from the environment, see
+    /// [`WorkerConfig::from_env`]).
+    pub fn config(&self) -> WorkerConfig {
+        let base = WorkerConfig::from_env();
+        WorkerConfig {
+            coordinator: self.coordinator.clone(),
+            amqp_url: self.amqp_url.clone(),
+            namespace: self.namespace.clone(),
+            concurrency: self.concurrency,
+            worker_id: self.worker_id.clone().unwrap_or(base.worker_id.clone()),
+            ..base
+        }
+    }
+}
+
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -456,19 +497,4 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
                 .await;
         }
     }
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

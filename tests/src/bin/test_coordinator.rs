@@ -3,11 +3,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
-        )
-        .init();
+    baton_shared::process::init_tracing();
     let config = baton_coordinator::CoordinatorConfig::load(None)?;
     baton_coordinator::serve(config, baton_coordinator::shutdown_signal()).await
 }

@@ -29,11 +29,7 @@ impl Counter {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
-        )
-        .init();
+    baton_shared::process::init_tracing();
     let config = WorkerConfig::from_env();
     let redis_url = std::env::var("BATON_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let counter = Counter {
