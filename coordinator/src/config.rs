@@ -155,3 +155,39 @@ impl CoordinatorConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn reads_a_file_over_the_defaults() {
+        let f = file("namespace = \"prod\"\nretention = \"2d\"\ndelivery_limit = 9\nqueue_type = \"classic\"\n");
+        let c = CoordinatorConfig::load(Some(f.path())).unwrap();
+        assert_eq!(c.namespace, "prod");
+        assert_eq!(c.retention, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!(c.delivery_limit, 9);
+        assert_eq!(c.queue_type, QueueType::Classic);
+        assert_eq!(c.redis_url, CoordinatorConfig::default().redis_url);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_naming_it() {
+        let f = file("retension = \"2d\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("retension") && e.contains("unknown setting"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_problem() {
+        let f = file("retention = \"a while\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("a while"), "{e}");
+    }
+}

@@ -186,3 +186,33 @@ impl Registry {
         Ok(defs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_definition_of_a_directory_and_names_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "name: a\nversion: 1\nsteps:\n  - {id: s, handler: h}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.json"),
+            r#"{"name": "b", "version": 2, "steps": [{"id": "s", "handler": "h"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a definition").unwrap();
+        let defs = Registry::read_dir(dir.path()).unwrap();
+        assert_eq!(
+            defs.iter().map(|d| (d.name.as_str(), d.version)).collect::<Vec<_>>(),
+            [("a", 1), ("b", 2)]
+        );
+
+        std::fs::write(dir.path().join("c.yml"), "name: c\nversion: 1\nsteps:\n  - {id: s}\n").unwrap();
+        let e = Registry::read_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("c.yml") && e.contains("steps[0].handler"), "{e}");
+    }
+}

@@ -381,3 +381,33 @@ async fn serves_grpc_health_and_reflection() {
         assert!(names.contains(&s.to_string()), "{s} not in {names:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_coordinator_registers_the_definitions_of_its_directory_at_start() {
+    let dir = std::env::temp_dir().join(format!("baton-defs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("boot.yaml"),
+        "name: boot\nversion: 3\nsteps:\n  - {id: a, handler: echo}\n",
+    )
+    .unwrap();
+    let mut cluster = Cluster::start("defsdir", &[("BATON_DEFINITIONS_DIR", dir.to_str().unwrap())]).await;
+    let wf = cluster
+        .workflows()
+        .await
+        .get_workflow(GetWorkflowRequest {
+            name: "boot".into(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wf.version, 3);
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster.submit("boot", json!({"x": 1})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&run_id, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
