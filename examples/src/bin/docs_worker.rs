@@ -1,1 +1,188 @@
-fn main() {}
+//! `docs-worker`: serves the handlers of the `documents` example workflow
+//! (`examples/workflows/documents.yaml`):
+//!
+//! - `docs.read` reads the file at the run input's `path` → `{path, bytes, text}`; a missing file
+//!   fails the run at once (non-retryable `NotFound`);
+//! - `docs.analyze` counts lines, words and the top terms → `{lines, words, top_terms}`; it fails
+//!   on purpose, with a retryable error, on a fraction `--failure-rate` of its attempts;
+//! - `docs.digest` hashes the content → `{sha256, bytes}`;
+//! - `docs.store` upserts a record of the document into the file store `--store-dir`
+//!   → `{key, file, created, written}`; a retried step writes once.
+//!
+//! Run it with the coordinator's RabbitMQ URL and namespace, e.g.
+//! `BATON_WORKER_ID=worker-1 docs-worker --failure-rate 0.3 --store-dir .baton/store`.
+
+use std::{path::PathBuf, time::SystemTime};
+
+use baton_examples::{
+    Analysis, DocumentDigest, DocumentRecord, FailureRate, FileStore, ReadDocument, analyze, read_document,
+};
+use baton_worker::{StepContext, StepError, Worker, WorkerArgs};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Worker for the `documents` example workflow (handlers docs.read, docs.analyze, docs.digest,
+/// docs.store).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Fraction (0 to 1) of `docs.analyze` attempts that fail on purpose with a retryable error,
+    /// so that retries show.
+    #[arg(long, env = "DOCS_FAILURE_RATE", default_value = "0.3")]
+    failure_rate: FailureRate,
+    /// Directory of the document store (created if missing).
+    #[arg(long, env = "DOCS_STORE_DIR", default_value = ".baton/store")]
+    store_dir: PathBuf,
+    /// Coordinator, RabbitMQ, namespace, concurrency and worker id.
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// The run input of the `documents` workflow.
+#[derive(Deserialize)]
+struct DocumentInput {
+    path: String,
+}
+
+/// Runs blocking file-system work off the async runtime; a panic there is a retryable failure.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StepError::retryable(format!("blocking task failed: {e}")))?
+}
+
+async fn read(ctx: StepContext, input: DocumentInput) -> Result<ReadDocument, StepError> {
+    let path = input.path.clone();
+    let doc = blocking(move || {
+        read_document(&path).map_err(|e| {
+            let err = if e.is_retryable() {
+                StepError::retryable(&e)
+            } else {
+                StepError::non_retryable(&e)
+            };
+            err.with_type(e.error_type())
+        })
+    })
+    .await?;
+    tracing::info!(run = ctx.run_id(), path = %doc.path, bytes = doc.bytes, "read");
+    Ok(doc)
+}
+
+async fn analyze_step(ctx: StepContext, failure_rate: FailureRate) -> Result<Analysis, StepError> {
+    if failure_rate.fails(rand::random::<f64>()) {
+        tracing::info!(
+            run = ctx.run_id(),
+            attempt = ctx.attempt(),
+            "analyze: failing on purpose"
+        );
+        return Err(StepError::retryable(format!(
+            "simulated transient failure (attempt {}, --failure-rate {failure_rate})",
+            ctx.attempt()
+        ))
+        .with_type("Flaky"));
+    }
+    let doc: ReadDocument = ctx.output_of("read")?;
+    let analysis = blocking(move || Ok(analyze(&doc.text))).await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        attempt = ctx.attempt(),
+        lines = analysis.lines,
+        words = analysis.words,
+        "analyzed"
+    );
+    Ok(analysis)
+}
+
+async fn digest(ctx: StepContext) -> Result<DocumentDigest, StepError> {
+    let doc: ReadDocument = ctx.output_of("read")?;
+    let digest = blocking(move || Ok(doc.digest())).await?;
+    tracing::info!(run = ctx.run_id(), sha256 = %digest.sha256, "digested");
+    Ok(digest)
+}
+
+async fn store(
+    ctx: StepContext,
+    input: DocumentInput,
+    store: FileStore,
+) -> Result<baton_examples::UpsertOutcome, StepError> {
+    let digest: DocumentDigest = ctx.output_of("digest")?;
+    let analysis: Analysis = ctx.output_of("analyze")?;
+    let record = DocumentRecord::new(&input.path, &digest, analysis, ctx.run_id(), SystemTime::now());
+    let outcome = blocking(move || {
+        store
+            .upsert(&record)
+            .map_err(|e| StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io"))
+    })
+    .await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        key = %outcome.key,
+        created = outcome.created,
+        written = outcome.written,
+        "stored"
+    );
+    Ok(outcome)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    baton_worker::init_tracing();
+    let args = Args::parse();
+    if let Err(e) = std::fs::create_dir_all(&args.store_dir) {
+        eprintln!(
+            "error: cannot create the store directory {}: {e}",
+            args.store_dir.display()
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    let config = args.worker.config();
+    tracing::info!(
+        worker = %config.worker_id,
+        failure_rate = %args.failure_rate,
+        store_dir = %args.store_dir.display(),
+        "docs-worker starting"
+    );
+    let failure_rate = args.failure_rate;
+    let file_store = FileStore::new(args.store_dir);
+    let worker = Worker::new(config)
+        .handler("docs.read", read)
+        .handler("docs.analyze", move |ctx, _input: serde::de::IgnoredAny| {
+            analyze_step(ctx, failure_rate)
+        })
+        .handler("docs.digest", |ctx, _input: serde::de::IgnoredAny| digest(ctx))
+        .handler("docs.store", move |ctx, input: DocumentInput| {
+            store(ctx, input, file_store.clone())
+        });
+    match worker.run(baton_worker::shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn failure_rate_out_of_range_is_a_clear_error() {
+        let err = Args::try_parse_from(["docs-worker", "--failure-rate", "1.5"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--failure-rate"), "{text}");
+        assert!(text.contains("from 0 to 1"), "{text}");
+        let ok = Args::try_parse_from(["docs-worker", "--failure-rate", "0", "--store-dir", "/tmp/s"]).unwrap();
+        assert_eq!(ok.failure_rate.get(), 0.0);
+        assert_eq!(ok.store_dir, PathBuf::from("/tmp/s"));
+    }
+}

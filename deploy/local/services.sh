@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Makes sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) run, for local development and
+# for the tests (`cargo test --workspace` needs both): uses running ones, else starts the installed
+# ones, else (as root, with apt-get) installs and starts them. Waits until each answers, or says
+# clearly why it cannot. Used by deploy/local/up.sh and .ci/run; safe to run any number of times.
+#
+# The Redis it starts has persistence off (a dev and test instance: a restart loses its data).
+# Stop them yourself if you want them gone (`redis-cli shutdown`, `rabbitmqctl stop`);
+# deploy/local/down.sh leaves them running.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+# shellcheck source=deploy/local/common.sh
+source deploy/local/common.sh
+
+REDIS_PORT=6379
+AMQP_PORT=5672
+mkdir -p "$STATE_DIR"
+
+port_open() { timeout 2 bash -c "</dev/tcp/$1/$2" 2>/dev/null; }
+
+redis_up() {
+    if have redis-cli; then
+        [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+    else
+        port_open 127.0.0.1 "$REDIS_PORT"
+    fi
+}
+
+rabbit_up() { port_open 127.0.0.1 "$AMQP_PORT"; }
+
+APT_DONE=0
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || return 1
+    have apt-get || return 1
+    if [[ $APT_DONE -eq 0 ]]; then
+        log "installing redis-server and rabbitmq-server with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q && apt-get install -y -q redis-server rabbitmq-server || return 1
+        APT_DONE=1
+    fi
+}
+
+# wait_for WHAT SECONDS CHECK...: polls CHECK every half second.
+wait_for() {
+    local what=$1 seconds=$2
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+    log "$what is up"
+}
+
+ensure_redis() {
+    if redis_up; then
+        log "Redis: using the one running on 127.0.0.1:$REDIS_PORT"
+        return
+    fi
+    if ! have redis-server; then
+        apt_install || die "Redis is not running on 127.0.0.1:$REDIS_PORT and redis-server is not installed.
+Start one, or install it (apt-get install redis-server), or run this script as root to let it install it."
+        redis_up && return
+    fi
+    log "Redis: starting redis-server on 127.0.0.1:$REDIS_PORT (no persistence: a dev instance)"
+    # The CI's flags when the packaged directories exist, else a private directory under .baton/.
+    if [[ -d /var/lib/redis && -w /var/lib/redis && -d /var/log/redis && -w /var/log/redis ]] &&
+        redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" \
+            --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log; then
+        :
+    else
+        mkdir -p "$STATE_DIR/redis"
+        redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+            --dir "$ROOT/$STATE_DIR/redis" --logfile "$ROOT/$STATE_DIR/redis.log" ||
+            die "redis-server did not start (see $STATE_DIR/redis.log)"
+    fi
+    wait_for "Redis" 15 redis_up || die "Redis did not answer PING on 127.0.0.1:$REDIS_PORT within 15 s
+(logs: /var/log/redis/ci.log or $STATE_DIR/redis.log)"
+}
+
+ensure_rabbitmq() {
+    if rabbit_up; then
+        log "RabbitMQ: using the one running on 127.0.0.1:$AMQP_PORT"
+        return
+    fi
+    if ! have rabbitmq-server; then
+        apt_install || die "RabbitMQ is not running on 127.0.0.1:$AMQP_PORT and rabbitmq-server is not installed.
+Start one, or install it (apt-get install rabbitmq-server), or run this script as root to let it install it."
+        rabbit_up && return
+    fi
+    log "RabbitMQ: starting rabbitmq-server (this takes 10-20 s)"
+    rabbitmq-server -detached >"$STATE_DIR/rabbitmq-start.log" 2>&1 ||
+        die "rabbitmq-server -detached failed: $(cat "$STATE_DIR/rabbitmq-start.log")"
+    wait_for "RabbitMQ" 90 rabbit_up || die "RabbitMQ did not open 127.0.0.1:$AMQP_PORT within 90 s
+(logs: /var/log/rabbitmq/, $STATE_DIR/rabbitmq-start.log)"
+    if have rabbitmqctl; then
+        timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || warn "rabbitmqctl await_startup did not confirm the start; continuing"
+    fi
+}
+
+ensure_redis
+ensure_rabbitmq
