@@ -411,3 +411,29 @@ async fn the_coordinator_registers_the_definitions_of_its_directory_at_start() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_keeps_the_version_it_started_with() {
+    let mut cluster = Cluster::start("pinned", &[]).await;
+    cluster
+        .register("name: evolving\nversion: 1\nsteps:\n  - {id: old, handler: echo}\n")
+        .await;
+    // Submitted while no worker runs: the run is still pending when version 2 arrives.
+    let v1_run = cluster.submit("evolving", json!({"v": 1})).await;
+    cluster
+        .register("name: evolving\nversion: 2\nsteps:\n  - {id: new, handler: echo}\n  - {id: newer, handler: echo, depends_on: [new]}\n")
+        .await;
+    let v2_run = cluster.submit("evolving", json!({"v": 2})).await;
+    cluster.spawn_worker("w1", 4);
+
+    let run = cluster.wait_run(&v1_run, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded");
+    assert_eq!(run.version, 1);
+    assert_eq!(run.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["old"]);
+    let run = cluster.wait_run(&v2_run, Duration::from_secs(30)).await;
+    assert_eq!(run.version, 2, "a new run takes the latest version");
+    assert_eq!(
+        run.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["new", "newer"]
+    );
+}
