@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use baton_shared::proto::{
-    GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest, RegisterWorkflowRequest, Run, RunStatus,
-    SubmitRunRequest,
+    CancelRunRequest, GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest, RegisterWorkflowRequest,
+    RerunRunRequest, RetryRunRequest, Run, RunOperationResponse, RunStatus, SubmitRunRequest,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -95,6 +95,30 @@ pub enum RunCommand {
     Watch {
         /// The run id.
         id: String,
+    },
+    /// Cancel a run: unfinished steps are cancelled, running handlers are told to stop.
+    Cancel {
+        /// The run id.
+        id: String,
+        /// Why; shown as the run's error.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Run a finished run's failed and cancelled steps again, keeping what succeeded.
+    Retry {
+        /// The run id.
+        id: String,
+    },
+    /// Run a finished run again from a step (and everything after it), optionally with a new input.
+    Rerun {
+        /// The run id.
+        id: String,
+        /// The step to start again from.
+        #[arg(long = "from", value_name = "STEP")]
+        from_step: String,
+        /// A new run input: JSON text, or `@FILE` (default: keep the old one).
+        #[arg(long, short = 'i', value_name = "JSON|@FILE")]
+        input: Option<String>,
     },
 }
 
@@ -191,6 +215,27 @@ fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<()> {
         serde_json::to_string(value)?
     };
     print_text(&(text + "\n"))
+}
+
+/// Prints the answer of cancel, retry or rerun.
+fn print_operation(output: Output, verb: &str, resp: &RunOperationResponse) -> Result<()> {
+    match output {
+        Output::Table => {
+            let mut text = format!("run {} {verb}", resp.run_id);
+            if !resp.dispatched_steps.is_empty() {
+                text.push_str(&format!("; dispatched: {}", resp.dispatched_steps.join(", ")));
+            }
+            print_text(&(text + "\n"))
+        }
+        Output::Json => print_json(
+            &serde_json::json!({
+                "run_id": resp.run_id,
+                "status": render::run_status_word(resp.status),
+                "dispatched_steps": resp.dispatched_steps,
+            }),
+            true,
+        ),
+    }
 }
 
 /// The exit status for a finished run: success only when it succeeded.
@@ -298,6 +343,32 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(RunCommand::Watch { id }) => {
             let coordinator = Coordinator::connect(&cli.addr).await?;
             return follow(&coordinator, &id, output, true).await;
+        }
+        Command::Run(RunCommand::Cancel { id, reason }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = CancelRunRequest { run_id: id, reason };
+            let resp = coordinator.runs().cancel_run(request).await?.into_inner();
+            print_operation(output, "cancelled", &resp)?;
+        }
+        Command::Run(RunCommand::Retry { id }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let resp = coordinator
+                .runs()
+                .retry_run(RetryRunRequest { run_id: id })
+                .await?
+                .into_inner();
+            print_operation(output, "retried", &resp)?;
+        }
+        Command::Run(RunCommand::Rerun { id, from_step, input }) => {
+            let input_json = input.as_deref().map(read_input).transpose()?.unwrap_or_default();
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = RerunRunRequest {
+                run_id: id,
+                from_step,
+                input_json,
+            };
+            let resp = coordinator.runs().rerun_run(request).await?.into_inner();
+            print_operation(output, "rerun", &resp)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -510,11 +510,15 @@ pub fn event_line(event: &RunEvent, subject_width: usize) -> String {
     } else {
         String::new()
     };
+    // A handler's own progress event shows its JSON where a status change shows its detail.
+    let (status, detail) = if event.kind == "custom" {
+        ("progress", one_line(&event.payload_json))
+    } else {
+        (event.status.as_str(), one_line(&event.detail))
+    };
     let line = format!(
-        "{}  {subject:<subject_width$}  {:<10}  {attempt:<10}  {}",
+        "{}  {subject:<subject_width$}  {status:<10}  {attempt:<10}  {detail}",
         time_of_day(event.time.as_ref()),
-        event.status,
-        one_line(&event.detail),
     );
     line.trim_end().to_owned()
 }
@@ -820,7 +824,7 @@ pub struct EventJson {
     pub sequence: String,
     /// When it happened.
     pub time: Option<String>,
-    /// `run` or `step`.
+    /// `run`, `step` or `custom` (a handler's progress event).
     pub kind: String,
     /// The step, `null` for run events.
     pub step_id: Option<String>,
@@ -830,6 +834,9 @@ pub struct EventJson {
     pub status: String,
     /// An error message or other detail, `null` when none.
     pub detail: Option<String>,
+    /// For `custom` events: the JSON the handler emitted (absent on other events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
 }
 
 /// A run event as JSON.
@@ -843,6 +850,7 @@ pub fn event_json(e: &RunEvent) -> EventJson {
         attempt: e.attempt,
         status: e.status.clone(),
         detail: non_empty(&e.detail),
+        payload: (!e.payload_json.is_empty()).then(|| json_value(&e.payload_json)),
     }
 }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 use baton_shared::proto::run_service_server::{RunService, RunServiceServer};
 use baton_shared::proto::workflow_service_server::{WorkflowService, WorkflowServiceServer};
 use baton_shared::proto::{
-    GetRunRequest, GetWorkflowRequest, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse,
-    RegisterWorkflowRequest, RegisterWorkflowResponse, Run, RunEvent, RunStatus, StepRun, StepStatus, SubmitRunRequest,
-    SubmitRunResponse, WatchRunRequest, Workflow,
+    CancelRunRequest, GetRunRequest, GetWorkflowRequest, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest,
+    ListWorkflowsResponse, RegisterWorkflowRequest, RegisterWorkflowResponse, RerunRunRequest, RetryRunRequest, Run,
+    RunEvent, RunOperationResponse, RunStatus, StepRun, StepStatus, SubmitRunRequest, SubmitRunResponse,
+    WatchRunRequest, Workflow,
 };
 use baton_shared::time::{now_ms, timestamp};
 use tonic::transport::Server;
@@ -52,6 +53,18 @@ fn run(id: &str, status: RunStatus) -> Run {
 
 #[tonic::async_trait]
 impl RunService for Fake {
+    async fn cancel_run(&self, _: Request<CancelRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn retry_run(&self, _: Request<RetryRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn rerun_run(&self, _: Request<RerunRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn submit_run(&self, request: Request<SubmitRunRequest>) -> Result<Response<SubmitRunResponse>, Status> {
         match request.into_inner().workflow.as_str() {
             "good" => Ok(Response::new(SubmitRunResponse {
@@ -104,6 +117,7 @@ impl RunService for Fake {
                 attempt,
                 status: status.to_owned(),
                 detail: detail.to_owned(),
+                payload_json: String::new(),
             })
         };
         let events = match run_id.as_str() {

@@ -4,9 +4,10 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use baton_shared::proto::{
-    self, AttemptDisposition, GetRunRequest, GetWorkflowRequest, HeartbeatRequest, HeartbeatResponse, ListRunsRequest,
-    ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse, RegisterWorkflowRequest, RegisterWorkflowResponse,
-    ReportResultRequest, ReportResultResponse, Run, RunEvent, RunStatus, StartStepRequest, StartStepResponse,
+    self, AttemptDisposition, CancelRunRequest, EmitEventRequest, GetRunRequest, GetWorkflowRequest, HeartbeatRequest,
+    HeartbeatResponse, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse,
+    RegisterWorkflowRequest, RegisterWorkflowResponse, ReportResultRequest, ReportResultResponse, RerunRunRequest,
+    RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus, StartStepRequest, StartStepResponse,
     SubmitRunRequest, SubmitRunResponse, WatchRunRequest, Workflow, report_result_request,
 };
 use redis::AsyncCommands;
@@ -206,6 +207,42 @@ impl proto::run_service_server::RunService for Api {
         }))
     }
 
+    async fn cancel_run(&self, req: Request<CancelRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
+        let r = req.into_inner();
+        self.engine.cancel_run(&r.run_id, &r.reason).await?;
+        Ok(Response::new(RunOperationResponse {
+            run_id: r.run_id,
+            status: RunStatus::Cancelled as i32,
+            dispatched_steps: vec![],
+        }))
+    }
+
+    async fn retry_run(&self, req: Request<RetryRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
+        let r = req.into_inner();
+        let dispatched_steps = self.engine.reset_run(&r.run_id, None, "").await?;
+        Ok(Response::new(RunOperationResponse {
+            run_id: r.run_id,
+            status: RunStatus::Running as i32,
+            dispatched_steps,
+        }))
+    }
+
+    async fn rerun_run(&self, req: Request<RerunRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
+        let r = req.into_inner();
+        if r.from_step.is_empty() {
+            return Err(Status::invalid_argument("from_step: required"));
+        }
+        let dispatched_steps = self
+            .engine
+            .reset_run(&r.run_id, Some(&r.from_step), &r.input_json)
+            .await?;
+        Ok(Response::new(RunOperationResponse {
+            run_id: r.run_id,
+            status: RunStatus::Running as i32,
+            dispatched_steps,
+        }))
+    }
+
     type WatchRunStream = EventStream;
 
     async fn watch_run(&self, req: Request<WatchRunRequest>) -> Result<Response<EventStream>, Status> {
@@ -279,38 +316,21 @@ async fn stream_events(
     }
 }
 
-fn attempt_ref<'a>(
-    run_id: &'a str,
-    step_id: &'a str,
-    attempt: u32,
-    workflow: &'a str,
-    version: u32,
-    worker: &'a str,
-) -> AttemptRef<'a> {
-    AttemptRef {
-        run_id,
-        step_id,
-        attempt,
-        workflow,
-        version,
-        worker,
-    }
-}
-
 #[tonic::async_trait]
 impl proto::worker_service_server::WorkerService for Api {
     async fn start_step(&self, req: Request<StartStepRequest>) -> Result<Response<StartStepResponse>, Status> {
         let r = req.into_inner();
         let d = self
             .engine
-            .start_step(&attempt_ref(
-                &r.run_id,
-                &r.step_id,
-                r.attempt,
-                &r.workflow,
-                r.workflow_version,
-                &r.worker_id,
-            ))
+            .start_step(&AttemptRef {
+                run_id: &r.run_id,
+                step_id: &r.step_id,
+                attempt: r.attempt,
+                workflow: &r.workflow,
+                version: r.workflow_version,
+                worker: &r.worker_id,
+                attempt_base: 0,
+            })
             .await?;
         Ok(Response::new(StartStepResponse {
             disposition: disposition(d),
@@ -331,18 +351,30 @@ impl proto::worker_service_server::WorkerService for Api {
         let d = self
             .engine
             .report_result(
-                &attempt_ref(
-                    &r.run_id,
-                    &r.step_id,
-                    r.attempt,
-                    &r.workflow,
-                    r.workflow_version,
-                    &r.worker_id,
-                ),
+                &AttemptRef {
+                    run_id: &r.run_id,
+                    step_id: &r.step_id,
+                    attempt: r.attempt,
+                    workflow: &r.workflow,
+                    version: r.workflow_version,
+                    worker: &r.worker_id,
+                    attempt_base: r.attempt_base,
+                },
                 outcome,
             )
             .await?;
         Ok(Response::new(ReportResultResponse {
+            disposition: disposition(d),
+        }))
+    }
+
+    async fn emit_event(&self, req: Request<EmitEventRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let d = self
+            .engine
+            .emit_event(&r.run_id, &r.step_id, r.attempt, &r.payload_json)
+            .await?;
+        Ok(Response::new(HeartbeatResponse {
             disposition: disposition(d),
         }))
     }

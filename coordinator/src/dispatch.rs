@@ -96,13 +96,14 @@ impl Dispatcher {
     /// `Publish` on a nack, a timeout or an unroutable task; `Amqp` on connection trouble.
     pub async fn publish(&self, task: &StepTask) -> Result<()> {
         let body = task.encode_to_vec();
-        let member = outbox_member(&task.run_id, &task.step_id, task.attempt);
+        let member = outbox_member(&task.run_id, &task.step_id);
+        let message_id = format!("{member}|{}", task.attempt);
         for tried in 0..2 {
             let ch = self.channel().await?;
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/x-protobuf".into())
-                .with_message_id(member.as_str().into())
+                .with_message_id(message_id.as_str().into())
                 .with_type("baton.v1.StepTask".into());
             let publish = ch.basic_publish(
                 self.topology.exchange().as_str().into(),
@@ -155,6 +156,32 @@ impl Dispatcher {
             }
         }
         Err(CoordinatorError::Publish(format!("{member} unroutable")))
+    }
+
+    /// Tells every worker that the steps of `run_id` are cancelled (best effort: a worker that misses
+    /// it learns at its next heartbeat or report, whose answers are fenced anyway).
+    ///
+    /// # Errors
+    /// `Publish` or `Amqp`.
+    pub async fn publish_cancel(&self, run_id: &str) -> Result<()> {
+        let ch = self.channel().await?;
+        let publish = ch.basic_publish(
+            self.topology.control_exchange().as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            run_id.as_bytes(),
+            BasicProperties::default().with_type("baton.cancel-run".into()),
+        );
+        match tokio::time::timeout(self.publish_timeout, async { publish.await?.await }).await {
+            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(_)) => Err(CoordinatorError::Publish(format!(
+                "cancel notice for {run_id} not confirmed"
+            ))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(CoordinatorError::Publish(format!(
+                "cancel notice for {run_id} timed out"
+            ))),
+        }
     }
 
     /// Publishes tasks in the background, concurrently. A failed publish stays in the outbox, and the

@@ -45,6 +45,8 @@ pub struct AttemptRef<'a> {
     pub version: u32,
     /// The worker.
     pub worker: &'a str,
+    /// Attempts before the run's last retry or re-run (the retry policy counts from there).
+    pub attempt_base: u32,
 }
 
 /// The coordinator's application service. Cheap to share (`Arc`).
@@ -146,6 +148,8 @@ impl Engine {
             .roots()
             .map(|s| {
                 let payload = crate::store::DispatchPayload {
+                    dispatched_at: now,
+                    attempt_base: 0,
                     step_id: s.id.clone(),
                     attempt: 1,
                     input_json: input_json.clone(),
@@ -258,7 +262,13 @@ impl Engine {
                 }
             }
             Outcome::Failure(f) => {
-                let at = machine::retry_at(step, a.attempt, &f.error_type, f.retryable, now);
+                let at = machine::retry_at(
+                    step,
+                    a.attempt.saturating_sub(a.attempt_base),
+                    &f.error_type,
+                    f.retryable,
+                    now,
+                );
                 let message = if f.error_type.is_empty() {
                     f.message
                 } else {
@@ -273,7 +283,7 @@ impl Engine {
             for c in def.children(a.step_id) {
                 pre.zadd(
                     self.store.keys().outbox(),
-                    crate::store::outbox_member(a.run_id, &c.id, 1),
+                    crate::store::outbox_member(a.run_id, &c.id),
                     due,
                 )
                 .ignore();
@@ -386,9 +396,10 @@ impl Engine {
                         hb.as_millis() as u64,
                     )
                 };
+                let base = self.store.attempt_base(run_id, step_id).await?;
                 let retry_at = machine::retry_at(
                     step,
-                    attempt,
+                    attempt.saturating_sub(base),
                     if kind == TimerKind::Timeout {
                         "Timeout"
                     } else {
@@ -441,7 +452,7 @@ impl Engine {
     /// # Errors
     /// `Redis`, `Amqp`, `Publish`: the entry stays in the outbox and is tried again.
     pub async fn redispatch(&self, claimed: &Claimed) -> Result<()> {
-        let Some((run_id, step_id, attempt)) = parse_outbox_member(&claimed.member) else {
+        let Some((run_id, step_id)) = parse_outbox_member(&claimed.member) else {
             return self.store.release(true, claimed).await;
         };
         let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
@@ -457,7 +468,7 @@ impl Engine {
             .dispatch_attempt(
                 &RunCall { run_id, now },
                 step_id,
-                attempt,
+                0,
                 false,
                 &step.depends_on.join(","),
                 0,
@@ -468,7 +479,7 @@ impl Engine {
                 tracing::info!(
                     run = run_id,
                     step = step_id,
-                    attempt,
+                    attempt = payload.attempt,
                     "re-sending an unconfirmed dispatch"
                 );
                 // A confirmed publish removes the entry.
@@ -478,5 +489,107 @@ impl Engine {
             }
             None => self.store.release(true, claimed).await,
         }
+    }
+
+    /// Cancels a run, then tells the workers running its steps.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a malformed id; `NotFound`; `FailedPrecondition` when it already finished.
+    pub async fn cancel_run(&self, run_id: &str, reason: &str) -> Result<()> {
+        check_run_id(run_id)?;
+        let reason = if reason.is_empty() {
+            "cancelled".to_string()
+        } else {
+            format!("cancelled: {reason}")
+        };
+        self.store
+            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason)
+            .await?;
+        if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
+            tracing::warn!(run = run_id, error = %e, "could not notify workers of a cancel; they learn it when they report");
+        }
+        Ok(())
+    }
+
+    /// Runs a finished run's failed and cancelled steps again (`from = None`), or everything from step
+    /// `from` on, optionally with a new input. Returns the steps dispatched.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a malformed id, an unknown `from` step or a bad input; `NotFound`;
+    /// `FailedPrecondition` when the run has not finished (or, for a retry, nothing failed).
+    pub async fn reset_run(&self, run_id: &str, from: Option<&str>, input_json: &str) -> Result<Vec<String>> {
+        check_run_id(run_id)?;
+        let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
+            return Err(CoordinatorError::NotFound(format!(
+                "run_id: no run {run_id} (it may have expired)"
+            )));
+        };
+        let def = self.registry.pinned(&workflow, version).await?;
+        let steps = match from {
+            None => None,
+            Some(step) if def.step(step).is_some() => Some(machine::descendants(&def, step)),
+            Some(step) => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "from_step: workflow {workflow:?} version {version} has no step {step:?}"
+                )));
+            }
+        };
+        let input = if input_json.trim().is_empty() {
+            None
+        } else {
+            let value: serde_json::Value = serde_json::from_str(input_json)
+                .map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
+            def.validate_input(&value)?;
+            Some(value.to_string())
+        };
+        let now = now_ms();
+        let due = now + self.config.dispatch_grace.as_millis() as i64;
+        let call = RunCall { run_id, now };
+        let payloads = self
+            .store
+            .reset_steps(
+                &call,
+                steps.as_deref(),
+                input.as_deref(),
+                &machine::all_steps_spec(&def),
+                due,
+            )
+            .await?;
+        let dispatched = payloads.iter().map(|p| p.step_id.clone()).collect();
+        let tasks = payloads
+            .into_iter()
+            .filter_map(|p| {
+                def.step(&p.step_id)
+                    .map(|s| machine::task(&def, s, run_id, p.clone(), now))
+            })
+            .collect();
+        self.dispatcher.publish_detached(tasks);
+        Ok(dispatched)
+    }
+
+    /// Records a custom event of a running attempt.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a malformed id, a payload that is not JSON or over the size limit.
+    pub async fn emit_event(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        payload_json: &str,
+    ) -> Result<Disposition> {
+        check_run_id(run_id)?;
+        if payload_json.len() > self.config.max_payload_bytes {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "payload_json: {} bytes is over the limit of {} bytes",
+                payload_json.len(),
+                self.config.max_payload_bytes
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_str(payload_json)
+            .map_err(|e| CoordinatorError::InvalidArgument(format!("payload_json: not valid JSON: {e}")))?;
+        self.store
+            .emit_event(&RunCall { run_id, now: now_ms() }, step_id, attempt, &value.to_string())
+            .await
     }
 }

@@ -14,6 +14,9 @@ pub enum CoordinatorError {
     /// A definition with the same name and version but other content exists (`ALREADY_EXISTS`).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The operation does not fit the run's state, e.g. cancelling a finished run (`FAILED_PRECONDITION`).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Redis failed or could not be reached (`UNAVAILABLE`: callers should retry).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -51,6 +54,7 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             CoordinatorError::NotFound(_) => tonic::Status::not_found(msg),
             CoordinatorError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            CoordinatorError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             CoordinatorError::Redis(_) | CoordinatorError::Amqp(_) | CoordinatorError::Publish(_) => {
                 tonic::Status::unavailable(msg)
             }

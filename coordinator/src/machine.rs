@@ -19,6 +19,35 @@ pub fn children_spec(def: &WorkflowDefinition, step: &str) -> String {
         .join(";")
 }
 
+/// Every step with its parents: `a=;b=a;c=a,b`.
+pub fn all_steps_spec(def: &WorkflowDefinition) -> String {
+    def.steps
+        .iter()
+        .map(|s| format!("{}={}", s.id, s.depends_on.join(",")))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// `step` and every step that depends on it, directly or not, in definition order.
+pub fn descendants(def: &WorkflowDefinition, step: &str) -> Vec<String> {
+    let mut found = vec![step.to_string()];
+    let mut i = 0;
+    while i < found.len() {
+        let children: Vec<String> = def.children(&found[i]).map(|c| c.id.clone()).collect();
+        for c in children {
+            if !found.contains(&c) {
+                found.push(c);
+            }
+        }
+        i += 1;
+    }
+    def.steps
+        .iter()
+        .filter(|s| found.contains(&s.id))
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 /// The leaf steps, comma-separated.
 pub fn leaves_csv(def: &WorkflowDefinition) -> String {
     def.leaves().map(|s| s.id.as_str()).collect::<Vec<_>>().join(",")
@@ -63,6 +92,7 @@ pub fn task(
         timeout_ms: step.timeout.as_millis() as u64,
         heartbeat_timeout_ms: step.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
         dispatched_at_ms: now,
+        attempt_base: payload.attempt_base,
     }
 }
 
@@ -86,6 +116,9 @@ mod tests {
         assert_eq!(leaves_csv(&d), "d");
         assert_eq!(step_ids_csv(&d), "a,b,c,d");
         assert_eq!(pinned(&d), "w@2");
+        assert_eq!(all_steps_spec(&d), "a=;b=a;c=a;d=b,c");
+        assert_eq!(descendants(&d, "b"), ["b", "d"]);
+        assert_eq!(descendants(&d, "a"), ["a", "b", "c", "d"]);
     }
 
     #[test]

@@ -31,6 +31,9 @@ struct Scripts {
     heartbeat: RunScript,
     complete_step: RunScript,
     dispatch_attempt: RunScript,
+    cancel_run: RunScript,
+    reset_steps: RunScript,
+    emit_event: RunScript,
     claim: redis::Script,
     release: redis::Script,
 }
@@ -53,6 +56,10 @@ pub struct DispatchPayload {
     pub step_id: String,
     /// Its attempt number (1-based).
     pub attempt: u32,
+    /// Attempts the step had before its run was last retried or re-run (see `StepTask.attempt_base`).
+    pub attempt_base: u32,
+    /// When the dispatch was committed, Unix ms.
+    pub dispatched_at: i64,
     /// The run input, JSON text.
     pub input_json: String,
     /// Outputs of the step's parents, JSON text by step id.
@@ -134,6 +141,9 @@ impl Store {
             heartbeat: RunScript::new(include_str!("scripts/heartbeat.lua")),
             complete_step: RunScript::new(include_str!("scripts/complete_step.lua")),
             dispatch_attempt: RunScript::new(include_str!("scripts/dispatch_attempt.lua")),
+            cancel_run: RunScript::new(include_str!("scripts/cancel_run.lua")),
+            reset_steps: RunScript::new(include_str!("scripts/reset_steps.lua")),
+            emit_event: RunScript::new(include_str!("scripts/emit_event.lua")),
             claim: redis::Script::new(include_str!("scripts/claim.lua")),
             release: redis::Script::new(include_str!("scripts/release.lua")),
         };
@@ -177,6 +187,9 @@ impl Store {
             &s.heartbeat,
             &s.complete_step,
             &s.dispatch_attempt,
+            &s.cancel_run,
+            &s.reset_steps,
+            &s.emit_event,
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
@@ -245,7 +258,7 @@ impl Store {
             pre.zadd(self.keys.workflow_runs_index(workflow), &member, 0).ignore();
         }
         for r in roots {
-            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, r, 1), outbox_due)
+            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, r), outbox_due)
                 .ignore();
         }
         let args = [
@@ -355,7 +368,7 @@ impl Store {
                 let n: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 let mut dispatched = Vec::with_capacity(n);
                 for _ in 0..n {
-                    dispatched.push(read_payload(&mut it, &input, 1)?);
+                    dispatched.push(read_payload(&mut it, &input)?);
                 }
                 Completion::Succeeded { run_status, dispatched }
             }
@@ -363,8 +376,9 @@ impl Store {
         })
     }
 
-    /// The payload of an attempt to (re)publish: `retry = true` moves a retrying step to dispatched;
-    /// otherwise only a step still dispatched (never started) answers. `None` when stale.
+    /// The payload of an attempt to (re)publish: `retry = true` moves step `step`, retrying as
+    /// `attempt`, to dispatched; otherwise only a step still dispatched (never started) answers, with
+    /// its current attempt. `None` when stale.
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
@@ -382,12 +396,8 @@ impl Store {
         let mode = if retry { "retry" } else { "check" };
         let mut pre = redis::pipe();
         if retry {
-            pre.zadd(
-                self.keys.outbox(),
-                outbox_member(call.run_id, step, attempt),
-                outbox_due,
-            )
-            .ignore();
+            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step), outbox_due)
+                .ignore();
         }
         let out = self
             .eval_run(
@@ -402,7 +412,94 @@ impl Store {
             return Ok(None);
         }
         let input = it.next().unwrap_or_default();
-        Ok(Some(read_payload(&mut it, &input, attempt)?))
+        Ok(Some(read_payload(&mut it, &input)?))
+    }
+
+    /// Cancels an unfinished run.
+    ///
+    /// # Errors
+    /// `NotFound` for no such run; `FailedPrecondition`-like `InvalidState` when it already finished;
+    /// `Redis`.
+    pub async fn cancel_run(&self, call: &RunCall<'_>, reason: &str) -> Result<()> {
+        let out = self
+            .eval_run(redis::pipe(), &self.scripts.cancel_run, call, &[reason.into()])
+            .await?;
+        match out.first().map(String::as_str) {
+            Some("cancelled") => Ok(()),
+            Some("finished") => Err(CoordinatorError::FailedPrecondition(format!(
+                "run_id: run {} already finished ({})",
+                call.run_id,
+                out.get(1).map(String::as_str).unwrap_or("?")
+            ))),
+            _ => Err(not_found(call.run_id)),
+        }
+    }
+
+    /// Resets steps of a finished run and dispatches those that are ready (see `reset_steps.lua`).
+    /// `steps` is `None` for a retry (every failed or cancelled step). The outbox entries of every step
+    /// in `all_steps` are written first, in the same round trip.
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` when the run has not finished, or (retry) nothing failed; `Redis`.
+    pub async fn reset_steps(
+        &self,
+        call: &RunCall<'_>,
+        steps: Option<&[String]>,
+        input_json: Option<&str>,
+        all_steps: &str,
+        outbox_due: i64,
+    ) -> Result<Vec<DispatchPayload>> {
+        let mut pre = redis::pipe();
+        for spec in all_steps.split(';') {
+            if let Some((step, _)) = spec.split_once('=') {
+                pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step), outbox_due)
+                    .ignore();
+            }
+        }
+        let mode = if steps.is_some() { "rerun" } else { "retry" };
+        let args = [
+            mode.to_string(),
+            steps.map(|s| s.join(",")).unwrap_or_default(),
+            input_json.unwrap_or("").to_string(),
+            all_steps.to_string(),
+        ];
+        let out = self.eval_run(pre, &self.scripts.reset_steps, call, &args).await?;
+        let mut it = out.into_iter();
+        match it.next().as_deref() {
+            Some("ok") => {
+                let input = it.next().unwrap_or_default();
+                let n: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                (0..n).map(|_| read_payload(&mut it, &input)).collect()
+            }
+            Some("not_finished") => Err(CoordinatorError::FailedPrecondition(format!(
+                "run_id: run {} is still {}; cancel it first",
+                call.run_id,
+                it.next().unwrap_or_default()
+            ))),
+            Some("nothing") => Err(CoordinatorError::FailedPrecondition(format!(
+                "run_id: run {} has no failed or cancelled step to retry",
+                call.run_id
+            ))),
+            _ => Err(not_found(call.run_id)),
+        }
+    }
+
+    /// Appends a custom event of a running attempt.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn emit_event(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        payload_json: &str,
+    ) -> Result<Disposition> {
+        let args = [step.to_string(), attempt.to_string(), payload_json.to_string()];
+        let out = self
+            .eval_run(redis::pipe(), &self.scripts.emit_event, call, &args)
+            .await?;
+        Ok(disposition(&out))
     }
 
     /// Leases up to `limit` due entries of the timers (`outbox = false`) or the outbox.
@@ -494,6 +591,16 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(wf.zip(v))
+    }
+
+    /// The attempt base of a step (0 unless its run was retried or re-run).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn attempt_base(&self, run_id: &str, step: &str) -> Result<u32> {
+        let mut conn = self.conn.clone();
+        let base: Option<u32> = conn.hget(self.keys.steps(run_id), format!("{step}:base")).await?;
+        Ok(base.unwrap_or(0))
     }
 
     /// One page of run ids from a run index, newest first, strictly older than `after` (an index member).
@@ -688,9 +795,16 @@ pub fn stream_entry(e: redis::streams::StreamId) -> (String, HashMap<String, Str
     (e.id, fields)
 }
 
-fn read_payload(it: &mut impl Iterator<Item = String>, input: &str, attempt: u32) -> Result<DispatchPayload> {
+fn not_found(run_id: &str) -> CoordinatorError {
+    CoordinatorError::NotFound(format!("run_id: no run {run_id} (it may have expired)"))
+}
+
+fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<DispatchPayload> {
     let bad = || CoordinatorError::Internal("malformed dispatch payload from Redis".into());
     let step_id = it.next().ok_or_else(bad)?;
+    let attempt: u32 = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let attempt_base: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let dispatched_at: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let n: usize = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let mut parent_outputs = HashMap::with_capacity(n);
     for _ in 0..n {
@@ -701,6 +815,8 @@ fn read_payload(it: &mut impl Iterator<Item = String>, input: &str, attempt: u32
     Ok(DispatchPayload {
         step_id,
         attempt,
+        attempt_base,
+        dispatched_at,
         input_json: input.to_string(),
         parent_outputs,
     })
@@ -714,9 +830,11 @@ fn disposition(out: &[String]) -> Disposition {
     }
 }
 
-/// The outbox member of a dispatched attempt: `<run>|<step>|<attempt>`.
-pub fn outbox_member(run_id: &str, step: &str, attempt: u32) -> String {
-    format!("{run_id}|{step}|{attempt}")
+/// The outbox member of a dispatched step: `<run>|<step>`. Keyed by step, not attempt, so an entry
+/// written before the commit knows its key without knowing which attempt the script will dispatch;
+/// the sweeper publishes whatever attempt is dispatched when it looks.
+pub fn outbox_member(run_id: &str, step: &str) -> String {
+    format!("{run_id}|{step}")
 }
 
 /// The member of a timer: `<kind>|<run>|<step>|<attempt>`.
@@ -760,10 +878,9 @@ impl TimerKind {
     }
 }
 
-/// Parses an outbox member back into (run, step, attempt).
-pub fn parse_outbox_member(member: &str) -> Option<(&str, &str, u32)> {
-    let mut it = member.splitn(3, '|');
-    Some((it.next()?, it.next()?, it.next()?.parse().ok()?))
+/// Parses an outbox member back into (run, step).
+pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
+    member.split_once('|')
 }
 
 #[cfg(test)]
@@ -774,7 +891,7 @@ mod tests {
     fn members_round_trip() {
         let m = timer_member(TimerKind::Heartbeat, "r-1", "step_a", 3);
         assert_eq!(TimerKind::parse(&m), Some((TimerKind::Heartbeat, "r-1", "step_a", 3)));
-        assert_eq!(parse_outbox_member(&outbox_member("r", "s", 2)), Some(("r", "s", 2)));
+        assert_eq!(parse_outbox_member(&outbox_member("r", "s")), Some(("r", "s")));
         assert_eq!(TimerKind::parse("bogus|r|s|1"), None);
     }
 }

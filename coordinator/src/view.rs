@@ -107,6 +107,7 @@ pub fn event_view(run_id: &str, id: String, f: &HashMap<String, String>) -> RunE
         attempt: field(f, "attempt").parse().unwrap_or(0),
         status: field(f, "status").into(),
         detail: field(f, "detail").into(),
+        payload_json: field(f, "payload").into(),
     }
 }
 

@@ -53,6 +53,12 @@ impl Topology {
         format!("{}.dead-letter", self.namespace)
     }
 
+    /// The fanout exchange of control notices to workers (the body is a run id whose running steps
+    /// should see cancellation). Each worker binds a queue of its own.
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.namespace)
+    }
+
     /// Declares the exchanges and the dead-letter queue. Idempotent.
     ///
     /// # Errors
@@ -71,6 +77,13 @@ impl Topology {
         .await?;
         ch.exchange_declare(
             self.dead_letter_exchange().as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.control_exchange().as_str().into(),
             lapin::ExchangeKind::Fanout,
             durable,
             FieldTable::default(),

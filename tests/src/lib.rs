@@ -296,15 +296,15 @@ impl Cluster {
 
     /// How many times the test worker ran `step` of `run` (counted by the handler itself).
     pub async fn executions(&self, run_id: &str, step: &str) -> i64 {
-        let mut conn = redis::Client::open(REDIS_URL)
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let n: Option<i64> =
-            redis::AsyncCommands::get(&mut conn, format!("{}:test:exec:{run_id}:{step}", self.namespace))
-                .await
-                .expect("GET");
+        self.count("exec", run_id, step).await
+    }
+
+    /// A count the test worker's handlers keep (`exec`, `saw-cancel`).
+    pub async fn count(&self, what: &str, run_id: &str, step: &str) -> i64 {
+        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let key = format!("{}:test:{what}:{run_id}:{step}", self.namespace);
+        let n: Option<i64> = redis::AsyncCommands::get(&mut conn, key).await.expect("GET");
         n.unwrap_or(0)
     }
 
@@ -386,6 +386,9 @@ pub async fn cleanup_namespace(namespace: &str, handlers: &[String]) {
             .await;
         let _ = ch
             .exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default())
+            .await;
+        let _ = ch
+            .exchange_delete(t.control_exchange().as_str().into(), Default::default())
             .await;
         let _ = conn.close(200, "done".into()).await;
     }

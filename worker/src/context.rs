@@ -4,10 +4,12 @@ use std::{collections::HashMap, fmt, time::Duration};
 
 use baton_shared::{
     ids,
-    proto::{AttemptDisposition, HeartbeatRequest, worker_service_client::WorkerServiceClient},
+    proto::{AttemptDisposition, EmitEventRequest, HeartbeatRequest, worker_service_client::WorkerServiceClient},
 };
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// Why a handler failed. A retryable error is tried again per the step's retry policy; a
@@ -76,6 +78,7 @@ pub struct StepContext {
     pub(crate) timeout: Duration,
     pub(crate) heartbeat_timeout: Option<Duration>,
     pub(crate) client: WorkerServiceClient<Channel>,
+    pub(crate) cancel: CancellationToken,
 }
 
 impl StepContext {
@@ -149,6 +152,18 @@ impl StepContext {
         self.heartbeat_timeout
     }
 
+    /// Whether the run was cancelled (or this attempt superseded): the handler should stop soon.
+    /// The worker gives a cancelled handler a grace period, then abandons it.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the run is cancelled or this attempt is superseded; use it in a `select!`
+    /// around long work.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
     /// Tells the coordinator this attempt is alive.
     ///
     /// # Errors
@@ -161,20 +176,46 @@ impl StepContext {
             attempt: self.attempt,
             worker_id: self.worker_id.clone(),
         };
-        let d = self
-            .client
-            .clone()
-            .heartbeat(req)
-            .await
-            .map_err(|s| StepError::retryable(format!("heartbeat: {}", s.message())))?
-            .into_inner()
-            .disposition;
-        match AttemptDisposition::try_from(d) {
+        let d = self.client.clone().heartbeat(req).await;
+        let d = d.map_err(|s| StepError::retryable(format!("heartbeat: {}", s.message())))?;
+        self.proceed_or_cancel(d.into_inner().disposition)
+    }
+
+    /// Emits a custom progress event (any JSON), streamed by `WatchRun` and `baton run watch` with
+    /// the step events.
+    ///
+    /// # Errors
+    /// Non-retryable: `InvalidEvent` when the event does not serialize, or the coordinator refuses it
+    /// (over its size limit); `Cancelled` when the attempt is no longer current. Retryable when the
+    /// coordinator cannot be reached.
+    pub async fn emit(&self, event: impl Serialize) -> Result<(), StepError> {
+        let payload_json = serde_json::to_string(&event)
+            .map_err(|e| StepError::non_retryable(format!("event: {e}")).with_type("InvalidEvent"))?;
+        let req = EmitEventRequest {
+            run_id: self.run_id.clone(),
+            step_id: self.step_id.clone(),
+            attempt: self.attempt,
+            payload_json,
+        };
+        match self.client.clone().emit_event(req).await {
+            Ok(r) => self.proceed_or_cancel(r.into_inner().disposition),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                Err(StepError::non_retryable(s.message()).with_type("InvalidEvent"))
+            }
+            Err(s) => Err(StepError::retryable(format!("emit: {}", s.message()))),
+        }
+    }
+
+    fn proceed_or_cancel(&self, disposition: i32) -> Result<(), StepError> {
+        match AttemptDisposition::try_from(disposition) {
             Ok(AttemptDisposition::Proceed) => Ok(()),
-            _ => Err(
-                StepError::non_retryable("the attempt is no longer current (run finished, cancelled or retried)")
-                    .with_type("Cancelled"),
-            ),
+            _ => {
+                self.cancel.cancel();
+                Err(
+                    StepError::non_retryable("the attempt is no longer current (run finished, cancelled or retried)")
+                        .with_type("Cancelled"),
+                )
+            }
         }
     }
 }

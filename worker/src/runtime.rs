@@ -15,13 +15,15 @@ use futures::StreamExt;
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+        BasicRejectOptions, QueueDeclareOptions,
     },
     types::FieldTable,
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::context::{StepContext, StepError};
@@ -241,13 +243,16 @@ impl Worker {
         let shared = Arc::new(Shared {
             config: self.config,
             client,
+            cancellations: Cancellations::default(),
         });
+        let control = tokio::spawn(watch_cancellations(shared.clone(), stop_rx.clone()));
         tracing::info!(worker = %shared.config.worker_id, handlers = ?self.handlers.keys().collect::<Vec<_>>(), "worker starting");
         let mut consumers = JoinSet::new();
         for (name, handler) in self.handlers {
             consumers.spawn(consume_forever(shared.clone(), name, handler, stop_rx.clone()));
         }
         while consumers.join_next().await.is_some() {}
+        control.abort();
         tracing::info!(worker = %shared.config.worker_id, "worker stopped");
         Ok(())
     }
@@ -256,6 +261,153 @@ impl Worker {
 struct Shared {
     config: WorkerConfig,
     client: WorkerServiceClient<Channel>,
+    cancellations: Cancellations,
+}
+
+/// How long a cancelled handler may go on before it is abandoned.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// The cancellation tokens of the steps running here, by run.
+#[derive(Default)]
+struct Cancellations {
+    next: std::sync::atomic::AtomicU64,
+    by_run: std::sync::Mutex<HashMap<String, Vec<(u64, CancellationToken)>>>,
+}
+
+impl Cancellations {
+    fn register(&self, run_id: &str) -> (u64, CancellationToken) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = CancellationToken::new();
+        self.by_run
+            .lock()
+            .expect("cancellations poisoned")
+            .entry(run_id.to_string())
+            .or_default()
+            .push((id, token.clone()));
+        (id, token)
+    }
+
+    fn forget(&self, run_id: &str, id: u64) {
+        let mut map = self.by_run.lock().expect("cancellations poisoned");
+        if let Some(list) = map.get_mut(run_id) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                map.remove(run_id);
+            }
+        }
+    }
+
+    fn cancel_run(&self, run_id: &str) -> usize {
+        let map = self.by_run.lock().expect("cancellations poisoned");
+        let list = map.get(run_id).map(Vec::as_slice).unwrap_or(&[]);
+        for (_, token) in list {
+            token.cancel();
+        }
+        list.len()
+    }
+}
+
+/// Waits for a handler: its outcome; a `Timeout` failure when it outlives `timeout` (it is aborted);
+/// and when the run is cancelled, its outcome if it stops within [`CANCEL_GRACE`], else a `Cancelled`
+/// failure (it is aborted). Results of a cancelled run are answered stale by the coordinator anyway.
+async fn supervise(
+    mut run: tokio::task::JoinHandle<Result<serde_json::Value, StepError>>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let outcome = |r: Result<Result<serde_json::Value, StepError>, tokio::task::JoinError>| match r {
+        Ok(Ok(value)) => Outcome::OutputJson(value.to_string()),
+        Ok(Err(e)) => Outcome::Failure(StepFailure {
+            message: e.message,
+            error_type: e.error_type,
+            retryable: e.retryable,
+        }),
+        Err(join) => Outcome::Failure(StepFailure {
+            message: format!("handler panicked: {join}"),
+            error_type: "Panic".into(),
+            retryable: true,
+        }),
+    };
+    let failure = |message: String, error_type: &str, retryable: bool| {
+        Outcome::Failure(StepFailure {
+            message,
+            error_type: error_type.into(),
+            retryable,
+        })
+    };
+    tokio::select! {
+        r = &mut run => outcome(r),
+        _ = tokio::time::sleep(timeout) => {
+            run.abort();
+            failure(format!("handler did not finish within {timeout:?}"), "Timeout", true)
+        }
+        _ = cancel.cancelled() => match tokio::time::timeout(CANCEL_GRACE, &mut run).await {
+            Ok(r) => outcome(r),
+            Err(_) => {
+                run.abort();
+                failure(format!("handler did not stop within {CANCEL_GRACE:?} of the cancel"), "Cancelled", false)
+            }
+        },
+    }
+}
+
+/// Listens for cancel notices on the control exchange (through a queue of this worker's own) and
+/// trips the tokens of the run's steps running here, until shutdown; reconnects on failure.
+async fn watch_cancellations(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let cfg = &shared.config;
+    let topology = Topology {
+        namespace: cfg.namespace.clone(),
+        queue_type: cfg.queue_type,
+        delivery_limit: cfg.delivery_limit,
+    };
+    loop {
+        let session = async {
+            let conn =
+                baton_shared::amqp::connect(&cfg.amqp_url, &format!("baton-worker {} control", cfg.worker_id)).await?;
+            let ch = conn.create_channel().await?;
+            topology.declare_base(&ch).await?;
+            let opts = QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            };
+            let queue = ch.queue_declare("".into(), opts, FieldTable::default()).await?;
+            ch.queue_bind(
+                queue.name().clone(),
+                topology.control_exchange().as_str().into(),
+                "".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let consume = BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            };
+            let mut consumer = ch
+                .basic_consume(queue.name().clone(), "".into(), consume, FieldTable::default())
+                .await?;
+            while let Some(delivery) = consumer.next().await {
+                let delivery = delivery?;
+                let run_id = String::from_utf8_lossy(&delivery.data);
+                let n = shared.cancellations.cancel_run(&run_id);
+                if n > 0 {
+                    tracing::info!(run = %run_id, steps = n, "run cancelled; told its handlers");
+                }
+            }
+            Ok::<(), lapin::Error>(())
+        };
+        tokio::select! {
+            r = session => if let Err(e) = r {
+                tracing::warn!(error = %e, "cancel listener failed; reconnecting");
+            },
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Keeps a consumer of `handler`'s queue running until shutdown, reconnecting with backoff.
@@ -420,6 +572,7 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         .collect();
     let input: serde_json::Value = serde_json::from_str(&task.input_json).unwrap_or(serde_json::Value::Null);
     let timeout = Duration::from_millis(task.timeout_ms.max(1));
+    let (registration, cancel) = shared.cancellations.register(&task.run_id);
     let ctx = StepContext {
         run_id: task.run_id.clone(),
         step_id: task.step_id.clone(),
@@ -432,31 +585,12 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         timeout,
         heartbeat_timeout: (task.heartbeat_timeout_ms > 0).then(|| Duration::from_millis(task.heartbeat_timeout_ms)),
         client: shared.client.clone(),
+        cancel: cancel.clone(),
     };
     // The handler runs in its own task so that a panic fails the attempt instead of the worker.
     let run = tokio::spawn((handler)(ctx, input));
-    let abort = run.abort_handle();
-    let outcome = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(Ok(value))) => Outcome::OutputJson(value.to_string()),
-        Ok(Ok(Err(e))) => Outcome::Failure(StepFailure {
-            message: e.message,
-            error_type: e.error_type,
-            retryable: e.retryable,
-        }),
-        Ok(Err(join)) => Outcome::Failure(StepFailure {
-            message: format!("handler panicked: {join}"),
-            error_type: "Panic".into(),
-            retryable: true,
-        }),
-        Err(_) => {
-            abort.abort();
-            Outcome::Failure(StepFailure {
-                message: format!("handler did not finish within {timeout:?}"),
-                error_type: "Timeout".into(),
-                retryable: true,
-            })
-        }
-    };
+    let outcome = supervise(run, timeout, &cancel).await;
+    shared.cancellations.forget(&task.run_id, registration);
 
     let report = ReportResultRequest {
         run_id: task.run_id.clone(),
@@ -466,6 +600,7 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         outcome: Some(outcome),
         workflow: task.workflow.clone(),
         workflow_version: task.workflow_version,
+        attempt_base: task.attempt_base,
     };
     let reported = (|| {
         let mut c = shared.client.clone();

@@ -341,6 +341,7 @@ fn event_lines() {
         attempt,
         status: status.to_owned(),
         detail: detail.to_owned(),
+        payload_json: String::new(),
     };
     let events = [
         event("run", "", 0, "running", "", 50),
@@ -364,4 +365,13 @@ fn event_lines() {
         json,
         r#"{"run_id":"run-0001","sequence":"50-0","time":"2025-03-01T12:00:00.050Z","kind":"run","step_id":null,"attempt":0,"status":"running","detail":null}"#
     );
+    let mut progress = event("custom", "fetch", 1, "", "", 70);
+    progress.payload_json = r#"{"done": 3}"#.into();
+    assert!(
+        event_line(&progress, width).contains(r#"progress    attempt 1   {"done": 3}"#),
+        "{}",
+        event_line(&progress, width)
+    );
+    let json = serde_json::to_value(event_json(&progress)).unwrap();
+    assert_eq!(json["payload"], serde_json::json!({"done": 3}));
 }

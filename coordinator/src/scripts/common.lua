@@ -50,15 +50,25 @@ local function record_attempt(step, attempt, outcome, err, worker)
   sset(step, 'history', h)
 end
 
--- Appends a dispatch payload for `step` to `out`: step id, parent count, then (parent, output) pairs.
+-- Appends a dispatch payload for `step` to `out`: step id, attempt, attempt base, dispatched_at,
+-- parent count, then (parent, output) pairs.
 local function push_payload(out, step, parents_csv)
   local ps = split(parents_csv, ',')
   out[#out + 1] = step
+  out[#out + 1] = sget(step, 'attempt') or '0'
+  out[#out + 1] = sget(step, 'base') or '0'
+  out[#out + 1] = sget(step, 'dispatched_at') or '0'
   out[#out + 1] = tostring(#ps)
   for _, p in ipairs(ps) do
     out[#out + 1] = p
     out[#out + 1] = sget(p, 'output') or 'null'
   end
+end
+
+-- The number of a step's next attempt: numbering goes on across retries and re-runs of a run, so a
+-- late result of an earlier attempt can never pass for a new one.
+local function next_attempt(step)
+  return (tonumber(sget(step, 'attempt')) or 0) + 1
 end
 
 local function dispatch(step, attempt)

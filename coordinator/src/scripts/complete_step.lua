@@ -9,7 +9,7 @@
 -- ARGV[12] the workflow's leaf steps, comma-separated (their outputs make the run output)
 -- ARGV[13] 'workflow@version' the coordinator planned with; anything else is answered stale
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'};
--- or {'ok', run_status, run_input, n, then per dispatched child: id, parent count, (parent, output)...}.
+-- or {'ok', run_status, run_input, n, then per dispatched child a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a child is dispatched exactly
 -- once, when its last parent succeeds; the run finishes when its last step does.
 local status = redis.call('HGET', RUN, 'status')
@@ -43,7 +43,7 @@ if outcome == 'ok' then
         if sget(p, 'status') ~= 'succeeded' then ready = false break end
       end
       if ready then
-        dispatch(child, 1)
+        dispatch(child, next_attempt(child))
         push_payload(out, child, parents)
         n = n + 1
       end

@@ -4,7 +4,9 @@
 //!
 //! Handlers: `echo` (returns its input), `trace` (returns its step id, the outputs it received and
 //! the attempt), `fail` (`{"succeed_on_attempt": N}` / `{"fatal": true}` / `{"error_type": T}`),
-//! `slow` (`{"ms": N, "only_attempt": A}`: sleeps N ms, on attempt A only when given).
+//! `slow` (`{"ms": N, "only_attempt": A}`: sleeps N ms, on attempt A only when given),
+//! `patient` (`{"ticks": N, "ms": M}`: emits `{"tick": i}` N times, M ms apart, and stops early when
+//! the run is cancelled, counting that in `<namespace>:test:saw-cancel:<run>:<step>`).
 
 use std::time::Duration;
 
@@ -20,8 +22,12 @@ struct Counter {
 
 impl Counter {
     async fn count(&self, ctx: &StepContext) {
+        self.count_as("exec", ctx).await;
+    }
+
+    async fn count_as(&self, what: &str, ctx: &StepContext) {
         let mut c = self.conn.clone();
-        let key = format!("{}:test:exec:{}:{}", self.prefix, ctx.run_id(), ctx.step_id());
+        let key = format!("{}:test:{what}:{}:{}", self.prefix, ctx.run_id(), ctx.step_id());
         let _: Result<i64, _> = c.incr(&key, 1).await;
         let _: Result<bool, _> = c.expire(&key, 3600).await;
     }
@@ -39,7 +45,13 @@ async fn main() -> anyhow::Result<()> {
         prefix: config.namespace.clone(),
     };
 
-    let (c1, c2, c3, c4) = (counter.clone(), counter.clone(), counter.clone(), counter);
+    let (c1, c2, c3, c4, c5) = (
+        counter.clone(),
+        counter.clone(),
+        counter.clone(),
+        counter.clone(),
+        counter,
+    );
     Worker::new(config)
         .handler("echo", move |ctx: StepContext, input: Value| {
             let c = c1.clone();
@@ -86,6 +98,30 @@ async fn main() -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(1000))).await;
                 }
                 Ok::<_, StepError>(json!({"attempt": ctx.attempt(), "worker": ctx.worker_id()}))
+            }
+        })
+        .handler("patient", move |ctx: StepContext, input: Value| {
+            let c = c5.clone();
+            async move {
+                c.count(&ctx).await;
+                let ms = input["ms"].as_u64().unwrap_or(100);
+                for tick in 0..input["ticks"].as_u64().unwrap_or(3) {
+                    if let Err(e) = ctx.emit(json!({"tick": tick})).await {
+                        // A cancel can reach the handler through the answer to an emit, too.
+                        if e.error_type == "Cancelled" {
+                            c.count_as("saw-cancel", &ctx).await;
+                        }
+                        return Err(e);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                        _ = ctx.cancelled() => {
+                            c.count_as("saw-cancel", &ctx).await;
+                            return Err(StepError::non_retryable("stopped: the run was cancelled").with_type("Cancelled"));
+                        }
+                    }
+                }
+                Ok::<_, StepError>(json!({"ticks": input["ticks"]}))
             }
         })
         .run(baton_worker::shutdown_signal())

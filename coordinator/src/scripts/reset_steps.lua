@@ -1,0 +1,57 @@
+-- reset_steps.lua: runs part of a finished run again (RetryRun, RerunRun).
+-- ARGV[4] mode: 'retry' resets every failed or cancelled step; 'rerun' resets the steps of ARGV[5].
+-- ARGV[5] steps to reset for 'rerun' (comma-separated)
+-- ARGV[6] a new run input (JSON), or '' to keep the old one
+-- ARGV[7] every step with its parents: 'a=;b=a;c=a,b'
+-- Returns {'missing'}; {'not_finished', status}; {'nothing'} (retry of a run with no failed step);
+-- or {'ok', run_input, n, then n payloads (see push_payload)}.
+-- Invariants: only a finished run is reset; succeeded steps outside the reset keep their outputs;
+-- attempt numbers go on from where they were, so stale results stay stale; each reset step records
+-- its attempt count as its base, so its retry policy starts afresh.
+local status = redis.call('HGET', RUN, 'status')
+if not status then return { 'missing' } end
+if not TERMINAL[status] then return { 'not_finished', status } end
+local mode = ARGV[4]
+local reset = {}
+if mode == 'retry' then
+  for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
+    local st = sget(s, 'status')
+    if st == 'failed' or st == 'cancelled' then reset[#reset + 1] = s end
+  end
+  if #reset == 0 then return { 'nothing' } end
+else
+  reset = split(ARGV[5], ',')
+end
+for _, s in ipairs(reset) do
+  sset(s, 'status', 'pending', 'output', '', 'error', '', 'finished_at', '', 'retry_at', '',
+    'base', sget(s, 'attempt') or '0')
+end
+if ARGV[6] ~= '' then redis.call('HSET', RUN, 'input', ARGV[6]) end
+local left = 0
+for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
+  if sget(s, 'status') ~= 'succeeded' then left = left + 1 end
+end
+redis.call('HSET', RUN, 'status', 'running', 'finished_at', '', 'error', '', 'output', '', 'steps_left', tostring(left))
+redis.call('PERSIST', RUN)
+redis.call('PERSIST', STEPS)
+redis.call('PERSIST', EVENTS)
+event('run', '', 0, 'running', mode == 'retry' and 'retried' or 'rerun')
+local out = { 'ok', redis.call('HGET', RUN, 'input'), '0' }
+local n = 0
+for _, spec in ipairs(split(ARGV[7], ';')) do
+  local eq = string.find(spec, '=', 1, true)
+  local step, parents = string.sub(spec, 1, eq - 1), string.sub(spec, eq + 1)
+  if sget(step, 'status') == 'pending' then
+    local ready = true
+    for _, p in ipairs(split(parents, ',')) do
+      if sget(p, 'status') ~= 'succeeded' then ready = false break end
+    end
+    if ready then
+      dispatch(step, next_attempt(step))
+      push_payload(out, step, parents)
+      n = n + 1
+    end
+  end
+end
+out[3] = tostring(n)
+return out
