@@ -324,9 +324,15 @@ fn step_definition_row(step: &StepDefinition) -> Vec<String> {
         ),
         None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
     };
+    // A durable sleep step has no handler: show what it does instead.
+    let handler = if step.handler.is_empty() && step.sleep_ms > 0 {
+        format!("(sleep {})", optional_duration(step.sleep_ms))
+    } else {
+        step.handler.clone()
+    };
     vec![
         step.id.clone(),
-        step.handler.clone(),
+        handler,
         or_dash(&step.depends_on.join(", ")),
         optional_duration(step.timeout_ms),
         optional_duration(step.heartbeat_timeout_ms),
@@ -604,6 +610,8 @@ pub struct StepDefinitionJson {
     pub timeout_ms: u64,
     /// Its heartbeat timeout in milliseconds, `null` when none.
     pub heartbeat_timeout_ms: Option<u64>,
+    /// For a durable sleep step: how long it waits, in milliseconds; `null` otherwise.
+    pub sleep_ms: Option<u64>,
     /// Its retry policy, `null` when the server sent none.
     pub retry: Option<RetryJson>,
 }
@@ -643,6 +651,7 @@ pub fn workflow_json(w: &Workflow) -> WorkflowJson {
                 depends_on: s.depends_on.clone(),
                 timeout_ms: s.timeout_ms,
                 heartbeat_timeout_ms: (s.heartbeat_timeout_ms > 0).then_some(s.heartbeat_timeout_ms),
+                sleep_ms: (s.sleep_ms > 0).then_some(s.sleep_ms),
                 retry: s.retry.as_ref().map(|r| RetryJson {
                     max_attempts: r.max_attempts,
                     initial_interval_ms: r.initial_interval_ms,

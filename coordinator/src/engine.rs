@@ -17,7 +17,8 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Claimed, CompleteArgs, Completion, Disposition, RunCall, Store, TimerKind, parse_outbox_member, timer_member,
+        Claimed, CompleteArgs, Completion, DispatchPayload, Disposition, RunCall, Store, TimerKind,
+        parse_outbox_member, timer_member,
     },
 };
 
@@ -144,21 +145,18 @@ impl Engine {
         if existed.is_some() {
             return Ok((run_id, false));
         }
-        let tasks = def
+        let payloads = def
             .roots()
-            .map(|s| {
-                let payload = crate::store::DispatchPayload {
-                    dispatched_at: now,
-                    attempt_base: 0,
-                    step_id: s.id.clone(),
-                    attempt: 1,
-                    input_json: input_json.clone(),
-                    parent_outputs: Default::default(),
-                };
-                machine::task(&def, s, &run_id, payload, now)
+            .map(|s| crate::store::DispatchPayload {
+                dispatched_at: now,
+                attempt_base: 0,
+                step_id: s.id.clone(),
+                attempt: 1,
+                input_json: input_json.clone(),
+                parent_outputs: Default::default(),
             })
             .collect();
-        self.dispatcher.publish_detached(tasks);
+        self.launch(&def, &run_id, payloads, now).await;
         Ok((run_id, true))
     }
 
@@ -316,10 +314,10 @@ impl Engine {
             .store
             .complete_step(pre, &RunCall { run_id: a.run_id, now }, &args)
             .await?;
-        Ok(self.after_completion(&def, a.run_id, completion, now))
+        Ok(self.after_completion(&def, a.run_id, completion, now).await)
     }
 
-    fn after_completion(
+    async fn after_completion(
         &self,
         def: &WorkflowDefinition,
         run_id: &str,
@@ -330,17 +328,54 @@ impl Engine {
             Completion::Stale | Completion::Alive(_) => Disposition::Stale,
             Completion::Retry(_) | Completion::Failed => Disposition::Proceed,
             Completion::Succeeded { dispatched, .. } => {
-                let tasks: Vec<StepTask> = dispatched
-                    .into_iter()
-                    .filter_map(|p| {
-                        def.step(&p.step_id)
-                            .map(|s| machine::task(def, s, run_id, p.clone(), now))
-                    })
-                    .collect();
-                self.dispatcher.publish_detached(tasks);
+                self.launch(def, run_id, dispatched, now).await;
                 Disposition::Proceed
             }
         }
+    }
+
+    /// Carries out dispatches a script committed: task steps are published to RabbitMQ (in the
+    /// background, many in flight), sleep steps get their wake-up timer. Each is already in the
+    /// outbox, so whatever fails here is done again by the sweeper.
+    async fn launch(&self, def: &WorkflowDefinition, run_id: &str, payloads: Vec<DispatchPayload>, now: i64) {
+        let mut tasks: Vec<StepTask> = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            let Some(step) = def.step(&p.step_id) else { continue };
+            match step.sleep {
+                Some(sleep) => {
+                    if let Err(e) = self.start_sleep(def, step.id.as_str(), sleep, run_id, &p, now).await {
+                        tracing::warn!(run = run_id, step = %step.id, error = %e, "could not start a sleep; the sweeper will");
+                    }
+                }
+                None => tasks.push(machine::task(def, step, run_id, p, now)),
+            }
+        }
+        self.dispatcher.publish_detached(tasks);
+    }
+
+    /// Starts a sleep step: marks it running and arms its wake-up timer, due `sleep` after the
+    /// dispatch was committed (so a sweeper that starts it late still wakes it on time).
+    async fn start_sleep(
+        &self,
+        def: &WorkflowDefinition,
+        step: &str,
+        sleep: Duration,
+        run_id: &str,
+        p: &DispatchPayload,
+        now: i64,
+    ) -> Result<()> {
+        let from = if p.dispatched_at > 0 { p.dispatched_at } else { now };
+        let wake = (
+            timer_member(TimerKind::Wake, run_id, step, p.attempt),
+            from + sleep.as_millis() as i64,
+        );
+        let call = RunCall { run_id, now };
+        self.store
+            .start_step(&call, step, p.attempt, "timer", &machine::pinned(def), &[wake])
+            .await?;
+        self.store
+            .outbox_done(&[crate::store::outbox_member(run_id, step)])
+            .await
     }
 
     /// Handles one due timer (retry, timeout, heartbeat). Idempotent: a timer of an attempt that is no
@@ -371,9 +406,36 @@ impl Engine {
                     .await?
                 {
                     // Committed as dispatched, with its outbox entry: if this publish fails, the sweeper re-sends it.
-                    self.dispatcher
-                        .publish_detached(vec![machine::task(&def, step, run_id, payload, now)]);
+                    self.launch(&def, run_id, vec![payload], now).await;
                 }
+            }
+            TimerKind::Wake => {
+                let slept = step.sleep.map(|d| d.as_millis()).unwrap_or(0);
+                let body = format!("{{\"slept_ms\":{slept}}}");
+                let args = CompleteArgs {
+                    step: step_id,
+                    attempt,
+                    worker: "timer",
+                    outcome: "ok",
+                    body: &body,
+                    retry_at: 0,
+                    heartbeat_timeout_ms: 0,
+                    children: &machine::children_spec(&def, step_id),
+                    leaves: &machine::leaves_csv(&def),
+                    pinned: &machine::pinned(&def),
+                };
+                let mut pre = redis::pipe();
+                let due = now + self.config.dispatch_grace.as_millis() as i64;
+                for c in def.children(step_id) {
+                    pre.zadd(
+                        self.store.keys().outbox(),
+                        crate::store::outbox_member(run_id, &c.id),
+                        due,
+                    )
+                    .ignore();
+                }
+                let completion = self.store.complete_step(pre, &call, &args).await?;
+                self.after_completion(&def, run_id, completion, now).await;
             }
             TimerKind::Timeout | TimerKind::Heartbeat => {
                 let (outcome, message, hb_ms) = if kind == TimerKind::Timeout {
@@ -482,10 +544,15 @@ impl Engine {
                     attempt = payload.attempt,
                     "re-sending an unconfirmed dispatch"
                 );
-                // A confirmed publish removes the entry.
-                self.dispatcher
-                    .publish(&machine::task(&def, step, run_id, payload, now))
-                    .await
+                match step.sleep {
+                    Some(sleep) => self.start_sleep(&def, step_id, sleep, run_id, &payload, now).await,
+                    // A confirmed publish removes the entry.
+                    None => {
+                        self.dispatcher
+                            .publish(&machine::task(&def, step, run_id, payload, now))
+                            .await
+                    }
+                }
             }
             None => self.store.release(true, claimed).await,
         }
@@ -556,14 +623,7 @@ impl Engine {
             )
             .await?;
         let dispatched = payloads.iter().map(|p| p.step_id.clone()).collect();
-        let tasks = payloads
-            .into_iter()
-            .filter_map(|p| {
-                def.step(&p.step_id)
-                    .map(|s| machine::task(&def, s, run_id, p.clone(), now))
-            })
-            .collect();
-        self.dispatcher.publish_detached(tasks);
+        self.launch(&def, run_id, payloads, now).await;
         Ok(dispatched)
     }
 

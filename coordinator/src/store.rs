@@ -851,6 +851,8 @@ pub enum TimerKind {
     Timeout,
     /// Fail a running attempt that stopped beating.
     Heartbeat,
+    /// End a sleep step.
+    Wake,
 }
 
 impl TimerKind {
@@ -859,6 +861,7 @@ impl TimerKind {
             TimerKind::Retry => "retry",
             TimerKind::Timeout => "timeout",
             TimerKind::Heartbeat => "heartbeat",
+            TimerKind::Wake => "wake",
         }
     }
 
@@ -869,6 +872,7 @@ impl TimerKind {
             "retry" => TimerKind::Retry,
             "timeout" => TimerKind::Timeout,
             "heartbeat" => TimerKind::Heartbeat,
+            "wake" => TimerKind::Wake,
             _ => return None,
         };
         let run = it.next()?;

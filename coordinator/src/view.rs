@@ -139,6 +139,7 @@ pub fn workflow_view(
                 }),
                 timeout_ms: s.timeout.as_millis() as u64,
                 heartbeat_timeout_ms: s.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+                sleep_ms: s.sleep.map(|d| d.as_millis() as u64).unwrap_or(0),
             })
             .collect(),
         input_schema_json: def.input_schema.as_ref().map(|s| s.to_string()).unwrap_or_default(),

@@ -72,6 +72,8 @@ struct StepDocument {
     #[serde(default)]
     handler: Option<String>,
     #[serde(default)]
+    sleep: Option<String>,
+    #[serde(default)]
     depends_on: Vec<String>,
     #[serde(default)]
     retry: Option<RetryDocument>,
@@ -113,6 +115,8 @@ pub struct StepDefinition {
     pub timeout: Duration,
     /// Longest silence between heartbeats before the attempt counts as timed out.
     pub heartbeat_timeout: Option<Duration>,
+    /// For a durable sleep step (no handler): how long it waits. Its output is `{"slept_ms": N}`.
+    pub sleep: Option<Duration>,
 }
 
 /// A validated workflow definition with its step graph.
@@ -235,8 +239,19 @@ impl WorkflowDefinition {
         for (i, s) in doc.steps.iter().enumerate() {
             let p = format!("steps[{i}]");
             let handler = match s.handler.as_deref().map(str::trim) {
+                None | Some("") if s.sleep.is_some() => String::new(),
                 None | Some("") => {
-                    err(format!("{p}.handler"), "missing handler".into());
+                    err(
+                        format!("{p}.handler"),
+                        "missing handler (or `sleep` for a durable timer step)".into(),
+                    );
+                    String::new()
+                }
+                Some(_) if s.sleep.is_some() => {
+                    err(
+                        format!("{p}.sleep"),
+                        "a step has either a handler or a sleep, not both".into(),
+                    );
                     String::new()
                 }
                 Some(h) if !valid_name(h, 128, &['.']) => {
@@ -274,6 +289,7 @@ impl WorkflowDefinition {
             };
             let timeout = dur("timeout", &s.timeout).unwrap_or(DEFAULT_STEP_TIMEOUT);
             let heartbeat_timeout = dur("heartbeat_timeout", &s.heartbeat_timeout);
+            let sleep = dur("sleep", &s.sleep);
             let mut retry = RetryPolicy::default();
             if let Some(r) = &s.retry {
                 if let Some(d) = dur("retry.initial_interval", &r.initial_interval) {
@@ -319,6 +335,7 @@ impl WorkflowDefinition {
                 retry,
                 timeout,
                 heartbeat_timeout,
+                sleep,
             });
         }
 
@@ -357,11 +374,11 @@ impl WorkflowDefinition {
         list.iter().map(|&c| &self.steps[c])
     }
 
-    /// The distinct handler names of the steps, in first-use order.
+    /// The distinct handler names of the steps, in first-use order (sleep steps have none).
     pub fn handlers(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for s in &self.steps {
-            if !out.contains(&s.handler) {
+            if !s.handler.is_empty() && !out.contains(&s.handler) {
                 out.push(s.handler.clone());
             }
         }

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use baton_shared::amqp::QueueType;
 use baton_shared::proto::{
     RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest, run_service_client::RunServiceClient,
     worker_service_client::WorkerServiceClient, workflow_service_client::WorkflowServiceClient,
@@ -19,6 +20,9 @@ use tonic::transport::Channel;
 
 /// Redis as the tests use it.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The handlers the test worker (`src/bin/test_worker.rs`) consumes: their queues are a cluster's.
+pub const TEST_WORKER_HANDLERS: &[&str] = &["echo", "trace", "fail", "slow", "patient"];
+
 /// RabbitMQ as the tests use it.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -160,6 +164,18 @@ impl Cluster {
         }
     }
 
+    /// The queue type of this cluster: `classic` unless the test asked for `BATON_QUEUE_TYPE=quorum`.
+    /// Most tests use classic queues, which cost the broker far less to create and delete than
+    /// quorum queues (each a Raft group); the tests about dead-lettering, redelivery and restarts
+    /// use the default, quorum.
+    fn queue_type(&self) -> String {
+        self.extra_env
+            .iter()
+            .find(|(k, _)| k == "BATON_QUEUE_TYPE")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "classic".into())
+    }
+
     /// Starts (or restarts) the coordinator and waits until it answers.
     pub async fn start_coordinator(&mut self) {
         let mut cmd = Command::new(bin("test-coordinator"));
@@ -169,6 +185,7 @@ impl Cluster {
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_TIMER_POLL_INTERVAL", "50ms")
             .env("BATON_RETENTION", "1h")
+            .env("BATON_QUEUE_TYPE", self.queue_type())
             .env("RUST_LOG", "info,lapin=warn")
             .stdout(self.log("coordinator"))
             .stderr(self.log("coordinator"));
@@ -204,6 +221,7 @@ impl Cluster {
             .env("BATON_REDIS_URL", REDIS_URL)
             .env("BATON_NAMESPACE", &self.namespace)
             .env("BATON_WORKER_ID", name)
+            .env("BATON_QUEUE_TYPE", self.queue_type())
             .env("BATON_CONCURRENCY", concurrency.to_string())
             .env("RUST_LOG", "info,lapin=warn")
             .stdout(self.log(name))
@@ -312,7 +330,11 @@ impl Cluster {
     pub fn topology(&self) -> baton_shared::amqp::Topology {
         baton_shared::amqp::Topology {
             namespace: self.namespace.clone(),
-            queue_type: Default::default(),
+            queue_type: if self.queue_type() == "quorum" {
+                QueueType::Quorum
+            } else {
+                QueueType::Classic
+            },
             delivery_limit: 5,
         }
     }
@@ -348,17 +370,21 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
         let namespace = self.namespace.clone();
-        let handlers: Vec<String> = self
+        let mut handlers: Vec<String> = self
             .handlers
             .lock()
             .map(|h| h.iter().cloned().collect())
             .unwrap_or_default();
+        handlers.extend(TEST_WORKER_HANDLERS.iter().map(|h| h.to_string()));
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(cleanup_namespace(&namespace, &handlers));
+            // Bounded: a broker in trouble must not hang the test run.
+            let _ = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), cleanup_namespace(&namespace, &handlers)).await
+            });
         })
         .join();
     }
@@ -367,30 +393,8 @@ impl Drop for Cluster {
 /// Deletes everything a namespace made: its handler queues, dead-letter queue, exchanges, and Redis
 /// keys (best effort).
 pub async fn cleanup_namespace(namespace: &str, handlers: &[String]) {
-    let t = baton_shared::amqp::Topology {
-        namespace: namespace.into(),
-        queue_type: Default::default(),
-        delivery_limit: 5,
-    };
-    if let Ok(conn) = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await
-        && let Ok(ch) = conn.create_channel().await
-    {
-        for h in handlers {
-            let _ = ch.queue_delete(t.queue(h).as_str().into(), Default::default()).await;
-        }
-        let _ = ch
-            .queue_delete(t.dead_letter_queue().as_str().into(), Default::default())
-            .await;
-        let _ = ch
-            .exchange_delete(t.exchange().as_str().into(), Default::default())
-            .await;
-        let _ = ch
-            .exchange_delete(t.dead_letter_exchange().as_str().into(), Default::default())
-            .await;
-        let _ = ch
-            .exchange_delete(t.control_exchange().as_str().into(), Default::default())
-            .await;
-        let _ = conn.close(200, "done".into()).await;
+    if let Err(e) = cleanup_broker(namespace, handlers).await {
+        eprintln!("cleanup of {namespace} in RabbitMQ failed: {e}");
     }
     if let Ok(mut conn) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -401,6 +405,25 @@ pub async fn cleanup_namespace(namespace: &str, handlers: &[String]) {
             let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }
     }
+}
+
+async fn cleanup_broker(namespace: &str, handlers: &[String]) -> lapin::Result<()> {
+    let t = baton_shared::amqp::Topology {
+        namespace: namespace.into(),
+        queue_type: Default::default(),
+        delivery_limit: 5,
+    };
+    let conn = baton_shared::amqp::connect(AMQP_URL, "baton-tests-cleanup").await?;
+    let ch = conn.create_channel().await?;
+    let mut queues: Vec<String> = handlers.iter().map(|h| t.queue(h)).collect();
+    queues.push(t.dead_letter_queue());
+    for q in queues {
+        ch.queue_delete(q.as_str().into(), Default::default()).await?;
+    }
+    for x in [t.exchange(), t.dead_letter_exchange(), t.control_exchange()] {
+        ch.exchange_delete(x.as_str().into(), Default::default()).await?;
+    }
+    conn.close(200, "done".into()).await
 }
 
 /// The status of a run as a word.

@@ -15,7 +15,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_step_has_its_step_delivered_again() {
-    let mut cluster = Cluster::start("kill9", &[]).await;
+    let mut cluster = Cluster::start("kill9", &[("BATON_QUEUE_TYPE", "quorum")]).await;
     cluster.register("name: long\nversion: 1\nsteps:\n  - {id: s, handler: slow, timeout: 1m}\n  - {id: t, handler: echo, depends_on: [s]}\n").await;
     let w1 = cluster.spawn_worker("w1", 1);
     let run_id = cluster.submit("long", json!({"ms": 3000})).await;
@@ -39,7 +39,11 @@ async fn a_worker_killed_mid_step_has_its_step_delivered_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_finish_when_the_coordinator_is_killed_and_restarted_mid_run() {
-    let mut cluster = Cluster::start("restart", &[("BATON_DISPATCH_GRACE", "2s")]).await;
+    let mut cluster = Cluster::start(
+        "restart",
+        &[("BATON_DISPATCH_GRACE", "2s"), ("BATON_QUEUE_TYPE", "quorum")],
+    )
+    .await;
     cluster
         .register(
             "name: chain\nversion: 1\nsteps:\n  - {id: a, handler: slow}\n  - {id: b, handler: slow, depends_on: [a]}\n  - {id: c, handler: fail, depends_on: [b], retry: {max_attempts: 3, initial_interval: 1s, jitter: 0}}\n",
@@ -137,7 +141,7 @@ async fn two_workers_share_the_load() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_message_goes_to_the_dead_letter_queue_and_the_worker_keeps_serving() {
-    let mut cluster = Cluster::start("poison", &[]).await;
+    let mut cluster = Cluster::start("poison", &[("BATON_QUEUE_TYPE", "quorum")]).await;
     cluster
         .register("name: fine\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
         .await;

@@ -197,3 +197,41 @@ async fn handlers_progress_events_are_streamed_with_the_step_events() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_sleep_survives_a_coordinator_restart_and_holds_no_worker() {
+    let mut cluster = Cluster::start("sleep", &[("BATON_DISPATCH_GRACE", "1s")]).await;
+    cluster
+        .register(
+            "name: nap\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: rest, sleep: 2s, depends_on: [a]}\n  - {id: b, handler: echo, depends_on: [rest]}\n",
+        )
+        .await;
+    // One worker with one slot: if a sleep held a slot, the second run could not proceed meanwhile.
+    cluster.spawn_worker("w1", 1);
+    let sleeper = cluster.submit("nap", json!({"n": 1})).await;
+    wait_started(&cluster, &sleeper, "a").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster
+        .register("name: quick\nversion: 1\nsteps:\n  - {id: q, handler: echo}\n")
+        .await;
+    let quick = cluster.submit("quick", json!({})).await;
+    let q = cluster.wait_run(&quick, Duration::from_secs(1)).await;
+    assert_eq!(status(&q), "succeeded", "the sleeping run holds no worker slot");
+
+    // Kill the coordinator in the middle of the sleep; the timer is in Redis.
+    cluster.stop_coordinator(true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.start_coordinator().await;
+    let run = cluster.wait_run(&sleeper, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    let rest = run.steps.iter().find(|s| s.id == "rest").unwrap();
+    assert_eq!(rest.output_json, r#"{"slept_ms":2000}"#);
+    let slept = baton_tests::ms(&rest.finished_at) - baton_tests::ms(&rest.started_at);
+    assert!(slept >= 1900, "woke after {slept} ms");
+    assert_eq!(
+        cluster.executions(&sleeper, "a").await,
+        1,
+        "no completed step ran again after the restart"
+    );
+    assert_eq!(cluster.executions(&sleeper, "b").await, 1);
+}

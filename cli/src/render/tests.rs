@@ -147,6 +147,7 @@ fn workflow() -> Workflow {
                 }),
                 timeout_ms: 120_000,
                 heartbeat_timeout_ms: 5_000,
+                sleep_ms: 0,
             },
         ],
         input_schema_json: r#"{"type":"object","required":["order"]}"#.to_owned(),
