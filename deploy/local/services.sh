@@ -30,6 +30,12 @@ redis_up() {
 
 rabbit_up() { port_open 127.0.0.1 "$AMQP_PORT"; }
 
+# Whether the broker answers an AMQP 0-9-1 protocol header with its connection.start (a broker can
+# hold its port open while wedged, and then every client hangs).
+rabbit_answers() {
+    timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT; printf 'AMQP\\x00\\x00\\x09\\x01' >&3; head -c 7 <&3 | grep -q ." 2>/dev/null
+}
+
 APT_DONE=0
 apt_install() {
     [[ $(id -u) -eq 0 ]] || return 1
@@ -81,9 +87,16 @@ Start one, or install it (apt-get install redis-server), or run this script as r
 }
 
 ensure_rabbitmq() {
-    if rabbit_up; then
+    if rabbit_up && rabbit_answers; then
         log "RabbitMQ: using the one running on 127.0.0.1:$AMQP_PORT"
         return
+    fi
+    if rabbit_up; then
+        [[ $(id -u) -eq 0 ]] || die "RabbitMQ holds 127.0.0.1:$AMQP_PORT but does not answer AMQP; restart it (rabbitmqctl stop; rabbitmq-server -detached)"
+        warn "RabbitMQ holds 127.0.0.1:$AMQP_PORT but does not answer AMQP; restarting it"
+        timeout 30 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -u rabbitmq -f beam.smp || true
+        wait_for "RabbitMQ to stop" 30 bash -c "! timeout 2 bash -c '</dev/tcp/127.0.0.1/$AMQP_PORT' 2>/dev/null" ||
+            die "RabbitMQ did not stop"
     fi
     if ! have rabbitmq-server; then
         apt_install || die "RabbitMQ is not running on 127.0.0.1:$AMQP_PORT and rabbitmq-server is not installed.
@@ -93,7 +106,7 @@ Start one, or install it (apt-get install rabbitmq-server), or run this script a
     log "RabbitMQ: starting rabbitmq-server (this takes 10-20 s)"
     rabbitmq-server -detached >"$STATE_DIR/rabbitmq-start.log" 2>&1 ||
         die "rabbitmq-server -detached failed: $(cat "$STATE_DIR/rabbitmq-start.log")"
-    wait_for "RabbitMQ" 90 rabbit_up || die "RabbitMQ did not open 127.0.0.1:$AMQP_PORT within 90 s
+    wait_for "RabbitMQ" 90 rabbit_answers || die "RabbitMQ did not open 127.0.0.1:$AMQP_PORT within 90 s
 (logs: /var/log/rabbitmq/, $STATE_DIR/rabbitmq-start.log)"
     if have rabbitmqctl; then
         timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || warn "rabbitmqctl await_startup did not confirm the start; continuing"
