@@ -76,6 +76,28 @@ local function dispatch(step, attempt)
   event('step', step, attempt, 'dispatched', '')
 end
 
+-- Dispatches every step of `specs` ('step=p1,p2;step2=p1') that is pending and whose parents have
+-- all succeeded, appending its payload to `out`. Returns how many were dispatched.
+local function dispatch_ready(out, specs)
+  local n = 0
+  for _, spec in ipairs(split(specs, ';')) do
+    local eq = string.find(spec, '=', 1, true)
+    local step, parents = string.sub(spec, 1, eq - 1), string.sub(spec, eq + 1)
+    if sget(step, 'status') == 'pending' then
+      local ready = true
+      for _, p in ipairs(split(parents, ',')) do
+        if sget(p, 'status') ~= 'succeeded' then ready = false break end
+      end
+      if ready then
+        dispatch(step, next_attempt(step))
+        push_payload(out, step, parents)
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
 -- Finishes the run: sets its status, cancels unfinished steps, and starts the retention clock.
 local function finish_run(status, output, err)
   redis.call('HSET', RUN, 'status', status, 'finished_at', tostring(NOW), 'output', output or '', 'error', err or '')

@@ -33,22 +33,7 @@ if outcome == 'ok' then
   event('step', step, attempt, 'succeeded', '')
   local left = redis.call('HINCRBY', RUN, 'steps_left', -1)
   local out = { 'ok', '', redis.call('HGET', RUN, 'input'), '0' }
-  local n = 0
-  for _, spec in ipairs(split(ARGV[11], ';')) do
-    local eq = string.find(spec, '=', 1, true)
-    local child, parents = string.sub(spec, 1, eq - 1), string.sub(spec, eq + 1)
-    if sget(child, 'status') == 'pending' then
-      local ready = true
-      for _, p in ipairs(split(parents, ',')) do
-        if sget(p, 'status') ~= 'succeeded' then ready = false break end
-      end
-      if ready then
-        dispatch(child, next_attempt(child))
-        push_payload(out, child, parents)
-        n = n + 1
-      end
-    end
-  end
+  local n = dispatch_ready(out, ARGV[11])
   out[4] = tostring(n)
   if left <= 0 then
     local parts = {}

@@ -37,21 +37,6 @@ redis.call('PERSIST', STEPS)
 redis.call('PERSIST', EVENTS)
 event('run', '', 0, 'running', mode == 'retry' and 'retried' or 'rerun')
 local out = { 'ok', redis.call('HGET', RUN, 'input'), '0' }
-local n = 0
-for _, spec in ipairs(split(ARGV[7], ';')) do
-  local eq = string.find(spec, '=', 1, true)
-  local step, parents = string.sub(spec, 1, eq - 1), string.sub(spec, eq + 1)
-  if sget(step, 'status') == 'pending' then
-    local ready = true
-    for _, p in ipairs(split(parents, ',')) do
-      if sget(p, 'status') ~= 'succeeded' then ready = false break end
-    end
-    if ready then
-      dispatch(step, next_attempt(step))
-      push_payload(out, step, parents)
-      n = n + 1
-    end
-  end
-end
+local n = dispatch_ready(out, ARGV[7])
 out[3] = tostring(n)
 return out
