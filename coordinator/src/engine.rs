@@ -140,6 +140,7 @@ impl Engine {
                 &machine::step_ids_csv(&def),
                 &roots,
                 outbox_due,
+                &self.run_timeout_timer(&def, &run_id, now),
             )
             .await?;
         if existed.is_some() {
@@ -392,11 +393,27 @@ impl Engine {
             return self.store.release(false, claimed).await;
         };
         let def = self.registry.pinned(&workflow, version).await?;
+        let now = now_ms();
+        let call = RunCall { run_id, now };
+        if kind == TimerKind::RunTimeout {
+            let limit = def.timeout.map(baton_shared::duration::format).unwrap_or_default();
+            let reason = format!("Timeout: the run did not finish within its timeout of {limit}");
+            match self.store.cancel_run(&call, &reason, "timed_out").await {
+                Ok(()) => {
+                    tracing::info!(run = run_id, "run timed out");
+                    if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
+                        tracing::warn!(run = run_id, error = %e, "could not notify workers of a run timeout");
+                    }
+                }
+                // Finished in time (or expired): nothing to do.
+                Err(CoordinatorError::FailedPrecondition(_) | CoordinatorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            return self.store.release(false, claimed).await;
+        }
         let Some(step) = def.step(step_id) else {
             return self.store.release(false, claimed).await;
         };
-        let now = now_ms();
-        let call = RunCall { run_id, now };
         match kind {
             TimerKind::Retry => {
                 let outbox_due = now + self.config.dispatch_grace.as_millis() as i64;
@@ -409,6 +426,8 @@ impl Engine {
                     self.launch(&def, run_id, vec![payload], now).await;
                 }
             }
+            // Handled above: a run timeout names no step.
+            TimerKind::RunTimeout => {}
             TimerKind::Wake => {
                 let slept = step.sleep.map(|d| d.as_millis()).unwrap_or(0);
                 let body = format!("{{\"slept_ms\":{slept}}}");
@@ -558,6 +577,19 @@ impl Engine {
         }
     }
 
+    /// The timer that ends a run at its workflow's `timeout`, if it has one (due from `now`).
+    fn run_timeout_timer(&self, def: &WorkflowDefinition, run_id: &str, now: i64) -> Vec<(String, i64)> {
+        def.timeout
+            .map(|t| {
+                (
+                    timer_member(TimerKind::RunTimeout, run_id, "", 0),
+                    now + t.as_millis() as i64,
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// Cancels a run, then tells the workers running its steps.
     ///
     /// # Errors
@@ -570,7 +602,7 @@ impl Engine {
             format!("cancelled: {reason}")
         };
         self.store
-            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason)
+            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason, "cancelled")
             .await?;
         if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
             tracing::warn!(run = run_id, error = %e, "could not notify workers of a cancel; they learn it when they report");
@@ -620,6 +652,7 @@ impl Engine {
                 input.as_deref(),
                 &machine::all_steps_spec(&def),
                 due,
+                &self.run_timeout_timer(&def, run_id, now),
             )
             .await?;
         let dispatched = payloads.iter().map(|p| p.step_id.clone()).collect();

@@ -249,8 +249,12 @@ impl Store {
         step_ids: &str,
         roots: &[&str],
         outbox_due: i64,
+        timers: &[(String, i64)],
     ) -> Result<Option<String>> {
         let mut pre = redis::pipe();
+        for (member, due) in timers {
+            pre.zadd(self.keys.timers(), member, *due).ignore();
+        }
         let member = run_index_member(call.now, call.run_id);
         // With an idempotency key the run may exist already: its index entries were made the first time.
         if idempotency_key.is_empty() {
@@ -420,9 +424,15 @@ impl Store {
     /// # Errors
     /// `NotFound` for no such run; `FailedPrecondition`-like `InvalidState` when it already finished;
     /// `Redis`.
-    pub async fn cancel_run(&self, call: &RunCall<'_>, reason: &str) -> Result<()> {
+    /// `status` is the run's new status: `cancelled`, or `timed_out` for a run timeout.
+    pub async fn cancel_run(&self, call: &RunCall<'_>, reason: &str, status: &str) -> Result<()> {
         let out = self
-            .eval_run(redis::pipe(), &self.scripts.cancel_run, call, &[reason.into()])
+            .eval_run(
+                redis::pipe(),
+                &self.scripts.cancel_run,
+                call,
+                &[reason.into(), status.into()],
+            )
             .await?;
         match out.first().map(String::as_str) {
             Some("cancelled") => Ok(()),
@@ -448,8 +458,12 @@ impl Store {
         input_json: Option<&str>,
         all_steps: &str,
         outbox_due: i64,
+        timers: &[(String, i64)],
     ) -> Result<Vec<DispatchPayload>> {
         let mut pre = redis::pipe();
+        for (member, due) in timers {
+            pre.zadd(self.keys.timers(), member, *due).ignore();
+        }
         for spec in all_steps.split(';') {
             if let Some((step, _)) = spec.split_once('=') {
                 pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step), outbox_due)
@@ -853,6 +867,8 @@ pub enum TimerKind {
     Heartbeat,
     /// End a sleep step.
     Wake,
+    /// End a run that outlived its workflow's `timeout` (step and attempt are empty and 0).
+    RunTimeout,
 }
 
 impl TimerKind {
@@ -862,6 +878,7 @@ impl TimerKind {
             TimerKind::Timeout => "timeout",
             TimerKind::Heartbeat => "heartbeat",
             TimerKind::Wake => "wake",
+            TimerKind::RunTimeout => "run-timeout",
         }
     }
 
@@ -873,6 +890,7 @@ impl TimerKind {
             "timeout" => TimerKind::Timeout,
             "heartbeat" => TimerKind::Heartbeat,
             "wake" => TimerKind::Wake,
+            "run-timeout" => TimerKind::RunTimeout,
             _ => return None,
         };
         let run = it.next()?;

@@ -63,6 +63,8 @@ struct Document {
     #[serde(default)]
     input_schema: Option<Value>,
     steps: Vec<StepDocument>,
+    #[serde(default)]
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -134,6 +136,8 @@ pub struct WorkflowDefinition {
     pub input_schema: Option<Value>,
     /// Steps in document order.
     pub steps: Vec<StepDefinition>,
+    /// The run timeout: a run still going this long after it was submitted ends as `timed_out`.
+    pub timeout: Option<Duration>,
     /// The document as JSON, as it was accepted (what the registry stores).
     pub document: Value,
     graph: Arc<Graph>,
@@ -223,6 +227,18 @@ impl WorkflowDefinition {
             err("steps".into(), "a workflow needs at least one step".into());
         }
 
+        let run_timeout = match doc.timeout.as_deref().map(duration::parse) {
+            None => None,
+            Some(Ok(d)) if !d.is_zero() => Some(d),
+            Some(Ok(_)) => {
+                err("timeout".into(), "must be greater than zero".into());
+                None
+            }
+            Some(Err(e)) => {
+                err("timeout".into(), e);
+                None
+            }
+        };
         let mut index = HashMap::new();
         for (i, s) in doc.steps.iter().enumerate() {
             if !valid_name(&s.id, 64, &[]) {
@@ -352,6 +368,7 @@ impl WorkflowDefinition {
             description: doc.description,
             input_schema: doc.input_schema,
             steps,
+            timeout: run_timeout,
             document: value,
             graph: Arc::new(graph.unwrap_or_default()),
             validator,
@@ -501,6 +518,11 @@ mod tests {
         assert_eq!(def.step("c").unwrap().retry.max_attempts, 5);
         assert_eq!(def.step("c").unwrap().retry.initial_interval, Duration::from_secs(2));
         assert_eq!(def.step("d").unwrap().timeout, Duration::from_secs(300));
+        assert_eq!(def.timeout, None);
+        assert_eq!(
+            paths("name: w\nversion: 1\ntimeout: someday\nsteps:\n  - {id: a, handler: h}\n"),
+            ["timeout"]
+        );
     }
 
     #[test]

@@ -104,6 +104,7 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
             "a",
             &["a"],
             now + 1000,
+            &[],
         )
         .await
         .unwrap();

@@ -235,3 +235,34 @@ async fn a_durable_sleep_survives_a_coordinator_restart_and_holds_no_worker() {
     );
     assert_eq!(cluster.executions(&sleeper, "b").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_outlives_its_timeout_ends_timed_out() {
+    let mut cluster = Cluster::start("runtimeout", &[]).await;
+    cluster
+        .register("name: bounded\nversion: 1\ntimeout: 1s\nsteps:\n  - {id: a, handler: patient}\n  - {id: b, handler: echo, depends_on: [a]}\n")
+        .await;
+    cluster
+        .register("name: bounded_ok\nversion: 1\ntimeout: 30s\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster.spawn_worker("w1", 2);
+    let slow = cluster.submit("bounded", json!({"ticks": 600, "ms": 100})).await;
+    let quick = cluster.submit("bounded_ok", json!({})).await;
+    let run = cluster.wait_run(&slow, Duration::from_secs(15)).await;
+    assert_eq!(status(&run), "timed_out", "{run:#?}");
+    assert!(run.error.contains("timeout of 1s"), "{}", run.error);
+    assert_eq!(step_status(&run, "a"), "cancelled");
+    assert_eq!(step_status(&run, "b"), "cancelled");
+    let took = baton_tests::ms(&run.finished_at) - baton_tests::ms(&run.created_at);
+    assert!((1000..5000).contains(&took), "timed out after {took} ms");
+    let start = std::time::Instant::now();
+    while cluster.count("saw-cancel", &slow, "a").await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the handler was never told");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status(&cluster.wait_run(&quick, Duration::from_secs(15)).await),
+        "succeeded",
+        "a run within its timeout is untouched"
+    );
+}
