@@ -419,11 +419,10 @@ impl Store {
         Ok(Some(read_payload(&mut it, &input)?))
     }
 
-    /// Cancels an unfinished run.
+    /// Ends an unfinished run: cancels its unfinished steps and sets its status.
     ///
     /// # Errors
-    /// `NotFound` for no such run; `FailedPrecondition`-like `InvalidState` when it already finished;
-    /// `Redis`.
+    /// `NotFound` for no such run; `FailedPrecondition` when it already finished; `Redis`.
     /// `status` is the run's new status: `cancelled`, or `timed_out` for a run timeout.
     pub async fn cancel_run(&self, call: &RunCall<'_>, reason: &str, status: &str) -> Result<()> {
         let out = self
