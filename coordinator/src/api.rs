@@ -59,15 +59,7 @@ impl proto::workflow_service_server::WorkflowService for Api {
         req: Request<RegisterWorkflowRequest>,
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
         let (def, created) = self.engine.register(&req.into_inner().definition).await?;
-        let reg = self.engine.registry.get(&def.name, def.version).await?;
-        let versions = self
-            .engine
-            .registry
-            .versions(&def.name)
-            .await?
-            .iter()
-            .map(|r| r.definition.version)
-            .collect();
+        let (reg, versions) = self.engine.registry.get_with_versions(&def.name, def.version).await?;
         if created {
             tracing::info!(workflow = %def.name, version = def.version, "registered workflow");
         }
@@ -79,15 +71,7 @@ impl proto::workflow_service_server::WorkflowService for Api {
 
     async fn get_workflow(&self, req: Request<GetWorkflowRequest>) -> Result<Response<Workflow>, Status> {
         let req = req.into_inner();
-        let reg = self.engine.registry.get(&req.name, req.version).await?;
-        let versions = self
-            .engine
-            .registry
-            .versions(&req.name)
-            .await?
-            .iter()
-            .map(|r| r.definition.version)
-            .collect();
+        let (reg, versions) = self.engine.registry.get_with_versions(&req.name, req.version).await?;
         Ok(Response::new(view::workflow_view(
             &reg.definition,
             reg.registered_at,

@@ -101,13 +101,23 @@ impl Registry {
     /// # Errors
     /// `NotFound` naming the workflow (or version); `Redis`.
     pub async fn get(&self, name: &str, version: u32) -> Result<Registered> {
+        Ok(self.get_with_versions(name, version).await?.0)
+    }
+
+    /// As [`Registry::get`], with every registered version number of `name` (ascending), from one
+    /// read of the registry.
+    ///
+    /// # Errors
+    /// As [`Registry::get`].
+    pub async fn get_with_versions(&self, name: &str, version: u32) -> Result<(Registered, Vec<u32>)> {
         let versions = self.versions(name).await?;
+        let numbers = versions.iter().map(|r| r.definition.version).collect();
         let found = if version == 0 {
             versions.into_iter().last()
         } else {
             versions.into_iter().find(|r| r.definition.version == version)
         };
-        found.ok_or_else(|| {
+        found.map(|r| (r, numbers)).ok_or_else(|| {
             if version == 0 {
                 CoordinatorError::NotFound(format!("workflow: no workflow named {name:?} is registered"))
             } else {

@@ -68,31 +68,17 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
-        ch.exchange_declare(
-            self.exchange().as_str().into(),
-            lapin::ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.dead_letter_exchange().as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.control_exchange().as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
+        for (name, kind) in [
+            (self.exchange(), lapin::ExchangeKind::Direct),
+            (self.dead_letter_exchange(), lapin::ExchangeKind::Fanout),
+            (self.control_exchange(), lapin::ExchangeKind::Fanout),
+        ] {
+            ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+                .await?;
+        }
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-        if self.queue_type == QueueType::Classic {
-            args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
         }
         ch.queue_declare(
             self.dead_letter_queue().as_str().into(),
