@@ -8,6 +8,7 @@
 pub mod amqp;
 pub mod definition;
 pub mod duration;
+pub mod expr;
 pub mod ids;
 pub mod keys;
 #[cfg(feature = "process")]
