@@ -10,6 +10,10 @@ use baton_shared::proto::{
     RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus, StartStepRequest, StartStepResponse,
     SubmitRunRequest, SubmitRunResponse, WatchRunRequest, Workflow, report_result_request,
 };
+use baton_shared::proto::{
+    CompleteHumanTaskRequest, HumanTask, ListHumanTasksRequest, ListHumanTasksResponse, PublishEventRequest,
+    PublishEventResponse, StepRef,
+};
 use redis::AsyncCommands;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -21,7 +25,8 @@ use crate::{
     view,
 };
 
-/// Serves `WorkflowService`, `RunService` and `WorkerService` over one engine.
+/// Serves `WorkflowService`, `RunService`, `WorkerService`, `EventService` and `HumanTaskService`
+/// over one engine.
 #[derive(Clone)]
 pub struct Api {
     engine: Arc<Engine>,
@@ -326,9 +331,14 @@ impl proto::worker_service_server::WorkerService for Api {
         let outcome = match r.outcome {
             Some(report_result_request::Outcome::OutputJson(o)) => Outcome::Output(o),
             Some(report_result_request::Outcome::Failure(f)) => Outcome::Failure(f),
+            Some(report_result_request::Outcome::Suspend(s)) => Outcome::Suspend {
+                event: s.event,
+                key: s.key,
+                timeout: (s.timeout_ms > 0).then(|| Duration::from_millis(s.timeout_ms)),
+            },
             None => {
                 return Err(Status::invalid_argument(
-                    "outcome: either output_json or failure is required",
+                    "outcome: one of output_json, failure or suspend is required",
                 ));
             }
         };
@@ -369,6 +379,45 @@ impl proto::worker_service_server::WorkerService for Api {
         Ok(Response::new(HeartbeatResponse {
             disposition: disposition(d),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::event_service_server::EventService for Api {
+    async fn publish_event(&self, req: Request<PublishEventRequest>) -> Result<Response<PublishEventResponse>, Status> {
+        let r = req.into_inner();
+        let delivered = self.engine.publish_event(&r.name, &r.key, &r.payload_json).await?;
+        Ok(Response::new(PublishEventResponse {
+            buffered: delivered.is_empty(),
+            delivered: delivered
+                .into_iter()
+                .map(|(run_id, step_id)| StepRef { run_id, step_id })
+                .collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::human_task_service_server::HumanTaskService for Api {
+    async fn list_human_tasks(
+        &self,
+        req: Request<ListHumanTasksRequest>,
+    ) -> Result<Response<ListHumanTasksResponse>, Status> {
+        let r = req.into_inner();
+        let tasks = self
+            .engine
+            .list_human_tasks(&r.assignee, &r.workflow, &r.status, r.limit)
+            .await?;
+        Ok(Response::new(ListHumanTasksResponse { tasks }))
+    }
+
+    async fn complete_human_task(&self, req: Request<CompleteHumanTaskRequest>) -> Result<Response<HumanTask>, Status> {
+        let r = req.into_inner();
+        let task = self
+            .engine
+            .complete_human_task(&r.run_id, &r.step_id, &r.user, &r.data_json)
+            .await?;
+        Ok(Response::new(task))
     }
 }
 

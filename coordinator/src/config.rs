@@ -48,8 +48,13 @@ pub struct CoordinatorConfig {
     pub publish_timeout: Duration,
     /// Approximate number of events kept per run for `WatchRun`.
     pub events_max_len: u64,
-    /// Largest step output or run input accepted, in bytes.
+    /// Largest step output, run input or event payload accepted, in bytes.
     pub max_payload_bytes: usize,
+    /// How long an event that no step waited for is kept for the first step that waits for it.
+    #[serde(with = "serde_human")]
+    pub event_ttl: Duration,
+    /// The most events kept per event name and key while no step waits (the oldest are dropped).
+    pub event_buffer_max: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -70,6 +75,8 @@ impl Default for CoordinatorConfig {
             publish_timeout: Duration::from_secs(10),
             events_max_len: 10_000,
             max_payload_bytes: 4 * 1024 * 1024,
+            event_ttl: Duration::from_secs(24 * 3600),
+            event_buffer_max: 100,
         }
     }
 }
@@ -91,6 +98,8 @@ const KNOWN_KEYS: &[&str] = &[
     "publish_timeout",
     "events_max_len",
     "max_payload_bytes",
+    "event_ttl",
+    "event_buffer_max",
 ];
 
 /// Why the configuration could not be loaded.

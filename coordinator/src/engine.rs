@@ -4,9 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use baton_shared::{
-    definition::WorkflowDefinition,
+    definition::{MAX_FAN_OUT, OnTimeout, StepKind, WorkflowDefinition, split_item},
     ids,
-    proto::{StepFailure, StepTask},
+    proto::{HumanTask, StepFailure, StepTask},
     time::now_ms,
 };
 
@@ -17,8 +17,8 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Claimed, CompleteArgs, Completion, DispatchPayload, Disposition, RunCall, Store, TimerKind,
-        parse_outbox_member, timer_member,
+        Claimed, CompleteArgs, Completion, DispatchPayload, Disposition, RunCall, Store, TimerKind, WaitArgs,
+        WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
@@ -29,6 +29,24 @@ pub enum Outcome {
     Output(String),
     /// The handler's error.
     Failure(StepFailure),
+    /// The handler suspended itself until an event (name, key) arrives, for at most `timeout`.
+    Suspend {
+        /// The event name.
+        event: String,
+        /// The correlation key.
+        key: String,
+        /// How long to wait; `None` for ever.
+        timeout: Option<Duration>,
+    },
+}
+
+/// What the coordinator does with a dispatched step, decided in [`Engine::prepare`].
+enum Launch {
+    /// Publish this task to the workers.
+    Publish(Box<StepTask>),
+    /// The step was handled here (skipped, failed, started a timer or a wait) and these steps were
+    /// dispatched as a consequence.
+    More(Vec<DispatchPayload>),
 }
 
 /// Identifies one attempt, as workers name it.
@@ -119,12 +137,25 @@ impl Engine {
             .map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
         let def = self.registry.get(workflow, version).await?.definition;
         def.validate_input(&input)?;
-        let input_json = serde_json::to_string(&input).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let run_id = if idempotency_key.is_empty() {
             ids::new_run_id()
         } else {
             ids::run_id_for_key(workflow, idempotency_key)
         };
+        self.create_run(&def, &run_id, &input, idempotency_key, None).await
+    }
+
+    /// Creates run `run_id` of `def` (its input already checked) and launches its root steps.
+    async fn create_run(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        input: &serde_json::Value,
+        idempotency_key: &str,
+        parent: Option<(&str, &str, u32)>,
+    ) -> Result<(String, bool)> {
+        let run_id = run_id.to_string();
+        let input_json = input.to_string();
         let now = now_ms();
         let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
@@ -137,10 +168,11 @@ impl Engine {
                 def.version,
                 &input_json,
                 idempotency_key,
-                &machine::step_ids_csv(&def),
+                &machine::step_ids_csv(def),
                 &roots,
                 outbox_due,
-                &self.run_timeout_timer(&def, &run_id, now),
+                &self.run_timeout_timer(def, &run_id, now),
+                parent,
             )
             .await?;
         if existed.is_some() {
@@ -148,16 +180,19 @@ impl Engine {
         }
         let payloads = def
             .roots()
-            .map(|s| crate::store::DispatchPayload {
+            .map(|s| DispatchPayload {
                 dispatched_at: now,
                 attempt_base: 0,
                 step_id: s.id.clone(),
                 attempt: 1,
                 input_json: input_json.clone(),
+                item_input: None,
+                resume_data: String::new(),
                 parent_outputs: Default::default(),
+                parent_statuses: Default::default(),
             })
             .collect();
-        self.launch(&def, &run_id, payloads, now).await;
+        self.launch(def, &run_id, payloads, now).await;
         Ok((run_id, true))
     }
 
@@ -240,7 +275,7 @@ impl Engine {
             )
             .ignore();
         }
-        let (outcome_word, body, retry_at, output) = match outcome {
+        let (outcome_word, body, retry_at) = match outcome {
             Outcome::Output(json) => {
                 if json.len() > self.config.max_payload_bytes {
                     // A handler whose output is too large fails for good: retrying gives the same output.
@@ -253,12 +288,34 @@ impl Engine {
                         error_type: "OutputTooLarge".into(),
                         retryable: false,
                     };
-                    ("error", f.message, 0, false)
+                    ("error", f.message, 0)
                 } else if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
                     return Err(CoordinatorError::InvalidArgument("output_json: not valid JSON".into()));
                 } else {
-                    ("ok", json, 0, true)
+                    ("ok", json, 0)
                 }
+            }
+            Outcome::Suspend { event, key, timeout } => {
+                if event.trim().is_empty() {
+                    return Err(CoordinatorError::InvalidArgument("suspend.event: required".into()));
+                }
+                let detail = format!("event {event:?} key {key:?} (suspended handler)");
+                let w = WaitArgs {
+                    step: a.step_id,
+                    attempt: a.attempt,
+                    mode: "suspend",
+                    detail: &detail,
+                    event: Some((&event, &key)),
+                    child_run: "",
+                    timeout_at: timeout.map(|t| now + t.as_millis() as i64).unwrap_or(0),
+                    worker: a.worker,
+                };
+                return Ok(
+                    match self.store.wait(pre, &RunCall { run_id: a.run_id, now }, &w).await? {
+                        WaitOutcome::Stale => Disposition::Stale,
+                        WaitOutcome::Waiting | WaitOutcome::Delivered => Disposition::Proceed,
+                    },
+                );
             }
             Outcome::Failure(f) => {
                 let at = machine::retry_at(
@@ -273,32 +330,19 @@ impl Engine {
                 } else {
                     format!("{}: {}", f.error_type, f.message)
                 };
-                ("error", message, at, false)
+                ("error", message, at)
             }
         };
-        let children = if output {
-            let spec = machine::children_spec(&def, a.step_id);
-            let due = now + self.config.dispatch_grace.as_millis() as i64;
-            for c in def.children(a.step_id) {
-                pre.zadd(
-                    self.store.keys().outbox(),
-                    crate::store::outbox_member(a.run_id, &c.id),
-                    due,
-                )
-                .ignore();
-            }
-            spec
-        } else {
-            if retry_at > 0 {
-                pre.zadd(
-                    self.store.keys().timers(),
-                    timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt + 1),
-                    retry_at,
-                )
-                .ignore();
-            }
-            String::new()
-        };
+        if retry_at > 0 {
+            pre.zadd(
+                self.store.keys().timers(),
+                timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt + 1),
+                retry_at,
+            )
+            .ignore();
+        }
+        // A failing element ends its fan-out step, so the step's children matter then too.
+        let children = machine::children_spec(&def, a.step_id);
         let args = CompleteArgs {
             step: a.step_id,
             attempt: a.attempt,
@@ -335,52 +379,357 @@ impl Engine {
         }
     }
 
-    /// Carries out dispatches a script committed: task steps are published to RabbitMQ (in the
-    /// background, many in flight), sleep steps get their wake-up timer. Each is already in the
-    /// outbox, so whatever fails here is done again by the sweeper.
+    /// Carries out dispatches a script committed: decides each step's fate ([`Engine::prepare`]:
+    /// skip, fail, fan out, wait, sleep, start a child run) and publishes the task steps to RabbitMQ
+    /// (in the background, many in flight). Each dispatch is in the outbox, so whatever fails here is
+    /// done again by the sweeper.
     async fn launch(&self, def: &WorkflowDefinition, run_id: &str, payloads: Vec<DispatchPayload>, now: i64) {
-        let mut tasks: Vec<StepTask> = Vec::with_capacity(payloads.len());
-        for p in payloads {
-            let Some(step) = def.step(&p.step_id) else { continue };
-            match step.sleep {
-                Some(sleep) => {
-                    if let Err(e) = self.start_sleep(def, step.id.as_str(), sleep, run_id, &p, now).await {
-                        tracing::warn!(run = run_id, step = %step.id, error = %e, "could not start a sleep; the sweeper will");
-                    }
+        let mut queue: std::collections::VecDeque<DispatchPayload> = payloads.into();
+        let mut tasks: Vec<StepTask> = Vec::with_capacity(queue.len());
+        while let Some(p) = queue.pop_front() {
+            let step_id = p.step_id.clone();
+            match self.prepare(def, run_id, p, now).await {
+                Ok(Launch::Publish(task)) => tasks.push(*task),
+                Ok(Launch::More(more)) => queue.extend(more),
+                Err(e) => {
+                    tracing::warn!(run = run_id, step = %step_id, error = %e, "could not launch a step; the sweeper will");
                 }
-                None => tasks.push(machine::task(def, step, run_id, p, now)),
             }
         }
         self.dispatcher.publish_detached(tasks);
     }
 
-    /// Starts a sleep step: marks it running and arms its wake-up timer, due `sleep` after the
-    /// dispatch was committed (so a sweeper that starts it late still wakes it on time).
+    /// Decides what a dispatched step does. Skips it when all its parents were skipped or its
+    /// condition is false; fails it when an expression cannot be evaluated; otherwise starts it by
+    /// kind. Idempotent: every change is fenced by the attempt in its script, so the sweeper may call
+    /// this again for the same dispatch.
+    async fn prepare(&self, def: &WorkflowDefinition, run_id: &str, p: DispatchPayload, now: i64) -> Result<Launch> {
+        let Some(step) = def.step(&p.step_id) else {
+            return Ok(Launch::More(Vec::new()));
+        };
+        if split_item(&p.step_id).1.is_some() {
+            // A fan-out element: its input was rendered when the fan-out started.
+            let input = p.item_input.clone().unwrap_or_else(|| "null".into());
+            return Ok(Launch::Publish(Box::new(machine::task(
+                def, step, run_id, p, input, now,
+            ))));
+        }
+        if !step.depends_on.is_empty()
+            && step
+                .depends_on
+                .iter()
+                .all(|d| p.parent_statuses.get(d).map(String::as_str) == Some("skipped"))
+        {
+            return self
+                .skip(def, run_id, &p, "every step it depends on was skipped", now)
+                .await;
+        }
+        let mut bindings = match machine::bindings(&p) {
+            Ok(b) => b,
+            Err(e) => return self.fail_now(def, run_id, &p, &format!("InputError: {e}"), now).await,
+        };
+        if let Some(when) = &step.when {
+            match when.eval_bool(&bindings) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!("condition `{}` is false", when.source());
+                    return self.skip(def, run_id, &p, &reason, now).await;
+                }
+                Err(e) => {
+                    return self
+                        .fail_now(def, run_id, &p, &format!("ConditionError: when: {e}"), now)
+                        .await;
+                }
+            }
+        }
+        let call = RunCall { run_id, now };
+        match &step.kind {
+            StepKind::Task => {
+                if let Some(fan_out) = &step.for_each {
+                    let items = match fan_out.items.eval_list(&bindings) {
+                        Ok(items) if items.len() > MAX_FAN_OUT => {
+                            let m = format!(
+                                "FanOutTooLarge: for_each: {} elements is over the limit of {MAX_FAN_OUT}",
+                                items.len()
+                            );
+                            return self.fail_now(def, run_id, &p, &m, now).await;
+                        }
+                        Ok(items) => items,
+                        Err(e) => {
+                            return self
+                                .fail_now(def, run_id, &p, &format!("ForEachError: for_each: {e}"), now)
+                                .await;
+                        }
+                    };
+                    let mut inputs = Vec::with_capacity(items.len());
+                    for (i, item) in items.into_iter().enumerate() {
+                        match &step.input {
+                            None => inputs.push(item.to_string()),
+                            Some(t) => {
+                                bindings.item = Some((i as u64, item));
+                                match t.render(&bindings) {
+                                    Ok(v) => inputs.push(v.to_string()),
+                                    Err(e) => {
+                                        let m = format!("InputError: input of element {i}: {e}");
+                                        return self.fail_now(def, run_id, &p, &m, now).await;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let completion = self
+                        .store
+                        .start_items(
+                            &call,
+                            &p.step_id,
+                            p.attempt,
+                            fan_out.max_parallel,
+                            &machine::children_spec(def, &step.id),
+                            &machine::leaves_csv(def),
+                            inputs,
+                        )
+                        .await?;
+                    return Ok(Launch::More(match completion {
+                        Completion::Succeeded { dispatched, .. } => dispatched,
+                        _ => Vec::new(),
+                    }));
+                }
+                let input = match &step.input {
+                    None => p.input_json.clone(),
+                    Some(t) => match t.render(&bindings) {
+                        Ok(v) => v.to_string(),
+                        Err(e) => {
+                            return self
+                                .fail_now(def, run_id, &p, &format!("InputError: input: {e}"), now)
+                                .await;
+                        }
+                    },
+                };
+                Ok(Launch::Publish(Box::new(machine::task(
+                    def, step, run_id, p, input, now,
+                ))))
+            }
+            StepKind::Sleep => {
+                let from = if p.dispatched_at > 0 { p.dispatched_at } else { now };
+                let wake = from + step.sleep.unwrap_or_default().as_millis() as i64;
+                self.start_sleep(def, &step.id, wake, run_id, &p, now).await?;
+                Ok(Launch::More(Vec::new()))
+            }
+            StepKind::SleepUntil(until) => match until.eval_time_ms(&bindings) {
+                Ok(wake) => {
+                    self.start_sleep(def, &step.id, wake.max(now), run_id, &p, now).await?;
+                    Ok(Launch::More(Vec::new()))
+                }
+                Err(e) => {
+                    self.fail_now(def, run_id, &p, &format!("SleepUntilError: sleep_until: {e}"), now)
+                        .await
+                }
+            },
+            StepKind::WaitForEvent(w) => {
+                let key = match w.key.as_ref().map(|k| k.eval_key(&bindings)) {
+                    None => String::new(),
+                    Some(Ok(k)) => k,
+                    Some(Err(e)) => {
+                        return self
+                            .fail_now(def, run_id, &p, &format!("KeyError: wait_for_event.key: {e}"), now)
+                            .await;
+                    }
+                };
+                let detail = format!("event {:?} key {key:?}", w.event);
+                let args = WaitArgs {
+                    step: &step.id,
+                    attempt: p.attempt,
+                    mode: "event",
+                    detail: &detail,
+                    event: Some((&w.event, &key)),
+                    child_run: "",
+                    timeout_at: w.timeout.map(|t| now + t.as_millis() as i64).unwrap_or(0),
+                    worker: "",
+                };
+                self.store.wait(redis::pipe(), &call, &args).await?;
+                Ok(Launch::More(Vec::new()))
+            }
+            StepKind::Human(h) => {
+                let mut pre = redis::pipe();
+                pre.zadd(self.store.keys().human_tasks(), format!("{run_id}|{}", step.id), now)
+                    .ignore();
+                let detail = format!("human task {:?}", h.title);
+                let args = WaitArgs {
+                    step: &step.id,
+                    attempt: p.attempt,
+                    mode: "human",
+                    detail: &detail,
+                    event: None,
+                    child_run: "",
+                    timeout_at: 0,
+                    worker: "",
+                };
+                self.store.wait(pre, &call, &args).await?;
+                Ok(Launch::More(Vec::new()))
+            }
+            StepKind::Workflow(child) => {
+                let input = match &step.input {
+                    None => serde_json::json!({}),
+                    Some(t) => match t.render(&bindings) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return self
+                                .fail_now(def, run_id, &p, &format!("InputError: input: {e}"), now)
+                                .await;
+                        }
+                    },
+                };
+                let child_def = match self.registry.get(&child.name, child.version).await {
+                    Ok(d) => d.definition,
+                    Err(CoordinatorError::NotFound(m)) => {
+                        return self
+                            .fail_now(def, run_id, &p, &format!("ChildWorkflowError: {m}"), now)
+                            .await;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Err(e) = child_def.validate_input(&input) {
+                    let m = format!("ChildWorkflowError: input of {}: {e}", child_def.name);
+                    return self.fail_now(def, run_id, &p, &m, now).await;
+                }
+                // The id is derived from (run, step, attempt): doing this twice finds the same child.
+                let child_id = ids::child_run_id(run_id, &step.id, p.attempt);
+                // Boxed: creating a run launches its roots, which may create runs in turn.
+                Box::pin(self.create_run(&child_def, &child_id, &input, "", Some((run_id, &step.id, p.attempt))))
+                    .await?;
+                let detail = format!("child run {child_id} ({} v{})", child_def.name, child_def.version);
+                let args = WaitArgs {
+                    step: &step.id,
+                    attempt: p.attempt,
+                    mode: "child",
+                    detail: &detail,
+                    event: None,
+                    child_run: &child_id,
+                    timeout_at: 0,
+                    worker: "",
+                };
+                self.store.wait(redis::pipe(), &call, &args).await?;
+                Ok(Launch::More(Vec::new()))
+            }
+        }
+    }
+
+    /// Ends a dispatched step as `skipped`; returns what that dispatched.
+    async fn skip(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        p: &DispatchPayload,
+        reason: &str,
+        now: i64,
+    ) -> Result<Launch> {
+        self.finish_dispatched(def, run_id, p, "skip", reason, now).await
+    }
+
+    /// Fails a dispatched step for good (an expression could not be evaluated, a child workflow is
+    /// unknown): retrying would give the same answer.
+    async fn fail_now(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        p: &DispatchPayload,
+        message: &str,
+        now: i64,
+    ) -> Result<Launch> {
+        tracing::info!(run = run_id, step = %p.step_id, message, "step failed before it started");
+        self.finish_dispatched(def, run_id, p, "error", message, now).await
+    }
+
+    async fn finish_dispatched(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        p: &DispatchPayload,
+        outcome: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<Launch> {
+        let mut pre = redis::pipe();
+        pre.zrem(
+            self.store.keys().outbox(),
+            crate::store::outbox_member(run_id, &p.step_id),
+        )
+        .ignore();
+        let args = CompleteArgs {
+            step: &p.step_id,
+            attempt: p.attempt,
+            worker: "coordinator",
+            outcome,
+            body,
+            retry_at: 0,
+            heartbeat_timeout_ms: 0,
+            children: &machine::children_spec(def, &p.step_id),
+            leaves: &machine::leaves_csv(def),
+            pinned: &machine::pinned(def),
+        };
+        Ok(Launch::More(
+            match self.store.complete_step(pre, &RunCall { run_id, now }, &args).await? {
+                Completion::Succeeded { dispatched, .. } => dispatched,
+                _ => Vec::new(),
+            },
+        ))
+    }
+
+    /// Completes a step the coordinator itself decided (a wake-up, an event, a human, a child run)
+    /// with `outcome` (`ok`, `skip`, `error`, `timeout`), then launches what that dispatched.
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_here(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        worker: &str,
+        outcome: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<Disposition> {
+        let args = CompleteArgs {
+            step: step_id,
+            attempt,
+            worker,
+            outcome,
+            body,
+            retry_at: 0,
+            heartbeat_timeout_ms: 0,
+            children: &machine::children_spec(def, step_id),
+            leaves: &machine::leaves_csv(def),
+            pinned: &machine::pinned(def),
+        };
+        let completion = self
+            .store
+            .complete_step(redis::pipe(), &RunCall { run_id, now }, &args)
+            .await?;
+        Ok(self.after_completion(def, run_id, completion, now).await)
+    }
+
+    /// Starts a sleep step: marks it running and arms its wake-up timer, due at `wake` (Unix ms).
     async fn start_sleep(
         &self,
         def: &WorkflowDefinition,
         step: &str,
-        sleep: Duration,
+        wake: i64,
         run_id: &str,
         p: &DispatchPayload,
         now: i64,
     ) -> Result<()> {
-        let from = if p.dispatched_at > 0 { p.dispatched_at } else { now };
-        let wake = (
-            timer_member(TimerKind::Wake, run_id, step, p.attempt),
-            from + sleep.as_millis() as i64,
-        );
+        let timer = (timer_member(TimerKind::Wake, run_id, step, p.attempt), wake);
         let call = RunCall { run_id, now };
         self.store
-            .start_step(&call, step, p.attempt, "timer", &machine::pinned(def), &[wake])
+            .start_step(&call, step, p.attempt, "timer", &machine::pinned(def), &[timer])
             .await?;
         self.store
             .outbox_done(&[crate::store::outbox_member(run_id, step)])
             .await
     }
 
-    /// Handles one due timer (retry, timeout, heartbeat). Idempotent: a timer of an attempt that is no
-    /// longer current changes nothing.
+    /// Handles one due timer. Idempotent: a timer of an attempt that is no longer current changes
+    /// nothing.
     ///
     /// # Errors
     /// `Redis`, `Amqp`, `Publish`: the timer stays claimed and fires again after its lease.
@@ -389,6 +738,14 @@ impl Engine {
             tracing::warn!(member = %claimed.member, "dropping malformed timer");
             return self.store.release(false, claimed).await;
         };
+        if kind == TimerKind::CancelChild {
+            match self.cancel_run(run_id, "its parent run ended").await {
+                Ok(()) => tracing::info!(run = run_id, "cancelled a child run whose parent ended"),
+                Err(CoordinatorError::FailedPrecondition(_) | CoordinatorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            return self.store.release(false, claimed).await;
+        }
         let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
             return self.store.release(false, claimed).await;
         };
@@ -419,44 +776,59 @@ impl Engine {
                 let outbox_due = now + self.config.dispatch_grace.as_millis() as i64;
                 if let Some(payload) = self
                     .store
-                    .dispatch_attempt(&call, step_id, attempt, true, &step.depends_on.join(","), outbox_due)
+                    .dispatch_attempt(
+                        &call,
+                        step_id,
+                        attempt,
+                        true,
+                        &machine::reads_csv(&def, step_id),
+                        outbox_due,
+                    )
                     .await?
                 {
                     // Committed as dispatched, with its outbox entry: if this publish fails, the sweeper re-sends it.
                     self.launch(&def, run_id, vec![payload], now).await;
                 }
             }
-            // Handled above: a run timeout names no step.
-            TimerKind::RunTimeout => {}
+            // Handled above: they name no step.
+            TimerKind::RunTimeout | TimerKind::CancelChild => {}
             TimerKind::Wake => {
-                let slept = step.sleep.map(|d| d.as_millis()).unwrap_or(0);
-                let body = format!("{{\"slept_ms\":{slept}}}");
-                let args = CompleteArgs {
-                    step: step_id,
-                    attempt,
-                    worker: "timer",
-                    outcome: "ok",
-                    body: &body,
-                    retry_at: 0,
-                    heartbeat_timeout_ms: 0,
-                    children: &machine::children_spec(&def, step_id),
-                    leaves: &machine::leaves_csv(&def),
-                    pinned: &machine::pinned(&def),
+                let body = match step.sleep {
+                    Some(d) => format!("{{\"slept_ms\":{}}}", d.as_millis()),
+                    None => format!("{{\"woke_at_ms\":{now}}}"),
                 };
-                let mut pre = redis::pipe();
-                let due = now + self.config.dispatch_grace.as_millis() as i64;
-                for c in def.children(step_id) {
-                    pre.zadd(
-                        self.store.keys().outbox(),
-                        crate::store::outbox_member(run_id, &c.id),
-                        due,
-                    )
-                    .ignore();
-                }
-                let completion = self.store.complete_step(pre, &call, &args).await?;
-                self.after_completion(&def, run_id, completion, now).await;
+                self.complete_here(&def, run_id, step_id, attempt, "timer", "ok", &body, now)
+                    .await?;
             }
+            TimerKind::Event => {
+                let delivered = self
+                    .store
+                    .step_fields(run_id, step_id, &["delivered"])
+                    .await?
+                    .pop()
+                    .flatten()
+                    .unwrap_or_default();
+                if !delivered.is_empty() {
+                    if matches!(step.kind, StepKind::Task) {
+                        // A suspended handler: run it again with the event as its resume data.
+                        if let Some(p) = self
+                            .store
+                            .resume(&call, step_id, attempt, &machine::reads_csv(&def, step_id))
+                            .await?
+                        {
+                            self.launch(&def, run_id, vec![p], now).await;
+                        }
+                    } else {
+                        self.complete_here(&def, run_id, step_id, attempt, "event", "ok", &delivered, now)
+                            .await?;
+                    }
+                }
+            }
+            TimerKind::ChildDone => self.child_done(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Timeout | TimerKind::Heartbeat => {
+                if kind == TimerKind::Timeout && self.wait_timed_out(&def, run_id, step_id, attempt, now).await? {
+                    return self.store.release(false, claimed).await;
+                }
                 let (outcome, message, hb_ms) = if kind == TimerKind::Timeout {
                     (
                         "timeout",
@@ -527,8 +899,86 @@ impl Engine {
         self.store.release(false, claimed).await
     }
 
+    /// A timeout of a waiting step (a `wait_for_event` step or a suspended handler): ends it as its
+    /// definition says. Returns false when the step is not waiting (an ordinary timeout then).
+    async fn wait_timed_out(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<bool> {
+        let f = self
+            .store
+            .step_fields(run_id, step_id, &["status", "attempt", "waiting_for"])
+            .await?;
+        if f[0].as_deref() != Some("waiting") || f[1].as_deref() != Some(attempt.to_string().as_str()) {
+            return Ok(false);
+        }
+        let waiting_for = f[2].clone().unwrap_or_default();
+        let Some(step) = def.step(step_id) else { return Ok(true) };
+        let (outcome, message) = match &step.kind {
+            StepKind::WaitForEvent(w) => {
+                let limit = w.timeout.map(baton_shared::duration::format).unwrap_or_default();
+                let message = format!("Timeout: no {waiting_for} arrived within {limit}");
+                match w.on_timeout {
+                    OnTimeout::Fail => ("timeout", message),
+                    OnTimeout::Skip => ("skip", message),
+                }
+            }
+            _ => ("timeout", format!("Timeout: no {waiting_for} arrived in time")),
+        };
+        self.complete_here(def, run_id, step_id, attempt, "timer", outcome, &message, now)
+            .await?;
+        Ok(true)
+    }
+
+    /// A child run finished: its output becomes the workflow step's output, its failure the step's.
+    async fn child_done(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<()> {
+        let Some(child) = self
+            .store
+            .step_fields(run_id, step_id, &["child_run"])
+            .await?
+            .pop()
+            .flatten()
+            .filter(|c| !c.is_empty())
+            .or_else(|| Some(ids::child_run_id(run_id, step_id, attempt)))
+        else {
+            return Ok(());
+        };
+        let f = self.store.run_fields(&child, &["status", "output", "error"]).await?;
+        let status = f[0].clone().unwrap_or_default();
+        match status.as_str() {
+            "succeeded" => {
+                let output = f[1].clone().filter(|o| !o.is_empty()).unwrap_or_else(|| "null".into());
+                self.complete_here(def, run_id, step_id, attempt, "child", "ok", &output, now)
+                    .await?;
+            }
+            "failed" | "cancelled" | "timed_out" => {
+                let message = format!(
+                    "ChildRunFailed: child run {child} {status}: {}",
+                    f[2].clone().unwrap_or_default()
+                );
+                self.complete_here(def, run_id, step_id, attempt, "child", "error", &message, now)
+                    .await?;
+            }
+            // Not finished (a stale notice) or expired: nothing to do.
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Re-sends a dispatch whose publish was never confirmed (the coordinator died between commit and
-    /// publish, or RabbitMQ was down). Only a step still `dispatched` at that attempt is re-sent.
+    /// publish, or RabbitMQ was down), or whose launch did not finish. Only a step still `dispatched`
+    /// at that attempt is re-sent.
     ///
     /// # Errors
     /// `Redis`, `Amqp`, `Publish`: the entry stays in the outbox and is tried again.
@@ -540,9 +990,9 @@ impl Engine {
             return self.store.release(true, claimed).await;
         };
         let def = self.registry.pinned(&workflow, version).await?;
-        let Some(step) = def.step(step_id) else {
+        if def.step(step_id).is_none() {
             return self.store.release(true, claimed).await;
-        };
+        }
         let now = now_ms();
         match self
             .store
@@ -551,7 +1001,7 @@ impl Engine {
                 step_id,
                 0,
                 false,
-                &step.depends_on.join(","),
+                &machine::reads_csv(&def, step_id),
                 0,
             )
             .await?
@@ -563,13 +1013,12 @@ impl Engine {
                     attempt = payload.attempt,
                     "re-sending an unconfirmed dispatch"
                 );
-                match step.sleep {
-                    Some(sleep) => self.start_sleep(&def, step_id, sleep, run_id, &payload, now).await,
+                match self.prepare(&def, run_id, payload, now).await? {
                     // A confirmed publish removes the entry.
-                    None => {
-                        self.dispatcher
-                            .publish(&machine::task(&def, step, run_id, payload, now))
-                            .await
+                    Launch::Publish(task) => self.dispatcher.publish(&task).await,
+                    Launch::More(more) => {
+                        self.launch(&def, run_id, more, now).await;
+                        Ok(())
                     }
                 }
             }
@@ -684,5 +1133,197 @@ impl Engine {
         self.store
             .emit_event(&RunCall { run_id, now: now_ms() }, step_id, attempt, &value.to_string())
             .await
+    }
+
+    /// Publishes an event: delivers it to every step waiting for (name, key), or buffers it for
+    /// `event_ttl`. Returns the (run, step) pairs it was delivered to (empty: buffered).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an empty name, or a payload that is not JSON or over the size limit.
+    pub async fn publish_event(&self, name: &str, key: &str, payload_json: &str) -> Result<Vec<(String, String)>> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(CoordinatorError::InvalidArgument("name: required".into()));
+        }
+        if name.contains('|') || key.contains('|') {
+            return Err(CoordinatorError::InvalidArgument(
+                "name, key: must not contain '|'".into(),
+            ));
+        }
+        let payload = self.check_json("payload_json", payload_json)?;
+        let delivered = self
+            .store
+            .publish_event(
+                name,
+                key,
+                &payload,
+                self.config.event_ttl,
+                self.config.event_buffer_max,
+                now_ms(),
+            )
+            .await?;
+        tracing::info!(event = name, key, delivered = delivered.len(), "event published");
+        Ok(delivered)
+    }
+
+    /// Checks JSON text from a caller (empty means `null`) against the size limit; returns it compact.
+    fn check_json(&self, field: &str, text: &str) -> Result<String> {
+        if text.len() > self.config.max_payload_bytes {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "{field}: {} bytes is over the limit of {} bytes",
+                text.len(),
+                self.config.max_payload_bytes
+            )));
+        }
+        let text = if text.trim().is_empty() { "null" } else { text };
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| CoordinatorError::InvalidArgument(format!("{field}: not valid JSON: {e}")))?;
+        Ok(value.to_string())
+    }
+
+    /// Human tasks, newest first, filtered (empty filters match all). `status` is `open`,
+    /// `completed` or `cancelled`. Looks at the newest 10,000 tasks at most.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an unknown status; `Redis`.
+    pub async fn list_human_tasks(
+        &self,
+        assignee: &str,
+        workflow: &str,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<HumanTask>> {
+        if !matches!(status, "" | "open" | "completed" | "cancelled") {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "status: {status:?} is not one of open, completed, cancelled"
+            )));
+        }
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (run_id, step_id) in self.store.human_tasks(10_000).await? {
+            let Some(task) = self.human_task(&run_id, &step_id).await? else {
+                gone.push(format!("{run_id}|{step_id}"));
+                continue;
+            };
+            if (!assignee.is_empty() && !task.assignees.iter().any(|a| a == assignee))
+                || (!workflow.is_empty() && task.workflow != workflow)
+                || (!status.is_empty() && task.status != status)
+            {
+                continue;
+            }
+            out.push(task);
+            if out.len() == limit {
+                break;
+            }
+        }
+        self.store.drop_human_tasks(&gone).await?;
+        Ok(out)
+    }
+
+    /// One human task as the API shows it; `None` when its run is gone.
+    async fn human_task(&self, run_id: &str, step_id: &str) -> Result<Option<HumanTask>> {
+        let run = self.store.run_fields(run_id, &["workflow", "version"]).await?;
+        let (Some(workflow), Some(version)) = (run[0].clone(), run[1].as_deref().and_then(|v| v.parse().ok())) else {
+            return Ok(None);
+        };
+        let def = self.registry.pinned(&workflow, version).await?;
+        let Some(StepKind::Human(h)) = def.step(step_id).map(|s| &s.kind) else {
+            return Ok(None);
+        };
+        let f = self
+            .store
+            .step_fields(
+                run_id,
+                step_id,
+                &["status", "started_at", "completed_by", "completed_at", "output"],
+            )
+            .await?;
+        let get = |i: usize| f[i].clone().unwrap_or_default();
+        let completed_by = get(2);
+        let status = match get(0).as_str() {
+            "waiting" => "open",
+            "succeeded" if !completed_by.is_empty() => "completed",
+            _ => "cancelled",
+        };
+        Ok(Some(HumanTask {
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            workflow,
+            workflow_version: version,
+            title: h.title.clone(),
+            description: h.description.clone(),
+            assignees: h.assignees.clone(),
+            form_schema_json: h.form.to_string(),
+            status: status.into(),
+            created_at: baton_shared::time::timestamp(get(1).parse().unwrap_or(0)),
+            completed_at: baton_shared::time::timestamp(get(3).parse().unwrap_or(0)),
+            data_json: if status == "completed" { get(4) } else { String::new() },
+            completed_by,
+        }))
+    }
+
+    /// Completes an open human task: checks `data_json` against the step's form, records who
+    /// completed it and when, and makes the data the step's output.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a missing user, data that is not JSON or fails the form (naming the
+    /// JSON path, e.g. `data/approved`), or a step that is not a human step; `NotFound` for no such
+    /// run; `FailedPrecondition` when the task is not open.
+    pub async fn complete_human_task(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        user: &str,
+        data_json: &str,
+    ) -> Result<HumanTask> {
+        check_run_id(run_id)?;
+        let user = user.trim();
+        if user.is_empty() {
+            return Err(CoordinatorError::InvalidArgument("user: required".into()));
+        }
+        let data_text = self.check_json("data_json", data_json)?;
+        let data: serde_json::Value =
+            serde_json::from_str(&data_text).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
+            return Err(CoordinatorError::NotFound(format!(
+                "run_id: no run {run_id} (it may have expired)"
+            )));
+        };
+        let def = self.registry.pinned(&workflow, version).await?;
+        let Some(StepKind::Human(h)) = def.step(step_id).map(|s| &s.kind) else {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "step_id: workflow {workflow:?} version {version} has no human step {step_id:?}"
+            )));
+        };
+        h.validate(&data)?;
+        let f = self.store.step_fields(run_id, step_id, &["status", "attempt"]).await?;
+        let status = f[0].clone().unwrap_or_default();
+        if status != "waiting" {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "step_id: the task of step {step_id} is not open (the step is {status})"
+            )));
+        }
+        let attempt: u32 = f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0);
+        let now = now_ms();
+        let worker = format!("human:{user}");
+        match self
+            .complete_here(&def, run_id, step_id, attempt, &worker, "ok", &data_text, now)
+            .await?
+        {
+            Disposition::Proceed => {}
+            _ => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "step_id: the task of step {step_id} is no longer open"
+                )));
+            }
+        }
+        tracing::info!(run = run_id, step = step_id, user, "human task completed");
+        self.human_task(run_id, step_id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(format!("run_id: no run {run_id}")))
     }
 }

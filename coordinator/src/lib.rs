@@ -42,10 +42,18 @@ pub async fn serve(
         .with_max_delay(Duration::from_secs(5))
         .with_total_delay(Some(Duration::from_secs(60)));
     let keys = Keys::new(config.namespace.clone());
-    let store = (|| Store::connect(&config.redis_url, keys.clone(), config.events_max_len, config.retention))
-        .retry(backoff)
-        .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
-        .await?;
+    let store = (|| {
+        Store::connect(
+            &config.redis_url,
+            keys.clone(),
+            config.events_max_len,
+            config.retention,
+            config.dispatch_grace,
+        )
+    })
+    .retry(backoff)
+    .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
+    .await?;
     let dispatcher = (|| {
         Dispatcher::connect(
             &config.amqp_url,
@@ -96,6 +104,12 @@ pub async fn serve(
         .set_serving::<proto::worker_service_server::WorkerServiceServer<Api>>()
         .await;
     health
+        .set_serving::<proto::event_service_server::EventServiceServer<Api>>()
+        .await;
+    health
+        .set_serving::<proto::human_task_service_server::HumanTaskServiceServer<Api>>()
+        .await;
+    health
         .set_serving::<proto::workflow_service_server::WorkflowServiceServer<Api>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -113,7 +127,9 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(proto::workflow_service_server::WorkflowServiceServer::new(api.clone()))
         .add_service(proto::run_service_server::RunServiceServer::new(api.clone()))
-        .add_service(proto::worker_service_server::WorkerServiceServer::new(api))
+        .add_service(proto::worker_service_server::WorkerServiceServer::new(api.clone()))
+        .add_service(proto::event_service_server::EventServiceServer::new(api.clone()))
+        .add_service(proto::human_task_service_server::HumanTaskServiceServer::new(api))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 

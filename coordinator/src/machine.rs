@@ -3,29 +3,46 @@
 //! attempt; this module decides *what* to ask for (which children to consider, when to retry).
 
 use baton_shared::{
-    definition::{StepDefinition, WorkflowDefinition},
+    definition::{StepDefinition, WorkflowDefinition, split_item},
+    expr::Bindings,
     proto::StepTask,
     retry::RetryDecision,
 };
 
 use crate::store::DispatchPayload;
 
-/// `child=parent,parent;child=parent`: the children of `step` with all their parents, so the script
-/// can tell which children became ready.
+/// One step's entry in a spec: `step=parents` or, when its expressions read more steps than its
+/// parents, `step=parents=reads`.
+fn spec_entry(s: &StepDefinition) -> String {
+    if s.reads == s.depends_on {
+        format!("{}={}", s.id, s.depends_on.join(","))
+    } else {
+        format!("{}={}={}", s.id, s.depends_on.join(","), s.reads.join(","))
+    }
+}
+
+/// `child=parent,parent;child=parent`: the children of `step` with all their parents (and reads), so
+/// the script can tell which children became ready and hand over what they need. For a fan-out
+/// element, the children of its step.
 pub fn children_spec(def: &WorkflowDefinition, step: &str) -> String {
-    def.children(step)
-        .map(|c| format!("{}={}", c.id, c.depends_on.join(",")))
+    def.children(split_item(step).0)
+        .map(spec_entry)
         .collect::<Vec<_>>()
         .join(";")
 }
 
-/// Every step with its parents: `a=;b=a;c=a,b`.
+/// Every step with its parents (and reads): `a=;b=a;c=a,b`.
 pub fn all_steps_spec(def: &WorkflowDefinition) -> String {
-    def.steps
-        .iter()
-        .map(|s| format!("{}={}", s.id, s.depends_on.join(",")))
-        .collect::<Vec<_>>()
-        .join(";")
+    def.steps.iter().map(spec_entry).collect::<Vec<_>>().join(";")
+}
+
+/// What a dispatch of `step` hands over: the statuses and outputs of these steps (none for a fan-out
+/// element: its input is its own).
+pub fn reads_csv(def: &WorkflowDefinition, step: &str) -> String {
+    match (def.step(step), split_item(step).1) {
+        (Some(s), None) => s.reads.join(","),
+        _ => String::new(),
+    }
 }
 
 /// `step` and every step that depends on it, directly or not, in definition order.
@@ -72,14 +89,37 @@ pub fn retry_at(step: &StepDefinition, attempt: u32, error_type: &str, retryable
     }
 }
 
-/// The message to publish for a dispatched attempt.
+/// What a dispatched step's expressions see: the run input and the steps it reads.
+///
+/// # Errors
+/// A stored value that is not JSON (which would be a bug), named.
+pub fn bindings(p: &DispatchPayload) -> Result<Bindings, String> {
+    let parse = |what: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(if text.is_empty() { "null" } else { text })
+            .map_err(|e| format!("{what} is not JSON: {e}"))
+    };
+    let mut b = Bindings {
+        input: parse("the run input", &p.input_json)?,
+        ..Bindings::default()
+    };
+    for (id, output) in &p.parent_outputs {
+        let status = p.parent_statuses.get(id).cloned().unwrap_or_default();
+        b.steps
+            .insert(id.clone(), (status, parse(&format!("the output of {id}"), output)?));
+    }
+    Ok(b)
+}
+
+/// The message to publish for a dispatched attempt, with the step's input (JSON text).
 pub fn task(
     def: &WorkflowDefinition,
     step: &StepDefinition,
     run_id: &str,
     payload: DispatchPayload,
+    input_json: String,
     now: i64,
 ) -> StepTask {
+    let item_index = split_item(&payload.step_id).1;
     StepTask {
         run_id: run_id.to_string(),
         step_id: payload.step_id,
@@ -87,8 +127,14 @@ pub fn task(
         handler: step.handler.clone(),
         workflow: def.name.clone(),
         workflow_version: def.version,
-        input_json: payload.input_json,
-        parent_outputs_json: payload.parent_outputs,
+        input_json,
+        item_index,
+        resume_data_json: payload.resume_data,
+        parent_outputs_json: payload
+            .parent_outputs
+            .into_iter()
+            .filter(|(id, _)| step.depends_on.contains(id))
+            .collect(),
         timeout_ms: step.timeout.as_millis() as u64,
         heartbeat_timeout_ms: step.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
         dispatched_at_ms: now,

@@ -34,6 +34,10 @@ struct Scripts {
     cancel_run: RunScript,
     reset_steps: RunScript,
     emit_event: RunScript,
+    start_items: RunScript,
+    wait: RunScript,
+    resume: RunScript,
+    publish_event: redis::Script,
     claim: redis::Script,
     release: redis::Script,
 }
@@ -62,8 +66,45 @@ pub struct DispatchPayload {
     pub dispatched_at: i64,
     /// The run input, JSON text.
     pub input_json: String,
-    /// Outputs of the step's parents, JSON text by step id.
+    /// For a fan-out element: its own input (JSON text).
+    pub item_input: Option<String>,
+    /// For a resumed handler: the payload of the event that resumed it (JSON text), else empty.
+    pub resume_data: String,
+    /// Outputs of the steps the step reads (its parents first), JSON text by step id.
     pub parent_outputs: HashMap<String, String>,
+    /// Statuses of the same steps (`succeeded` or `skipped`).
+    pub parent_statuses: HashMap<String, String>,
+}
+
+/// Arguments of `wait.lua`.
+pub struct WaitArgs<'a> {
+    /// The step.
+    pub step: &'a str,
+    /// Its current attempt.
+    pub attempt: u32,
+    /// `event`, `suspend`, `human` or `child`.
+    pub mode: &'a str,
+    /// What it waits for, in words.
+    pub detail: &'a str,
+    /// For `event` and `suspend`: the event name and key.
+    pub event: Option<(&'a str, &'a str)>,
+    /// For `child`: the child run.
+    pub child_run: &'a str,
+    /// For `event` and `suspend`: when the wait times out (Unix ms), or 0.
+    pub timeout_at: i64,
+    /// For `suspend`: the worker that suspended.
+    pub worker: &'a str,
+}
+
+/// What became of a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Not the current attempt, or the run is over.
+    Stale,
+    /// Waiting.
+    Waiting,
+    /// A buffered event was taken at once; an `event` timer completes the delivery.
+    Delivered,
 }
 
 /// The result of applying an attempt's outcome.
@@ -112,6 +153,7 @@ pub struct Store {
     scripts: std::sync::Arc<Scripts>,
     events_max_len: u64,
     retention: Duration,
+    dispatch_grace: Duration,
 }
 
 fn strings(v: Vec<redis::Value>) -> Result<Vec<String>> {
@@ -128,7 +170,15 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`] when Redis cannot be reached.
-    pub async fn connect(url: &str, keys: Keys, events_max_len: u64, retention: Duration) -> Result<Self> {
+    /// `dispatch_grace` is how long after a dispatch the sweeper republishes it unless RabbitMQ
+    /// confirmed it first.
+    pub async fn connect(
+        url: &str,
+        keys: Keys,
+        events_max_len: u64,
+        retention: Duration,
+        dispatch_grace: Duration,
+    ) -> Result<Self> {
         let client = redis::Client::open(url)?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -144,6 +194,10 @@ impl Store {
             cancel_run: RunScript::new(include_str!("scripts/cancel_run.lua")),
             reset_steps: RunScript::new(include_str!("scripts/reset_steps.lua")),
             emit_event: RunScript::new(include_str!("scripts/emit_event.lua")),
+            start_items: RunScript::new(include_str!("scripts/start_items.lua")),
+            wait: RunScript::new(include_str!("scripts/wait.lua")),
+            resume: RunScript::new(include_str!("scripts/resume.lua")),
+            publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
             claim: redis::Script::new(include_str!("scripts/claim.lua")),
             release: redis::Script::new(include_str!("scripts/release.lua")),
         };
@@ -154,6 +208,7 @@ impl Store {
             scripts: std::sync::Arc::new(scripts),
             events_max_len,
             retention,
+            dispatch_grace,
         };
         store.load_scripts().await?;
         Ok(store)
@@ -190,10 +245,13 @@ impl Store {
             &s.cancel_run,
             &s.reset_steps,
             &s.emit_event,
+            &s.start_items,
+            &s.wait,
+            &s.resume,
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
-        for script in [&s.claim, &s.release] {
+        for script in [&s.claim, &s.release, &s.publish_event] {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
         Ok(())
@@ -208,18 +266,34 @@ impl Store {
         call: &RunCall<'_>,
         args: &[String],
     ) -> Result<Vec<String>> {
+        self.eval_run_with(prelude, script, call, &[], args).await
+    }
+
+    /// As `eval_run`, with keys after the five every run script gets.
+    async fn eval_run_with(
+        &self,
+        prelude: Pipeline,
+        script: &RunScript,
+        call: &RunCall<'_>,
+        extra_keys: &[String],
+        args: &[String],
+    ) -> Result<Vec<String>> {
         let k = &self.keys;
         for tried in 0..2 {
             let mut pipe = prelude.clone();
             pipe.cmd("EVALSHA")
                 .arg(script.script.get_hash())
-                .arg(3)
+                .arg(5 + extra_keys.len())
                 .arg(k.run(call.run_id))
                 .arg(k.steps(call.run_id))
                 .arg(k.events(call.run_id))
+                .arg(k.timers())
+                .arg(k.outbox())
+                .arg(extra_keys)
                 .arg(call.now)
                 .arg(self.events_max_len)
                 .arg(self.retention.as_secs().max(1))
+                .arg(self.dispatch_grace.as_millis() as u64)
                 .arg(args);
             let mut conn = self.conn.clone();
             match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
@@ -250,6 +324,7 @@ impl Store {
         roots: &[&str],
         outbox_due: i64,
         timers: &[(String, i64)],
+        parent: Option<(&str, &str, u32)>,
     ) -> Result<Option<String>> {
         let mut pre = redis::pipe();
         for (member, due) in timers {
@@ -273,6 +348,9 @@ impl Store {
             idempotency_key.to_string(),
             step_ids.to_string(),
             roots.join(","),
+            parent.map(|p| p.0.to_string()).unwrap_or_default(),
+            parent.map(|p| p.1.to_string()).unwrap_or_default(),
+            parent.map(|p| p.2.to_string()).unwrap_or_default(),
         ];
         let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
         if out.first().map(String::as_str) == Some("created") {
@@ -361,25 +439,191 @@ impl Store {
             args.pinned.to_string(),
         ];
         let out = self.eval_run(pre, &self.scripts.complete_step, call, &a).await?;
-        let mut it = out.into_iter();
-        Ok(match it.next().as_deref() {
-            Some("alive") => Completion::Alive(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
-            Some("retry") => Completion::Retry(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
-            Some("failed") => Completion::Failed,
-            Some("ok") => {
-                let run_status = it.next().unwrap_or_default();
-                let input = it.next().unwrap_or_default();
-                let n: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let mut dispatched = Vec::with_capacity(n);
-                for _ in 0..n {
-                    dispatched.push(read_payload(&mut it, &input)?);
-                }
-                Completion::Succeeded { run_status, dispatched }
-            }
-            _ => Completion::Stale,
+        parse_completion(out)
+    }
+
+    /// Starts a fan-out step over its elements' inputs (see `start_items.lua`): stores them and
+    /// dispatches the first `max_parallel`. Answers like [`Store::complete_step`]: `Succeeded` with
+    /// the elements dispatched (or, for no elements, the step's children), or `Stale`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_items(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        max_parallel: u32,
+        children: &str,
+        leaves: &str,
+        inputs: Vec<String>,
+    ) -> Result<Completion> {
+        let mut a = Vec::with_capacity(inputs.len() + 5);
+        a.extend([
+            step.to_string(),
+            attempt.to_string(),
+            max_parallel.to_string(),
+            children.to_string(),
+            leaves.to_string(),
+        ]);
+        a.extend(inputs);
+        let out = self
+            .eval_run(redis::pipe(), &self.scripts.start_items, call, &a)
+            .await?;
+        parse_completion(out)
+    }
+
+    /// A step starts waiting (see `wait.lua`), after the global writes in `pre`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn wait(&self, pre: Pipeline, call: &RunCall<'_>, w: &WaitArgs<'_>) -> Result<WaitOutcome> {
+        let (keys, identity) = match w.event {
+            Some((name, key)) => (
+                vec![self.keys.event_waiters(name, key), self.keys.event_buffer(name, key)],
+                format!("{name}|{key}"),
+            ),
+            None => (Vec::new(), w.child_run.to_string()),
+        };
+        let a = [
+            w.step.to_string(),
+            w.attempt.to_string(),
+            w.mode.to_string(),
+            w.detail.to_string(),
+            identity,
+            w.timeout_at.to_string(),
+            w.worker.to_string(),
+        ];
+        let out = self.eval_run_with(pre, &self.scripts.wait, call, &keys, &a).await?;
+        Ok(match out.first().map(String::as_str) {
+            Some("waiting") => WaitOutcome::Waiting,
+            Some("delivered") => WaitOutcome::Delivered,
+            _ => WaitOutcome::Stale,
         })
     }
 
+    /// Dispatches a suspended step again with the event delivered to it (see `resume.lua`).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn resume(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        reads: &str,
+    ) -> Result<Option<DispatchPayload>> {
+        let out = self
+            .eval_run(
+                redis::pipe(),
+                &self.scripts.resume,
+                call,
+                &[step.into(), attempt.to_string(), reads.into()],
+            )
+            .await?;
+        let mut it = out.into_iter();
+        if it.next().as_deref() != Some("dispatch") {
+            return Ok(None);
+        }
+        let input = it.next().unwrap_or_default();
+        Ok(Some(read_payload(&mut it, &input)?))
+    }
+
+    /// Delivers an event to the steps waiting for (name, key), or buffers it for `ttl` (at most
+    /// `max_buffered` per name and key). Returns the (run, step) pairs it was delivered to; empty
+    /// when it was buffered.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn publish_event(
+        &self,
+        name: &str,
+        key: &str,
+        payload: &str,
+        ttl: Duration,
+        max_buffered: usize,
+        now: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self
+            .scripts
+            .publish_event
+            .key(self.keys.event_waiters(name, key))
+            .key(self.keys.event_buffer(name, key))
+            .key(self.keys.timers())
+            .arg(self.keys.prefix())
+            .arg(now)
+            .arg(payload)
+            .arg(ttl.as_secs().max(1))
+            .arg(max_buffered.max(1))
+            .arg(format!("{name}|{key}"))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(out
+            .get(1..)
+            .unwrap_or_default()
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect())
+    }
+
+    /// Fields of one step (`None` for those not set).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn step_fields(&self, run_id: &str, step: &str, fields: &[&str]) -> Result<Vec<Option<String>>> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.steps(run_id));
+        for f in fields {
+            cmd.arg(format!("{step}:{f}"));
+        }
+        let mut conn = self.conn.clone();
+        Ok(cmd.query_async(&mut conn).await?)
+    }
+
+    /// Fields of one run (`None` for those not set).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn run_fields(&self, run_id: &str, fields: &[&str]) -> Result<Vec<Option<String>>> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HMGET")
+            .arg(self.keys.run(run_id))
+            .arg(fields)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Entries of the human-task index, newest first: `(run, step)`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn human_tasks(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn.zrevrange(self.keys.human_tasks(), 0, limit as isize - 1).await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|m| m.split_once('|').map(|(r, s)| (r.to_string(), s.to_string())))
+            .collect())
+    }
+
+    /// Drops human-task index entries of runs that no longer exist.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn drop_human_tasks(&self, members: &[String]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.zrem(self.keys.human_tasks(), members).await?;
+        Ok(())
+    }
+}
+
+impl Store {
     /// The payload of an attempt to (re)publish: `retry = true` moves step `step`, retrying as
     /// `attempt`, to dispatched; otherwise only a step still dispatched (never started) answers, with
     /// its current attempt. `None` when stale.
@@ -812,17 +1056,42 @@ fn not_found(run_id: &str) -> CoordinatorError {
     CoordinatorError::NotFound(format!("run_id: no run {run_id} (it may have expired)"))
 }
 
+fn parse_completion(out: Vec<String>) -> Result<Completion> {
+    let mut it = out.into_iter();
+    Ok(match it.next().as_deref() {
+        Some("alive") => Completion::Alive(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
+        Some("retry") => Completion::Retry(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
+        Some("failed") => Completion::Failed,
+        Some("ok") => {
+            let run_status = it.next().unwrap_or_default();
+            let input = it.next().unwrap_or_default();
+            let n: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let mut dispatched = Vec::with_capacity(n);
+            for _ in 0..n {
+                dispatched.push(read_payload(&mut it, &input)?);
+            }
+            Completion::Succeeded { run_status, dispatched }
+        }
+        _ => Completion::Stale,
+    })
+}
+
 fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<DispatchPayload> {
     let bad = || CoordinatorError::Internal("malformed dispatch payload from Redis".into());
     let step_id = it.next().ok_or_else(bad)?;
     let attempt: u32 = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let attempt_base: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let dispatched_at: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let item_input = it.next().ok_or_else(bad)?;
+    let resume_data = it.next().ok_or_else(bad)?;
     let n: usize = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let mut parent_outputs = HashMap::with_capacity(n);
+    let mut parent_statuses = HashMap::with_capacity(n);
     for _ in 0..n {
         let p = it.next().ok_or_else(bad)?;
+        let st = it.next().ok_or_else(bad)?;
         let o = it.next().ok_or_else(bad)?;
+        parent_statuses.insert(p.clone(), st);
         parent_outputs.insert(p, o);
     }
     Ok(DispatchPayload {
@@ -831,7 +1100,10 @@ fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<Di
         attempt_base,
         dispatched_at,
         input_json: input.to_string(),
+        item_input: (!item_input.is_empty()).then_some(item_input),
+        resume_data,
         parent_outputs,
+        parent_statuses,
     })
 }
 
@@ -868,6 +1140,12 @@ pub enum TimerKind {
     Wake,
     /// End a run that outlived its workflow's `timeout` (step and attempt are empty and 0).
     RunTimeout,
+    /// Complete a waiting step with the event delivered to it (or resume a suspended handler).
+    Event,
+    /// A child run finished: complete the parent's workflow step (the member names the parent).
+    ChildDone,
+    /// The parent of this run ended: cancel it (step and attempt are empty and 0).
+    CancelChild,
 }
 
 impl TimerKind {
@@ -878,6 +1156,9 @@ impl TimerKind {
             TimerKind::Heartbeat => "heartbeat",
             TimerKind::Wake => "wake",
             TimerKind::RunTimeout => "run-timeout",
+            TimerKind::Event => "event",
+            TimerKind::ChildDone => "child-done",
+            TimerKind::CancelChild => "cancel-child",
         }
     }
 
@@ -890,6 +1171,9 @@ impl TimerKind {
             "heartbeat" => TimerKind::Heartbeat,
             "wake" => TimerKind::Wake,
             "run-timeout" => TimerKind::RunTimeout,
+            "event" => TimerKind::Event,
+            "child-done" => TimerKind::ChildDone,
+            "cancel-child" => TimerKind::CancelChild,
             _ => return None,
         };
         let run = it.next()?;

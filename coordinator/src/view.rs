@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use baton_shared::{
     definition::WorkflowDefinition,
-    proto::{Attempt, Run, RunEvent, RunStatus, StepRun, StepStatus},
+    proto::{Attempt, ItemProgress, Run, RunEvent, RunStatus, StepRun, StepStatus},
     time::timestamp,
 };
 use serde::Deserialize;
@@ -52,6 +52,9 @@ pub fn run_view(
         started_at: timestamp(ms(run, "started_at")),
         finished_at: timestamp(ms(run, "finished_at")),
         steps: Vec::new(),
+        parent_run_id: field(run, "parent_run").into(),
+        parent_step_id: field(run, "parent_step").into(),
+        child_run_ids: Vec::new(),
     };
     let Some(steps) = steps else { return out };
     let ids: Vec<String> = match def {
@@ -67,9 +70,38 @@ pub fn run_view(
         let t = |name: &str| timestamp(f(name).parse().unwrap_or(0));
         let sdef = def.and_then(|d| d.step(&id));
         let history: Vec<StoredAttempt> = serde_json::from_str(&f("history")).unwrap_or_default();
+        let status = StepStatus::from_word(&f("status")).unwrap_or(StepStatus::Unspecified);
+        let child_run_id = f("child_run");
+        if !child_run_id.is_empty() {
+            out.child_run_ids.push(child_run_id.clone());
+        }
+        let items = (!f("items_total").is_empty()).then(|| {
+            let n = |k: &str| f(k).parse::<u32>().unwrap_or(0);
+            let (succeeded, failed) = (n("items_ok"), n("items_failed"));
+            let in_flight = if status == StepStatus::Running {
+                n("items_next").saturating_sub(succeeded + failed)
+            } else {
+                0
+            };
+            ItemProgress {
+                total: n("items_total"),
+                succeeded,
+                failed,
+                in_flight,
+            }
+        });
         out.steps.push(StepRun {
+            kind: sdef.map(|s| s.kind.word().to_string()).unwrap_or_default(),
+            child_run_id,
+            items,
+            waiting_for: if status == StepStatus::Waiting {
+                f("waiting_for")
+            } else {
+                String::new()
+            },
+            completed_by: f("completed_by"),
             handler: sdef.map(|s| s.handler.clone()).unwrap_or_default(),
-            status: StepStatus::from_word(&f("status")).unwrap_or(StepStatus::Unspecified) as i32,
+            status: status as i32,
             attempt: f("attempt").parse().unwrap_or(0),
             max_attempts: sdef.map(|s| s.retry.max_attempts).unwrap_or(0),
             output_json: f("output"),
@@ -117,7 +149,10 @@ pub fn workflow_view(
     registered_at: i64,
     versions: Vec<u32>,
 ) -> baton_shared::proto::Workflow {
-    use baton_shared::proto::{RetryPolicy, StepDefinition, Workflow};
+    use baton_shared::{
+        definition::StepKind,
+        proto::{HumanStepDefinition, RetryPolicy, StepDefinition, WaitForEventDefinition, Workflow},
+    };
     Workflow {
         name: def.name.clone(),
         version: def.version,
@@ -125,7 +160,8 @@ pub fn workflow_view(
         steps: def
             .steps
             .iter()
-            .map(|s| StepDefinition {
+            .enumerate()
+            .map(|(i, s)| StepDefinition {
                 id: s.id.clone(),
                 handler: s.handler.clone(),
                 depends_on: s.depends_on.clone(),
@@ -140,6 +176,51 @@ pub fn workflow_view(
                 timeout_ms: s.timeout.as_millis() as u64,
                 heartbeat_timeout_ms: s.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
                 sleep_ms: s.sleep.map(|d| d.as_millis() as u64).unwrap_or(0),
+                kind: s.kind.word().into(),
+                when: s.when.as_ref().map(|e| e.source().to_string()).unwrap_or_default(),
+                input_template_json: def.document["steps"][i]
+                    .get("input")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                for_each: s
+                    .for_each
+                    .as_ref()
+                    .map(|f| f.items.source().to_string())
+                    .unwrap_or_default(),
+                max_parallel: s.for_each.as_ref().map(|f| f.max_parallel).unwrap_or(0),
+                sleep_until: match &s.kind {
+                    StepKind::SleepUntil(e) => e.source().to_string(),
+                    _ => String::new(),
+                },
+                wait_for_event: match &s.kind {
+                    StepKind::WaitForEvent(w) => Some(WaitForEventDefinition {
+                        event: w.event.clone(),
+                        key: w.key.as_ref().map(|e| e.source().to_string()).unwrap_or_default(),
+                        timeout_ms: w.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+                        on_timeout: match w.on_timeout {
+                            baton_shared::definition::OnTimeout::Fail => "fail".into(),
+                            baton_shared::definition::OnTimeout::Skip => "skip".into(),
+                        },
+                    }),
+                    _ => None,
+                },
+                human: match &s.kind {
+                    StepKind::Human(h) => Some(HumanStepDefinition {
+                        title: h.title.clone(),
+                        description: h.description.clone(),
+                        assignees: h.assignees.clone(),
+                        form_schema_json: h.form.to_string(),
+                    }),
+                    _ => None,
+                },
+                workflow: match &s.kind {
+                    StepKind::Workflow(c) => c.name.clone(),
+                    _ => String::new(),
+                },
+                workflow_version: match &s.kind {
+                    StepKind::Workflow(c) => c.version,
+                    _ => 0,
+                },
             })
             .collect(),
         input_schema_json: def.input_schema.as_ref().map(|s| s.to_string()).unwrap_or_default(),

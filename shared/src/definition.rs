@@ -14,7 +14,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{duration, retry::RetryPolicy};
+use crate::{
+    duration,
+    expr::{Expr, Scope, Template, Want},
+    retry::RetryPolicy,
+};
 
 /// Default start-to-close timeout of a step that names none.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -83,6 +87,54 @@ struct StepDocument {
     timeout: Option<String>,
     #[serde(default)]
     heartbeat_timeout: Option<String>,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    for_each: Option<String>,
+    #[serde(default)]
+    max_parallel: Option<u32>,
+    #[serde(default)]
+    sleep_until: Option<String>,
+    #[serde(default)]
+    wait_for_event: Option<WaitDocument>,
+    #[serde(default)]
+    human: Option<HumanDocument>,
+    #[serde(default)]
+    workflow: Option<ChildDocument>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct WaitDocument {
+    event: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    on_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct HumanDocument {
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    assignees: Vec<String>,
+    #[serde(default)]
+    form: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ChildDocument {
+    name: String,
+    #[serde(default)]
+    version: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -103,7 +155,7 @@ struct RetryDocument {
 }
 
 /// One step of a validated workflow.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct StepDefinition {
     /// Unique within the workflow; `[A-Za-z0-9_-]`, at most 64 characters.
     pub id: String,
@@ -119,7 +171,130 @@ pub struct StepDefinition {
     pub heartbeat_timeout: Option<Duration>,
     /// For a durable sleep step (no handler): how long it waits. Its output is `{"slept_ms": N}`.
     pub sleep: Option<Duration>,
+    /// What the step does.
+    pub kind: StepKind,
+    /// The condition (`when:`): the step runs only when it holds, and is `skipped` otherwise.
+    pub when: Option<Expr>,
+    /// The input template (`input:`); without one the step gets the run input.
+    pub input: Option<Template>,
+    /// For a fan-out step: the list to run the handler over.
+    pub for_each: Option<ForEach>,
+    /// The steps whose status and output this step needs when it is dispatched: its parents, then
+    /// the other steps its expressions read.
+    pub reads: Vec<String>,
 }
+
+/// What a step does when its turn comes.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Runs `handler` on a worker.
+    Task,
+    /// Waits `sleep` on a durable timer.
+    Sleep,
+    /// Waits until the time a CEL expression gives (a timestamp, an RFC 3339 string or Unix ms).
+    SleepUntil(Expr),
+    /// Waits for an event published with `PublishEvent`.
+    WaitForEvent(WaitForEvent),
+    /// Waits for a person to complete a form.
+    Human(HumanStep),
+    /// Runs another workflow as a child run and waits for it.
+    Workflow(ChildWorkflow),
+}
+
+impl StepKind {
+    /// The kind's name: `task`, `sleep`, `sleep_until`, `wait_for_event`, `human` or `workflow`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            StepKind::Task => "task",
+            StepKind::Sleep => "sleep",
+            StepKind::SleepUntil(_) => "sleep_until",
+            StepKind::WaitForEvent(_) => "wait_for_event",
+            StepKind::Human(_) => "human",
+            StepKind::Workflow(_) => "workflow",
+        }
+    }
+}
+
+/// A `wait_for_event` step.
+#[derive(Debug, Clone)]
+pub struct WaitForEvent {
+    /// The event name, as given to `PublishEvent`.
+    pub event: String,
+    /// The correlation key (CEL, a string or an int); `None` matches the empty key.
+    pub key: Option<Expr>,
+    /// How long to wait; `None` waits for ever.
+    pub timeout: Option<Duration>,
+    /// What a timeout does.
+    pub on_timeout: OnTimeout,
+}
+
+/// What a `wait_for_event` step does when no event came in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// The step (and so the run) fails with a `Timeout` error.
+    Fail,
+    /// The step is skipped, and what only depends on it too.
+    Skip,
+}
+
+/// A `human` step: a task for a person, completed with `CompleteHumanTask`.
+#[derive(Debug, Clone)]
+pub struct HumanStep {
+    /// One line shown in task lists.
+    pub title: String,
+    /// Free text.
+    pub description: String,
+    /// Who may see it in their list (any user may complete it).
+    pub assignees: Vec<String>,
+    /// The JSON Schema the submitted data must satisfy (`{}` when none was given).
+    pub form: Value,
+    validator: Arc<jsonschema::Validator>,
+}
+
+impl HumanStep {
+    /// Checks submitted data against the form.
+    ///
+    /// # Errors
+    /// Every violation, with its JSON path under `data` (e.g. `data/approved`).
+    pub fn validate(&self, data: &Value) -> Result<(), InvalidDefinition> {
+        let errors: Vec<FieldError> = self
+            .validator
+            .iter_errors(data)
+            .map(|e| FieldError {
+                path: format!("data{}", e.instance_path()),
+                message: e.to_string(),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidDefinition(errors))
+        }
+    }
+}
+
+/// A `workflow` step: the child workflow it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildWorkflow {
+    /// The workflow's name.
+    pub name: String,
+    /// Its version; 0 for the latest when the step starts.
+    pub version: u32,
+}
+
+/// A fan-out (`for_each`) step's list and parallelism.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// A CEL list over `input` and `steps`.
+    pub items: Expr,
+    /// How many elements run at once.
+    pub max_parallel: u32,
+}
+
+/// Default and largest `max_parallel` of a fan-out step.
+pub const DEFAULT_MAX_PARALLEL: u32 = 100;
+/// The most elements one fan-out step may have.
+pub const MAX_FAN_OUT: usize = 100_000;
 
 /// A validated workflow definition with its step graph.
 ///
@@ -254,22 +429,30 @@ impl WorkflowDefinition {
         let mut steps = Vec::with_capacity(doc.steps.len());
         for (i, s) in doc.steps.iter().enumerate() {
             let p = format!("steps[{i}]");
+            let kinds: Vec<&str> = [
+                ("handler", s.handler.is_some()),
+                ("sleep", s.sleep.is_some()),
+                ("sleep_until", s.sleep_until.is_some()),
+                ("wait_for_event", s.wait_for_event.is_some()),
+                ("human", s.human.is_some()),
+                ("workflow", s.workflow.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, set)| set.then_some(k))
+            .collect();
+            if kinds.is_empty() {
+                err(
+                    format!("{p}.handler"),
+                    "missing handler (or one of sleep, sleep_until, wait_for_event, human, workflow)".into(),
+                );
+            } else if kinds.len() > 1 {
+                err(
+                    format!("{p}.{}", kinds[1]),
+                    format!("a step does one thing: it has both {} and {}", kinds[0], kinds[1]),
+                );
+            }
             let handler = match s.handler.as_deref().map(str::trim) {
-                None | Some("") if s.sleep.is_some() => String::new(),
-                None | Some("") => {
-                    err(
-                        format!("{p}.handler"),
-                        "missing handler (or `sleep` for a durable timer step)".into(),
-                    );
-                    String::new()
-                }
-                Some(_) if s.sleep.is_some() => {
-                    err(
-                        format!("{p}.sleep"),
-                        "a step has either a handler or a sleep, not both".into(),
-                    );
-                    String::new()
-                }
+                None => String::new(),
                 Some(h) if !valid_name(h, 128, &['.']) => {
                     err(
                         format!("{p}.handler"),
@@ -279,6 +462,20 @@ impl WorkflowDefinition {
                 }
                 Some(h) => h.to_string(),
             };
+            if s.for_each.is_none() && s.max_parallel.is_some() {
+                err(
+                    format!("{p}.max_parallel"),
+                    "only a for_each step has max_parallel".into(),
+                );
+            }
+            if s.for_each.is_some() && s.handler.is_none() {
+                err(format!("{p}.for_each"), "only a step with a handler can fan out".into());
+            }
+            if let Some(n) = s.max_parallel
+                && n == 0
+            {
+                err(format!("{p}.max_parallel"), "must be at least 1".into());
+            }
             let mut seen = HashSet::new();
             for (j, d) in s.depends_on.iter().enumerate() {
                 if !index.contains_key(d) {
@@ -344,6 +541,7 @@ impl WorkflowDefinition {
                 }
                 retry.non_retryable_errors = r.non_retryable_errors.clone();
             }
+            let kind = step_kind(s, &p, &mut err);
             steps.push(StepDefinition {
                 id: s.id.clone(),
                 handler,
@@ -352,12 +550,24 @@ impl WorkflowDefinition {
                 timeout,
                 heartbeat_timeout,
                 sleep,
+                kind,
+                when: None,
+                input: None,
+                for_each: None,
+                reads: s.depends_on.clone(),
             });
         }
 
         let graph = build_graph(&steps, &index);
-        if let Err(cycle) = &graph {
-            err("steps".into(), format!("the steps form a cycle: {cycle}"));
+        match &graph {
+            Err(cycle) => err("steps".into(), format!("the steps form a cycle: {cycle}")),
+            // Expressions are checked against the graph: a step reads only the steps before it.
+            Ok(g) => {
+                for (i, s) in doc.steps.iter().enumerate() {
+                    let readable = ancestors(g, &steps, i);
+                    compile_expressions(s, &mut steps[i], readable, &format!("steps[{i}]"), &mut err);
+                }
+            }
         }
         if !errors.is_empty() {
             return Err(InvalidDefinition(errors));
@@ -375,9 +585,9 @@ impl WorkflowDefinition {
         })
     }
 
-    /// The step with this id.
+    /// The step with this id; for a fan-out element (`<step>#<index>`), its step.
     pub fn step(&self, id: &str) -> Option<&StepDefinition> {
-        self.graph.index.get(id).map(|&i| &self.steps[i])
+        self.graph.index.get(split_item(id).0).map(|&i| &self.steps[i])
     }
 
     /// Steps that depend on `id` directly.
@@ -391,7 +601,7 @@ impl WorkflowDefinition {
         list.iter().map(|&c| &self.steps[c])
     }
 
-    /// The distinct handler names of the steps, in first-use order (sleep steps have none).
+    /// The distinct handler names of the steps, in first-use order (only task steps have one).
     pub fn handlers(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for s in &self.steps {
@@ -430,6 +640,199 @@ impl WorkflowDefinition {
         } else {
             Err(InvalidDefinition(errors))
         }
+    }
+}
+
+/// The kind of step a document describes; `Task` when it names none (an error reported elsewhere).
+fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) -> StepKind {
+    if s.sleep.is_some() {
+        return StepKind::Sleep;
+    }
+    if let Some(w) = &s.wait_for_event {
+        if w.event.trim().is_empty() {
+            err(format!("{p}.wait_for_event.event"), "must not be empty".into());
+        }
+        let timeout = match w.timeout.as_deref().map(duration::parse) {
+            None => None,
+            Some(Ok(d)) if !d.is_zero() => Some(d),
+            Some(Ok(_)) => {
+                err(
+                    format!("{p}.wait_for_event.timeout"),
+                    "must be greater than zero".into(),
+                );
+                None
+            }
+            Some(Err(e)) => {
+                err(format!("{p}.wait_for_event.timeout"), e);
+                None
+            }
+        };
+        let on_timeout = match w.on_timeout.as_deref() {
+            None | Some("fail") => OnTimeout::Fail,
+            Some("skip") => OnTimeout::Skip,
+            Some(other) => {
+                err(
+                    format!("{p}.wait_for_event.on_timeout"),
+                    format!("{other:?} must be \"fail\" or \"skip\""),
+                );
+                OnTimeout::Fail
+            }
+        };
+        // The key expression is compiled with the others, once the graph is known.
+        return StepKind::WaitForEvent(WaitForEvent {
+            event: w.event.trim().to_string(),
+            key: None,
+            timeout,
+            on_timeout,
+        });
+    }
+    if let Some(h) = &s.human {
+        if h.title.trim().is_empty() {
+            err(format!("{p}.human.title"), "must not be empty".into());
+        }
+        let form = h.form.clone().unwrap_or_else(|| serde_json::json!({}));
+        let validator = match jsonschema::meta::validate(&form)
+            .map_err(|e| e.to_string())
+            .and_then(|_| jsonschema::validator_for(&form).map_err(|e| e.to_string()))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                err(format!("{p}.human.form"), format!("not a valid JSON Schema: {e}"));
+                jsonschema::validator_for(&serde_json::json!({})).expect("the empty schema is valid")
+            }
+        };
+        return StepKind::Human(HumanStep {
+            title: h.title.clone(),
+            description: h.description.clone(),
+            assignees: h.assignees.clone(),
+            form,
+            validator: Arc::new(validator),
+        });
+    }
+    if let Some(w) = &s.workflow {
+        if !valid_name(&w.name, 128, &['.']) {
+            err(
+                format!("{p}.workflow.name"),
+                format!(
+                    "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+                    w.name
+                ),
+            );
+        }
+        if w.version == Some(0) {
+            err(
+                format!("{p}.workflow.version"),
+                "must be at least 1 (leave it out for the latest)".into(),
+            );
+        }
+        return StepKind::Workflow(ChildWorkflow {
+            name: w.name.clone(),
+            version: w.version.unwrap_or(0),
+        });
+    }
+    // A `sleep_until` step becomes `SleepUntil` once its expression compiles (with the others).
+    StepKind::Task
+}
+
+/// Every step `i` depends on, directly or not.
+fn ancestors(g: &Graph, steps: &[StepDefinition], i: usize) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<usize> = steps[i]
+        .depends_on
+        .iter()
+        .filter_map(|d| g.index.get(d).copied())
+        .collect();
+    while let Some(j) = stack.pop() {
+        if seen.insert(steps[j].id.clone()) {
+            stack.extend(steps[j].depends_on.iter().filter_map(|d| g.index.get(d).copied()));
+        }
+    }
+    seen
+}
+
+/// Compiles a step's CEL expressions (`when`, `input`, `for_each`, `sleep_until`, the event key)
+/// against what it may read: the run input and the steps it depends on.
+fn compile_expressions(
+    doc: &StepDocument,
+    step: &mut StepDefinition,
+    readable: std::collections::BTreeSet<String>,
+    p: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    let scope = Scope {
+        steps: readable,
+        item: false,
+    };
+    let mut compile = |field: &str, source: &str, want: Want| match Expr::compile(source, &scope, want) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            err(format!("{p}.{field}"), e);
+            None
+        }
+    };
+    step.when = doc.when.as_deref().and_then(|w| compile("when", w, Want::Bool));
+    if let Some(items) = &doc.for_each {
+        step.for_each = compile("for_each", items, Want::List).map(|items| ForEach {
+            items,
+            max_parallel: doc.max_parallel.unwrap_or(DEFAULT_MAX_PARALLEL).max(1),
+        });
+    }
+    if let Some(until) = &doc.sleep_until
+        && let Some(e) = compile("sleep_until", until, Want::Time)
+    {
+        step.kind = StepKind::SleepUntil(e);
+    }
+    if let (StepKind::WaitForEvent(w), Some(doc_wait)) = (&mut step.kind, &doc.wait_for_event)
+        && let Some(key) = &doc_wait.key
+    {
+        w.key = compile("wait_for_event.key", key, Want::Key);
+    }
+    if let Some(template) = &doc.input {
+        let scope = Scope {
+            item: doc.for_each.is_some(),
+            ..scope
+        };
+        match Template::compile(template, &scope) {
+            Ok(t) => step.input = Some(t),
+            Err(errors) => {
+                for (path, message) in errors {
+                    let at = if path.is_empty() {
+                        format!("{p}.input")
+                    } else {
+                        format!("{p}.input.{path}")
+                    };
+                    err(at, message);
+                }
+            }
+        }
+    }
+    let mut read: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for e in [step.when.as_ref(), step.for_each.as_ref().map(|f| &f.items)]
+        .into_iter()
+        .flatten()
+    {
+        read.extend(e.steps_read().iter().cloned());
+    }
+    match &step.kind {
+        StepKind::SleepUntil(e) => read.extend(e.steps_read().iter().cloned()),
+        StepKind::WaitForEvent(WaitForEvent { key: Some(e), .. }) => read.extend(e.steps_read().iter().cloned()),
+        _ => {}
+    }
+    if let Some(t) = &step.input {
+        read.extend(t.steps_read());
+    }
+    for r in read {
+        if !step.reads.contains(&r) {
+            step.reads.push(r);
+        }
+    }
+}
+
+/// Splits a step address into the step id and, for a fan-out element (`<step>#<index>`), its index.
+pub fn split_item(step: &str) -> (&str, Option<u32>) {
+    match step.split_once('#') {
+        Some((id, index)) => (id, index.parse().ok()),
+        None => (step, None),
     }
 }
 

@@ -17,6 +17,13 @@ pub fn run_id_for_key(workflow: &str, idempotency_key: &str) -> String {
     Uuid::new_v5(&RUN_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The run id of the child run that attempt `attempt` of workflow step `step` of `parent` starts:
+/// derived, so a step started twice (a coordinator crash, a redelivery) finds the child it made.
+pub fn child_run_id(parent: &str, step: &str, attempt: u32) -> String {
+    let name = format!("child\u{0}{parent}\u{0}{step}\u{0}{attempt}");
+    Uuid::new_v5(&RUN_NAMESPACE, name.as_bytes()).to_string()
+}
+
 /// Whether `s` has the shape of a run id (a UUID), so it can be used in a Redis key.
 pub fn is_run_id(s: &str) -> bool {
     Uuid::parse_str(s).is_ok()

@@ -66,6 +66,21 @@ impl Keys {
         format!("{}:wf:{name}:registered", self.prefix)
     }
 
+    /// Set of the steps waiting for an event (name, key), members `<run>|<step>|<attempt>`.
+    pub fn event_waiters(&self, name: &str, key: &str) -> String {
+        format!("{}:event:{name}:{key}:waiting", self.prefix)
+    }
+
+    /// List of events (name, key) published while no step waited, oldest first; expires.
+    pub fn event_buffer(&self, name: &str, key: &str) -> String {
+        format!("{}:event:{name}:{key}:buffered", self.prefix)
+    }
+
+    /// Sorted set of human tasks, member `<run>|<step>`, scored by creation time (Unix ms).
+    pub fn human_tasks(&self) -> String {
+        format!("{}:human-tasks", self.prefix)
+    }
+
     /// Set of registered workflow names.
     pub fn workflow_names(&self) -> String {
         format!("{}:wf-names", self.prefix)

@@ -51,11 +51,12 @@ impl RunStatus {
 
 impl StepStatus {
     /// Every status a step can have, in lifecycle order.
-    pub const ALL: [StepStatus; 8] = [
+    pub const ALL: [StepStatus; 9] = [
         StepStatus::Pending,
         StepStatus::Dispatched,
         StepStatus::Running,
         StepStatus::Retrying,
+        StepStatus::Waiting,
         StepStatus::Succeeded,
         StepStatus::Failed,
         StepStatus::Skipped,
@@ -74,6 +75,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
             StepStatus::Cancelled => "cancelled",
+            StepStatus::Waiting => "waiting",
         }
     }
 
@@ -88,6 +90,7 @@ impl StepStatus {
             "failed" => StepStatus::Failed,
             "skipped" => StepStatus::Skipped,
             "cancelled" => StepStatus::Cancelled,
+            "waiting" => StepStatus::Waiting,
             _ => return None,
         })
     }

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 /// Redis as the tests use it.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The handlers the test worker (`src/bin/test_worker.rs`) consumes: their queues are a cluster's.
-pub const TEST_WORKER_HANDLERS: &[&str] = &["echo", "trace", "fail", "slow", "patient"];
+pub const TEST_WORKER_HANDLERS: &[&str] = &["echo", "trace", "fail", "slow", "patient", "square", "screen"];
 
 /// RabbitMQ as the tests use it.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -247,6 +247,24 @@ impl Cluster {
     /// A run client.
     pub async fn runs(&self) -> RunServiceClient<Channel> {
         RunServiceClient::new(self.channel().await)
+    }
+
+    /// An event client.
+    pub async fn events(&self) -> baton_shared::proto::event_service_client::EventServiceClient<Channel> {
+        baton_shared::proto::event_service_client::EventServiceClient::new(self.channel().await)
+    }
+
+    /// A human-task client.
+    pub async fn human_tasks(&self) -> baton_shared::proto::human_task_service_client::HumanTaskServiceClient<Channel> {
+        baton_shared::proto::human_task_service_client::HumanTaskServiceClient::new(self.channel().await)
+    }
+
+    /// How many times the `square` handler ran each element of fan-out step `step`: index -> count.
+    pub async fn item_executions(&self, run_id: &str, step: &str) -> std::collections::HashMap<u32, i64> {
+        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let key = format!("{}:test:items:{run_id}:{step}", self.namespace);
+        redis::AsyncCommands::hgetall(&mut conn, key).await.expect("HGETALL")
     }
 
     /// A worker-protocol client (for fencing tests).

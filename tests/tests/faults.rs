@@ -89,6 +89,7 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
         Keys::new(cluster.namespace.clone()),
         1000,
         Duration::from_secs(3600),
+        Duration::from_secs(1),
     )
     .await
     .unwrap();
@@ -105,6 +106,7 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
             &["a"],
             now + 1000,
             &[],
+            None,
         )
         .await
         .unwrap();

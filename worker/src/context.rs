@@ -23,6 +23,16 @@ pub struct StepError {
     pub error_type: String,
     /// Whether another attempt may succeed.
     pub retryable: bool,
+    /// Set by [`StepError::suspend`]: not a failure, a request to wait for an event.
+    pub(crate) suspend: Option<SuspendRequest>,
+}
+
+/// What a suspended handler waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SuspendRequest {
+    pub(crate) event: String,
+    pub(crate) key: String,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl StepError {
@@ -32,7 +42,38 @@ impl StepError {
             message: message.to_string(),
             error_type: String::new(),
             retryable: true,
+            suspend: None,
         }
+    }
+
+    /// Not a failure: returned from a handler, it suspends the step until an event `event` with key
+    /// `key` is published (`PublishEvent`, `baton event publish`), holding no worker meanwhile. The
+    /// handler then runs again, as a new attempt that does not count against the retry policy, with
+    /// [`StepContext::resume_data`] holding the event's payload. With a `timeout`, the step fails
+    /// with a `Timeout` error when no event came in time. An event published before the handler
+    /// suspended is buffered by the coordinator and resumes it at once.
+    ///
+    /// ```ignore
+    /// if let Some(answer) = ctx.resume_data() {
+    ///     return Ok(json!({"approved": answer["approved"]}));
+    /// }
+    /// let summary = compute_summary(&input).await?; // the work done before asking
+    /// ctx.emit(json!({"summary": summary})).await?;
+    /// Err(StepError::suspend("review", ctx.run_id(), None))
+    /// ```
+    pub fn suspend(event: impl Into<String>, key: impl Into<String>, timeout: Option<Duration>) -> Self {
+        let (event, key) = (event.into(), key.into());
+        Self {
+            message: format!("suspended until event {event:?} with key {key:?}"),
+            error_type: "Suspended".into(),
+            retryable: false,
+            suspend: Some(SuspendRequest { event, key, timeout }),
+        }
+    }
+
+    /// Whether this is a suspension ([`StepError::suspend`]) rather than a failure.
+    pub fn is_suspend(&self) -> bool {
+        self.suspend.is_some()
     }
 
     /// An error that every attempt would have: the step fails at once.
@@ -41,6 +82,7 @@ impl StepError {
             message: message.to_string(),
             error_type: String::new(),
             retryable: false,
+            suspend: None,
         }
     }
 
@@ -75,6 +117,8 @@ pub struct StepContext {
     pub(crate) worker_id: String,
     pub(crate) input: Value,
     pub(crate) parent_outputs: HashMap<String, Value>,
+    pub(crate) resume_data: Option<Value>,
+    pub(crate) item_index: Option<u32>,
     pub(crate) timeout: Duration,
     pub(crate) heartbeat_timeout: Option<Duration>,
     pub(crate) client: WorkerServiceClient<Channel>,
@@ -87,9 +131,22 @@ impl StepContext {
         &self.run_id
     }
 
-    /// The step.
+    /// The step (for an element of a fan-out step, the fan-out step's id; see
+    /// [`StepContext::item_index`]).
     pub fn step_id(&self) -> &str {
-        &self.step_id
+        self.step_id.split_once('#').map_or(self.step_id.as_str(), |(id, _)| id)
+    }
+
+    /// For an element of a fan-out (`for_each`) step: its 0-based index in the list. The handler's
+    /// input is then the element (or the step's `input:` template rendered for it).
+    pub fn item_index(&self) -> Option<u32> {
+        self.item_index
+    }
+
+    /// For a handler that suspended itself ([`StepError::suspend`]) and was resumed: the payload of
+    /// the event that resumed it. `None` on the first run.
+    pub fn resume_data(&self) -> Option<&Value> {
+        self.resume_data.as_ref()
     }
 
     /// This attempt, 1-based.
@@ -107,8 +164,8 @@ impl StepContext {
         &self.worker_id
     }
 
-    /// A key stable across the attempts of this step (`<run>/<step>`): key external writes with it so
-    /// that a retried or redelivered step writes once.
+    /// A key stable across the attempts of this step (`<run>/<step>`, `<run>/<step>#<index>` for a
+    /// fan-out element): key external writes with it so that a retried or redelivered step writes once.
     pub fn idempotency_key(&self) -> String {
         ids::step_idempotency_key(&self.run_id, &self.step_id)
     }
@@ -118,7 +175,8 @@ impl StepContext {
         ids::attempt_idempotency_key(&self.run_id, &self.step_id, self.attempt)
     }
 
-    /// The run input as JSON (the handler's typed input is read from it too).
+    /// The step's input as JSON: the run input, or the step's `input:` template rendered, or a
+    /// fan-out element (the handler's typed input is read from it too).
     pub fn input(&self) -> &Value {
         &self.input
     }

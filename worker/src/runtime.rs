@@ -7,7 +7,7 @@ use backon::{ExponentialBuilder, Retryable};
 use baton_shared::{
     amqp::{QueueType, Topology},
     proto::{
-        AttemptDisposition, ReportResultRequest, StartStepRequest, StepFailure, StepTask,
+        AttemptDisposition, ReportResultRequest, StartStepRequest, StepFailure, StepTask, Suspend,
         report_result_request::Outcome, worker_service_client::WorkerServiceClient,
     },
 };
@@ -317,11 +317,18 @@ async fn supervise(
 ) -> Outcome {
     let outcome = |r: Result<Result<serde_json::Value, StepError>, tokio::task::JoinError>| match r {
         Ok(Ok(value)) => Outcome::OutputJson(value.to_string()),
-        Ok(Err(e)) => Outcome::Failure(StepFailure {
-            message: e.message,
-            error_type: e.error_type,
-            retryable: e.retryable,
-        }),
+        Ok(Err(e)) => match e.suspend {
+            Some(s) => Outcome::Suspend(Suspend {
+                event: s.event,
+                key: s.key,
+                timeout_ms: s.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+            }),
+            None => Outcome::Failure(StepFailure {
+                message: e.message,
+                error_type: e.error_type,
+                retryable: e.retryable,
+            }),
+        },
         Err(join) => Outcome::Failure(StepFailure {
             message: format!("handler panicked: {join}"),
             error_type: "Panic".into(),
@@ -582,6 +589,9 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         worker_id: cfg.worker_id.clone(),
         input: input.clone(),
         parent_outputs,
+        resume_data: (!task.resume_data_json.is_empty())
+            .then(|| serde_json::from_str(&task.resume_data_json).unwrap_or(serde_json::Value::Null)),
+        item_index: task.item_index,
         timeout,
         heartbeat_timeout: (task.heartbeat_timeout_ms > 0).then(|| Duration::from_millis(task.heartbeat_timeout_ms)),
         client: shared.client.clone(),

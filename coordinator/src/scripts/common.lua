@@ -1,12 +1,22 @@
 -- common.lua: prepended to every run script at load time (see store.rs).
 -- KEYS[1] run hash, KEYS[2] steps hash, KEYS[3] events stream: all under the run's hash tag.
+-- KEYS[4] the timers sorted set, KEYS[5] the outbox sorted set: global, written here so that a state
+-- change and the durable follow-up it needs (a dispatch to publish, a parent to notify) commit
+-- together. Some scripts take more keys after these.
 -- ARGV[1] now (Unix ms), ARGV[2] approximate max length of the events stream,
--- ARGV[3] retention of a finished run (seconds). Script-specific arguments start at ARGV[4].
-local RUN, STEPS, EVENTS = KEYS[1], KEYS[2], KEYS[3]
+-- ARGV[3] retention of a finished run (seconds), ARGV[4] the dispatch grace (ms: how long after a
+-- dispatch the sweeper republishes it unless RabbitMQ confirmed it). Script arguments start at ARGV[5].
+local RUN, STEPS, EVENTS, TIMERS, OUTBOX = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local NOW = tonumber(ARGV[1])
 local MAXLEN = ARGV[2]
 local RETENTION = tonumber(ARGV[3])
+local GRACE = tonumber(ARGV[4])
+local RUN_ID = string.match(RUN, '{(.-)}:run$')
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
+-- Step statuses of a step that is not over (a fan-out element's too).
+local LIVE = { pending = true, dispatched = true, running = true, retrying = true, waiting = true }
+-- Statuses that let the steps after a step go on.
+local DONE = { succeeded = true, skipped = true }
 
 local function split(s, sep)
   local out = {}
@@ -51,18 +61,33 @@ local function record_attempt(step, attempt, outcome, err, worker)
 end
 
 -- Appends a dispatch payload for `step` to `out`: step id, attempt, attempt base, dispatched_at,
--- parent count, then (parent, output) pairs.
-local function push_payload(out, step, parents_csv)
-  local ps = split(parents_csv, ',')
+-- the step's own input ('' for the run input; a fan-out element's input), resume data ('' unless a
+-- suspended handler was resumed), then a count and (step, status, output) triples of the steps in
+-- `reads_csv` (its parents and the steps its expressions read).
+local function push_payload(out, step, reads_csv)
+  local ps = split(reads_csv, ',')
   out[#out + 1] = step
   out[#out + 1] = sget(step, 'attempt') or '0'
   out[#out + 1] = sget(step, 'base') or '0'
   out[#out + 1] = sget(step, 'dispatched_at') or '0'
+  out[#out + 1] = sget(step, 'input') or ''
+  out[#out + 1] = sget(step, 'resume') or ''
   out[#out + 1] = tostring(#ps)
   for _, p in ipairs(ps) do
     out[#out + 1] = p
+    out[#out + 1] = sget(p, 'status') or 'pending'
     out[#out + 1] = sget(p, 'output') or 'null'
   end
+end
+
+-- Splits a spec entry 'step=p1,p2=r1,r2' into step, parents csv, reads csv (parents plus the steps
+-- its expressions read).
+local function parse_spec(spec)
+  local a = string.find(spec, '=', 1, true)
+  local step, rest = string.sub(spec, 1, a - 1), string.sub(spec, a + 1)
+  local b = string.find(rest, '=', 1, true)
+  if not b then return step, rest, rest end
+  return step, string.sub(rest, 1, b - 1), string.sub(rest, b + 1)
 end
 
 -- The number of a step's next attempt: numbering goes on across retries and re-runs of a run, so a
@@ -71,26 +96,29 @@ local function next_attempt(step)
   return (tonumber(sget(step, 'attempt')) or 0) + 1
 end
 
+-- Commits a dispatch of `step` as `attempt`, with its outbox entry: until RabbitMQ confirms the
+-- publish (or the coordinator starts the step itself), the sweeper will publish it again.
 local function dispatch(step, attempt)
   sset(step, 'status', 'dispatched', 'attempt', tostring(attempt), 'dispatched_at', tostring(NOW))
+  redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. step)
   event('step', step, attempt, 'dispatched', '')
 end
 
--- Dispatches every step of `specs` ('step=p1,p2;step2=p1') that is pending and whose parents have
--- all succeeded, appending its payload to `out`. Returns how many were dispatched.
+-- Dispatches every step of `specs` ('step=p1,p2=reads;step2=p1') that is pending and whose parents
+-- are all done (succeeded or skipped), appending its payload to `out`. The coordinator decides
+-- whether a dispatched step runs or is skipped. Returns how many were dispatched.
 local function dispatch_ready(out, specs)
   local n = 0
   for _, spec in ipairs(split(specs, ';')) do
-    local eq = string.find(spec, '=', 1, true)
-    local step, parents = string.sub(spec, 1, eq - 1), string.sub(spec, eq + 1)
+    local step, parents, reads = parse_spec(spec)
     if sget(step, 'status') == 'pending' then
       local ready = true
       for _, p in ipairs(split(parents, ',')) do
-        if sget(p, 'status') ~= 'succeeded' then ready = false break end
+        if not DONE[sget(p, 'status')] then ready = false break end
       end
       if ready then
         dispatch(step, next_attempt(step))
-        push_payload(out, step, parents)
+        push_payload(out, step, reads)
         n = n + 1
       end
     end
@@ -98,15 +126,24 @@ local function dispatch_ready(out, specs)
   return n
 end
 
--- Finishes the run: sets its status, cancels unfinished steps, and starts the retention clock.
+-- Finishes the run: sets its status, cancels unfinished steps (and the child runs of workflow
+-- steps, through a timer), tells a parent run (through a timer), and starts the retention clock.
 local function finish_run(status, output, err)
   redis.call('HSET', RUN, 'status', status, 'finished_at', tostring(NOW), 'output', output or '', 'error', err or '')
   for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
     local st = sget(s, 'status')
-    if st == 'pending' or st == 'dispatched' or st == 'running' or st == 'retrying' then
+    if LIVE[st] then
       sset(s, 'status', 'cancelled', 'finished_at', tostring(NOW))
       event('step', s, tonumber(sget(s, 'attempt')) or 0, 'cancelled', 'run ' .. status)
+      local child = sget(s, 'child_run')
+      if child and child ~= '' then
+        redis.call('ZADD', TIMERS, NOW, 'cancel-child|' .. child .. '||0')
+      end
     end
+  end
+  local parent = redis.call('HMGET', RUN, 'parent_run', 'parent_step', 'parent_attempt')
+  if parent[1] and parent[1] ~= '' then
+    redis.call('ZADD', TIMERS, NOW, 'child-done|' .. parent[1] .. '|' .. parent[2] .. '|' .. parent[3])
   end
   event('run', '', 0, status, err or '')
   redis.call('EXPIRE', RUN, RETENTION)
@@ -118,4 +155,54 @@ end
 local function pinned_to(pinned)
   local wf = redis.call('HMGET', RUN, 'workflow', 'version')
   return (wf[1] or '') .. '@' .. (wf[2] or '') == pinned
+end
+
+-- The run's output: the leaves' outputs as a JSON object keyed by step id.
+local function leaves_output(leaves_csv)
+  local parts = {}
+  for _, leaf in ipairs(split(leaves_csv, ',')) do
+    parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (sget(leaf, 'output') or 'null')
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- Ends `step` as `word` ('succeeded' or 'skipped') with `output`, dispatches the children that became
+-- ready, and finishes the run after its last step. Returns {'ok', run_status, run_input, n, payloads}.
+local function step_done(step, attempt, word, output, detail, children, leaves)
+  sset(step, 'status', word, 'output', output, 'finished_at', tostring(NOW))
+  event('step', step, attempt, word, detail or '')
+  local left = redis.call('HINCRBY', RUN, 'steps_left', -1)
+  local out = { 'ok', '', redis.call('HGET', RUN, 'input'), '0' }
+  local n = dispatch_ready(out, children)
+  out[4] = tostring(n)
+  if left <= 0 then
+    finish_run('succeeded', leaves_output(leaves), '')
+    out[2] = 'succeeded'
+  else
+    out[2] = redis.call('HGET', RUN, 'status')
+  end
+  return out
+end
+
+-- Fails `step` for good, and with it the run.
+local function step_failed(step, attempt, message)
+  sset(step, 'status', 'failed', 'error', message, 'finished_at', tostring(NOW))
+  event('step', step, attempt, 'failed', message)
+  finish_run('failed', '', 'step ' .. step .. ' failed after ' .. attempt .. ' attempt(s): ' .. message)
+  return { 'failed' }
+end
+
+-- Commits the dispatch of a fan-out element (`<step>#<index>`) with its outbox entry. Elements keep
+-- no events of their own: 10,000 of them would crowd the run's history out of its stream.
+local function dispatch_item(item)
+  sset(item, 'status', 'dispatched', 'attempt', tostring(next_attempt(item)), 'dispatched_at', tostring(NOW))
+  redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. item)
+end
+
+-- Marks the run running when its first step starts.
+local function run_started()
+  if redis.call('HGET', RUN, 'status') == 'pending' then
+    redis.call('HSET', RUN, 'status', 'running', 'started_at', tostring(NOW))
+    event('run', '', 0, 'running', '')
+  end
 end

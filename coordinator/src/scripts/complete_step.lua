@@ -1,64 +1,87 @@
--- complete_step.lua: the outcome of attempt ARGV[5] of step ARGV[4], reported by worker ARGV[6] or
--- found by a timer.
--- ARGV[7] outcome: 'ok' | 'error' | 'timeout' (start-to-close) | 'heartbeat' (heartbeat timeout)
--- ARGV[8] the output JSON ('ok') or the error message
--- ARGV[9] when to dispatch the next attempt (Unix ms), or '0' to fail the step for good
---         (the coordinator decided this from the step's retry policy before calling)
--- ARGV[10] for 'heartbeat': the heartbeat timeout (ms); the attempt is alive if it beat more recently
--- ARGV[11] children of the step with their parents: 'c1=p1,p2;c2=p1'
--- ARGV[12] the workflow's leaf steps, comma-separated (their outputs make the run output)
--- ARGV[13] 'workflow@version' the coordinator planned with; anything else is answered stale
+-- complete_step.lua: the outcome of attempt ARGV[6] of step ARGV[5] (or of a fan-out element
+-- `<step>#<index>`), reported by worker ARGV[7] or found by the coordinator (a timer, a skip, a
+-- human, a child run).
+-- ARGV[8] outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) |
+--         'heartbeat' (heartbeat timeout)
+-- ARGV[9] the output JSON ('ok'), the reason ('skip') or the error message
+-- ARGV[10] when to dispatch the next attempt (Unix ms), or '0' to fail the step for good
+--          (the coordinator decided this from the step's retry policy before calling)
+-- ARGV[11] for 'heartbeat': the heartbeat timeout (ms); the attempt is alive if it beat more recently
+-- ARGV[12] children of the step with their parents and reads: 'c1=p1,p2=r1;c2=p1'
+-- ARGV[13] the workflow's leaf steps, comma-separated (their outputs make the run output)
+-- ARGV[14] 'workflow@version' the coordinator planned with; anything else is answered stale
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'};
--- or {'ok', run_status, run_input, n, then per dispatched child a payload (see push_payload)}.
+-- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a child is dispatched exactly
--- once, when its last parent succeeds; the run finishes when its last step does.
+-- once, when its last parent is done; a fan-out step succeeds once, when its last element does,
+-- with the elements' outputs in input order; the run finishes when its last step does.
 local status = redis.call('HGET', RUN, 'status')
-if not status or TERMINAL[status] or not pinned_to(ARGV[13]) then return { 'stale' } end
-local step, attempt, worker, outcome = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+if not status or TERMINAL[status] or not pinned_to(ARGV[14]) then return { 'stale' } end
+local step, attempt, worker, outcome = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
 if tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
 local st = sget(step, 'status')
-if outcome == 'timeout' or outcome == 'heartbeat' then
+if outcome == 'heartbeat' then
   if st ~= 'running' then return { 'stale' } end
-elseif st ~= 'dispatched' and st ~= 'running' then
+elseif outcome == 'timeout' then
+  if st ~= 'running' and st ~= 'waiting' then return { 'stale' } end
+elseif st ~= 'dispatched' and st ~= 'running' and st ~= 'waiting' then
   return { 'stale' }
 end
 if outcome == 'heartbeat' then
   local last = tonumber(sget(step, 'heartbeat_at')) or 0
-  if NOW - last < tonumber(ARGV[10]) then return { 'alive', tostring(last) } end
+  if NOW - last < tonumber(ARGV[11]) then return { 'alive', tostring(last) } end
+end
+local hash = string.find(step, '#', 1, true)
+local parent = hash and string.sub(step, 1, hash - 1)
+
+if outcome == 'ok' and parent then
+  -- A fan-out element: record it, start the next element, and end the step after the last one.
+  record_attempt(step, attempt, 'succeeded', '', worker)
+  sset(step, 'status', 'succeeded', 'output', ARGV[9], 'finished_at', tostring(NOW))
+  local ok = redis.call('HINCRBY', STEPS, parent .. ':items_ok', 1)
+  local total = tonumber(sget(parent, 'items_total'))
+  local nxt = tonumber(sget(parent, 'items_next'))
+  if nxt < total then
+    redis.call('HINCRBY', STEPS, parent .. ':items_next', 1)
+    local item = parent .. '#' .. nxt
+    dispatch_item(item)
+    local out = { 'ok', status, '', '1' }
+    push_payload(out, item, '')
+    return out
+  end
+  if ok < total then return { 'ok', status, '', '0' } end
+  local parts = {}
+  for i = 0, total - 1 do parts[#parts + 1] = sget(parent .. '#' .. i, 'output') or 'null' end
+  return step_done(parent, tonumber(sget(parent, 'attempt')), 'succeeded', '[' .. table.concat(parts, ',') .. ']',
+    total .. ' elements', ARGV[12], ARGV[13])
 end
 
 if outcome == 'ok' then
   record_attempt(step, attempt, 'succeeded', '', worker)
-  sset(step, 'status', 'succeeded', 'output', ARGV[8], 'finished_at', tostring(NOW))
-  event('step', step, attempt, 'succeeded', '')
-  local left = redis.call('HINCRBY', RUN, 'steps_left', -1)
-  local out = { 'ok', '', redis.call('HGET', RUN, 'input'), '0' }
-  local n = dispatch_ready(out, ARGV[11])
-  out[4] = tostring(n)
-  if left <= 0 then
-    local parts = {}
-    for _, leaf in ipairs(split(ARGV[12], ',')) do
-      parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (sget(leaf, 'output') or 'null')
-    end
-    finish_run('succeeded', '{' .. table.concat(parts, ',') .. '}', '')
-    out[2] = 'succeeded'
-  else
-    out[2] = status
+  if string.sub(worker, 1, 6) == 'human:' then
+    sset(step, 'completed_by', string.sub(worker, 7), 'completed_at', tostring(NOW))
   end
-  return out
+  return step_done(step, attempt, 'succeeded', ARGV[9], '', ARGV[12], ARGV[13])
+end
+if outcome == 'skip' then
+  return step_done(step, attempt, 'skipped', 'null', ARGV[9], ARGV[12], ARGV[13])
 end
 
 local word = (outcome == 'error') and 'failed' or 'timed_out'
-local message = ARGV[8]
+local message = ARGV[9]
 record_attempt(step, attempt, word, message, worker)
-local retry_at = tonumber(ARGV[9])
+local retry_at = tonumber(ARGV[10])
 if retry_at > 0 then
   sset(step, 'status', 'retrying', 'attempt', tostring(attempt + 1), 'error', message,
     'retry_at', tostring(retry_at))
   event('step', step, attempt, 'retrying', message)
   return { 'retry', tostring(attempt + 1) }
 end
-sset(step, 'status', 'failed', 'error', message, 'finished_at', tostring(NOW))
-event('step', step, attempt, 'failed', message)
-finish_run('failed', '', 'step ' .. step .. ' failed after ' .. attempt .. ' attempt(s): ' .. message)
-return { 'failed' }
+if parent then
+  sset(step, 'status', 'failed', 'error', message, 'finished_at', tostring(NOW))
+  redis.call('HINCRBY', STEPS, parent .. ':items_failed', 1)
+  local index = string.sub(step, hash + 1)
+  return step_failed(parent, tonumber(sget(parent, 'attempt')),
+    'element ' .. index .. ' failed after ' .. attempt .. ' attempt(s): ' .. message)
+end
+return step_failed(step, attempt, message)

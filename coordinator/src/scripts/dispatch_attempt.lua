@@ -1,20 +1,20 @@
--- dispatch_attempt.lua: the payload to publish for step ARGV[4].
--- ARGV[6] mode: 'retry' moves the step, retrying as attempt ARGV[5] whose backoff has elapsed, to
+-- dispatch_attempt.lua: the payload to publish for step ARGV[5].
+-- ARGV[7] mode: 'retry' moves the step, retrying as attempt ARGV[6] whose backoff has elapsed, to
 --               dispatched; 'check' (the sweeper) answers while the step is still dispatched (any
 --               attempt: the current one is what must be published), not yet started.
--- ARGV[7] the step's parents, comma-separated.
+-- ARGV[8] the step's parents, comma-separated.
 -- Returns {'stale'} or {'dispatch', run_input, payload (see push_payload)}.
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] then return { 'stale' } end
-local step, mode = ARGV[4], ARGV[6]
+local step, mode = ARGV[5], ARGV[7]
 local st = sget(step, 'status')
 if mode == 'retry' then
-  local attempt = tonumber(ARGV[5])
+  local attempt = tonumber(ARGV[6])
   if st ~= 'retrying' or tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
   dispatch(step, attempt)
 elseif st ~= 'dispatched' then
   return { 'stale' }
 end
 local out = { 'dispatch', redis.call('HGET', RUN, 'input') }
-push_payload(out, step, ARGV[7])
+push_payload(out, step, ARGV[8])
 return out

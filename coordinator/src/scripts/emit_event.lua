@@ -1,10 +1,10 @@
--- emit_event.lua: a custom event from attempt ARGV[5] of step ARGV[4]; ARGV[6] its JSON payload.
+-- emit_event.lua: a custom event from attempt ARGV[6] of step ARGV[5]; ARGV[7] its JSON payload.
 -- Returns {'proceed'}, {'stale'} or {'cancelled'}: only the current, running attempt may emit.
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'stale' } end
 if TERMINAL[status] then return { 'cancelled' } end
-local step, attempt = ARGV[4], tonumber(ARGV[5])
+local step, attempt = ARGV[5], tonumber(ARGV[6])
 if tonumber(sget(step, 'attempt')) ~= attempt or sget(step, 'status') ~= 'running' then return { 'stale' } end
 redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'kind', 'custom', 'step', step, 'attempt', tostring(attempt),
-  'status', '', 'detail', '', 'payload', ARGV[6], 'at', tostring(NOW))
+  'status', '', 'detail', '', 'payload', ARGV[7], 'at', tostring(NOW))
 return { 'proceed' }

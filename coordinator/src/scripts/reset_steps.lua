@@ -1,8 +1,8 @@
 -- reset_steps.lua: runs part of a finished run again (RetryRun, RerunRun).
--- ARGV[4] mode: 'retry' resets every failed or cancelled step; 'rerun' resets the steps of ARGV[5].
--- ARGV[5] steps to reset for 'rerun' (comma-separated)
--- ARGV[6] a new run input (JSON), or '' to keep the old one
--- ARGV[7] every step with its parents: 'a=;b=a;c=a,b'
+-- ARGV[5] mode: 'retry' resets every failed or cancelled step; 'rerun' resets the steps of ARGV[6].
+-- ARGV[6] steps to reset for 'rerun' (comma-separated)
+-- ARGV[7] a new run input (JSON), or '' to keep the old one
+-- ARGV[8] every step with its parents and reads: 'a=;b=a;c=a,b=a,b'
 -- Returns {'missing'}; {'not_finished', status}; {'nothing'} (retry of a run with no failed step);
 -- or {'ok', run_input, n, then n payloads (see push_payload)}.
 -- Invariants: only a finished run is reset; succeeded steps outside the reset keep their outputs;
@@ -11,7 +11,7 @@
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'missing' } end
 if not TERMINAL[status] then return { 'not_finished', status } end
-local mode = ARGV[4]
+local mode = ARGV[5]
 local reset = {}
 if mode == 'retry' then
   for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
@@ -20,16 +20,16 @@ if mode == 'retry' then
   end
   if #reset == 0 then return { 'nothing' } end
 else
-  reset = split(ARGV[5], ',')
+  reset = split(ARGV[6], ',')
 end
 for _, s in ipairs(reset) do
   sset(s, 'status', 'pending', 'output', '', 'error', '', 'finished_at', '', 'retry_at', '',
-    'base', sget(s, 'attempt') or '0')
+    'base', sget(s, 'attempt') or '0', 'resume', '', 'delivered', '', 'waiting_for', '', 'child_run', '')
 end
-if ARGV[6] ~= '' then redis.call('HSET', RUN, 'input', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', RUN, 'input', ARGV[7]) end
 local left = 0
 for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
-  if sget(s, 'status') ~= 'succeeded' then left = left + 1 end
+  if not DONE[sget(s, 'status')] then left = left + 1 end
 end
 redis.call('HSET', RUN, 'status', 'running', 'finished_at', '', 'error', '', 'output', '', 'steps_left', tostring(left))
 redis.call('PERSIST', RUN)
@@ -37,6 +37,6 @@ redis.call('PERSIST', STEPS)
 redis.call('PERSIST', EVENTS)
 event('run', '', 0, 'running', mode == 'retry' and 'retried' or 'rerun')
 local out = { 'ok', redis.call('HGET', RUN, 'input'), '0' }
-local n = dispatch_ready(out, ARGV[7])
+local n = dispatch_ready(out, ARGV[8])
 out[3] = tostring(n)
 return out

@@ -1,20 +1,19 @@
--- start_step.lua: a worker took attempt ARGV[5] of step ARGV[4] off the queue (worker id ARGV[6]);
--- ARGV[7] 'workflow@version' the worker was given.
+-- start_step.lua: a worker took attempt ARGV[6] of step ARGV[5] off the queue (worker id ARGV[7]);
+-- ARGV[8] 'workflow@version' the worker was given.
 -- Returns {'proceed'}, {'stale'} (not the current attempt, or already finished) or {'cancelled'}
 -- (the run is over). A redelivery of the current attempt (the first worker died) proceeds again.
 -- Invariant: only the current attempt can be running.
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'stale' } end
 if TERMINAL[status] then return { 'cancelled' } end
-if not pinned_to(ARGV[7]) then return { 'stale' } end
-local step, attempt = ARGV[4], tonumber(ARGV[5])
+if not pinned_to(ARGV[8]) then return { 'stale' } end
+local step, attempt = ARGV[5], tonumber(ARGV[6])
 if tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
 local st = sget(step, 'status')
 if st ~= 'dispatched' and st ~= 'running' then return { 'stale' } end
-sset(step, 'status', 'running', 'started_at', tostring(NOW), 'heartbeat_at', tostring(NOW), 'worker', ARGV[6])
-event('step', step, attempt, 'running', st == 'running' and ('redelivered to ' .. ARGV[6]) or ARGV[6])
-if status == 'pending' then
-  redis.call('HSET', RUN, 'status', 'running', 'started_at', tostring(NOW))
-  event('run', '', 0, 'running', '')
+sset(step, 'status', 'running', 'started_at', tostring(NOW), 'heartbeat_at', tostring(NOW), 'worker', ARGV[7])
+if not string.find(step, '#', 1, true) then
+  event('step', step, attempt, 'running', st == 'running' and ('redelivered to ' .. ARGV[7]) or ARGV[7])
 end
+run_started()
 return { 'proceed' }

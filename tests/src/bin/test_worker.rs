@@ -6,7 +6,11 @@
 //! the attempt), `fail` (`{"succeed_on_attempt": N}` / `{"fatal": true}` / `{"error_type": T}`),
 //! `slow` (`{"ms": N, "only_attempt": A}`: sleeps N ms, on attempt A only when given),
 //! `patient` (`{"ticks": N, "ms": M}`: emits `{"tick": i}` N times, M ms apart, and stops early when
-//! the run is cancelled, counting that in `<namespace>:test:saw-cancel:<run>:<step>`).
+//! the run is cancelled, counting that in `<namespace>:test:saw-cancel:<run>:<step>`),
+//! `square` (a fan-out element `{"n": N, "ms": M, "fail_once": bool}` or a bare number: returns
+//! N*N after M ms; counts each element's executions in the hash `<namespace>:test:items:<run>:<step>`),
+//! `screen` (computes first, then suspends until event `review` with key `input.key`; resumed, it
+//! returns what it computed and the event's payload; counts `exec` and `resumed`).
 
 use std::time::Duration;
 
@@ -45,7 +49,9 @@ async fn main() -> anyhow::Result<()> {
         prefix: config.namespace.clone(),
     };
 
-    let (c1, c2, c3, c4, c5) = (
+    let (c1, c2, c3, c4, c5, c6, c7) = (
+        counter.clone(),
+        counter.clone(),
         counter.clone(),
         counter.clone(),
         counter.clone(),
@@ -122,6 +128,50 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 Ok::<_, StepError>(json!({"ticks": input["ticks"]}))
+            }
+        })
+        .handler("square", move |ctx: StepContext, input: Value| {
+            let c = c6.clone();
+            async move {
+                let index = ctx.item_index().unwrap_or(u32::MAX);
+                let mut conn = c.conn.clone();
+                let key = format!("{}:test:items:{}:{}", c.prefix, ctx.run_id(), ctx.step_id());
+                let _: Result<i64, _> = conn.hincr(&key, index, 1).await;
+                let _: Result<bool, _> = conn.expire(&key, 3600).await;
+                // An execution of an element the coordinator already recorded as succeeded would break
+                // the at-most-once-after-completion promise: count those separately.
+                let steps = format!("{}:{{{}}}:steps", c.prefix, ctx.run_id());
+                let done: Option<String> = conn
+                    .hget(&steps, format!("{}#{index}:status", ctx.step_id()))
+                    .await
+                    .unwrap_or(None);
+                if done.as_deref() == Some("succeeded") {
+                    let late = format!("{}:test:late:{}:{}", c.prefix, ctx.run_id(), ctx.step_id());
+                    let _: Result<i64, _> = conn.incr(&late, 1).await;
+                }
+                let n = input.get("n").unwrap_or(&input).as_i64().unwrap_or(0);
+                if let Some(ms) = input["ms"].as_u64() {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                if input["fail_once"].as_bool() == Some(true) && ctx.attempt() == 1 {
+                    return Err(StepError::retryable(format!("element {index} fails its first attempt")));
+                }
+                Ok::<_, StepError>(json!(n * n))
+            }
+        })
+        .handler("screen", move |ctx: StepContext, input: Value| {
+            let c = c7.clone();
+            async move {
+                let computed = json!({"double": input["x"].as_i64().unwrap_or(0) * 2});
+                if let Some(answer) = ctx.resume_data() {
+                    c.count_as("resumed", &ctx).await;
+                    return Ok(json!({"computed": computed, "answer": answer, "attempt": ctx.attempt()}));
+                }
+                c.count(&ctx).await;
+                ctx.emit(json!({"computed": computed})).await?;
+                let key = input["key"].as_str().unwrap_or_default().to_string();
+                let timeout = input["timeout_ms"].as_u64().map(Duration::from_millis);
+                Err(StepError::suspend("review", key, timeout))
             }
         })
         .run(baton_worker::shutdown_signal())

@@ -1,0 +1,43 @@
+-- wait.lua: step ARGV[5], attempt ARGV[6], starts waiting, holding no worker.
+-- ARGV[7] mode: 'event' (a wait_for_event step), 'suspend' (a handler suspended itself until an
+--         event), 'human' (a human task), 'child' (a workflow step whose child run was created)
+-- ARGV[8] what it waits for, shown to users
+-- ARGV[9] for 'event'/'suspend': the event's identity 'name|key'; for 'child': the child run id
+-- ARGV[10] for 'event'/'suspend': when the wait times out (Unix ms), or '0'
+-- ARGV[11] for 'suspend': the worker that suspended
+-- KEYS[6] the event's waiting set, KEYS[7] its buffer (for 'event'/'suspend').
+-- Returns {'stale'}, {'waiting'}, or {'delivered'} when a buffered event was taken (the delivery
+-- is then completed through an 'event' timer, due now).
+-- Invariants: a step waits at most once per attempt; a buffered event goes to exactly one waiter.
+local status = redis.call('HGET', RUN, 'status')
+if not status or TERMINAL[status] then return { 'stale' } end
+local step, attempt, mode = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+if tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
+local st = sget(step, 'status')
+if mode == 'suspend' then
+  if st ~= 'running' and st ~= 'dispatched' then return { 'stale' } end
+  record_attempt(step, attempt, 'suspended', '', ARGV[11])
+elseif st ~= 'dispatched' then
+  return { 'stale' }
+end
+redis.call('ZREM', OUTBOX, RUN_ID .. '|' .. step)
+sset(step, 'status', 'waiting', 'waiting_for', ARGV[8], 'started_at', tostring(NOW), 'delivered', '')
+run_started()
+event('step', step, attempt, 'waiting', ARGV[8])
+local member = RUN_ID .. '|' .. step .. '|' .. attempt
+if mode == 'event' or mode == 'suspend' then
+  sset(step, 'waiting_on', ARGV[9])
+  local payload = redis.call('LPOP', KEYS[7])
+  if payload then
+    sset(step, 'delivered', payload)
+    redis.call('ZADD', TIMERS, NOW, 'event|' .. member)
+    return { 'delivered' }
+  end
+  redis.call('SADD', KEYS[6], member)
+  if tonumber(ARGV[10]) > 0 then
+    redis.call('ZADD', TIMERS, tonumber(ARGV[10]), 'timeout|' .. member)
+  end
+elseif mode == 'child' then
+  sset(step, 'child_run', ARGV[9])
+end
+return { 'waiting' }
