@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use baton_shared::proto::event_service_client::EventServiceClient;
+use baton_shared::proto::human_task_service_client::HumanTaskServiceClient;
 use baton_shared::proto::run_service_client::RunServiceClient;
 use baton_shared::proto::workflow_service_client::WorkflowServiceClient;
 use baton_shared::proto::{GetRunRequest, Run, RunEvent, RunStatus, WatchRunRequest};
@@ -59,6 +61,16 @@ impl Coordinator {
     /// A run client.
     pub fn runs(&self) -> RunServiceClient<Channel> {
         RunServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// An event client.
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A human task client.
+    pub fn human_tasks(&self) -> HumanTaskServiceClient<Channel> {
+        HumanTaskServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// One run, by id.

@@ -13,15 +13,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use baton_shared::proto::{
-    CancelRunRequest, GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest, RegisterWorkflowRequest,
-    RerunRunRequest, RetryRunRequest, Run, RunOperationResponse, RunStatus, SubmitRunRequest,
+    CancelRunRequest, CompleteHumanTaskRequest, GetWorkflowRequest, ListHumanTasksRequest, ListRunsRequest,
+    ListWorkflowsRequest, PublishEventRequest, RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run,
+    RunOperationResponse, RunStatus, SubmitRunRequest,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::client::Coordinator;
 
-/// Register workflows, start runs and follow them on a Baton coordinator.
+/// Register workflows, start and follow runs, publish events and complete human tasks on a Baton
+/// coordinator.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version)]
 pub struct Cli {
@@ -56,6 +58,12 @@ pub enum Command {
     /// Start, inspect and follow runs.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Publish events to the steps waiting for them.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// List and complete the tasks of human steps.
+    #[command(subcommand)]
+    Task(TaskCommand),
 }
 
 /// `baton workflow ...`
@@ -122,12 +130,93 @@ pub enum RunCommand {
     },
 }
 
+/// `baton event ...`
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// Publish an event to the steps waiting for it.
+    ///
+    /// Every step waiting for (NAME, KEY) gets it; when none waits, the coordinator keeps it for its
+    /// event TTL and hands it to the first step that starts waiting for it.
+    Publish {
+        /// The event's name.
+        name: String,
+        /// The correlation key that waiting steps match on.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The payload: JSON text, `@FILE` to read it from a file, or `-` to read standard input.
+        #[arg(long, short = 'p', value_name = "JSON|@FILE|-", default_value = "null")]
+        payload: String,
+    },
+}
+
+/// `baton task ...`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// List human tasks, newest first.
+    List(TaskListArgs),
+    /// Complete an open human task; its data becomes the step's output.
+    ///
+    /// The data must satisfy the task's form schema; the coordinator's error names the JSON path
+    /// that does not.
+    Complete {
+        /// The run id.
+        run: String,
+        /// The human step's id.
+        step: String,
+        /// The form data: JSON text, `@FILE` to read it from a file, or `-` to read standard input.
+        #[arg(long, short = 'd', value_name = "JSON|@FILE|-")]
+        data: String,
+        /// Who completes it (default: $USER).
+        #[arg(long, short = 'u', value_name = "USER")]
+        user: Option<String>,
+    },
+}
+
+/// Arguments of `baton task list`.
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// Only tasks assigned to this user or group.
+    #[arg(long, value_name = "WHO")]
+    pub assignee: Option<String>,
+    /// Only tasks of runs of this workflow.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// Only tasks with this status.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<TaskStatus>,
+    /// At most this many tasks (the coordinator's default is 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+/// The status of a human task, for `baton task list --status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TaskStatus {
+    /// Waiting for someone to complete it.
+    Open,
+    /// Completed.
+    Completed,
+    /// Cancelled before anyone completed it (for example, with its run).
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The word the coordinator uses.
+    pub fn word(self) -> &'static str {
+        match self {
+            TaskStatus::Open => "open",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Arguments of `baton run submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// The workflow's name.
     pub workflow: String,
-    /// The run input: JSON text, or `@FILE` to read it from a file (`@-` reads standard input).
+    /// The run input: JSON text, or `@FILE` to read it from a file (`-` or `@-` reads standard input).
     #[arg(long, short = 'i', value_name = "JSON|@FILE", default_value = "{}")]
     pub input: String,
     /// A specific workflow version (default: the latest).
@@ -185,18 +274,38 @@ fn read_source(path: &Path) -> Result<String> {
     }
 }
 
-/// The `--input` argument as JSON text: literal JSON, or `@FILE` read from a file. Checks that it
-/// parses, so that mistakes are reported before anything is sent.
+/// The `--input` argument as JSON text (see [`read_json_arg`]).
 pub fn read_input(arg: &str) -> Result<String> {
-    let (text, origin) = match arg.strip_prefix('@') {
-        Some("") => bail!("--input @ needs a file name, for example --input @input.json"),
-        Some(path) => (read_source(Path::new(path))?, format!("the input file {path}")),
-        None => (arg.to_owned(), "--input".to_owned()),
+    read_json_arg("--input", arg)
+}
+
+/// A JSON argument (`--input`, `--payload`, `--data`) as JSON text: literal JSON, `@FILE` read from
+/// a file, or `-` (also `@-`) read from standard input. Checks that it parses, so that mistakes are
+/// reported before anything is sent; errors name `flag`.
+pub fn read_json_arg(flag: &str, arg: &str) -> Result<String> {
+    let what = flag.trim_start_matches('-');
+    let (text, origin) = if arg == "-" || arg == "@-" {
+        (read_source(Path::new("-"))?, format!("{flag} (standard input)"))
+    } else if let Some(path) = arg.strip_prefix('@') {
+        if path.is_empty() {
+            bail!("{flag} @ needs a file name, for example {flag} @{what}.json");
+        }
+        (read_source(Path::new(path))?, format!("the {what} file {path}"))
+    } else {
+        (arg.to_owned(), flag.to_owned())
     };
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
         bail!("{origin} is not valid JSON: {e}");
     }
     Ok(text)
+}
+
+/// Who completes a human task: `--user`, else the `USER` environment variable (`env_user`).
+fn task_user(flag: Option<String>, env_user: Option<String>) -> Result<String> {
+    flag.or(env_user)
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .context("--user: required (or set $USER)")
 }
 
 /// Writes text to standard output.
@@ -370,6 +479,59 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let resp = coordinator.runs().rerun_run(request).await?.into_inner();
             print_operation(output, "rerun", &resp)?;
         }
+        Command::Event(EventCommand::Publish { name, key, payload }) => {
+            let payload_json = read_json_arg("--payload", &payload)?;
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = PublishEventRequest {
+                name,
+                key,
+                payload_json,
+            };
+            let resp = coordinator.events().publish_event(request).await?.into_inner();
+            match output {
+                Output::Table => print_text(&render::publish_text(&resp))?,
+                Output::Json => print_json(&render::publish_json(&resp), true)?,
+            }
+        }
+        Command::Task(TaskCommand::List(args)) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = ListHumanTasksRequest {
+                assignee: args.assignee.unwrap_or_default(),
+                workflow: args.workflow.unwrap_or_default(),
+                status: args.status.map(TaskStatus::word).unwrap_or_default().to_owned(),
+                limit: args.limit.unwrap_or(0),
+            };
+            let tasks = coordinator
+                .human_tasks()
+                .list_human_tasks(request)
+                .await?
+                .into_inner()
+                .tasks;
+            match output {
+                Output::Table => print_text(&render::task_list_text(&tasks))?,
+                Output::Json => print_json(&tasks.iter().map(render::task_json).collect::<Vec<_>>(), true)?,
+            }
+        }
+        Command::Task(TaskCommand::Complete { run, step, data, user }) => {
+            let data_json = read_json_arg("--data", &data)?;
+            let user = task_user(user, std::env::var("USER").ok())?;
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = CompleteHumanTaskRequest {
+                run_id: run,
+                step_id: step,
+                user,
+                data_json,
+            };
+            let task = coordinator
+                .human_tasks()
+                .complete_human_task(request)
+                .await?
+                .into_inner();
+            match output {
+                Output::Table => print_text(&render::task_text(&task))?,
+                Output::Json => print_json(&render::task_json(&task), true)?,
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -538,6 +700,150 @@ mod tests {
         assert_eq!(args.page_token.as_deref(), Some("t"));
         assert!(parse(&["run", "list", "--limit", "0"]).is_err());
         assert!(parse(&["run", "list", "--limit", "1001"]).is_err());
+    }
+
+    #[test]
+    fn event_publish_arguments() {
+        let cli = parse(&["event", "publish", "payment", "--key", "order-42"]).unwrap();
+        let Command::Event(EventCommand::Publish { name, key, payload }) = cli.command else {
+            panic!("not event publish")
+        };
+        assert_eq!(
+            (name.as_str(), key.as_str(), payload.as_str()),
+            ("payment", "order-42", "null")
+        );
+
+        let cli = parse(&[
+            "event",
+            "publish",
+            "payment",
+            "--key",
+            "",
+            "-p",
+            "@body.json",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, Output::Json);
+        let Command::Event(EventCommand::Publish { key, payload, .. }) = cli.command else {
+            panic!("not event publish")
+        };
+        assert_eq!((key.as_str(), payload.as_str()), ("", "@body.json"));
+        let cli = parse(&["event", "publish", "payment", "--key", "k", "--payload", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Event(EventCommand::Publish { payload, .. }) if payload == "-"));
+
+        assert!(parse(&["event", "publish", "payment"]).is_err(), "--key is required");
+        assert!(
+            parse(&["event", "publish", "--key", "k"]).is_err(),
+            "the name is required"
+        );
+    }
+
+    #[test]
+    fn task_list_arguments() {
+        let cli = parse(&["task", "list"]).unwrap();
+        let Command::Task(TaskCommand::List(args)) = cli.command else {
+            panic!("not task list")
+        };
+        assert_eq!(
+            (args.assignee, args.workflow, args.status, args.limit),
+            (None, None, None, None)
+        );
+
+        let cli = parse(&[
+            "task",
+            "list",
+            "--assignee",
+            "alice",
+            "--workflow",
+            "refunds",
+            "--status",
+            "completed",
+            "--limit",
+            "20",
+        ])
+        .unwrap();
+        let Command::Task(TaskCommand::List(args)) = cli.command else {
+            panic!("not task list")
+        };
+        assert_eq!(args.assignee.as_deref(), Some("alice"));
+        assert_eq!(args.workflow.as_deref(), Some("refunds"));
+        assert_eq!(args.status, Some(TaskStatus::Completed));
+        assert_eq!(args.limit, Some(20));
+        assert_eq!(
+            [TaskStatus::Open, TaskStatus::Completed, TaskStatus::Cancelled].map(TaskStatus::word),
+            ["open", "completed", "cancelled"]
+        );
+
+        let err = parse(&["task", "list", "--status", "done"]).unwrap_err().to_string();
+        assert!(err.contains("open, completed, cancelled"), "{err}");
+        assert!(parse(&["task", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["task", "list", "--limit", "1001"]).is_err());
+    }
+
+    #[test]
+    fn task_complete_arguments() {
+        let cli = parse(&["task", "complete", "r-1", "approve", "--data", r#"{"ok":true}"#]).unwrap();
+        let Command::Task(TaskCommand::Complete { run, step, data, user }) = cli.command else {
+            panic!("not task complete")
+        };
+        assert_eq!(
+            (run.as_str(), step.as_str(), data.as_str()),
+            ("r-1", "approve", r#"{"ok":true}"#)
+        );
+        assert_eq!(user, None);
+
+        let cli = parse(&[
+            "task",
+            "complete",
+            "r-1",
+            "approve",
+            "-d",
+            "@form.json",
+            "--user",
+            "bob",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Task(TaskCommand::Complete { data, user: Some(user), .. }) if data == "@form.json" && user == "bob"
+        ));
+
+        assert!(
+            parse(&["task", "complete", "r-1", "approve"]).is_err(),
+            "--data is required"
+        );
+        assert!(
+            parse(&["task", "complete", "r-1", "--data", "{}"]).is_err(),
+            "the step is required"
+        );
+        assert!(
+            parse(&["task", "get", "r-1", "approve"]).is_err(),
+            "there is no task get"
+        );
+    }
+
+    #[test]
+    fn task_user_comes_from_the_flag_then_user() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(task_user(some("bob"), some("alice")).unwrap(), "bob");
+        assert_eq!(task_user(None, some("alice")).unwrap(), "alice");
+        for (flag, env) in [(None, None), (None, some("")), (some(" "), None)] {
+            let err = task_user(flag, env).unwrap_err().to_string();
+            assert_eq!(err, "--user: required (or set $USER)");
+        }
+    }
+
+    #[test]
+    fn json_arguments_name_their_flag() {
+        assert_eq!(read_json_arg("--payload", "null").unwrap(), "null");
+        let err = read_json_arg("--payload", "{").unwrap_err().to_string();
+        assert!(err.starts_with("--payload is not valid JSON: "), "{err}");
+        let err = read_json_arg("--data", "@").unwrap_err().to_string();
+        assert_eq!(err, "--data @ needs a file name, for example --data @data.json");
+        let err = format!("{:#}", read_json_arg("--data", "@/nonexistent/form.json").unwrap_err());
+        assert!(err.starts_with("cannot read /nonexistent/form.json"), "{err}");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_shared::proto::{
-    Attempt, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent, RunStatus, StepDefinition, StepRun, StepStatus,
-    SubmitRunResponse, Workflow,
+    Attempt, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent,
+    RunStatus, StepDefinition, StepRun, StepStatus, SubmitRunResponse, Workflow,
 };
 use baton_shared::time::millis;
 use prost_types::Timestamp;
@@ -150,6 +150,11 @@ pub fn version_ranges(versions: &[u32]) -> String {
         i += 1;
     }
     parts.join(", ")
+}
+
+/// A string in double quotes, escaped as in JSON: `"payment"`.
+fn quoted(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
 }
 
 /// Text on one line: line breaks become spaces, surrounding whitespace goes.
@@ -315,7 +320,61 @@ fn optional_duration(ms: u64) -> String {
     }
 }
 
-fn step_definition_row(step: &StepDefinition) -> Vec<String> {
+/// What a step definition does: its `kind`, or, from a coordinator that does not send one, `sleep`
+/// for a durable sleep and `task` otherwise.
+fn definition_kind(step: &StepDefinition) -> &str {
+    if !step.kind.is_empty() {
+        &step.kind
+    } else if step.handler.is_empty() && step.sleep_ms > 0 {
+        "sleep"
+    } else {
+        "task"
+    }
+}
+
+/// The HANDLER cell of a step definition: the handler of a task; for the steps that have none, what
+/// they do instead: `(sleep 5s)`, `(sleep until input.due)`, `(wait event "payment")`,
+/// `(human: alice, bob)`, `(workflow refunds@2)`.
+fn definition_action(step: &StepDefinition) -> String {
+    match definition_kind(step) {
+        "task" => step.handler.clone(),
+        "sleep" => format!("(sleep {})", human_duration(to_i64(step.sleep_ms))),
+        "sleep_until" => format!("(sleep until {})", one_line(&step.sleep_until)),
+        "wait_for_event" => format!(
+            "(wait event {})",
+            quoted(step.wait_for_event.as_ref().map_or("", |w| w.event.as_str()))
+        ),
+        "human" => match step.human.as_ref().filter(|h| !h.assignees.is_empty()) {
+            Some(human) => format!("(human: {})", human.assignees.join(", ")),
+            None => "(human)".to_owned(),
+        },
+        "workflow" if step.workflow_version > 0 => format!("(workflow {}@{})", step.workflow, step.workflow_version),
+        "workflow" => format!("(workflow {})", step.workflow),
+        other if step.handler.is_empty() => format!("({other})"),
+        other => format!("({other}) {}", step.handler),
+    }
+}
+
+/// The FOR EACH cell of a step definition: its CEL list and how many elements run at once.
+fn for_each_text(step: &StepDefinition) -> String {
+    match (step.for_each.trim(), step.max_parallel) {
+        ("", _) => "-".to_owned(),
+        (list, 0) => one_line(list),
+        (list, max) => format!("{} ({max} at once)", one_line(list)),
+    }
+}
+
+/// The TIMEOUT cell of a step definition; for a step waiting for an event with a timeout, that
+/// timeout and what it does, e.g. `1h then skip`.
+fn timeout_text(step: &StepDefinition) -> String {
+    match step.wait_for_event.as_ref().filter(|w| w.timeout_ms > 0) {
+        Some(wait) if wait.on_timeout.is_empty() => human_duration(to_i64(wait.timeout_ms)),
+        Some(wait) => format!("{} then {}", human_duration(to_i64(wait.timeout_ms)), wait.on_timeout),
+        None => optional_duration(step.timeout_ms),
+    }
+}
+
+fn step_definition_row(step: &StepDefinition, show_when: bool, show_for_each: bool) -> Vec<String> {
     let (attempts, backoff, non_retryable) = match &step.retry {
         Some(r) => (
             r.max_attempts.to_string(),
@@ -324,22 +383,25 @@ fn step_definition_row(step: &StepDefinition) -> Vec<String> {
         ),
         None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
     };
-    // A durable sleep step has no handler: show what it does instead.
-    let handler = if step.handler.is_empty() && step.sleep_ms > 0 {
-        format!("(sleep {})", optional_duration(step.sleep_ms))
-    } else {
-        step.handler.clone()
-    };
-    vec![
+    let mut row = vec![
         step.id.clone(),
-        handler,
+        definition_action(step),
         or_dash(&step.depends_on.join(", ")),
-        optional_duration(step.timeout_ms),
+    ];
+    if show_when {
+        row.push(or_dash(&one_line(&step.when)));
+    }
+    if show_for_each {
+        row.push(for_each_text(step));
+    }
+    row.extend([
+        timeout_text(step),
         optional_duration(step.heartbeat_timeout_ms),
         attempts,
         backoff,
         non_retryable,
-    ]
+    ]);
+    row
 }
 
 /// The `workflow get` view: the workflow's details, then a table of its steps.
@@ -353,20 +415,23 @@ pub fn workflow_text(w: &Workflow) -> String {
         ("Input schema", json_text(&w.input_schema_json)),
     ]);
     out.push('\n');
-    let rows: Vec<Vec<String>> = w.steps.iter().map(step_definition_row).collect();
-    out.push_str(&table(
-        &[
-            "STEP",
-            "HANDLER",
-            "DEPENDS ON",
-            "TIMEOUT",
-            "HEARTBEAT",
-            "ATTEMPTS",
-            "BACKOFF",
-            "NON-RETRYABLE",
-        ],
-        &rows,
-    ));
+    // The CONDITION and FOR EACH columns only when some step has one.
+    let show_when = w.steps.iter().any(|s| !s.when.trim().is_empty());
+    let show_for_each = w.steps.iter().any(|s| !s.for_each.trim().is_empty());
+    let rows: Vec<Vec<String>> = w
+        .steps
+        .iter()
+        .map(|s| step_definition_row(s, show_when, show_for_each))
+        .collect();
+    let mut headers = vec!["STEP", "HANDLER", "DEPENDS ON"];
+    if show_when {
+        headers.push("CONDITION");
+    }
+    if show_for_each {
+        headers.push("FOR EACH");
+    }
+    headers.extend(["TIMEOUT", "HEARTBEAT", "ATTEMPTS", "BACKOFF", "NON-RETRYABLE"]);
+    out.push_str(&table(&headers, &rows));
     out
 }
 
@@ -424,12 +489,86 @@ fn attempts_text(step: &StepRun, now_ms: i64) -> String {
     title + &indent(&table(&["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"], &rows), 2)
 }
 
+/// The HANDLER cell of a step of a run: the handler of a task, the kind of the other steps, e.g.
+/// `(wait event)` or `(human)` (a run's steps do not carry their definitions' details).
+fn step_action(step: &StepRun) -> String {
+    match step.kind.as_str() {
+        "" | "task" => step.handler.clone(),
+        "sleep" => "(sleep)".to_owned(),
+        "sleep_until" => "(sleep until)".to_owned(),
+        "wait_for_event" => "(wait event)".to_owned(),
+        other if step.handler.is_empty() => format!("({other})"),
+        other => format!("({other}) {}", step.handler),
+    }
+}
+
+/// A fan-out step's progress, e.g. `12/40 ok, 1 failed, 3 in flight` (zero counts left out).
+pub fn progress_text(items: &ItemProgress) -> String {
+    let mut text = format!("{}/{} ok", items.succeeded, items.total);
+    if items.failed > 0 {
+        text.push_str(&format!(", {} failed", items.failed));
+    }
+    if items.in_flight > 0 {
+        text.push_str(&format!(", {} in flight", items.in_flight));
+    }
+    text
+}
+
+/// The DETAIL cell of a step of a run: fan-out progress, what a waiting step waits for, the child
+/// run of a workflow step and who completed a human step; empty when there is nothing to say.
+fn step_detail(step: &StepRun) -> String {
+    let mut parts = Vec::new();
+    if let Some(items) = &step.items {
+        parts.push(progress_text(items));
+    }
+    let waiting = StepStatus::try_from(step.status) == Ok(StepStatus::Waiting);
+    if waiting && !step.waiting_for.trim().is_empty() {
+        parts.push(format!("waiting for {}", one_line(&step.waiting_for)));
+    }
+    if !step.child_run_id.is_empty() {
+        parts.push(format!("child run {}", step.child_run_id));
+    }
+    if !step.completed_by.is_empty() {
+        parts.push(format!("completed by {}", step.completed_by));
+    }
+    parts.join("; ")
+}
+
+/// At most this many child runs are listed by `run get`; `--output json` lists them all.
+const CHILDREN_SHOWN: usize = 20;
+
+/// A run's child runs: on one line when there are a few, one per line otherwise.
+fn children_text(ids: &[String]) -> String {
+    if ids.len() <= 5 {
+        return ids.join(", ");
+    }
+    let mut text = ids.iter().take(CHILDREN_SHOWN).cloned().collect::<Vec<_>>().join("\n");
+    if ids.len() > CHILDREN_SHOWN {
+        text.push_str(&format!(
+            "\n... and {} more (--output json lists them all)",
+            ids.len() - CHILDREN_SHOWN
+        ));
+    }
+    text
+}
+
 /// The `run get` view: the run's details, a table of its steps and the attempt history of every
 /// step that was retried.
 pub fn run_text(run: &Run, now_ms: i64) -> String {
-    let mut out = fields(&[
+    let mut items = vec![
         ("Run", run.id.clone()),
         ("Workflow", format!("{}@{}", run.workflow, run.version)),
+    ];
+    if !run.parent_run_id.is_empty() {
+        items.push((
+            "Parent",
+            format!("{} (step {})", run.parent_run_id, or_dash(&run.parent_step_id)),
+        ));
+    }
+    if !run.child_run_ids.is_empty() {
+        items.push(("Children", children_text(&run.child_run_ids)));
+    }
+    items.extend([
         ("Status", run_status_word(run.status)),
         ("Created", table_time(run.created_at.as_ref())),
         ("Started", table_time(run.started_at.as_ref())),
@@ -440,28 +579,39 @@ pub fn run_text(run: &Run, now_ms: i64) -> String {
         ("Output", json_text(&run.output_json)),
         ("Error", or_dash(run.error.trim())),
     ]);
+    let mut out = fields(&items);
     if run.steps.is_empty() {
         return out;
     }
     out.push('\n');
+    // The DETAIL column only when some step has something to say in it.
+    let details: Vec<String> = run.steps.iter().map(step_detail).collect();
+    let show_detail = details.iter().any(|d| !d.is_empty());
     let rows: Vec<Vec<String>> = run
         .steps
         .iter()
-        .map(|s| {
-            vec![
+        .zip(details)
+        .map(|(s, detail)| {
+            let mut row = vec![
                 s.id.clone(),
-                s.handler.clone(),
+                step_action(s),
                 step_status_word(s.status),
                 format!("{}/{}", s.attempt, s.max_attempts),
                 step_duration(s, now_ms),
-                one_line(&s.error),
-            ]
+            ];
+            if show_detail {
+                row.push(detail);
+            }
+            row.push(one_line(&s.error));
+            row
         })
         .collect();
-    out.push_str(&table(
-        &["STEP", "HANDLER", "STATUS", "ATTEMPT", "DURATION", "LAST ERROR"],
-        &rows,
-    ));
+    let mut headers = vec!["STEP", "HANDLER", "STATUS", "ATTEMPT", "DURATION"];
+    if show_detail {
+        headers.push("DETAIL");
+    }
+    headers.push("LAST ERROR");
+    out.push_str(&table(&headers, &rows));
     for step in run.steps.iter().filter(|s| was_retried(s)) {
         out.push('\n');
         out.push_str(&attempts_text(step, now_ms));
@@ -492,6 +642,74 @@ pub fn run_list_text(runs: &[Run], next_page_token: &str, now_ms: i64) -> String
         out.push_str(&format!("\nmore runs: --page-token {next_page_token}\n"));
     }
     out
+}
+
+/// The answer to `event publish`: the steps the event was delivered to, or that it was buffered.
+pub fn publish_text(resp: &PublishEventResponse) -> String {
+    if resp.delivered.is_empty() {
+        return if resp.buffered {
+            "no step was waiting; buffered for the coordinator's event TTL\n".to_owned()
+        } else {
+            "no step was waiting; the event was not kept\n".to_owned()
+        };
+    }
+    let rows: Vec<Vec<String>> = resp
+        .delivered
+        .iter()
+        .map(|s| vec![s.run_id.clone(), s.step_id.clone()])
+        .collect();
+    format!("delivered to {} step(s):\n", resp.delivered.len()) + &indent(&table(&[], &rows), 2)
+}
+
+/// `-` for no assignees, otherwise the assignees comma separated.
+fn assignees_text(assignees: &[String]) -> String {
+    or_dash(&assignees.join(", "))
+}
+
+/// The `task list` table; the COMPLETED BY column only when some task was completed.
+pub fn task_list_text(tasks: &[HumanTask]) -> String {
+    if tasks.is_empty() {
+        return "no human tasks found\n".to_owned();
+    }
+    let show_completed_by = tasks.iter().any(|t| !t.completed_by.is_empty());
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let mut row = vec![
+                t.run_id.clone(),
+                t.step_id.clone(),
+                or_dash(&one_line(&t.title)),
+                assignees_text(&t.assignees),
+                or_dash(&t.status),
+                table_time(t.created_at.as_ref()),
+            ];
+            if show_completed_by {
+                row.push(or_dash(&t.completed_by));
+            }
+            row
+        })
+        .collect();
+    let mut headers = vec!["RUN", "STEP", "TITLE", "ASSIGNEES", "STATUS", "CREATED"];
+    if show_completed_by {
+        headers.push("COMPLETED BY");
+    }
+    table(&headers, &rows)
+}
+
+/// One human task, as `task complete` prints it: what it was, who completed it, when, with what.
+pub fn task_text(t: &HumanTask) -> String {
+    fields(&[
+        ("Run", t.run_id.clone()),
+        ("Step", t.step_id.clone()),
+        ("Workflow", format!("{}@{}", t.workflow, t.workflow_version)),
+        ("Title", or_dash(&one_line(&t.title))),
+        ("Assignees", assignees_text(&t.assignees)),
+        ("Status", or_dash(&t.status)),
+        ("Created", table_time(t.created_at.as_ref())),
+        ("Completed by", or_dash(&t.completed_by)),
+        ("Completed at", table_time(t.completed_at.as_ref())),
+        ("Data", json_text(&t.data_json)),
+    ])
 }
 
 /// The widest subject (`run` or a step id) among a run's steps, to line up event lines.
@@ -602,18 +820,64 @@ pub struct WorkflowJson {
 pub struct StepDefinitionJson {
     /// The step id.
     pub id: String,
-    /// The handler that runs it.
+    /// What it does: `task`, `sleep`, `sleep_until`, `wait_for_event`, `human` or `workflow`.
+    pub kind: String,
+    /// The handler that runs it (empty for the kinds that have none).
     pub handler: String,
     /// The steps it waits for.
     pub depends_on: Vec<String>,
+    /// The CEL condition that decides whether it runs, `null` when it always runs.
+    pub when: Option<String>,
+    /// Its input template, `null` when it gets the run input.
+    pub input_template: Value,
+    /// For a fan-out step: the CEL list it runs over; `null` otherwise.
+    pub for_each: Option<String>,
+    /// For a fan-out step: how many elements run at once, `null` when not limited.
+    pub max_parallel: Option<u32>,
     /// Its timeout per attempt, in milliseconds.
     pub timeout_ms: u64,
     /// Its heartbeat timeout in milliseconds, `null` when none.
     pub heartbeat_timeout_ms: Option<u64>,
     /// For a durable sleep step: how long it waits, in milliseconds; `null` otherwise.
     pub sleep_ms: Option<u64>,
+    /// For a `sleep_until` step: the CEL timestamp it waits for; `null` otherwise.
+    pub sleep_until: Option<String>,
+    /// For a `wait_for_event` step: the event it waits for; `null` otherwise.
+    pub wait_for_event: Option<WaitForEventJson>,
+    /// For a `human` step: its task; `null` otherwise.
+    pub human: Option<HumanStepJson>,
+    /// For a `workflow` step: the child workflow; `null` otherwise.
+    pub workflow: Option<String>,
+    /// For a `workflow` step: the child workflow's version, `null` for the latest when the step starts.
+    pub workflow_version: Option<u32>,
     /// Its retry policy, `null` when the server sent none.
     pub retry: Option<RetryJson>,
+}
+
+/// What a `wait_for_event` step waits for, as JSON.
+#[derive(Debug, Serialize)]
+pub struct WaitForEventJson {
+    /// The event name.
+    pub event: String,
+    /// The CEL expression of the correlation key, `null` when none.
+    pub key: Option<String>,
+    /// How long it waits, in milliseconds; `null` when for ever.
+    pub timeout_ms: Option<u64>,
+    /// What a timeout does (`fail` or `skip`), `null` when unset.
+    pub on_timeout: Option<String>,
+}
+
+/// The task of a `human` step definition, as JSON.
+#[derive(Debug, Serialize)]
+pub struct HumanStepJson {
+    /// The task's title.
+    pub title: String,
+    /// Its description, `null` when none.
+    pub description: Option<String>,
+    /// Who may complete it.
+    pub assignees: Vec<String>,
+    /// The JSON Schema the submitted data must satisfy, `null` when none.
+    pub form_schema: Value,
 }
 
 /// A retry policy as JSON.
@@ -642,27 +906,47 @@ pub fn workflow_json(w: &Workflow) -> WorkflowJson {
         description: non_empty(&w.description),
         registered_at: json_time(w.registered_at.as_ref()),
         input_schema: json_value(&w.input_schema_json),
-        steps: w
-            .steps
-            .iter()
-            .map(|s| StepDefinitionJson {
-                id: s.id.clone(),
-                handler: s.handler.clone(),
-                depends_on: s.depends_on.clone(),
-                timeout_ms: s.timeout_ms,
-                heartbeat_timeout_ms: (s.heartbeat_timeout_ms > 0).then_some(s.heartbeat_timeout_ms),
-                sleep_ms: (s.sleep_ms > 0).then_some(s.sleep_ms),
-                retry: s.retry.as_ref().map(|r| RetryJson {
-                    max_attempts: r.max_attempts,
-                    initial_interval_ms: r.initial_interval_ms,
-                    backoff_coefficient: r.backoff_coefficient,
-                    max_interval_ms: r.max_interval_ms,
-                    jitter: r.jitter,
-                    non_retryable_errors: r.non_retryable_errors.clone(),
-                }),
-            })
-            .collect(),
+        steps: w.steps.iter().map(step_definition_json).collect(),
         definition: json_value(&w.definition_json),
+    }
+}
+
+fn step_definition_json(s: &StepDefinition) -> StepDefinitionJson {
+    StepDefinitionJson {
+        id: s.id.clone(),
+        kind: definition_kind(s).to_owned(),
+        handler: s.handler.clone(),
+        depends_on: s.depends_on.clone(),
+        when: non_empty(s.when.trim()),
+        input_template: json_value(&s.input_template_json),
+        for_each: non_empty(s.for_each.trim()),
+        max_parallel: (s.max_parallel > 0).then_some(s.max_parallel),
+        timeout_ms: s.timeout_ms,
+        heartbeat_timeout_ms: (s.heartbeat_timeout_ms > 0).then_some(s.heartbeat_timeout_ms),
+        sleep_ms: (s.sleep_ms > 0).then_some(s.sleep_ms),
+        sleep_until: non_empty(s.sleep_until.trim()),
+        wait_for_event: s.wait_for_event.as_ref().map(|w| WaitForEventJson {
+            event: w.event.clone(),
+            key: non_empty(&w.key),
+            timeout_ms: (w.timeout_ms > 0).then_some(w.timeout_ms),
+            on_timeout: non_empty(&w.on_timeout),
+        }),
+        human: s.human.as_ref().map(|h| HumanStepJson {
+            title: h.title.clone(),
+            description: non_empty(&h.description),
+            assignees: h.assignees.clone(),
+            form_schema: json_value(&h.form_schema_json),
+        }),
+        workflow: non_empty(&s.workflow),
+        workflow_version: (!s.workflow.is_empty() && s.workflow_version > 0).then_some(s.workflow_version),
+        retry: s.retry.as_ref().map(|r| RetryJson {
+            max_attempts: r.max_attempts,
+            initial_interval_ms: r.initial_interval_ms,
+            backoff_coefficient: r.backoff_coefficient,
+            max_interval_ms: r.max_interval_ms,
+            jitter: r.jitter,
+            non_retryable_errors: r.non_retryable_errors.clone(),
+        }),
     }
 }
 
@@ -708,6 +992,12 @@ pub struct RunJson {
     pub started_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
+    /// For a child run (started by a `workflow` step): its parent run, `null` otherwise.
+    pub parent_run_id: Option<String>,
+    /// For a child run: the parent's step that started it, `null` otherwise.
+    pub parent_step_id: Option<String>,
+    /// The child runs it started, in step order.
+    pub child_run_ids: Vec<String>,
     /// Its steps in definition order (empty in `run list`).
     pub steps: Vec<StepJson>,
 }
@@ -717,7 +1007,9 @@ pub struct RunJson {
 pub struct StepJson {
     /// The step id.
     pub id: String,
-    /// The handler that runs it.
+    /// What it does: `task`, `sleep`, `sleep_until`, `wait_for_event`, `human` or `workflow`.
+    pub kind: String,
+    /// The handler that runs it (empty for the kinds that have none).
     pub handler: String,
     /// The status word.
     pub status: String,
@@ -739,8 +1031,29 @@ pub struct StepJson {
     pub started_at: Option<String>,
     /// When the step ended.
     pub finished_at: Option<String>,
+    /// For a fan-out step: the progress of its elements; `null` otherwise.
+    pub items: Option<ItemProgressJson>,
+    /// For a waiting step: what it waits for, e.g. `event "payment" key "42"`; `null` otherwise.
+    pub waiting_for: Option<String>,
+    /// For a `workflow` step: the child run, `null` before it starts.
+    pub child_run_id: Option<String>,
+    /// For a completed `human` step: who completed it; `null` otherwise.
+    pub completed_by: Option<String>,
     /// Its finished attempts, oldest first.
     pub attempts: Vec<AttemptJson>,
+}
+
+/// The progress of a fan-out step's elements, as JSON.
+#[derive(Debug, Serialize)]
+pub struct ItemProgressJson {
+    /// Elements in all.
+    pub total: u32,
+    /// Elements that succeeded.
+    pub succeeded: u32,
+    /// Elements that failed.
+    pub failed: u32,
+    /// Elements dispatched, running or retrying.
+    pub in_flight: u32,
 }
 
 /// A finished attempt as JSON.
@@ -774,6 +1087,9 @@ pub fn run_json(run: &Run) -> RunJson {
         created_at: json_time(run.created_at.as_ref()),
         started_at: json_time(run.started_at.as_ref()),
         finished_at: json_time(run.finished_at.as_ref()),
+        parent_run_id: non_empty(&run.parent_run_id),
+        parent_step_id: non_empty(&run.parent_step_id),
+        child_run_ids: run.child_run_ids.clone(),
         steps: run.steps.iter().map(step_json).collect(),
     }
 }
@@ -781,6 +1097,7 @@ pub fn run_json(run: &Run) -> RunJson {
 fn step_json(s: &StepRun) -> StepJson {
     StepJson {
         id: s.id.clone(),
+        kind: if s.kind.is_empty() { "task" } else { &s.kind }.to_owned(),
         handler: s.handler.clone(),
         status: step_status_word(s.status),
         attempt: s.attempt,
@@ -792,6 +1109,15 @@ fn step_json(s: &StepRun) -> StepJson {
         dispatched_at: json_time(s.dispatched_at.as_ref()),
         started_at: json_time(s.started_at.as_ref()),
         finished_at: json_time(s.finished_at.as_ref()),
+        items: s.items.as_ref().map(|i| ItemProgressJson {
+            total: i.total,
+            succeeded: i.succeeded,
+            failed: i.failed,
+            in_flight: i.in_flight,
+        }),
+        waiting_for: non_empty(&s.waiting_for),
+        child_run_id: non_empty(&s.child_run_id),
+        completed_by: non_empty(&s.completed_by),
         attempts: s
             .attempts
             .iter()
@@ -821,6 +1147,89 @@ pub fn run_list_json(runs: &[Run], next_page_token: &str) -> RunListJson {
     RunListJson {
         runs: runs.iter().map(run_json).collect(),
         next_page_token: non_empty(next_page_token),
+    }
+}
+
+/// The JSON answer to `event publish`.
+#[derive(Debug, Serialize)]
+pub struct PublishJson {
+    /// The steps the event was delivered to.
+    pub delivered: Vec<StepRefJson>,
+    /// True when no step waited and the event was buffered.
+    pub buffered: bool,
+}
+
+/// A step of a run, as JSON.
+#[derive(Debug, Serialize)]
+pub struct StepRefJson {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+}
+
+/// The JSON answer to `event publish`.
+pub fn publish_json(resp: &PublishEventResponse) -> PublishJson {
+    PublishJson {
+        delivered: resp
+            .delivered
+            .iter()
+            .map(|s| StepRefJson {
+                run_id: s.run_id.clone(),
+                step_id: s.step_id.clone(),
+            })
+            .collect(),
+        buffered: resp.buffered,
+    }
+}
+
+/// A human task as JSON.
+#[derive(Debug, Serialize)]
+pub struct HumanTaskJson {
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Its human step.
+    pub step_id: String,
+    /// The run's workflow.
+    pub workflow: String,
+    /// The workflow version the run is pinned to.
+    pub workflow_version: u32,
+    /// The task's title.
+    pub title: String,
+    /// Its description, `null` when none.
+    pub description: Option<String>,
+    /// Who may complete it.
+    pub assignees: Vec<String>,
+    /// The JSON Schema the submitted data must satisfy, `null` when none.
+    pub form_schema: Value,
+    /// `open`, `completed` or `cancelled`.
+    pub status: String,
+    /// When the step started waiting for it.
+    pub created_at: Option<String>,
+    /// Who completed it, `null` while open.
+    pub completed_by: Option<String>,
+    /// When it was completed, `null` while open.
+    pub completed_at: Option<String>,
+    /// The submitted data (the step's output), `null` while open.
+    pub data: Value,
+}
+
+/// A human task as JSON.
+pub fn task_json(t: &HumanTask) -> HumanTaskJson {
+    HumanTaskJson {
+        run_id: t.run_id.clone(),
+        step_id: t.step_id.clone(),
+        workflow: t.workflow.clone(),
+        workflow_version: t.workflow_version,
+        title: t.title.clone(),
+        description: non_empty(&t.description),
+        assignees: t.assignees.clone(),
+        form_schema: json_value(&t.form_schema_json),
+        status: t.status.clone(),
+        created_at: json_time(t.created_at.as_ref()),
+        completed_by: non_empty(&t.completed_by),
+        completed_at: json_time(t.completed_at.as_ref()),
+        data: json_value(&t.data_json),
     }
 }
 

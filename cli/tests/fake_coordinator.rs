@@ -1,17 +1,22 @@
 //! Runs the `baton` binary against a fake in-process coordinator: output, exit statuses, error
-//! reporting and the fall back to polling when the event stream ends before the run does.
+//! reporting, the fall back to polling when the event stream ends before the run does, and the
+//! requests that `event publish` and `task list/complete` send.
 
-use std::process::Output;
-use std::sync::Mutex;
+use std::io::Write as _;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton_shared::proto::event_service_server::{EventService, EventServiceServer};
+use baton_shared::proto::human_task_service_server::{HumanTaskService, HumanTaskServiceServer};
 use baton_shared::proto::run_service_server::{RunService, RunServiceServer};
 use baton_shared::proto::workflow_service_server::{WorkflowService, WorkflowServiceServer};
 use baton_shared::proto::{
-    CancelRunRequest, GetRunRequest, GetWorkflowRequest, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest,
-    ListWorkflowsResponse, RegisterWorkflowRequest, RegisterWorkflowResponse, RerunRunRequest, RetryRunRequest, Run,
-    RunEvent, RunOperationResponse, RunStatus, StepRun, StepStatus, SubmitRunRequest, SubmitRunResponse,
-    WatchRunRequest, Workflow,
+    CancelRunRequest, CompleteHumanTaskRequest, GetRunRequest, GetWorkflowRequest, HumanTask, ListHumanTasksRequest,
+    ListHumanTasksResponse, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse,
+    PublishEventRequest, PublishEventResponse, RegisterWorkflowRequest, RegisterWorkflowResponse, RerunRunRequest,
+    RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus, StepRef, StepRun, StepStatus, SubmitRunRequest,
+    SubmitRunResponse, WatchRunRequest, Workflow,
 };
 use baton_shared::time::{now_ms, timestamp};
 use tonic::transport::Server;
@@ -19,10 +24,42 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// Run `ok` has succeeded. Run `slow` is running for its first two `GetRun`s, then failed; its
-/// event stream ends early, after two events.
+/// event stream ends early, after two events. Step `r-1/payment` waits for event `payment`; other
+/// events are buffered. Task `r-1/approve` is open and needs `{"approved": <bool>}`. The event and
+/// task requests are kept for the tests to check.
 #[derive(Default)]
 struct Fake {
     slow_gets: Mutex<u32>,
+    published: Mutex<Vec<PublishEventRequest>>,
+    task_lists: Mutex<Vec<ListHumanTasksRequest>>,
+    completions: Mutex<Vec<CompleteHumanTaskRequest>>,
+}
+
+/// Keeps a request in `log`.
+fn record<T>(log: &Mutex<Vec<T>>, request: T) -> Result<(), Status> {
+    log.lock().map_err(|_| Status::internal("poisoned"))?.push(request);
+    Ok(())
+}
+
+/// The requests kept in `log` so far.
+fn recorded<T: Clone>(log: &Mutex<Vec<T>>) -> Vec<T> {
+    log.lock().expect("not poisoned").clone()
+}
+
+/// The human task `r-1/approve`, open.
+fn approve_task() -> HumanTask {
+    HumanTask {
+        run_id: "r-1".to_owned(),
+        step_id: "approve".to_owned(),
+        workflow: "refunds".to_owned(),
+        workflow_version: 2,
+        title: "Approve the refund".to_owned(),
+        assignees: vec!["alice".to_owned(), "ops".to_owned()],
+        form_schema_json: r#"{"type":"object","required":["approved"]}"#.to_owned(),
+        status: "open".to_owned(),
+        created_at: timestamp(1_740_830_400_000),
+        ..HumanTask::default()
+    }
 }
 
 fn run(id: &str, status: RunStatus) -> Run {
@@ -167,18 +204,101 @@ impl WorkflowService for Fake {
     }
 }
 
+#[tonic::async_trait]
+impl EventService for Fake {
+    async fn publish_event(
+        &self,
+        request: Request<PublishEventRequest>,
+    ) -> Result<Response<PublishEventResponse>, Status> {
+        let request = request.into_inner();
+        record(&self.published, request.clone())?;
+        match request.name.as_str() {
+            "" => Err(Status::invalid_argument("name: must not be empty")),
+            "payment" => Ok(Response::new(PublishEventResponse {
+                delivered: vec![StepRef {
+                    run_id: "r-1".to_owned(),
+                    step_id: "payment".to_owned(),
+                }],
+                buffered: false,
+            })),
+            _ => Ok(Response::new(PublishEventResponse {
+                delivered: vec![],
+                buffered: true,
+            })),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl HumanTaskService for Fake {
+    async fn list_human_tasks(
+        &self,
+        request: Request<ListHumanTasksRequest>,
+    ) -> Result<Response<ListHumanTasksResponse>, Status> {
+        record(&self.task_lists, request.into_inner())?;
+        let done = HumanTask {
+            run_id: "r-0".to_owned(),
+            status: "completed".to_owned(),
+            completed_by: "bob".to_owned(),
+            completed_at: timestamp(1_740_830_460_000),
+            data_json: r#"{"approved":false}"#.to_owned(),
+            ..approve_task()
+        };
+        Ok(Response::new(ListHumanTasksResponse {
+            tasks: vec![approve_task(), done],
+        }))
+    }
+
+    async fn complete_human_task(
+        &self,
+        request: Request<CompleteHumanTaskRequest>,
+    ) -> Result<Response<HumanTask>, Status> {
+        let request = request.into_inner();
+        record(&self.completions, request.clone())?;
+        if (request.run_id.as_str(), request.step_id.as_str()) != ("r-1", "approve") {
+            return Err(Status::not_found(format!(
+                "no human task {}/{}",
+                request.run_id, request.step_id
+            )));
+        }
+        let data: serde_json::Value = serde_json::from_str(&request.data_json)
+            .map_err(|e| Status::invalid_argument(format!("data_json: not JSON: {e}")))?;
+        if !data["approved"].is_boolean() {
+            return Err(Status::invalid_argument(format!(
+                "data_json: /approved: {} is not of type \"boolean\"",
+                data["approved"]
+            )));
+        }
+        Ok(Response::new(HumanTask {
+            status: "completed".to_owned(),
+            completed_by: request.user,
+            completed_at: timestamp(1_740_830_460_000),
+            data_json: request.data_json,
+            ..approve_task()
+        }))
+    }
+}
+
 /// Starts the fake coordinator and answers its address as `host:port`.
 async fn start() -> String {
+    start_fake().await.0
+}
+
+/// Starts the fake coordinator and answers its address as `host:port` and the fake, to look at
+/// the requests it got.
+async fn start_fake() -> (String, Arc<Fake>) {
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = incoming.local_addr().expect("local address");
-    let fake = std::sync::Arc::new(Fake::default());
+    let fake = Arc::new(Fake::default());
     tokio::spawn(
         Server::builder()
             .add_service(RunServiceServer::from_arc(fake.clone()))
-            .add_service(WorkflowServiceServer::from_arc(fake))
+            .add_service(WorkflowServiceServer::from_arc(fake.clone()))
+            .add_service(EventServiceServer::from_arc(fake.clone()))
+            .add_service(HumanTaskServiceServer::from_arc(fake.clone()))
             .serve_with_incoming(incoming),
     );
-    addr.to_string()
+    (addr.to_string(), fake)
 }
 
 /// Runs `baton` with `args` against `addr` (given as `BATON_ADDR`).
@@ -191,6 +311,35 @@ async fn baton(addr: &str, args: &[&str]) -> Output {
         .await
         .expect("baton took too long")
         .expect("baton runs")
+}
+
+/// Runs `baton` with `args` against `addr`, with `USER` set to `user` (unset for `None`) and `stdin`
+/// as its standard input.
+async fn baton_with(addr: &str, args: &[&str], user: Option<&str>, stdin: &str) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    command
+        .args(args)
+        .env("BATON_ADDR", addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match user {
+        Some(user) => command.env("USER", user),
+        None => command.env_remove("USER"),
+    };
+    let stdin = stdin.to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("baton runs");
+        let mut input = child.stdin.take().expect("a stdin pipe");
+        // baton may exit without reading it all: a broken pipe here is not the test's business.
+        let _ = input.write_all(stdin.as_bytes());
+        drop(input);
+        child.wait_with_output().expect("baton runs")
+    });
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("baton took too long")
+        .expect("baton's thread")
 }
 
 fn stdout(out: &Output) -> String {
@@ -294,5 +443,262 @@ async fn apply_list_and_page_tokens() {
         stdout(&out).ends_with("more runs: --page-token next\n"),
         "{}",
         stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn event_publish_sends_name_key_and_payload() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(
+        &addr,
+        &[
+            "event",
+            "publish",
+            "payment",
+            "--key",
+            "42",
+            "--payload",
+            r#"{"amount": 5}"#,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "delivered to 1 step(s):\n  r-1  payment\n");
+
+    // No payload: `null`. Nothing waiting: buffered. JSON: the answer.
+    let out = baton(&addr, &["event", "publish", "shipped", "--key", "", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(answer, serde_json::json!({"delivered": [], "buffered": true}));
+    let out = baton(&addr, &["event", "publish", "shipped", "--key", "k"]).await;
+    assert_eq!(
+        stdout(&out),
+        "no step was waiting; buffered for the coordinator's event TTL\n"
+    );
+
+    let expected = |name: &str, key: &str, payload: &str| PublishEventRequest {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        payload_json: payload.to_owned(),
+    };
+    assert_eq!(
+        recorded(&fake.published),
+        [
+            expected("payment", "42", r#"{"amount": 5}"#),
+            expected("shipped", "", "null"),
+            expected("shipped", "k", "null"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn event_payloads_come_from_files_and_standard_input() {
+    let (addr, fake) = start_fake().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, "[1, 2]\n").expect("write");
+    let at_file = format!("@{}", file.display());
+    let out = baton(&addr, &["event", "publish", "payment", "--key", "1", "-p", &at_file]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = baton_with(
+        &addr,
+        &["event", "publish", "payment", "--key", "2", "--payload", "-"],
+        None,
+        r#"{"from": "stdin"}"#,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let payloads: Vec<String> = recorded(&fake.published).into_iter().map(|r| r.payload_json).collect();
+    assert_eq!(payloads, ["[1, 2]\n", r#"{"from": "stdin"}"#]);
+
+    // Not JSON: refused before anything is sent.
+    let out = baton(&addr, &["event", "publish", "payment", "--key", "3", "-p", "{oops"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: --payload is not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(recorded(&fake.published).len(), 2);
+
+    // The server's INVALID_ARGUMENT as it is.
+    let out = baton(&addr, &["event", "publish", "", "--key", "k"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "error: INVALID_ARGUMENT: name: must not be empty\n");
+}
+
+#[tokio::test]
+async fn task_list_sends_the_filters_and_prints_the_tasks() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(
+        &addr,
+        &[
+            "task",
+            "list",
+            "--assignee",
+            "alice",
+            "--workflow",
+            "refunds",
+            "--status",
+            "open",
+            "--limit",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "RUN  STEP     TITLE               ASSIGNEES   STATUS     CREATED               COMPLETED BY\n\
+         r-1  approve  Approve the refund  alice, ops  open       2025-03-01T12:00:00Z  -\n\
+         r-0  approve  Approve the refund  alice, ops  completed  2025-03-01T12:00:00Z  bob\n"
+    );
+
+    let out = baton(&addr, &["task", "list", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tasks: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(tasks.as_array().map(Vec::len), Some(2), "{tasks}");
+    assert_eq!(tasks[0]["status"], "open");
+    assert!(tasks[0]["data"].is_null());
+    assert_eq!(tasks[1]["completed_by"], "bob");
+    assert_eq!(tasks[1]["data"], serde_json::json!({"approved": false}));
+    assert_eq!(tasks[1]["form_schema"]["required"][0], "approved");
+
+    assert_eq!(
+        recorded(&fake.task_lists),
+        [
+            ListHumanTasksRequest {
+                assignee: "alice".to_owned(),
+                workflow: "refunds".to_owned(),
+                status: "open".to_owned(),
+                limit: 5,
+            },
+            ListHumanTasksRequest::default(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn task_complete_sends_user_and_data_and_prints_the_task() {
+    let (addr, fake) = start_fake().await;
+    let out = baton_with(
+        &addr,
+        &[
+            "task",
+            "complete",
+            "r-1",
+            "approve",
+            "--data",
+            r#"{"approved": true}"#,
+            "--user",
+            "bob",
+        ],
+        Some("alice"),
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Run:           r-1\n\
+         Step:          approve\n\
+         Workflow:      refunds@2\n\
+         Title:         Approve the refund\n\
+         Assignees:     alice, ops\n\
+         Status:        completed\n\
+         Created:       2025-03-01T12:00:00Z\n\
+         Completed by:  bob\n\
+         Completed at:  2025-03-01T12:01:00Z\n\
+         Data:          {\"approved\":true}\n"
+    );
+
+    // Without --user: $USER. Data from standard input; JSON output.
+    let out = baton_with(
+        &addr,
+        &["task", "complete", "r-1", "approve", "--data", "-", "-o", "json"],
+        Some("alice"),
+        r#"{"approved": false}"#,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let task: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(task["completed_by"], "alice");
+    assert_eq!(task["completed_at"], "2025-03-01T12:01:00.000Z");
+    assert_eq!(task["data"], serde_json::json!({"approved": false}));
+
+    let expected = |user: &str, data: &str| CompleteHumanTaskRequest {
+        run_id: "r-1".to_owned(),
+        step_id: "approve".to_owned(),
+        user: user.to_owned(),
+        data_json: data.to_owned(),
+    };
+    assert_eq!(
+        recorded(&fake.completions),
+        [
+            expected("bob", r#"{"approved": true}"#),
+            expected("alice", r#"{"approved": false}"#),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn task_complete_prints_invalid_argument_as_it_is_and_exits_2() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(
+        &addr,
+        &[
+            "task",
+            "complete",
+            "r-1",
+            "approve",
+            "--data",
+            r#"{"approved": "yes"}"#,
+            "--user",
+            "bob",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "error: INVALID_ARGUMENT: data_json: /approved: \"yes\" is not of type \"boolean\"\n"
+    );
+
+    let out = baton(
+        &addr,
+        &["task", "complete", "r-9", "approve", "--data", "{}", "--user", "bob"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "error: NOT_FOUND: no human task r-9/approve\n");
+    assert_eq!(recorded(&fake.completions).len(), 2);
+}
+
+#[tokio::test]
+async fn task_complete_needs_a_user_and_json_data_before_connecting() {
+    // Nothing listens on port 1: these errors must come first.
+    let out = baton_with(
+        "127.0.0.1:1",
+        &["task", "complete", "r-1", "approve", "--data", "{}"],
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "error: --user: required (or set $USER)\n");
+
+    let out = baton_with(
+        "127.0.0.1:1",
+        &["task", "complete", "r-1", "approve", "--data", "{oops"],
+        Some("alice"),
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: --data is not valid JSON"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -1,8 +1,9 @@
 //! Tests of the rendering functions, with `insta` snapshots of whole views.
 
 use baton_shared::proto::{
-    Attempt, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent, RunStatus, StepDefinition, StepRun, StepStatus,
-    SubmitRunResponse, Workflow,
+    Attempt, HumanStepDefinition, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse, RetryPolicy,
+    Run, RunEvent, RunStatus, StepDefinition, StepRef, StepRun, StepStatus, SubmitRunResponse, WaitForEventDefinition,
+    Workflow,
 };
 use baton_shared::time::timestamp;
 
@@ -83,6 +84,7 @@ fn failed_run() -> Run {
                 ..StepRun::default()
             },
         ],
+        ..Run::default()
     }
 }
 
@@ -147,13 +149,180 @@ fn workflow() -> Workflow {
                 }),
                 timeout_ms: 120_000,
                 heartbeat_timeout_ms: 5_000,
-                sleep_ms: 0,
+                ..StepDefinition::default()
             },
         ],
         input_schema_json: r#"{"type":"object","required":["order"]}"#.to_owned(),
         definition_json: r#"{"name":"orders"}"#.to_owned(),
         registered_at: at(-86_400_000),
         versions: vec![1, 2, 3],
+    }
+}
+
+/// A child run (of `run-0000`'s step `batch`) with a step of every kind: a fan-out under way, a
+/// step waiting for an event, a completed human step, a child workflow, a sleep.
+fn orchestrated_run() -> Run {
+    let step = |id: &str, kind: &str, handler: &str, status: StepStatus| StepRun {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        handler: handler.to_owned(),
+        status: status as i32,
+        max_attempts: 1,
+        ..StepRun::default()
+    };
+    Run {
+        id: "run-0003".to_owned(),
+        workflow: "refunds".to_owned(),
+        version: 2,
+        status: RunStatus::Running as i32,
+        input_json: r#"{"order": 42}"#.to_owned(),
+        created_at: at(0),
+        started_at: at(100),
+        parent_run_id: "run-0000".to_owned(),
+        parent_step_id: "batch".to_owned(),
+        child_run_ids: vec!["run-0004".to_owned()],
+        steps: vec![
+            StepRun {
+                attempt: 1,
+                output_json: r#"{"id": 42}"#.to_owned(),
+                started_at: at(100),
+                finished_at: at(300),
+                ..step("fetch", "task", "orders.fetch", StepStatus::Succeeded)
+            },
+            StepRun {
+                completed_by: "alice".to_owned(),
+                output_json: r#"{"approved": true}"#.to_owned(),
+                started_at: at(300),
+                finished_at: at(60_300),
+                depends_on: vec!["fetch".to_owned()],
+                ..step("approve", "human", "", StepStatus::Succeeded)
+            },
+            StepRun {
+                attempt: 1,
+                items: Some(ItemProgress {
+                    total: 40,
+                    succeeded: 12,
+                    failed: 1,
+                    in_flight: 3,
+                }),
+                started_at: at(60_300),
+                depends_on: vec!["approve".to_owned()],
+                ..step("refund_items", "task", "payments.refund", StepStatus::Running)
+            },
+            StepRun {
+                waiting_for: r#"event "payment" key "42""#.to_owned(),
+                started_at: at(60_300),
+                depends_on: vec!["approve".to_owned()],
+                ..step("payment", "wait_for_event", "", StepStatus::Waiting)
+            },
+            StepRun {
+                child_run_id: "run-0004".to_owned(),
+                started_at: at(60_300),
+                depends_on: vec!["approve".to_owned()],
+                ..step("notify", "workflow", "", StepStatus::Running)
+            },
+            StepRun {
+                depends_on: vec!["refund_items".to_owned(), "payment".to_owned()],
+                ..step("cool_down", "sleep", "", StepStatus::Pending)
+            },
+        ],
+        ..Run::default()
+    }
+}
+
+/// A workflow with conditions, a fan-out, and steps of every kind.
+fn orchestrated_workflow() -> Workflow {
+    let step = |id: &str, kind: &str, after: &[&str]| StepDefinition {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        depends_on: after.iter().map(|s| (*s).to_owned()).collect(),
+        ..StepDefinition::default()
+    };
+    Workflow {
+        name: "refunds".to_owned(),
+        version: 2,
+        steps: vec![
+            StepDefinition {
+                handler: "orders.fetch".to_owned(),
+                timeout_ms: 30_000,
+                retry: Some(RetryPolicy {
+                    max_attempts: 3,
+                    initial_interval_ms: 1_000,
+                    backoff_coefficient: 2.0,
+                    ..RetryPolicy::default()
+                }),
+                ..step("fetch", "task", &[])
+            },
+            StepDefinition {
+                when: "input.amount > 100".to_owned(),
+                human: Some(HumanStepDefinition {
+                    title: "Approve the refund".to_owned(),
+                    description: "Check the order first.".to_owned(),
+                    assignees: vec!["alice".to_owned(), "bob".to_owned()],
+                    form_schema_json: r#"{"type":"object","required":["approved"]}"#.to_owned(),
+                }),
+                ..step("approve", "human", &["fetch"])
+            },
+            StepDefinition {
+                handler: "payments.refund".to_owned(),
+                input_template_json: r#"{"item": "${item}", "order": "${input.order}"}"#.to_owned(),
+                for_each: "steps.fetch.output.items".to_owned(),
+                max_parallel: 4,
+                timeout_ms: 60_000,
+                ..step("refund_items", "task", &["approve"])
+            },
+            StepDefinition {
+                wait_for_event: Some(WaitForEventDefinition {
+                    event: "payment".to_owned(),
+                    key: "input.order".to_owned(),
+                    timeout_ms: 86_400_000,
+                    on_timeout: "skip".to_owned(),
+                }),
+                ..step("payment", "wait_for_event", &["approve"])
+            },
+            StepDefinition {
+                workflow: "notify".to_owned(),
+                workflow_version: 3,
+                when: "input.notify".to_owned(),
+                ..step("notify", "workflow", &["approve"])
+            },
+            StepDefinition {
+                sleep_ms: 300_000,
+                ..step("cool_down", "sleep", &["refund_items", "payment"])
+            },
+            StepDefinition {
+                sleep_until: "timestamp(input.close_at)".to_owned(),
+                ..step("close", "sleep_until", &["cool_down"])
+            },
+        ],
+        registered_at: at(-3_600_000),
+        versions: vec![1, 2],
+        ..Workflow::default()
+    }
+}
+
+fn human_task(status: &str) -> HumanTask {
+    HumanTask {
+        run_id: "run-0003".to_owned(),
+        step_id: "approve".to_owned(),
+        workflow: "refunds".to_owned(),
+        workflow_version: 2,
+        title: "Approve the refund".to_owned(),
+        description: "Check the order first.".to_owned(),
+        assignees: vec!["alice".to_owned(), "bob".to_owned()],
+        form_schema_json: r#"{"type":"object","required":["approved"]}"#.to_owned(),
+        status: status.to_owned(),
+        created_at: at(300),
+        ..HumanTask::default()
+    }
+}
+
+fn completed_task() -> HumanTask {
+    HumanTask {
+        completed_by: "alice".to_owned(),
+        completed_at: at(60_300),
+        data_json: r#"{"approved": true, "note": "ok"}"#.to_owned(),
+        ..human_task("completed")
     }
 }
 
@@ -375,4 +544,193 @@ fn event_lines() {
     );
     let json = serde_json::to_value(event_json(&progress)).unwrap();
     assert_eq!(json["payload"], serde_json::json!({"done": 3}));
+}
+
+#[test]
+fn run_view_shows_kinds_progress_waits_and_children() {
+    let run = orchestrated_run();
+    let text = run_text(&run, T0 + 70_000);
+    assert!(text.contains("Parent:           run-0000 (step batch)\n"), "{text}");
+    assert!(text.contains("Children:         run-0004\n"), "{text}");
+    assert!(text.contains("12/40 ok, 1 failed, 3 in flight"), "{text}");
+    assert!(text.contains(r#"waiting for event "payment" key "42""#), "{text}");
+    assert!(text.contains("completed by alice"), "{text}");
+    assert!(text.contains("child run run-0004"), "{text}");
+    insta::assert_snapshot!("run_orchestrated", text);
+    insta::assert_snapshot!(
+        "run_orchestrated_json",
+        serde_json::to_string_pretty(&run_json(&run)).unwrap()
+    );
+}
+
+#[test]
+fn progress_leaves_out_zero_counts() {
+    let items = |total, succeeded, failed, in_flight| ItemProgress {
+        total,
+        succeeded,
+        failed,
+        in_flight,
+    };
+    assert_eq!(progress_text(&items(40, 12, 1, 3)), "12/40 ok, 1 failed, 3 in flight");
+    assert_eq!(progress_text(&items(40, 40, 0, 0)), "40/40 ok");
+    assert_eq!(progress_text(&items(0, 0, 0, 0)), "0/0 ok");
+    assert_eq!(progress_text(&items(5, 2, 0, 3)), "2/5 ok, 3 in flight");
+}
+
+#[test]
+fn waiting_for_is_shown_only_while_waiting() {
+    let mut run = orchestrated_run();
+    run.steps[3].status = StepStatus::Succeeded as i32;
+    let text = run_text(&run, T0 + 70_000);
+    assert!(!text.contains("waiting for"), "{text}");
+    assert_eq!(
+        serde_json::to_value(run_json(&run)).unwrap()["steps"][3]["waiting_for"],
+        r#"event "payment" key "42""#
+    );
+}
+
+#[test]
+fn many_children_are_listed_one_per_line_up_to_a_limit() {
+    let mut run = orchestrated_run();
+    run.steps.clear();
+    run.child_run_ids = (1..=3).map(|i| format!("c-{i}")).collect();
+    assert!(run_text(&run, T0).contains("Children:         c-1, c-2, c-3\n"));
+    run.child_run_ids = (1..=25).map(|i| format!("c-{i}")).collect();
+    let text = run_text(&run, T0);
+    assert!(
+        text.contains("Children:         c-1\n                  c-2\n"),
+        "{text}"
+    );
+    assert!(text.contains("                  c-20\n"), "{text}");
+    assert!(!text.contains("c-21"), "{text}");
+    assert!(
+        text.contains("                  ... and 5 more (--output json lists them all)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plain_runs_have_no_detail_column_or_family() {
+    let text = run_text(&failed_run(), T0 + 10_000);
+    assert!(!text.contains("DETAIL") && !text.contains("Parent:") && !text.contains("Children:"));
+}
+
+#[test]
+fn workflow_view_shows_conditions_fan_outs_and_kinds() {
+    let w = orchestrated_workflow();
+    let text = workflow_text(&w);
+    assert!(text.contains("CONDITION") && text.contains("FOR EACH"), "{text}");
+    assert!(text.contains(r#"(wait event "payment")"#), "{text}");
+    assert!(text.contains("24h then skip"), "{text}");
+    assert!(text.contains("(human: alice, bob)"), "{text}");
+    assert!(text.contains("(workflow notify@3)"), "{text}");
+    assert!(text.contains("(sleep 5m)"), "{text}");
+    assert!(text.contains("(sleep until timestamp(input.close_at))"), "{text}");
+    assert!(text.contains("steps.fetch.output.items (4 at once)"), "{text}");
+    insta::assert_snapshot!("workflow_orchestrated", text);
+    insta::assert_snapshot!(
+        "workflow_orchestrated_json",
+        serde_json::to_string_pretty(&workflow_json(&w)).unwrap()
+    );
+
+    // Only the columns some step needs.
+    let mut w = orchestrated_workflow();
+    for step in &mut w.steps {
+        step.when.clear();
+    }
+    let text = workflow_text(&w);
+    assert!(!text.contains("CONDITION") && text.contains("FOR EACH"), "{text}");
+    assert!(!workflow_text(&workflow()).contains("FOR EACH"));
+}
+
+#[test]
+fn step_kinds_without_a_coordinator_kind_fall_back_to_sleep_or_task() {
+    let sleep = StepDefinition {
+        id: "s".to_owned(),
+        sleep_ms: 5_000,
+        ..StepDefinition::default()
+    };
+    assert_eq!(definition_action(&sleep), "(sleep 5s)");
+    assert_eq!(
+        serde_json::to_value(workflow_json(&Workflow {
+            steps: vec![sleep],
+            ..Workflow::default()
+        }))
+        .unwrap()["steps"][0]["kind"],
+        "sleep"
+    );
+    let child_latest = StepDefinition {
+        kind: "workflow".to_owned(),
+        workflow: "notify".to_owned(),
+        ..StepDefinition::default()
+    };
+    assert_eq!(definition_action(&child_latest), "(workflow notify)");
+    let future = StepDefinition {
+        kind: "teleport".to_owned(),
+        ..StepDefinition::default()
+    };
+    assert_eq!(definition_action(&future), "(teleport)");
+    let wait_forever = StepDefinition {
+        kind: "wait_for_event".to_owned(),
+        wait_for_event: Some(WaitForEventDefinition {
+            event: "go".to_owned(),
+            ..WaitForEventDefinition::default()
+        }),
+        ..StepDefinition::default()
+    };
+    assert_eq!(definition_action(&wait_forever), r#"(wait event "go")"#);
+}
+
+#[test]
+fn publish_answers() {
+    let delivered = PublishEventResponse {
+        delivered: vec![
+            StepRef {
+                run_id: "run-0003".to_owned(),
+                step_id: "payment".to_owned(),
+            },
+            StepRef {
+                run_id: "run-12".to_owned(),
+                step_id: "wait".to_owned(),
+            },
+        ],
+        buffered: false,
+    };
+    assert_eq!(
+        publish_text(&delivered),
+        "delivered to 2 step(s):\n  run-0003  payment\n  run-12    wait\n"
+    );
+    assert_eq!(
+        serde_json::to_string(&publish_json(&delivered)).unwrap(),
+        r#"{"delivered":[{"run_id":"run-0003","step_id":"payment"},{"run_id":"run-12","step_id":"wait"}],"buffered":false}"#
+    );
+    let buffered = PublishEventResponse {
+        delivered: vec![],
+        buffered: true,
+    };
+    assert_eq!(
+        publish_text(&buffered),
+        "no step was waiting; buffered for the coordinator's event TTL\n"
+    );
+    assert_eq!(
+        serde_json::to_string(&publish_json(&buffered)).unwrap(),
+        r#"{"delivered":[],"buffered":true}"#
+    );
+}
+
+#[test]
+fn human_tasks() {
+    let tasks = [human_task("open"), completed_task()];
+    insta::assert_snapshot!("task_list", task_list_text(&tasks));
+    let open_only = task_list_text(&[human_task("open")]);
+    assert!(!open_only.contains("COMPLETED BY"), "{open_only}");
+    assert_eq!(task_list_text(&[]), "no human tasks found\n");
+
+    insta::assert_snapshot!("task_completed", task_text(&completed_task()));
+    insta::assert_snapshot!(
+        "task_completed_json",
+        serde_json::to_string_pretty(&task_json(&completed_task())).unwrap()
+    );
+    let open = serde_json::to_value(task_json(&human_task("open"))).unwrap();
+    assert!(open["data"].is_null() && open["completed_by"].is_null() && open["completed_at"].is_null());
 }
