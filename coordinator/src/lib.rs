@@ -53,7 +53,8 @@ pub async fn serve(
     })
     .retry(backoff)
     .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
-    .await?;
+    .await?
+    .with_max_payload_bytes(config.max_payload_bytes);
     let dispatcher = (|| {
         Dispatcher::connect(
             &config.amqp_url,

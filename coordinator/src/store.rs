@@ -154,6 +154,7 @@ pub struct Store {
     events_max_len: u64,
     retention: Duration,
     dispatch_grace: Duration,
+    max_payload_bytes: usize,
 }
 
 fn strings(v: Vec<redis::Value>) -> Result<Vec<String>> {
@@ -209,9 +210,18 @@ impl Store {
             events_max_len,
             retention,
             dispatch_grace,
+            max_payload_bytes: usize::MAX,
         };
         store.load_scripts().await?;
         Ok(store)
+    }
+
+    /// Sets the largest step output the scripts accept for a fan-out step's combined results
+    /// (unlimited by default).
+    #[must_use]
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
     }
 
     /// The key layout.
@@ -437,6 +447,7 @@ impl Store {
             args.children.to_string(),
             args.leaves.to_string(),
             args.pinned.to_string(),
+            self.max_payload_bytes.to_string(),
         ];
         let out = self.eval_run(pre, &self.scripts.complete_step, call, &a).await?;
         parse_completion(out)

@@ -965,6 +965,90 @@ mod tests {
     }
 
     #[test]
+    fn a_step_does_exactly_one_thing() {
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, sleep: 1s}\n"),
+            ["steps[0].sleep"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, human: {title: t}, workflow: {name: x}}\n"),
+            ["steps[0].workflow"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, sleep: 1s, for_each: '[1]'}\n"),
+            ["steps[0].for_each"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, max_parallel: 3}\n"),
+            ["steps[0].max_parallel"]
+        );
+    }
+
+    #[test]
+    fn checks_the_fields_of_each_kind() {
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, wait_for_event: {event: e, on_timeout: shrug}}\n"),
+            ["steps[0].wait_for_event.on_timeout"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, wait_for_event: {event: ' ', timeout: 0s}}\n"),
+            ["steps[0].wait_for_event.event", "steps[0].wait_for_event.timeout"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, human: {title: t, form: {type: 12}}}\n"),
+            ["steps[0].human.form"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, workflow: {name: 'no spaces', version: 0}}\n"),
+            ["steps[0].workflow.name", "steps[0].workflow.version"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, sleep_until: 'input.when +'}\n"),
+            ["steps[0].sleep_until"]
+        );
+    }
+
+    #[test]
+    fn expressions_read_only_the_steps_before_them() {
+        let text = "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h}\n  - {id: b, handler: h, depends_on: [a]}\n  - {id: c, handler: h, depends_on: [b], when: 'steps.a.output.ok && input.go', input: {x: '${{ steps.b.output }}'}}\n  - {id: d, handler: h, when: 'steps.c.output == 1'}\n";
+        assert_eq!(paths(text), ["steps[3].when"], "d does not depend on c");
+        let def = WorkflowDefinition::parse(&text.replace("when: 'steps.c.output == 1'", "depends_on: [c]")).unwrap();
+        let c = def.step("c").unwrap();
+        assert_eq!(c.reads, ["b", "a"], "its parent first, then what its expressions read");
+        assert!(c.when.is_some() && c.input.is_some());
+        assert_eq!(def.step("d").unwrap().reads, ["c"]);
+    }
+
+    #[test]
+    fn reads_every_kind() {
+        let def = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: t, handler: h, for_each: 'input.items', max_parallel: 4}\n  - {id: s, sleep: 2s}\n  - {id: u, sleep_until: 'input.at'}\n  - {id: e, wait_for_event: {event: paid, key: input.order, timeout: 1h, on_timeout: skip}}\n  - {id: h, human: {title: Approve, assignees: [ann], form: {type: object, required: [ok]}}}\n  - {id: c, workflow: {name: child, version: 2}}\n",
+        )
+        .unwrap();
+        let kinds: Vec<&str> = def.steps.iter().map(|s| s.kind.word()).collect();
+        assert_eq!(
+            kinds,
+            ["task", "sleep", "sleep_until", "wait_for_event", "human", "workflow"]
+        );
+        assert_eq!(def.step("t").unwrap().for_each.as_ref().unwrap().max_parallel, 4);
+        assert_eq!(def.handlers(), ["h"]);
+        let StepKind::Human(h) = &def.step("h").unwrap().kind else {
+            panic!("not human")
+        };
+        assert!(h.validate(&serde_json::json!({"ok": true})).is_ok());
+        assert_eq!(h.validate(&serde_json::json!({})).unwrap_err().0[0].path, "data");
+        let StepKind::WaitForEvent(w) = &def.step("e").unwrap().kind else {
+            panic!("not a wait")
+        };
+        assert_eq!(
+            (w.on_timeout, w.timeout),
+            (OnTimeout::Skip, Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(split_item("each#12"), ("each", Some(12)));
+        assert_eq!(def.step("t#3").unwrap().id, "t", "an element address finds its step");
+    }
+
+    #[test]
     fn reads_yaml_1_2_booleans() {
         let def = WorkflowDefinition::parse(
             "name: w\nversion: 1\ninput_schema: {required: [n, y, no, on]}\nsteps:\n  - {id: a, handler: h}\n",

@@ -678,3 +678,62 @@ async fn a_human_task_is_listed_refuses_invalid_data_and_completes_with_valid_da
         json!({"approved": true, "note": "fine"}).to_string()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_of_ten_thousand_elements_completes_with_every_result_in_order() {
+    let mut cluster = Cluster::start("fan-out-10k", &[]).await;
+    cluster
+        .register(
+            "name: huge\nversion: 1\nsteps:\n  - {id: each, handler: square, for_each: input.items, max_parallel: 500}\n  - {id: after, handler: echo, depends_on: [each], input: '${{ size(steps.each.output) }}'}\n",
+        )
+        .await;
+    cluster.spawn_worker("w1", 64);
+    let items: Vec<i64> = (0..10_000).collect();
+    let started = Instant::now();
+    let run_id = cluster.submit("huge", json!({"items": items})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
+    eprintln!("10,000 elements took {:?}", started.elapsed());
+    assert_eq!(status(&run), "succeeded", "{}", run.error);
+    let expected: Vec<i64> = (0..10_000i64).map(|i| i * i).collect();
+    assert_eq!(output(&run, "each"), json!(expected));
+    assert_eq!(output(&run, "after"), json!(10_000));
+    let counts = cluster.item_executions(&run_id, "each").await;
+    assert_eq!(counts.len(), 10_000);
+    assert!(counts.values().all(|&n| n == 1), "every element ran once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fan_out_results_over_the_size_limit_fail_the_step_clearly() {
+    let mut cluster = Cluster::start("fan-out-limit", &[("BATON_MAX_PAYLOAD_BYTES", "2000")]).await;
+    cluster
+        .register("name: wide\nversion: 1\nsteps:\n  - {id: each, handler: square, for_each: input.items}\n")
+        .await;
+    cluster.spawn_worker("w1", 8);
+    let items: Vec<i64> = (1000..1300).collect();
+    let run_id = cluster.submit("wide", json!({"items": items})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(status(&run), "failed");
+    let error = &step(&run, "each").error;
+    assert!(
+        error.contains("OutputTooLarge") && error.contains("over the limit of 2000 bytes"),
+        "{error}"
+    );
+    assert_eq!(cluster.item_executions(&run_id, "each").await.len(), 300);
+
+    let events = publish_too_large(&cluster).await;
+    assert_eq!(events.code(), Code::InvalidArgument);
+    assert!(events.message().contains("payload_json"), "{}", events.message());
+}
+
+async fn publish_too_large(cluster: &Cluster) -> tonic::Status {
+    cluster
+        .events()
+        .await
+        .publish_event(PublishEventRequest {
+            name: "big".into(),
+            key: String::new(),
+            payload_json: json!({"text": "x".repeat(3000)}).to_string(),
+        })
+        .await
+        .unwrap_err()
+}

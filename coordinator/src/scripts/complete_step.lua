@@ -10,6 +10,7 @@
 -- ARGV[12] children of the step with their parents and reads: 'c1=p1,p2=r1;c2=p1'
 -- ARGV[13] the workflow's leaf steps, comma-separated (their outputs make the run output)
 -- ARGV[14] 'workflow@version' the coordinator planned with; anything else is answered stale
+-- ARGV[15] the largest output allowed (bytes): a fan-out step whose results together are larger fails
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a child is dispatched exactly
@@ -52,8 +53,13 @@ if outcome == 'ok' and parent then
   if ok < total then return { 'ok', status, '', '0' } end
   local parts = {}
   for i = 0, total - 1 do parts[#parts + 1] = sget(parent .. '#' .. i, 'output') or 'null' end
-  return step_done(parent, tonumber(sget(parent, 'attempt')), 'succeeded', '[' .. table.concat(parts, ',') .. ']',
-    total .. ' elements', ARGV[12], ARGV[13])
+  local output = '[' .. table.concat(parts, ',') .. ']'
+  local pattempt = tonumber(sget(parent, 'attempt'))
+  if #output > tonumber(ARGV[15]) then
+    return step_failed(parent, pattempt, 'OutputTooLarge: the results of the ' .. total .. ' elements make ' ..
+      #output .. ' bytes, over the limit of ' .. ARGV[15] .. ' bytes')
+  end
+  return step_done(parent, pattempt, 'succeeded', output, total .. ' elements', ARGV[12], ARGV[13])
 end
 
 if outcome == 'ok' then
