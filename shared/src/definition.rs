@@ -1049,6 +1049,33 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_control_flow_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let section = readme.split("## Control flow").nth(1).expect("a Control flow section");
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("a yaml block");
+        let def = WorkflowDefinition::parse(&format!("name: readme\nversion: 1\n{yaml}"))
+            .unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+        let kinds: Vec<&str> = def.steps.iter().map(|s| s.kind.word()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "task",
+                "task",
+                "task",
+                "sleep",
+                "sleep_until",
+                "wait_for_event",
+                "human",
+                "workflow"
+            ]
+        );
+    }
+
+    #[test]
     fn reads_yaml_1_2_booleans() {
         let def = WorkflowDefinition::parse(
             "name: w\nversion: 1\ninput_schema: {required: [n, y, no, on]}\nsteps:\n  - {id: a, handler: h}\n",

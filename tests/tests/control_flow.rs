@@ -635,7 +635,12 @@ async fn a_human_task_is_listed_refuses_invalid_data_and_completes_with_valid_da
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("data/approved"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains(r#"data/approved: "yes" is not of type "boolean""#),
+        "{}",
+        err.message()
+    );
     let err = tasks.complete_human_task(complete(json!({}))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("approved"), "{}", err.message());
