@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use baton_shared::proto::{
     CancelRunRequest, CompleteHumanTaskRequest, GetRunRequest, ListHumanTasksRequest, PublishEventRequest,
-    RegisterWorkflowRequest, Run, StepRun,
+    RegisterWorkflowRequest, RetryRunRequest, Run, StepRun,
 };
 use baton_tests::{Cluster, ms, status, step_status};
 use serde_json::{Value, json};
@@ -214,7 +214,7 @@ steps:
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fan_out_over_no_elements_succeeds_at_once_and_a_failing_element_fails_the_step() {
+async fn a_fan_out_over_no_elements_succeeds_at_once_a_failing_element_fails_it_and_a_retry_keeps_the_rest() {
     let mut cluster = Cluster::start("fan-out-edges", &[]).await;
     cluster
         .register(
@@ -225,6 +225,7 @@ steps:
   - id: each
     handler: square
     for_each: input.items
+    max_parallel: 1
     retry: {max_attempts: 1}
   - {id: after, handler: echo, depends_on: [each]}
 "#,
@@ -248,6 +249,22 @@ steps:
         step(&run, "each").error
     );
     assert_eq!(cluster.executions(&failing, "after").await, 0);
+
+    // A retry runs the failed element (and those never reached) again, not the ones that succeeded.
+    cluster
+        .runs()
+        .await
+        .retry_run(RetryRunRequest {
+            run_id: failing.clone(),
+        })
+        .await
+        .unwrap();
+    let run = cluster.wait_run(&failing, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert_eq!(output(&run, "each"), json!([1, 4, 9, 16]));
+    let counts = cluster.item_executions(&failing, "each").await;
+    let counts: Vec<i64> = (0..4).map(|i| counts.get(&i).copied().unwrap_or(0)).collect();
+    assert_eq!(counts, [1, 1, 2, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

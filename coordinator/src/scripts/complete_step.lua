@@ -42,14 +42,17 @@ if outcome == 'ok' and parent then
   local ok = redis.call('HINCRBY', STEPS, parent .. ':items_ok', 1)
   local total = tonumber(sget(parent, 'items_total'))
   local nxt = tonumber(sget(parent, 'items_next'))
+  -- Elements kept from before a RetryRun are skipped.
+  while nxt < total and sget(parent .. '#' .. nxt, 'status') == 'succeeded' do nxt = nxt + 1 end
   if nxt < total then
-    redis.call('HINCRBY', STEPS, parent .. ':items_next', 1)
+    sset(parent, 'items_next', tostring(nxt + 1))
     local item = parent .. '#' .. nxt
     dispatch_item(item)
     local out = { 'ok', status, '', '1' }
     push_payload(out, item, '')
     return out
   end
+  sset(parent, 'items_next', tostring(nxt))
   if ok < total then return { 'ok', status, '', '0' } end
   local parts = {}
   for i = 0, total - 1 do parts[#parts + 1] = sget(parent .. '#' .. i, 'output') or 'null' end

@@ -23,6 +23,10 @@ else
   reset = split(ARGV[6], ',')
 end
 for _, s in ipairs(reset) do
+  if mode == 'rerun' then
+    -- A re-run runs a fan-out's elements again; a retry keeps the ones that succeeded.
+    for i = 0, (tonumber(sget(s, 'items_total')) or 0) - 1 do sset(s .. '#' .. i, 'status', 'pending') end
+  end
   sset(s, 'status', 'pending', 'output', '', 'error', '', 'finished_at', '', 'retry_at', '',
     'base', sget(s, 'attempt') or '0', 'resume', '', 'delivered', '', 'waiting_for', '', 'child_run', '')
 end
