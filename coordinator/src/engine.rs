@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use baton_shared::{
     definition::{MAX_FAN_OUT, OnTimeout, StepKind, WorkflowDefinition, split_item},
     ids,
-    proto::{HumanTask, StepFailure, StepTask},
+    proto::{HumanTask, RunStatus, StepFailure, StepTask},
     time::now_ms,
 };
 
@@ -608,7 +608,17 @@ impl Engine {
                     timeout_at: 0,
                     worker: "",
                 };
-                self.store.wait(redis::pipe(), &call, &args).await?;
+                if self.store.wait(redis::pipe(), &call, &args).await? == WaitOutcome::Stale {
+                    // The parent ended while the child was being made (a second launch of the same
+                    // dispatch is stale too, but then the parent is still going): stop the child.
+                    let parent_status = self.store.run_fields(run_id, &["status"]).await?.pop().flatten();
+                    if parent_status.is_none_or(|s| RunStatus::from_word(&s).is_none_or(RunStatus::is_terminal)) {
+                        match self.cancel_run(&child_id, "its parent run ended").await {
+                            Ok(()) | Err(CoordinatorError::FailedPrecondition(_) | CoordinatorError::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
                 Ok(Launch::More(Vec::new()))
             }
         }

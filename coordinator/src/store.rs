@@ -1003,7 +1003,7 @@ impl Store {
         Ok(reply.ids.into_iter().map(stream_entry).collect())
     }
 
-    /// Trims run index entries older than `cutoff` (Unix ms).
+    /// Trims run index entries (and human-task entries) older than `cutoff` (Unix ms).
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
@@ -1012,6 +1012,8 @@ impl Store {
         let names = self.workflow_names().await?;
         let max = format!("({cutoff:013}");
         let mut pipe = redis::pipe();
+        pipe.zrembyscore(self.keys.human_tasks(), "-inf", format!("({cutoff}"))
+            .ignore();
         pipe.cmd("ZREMRANGEBYLEX")
             .arg(self.keys.runs_index())
             .arg("-")
