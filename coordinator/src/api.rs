@@ -7,13 +7,15 @@ use baton_shared::proto::{
     self, AttemptDisposition, CancelRunRequest, EmitEventRequest, GetRunRequest, GetWorkflowRequest, HeartbeatRequest,
     HeartbeatResponse, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse,
     RegisterWorkflowRequest, RegisterWorkflowResponse, ReportResultRequest, ReportResultResponse, RerunRunRequest,
-    RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus, StartStepRequest, StartStepResponse,
+    RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus, StartStepRequest, StartStepResponse, StepStatus,
     SubmitRunRequest, SubmitRunResponse, WatchRunRequest, Workflow, report_result_request,
 };
 use baton_shared::proto::{
-    CompleteHumanTaskRequest, HumanTask, ListHumanTasksRequest, ListHumanTasksResponse, PublishEventRequest,
-    PublishEventResponse, StepRef,
+    CompleteHumanTaskRequest, CreateScheduleRequest, DeleteScheduleResponse, HumanTask, ListHumanTasksRequest,
+    ListHumanTasksResponse, ListScheduleTicksRequest, ListScheduleTicksResponse, ListSchedulesRequest,
+    ListSchedulesResponse, PublishEventRequest, PublishEventResponse, Schedule, ScheduleRef, ScheduleTick, StepRef,
 };
+use baton_shared::{definition::DEFAULT_CATCHUP_WINDOW, schedule::OverlapPolicy};
 use redis::AsyncCommands;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -21,6 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     engine::{AttemptRef, Engine, Outcome},
     error::CoordinatorError,
+    schedules::ScheduleRecord,
     store::{Disposition, stream_entry},
     view,
 };
@@ -125,7 +128,28 @@ impl proto::run_service_server::RunService for Api {
         let wf = run.get("workflow").cloned().unwrap_or_default();
         let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
         let def = self.engine.registry.pinned(&wf, version).await.ok();
-        Ok(Response::new(view::run_view(def.as_deref(), &run, Some(&steps))))
+        let mut view = view::run_view(def.as_deref(), &run, Some(&steps));
+        // Who holds the slots a waiting step waits for.
+        let now = baton_shared::time::now_ms();
+        for step in &mut view.steps {
+            if step.status == StepStatus::Waiting as i32 && !step.slot.is_empty() {
+                step.slot_holders = self
+                    .engine
+                    .store
+                    .slot_holders(&step.slot, now)
+                    .await?
+                    .into_iter()
+                    .map(|m| {
+                        let mut p = m.splitn(3, '|');
+                        match (p.next(), p.next(), p.next()) {
+                            (Some(r), Some(s), Some(a)) => format!("{r}/{s}#{a}"),
+                            _ => m.clone(),
+                        }
+                    })
+                    .collect();
+            }
+        }
+        Ok(Response::new(view))
     }
 
     async fn list_runs(&self, req: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>, Status> {
@@ -387,7 +411,9 @@ impl proto::event_service_server::EventService for Api {
     async fn publish_event(&self, req: Request<PublishEventRequest>) -> Result<Response<PublishEventResponse>, Status> {
         let r = req.into_inner();
         let delivered = self.engine.publish_event(&r.name, &r.key, &r.payload_json).await?;
+        let started = self.engine.start_triggered_runs(r.name.trim(), &r.payload_json).await?;
         Ok(Response::new(PublishEventResponse {
+            started_run_ids: started,
             buffered: delivered.is_empty(),
             delivered: delivered
                 .into_iter()
@@ -418,6 +444,99 @@ impl proto::human_task_service_server::HumanTaskService for Api {
             .complete_human_task(&r.run_id, &r.step_id, &r.user, &r.data_json)
             .await?;
         Ok(Response::new(task))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::schedule_service_server::ScheduleService for Api {
+    async fn create_schedule(&self, req: Request<CreateScheduleRequest>) -> Result<Response<Schedule>, Status> {
+        let r = req.into_inner();
+        let id = if r.id.trim().is_empty() {
+            format!("{}/{}", r.workflow, baton_shared::ids::new_run_id())
+        } else {
+            r.id.trim().to_string()
+        };
+        if r.workflow.trim().is_empty() {
+            return Err(Status::invalid_argument("workflow: required"));
+        }
+        let input: serde_json::Value = if r.input_json.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&r.input_json)
+                .map_err(|e| Status::invalid_argument(format!("input_json: not valid JSON: {e}")))?
+        };
+        let overlap = if r.overlap.is_empty() {
+            OverlapPolicy::default()
+        } else {
+            OverlapPolicy::parse(&r.overlap).map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        let record = ScheduleRecord {
+            id,
+            workflow: r.workflow.trim().to_string(),
+            version: r.workflow_version,
+            cron: r.cron,
+            timezone: if r.timezone.trim().is_empty() {
+                "UTC".into()
+            } else {
+                r.timezone.trim().to_string()
+            },
+            input,
+            overlap,
+            catchup_window_ms: if r.catchup_window_ms == 0 {
+                DEFAULT_CATCHUP_WINDOW.as_millis() as u64
+            } else {
+                r.catchup_window_ms
+            },
+            paused: false,
+            source: "api".into(),
+            created_at: baton_shared::time::now_ms(),
+        };
+        let record = self.engine.put_schedule(record, false).await?;
+        Ok(Response::new(self.engine.schedule_view(&record).await?))
+    }
+
+    async fn get_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
+        let record = self.engine.get_schedule(&req.into_inner().id).await?;
+        Ok(Response::new(self.engine.schedule_view(&record).await?))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesResponse>, Status> {
+        let mut schedules = Vec::new();
+        for r in self.engine.list_schedules(&req.into_inner().workflow).await? {
+            schedules.push(self.engine.schedule_view(&r).await?);
+        }
+        Ok(Response::new(ListSchedulesResponse { schedules }))
+    }
+
+    async fn pause_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
+        let record = self.engine.set_schedule_paused(&req.into_inner().id, true).await?;
+        Ok(Response::new(self.engine.schedule_view(&record).await?))
+    }
+
+    async fn resume_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
+        let record = self.engine.set_schedule_paused(&req.into_inner().id, false).await?;
+        Ok(Response::new(self.engine.schedule_view(&record).await?))
+    }
+
+    async fn delete_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<DeleteScheduleResponse>, Status> {
+        self.engine.delete_schedule(&req.into_inner().id).await?;
+        Ok(Response::new(DeleteScheduleResponse {}))
+    }
+
+    async fn trigger_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<ScheduleTick>, Status> {
+        Ok(Response::new(self.engine.trigger_schedule(&req.into_inner().id).await?))
+    }
+
+    async fn list_schedule_ticks(
+        &self,
+        req: Request<ListScheduleTicksRequest>,
+    ) -> Result<Response<ListScheduleTicksResponse>, Status> {
+        let r = req.into_inner();
+        let ticks = self.engine.schedule_ticks(&r.id, r.limit).await?;
+        Ok(Response::new(ListScheduleTicksResponse { ticks }))
     }
 }
 

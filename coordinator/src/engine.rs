@@ -17,8 +17,8 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Claimed, CompleteArgs, Completion, DispatchPayload, Disposition, RunCall, Store, TimerKind, WaitArgs,
-        WaitOutcome, parse_outbox_member, timer_member,
+        Claimed, CompleteArgs, Completion, DispatchMode, DispatchPayload, Disposition, NewRun, ParentRef, RunCall,
+        SlotOutcome, Store, TimerKind, WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
@@ -38,6 +38,68 @@ pub enum Outcome {
         /// How long to wait; `None` for ever.
         timeout: Option<Duration>,
     },
+}
+
+/// How long past its timeout an attempt's concurrency slot stays leased (if the attempt never ends).
+const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
+const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
+
+/// The name of a concurrency or rate-limit pool: `<workflow>/<step>` and, with a key, `/<key>`
+/// (`|`, `{` and `}` in the key become `_`: they delimit Redis members and hash tags).
+fn pool_name(
+    def: &WorkflowDefinition,
+    step: &baton_shared::definition::StepDefinition,
+    key: Option<&baton_shared::expr::Expr>,
+    b: &baton_shared::expr::Bindings,
+) -> std::result::Result<String, String> {
+    let base = format!("{}/{}", def.name, step.id);
+    match key {
+        None => Ok(base),
+        Some(k) => {
+            let key: String = k
+                .eval_key(b)?
+                .chars()
+                .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
+                .collect();
+            Ok(format!("{base}/{key}"))
+        }
+    }
+}
+
+/// Child runs created per Redis round trip by an emitting step.
+const EMIT_BATCH: u64 = 500;
+/// How long after an emitting step's last progress its backstop timer looks again.
+const EMIT_BACKSTOP_MS: i64 = 30_000;
+
+/// An emitting step's plan: (child run id, input JSON) per element, in element order, without
+/// repeated keys (the first element with a key wins).
+fn plan_emit(
+    emit: &baton_shared::definition::Emit,
+    run_id: &str,
+    step_id: &str,
+    b: &mut baton_shared::expr::Bindings,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let items = emit.items.eval_list(b).map_err(|e| format!("emit.items: {e}"))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut plan = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        b.item = Some((i as u64, item.clone()));
+        let key = emit
+            .key
+            .eval_key(b)
+            .map_err(|e| format!("emit.key of element {i}: {e}"))?;
+        let input = match &emit.input {
+            None => item,
+            Some(t) => t.render(b).map_err(|e| format!("emit.input of element {i}: {e}"))?,
+        };
+        let child = ids::emitted_run_id(run_id, step_id, &key);
+        if seen.insert(child.clone()) {
+            plan.push((child, input.to_string()));
+        }
+    }
+    b.item = None;
+    Ok(plan)
 }
 
 /// What the coordinator does with a dispatched step, decided in [`Engine::prepare`].
@@ -107,6 +169,10 @@ impl Engine {
     pub async fn register_definition(&self, def: WorkflowDefinition) -> Result<(Arc<WorkflowDefinition>, bool)> {
         let (def, created) = self.registry.register_definition(def).await?;
         self.dispatcher.ensure_queues(&def.handlers()).await?;
+        // The latest version's schedules are the workflow's schedules.
+        if self.registry.get(&def.name, 0).await?.definition.version == def.version {
+            self.sync_declared_schedules(&def).await?;
+        }
         Ok((def, created))
     }
 
@@ -145,6 +211,20 @@ impl Engine {
         self.create_run(&def, &run_id, &input, idempotency_key, None).await
     }
 
+    /// Creates run `run_id` of `def` (its input already checked) for a schedule or a trigger, and
+    /// launches its root steps. An existing run of that id is left as it is.
+    ///
+    /// # Errors
+    /// `Redis`.
+    pub(crate) async fn create_scheduled_run(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        input: &serde_json::Value,
+    ) -> Result<bool> {
+        Ok(self.create_run(def, run_id, input, "", None).await?.1)
+    }
+
     /// Creates run `run_id` of `def` (its input already checked) and launches its root steps.
     async fn create_run(
         &self,
@@ -152,7 +232,7 @@ impl Engine {
         run_id: &str,
         input: &serde_json::Value,
         idempotency_key: &str,
-        parent: Option<(&str, &str, u32)>,
+        parent: Option<&ParentRef<'_>>,
     ) -> Result<(String, bool)> {
         let run_id = run_id.to_string();
         let input_json = input.to_string();
@@ -221,6 +301,12 @@ impl Engine {
                 now + hb.as_millis() as i64,
             ));
         }
+        // An attempt holding a concurrency slot keeps it to the end of its timeout, and a margin.
+        let slot_lease = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
+            (step.timeout + SLOT_LEASE_MARGIN).as_millis() as u64
+        } else {
+            0
+        };
         self.store
             .start_step(
                 &RunCall { run_id: a.run_id, now },
@@ -229,6 +315,7 @@ impl Engine {
                 a.worker,
                 &machine::pinned(&def),
                 &timers,
+                slot_lease,
             )
             .await
     }
@@ -291,6 +378,8 @@ impl Engine {
                     ("error", f.message, 0)
                 } else if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
                     return Err(CoordinatorError::InvalidArgument("output_json: not valid JSON".into()));
+                } else if step.emit.is_some() && split_item(a.step_id).1.is_none() {
+                    ("emit", json, 0)
                 } else {
                     ("ok", json, 0)
                 }
@@ -371,7 +460,8 @@ impl Engine {
     ) -> Disposition {
         match completion {
             Completion::Stale | Completion::Alive(_) => Disposition::Stale,
-            Completion::Retry(_) | Completion::Failed => Disposition::Proceed,
+            // An emitting step goes on through its `emit` timer, due now.
+            Completion::Retry(_) | Completion::Failed | Completion::Emit => Disposition::Proceed,
             Completion::Succeeded { dispatched, .. } => {
                 self.launch(def, run_id, dispatched, now).await;
                 Disposition::Proceed
@@ -505,6 +595,52 @@ impl Engine {
                         }
                     },
                 };
+                if let Some(limit) = &step.rate_limit {
+                    let pool = match pool_name(def, step, limit.key.as_ref(), &bindings) {
+                        Ok(pool) => pool,
+                        Err(e) => {
+                            return self
+                                .fail_now(def, run_id, &p, &format!("KeyError: rate_limit.key: {e}"), now)
+                                .await;
+                        }
+                    };
+                    let member = format!("{run_id}|{}|{}", step.id, p.attempt);
+                    if let Some(at) = self
+                        .store
+                        .rate_take(&pool, limit.limit, limit.period, &member, now)
+                        .await?
+                    {
+                        let detail = format!(
+                            "rate limit {pool} ({} per {}): next start at {}",
+                            limit.limit,
+                            baton_shared::duration::format(limit.period),
+                            baton_shared::time::rfc3339(at)
+                        );
+                        let timer = timer_member(TimerKind::RateWake, run_id, &step.id, p.attempt);
+                        self.store.park(&call, &step.id, p.attempt, &detail, &timer, at).await?;
+                        return Ok(Launch::More(Vec::new()));
+                    }
+                }
+                if let Some(c) = &step.concurrency {
+                    let pool = match pool_name(def, step, c.key.as_ref(), &bindings) {
+                        Ok(pool) => pool,
+                        Err(e) => {
+                            return self
+                                .fail_now(def, run_id, &p, &format!("KeyError: concurrency.key: {e}"), now)
+                                .await;
+                        }
+                    };
+                    let detail = format!("a slot of {pool} (limit {})", c.limit);
+                    let lease = now + self.slot_wait_lease(step);
+                    match self
+                        .store
+                        .acquire(&pool, c.limit, run_id, &step.id, p.attempt, lease, &detail, now)
+                        .await?
+                    {
+                        SlotOutcome::Held => {}
+                        SlotOutcome::Queued | SlotOutcome::Stale => return Ok(Launch::More(Vec::new())),
+                    }
+                }
                 Ok(Launch::Publish(Box::new(machine::task(
                     def, step, run_id, p, input, now,
                 ))))
@@ -595,8 +731,19 @@ impl Engine {
                 // The id is derived from (run, step, attempt): doing this twice finds the same child.
                 let child_id = ids::child_run_id(run_id, &step.id, p.attempt);
                 // Boxed: creating a run launches its roots, which may create runs in turn.
-                Box::pin(self.create_run(&child_def, &child_id, &input, "", Some((run_id, &step.id, p.attempt))))
-                    .await?;
+                Box::pin(self.create_run(
+                    &child_def,
+                    &child_id,
+                    &input,
+                    "",
+                    Some(&ParentRef {
+                        run: run_id,
+                        step: &step.id,
+                        attempt: p.attempt,
+                        kind: "workflow",
+                    }),
+                ))
+                .await?;
                 let detail = format!("child run {child_id} ({} v{})", child_def.name, child_def.version);
                 let args = WaitArgs {
                     step: &step.id,
@@ -731,7 +878,7 @@ impl Engine {
         let timer = (timer_member(TimerKind::Wake, run_id, step, p.attempt), wake);
         let call = RunCall { run_id, now };
         self.store
-            .start_step(&call, step, p.attempt, "timer", &machine::pinned(def), &[timer])
+            .start_step(&call, step, p.attempt, "timer", &machine::pinned(def), &[timer], 0)
             .await?;
         self.store
             .outbox_done(&[crate::store::outbox_member(run_id, step)])
@@ -748,6 +895,11 @@ impl Engine {
             tracing::warn!(member = %claimed.member, "dropping malformed timer");
             return self.store.release(false, claimed).await;
         };
+        if kind == TimerKind::SlotWake {
+            // The member's "run" is the pool.
+            self.wake_pool(run_id).await?;
+            return self.store.release(false, claimed).await;
+        }
         if kind == TimerKind::CancelChild {
             match self.cancel_run(run_id, "its parent run ended").await {
                 Ok(()) => tracing::info!(run = run_id, "cancelled a child run whose parent ended"),
@@ -783,16 +935,14 @@ impl Engine {
         };
         match kind {
             TimerKind::Retry => {
-                let outbox_due = now + self.config.dispatch_grace.as_millis() as i64;
                 if let Some(payload) = self
                     .store
                     .dispatch_attempt(
                         &call,
                         step_id,
                         attempt,
-                        true,
+                        DispatchMode::Retry,
                         &machine::reads_csv(&def, step_id),
-                        outbox_due,
                     )
                     .await?
                 {
@@ -801,7 +951,23 @@ impl Engine {
                 }
             }
             // Handled above: they name no step.
-            TimerKind::RunTimeout | TimerKind::CancelChild => {}
+            TimerKind::RunTimeout | TimerKind::CancelChild | TimerKind::SlotWake => {}
+            TimerKind::RateWake => {
+                if let Some(payload) = self
+                    .store
+                    .dispatch_attempt(
+                        &call,
+                        step_id,
+                        attempt,
+                        DispatchMode::Unpark,
+                        &machine::reads_csv(&def, step_id),
+                    )
+                    .await?
+                {
+                    self.launch(&def, run_id, vec![payload], now).await;
+                }
+            }
+            TimerKind::Emit => self.emit_more(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Wake => {
                 let body = match step.sleep {
                     Some(d) => format!("{{\"slept_ms\":{}}}", d.as_millis()),
@@ -986,6 +1152,263 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts an emitting step's child runs: evaluates `emit.items` and `emit.key` over the step's
+    /// output, stores the plan (child id and input per element, deduplicated by key) and starts the
+    /// first `max_in_flight`. Child ids are derived from (run, step, key), so emitting again (a
+    /// retry, a re-run, a coordinator that died half-way) finds the runs made before.
+    async fn start_emit(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<()> {
+        let Some(step) = def.step(step_id) else { return Ok(()) };
+        let Some(emit) = &step.emit else { return Ok(()) };
+        let mut reads = step.reads.clone();
+        reads.push(step.id.clone());
+        let (input, statuses, outputs) = self.store.step_bindings(run_id, &reads, "emit_output").await?;
+        let mut b = baton_shared::expr::Bindings {
+            input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
+            ..Default::default()
+        };
+        for ((id, status), output) in reads.iter().zip(statuses).zip(outputs) {
+            let status = if id == &step.id {
+                "succeeded".to_string()
+            } else {
+                status
+            };
+            let output = serde_json::from_str(&output).unwrap_or(serde_json::Value::Null);
+            b.steps.insert(id.clone(), (status, output));
+        }
+        let plan = match plan_emit(emit, run_id, step_id, &mut b) {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.complete_here(
+                    def,
+                    run_id,
+                    step_id,
+                    attempt,
+                    "coordinator",
+                    "error",
+                    &format!("EmitError: {e}"),
+                    now,
+                )
+                .await?;
+                return Ok(());
+            }
+        };
+        self.store.store_emit_plan(run_id, step_id, &plan).await?;
+        tracing::info!(run = run_id, step = step_id, children = plan.len(), "emitting runs");
+        self.emit_more(def, run_id, step_id, attempt, now).await
+    }
+
+    /// Goes on with an emitting step: starts more child runs while fewer than `max_in_flight` are
+    /// unfinished (batches of 500 in one Redis round trip each), and completes the step when all
+    /// are started (`wait: false`) or finished (`wait: true`).
+    async fn emit_more(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        _attempt: u32,
+        now: i64,
+    ) -> Result<()> {
+        let Some(step) = def.step(step_id) else { return Ok(()) };
+        let Some(emit) = &step.emit else { return Ok(()) };
+        let f = self
+            .store
+            .step_fields(
+                run_id,
+                step_id,
+                &[
+                    "status",
+                    "attempt",
+                    "emit_planned",
+                    "emit_total",
+                    "emit_next",
+                    "emit_succeeded",
+                    "emit_failed",
+                    "emit_output",
+                    "worker",
+                ],
+            )
+            .await?;
+        let text = |i: usize| f[i].clone().unwrap_or_default();
+        let num = |i: usize| text(i).parse::<u64>().unwrap_or(0);
+        if text(0) != "waiting" {
+            return Ok(());
+        }
+        let attempt = num(1) as u32;
+        if text(2).is_empty() {
+            return Box::pin(self.start_emit(def, run_id, step_id, attempt, now)).await;
+        }
+        let (total, mut next, succeeded, failed) = (num(3), num(4), num(5), num(6));
+        let child_def = match self.registry.get(&emit.workflow, emit.version).await {
+            Ok(r) => r.definition,
+            Err(CoordinatorError::NotFound(m)) => {
+                let message = format!("EmitError: {m}");
+                self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut finished = succeeded + failed;
+        let parent = ParentRef {
+            run: run_id,
+            step: step_id,
+            attempt,
+            kind: "emit",
+        };
+        let roots: Vec<&str> = child_def.roots().map(|s| s.id.as_str()).collect();
+        let step_ids = machine::step_ids_csv(&child_def);
+        while next < total {
+            let in_flight = next.saturating_sub(finished);
+            let room = u64::from(emit.max_in_flight).saturating_sub(in_flight).min(EMIT_BATCH);
+            if room == 0 {
+                break;
+            }
+            let batch = self.store.emit_plan_range(run_id, step_id, next, room).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut runs = Vec::with_capacity(batch.len());
+            for (child_id, input) in batch {
+                let valid = serde_json::from_str(&input)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| child_def.validate_input(&v).map_err(|e| e.to_string()));
+                if let Err(e) = valid {
+                    let message = format!("EmitError: input of child run {child_id}: {e}");
+                    self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                        .await?;
+                    return Ok(());
+                }
+                runs.push(NewRun {
+                    run_id: child_id,
+                    input_json: input,
+                });
+            }
+            let answers = self
+                .store
+                .create_runs(
+                    &runs,
+                    &child_def.name,
+                    child_def.version,
+                    &step_ids,
+                    &roots,
+                    child_def.timeout,
+                    &parent,
+                    now,
+                )
+                .await?;
+            let mut existed_done = Vec::new();
+            for (r, answer) in runs.iter().zip(answers) {
+                match answer {
+                    None => {
+                        let payloads = child_def
+                            .roots()
+                            .map(|s| DispatchPayload {
+                                dispatched_at: now,
+                                attempt_base: 0,
+                                step_id: s.id.clone(),
+                                attempt: 1,
+                                input_json: r.input_json.clone(),
+                                item_input: None,
+                                resume_data: String::new(),
+                                parent_outputs: Default::default(),
+                                parent_statuses: Default::default(),
+                            })
+                            .collect();
+                        Box::pin(self.launch(&child_def, &r.run_id, payloads, now)).await;
+                    }
+                    // Made by an earlier emission: if it already finished, count it now.
+                    Some(status) if RunStatus::from_word(&status).is_some_and(RunStatus::is_terminal) => {
+                        existed_done.push((r.run_id.clone(), status == "succeeded"));
+                    }
+                    Some(_) => {}
+                }
+            }
+            finished += self.store.count_emitted_done(run_id, step_id, &existed_done).await?;
+            next += runs.len() as u64;
+            self.store.set_emit_next(run_id, step_id, next).await?;
+        }
+        let counts = self
+            .store
+            .step_fields(run_id, step_id, &["emit_succeeded", "emit_failed"])
+            .await?;
+        let finished = counts
+            .iter()
+            .map(|c| c.as_deref().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0))
+            .sum::<u64>();
+        let done = next >= total && (!emit.wait || finished >= total);
+        if done {
+            let output = text(7);
+            let worker = text(8);
+            self.complete_here(def, run_id, step_id, attempt, &worker, "ok", &output, now)
+                .await?;
+            tracing::info!(run = run_id, step = step_id, total, finished, "emitting step done");
+        } else {
+            // A backstop: child completions drive this, but a coordinator that died half-way is
+            // picked up by this timer.
+            self.store
+                .schedule_timer(
+                    &timer_member(TimerKind::Emit, run_id, step_id, 0),
+                    now + EMIT_BACKSTOP_MS,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// How long a slot given to a waiting step is held before its attempt starts (then the lease runs
+    /// to the end of the attempt's timeout).
+    fn slot_wait_lease(&self, step: &baton_shared::definition::StepDefinition) -> i64 {
+        (step.timeout + SLOT_LEASE_MARGIN + self.config.dispatch_grace + SLOT_QUEUE_ALLOWANCE).as_millis() as i64
+    }
+
+    /// Hands the free slots of concurrency pool `pool` to its waiters and publishes them.
+    async fn wake_pool(&self, pool: &str) -> Result<()> {
+        let mut parts = pool.splitn(3, '/');
+        let (Some(workflow), Some(step_id)) = (parts.next(), parts.next()) else {
+            return Ok(());
+        };
+        let def = match self.registry.get(workflow, 0).await {
+            Ok(r) => r.definition,
+            Err(CoordinatorError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(step) = def.step(step_id) else { return Ok(()) };
+        let Some(c) = &step.concurrency else { return Ok(()) };
+        let now = now_ms();
+        let granted = self
+            .store
+            .wake(pool, c.limit, now + self.slot_wait_lease(step), now)
+            .await?;
+        for (run_id, step_id, _) in granted {
+            let Some((workflow, version)) = self.store.run_workflow(&run_id).await? else {
+                continue;
+            };
+            let def = self.registry.pinned(&workflow, version).await?;
+            let call = RunCall { run_id: &run_id, now };
+            if let Some(payload) = self
+                .store
+                .dispatch_attempt(
+                    &call,
+                    &step_id,
+                    0,
+                    DispatchMode::Check,
+                    &machine::reads_csv(&def, &step_id),
+                )
+                .await?
+            {
+                self.launch(&def, &run_id, vec![payload], now).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Re-sends a dispatch whose publish was never confirmed (the coordinator died between commit and
     /// publish, or RabbitMQ was down), or whose launch did not finish. Only a step still `dispatched`
     /// at that attempt is re-sent.
@@ -1010,9 +1433,8 @@ impl Engine {
                 &RunCall { run_id, now },
                 step_id,
                 0,
-                false,
+                DispatchMode::Check,
                 &machine::reads_csv(&def, step_id),
-                0,
             )
             .await?
         {
@@ -1174,6 +1596,54 @@ impl Engine {
             .await?;
         tracing::info!(event = name, key, delivered = delivered.len(), "event published");
         Ok(delivered)
+    }
+
+    /// Starts a run of every workflow (latest version) whose definition says `on: {event: name}`
+    /// and whose filter holds for the payload, with the payload as its input. A workflow whose
+    /// input schema refuses the payload is left out (and logged). Returns the runs started.
+    ///
+    /// # Errors
+    /// `Redis`.
+    pub async fn start_triggered_runs(&self, name: &str, payload_json: &str) -> Result<Vec<String>> {
+        let payload: serde_json::Value = serde_json::from_str(if payload_json.trim().is_empty() {
+            "null"
+        } else {
+            payload_json
+        })
+        .map_err(|e| CoordinatorError::InvalidArgument(format!("payload_json: not valid JSON: {e}")))?;
+        let mut started = Vec::new();
+        for workflow in self.registry.names().await? {
+            let def = match self.registry.get(&workflow, 0).await {
+                Ok(r) => r.definition,
+                Err(CoordinatorError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(on) = def.on.as_ref().filter(|on| on.event == name) else {
+                continue;
+            };
+            if let Some(filter) = &on.filter {
+                let b = baton_shared::expr::Bindings {
+                    input: payload.clone(),
+                    ..Default::default()
+                };
+                match filter.eval_bool(&b) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(workflow = %def.name, event = name, error = %e, "trigger filter failed; no run");
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = def.validate_input(&payload) {
+                tracing::warn!(workflow = %def.name, event = name, error = %e, "event payload does not fit the input schema; no run");
+                continue;
+            }
+            let (run_id, _) = self.create_run(&def, &ids::new_run_id(), &payload, "", None).await?;
+            tracing::info!(workflow = %def.name, event = name, run = %run_id, "event started a run");
+            started.push(run_id);
+        }
+        Ok(started)
     }
 
     /// Checks JSON text from a caller (empty means `null`) against the size limit; returns it compact.

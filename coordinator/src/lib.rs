@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod machine;
 pub mod registry;
+pub mod schedules;
 pub mod store;
 pub mod timers;
 pub mod view;
@@ -94,6 +95,7 @@ pub async fn serve(
         tokio::spawn(timers::run(engine.clone(), timers::Loop::Timers, stop_rx.clone())),
         tokio::spawn(timers::run(engine.clone(), timers::Loop::Outbox, stop_rx.clone())),
         tokio::spawn(timers::trim_indexes(engine.clone(), stop_rx.clone())),
+        tokio::spawn(schedules::run(engine.clone(), stop_rx.clone())),
     ];
 
     let api = Api::new(engine.clone());
@@ -106,6 +108,9 @@ pub async fn serve(
         .await;
     health
         .set_serving::<proto::event_service_server::EventServiceServer<Api>>()
+        .await;
+    health
+        .set_serving::<proto::schedule_service_server::ScheduleServiceServer<Api>>()
         .await;
     health
         .set_serving::<proto::human_task_service_server::HumanTaskServiceServer<Api>>()
@@ -130,7 +135,10 @@ pub async fn serve(
         .add_service(proto::run_service_server::RunServiceServer::new(api.clone()))
         .add_service(proto::worker_service_server::WorkerServiceServer::new(api.clone()))
         .add_service(proto::event_service_server::EventServiceServer::new(api.clone()))
-        .add_service(proto::human_task_service_server::HumanTaskServiceServer::new(api))
+        .add_service(proto::human_task_service_server::HumanTaskServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(proto::schedule_service_server::ScheduleServiceServer::new(api))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
 

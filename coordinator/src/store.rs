@@ -37,7 +37,11 @@ struct Scripts {
     start_items: RunScript,
     wait: RunScript,
     resume: RunScript,
+    park: RunScript,
     publish_event: redis::Script,
+    acquire: redis::Script,
+    wake: redis::Script,
+    rate: redis::Script,
     claim: redis::Script,
     release: redis::Script,
 }
@@ -74,6 +78,51 @@ pub struct DispatchPayload {
     pub parent_outputs: HashMap<String, String>,
     /// Statuses of the same steps (`succeeded` or `skipped`).
     pub parent_statuses: HashMap<String, String>,
+}
+
+/// The parent of a child run.
+#[derive(Debug, Clone, Copy)]
+pub struct ParentRef<'a> {
+    /// The parent run.
+    pub run: &'a str,
+    /// Its step that started the child.
+    pub step: &'a str,
+    /// That step's attempt.
+    pub attempt: u32,
+    /// `workflow` (a workflow step: the child's end completes the step) or `emit` (an emitting step:
+    /// the child's end is counted).
+    pub kind: &'a str,
+}
+
+/// One run to create in a batch ([`Store::create_runs`]).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id.
+    pub run_id: String,
+    /// Its input, JSON text.
+    pub input_json: String,
+}
+
+/// How `dispatch_attempt.lua` dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// A retrying step whose backoff elapsed: dispatch it as the given attempt.
+    Retry,
+    /// A parked step (rate limited) whose timer fired: dispatch it again.
+    Unpark,
+    /// The sweeper: answer only if the step is still dispatched.
+    Check,
+}
+
+/// What became of a request for a concurrency slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotOutcome {
+    /// The attempt holds a slot (now, or since an earlier request).
+    Held,
+    /// The step waits for a slot, holding no worker.
+    Queued,
+    /// The step is no longer dispatched at that attempt.
+    Stale,
 }
 
 /// Arguments of `wait.lua`.
@@ -118,6 +167,8 @@ pub enum Completion {
     Retry(u32),
     /// The step and the run failed.
     Failed,
+    /// An emitting step's handler succeeded: the step now starts its child runs.
+    Emit,
     /// The step succeeded; these children were dispatched; `run_status` is the run's status now.
     Succeeded {
         /// The run's status after this step (`succeeded` if it was the last).
@@ -198,7 +249,11 @@ impl Store {
             start_items: RunScript::new(include_str!("scripts/start_items.lua")),
             wait: RunScript::new(include_str!("scripts/wait.lua")),
             resume: RunScript::new(include_str!("scripts/resume.lua")),
+            park: RunScript::new(include_str!("scripts/park.lua")),
             publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
+            acquire: redis::Script::new(include_str!("scripts/acquire.lua")),
+            wake: redis::Script::new(include_str!("scripts/wake.lua")),
+            rate: redis::Script::new(include_str!("scripts/rate.lua")),
             claim: redis::Script::new(include_str!("scripts/claim.lua")),
             release: redis::Script::new(include_str!("scripts/release.lua")),
         };
@@ -258,10 +313,11 @@ impl Store {
             &s.start_items,
             &s.wait,
             &s.resume,
+            &s.park,
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
-        for script in [&s.claim, &s.release, &s.publish_event] {
+        for script in [&s.claim, &s.release, &s.publish_event, &s.acquire, &s.wake, &s.rate] {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
         Ok(())
@@ -334,7 +390,7 @@ impl Store {
         roots: &[&str],
         outbox_due: i64,
         timers: &[(String, i64)],
-        parent: Option<(&str, &str, u32)>,
+        parent: Option<&ParentRef<'_>>,
     ) -> Result<Option<String>> {
         let mut pre = redis::pipe();
         for (member, due) in timers {
@@ -358,9 +414,10 @@ impl Store {
             idempotency_key.to_string(),
             step_ids.to_string(),
             roots.join(","),
-            parent.map(|p| p.0.to_string()).unwrap_or_default(),
-            parent.map(|p| p.1.to_string()).unwrap_or_default(),
-            parent.map(|p| p.2.to_string()).unwrap_or_default(),
+            parent.map(|p| p.run.to_string()).unwrap_or_default(),
+            parent.map(|p| p.step.to_string()).unwrap_or_default(),
+            parent.map(|p| p.attempt.to_string()).unwrap_or_default(),
+            parent.map(|p| p.kind.to_string()).unwrap_or_default(),
         ];
         let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
         if out.first().map(String::as_str) == Some("created") {
@@ -385,6 +442,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_step(
         &self,
         call: &RunCall<'_>,
@@ -393,6 +451,7 @@ impl Store {
         worker: &str,
         pinned: &str,
         timers: &[(String, i64)],
+        slot_lease_ms: u64,
     ) -> Result<Disposition> {
         let mut pre = redis::pipe();
         for (member, due) in timers {
@@ -403,7 +462,13 @@ impl Store {
                 pre,
                 &self.scripts.start_step,
                 call,
-                &[step.into(), attempt.to_string(), worker.into(), pinned.into()],
+                &[
+                    step.into(),
+                    attempt.to_string(),
+                    worker.into(),
+                    pinned.into(),
+                    slot_lease_ms.to_string(),
+                ],
             )
             .await?;
         Ok(disposition(&out))
@@ -580,6 +645,369 @@ impl Store {
             .collect())
     }
 
+    /// Creates many runs of one workflow in one round trip (an emitting step's children): each is
+    /// created whole with its roots dispatched, or found existing. Returns, per run, `None` when
+    /// created or `Some(status)` when it existed. Index entries are written for the created ones.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_runs(
+        &self,
+        runs: &[NewRun],
+        workflow: &str,
+        version: u32,
+        step_ids: &str,
+        roots: &[&str],
+        timeout: Option<Duration>,
+        parent: &ParentRef<'_>,
+        now: i64,
+    ) -> Result<Vec<Option<String>>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.keys;
+        let build = || {
+            let mut pipe = redis::pipe();
+            for r in runs {
+                if let Some(t) = timeout {
+                    pipe.zadd(
+                        k.timers(),
+                        format!("run-timeout|{}||0", r.run_id),
+                        now + t.as_millis() as i64,
+                    )
+                    .ignore();
+                }
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.create_run.script.get_hash())
+                    .arg(5)
+                    .arg(k.run(&r.run_id))
+                    .arg(k.steps(&r.run_id))
+                    .arg(k.events(&r.run_id))
+                    .arg(k.timers())
+                    .arg(k.outbox())
+                    .arg(now)
+                    .arg(self.events_max_len)
+                    .arg(self.retention.as_secs().max(1))
+                    .arg(self.dispatch_grace.as_millis() as u64)
+                    .arg(&r.run_id)
+                    .arg(workflow)
+                    .arg(version)
+                    .arg(&r.input_json)
+                    .arg("")
+                    .arg(step_ids)
+                    .arg(roots.join(","))
+                    .arg(parent.run)
+                    .arg(parent.step)
+                    .arg(parent.attempt)
+                    .arg(parent.kind);
+            }
+            pipe
+        };
+        let mut conn = self.conn.clone();
+        let answers: Vec<Vec<String>> = match build().query_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_scripts().await?;
+                build().query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut index = redis::pipe();
+        let mut created = 0;
+        let mut out = Vec::with_capacity(runs.len());
+        for (r, a) in runs.iter().zip(answers) {
+            if a.first().map(String::as_str) == Some("created") {
+                let member = run_index_member(now, &r.run_id);
+                index.zadd(k.runs_index(), &member, 0).ignore();
+                index.zadd(k.workflow_runs_index(workflow), &member, 0).ignore();
+                created += 1;
+                out.push(None);
+            } else {
+                out.push(Some(a.get(1).cloned().unwrap_or_default()));
+            }
+        }
+        if created > 0 {
+            let _: () = index.query_async(&mut conn).await?;
+        }
+        Ok(out)
+    }
+
+    /// The run input and, for each of `steps`, its status and output; for the last one, its field
+    /// `last_output_field` instead of `output` (an emitting step's output before it completes).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn step_bindings(
+        &self,
+        run_id: &str,
+        steps: &[String],
+        last_output_field: &str,
+    ) -> Result<(String, Vec<String>, Vec<String>)> {
+        let mut pipe = redis::pipe();
+        pipe.hget(self.keys.run(run_id), "input");
+        let mut fields = redis::cmd("HMGET");
+        fields.arg(self.keys.steps(run_id));
+        for (i, s) in steps.iter().enumerate() {
+            let out = if i + 1 == steps.len() {
+                last_output_field
+            } else {
+                "output"
+            };
+            fields.arg(format!("{s}:status")).arg(format!("{s}:{out}"));
+        }
+        pipe.add_command(fields);
+        let mut conn = self.conn.clone();
+        let (input, values): (Option<String>, Vec<Option<String>>) = pipe.query_async(&mut conn).await?;
+        let mut statuses = Vec::with_capacity(steps.len());
+        let mut outputs = Vec::with_capacity(steps.len());
+        for pair in values.chunks(2) {
+            statuses.push(pair[0].clone().unwrap_or_default());
+            outputs.push(pair.get(1).cloned().flatten().unwrap_or_else(|| "null".into()));
+        }
+        Ok((input.unwrap_or_else(|| "null".into()), statuses, outputs))
+    }
+
+    /// Stores an emitting step's plan (child id and input per element) and resets its counts, so
+    /// that [`Store::emit_plan_range`] hands it out in order.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn store_emit_plan(&self, run_id: &str, step: &str, plan: &[(String, String)]) -> Result<()> {
+        let list = self.keys.emit_plan(run_id, step);
+        let done = self.keys.emit_done(run_id, step);
+        let keep = self.retention.max(Duration::from_secs(30 * 24 * 3600)).as_secs();
+        let mut pipe = redis::pipe();
+        pipe.del(&list).ignore().del(&done).ignore();
+        for chunk in plan.chunks(1000) {
+            let entries: Vec<String> = chunk.iter().map(|(id, input)| format!("{id}\t{input}")).collect();
+            pipe.rpush(&list, entries).ignore();
+        }
+        pipe.expire(&list, keep as i64).ignore();
+        pipe.hset_multiple(
+            self.keys.steps(run_id),
+            &[
+                (format!("{step}:emit_total"), plan.len().to_string()),
+                (format!("{step}:emit_next"), "0".into()),
+                (format!("{step}:emit_succeeded"), "0".into()),
+                (format!("{step}:emit_failed"), "0".into()),
+                (format!("{step}:emit_planned"), "1".into()),
+                (format!("{step}:waiting_for"), format!("{} emitted runs", plan.len())),
+            ],
+        )
+        .ignore();
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// `count` entries of an emitting step's plan from position `from`: (child id, input JSON).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn emit_plan_range(
+        &self,
+        run_id: &str,
+        step: &str,
+        from: u64,
+        count: u64,
+    ) -> Result<Vec<(String, String)>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = conn
+            .lrange(
+                self.keys.emit_plan(run_id, step),
+                from as isize,
+                (from + count) as isize - 1,
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                e.split_once('\t')
+                    .map(|(id, input)| (id.to_string(), input.to_string()))
+            })
+            .collect())
+    }
+
+    /// Counts children of an emitting step that had already finished when it emitted them again
+    /// (each once, as the children's own ends are counted). Returns how many were new.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn count_emitted_done(&self, run_id: &str, step: &str, done: &[(String, bool)]) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let mut new = 0;
+        for (child, ok) in done {
+            let added: i64 = conn.sadd(self.keys.emit_done(run_id, step), child).await?;
+            if added == 1 {
+                let field = if *ok { "emit_succeeded" } else { "emit_failed" };
+                let _: i64 = conn
+                    .hincr(self.keys.steps(run_id), format!("{step}:{field}"), 1)
+                    .await?;
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Records how far an emitting step got through its plan.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn set_emit_next(&self, run_id: &str, step: &str, next: u64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let keep = self.retention.max(Duration::from_secs(30 * 24 * 3600)).as_secs();
+        let _: () = redis::pipe()
+            .hset(self.keys.steps(run_id), format!("{step}:emit_next"), next)
+            .ignore()
+            .expire(self.keys.emit_done(run_id, step), keep as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Asks for a slot of concurrency pool `pool` (at most `limit` holders) for an attempt; see
+    /// `acquire.lua`. `lease_until` (Unix ms) bounds the slot if the attempt never ends.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn acquire(
+        &self,
+        pool: &str,
+        limit: u32,
+        run_id: &str,
+        step: &str,
+        attempt: u32,
+        lease_until: i64,
+        detail: &str,
+        now: i64,
+    ) -> Result<SlotOutcome> {
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self
+            .scripts
+            .acquire
+            .key(self.keys.slot_holders(pool))
+            .key(self.keys.slot_waiters(pool))
+            .key(self.keys.outbox())
+            .key(self.keys.timers())
+            .arg(self.keys.prefix())
+            .arg(now)
+            .arg(limit)
+            .arg(run_id)
+            .arg(step)
+            .arg(attempt)
+            .arg(lease_until)
+            .arg(pool)
+            .arg(detail)
+            .arg(self.events_max_len)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match out.first().map(String::as_str) {
+            Some("acquired" | "held") => SlotOutcome::Held,
+            Some("queued") => SlotOutcome::Queued,
+            _ => SlotOutcome::Stale,
+        })
+    }
+
+    /// Hands the free slots of `pool` to its waiters (see `wake.lua`). Returns the (run, step,
+    /// attempt) now holding a slot and dispatched again, to publish.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn wake(&self, pool: &str, limit: u32, lease_until: i64, now: i64) -> Result<Vec<(String, String, u32)>> {
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self
+            .scripts
+            .wake
+            .key(self.keys.slot_holders(pool))
+            .key(self.keys.slot_waiters(pool))
+            .key(self.keys.outbox())
+            .arg(self.keys.prefix())
+            .arg(now)
+            .arg(limit)
+            .arg(lease_until)
+            .arg(self.dispatch_grace.as_millis() as u64)
+            .arg(self.events_max_len)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(out
+            .chunks(3)
+            .filter(|c| c.len() == 3)
+            .map(|c| (c[0].clone(), c[1].clone(), c[2].parse().unwrap_or(0)))
+            .collect())
+    }
+
+    /// The attempts holding slots of `pool` now (`run|step|attempt`), oldest lease first.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn slot_holders(&self, pool: &str, now: i64) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zrangebyscore(self.keys.slot_holders(pool), now, "+inf").await?)
+    }
+
+    /// Takes one start from rate limit `pool` (`limit` per `period`) for `member`; `Ok(None)` when
+    /// taken, `Ok(Some(t))` when the next start frees up at `t` (Unix ms).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn rate_take(
+        &self,
+        pool: &str,
+        limit: u32,
+        period: Duration,
+        member: &str,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self
+            .scripts
+            .rate
+            .key(self.keys.rate_window(pool))
+            .arg(now)
+            .arg(period.as_millis() as u64)
+            .arg(limit)
+            .arg(member)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match out.first().map(String::as_str) {
+            Some("wait") => Some(out.get(1).and_then(|t| t.parse().ok()).unwrap_or(now + 1000)),
+            _ => None,
+        })
+    }
+
+    /// Parks a dispatched step until `timer` fires at `due` (see `park.lua`). Returns false when stale.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn park(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        detail: &str,
+        timer: &str,
+        due: i64,
+    ) -> Result<bool> {
+        let out = self
+            .eval_run(
+                redis::pipe(),
+                &self.scripts.park,
+                call,
+                &[
+                    step.into(),
+                    attempt.to_string(),
+                    detail.into(),
+                    timer.into(),
+                    due.to_string(),
+                ],
+            )
+            .await?;
+        Ok(out.first().map(String::as_str) == Some("parked"))
+    }
+
     /// Fields of one step (`None` for those not set).
     ///
     /// # Errors
@@ -648,22 +1076,20 @@ impl Store {
         call: &RunCall<'_>,
         step: &str,
         attempt: u32,
-        retry: bool,
-        parents: &str,
-        outbox_due: i64,
+        mode: DispatchMode,
+        reads: &str,
     ) -> Result<Option<DispatchPayload>> {
-        let mode = if retry { "retry" } else { "check" };
-        let mut pre = redis::pipe();
-        if retry {
-            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step), outbox_due)
-                .ignore();
-        }
+        let mode = match mode {
+            DispatchMode::Retry => "retry",
+            DispatchMode::Unpark => "unpark",
+            DispatchMode::Check => "check",
+        };
         let out = self
             .eval_run(
-                pre,
+                redis::pipe(),
                 &self.scripts.dispatch_attempt,
                 call,
-                &[step.into(), attempt.to_string(), mode.into(), parents.into()],
+                &[step.into(), attempt.to_string(), mode.into(), reads.into()],
             )
             .await?;
         let mut it = out.into_iter();
@@ -789,6 +1215,24 @@ impl Store {
         let mut it = out.into_iter();
         let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         Ok(it.map(|member| Claimed { member, lease }).collect())
+    }
+
+    /// As [`Store::claim`], for any sorted set of due entries (the schedules' due times).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self
+            .scripts
+            .claim
+            .key(key)
+            .arg(now)
+            .arg(lease.as_millis() as u64)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(out.into_iter().skip(1).collect())
     }
 
     /// Removes a claimed entry unless it was rescheduled since.
@@ -1075,6 +1519,7 @@ fn parse_completion(out: Vec<String>) -> Result<Completion> {
         Some("alive") => Completion::Alive(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
         Some("retry") => Completion::Retry(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
         Some("failed") => Completion::Failed,
+        Some("emit") => Completion::Emit,
         Some("ok") => {
             let run_status = it.next().unwrap_or_default();
             let input = it.next().unwrap_or_default();
@@ -1159,6 +1604,13 @@ pub enum TimerKind {
     ChildDone,
     /// The parent of this run ended: cancel it (step and attempt are empty and 0).
     CancelChild,
+    /// A slot of a concurrency pool may be free: hand it to the next waiter (the member's "run" is
+    /// the pool; step and attempt are empty and 0).
+    SlotWake,
+    /// A rate-limited step may start now: dispatch it again.
+    RateWake,
+    /// Go on with an emitting step's child runs (a backstop; child completions drive it too).
+    Emit,
 }
 
 impl TimerKind {
@@ -1172,6 +1624,9 @@ impl TimerKind {
             TimerKind::Event => "event",
             TimerKind::ChildDone => "child-done",
             TimerKind::CancelChild => "cancel-child",
+            TimerKind::SlotWake => "sem-wake",
+            TimerKind::RateWake => "rate-wake",
+            TimerKind::Emit => "emit",
         }
     }
 
@@ -1187,6 +1642,9 @@ impl TimerKind {
             "event" => TimerKind::Event,
             "child-done" => TimerKind::ChildDone,
             "cancel-child" => TimerKind::CancelChild,
+            "sem-wake" => TimerKind::SlotWake,
+            "rate-wake" => TimerKind::RateWake,
+            "emit" => TimerKind::Emit,
             _ => return None,
         };
         let run = it.next()?;

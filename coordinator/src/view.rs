@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use baton_shared::{
     definition::WorkflowDefinition,
-    proto::{Attempt, ItemProgress, Run, RunEvent, RunStatus, StepRun, StepStatus},
+    proto::{Attempt, EmitProgress, ItemProgress, Run, RunEvent, RunStatus, StepRun, StepStatus},
     time::timestamp,
 };
 use serde::Deserialize;
@@ -55,6 +55,7 @@ pub fn run_view(
         parent_run_id: field(run, "parent_run").into(),
         parent_step_id: field(run, "parent_step").into(),
         child_run_ids: Vec::new(),
+        waiting_for: field(run, "waiting_for").into(),
     };
     let Some(steps) = steps else { return out };
     let ids: Vec<String> = match def {
@@ -90,7 +91,22 @@ pub fn run_view(
                 in_flight,
             }
         });
+        let emitted = (!f("emit_total").is_empty()).then(|| {
+            let n = |k: &str| f(k).parse::<u32>().unwrap_or(0);
+            let (total, started) = (n("emit_total"), n("emit_next"));
+            let (succeeded, failed) = (n("emit_succeeded"), n("emit_failed"));
+            EmitProgress {
+                total,
+                pending: total.saturating_sub(started),
+                running: started.saturating_sub(succeeded + failed),
+                succeeded,
+                failed,
+            }
+        });
         out.steps.push(StepRun {
+            emitted,
+            slot: f("slot"),
+            slot_holders: Vec::new(),
             kind: sdef.map(|s| s.kind.word().to_string()).unwrap_or_default(),
             child_run_id,
             items,
@@ -151,7 +167,10 @@ pub fn workflow_view(
 ) -> baton_shared::proto::Workflow {
     use baton_shared::{
         definition::StepKind,
-        proto::{HumanStepDefinition, RetryPolicy, StepDefinition, WaitForEventDefinition, Workflow},
+        proto::{
+            ConcurrencyDefinition, EmitDefinition, HumanStepDefinition, RateLimitDefinition, RetryPolicy,
+            StepDefinition, WaitForEventDefinition, Workflow,
+        },
     };
     Workflow {
         name: def.name.clone(),
@@ -177,6 +196,22 @@ pub fn workflow_view(
                 heartbeat_timeout_ms: s.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
                 sleep_ms: s.sleep.map(|d| d.as_millis() as u64).unwrap_or(0),
                 kind: s.kind.word().into(),
+                concurrency: s.concurrency.as_ref().map(|c| ConcurrencyDefinition {
+                    limit: c.limit,
+                    key: c.key.as_ref().map(|e| e.source().to_string()).unwrap_or_default(),
+                }),
+                rate_limit: s.rate_limit.as_ref().map(|r| RateLimitDefinition {
+                    limit: r.limit,
+                    period_ms: r.period.as_millis() as u64,
+                    key: r.key.as_ref().map(|e| e.source().to_string()).unwrap_or_default(),
+                }),
+                emit: s.emit.as_ref().map(|e| EmitDefinition {
+                    workflow: e.workflow.clone(),
+                    items: e.items.source().to_string(),
+                    key: e.key.source().to_string(),
+                    wait: e.wait,
+                    max_in_flight: e.max_in_flight,
+                }),
                 when: s.when.as_ref().map(|e| e.source().to_string()).unwrap_or_default(),
                 input_template_json: def.document["steps"][i]
                     .get("input")
@@ -223,6 +258,19 @@ pub fn workflow_view(
                 },
             })
             .collect(),
+        max_concurrent_runs: def.max_concurrent_runs.unwrap_or(0),
+        concurrency_key: def
+            .concurrency_key
+            .as_ref()
+            .map(|e| e.source().to_string())
+            .unwrap_or_default(),
+        on_event: def.on.as_ref().map(|t| t.event.clone()).unwrap_or_default(),
+        on_event_filter: def
+            .on
+            .as_ref()
+            .and_then(|t| t.filter.as_ref())
+            .map(|e| e.source().to_string())
+            .unwrap_or_default(),
         input_schema_json: def.input_schema.as_ref().map(|s| s.to_string()).unwrap_or_default(),
         definition_json: def.document.to_string(),
         registered_at: timestamp(registered_at),

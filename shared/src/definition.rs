@@ -69,6 +69,71 @@ struct Document {
     steps: Vec<StepDocument>,
     #[serde(default)]
     timeout: Option<String>,
+    #[serde(default)]
+    schedules: Vec<ScheduleDocument>,
+    #[serde(default)]
+    on: Option<TriggerDocument>,
+    #[serde(default)]
+    max_concurrent_runs: Option<u32>,
+    #[serde(default)]
+    concurrency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleDocument {
+    #[serde(default)]
+    name: Option<String>,
+    cron: String,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    overlap: Option<String>,
+    #[serde(default)]
+    catchup_window: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerDocument {
+    event: String,
+    #[serde(default)]
+    filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ConcurrencyDocument {
+    limit: u32,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitDocument {
+    limit: u32,
+    period: String,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct EmitDocument {
+    workflow: String,
+    #[serde(default)]
+    version: Option<u32>,
+    items: String,
+    key: String,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    wait: Option<bool>,
+    #[serde(default)]
+    max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -103,6 +168,12 @@ struct StepDocument {
     human: Option<HumanDocument>,
     #[serde(default)]
     workflow: Option<ChildDocument>,
+    #[serde(default)]
+    concurrency: Option<ConcurrencyDocument>,
+    #[serde(default)]
+    rate_limit: Option<RateLimitDocument>,
+    #[serde(default)]
+    emit: Option<EmitDocument>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -182,6 +253,82 @@ pub struct StepDefinition {
     /// The steps whose status and output this step needs when it is dispatched: its parents, then
     /// the other steps its expressions read.
     pub reads: Vec<String>,
+    /// A concurrency limit: at most `limit` attempts hold a slot at once, per key.
+    pub concurrency: Option<Concurrency>,
+    /// A rate limit: at most `limit` starts per `period`, per key.
+    pub rate_limit: Option<RateLimit>,
+    /// Runs of another workflow started from the step's output.
+    pub emit: Option<Emit>,
+}
+
+/// A step's concurrency limit (a Redis semaphore per key).
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    /// Slots per key, at least 1.
+    pub limit: u32,
+    /// CEL over `input` and the steps before; `None`: one pool for every run.
+    pub key: Option<Expr>,
+}
+
+/// A step's rate limit.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Starts per period, at least 1.
+    pub limit: u32,
+    /// The sliding window.
+    pub period: Duration,
+    /// CEL over `input` and the steps before; `None`: one limit for every run.
+    pub key: Option<Expr>,
+}
+
+/// An emitting step: after its handler succeeds, one run of `workflow` per element of `items`.
+#[derive(Debug, Clone)]
+pub struct Emit {
+    /// The processor workflow.
+    pub workflow: String,
+    /// Its version; 0 for the latest when the step emits.
+    pub version: u32,
+    /// CEL list over `input` and `steps` (this step's output is `steps.<this step>.output`).
+    pub items: Expr,
+    /// CEL per element (`item`, `index` in scope): the child run's id is derived from (run, key).
+    pub key: Expr,
+    /// Each child's input; without one, the element itself.
+    pub input: Option<Template>,
+    /// Whether the step waits for every child to finish (otherwise it ends once all are started).
+    pub wait: bool,
+    /// Children unfinished at once, at most.
+    pub max_in_flight: u32,
+}
+
+/// Default `max_in_flight` of an emitting step.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1000;
+
+/// A schedule declared in a definition (validated; the coordinator makes it a schedule with id
+/// `<workflow>/<name>`).
+#[derive(Debug, Clone)]
+pub struct DeclaredSchedule {
+    /// Unique within the definition; `default` when the document gives none.
+    pub name: String,
+    /// The parsed cron expression and time zone.
+    pub cron: crate::schedule::CronSchedule,
+    /// The input of every run.
+    pub input: Value,
+    /// What a tick does while the previous run still goes.
+    pub overlap: crate::schedule::OverlapPolicy,
+    /// How late a missed tick may still fire.
+    pub catchup_window: Duration,
+}
+
+/// Default catch-up window of a schedule.
+pub const DEFAULT_CATCHUP_WINDOW: Duration = Duration::from_secs(3600);
+
+/// An event trigger: a published event starts a run with the payload as its input.
+#[derive(Debug, Clone)]
+pub struct EventTrigger {
+    /// The event name.
+    pub event: String,
+    /// CEL over `input` (the payload): runs start only when it holds.
+    pub filter: Option<Expr>,
 }
 
 /// What a step does when its turn comes.
@@ -315,6 +462,14 @@ pub struct WorkflowDefinition {
     pub timeout: Option<Duration>,
     /// The document as JSON, as it was accepted (what the registry stores).
     pub document: Value,
+    /// Schedules declared with the definition.
+    pub schedules: Vec<DeclaredSchedule>,
+    /// The event that starts runs of this workflow.
+    pub on: Option<EventTrigger>,
+    /// At most this many unfinished runs at once (per `concurrency_key`).
+    pub max_concurrent_runs: Option<u32>,
+    /// CEL over the input: one run limit per value.
+    pub concurrency_key: Option<Expr>,
     graph: Arc<Graph>,
     validator: Option<Arc<jsonschema::Validator>>,
 }
@@ -555,6 +710,9 @@ impl WorkflowDefinition {
                 input: None,
                 for_each: None,
                 reads: s.depends_on.clone(),
+                concurrency: None,
+                rate_limit: None,
+                emit: None,
             });
         }
 
@@ -569,10 +727,56 @@ impl WorkflowDefinition {
                 }
             }
         }
+        let schedules = declared_schedules(&doc, &mut err);
+        let input_scope = Scope::default();
+        let on = doc.on.as_ref().map(|t| {
+            if !valid_name(t.event.trim(), 128, &['.', ':', '/']) {
+                err(
+                    "on.event".into(),
+                    format!(
+                        "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
+                        t.event
+                    ),
+                );
+            }
+            EventTrigger {
+                event: t.event.trim().to_string(),
+                filter: t
+                    .filter
+                    .as_deref()
+                    .and_then(|f| match Expr::compile(f, &input_scope, Want::Bool) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            err("on.filter".into(), e);
+                            None
+                        }
+                    }),
+            }
+        });
+        if doc.max_concurrent_runs == Some(0) {
+            err("max_concurrent_runs".into(), "must be at least 1".into());
+        }
+        if doc.concurrency_key.is_some() && doc.max_concurrent_runs.is_none() {
+            err("concurrency_key".into(), "only with max_concurrent_runs".into());
+        }
+        let concurrency_key =
+            doc.concurrency_key
+                .as_deref()
+                .and_then(|k| match Expr::compile(k, &input_scope, Want::Key) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        err("concurrency_key".into(), e);
+                        None
+                    }
+                });
         if !errors.is_empty() {
             return Err(InvalidDefinition(errors));
         }
         Ok(Self {
+            schedules,
+            on,
+            max_concurrent_runs: doc.max_concurrent_runs,
+            concurrency_key,
             name: doc.name,
             version: doc.version,
             description: doc.description,
@@ -641,6 +845,53 @@ impl WorkflowDefinition {
             Err(InvalidDefinition(errors))
         }
     }
+}
+
+/// The schedules a definition declares, validated.
+fn declared_schedules(doc: &Document, err: &mut impl FnMut(String, String)) -> Vec<DeclaredSchedule> {
+    let mut out: Vec<DeclaredSchedule> = Vec::new();
+    for (i, s) in doc.schedules.iter().enumerate() {
+        let p = format!("schedules[{i}]");
+        let name = s.name.clone().unwrap_or_else(|| {
+            if i == 0 {
+                "default".into()
+            } else {
+                format!("schedule-{i}")
+            }
+        });
+        if !valid_name(&name, 64, &[]) {
+            err(
+                format!("{p}.name"),
+                format!("{name:?} must be 1 to 64 characters of letters, digits, '_', '-'"),
+            );
+        } else if out.iter().any(|o| o.name == name) {
+            err(format!("{p}.name"), format!("duplicate schedule name {name:?}"));
+        }
+        let cron = crate::schedule::CronSchedule::parse(&s.cron, s.timezone.as_deref().unwrap_or("UTC"))
+            .map_err(|e| err(format!("{p}.{}", e.field), e.message));
+        let overlap = match s.overlap.as_deref().map(crate::schedule::OverlapPolicy::parse) {
+            None => Ok(crate::schedule::OverlapPolicy::default()),
+            Some(r) => r.map_err(|e| err(format!("{p}.overlap"), e.message)),
+        };
+        let catchup_window = match s.catchup_window.as_deref().map(duration::parse) {
+            None => DEFAULT_CATCHUP_WINDOW,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                err(format!("{p}.catchup_window"), e);
+                DEFAULT_CATCHUP_WINDOW
+            }
+        };
+        if let (Ok(cron), Ok(overlap)) = (cron, overlap) {
+            out.push(DeclaredSchedule {
+                name,
+                cron,
+                input: s.input.clone().unwrap_or_else(|| serde_json::json!({})),
+                overlap,
+                catchup_window,
+            });
+        }
+    }
+    out
 }
 
 /// The kind of step a document describes; `Task` when it names none (an error reported elsewhere).
@@ -763,34 +1014,32 @@ fn compile_expressions(
         steps: readable,
         item: false,
     };
-    let mut compile = |field: &str, source: &str, want: Want| match Expr::compile(source, &scope, want) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            err(format!("{p}.{field}"), e);
-            None
-        }
+    let compile = |field: &str, source: &str, want: Want, err: &mut dyn FnMut(String, String)| {
+        Expr::compile(source, &scope, want)
+            .map_err(|e| err(format!("{p}.{field}"), e))
+            .ok()
     };
-    step.when = doc.when.as_deref().and_then(|w| compile("when", w, Want::Bool));
+    step.when = doc.when.as_deref().and_then(|w| compile("when", w, Want::Bool, err));
     if let Some(items) = &doc.for_each {
-        step.for_each = compile("for_each", items, Want::List).map(|items| ForEach {
+        step.for_each = compile("for_each", items, Want::List, err).map(|items| ForEach {
             items,
             max_parallel: doc.max_parallel.unwrap_or(DEFAULT_MAX_PARALLEL).max(1),
         });
     }
     if let Some(until) = &doc.sleep_until
-        && let Some(e) = compile("sleep_until", until, Want::Time)
+        && let Some(e) = compile("sleep_until", until, Want::Time, err)
     {
         step.kind = StepKind::SleepUntil(e);
     }
     if let (StepKind::WaitForEvent(w), Some(doc_wait)) = (&mut step.kind, &doc.wait_for_event)
         && let Some(key) = &doc_wait.key
     {
-        w.key = compile("wait_for_event.key", key, Want::Key);
+        w.key = compile("wait_for_event.key", key, Want::Key, err);
     }
     if let Some(template) = &doc.input {
         let scope = Scope {
             item: doc.for_each.is_some(),
-            ..scope
+            ..scope.clone()
         };
         match Template::compile(template, &scope) {
             Ok(t) => step.input = Some(t),
@@ -806,10 +1055,102 @@ fn compile_expressions(
             }
         }
     }
+    if let Some(c) = &doc.concurrency {
+        if c.limit == 0 {
+            err(format!("{p}.concurrency.limit"), "must be at least 1".into());
+        }
+        step.concurrency = Some(Concurrency {
+            limit: c.limit.max(1),
+            key: c
+                .key
+                .as_deref()
+                .and_then(|k| compile("concurrency.key", k, Want::Key, err)),
+        });
+    }
+    if let Some(r) = &doc.rate_limit {
+        if r.limit == 0 {
+            err(format!("{p}.rate_limit.limit"), "must be at least 1".into());
+        }
+        let period = match duration::parse(&r.period) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                err(format!("{p}.rate_limit.period"), "must be greater than zero".into());
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                err(format!("{p}.rate_limit.period"), e);
+                Duration::from_secs(1)
+            }
+        };
+        step.rate_limit = Some(RateLimit {
+            limit: r.limit.max(1),
+            period,
+            key: r
+                .key
+                .as_deref()
+                .and_then(|k| compile("rate_limit.key", k, Want::Key, err)),
+        });
+    }
+    if let Some(e) = &doc.emit {
+        if doc.handler.is_none() || doc.for_each.is_some() {
+            err(
+                format!("{p}.emit"),
+                "only a handler step without for_each can emit runs".into(),
+            );
+        }
+        if !valid_name(&e.workflow, 128, &['.']) {
+            err(
+                format!("{p}.emit.workflow"),
+                format!(
+                    "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+                    e.workflow
+                ),
+            );
+        }
+        if e.max_in_flight == Some(0) {
+            err(format!("{p}.emit.max_in_flight"), "must be at least 1".into());
+        }
+        let mut own = scope.clone();
+        own.steps.insert(step.id.clone());
+        let items = Expr::compile(&e.items, &own, Want::List).map_err(|m| err(format!("{p}.emit.items"), m));
+        let per_item = Scope { item: true, ..own };
+        let key = Expr::compile(&e.key, &per_item, Want::Key).map_err(|m| err(format!("{p}.emit.key"), m));
+        let input = match e.input.as_ref().map(|t| Template::compile(t, &per_item)) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(errors)) => {
+                for (path, message) in errors {
+                    let at = if path.is_empty() {
+                        format!("{p}.emit.input")
+                    } else {
+                        format!("{p}.emit.input.{path}")
+                    };
+                    err(at, message);
+                }
+                None
+            }
+        };
+        if let (Ok(items), Ok(key)) = (items, key) {
+            step.emit = Some(Emit {
+                workflow: e.workflow.clone(),
+                version: e.version.unwrap_or(0),
+                items,
+                key,
+                input,
+                wait: e.wait.unwrap_or(true),
+                max_in_flight: e.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
+            });
+        }
+    }
     let mut read: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for e in [step.when.as_ref(), step.for_each.as_ref().map(|f| &f.items)]
-        .into_iter()
-        .flatten()
+    for e in [
+        step.when.as_ref(),
+        step.for_each.as_ref().map(|f| &f.items),
+        step.concurrency.as_ref().and_then(|c| c.key.as_ref()),
+        step.rate_limit.as_ref().and_then(|r| r.key.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
     {
         read.extend(e.steps_read().iter().cloned());
     }

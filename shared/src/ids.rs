@@ -24,6 +24,13 @@ pub fn child_run_id(parent: &str, step: &str, attempt: u32) -> String {
     Uuid::new_v5(&RUN_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The run id of the child run that step `step` of `run` emits for key `key`: derived, so emitting
+/// again (a retried or re-run emitter) finds the runs made before instead of making duplicates.
+pub fn emitted_run_id(run: &str, step: &str, key: &str) -> String {
+    let name = format!("emit\u{0}{run}\u{0}{step}\u{0}{key}");
+    Uuid::new_v5(&RUN_NAMESPACE, name.as_bytes()).to_string()
+}
+
 /// Whether `s` has the shape of a run id (a UUID), so it can be used in a Redis key.
 pub fn is_run_id(s: &str) -> bool {
     Uuid::parse_str(s).is_ok()

@@ -35,6 +35,16 @@ impl Keys {
         format!("{}:{{{run_id}}}:events", self.prefix)
     }
 
+    /// List: an emitting step's plan, one `<child run id>\t<input JSON>` per child.
+    pub fn emit_plan(&self, run_id: &str, step: &str) -> String {
+        format!("{}:{{{run_id}}}:emit:{step}", self.prefix)
+    }
+
+    /// Set: the children of an emitting step counted as finished.
+    pub fn emit_done(&self, run_id: &str, step: &str) -> String {
+        format!("{}:{{{run_id}}}:emit-done:{step}", self.prefix)
+    }
+
     /// Sorted set of durable timers (retries, timeouts, heartbeats), scored by due time in Unix ms.
     pub fn timers(&self) -> String {
         format!("{}:timers", self.prefix)
@@ -74,6 +84,21 @@ impl Keys {
     /// List of events (name, key) published while no step waited, oldest first; expires.
     pub fn event_buffer(&self, name: &str, key: &str) -> String {
         format!("{}:event:{name}:{key}:buffered", self.prefix)
+    }
+
+    /// Sorted set of the attempts holding slots of a concurrency pool, scored by lease end (Unix ms).
+    pub fn slot_holders(&self, pool: &str) -> String {
+        format!("{}:sem:{pool}:holders", self.prefix)
+    }
+
+    /// List of the attempts waiting for a slot of a concurrency pool, oldest first.
+    pub fn slot_waiters(&self, pool: &str) -> String {
+        format!("{}:sem:{pool}:queue", self.prefix)
+    }
+
+    /// Sorted set of the starts in a rate limit's window, scored by time (Unix ms).
+    pub fn rate_window(&self, pool: &str) -> String {
+        format!("{}:rate:{pool}", self.prefix)
     }
 
     /// Sorted set of human tasks, member `<run>|<step>`, scored by creation time (Unix ms).

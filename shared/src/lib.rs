@@ -14,6 +14,7 @@ pub mod keys;
 #[cfg(feature = "process")]
 pub mod process;
 pub mod retry;
+pub mod schedule;
 pub mod status;
 pub mod time;
 

@@ -22,3 +22,9 @@ pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
 pub fn millis(ts: &prost_types::Timestamp) -> i64 {
     ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
 }
+
+/// Unix milliseconds as RFC 3339 UTC text with milliseconds (`2026-11-21T08:30:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}

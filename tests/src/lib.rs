@@ -21,7 +21,9 @@ use tonic::transport::Channel;
 /// Redis as the tests use it.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The handlers the test worker (`src/bin/test_worker.rs`) consumes: their queues are a cluster's.
-pub const TEST_WORKER_HANDLERS: &[&str] = &["echo", "trace", "fail", "slow", "patient", "square", "screen"];
+pub const TEST_WORKER_HANDLERS: &[&str] = &[
+    "echo", "trace", "fail", "slow", "patient", "square", "screen", "guarded",
+];
 
 /// RabbitMQ as the tests use it.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -126,6 +128,7 @@ pub struct Cluster {
     pub addr: String,
     port: u16,
     coordinator: Option<Child>,
+    more_coordinators: Vec<Child>,
     workers: Vec<Option<Child>>,
     extra_env: Vec<(String, String)>,
     handlers: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -143,6 +146,7 @@ impl Cluster {
             namespace,
             port,
             coordinator: None,
+            more_coordinators: Vec::new(),
             workers: Vec::new(),
             handlers: Default::default(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -178,8 +182,20 @@ impl Cluster {
 
     /// Starts (or restarts) the coordinator and waits until it answers.
     pub async fn start_coordinator(&mut self) {
+        let child = self.coordinator_on(self.port).await;
+        self.coordinator = Some(child);
+    }
+
+    /// Starts another coordinator of the same namespace on a port of its own (it shares Redis and
+    /// RabbitMQ with the first; the clients keep talking to the first). Stopped with the cluster.
+    pub async fn start_another_coordinator(&mut self) {
+        let child = self.coordinator_on(free_port()).await;
+        self.more_coordinators.push(child);
+    }
+
+    async fn coordinator_on(&self, port: u16) -> Child {
         let mut cmd = Command::new(bin("test-coordinator"));
-        cmd.env("BATON_LISTEN", format!("127.0.0.1:{}", self.port))
+        cmd.env("BATON_LISTEN", format!("127.0.0.1:{port}"))
             .env("BATON_NAMESPACE", &self.namespace)
             .env("BATON_REDIS_URL", REDIS_URL)
             .env("BATON_AMQP_URL", AMQP_URL)
@@ -192,10 +208,10 @@ impl Cluster {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        self.coordinator = Some(cmd.spawn().expect("spawn test-coordinator"));
+        let mut child = cmd.spawn().expect("spawn test-coordinator");
         let start = Instant::now();
-        while !port_open(self.port) {
-            if let Some(status) = self.coordinator.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+        while !port_open(port) {
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!("coordinator exited at start-up with {status}; see its log under target/<profile>/e2e-logs");
             }
             assert!(
@@ -204,6 +220,7 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        child
     }
 
     /// Stops the coordinator: SIGTERM (graceful) or SIGKILL.
@@ -252,6 +269,11 @@ impl Cluster {
     /// An event client.
     pub async fn events(&self) -> baton_shared::proto::event_service_client::EventServiceClient<Channel> {
         baton_shared::proto::event_service_client::EventServiceClient::new(self.channel().await)
+    }
+
+    /// A schedule client.
+    pub async fn schedules(&self) -> baton_shared::proto::schedule_service_client::ScheduleServiceClient<Channel> {
+        baton_shared::proto::schedule_service_client::ScheduleServiceClient::new(self.channel().await)
     }
 
     /// A human-task client.
@@ -383,7 +405,7 @@ impl Drop for Cluster {
             let _ = w.kill();
             let _ = w.wait();
         }
-        if let Some(c) = self.coordinator.as_mut() {
+        for c in self.coordinator.iter_mut().chain(self.more_coordinators.iter_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }

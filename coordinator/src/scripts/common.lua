@@ -12,6 +12,7 @@ local MAXLEN = ARGV[2]
 local RETENTION = tonumber(ARGV[3])
 local GRACE = tonumber(ARGV[4])
 local RUN_ID = string.match(RUN, '{(.-)}:run$')
+local PREFIX = string.match(RUN, '^(.*):{[^}]*}:run$')
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
 -- Step statuses of a step that is not over (a fan-out element's too).
 local LIVE = { pending = true, dispatched = true, running = true, retrying = true, waiting = true }
@@ -126,6 +127,17 @@ local function dispatch_ready(out, specs)
   return n
 end
 
+-- Gives back the concurrency slot attempt `attempt` of `step` holds (or waits for), if any, and
+-- wakes its pool through a timer, so the next waiter is dispatched.
+local function release_slot(step, attempt)
+  local pool = sget(step, 'slot')
+  if not pool or pool == '' then return end
+  local member = RUN_ID .. '|' .. step .. '|' .. attempt
+  redis.call('ZREM', PREFIX .. ':sem:' .. pool .. ':holders', member)
+  redis.call('LREM', PREFIX .. ':sem:' .. pool .. ':queue', 0, member)
+  redis.call('ZADD', TIMERS, NOW, 'sem-wake|' .. pool .. '||0')
+end
+
 -- Finishes the run: sets its status, cancels unfinished steps (and the child runs of workflow
 -- steps, through a timer), tells a parent run (through a timer), and starts the retention clock.
 local function finish_run(status, output, err)
@@ -133,6 +145,7 @@ local function finish_run(status, output, err)
   for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
     local st = sget(s, 'status')
     if LIVE[st] then
+      release_slot(s, sget(s, 'attempt') or '0')
       sset(s, 'status', 'cancelled', 'finished_at', tostring(NOW))
       event('step', s, tonumber(sget(s, 'attempt')) or 0, 'cancelled', 'run ' .. status)
       local child = sget(s, 'child_run')
@@ -141,8 +154,16 @@ local function finish_run(status, output, err)
       end
     end
   end
-  local parent = redis.call('HMGET', RUN, 'parent_run', 'parent_step', 'parent_attempt')
-  if parent[1] and parent[1] ~= '' then
+  local parent = redis.call('HMGET', RUN, 'parent_run', 'parent_step', 'parent_attempt', 'parent_kind')
+  if parent[1] and parent[1] ~= '' and parent[4] == 'emit' then
+    -- An emitted run: count it in its emitting step (once, whatever re-emissions happen), and let
+    -- the coordinator start more or complete the step.
+    local psteps = PREFIX .. ':{' .. parent[1] .. '}:steps'
+    if redis.call('SADD', PREFIX .. ':{' .. parent[1] .. '}:emit-done:' .. parent[2], RUN_ID) == 1 then
+      redis.call('HINCRBY', psteps, parent[2] .. (status == 'succeeded' and ':emit_succeeded' or ':emit_failed'), 1)
+    end
+    redis.call('ZADD', TIMERS, NOW, 'emit|' .. parent[1] .. '|' .. parent[2] .. '|0')
+  elseif parent[1] and parent[1] ~= '' then
     redis.call('ZADD', TIMERS, NOW, 'child-done|' .. parent[1] .. '|' .. parent[2] .. '|' .. parent[3])
   end
   event('run', '', 0, status, err or '')

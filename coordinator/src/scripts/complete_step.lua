@@ -2,7 +2,7 @@
 -- `<step>#<index>`), reported by worker ARGV[7] or found by the coordinator (a timer, a skip, a
 -- human, a child run).
 -- ARGV[8] outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) |
---         'heartbeat' (heartbeat timeout)
+--         'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded)
 -- ARGV[9] the output JSON ('ok'), the reason ('skip') or the error message
 -- ARGV[10] when to dispatch the next attempt (Unix ms), or '0' to fail the step for good
 --          (the coordinator decided this from the step's retry policy before calling)
@@ -11,7 +11,7 @@
 -- ARGV[13] the workflow's leaf steps, comma-separated (their outputs make the run output)
 -- ARGV[14] 'workflow@version' the coordinator planned with; anything else is answered stale
 -- ARGV[15] the largest output allowed (bytes): a fan-out step whose results together are larger fails
--- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'};
+-- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a child is dispatched exactly
 -- once, when its last parent is done; a fan-out step succeeds once, when its last element does,
@@ -34,6 +34,8 @@ if outcome == 'heartbeat' then
 end
 local hash = string.find(step, '#', 1, true)
 local parent = hash and string.sub(step, 1, hash - 1)
+-- The attempt is over, whatever its outcome: its concurrency slot goes to the next waiter.
+release_slot(step, attempt)
 
 if outcome == 'ok' and parent then
   -- A fan-out element: record it, start the next element, and end the step after the last one.
@@ -74,6 +76,15 @@ if outcome == 'ok' then
 end
 if outcome == 'skip' then
   return step_done(step, attempt, 'skipped', 'null', ARGV[9], ARGV[12], ARGV[13])
+end
+if outcome == 'emit' then
+  -- An emitting step's handler succeeded: keep its output; the step waits while the coordinator
+  -- starts (and, if asked, waits for) its child runs, then completes it with 'ok'.
+  sset(step, 'status', 'waiting', 'emit_output', ARGV[9], 'worker', worker, 'emit_planned', '',
+    'waiting_for', 'starting the runs it emits')
+  event('step', step, attempt, 'waiting', 'handler done; starting the runs it emits')
+  redis.call('ZADD', TIMERS, NOW, 'emit|' .. RUN_ID .. '|' .. step .. '|' .. attempt)
+  return { 'emit' }
 end
 
 local word = (outcome == 'error') and 'failed' or 'timed_out'

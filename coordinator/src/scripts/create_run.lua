@@ -2,7 +2,8 @@
 -- (which is how an idempotency key returns the same run: the id is derived from the key).
 -- ARGV[5] run id, [6] workflow, [7] version, [8] input JSON, [9] idempotency key,
 -- [10] all step ids (comma-separated, definition order), [11] root step ids (comma-separated),
--- [12] [13] [14] for a child run: the parent run, step and attempt ('' otherwise).
+-- [12] [13] [14] for a child run: the parent run, step and attempt ('' otherwise); [15] 'workflow'
+-- (a workflow step's child) or 'emit' (a run an emitting step started).
 -- Returns {'created'} or {'exists', status}.
 -- Invariant: a run is created whole (run, every step, its first events) or not at all.
 if redis.call('EXISTS', RUN) == 1 then
@@ -11,7 +12,8 @@ end
 local steps = split(ARGV[10], ',')
 redis.call('HSET', RUN, 'id', ARGV[5], 'workflow', ARGV[6], 'version', ARGV[7], 'status', 'pending',
   'input', ARGV[8], 'idempotency_key', ARGV[9], 'created_at', tostring(NOW), 'step_ids', ARGV[10],
-  'steps_left', tostring(#steps), 'parent_run', ARGV[12], 'parent_step', ARGV[13], 'parent_attempt', ARGV[14])
+  'steps_left', tostring(#steps), 'parent_run', ARGV[12], 'parent_step', ARGV[13], 'parent_attempt', ARGV[14],
+  'parent_kind', ARGV[15])
 for _, s in ipairs(steps) do
   sset(s, 'status', 'pending', 'attempt', '0')
 end

@@ -17,6 +17,7 @@ local st = sget(step, 'status')
 if mode == 'suspend' then
   if st ~= 'running' and st ~= 'dispatched' then return { 'stale' } end
   record_attempt(step, attempt, 'suspended', '', ARGV[11])
+  release_slot(step, attempt)
 elseif st ~= 'dispatched' then
   return { 'stale' }
 end

@@ -10,7 +10,10 @@
 //! `square` (a fan-out element `{"n": N, "ms": M, "fail_once": bool}` or a bare number: returns
 //! N*N after M ms; counts each element's executions in the hash `<namespace>:test:items:<run>:<step>`),
 //! `screen` (computes first, then suspends until event `review` with key `input.key`; resumed, it
-//! returns what it computed and the event's payload; counts `exec` and `resumed`).
+//! returns what it computed and the event's payload; counts `exec` and `resumed`),
+//! `guarded` (`{"pool": P, "ms": M}`: counts how many run at once per pool in
+//! `<namespace>:test:inside:<P>`, keeps the most ever seen in `<namespace>:test:max-inside:<P>`,
+//! appends its start time (Unix ms) to the list `<namespace>:test:starts:<P>`, sleeps M ms).
 
 use std::time::Duration;
 
@@ -49,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         prefix: config.namespace.clone(),
     };
 
+    let c8 = counter.clone();
     let (c1, c2, c3, c4, c5, c6, c7) = (
         counter.clone(),
         counter.clone(),
@@ -172,6 +176,34 @@ async fn main() -> anyhow::Result<()> {
                 let key = input["key"].as_str().unwrap_or_default().to_string();
                 let timeout = input["timeout_ms"].as_u64().map(Duration::from_millis);
                 Err(StepError::suspend("review", key, timeout))
+            }
+        })
+        .handler("guarded", move |ctx: StepContext, input: Value| {
+            let c = c8.clone();
+            async move {
+                c.count(&ctx).await;
+                let pool = input["pool"].as_str().unwrap_or("p").to_string();
+                let inside = format!("{}:test:inside:{pool}", c.prefix);
+                let most = format!("{}:test:max-inside:{pool}", c.prefix);
+                let starts = format!("{}:test:starts:{pool}", c.prefix);
+                let mut conn = c.conn.clone();
+                let enter = redis::Script::new(
+                    "local v = redis.call('INCR', KEYS[1]) \
+                     if v > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], v) end \
+                     redis.call('RPUSH', KEYS[3], ARGV[1]) \
+                     for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, 3600) end \
+                     return v",
+                );
+                let _: Result<i64, _> = enter
+                    .key(&inside)
+                    .key(&most)
+                    .key(&starts)
+                    .arg(baton_shared::time::now_ms())
+                    .invoke_async(&mut conn)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(50))).await;
+                let _: Result<i64, _> = conn.decr(&inside, 1).await;
+                Ok::<_, StepError>(json!({"pool": pool}))
             }
         })
         .run(baton_worker::shutdown_signal())
