@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use baton_shared::proto::event_service_client::EventServiceClient;
 use baton_shared::proto::human_task_service_client::HumanTaskServiceClient;
 use baton_shared::proto::run_service_client::RunServiceClient;
+use baton_shared::proto::schedule_service_client::ScheduleServiceClient;
 use baton_shared::proto::workflow_service_client::WorkflowServiceClient;
 use baton_shared::proto::{GetRunRequest, Run, RunEvent, RunStatus, WatchRunRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -71,6 +72,11 @@ impl Coordinator {
     /// A human task client.
     pub fn human_tasks(&self) -> HumanTaskServiceClient<Channel> {
         HumanTaskServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A schedule client.
+    pub fn schedules(&self) -> ScheduleServiceClient<Channel> {
+        ScheduleServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// One run, by id.

@@ -13,17 +13,18 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use baton_shared::proto::{
-    CancelRunRequest, CompleteHumanTaskRequest, GetWorkflowRequest, ListHumanTasksRequest, ListRunsRequest,
-    ListWorkflowsRequest, PublishEventRequest, RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run,
-    RunOperationResponse, RunStatus, SubmitRunRequest,
+    CancelRunRequest, CompleteHumanTaskRequest, CreateScheduleRequest, GetWorkflowRequest, ListHumanTasksRequest,
+    ListRunsRequest, ListScheduleTicksRequest, ListSchedulesRequest, ListWorkflowsRequest, PublishEventRequest,
+    RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run, RunOperationResponse, RunStatus, Schedule,
+    ScheduleRef, SubmitRunRequest,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::client::Coordinator;
 
-/// Register workflows, start and follow runs, publish events and complete human tasks on a Baton
-/// coordinator.
+/// Register workflows, start and follow runs, schedule them, publish events and complete human tasks
+/// on a Baton coordinator.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version)]
 pub struct Cli {
@@ -58,12 +59,15 @@ pub enum Command {
     /// Start, inspect and follow runs.
     #[command(subcommand)]
     Run(RunCommand),
-    /// Publish events to the steps waiting for them.
+    /// Publish events to the steps waiting for them and the workflows they start.
     #[command(subcommand)]
     Event(EventCommand),
     /// List and complete the tasks of human steps.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Start runs on a cron schedule.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
 }
 
 /// `baton workflow ...`
@@ -133,10 +137,11 @@ pub enum RunCommand {
 /// `baton event ...`
 #[derive(Debug, Subcommand)]
 pub enum EventCommand {
-    /// Publish an event to the steps waiting for it.
+    /// Publish an event to the steps waiting for it; prints them and the runs it started.
     ///
     /// Every step waiting for (NAME, KEY) gets it; when none waits, the coordinator keeps it for its
-    /// event TTL and hands it to the first step that starts waiting for it.
+    /// event TTL and hands it to the first step that starts waiting for it. Every workflow started
+    /// by the event (`on: {event: NAME}`) whose filter matches the payload gets a new run.
     Publish {
         /// The event's name.
         name: String,
@@ -170,6 +175,127 @@ pub enum TaskCommand {
         #[arg(long, short = 'u', value_name = "USER")]
         user: Option<String>,
     },
+}
+
+/// `baton schedule ...`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule that starts a run of a workflow at every tick of a cron expression.
+    ///
+    /// With the id of an existing schedule created this way, replaces it.
+    Create(ScheduleCreateArgs),
+    /// Show a schedule: its workflow, cron expression, policies and next tick.
+    Get {
+        /// The schedule id.
+        id: String,
+    },
+    /// List schedules, by id.
+    List {
+        /// Only schedules of this workflow.
+        #[arg(long, value_name = "NAME")]
+        workflow: Option<String>,
+    },
+    /// Pause a schedule: it records nothing and starts nothing until resumed (missed ticks are not
+    /// caught up).
+    Pause {
+        /// The schedule id.
+        id: String,
+    },
+    /// Resume a paused schedule from its next tick.
+    Resume {
+        /// The schedule id.
+        id: String,
+    },
+    /// Delete a schedule created with `schedule create` (a definition's schedules go away with a
+    /// new version without them).
+    Delete {
+        /// The schedule id.
+        id: String,
+    },
+    /// Fire a schedule now, whatever its overlap policy, and print the tick.
+    Trigger {
+        /// The schedule id.
+        id: String,
+    },
+    /// Print a schedule's ticks, newest first: when, what happened, the run each started.
+    History {
+        /// The schedule id.
+        id: String,
+        /// At most this many ticks (the coordinator's default is 50).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
+}
+
+/// Arguments of `baton schedule create`.
+#[derive(Debug, Args)]
+pub struct ScheduleCreateArgs {
+    /// The workflow to start.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: String,
+    /// A specific workflow version (default: the latest when each run starts).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub version: Option<u32>,
+    /// When: 5 cron fields (`min hour day month weekday`), or 6 with seconds first.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: String,
+    /// The IANA time zone the expression is read in, e.g. `Europe/Paris` (default: UTC).
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// The input of every run: JSON text, or `@FILE` (`-` reads standard input); default `{}`.
+    #[arg(long, short = 'i', value_name = "JSON|@FILE")]
+    pub input: Option<String>,
+    /// What a tick does while the previous run has not finished (default: skip).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub overlap: Option<Overlap>,
+    /// How late a tick missed while no coordinator ran may still fire, e.g. `1h`, `30s` (default:
+    /// the coordinator's, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_window_ms)]
+    pub catchup_window: Option<u64>,
+    /// The schedule's id, `[A-Za-z0-9_.:/-]` (default: generated).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+/// A schedule's overlap policy, for `baton schedule create --overlap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Overlap {
+    /// Start nothing; record the tick as skipped.
+    Skip,
+    /// Keep one tick, to fire when the previous run ends.
+    #[value(name = "buffer_one", alias = "buffer-one")]
+    BufferOne,
+    /// Start a run anyway.
+    #[value(name = "allow_all", alias = "allow-all")]
+    AllowAll,
+    /// Cancel the previous run, then start a new one.
+    #[value(name = "cancel_other", alias = "cancel-other")]
+    CancelOther,
+}
+
+impl Overlap {
+    /// The word the coordinator uses.
+    pub fn word(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::BufferOne => "buffer_one",
+            Overlap::AllowAll => "allow_all",
+            Overlap::CancelOther => "cancel_other",
+        }
+    }
+}
+
+/// Parses a `--catchup-window` duration (`1h`, `30s`, `1h 30m`) into whole milliseconds; zero is
+/// refused (leave the flag out for the coordinator's default).
+fn parse_window_ms(s: &str) -> Result<u64, String> {
+    let duration = baton_shared::duration::parse(s)?;
+    match u64::try_from(duration.as_millis()) {
+        Ok(0) => Err(format!(
+            "{s:?} is too short: must be at least 1ms (leave --catchup-window out for the default)"
+        )),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err(format!("{s:?} is too long")),
+    }
 }
 
 /// Arguments of `baton task list`.
@@ -532,8 +658,105 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Output::Json => print_json(&render::task_json(&task), true)?,
             }
         }
+        Command::Schedule(command) => schedule(&cli.addr, output, command).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one schedule (the answer of `schedule get`, `create`, `pause` and `resume`).
+fn print_schedule(output: Output, schedule: &Schedule) -> Result<()> {
+    match output {
+        Output::Table => print_text(&render::schedule_text(schedule)),
+        Output::Json => print_json(&render::schedule_json(schedule), true),
+    }
+}
+
+/// Runs a `baton schedule` command.
+async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Result<()> {
+    let by_id = |id: String| ScheduleRef { id };
+    match command {
+        ScheduleCommand::Create(args) => {
+            let input_json = args.input.as_deref().map(read_input).transpose()?.unwrap_or_default();
+            let coordinator = Coordinator::connect(addr).await?;
+            let request = CreateScheduleRequest {
+                id: args.id.unwrap_or_default(),
+                workflow: args.workflow,
+                workflow_version: args.version.unwrap_or(0),
+                cron: args.cron,
+                timezone: args.timezone.unwrap_or_default(),
+                input_json,
+                overlap: args.overlap.map(Overlap::word).unwrap_or_default().to_owned(),
+                catchup_window_ms: args.catchup_window.unwrap_or(0),
+            };
+            let schedule = coordinator.schedules().create_schedule(request).await?.into_inner();
+            print_schedule(output, &schedule)?;
+        }
+        ScheduleCommand::Get { id } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            let schedule = coordinator.schedules().get_schedule(by_id(id)).await?.into_inner();
+            print_schedule(output, &schedule)?;
+        }
+        ScheduleCommand::List { workflow } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            let request = ListSchedulesRequest {
+                workflow: workflow.unwrap_or_default(),
+            };
+            let schedules = coordinator
+                .schedules()
+                .list_schedules(request)
+                .await?
+                .into_inner()
+                .schedules;
+            match output {
+                Output::Table => print_text(&render::schedule_list_text(&schedules))?,
+                Output::Json => print_json(&schedules.iter().map(render::schedule_json).collect::<Vec<_>>(), true)?,
+            }
+        }
+        ScheduleCommand::Pause { id } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            let schedule = coordinator.schedules().pause_schedule(by_id(id)).await?.into_inner();
+            print_schedule(output, &schedule)?;
+        }
+        ScheduleCommand::Resume { id } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            let schedule = coordinator.schedules().resume_schedule(by_id(id)).await?.into_inner();
+            print_schedule(output, &schedule)?;
+        }
+        ScheduleCommand::Delete { id } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            coordinator.schedules().delete_schedule(by_id(id.clone())).await?;
+            match output {
+                Output::Table => print_text(&format!("schedule {id} deleted\n"))?,
+                Output::Json => print_json(&render::schedule_deleted_json(&id), true)?,
+            }
+        }
+        ScheduleCommand::Trigger { id } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            let tick = coordinator.schedules().trigger_schedule(by_id(id)).await?.into_inner();
+            match output {
+                Output::Table => print_text(&render::tick_text(&tick))?,
+                Output::Json => print_json(&render::tick_json(&tick), true)?,
+            }
+        }
+        ScheduleCommand::History { id, limit } => {
+            let coordinator = Coordinator::connect(addr).await?;
+            let request = ListScheduleTicksRequest {
+                id,
+                limit: limit.unwrap_or(0),
+            };
+            let ticks = coordinator
+                .schedules()
+                .list_schedule_ticks(request)
+                .await?
+                .into_inner()
+                .ticks;
+            match output {
+                Output::Table => print_text(&render::tick_list_text(&ticks))?,
+                Output::Json => print_json(&ticks.iter().map(render::tick_json).collect::<Vec<_>>(), true)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `baton run submit`: starts the run, then optionally waits for it or watches it.
@@ -822,6 +1045,183 @@ mod tests {
             parse(&["task", "get", "r-1", "approve"]).is_err(),
             "there is no task get"
         );
+    }
+
+    #[test]
+    fn schedule_create_arguments() {
+        let cli = parse(&["schedule", "create", "--workflow", "reports", "--cron", "0 9 * * 1-5"]).unwrap();
+        let Command::Schedule(ScheduleCommand::Create(args)) = cli.command else {
+            panic!("not schedule create")
+        };
+        assert_eq!((args.workflow.as_str(), args.cron.as_str()), ("reports", "0 9 * * 1-5"));
+        assert_eq!(
+            (
+                args.version,
+                args.timezone,
+                args.input,
+                args.overlap,
+                args.catchup_window,
+                args.id
+            ),
+            (None, None, None, None, None, None)
+        );
+
+        let cli = parse(&[
+            "schedule",
+            "create",
+            "--workflow",
+            "reports",
+            "--version",
+            "2",
+            "--cron",
+            "*/30 * * * * *",
+            "--timezone",
+            "Europe/Paris",
+            "--input",
+            "@input.json",
+            "--overlap",
+            "buffer_one",
+            "--catchup-window",
+            "1h 30m",
+            "--id",
+            "reports-daily",
+        ])
+        .unwrap();
+        let Command::Schedule(ScheduleCommand::Create(args)) = cli.command else {
+            panic!("not schedule create")
+        };
+        assert_eq!(args.version, Some(2));
+        assert_eq!(args.timezone.as_deref(), Some("Europe/Paris"));
+        assert_eq!(args.input.as_deref(), Some("@input.json"));
+        assert_eq!(args.overlap, Some(Overlap::BufferOne));
+        assert_eq!(args.catchup_window, Some(5_400_000));
+        assert_eq!(args.id.as_deref(), Some("reports-daily"));
+
+        let required = ["schedule", "create", "--workflow", "w", "--cron", "* * * * *"];
+        assert!(parse(&required[..4]).is_err(), "--cron is required");
+        assert!(
+            parse(&["schedule", "create", "--cron", "* * * * *"]).is_err(),
+            "--workflow is required"
+        );
+        assert!(parse(&[&required[..], &["--version", "0"]].concat()).is_err());
+        assert!(parse(&[&required[..], &["--catchup-window", "soon"]].concat()).is_err());
+    }
+
+    #[test]
+    fn overlap_policies_use_the_coordinator_words() {
+        for (arg, policy) in [
+            ("skip", Overlap::Skip),
+            ("buffer_one", Overlap::BufferOne),
+            ("allow_all", Overlap::AllowAll),
+            ("cancel_other", Overlap::CancelOther),
+            ("cancel-other", Overlap::CancelOther),
+        ] {
+            let cli = parse(&[
+                "schedule",
+                "create",
+                "--workflow",
+                "w",
+                "--cron",
+                "@daily",
+                "--overlap",
+                arg,
+            ])
+            .unwrap();
+            let Command::Schedule(ScheduleCommand::Create(args)) = cli.command else {
+                panic!("not schedule create")
+            };
+            assert_eq!(args.overlap, Some(policy), "{arg}");
+            assert_eq!(policy.word(), arg.replace('-', "_"));
+        }
+        let err = parse(&[
+            "schedule",
+            "create",
+            "--workflow",
+            "w",
+            "--cron",
+            "@daily",
+            "--overlap",
+            "queue",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("skip, buffer_one, allow_all, cancel_other"), "{err}");
+    }
+
+    #[test]
+    fn catchup_windows_are_durations_in_milliseconds() {
+        assert_eq!(parse_window_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_window_ms("30s"), Ok(30_000));
+        assert_eq!(parse_window_ms(" 250ms "), Ok(250));
+        let err = parse_window_ms("0s").unwrap_err();
+        assert!(err.contains("must be at least 1ms"), "{err}");
+        let err = parse_window_ms("an hour").unwrap_err();
+        assert!(err.starts_with("invalid duration \"an hour\""), "{err}");
+        let err = parse(&[
+            "schedule",
+            "create",
+            "--workflow",
+            "w",
+            "--cron",
+            "@daily",
+            "--catchup-window",
+            "1x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--catchup-window") && err.contains("invalid duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn schedule_commands_take_an_id() {
+        let id_of = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Schedule(
+                ScheduleCommand::Get { id }
+                | ScheduleCommand::Pause { id }
+                | ScheduleCommand::Resume { id }
+                | ScheduleCommand::Delete { id }
+                | ScheduleCommand::Trigger { id }
+                | ScheduleCommand::History { id, .. },
+            ) => id,
+            other => panic!("unexpected {other:?}"),
+        };
+        for verb in ["get", "pause", "resume", "delete", "trigger", "history"] {
+            assert_eq!(id_of(&["schedule", verb, "nightly"]), "nightly", "{verb}");
+            assert!(parse(&["schedule", verb]).is_err(), "{verb} needs an id");
+        }
+        let cli = parse(&["schedule", "pause", "nightly", "-o", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Schedule(ScheduleCommand::Pause { .. })));
+        assert_eq!(cli.output, Output::Json);
+    }
+
+    #[test]
+    fn schedule_list_and_history_arguments() {
+        let cli = parse(&["schedule", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Schedule(ScheduleCommand::List { workflow: None })
+        ));
+        let cli = parse(&["schedule", "list", "--workflow", "reports"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Schedule(ScheduleCommand::List { workflow: Some(w) }) if w == "reports")
+        );
+
+        let cli = parse(&["schedule", "history", "nightly"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Schedule(ScheduleCommand::History { limit: None, .. })
+        ));
+        let cli = parse(&["schedule", "history", "nightly", "--limit", "20"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Schedule(ScheduleCommand::History { limit: Some(20), .. })
+        ));
+        assert!(parse(&["schedule", "history", "nightly", "--limit", "0"]).is_err());
+        assert!(parse(&["schedule", "history", "nightly", "--limit", "1001"]).is_err());
+        assert!(parse(&["schedule", "get"]).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_shared::proto::{
-    Attempt, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent,
-    RunStatus, StepDefinition, StepRun, StepStatus, SubmitRunResponse, Workflow,
+    Attempt, EmitProgress, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse, RetryPolicy, Run,
+    RunEvent, RunStatus, Schedule, ScheduleTick, StepDefinition, StepRun, StepStatus, SubmitRunResponse, Workflow,
 };
 use baton_shared::time::millis;
 use prost_types::Timestamp;
@@ -374,7 +374,79 @@ fn timeout_text(step: &StepDefinition) -> String {
     }
 }
 
-fn step_definition_row(step: &StepDefinition, show_when: bool, show_for_each: bool) -> Vec<String> {
+/// The CONCURRENCY cell of a step definition: how many attempts hold a slot at once, and per what,
+/// e.g. `3 per input.customer`; `-` when not limited.
+fn concurrency_text(step: &StepDefinition) -> String {
+    match step.concurrency.as_ref().filter(|c| c.limit > 0) {
+        None => "-".to_owned(),
+        Some(c) if c.key.trim().is_empty() => c.limit.to_string(),
+        Some(c) => format!("{} per {}", c.limit, one_line(&c.key)),
+    }
+}
+
+/// The RATE LIMIT cell of a step definition: starts per period, and per what, e.g.
+/// `10/1m per input.tenant`; `-` when not limited.
+fn rate_limit_text(step: &StepDefinition) -> String {
+    match step.rate_limit.as_ref().filter(|r| r.limit > 0) {
+        None => "-".to_owned(),
+        Some(r) => {
+            let text = format!("{}/{}", r.limit, human_duration(to_i64(r.period_ms)));
+            if r.key.trim().is_empty() {
+                text
+            } else {
+                format!("{text} per {}", one_line(&r.key))
+            }
+        }
+    }
+}
+
+/// The EMIT cell of a step definition: the workflow it starts runs of and the CEL list it starts
+/// them for, e.g. `emits notify per output.users (50 at once, waits)`; `-` when it emits nothing.
+fn emit_text(step: &StepDefinition) -> String {
+    let Some(emit) = step.emit.as_ref().filter(|e| !e.workflow.is_empty()) else {
+        return "-".to_owned();
+    };
+    let mut text = format!("emits {} per {}", emit.workflow, one_line(&emit.items));
+    let mut extra = Vec::new();
+    if emit.max_in_flight > 0 {
+        extra.push(format!("{} at once", emit.max_in_flight));
+    }
+    if emit.wait {
+        extra.push("waits".to_owned());
+    }
+    if !extra.is_empty() {
+        text.push_str(&format!(" ({})", extra.join(", ")));
+    }
+    text
+}
+
+/// Which optional columns the `workflow get` step table shows: those some step needs.
+#[derive(Clone, Copy)]
+struct DefinitionColumns {
+    when: bool,
+    for_each: bool,
+    concurrency: bool,
+    rate_limit: bool,
+    emit: bool,
+}
+
+impl DefinitionColumns {
+    fn of(steps: &[StepDefinition]) -> Self {
+        Self {
+            when: steps.iter().any(|s| !s.when.trim().is_empty()),
+            for_each: steps.iter().any(|s| !s.for_each.trim().is_empty()),
+            concurrency: steps
+                .iter()
+                .any(|s| s.concurrency.as_ref().is_some_and(|c| c.limit > 0)),
+            rate_limit: steps.iter().any(|s| s.rate_limit.as_ref().is_some_and(|r| r.limit > 0)),
+            emit: steps
+                .iter()
+                .any(|s| s.emit.as_ref().is_some_and(|e| !e.workflow.is_empty())),
+        }
+    }
+}
+
+fn step_definition_row(step: &StepDefinition, columns: DefinitionColumns) -> Vec<String> {
     let (attempts, backoff, non_retryable) = match &step.retry {
         Some(r) => (
             r.max_attempts.to_string(),
@@ -388,11 +460,20 @@ fn step_definition_row(step: &StepDefinition, show_when: bool, show_for_each: bo
         definition_action(step),
         or_dash(&step.depends_on.join(", ")),
     ];
-    if show_when {
+    if columns.when {
         row.push(or_dash(&one_line(&step.when)));
     }
-    if show_for_each {
+    if columns.for_each {
         row.push(for_each_text(step));
+    }
+    if columns.concurrency {
+        row.push(concurrency_text(step));
+    }
+    if columns.rate_limit {
+        row.push(rate_limit_text(step));
+    }
+    if columns.emit {
+        row.push(emit_text(step));
     }
     row.extend([
         timeout_text(step),
@@ -404,31 +485,69 @@ fn step_definition_row(step: &StepDefinition, show_when: bool, show_for_each: bo
     row
 }
 
+/// The workflow's run limit, e.g. `3 runs at once per input.customer`; `None` when unlimited.
+fn run_limit_text(w: &Workflow) -> Option<String> {
+    if w.max_concurrent_runs == 0 {
+        return None;
+    }
+    let text = format!("{} runs at once", w.max_concurrent_runs);
+    Some(if w.concurrency_key.trim().is_empty() {
+        text
+    } else {
+        format!("{text} per {}", one_line(&w.concurrency_key))
+    })
+}
+
+/// The event that starts runs of the workflow and its filter, e.g.
+/// `"order.created" if payload.total > 100`; `None` when no event starts it.
+fn on_event_text(w: &Workflow) -> Option<String> {
+    if w.on_event.is_empty() {
+        return None;
+    }
+    Some(if w.on_event_filter.trim().is_empty() {
+        quoted(&w.on_event)
+    } else {
+        format!("{} if {}", quoted(&w.on_event), one_line(&w.on_event_filter))
+    })
+}
+
 /// The `workflow get` view: the workflow's details, then a table of its steps.
 pub fn workflow_text(w: &Workflow) -> String {
-    let mut out = fields(&[
+    let mut items = vec![
         ("Workflow", w.name.clone()),
         ("Version", w.version.to_string()),
         ("Versions", or_dash(&version_ranges(&w.versions))),
         ("Registered", table_time(w.registered_at.as_ref())),
         ("Description", or_dash(w.description.trim())),
-        ("Input schema", json_text(&w.input_schema_json)),
-    ]);
+    ];
+    // The run limit and the starting event only when set.
+    if let Some(limit) = run_limit_text(w) {
+        items.push(("Run limit", limit));
+    }
+    if let Some(event) = on_event_text(w) {
+        items.push(("On event", event));
+    }
+    items.push(("Input schema", json_text(&w.input_schema_json)));
+    let mut out = fields(&items);
     out.push('\n');
-    // The CONDITION and FOR EACH columns only when some step has one.
-    let show_when = w.steps.iter().any(|s| !s.when.trim().is_empty());
-    let show_for_each = w.steps.iter().any(|s| !s.for_each.trim().is_empty());
-    let rows: Vec<Vec<String>> = w
-        .steps
-        .iter()
-        .map(|s| step_definition_row(s, show_when, show_for_each))
-        .collect();
+    // The CONDITION, FOR EACH, CONCURRENCY, RATE LIMIT and EMIT columns only when some step has one.
+    let columns = DefinitionColumns::of(&w.steps);
+    let rows: Vec<Vec<String>> = w.steps.iter().map(|s| step_definition_row(s, columns)).collect();
     let mut headers = vec!["STEP", "HANDLER", "DEPENDS ON"];
-    if show_when {
+    if columns.when {
         headers.push("CONDITION");
     }
-    if show_for_each {
+    if columns.for_each {
         headers.push("FOR EACH");
+    }
+    if columns.concurrency {
+        headers.push("CONCURRENCY");
+    }
+    if columns.rate_limit {
+        headers.push("RATE LIMIT");
+    }
+    if columns.emit {
+        headers.push("EMIT");
     }
     headers.extend(["TIMEOUT", "HEARTBEAT", "ATTEMPTS", "BACKOFF", "NON-RETRYABLE"]);
     out.push_str(&table(&headers, &rows));
@@ -514,16 +633,58 @@ pub fn progress_text(items: &ItemProgress) -> String {
     text
 }
 
-/// The DETAIL cell of a step of a run: fan-out progress, what a waiting step waits for, the child
-/// run of a workflow step and who completed a human step; empty when there is nothing to say.
+/// An emitting step's child runs, e.g. `emitted 1000: 10 pending, 5 running, 980 ok, 5 failed`
+/// (zero pending, running and failed counts left out).
+pub fn emitted_text(emitted: &EmitProgress) -> String {
+    let mut parts = Vec::new();
+    if emitted.pending > 0 {
+        parts.push(format!("{} pending", emitted.pending));
+    }
+    if emitted.running > 0 {
+        parts.push(format!("{} running", emitted.running));
+    }
+    parts.push(format!("{} ok", emitted.succeeded));
+    if emitted.failed > 0 {
+        parts.push(format!("{} failed", emitted.failed));
+    }
+    format!("emitted {}: {}", emitted.total, parts.join(", "))
+}
+
+/// At most this many holders of a concurrency slot are named by `run get`; `--output json` lists
+/// them all.
+const SLOT_HOLDERS_SHOWN: usize = 3;
+
+/// A step waiting for a concurrency slot: the slot's pool and who holds its slots, e.g.
+/// `slot orders/charge/acme held by r-1/charge#1, r-2/charge#1, r-3/charge#2 +2 more`.
+pub fn slot_text(slot: &str, holders: &[String]) -> String {
+    let mut text = format!("slot {slot}");
+    if !holders.is_empty() {
+        let named: Vec<&str> = holders.iter().take(SLOT_HOLDERS_SHOWN).map(String::as_str).collect();
+        text.push_str(&format!(" held by {}", named.join(", ")));
+        if holders.len() > SLOT_HOLDERS_SHOWN {
+            text.push_str(&format!(" +{} more", holders.len() - SLOT_HOLDERS_SHOWN));
+        }
+    }
+    text
+}
+
+/// The DETAIL cell of a step of a run: fan-out progress, an emitting step's child runs, what a
+/// waiting step waits for (an event, a concurrency slot), the child run of a workflow step and who
+/// completed a human step; empty when there is nothing to say.
 fn step_detail(step: &StepRun) -> String {
     let mut parts = Vec::new();
     if let Some(items) = &step.items {
         parts.push(progress_text(items));
     }
+    if let Some(emitted) = &step.emitted {
+        parts.push(emitted_text(emitted));
+    }
     let waiting = StepStatus::try_from(step.status) == Ok(StepStatus::Waiting);
     if waiting && !step.waiting_for.trim().is_empty() {
         parts.push(format!("waiting for {}", one_line(&step.waiting_for)));
+    }
+    if waiting && !step.slot.is_empty() {
+        parts.push(slot_text(&step.slot, &step.slot_holders));
     }
     if !step.child_run_id.is_empty() {
         parts.push(format!("child run {}", step.child_run_id));
@@ -568,8 +729,11 @@ pub fn run_text(run: &Run, now_ms: i64) -> String {
     if !run.child_run_ids.is_empty() {
         items.push(("Children", children_text(&run.child_run_ids)));
     }
+    items.push(("Status", run_status_word(run.status)));
+    if !run.waiting_for.trim().is_empty() {
+        items.push(("Waiting", one_line(&run.waiting_for)));
+    }
     items.extend([
-        ("Status", run_status_word(run.status)),
         ("Created", table_time(run.created_at.as_ref())),
         ("Started", table_time(run.started_at.as_ref())),
         ("Finished", table_time(run.finished_at.as_ref())),
@@ -644,21 +808,29 @@ pub fn run_list_text(runs: &[Run], next_page_token: &str, now_ms: i64) -> String
     out
 }
 
-/// The answer to `event publish`: the steps the event was delivered to, or that it was buffered.
+/// The answer to `event publish`: the steps the event was delivered to, or that it was buffered;
+/// then the runs it started, if any.
 pub fn publish_text(resp: &PublishEventResponse) -> String {
-    if resp.delivered.is_empty() {
-        return if resp.buffered {
-            "no step was waiting; buffered for the coordinator's event TTL\n".to_owned()
-        } else {
-            "no step was waiting; the event was not kept\n".to_owned()
-        };
+    let mut out = if !resp.delivered.is_empty() {
+        let rows: Vec<Vec<String>> = resp
+            .delivered
+            .iter()
+            .map(|s| vec![s.run_id.clone(), s.step_id.clone()])
+            .collect();
+        format!("delivered to {} step(s):\n", resp.delivered.len()) + &indent(&table(&[], &rows), 2)
+    } else if resp.buffered {
+        "no step was waiting; buffered for the coordinator's event TTL\n".to_owned()
+    } else {
+        "no step was waiting; the event was not kept\n".to_owned()
+    };
+    if !resp.started_run_ids.is_empty() {
+        out.push_str(&format!(
+            "started {} run(s): {}\n",
+            resp.started_run_ids.len(),
+            resp.started_run_ids.join(", ")
+        ));
     }
-    let rows: Vec<Vec<String>> = resp
-        .delivered
-        .iter()
-        .map(|s| vec![s.run_id.clone(), s.step_id.clone()])
-        .collect();
-    format!("delivered to {} step(s):\n", resp.delivered.len()) + &indent(&table(&[], &rows), 2)
+    out
 }
 
 /// `-` for no assignees, otherwise the assignees comma separated.
@@ -710,6 +882,135 @@ pub fn task_text(t: &HumanTask) -> String {
         ("Completed at", table_time(t.completed_at.as_ref())),
         ("Data", json_text(&t.data_json)),
     ])
+}
+
+/// A schedule's workflow: `name@N` when pinned to a version, the name alone for the latest.
+fn schedule_workflow(s: &Schedule) -> String {
+    if s.workflow_version > 0 {
+        format!("{}@{}", s.workflow, s.workflow_version)
+    } else {
+        s.workflow.clone()
+    }
+}
+
+/// A schedule's time zone: `UTC` when the coordinator sent none.
+fn schedule_timezone(s: &Schedule) -> &str {
+    if s.timezone.is_empty() { "UTC" } else { &s.timezone }
+}
+
+/// A schedule's overlap policy: `skip` when the coordinator sent none.
+fn schedule_overlap(s: &Schedule) -> &str {
+    if s.overlap.is_empty() { "skip" } else { &s.overlap }
+}
+
+/// A schedule's input: `{}` when the coordinator sent none.
+fn schedule_input(s: &Schedule) -> &str {
+    if s.input_json.trim().is_empty() {
+        "{}"
+    } else {
+        &s.input_json
+    }
+}
+
+/// `paused` or `active`.
+fn schedule_state(s: &Schedule) -> &'static str {
+    if s.paused { "paused" } else { "active" }
+}
+
+/// The `schedule list` table.
+pub fn schedule_list_text(schedules: &[Schedule]) -> String {
+    if schedules.is_empty() {
+        return "no schedules found\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = schedules
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                schedule_workflow(s),
+                one_line(&s.cron),
+                schedule_timezone(s).to_owned(),
+                schedule_overlap(s).to_owned(),
+                table_time(s.next_tick_at.as_ref()),
+                schedule_state(s).to_owned(),
+                or_dash(&s.last_run_id),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "WORKFLOW",
+            "CRON",
+            "TIMEZONE",
+            "OVERLAP",
+            "NEXT TICK",
+            "STATE",
+            "LAST RUN",
+        ],
+        &rows,
+    )
+}
+
+/// One schedule, as `schedule get`, `create`, `pause` and `resume` print it.
+pub fn schedule_text(s: &Schedule) -> String {
+    let catchup = if s.catchup_window_ms == 0 {
+        "the coordinator's default".to_owned()
+    } else {
+        human_duration(to_i64(s.catchup_window_ms))
+    };
+    fields(&[
+        ("Schedule", s.id.clone()),
+        (
+            "Workflow",
+            if s.workflow_version > 0 {
+                schedule_workflow(s)
+            } else {
+                format!("{} (latest version)", s.workflow)
+            },
+        ),
+        ("Cron", one_line(&s.cron)),
+        ("Timezone", schedule_timezone(s).to_owned()),
+        ("Overlap", schedule_overlap(s).to_owned()),
+        ("Catch-up window", catchup),
+        ("State", schedule_state(s).to_owned()),
+        ("Next tick", table_time(s.next_tick_at.as_ref())),
+        ("Last run", or_dash(&s.last_run_id)),
+        ("Source", or_dash(&s.source)),
+        ("Created", table_time(s.created_at.as_ref())),
+        ("Input", json_text(schedule_input(s))),
+    ])
+}
+
+/// One tick, as `schedule trigger` prints it.
+pub fn tick_text(t: &ScheduleTick) -> String {
+    fields(&[
+        ("Schedule", t.schedule_id.clone()),
+        ("Tick", table_time(t.tick_at.as_ref())),
+        ("Outcome", or_dash(&t.outcome)),
+        ("Run", or_dash(&t.run_id)),
+        ("Reason", or_dash(&one_line(&t.reason))),
+        ("Recorded", table_time(t.recorded_at.as_ref())),
+    ])
+}
+
+/// The `schedule history` table: the ledger, newest first.
+pub fn tick_list_text(ticks: &[ScheduleTick]) -> String {
+    if ticks.is_empty() {
+        return "no ticks recorded\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = ticks
+        .iter()
+        .map(|t| {
+            vec![
+                table_time(t.tick_at.as_ref()),
+                or_dash(&t.outcome),
+                or_dash(&t.run_id),
+                one_line(&t.reason),
+            ]
+        })
+        .collect();
+    table(&["TICK", "OUTCOME", "RUN", "REASON"], &rows)
 }
 
 /// The widest subject (`run` or a step id) among a run's steps, to line up event lines.
@@ -809,6 +1110,14 @@ pub struct WorkflowJson {
     pub registered_at: Option<String>,
     /// The JSON Schema for run inputs, `null` when none.
     pub input_schema: Value,
+    /// At most this many runs at once, `null` when not limited.
+    pub max_concurrent_runs: Option<u32>,
+    /// The CEL key the run limit applies per, `null` for one limit over all runs.
+    pub concurrency_key: Option<String>,
+    /// The event that starts runs of this workflow, `null` when none.
+    pub on_event: Option<String>,
+    /// The CEL filter over the event's `payload`, `null` when every such event starts a run.
+    pub on_event_filter: Option<String>,
     /// The steps, in definition order.
     pub steps: Vec<StepDefinitionJson>,
     /// The normalised definition the coordinator stored.
@@ -852,6 +1161,47 @@ pub struct StepDefinitionJson {
     pub workflow_version: Option<u32>,
     /// Its retry policy, `null` when the server sent none.
     pub retry: Option<RetryJson>,
+    /// Its concurrency limit, `null` when not limited.
+    pub concurrency: Option<ConcurrencyJson>,
+    /// Its rate limit, `null` when not limited.
+    pub rate_limit: Option<RateLimitJson>,
+    /// The runs of another workflow it starts from its output, `null` when none.
+    pub emit: Option<EmitJson>,
+}
+
+/// A step's concurrency limit, as JSON.
+#[derive(Debug, Serialize)]
+pub struct ConcurrencyJson {
+    /// Attempts holding a slot at once, at most.
+    pub limit: u32,
+    /// The CEL key the limit applies per, `null` for one pool.
+    pub key: Option<String>,
+}
+
+/// A step's rate limit, as JSON.
+#[derive(Debug, Serialize)]
+pub struct RateLimitJson {
+    /// Starts per period, at most.
+    pub limit: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// The CEL key the limit applies per, `null` for one limit.
+    pub key: Option<String>,
+}
+
+/// The runs a step emits, as JSON.
+#[derive(Debug, Serialize)]
+pub struct EmitJson {
+    /// The workflow it starts runs of.
+    pub workflow: String,
+    /// The CEL list it starts one run per element of.
+    pub items: String,
+    /// The CEL key per element a child run's id is derived from, `null` when none.
+    pub key: Option<String>,
+    /// Whether the step waits for every child run to finish.
+    pub wait: bool,
+    /// Child runs unfinished at once, at most; `null` when not limited.
+    pub max_in_flight: Option<u32>,
 }
 
 /// What a `wait_for_event` step waits for, as JSON.
@@ -906,6 +1256,10 @@ pub fn workflow_json(w: &Workflow) -> WorkflowJson {
         description: non_empty(&w.description),
         registered_at: json_time(w.registered_at.as_ref()),
         input_schema: json_value(&w.input_schema_json),
+        max_concurrent_runs: (w.max_concurrent_runs > 0).then_some(w.max_concurrent_runs),
+        concurrency_key: non_empty(w.concurrency_key.trim()),
+        on_event: non_empty(&w.on_event),
+        on_event_filter: non_empty(w.on_event_filter.trim()),
         steps: w.steps.iter().map(step_definition_json).collect(),
         definition: json_value(&w.definition_json),
     }
@@ -947,6 +1301,22 @@ fn step_definition_json(s: &StepDefinition) -> StepDefinitionJson {
             jitter: r.jitter,
             non_retryable_errors: r.non_retryable_errors.clone(),
         }),
+        concurrency: s.concurrency.as_ref().filter(|c| c.limit > 0).map(|c| ConcurrencyJson {
+            limit: c.limit,
+            key: non_empty(c.key.trim()),
+        }),
+        rate_limit: s.rate_limit.as_ref().filter(|r| r.limit > 0).map(|r| RateLimitJson {
+            limit: r.limit,
+            period_ms: r.period_ms,
+            key: non_empty(r.key.trim()),
+        }),
+        emit: s.emit.as_ref().filter(|e| !e.workflow.is_empty()).map(|e| EmitJson {
+            workflow: e.workflow.clone(),
+            items: e.items.clone(),
+            key: non_empty(e.key.trim()),
+            wait: e.wait,
+            max_in_flight: (e.max_in_flight > 0).then_some(e.max_in_flight),
+        }),
     }
 }
 
@@ -978,6 +1348,8 @@ pub struct RunJson {
     pub version: u32,
     /// The status word (`running`, `timed_out`, ...).
     pub status: String,
+    /// For a pending run waiting for a run slot: what it waits for; `null` otherwise.
+    pub waiting_for: Option<String>,
     /// The run input.
     pub input: Value,
     /// The run output, `null` until it succeeds.
@@ -1033,8 +1405,15 @@ pub struct StepJson {
     pub finished_at: Option<String>,
     /// For a fan-out step: the progress of its elements; `null` otherwise.
     pub items: Option<ItemProgressJson>,
+    /// For an emitting step: its child runs, rolled up; `null` otherwise.
+    pub emitted: Option<EmitProgressJson>,
     /// For a waiting step: what it waits for, e.g. `event "payment" key "42"`; `null` otherwise.
     pub waiting_for: Option<String>,
+    /// For a step limited by a concurrency slot: the slot's pool (`<workflow>/<step>/<key>`);
+    /// `null` otherwise.
+    pub slot: Option<String>,
+    /// The attempts holding the pool's slots now (`<run>/<step>#<attempt>`).
+    pub slot_holders: Vec<String>,
     /// For a `workflow` step: the child run, `null` before it starts.
     pub child_run_id: Option<String>,
     /// For a completed `human` step: who completed it; `null` otherwise.
@@ -1054,6 +1433,21 @@ pub struct ItemProgressJson {
     pub failed: u32,
     /// Elements dispatched, running or retrying.
     pub in_flight: u32,
+}
+
+/// An emitting step's child runs, rolled up, as JSON.
+#[derive(Debug, Serialize)]
+pub struct EmitProgressJson {
+    /// Child runs in all.
+    pub total: u32,
+    /// Not started yet (not created, or waiting for a run slot).
+    pub pending: u32,
+    /// Running.
+    pub running: u32,
+    /// Succeeded.
+    pub succeeded: u32,
+    /// Failed, cancelled or timed out.
+    pub failed: u32,
 }
 
 /// A finished attempt as JSON.
@@ -1080,6 +1474,7 @@ pub fn run_json(run: &Run) -> RunJson {
         workflow: run.workflow.clone(),
         version: run.version,
         status: run_status_word(run.status),
+        waiting_for: non_empty(run.waiting_for.trim()),
         input: json_value(&run.input_json),
         output: json_value(&run.output_json),
         error: non_empty(&run.error),
@@ -1115,7 +1510,16 @@ fn step_json(s: &StepRun) -> StepJson {
             failed: i.failed,
             in_flight: i.in_flight,
         }),
+        emitted: s.emitted.as_ref().map(|e| EmitProgressJson {
+            total: e.total,
+            pending: e.pending,
+            running: e.running,
+            succeeded: e.succeeded,
+            failed: e.failed,
+        }),
         waiting_for: non_empty(&s.waiting_for),
+        slot: non_empty(&s.slot),
+        slot_holders: s.slot_holders.clone(),
         child_run_id: non_empty(&s.child_run_id),
         completed_by: non_empty(&s.completed_by),
         attempts: s
@@ -1157,6 +1561,8 @@ pub struct PublishJson {
     pub delivered: Vec<StepRefJson>,
     /// True when no step waited and the event was buffered.
     pub buffered: bool,
+    /// The runs the event started (workflows started by it whose filter matched).
+    pub started_run_ids: Vec<String>,
 }
 
 /// A step of a run, as JSON.
@@ -1180,6 +1586,7 @@ pub fn publish_json(resp: &PublishEventResponse) -> PublishJson {
             })
             .collect(),
         buffered: resp.buffered,
+        started_run_ids: resp.started_run_ids.clone(),
     }
 }
 
@@ -1230,6 +1637,102 @@ pub fn task_json(t: &HumanTask) -> HumanTaskJson {
         completed_by: non_empty(&t.completed_by),
         completed_at: json_time(t.completed_at.as_ref()),
         data: json_value(&t.data_json),
+    }
+}
+
+/// A schedule as JSON.
+#[derive(Debug, Serialize)]
+pub struct ScheduleJson {
+    /// The schedule id.
+    pub id: String,
+    /// The workflow it starts runs of.
+    pub workflow: String,
+    /// The workflow version, `null` for the latest when each run starts.
+    pub workflow_version: Option<u32>,
+    /// The cron expression.
+    pub cron: String,
+    /// The IANA time zone the expression is read in.
+    pub timezone: String,
+    /// The input of every run.
+    pub input: Value,
+    /// `skip`, `buffer_one`, `allow_all` or `cancel_other`.
+    pub overlap: String,
+    /// How late a missed tick may still fire, in milliseconds; `null` for the coordinator's default.
+    pub catchup_window_ms: Option<u64>,
+    /// True while paused.
+    pub paused: bool,
+    /// `definition` (declared in a workflow definition) or `api`; `null` when not sent.
+    pub source: Option<String>,
+    /// When it was created.
+    pub created_at: Option<String>,
+    /// Its next tick, `null` when paused or when the expression has none.
+    pub next_tick_at: Option<String>,
+    /// The run of its last fire, `null` when none.
+    pub last_run_id: Option<String>,
+}
+
+/// A schedule as JSON.
+pub fn schedule_json(s: &Schedule) -> ScheduleJson {
+    ScheduleJson {
+        id: s.id.clone(),
+        workflow: s.workflow.clone(),
+        workflow_version: (s.workflow_version > 0).then_some(s.workflow_version),
+        cron: s.cron.clone(),
+        timezone: schedule_timezone(s).to_owned(),
+        input: json_value(schedule_input(s)),
+        overlap: schedule_overlap(s).to_owned(),
+        catchup_window_ms: (s.catchup_window_ms > 0).then_some(s.catchup_window_ms),
+        paused: s.paused,
+        source: non_empty(&s.source),
+        created_at: json_time(s.created_at.as_ref()),
+        next_tick_at: json_time(s.next_tick_at.as_ref()),
+        last_run_id: non_empty(&s.last_run_id),
+    }
+}
+
+/// The JSON answer to `schedule delete`.
+#[derive(Debug, Serialize)]
+pub struct ScheduleDeletedJson {
+    /// The schedule id.
+    pub id: String,
+    /// Always true (a failure is an error, not an answer).
+    pub deleted: bool,
+}
+
+/// The JSON answer to `schedule delete`.
+pub fn schedule_deleted_json(id: &str) -> ScheduleDeletedJson {
+    ScheduleDeletedJson {
+        id: id.to_owned(),
+        deleted: true,
+    }
+}
+
+/// A schedule tick as JSON.
+#[derive(Debug, Serialize)]
+pub struct ScheduleTickJson {
+    /// The schedule.
+    pub schedule_id: String,
+    /// The tick's time (for a trigger, when it was triggered).
+    pub tick_at: Option<String>,
+    /// `fired`, `skipped`, `buffered` or `triggered`.
+    pub outcome: String,
+    /// The run it started, `null` when none.
+    pub run_id: Option<String>,
+    /// Why (for example, why it was skipped), `null` when nothing to say.
+    pub reason: Option<String>,
+    /// When it was recorded.
+    pub recorded_at: Option<String>,
+}
+
+/// A schedule tick as JSON.
+pub fn tick_json(t: &ScheduleTick) -> ScheduleTickJson {
+    ScheduleTickJson {
+        schedule_id: t.schedule_id.clone(),
+        tick_at: json_time(t.tick_at.as_ref()),
+        outcome: t.outcome.clone(),
+        run_id: non_empty(&t.run_id),
+        reason: non_empty(&t.reason),
+        recorded_at: json_time(t.recorded_at.as_ref()),
     }
 }
 

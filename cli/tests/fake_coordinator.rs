@@ -1,6 +1,6 @@
 //! Runs the `baton` binary against a fake in-process coordinator: output, exit statuses, error
 //! reporting, the fall back to polling when the event stream ends before the run does, and the
-//! requests that `event publish` and `task list/complete` send.
+//! requests that `event publish`, `task list/complete` and `schedule ...` send.
 
 use std::io::Write as _;
 use std::process::{Output, Stdio};
@@ -10,13 +10,16 @@ use std::time::Duration;
 use baton_shared::proto::event_service_server::{EventService, EventServiceServer};
 use baton_shared::proto::human_task_service_server::{HumanTaskService, HumanTaskServiceServer};
 use baton_shared::proto::run_service_server::{RunService, RunServiceServer};
+use baton_shared::proto::schedule_service_server::{ScheduleService, ScheduleServiceServer};
 use baton_shared::proto::workflow_service_server::{WorkflowService, WorkflowServiceServer};
 use baton_shared::proto::{
-    CancelRunRequest, CompleteHumanTaskRequest, GetRunRequest, GetWorkflowRequest, HumanTask, ListHumanTasksRequest,
-    ListHumanTasksResponse, ListRunsRequest, ListRunsResponse, ListWorkflowsRequest, ListWorkflowsResponse,
-    PublishEventRequest, PublishEventResponse, RegisterWorkflowRequest, RegisterWorkflowResponse, RerunRunRequest,
-    RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus, StepRef, StepRun, StepStatus, SubmitRunRequest,
-    SubmitRunResponse, WatchRunRequest, Workflow,
+    CancelRunRequest, CompleteHumanTaskRequest, CreateScheduleRequest, DeleteScheduleResponse, GetRunRequest,
+    GetWorkflowRequest, HumanTask, ListHumanTasksRequest, ListHumanTasksResponse, ListRunsRequest, ListRunsResponse,
+    ListScheduleTicksRequest, ListScheduleTicksResponse, ListSchedulesRequest, ListSchedulesResponse,
+    ListWorkflowsRequest, ListWorkflowsResponse, PublishEventRequest, PublishEventResponse, RegisterWorkflowRequest,
+    RegisterWorkflowResponse, RerunRunRequest, RetryRunRequest, Run, RunEvent, RunOperationResponse, RunStatus,
+    Schedule, ScheduleRef, ScheduleTick, StepRef, StepRun, StepStatus, SubmitRunRequest, SubmitRunResponse,
+    WatchRunRequest, Workflow,
 };
 use baton_shared::time::{now_ms, timestamp};
 use tonic::transport::Server;
@@ -25,14 +28,21 @@ use tonic::{Request, Response, Status};
 
 /// Run `ok` has succeeded. Run `slow` is running for its first two `GetRun`s, then failed; its
 /// event stream ends early, after two events. Step `r-1/payment` waits for event `payment`; other
-/// events are buffered. Task `r-1/approve` is open and needs `{"approved": <bool>}`. The event and
-/// task requests are kept for the tests to check.
+/// events are buffered; event `order.created` starts two runs. Task `r-1/approve` is open and
+/// needs `{"approved": <bool>}`. Schedule `nightly` exists (of workflow `reports`, the only one that
+/// schedules can be created for). The event, task and schedule requests are kept for the tests to
+/// check.
 #[derive(Default)]
 struct Fake {
     slow_gets: Mutex<u32>,
     published: Mutex<Vec<PublishEventRequest>>,
     task_lists: Mutex<Vec<ListHumanTasksRequest>>,
     completions: Mutex<Vec<CompleteHumanTaskRequest>>,
+    schedule_creates: Mutex<Vec<CreateScheduleRequest>>,
+    schedule_lists: Mutex<Vec<ListSchedulesRequest>>,
+    /// `<rpc> <id>` for the RPCs that take a schedule id (get, pause, resume, delete, trigger).
+    schedule_calls: Mutex<Vec<String>>,
+    tick_lists: Mutex<Vec<ListScheduleTicksRequest>>,
 }
 
 /// Keeps a request in `log`.
@@ -59,6 +69,50 @@ fn approve_task() -> HumanTask {
         status: "open".to_owned(),
         created_at: timestamp(1_740_830_400_000),
         ..HumanTask::default()
+    }
+}
+
+/// 2025-03-01T12:00:00Z in Unix milliseconds.
+const T0: i64 = 1_740_830_400_000;
+
+/// The schedule `nightly`: `reports` every day at 02:00 in Paris, skipping overlapping ticks.
+fn nightly() -> Schedule {
+    Schedule {
+        id: "nightly".to_owned(),
+        workflow: "reports".to_owned(),
+        cron: "0 2 * * *".to_owned(),
+        timezone: "Europe/Paris".to_owned(),
+        input_json: "{}".to_owned(),
+        overlap: "skip".to_owned(),
+        catchup_window_ms: 3_600_000,
+        source: "api".to_owned(),
+        created_at: timestamp(T0 - 86_400_000),
+        next_tick_at: timestamp(T0 + 46_800_000),
+        last_run_id: "sched-nightly-1".to_owned(),
+        ..Schedule::default()
+    }
+}
+
+/// A tick of `nightly`, `offset_ms` after T0.
+fn nightly_tick(outcome: &str, offset_ms: i64, run_id: &str, reason: &str) -> ScheduleTick {
+    ScheduleTick {
+        schedule_id: "nightly".to_owned(),
+        tick_at: timestamp(T0 + offset_ms),
+        outcome: outcome.to_owned(),
+        run_id: run_id.to_owned(),
+        reason: reason.to_owned(),
+        recorded_at: timestamp(T0 + offset_ms + 20),
+    }
+}
+
+/// Keeps `<rpc> <id>` in `fake.schedule_calls`; NOT_FOUND unless the id is `nightly`.
+fn schedule_call(fake: &Fake, rpc: &str, request: Request<ScheduleRef>) -> Result<(), Status> {
+    let id = request.into_inner().id;
+    record(&fake.schedule_calls, format!("{rpc} {id}"))?;
+    if id == "nightly" {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!("schedule {id} not found")))
     }
 }
 
@@ -220,10 +274,17 @@ impl EventService for Fake {
                     step_id: "payment".to_owned(),
                 }],
                 buffered: false,
+                started_run_ids: vec![],
+            })),
+            "order.created" => Ok(Response::new(PublishEventResponse {
+                delivered: vec![],
+                buffered: true,
+                started_run_ids: vec!["ev-billing-1".to_owned(), "ev-audit-1".to_owned()],
             })),
             _ => Ok(Response::new(PublishEventResponse {
                 delivered: vec![],
                 buffered: true,
+                started_run_ids: vec![],
             })),
         }
     }
@@ -279,6 +340,106 @@ impl HumanTaskService for Fake {
     }
 }
 
+#[tonic::async_trait]
+impl ScheduleService for Fake {
+    async fn create_schedule(&self, request: Request<CreateScheduleRequest>) -> Result<Response<Schedule>, Status> {
+        let request = request.into_inner();
+        record(&self.schedule_creates, request.clone())?;
+        let fields = request.cron.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(Status::invalid_argument(format!(
+                "cron: expected 5 or 6 fields, got {fields}"
+            )));
+        }
+        if request.workflow != "reports" {
+            return Err(Status::not_found(format!("workflow {} not found", request.workflow)));
+        }
+        Ok(Response::new(Schedule {
+            id: if request.id.is_empty() {
+                "sch-generated".to_owned()
+            } else {
+                request.id
+            },
+            workflow: request.workflow,
+            workflow_version: request.workflow_version,
+            cron: request.cron,
+            timezone: request.timezone,
+            input_json: request.input_json,
+            overlap: request.overlap,
+            catchup_window_ms: request.catchup_window_ms,
+            paused: false,
+            source: "api".to_owned(),
+            created_at: timestamp(T0),
+            next_tick_at: timestamp(T0 + 3_600_000),
+            last_run_id: String::new(),
+        }))
+    }
+
+    async fn get_schedule(&self, request: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
+        schedule_call(self, "get", request)?;
+        Ok(Response::new(nightly()))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesResponse>, Status> {
+        record(&self.schedule_lists, request.into_inner())?;
+        Ok(Response::new(ListSchedulesResponse {
+            schedules: vec![nightly()],
+        }))
+    }
+
+    async fn pause_schedule(&self, request: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
+        schedule_call(self, "pause", request)?;
+        Ok(Response::new(Schedule {
+            paused: true,
+            next_tick_at: None,
+            ..nightly()
+        }))
+    }
+
+    async fn resume_schedule(&self, request: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
+        schedule_call(self, "resume", request)?;
+        Ok(Response::new(nightly()))
+    }
+
+    async fn delete_schedule(&self, request: Request<ScheduleRef>) -> Result<Response<DeleteScheduleResponse>, Status> {
+        schedule_call(self, "delete", request)?;
+        Ok(Response::new(DeleteScheduleResponse {}))
+    }
+
+    async fn trigger_schedule(&self, request: Request<ScheduleRef>) -> Result<Response<ScheduleTick>, Status> {
+        schedule_call(self, "trigger", request)?;
+        Ok(Response::new(nightly_tick(
+            "triggered",
+            60_000,
+            "sched-nightly-t-2",
+            "",
+        )))
+    }
+
+    async fn list_schedule_ticks(
+        &self,
+        request: Request<ListScheduleTicksRequest>,
+    ) -> Result<Response<ListScheduleTicksResponse>, Status> {
+        let request = request.into_inner();
+        record(&self.tick_lists, request.clone())?;
+        if request.id != "nightly" {
+            return Err(Status::not_found(format!("schedule {} not found", request.id)));
+        }
+        let mut ticks = vec![
+            nightly_tick("triggered", 60_000, "sched-nightly-t-2", ""),
+            nightly_tick("skipped", 0, "", "run sched-nightly-1 is still running"),
+            nightly_tick("fired", -86_400_000, "sched-nightly-1", ""),
+        ];
+        if request.limit > 0 {
+            ticks.truncate(request.limit as usize);
+        }
+        Ok(Response::new(ListScheduleTicksResponse { ticks }))
+    }
+}
+
 /// Starts the fake coordinator and answers its address as `host:port`.
 async fn start() -> String {
     start_fake().await.0
@@ -296,6 +457,7 @@ async fn start_fake() -> (String, Arc<Fake>) {
             .add_service(WorkflowServiceServer::from_arc(fake.clone()))
             .add_service(EventServiceServer::from_arc(fake.clone()))
             .add_service(HumanTaskServiceServer::from_arc(fake.clone()))
+            .add_service(ScheduleServiceServer::from_arc(fake.clone()))
             .serve_with_incoming(incoming),
     );
     (addr.to_string(), fake)
@@ -469,7 +631,10 @@ async fn event_publish_sends_name_key_and_payload() {
     let out = baton(&addr, &["event", "publish", "shipped", "--key", "", "-o", "json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
-    assert_eq!(answer, serde_json::json!({"delivered": [], "buffered": true}));
+    assert_eq!(
+        answer,
+        serde_json::json!({"delivered": [], "buffered": true, "started_run_ids": []})
+    );
     let out = baton(&addr, &["event", "publish", "shipped", "--key", "k"]).await;
     assert_eq!(
         stdout(&out),
@@ -700,5 +865,303 @@ async fn task_complete_needs_a_user_and_json_data_before_connecting() {
         stderr(&out).starts_with("error: --data is not valid JSON"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn event_publish_prints_the_runs_it_started() {
+    let addr = start().await;
+    let out = baton(&addr, &["event", "publish", "order.created", "--key", "o-1"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "no step was waiting; buffered for the coordinator's event TTL\n\
+         started 2 run(s): ev-billing-1, ev-audit-1\n"
+    );
+    let out = baton(
+        &addr,
+        &["event", "publish", "order.created", "--key", "o-1", "-o", "json"],
+    )
+    .await;
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(
+        answer["started_run_ids"],
+        serde_json::json!(["ev-billing-1", "ev-audit-1"])
+    );
+}
+
+#[tokio::test]
+async fn schedule_create_sends_the_request_and_prints_the_schedule() {
+    let (addr, fake) = start_fake().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, "{\"format\": \"pdf\"}\n").expect("write");
+    let at_file = format!("@{}", file.display());
+    let out = baton(
+        &addr,
+        &[
+            "schedule",
+            "create",
+            "--workflow",
+            "reports",
+            "--version",
+            "2",
+            "--cron",
+            "0 2 * * *",
+            "--timezone",
+            "Europe/Paris",
+            "--input",
+            &at_file,
+            "--overlap",
+            "cancel_other",
+            "--catchup-window",
+            "1h 30m",
+            "--id",
+            "reports-nightly",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Schedule:         reports-nightly\n\
+         Workflow:         reports@2\n\
+         Cron:             0 2 * * *\n\
+         Timezone:         Europe/Paris\n\
+         Overlap:          cancel_other\n\
+         Catch-up window:  1h30m\n\
+         State:            active\n\
+         Next tick:        2025-03-01T13:00:00Z\n\
+         Last run:         -\n\
+         Source:           api\n\
+         Created:          2025-03-01T12:00:00Z\n\
+         Input:            {\"format\":\"pdf\"}\n"
+    );
+
+    // The defaults: nothing but the workflow and the expression is sent. JSON: the schedule.
+    let out = baton(
+        &addr,
+        &[
+            "schedule",
+            "create",
+            "--workflow",
+            "reports",
+            "--cron",
+            "*/5 * * * *",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let schedule: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(schedule["id"], "sch-generated");
+    assert_eq!(schedule["timezone"], "UTC");
+    assert_eq!(schedule["overlap"], "skip");
+    assert_eq!(schedule["input"], serde_json::json!({}));
+    assert!(schedule["workflow_version"].is_null() && schedule["catchup_window_ms"].is_null());
+    assert_eq!(schedule["next_tick_at"], "2025-03-01T13:00:00.000Z");
+
+    assert_eq!(
+        recorded(&fake.schedule_creates),
+        [
+            CreateScheduleRequest {
+                id: "reports-nightly".to_owned(),
+                workflow: "reports".to_owned(),
+                workflow_version: 2,
+                cron: "0 2 * * *".to_owned(),
+                timezone: "Europe/Paris".to_owned(),
+                input_json: "{\"format\": \"pdf\"}\n".to_owned(),
+                overlap: "cancel_other".to_owned(),
+                catchup_window_ms: 5_400_000,
+            },
+            CreateScheduleRequest {
+                workflow: "reports".to_owned(),
+                cron: "*/5 * * * *".to_owned(),
+                ..CreateScheduleRequest::default()
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn schedule_create_prints_invalid_argument_as_it_is_and_exits_2() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(
+        &addr,
+        &[
+            "schedule",
+            "create",
+            "--workflow",
+            "reports",
+            "--cron",
+            "0 2 *",
+            "--input",
+            r#"{"a": 1}"#,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "error: INVALID_ARGUMENT: cron: expected 5 or 6 fields, got 3\n"
+    );
+
+    let out = baton(
+        &addr,
+        &["schedule", "create", "--workflow", "nope", "--cron", "@daily x y z w"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "error: NOT_FOUND: workflow nope not found\n");
+    assert_eq!(recorded(&fake.schedule_creates).len(), 2);
+    assert_eq!(recorded(&fake.schedule_creates)[0].input_json, r#"{"a": 1}"#);
+}
+
+#[tokio::test]
+async fn schedule_create_checks_its_input_and_window_before_connecting() {
+    // Nothing listens on port 1: these errors must come first.
+    let args = ["schedule", "create", "--workflow", "reports", "--cron", "0 2 * * *"];
+    let out = baton("127.0.0.1:1", &[&args[..], &["--input", "{oops"]].concat()).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: --input is not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
+    let out = baton("127.0.0.1:1", &[&args[..], &["--catchup-window", "0s"]].concat()).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--catchup-window"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn schedule_history_prints_the_ledger() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(&addr, &["schedule", "history", "nightly"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "TICK                  OUTCOME    RUN                REASON\n\
+         2025-03-01T12:01:00Z  triggered  sched-nightly-t-2\n\
+         2025-03-01T12:00:00Z  skipped    -                  run sched-nightly-1 is still running\n\
+         2025-02-28T12:00:00Z  fired      sched-nightly-1\n"
+    );
+
+    let out = baton(&addr, &["schedule", "history", "nightly", "--limit", "2", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ticks: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(ticks.as_array().map(Vec::len), Some(2), "{ticks}");
+    assert_eq!(ticks[1]["outcome"], "skipped");
+    assert!(ticks[1]["run_id"].is_null());
+    assert_eq!(ticks[1]["tick_at"], "2025-03-01T12:00:00.000Z");
+
+    let out = baton(&addr, &["schedule", "history", "weekly"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "error: NOT_FOUND: schedule weekly not found\n");
+
+    let expected = |id: &str, limit: u32| ListScheduleTicksRequest {
+        id: id.to_owned(),
+        limit,
+    };
+    assert_eq!(
+        recorded(&fake.tick_lists),
+        [expected("nightly", 0), expected("nightly", 2), expected("weekly", 0)]
+    );
+}
+
+#[tokio::test]
+async fn schedule_trigger_prints_the_tick() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(&addr, &["schedule", "trigger", "nightly"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "Schedule:  nightly\n\
+         Tick:      2025-03-01T12:01:00Z\n\
+         Outcome:   triggered\n\
+         Run:       sched-nightly-t-2\n\
+         Reason:    -\n\
+         Recorded:  2025-03-01T12:01:00Z\n"
+    );
+    let out = baton(&addr, &["schedule", "trigger", "nightly", "-o", "json"]).await;
+    let tick: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(
+        tick,
+        serde_json::json!({
+            "schedule_id": "nightly",
+            "tick_at": "2025-03-01T12:01:00.000Z",
+            "outcome": "triggered",
+            "run_id": "sched-nightly-t-2",
+            "reason": null,
+            "recorded_at": "2025-03-01T12:01:00.020Z",
+        })
+    );
+    assert_eq!(recorded(&fake.schedule_calls), ["trigger nightly", "trigger nightly"]);
+}
+
+#[tokio::test]
+async fn schedule_list_get_pause_resume_and_delete() {
+    let (addr, fake) = start_fake().await;
+    let out = baton(&addr, &["schedule", "list", "--workflow", "reports"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "ID       WORKFLOW  CRON       TIMEZONE      OVERLAP  NEXT TICK             STATE   LAST RUN\n\
+         nightly  reports   0 2 * * *  Europe/Paris  skip     2025-03-02T01:00:00Z  active  sched-nightly-1\n"
+    );
+    let out = baton(&addr, &["schedule", "list", "-o", "json"]).await;
+    let schedules: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(schedules[0]["catchup_window_ms"], 3_600_000);
+    assert_eq!(
+        recorded(&fake.schedule_lists),
+        [
+            ListSchedulesRequest {
+                workflow: "reports".to_owned()
+            },
+            ListSchedulesRequest::default(),
+        ]
+    );
+
+    let out = baton(&addr, &["schedule", "get", "nightly"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Workflow:         reports (latest version)\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = baton(&addr, &["schedule", "pause", "nightly"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("State:            paused\n") && text.contains("Next tick:        -\n"),
+        "{text}"
+    );
+    let out = baton(&addr, &["schedule", "resume", "nightly", "-o", "json"]).await;
+    let schedule: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(schedule["paused"], false);
+
+    let out = baton(&addr, &["schedule", "delete", "nightly"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "schedule nightly deleted\n");
+    let out = baton(&addr, &["schedule", "delete", "nightly", "-o", "json"]).await;
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(answer, serde_json::json!({"id": "nightly", "deleted": true}));
+    let out = baton(&addr, &["schedule", "delete", "weekly"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "error: NOT_FOUND: schedule weekly not found\n");
+
+    assert_eq!(
+        recorded(&fake.schedule_calls),
+        [
+            "get nightly",
+            "pause nightly",
+            "resume nightly",
+            "delete nightly",
+            "delete nightly",
+            "delete weekly"
+        ]
     );
 }

@@ -1,8 +1,9 @@
 //! Tests of the rendering functions, with `insta` snapshots of whole views.
 
 use baton_shared::proto::{
-    Attempt, HumanStepDefinition, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse, RetryPolicy,
-    Run, RunEvent, RunStatus, StepDefinition, StepRef, StepRun, StepStatus, SubmitRunResponse, WaitForEventDefinition,
+    Attempt, ConcurrencyDefinition, EmitDefinition, EmitProgress, HumanStepDefinition, HumanTask, ItemProgress,
+    PublishEventResponse, RateLimitDefinition, RegisterWorkflowResponse, RetryPolicy, Run, RunEvent, RunStatus,
+    Schedule, ScheduleTick, StepDefinition, StepRef, StepRun, StepStatus, SubmitRunResponse, WaitForEventDefinition,
     Workflow,
 };
 use baton_shared::time::timestamp;
@@ -156,6 +157,7 @@ fn workflow() -> Workflow {
         definition_json: r#"{"name":"orders"}"#.to_owned(),
         registered_at: at(-86_400_000),
         versions: vec![1, 2, 3],
+        ..Workflow::default()
     }
 }
 
@@ -695,6 +697,7 @@ fn publish_answers() {
             },
         ],
         buffered: false,
+        started_run_ids: vec![],
     };
     assert_eq!(
         publish_text(&delivered),
@@ -702,11 +705,12 @@ fn publish_answers() {
     );
     assert_eq!(
         serde_json::to_string(&publish_json(&delivered)).unwrap(),
-        r#"{"delivered":[{"run_id":"run-0003","step_id":"payment"},{"run_id":"run-12","step_id":"wait"}],"buffered":false}"#
+        r#"{"delivered":[{"run_id":"run-0003","step_id":"payment"},{"run_id":"run-12","step_id":"wait"}],"buffered":false,"started_run_ids":[]}"#
     );
     let buffered = PublishEventResponse {
         delivered: vec![],
         buffered: true,
+        started_run_ids: vec![],
     };
     assert_eq!(
         publish_text(&buffered),
@@ -714,7 +718,430 @@ fn publish_answers() {
     );
     assert_eq!(
         serde_json::to_string(&publish_json(&buffered)).unwrap(),
-        r#"{"delivered":[],"buffered":true}"#
+        r#"{"delivered":[],"buffered":true,"started_run_ids":[]}"#
+    );
+}
+
+#[test]
+fn publish_answers_name_the_runs_the_event_started() {
+    let started = PublishEventResponse {
+        delivered: vec![StepRef {
+            run_id: "run-0003".to_owned(),
+            step_id: "payment".to_owned(),
+        }],
+        buffered: false,
+        started_run_ids: vec!["run-0100".to_owned(), "run-0101".to_owned()],
+    };
+    assert_eq!(
+        publish_text(&started),
+        "delivered to 1 step(s):\n  run-0003  payment\nstarted 2 run(s): run-0100, run-0101\n"
+    );
+    assert_eq!(
+        serde_json::to_value(publish_json(&started)).unwrap()["started_run_ids"],
+        serde_json::json!(["run-0100", "run-0101"])
+    );
+    let only_started = PublishEventResponse {
+        delivered: vec![],
+        buffered: true,
+        started_run_ids: vec!["run-0100".to_owned()],
+    };
+    assert_eq!(
+        publish_text(&only_started),
+        "no step was waiting; buffered for the coordinator's event TTL\nstarted 1 run(s): run-0100\n"
+    );
+}
+
+/// A run whose `notify_all` step emits runs of `notify` and whose `charge` step waits for a
+/// concurrency slot held by five other attempts.
+fn limited_run() -> Run {
+    let step = |id: &str, handler: &str, status: StepStatus| StepRun {
+        id: id.to_owned(),
+        kind: "task".to_owned(),
+        handler: handler.to_owned(),
+        status: status as i32,
+        max_attempts: 3,
+        ..StepRun::default()
+    };
+    Run {
+        id: "run-0005".to_owned(),
+        workflow: "billing".to_owned(),
+        version: 4,
+        status: RunStatus::Running as i32,
+        input_json: r#"{"customer": "acme"}"#.to_owned(),
+        created_at: at(0),
+        started_at: at(100),
+        steps: vec![
+            StepRun {
+                attempt: 1,
+                started_at: at(100),
+                emitted: Some(EmitProgress {
+                    total: 1000,
+                    pending: 10,
+                    running: 5,
+                    succeeded: 980,
+                    failed: 5,
+                }),
+                ..step("notify_all", "users.list", StepStatus::Running)
+            },
+            StepRun {
+                slot: "billing/charge/acme".to_owned(),
+                slot_holders: (1..=5).map(|i| format!("run-01{i:02}/charge#1")).collect(),
+                depends_on: vec!["notify_all".to_owned()],
+                ..step("charge", "payments.charge", StepStatus::Waiting)
+            },
+            StepRun {
+                attempt: 1,
+                started_at: at(200),
+                slot: "billing/export/acme".to_owned(),
+                slot_holders: vec!["run-0005/export#1".to_owned()],
+                ..step("export", "ledger.export", StepStatus::Running)
+            },
+        ],
+        ..Run::default()
+    }
+}
+
+#[test]
+fn run_view_shows_emitted_runs_and_slot_holders() {
+    let run = limited_run();
+    let text = run_text(&run, T0 + 10_000);
+    assert!(
+        text.contains("emitted 1000: 10 pending, 5 running, 980 ok, 5 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "slot billing/charge/acme held by run-0101/charge#1, run-0102/charge#1, run-0103/charge#1 +2 more"
+        ),
+        "{text}"
+    );
+    // A step that holds its slot (running) does not say so.
+    assert!(!text.contains("billing/export/acme"), "{text}");
+    assert!(!text.contains("Waiting:"), "{text}");
+    insta::assert_snapshot!("run_limited", text);
+    let value = serde_json::to_value(run_json(&run)).unwrap();
+    assert_eq!(value["steps"][1]["slot_holders"].as_array().map(Vec::len), Some(5));
+    assert_eq!(value["steps"][2]["slot"], "billing/export/acme");
+    assert!(value["waiting_for"].is_null() && value["steps"][1]["emitted"].is_null());
+    insta::assert_snapshot!(
+        "run_limited_json",
+        serde_json::to_string_pretty(&run_json(&run)).unwrap()
+    );
+}
+
+#[test]
+fn emitted_and_slot_texts() {
+    let emitted = |total, pending, running, succeeded, failed| EmitProgress {
+        total,
+        pending,
+        running,
+        succeeded,
+        failed,
+    };
+    assert_eq!(
+        emitted_text(&emitted(1000, 10, 5, 980, 5)),
+        "emitted 1000: 10 pending, 5 running, 980 ok, 5 failed"
+    );
+    assert_eq!(emitted_text(&emitted(3, 0, 0, 3, 0)), "emitted 3: 3 ok");
+    assert_eq!(emitted_text(&emitted(0, 0, 0, 0, 0)), "emitted 0: 0 ok");
+    let holders = |n: usize| (1..=n).map(|i| format!("r-{i}/s#1")).collect::<Vec<_>>();
+    assert_eq!(slot_text("w/s/k", &[]), "slot w/s/k");
+    assert_eq!(slot_text("w/s/k", &holders(1)), "slot w/s/k held by r-1/s#1");
+    assert_eq!(
+        slot_text("w/s/k", &holders(3)),
+        "slot w/s/k held by r-1/s#1, r-2/s#1, r-3/s#1"
+    );
+    assert_eq!(
+        slot_text("w/s/k", &holders(4)),
+        "slot w/s/k held by r-1/s#1, r-2/s#1, r-3/s#1 +1 more"
+    );
+}
+
+#[test]
+fn a_pending_run_says_what_run_slot_it_waits_for() {
+    let run = Run {
+        id: "run-0006".to_owned(),
+        workflow: "billing".to_owned(),
+        version: 4,
+        status: RunStatus::Pending as i32,
+        waiting_for: "a run slot of billing for \"acme\" (3 of 3 in use)".to_owned(),
+        created_at: at(0),
+        ..Run::default()
+    };
+    let text = run_text(&run, T0 + 5_000);
+    assert!(
+        text.contains(
+            "Status:           pending\nWaiting:          a run slot of billing for \"acme\" (3 of 3 in use)\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        serde_json::to_value(run_json(&run)).unwrap()["waiting_for"],
+        "a run slot of billing for \"acme\" (3 of 3 in use)"
+    );
+}
+
+/// A workflow limited to 3 runs at once per customer, started by `order.created` events, whose
+/// steps are rate limited, concurrency limited and emit runs of `notify`.
+fn limited_workflow() -> Workflow {
+    let step = |id: &str, handler: &str, after: &[&str]| StepDefinition {
+        id: id.to_owned(),
+        kind: "task".to_owned(),
+        handler: handler.to_owned(),
+        depends_on: after.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_ms: 30_000,
+        ..StepDefinition::default()
+    };
+    Workflow {
+        name: "billing".to_owned(),
+        version: 4,
+        max_concurrent_runs: 3,
+        concurrency_key: "input.customer".to_owned(),
+        on_event: "order.created".to_owned(),
+        on_event_filter: "payload.total > 100".to_owned(),
+        steps: vec![
+            StepDefinition {
+                rate_limit: Some(RateLimitDefinition {
+                    limit: 10,
+                    period_ms: 60_000,
+                    key: "input.tenant".to_owned(),
+                }),
+                ..step("fetch", "orders.fetch", &[])
+            },
+            StepDefinition {
+                emit: Some(EmitDefinition {
+                    workflow: "notify".to_owned(),
+                    items: "output.users".to_owned(),
+                    key: "item.id".to_owned(),
+                    wait: true,
+                    max_in_flight: 50,
+                }),
+                ..step("notify_all", "users.list", &["fetch"])
+            },
+            StepDefinition {
+                concurrency: Some(ConcurrencyDefinition {
+                    limit: 3,
+                    key: "input.customer".to_owned(),
+                }),
+                ..step("charge", "payments.charge", &["fetch"])
+            },
+            StepDefinition {
+                concurrency: Some(ConcurrencyDefinition {
+                    limit: 1,
+                    key: String::new(),
+                }),
+                rate_limit: Some(RateLimitDefinition {
+                    limit: 100,
+                    period_ms: 1_000,
+                    key: String::new(),
+                }),
+                emit: Some(EmitDefinition {
+                    workflow: "archive".to_owned(),
+                    items: "[output]".to_owned(),
+                    ..EmitDefinition::default()
+                }),
+                ..step("export", "ledger.export", &["charge"])
+            },
+        ],
+        registered_at: at(-3_600_000),
+        versions: vec![3, 4],
+        ..Workflow::default()
+    }
+}
+
+#[test]
+fn workflow_view_shows_limits_emits_and_the_starting_event() {
+    let w = limited_workflow();
+    let text = workflow_text(&w);
+    assert!(
+        text.contains("Run limit:     3 runs at once per input.customer\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("On event:      \"order.created\" if payload.total > 100\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CONCURRENCY") && text.contains("RATE LIMIT") && text.contains("EMIT"),
+        "{text}"
+    );
+    assert!(text.contains("3 per input.customer"), "{text}");
+    assert!(text.contains("10/1m per input.tenant"), "{text}");
+    assert!(
+        text.contains("emits notify per output.users (50 at once, waits)"),
+        "{text}"
+    );
+    let export = text.lines().find(|l| l.starts_with("export")).map(one_line);
+    assert_eq!(
+        export.as_deref(),
+        Some("export ledger.export charge 1 100/1s emits archive per [output] 30s - - - -"),
+        "{text}"
+    );
+    insta::assert_snapshot!("workflow_limited", text);
+    insta::assert_snapshot!(
+        "workflow_limited_json",
+        serde_json::to_string_pretty(&workflow_json(&w)).unwrap()
+    );
+
+    // Only the columns and header lines that are needed.
+    let mut w = limited_workflow();
+    w.steps.retain(|s| s.id == "charge");
+    w.on_event_filter.clear();
+    w.concurrency_key.clear();
+    let text = workflow_text(&w);
+    assert!(
+        text.contains("CONCURRENCY") && !text.contains("RATE LIMIT") && !text.contains("EMIT"),
+        "{text}"
+    );
+    assert!(text.contains("Run limit:     3 runs at once\n"), "{text}");
+    assert!(text.contains("On event:      \"order.created\"\n"), "{text}");
+    let plain = workflow_text(&workflow());
+    assert!(
+        !plain.contains("Run limit:") && !plain.contains("On event:") && !plain.contains("CONCURRENCY"),
+        "{plain}"
+    );
+    let value = serde_json::to_value(workflow_json(&workflow())).unwrap();
+    assert!(value["max_concurrent_runs"].is_null() && value["on_event"].is_null());
+    assert!(value["steps"][0]["concurrency"].is_null() && value["steps"][0]["emit"].is_null());
+}
+
+/// A schedule pinned to version 2, in Paris, buffering one overlapping tick.
+fn nightly_schedule() -> Schedule {
+    Schedule {
+        id: "reports-nightly".to_owned(),
+        workflow: "reports".to_owned(),
+        workflow_version: 2,
+        cron: "0 2 * * *".to_owned(),
+        timezone: "Europe/Paris".to_owned(),
+        input_json: r#"{"format": "pdf"}"#.to_owned(),
+        overlap: "buffer_one".to_owned(),
+        catchup_window_ms: 7_200_000,
+        paused: false,
+        source: "api".to_owned(),
+        created_at: at(-86_400_000),
+        next_tick_at: at(46_800_000),
+        last_run_id: "sched-reports-nightly-1740790800000".to_owned(),
+    }
+}
+
+/// A paused schedule declared in a definition, with every default.
+fn paused_schedule() -> Schedule {
+    Schedule {
+        id: "cleanup".to_owned(),
+        workflow: "cleanup".to_owned(),
+        cron: "*/15 * * * *".to_owned(),
+        paused: true,
+        source: "definition".to_owned(),
+        created_at: at(-3_600_000),
+        ..Schedule::default()
+    }
+}
+
+fn tick(outcome: &str, offset_ms: i64, run_id: &str, reason: &str) -> ScheduleTick {
+    ScheduleTick {
+        schedule_id: "reports-nightly".to_owned(),
+        tick_at: at(offset_ms),
+        outcome: outcome.to_owned(),
+        run_id: run_id.to_owned(),
+        reason: reason.to_owned(),
+        recorded_at: at(offset_ms + 15),
+    }
+}
+
+#[test]
+fn schedules() {
+    let schedules = [nightly_schedule(), paused_schedule()];
+    let list = schedule_list_text(&schedules);
+    assert!(list.starts_with("ID   "), "{list}");
+    insta::assert_snapshot!("schedule_list", list);
+    assert_eq!(schedule_list_text(&[]), "no schedules found\n");
+
+    insta::assert_snapshot!("schedule_get", schedule_text(&nightly_schedule()));
+    let defaults = schedule_text(&paused_schedule());
+    for line in [
+        "Workflow:         cleanup (latest version)\n",
+        "Timezone:         UTC\n",
+        "Overlap:          skip\n",
+        "Catch-up window:  the coordinator's default\n",
+        "State:            paused\n",
+        "Next tick:        -\n",
+        "Last run:         -\n",
+        "Input:            {}\n",
+    ] {
+        assert!(defaults.contains(line), "{line:?} in\n{defaults}");
+    }
+
+    insta::assert_snapshot!(
+        "schedule_get_json",
+        serde_json::to_string_pretty(&schedule_json(&nightly_schedule())).unwrap()
+    );
+    let value = serde_json::to_value(schedule_json(&paused_schedule())).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "id": "cleanup",
+            "workflow": "cleanup",
+            "workflow_version": null,
+            "cron": "*/15 * * * *",
+            "timezone": "UTC",
+            "input": {},
+            "overlap": "skip",
+            "catchup_window_ms": null,
+            "paused": true,
+            "source": "definition",
+            "created_at": "2025-03-01T11:00:00.000Z",
+            "next_tick_at": null,
+            "last_run_id": null,
+        })
+    );
+    assert_eq!(
+        serde_json::to_string(&schedule_deleted_json("cleanup")).unwrap(),
+        r#"{"id":"cleanup","deleted":true}"#
+    );
+}
+
+#[test]
+fn schedule_ticks() {
+    let ticks = [
+        tick("triggered", 60_000, "sched-reports-nightly-t-1740830460000", ""),
+        tick("buffered", 0, "", "the previous run is still running"),
+        tick(
+            "skipped",
+            -60_000,
+            "",
+            "the previous run sched-reports-nightly-1 is still running",
+        ),
+        tick("fired", -120_000, "sched-reports-nightly-1", ""),
+    ];
+    insta::assert_snapshot!("schedule_history", tick_list_text(&ticks));
+    assert_eq!(tick_list_text(&[]), "no ticks recorded\n");
+
+    let triggered = &ticks[0];
+    assert_eq!(
+        tick_text(triggered),
+        "Schedule:  reports-nightly\n\
+         Tick:      2025-03-01T12:01:00Z\n\
+         Outcome:   triggered\n\
+         Run:       sched-reports-nightly-t-1740830460000\n\
+         Reason:    -\n\
+         Recorded:  2025-03-01T12:01:00Z\n"
+    );
+    assert_eq!(
+        serde_json::to_value(tick_json(triggered)).unwrap(),
+        serde_json::json!({
+            "schedule_id": "reports-nightly",
+            "tick_at": "2025-03-01T12:01:00.000Z",
+            "outcome": "triggered",
+            "run_id": "sched-reports-nightly-t-1740830460000",
+            "reason": null,
+            "recorded_at": "2025-03-01T12:01:00.015Z",
+        })
+    );
+    let skipped = serde_json::to_value(tick_json(&ticks[2])).unwrap();
+    assert!(skipped["run_id"].is_null(), "{skipped}");
+    assert_eq!(
+        skipped["reason"],
+        "the previous run sched-reports-nightly-1 is still running"
     );
 }
 
