@@ -17,8 +17,9 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Claimed, CompleteArgs, Completion, DispatchMode, DispatchPayload, Disposition, NewRun, ParentRef, RunCall,
-        SlotOutcome, Store, TimerKind, WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
+        Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
+        ParentRef, RunCall, RunSlot, SlotOutcome, Store, TimerKind, WaitArgs, WaitOutcome, parse_outbox_member,
+        timer_member,
     },
 };
 
@@ -44,6 +45,35 @@ pub enum Outcome {
 const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
 const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
+
+/// The run-slot pool of a run of `def` with this input, for a workflow with `max_concurrent_runs`:
+/// `<workflow>/run`, or `<workflow>/run/<key>` with a `concurrency_key`.
+///
+/// # Errors
+/// `InvalidArgument` when the key cannot be evaluated over the input.
+fn run_slot(def: &WorkflowDefinition, input: &serde_json::Value) -> Result<Option<RunSlot>> {
+    let Some(limit) = def.max_concurrent_runs else {
+        return Ok(None);
+    };
+    let pool = match &def.concurrency_key {
+        None => format!("{}/run", def.name),
+        Some(k) => {
+            let b = baton_shared::expr::Bindings {
+                input: input.clone(),
+                ..Default::default()
+            };
+            let key = k
+                .eval_key(&b)
+                .map_err(|e| CoordinatorError::InvalidArgument(format!("input: concurrency_key: {e}")))?;
+            let key: String = key
+                .chars()
+                .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
+                .collect();
+            format!("{}/run/{key}", def.name)
+        }
+    };
+    Ok(Some(RunSlot { pool, limit }))
+}
 
 /// The name of a concurrency or rate-limit pool: `<workflow>/<step>` and, with a key, `/<key>`
 /// (`|`, `{` and `}` in the key become `_`: they delimit Redis members and hash tags).
@@ -239,8 +269,8 @@ impl Engine {
         let now = now_ms();
         let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
-        let outbox_due = now + self.config.dispatch_grace.as_millis() as i64;
-        let existed = self
+        let run_slot = run_slot(def, input)?;
+        let outcome = self
             .store
             .create_run(
                 &call,
@@ -250,13 +280,16 @@ impl Engine {
                 idempotency_key,
                 &machine::step_ids_csv(def),
                 &roots,
-                outbox_due,
+                run_slot.as_ref(),
                 &self.run_timeout_timer(def, &run_id, now),
                 parent,
             )
             .await?;
-        if existed.is_some() {
-            return Ok((run_id, false));
+        match outcome {
+            CreateOutcome::Exists(_) => return Ok((run_id, false)),
+            // Its roots start when a run slot frees (a `run-wake` timer).
+            CreateOutcome::Queued => return Ok((run_id, true)),
+            CreateOutcome::Created => {}
         }
         let payloads = def
             .roots()
@@ -895,6 +928,10 @@ impl Engine {
             tracing::warn!(member = %claimed.member, "dropping malformed timer");
             return self.store.release(false, claimed).await;
         };
+        if kind == TimerKind::RunWake {
+            self.wake_runs(run_id).await?;
+            return self.store.release(false, claimed).await;
+        }
         if kind == TimerKind::SlotWake {
             // The member's "run" is the pool.
             self.wake_pool(run_id).await?;
@@ -951,7 +988,7 @@ impl Engine {
                 }
             }
             // Handled above: they name no step.
-            TimerKind::RunTimeout | TimerKind::CancelChild | TimerKind::SlotWake => {}
+            TimerKind::RunTimeout | TimerKind::CancelChild | TimerKind::SlotWake | TimerKind::RunWake => {}
             TimerKind::RateWake => {
                 if let Some(payload) = self
                     .store
@@ -1285,9 +1322,22 @@ impl Engine {
                         .await?;
                     return Ok(());
                 }
+                let run_slot = match serde_json::from_str::<serde_json::Value>(&input)
+                    .map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))
+                    .and_then(|v| run_slot(&child_def, &v))
+                {
+                    Ok(slot) => slot.map(|s| s.pool),
+                    Err(e) => {
+                        let message = format!("EmitError: child run {child_id}: {e}");
+                        self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                            .await?;
+                        return Ok(());
+                    }
+                };
                 runs.push(NewRun {
                     run_id: child_id,
                     input_json: input,
+                    run_slot,
                 });
             }
             let answers = self
@@ -1300,13 +1350,15 @@ impl Engine {
                     &roots,
                     child_def.timeout,
                     &parent,
+                    child_def.max_concurrent_runs.unwrap_or(0),
                     now,
                 )
                 .await?;
             let mut existed_done = Vec::new();
             for (r, answer) in runs.iter().zip(answers) {
                 match answer {
-                    None => {
+                    CreateOutcome::Queued => {}
+                    CreateOutcome::Created => {
                         let payloads = child_def
                             .roots()
                             .map(|s| DispatchPayload {
@@ -1324,10 +1376,12 @@ impl Engine {
                         Box::pin(self.launch(&child_def, &r.run_id, payloads, now)).await;
                     }
                     // Made by an earlier emission: if it already finished, count it now.
-                    Some(status) if RunStatus::from_word(&status).is_some_and(RunStatus::is_terminal) => {
+                    CreateOutcome::Exists(status)
+                        if RunStatus::from_word(&status).is_some_and(RunStatus::is_terminal) =>
+                    {
                         existed_done.push((r.run_id.clone(), status == "succeeded"));
                     }
-                    Some(_) => {}
+                    CreateOutcome::Exists(_) => {}
                 }
             }
             finished += self.store.count_emitted_done(run_id, step_id, &existed_done).await?;
@@ -1366,6 +1420,42 @@ impl Engine {
     /// to the end of the attempt's timeout).
     fn slot_wait_lease(&self, step: &baton_shared::definition::StepDefinition) -> i64 {
         (step.timeout + SLOT_LEASE_MARGIN + self.config.dispatch_grace + SLOT_QUEUE_ALLOWANCE).as_millis() as i64
+    }
+
+    /// Starts the runs queued for the free run slots of `pool` (`<workflow>/run[/<key>]`).
+    async fn wake_runs(&self, pool: &str) -> Result<()> {
+        let Some(workflow) = pool.split('/').next() else {
+            return Ok(());
+        };
+        let def = match self.registry.get(workflow, 0).await {
+            Ok(r) => r.definition,
+            Err(CoordinatorError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(limit) = def.max_concurrent_runs else {
+            return Ok(());
+        };
+        let now = now_ms();
+        for run_id in self.store.wake_runs(pool, limit, now).await? {
+            let Some((workflow, version)) = self.store.run_workflow(&run_id).await? else {
+                continue;
+            };
+            let def = self.registry.pinned(&workflow, version).await?;
+            let call = RunCall { run_id: &run_id, now };
+            let mut payloads = Vec::new();
+            for root in def.roots() {
+                if let Some(p) = self
+                    .store
+                    .dispatch_attempt(&call, &root.id, 0, DispatchMode::Check, "")
+                    .await?
+                {
+                    payloads.push(p);
+                }
+            }
+            tracing::info!(run = %run_id, pool, "a run got its run slot");
+            self.launch(&def, &run_id, payloads, now).await;
+        }
+        Ok(())
     }
 
     /// Hands the free slots of concurrency pool `pool` to its waiters and publishes them.

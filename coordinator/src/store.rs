@@ -41,6 +41,7 @@ struct Scripts {
     publish_event: redis::Script,
     acquire: redis::Script,
     wake: redis::Script,
+    wake_runs: redis::Script,
     rate: redis::Script,
     claim: redis::Script,
     release: redis::Script,
@@ -101,6 +102,42 @@ pub struct NewRun {
     pub run_id: String,
     /// Its input, JSON text.
     pub input_json: String,
+    /// Its run-slot pool, for a workflow with `max_concurrent_runs`.
+    pub run_slot: Option<String>,
+}
+
+/// The run slots of a workflow with `max_concurrent_runs`: a pool and its limit.
+#[derive(Debug, Clone)]
+pub struct RunSlot {
+    /// `<workflow>/run` or `<workflow>/run/<key>`.
+    pub pool: String,
+    /// Unfinished runs at once, at most.
+    pub limit: u32,
+}
+
+impl RunSlot {
+    fn detail(&self) -> String {
+        format!("a run slot of {} (limit {})", self.pool, self.limit)
+    }
+}
+
+/// What became of a run to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Created, its roots dispatched.
+    Created,
+    /// Created, its roots waiting for a run slot.
+    Queued,
+    /// A run of that id existed, with this status.
+    Exists(String),
+}
+
+fn create_outcome(out: &[String]) -> CreateOutcome {
+    match out.first().map(String::as_str) {
+        Some("created") => CreateOutcome::Created,
+        Some("queued") => CreateOutcome::Queued,
+        _ => CreateOutcome::Exists(out.get(1).cloned().unwrap_or_default()),
+    }
 }
 
 /// How `dispatch_attempt.lua` dispatches.
@@ -253,6 +290,7 @@ impl Store {
             publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
             acquire: redis::Script::new(include_str!("scripts/acquire.lua")),
             wake: redis::Script::new(include_str!("scripts/wake.lua")),
+            wake_runs: redis::Script::new(include_str!("scripts/wake_runs.lua")),
             rate: redis::Script::new(include_str!("scripts/rate.lua")),
             claim: redis::Script::new(include_str!("scripts/claim.lua")),
             release: redis::Script::new(include_str!("scripts/release.lua")),
@@ -317,7 +355,15 @@ impl Store {
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
-        for script in [&s.claim, &s.release, &s.publish_event, &s.acquire, &s.wake, &s.rate] {
+        for script in [
+            &s.claim,
+            &s.release,
+            &s.publish_event,
+            &s.acquire,
+            &s.wake,
+            &s.wake_runs,
+            &s.rate,
+        ] {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
         Ok(())
@@ -373,8 +419,8 @@ impl Store {
         Err(CoordinatorError::Internal("Redis keeps losing Baton's scripts".into()))
     }
 
-    /// Creates a run with its root steps dispatched, after writing its index entries and the outbox
-    /// entries of its roots. Returns `None` if it was created, `Some(status)` if the id existed.
+    /// Creates a run with its root steps dispatched (or, without a free run slot, queued for one),
+    /// after writing its index entries.
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
@@ -388,10 +434,10 @@ impl Store {
         idempotency_key: &str,
         step_ids: &str,
         roots: &[&str],
-        outbox_due: i64,
+        run_slot: Option<&RunSlot>,
         timers: &[(String, i64)],
         parent: Option<&ParentRef<'_>>,
-    ) -> Result<Option<String>> {
+    ) -> Result<CreateOutcome> {
         let mut pre = redis::pipe();
         for (member, due) in timers {
             pre.zadd(self.keys.timers(), member, *due).ignore();
@@ -401,10 +447,6 @@ impl Store {
         if idempotency_key.is_empty() {
             pre.zadd(self.keys.runs_index(), &member, 0).ignore();
             pre.zadd(self.keys.workflow_runs_index(workflow), &member, 0).ignore();
-        }
-        for r in roots {
-            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, r), outbox_due)
-                .ignore();
         }
         let args = [
             call.run_id.to_string(),
@@ -418,9 +460,13 @@ impl Store {
             parent.map(|p| p.step.to_string()).unwrap_or_default(),
             parent.map(|p| p.attempt.to_string()).unwrap_or_default(),
             parent.map(|p| p.kind.to_string()).unwrap_or_default(),
+            run_slot.map(|s| s.pool.clone()).unwrap_or_default(),
+            run_slot.map(|s| s.limit.to_string()).unwrap_or_default(),
+            run_slot.map(RunSlot::detail).unwrap_or_default(),
         ];
         let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
-        if out.first().map(String::as_str) == Some("created") {
+        let outcome = create_outcome(&out);
+        if !matches!(outcome, CreateOutcome::Exists(_)) {
             if !idempotency_key.is_empty() {
                 let mut conn = self.conn.clone();
                 let _: () = redis::pipe()
@@ -431,10 +477,8 @@ impl Store {
                     .query_async(&mut conn)
                     .await?;
             }
-            Ok(None)
-        } else {
-            Ok(Some(out.get(1).cloned().unwrap_or_default()))
         }
+        Ok(outcome)
     }
 
     /// Marks an attempt as started and arms its timeout timers (pipelined before the script; a timer
@@ -661,8 +705,9 @@ impl Store {
         roots: &[&str],
         timeout: Option<Duration>,
         parent: &ParentRef<'_>,
+        run_limit: u32,
         now: i64,
-    ) -> Result<Vec<Option<String>>> {
+    ) -> Result<Vec<CreateOutcome>> {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
@@ -701,6 +746,18 @@ impl Store {
                     .arg(parent.step)
                     .arg(parent.attempt)
                     .arg(parent.kind);
+                match &r.run_slot {
+                    Some(pool) => {
+                        let slot = RunSlot {
+                            pool: pool.clone(),
+                            limit: run_limit,
+                        };
+                        pipe.arg(pool).arg(run_limit).arg(slot.detail());
+                    }
+                    None => {
+                        pipe.arg("").arg("").arg("");
+                    }
+                }
             }
             pipe
         };
@@ -717,15 +774,14 @@ impl Store {
         let mut created = 0;
         let mut out = Vec::with_capacity(runs.len());
         for (r, a) in runs.iter().zip(answers) {
-            if a.first().map(String::as_str) == Some("created") {
+            let outcome = create_outcome(&a);
+            if !matches!(outcome, CreateOutcome::Exists(_)) {
                 let member = run_index_member(now, &r.run_id);
                 index.zadd(k.runs_index(), &member, 0).ignore();
                 index.zadd(k.workflow_runs_index(workflow), &member, 0).ignore();
                 created += 1;
-                out.push(None);
-            } else {
-                out.push(Some(a.get(1).cloned().unwrap_or_default()));
             }
+            out.push(outcome);
         }
         if created > 0 {
             let _: () = index.query_async(&mut conn).await?;
@@ -909,6 +965,28 @@ impl Store {
             Some("queued") => SlotOutcome::Queued,
             _ => SlotOutcome::Stale,
         })
+    }
+
+    /// Gives the free run slots of `pool` to the queued runs (see `wake_runs.lua`). Returns the runs
+    /// whose roots were dispatched, to publish.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn wake_runs(&self, pool: &str, limit: u32, now: i64) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        Ok(self
+            .scripts
+            .wake_runs
+            .key(self.keys.slot_holders(pool))
+            .key(self.keys.slot_waiters(pool))
+            .key(self.keys.outbox())
+            .arg(self.keys.prefix())
+            .arg(now)
+            .arg(limit)
+            .arg(self.dispatch_grace.as_millis() as u64)
+            .arg(self.events_max_len)
+            .invoke_async(&mut conn)
+            .await?)
     }
 
     /// Hands the free slots of `pool` to its waiters (see `wake.lua`). Returns the (run, step,
@@ -1611,6 +1689,8 @@ pub enum TimerKind {
     RateWake,
     /// Go on with an emitting step's child runs (a backstop; child completions drive it too).
     Emit,
+    /// A run slot may be free: start the next queued run (the member's "run" is the pool).
+    RunWake,
 }
 
 impl TimerKind {
@@ -1627,6 +1707,7 @@ impl TimerKind {
             TimerKind::SlotWake => "sem-wake",
             TimerKind::RateWake => "rate-wake",
             TimerKind::Emit => "emit",
+            TimerKind::RunWake => "run-wake",
         }
     }
 
@@ -1645,6 +1726,7 @@ impl TimerKind {
             "sem-wake" => TimerKind::SlotWake,
             "rate-wake" => TimerKind::RateWake,
             "emit" => TimerKind::Emit,
+            "run-wake" => TimerKind::RunWake,
             _ => return None,
         };
         let run = it.next()?;

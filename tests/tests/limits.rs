@@ -147,3 +147,37 @@ async fn a_rate_limit_spaces_the_starts() {
     assert_eq!(starts.len(), 6);
     assert!(dispatched[5] - dispatched[0] >= 2000, "{dispatched:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_runs_queues_runs_per_key_until_a_run_slot_frees() {
+    let mut cluster = Cluster::start("run-slots", &[]).await;
+    cluster
+        .register("name: tenants\nversion: 1\nmax_concurrent_runs: 2\nconcurrency_key: input.pool\nsteps:\n  - {id: one, handler: guarded}\n  - {id: two, handler: guarded, depends_on: [one]}\n")
+        .await;
+    cluster.spawn_worker("w1", 16);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let pool = if i < 8 { "tenant-a" } else { "tenant-b" };
+        ids.push(cluster.submit("tenants", json!({"pool": pool, "ms": 100})).await);
+    }
+    // The last runs of tenant a wait, pending, for a run slot.
+    let queued = cluster
+        .runs()
+        .await
+        .get_run(GetRunRequest { run_id: ids[7].clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&queued), "pending");
+    assert!(queued.waiting_for.contains("tenants/run/tenant-a"), "{queued:#?}");
+    for id in &ids {
+        let run = cluster.wait_run(id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+    }
+    let mut conn = redis().await;
+    let most_a: i64 = conn
+        .get(format!("{}:test:max-inside:tenant-a", cluster.namespace))
+        .await
+        .unwrap();
+    assert_eq!(most_a, 2, "two runs of tenant a at once, never more");
+}

@@ -166,6 +166,13 @@ local function finish_run(status, output, err)
   elseif parent[1] and parent[1] ~= '' then
     redis.call('ZADD', TIMERS, NOW, 'child-done|' .. parent[1] .. '|' .. parent[2] .. '|' .. parent[3])
   end
+  local run_slot = redis.call('HGET', RUN, 'run_slot')
+  if run_slot and run_slot ~= '' then
+    redis.call('ZREM', PREFIX .. ':sem:' .. run_slot .. ':holders', RUN_ID)
+    redis.call('LREM', PREFIX .. ':sem:' .. run_slot .. ':queue', 0, RUN_ID)
+    redis.call('HSET', RUN, 'waiting_for', '')
+    redis.call('ZADD', TIMERS, NOW, 'run-wake|' .. run_slot .. '||0')
+  end
   event('run', '', 0, status, err or '')
   redis.call('EXPIRE', RUN, RETENTION)
   redis.call('EXPIRE', STEPS, RETENTION)

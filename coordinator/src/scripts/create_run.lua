@@ -4,8 +4,12 @@
 -- [10] all step ids (comma-separated, definition order), [11] root step ids (comma-separated),
 -- [12] [13] [14] for a child run: the parent run, step and attempt ('' otherwise); [15] 'workflow'
 -- (a workflow step's child) or 'emit' (a run an emitting step started).
--- Returns {'created'} or {'exists', status}.
--- Invariant: a run is created whole (run, every step, its first events) or not at all.
+-- [16] the run-slot pool of a workflow with max_concurrent_runs ('' for none), [17] its limit,
+-- [18] what a queued run waits for (shown to users).
+-- Returns {'created'}, {'queued'} (created, but its roots wait for a run slot: wake_runs.lua
+-- dispatches them) or {'exists', status}.
+-- Invariant: a run is created whole (run, every step, its first events) or not at all; never more
+-- unfinished runs hold slots of a pool than its limit.
 if redis.call('EXISTS', RUN) == 1 then
   return { 'exists', redis.call('HGET', RUN, 'status') or '' }
 end
@@ -18,6 +22,20 @@ for _, s in ipairs(steps) do
   sset(s, 'status', 'pending', 'attempt', '0')
 end
 event('run', '', 0, 'pending', '')
+local pool = ARGV[16]
+if pool ~= '' then
+  local holders = PREFIX .. ':sem:' .. pool .. ':holders'
+  local queue = PREFIX .. ':sem:' .. pool .. ':queue'
+  redis.call('HSET', RUN, 'run_slot', pool, 'held_roots', ARGV[11])
+  if redis.call('ZCARD', holders) >= tonumber(ARGV[17]) or redis.call('LLEN', queue) > 0 then
+    redis.call('RPUSH', queue, RUN_ID)
+    redis.call('HSET', RUN, 'waiting_for', ARGV[18])
+    event('run', '', 0, 'pending', 'waiting for ' .. ARGV[18])
+    return { 'queued' }
+  end
+  -- A run holds its slot until it finishes: no lease (score: the far future).
+  redis.call('ZADD', holders, 9007199254740991, RUN_ID)
+end
 for _, s in ipairs(split(ARGV[11], ',')) do
   dispatch(s, 1)
 end
