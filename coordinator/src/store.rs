@@ -466,17 +466,15 @@ impl Store {
         ];
         let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
         let outcome = create_outcome(&out);
-        if !matches!(outcome, CreateOutcome::Exists(_)) {
-            if !idempotency_key.is_empty() {
-                let mut conn = self.conn.clone();
-                let _: () = redis::pipe()
-                    .zadd(self.keys.runs_index(), &member, 0)
-                    .ignore()
-                    .zadd(self.keys.workflow_runs_index(workflow), &member, 0)
-                    .ignore()
-                    .query_async(&mut conn)
-                    .await?;
-            }
+        if !matches!(outcome, CreateOutcome::Exists(_)) && !idempotency_key.is_empty() {
+            let mut conn = self.conn.clone();
+            let _: () = redis::pipe()
+                .zadd(self.keys.runs_index(), &member, 0)
+                .ignore()
+                .zadd(self.keys.workflow_runs_index(workflow), &member, 0)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
         }
         Ok(outcome)
     }
