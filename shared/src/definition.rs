@@ -1417,6 +1417,27 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_schedules_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Schedules, emitters, triggers and limits")
+            .nth(1)
+            .expect("the section");
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("a yaml block");
+        let def = WorkflowDefinition::parse(yaml).unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+        assert_eq!(def.schedules.len(), 1);
+        assert_eq!(def.max_concurrent_runs, Some(1));
+        assert!(def.on.is_some());
+        assert!(def.step("list").unwrap().emit.is_some());
+        let notify = def.step("notify").unwrap();
+        assert!(notify.concurrency.is_some() && notify.rate_limit.is_some());
+    }
+
+    #[test]
     fn reads_yaml_1_2_booleans() {
         let def = WorkflowDefinition::parse(
             "name: w\nversion: 1\ninput_schema: {required: [n, y, no, on]}\nsteps:\n  - {id: a, handler: h}\n",
