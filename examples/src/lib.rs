@@ -1,18 +1,26 @@
-//! The pure logic behind the `documents` example workflow (`examples/workflows/documents.yaml`):
-//! text analysis, hashing, the stored record and its idempotent upsert, and the flaky-step knob.
+//! The pure logic behind the example workflows: `documents` (`examples/workflows/documents.yaml`):
+//! text analysis, hashing, the stored record and its idempotent upsert, and the flaky-step knob;
+//! and `review` (`examples/workflows/review.yaml`, module [`review`]): listing a directory,
+//! classifying documents as copyleft or not, their summary and the review report.
 //!
 //! The `docs-worker` binary wraps these functions into Baton handlers; keeping them here, free of
 //! any Baton type, is what lets them be unit-tested without RabbitMQ, Redis or a coordinator.
 
 pub mod analysis;
 pub mod document;
+pub mod review;
 pub mod store;
 
 pub use analysis::{Analysis, TermCount, analyze};
 pub use document::{
     DocumentDigest, DocumentError, MAX_DOCUMENT_BYTES, ReadDocument, decode_document, read_document, sha256_hex,
 };
-pub use store::{DocumentRecord, FileStore, UpsertOutcome, rfc3339_utc};
+pub use review::{
+    Approval, Classification, Decision, FileList, LargestDocument, ListError, ListInput, ReportInput, ReportOutcome,
+    ReportStep, ReviewReport, SummarizeInput, Summary, classify_file, copyleft_reason, list_files, summarize,
+    write_report,
+};
+pub use store::{DocumentRecord, FileStore, StoredJson, UpsertOutcome, Upserted, rfc3339_utc, upsert_json};
 
 use std::{fmt, str::FromStr};
 

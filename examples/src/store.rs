@@ -1,6 +1,7 @@
 //! The document store of the `store` step: one JSON file per document, keyed by the SHA-256 of the
 //! document's path, written atomically (temporary file, then link or rename) and only when its
-//! content changed, so that a retried or redelivered step writes once.
+//! content changed, so that a retried or redelivered step writes once. The review reports of the
+//! `review` workflow are kept the same way, in its `reports/` subdirectory ([`upsert_json`]).
 
 use std::{
     fs, io,
@@ -10,7 +11,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     analysis::{Analysis, TermCount},
@@ -50,9 +51,18 @@ impl DocumentRecord {
             stored_at: rfc3339_utc(stored_at),
         }
     }
+}
 
+/// A JSON document kept in a file of its own by [`upsert_json`], which rewrites the file only when
+/// what the document says changed.
+pub trait StoredJson: Serialize + DeserializeOwned {
+    /// Whether `other` says the same as `self`, leaving out who wrote it and when.
+    fn same_content(&self, other: &Self) -> bool;
+}
+
+impl StoredJson for DocumentRecord {
     /// Whether `other` says the same about the same document, whichever run wrote it and when.
-    pub fn same_content(&self, other: &Self) -> bool {
+    fn same_content(&self, other: &Self) -> bool {
         self.path == other.path
             && self.sha256 == other.sha256
             && self.lines == other.lines
@@ -113,98 +123,134 @@ impl FileStore {
         read_record(&self.file_for(path))
     }
 
-    /// Inserts or replaces the record of `record.path` (blocking I/O).
+    /// Inserts or replaces the record of `record.path` (blocking I/O), as [`upsert_json`] does.
     ///
     /// Nothing is written when a record with the same content is already stored (the stored one,
     /// with its `run_id` and `stored_at`, is kept): a step retried after it wrote writes once.
-    /// A new record is first written in full to a temporary file in the same directory, then
-    /// linked into place, which fails if another writer created the file meanwhile (this call then
-    /// compares against that one); a changed record replaces the old one by an atomic rename.
-    /// Readers therefore never see a partial file.
     ///
     /// # Errors
     /// I/O errors of the store directory.
     pub fn upsert(&self, record: &DocumentRecord) -> io::Result<UpsertOutcome> {
-        fs::create_dir_all(&self.dir)?;
         let key = Self::key(&record.path);
-        let file = self.dir.join(format!("{key}.json"));
-        let outcome = |created, written| UpsertOutcome {
-            key: key.clone(),
-            file: file.clone(),
-            created,
-            written,
+        let done = upsert_json(&self.dir, &key, record)?;
+        Ok(UpsertOutcome {
+            key,
+            file: done.file,
+            created: done.created,
+            written: done.written,
+        })
+    }
+}
+
+/// What [`upsert_json`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    /// The document's file, `<dir>/<stem>.json`.
+    pub file: PathBuf,
+    /// True when there was no such file before.
+    pub created: bool,
+    /// True when this call wrote the file; false when it already said the same.
+    pub written: bool,
+    /// SHA-256 of the file's bytes as they now are (what this call wrote, or the file it kept), hex.
+    pub sha256: String,
+}
+
+/// Inserts or replaces `<dir>/<stem>.json` with `value` as pretty JSON (blocking I/O), creating
+/// `dir` if needed.
+///
+/// Nothing is written when the file already holds a document with the same content
+/// ([`StoredJson::same_content`]): the stored one is kept. A new document is first written in full
+/// to a temporary file in the same directory, then linked into place, which fails if another
+/// writer created the file meanwhile (this call then compares against that one); a changed
+/// document replaces the old one by an atomic rename. Readers therefore never see a partial file.
+///
+/// # Errors
+/// I/O errors of the directory.
+pub fn upsert_json<T: StoredJson>(dir: &Path, stem: &str, value: &T) -> io::Result<Upserted> {
+    fs::create_dir_all(dir)?;
+    let file = dir.join(format!("{stem}.json"));
+    let mut body = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    body.push(b'\n');
+    let outcome = |created, written, bytes: &[u8]| Upserted {
+        file: file.clone(),
+        created,
+        written,
+        sha256: sha256_hex(bytes),
+    };
+    // Two passes at most: the second one runs only when another writer created the file
+    // between this call's read and its link.
+    for _ in 0..2 {
+        let replace = match read_json::<T>(&file) {
+            Ok(None) => false,
+            Ok(Some((old, bytes))) if old.same_content(value) => return Ok(outcome(false, false, &bytes)),
+            Ok(Some(_)) => true,
+            // A file that is not such a document (hand-edited, say) is replaced.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => true,
+            Err(e) => return Err(e),
         };
-        // Two passes at most: the second one runs only when another writer created the file
-        // between this call's read and its link.
-        for _ in 0..2 {
-            let replace = match read_record(&file) {
-                Ok(None) => false,
-                Ok(Some(old)) if old.same_content(record) => return Ok(outcome(false, false)),
-                Ok(Some(_)) => true,
-                // A file that is not a record (hand-edited, say) is replaced.
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => true,
-                Err(e) => return Err(e),
-            };
-            let tmp = self.write_temp(&key, record)?;
-            if replace {
+        let tmp = write_temp(dir, stem, &body)?;
+        if replace {
+            if let Err(e) = fs::rename(&tmp, &file) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            return Ok(outcome(false, true, &body));
+        }
+        match fs::hard_link(&tmp, &file) {
+            Ok(()) => {
+                fs::remove_file(&tmp)?;
+                return Ok(outcome(true, true, &body));
+            }
+            // Another writer created it since the read: compare with theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(&tmp)?,
+            // A file system without hard links: a rename is atomic too, only it cannot
+            // tell whether another writer got there first.
+            Err(_) => {
                 if let Err(e) = fs::rename(&tmp, &file) {
                     let _ = fs::remove_file(&tmp);
                     return Err(e);
                 }
-                return Ok(outcome(false, true));
-            }
-            match fs::hard_link(&tmp, &file) {
-                Ok(()) => {
-                    fs::remove_file(&tmp)?;
-                    return Ok(outcome(true, true));
-                }
-                // Another writer created it since the read: compare with theirs.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(&tmp)?,
-                // A file system without hard links: a rename is atomic too, only it cannot
-                // tell whether another writer got there first.
-                Err(_) => {
-                    if let Err(e) = fs::rename(&tmp, &file) {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(e);
-                    }
-                    return Ok(outcome(true, true));
-                }
+                return Ok(outcome(true, true, &body));
             }
         }
-        Err(io::Error::other(format!(
-            "{} keeps changing under concurrent writers",
-            file.display()
-        )))
     }
+    Err(io::Error::other(format!(
+        "{} keeps changing under concurrent writers",
+        file.display()
+    )))
+}
 
-    /// Writes `record` to a new temporary file in the store directory and syncs it.
-    fn write_temp(&self, key: &str, record: &DocumentRecord) -> io::Result<PathBuf> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(".{key}.{}.{nanos}.{n}.tmp", std::process::id()));
-        let mut body = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        body.push(b'\n');
-        let written = fs::File::create_new(&tmp).and_then(|mut f| {
-            f.write_all(&body)?;
-            f.sync_all()
-        });
-        match written {
-            Ok(()) => Ok(tmp),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
+/// Writes `body` to a new temporary file in `dir` and syncs it.
+fn write_temp(dir: &Path, stem: &str, body: &[u8]) -> io::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{stem}.{}.{nanos}.{n}.tmp", std::process::id()));
+    let written = fs::File::create_new(&tmp).and_then(|mut f| {
+        f.write_all(body)?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
         }
     }
 }
 
 /// Reads a record file: `Ok(None)` when there is none, `InvalidData` when it is not a record.
 fn read_record(file: &Path) -> io::Result<Option<DocumentRecord>> {
+    Ok(read_json(file)?.map(|(record, _)| record))
+}
+
+/// Reads a JSON document and the file's bytes: `Ok(None)` when there is no file, `InvalidData`
+/// when it does not hold a `T`.
+fn read_json<T: DeserializeOwned>(file: &Path) -> io::Result<Option<(T, Vec<u8>)>> {
     match fs::read(file) {
         Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
+            .map(|value| Some((value, data)))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

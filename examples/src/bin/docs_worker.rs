@@ -7,7 +7,18 @@
 //!   on purpose, with a retryable error, on a fraction `--failure-rate` of its attempts;
 //! - `docs.digest` hashes the content → `{sha256, bytes}`;
 //! - `docs.store` upserts a record of the document into the file store `--store-dir`
-//!   → `{key, file, created, written}`; a retried step writes once.
+//!   → `{key, file, created, written}`; a retried step writes once;
+//!
+//! and those of the `review` example workflow (`examples/workflows/review.yaml`):
+//!
+//! - `docs.list` lists the files of `{dir, limit}` → `{dir, files, total}`;
+//! - `docs.classify` reads one file (a fan-out element: its input is the path)
+//!   → `{path, bytes, lines, words, title, copyleft, copyleft_reason, error}`;
+//! - `docs.summarize` sums up `{documents}` → `{count, words, lines, copyleft, copyleft_count,
+//!   largest, unreadable}`, and emits the totals as a progress event;
+//! - `docs.report` and `docs.reject` write the review report (decision `approved` or
+//!   `not_required`, or `rejected`) to `<store-dir>/reports/<run id>.json`
+//!   → `{file, sha256, decision, created, written}`; a retried step writes once.
 //!
 //! Run it with the coordinator's RabbitMQ URL and namespace, e.g.
 //! `BATON_WORKER_ID=worker-1 docs-worker --failure-rate 0.3 --store-dir .baton/store`.
@@ -15,14 +26,17 @@
 use std::{path::PathBuf, time::SystemTime};
 
 use baton_examples::{
-    Analysis, DocumentDigest, DocumentRecord, FailureRate, FileStore, ReadDocument, analyze, read_document,
+    Analysis, Classification, DocumentDigest, DocumentRecord, FailureRate, FileList, FileStore, LargestDocument,
+    ListInput, ReadDocument, ReportInput, ReportOutcome, ReportStep, ReviewReport, SummarizeInput, Summary, analyze,
+    classify_file, list_files, read_document, rfc3339_utc, summarize, write_report,
 };
 use baton_worker::{StepContext, StepError, Worker, WorkerArgs};
 use clap::Parser;
 use serde::Deserialize;
 
 /// Worker for the `documents` example workflow (handlers docs.read, docs.analyze, docs.digest,
-/// docs.store).
+/// docs.store) and the `review` one (docs.list, docs.classify, docs.summarize, docs.report,
+/// docs.reject).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -126,6 +140,115 @@ async fn store(
     Ok(outcome)
 }
 
+async fn list(ctx: StepContext, input: ListInput) -> Result<FileList, StepError> {
+    let ListInput { dir, limit } = input;
+    let list = blocking(move || {
+        list_files(&dir, limit).map_err(|e| {
+            let err = if e.is_retryable() {
+                StepError::retryable(&e)
+            } else {
+                StepError::non_retryable(&e)
+            };
+            err.with_type(e.error_type())
+        })
+    })
+    .await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        dir = %list.dir,
+        files = list.files.len(),
+        total = list.total,
+        "listed"
+    );
+    Ok(list)
+}
+
+async fn classify(ctx: StepContext, path: String) -> Result<Classification, StepError> {
+    let c =
+        blocking(move || classify_file(&path).map_err(|e| StepError::retryable(&e).with_type(e.error_type()))).await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        item = ?ctx.item_index(),
+        path = %c.path,
+        copyleft = c.copyleft,
+        unreadable = c.error.is_some(),
+        "classified"
+    );
+    Ok(c)
+}
+
+async fn summarize_step(ctx: StepContext, input: SummarizeInput) -> Result<Summary, StepError> {
+    let summary = summarize(&input.documents).ok_or_else(|| {
+        StepError::non_retryable(format!("none of the {} documents could be read", input.documents.len()))
+            .with_type("NoDocuments")
+    })?;
+    tracing::info!(
+        run = ctx.run_id(),
+        count = summary.count,
+        copyleft = summary.copyleft_count,
+        largest = %summary.largest,
+        "summarized"
+    );
+    // A progress event for `baton run watch`; the summary is the output either way.
+    let event = serde_json::json!({
+        "documents": summary.count,
+        "copyleft": summary.copyleft_count,
+        "unreadable": summary.unreadable.len(),
+        "largest": summary.largest,
+    });
+    if let Err(e) = ctx.emit(event).await {
+        tracing::warn!(run = ctx.run_id(), error = %e, "could not emit the summary event");
+    }
+    Ok(summary)
+}
+
+async fn report(
+    ctx: StepContext,
+    input: ReportInput,
+    store: FileStore,
+    step: ReportStep,
+) -> Result<ReportOutcome, StepError> {
+    let decision = step
+        .decision(input.approval.as_ref())
+        .map_err(|m| StepError::non_retryable(m).with_type("InvalidInput"))?;
+    let run_id = ctx.run_id().to_string();
+    let outcome = blocking(move || {
+        // The record the `documents` child run stored about the largest document.
+        let largest = match &input.largest {
+            None => None,
+            Some(stored) => {
+                let record = store
+                    .get(&input.summary.largest)
+                    .map_err(|e| StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io"))?
+                    .ok_or_else(|| {
+                        StepError::non_retryable(format!(
+                            "no record of {} in {}",
+                            input.summary.largest,
+                            store.dir().display()
+                        ))
+                        .with_type("MissingRecord")
+                    })?;
+                Some(LargestDocument {
+                    file: stored.file.clone(),
+                    record,
+                })
+            }
+        };
+        let report = ReviewReport::new(&run_id, input, decision, largest, &rfc3339_utc(SystemTime::now()));
+        write_report(store.dir(), &report)
+            .map_err(|e| StepError::retryable(format!("reports in {}: {e}", store.dir().display())).with_type("Io"))
+    })
+    .await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        decision = %outcome.decision,
+        file = %outcome.file.display(),
+        written = outcome.written,
+        "review report"
+    );
+    Ok(outcome)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     baton_worker::init_tracing();
@@ -152,8 +275,19 @@ async fn main() -> std::process::ExitCode {
             analyze_step(ctx, failure_rate)
         })
         .handler("docs.digest", |ctx, _input: serde::de::IgnoredAny| digest(ctx))
-        .handler("docs.store", move |ctx, input: DocumentInput| {
-            store(ctx, input, file_store.clone())
+        .handler("docs.store", {
+            let file_store = file_store.clone();
+            move |ctx, input: DocumentInput| store(ctx, input, file_store.clone())
+        })
+        .handler("docs.list", list)
+        .handler("docs.classify", classify)
+        .handler("docs.summarize", summarize_step)
+        .handler("docs.report", {
+            let file_store = file_store.clone();
+            move |ctx, input: ReportInput| report(ctx, input, file_store.clone(), ReportStep::Publish)
+        })
+        .handler("docs.reject", move |ctx, input: ReportInput| {
+            report(ctx, input, file_store.clone(), ReportStep::Reject)
         });
     match worker.run(baton_worker::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
