@@ -971,39 +971,24 @@ impl Engine {
             return self.store.release(false, claimed).await;
         };
         match kind {
-            TimerKind::Retry => {
+            // A retry whose backoff elapsed, or a rate-limited step whose window has room: dispatch
+            // it again (committed with its outbox entry: if this publish fails, the sweeper re-sends it).
+            TimerKind::Retry | TimerKind::RateWake => {
+                let mode = if kind == TimerKind::Retry {
+                    DispatchMode::Retry
+                } else {
+                    DispatchMode::Unpark
+                };
                 if let Some(payload) = self
                     .store
-                    .dispatch_attempt(
-                        &call,
-                        step_id,
-                        attempt,
-                        DispatchMode::Retry,
-                        &machine::reads_csv(&def, step_id),
-                    )
+                    .dispatch_attempt(&call, step_id, attempt, mode, &machine::reads_csv(&def, step_id))
                     .await?
                 {
-                    // Committed as dispatched, with its outbox entry: if this publish fails, the sweeper re-sends it.
                     self.launch(&def, run_id, vec![payload], now).await;
                 }
             }
             // Handled above: they name no step.
             TimerKind::RunTimeout | TimerKind::CancelChild | TimerKind::SlotWake | TimerKind::RunWake => {}
-            TimerKind::RateWake => {
-                if let Some(payload) = self
-                    .store
-                    .dispatch_attempt(
-                        &call,
-                        step_id,
-                        attempt,
-                        DispatchMode::Unpark,
-                        &machine::reads_csv(&def, step_id),
-                    )
-                    .await?
-                {
-                    self.launch(&def, run_id, vec![payload], now).await;
-                }
-            }
             TimerKind::Emit => self.emit_more(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Wake => {
                 let body = match step.sleep {

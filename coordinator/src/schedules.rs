@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::{
     engine::Engine,
     error::{CoordinatorError, Result},
+    store::Claimed,
 };
 
 /// Most ticks handled for one schedule in one round (a long outage of a per-second schedule).
@@ -374,13 +375,7 @@ impl Engine {
 
     /// Writes a tick's ledger entry unless it has one (so a tick is recorded once).
     async fn record_tick(&self, id: &str, tick: i64, outcome: &str, run_id: &str, reason: &str) -> Result<bool> {
-        let entry = LedgerEntry {
-            outcome: outcome.into(),
-            run_id: run_id.into(),
-            reason: reason.into(),
-            recorded_at: now_ms(),
-        };
-        let json = serde_json::to_string(&entry).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let json = ledger_json(outcome, run_id, reason)?;
         let mut conn = self.store.conn();
         let key = ledger_key(self, id);
         let (added, len): (bool, usize) = redis::pipe()
@@ -399,13 +394,7 @@ impl Engine {
 
     /// Overwrites a tick's ledger entry (a buffered tick that fired or was replaced).
     async fn update_tick(&self, id: &str, tick: i64, outcome: &str, run_id: &str, reason: &str) -> Result<()> {
-        let entry = LedgerEntry {
-            outcome: outcome.into(),
-            run_id: run_id.into(),
-            reason: reason.into(),
-            recorded_at: now_ms(),
-        };
-        let json = serde_json::to_string(&entry).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let json = ledger_json(outcome, run_id, reason)?;
         let mut conn = self.store.conn();
         let _: () = conn.hset(ledger_key(self, id), tick, json).await?;
         Ok(())
@@ -528,6 +517,17 @@ impl Engine {
     }
 }
 
+/// A ledger entry recorded now, as stored.
+fn ledger_json(outcome: &str, run_id: &str, reason: &str) -> Result<String> {
+    let entry = LedgerEntry {
+        outcome: outcome.into(),
+        run_id: run_id.into(),
+        reason: reason.into(),
+        recorded_at: now_ms(),
+    };
+    serde_json::to_string(&entry).map_err(|e| CoordinatorError::Internal(e.to_string()))
+}
+
 fn tick_view(id: &str, tick: i64, e: &LedgerEntry) -> ScheduleTick {
     ScheduleTick {
         schedule_id: id.to_string(),
@@ -558,7 +558,7 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 Vec::new()
             }
         };
-        for id in claimed {
+        for Claimed { member: id, .. } in claimed {
             if let Err(e) = engine.run_schedule(&id).await {
                 tracing::warn!(schedule = %id, error = %e, "schedule round failed; it comes due again after its lease");
             }

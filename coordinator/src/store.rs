@@ -1278,6 +1278,14 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn claim(&self, outbox: bool, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
         let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
+        self.claim_key(&key, now, lease, limit).await
+    }
+
+    /// As [`Store::claim`], for any sorted set of due entries (the schedules' due times).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
         let mut conn = self.conn.clone();
         let out: Vec<String> = self
             .scripts
@@ -1291,24 +1299,6 @@ impl Store {
         let mut it = out.into_iter();
         let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         Ok(it.map(|member| Claimed { member, lease }).collect())
-    }
-
-    /// As [`Store::claim`], for any sorted set of due entries (the schedules' due times).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
-        let out: Vec<String> = self
-            .scripts
-            .claim
-            .key(key)
-            .arg(now)
-            .arg(lease.as_millis() as u64)
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(out.into_iter().skip(1).collect())
     }
 
     /// Removes a claimed entry unless it was rescheduled since.

@@ -404,19 +404,7 @@ impl HumanStep {
     /// # Errors
     /// Every violation, with its JSON path under `data` (e.g. `data/approved`).
     pub fn validate(&self, data: &Value) -> Result<(), InvalidDefinition> {
-        let errors: Vec<FieldError> = self
-            .validator
-            .iter_errors(data)
-            .map(|e| FieldError {
-                path: format!("data{}", e.instance_path()),
-                message: e.to_string(),
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(InvalidDefinition(errors))
-        }
+        check_schema(&self.validator, data, "data")
     }
 }
 
@@ -831,19 +819,26 @@ impl WorkflowDefinition {
     /// # Errors
     /// Every violation, with its JSON path under `input` (e.g. `input/count`).
     pub fn validate_input(&self, input: &Value) -> Result<(), InvalidDefinition> {
-        let Some(v) = &self.validator else { return Ok(()) };
-        let errors: Vec<FieldError> = v
-            .iter_errors(input)
-            .map(|e| FieldError {
-                path: format!("input{}", e.instance_path()),
-                message: e.to_string(),
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(InvalidDefinition(errors))
+        match &self.validator {
+            Some(v) => check_schema(v, input, "input"),
+            None => Ok(()),
         }
+    }
+}
+
+/// Every violation of `schema` by `value`, with its JSON path under `root` (`input/count`).
+fn check_schema(schema: &jsonschema::Validator, value: &Value, root: &str) -> Result<(), InvalidDefinition> {
+    let errors: Vec<FieldError> = schema
+        .iter_errors(value)
+        .map(|e| FieldError {
+            path: format!("{root}{}", e.instance_path()),
+            message: e.to_string(),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidDefinition(errors))
     }
 }
 
