@@ -477,11 +477,24 @@ impl Engine {
             leaves: &machine::leaves_csv(&def),
             pinned: &machine::pinned(&def),
         };
+        // The slot this attempt held goes to the next waiter now, not at the next timer poll (the
+        // `sem-wake` timer the script arms stays as the backstop).
+        let slot = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
+            self.store.step_slot(a.run_id, a.step_id).await?
+        } else {
+            None
+        };
         let completion = self
             .store
             .complete_step(pre, &RunCall { run_id: a.run_id, now }, &args)
             .await?;
-        Ok(self.after_completion(&def, a.run_id, completion, now).await)
+        let disposition = self.after_completion(&def, a.run_id, completion, now).await;
+        if let Some(pool) = slot
+            && let Err(e) = self.wake_pool(&pool).await
+        {
+            tracing::warn!(pool = %pool, error = %e, "could not hand over a slot; the timer will");
+        }
+        Ok(disposition)
     }
 
     async fn after_completion(
@@ -1455,11 +1468,18 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let Some(step) = def.step(step_id) else { return Ok(()) };
-        let Some(c) = &step.concurrency else { return Ok(()) };
+        // The limit the waiters asked with: a later version may have changed or dropped it.
+        let limit = match self.store.slot_limit(pool).await? {
+            Some(limit) => limit,
+            None => match &step.concurrency {
+                Some(c) => c.limit,
+                None => return Ok(()),
+            },
+        };
         let now = now_ms();
         let granted = self
             .store
-            .wake(pool, c.limit, now + self.slot_wait_lease(step), now)
+            .wake(pool, limit, now + self.slot_wait_lease(step), now)
             .await?;
         for (run_id, step_id, _) in granted {
             let Some((workflow, version)) = self.store.run_workflow(&run_id).await? else {

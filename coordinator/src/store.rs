@@ -1015,6 +1015,25 @@ impl Store {
             .collect())
     }
 
+    /// The limit a concurrency pool was last asked for with (see `acquire.lua`), if any.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn slot_limit(&self, pool: &str) -> Result<Option<u32>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(format!("{}:sem:{pool}:limit", self.keys.prefix())).await?)
+    }
+
+    /// The slot a step holds or waits for (`None` when it has none).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn step_slot(&self, run_id: &str, step: &str) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let pool: Option<String> = conn.hget(self.keys.steps(run_id), format!("{step}:slot")).await?;
+        Ok(pool.filter(|p| !p.is_empty()))
+    }
+
     /// The attempts holding slots of `pool` now (`run|step|attempt`), oldest lease first.
     ///
     /// # Errors

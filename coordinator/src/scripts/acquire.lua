@@ -13,6 +13,8 @@ local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local run, step, attempt = ARGV[4], ARGV[5], ARGV[6]
 local member = run .. '|' .. step .. '|' .. attempt
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- The pool remembers its limit, so waiters are woken with it whatever versions come later.
+redis.call('SET', ARGV[1] .. ':sem:' .. ARGV[8] .. ':limit', ARGV[3])
 if redis.call('ZSCORE', KEYS[1], member) then return { 'held' } end
 local steps = ARGV[1] .. ':{' .. run .. '}:steps'
 local f = redis.call('HMGET', steps, step .. ':status', step .. ':attempt')
