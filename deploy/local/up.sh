@@ -6,7 +6,9 @@
 #   2. builds the workspace binaries (cargo build --release --bins);
 #   3. starts one coordinator and two docs-workers in the background (pid files and logs in .baton/),
 #      unless they already run;
-#   4. applies every definition in examples/workflows;
+#   4. applies every definition in examples/workflows (scan.yaml declares the schedule
+#      doc-scan/every-15-minutes, which from then on scans /usr/share/doc every 15 minutes and runs
+#      `documents` on each new or changed file; ./deploy/local/scan.sh runs a scan at once);
 #   5. submits one `documents` run per file, waits for all of them, and prints a summary.
 #
 # Idempotent: run it again and it starts only what is not running; files that did not change are
@@ -183,6 +185,10 @@ for def in examples/workflows/*.yaml examples/workflows/*.yml examples/workflows
 $out"
     log "applied $def: $(head -n1 <<<"$out")"
 done
+if schedules=$("$BATON" schedule list 2>&1) && (($(wc -l <<<"$schedules") > 1)); then
+    log "schedules (pause one with: $BIN_DIR/baton schedule pause ID):"
+    printf '%s\n' "$schedules" | sed 's/^/    /'
+fi
 
 # --- 5. Runs -------------------------------------------------------------------------------------
 
@@ -296,6 +302,7 @@ echo
 echo "Watch a run:    $BIN_DIR/baton run watch $first_id"
 echo "Inspect a run:  $BIN_DIR/baton run get $first_id"
 echo "List runs:      $BIN_DIR/baton run list --workflow documents"
+echo "Scan now:       ./deploy/local/scan.sh   (the doc-scan schedule, on /usr/share/doc)"
 echo "Stop:           ./deploy/local/down.sh   (Redis and RabbitMQ keep running)"
 echo "========================================================================="
 unfinished=$((${#ids[@]} - ${#done_json[@]}))

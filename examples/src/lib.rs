@@ -1,7 +1,9 @@
 //! The pure logic behind the example workflows: `documents` (`examples/workflows/documents.yaml`):
 //! text analysis, hashing, the stored record and its idempotent upsert, and the flaky-step knob;
-//! and `review` (`examples/workflows/review.yaml`, module [`review`]): listing a directory,
-//! classifying documents as copyleft or not, their summary and the review report.
+//! `review` (`examples/workflows/review.yaml`, module [`review`]): listing a directory,
+//! classifying documents as copyleft or not, their summary and the review report; and `doc-scan`
+//! (`examples/workflows/scan.yaml`, module [`scan`]): finding the new or changed documents of a
+//! directory tree, and what the store holds of them afterwards.
 //!
 //! The `docs-worker` binary wraps these functions into Baton handlers; keeping them here, free of
 //! any Baton type, is what lets them be unit-tested without RabbitMQ, Redis or a coordinator.
@@ -9,6 +11,7 @@
 pub mod analysis;
 pub mod document;
 pub mod review;
+pub mod scan;
 pub mod store;
 
 pub use analysis::{Analysis, TermCount, analyze};
@@ -19,6 +22,9 @@ pub use review::{
     Approval, Classification, Decision, FileList, LargestDocument, ListError, ListInput, ReportInput, ReportOutcome,
     ReportStep, ReviewReport, SummarizeInput, Summary, classify_file, copyleft_reason, list_files, summarize,
     write_report,
+};
+pub use scan::{
+    ScanError, ScanInput, ScanOutput, ScanSummary, ScanSummaryInput, ScannedFile, Skipped, scan, summarize_scan,
 };
 pub use store::{DocumentRecord, FileStore, StoredJson, UpsertOutcome, Upserted, rfc3339_utc, upsert_json};
 

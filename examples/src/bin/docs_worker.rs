@@ -18,7 +18,16 @@
 //!   largest, unreadable}`, and emits the totals as a progress event;
 //! - `docs.report` and `docs.reject` write the review report (decision `approved` or
 //!   `not_required`, or `rejected`) to `<store-dir>/reports/<run id>.json`
-//!   → `{file, sha256, decision, created, written}`; a retried step writes once.
+//!   → `{file, sha256, decision, created, written}`; a retried step writes once;
+//!
+//! and those of the `doc-scan` example workflow (`examples/workflows/scan.yaml`):
+//!
+//! - `docs.scan` walks `{dir, file_name, max_depth, limit}` and compares each file's SHA-256 with
+//!   the record in the file store → `{dir, files: [{path, sha256}], found, new, changed, unchanged,
+//!   deferred, skipped, unlisted}`, `files` being the new or changed ones (its step emits one
+//!   `documents` run per file);
+//! - `docs.scan_summary` checks which of them the store now holds → `{dir, found, unchanged,
+//!   emitted, stored, not_stored, skipped, deferred}`.
 //!
 //! Run it with the coordinator's RabbitMQ URL and namespace, e.g.
 //! `BATON_WORKER_ID=worker-1 docs-worker --failure-rate 0.3 --store-dir .baton/store`.
@@ -27,16 +36,17 @@ use std::{path::PathBuf, time::SystemTime};
 
 use baton_examples::{
     Analysis, Classification, DocumentDigest, DocumentRecord, FailureRate, FileList, FileStore, LargestDocument,
-    ListInput, ReadDocument, ReportInput, ReportOutcome, ReportStep, ReviewReport, SummarizeInput, Summary, analyze,
-    classify_file, list_files, read_document, rfc3339_utc, summarize, write_report,
+    ListInput, ReadDocument, ReportInput, ReportOutcome, ReportStep, ReviewReport, ScanInput, ScanOutput, ScanSummary,
+    ScanSummaryInput, SummarizeInput, Summary, analyze, classify_file, list_files, read_document, rfc3339_utc, scan,
+    summarize, summarize_scan, write_report,
 };
 use baton_worker::{StepContext, StepError, Worker, WorkerArgs};
 use clap::Parser;
 use serde::Deserialize;
 
 /// Worker for the `documents` example workflow (handlers docs.read, docs.analyze, docs.digest,
-/// docs.store) and the `review` one (docs.list, docs.classify, docs.summarize, docs.report,
-/// docs.reject).
+/// docs.store), the `review` one (docs.list, docs.classify, docs.summarize, docs.report,
+/// docs.reject) and `doc-scan` (docs.scan, docs.scan_summary).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -249,6 +259,49 @@ async fn report(
     Ok(outcome)
 }
 
+async fn scan_step(ctx: StepContext, input: ScanInput, store: FileStore) -> Result<ScanOutput, StepError> {
+    let out = blocking(move || {
+        scan(&input, &store).map_err(|e| {
+            let err = if e.is_retryable() {
+                StepError::retryable(&e)
+            } else {
+                StepError::non_retryable(&e)
+            };
+            err.with_type(e.error_type())
+        })
+    })
+    .await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        dir = %out.dir,
+        found = out.found,
+        new = out.new,
+        changed = out.changed,
+        unchanged = out.unchanged,
+        deferred = out.deferred,
+        skipped = out.skipped.len(),
+        unlisted = out.unlisted.len(),
+        "scanned"
+    );
+    Ok(out)
+}
+
+async fn scan_summary(ctx: StepContext, input: ScanSummaryInput, store: FileStore) -> Result<ScanSummary, StepError> {
+    let summary = blocking(move || {
+        summarize_scan(&input.scan, &store)
+            .map_err(|e| StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io"))
+    })
+    .await?;
+    tracing::info!(
+        run = ctx.run_id(),
+        emitted = summary.emitted,
+        stored = summary.stored,
+        not_stored = summary.not_stored.len(),
+        "scan summary"
+    );
+    Ok(summary)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     baton_worker::init_tracing();
@@ -286,8 +339,16 @@ async fn main() -> std::process::ExitCode {
             let file_store = file_store.clone();
             move |ctx, input: ReportInput| report(ctx, input, file_store.clone(), ReportStep::Publish)
         })
-        .handler("docs.reject", move |ctx, input: ReportInput| {
-            report(ctx, input, file_store.clone(), ReportStep::Reject)
+        .handler("docs.reject", {
+            let file_store = file_store.clone();
+            move |ctx, input: ReportInput| report(ctx, input, file_store.clone(), ReportStep::Reject)
+        })
+        .handler("docs.scan", {
+            let file_store = file_store.clone();
+            move |ctx, input: ScanInput| scan_step(ctx, input, file_store.clone())
+        })
+        .handler("docs.scan_summary", move |ctx, input: ScanSummaryInput| {
+            scan_summary(ctx, input, file_store.clone())
         });
     match worker.run(baton_worker::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
