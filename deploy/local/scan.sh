@@ -230,7 +230,7 @@ slot_line() {
         [[ $(json_get "$child" steps.store.status) == waiting ]] || continue
         [[ -n $(json_get "$child" steps.store.slot) ]] || continue
         holders=$(json_join "$(json_get "$child" steps.store.slot_holders)")
-        printf 'run %s: store waits for slot %s, held by %s\n' "$id" "$(json_get "$child" steps.store.slot)" "${holders:-nobody (free: the next timer poll hands it over)}"
+        printf 'run %s: store waits for slot %s, held by %s\n' "$id" "$(json_get "$child" steps.store.slot)" "${holders:-nobody at that instant (a slot was being handed over)}"
         return 0
     done
 }
