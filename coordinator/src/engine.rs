@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use baton_shared::{
-    definition::{MAX_FAN_OUT, OnTimeout, StepKind, WorkflowDefinition, split_item},
+    definition::{MAX_FAN_OUT, OnTimeout, StepDefinition, StepKind, WorkflowDefinition, split_item},
     ids,
     proto::{HumanTask, RunStatus, StepFailure, StepTask},
     time::now_ms,
@@ -130,6 +130,27 @@ fn plan_emit(
     }
     b.item = None;
     Ok(plan)
+}
+
+/// Why [`Engine::decide`] does not start a step.
+enum Halt {
+    /// End the step as skipped, for this reason.
+    Skip(String),
+    /// Fail the step for good, with this message.
+    Fail(String),
+    /// Redis, RabbitMQ: the dispatch stays in the outbox and is tried again.
+    Error(CoordinatorError),
+}
+
+impl From<CoordinatorError> for Halt {
+    fn from(e: CoordinatorError) -> Self {
+        Halt::Error(e)
+    }
+}
+
+/// Turns an evaluation error into a step failure, `"<what>: <error>"`.
+fn fail(what: &str) -> impl FnOnce(String) -> Halt + '_ {
+    move |e| Halt::Fail(format!("{what}: {e}"))
 }
 
 /// What the coordinator does with a dispatched step, decided in [`Engine::prepare`].
@@ -535,10 +556,9 @@ impl Engine {
         self.dispatcher.publish_detached(tasks);
     }
 
-    /// Decides what a dispatched step does. Skips it when all its parents were skipped or its
-    /// condition is false; fails it when an expression cannot be evaluated; otherwise starts it by
-    /// kind. Idempotent: every change is fenced by the attempt in its script, so the sweeper may call
-    /// this again for the same dispatch.
+    /// Decides what a dispatched step does, and does it: see [`Engine::decide`]. Idempotent: every
+    /// change is fenced by the attempt in its script, so the sweeper may call this again for the
+    /// same dispatch.
     async fn prepare(&self, def: &WorkflowDefinition, run_id: &str, p: DispatchPayload, now: i64) -> Result<Launch> {
         let Some(step) = def.step(&p.step_id) else {
             return Ok(Launch::More(Vec::new()));
@@ -550,66 +570,65 @@ impl Engine {
                 def, step, run_id, p, input, now,
             ))));
         }
+        match self.decide(def, step, run_id, &p, now).await {
+            Ok(launch) => Ok(launch),
+            Err(Halt::Skip(reason)) => self.skip(def, run_id, &p, &reason, now).await,
+            Err(Halt::Fail(message)) => self.fail_now(def, run_id, &p, &message, now).await,
+            Err(Halt::Error(e)) => Err(e),
+        }
+    }
+
+    /// What a dispatched step does. Skipped when all its parents were skipped or its condition is
+    /// false; failed when an expression cannot be evaluated (retrying would give the same answer);
+    /// otherwise started by kind: published to the workers (after its rate limit and concurrency
+    /// slot), fanned out, put to sleep or to wait, or given a child run.
+    async fn decide(
+        &self,
+        def: &WorkflowDefinition,
+        step: &StepDefinition,
+        run_id: &str,
+        p: &DispatchPayload,
+        now: i64,
+    ) -> std::result::Result<Launch, Halt> {
         if !step.depends_on.is_empty()
             && step
                 .depends_on
                 .iter()
                 .all(|d| p.parent_statuses.get(d).map(String::as_str) == Some("skipped"))
         {
-            return self
-                .skip(def, run_id, &p, "every step it depends on was skipped", now)
-                .await;
+            return Err(Halt::Skip("every step it depends on was skipped".into()));
         }
-        let mut bindings = match machine::bindings(&p) {
-            Ok(b) => b,
-            Err(e) => return self.fail_now(def, run_id, &p, &format!("InputError: {e}"), now).await,
-        };
-        if let Some(when) = &step.when {
-            match when.eval_bool(&bindings) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let reason = format!("condition `{}` is false", when.source());
-                    return self.skip(def, run_id, &p, &reason, now).await;
-                }
-                Err(e) => {
-                    return self
-                        .fail_now(def, run_id, &p, &format!("ConditionError: when: {e}"), now)
-                        .await;
-                }
-            }
+        let mut bindings = machine::bindings(p).map_err(fail("InputError"))?;
+        if let Some(when) = &step.when
+            && !when.eval_bool(&bindings).map_err(fail("ConditionError: when"))?
+        {
+            return Err(Halt::Skip(format!("condition `{}` is false", when.source())));
         }
         let call = RunCall { run_id, now };
+        let nothing = || Ok(Launch::More(Vec::new()));
         match &step.kind {
             StepKind::Task => {
                 if let Some(fan_out) = &step.for_each {
-                    let items = match fan_out.items.eval_list(&bindings) {
-                        Ok(items) if items.len() > MAX_FAN_OUT => {
-                            let m = format!(
-                                "FanOutTooLarge: for_each: {} elements is over the limit of {MAX_FAN_OUT}",
-                                items.len()
-                            );
-                            return self.fail_now(def, run_id, &p, &m, now).await;
-                        }
-                        Ok(items) => items,
-                        Err(e) => {
-                            return self
-                                .fail_now(def, run_id, &p, &format!("ForEachError: for_each: {e}"), now)
-                                .await;
-                        }
-                    };
+                    let items = fan_out
+                        .items
+                        .eval_list(&bindings)
+                        .map_err(fail("ForEachError: for_each"))?;
+                    if items.len() > MAX_FAN_OUT {
+                        return Err(Halt::Fail(format!(
+                            "FanOutTooLarge: for_each: {} elements is over the limit of {MAX_FAN_OUT}",
+                            items.len()
+                        )));
+                    }
                     let mut inputs = Vec::with_capacity(items.len());
                     for (i, item) in items.into_iter().enumerate() {
                         match &step.input {
                             None => inputs.push(item.to_string()),
                             Some(t) => {
                                 bindings.item = Some((i as u64, item));
-                                match t.render(&bindings) {
-                                    Ok(v) => inputs.push(v.to_string()),
-                                    Err(e) => {
-                                        let m = format!("InputError: input of element {i}: {e}");
-                                        return self.fail_now(def, run_id, &p, &m, now).await;
-                                    }
-                                }
+                                let v = t
+                                    .render(&bindings)
+                                    .map_err(fail(&format!("InputError: input of element {i}")))?;
+                                inputs.push(v.to_string());
                             }
                         }
                     }
@@ -632,24 +651,11 @@ impl Engine {
                 }
                 let input = match &step.input {
                     None => p.input_json.clone(),
-                    Some(t) => match t.render(&bindings) {
-                        Ok(v) => v.to_string(),
-                        Err(e) => {
-                            return self
-                                .fail_now(def, run_id, &p, &format!("InputError: input: {e}"), now)
-                                .await;
-                        }
-                    },
+                    Some(t) => t.render(&bindings).map_err(fail("InputError: input"))?.to_string(),
                 };
                 if let Some(limit) = &step.rate_limit {
-                    let pool = match pool_name(def, step, limit.key.as_ref(), &bindings) {
-                        Ok(pool) => pool,
-                        Err(e) => {
-                            return self
-                                .fail_now(def, run_id, &p, &format!("KeyError: rate_limit.key: {e}"), now)
-                                .await;
-                        }
-                    };
+                    let pool = pool_name(def, step, limit.key.as_ref(), &bindings)
+                        .map_err(fail("KeyError: rate_limit.key"))?;
                     let member = format!("{run_id}|{}|{}", step.id, p.attempt);
                     if let Some(at) = self
                         .store
@@ -664,18 +670,12 @@ impl Engine {
                         );
                         let timer = timer_member(TimerKind::RateWake, run_id, &step.id, p.attempt);
                         self.store.park(&call, &step.id, p.attempt, &detail, &timer, at).await?;
-                        return Ok(Launch::More(Vec::new()));
+                        return nothing();
                     }
                 }
                 if let Some(c) = &step.concurrency {
-                    let pool = match pool_name(def, step, c.key.as_ref(), &bindings) {
-                        Ok(pool) => pool,
-                        Err(e) => {
-                            return self
-                                .fail_now(def, run_id, &p, &format!("KeyError: concurrency.key: {e}"), now)
-                                .await;
-                        }
-                    };
+                    let pool =
+                        pool_name(def, step, c.key.as_ref(), &bindings).map_err(fail("KeyError: concurrency.key"))?;
                     let detail = format!("a slot of {pool} (limit {})", c.limit);
                     let lease = now + self.slot_wait_lease(step);
                     match self
@@ -684,38 +684,35 @@ impl Engine {
                         .await?
                     {
                         SlotOutcome::Held => {}
-                        SlotOutcome::Queued | SlotOutcome::Stale => return Ok(Launch::More(Vec::new())),
+                        SlotOutcome::Queued | SlotOutcome::Stale => return nothing(),
                     }
                 }
                 Ok(Launch::Publish(Box::new(machine::task(
-                    def, step, run_id, p, input, now,
+                    def,
+                    step,
+                    run_id,
+                    p.clone(),
+                    input,
+                    now,
                 ))))
             }
             StepKind::Sleep => {
                 let from = if p.dispatched_at > 0 { p.dispatched_at } else { now };
                 let wake = from + step.sleep.unwrap_or_default().as_millis() as i64;
-                self.start_sleep(def, &step.id, wake, run_id, &p, now).await?;
-                Ok(Launch::More(Vec::new()))
+                self.start_sleep(def, &step.id, wake, run_id, p, now).await?;
+                nothing()
             }
-            StepKind::SleepUntil(until) => match until.eval_time_ms(&bindings) {
-                Ok(wake) => {
-                    self.start_sleep(def, &step.id, wake.max(now), run_id, &p, now).await?;
-                    Ok(Launch::More(Vec::new()))
-                }
-                Err(e) => {
-                    self.fail_now(def, run_id, &p, &format!("SleepUntilError: sleep_until: {e}"), now)
-                        .await
-                }
-            },
+            StepKind::SleepUntil(until) => {
+                let wake = until
+                    .eval_time_ms(&bindings)
+                    .map_err(fail("SleepUntilError: sleep_until"))?;
+                self.start_sleep(def, &step.id, wake.max(now), run_id, p, now).await?;
+                nothing()
+            }
             StepKind::WaitForEvent(w) => {
-                let key = match w.key.as_ref().map(|k| k.eval_key(&bindings)) {
+                let key = match &w.key {
                     None => String::new(),
-                    Some(Ok(k)) => k,
-                    Some(Err(e)) => {
-                        return self
-                            .fail_now(def, run_id, &p, &format!("KeyError: wait_for_event.key: {e}"), now)
-                            .await;
-                    }
+                    Some(k) => k.eval_key(&bindings).map_err(fail("KeyError: wait_for_event.key"))?,
                 };
                 let detail = format!("event {:?} key {key:?}", w.event);
                 let args = WaitArgs {
@@ -729,7 +726,7 @@ impl Engine {
                     worker: "",
                 };
                 self.store.wait(redis::pipe(), &call, &args).await?;
-                Ok(Launch::More(Vec::new()))
+                nothing()
             }
             StepKind::Human(h) => {
                 let mut pre = redis::pipe();
@@ -747,49 +744,31 @@ impl Engine {
                     worker: "",
                 };
                 self.store.wait(pre, &call, &args).await?;
-                Ok(Launch::More(Vec::new()))
+                nothing()
             }
             StepKind::Workflow(child) => {
                 let input = match &step.input {
                     None => serde_json::json!({}),
-                    Some(t) => match t.render(&bindings) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return self
-                                .fail_now(def, run_id, &p, &format!("InputError: input: {e}"), now)
-                                .await;
-                        }
-                    },
+                    Some(t) => t.render(&bindings).map_err(fail("InputError: input"))?,
                 };
                 let child_def = match self.registry.get(&child.name, child.version).await {
                     Ok(d) => d.definition,
-                    Err(CoordinatorError::NotFound(m)) => {
-                        return self
-                            .fail_now(def, run_id, &p, &format!("ChildWorkflowError: {m}"), now)
-                            .await;
-                    }
-                    Err(e) => return Err(e),
+                    Err(CoordinatorError::NotFound(m)) => return Err(Halt::Fail(format!("ChildWorkflowError: {m}"))),
+                    Err(e) => return Err(e.into()),
                 };
-                if let Err(e) = child_def.validate_input(&input) {
-                    let m = format!("ChildWorkflowError: input of {}: {e}", child_def.name);
-                    return self.fail_now(def, run_id, &p, &m, now).await;
-                }
+                child_def
+                    .validate_input(&input)
+                    .map_err(|e| Halt::Fail(format!("ChildWorkflowError: input of {}: {e}", child_def.name)))?;
                 // The id is derived from (run, step, attempt): doing this twice finds the same child.
                 let child_id = ids::child_run_id(run_id, &step.id, p.attempt);
+                let parent = ParentRef {
+                    run: run_id,
+                    step: &step.id,
+                    attempt: p.attempt,
+                    kind: "workflow",
+                };
                 // Boxed: creating a run launches its roots, which may create runs in turn.
-                Box::pin(self.create_run(
-                    &child_def,
-                    &child_id,
-                    &input,
-                    "",
-                    Some(&ParentRef {
-                        run: run_id,
-                        step: &step.id,
-                        attempt: p.attempt,
-                        kind: "workflow",
-                    }),
-                ))
-                .await?;
+                Box::pin(self.create_run(&child_def, &child_id, &input, "", Some(&parent))).await?;
                 let detail = format!("child run {child_id} ({} v{})", child_def.name, child_def.version);
                 let args = WaitArgs {
                     step: &step.id,
@@ -808,11 +787,11 @@ impl Engine {
                     if parent_status.is_none_or(|s| RunStatus::from_word(&s).is_none_or(RunStatus::is_terminal)) {
                         match self.cancel_run(&child_id, "its parent run ended").await {
                             Ok(()) | Err(CoordinatorError::FailedPrecondition(_) | CoordinatorError::NotFound(_)) => {}
-                            Err(e) => return Err(e),
+                            Err(e) => return Err(e.into()),
                         }
                     }
                 }
-                Ok(Launch::More(Vec::new()))
+                nothing()
             }
         }
     }
