@@ -25,19 +25,16 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-ROOT=$PWD
 # shellcheck source=deploy/local/common.sh
 source deploy/local/common.sh
 
 SCRIPT_START=$(date +%s.%N)
-export BATON_ADDR=${BATON_ADDR:-http://127.0.0.1:7450}
-[[ $BATON_ADDR == *://* ]] || BATON_ADDR=http://$BATON_ADDR
+use_baton
 DOCS_DIR=${DOCS_DIR:-/usr/share/common-licenses}
 REVIEW_LIMIT=${REVIEW_LIMIT:-50}
 REVIEW_DECISION=${REVIEW_DECISION:-approve}
 REVIEWER=${USER:-reviewer}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-300}
-BATON=$ROOT/$BIN_DIR/baton
 
 case $REVIEW_DECISION in
     approve) REVIEW_COMMENT=${REVIEW_COMMENT:-approved by deploy/local/review.sh} ;;
@@ -53,62 +50,7 @@ DOCS_DIR=$(readlink -f -- "$DOCS_DIR")
 
 # --- JSON: jq when installed, else python3 ----------------------------------------------------
 
-if have jq; then
-    JSON=jq
-elif have python3; then
-    JSON=python3
-else
-    die "need jq or python3 to read the CLI's JSON output"
-fi
-
-# json_string VALUE: VALUE as a JSON string literal.
-json_string() {
-    if [[ $JSON == jq ]]; then
-        jq -cn --arg v "$1" '$v'
-    else
-        python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"
-    fi
-}
-
-# json_get JSON PATH: the value at PATH in the JSON document, a string as it is, anything else as
-# compact JSON, nothing when it is missing or null. PATH is keys separated by dots; in an array, a
-# number is an index, `k=v` the first object whose field k is v, and a plain word the first object
-# whose `id` is that word: `steps.approve.status`, `run_id=<id>.step_id`.
-json_get() {
-    if [[ $JSON == jq ]]; then
-        jq -r --arg path "$2" '
-          reduce ($path | split("."))[] as $k (.;
-            if type == "array" then
-              if ($k | test("^[0-9]+$")) then .[$k | tonumber]
-              elif ($k | contains("=")) then
-                ($k | split("=")) as [$f, $v] | map(select(type == "object" and (.[$f] | tostring) == $v)) | first
-              else map(select(type == "object" and .id == $k)) | first end
-            elif type == "object" then .[$k]
-            else null end)
-          | if . == null then "" elif type == "string" then . else tojson end' <<<"$1" 2>/dev/null || true
-    else
-        python3 -c '
-import json, sys
-try:
-    v = json.loads(sys.stdin.read())
-except ValueError:
-    sys.exit(0)
-for k in sys.argv[1].split("."):
-    if isinstance(v, list):
-        if k.isdigit():
-            v = v[int(k)] if int(k) < len(v) else None
-        else:
-            f, _, want = k.partition("=") if "=" in k else ("id", "", k)
-            v = next((o for o in v if isinstance(o, dict) and str(o.get(f)) == want), None)
-    elif isinstance(v, dict):
-        v = v.get(k)
-    else:
-        v = None
-if v is not None:
-    print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
-' "$2" <<<"$1" || true
-    fi
-}
+use_json
 
 # json_names JSON_LIST: the base names of a JSON list of paths, comma separated; `none` when empty.
 json_names() {
@@ -127,27 +69,10 @@ except (ValueError, TypeError, AttributeError):
     printf '%s\n' "${names:-none}"
 }
 
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-
 # --- 1. Coordinator and definitions --------------------------------------------------------------
 
-[[ -x $BATON ]] || die "$BIN_DIR/baton is missing: run ./deploy/local/up.sh first (it builds and starts everything)"
-if ! out=$("$BATON" workflow list 2>&1); then
-    die "the coordinator does not answer at $BATON_ADDR; start it with ./deploy/local/up.sh
-$out"
-fi
-workers=0
-for f in "$STATE_DIR"/worker-*.pid; do
-    [[ -e $f ]] && pid_of "$(basename "$f" .pid)" >/dev/null && workers=$((workers + 1))
-done
-((workers > 0)) || warn "no docs-worker started by ./deploy/local/up.sh runs: the run's steps wait until one does"
-
-for def in examples/workflows/documents.yaml examples/workflows/review.yaml; do
-    out=$("$BATON" workflow apply -f "$def" 2>&1) || die "baton workflow apply -f $def failed (a changed
-definition needs a new \`version:\`):
-$out"
-    log "applied $def: $(head -n1 <<<"$out")"
-done
+check_coordinator "the run's steps wait"
+apply_definitions examples/workflows/documents.yaml examples/workflows/review.yaml
 
 # --- 2. Submit ----------------------------------------------------------------------------------
 
@@ -159,14 +84,6 @@ run=$(json_get "$out" run_id)
 RUN_START=$(date +%s.%N)
 log "submitted review run $run over $DOCS_DIR (at most $REVIEW_LIMIT files)"
 log "follow it with: $BIN_DIR/baton run watch $run"
-
-# get_run: the run as JSON into $run_json, its status into $status.
-get_run() {
-    run_json=$("$BATON" --output json run get "$run" 2>&1) || die "baton run get $run failed:
-$run_json"
-    status=$(json_get "$run_json" status)
-}
-finished() { [[ $status =~ ^(succeeded|failed|cancelled|timed_out)$ ]]; }
 
 # --- 3. Wait for the approval task ----------------------------------------------------------------
 

@@ -33,13 +33,10 @@ ROOT=$PWD
 source deploy/local/common.sh
 
 SCRIPT_START=$(date +%s.%N)
-export BATON_ADDR=${BATON_ADDR:-http://127.0.0.1:7450}
-# The CLI also takes host:port; the workers need a URL.
-[[ $BATON_ADDR == *://* ]] || BATON_ADDR=http://$BATON_ADDR
+use_baton
 DOCS_DIR=${DOCS_DIR:-/usr/share/common-licenses}
 DOCS_WORKERS=${DOCS_WORKERS:-2}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-300}
-BATON=$ROOT/$BIN_DIR/baton
 
 [[ $DOCS_WORKERS =~ ^[1-9][0-9]*$ ]] || die "DOCS_WORKERS=$DOCS_WORKERS is not a positive number"
 [[ $WAIT_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "WAIT_TIMEOUT=$WAIT_TIMEOUT is not a positive number of seconds"
@@ -47,22 +44,7 @@ mkdir -p "$STATE_DIR"
 
 # --- JSON: jq when installed, else python3 ----------------------------------------------------
 
-if have jq; then
-    JSON=jq
-elif have python3; then
-    JSON=python3
-else
-    die "need jq or python3 to read the CLI's JSON output"
-fi
-
-# json_string VALUE: VALUE as a JSON string literal.
-json_string() {
-    if [[ $JSON == jq ]]; then
-        jq -cn --arg v "$1" '$v'
-    else
-        python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"
-    fi
-}
+use_json
 
 # submit_fields: reads the answer of `baton --output json run submit` on stdin and prints
 # "<run id> <created>" (created: true/false/unknown). Defensive about the exact shape.
@@ -290,7 +272,6 @@ PY
     fi
 }
 
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 first_id=${ids[0]}
 echo
 echo "================================ summary ================================"

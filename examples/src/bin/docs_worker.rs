@@ -32,7 +32,7 @@
 //! Run it with the coordinator's RabbitMQ URL and namespace, e.g.
 //! `BATON_WORKER_ID=worker-1 docs-worker --failure-rate 0.3 --store-dir .baton/store`.
 
-use std::{path::PathBuf, time::SystemTime};
+use std::{fmt, io, path::PathBuf, time::SystemTime};
 
 use baton_examples::{
     Analysis, Classification, DocumentDigest, DocumentRecord, FailureRate, FileList, FileStore, LargestDocument,
@@ -77,19 +77,34 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StepError::retryable(format!("blocking task failed: {e}")))?
 }
 
+/// A failure of the library as a step error: retryable or not, and of the type, that it says.
+fn step_error(e: impl fmt::Display, retryable: bool, error_type: &str) -> StepError {
+    let err = if retryable {
+        StepError::retryable(e)
+    } else {
+        StepError::non_retryable(e)
+    };
+    err.with_type(error_type)
+}
+
+/// A failure to read or write the file store: retryable, of type `Io`.
+fn store_error(store: &FileStore, e: io::Error) -> StepError {
+    StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io")
+}
+
+/// A handler that calls `f` with the step's context, its input and a clone of `store`.
+fn with_store<I, Fut>(
+    store: &FileStore,
+    f: impl Fn(StepContext, I, FileStore) -> Fut + Send + Sync + 'static,
+) -> impl Fn(StepContext, I) -> Fut + Send + Sync + 'static {
+    let store = store.clone();
+    move |ctx, input| f(ctx, input, store.clone())
+}
+
 async fn read(ctx: StepContext, input: DocumentInput) -> Result<ReadDocument, StepError> {
     let path = input.path.clone();
-    let doc = blocking(move || {
-        read_document(&path).map_err(|e| {
-            let err = if e.is_retryable() {
-                StepError::retryable(&e)
-            } else {
-                StepError::non_retryable(&e)
-            };
-            err.with_type(e.error_type())
-        })
-    })
-    .await?;
+    let doc =
+        blocking(move || read_document(&path).map_err(|e| step_error(&e, e.is_retryable(), e.error_type()))).await?;
     tracing::info!(run = ctx.run_id(), path = %doc.path, bytes = doc.bytes, "read");
     Ok(doc)
 }
@@ -134,12 +149,7 @@ async fn store(
     let digest: DocumentDigest = ctx.output_of("digest")?;
     let analysis: Analysis = ctx.output_of("analyze")?;
     let record = DocumentRecord::new(&input.path, &digest, analysis, ctx.run_id(), SystemTime::now());
-    let outcome = blocking(move || {
-        store
-            .upsert(&record)
-            .map_err(|e| StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io"))
-    })
-    .await?;
+    let outcome = blocking(move || store.upsert(&record).map_err(|e| store_error(&store, e))).await?;
     tracing::info!(
         run = ctx.run_id(),
         key = %outcome.key,
@@ -152,17 +162,8 @@ async fn store(
 
 async fn list(ctx: StepContext, input: ListInput) -> Result<FileList, StepError> {
     let ListInput { dir, limit } = input;
-    let list = blocking(move || {
-        list_files(&dir, limit).map_err(|e| {
-            let err = if e.is_retryable() {
-                StepError::retryable(&e)
-            } else {
-                StepError::non_retryable(&e)
-            };
-            err.with_type(e.error_type())
-        })
-    })
-    .await?;
+    let list =
+        blocking(move || list_files(&dir, limit).map_err(|e| step_error(&e, e.is_retryable(), e.error_type()))).await?;
     tracing::info!(
         run = ctx.run_id(),
         dir = %list.dir,
@@ -229,7 +230,7 @@ async fn report(
             Some(stored) => {
                 let record = store
                     .get(&input.summary.largest)
-                    .map_err(|e| StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io"))?
+                    .map_err(|e| store_error(&store, e))?
                     .ok_or_else(|| {
                         StepError::non_retryable(format!(
                             "no record of {} in {}",
@@ -260,17 +261,8 @@ async fn report(
 }
 
 async fn scan_step(ctx: StepContext, input: ScanInput, store: FileStore) -> Result<ScanOutput, StepError> {
-    let out = blocking(move || {
-        scan(&input, &store).map_err(|e| {
-            let err = if e.is_retryable() {
-                StepError::retryable(&e)
-            } else {
-                StepError::non_retryable(&e)
-            };
-            err.with_type(e.error_type())
-        })
-    })
-    .await?;
+    let out =
+        blocking(move || scan(&input, &store).map_err(|e| step_error(&e, e.is_retryable(), e.error_type()))).await?;
     tracing::info!(
         run = ctx.run_id(),
         dir = %out.dir,
@@ -287,11 +279,7 @@ async fn scan_step(ctx: StepContext, input: ScanInput, store: FileStore) -> Resu
 }
 
 async fn scan_summary(ctx: StepContext, input: ScanSummaryInput, store: FileStore) -> Result<ScanSummary, StepError> {
-    let summary = blocking(move || {
-        summarize_scan(&input.scan, &store)
-            .map_err(|e| StepError::retryable(format!("store {}: {e}", store.dir().display())).with_type("Io"))
-    })
-    .await?;
+    let summary = blocking(move || summarize_scan(&input.scan, &store).map_err(|e| store_error(&store, e))).await?;
     tracing::info!(
         run = ctx.run_id(),
         emitted = summary.emitted,
@@ -328,28 +316,24 @@ async fn main() -> std::process::ExitCode {
             analyze_step(ctx, failure_rate)
         })
         .handler("docs.digest", |ctx, _input: serde::de::IgnoredAny| digest(ctx))
-        .handler("docs.store", {
-            let file_store = file_store.clone();
-            move |ctx, input: DocumentInput| store(ctx, input, file_store.clone())
-        })
+        .handler("docs.store", with_store(&file_store, store))
         .handler("docs.list", list)
         .handler("docs.classify", classify)
         .handler("docs.summarize", summarize_step)
-        .handler("docs.report", {
-            let file_store = file_store.clone();
-            move |ctx, input: ReportInput| report(ctx, input, file_store.clone(), ReportStep::Publish)
-        })
-        .handler("docs.reject", {
-            let file_store = file_store.clone();
-            move |ctx, input: ReportInput| report(ctx, input, file_store.clone(), ReportStep::Reject)
-        })
-        .handler("docs.scan", {
-            let file_store = file_store.clone();
-            move |ctx, input: ScanInput| scan_step(ctx, input, file_store.clone())
-        })
-        .handler("docs.scan_summary", move |ctx, input: ScanSummaryInput| {
-            scan_summary(ctx, input, file_store.clone())
-        });
+        .handler(
+            "docs.report",
+            with_store(&file_store, |ctx, input: ReportInput, store| {
+                report(ctx, input, store, ReportStep::Publish)
+            }),
+        )
+        .handler(
+            "docs.reject",
+            with_store(&file_store, |ctx, input: ReportInput, store| {
+                report(ctx, input, store, ReportStep::Reject)
+            }),
+        )
+        .handler("docs.scan", with_store(&file_store, scan_step))
+        .handler("docs.scan_summary", with_store(&file_store, scan_summary));
     match worker.run(baton_worker::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
