@@ -488,11 +488,13 @@ impl Engine {
                         "buffered: the previous run {} is still running",
                         previous.unwrap_or_default()
                     );
+                    tracing::info!(schedule = id, tick, %reason, "schedule tick buffered");
                     self.record_tick(id, tick, "buffered", "", &reason).await?;
                     buffered = Some(tick);
                     let _: () = conn.hset(state_key(self, id), "buffered", tick).await?;
                 }
                 TickAction::Skip(reason) => {
+                    tracing::info!(schedule = id, tick, %reason, "schedule tick skipped");
                     self.record_tick(id, tick, "skipped", "", &reason).await?;
                 }
             }
