@@ -374,6 +374,9 @@ pub struct ListArgs {
     /// Continue from the token printed by a previous page.
     #[arg(long, value_name = "TOKEN")]
     pub page_token: Option<String>,
+    /// Only the runs this run started (its sub-workflows' runs and the runs it emitted).
+    #[arg(long, value_name = "RUN")]
+    pub parent: Option<String>,
 }
 
 /// Parses a `--status` word (case-insensitive, `-` accepted for `_`).
@@ -564,6 +567,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 status: args.status.map_or(0, |s| s as i32),
                 limit: args.limit.unwrap_or(0),
                 page_token: args.page_token.unwrap_or_default(),
+                parent_run_id: args.parent.unwrap_or_default(),
             };
             let resp = coordinator.runs().list_runs(request).await?.into_inner();
             match output {
@@ -912,6 +916,8 @@ mod tests {
             "10",
             "--page-token",
             "t",
+            "--parent",
+            "p-1",
         ])
         .unwrap();
         let Command::Run(RunCommand::List(args)) = cli.command else {
@@ -921,6 +927,7 @@ mod tests {
         assert_eq!(args.status, Some(RunStatus::TimedOut));
         assert_eq!(args.limit, Some(10));
         assert_eq!(args.page_token.as_deref(), Some("t"));
+        assert_eq!(args.parent.as_deref(), Some("p-1"));
         assert!(parse(&["run", "list", "--limit", "0"]).is_err());
         assert!(parse(&["run", "list", "--limit", "1001"]).is_err());
     }

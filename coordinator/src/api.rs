@@ -169,11 +169,16 @@ impl proto::run_service_server::RunService for Api {
             }
         };
         let workflow = (!r.workflow.is_empty()).then_some(r.workflow.as_str());
+        let parent = (!r.parent_run_id.is_empty()).then_some(r.parent_run_id.as_str());
+        if let Some(p) = parent {
+            check_id(p)
+                .map_err(|_| Status::invalid_argument(format!("parent_run_id: {p:?} is not a run id (a UUID)")))?;
+        }
         let mut cursor = (!r.page_token.is_empty()).then(|| r.page_token.clone());
         let mut runs = Vec::new();
         let mut scanned = 0usize;
-        // Filtering by status scans the (time-ordered) index; the scan is bounded per call and the
-        // page token says where to go on.
+        // Filtering by status or parent scans the (time-ordered) index; the scan is bounded per call
+        // and the page token says where to go on.
         let next = loop {
             let members = self
                 .engine
@@ -194,7 +199,10 @@ impl proto::run_service_server::RunService for Api {
                 cursor = Some(member.clone());
                 match summary {
                     None => gone.push(member.clone()),
-                    Some(s) if status.is_none_or(|w| s.get("status").map(String::as_str) == Some(w)) => {
+                    Some(s)
+                        if status.is_none_or(|w| s.get("status").map(String::as_str) == Some(w))
+                            && parent.is_none_or(|p| s.get("parent_run").map(String::as_str) == Some(p)) =>
+                    {
                         runs.push(view::run_view(None, &s, None));
                         if runs.len() == limit {
                             break;

@@ -216,22 +216,21 @@ else
     echo "scan:           no output ($(json_get "$run_json" steps.scan.error))"
 fi
 if ((failed > 0)); then
-    list=$("$BATON" --output json run list --workflow documents --status failed --limit 1000 2>/dev/null || true)
-    json_lines "$(json_get "$list" runs)" id parent_run_id error | awk -F'\t' -v run="$run" '$2 == run' | head -n 5 |
-        awk -F'\t' '{ printf "failed run:     %s %s\n", $1, $3 }'
+    list=$("$BATON" --output json run list --parent "$run" --status failed --limit 5 2>/dev/null || true)
+    json_lines "$(json_get "$list" runs)" id error | awk -F'\t' '{ printf "failed run:     %s %s\n", $1, $2 }'
     echo "                (no record was stored for them: the next scan emits them again)"
 fi
 ((slots_seen > 0)) && echo "slots:          a store step was seen waiting for its slot $slots_seen times (documents/store allows 2 at once)"
 child=""
 if ((total > 0)); then
-    list=$("$BATON" --output json run list --workflow documents --limit 1000 2>/dev/null || true)
-    child=$(json_get "$list" "runs.parent_run_id=$run.id")
+    list=$("$BATON" --output json run list --parent "$run" --limit 1 2>/dev/null || true)
+    child=$(json_get "$list" "runs.0.id")
 fi
 echo
 echo "The schedule:   $BIN_DIR/baton schedule get $SCHEDULE"
 echo "Its ticks:      $BIN_DIR/baton schedule history $SCHEDULE"
 echo "The scan run:   $BIN_DIR/baton run get $run"
-echo "Its runs:       $BIN_DIR/baton run list --workflow documents"
+echo "Its runs:       $BIN_DIR/baton run list --parent $run"
 [[ -n $child ]] && echo "One of them:    $BIN_DIR/baton run get $child"
 echo "Pause it:       $BIN_DIR/baton schedule pause $SCHEDULE"
 echo "========================================================================"

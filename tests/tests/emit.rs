@@ -7,6 +7,11 @@ use baton_tests::{Cluster, status, step_status};
 use serde_json::{Value, json};
 
 async fn runs_of(cluster: &Cluster, workflow: &str) -> Vec<Run> {
+    list_all(cluster, workflow, "").await
+}
+
+/// Every run of `workflow` (all workflows when empty) started by `parent` (any when empty).
+async fn list_all(cluster: &Cluster, workflow: &str, parent: &str) -> Vec<Run> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -18,6 +23,7 @@ async fn runs_of(cluster: &Cluster, workflow: &str) -> Vec<Run> {
                 status: 0,
                 limit: 1000,
                 page_token: token.clone(),
+                parent_run_id: parent.into(),
             })
             .await
             .unwrap()
@@ -113,6 +119,9 @@ async fn an_emitter_of_a_thousand_items_rerun_after_it_emitted_still_has_a_thous
         1000,
         "the re-run counts the children it found"
     );
+    let listed = list_all(&cluster, "", &run_id).await;
+    assert_eq!(listed.len(), 1000, "ListRuns by parent finds the emitted runs");
+    assert!(listed.iter().all(|r| r.parent_run_id == run_id));
     assert_eq!(step_status(&run, "after"), "succeeded");
 }
 

@@ -63,6 +63,7 @@ async fn runs_of(cluster: &Cluster, workflow: &str) -> Vec<Run> {
             status: 0,
             limit: 1000,
             page_token: String::new(),
+            parent_run_id: String::new(),
         })
         .await
         .unwrap()
