@@ -46,6 +46,14 @@ const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
 const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
 
+/// A key value as a part of a pool name: `|`, `{` and `}` become `_` (they delimit Redis members
+/// and hash tags).
+fn pool_key(key: &str) -> String {
+    key.chars()
+        .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
+        .collect()
+}
+
 /// The run-slot pool of a run of `def` with this input, for a workflow with `max_concurrent_runs`:
 /// `<workflow>/run`, or `<workflow>/run/<key>` with a `concurrency_key`.
 ///
@@ -65,11 +73,7 @@ fn run_slot(def: &WorkflowDefinition, input: &serde_json::Value) -> Result<Optio
             let key = k
                 .eval_key(&b)
                 .map_err(|e| CoordinatorError::InvalidArgument(format!("input: concurrency_key: {e}")))?;
-            let key: String = key
-                .chars()
-                .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
-                .collect();
-            format!("{}/run/{key}", def.name)
+            format!("{}/run/{}", def.name, pool_key(&key))
         }
     };
     Ok(Some(RunSlot { pool, limit }))
@@ -86,14 +90,7 @@ fn pool_name(
     let base = format!("{}/{}", def.name, step.id);
     match key {
         None => Ok(base),
-        Some(k) => {
-            let key: String = k
-                .eval_key(b)?
-                .chars()
-                .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
-                .collect();
-            Ok(format!("{base}/{key}"))
-        }
+        Some(k) => Ok(format!("{base}/{}", pool_key(&k.eval_key(b)?))),
     }
 }
 
@@ -242,16 +239,7 @@ impl Engine {
         if workflow.is_empty() {
             return Err(CoordinatorError::InvalidArgument("workflow: required".into()));
         }
-        let input_json = if input_json.trim().is_empty() { "{}" } else { input_json };
-        if input_json.len() > self.config.max_payload_bytes {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "input_json: {} bytes is over the limit of {} bytes",
-                input_json.len(),
-                self.config.max_payload_bytes
-            )));
-        }
-        let input: serde_json::Value = serde_json::from_str(input_json)
-            .map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
+        let input = self.check_json("input_json", input_json, "{}")?;
         let def = self.registry.get(workflow, version).await?.definition;
         def.validate_input(&input)?;
         let run_id = if idempotency_key.is_empty() {
@@ -312,21 +300,8 @@ impl Engine {
             CreateOutcome::Queued => return Ok((run_id, true)),
             CreateOutcome::Created => {}
         }
-        let payloads = def
-            .roots()
-            .map(|s| DispatchPayload {
-                dispatched_at: now,
-                attempt_base: 0,
-                step_id: s.id.clone(),
-                attempt: 1,
-                input_json: input_json.clone(),
-                item_input: None,
-                resume_data: String::new(),
-                parent_outputs: Default::default(),
-                parent_statuses: Default::default(),
-            })
-            .collect();
-        self.launch(def, &run_id, payloads, now).await;
+        self.launch(def, &run_id, machine::root_payloads(def, &input_json, now), now)
+            .await;
         Ok((run_id, true))
     }
 
@@ -1336,20 +1311,7 @@ impl Engine {
                 match answer {
                     CreateOutcome::Queued => {}
                     CreateOutcome::Created => {
-                        let payloads = child_def
-                            .roots()
-                            .map(|s| DispatchPayload {
-                                dispatched_at: now,
-                                attempt_base: 0,
-                                step_id: s.id.clone(),
-                                attempt: 1,
-                                input_json: r.input_json.clone(),
-                                item_input: None,
-                                resume_data: String::new(),
-                                parent_outputs: Default::default(),
-                                parent_statuses: Default::default(),
-                            })
-                            .collect();
+                        let payloads = machine::root_payloads(&child_def, &r.input_json, now);
                         Box::pin(self.launch(&child_def, &r.run_id, payloads, now)).await;
                     }
                     // Made by an earlier emission: if it already finished, count it now.
@@ -1627,15 +1589,7 @@ impl Engine {
         payload_json: &str,
     ) -> Result<Disposition> {
         check_run_id(run_id)?;
-        if payload_json.len() > self.config.max_payload_bytes {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "payload_json: {} bytes is over the limit of {} bytes",
-                payload_json.len(),
-                self.config.max_payload_bytes
-            )));
-        }
-        let value: serde_json::Value = serde_json::from_str(payload_json)
-            .map_err(|e| CoordinatorError::InvalidArgument(format!("payload_json: not valid JSON: {e}")))?;
+        let value = self.check_json("payload_json", payload_json, "")?;
         self.store
             .emit_event(&RunCall { run_id, now: now_ms() }, step_id, attempt, &value.to_string())
             .await
@@ -1656,7 +1610,7 @@ impl Engine {
                 "name, key: must not contain '|'".into(),
             ));
         }
-        let payload = self.check_json("payload_json", payload_json)?;
+        let payload = self.check_json("payload_json", payload_json, "null")?.to_string();
         let delivered = self
             .store
             .publish_event(
@@ -1679,12 +1633,7 @@ impl Engine {
     /// # Errors
     /// `Redis`.
     pub async fn start_triggered_runs(&self, name: &str, payload_json: &str) -> Result<Vec<String>> {
-        let payload: serde_json::Value = serde_json::from_str(if payload_json.trim().is_empty() {
-            "null"
-        } else {
-            payload_json
-        })
-        .map_err(|e| CoordinatorError::InvalidArgument(format!("payload_json: not valid JSON: {e}")))?;
+        let payload = self.check_json("payload_json", payload_json, "null")?;
         let mut started = Vec::new();
         for workflow in self.registry.names().await? {
             let def = match self.registry.get(&workflow, 0).await {
@@ -1720,8 +1669,12 @@ impl Engine {
         Ok(started)
     }
 
-    /// Checks JSON text from a caller (empty means `null`) against the size limit; returns it compact.
-    fn check_json(&self, field: &str, text: &str) -> Result<String> {
+    /// Reads JSON text a caller sent in `field`: at most `max_payload_bytes`, and `if_empty` when it
+    /// is empty or blank (`""` to refuse an empty text).
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field: over the size limit, or not JSON.
+    fn check_json(&self, field: &str, text: &str, if_empty: &str) -> Result<serde_json::Value> {
         if text.len() > self.config.max_payload_bytes {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "{field}: {} bytes is over the limit of {} bytes",
@@ -1729,10 +1682,9 @@ impl Engine {
                 self.config.max_payload_bytes
             )));
         }
-        let text = if text.trim().is_empty() { "null" } else { text };
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| CoordinatorError::InvalidArgument(format!("{field}: not valid JSON: {e}")))?;
-        Ok(value.to_string())
+        let text = if text.trim().is_empty() { if_empty } else { text };
+        serde_json::from_str(text)
+            .map_err(|e| CoordinatorError::InvalidArgument(format!("{field}: not valid JSON: {e}")))
     }
 
     /// Human tasks, newest first, filtered (empty filters match all). `status` is `open`,
@@ -1839,9 +1791,8 @@ impl Engine {
         if user.is_empty() {
             return Err(CoordinatorError::InvalidArgument("user: required".into()));
         }
-        let data_text = self.check_json("data_json", data_json)?;
-        let data: serde_json::Value =
-            serde_json::from_str(&data_text).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let data = self.check_json("data_json", data_json, "null")?;
+        let data_text = data.to_string();
         let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
             return Err(CoordinatorError::NotFound(format!(
                 "run_id: no run {run_id} (it may have expired)"

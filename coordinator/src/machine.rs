@@ -89,6 +89,24 @@ pub fn retry_at(step: &StepDefinition, attempt: u32, error_type: &str, retryable
     }
 }
 
+/// The payloads of a new run's root steps (attempt 1, dispatched at `now`), as `create_run.lua`
+/// committed them: what to launch once the run exists.
+pub fn root_payloads(def: &WorkflowDefinition, input_json: &str, now: i64) -> Vec<DispatchPayload> {
+    def.roots()
+        .map(|s| DispatchPayload {
+            dispatched_at: now,
+            attempt_base: 0,
+            step_id: s.id.clone(),
+            attempt: 1,
+            input_json: input_json.to_string(),
+            item_input: None,
+            resume_data: String::new(),
+            parent_outputs: Default::default(),
+            parent_statuses: Default::default(),
+        })
+        .collect()
+}
+
 /// What a dispatched step's expressions see: the run input and the steps it reads.
 ///
 /// # Errors
