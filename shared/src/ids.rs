@@ -36,6 +36,29 @@ pub fn is_run_id(s: &str) -> bool {
     Uuid::parse_str(s).is_ok()
 }
 
+/// Checks a workflow name that a caller sends to look a workflow up (GetWorkflow, SubmitRun,
+/// CreateSchedule, a sub-workflow reference): the same rule as a definition's `name` (1 to 128 of
+/// letters, digits, `_`, `-`, `.`), so that no name can alias an internal Redis key such as
+/// `<prefix>:wf:<name>:registered`.
+///
+/// # Errors
+/// `"<field>: <echoed value> must be 1 to 128 characters of letters, digits, '_', '-', '.'"`.
+pub fn check_workflow_name(field: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: {} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+            crate::limits::echo(name)
+        ))
+    }
+}
+
 /// The idempotency key of a step, stable across its attempts: `<run_id>/<step_id>`.
 /// A handler that writes to an external system should key its writes with it.
 pub fn step_idempotency_key(run_id: &str, step_id: &str) -> String {
@@ -58,5 +81,14 @@ mod tests {
         assert_ne!(run_id_for_key("w", "k1"), run_id_for_key("w", "k"));
         assert!(is_run_id(&new_run_id()));
         assert!(!is_run_id("x}:y"));
+    }
+
+    #[test]
+    fn workflow_names_cannot_alias_internal_keys() {
+        assert!(check_workflow_name("workflow", "docs.v2-x_y").is_ok());
+        let e = check_workflow_name("workflow", "x:registered").unwrap_err();
+        assert!(e.starts_with("workflow: \"x:registered\" must be"), "{e}");
+        assert!(check_workflow_name("workflow", "").is_err());
+        assert!(check_workflow_name("workflow", &"a".repeat(129)).is_err());
     }
 }

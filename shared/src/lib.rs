@@ -11,6 +11,7 @@ pub mod duration;
 pub mod expr;
 pub mod ids;
 pub mod keys;
+pub mod limits;
 #[cfg(feature = "process")]
 pub mod process;
 pub mod retry;

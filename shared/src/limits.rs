@@ -1,0 +1,97 @@
+//! The bounds on everything that enters Baton from outside (a caller, a definition, a queue), in one
+//! place, so the code that checks them and the README that documents them say the same numbers.
+//!
+//! Every value here is checked where it enters, with an `INVALID_ARGUMENT` error that names the field
+//! (`steps[2].timeout: ...`) and echoes at most [`MAX_ECHO_BYTES`] of what the caller sent.
+
+use std::time::Duration;
+
+/// One day.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Longest step timeout, run timeout, heartbeat timeout, `sleep`, `wait_for_event` timeout, human
+/// task timeout and suspension timeout: 10 years (3,650 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_650 * 86_400);
+
+/// Longest retry interval (`initial_interval`, `max_interval`): 1 day.
+pub const MAX_RETRY_INTERVAL: Duration = DAY;
+
+/// Largest retry `backoff_coefficient`.
+pub const MAX_BACKOFF_COEFFICIENT: f64 = 100.0;
+
+/// Longest schedule `catchup_window`: 30 days.
+pub const MAX_CATCHUP_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
+/// Longest rate-limit `period`: 1 day.
+pub const MAX_RATE_PERIOD: Duration = DAY;
+
+/// Longest CEL expression source (`when`, `for_each`, templates, filters), in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4_096;
+
+/// Most nodes in one compiled CEL expression.
+pub const MAX_EXPRESSION_NODES: usize = 1_000;
+
+/// Deepest nesting of one CEL expression (operators, calls, parentheses, comprehensions).
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
+
+/// Most sub-workflow levels below a root run: a run at this depth may not start a child.
+pub const MAX_WORKFLOW_DEPTH: u32 = 16;
+
+/// Most bytes of a caller's value echoed back in an error message.
+pub const MAX_ECHO_BYTES: usize = 200;
+
+/// `value` as it may be echoed in an error: quoted (Debug form), and cut to at most
+/// [`MAX_ECHO_BYTES`] bytes of the original at a character boundary, with the original length
+/// said when cut (`"aaaa…" (1048576 bytes)`).
+pub fn echo(value: &str) -> String {
+    if value.len() <= MAX_ECHO_BYTES {
+        return format!("{value:?}");
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..end], value.len())
+}
+
+/// Checks a duration from outside against its maximum; the error names neither the field nor the
+/// value (the caller prefixes the field path): `must be at most 3650days (got 584942417355years ...)`.
+///
+/// # Errors
+/// A message when `d > max`.
+pub fn check_duration(d: Duration, max: Duration) -> Result<Duration, String> {
+    if d > max {
+        Err(format!(
+            "must be at most {} (got {})",
+            crate::duration::format(max),
+            echo(&crate::duration::format(d))
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_values_are_echoed_whole() {
+        assert_eq!(echo("abc"), "\"abc\"");
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(1_000);
+        let e = echo(&long);
+        assert!(e.len() < MAX_ECHO_BYTES + 40, "{e}");
+        assert!(e.ends_with("(2000 bytes)"), "{e}");
+    }
+
+    #[test]
+    fn durations_over_their_maximum_are_refused() {
+        assert!(check_duration(DAY, MAX_RETRY_INTERVAL).is_ok());
+        let e = check_duration(Duration::from_secs(u64::MAX), MAX_RETRY_INTERVAL).unwrap_err();
+        assert!(e.starts_with("must be at most 1day"), "{e}");
+    }
+}
