@@ -36,9 +36,15 @@ pub fn millis(ts: &prost_types::Timestamp) -> i64 {
         .saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
-/// Unix milliseconds as RFC 3339 UTC text with milliseconds (`2026-11-21T08:30:00.000Z`).
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z), in Unix milliseconds.
+pub const LATEST_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// Unix milliseconds as RFC 3339 UTC text with milliseconds (`2026-11-21T08:30:00.000Z`); times
+/// before 1970 read as the epoch and times after [`LATEST_RFC3339_MS`] as that instant (the format has
+/// four-digit years), so any stored value can be shown.
 pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let ms = ms.clamp(0, LATEST_RFC3339_MS);
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.unsigned_abs());
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -52,5 +58,11 @@ mod tests {
         assert_eq!(deadline_ms(1_000, Duration::from_millis(5)), 1_005);
         assert_eq!(deadline_ms(1_000, Duration::from_secs(u64::MAX)), i64::MAX);
         assert_eq!(duration_ms(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn any_stored_time_can_be_written() {
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
     }
 }
