@@ -47,12 +47,21 @@ const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
 const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
 
-/// A key value as a part of a pool name: `|`, `{` and `}` become `_` (they delimit Redis members
-/// and hash tags).
+/// A key value as a part of a pool name, escaped so that distinct keys stay distinct pools: `|`,
+/// `{` and `}` (they delimit Redis members and hash tags) become `_p`, `_o` and `_c`, and `_`
+/// becomes `__`.
 fn pool_key(key: &str) -> String {
-    key.chars()
-        .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
-        .collect()
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '|' => out.push_str("_p"),
+            '{' => out.push_str("_o"),
+            '}' => out.push_str("_c"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The run-slot pool of a run of `def` with this input, for a workflow with `max_concurrent_runs`:
@@ -81,7 +90,7 @@ fn run_slot(def: &WorkflowDefinition, input: &serde_json::Value) -> Result<Optio
 }
 
 /// The name of a concurrency or rate-limit pool: `<workflow>/<step>` and, with a key, `/<key>`
-/// (`|`, `{` and `}` in the key become `_`: they delimit Redis members and hash tags).
+/// (escaped by [`pool_key`]: `|`, `{` and `}` delimit Redis members and hash tags).
 fn pool_name(
     def: &WorkflowDefinition,
     step: &baton_shared::definition::StepDefinition,
@@ -206,7 +215,8 @@ fn check_run_id(run_id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(CoordinatorError::InvalidArgument(format!(
-            "run_id: {run_id:?} is not a run id (a UUID)"
+            "run_id: {} is not a run id (a UUID)",
+            echo(run_id)
         )))
     }
 }
@@ -473,7 +483,7 @@ impl Engine {
                 if event.trim().is_empty() {
                     return Err(CoordinatorError::InvalidArgument("suspend.event: required".into()));
                 }
-                let detail = format!("event {event:?} key {key:?} (suspended handler)");
+                let detail = format!("event {} key {} (suspended handler)", echo(&event), echo(&key));
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
@@ -761,7 +771,7 @@ impl Engine {
                     None => String::new(),
                     Some(k) => k.eval_key(&bindings).map_err(fail("KeyError: wait_for_event.key"))?,
                 };
-                let detail = format!("event {:?} key {key:?}", w.event);
+                let detail = format!("event {} key {}", echo(&w.event), echo(&key));
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
@@ -1646,7 +1656,8 @@ impl Engine {
             Some(step) if def.step(step).is_some() => Some(machine::descendants(&def, step)),
             Some(step) => {
                 return Err(CoordinatorError::InvalidArgument(format!(
-                    "from_step: workflow {workflow:?} version {version} has no step {step:?}"
+                    "from_step: workflow {workflow:?} version {version} has no step {}",
+                    echo(step)
                 )));
             }
         };
@@ -1861,7 +1872,8 @@ impl Engine {
     ) -> Result<Vec<HumanTask>> {
         if !matches!(status, "" | "open" | "completed" | "cancelled") {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "status: {status:?} is not one of open, completed, cancelled"
+                "status: {} is not one of open, completed, cancelled",
+                echo(status)
             )));
         }
         let limit = match limit {
@@ -1961,7 +1973,8 @@ impl Engine {
         let def = self.registry.pinned(&workflow, version).await?;
         let Some(StepKind::Human(h)) = def.step(step_id).map(|s| &s.kind) else {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "step_id: workflow {workflow:?} version {version} has no human step {step_id:?}"
+                "step_id: workflow {workflow:?} version {version} has no human step {}",
+                echo(step_id)
             )));
         };
         h.validate(&data)?;
@@ -1990,5 +2003,18 @@ impl Engine {
         self.human_task(run_id, step_id)
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("run_id: no run {run_id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_keys_make_distinct_pools() {
+        assert_eq!(pool_key("tenant-a"), "tenant-a");
+        assert_ne!(pool_key("a|b"), pool_key("a_b"));
+        assert_ne!(pool_key("a{b}"), pool_key("a_ob_c"));
+        assert!(!pool_key("x|{y}").contains(['|', '{', '}']));
     }
 }
