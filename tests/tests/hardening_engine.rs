@@ -168,6 +168,9 @@ async fn a_ten_year_timeout_with_a_slot_runs_and_a_ten_year_sleep_waits_until_ca
     cluster
         .register("name: sleeper\nversion: 1\nsteps:\n  - {id: nap, sleep: 3650days}\n")
         .await;
+    cluster
+        .register("name: listener\nversion: 1\ntimeout: 3650days\nsteps:\n  - {id: wait, wait_for_event: {event: never, timeout: 3650days}}\n")
+        .await;
     cluster.spawn_worker("w1", 4);
 
     let run_id = cluster.submit("patient", json!({"x": 1})).await;
@@ -175,6 +178,7 @@ async fn a_ten_year_timeout_with_a_slot_runs_and_a_ten_year_sleep_waits_until_ca
     assert_eq!(status(&run), "succeeded", "{run:#?}");
 
     let started = baton_shared::time::now_ms();
+    let listener = cluster.submit("listener", json!({})).await;
     let run_id = cluster.submit("sleeper", json!({})).await;
     let run = wait_step(&cluster, &run_id, "nap", "waiting").await;
     // Defect 25: a sleeping step waits, with its wake time, on no worker.
@@ -189,6 +193,10 @@ async fn a_ten_year_timeout_with_a_slot_runs_and_a_ten_year_sleep_waits_until_ca
     let run = get(&cluster, &run_id).await;
     assert_eq!(status(&run), "running", "{run:#?}");
     assert_eq!(step_status(&run, "nap"), "waiting", "{run:#?}");
+    // Neither the ten-year wait nor the ten-year run timeout fired.
+    let run = get(&cluster, &listener).await;
+    assert_eq!(status(&run), "running", "{run:#?}");
+    assert_eq!(step_status(&run, "wait"), "waiting", "{run:#?}");
 
     cluster
         .runs()
