@@ -145,12 +145,32 @@ pub enum EventCommand {
     Publish {
         /// The event's name.
         name: String,
-        /// The correlation key that waiting steps match on.
-        #[arg(long, value_name = "KEY")]
+        /// The correlation key that waiting steps match on (empty for events without a key).
+        #[arg(long, value_name = "KEY", default_value = "")]
         key: String,
         /// The payload: JSON text, `@FILE` to read it from a file, or `-` to read standard input.
         #[arg(long, short = 'p', value_name = "JSON|@FILE|-", default_value = "null")]
         payload: String,
+    },
+    /// List the buffered events (published while no step waited), per name and key.
+    List {
+        /// Only events of this name.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Most (name, key) pairs to list (1 to 1000; default 100).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
+    /// Drop the buffered events of a name and key (or of every key of the name with `--all-keys`).
+    Purge {
+        /// The event's name.
+        name: String,
+        /// The key (empty for events without a key).
+        #[arg(long, value_name = "KEY", default_value = "", conflicts_with = "all_keys")]
+        key: String,
+        /// Drop the events of every key of NAME.
+        #[arg(long)]
+        all_keys: bool,
     },
 }
 
@@ -623,6 +643,37 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Output::Json => print_json(&render::publish_json(&resp), true)?,
             }
         }
+        Command::Event(EventCommand::List { name, limit }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = baton_shared::proto::ListBufferedEventsRequest {
+                name: name.unwrap_or_default(),
+                limit: limit.unwrap_or(0),
+            };
+            let events = coordinator
+                .events()
+                .list_buffered_events(request)
+                .await?
+                .into_inner()
+                .events;
+            match output {
+                Output::Table => print_text(&render::buffered_events_text(&events))?,
+                Output::Json => print_json(&render::buffered_events_json(&events), true)?,
+            }
+        }
+        Command::Event(EventCommand::Purge { name, key, all_keys }) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let request = baton_shared::proto::PurgeBufferedEventsRequest { name, key, all_keys };
+            let purged = coordinator
+                .events()
+                .purge_buffered_events(request)
+                .await?
+                .into_inner()
+                .purged;
+            match output {
+                Output::Table => print_text(&format!("purged {purged} buffered event(s)\n"))?,
+                Output::Json => print_json(&serde_json::json!({ "purged": purged }), true)?,
+            }
+        }
         Command::Task(TaskCommand::List(args)) => {
             let coordinator = Coordinator::connect(&cli.addr).await?;
             let request = ListHumanTasksRequest {
@@ -963,7 +1014,18 @@ mod tests {
         let cli = parse(&["event", "publish", "payment", "--key", "k", "--payload", "-"]).unwrap();
         assert!(matches!(cli.command, Command::Event(EventCommand::Publish { payload, .. }) if payload == "-"));
 
-        assert!(parse(&["event", "publish", "payment"]).is_err(), "--key is required");
+        let cli = parse(&["event", "publish", "payment"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Event(EventCommand::Publish { key, .. }) if key.is_empty()),
+            "--key is optional: an event without a key"
+        );
+        let cli = parse(&["event", "purge", "payment", "--all-keys"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Event(EventCommand::Purge { all_keys: true, .. })
+        ));
+        assert!(parse(&["event", "purge", "payment", "--key", "k", "--all-keys"]).is_err());
+        assert!(parse(&["event", "list", "--limit", "0"]).is_err());
         assert!(
             parse(&["event", "publish", "--key", "k"]).is_err(),
             "the name is required"

@@ -8,8 +8,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_shared::proto::{
-    Attempt, EmitProgress, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse, RetryPolicy, Run,
-    RunEvent, RunStatus, Schedule, ScheduleTick, StepDefinition, StepRun, StepStatus, SubmitRunResponse, Workflow,
+    Attempt, BufferedEvents, EmitProgress, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse,
+    RetryPolicy, Run, RunEvent, RunStatus, Schedule, ScheduleTick, StepDefinition, StepRun, StepStatus,
+    SubmitRunResponse, Workflow,
 };
 use baton_shared::time::millis;
 use prost_types::Timestamp;
@@ -601,10 +602,21 @@ fn attempts_text(step: &StepRun, now_ms: i64) -> String {
             String::new(),
         ]);
     }
-    let title = format!(
-        "Attempts of step {} ({} of at most {}):\n",
-        step.id, step.attempt, step.max_attempts
-    );
+    // Attempts count against the retry policy from the run's last retry or re-run on.
+    let title = if step.attempt_base > 0 {
+        format!(
+            "Attempts of step {} ({} of at most {} since the run was retried; {} before):\n",
+            step.id,
+            step.attempt.saturating_sub(step.attempt_base),
+            step.max_attempts,
+            step.attempt_base
+        )
+    } else {
+        format!(
+            "Attempts of step {} ({} of at most {}):\n",
+            step.id, step.attempt, step.max_attempts
+        )
+    };
     title + &indent(&table(&["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"], &rows), 2)
 }
 
@@ -680,7 +692,10 @@ fn step_detail(step: &StepRun) -> String {
         parts.push(emitted_text(emitted));
     }
     let waiting = StepStatus::try_from(step.status) == Ok(StepStatus::Waiting);
-    if waiting && !step.waiting_for.trim().is_empty() {
+    if waiting && let Some(wake) = step.wake_at.as_ref() {
+        // A sleeping step: when it wakes.
+        parts.push(format!("until {}", table_time(Some(wake))));
+    } else if waiting && !step.waiting_for.trim().is_empty() {
         parts.push(format!("waiting for {}", one_line(&step.waiting_for)));
     }
     if waiting && !step.slot.is_empty() {
@@ -760,7 +775,7 @@ pub fn run_text(run: &Run, now_ms: i64) -> String {
                 s.id.clone(),
                 step_action(s),
                 step_status_word(s.status),
-                format!("{}/{}", s.attempt, s.max_attempts),
+                format!("{}/{}", s.attempt.saturating_sub(s.attempt_base), s.max_attempts),
                 step_duration(s, now_ms),
             ];
             if show_detail {
@@ -830,7 +845,54 @@ pub fn publish_text(resp: &PublishEventResponse) -> String {
             resp.started_run_ids.join(", ")
         ));
     }
+    for e in &resp.trigger_errors {
+        out.push_str(&format!(
+            "no run of {}@{}: {}\n",
+            e.workflow,
+            e.version,
+            one_line(&e.error)
+        ));
+    }
     out
+}
+
+/// The `event list` table: buffered events per name and key.
+pub fn buffered_events_text(events: &[BufferedEvents]) -> String {
+    if events.is_empty() {
+        return "no buffered events\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                or_dash(&e.key),
+                e.count.to_string(),
+                table_time(e.last_buffered_at.as_ref()),
+                one_line(&e.newest_payload_json),
+            ]
+        })
+        .collect();
+    table(&["NAME", "KEY", "COUNT", "LAST BUFFERED", "NEWEST PAYLOAD"], &rows)
+}
+
+/// Buffered events as JSON (`event list -o json`).
+pub fn buffered_events_json(events: &[BufferedEvents]) -> serde_json::Value {
+    serde_json::Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name,
+                    "key": e.key,
+                    "count": e.count,
+                    "oldest_payload_json": e.oldest_payload_json,
+                    "newest_payload_json": e.newest_payload_json,
+                    "last_buffered_at": e.last_buffered_at.as_ref().map(|t| rfc3339_millis(millis(t))),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// `-` for no assignees, otherwise the assignees comma separated.
@@ -1563,6 +1625,9 @@ pub struct PublishJson {
     pub buffered: bool,
     /// The runs the event started (workflows started by it whose filter matched).
     pub started_run_ids: Vec<String>,
+    /// Workflows whose trigger filter failed over the payload, `<workflow>@<version>: <error>`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trigger_errors: Vec<String>,
 }
 
 /// A step of a run, as JSON.
@@ -1587,6 +1652,11 @@ pub fn publish_json(resp: &PublishEventResponse) -> PublishJson {
             .collect(),
         buffered: resp.buffered,
         started_run_ids: resp.started_run_ids.clone(),
+        trigger_errors: resp
+            .trigger_errors
+            .iter()
+            .map(|e| format!("{}@{}: {}", e.workflow, e.version, e.error))
+            .collect(),
     }
 }
 

@@ -275,18 +275,36 @@ impl EventService for Fake {
                 }],
                 buffered: false,
                 started_run_ids: vec![],
+                trigger_errors: vec![],
             })),
             "order.created" => Ok(Response::new(PublishEventResponse {
                 delivered: vec![],
                 buffered: true,
                 started_run_ids: vec!["ev-billing-1".to_owned(), "ev-audit-1".to_owned()],
+                trigger_errors: vec![],
             })),
             _ => Ok(Response::new(PublishEventResponse {
                 delivered: vec![],
                 buffered: true,
                 started_run_ids: vec![],
+                trigger_errors: vec![],
             })),
         }
+    }
+    async fn list_buffered_events(
+        &self,
+        _: Request<baton_shared::proto::ListBufferedEventsRequest>,
+    ) -> Result<Response<baton_shared::proto::ListBufferedEventsResponse>, Status> {
+        Ok(Response::new(baton_shared::proto::ListBufferedEventsResponse::default()))
+    }
+
+    async fn purge_buffered_events(
+        &self,
+        _: Request<baton_shared::proto::PurgeBufferedEventsRequest>,
+    ) -> Result<Response<baton_shared::proto::PurgeBufferedEventsResponse>, Status> {
+        Ok(Response::new(
+            baton_shared::proto::PurgeBufferedEventsResponse::default(),
+        ))
     }
 }
 

@@ -419,14 +419,35 @@ impl proto::event_service_server::EventService for Api {
     async fn publish_event(&self, req: Request<PublishEventRequest>) -> Result<Response<PublishEventResponse>, Status> {
         let r = req.into_inner();
         let delivered = self.engine.publish_event(&r.name, &r.key, &r.payload_json).await?;
-        let started = self.engine.start_triggered_runs(r.name.trim(), &r.payload_json).await?;
+        let (started, trigger_errors) = self.engine.start_triggered_runs(r.name.trim(), &r.payload_json).await?;
         Ok(Response::new(PublishEventResponse {
+            trigger_errors,
             started_run_ids: started,
             buffered: delivered.is_empty(),
             delivered: delivered
                 .into_iter()
                 .map(|(run_id, step_id)| StepRef { run_id, step_id })
                 .collect(),
+        }))
+    }
+
+    async fn list_buffered_events(
+        &self,
+        req: Request<proto::ListBufferedEventsRequest>,
+    ) -> Result<Response<proto::ListBufferedEventsResponse>, Status> {
+        let r = req.into_inner();
+        let events = self.engine.list_buffered_events(r.name.trim(), r.limit).await?;
+        Ok(Response::new(proto::ListBufferedEventsResponse { events }))
+    }
+
+    async fn purge_buffered_events(
+        &self,
+        req: Request<proto::PurgeBufferedEventsRequest>,
+    ) -> Result<Response<proto::PurgeBufferedEventsResponse>, Status> {
+        let r = req.into_inner();
+        let purged = self.engine.purge_buffered_events(&r.name, &r.key, r.all_keys).await?;
+        Ok(Response::new(proto::PurgeBufferedEventsResponse {
+            purged: u32::try_from(purged).unwrap_or(u32::MAX),
         }))
     }
 }

@@ -6,7 +6,8 @@ use std::{sync::Arc, time::Duration};
 use baton_shared::{
     definition::{MAX_FAN_OUT, OnTimeout, StepDefinition, StepKind, WorkflowDefinition, split_item},
     ids,
-    proto::{HumanTask, RunStatus, StepFailure, StepTask},
+    limits::{MAX_WORKFLOW_DEPTH, echo},
+    proto::{BufferedEvents, HumanTask, RunStatus, StepFailure, StepTask, TriggerError},
     time::now_ms,
 };
 
@@ -46,12 +47,21 @@ const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
 const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
 
-/// A key value as a part of a pool name: `|`, `{` and `}` become `_` (they delimit Redis members
-/// and hash tags).
+/// A key value as a part of a pool name, escaped so that distinct keys stay distinct pools: `|`,
+/// `{` and `}` (they delimit Redis members and hash tags) become `_p`, `_o` and `_c`, and `_`
+/// becomes `__`.
 fn pool_key(key: &str) -> String {
-    key.chars()
-        .map(|c| if matches!(c, '|' | '{' | '}') { '_' } else { c })
-        .collect()
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '|' => out.push_str("_p"),
+            '{' => out.push_str("_o"),
+            '}' => out.push_str("_c"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The run-slot pool of a run of `def` with this input, for a workflow with `max_concurrent_runs`:
@@ -80,7 +90,7 @@ fn run_slot(def: &WorkflowDefinition, input: &serde_json::Value) -> Result<Optio
 }
 
 /// The name of a concurrency or rate-limit pool: `<workflow>/<step>` and, with a key, `/<key>`
-/// (`|`, `{` and `}` in the key become `_`: they delimit Redis members and hash tags).
+/// (escaped by [`pool_key`]: `|`, `{` and `}` delimit Redis members and hash tags).
 fn pool_name(
     def: &WorkflowDefinition,
     step: &baton_shared::definition::StepDefinition,
@@ -157,6 +167,16 @@ enum Launch {
     /// The step was handled here (skipped, failed, started a timer or a wait) and these steps were
     /// dispatched as a consequence.
     More(Vec<DispatchPayload>),
+    /// The step started a child run, created with these root steps dispatched: the caller's loop
+    /// launches them like its own, so a chain of sub-workflows never recurses on the stack.
+    Child {
+        /// The child's definition.
+        def: Arc<WorkflowDefinition>,
+        /// The child run.
+        run_id: String,
+        /// Its root steps, committed as dispatched.
+        payloads: Vec<DispatchPayload>,
+    },
 }
 
 /// Identifies one attempt, as workers name it.
@@ -195,7 +215,8 @@ fn check_run_id(run_id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(CoordinatorError::InvalidArgument(format!(
-            "run_id: {run_id:?} is not a run id (a UUID)"
+            "run_id: {} is not a run id (a UUID)",
+            echo(run_id)
         )))
     }
 }
@@ -215,6 +236,7 @@ impl Engine {
     /// # Errors
     /// See [`Registry::register`].
     pub async fn register_definition(&self, def: WorkflowDefinition) -> Result<(Arc<WorkflowDefinition>, bool)> {
+        self.registry.check_no_self_start(&def).await?;
         let (def, created) = self.registry.register_definition(def).await?;
         self.dispatcher.ensure_queues(&def.handlers()).await?;
         // The latest version's schedules are the workflow's schedules.
@@ -273,6 +295,26 @@ impl Engine {
         idempotency_key: &str,
         parent: Option<&ParentRef<'_>>,
     ) -> Result<(String, bool)> {
+        let (run_id, created, payloads) = self
+            .create_run_unlaunched(def, run_id, input, idempotency_key, parent)
+            .await?;
+        if !payloads.is_empty() {
+            self.launch(def, &run_id, payloads, now_ms()).await;
+        }
+        Ok((run_id, created))
+    }
+
+    /// Creates run `run_id` of `def` (its input already checked). Returns its id, whether it was
+    /// created, and its root steps committed as dispatched (empty when it existed or waits for a run
+    /// slot), for the caller to launch.
+    async fn create_run_unlaunched(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        input: &serde_json::Value,
+        idempotency_key: &str,
+        parent: Option<&ParentRef<'_>>,
+    ) -> Result<(String, bool, Vec<DispatchPayload>)> {
         let run_id = run_id.to_string();
         let input_json = input.to_string();
         let now = now_ms();
@@ -294,15 +336,39 @@ impl Engine {
                 parent,
             )
             .await?;
-        match outcome {
-            CreateOutcome::Exists(_) => return Ok((run_id, false)),
+        Ok(match outcome {
+            CreateOutcome::Exists(_) => (run_id, false, Vec::new()),
             // Its roots start when a run slot frees (a `run-wake` timer).
-            CreateOutcome::Queued => return Ok((run_id, true)),
-            CreateOutcome::Created => {}
+            CreateOutcome::Queued => (run_id, true, Vec::new()),
+            CreateOutcome::Created => {
+                let payloads = machine::root_payloads(def, &input_json, now);
+                (run_id, true, payloads)
+            }
+        })
+    }
+
+    /// The depth a child of run `run_id` would have (its own depth plus one).
+    ///
+    /// # Errors
+    /// `Ok(Err(message))` when that is deeper than [`MAX_WORKFLOW_DEPTH`] below the root run (the
+    /// message is a step error, `WorkflowDepthExceeded: ...`); `Redis`.
+    async fn child_depth(&self, run_id: &str, child: &str) -> Result<std::result::Result<u32, String>> {
+        let depth: u32 = self
+            .store
+            .run_fields(run_id, &["depth"])
+            .await?
+            .pop()
+            .flatten()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        if depth >= MAX_WORKFLOW_DEPTH {
+            return Ok(Err(format!(
+                "WorkflowDepthExceeded: run {run_id} is {depth} sub-workflow levels below its root run, the most \
+                 allowed ({MAX_WORKFLOW_DEPTH}); it may not start a run of {} (does a workflow start itself?)",
+                echo(child)
+            )));
         }
-        self.launch(def, &run_id, machine::root_payloads(def, &input_json, now), now)
-            .await;
-        Ok((run_id, true))
+        Ok(Ok(depth.saturating_add(1)))
     }
 
     /// A worker starts an attempt: marks it running and arms its timeout (and heartbeat) timers.
@@ -322,17 +388,17 @@ impl Engine {
         let now = now_ms();
         let mut timers = vec![(
             timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
-            now + step.timeout.as_millis() as i64,
+            machine::due(now, step.timeout),
         )];
         if let Some(hb) = step.heartbeat_timeout {
             timers.push((
                 timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
-                now + hb.as_millis() as i64,
+                machine::due(now, hb),
             ));
         }
         // An attempt holding a concurrency slot keeps it to the end of its timeout, and a margin.
         let slot_lease = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
-            (step.timeout + SLOT_LEASE_MARGIN).as_millis() as u64
+            machine::span_ms(step.timeout.saturating_add(SLOT_LEASE_MARGIN))
         } else {
             0
         };
@@ -417,7 +483,7 @@ impl Engine {
                 if event.trim().is_empty() {
                     return Err(CoordinatorError::InvalidArgument("suspend.event: required".into()));
                 }
-                let detail = format!("event {event:?} key {key:?} (suspended handler)");
+                let detail = format!("event {} key {} (suspended handler)", echo(&event), echo(&key));
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
@@ -425,7 +491,7 @@ impl Engine {
                     detail: &detail,
                     event: Some((&event, &key)),
                     child_run: "",
-                    timeout_at: timeout.map(|t| now + t.as_millis() as i64).unwrap_or(0),
+                    timeout_at: timeout.map(|t| machine::due(now, t)).unwrap_or(0),
                     worker: a.worker,
                 };
                 return Ok(
@@ -454,7 +520,7 @@ impl Engine {
         if retry_at > 0 {
             pre.zadd(
                 self.store.keys().timers(),
-                timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt + 1),
+                timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt.saturating_add(1)),
                 retry_at,
             )
             .ignore();
@@ -515,16 +581,31 @@ impl Engine {
     /// skip, fail, fan out, wait, sleep, start a child run) and publishes the task steps to RabbitMQ
     /// (in the background, many in flight). Each dispatch is in the outbox, so whatever fails here is
     /// done again by the sweeper.
+    ///
+    /// Child runs that steps start are launched by this same loop (a queue, not recursion), so a
+    /// chain of sub-workflows, however deep, uses no more stack than one step.
     async fn launch(&self, def: &WorkflowDefinition, run_id: &str, payloads: Vec<DispatchPayload>, now: i64) {
-        let mut queue: std::collections::VecDeque<DispatchPayload> = payloads.into();
+        // The runs whose steps are queued: 0 is the caller's; child runs are added as they are made.
+        let mut runs: Vec<(Option<Arc<WorkflowDefinition>>, String)> = vec![(None, run_id.to_string())];
+        let mut queue: std::collections::VecDeque<(usize, DispatchPayload)> =
+            payloads.into_iter().map(|p| (0, p)).collect();
         let mut tasks: Vec<StepTask> = Vec::with_capacity(queue.len());
-        while let Some(p) = queue.pop_front() {
+        while let Some((i, p)) = queue.pop_front() {
+            let Some((owned, run)) = runs.get(i).cloned() else {
+                continue;
+            };
+            let run_def: &WorkflowDefinition = owned.as_deref().unwrap_or(def);
             let step_id = p.step_id.clone();
-            match self.prepare(def, run_id, p, now).await {
+            match self.prepare(run_def, &run, p, now).await {
                 Ok(Launch::Publish(task)) => tasks.push(*task),
-                Ok(Launch::More(more)) => queue.extend(more),
+                Ok(Launch::More(more)) => queue.extend(more.into_iter().map(|p| (i, p))),
+                Ok(Launch::Child { def, run_id, payloads }) => {
+                    runs.push((Some(def), run_id));
+                    let j = runs.len() - 1;
+                    queue.extend(payloads.into_iter().map(|p| (j, p)));
+                }
                 Err(e) => {
-                    tracing::warn!(run = run_id, step = %step_id, error = %e, "could not launch a step; the sweeper will");
+                    tracing::warn!(run = %run, step = %step_id, error = %e, "could not launch a step; the sweeper will");
                 }
             }
         }
@@ -652,7 +733,7 @@ impl Engine {
                     let pool =
                         pool_name(def, step, c.key.as_ref(), &bindings).map_err(fail("KeyError: concurrency.key"))?;
                     let detail = format!("a slot of {pool} (limit {})", c.limit);
-                    let lease = now + self.slot_wait_lease(step);
+                    let lease = machine::due(now, self.slot_wait_lease(step));
                     match self
                         .store
                         .acquire(&pool, c.limit, run_id, &step.id, p.attempt, lease, &detail, now)
@@ -673,15 +754,16 @@ impl Engine {
             }
             StepKind::Sleep => {
                 let from = if p.dispatched_at > 0 { p.dispatched_at } else { now };
-                let wake = from + step.sleep.unwrap_or_default().as_millis() as i64;
-                self.start_sleep(def, &step.id, wake, run_id, p, now).await?;
+                let wake = machine::due(from, step.sleep.unwrap_or_default());
+                self.start_sleep(&step.id, wake, run_id, p, now).await?;
                 nothing()
             }
             StepKind::SleepUntil(until) => {
                 let wake = until
                     .eval_time_ms(&bindings)
                     .map_err(fail("SleepUntilError: sleep_until"))?;
-                self.start_sleep(def, &step.id, wake.max(now), run_id, p, now).await?;
+                let wake = wake.clamp(now, machine::LATEST_DUE_MS);
+                self.start_sleep(&step.id, wake, run_id, p, now).await?;
                 nothing()
             }
             StepKind::WaitForEvent(w) => {
@@ -689,7 +771,7 @@ impl Engine {
                     None => String::new(),
                     Some(k) => k.eval_key(&bindings).map_err(fail("KeyError: wait_for_event.key"))?,
                 };
-                let detail = format!("event {:?} key {key:?}", w.event);
+                let detail = format!("event {} key {}", echo(&w.event), echo(&key));
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
@@ -697,7 +779,7 @@ impl Engine {
                     detail: &detail,
                     event: Some((&w.event, &key)),
                     child_run: "",
-                    timeout_at: w.timeout.map(|t| now + t.as_millis() as i64).unwrap_or(0),
+                    timeout_at: w.timeout.map(|t| machine::due(now, t)).unwrap_or(0),
                     worker: "",
                 };
                 self.store.wait(redis::pipe(), &call, &args).await?;
@@ -715,7 +797,7 @@ impl Engine {
                     detail: &detail,
                     event: None,
                     child_run: "",
-                    timeout_at: 0,
+                    timeout_at: h.timeout.map(|t| machine::due(now, t)).unwrap_or(0),
                     worker: "",
                 };
                 self.store.wait(pre, &call, &args).await?;
@@ -734,6 +816,7 @@ impl Engine {
                 child_def
                     .validate_input(&input)
                     .map_err(|e| Halt::Fail(format!("ChildWorkflowError: input of {}: {e}", child_def.name)))?;
+                let depth = self.child_depth(run_id, &child_def.name).await?.map_err(Halt::Fail)?;
                 // The id is derived from (run, step, attempt): doing this twice finds the same child.
                 let child_id = ids::child_run_id(run_id, &step.id, p.attempt);
                 let parent = ParentRef {
@@ -741,9 +824,12 @@ impl Engine {
                     step: &step.id,
                     attempt: p.attempt,
                     kind: "workflow",
+                    depth,
                 };
-                // Boxed: creating a run launches its roots, which may create runs in turn.
-                Box::pin(self.create_run(&child_def, &child_id, &input, "", Some(&parent))).await?;
+                // Not launched here: the caller's loop launches the child's roots (no recursion).
+                let (_, _, roots) = self
+                    .create_run_unlaunched(&child_def, &child_id, &input, "", Some(&parent))
+                    .await?;
                 let detail = format!("child run {child_id} ({} v{})", child_def.name, child_def.version);
                 let args = WaitArgs {
                     step: &step.id,
@@ -766,7 +852,11 @@ impl Engine {
                         }
                     }
                 }
-                nothing()
+                Ok(Launch::Child {
+                    def: child_def,
+                    run_id: child_id,
+                    payloads: roots,
+                })
             }
         }
     }
@@ -865,24 +955,23 @@ impl Engine {
         Ok(self.after_completion(def, run_id, completion, now).await)
     }
 
-    /// Starts a sleep step: marks it running and arms its wake-up timer, due at `wake` (Unix ms).
-    async fn start_sleep(
-        &self,
-        def: &WorkflowDefinition,
-        step: &str,
-        wake: i64,
-        run_id: &str,
-        p: &DispatchPayload,
-        now: i64,
-    ) -> Result<()> {
-        let timer = (timer_member(TimerKind::Wake, run_id, step, p.attempt), wake);
-        let call = RunCall { run_id, now };
-        self.store
-            .start_step(&call, step, p.attempt, "timer", &machine::pinned(def), &[timer], 0)
-            .await?;
-        self.store
-            .outbox_done(&[crate::store::outbox_member(run_id, step)])
-            .await
+    /// Starts a sleep (or `sleep_until`) step: it waits, holding no worker, `until <RFC 3339>`, and
+    /// its wake-up timer is armed for `wake` (Unix ms) in the same script. A second start of the
+    /// same dispatch (the sweeper) is stale and changes nothing.
+    async fn start_sleep(&self, step: &str, wake: i64, run_id: &str, p: &DispatchPayload, now: i64) -> Result<()> {
+        let detail = format!("until {}", baton_shared::time::rfc3339(wake));
+        let args = WaitArgs {
+            step,
+            attempt: p.attempt,
+            mode: "sleep",
+            detail: &detail,
+            event: None,
+            child_run: "",
+            timeout_at: wake,
+            worker: "",
+        };
+        self.store.wait(redis::pipe(), &RunCall { run_id, now }, &args).await?;
+        Ok(())
     }
 
     /// Handles one due timer. Idempotent: a timer of an attempt that is no longer current changes
@@ -1011,7 +1100,7 @@ impl Engine {
                             "HeartbeatTimeout: attempt {attempt} sent no heartbeat for {}",
                             baton_shared::duration::format(hb)
                         ),
-                        hb.as_millis() as u64,
+                        machine::span_ms(hb),
                     )
                 };
                 let base = self.store.attempt_base(run_id, step_id).await?;
@@ -1030,7 +1119,7 @@ impl Engine {
                 if retry_at > 0 {
                     pre.zadd(
                         self.store.keys().timers(),
-                        timer_member(TimerKind::Retry, run_id, step_id, attempt + 1),
+                        timer_member(TimerKind::Retry, run_id, step_id, attempt.saturating_add(1)),
                         retry_at,
                     )
                     .ignore();
@@ -1049,8 +1138,9 @@ impl Engine {
                 };
                 match self.store.complete_step(pre, &call, &args).await? {
                     Completion::Alive(last) => {
-                        let due = last + hb_ms as i64;
-                        self.store.schedule_timer(&claimed.member, due.max(now + 1)).await?;
+                        let due = last.saturating_add(i64::try_from(hb_ms).unwrap_or(i64::MAX));
+                        let due = due.clamp(now.saturating_add(1), machine::LATEST_DUE_MS);
+                        self.store.schedule_timer(&claimed.member, due).await?;
                         return Ok(());
                     }
                     other => {
@@ -1088,6 +1178,14 @@ impl Engine {
                 let limit = w.timeout.map(baton_shared::duration::format).unwrap_or_default();
                 let message = format!("Timeout: no {waiting_for} arrived within {limit}");
                 match w.on_timeout {
+                    OnTimeout::Fail => ("timeout", message),
+                    OnTimeout::Skip => ("skip", message),
+                }
+            }
+            StepKind::Human(h) => {
+                let limit = h.timeout.map(baton_shared::duration::format).unwrap_or_default();
+                let message = format!("Timeout: the {waiting_for} was not completed within {limit}");
+                match h.on_timeout {
                     OnTimeout::Fail => ("timeout", message),
                     OnTimeout::Skip => ("skip", message),
                 }
@@ -1244,12 +1342,22 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let mut finished = succeeded + failed;
+        let mut finished = succeeded.saturating_add(failed);
+        let depth = match self.child_depth(run_id, &child_def.name).await? {
+            Ok(depth) => depth,
+            Err(message) => {
+                let message = format!("EmitError: {message}");
+                self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                    .await?;
+                return Ok(());
+            }
+        };
         let parent = ParentRef {
             run: run_id,
             step: step_id,
             attempt,
             kind: "emit",
+            depth,
         };
         let roots: Vec<&str> = child_def.roots().map(|s| s.id.as_str()).collect();
         let step_ids = machine::step_ids_csv(&child_def);
@@ -1348,7 +1456,7 @@ impl Engine {
             self.store
                 .schedule_timer(
                     &timer_member(TimerKind::Emit, run_id, step_id, 0),
-                    now + EMIT_BACKSTOP_MS,
+                    now.saturating_add(EMIT_BACKSTOP_MS),
                 )
                 .await?;
         }
@@ -1357,8 +1465,11 @@ impl Engine {
 
     /// How long a slot given to a waiting step is held before its attempt starts (then the lease runs
     /// to the end of the attempt's timeout).
-    fn slot_wait_lease(&self, step: &baton_shared::definition::StepDefinition) -> i64 {
-        (step.timeout + SLOT_LEASE_MARGIN + self.config.dispatch_grace + SLOT_QUEUE_ALLOWANCE).as_millis() as i64
+    fn slot_wait_lease(&self, step: &baton_shared::definition::StepDefinition) -> Duration {
+        step.timeout
+            .saturating_add(SLOT_LEASE_MARGIN)
+            .saturating_add(self.config.dispatch_grace)
+            .saturating_add(SLOT_QUEUE_ALLOWANCE)
     }
 
     /// Starts the runs queued for the free run slots of `pool` (`<workflow>/run[/<key>]`).
@@ -1420,7 +1531,7 @@ impl Engine {
         let now = now_ms();
         let granted = self
             .store
-            .wake(pool, limit, now + self.slot_wait_lease(step), now)
+            .wake(pool, limit, machine::due(now, self.slot_wait_lease(step)), now)
             .await?;
         for (run_id, step_id, _) in granted {
             let Some((workflow, version)) = self.store.run_workflow(&run_id).await? else {
@@ -1488,6 +1599,10 @@ impl Engine {
                         self.launch(&def, run_id, more, now).await;
                         Ok(())
                     }
+                    Launch::Child { def, run_id, payloads } => {
+                        self.launch(&def, &run_id, payloads, now).await;
+                        Ok(())
+                    }
                 }
             }
             None => self.store.release(true, claimed).await,
@@ -1497,12 +1612,7 @@ impl Engine {
     /// The timer that ends a run at its workflow's `timeout`, if it has one (due from `now`).
     fn run_timeout_timer(&self, def: &WorkflowDefinition, run_id: &str, now: i64) -> Vec<(String, i64)> {
         def.timeout
-            .map(|t| {
-                (
-                    timer_member(TimerKind::RunTimeout, run_id, "", 0),
-                    now + t.as_millis() as i64,
-                )
-            })
+            .map(|t| (timer_member(TimerKind::RunTimeout, run_id, "", 0), machine::due(now, t)))
             .into_iter()
             .collect()
     }
@@ -1546,7 +1656,8 @@ impl Engine {
             Some(step) if def.step(step).is_some() => Some(machine::descendants(&def, step)),
             Some(step) => {
                 return Err(CoordinatorError::InvalidArgument(format!(
-                    "from_step: workflow {workflow:?} version {version} has no step {step:?}"
+                    "from_step: workflow {workflow:?} version {version} has no step {}",
+                    echo(step)
                 )));
             }
         };
@@ -1559,7 +1670,7 @@ impl Engine {
             Some(value.to_string())
         };
         let now = now_ms();
-        let due = now + self.config.dispatch_grace.as_millis() as i64;
+        let due = machine::due(now, self.config.dispatch_grace);
         let call = RunCall { run_id, now };
         let payloads = self
             .store
@@ -1605,11 +1716,6 @@ impl Engine {
         if name.is_empty() {
             return Err(CoordinatorError::InvalidArgument("name: required".into()));
         }
-        if name.contains('|') || key.contains('|') {
-            return Err(CoordinatorError::InvalidArgument(
-                "name, key: must not contain '|'".into(),
-            ));
-        }
         let payload = self.check_json("payload_json", payload_json, "null")?.to_string();
         let delivered = self
             .store
@@ -1628,13 +1734,19 @@ impl Engine {
 
     /// Starts a run of every workflow (latest version) whose definition says `on: {event: name}`
     /// and whose filter holds for the payload, with the payload as its input. A workflow whose
-    /// input schema refuses the payload is left out (and logged). Returns the runs started.
+    /// filter cannot be evaluated over the payload, or whose input schema refuses it, is left out
+    /// (logged, and returned as a [`TriggerError`]). Returns the runs started and the errors.
     ///
     /// # Errors
     /// `Redis`.
-    pub async fn start_triggered_runs(&self, name: &str, payload_json: &str) -> Result<Vec<String>> {
+    pub async fn start_triggered_runs(
+        &self,
+        name: &str,
+        payload_json: &str,
+    ) -> Result<(Vec<String>, Vec<TriggerError>)> {
         let payload = self.check_json("payload_json", payload_json, "null")?;
         let mut started = Vec::new();
+        let mut errors = Vec::new();
         for workflow in self.registry.names().await? {
             let def = match self.registry.get(&workflow, 0).await {
                 Ok(r) => r.definition,
@@ -1654,19 +1766,78 @@ impl Engine {
                     Ok(false) => continue,
                     Err(e) => {
                         tracing::warn!(workflow = %def.name, event = name, error = %e, "trigger filter failed; no run");
+                        errors.push(TriggerError {
+                            workflow: def.name.clone(),
+                            version: def.version,
+                            error: format!("on.filter: {e}"),
+                        });
                         continue;
                     }
                 }
             }
             if let Err(e) = def.validate_input(&payload) {
                 tracing::warn!(workflow = %def.name, event = name, error = %e, "event payload does not fit the input schema; no run");
+                errors.push(TriggerError {
+                    workflow: def.name.clone(),
+                    version: def.version,
+                    error: format!("input_schema: {e}"),
+                });
                 continue;
             }
             let (run_id, _) = self.create_run(&def, &ids::new_run_id(), &payload, "", None).await?;
             tracing::info!(workflow = %def.name, event = name, run = %run_id, "event started a run");
             started.push(run_id);
         }
-        Ok(started)
+        Ok((started, errors))
+    }
+
+    /// The buffered events, per (name, key), oldest pair first; only those of `name` unless it is
+    /// empty. `limit` 0 means 100.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a limit over 1000; `Redis`.
+    pub async fn list_buffered_events(&self, name: &str, limit: u32) -> Result<Vec<BufferedEvents>> {
+        let limit = match limit {
+            0 => 100,
+            n if n > 1000 => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "limit: {n} is over the maximum of 1000"
+                )));
+            }
+            n => n as usize,
+        };
+        Ok(self
+            .store
+            .buffered_events(name, limit)
+            .await?
+            .into_iter()
+            .map(|b| BufferedEvents {
+                name: b.name,
+                key: b.key,
+                count: u32::try_from(b.count).unwrap_or(u32::MAX),
+                oldest_payload_json: b.oldest,
+                newest_payload_json: b.newest,
+                last_buffered_at: baton_shared::time::timestamp(b.last_at),
+            })
+            .collect())
+    }
+
+    /// Drops the buffered events of `name` and `key` (of every key with `all_keys`). Returns how
+    /// many events were dropped.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an empty name; `Redis`.
+    pub async fn purge_buffered_events(&self, name: &str, key: &str, all_keys: bool) -> Result<u64> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(CoordinatorError::InvalidArgument("name: required".into()));
+        }
+        let purged = self
+            .store
+            .purge_buffered_events(name, (!all_keys).then_some(key))
+            .await?;
+        tracing::info!(event = name, key, all_keys, purged, "buffered events purged");
+        Ok(purged)
     }
 
     /// Reads JSON text a caller sent in `field`: at most `max_payload_bytes`, and `if_empty` when it
@@ -1701,7 +1872,8 @@ impl Engine {
     ) -> Result<Vec<HumanTask>> {
         if !matches!(status, "" | "open" | "completed" | "cancelled") {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "status: {status:?} is not one of open, completed, cancelled"
+                "status: {} is not one of open, completed, cancelled",
+                echo(status)
             )));
         }
         let limit = match limit {
@@ -1801,7 +1973,8 @@ impl Engine {
         let def = self.registry.pinned(&workflow, version).await?;
         let Some(StepKind::Human(h)) = def.step(step_id).map(|s| &s.kind) else {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "step_id: workflow {workflow:?} version {version} has no human step {step_id:?}"
+                "step_id: workflow {workflow:?} version {version} has no human step {}",
+                echo(step_id)
             )));
         };
         h.validate(&data)?;
@@ -1830,5 +2003,18 @@ impl Engine {
         self.human_task(run_id, step_id)
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("run_id: no run {run_id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_keys_make_distinct_pools() {
+        assert_eq!(pool_key("tenant-a"), "tenant-a");
+        assert_ne!(pool_key("a|b"), pool_key("a_b"));
+        assert_ne!(pool_key("a{b}"), pool_key("a_ob_c"));
+        assert!(!pool_key("x|{y}").contains(['|', '{', '}']));
     }
 }

@@ -2,11 +2,14 @@
 //! definition and the event alone, with no I/O. The Redis scripts apply it atomically and fenced by
 //! attempt; this module decides *what* to ask for (which children to consider, when to retry).
 
+use std::time::Duration;
+
 use baton_shared::{
     definition::{StepDefinition, WorkflowDefinition, split_item},
     expr::Bindings,
     proto::StepTask,
     retry::RetryDecision,
+    time::{deadline_ms, duration_ms},
 };
 
 use crate::store::DispatchPayload;
@@ -80,11 +83,28 @@ pub fn pinned(def: &WorkflowDefinition) -> String {
     format!("{}@{}", def.name, def.version)
 }
 
+/// The latest due time (Unix ms) the engine stores in Redis: 9999-12-31T23:59:59.999Z, the last
+/// instant RFC 3339 text can show. It is below 2^53, so Redis scores and Lua numbers (doubles) hold
+/// it exactly; every deadline is clamped to it, so a huge duration from outside means "never"
+/// rather than a value that rounds, wraps into the past or cannot be printed.
+pub const LATEST_DUE_MS: i64 = 253_402_300_799_999;
+
+/// `now + d` in Unix ms (`now` in Unix ms), saturating and clamped to [`LATEST_DUE_MS`]: a deadline
+/// never wraps into the past and never leaves the range Redis and Lua hold exactly.
+pub fn due(now: i64, d: Duration) -> i64 {
+    deadline_ms(now, d).min(LATEST_DUE_MS)
+}
+
+/// A duration in whole milliseconds as the scripts take it (`0..=LATEST_DUE_MS`), saturating.
+pub fn span_ms(d: Duration) -> u64 {
+    duration_ms(d).clamp(0, LATEST_DUE_MS) as u64
+}
+
 /// When attempt `attempt + 1` should be dispatched after attempt `attempt` failed at `now` (Unix ms),
 /// or 0 if the step has failed for good.
 pub fn retry_at(step: &StepDefinition, attempt: u32, error_type: &str, retryable: bool, now: i64) -> i64 {
     match step.retry.decide(attempt, error_type, retryable) {
-        RetryDecision::RetryAfter(d) => now + (d.as_millis() as i64).max(1),
+        RetryDecision::RetryAfter(d) => due(now, d.max(Duration::from_millis(1))),
         RetryDecision::GiveUp => 0,
     }
 }
@@ -153,8 +173,8 @@ pub fn task(
             .into_iter()
             .filter(|(id, _)| step.depends_on.contains(id))
             .collect(),
-        timeout_ms: step.timeout.as_millis() as u64,
-        heartbeat_timeout_ms: step.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+        timeout_ms: span_ms(step.timeout),
+        heartbeat_timeout_ms: step.heartbeat_timeout.map(span_ms).unwrap_or(0),
         dispatched_at_ms: now,
         attempt_base: payload.attempt_base,
     }
@@ -192,5 +212,16 @@ mod tests {
         assert_eq!(retry_at(step, 1, "", true, 1_000), 2_000);
         assert_eq!(retry_at(step, 2, "", true, 1_000), 0, "max_attempts reached");
         assert_eq!(retry_at(step, 1, "", false, 1_000), 0, "non-retryable");
+    }
+
+    #[test]
+    fn deadlines_saturate_and_stay_exact_in_redis() {
+        assert_eq!(due(1_000, Duration::from_millis(5)), 1_005);
+        assert_eq!(due(1_000, Duration::from_secs(u64::MAX)), LATEST_DUE_MS);
+        assert_eq!(due(i64::MAX, Duration::from_secs(1)), LATEST_DUE_MS);
+        assert_eq!(span_ms(Duration::MAX), LATEST_DUE_MS as u64);
+        // Exact as a double (a Redis score, a Lua number).
+        assert_eq!(LATEST_DUE_MS as f64 as i64, LATEST_DUE_MS);
+        assert_eq!(baton_shared::time::rfc3339(LATEST_DUE_MS), "9999-12-31T23:59:59.999Z");
     }
 }

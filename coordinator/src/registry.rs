@@ -7,7 +7,11 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use baton_shared::{definition::WorkflowDefinition, time::now_ms};
+use baton_shared::{
+    definition::{StepKind, WorkflowDefinition},
+    ids::check_workflow_name,
+    time::now_ms,
+};
 
 use crate::{
     error::{CoordinatorError, Result},
@@ -93,7 +97,12 @@ impl Registry {
             .into_iter()
             .find(|r| r.definition.version == version)
             .map(|r| r.definition)
-            .ok_or_else(|| CoordinatorError::NotFound(format!("workflow {name:?} has no version {version}")))
+            .ok_or_else(|| {
+                CoordinatorError::NotFound(format!(
+                    "workflow {} has no version {version}",
+                    baton_shared::limits::echo(name)
+                ))
+            })
     }
 
     /// The given version, or the latest when `version` is 0.
@@ -119,9 +128,15 @@ impl Registry {
         };
         found.map(|r| (r, numbers)).ok_or_else(|| {
             if version == 0 {
-                CoordinatorError::NotFound(format!("workflow: no workflow named {name:?} is registered"))
+                CoordinatorError::NotFound(format!(
+                    "workflow: no workflow named {} is registered",
+                    baton_shared::limits::echo(name)
+                ))
             } else {
-                CoordinatorError::NotFound(format!("version: workflow {name:?} has no version {version}"))
+                CoordinatorError::NotFound(format!(
+                    "version: workflow {} has no version {version}",
+                    baton_shared::limits::echo(name)
+                ))
             }
         })
     }
@@ -129,8 +144,11 @@ impl Registry {
     /// Every version of `name`, ascending (empty if unknown).
     ///
     /// # Errors
-    /// `Redis`; `Internal` if a stored definition no longer validates.
+    /// `InvalidArgument` (`workflow: ... must be 1 to 128 characters ...`) for a name no definition
+    /// can have, so no lookup can alias an internal key (`<name>:registered`); `Redis`; `Internal`
+    /// if a stored definition no longer validates.
     pub async fn versions(&self, name: &str) -> Result<Vec<Registered>> {
+        check_workflow_name("workflow", name).map_err(CoordinatorError::InvalidArgument)?;
         let mut out = Vec::new();
         for (version, json, registered_at) in self.store.workflow_versions(name).await? {
             let cached = self
@@ -161,6 +179,54 @@ impl Registry {
             });
         }
         Ok(out)
+    }
+
+    /// Refuses a definition that would start itself: a `workflow:` or `emit:` step whose workflow
+    /// starts `def`'s workflow again, directly or through the workflows it starts (each followed
+    /// at the version its step names, or the latest registered one). Workflows not registered yet
+    /// are not followed (registering them later is checked then); at run time a chain is also cut
+    /// at `MAX_WORKFLOW_DEPTH`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the first step of the cycle and the cycle:
+    /// `steps[0].workflow: starts workflow "a" again (a -> b -> a); ...`; `Redis`.
+    pub async fn check_no_self_start(&self, def: &WorkflowDefinition) -> Result<()> {
+        /// Most workflow versions followed from one definition (the search is bounded whatever the
+        /// registry holds).
+        const MAX_VISITED: usize = 10_000;
+        for (i, step) in def.steps.iter().enumerate() {
+            let Some((field, name, version)) = starts(step) else {
+                continue;
+            };
+            // Breadth-first over (workflow, version), each with the path of names that led there.
+            let mut queue = std::collections::VecDeque::from([(name.to_string(), version, vec![def.name.clone()])]);
+            let mut seen = std::collections::HashSet::new();
+            while let Some((name, version, mut path)) = queue.pop_front() {
+                path.push(name.clone());
+                if name == def.name {
+                    return Err(CoordinatorError::InvalidArgument(format!(
+                        "steps[{i}].{field}: starts workflow {} again ({}); a workflow may not start itself, \
+                         directly or through the workflows it starts",
+                        baton_shared::limits::echo(&def.name),
+                        path.join(" -> ")
+                    )));
+                }
+                if seen.len() >= MAX_VISITED || !seen.insert((name.clone(), version)) {
+                    continue;
+                }
+                let child = match self.get(&name, version).await {
+                    Ok(r) => r.definition,
+                    Err(CoordinatorError::NotFound(_) | CoordinatorError::InvalidArgument(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                for s in &child.steps {
+                    if let Some((_, n, v)) = starts(s) {
+                        queue.push_back((n.to_string(), v, path.clone()));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Names of every registered workflow.
@@ -194,6 +260,15 @@ impl Registry {
             );
         }
         Ok(defs)
+    }
+}
+
+/// The workflow a step starts runs of, if any: (field, name, version; 0 for the latest).
+fn starts(step: &baton_shared::definition::StepDefinition) -> Option<(&'static str, &str, u32)> {
+    match (&step.kind, &step.emit) {
+        (StepKind::Workflow(c), _) => Some(("workflow", c.name.as_str(), c.version)),
+        (_, Some(e)) => Some(("emit.workflow", e.workflow.as_str(), e.version)),
+        _ => None,
     }
 }
 

@@ -93,6 +93,9 @@ pub struct ParentRef<'a> {
     /// `workflow` (a workflow step: the child's end completes the step) or `emit` (an emitting step:
     /// the child's end is counted).
     pub kind: &'a str,
+    /// The child's depth: sub-workflow levels below its root run (a root run is 0), at most
+    /// `baton_shared::limits::MAX_WORKFLOW_DEPTH`.
+    pub depth: u32,
 }
 
 /// One run to create in a batch ([`Store::create_runs`]).
@@ -104,6 +107,23 @@ pub struct NewRun {
     pub input_json: String,
     /// Its run-slot pool, for a workflow with `max_concurrent_runs`.
     pub run_slot: Option<String>,
+}
+
+/// The events buffered for one (name, key) ([`Store::buffered_events`]).
+#[derive(Debug, Clone)]
+pub struct BufferedPair {
+    /// The event name.
+    pub name: String,
+    /// The key.
+    pub key: String,
+    /// Events buffered.
+    pub count: u64,
+    /// The oldest payload, JSON text.
+    pub oldest: String,
+    /// The newest payload, JSON text.
+    pub newest: String,
+    /// When an event was last buffered (Unix ms).
+    pub last_at: i64,
 }
 
 /// The run slots of a workflow with `max_concurrent_runs`: a pool and its limit.
@@ -463,6 +483,7 @@ impl Store {
             run_slot.map(|s| s.pool.clone()).unwrap_or_default(),
             run_slot.map(|s| s.limit.to_string()).unwrap_or_default(),
             run_slot.map(RunSlot::detail).unwrap_or_default(),
+            parent.map(|p| p.depth).unwrap_or(0).to_string(),
         ];
         let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
         let outcome = create_outcome(&out);
@@ -600,7 +621,7 @@ impl Store {
         let (keys, identity) = match w.event {
             Some((name, key)) => (
                 vec![self.keys.event_waiters(name, key), self.keys.event_buffer(name, key)],
-                format!("{name}|{key}"),
+                baton_shared::keys::event_identity(name, key),
             ),
             None => (Vec::new(), w.child_run.to_string()),
         };
@@ -670,12 +691,14 @@ impl Store {
             .key(self.keys.event_waiters(name, key))
             .key(self.keys.event_buffer(name, key))
             .key(self.keys.timers())
+            .key(self.keys.event_buffers())
             .arg(self.keys.prefix())
             .arg(now)
             .arg(payload)
             .arg(ttl.as_secs().max(1))
             .arg(max_buffered.max(1))
-            .arg(format!("{name}|{key}"))
+            .arg(baton_shared::keys::event_identity(name, key))
+            .arg(baton_shared::keys::buffered_member(name, key))
             .invoke_async(&mut conn)
             .await?;
         Ok(out
@@ -685,6 +708,105 @@ impl Store {
             .filter(|c| c.len() == 2)
             .map(|c| (c[0].clone(), c[1].clone()))
             .collect())
+    }
+
+    /// The buffered (name, key) pairs, oldest first, only those of `name` unless it is empty, at
+    /// most `limit`. Index entries whose buffer expired are dropped on the way.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn buffered_events(&self, name: &str, limit: usize) -> Result<Vec<BufferedPair>> {
+        /// Index entries read per round trip.
+        const PAGE: isize = 500;
+        let mut conn = self.conn.clone();
+        let index = self.keys.event_buffers();
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        let mut start: isize = 0;
+        while out.len() < limit {
+            let members: Vec<(String, f64)> = conn
+                .zrange_withscores(&index, start, start.saturating_add(PAGE - 1))
+                .await?;
+            if members.is_empty() {
+                break;
+            }
+            start = start.saturating_add(PAGE);
+            let pairs: Vec<(String, (String, String), i64)> = members
+                .into_iter()
+                .filter_map(|(m, at)| baton_shared::keys::parse_buffered_member(&m).map(|p| (m, p, at as i64)))
+                .filter(|(_, (n, _), _)| name.is_empty() || n == name)
+                .collect();
+            let mut pipe = redis::pipe();
+            for (_, (n, k), _) in &pairs {
+                let buffer = self.keys.event_buffer(n, k);
+                pipe.llen(&buffer).lindex(&buffer, 0).lindex(&buffer, -1);
+            }
+            let answers: Vec<(u64, Option<String>, Option<String>)> = if pairs.is_empty() {
+                Vec::new()
+            } else {
+                let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                flat.chunks(3)
+                    .map(|c| {
+                        (
+                            redis::from_redis_value(c[0].clone()).unwrap_or(0),
+                            redis::from_redis_value(c[1].clone()).unwrap_or(None),
+                            redis::from_redis_value(c[2].clone()).unwrap_or(None),
+                        )
+                    })
+                    .collect()
+            };
+            for ((member, (n, k), at), (count, oldest, newest)) in pairs.into_iter().zip(answers) {
+                if count == 0 {
+                    gone.push(member);
+                } else if out.len() < limit {
+                    out.push(BufferedPair {
+                        name: n,
+                        key: k,
+                        count,
+                        oldest: oldest.unwrap_or_default(),
+                        newest: newest.unwrap_or_default(),
+                        last_at: at,
+                    });
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let _: i64 = conn.zrem(&index, &gone).await?;
+        }
+        Ok(out)
+    }
+
+    /// Drops the buffered events of `name` and `key` (every key of `name` when `key` is `None`).
+    /// Returns how many events were dropped.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn purge_buffered_events(&self, name: &str, key: Option<&str>) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let index = self.keys.event_buffers();
+        let pairs: Vec<(String, String)> = match key {
+            Some(k) => vec![(name.to_string(), k.to_string())],
+            None => {
+                let members: Vec<String> = conn.zrange(&index, 0, -1).await?;
+                members
+                    .iter()
+                    .filter_map(|m| baton_shared::keys::parse_buffered_member(m))
+                    .filter(|(n, _)| n == name)
+                    .collect()
+            }
+        };
+        let mut purged = 0u64;
+        for (n, k) in pairs {
+            let buffer = self.keys.event_buffer(&n, &k);
+            let (count, _, _): (u64, i64, i64) = redis::pipe()
+                .llen(&buffer)
+                .del(&buffer)
+                .zrem(&index, baton_shared::keys::buffered_member(&n, &k))
+                .query_async(&mut conn)
+                .await?;
+            purged = purged.saturating_add(count);
+        }
+        Ok(purged)
     }
 
     /// Creates many runs of one workflow in one round trip (an emitting step's children): each is
@@ -717,7 +839,7 @@ impl Store {
                     pipe.zadd(
                         k.timers(),
                         format!("run-timeout|{}||0", r.run_id),
-                        now + t.as_millis() as i64,
+                        crate::machine::due(now, t),
                     )
                     .ignore();
                 }
@@ -756,6 +878,7 @@ impl Store {
                         pipe.arg("").arg("").arg("");
                     }
                 }
+                pipe.arg(parent.depth);
             }
             pipe
         };
@@ -1062,13 +1185,20 @@ impl Store {
             .rate
             .key(self.keys.rate_window(pool))
             .arg(now)
-            .arg(period.as_millis() as u64)
+            .arg(crate::machine::span_ms(period))
             .arg(limit)
             .arg(member)
             .invoke_async(&mut conn)
             .await?;
         Ok(match out.first().map(String::as_str) {
-            Some("wait") => Some(out.get(1).and_then(|t| t.parse().ok()).unwrap_or(now + 1000)),
+            // A start frees up at that time; never before now + 1 s, so a window that cannot be read
+            // back does not turn into a busy poll.
+            Some("wait") => Some(
+                out.get(1)
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .unwrap_or(crate::machine::LATEST_DUE_MS)
+                    .clamp(now.saturating_add(1), crate::machine::LATEST_DUE_MS),
+            ),
             _ => None,
         })
     }

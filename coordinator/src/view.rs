@@ -138,6 +138,12 @@ pub fn run_view(
                 })
                 .collect(),
             worker: f("worker"),
+            attempt_base: f("base").parse().unwrap_or(0),
+            wake_at: if status == StepStatus::Waiting {
+                t("wake_at")
+            } else {
+                None
+            },
             id,
         });
     }

@@ -198,6 +198,10 @@ struct HumanDocument {
     assignees: Vec<String>,
     #[serde(default)]
     form: Option<Value>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    on_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -375,7 +379,7 @@ pub struct WaitForEvent {
     pub on_timeout: OnTimeout,
 }
 
-/// What a `wait_for_event` step does when no event came in time.
+/// What a `wait_for_event` or `human` step does when its wait timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnTimeout {
     /// The step (and so the run) fails with a `Timeout` error.
@@ -395,6 +399,12 @@ pub struct HumanStep {
     pub assignees: Vec<String>,
     /// The JSON Schema the submitted data must satisfy (`{}` when none was given).
     pub form: Value,
+    /// How long the task stays open (`human.timeout`, at most `limits::MAX_TIMEOUT`); `None`: until
+    /// it is completed or the run ends.
+    pub timeout: Option<Duration>,
+    /// What a timeout does (`human.on_timeout`: `fail`, the default, or `skip`); either way the task
+    /// leaves the open list.
+    pub on_timeout: OnTimeout,
     validator: Arc<jsonschema::Validator>,
 }
 
@@ -891,6 +901,22 @@ fn declared_schedules(doc: &Document, err: &mut impl FnMut(String, String)) -> V
 
 /// The kind of step a document describes; `Task` when it names none (an error reported elsewhere).
 fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) -> StepKind {
+    // A step `timeout` bounds one attempt of a handler: a step that runs none has no use for it,
+    // and one that waits is bounded by its own wait's timeout.
+    if s.timeout.is_some() {
+        let why = if s.sleep.is_some() || s.sleep_until.is_some() {
+            Some("a sleep step runs no handler, so it has no timeout (its sleep is its length)".to_string())
+        } else if s.wait_for_event.is_some() {
+            Some("a wait_for_event step runs no handler; bound its wait with wait_for_event.timeout".to_string())
+        } else if s.human.is_some() {
+            Some("a human step runs no handler; bound its task with human.timeout".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            err(format!("{p}.timeout"), why);
+        }
+    }
     if s.sleep.is_some() {
         return StepKind::Sleep;
     }
@@ -947,11 +973,48 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
                 jsonschema::validator_for(&serde_json::json!({})).expect("the empty schema is valid")
             }
         };
+        let timeout = match h.timeout.as_deref().map(duration::parse) {
+            None => None,
+            Some(Ok(d)) if d.is_zero() => {
+                err(format!("{p}.human.timeout"), "must be greater than zero".into());
+                None
+            }
+            Some(Ok(d)) => match crate::limits::check_duration(d, crate::limits::MAX_TIMEOUT) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    err(format!("{p}.human.timeout"), e);
+                    None
+                }
+            },
+            Some(Err(e)) => {
+                err(format!("{p}.human.timeout"), e);
+                None
+            }
+        };
+        let on_timeout = match h.on_timeout.as_deref() {
+            None | Some("fail") => OnTimeout::Fail,
+            Some("skip") => OnTimeout::Skip,
+            Some(other) => {
+                err(
+                    format!("{p}.human.on_timeout"),
+                    format!("{} must be \"fail\" or \"skip\"", crate::limits::echo(other)),
+                );
+                OnTimeout::Fail
+            }
+        };
+        if h.on_timeout.is_some() && timeout.is_none() && h.timeout.is_none() {
+            err(
+                format!("{p}.human.on_timeout"),
+                "needs human.timeout (without it the task never times out)".into(),
+            );
+        }
         return StepKind::Human(HumanStep {
             title: h.title.clone(),
             description: h.description.clone(),
             assignees: h.assignees.clone(),
             form,
+            timeout,
+            on_timeout,
             validator: Arc::new(validator),
         });
     }
@@ -1333,6 +1396,25 @@ mod tests {
         assert_eq!(
             paths("name: w\nversion: 1\nsteps:\n  - {id: a, human: {title: t, form: {type: 12}}}\n"),
             ["steps[0].human.form"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, human: {title: t, timeout: 0s, on_timeout: maybe}}\n"),
+            ["steps[0].human.timeout", "steps[0].human.on_timeout"]
+        );
+        assert_eq!(
+            paths("name: w\nversion: 1\nsteps:\n  - {id: a, human: {title: t, timeout: 3651days}}\n"),
+            ["steps[0].human.timeout"]
+        );
+        assert_eq!(
+            paths(
+                "name: w\nversion: 1\nsteps:\n  - {id: a, sleep: 1s, timeout: 5s}\n  - {id: b, sleep_until: 'input.at', timeout: 5s}\n  - {id: c, wait_for_event: {event: e}, timeout: 5s}\n  - {id: d, human: {title: t}, timeout: 5s}\n"
+            ),
+            [
+                "steps[0].timeout",
+                "steps[1].timeout",
+                "steps[2].timeout",
+                "steps[3].timeout"
+            ]
         );
         assert_eq!(
             paths("name: w\nversion: 1\nsteps:\n  - {id: a, workflow: {name: 'no spaces', version: 0}}\n"),

@@ -76,14 +76,24 @@ impl Keys {
         format!("{}:wf:{name}:registered", self.prefix)
     }
 
-    /// Set of the steps waiting for an event (name, key), members `<run>|<step>|<attempt>`.
+    /// Set of the steps waiting for an event (name, key), members `<run>|<step>|<attempt>`. The
+    /// name and key are length-prefixed ([`event_identity`]), so no two (name, key) pairs share a key
+    /// whatever characters they hold.
     pub fn event_waiters(&self, name: &str, key: &str) -> String {
-        format!("{}:event:{name}:{key}:waiting", self.prefix)
+        format!("{}:event:{}:waiting", self.prefix, event_identity(name, key))
     }
 
-    /// List of events (name, key) published while no step waited, oldest first; expires.
+    /// List of events (name, key) published while no step waited, oldest first; expires. Named like
+    /// [`Keys::event_waiters`].
     pub fn event_buffer(&self, name: &str, key: &str) -> String {
-        format!("{}:event:{name}:{key}:buffered", self.prefix)
+        format!("{}:event:{}:buffered", self.prefix, event_identity(name, key))
+    }
+
+    /// Sorted set of the (name, key) pairs that have had events buffered, member
+    /// [`buffered_member`], scored by the last buffering (Unix ms). Entries whose buffer expired are
+    /// dropped lazily by listings.
+    pub fn event_buffers(&self) -> String {
+        format!("{}:event-buffers", self.prefix)
     }
 
     /// Sorted set of the attempts holding slots of a concurrency pool, scored by lease end (Unix ms).
@@ -112,6 +122,22 @@ impl Keys {
     }
 }
 
+/// An event's identity, `<bytes of name>:<name>:<bytes of key>:<key>`: unambiguous whatever the name
+/// and key hold (`:`, `|`, braces), so event `a` key `b:c` and event `a:b` key `c` never meet.
+pub fn event_identity(name: &str, key: &str) -> String {
+    format!("{}:{name}:{}:{key}", name.len(), key.len())
+}
+
+/// The member of [`Keys::event_buffers`] for (name, key): a JSON array `["name","key"]`.
+pub fn buffered_member(name: &str, key: &str) -> String {
+    serde_json::json!([name, key]).to_string()
+}
+
+/// Reads a [`buffered_member`] back into (name, key).
+pub fn parse_buffered_member(member: &str) -> Option<(String, String)> {
+    serde_json::from_str::<(String, String)>(member).ok()
+}
+
 /// The member of a run in the run indexes: sorts by creation time, then id.
 pub fn run_index_member(created_ms: i64, run_id: &str) -> String {
     format!("{created_ms:013}:{run_id}")
@@ -127,5 +153,16 @@ mod tests {
         for key in [k.run("r"), k.steps("r"), k.events("r")] {
             assert!(key.starts_with("t1:{r}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn event_names_and_keys_cannot_collide() {
+        let k = Keys::new("t");
+        assert_ne!(k.event_waiters("a", "b:c"), k.event_waiters("a:b", "c"));
+        assert_ne!(k.event_buffer("a", "b:c"), k.event_buffer("a:b", "c"));
+        assert_ne!(event_identity("a|b", "c"), event_identity("a", "b|c"));
+        assert_ne!(k.event_waiters("a", "x"), k.event_buffer("a", "x"));
+        let m = buffered_member("a|\"b", "k:{1}");
+        assert_eq!(parse_buffered_member(&m), Some(("a|\"b".into(), "k:{1}".into())));
     }
 }

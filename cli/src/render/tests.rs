@@ -698,6 +698,7 @@ fn publish_answers() {
         ],
         buffered: false,
         started_run_ids: vec![],
+        trigger_errors: vec![],
     };
     assert_eq!(
         publish_text(&delivered),
@@ -711,6 +712,7 @@ fn publish_answers() {
         delivered: vec![],
         buffered: true,
         started_run_ids: vec![],
+        trigger_errors: vec![],
     };
     assert_eq!(
         publish_text(&buffered),
@@ -731,6 +733,7 @@ fn publish_answers_name_the_runs_the_event_started() {
         }],
         buffered: false,
         started_run_ids: vec!["run-0100".to_owned(), "run-0101".to_owned()],
+        trigger_errors: vec![],
     };
     assert_eq!(
         publish_text(&started),
@@ -744,6 +747,7 @@ fn publish_answers_name_the_runs_the_event_started() {
         delivered: vec![],
         buffered: true,
         started_run_ids: vec!["run-0100".to_owned()],
+        trigger_errors: vec![],
     };
     assert_eq!(
         publish_text(&only_started),
@@ -1160,4 +1164,66 @@ fn human_tasks() {
     );
     let open = serde_json::to_value(task_json(&human_task("open"))).unwrap();
     assert!(open["data"].is_null() && open["completed_by"].is_null() && open["completed_at"].is_null());
+}
+
+#[test]
+fn a_retried_run_counts_attempts_from_its_last_retry_and_a_sleep_shows_its_wake_time() {
+    let run = Run {
+        id: "r-1".to_owned(),
+        workflow: "flaky".to_owned(),
+        version: 1,
+        status: RunStatus::Running as i32,
+        steps: vec![
+            StepRun {
+                id: "analyze".to_owned(),
+                handler: "fail".to_owned(),
+                status: StepStatus::Succeeded as i32,
+                attempt: 7,
+                attempt_base: 5,
+                max_attempts: 5,
+                attempts: (1..=7)
+                    .map(|n| attempt(n, if n == 7 { "succeeded" } else { "failed" }, "", "w", 0, 10))
+                    .collect(),
+                ..StepRun::default()
+            },
+            StepRun {
+                id: "nap".to_owned(),
+                kind: "sleep".to_owned(),
+                status: StepStatus::Waiting as i32,
+                waiting_for: "until 2025-03-01T13:00:00.000Z".to_owned(),
+                wake_at: at(3_600_000),
+                ..StepRun::default()
+            },
+        ],
+        ..Run::default()
+    };
+    let text = run_text(&run, T0);
+    assert!(text.contains("2/5"), "{text}");
+    assert!(!text.contains("7/5"), "{text}");
+    assert!(
+        text.contains("Attempts of step analyze (2 of at most 5 since the run was retried; 5 before)"),
+        "{text}"
+    );
+    assert!(text.contains("until 2025-03-01T13:00:00Z"), "{text}");
+    assert!(!text.contains("waiting for until"), "{text}");
+}
+
+#[test]
+fn publish_answers_name_the_triggers_whose_filter_failed() {
+    let resp = PublishEventResponse {
+        buffered: true,
+        trigger_errors: vec![baton_shared::proto::TriggerError {
+            workflow: "picky".to_owned(),
+            version: 2,
+            error: "on.filter: no such key: total".to_owned(),
+        }],
+        ..PublishEventResponse::default()
+    };
+    let text = publish_text(&resp);
+    assert!(
+        text.contains("no run of picky@2: on.filter: no such key: total"),
+        "{text}"
+    );
+    let json = serde_json::to_value(publish_json(&resp)).unwrap();
+    assert_eq!(json["trigger_errors"][0], "picky@2: on.filter: no such key: total");
 }

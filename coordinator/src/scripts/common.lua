@@ -13,6 +13,9 @@ local RETENTION = tonumber(ARGV[3])
 local GRACE = tonumber(ARGV[4])
 local RUN_ID = string.match(RUN, '{(.-)}:run$')
 local PREFIX = string.match(RUN, '^(.*):{[^}]*}:run$')
+-- The latest due time stored (Unix ms): 9999-12-31T23:59:59.999Z (exact as a double, and still
+-- printable as RFC 3339); deadlines are clamped to it.
+local LATEST = 253402300799999
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
 -- Step statuses of a step that is not over (a fan-out element's too).
 local LIVE = { pending = true, dispatched = true, running = true, retrying = true, waiting = true }
@@ -197,7 +200,8 @@ end
 -- Ends `step` as `word` ('succeeded' or 'skipped') with `output`, dispatches the children that became
 -- ready, and finishes the run after its last step. Returns {'ok', run_status, run_input, n, payloads}.
 local function step_done(step, attempt, word, output, detail, children, leaves)
-  sset(step, 'status', word, 'output', output, 'finished_at', tostring(NOW))
+  -- A step that ends well has no error (its failed attempts keep theirs in the history).
+  sset(step, 'status', word, 'output', output, 'error', '', 'finished_at', tostring(NOW))
   event('step', step, attempt, word, detail or '')
   local left = redis.call('HINCRBY', RUN, 'steps_left', -1)
   local out = { 'ok', '', redis.call('HGET', RUN, 'input'), '0' }

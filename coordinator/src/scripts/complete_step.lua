@@ -93,7 +93,7 @@ record_attempt(step, attempt, word, message, worker)
 local retry_at = tonumber(ARGV[10])
 if retry_at > 0 then
   sset(step, 'status', 'retrying', 'attempt', tostring(attempt + 1), 'error', message,
-    'retry_at', tostring(retry_at))
+    'retry_at', ARGV[10])
   event('step', step, attempt, 'retrying', message)
   return { 'retry', tostring(attempt + 1) }
 end

@@ -5,7 +5,8 @@
 -- [12] [13] [14] for a child run: the parent run, step and attempt ('' otherwise); [15] 'workflow'
 -- (a workflow step's child) or 'emit' (a run an emitting step started).
 -- [16] the run-slot pool of a workflow with max_concurrent_runs ('' for none), [17] its limit,
--- [18] what a queued run waits for (shown to users).
+-- [18] what a queued run waits for (shown to users), [19] the run's depth (sub-workflow levels below
+-- its root run; 0 for a root).
 -- Returns {'created'}, {'queued'} (created, but its roots wait for a run slot: wake_runs.lua
 -- dispatches them) or {'exists', status}.
 -- Invariant: a run is created whole (run, every step, its first events) or not at all; never more
@@ -17,7 +18,7 @@ local steps = split(ARGV[10], ',')
 redis.call('HSET', RUN, 'id', ARGV[5], 'workflow', ARGV[6], 'version', ARGV[7], 'status', 'pending',
   'input', ARGV[8], 'idempotency_key', ARGV[9], 'created_at', tostring(NOW), 'step_ids', ARGV[10],
   'steps_left', tostring(#steps), 'parent_run', ARGV[12], 'parent_step', ARGV[13], 'parent_attempt', ARGV[14],
-  'parent_kind', ARGV[15])
+  'parent_kind', ARGV[15], 'depth', ARGV[19] or '0')
 for _, s in ipairs(steps) do
   sset(s, 'status', 'pending', 'attempt', '0')
 end

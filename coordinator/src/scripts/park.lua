@@ -7,6 +7,6 @@ local step, attempt = ARGV[5], tonumber(ARGV[6])
 if tonumber(sget(step, 'attempt')) ~= attempt or sget(step, 'status') ~= 'dispatched' then return { 'stale' } end
 sset(step, 'status', 'waiting', 'waiting_for', ARGV[7])
 redis.call('ZREM', OUTBOX, RUN_ID .. '|' .. step)
-redis.call('ZADD', TIMERS, tonumber(ARGV[9]), ARGV[8])
+redis.call('ZADD', TIMERS, math.min(tonumber(ARGV[9]), LATEST), ARGV[8])
 event('step', step, attempt, 'waiting', ARGV[7])
 return { 'parked' }

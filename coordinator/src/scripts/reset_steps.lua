@@ -7,7 +7,8 @@
 -- or {'ok', run_input, n, then n payloads (see push_payload)}.
 -- Invariants: only a finished run is reset; succeeded steps outside the reset keep their outputs;
 -- attempt numbers go on from where they were, so stale results stay stale; each reset step records
--- its attempt count as its base, so its retry policy starts afresh.
+-- its attempt count as its base, so its retry policy starts afresh; a reset step keeps no time,
+-- worker or completion of its last round (only its attempt history).
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'missing' } end
 if not TERMINAL[status] then return { 'not_finished', status } end
@@ -27,8 +28,11 @@ for _, s in ipairs(reset) do
     -- A re-run runs a fan-out's elements again; a retry keeps the ones that succeeded.
     for i = 0, (tonumber(sget(s, 'items_total')) or 0) - 1 do sset(s .. '#' .. i, 'status', 'pending') end
   end
+  -- Nothing of the last round stays: no times (so no duration), no worker, no human who completed it.
   sset(s, 'status', 'pending', 'output', '', 'error', '', 'finished_at', '', 'retry_at', '',
-    'base', sget(s, 'attempt') or '0', 'resume', '', 'delivered', '', 'waiting_for', '', 'child_run', '')
+    'base', sget(s, 'attempt') or '0', 'resume', '', 'delivered', '', 'waiting_for', '', 'child_run', '',
+    'started_at', '', 'dispatched_at', '', 'heartbeat_at', '', 'worker', '', 'completed_by', '',
+    'completed_at', '', 'wake_at', '')
 end
 if ARGV[7] ~= '' then redis.call('HSET', RUN, 'input', ARGV[7]) end
 local left = 0

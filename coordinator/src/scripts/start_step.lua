@@ -16,7 +16,7 @@ sset(step, 'status', 'running', 'started_at', tostring(NOW), 'heartbeat_at', tos
 -- A concurrency slot's lease now runs to the end of this attempt's timeout (ARGV[9], ms) and a margin.
 local pool = sget(step, 'slot')
 if pool and pool ~= '' and tonumber(ARGV[9] or '0') > 0 then
-  redis.call('ZADD', PREFIX .. ':sem:' .. pool .. ':holders', 'XX', NOW + tonumber(ARGV[9]),
+  redis.call('ZADD', PREFIX .. ':sem:' .. pool .. ':holders', 'XX', math.min(NOW + tonumber(ARGV[9]), LATEST),
     RUN_ID .. '|' .. step .. '|' .. attempt)
 end
 if not string.find(step, '#', 1, true) then

@@ -1,9 +1,12 @@
 -- wait.lua: step ARGV[5], attempt ARGV[6], starts waiting, holding no worker.
 -- ARGV[7] mode: 'event' (a wait_for_event step), 'suspend' (a handler suspended itself until an
---         event), 'human' (a human task), 'child' (a workflow step whose child run was created)
+--         event), 'human' (a human task), 'child' (a workflow step whose child run was created),
+--         'sleep' (a sleep or sleep_until step: it waits for its 'wake' timer)
 -- ARGV[8] what it waits for, shown to users
--- ARGV[9] for 'event'/'suspend': the event's identity 'name|key'; for 'child': the child run id
--- ARGV[10] for 'event'/'suspend': when the wait times out (Unix ms), or '0'
+-- ARGV[9] for 'event'/'suspend': the event's identity (length-prefixed name and key, see keys.rs);
+--         for 'child': the child run id
+-- ARGV[10] for 'event'/'suspend'/'human': when the wait times out (Unix ms), or '0'; for 'sleep':
+--          when the step wakes (Unix ms). Clamped to LATEST.
 -- ARGV[11] for 'suspend': the worker that suspended
 -- KEYS[6] the event's waiting set, KEYS[7] its buffer (for 'event'/'suspend').
 -- Returns {'stale'}, {'waiting'}, or {'delivered'} when a buffered event was taken (the delivery
@@ -26,6 +29,7 @@ sset(step, 'status', 'waiting', 'waiting_for', ARGV[8], 'started_at', tostring(N
 run_started()
 event('step', step, attempt, 'waiting', ARGV[8])
 local member = RUN_ID .. '|' .. step .. '|' .. attempt
+local due = math.min(tonumber(ARGV[10]) or 0, LATEST)
 if mode == 'event' or mode == 'suspend' then
   sset(step, 'waiting_on', ARGV[9])
   local payload = redis.call('LPOP', KEYS[7])
@@ -35,9 +39,17 @@ if mode == 'event' or mode == 'suspend' then
     return { 'delivered' }
   end
   redis.call('SADD', KEYS[6], member)
-  if tonumber(ARGV[10]) > 0 then
-    redis.call('ZADD', TIMERS, tonumber(ARGV[10]), 'timeout|' .. member)
+  if due > 0 then
+    redis.call('ZADD', TIMERS, due, 'timeout|' .. member)
   end
+elseif mode == 'human' then
+  sset(step, 'completed_by', '', 'completed_at', '')
+  if due > 0 then
+    redis.call('ZADD', TIMERS, due, 'timeout|' .. member)
+  end
+elseif mode == 'sleep' then
+  sset(step, 'wake_at', string.format('%.0f', due))
+  redis.call('ZADD', TIMERS, due, 'wake|' .. member)
 elseif mode == 'child' then
   sset(step, 'child_run', ARGV[9])
 end
