@@ -199,7 +199,7 @@ pub async fn park(engine: &Engine, set: ItemSet, member: &str, reason: &str) -> 
     if let Some((run, step, attempt)) = owner {
         let keys = engine.store.keys();
         let entry = format!("{} {member}: {reason} (at {})", set.word(), rfc3339(now));
-        let _: i64 = redis::Script::new(include_str!("scripts/park.lua"))
+        let _: i64 = redis::Script::new(include_str!("scripts/park_item.lua"))
             .key(keys.run(run))
             .key(keys.events(run))
             .arg(entry)
