@@ -246,6 +246,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_file_lists_every_setting_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in KNOWN_KEYS {
+            assert!(text.contains(&format!("{key} =")), "{key} is not in {}", path.display());
+        }
+        let c = CoordinatorConfig::load(Some(&path)).unwrap();
+        let d = CoordinatorConfig::default();
+        assert_eq!(c.health_probe_interval, d.health_probe_interval);
+        assert_eq!(c.max_payload_bytes, d.max_payload_bytes);
+    }
+
+    #[test]
     fn a_bad_duration_names_the_problem() {
         let f = file("retention = \"a while\"\n");
         let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();

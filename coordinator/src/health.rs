@@ -89,6 +89,11 @@ impl Health {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).ready
     }
 
+    /// Why the coordinator does not serve now, or `None` when it serves.
+    pub fn why_not(&self) -> Option<String> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).why_not()
+    }
+
     /// Start-up is done.
     pub async fn set_ready(&self) {
         self.update(|s| s.ready = true);

@@ -313,6 +313,35 @@ mod tests {
         assert_eq!(cut("abc", 10), "abc");
     }
 
+    #[tokio::test]
+    async fn a_loop_that_panics_is_restarted_and_serves_again() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let (reporter, _service) = tonic_health::server::health_reporter();
+        let health = Health::new(reporter).await;
+        health.set_ready().await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let rounds = Arc::new(AtomicU32::new(0));
+        let (r, rx) = (rounds.clone(), stop_rx.clone());
+        let handle = spawn("test-loop", health.clone(), stop_rx, move || {
+            let (r, mut rx) = (r.clone(), rx.clone());
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("boom outside any item");
+                }
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        });
+        let start = std::time::Instant::now();
+        while rounds.load(Ordering::SeqCst) < 2 {
+            assert!(start.elapsed() < Duration::from_secs(20), "the loop was not restarted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(health.why_not(), None);
+        let _ = stop_tx.send(true);
+        assert!(tokio::time::timeout(Duration::from_secs(10), handle).await.is_ok());
+        assert_eq!(rounds.load(Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn panic_messages_are_read_from_str_and_string() {
         let p = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
