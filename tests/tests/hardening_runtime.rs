@@ -218,6 +218,97 @@ async fn health_is_not_serving_while_redis_is_down_and_serving_again_when_it_ret
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_timer_entry_is_parked_with_its_error_and_leaves_the_timer_set() {
+    let cluster = Cluster::start("corrupt-timer", &[]).await;
+    // A timer no coordinator wrote: it asks to cancel a "run" whose id is not a run id. Handling
+    // it fails with an error that retrying cannot mend.
+    let member = "cancel-child|not a run id||0";
+    let timers = format!("{}:timers", cluster.namespace);
+    let mut conn = redis().await;
+    let _: i64 = redis::AsyncCommands::zadd(&mut conn, &timers, member, 0)
+        .await
+        .expect("ZADD");
+    let field = format!("timers|{member}");
+    let parked_key = format!("{}:parked-items", cluster.namespace);
+    let start = Instant::now();
+    let record = loop {
+        let r: Option<String> = redis::AsyncCommands::hget(&mut conn, &parked_key, &field)
+            .await
+            .expect("HGET");
+        if let Some(r) = r {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let record: serde_json::Value = serde_json::from_str(&record).expect("a JSON record");
+    assert_eq!(record["loop"], "timers");
+    assert!(
+        record["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("error:") && r.contains("run id")),
+        "{record}"
+    );
+    let score: Option<f64> = redis::AsyncCommands::zscore(&mut conn, &timers, member)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(score, None, "a parked entry does not come due again");
+    assert_eq!(cluster.health("").await, Ok(ServingStatus::Serving));
+}
+
+/// A TCP proxy on `port` to RabbitMQ (127.0.0.1:5672); dropping it closes the listener and every
+/// connection through it, as a broker that went away would.
+struct AmqpProxy(tokio::task::JoinHandle<()>);
+
+impl AmqpProxy {
+    async fn start(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind proxy");
+        Self(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }))
+    }
+}
+
+impl Drop for AmqpProxy {
+    fn drop(&mut self) {
+        // Aborting the task drops the listener and the JoinSet, which aborts every connection.
+        self.0.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_is_not_serving_while_rabbitmq_is_unreachable_and_serving_again_after() {
+    let port = free_port();
+    let proxy = AmqpProxy::start(port).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let cluster = Cluster::start("health-amqp", &[("BATON_AMQP_URL", &url)]).await;
+    assert_eq!(cluster.health("").await, Ok(ServingStatus::Serving));
+
+    drop(proxy);
+    cluster
+        .wait_health(ServingStatus::NotServing, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        cluster.health("baton.v1.EventService").await,
+        Ok(ServingStatus::NotServing)
+    );
+
+    let _back = AmqpProxy::start(port).await;
+    cluster
+        .wait_health(ServingStatus::Serving, Duration::from_secs(60))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn calls_during_start_up_answer_unavailable_and_health_turns_serving_when_it_is_done() {
     let mut cluster = Cluster::start("startup", &[]).await;
     // A coordinator whose Redis is not there yet: it listens, but cannot finish start-up.
