@@ -388,8 +388,11 @@ impl Engine {
         if len > 2 * LEDGER_KEEP {
             let mut all: Vec<i64> = conn.hkeys(&key).await?;
             all.sort_unstable();
-            let drop: Vec<i64> = all[..all.len() - LEDGER_KEEP].to_vec();
-            let _: i64 = conn.hdel(&key, drop).await?;
+            // Another coordinator may have trimmed since HLEN: never underflow.
+            let drop: Vec<i64> = all[..all.len().saturating_sub(LEDGER_KEEP)].to_vec();
+            if !drop.is_empty() {
+                let _: i64 = conn.hdel(&key, drop).await?;
+            }
         }
         Ok(added)
     }

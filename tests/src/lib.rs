@@ -25,6 +25,10 @@ pub const TEST_WORKER_HANDLERS: &[&str] = &[
     "echo", "trace", "fail", "slow", "patient", "square", "screen", "guarded",
 ];
 
+/// The largest answer the harness's clients accept (tonic's default is 4 MiB; tests raise
+/// `max_payload_bytes` above it).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// RabbitMQ as the tests use it.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -294,27 +298,30 @@ impl Cluster {
 
     /// A workflow client.
     pub async fn workflows(&self) -> WorkflowServiceClient<Channel> {
-        WorkflowServiceClient::new(self.channel().await)
+        WorkflowServiceClient::new(self.channel().await).max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A run client.
     pub async fn runs(&self) -> RunServiceClient<Channel> {
-        RunServiceClient::new(self.channel().await)
+        RunServiceClient::new(self.channel().await).max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// An event client.
     pub async fn events(&self) -> baton_shared::proto::event_service_client::EventServiceClient<Channel> {
         baton_shared::proto::event_service_client::EventServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A schedule client.
     pub async fn schedules(&self) -> baton_shared::proto::schedule_service_client::ScheduleServiceClient<Channel> {
         baton_shared::proto::schedule_service_client::ScheduleServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A human-task client.
     pub async fn human_tasks(&self) -> baton_shared::proto::human_task_service_client::HumanTaskServiceClient<Channel> {
         baton_shared::proto::human_task_service_client::HumanTaskServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// How many times the `square` handler ran each element of fan-out step `step`: index -> count.
@@ -327,7 +334,7 @@ impl Cluster {
 
     /// A worker-protocol client (for fencing tests).
     pub async fn worker_api(&self) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::new(self.channel().await)
+        WorkerServiceClient::new(self.channel().await).max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     async fn channel(&self) -> Channel {

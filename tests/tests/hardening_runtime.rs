@@ -448,16 +448,20 @@ async fn the_message_limit_follows_max_payload_bytes_and_a_report_over_it_reache
         .await;
     // 5 MiB is over gRPC's default 4 MiB but within the setting: accepted.
     let input = json!({"blob": "x".repeat(5 * 1024 * 1024)}).to_string();
-    cluster
+    let big = cluster
         .runs()
         .await
         .submit_run(SubmitRunRequest {
             workflow: "big".into(),
-            input_json: input,
+            input_json: input.clone(),
             ..Default::default()
         })
         .await
-        .expect("a 5 MiB input under a 6 MiB max_payload_bytes");
+        .expect("a 5 MiB input under a 6 MiB max_payload_bytes")
+        .into_inner()
+        .run_id;
+    // And the run can be read back: answers are not held to the request limit.
+    assert_eq!(get_run(&cluster, &big).await.input_json.len(), input.len());
 
     // 8 MiB is over the setting plus the margin: refused, naming the setting.
     let input = json!({"blob": "x".repeat(8 * 1024 * 1024)}).to_string();
