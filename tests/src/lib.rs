@@ -162,13 +162,19 @@ impl Cluster {
         c
     }
 
+    fn log_path(&self, name: &str) -> std::path::PathBuf {
+        target_dir()
+            .join("e2e-logs")
+            .join(format!("{}-{name}.log", self.namespace))
+    }
+
     fn log(&self, name: &str) -> Stdio {
         let dir = target_dir().join("e2e-logs");
         let _ = std::fs::create_dir_all(&dir);
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{}-{name}.log", self.namespace)))
+            .open(self.log_path(name))
         {
             Ok(f) => Stdio::from(f),
             Err(_) => Stdio::null(),
@@ -270,9 +276,14 @@ impl Cluster {
         }
     }
 
-    /// Starts a worker with id `<namespace>-<name>`; returns its index.
+    /// Starts a worker with id `<name>` and waits until it consumes every test handler's queue (its
+    /// log says `consuming` for each), checking that the process stays alive meanwhile; returns its
+    /// index. The worker reaches the coordinator lazily and retries while it is unreachable or
+    /// starting up, so a task it takes before then is not lost.
     pub fn spawn_worker(&mut self, name: &str, concurrency: u16) -> usize {
-        let child = Command::new(bin("test-worker"))
+        let log = self.log_path(name);
+        let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let mut child = Command::new(bin("test-worker"))
             .env("BATON_COORDINATOR", &self.addr)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_REDIS_URL", REDIS_URL)
@@ -285,6 +296,37 @@ impl Cluster {
             .stderr(self.log(name))
             .spawn()
             .expect("spawn test-worker");
+        let start = Instant::now();
+        let within = Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("worker {name} exited at start-up with {status}; see {}", log.display());
+            }
+            let consuming = std::fs::read(&log)
+                .ok()
+                .and_then(|b| b.get(usize::try_from(offset).unwrap_or(0)..).map(<[u8]>::to_vec))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .lines()
+                        .filter(|l| l.contains("consuming") && !l.contains("stopped consuming"))
+                        .count()
+                });
+            match consuming {
+                Some(n) if n >= TEST_WORKER_HANDLERS.len() => break,
+                // No log to read (it could not be opened): nothing to wait on.
+                None if !log.exists() => break,
+                _ => {}
+            }
+            if start.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "worker {name} did not consume its queues within {within:?}; see {}",
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
         self.workers.push(Some(child));
         self.workers.len() - 1
     }
