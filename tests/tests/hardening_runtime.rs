@@ -309,6 +309,35 @@ async fn health_is_not_serving_while_rabbitmq_is_unreachable_and_serving_again_a
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dispatch_that_fails_while_rabbitmq_is_away_is_not_parked_and_runs_once_it_is_back() {
+    let port = free_port();
+    let proxy = AmqpProxy::start(port).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let mut cluster = Cluster::start("transient", &[("BATON_AMQP_URL", &url), ("BATON_DISPATCH_GRACE", "1s")]).await;
+    cluster
+        .register("name: once\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    // The worker talks to RabbitMQ directly: only the coordinator loses it.
+    cluster.spawn_worker("w", 2);
+    drop(proxy);
+    cluster
+        .wait_health(ServingStatus::NotServing, Duration::from_secs(20))
+        .await;
+    let id = cluster.submit("once", json!({"n": 1})).await;
+    // Several sweeps fail to publish meanwhile (a transient error each time).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let run = get_run(&cluster, &id).await;
+    assert!(run.parked_items.is_empty(), "{:?}", run.parked_items);
+    assert_ne!(status(&run), "succeeded");
+
+    let _back = AmqpProxy::start(port).await;
+    let run = cluster.wait_run(&id, Duration::from_secs(90)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert!(run.parked_items.is_empty(), "{:?}", run.parked_items);
+    assert_eq!(cluster.executions(&id, "a").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn calls_during_start_up_answer_unavailable_and_health_turns_serving_when_it_is_done() {
     let mut cluster = Cluster::start("startup", &[]).await;
     // A coordinator whose Redis is not there yet: it listens, but cannot finish start-up.
