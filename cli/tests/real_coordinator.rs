@@ -58,8 +58,10 @@ async fn setup() -> Setup {
             }),
     );
     let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "coordinator did not start");
+    // Ready means health SERVING: the coordinator listens before its start-up work is done.
+    let addr = format!("http://127.0.0.1:{port}");
+    while baton_tests::health_status(&addr, "").await != Ok(baton_tests::ServingStatus::Serving) {
+        assert!(start.elapsed() < Duration::from_secs(60), "coordinator did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Setup {

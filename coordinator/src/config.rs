@@ -55,6 +55,10 @@ pub struct CoordinatorConfig {
     pub event_ttl: Duration,
     /// The most events kept per event name and key while no step waits (the oldest are dropped).
     pub event_buffer_max: usize,
+    /// How often the health probe pings Redis and checks the RabbitMQ connection; health answers
+    /// NOT_SERVING from the first failed probe until one succeeds again.
+    #[serde(with = "serde_human")]
+    pub health_probe_interval: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -77,6 +81,7 @@ impl Default for CoordinatorConfig {
             max_payload_bytes: 4 * 1024 * 1024,
             event_ttl: Duration::from_secs(24 * 3600),
             event_buffer_max: 100,
+            health_probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -100,7 +105,12 @@ const KNOWN_KEYS: &[&str] = &[
     "max_payload_bytes",
     "event_ttl",
     "event_buffer_max",
+    "health_probe_interval",
 ];
+
+/// The settings whose value is one of a fixed set of words, with those words: a wrong value is
+/// refused with the list (`queue_type: unknown value "quorom", expected one of: quorum, classic`).
+const ENUM_SETTINGS: &[(&str, &[&str])] = &[("queue_type", &["quorum", "classic"])];
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +118,16 @@ pub enum ConfigError {
     /// The file could not be read or parsed, or a value has the wrong type.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// An enum setting has a value outside its set of words.
+    #[error("configuration: {key}: unknown value {value}, expected one of: {expected}")]
+    UnknownValue {
+        /// The setting.
+        key: String,
+        /// The value given, quoted and cut to a few hundred bytes.
+        value: String,
+        /// The words it may take, comma-separated.
+        expected: String,
+    },
     /// The file names a setting that does not exist (most likely a typo).
     #[error("configuration file {file}: unknown setting `{key}` (known: {known})")]
     UnknownKey {
@@ -152,7 +172,19 @@ impl CoordinatorConfig {
         for (k, v) in env {
             builder = builder.set_override(k, v)?;
         }
-        Ok(builder.build()?.try_deserialize()?)
+        let built = builder.build()?;
+        for (key, words) in ENUM_SETTINGS {
+            if let Ok(value) = built.get_string(key)
+                && !words.contains(&value.as_str())
+            {
+                return Err(ConfigError::UnknownValue {
+                    key: (*key).to_string(),
+                    value: baton_shared::limits::echo(&value),
+                    expected: words.join(", "),
+                });
+            }
+        }
+        Ok(built.try_deserialize()?)
     }
 
     /// The RabbitMQ topology these settings describe.
@@ -191,6 +223,39 @@ mod tests {
         let f = file("retension = \"2d\"\n");
         let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
         assert!(e.contains("retension") && e.contains("unknown setting"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_enum_value_lists_the_valid_ones() {
+        let f = file("queue_type = \"quorom\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(
+            e.contains("queue_type: unknown value \"quorom\", expected one of: quorum, classic"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_enum_setting_lists_words_that_parse() {
+        for (key, words) in ENUM_SETTINGS {
+            for w in *words {
+                let f = file(&format!("{key} = \"{w}\"\n"));
+                assert!(CoordinatorConfig::load(Some(f.path())).is_ok(), "{key} = {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_lists_every_setting_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in KNOWN_KEYS {
+            assert!(text.contains(&format!("{key} =")), "{key} is not in {}", path.display());
+        }
+        let c = CoordinatorConfig::load(Some(&path)).unwrap();
+        let d = CoordinatorConfig::default();
+        assert_eq!(c.health_probe_interval, d.health_probe_interval);
+        assert_eq!(c.max_payload_bytes, d.max_payload_bytes);
     }
 
     #[test]

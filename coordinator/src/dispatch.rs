@@ -69,6 +69,15 @@ impl Dispatcher {
         Ok(ch)
     }
 
+    /// Checks that RabbitMQ is reachable: the shared connection is up, or can be made again now
+    /// (the health probe calls this, so a broken connection is also rebuilt between publishes).
+    ///
+    /// # Errors
+    /// `Amqp` when RabbitMQ cannot be reached.
+    pub async fn probe(&self) -> Result<()> {
+        self.channel().await.map(|_| ())
+    }
+
     /// Declares the queues of these handlers (once per connection).
     ///
     /// # Errors

@@ -8,12 +8,15 @@
 pub mod api;
 pub mod config;
 pub mod dispatch;
+pub mod edge;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod machine;
 pub mod registry;
 pub mod schedules;
 pub mod store;
+pub mod supervise;
 pub mod timers;
 pub mod view;
 
@@ -22,22 +25,187 @@ use std::{future::Future, sync::Arc, time::Duration};
 use backon::{ExponentialBuilder, Retryable};
 use baton_shared::{keys::Keys, proto};
 use tokio::sync::watch;
+use tonic::service::Routes;
 
 pub use config::CoordinatorConfig;
 
-use crate::{api::Api, dispatch::Dispatcher, engine::Engine, registry::Registry, store::Store};
+use crate::{
+    api::Api, dispatch::Dispatcher, edge::Edge, engine::Engine, health::Health, registry::Registry, store::Store,
+    supervise::Supervisor,
+};
 
-/// Connects to Redis and RabbitMQ (retrying for up to a minute while they start), registers the
-/// definitions of `definitions_dir`, starts the timer, sweeper and index loops, and serves gRPC until
-/// `shutdown` completes; then stops taking calls, lets in-flight ones finish, and closes.
+/// Test seams of [`serve_with`]; the default (all off) is production.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// An item of a background loop whose member contains this text panics before it is handled
+    /// (the end-to-end tests prove with it that such an item is parked and the loop goes on).
+    pub panic_marker: Option<String>,
+}
+
+/// [`serve_with`] without test seams.
 ///
 /// # Errors
-/// A definition file that does not validate; Redis or RabbitMQ unreachable for a minute; the listen
-/// address taken.
+/// As [`serve_with`].
 pub async fn serve(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(config, shutdown, Hooks::default()).await
+}
+
+/// Listens first (health NOT_SERVING, every API call UNAVAILABLE "starting up"), then connects to
+/// Redis and RabbitMQ (retrying for up to a minute while they start), registers the definitions of
+/// `definitions_dir`, declares the handler queues, starts the supervised background loops and the
+/// health probe, and opens the API (health SERVING). Serves until `shutdown` completes; then stops
+/// taking calls, lets in-flight ones finish, stops the loops, and closes.
+///
+/// The server decodes requests of up to [`edge::max_message_bytes`]`(max_payload_bytes)` and sets
+/// TCP_NODELAY on every accepted connection.
+///
+/// # Errors
+/// The listen address taken; a definition file that does not validate; Redis or RabbitMQ
+/// unreachable for a minute at start-up.
+pub async fn serve_with(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hooks: Hooks,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, "coordinator listening (starting up)");
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let edge = Edge::new(
+        Routes::new(health_service).add_service(reflection),
+        config.max_payload_bytes,
+    );
+    // `TcpIncoming::from` ignores the builder's `tcp_nodelay`: without it, a two-write answer
+    // waits for the client's delayed ACK (about 40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (down_tx, down_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = down_tx.send(true);
+    });
+    let mut server = {
+        let mut down = down_rx.clone();
+        tokio::spawn(tonic::transport::Server::builder().serve_with_incoming_shutdown(
+            edge.clone(),
+            incoming,
+            async move {
+                let _ = down.wait_for(|d| *d).await;
+            },
+        ))
+    };
+
+    let mut down = down_rx.clone();
+    let started = tokio::select! {
+        r = start_up(&config) => r,
+        _ = async { let _ = down.wait_for(|d| *d).await; } => {
+            tracing::info!("shut down during start-up");
+            let _ = server.await;
+            return Ok(());
+        }
+        r = &mut server => {
+            return match r {
+                Ok(r) => r.map_err(anyhow::Error::from),
+                Err(e) => Err(anyhow::anyhow!("gRPC server task: {e}")),
+            };
+        }
+    };
+    let engine = match started {
+        Ok(e) => e,
+        Err(e) => {
+            server.abort();
+            return Err(e);
+        }
+    };
+
+    let supervisor = Supervisor::new(health.clone(), hooks.panic_marker);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let loops = vec![
+        supervised_timers(&engine, &supervisor, timers::Loop::Timers, &stop_rx),
+        supervised_timers(&engine, &supervisor, timers::Loop::Outbox, &stop_rx),
+        {
+            let (e, r) = (engine.clone(), stop_rx.clone());
+            supervise::spawn("index-trim", health.clone(), stop_rx.clone(), move || {
+                timers::trim_indexes(e.clone(), r.clone())
+            })
+        },
+        {
+            let (e, s, r) = (engine.clone(), supervisor.clone(), stop_rx.clone());
+            supervise::spawn("schedules", health.clone(), stop_rx.clone(), move || {
+                schedules::run(e.clone(), s.clone(), r.clone())
+            })
+        },
+        {
+            let (e, h, r) = (engine.clone(), health.clone(), stop_rx.clone());
+            supervise::spawn("health-probe", health.clone(), stop_rx.clone(), move || {
+                health::probe_loop(e.clone(), h.clone(), r.clone())
+            })
+        },
+    ];
+
+    let api = Api::new(engine.clone());
+    let limit = edge::max_message_bytes(config.max_payload_bytes);
+    // Answers are not limited beyond tonic's default (none): a run's view holds several payloads
+    // (input, outputs), and refusing to show it would make the run unreadable.
+    edge.open(
+        Routes::new(
+            proto::workflow_service_server::WorkflowServiceServer::new(api.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(proto::run_service_server::RunServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(
+            proto::worker_service_server::WorkerServiceServer::new(api.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(proto::event_service_server::EventServiceServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(
+            proto::human_task_service_server::HumanTaskServiceServer::new(api.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(proto::schedule_service_server::ScheduleServiceServer::new(api).max_decoding_message_size(limit)),
+    );
+    health.set_ready().await;
+    tracing::info!("coordinator ready");
+
+    let served = server.await;
+    tracing::info!("shutting down: stopping timers and flushing publishes");
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    engine.dispatcher.close().await;
+    tracing::info!("coordinator stopped");
+    match served {
+        Ok(r) => r.map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow::anyhow!("gRPC server task: {e}")),
+    }
+}
+
+/// The timer or outbox loop under its supervisor.
+fn supervised_timers(
+    engine: &Arc<Engine>,
+    supervisor: &Arc<Supervisor>,
+    which: timers::Loop,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let name = match which {
+        timers::Loop::Timers => "timers",
+        timers::Loop::Outbox => "outbox",
+    };
+    let (e, s, r) = (engine.clone(), supervisor.clone(), stop.clone());
+    supervise::spawn(name, supervisor.health.clone(), stop.clone(), move || {
+        timers::run(e.clone(), s.clone(), which, r.clone())
+    })
+}
+
+/// Connects to Redis and RabbitMQ (retrying for up to a minute), registers the definitions of
+/// `definitions_dir` and declares every known handler's queue.
+async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
@@ -70,7 +238,7 @@ pub async fn serve(
     let engine = Arc::new(Engine {
         registry: Registry::new(store.clone()),
         store,
-        dispatcher: dispatcher.clone(),
+        dispatcher,
         config: config.clone(),
     });
 
@@ -89,67 +257,7 @@ pub async fn serve(
             engine.dispatcher.ensure_queues(&reg.definition.handlers()).await?;
         }
     }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let loops = vec![
-        tokio::spawn(timers::run(engine.clone(), timers::Loop::Timers, stop_rx.clone())),
-        tokio::spawn(timers::run(engine.clone(), timers::Loop::Outbox, stop_rx.clone())),
-        tokio::spawn(timers::trim_indexes(engine.clone(), stop_rx.clone())),
-        tokio::spawn(schedules::run(engine.clone(), stop_rx.clone())),
-    ];
-
-    let api = Api::new(engine.clone());
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<proto::run_service_server::RunServiceServer<Api>>()
-        .await;
-    health
-        .set_serving::<proto::worker_service_server::WorkerServiceServer<Api>>()
-        .await;
-    health
-        .set_serving::<proto::event_service_server::EventServiceServer<Api>>()
-        .await;
-    health
-        .set_serving::<proto::schedule_service_server::ScheduleServiceServer<Api>>()
-        .await;
-    health
-        .set_serving::<proto::human_task_service_server::HumanTaskServiceServer<Api>>()
-        .await;
-    health
-        .set_serving::<proto::workflow_service_server::WorkflowServiceServer<Api>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, "coordinator listening");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(proto::workflow_service_server::WorkflowServiceServer::new(api.clone()))
-        .add_service(proto::run_service_server::RunServiceServer::new(api.clone()))
-        .add_service(proto::worker_service_server::WorkerServiceServer::new(api.clone()))
-        .add_service(proto::event_service_server::EventServiceServer::new(api.clone()))
-        .add_service(proto::human_task_service_server::HumanTaskServiceServer::new(
-            api.clone(),
-        ))
-        .add_service(proto::schedule_service_server::ScheduleServiceServer::new(api))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-
-    tracing::info!("shutting down: stopping timers and flushing publishes");
-    let _ = stop_tx.send(true);
-    for l in loops {
-        let _ = l.await;
-    }
-    dispatcher.close().await;
-    tracing::info!("coordinator stopped");
-    Ok(())
+    Ok(engine)
 }
 
 pub use baton_shared::process::shutdown_signal;

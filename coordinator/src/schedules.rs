@@ -14,7 +14,7 @@ use baton_shared::{
     definition::{DEFAULT_CATCHUP_WINDOW, WorkflowDefinition},
     proto::{RunStatus, Schedule, ScheduleTick},
     schedule::{CronSchedule, OverlapPolicy, TickAction, decide, run_id_for_tick},
-    time::{now_ms, timestamp},
+    time::{duration_ms, now_ms, timestamp},
 };
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use crate::{
     engine::Engine,
     error::{CoordinatorError, Result},
     store::Claimed,
+    supervise::{ItemSet, Supervisor},
 };
 
 /// Most ticks handled for one schedule in one round (a long outage of a per-second schedule).
@@ -88,7 +89,8 @@ fn records_key(engine: &Engine) -> String {
     format!("{}:schedules", engine.store.keys().prefix())
 }
 
-fn due_key(engine: &Engine) -> String {
+/// The sorted set of due schedules (`<ns>:schedule-due`).
+pub(crate) fn due_key(engine: &Engine) -> String {
     format!("{}:schedule-due", engine.store.keys().prefix())
 }
 
@@ -165,7 +167,7 @@ impl Engine {
                 timezone: s.cron.timezone().to_string(),
                 input: s.input.clone(),
                 overlap: s.overlap,
-                catchup_window_ms: s.catchup_window.as_millis() as u64,
+                catchup_window_ms: u64::try_from(s.catchup_window.as_millis()).unwrap_or(u64::MAX),
                 paused: false,
                 source: "definition".into(),
                 created_at: now_ms(),
@@ -386,8 +388,11 @@ impl Engine {
         if len > 2 * LEDGER_KEEP {
             let mut all: Vec<i64> = conn.hkeys(&key).await?;
             all.sort_unstable();
-            let drop: Vec<i64> = all[..all.len() - LEDGER_KEEP].to_vec();
-            let _: i64 = conn.hdel(&key, drop).await?;
+            // Another coordinator may have trimmed since HLEN: never underflow.
+            let drop: Vec<i64> = all[..all.len().saturating_sub(LEDGER_KEEP)].to_vec();
+            if !drop.is_empty() {
+                let _: i64 = conn.hdel(&key, drop).await?;
+            }
         }
         Ok(added)
     }
@@ -439,9 +444,10 @@ impl Engine {
         let mut last_run = state.get("last_run").cloned();
         let mut buffered: Option<i64> = state.get("buffered").and_then(|t| t.parse().ok());
         let window = if record.catchup_window_ms == 0 {
-            DEFAULT_CATCHUP_WINDOW.as_millis() as i64
+            duration_ms(DEFAULT_CATCHUP_WINDOW)
         } else {
-            record.catchup_window_ms as i64
+            // Saturating: a window of 2^63 ms or more must not wrap into "skip every tick".
+            i64::try_from(record.catchup_window_ms).unwrap_or(i64::MAX)
         };
 
         // A buffered tick fires once the run before it has ended.
@@ -505,7 +511,8 @@ impl Engine {
         // The next tick; sooner while a buffered tick waits for its previous run to end.
         let mut due = cron.next_after(now);
         if buffered.is_some() {
-            due = Some(due.map_or(now + 1000, |d| d.min(now + 1000)));
+            let soon = now.saturating_add(1000);
+            due = Some(due.map_or(soon, |d| d.min(soon)));
         }
         match due {
             Some(d) => {
@@ -543,7 +550,7 @@ fn tick_view(id: &str, tick: i64, e: &LedgerEntry) -> ScheduleTick {
 
 /// Runs the schedule loop until `shutdown` turns true: claims due schedules (with a lease, so two
 /// coordinators never work on one schedule at once) and handles them.
-pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, mut shutdown: watch::Receiver<bool>) {
     let poll = engine.config.timer_poll_interval.max(Duration::from_millis(100));
     loop {
         if *shutdown.borrow() {
@@ -561,9 +568,9 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             }
         };
         for Claimed { member: id, .. } in claimed {
-            if let Err(e) = engine.run_schedule(&id).await {
-                tracing::warn!(schedule = %id, error = %e, "schedule round failed; it comes due again after its lease");
-            }
+            supervisor
+                .item(&engine, ItemSet::Schedules, &id, engine.run_schedule(&id))
+                .await;
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}

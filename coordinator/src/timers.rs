@@ -1,15 +1,19 @@
 //! The durable-time loops: due timers (retries, timeouts, heartbeats) and the dispatch sweeper.
 //! Both claim entries from a Redis sorted set with a lease, so any number of coordinators can run them
 //! and an entry is handled by one at a time; a coordinator that dies mid-way leaves its entries to
-//! come due again when the lease ends.
+//! come due again when the lease ends. Every entry is handled under the [`Supervisor`]: a panic or an
+//! error that cannot mend parks the entry instead of stopping the loop.
 
 use std::{sync::Arc, time::Duration};
 
-use baton_shared::time::now_ms;
+use baton_shared::time::{duration_ms, now_ms};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::engine::Engine;
+use crate::{
+    engine::Engine,
+    supervise::{ItemSet, Supervisor},
+};
 
 /// Entries claimed per round.
 const BATCH: usize = 256;
@@ -26,8 +30,9 @@ pub enum Loop {
 }
 
 /// Runs one loop until `shutdown` turns true.
-pub async fn run(engine: Arc<Engine>, which: Loop, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, mut shutdown: watch::Receiver<bool>) {
     let outbox = matches!(which, Loop::Outbox);
+    let set = if outbox { ItemSet::Outbox } else { ItemSet::Timers };
     let poll = engine.config.timer_poll_interval;
     loop {
         if *shutdown.borrow() {
@@ -48,11 +53,16 @@ pub async fn run(engine: Arc<Engine>, which: Loop, mut shutdown: watch::Receiver
         futures::stream::iter(claimed)
             .for_each_concurrent(CONCURRENCY, |c| {
                 let engine = engine.clone();
+                let supervisor = supervisor.clone();
                 async move {
-                    let r = if outbox { engine.redispatch(&c).await } else { engine.fire_timer(&c).await };
-                    if let Err(e) = r {
-                        tracing::warn!(member = %c.member, error = %e, "entry failed; it comes due again after its lease");
-                    }
+                    let work = async {
+                        if outbox {
+                            engine.redispatch(&c).await
+                        } else {
+                            engine.fire_timer(&c).await
+                        }
+                    };
+                    supervisor.item(&engine, set, &c.member, work).await;
                 }
             })
             .await;
@@ -68,7 +78,7 @@ pub async fn run(engine: Arc<Engine>, which: Loop, mut shutdown: watch::Receiver
 /// Trims the run indexes once an hour.
 pub async fn trim_indexes(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let cutoff = now_ms() - engine.config.index_retention.as_millis() as i64;
+        let cutoff = now_ms().saturating_sub(duration_ms(engine.config.index_retention));
         if let Err(e) = engine.store.trim_indexes(cutoff).await {
             tracing::warn!(error = %e, "could not trim run indexes");
         }

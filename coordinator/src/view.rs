@@ -56,6 +56,7 @@ pub fn run_view(
         parent_step_id: field(run, "parent_step").into(),
         child_run_ids: Vec::new(),
         waiting_for: field(run, "waiting_for").into(),
+        parked_items: serde_json::from_str(field(run, "parked_items")).unwrap_or_default(),
     };
     let Some(steps) = steps else { return out };
     let ids: Vec<String> = match def {

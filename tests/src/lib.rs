@@ -25,6 +25,10 @@ pub const TEST_WORKER_HANDLERS: &[&str] = &[
     "echo", "trace", "fail", "slow", "patient", "square", "screen", "guarded",
 ];
 
+/// The largest answer the harness's clients accept (tonic's default is 4 MiB; tests raise
+/// `max_payload_bytes` above it).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// RabbitMQ as the tests use it.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -95,7 +99,8 @@ pub fn ensure_services() {
     });
 }
 
-fn free_port() -> u16 {
+/// A TCP port nobody listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -110,7 +115,9 @@ fn target_dir() -> std::path::PathBuf {
     deps.parent().expect("profile dir").to_path_buf()
 }
 
-fn bin(name: &str) -> std::path::PathBuf {
+/// The path of a binary of this crate (`test-coordinator`, `test-worker`), built by cargo before
+/// the integration tests run; panics when it is missing.
+pub fn bin(name: &str) -> std::path::PathBuf {
     let p = target_dir().join(name);
     assert!(
         p.exists(),
@@ -155,13 +162,19 @@ impl Cluster {
         c
     }
 
+    fn log_path(&self, name: &str) -> std::path::PathBuf {
+        target_dir()
+            .join("e2e-logs")
+            .join(format!("{}-{name}.log", self.namespace))
+    }
+
     fn log(&self, name: &str) -> Stdio {
         let dir = target_dir().join("e2e-logs");
         let _ = std::fs::create_dir_all(&dir);
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{}-{name}.log", self.namespace)))
+            .open(self.log_path(name))
         {
             Ok(f) => Stdio::from(f),
             Err(_) => Stdio::null(),
@@ -193,7 +206,8 @@ impl Cluster {
         self.more_coordinators.push(child);
     }
 
-    async fn coordinator_on(&self, port: u16) -> Child {
+    /// The command that starts a coordinator of this cluster on `port`, with the cluster's settings.
+    fn coordinator_command(&self, port: u16) -> Command {
         let mut cmd = Command::new(bin("test-coordinator"));
         cmd.env("BATON_LISTEN", format!("127.0.0.1:{port}"))
             .env("BATON_NAMESPACE", &self.namespace)
@@ -208,19 +222,51 @@ impl Cluster {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Starts another coordinator of this namespace with `env` over the cluster's settings, on a
+    /// port of its own, *without* waiting for it to be ready; returns its address
+    /// (`http://127.0.0.1:PORT`). Stopped with the cluster. For tests of start-up itself.
+    pub fn spawn_coordinator_unwaited(&mut self, env: &[(&str, &str)]) -> String {
+        let port = free_port();
+        let mut cmd = self.coordinator_command(port);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.more_coordinators
+            .push(cmd.spawn().expect("spawn test-coordinator"));
+        format!("http://127.0.0.1:{port}")
+    }
+
+    async fn coordinator_on(&self, port: u16) -> Child {
+        let mut cmd = self.coordinator_command(port);
         let mut child = cmd.spawn().expect("spawn test-coordinator");
+        // Ready means answering gRPC health SERVING (it listens before its start-up work is done,
+        // answering NOT_SERVING until then), not only accepting connections.
+        let addr = format!("http://127.0.0.1:{port}");
         let start = Instant::now();
-        while !port_open(port) {
+        let within = Duration::from_secs(90);
+        let mut last = String::from("no answer yet");
+        loop {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("coordinator exited at start-up with {status}; see its log under target/<profile>/e2e-logs");
+                panic!(
+                    "coordinator exited at start-up with {status} (last health answer: {last}); see its log under \
+                     target/<profile>/e2e-logs"
+                );
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "coordinator did not listen within 60 s"
-            );
+            match health_status(&addr, "").await {
+                Ok(ServingStatus::Serving) => return child,
+                Ok(s) => last = format!("{s:?}"),
+                Err(e) => last = e,
+            }
+            if start.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("coordinator on port {port} did not answer health SERVING within {within:?} (last: {last})");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        child
     }
 
     /// Stops the coordinator: SIGTERM (graceful) or SIGKILL.
@@ -230,9 +276,14 @@ impl Cluster {
         }
     }
 
-    /// Starts a worker with id `<namespace>-<name>`; returns its index.
+    /// Starts a worker with id `<name>` and waits until it consumes every test handler's queue (its
+    /// log says `consuming` for each), checking that the process stays alive meanwhile; returns its
+    /// index. The worker reaches the coordinator lazily and retries while it is unreachable or
+    /// starting up, so a task it takes before then is not lost.
     pub fn spawn_worker(&mut self, name: &str, concurrency: u16) -> usize {
-        let child = Command::new(bin("test-worker"))
+        let log = self.log_path(name);
+        let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let mut child = Command::new(bin("test-worker"))
             .env("BATON_COORDINATOR", &self.addr)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_REDIS_URL", REDIS_URL)
@@ -245,6 +296,37 @@ impl Cluster {
             .stderr(self.log(name))
             .spawn()
             .expect("spawn test-worker");
+        let start = Instant::now();
+        let within = Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("worker {name} exited at start-up with {status}; see {}", log.display());
+            }
+            let consuming = std::fs::read(&log)
+                .ok()
+                .and_then(|b| b.get(usize::try_from(offset).unwrap_or(0)..).map(<[u8]>::to_vec))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .lines()
+                        .filter(|l| l.contains("consuming") && !l.contains("stopped consuming"))
+                        .count()
+                });
+            match consuming {
+                Some(n) if n >= TEST_WORKER_HANDLERS.len() => break,
+                // No log to read (it could not be opened): nothing to wait on.
+                None if !log.exists() => break,
+                _ => {}
+            }
+            if start.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "worker {name} did not consume its queues within {within:?}; see {}",
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
         self.workers.push(Some(child));
         self.workers.len() - 1
     }
@@ -258,27 +340,30 @@ impl Cluster {
 
     /// A workflow client.
     pub async fn workflows(&self) -> WorkflowServiceClient<Channel> {
-        WorkflowServiceClient::new(self.channel().await)
+        WorkflowServiceClient::new(self.channel().await).max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A run client.
     pub async fn runs(&self) -> RunServiceClient<Channel> {
-        RunServiceClient::new(self.channel().await)
+        RunServiceClient::new(self.channel().await).max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// An event client.
     pub async fn events(&self) -> baton_shared::proto::event_service_client::EventServiceClient<Channel> {
         baton_shared::proto::event_service_client::EventServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A schedule client.
     pub async fn schedules(&self) -> baton_shared::proto::schedule_service_client::ScheduleServiceClient<Channel> {
         baton_shared::proto::schedule_service_client::ScheduleServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// A human-task client.
     pub async fn human_tasks(&self) -> baton_shared::proto::human_task_service_client::HumanTaskServiceClient<Channel> {
         baton_shared::proto::human_task_service_client::HumanTaskServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// How many times the `square` handler ran each element of fan-out step `step`: index -> count.
@@ -291,11 +376,38 @@ impl Cluster {
 
     /// A worker-protocol client (for fencing tests).
     pub async fn worker_api(&self) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::new(self.channel().await)
+        WorkerServiceClient::new(self.channel().await).max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.addr.clone()).expect("address").connect_lazy()
+        Channel::from_shared(self.addr.clone())
+            .expect("address")
+            .tcp_nodelay(true)
+            .connect_lazy()
+    }
+
+    /// The coordinator's gRPC health for `service` (`""`: the whole server).
+    ///
+    /// # Errors
+    /// The call's failure, as text.
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, String> {
+        health_status(&self.addr, service).await
+    }
+
+    /// Polls the coordinator's health (`""`) until it answers `want`; panics after `within`.
+    pub async fn wait_health(&self, want: ServingStatus, within: Duration) {
+        let start = Instant::now();
+        loop {
+            let got = self.health("").await;
+            if got == Ok(want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < within,
+                "health did not turn {want:?} within {within:?} (last: {got:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Registers a definition; panics on refusal.
@@ -464,6 +576,36 @@ async fn cleanup_broker(namespace: &str, handlers: &[String]) -> lapin::Result<(
         ch.exchange_delete(x.as_str().into(), Default::default()).await?;
     }
     conn.close(200, "done".into()).await
+}
+
+pub use tonic_health::ServingStatus;
+
+/// The gRPC health of `service` (`""`: the whole server) at `addr` (`http://host:port`), asked on a
+/// fresh connection with short timeouts.
+///
+/// # Errors
+/// The connection's or the call's failure, as text.
+pub async fn health_status(addr: &str, service: &str) -> Result<ServingStatus, String> {
+    let channel = Channel::from_shared(addr.to_string())
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(|e| format!("{}: {}", e.code(), e.message()))?
+        .into_inner();
+    match tonic_health::pb::health_check_response::ServingStatus::try_from(answer.status) {
+        Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => Ok(ServingStatus::Serving),
+        Ok(tonic_health::pb::health_check_response::ServingStatus::NotServing) => Ok(ServingStatus::NotServing),
+        _ => Ok(ServingStatus::Unknown),
+    }
 }
 
 /// The status of a run as a word.

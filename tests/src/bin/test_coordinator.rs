@@ -1,9 +1,14 @@
 //! The coordinator as the end-to-end tests start it: the library's `serve`, configured from the
 //! environment like the real binary, so the tests can spawn, kill and restart it as a process.
+//! `BATON_TEST_PANIC_ON=<text>` makes every background item whose member contains the text panic
+//! (the supervision tests' injected fault; see `baton_coordinator::Hooks`).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     baton_shared::process::init_tracing();
     let config = baton_coordinator::CoordinatorConfig::load(None)?;
-    baton_coordinator::serve(config, baton_coordinator::shutdown_signal()).await
+    let hooks = baton_coordinator::Hooks {
+        panic_marker: std::env::var("BATON_TEST_PANIC_ON").ok().filter(|m| !m.is_empty()),
+    };
+    baton_coordinator::serve_with(config, baton_coordinator::shutdown_signal(), hooks).await
 }
