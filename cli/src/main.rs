@@ -489,6 +489,7 @@ fn run_exit_code(run: &Run) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let addr = cli.addr.clone();
+    let output = cli.output;
     match dispatch(cli).await {
         Ok(code) => code,
         // The reader went away (`baton run list | head`): nothing more to say.
@@ -498,6 +499,11 @@ async fn main() -> ExitCode {
                 .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
+        }
+        // Errors go to stderr in both formats, so stdout only ever holds answers.
+        Err(err) if output == Output::Json => {
+            eprintln!("{}", client::error_json(&err, &addr));
+            ExitCode::from(2)
         }
         Err(err) => {
             eprintln!("error: {}", client::describe_error(&err, &addr));

@@ -295,7 +295,11 @@ impl Cluster {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.addr.clone()).expect("address").connect_lazy()
+        Channel::from_shared(self.addr.clone())
+            .expect("address")
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .connect_lazy()
     }
 
     /// Registers a definition; panics on refusal.
