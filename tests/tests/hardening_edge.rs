@@ -394,6 +394,36 @@ async fn a_worker_whose_coordinator_is_down_takes_nothing_and_exits_on_sigterm_w
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_holding_a_task_its_coordinator_cannot_take_exits_within_its_grace_and_gives_it_back() {
+    let mut cluster = Cluster::start("edge-worker-held", &[]).await;
+    cluster
+        .register("name: held\nversion: 1\nsteps:\n  - {id: s, handler: slow}\n")
+        .await;
+    let mut worker = OwnWorker::start(&cluster, "holder", &cluster.addr, &[("BATON_SHUTDOWN_GRACE", "5s")]);
+    worker.wait_log("consuming", Duration::from_secs(60)).await;
+    let run_id = cluster.submit("held", json!({"ms": 3000})).await;
+    let start = Instant::now();
+    while cluster.executions(&run_id, "s").await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the worker never started the step");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The coordinator goes away while the handler runs: its result cannot be reported.
+    cluster.stop_coordinator(true);
+    worker
+        .wait_log("coordinator unreachable at report", Duration::from_secs(60))
+        .await;
+
+    let took = worker.terminate(Duration::from_secs(30));
+    assert!(took < Duration::from_secs(12), "exit took {took:?} with a 5 s grace");
+
+    // The task went back to its queue: with the coordinator back, another worker finishes the run.
+    cluster.start_coordinator().await;
+    cluster.spawn_worker("second", 4);
+    let run = cluster.wait_run(&run_id, Duration::from_secs(120)).await;
+    assert_eq!(status(&run), "succeeded", "{}", run.error);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_worker_started_before_its_coordinator_takes_the_task_once_it_answers() {
     let mut cluster = Cluster::start("edge-worker-first", &[]).await;
     cluster
