@@ -36,12 +36,20 @@ const SOURCE_METADATA_KEY: &str = "baton-source";
 
 /// The coordinator could not be reached, or what answers at the address does not speak gRPC:
 /// shown as `UNAVAILABLE` under `-o json`.
+/// `with_causes`: whether the error's causes (e.g. `tcp connect error: Connection refused`) are
+/// worth showing after the message; they are not for a port that does not speak gRPC (they say
+/// `h2 protocol error`, which is what the message explains).
 #[derive(Debug)]
-pub struct Unreachable(pub String);
+pub struct Unreachable {
+    /// What the user reads.
+    pub message: String,
+    /// Whether the causes follow the message.
+    pub with_causes: bool,
+}
 
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -101,9 +109,12 @@ impl Coordinator {
             // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
             .tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| {
-            anyhow::Error::new(e).context(Unreachable(format!(
-                "cannot connect to the coordinator at {addr} (set it with --addr or the BATON_ADDR environment variable)"
-            )))
+            anyhow::Error::new(e).context(Unreachable {
+                message: format!(
+                    "cannot connect to the coordinator at {addr} (set it with --addr or the BATON_ADDR environment variable)"
+                ),
+                with_causes: true,
+            })
         })?;
         let mut health = HealthClient::new(channel.clone());
         let hello = health.check(HealthCheckRequest { service: String::new() });
@@ -113,15 +124,21 @@ impl Coordinator {
             // UNIMPLEMENTED); an error without an answer means the other side does not speak gRPC.
             Ok(Err(status)) if std::error::Error::source(&status).is_none() => {}
             Ok(Err(status)) => {
-                return Err(anyhow::Error::new(status).context(Unreachable(format!(
-                    "no Baton coordinator answers at {addr} (something there does not speak gRPC; check --addr or BATON_ADDR)"
-                ))));
+                return Err(anyhow::Error::new(status).context(Unreachable {
+                    message: format!(
+                        "no Baton coordinator answers at {addr} (something there does not speak gRPC; check --addr or BATON_ADDR)"
+                    ),
+                    with_causes: false,
+                }));
             }
             Err(_) => {
-                return Err(anyhow::Error::new(Unreachable(format!(
-                    "no Baton coordinator answers at {addr}: nothing answered gRPC within {} s (check --addr or BATON_ADDR)",
-                    HELLO_TIMEOUT.as_secs()
-                ))));
+                return Err(anyhow::Error::new(Unreachable {
+                    message: format!(
+                        "no Baton coordinator answers at {addr}: nothing answered gRPC within {} s (check --addr or BATON_ADDR)",
+                        HELLO_TIMEOUT.as_secs()
+                    ),
+                    with_causes: false,
+                }));
             }
         }
         Ok(Self { channel })
@@ -244,7 +261,11 @@ pub fn code_name(code: Code) -> &'static str {
 /// reminder of the address when the coordinator is unavailable), the error and its causes otherwise.
 pub fn describe_error(err: &anyhow::Error, addr: &str) -> String {
     if let Some(unreachable) = err.downcast_ref::<Unreachable>() {
-        return unreachable.to_string();
+        return if unreachable.with_causes {
+            causes(err)
+        } else {
+            unreachable.to_string()
+        };
     }
     let Some(status) = err.downcast_ref::<Status>() else {
         return causes(err);
@@ -375,7 +396,10 @@ mod tests {
         );
         let err = anyhow::anyhow!("--input is not valid JSON: x");
         assert_eq!(error_json(&err, "h:9")["error"]["code"], "INVALID_ARGUMENT");
-        let err = anyhow::Error::new(Unreachable("cannot connect".into()));
+        let err = anyhow::Error::new(Unreachable {
+            message: "cannot connect".into(),
+            with_causes: true,
+        });
         assert_eq!(error_json(&err, "h:9")["error"]["code"], "UNAVAILABLE");
     }
 
@@ -403,6 +427,7 @@ mod tests {
         assert!(
             text.contains("http://127.0.0.1:1")
                 && text.contains("BATON_ADDR")
+                && text.contains("onnection refused")
                 && !text.contains("tcp connect error: tcp connect error"),
             "{text}"
         );
