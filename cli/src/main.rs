@@ -3,6 +3,8 @@
 //!
 //! Exit status: 0 on success; 1 when a run that was waited for or watched ended in `failed`,
 //! `cancelled` or `timed_out`; 2 for any error (bad arguments or input, gRPC errors, no connection).
+//! Errors go to stderr: `error: <CODE>: <message>`, or under `-o json` one JSON document
+//! `{"error": {"code": "NOT_FOUND", "message": "..."}}` (same exit status).
 
 mod client;
 mod render;
@@ -28,7 +30,8 @@ use crate::client::Coordinator;
 #[derive(Debug, Parser)]
 #[command(name = "baton", version)]
 pub struct Cli {
-    /// The coordinator's gRPC address (`host:port` means `http://host:port`).
+    /// The coordinator's gRPC address (`host:port` means `http://host:port`). Only `http://`:
+    /// TLS is not supported yet, so `https://` is refused rather than sent in plaintext.
     #[arg(long, global = true, env = "BATON_ADDR", default_value = client::DEFAULT_ADDR, value_name = "URL")]
     pub addr: String,
 

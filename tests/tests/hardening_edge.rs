@@ -404,7 +404,10 @@ async fn a_worker_holding_a_task_its_coordinator_cannot_take_exits_within_its_gr
     let run_id = cluster.submit("held", json!({"ms": 3000})).await;
     let start = Instant::now();
     while cluster.executions(&run_id, "s").await == 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "the worker never started the step");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker never started the step"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The coordinator goes away while the handler runs: its result cannot be reported.
