@@ -55,15 +55,25 @@ fn disposition(d: Disposition) -> i32 {
     }) as i32
 }
 
-/// Longest step id, worker id, schedule id, event name, user or assignee a caller may send, in
-/// bytes (a fan-out element's step id, `<step>[<index>]`, fits easily).
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest step id, worker id, schedule id, event name, user, assignee or human-task status a
+/// caller may send, in bytes: [`baton_shared::limits::MAX_ECHO_BYTES`], so that an id the engine
+/// names in an error is never echoed longer (a fan-out element's step id, `<step>[<index>]`, fits
+/// easily: step ids are at most 128 characters).
+pub const MAX_ID_BYTES: usize = baton_shared::limits::MAX_ECHO_BYTES;
+
+/// Longest cron expression of `CreateSchedule`, in bytes (its parse errors quote it whole).
+pub const MAX_CRON_BYTES: usize = baton_shared::limits::MAX_ECHO_BYTES;
+
+/// Longest time zone name of `CreateSchedule`, in bytes (IANA names are under 40).
+pub const MAX_TIMEZONE_BYTES: usize = 64;
+
+/// Longest overlap policy word of `CreateSchedule`, in bytes.
+pub const MAX_OVERLAP_BYTES: usize = 32;
 
 /// Longest idempotency key, event key or suspension key a caller may send, in bytes.
 pub const MAX_KEY_BYTES: usize = 1_024;
 
-/// Longest free text a caller may send where it is not a payload (a cancel reason, a cron
-/// expression, a time zone, an overlap policy), in bytes.
+/// Longest free text a caller may send where it is not a payload (a cancel reason), in bytes.
 pub const MAX_TEXT_BYTES: usize = 4_096;
 
 /// Longest failure message kept from a worker's report, in bytes; a longer one is cut (not
@@ -628,9 +638,9 @@ impl proto::schedule_service_server::ScheduleService for Api {
         }
         check_workflow("workflow", r.workflow.trim())?;
         check_len("id", &r.id, MAX_ID_BYTES)?;
-        check_len("cron", &r.cron, MAX_TEXT_BYTES)?;
-        check_len("timezone", &r.timezone, MAX_ID_BYTES)?;
-        check_len("overlap", &r.overlap, MAX_ID_BYTES)?;
+        check_len("cron", &r.cron, MAX_CRON_BYTES)?;
+        check_len("timezone", &r.timezone, MAX_TIMEZONE_BYTES)?;
+        check_len("overlap", &r.overlap, MAX_OVERLAP_BYTES)?;
         check_len("input_json", &r.input_json, self.engine.config.max_payload_bytes)?;
         check_duration(Duration::from_millis(r.catchup_window_ms), MAX_CATCHUP_WINDOW)
             .map_err(|e| Status::invalid_argument(format!("catchup_window_ms: {e}")))?;

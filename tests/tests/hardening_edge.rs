@@ -9,8 +9,9 @@ use std::{
 };
 
 use baton_shared::proto::{
-    CancelRunRequest, GetRunRequest, GetWorkflowRequest, ListRunsRequest, ListWorkflowsRequest, PublishEventRequest,
-    RetryRunRequest, SubmitRunRequest, WatchRunRequest,
+    CancelRunRequest, CreateScheduleRequest, GetRunRequest, GetWorkflowRequest, ListHumanTasksRequest, ListRunsRequest,
+    ListWorkflowsRequest, PublishEventRequest, RerunRunRequest, RetryRunRequest, ScheduleRef, SubmitRunRequest,
+    WatchRunRequest,
 };
 use baton_tests::{AMQP_URL, Cluster, REDIS_URL, status, step_status};
 use serde_json::json;
@@ -206,6 +207,78 @@ async fn oversized_ids_and_keys_are_refused_naming_the_field_with_a_short_messag
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
         e.message().starts_with("key: ") && e.message().len() < 400,
+        "{}",
+        e.message()
+    );
+
+    let e = runs
+        .rerun_run(RerunRunRequest {
+            run_id: "0190b7c4-0000-7000-8000-000000000000".into(),
+            from_step: huge.clone(),
+            input_json: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("from_step: ") && e.message().len() < 400,
+        "{}",
+        e.message()
+    );
+
+    let mut schedules = cluster.schedules().await;
+    let e = schedules
+        .create_schedule(CreateScheduleRequest {
+            workflow: "w".into(),
+            cron: format!("0 * * * * {huge}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("cron: ") && e.message().len() < 400,
+        "{}",
+        e.message()
+    );
+    let e = schedules
+        .create_schedule(CreateScheduleRequest {
+            workflow: "w".into(),
+            cron: "0 * * * *".into(),
+            catchup_window_ms: u64::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("catchup_window_ms: must be at most"),
+        "{}",
+        e.message()
+    );
+    let e = schedules
+        .get_schedule(ScheduleRef { id: huge.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("id: ") && e.message().len() < 400,
+        "{}",
+        e.message()
+    );
+
+    let e = cluster
+        .human_tasks()
+        .await
+        .list_human_tasks(ListHumanTasksRequest {
+            assignee: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("assignee: ") && e.message().len() < 400,
         "{}",
         e.message()
     );
