@@ -542,6 +542,33 @@ fn output_too_large(len: usize, max: usize) -> StepFailure {
     }
 }
 
+/// The failure to report instead of an outcome the coordinator refused with `e` (a non-retriable
+/// error): `OutputTooLarge` for an output over a message limit (`OUT_OF_RANGE`,
+/// `RESOURCE_EXHAUSTED`), `InvalidOutput` for another refused output, `InvalidSuspend` for a
+/// refused suspension; none for a refused failure (nothing better to say).
+fn refused_outcome(outcome: Option<&Outcome>, e: &tonic::Status) -> Option<StepFailure> {
+    let (error_type, what) = match outcome? {
+        Outcome::OutputJson(json) if matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => (
+            "OutputTooLarge",
+            format!("the handler's output of {} bytes", json.len()),
+        ),
+        Outcome::OutputJson(json) => ("InvalidOutput", format!("the handler's output of {} bytes", json.len())),
+        Outcome::Suspend(s) => (
+            "InvalidSuspend",
+            format!("the handler's suspension until event {:?}", cut(s.event.clone(), 200)),
+        ),
+        Outcome::Failure(_) => return None,
+    };
+    Some(StepFailure {
+        message: cut(
+            format!("the coordinator refused {what}: {}: {}", e.code(), e.message()),
+            MAX_FAILURE_MESSAGE_BYTES,
+        ),
+        error_type: error_type.into(),
+        retryable: false,
+    })
+}
+
 /// `text` cut to at most `max` bytes at a character boundary.
 fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
@@ -954,30 +981,14 @@ async fn handle_delivery(
         .notify(|e, d| tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e.message(), "coordinator unreachable at report; retrying in {d:?}"))
     };
     let mut reported = send(report.clone()).await;
-    // An output the coordinator refuses (too large for its message limit, or not accepted) fails
-    // the step for good, reported as such, instead of leaving the step to its timeout.
-    if let (Err(e), Some(Outcome::OutputJson(json))) = (&reported, &report.outcome)
+    // An output or a suspension the coordinator refuses (too large for its message limit, not
+    // JSON, a suspension it cannot accept) fails the step for good, reported as such, instead of
+    // leaving the step to its timeout.
+    if let Err(e) = &reported
         && !retriable(e)
+        && let Some(failure) = refused_outcome(report.outcome.as_ref(), e)
     {
-        let error_type = if matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) {
-            "OutputTooLarge"
-        } else {
-            "InvalidOutput"
-        };
-        tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e, bytes = json.len(), "coordinator refused the output; failing the step as {error_type}");
-        let failure = StepFailure {
-            message: cut(
-                format!(
-                    "the coordinator refused the handler's output of {} bytes: {}: {}",
-                    json.len(),
-                    e.code(),
-                    e.message()
-                ),
-                MAX_FAILURE_MESSAGE_BYTES,
-            ),
-            error_type: error_type.into(),
-            retryable: false,
-        };
+        tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e, "coordinator refused the result; failing the step as {}", failure.error_type);
         reported = send(ReportResultRequest {
             outcome: Some(Outcome::Failure(failure)),
             ..report
@@ -999,5 +1010,52 @@ async fn handle_delivery(
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not report the result; handing the task back");
             let _ = delivery.nack(requeue()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_coordinator_addresses_are_accepted() {
+        assert!(check_coordinator_address("http://h:1").is_ok());
+        let e = check_coordinator_address("https://h:1").unwrap_err();
+        assert!(e.starts_with("TLS is not supported yet"), "{e}");
+        let e = check_coordinator_address("ftp://h:1").unwrap_err();
+        assert!(e.starts_with("unsupported scheme"), "{e}");
+        assert!(check_coordinator_address("h:1").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_output_over_the_limit_becomes_a_non_retryable_output_too_large() {
+        let run = tokio::spawn(async { Ok(serde_json::json!({"text": "x".repeat(100)})) });
+        let outcome = supervise(run, Duration::from_secs(5), &CancellationToken::new(), 50).await;
+        let Outcome::Failure(f) = outcome else {
+            panic!("not a failure: {outcome:?}")
+        };
+        assert_eq!(f.error_type, "OutputTooLarge");
+        assert!(!f.retryable);
+        assert!(f.message.contains("over the limit of 50 bytes"), "{}", f.message);
+
+        let run = tokio::spawn(async { Ok(serde_json::json!({"a": 1})) });
+        let outcome = supervise(run, Duration::from_secs(5), &CancellationToken::new(), 50).await;
+        assert!(
+            matches!(outcome, Outcome::OutputJson(ref j) if j == r#"{"a":1}"#),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_output_is_reported_as_a_failure_not_dropped() {
+        let too_big = tonic::Status::out_of_range("decoded message length too large");
+        let f = refused_outcome(Some(&Outcome::OutputJson("{}".into())), &too_big).expect("a failure");
+        assert_eq!(f.error_type, "OutputTooLarge");
+        assert!(!f.retryable);
+        let bad = tonic::Status::invalid_argument("output_json: not valid JSON");
+        let f = refused_outcome(Some(&Outcome::OutputJson("{".into())), &bad).expect("a failure");
+        assert_eq!(f.error_type, "InvalidOutput");
+        let failure = Outcome::Failure(StepFailure::default());
+        assert!(refused_outcome(Some(&failure), &bad).is_none());
     }
 }
