@@ -257,3 +257,66 @@ async fn submit_says_when_a_reused_idempotency_key_came_with_another_input() {
     assert_eq!(doc["input_differs"], json!(true));
     c.stop(&["cli-idem-echo"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_watch_after_a_retry_follows_the_new_attempts_to_the_new_end() {
+    let c = Coordinator::start("watch-retry").await;
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let worker = baton_worker::WorkerConfig {
+        coordinator: c.addr.clone(),
+        namespace: c.namespace.clone(),
+        worker_id: "cli-edge-w1".into(),
+        ..Default::default()
+    };
+    tokio::spawn(
+        baton_worker::Worker::new(worker)
+            .handler(
+                "cli-edge-flaky",
+                |ctx: baton_worker::StepContext, _input: Value| async move {
+                    if ctx.attempt() < 2 {
+                        return Err(baton_worker::StepError::retryable("the first attempt fails"));
+                    }
+                    Ok(json!({"attempt": ctx.attempt()}))
+                },
+            )
+            .run(async move {
+                let _ = rx.changed().await;
+            }),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("flaky.yaml");
+    std::fs::write(
+        &file,
+        "name: cli-edge-flaky\nversion: 1\nsteps:\n  - id: f\n    handler: cli-edge-flaky\n    retry: {max_attempts: 1}\n",
+    )
+    .expect("write");
+    let (code, out, err) = baton(&c.addr, &["workflow", "apply", "-f", file.to_str().expect("path")]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(&c.addr, &["-o", "json", "run", "submit", "cli-edge-flaky", "--wait"]).await;
+    assert_eq!(code, 1, "the first round fails: {out}{err}");
+    let first: Value = serde_json::from_str(out.lines().next().expect("a line")).expect("JSON");
+    let run_id = first["run_id"].as_str().expect("run id").to_string();
+
+    let (code, out, err) = baton(&c.addr, &["run", "retry", &run_id]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(&c.addr, &["-o", "json", "run", "watch", &run_id]).await;
+    assert_eq!(code, 0, "the watch ends at the new end: {out}{err}");
+    assert!(!err.contains("polling"), "the event stream stopped early: {err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["kind"] == "step" && e["attempt"] == 2 && e["status"] == "succeeded"),
+        "the new attempt is shown: {out}"
+    );
+    assert_eq!(
+        lines.last().map(|r| r["status"].clone()),
+        Some(json!("succeeded")),
+        "{out}"
+    );
+    let _ = stop.send(true);
+    c.stop(&["cli-edge-flaky"]).await;
+}
