@@ -12,6 +12,7 @@ use baton_shared::proto::workflow_service_client::WorkflowServiceClient;
 use baton_shared::proto::{GetRunRequest, Run, RunEvent, RunStatus, WatchRunRequest};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The coordinator address used when neither `--addr` nor `BATON_ADDR` is given.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7450";
@@ -24,6 +25,58 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How often `GetRun` is polled when the event stream ends before the run does.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the first gRPC exchange may take before the CLI concludes that whatever listens at
+/// the address is not a Baton coordinator.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The metadata key the coordinator puts on every error it answers itself (see the
+/// coordinator's `error.rs`).
+const SOURCE_METADATA_KEY: &str = "baton-source";
+
+/// The coordinator could not be reached, or what answers at the address does not speak gRPC:
+/// shown as `UNAVAILABLE` under `-o json`.
+/// `with_causes`: whether the error's causes (e.g. `tcp connect error: Connection refused`) are
+/// worth showing after the message; they are not for a port that does not speak gRPC (they say
+/// `h2 protocol error`, which is what the message explains).
+#[derive(Debug)]
+pub struct Unreachable {
+    /// What the user reads.
+    pub message: String,
+    /// Whether the causes follow the message.
+    pub with_causes: bool,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Checks a coordinator address and answers it as a URI: `host:port` gets `http://`; `http://` is
+/// kept; `https://` is refused (TLS is not supported yet, and the CLI does not fall back to
+/// plaintext); any other scheme is refused.
+///
+/// # Errors
+/// A message naming the address and what is accepted.
+pub fn check_addr(addr: &str) -> anyhow::Result<String> {
+    let uri = normalize_addr(addr);
+    match uri.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(uri),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => anyhow::bail!(
+            "TLS is not supported yet: --addr {uri} asks for https, and baton does not fall back to plaintext; \
+             use an http:// address (or host:port)"
+        ),
+        Some((scheme, _)) => anyhow::bail!(
+            "unsupported scheme {}:// in --addr {}: use http://host:port or host:port",
+            baton_shared::limits::echo(scheme).trim_matches('"'),
+            baton_shared::limits::echo(&uri)
+        ),
+        None => Ok(uri),
+    }
+}
 
 /// The address as a URI: `host:port` gets an `http://` prefix, anything with a scheme is kept.
 pub fn normalize_addr(addr: &str) -> String {
@@ -43,14 +96,51 @@ pub struct Coordinator {
 impl Coordinator {
     /// Connects to the coordinator at `addr` (normalised with [`normalize_addr`]). The error names
     /// the address tried and how to change it.
+    ///
+    /// It then says hello (a gRPC health check, whose answer does not matter): when what listens
+    /// at the address does not speak gRPC over HTTP/2 (an HTTP/1 server, a database, a silent
+    /// port), the error says "no Baton coordinator answers at ADDR" instead of an `h2 protocol
+    /// error` at the first real call.
     pub async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let addr = normalize_addr(addr);
+        let addr = check_addr(addr)?;
         let endpoint = Endpoint::from_shared(addr.clone())
             .with_context(|| format!("invalid coordinator address `{addr}` (from --addr or BATON_ADDR)"))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let channel = endpoint.connect().await.with_context(|| {
-            format!("cannot connect to the coordinator at {addr} (set it with --addr or the BATON_ADDR environment variable)")
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::Error::new(e).context(Unreachable {
+                message: format!(
+                    "cannot connect to the coordinator at {addr} (set it with --addr or the BATON_ADDR environment variable)"
+                ),
+                with_causes: true,
+            })
         })?;
+        let mut health = HealthClient::new(channel.clone());
+        let hello = health.check(HealthCheckRequest { service: String::new() });
+        match tokio::time::timeout(HELLO_TIMEOUT, hello).await {
+            Ok(Ok(_)) => {}
+            // Any answer of a gRPC server will do (a server without the health service answers
+            // UNIMPLEMENTED); an error without an answer means the other side does not speak gRPC.
+            Ok(Err(status)) if std::error::Error::source(&status).is_none() => {}
+            Ok(Err(status)) => {
+                return Err(anyhow::Error::new(status).context(Unreachable {
+                    message: format!(
+                        "no Baton coordinator answers at {addr} (something there does not speak gRPC; check --addr or BATON_ADDR)"
+                    ),
+                    with_causes: false,
+                }));
+            }
+            Err(_) => {
+                return Err(anyhow::Error::new(Unreachable {
+                    message: format!(
+                        "no Baton coordinator answers at {addr}: nothing answered gRPC within {} s (check --addr or BATON_ADDR)",
+                        HELLO_TIMEOUT.as_secs()
+                    ),
+                    with_causes: false,
+                }));
+            }
+        }
         Ok(Self { channel })
     }
 
@@ -170,6 +260,13 @@ pub fn code_name(code: Code) -> &'static str {
 /// The text after `error: ` for a failed command: `<CODE>: <message>` for a gRPC status (with a
 /// reminder of the address when the coordinator is unavailable), the error and its causes otherwise.
 pub fn describe_error(err: &anyhow::Error, addr: &str) -> String {
+    if let Some(unreachable) = err.downcast_ref::<Unreachable>() {
+        return if unreachable.with_causes {
+            causes(err)
+        } else {
+            unreachable.to_string()
+        };
+    }
     let Some(status) = err.downcast_ref::<Status>() else {
         return causes(err);
     };
@@ -179,13 +276,45 @@ pub fn describe_error(err: &anyhow::Error, addr: &str) -> String {
         status.message()
     };
     let mut text = format!("{}: {message}", code_name(status.code()));
-    if status.code() == Code::Unavailable {
+    if status.code() == Code::Unavailable && answered_by_coordinator(status) {
+        text.push_str(&format!(
+            " (the coordinator at {} answered, but cannot serve now: try again later)",
+            normalize_addr(addr)
+        ));
+    } else if status.code() == Code::Unavailable {
         text.push_str(&format!(
             " (coordinator at {}; set it with --addr or the BATON_ADDR environment variable)",
             normalize_addr(addr)
         ));
     }
     text
+}
+
+/// Whether `status` is an answer of the coordinator itself (it marks its errors with
+/// `baton-source: coordinator`; older coordinators are recognised by their Redis and RabbitMQ
+/// messages), rather than a failure to reach it.
+fn answered_by_coordinator(status: &Status) -> bool {
+    status.metadata().get(SOURCE_METADATA_KEY).is_some()
+        || ["redis: ", "rabbitmq: ", "publish failed: "]
+            .iter()
+            .any(|p| status.message().starts_with(p))
+}
+
+/// The error as the JSON document `-o json` prints (on stderr, like the text form):
+/// `{"error": {"code": "NOT_FOUND", "message": "..."}}`. `code` is the gRPC status code's name
+/// for an answer of the coordinator, `UNAVAILABLE` when no coordinator could be reached, and
+/// `INVALID_ARGUMENT` for errors found before any call (bad arguments or input files).
+pub fn error_json(err: &anyhow::Error, addr: &str) -> serde_json::Value {
+    let code = if let Some(status) = err.downcast_ref::<Status>()
+        && err.downcast_ref::<Unreachable>().is_none()
+    {
+        code_name(status.code())
+    } else if err.downcast_ref::<Unreachable>().is_some() {
+        "UNAVAILABLE"
+    } else {
+        "INVALID_ARGUMENT"
+    };
+    serde_json::json!({"error": {"code": code, "message": describe_error(err, addr)}})
 }
 
 /// An error and its causes joined by `: `, skipping a cause that repeats the one before it
@@ -235,6 +364,46 @@ mod tests {
     }
 
     #[test]
+    fn https_and_other_schemes_are_refused_before_connecting() {
+        assert_eq!(check_addr("h:1").unwrap(), "http://h:1");
+        assert_eq!(check_addr("HTTP://h:1").unwrap(), "HTTP://h:1");
+        let err = check_addr("https://h:1").unwrap_err().to_string();
+        assert!(err.starts_with("TLS is not supported yet"), "{err}");
+        let err = check_addr("grpc://h:1").unwrap_err().to_string();
+        assert!(err.contains("unsupported scheme grpc://"), "{err}");
+    }
+
+    #[test]
+    fn unavailable_from_the_coordinator_itself_has_no_address_hint() {
+        let mut status = Status::unavailable("redis: connection refused");
+        status.metadata_mut().insert(
+            SOURCE_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("coordinator"),
+        );
+        let text = describe_error(&anyhow::Error::new(status), "h:9");
+        assert!(
+            !text.contains("BATON_ADDR") && text.contains("try again later"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_errors_carry_the_code_and_the_message() {
+        let err = anyhow::Error::new(Status::not_found("run_id: no run x"));
+        assert_eq!(
+            error_json(&err, "h:9"),
+            serde_json::json!({"error": {"code": "NOT_FOUND", "message": "NOT_FOUND: run_id: no run x"}})
+        );
+        let err = anyhow::anyhow!("--input is not valid JSON: x");
+        assert_eq!(error_json(&err, "h:9")["error"]["code"], "INVALID_ARGUMENT");
+        let err = anyhow::Error::new(Unreachable {
+            message: "cannot connect".into(),
+            with_causes: true,
+        });
+        assert_eq!(error_json(&err, "h:9")["error"]["code"], "UNAVAILABLE");
+    }
+
+    #[test]
     fn other_errors_show_their_causes() {
         let err = anyhow::anyhow!("root cause").context("cannot read x.json");
         assert_eq!(describe_error(&err, "h:9"), "cannot read x.json: root cause");
@@ -258,6 +427,7 @@ mod tests {
         assert!(
             text.contains("http://127.0.0.1:1")
                 && text.contains("BATON_ADDR")
+                && text.contains("onnection refused")
                 && !text.contains("tcp connect error: tcp connect error"),
             "{text}"
         );

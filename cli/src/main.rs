@@ -3,6 +3,8 @@
 //!
 //! Exit status: 0 on success; 1 when a run that was waited for or watched ended in `failed`,
 //! `cancelled` or `timed_out`; 2 for any error (bad arguments or input, gRPC errors, no connection).
+//! Errors go to stderr: `error: <CODE>: <message>`, or under `-o json` one JSON document
+//! `{"error": {"code": "NOT_FOUND", "message": "..."}}` (same exit status).
 
 mod client;
 mod render;
@@ -28,7 +30,8 @@ use crate::client::Coordinator;
 #[derive(Debug, Parser)]
 #[command(name = "baton", version)]
 pub struct Cli {
-    /// The coordinator's gRPC address (`host:port` means `http://host:port`).
+    /// The coordinator's gRPC address (`host:port` means `http://host:port`). Only `http://`:
+    /// TLS is not supported yet, so `https://` is refused rather than sent in plaintext.
     #[arg(long, global = true, env = "BATON_ADDR", default_value = client::DEFAULT_ADDR, value_name = "URL")]
     pub addr: String,
 
@@ -509,6 +512,7 @@ fn run_exit_code(run: &Run) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let addr = cli.addr.clone();
+    let output = cli.output;
     match dispatch(cli).await {
         Ok(code) => code,
         // The reader went away (`baton run list | head`): nothing more to say.
@@ -518,6 +522,11 @@ async fn main() -> ExitCode {
                 .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
+        }
+        // Errors go to stderr in both formats, so stdout only ever holds answers.
+        Err(err) if output == Output::Json => {
+            eprintln!("{}", client::error_json(&err, &addr));
+            ExitCode::from(2)
         }
         Err(err) => {
             eprintln!("error: {}", client::describe_error(&err, &addr));

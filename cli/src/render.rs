@@ -559,6 +559,12 @@ pub fn workflow_text(w: &Workflow) -> String {
 pub fn submit_text(resp: &SubmitRunResponse) -> String {
     if resp.created {
         format!("run {} created\n", resp.run_id)
+    } else if resp.input_differs {
+        format!(
+            "run {} already exists for this idempotency key, with a different input: it was not started again \
+             and keeps its own input (use another idempotency key to run this input)\n",
+            resp.run_id
+        )
     } else {
         format!(
             "run {} already exists for this idempotency key (not started again)\n",
@@ -1389,6 +1395,8 @@ pub struct SubmitJson {
     pub run_id: String,
     /// False when the idempotency key matched an existing run.
     pub created: bool,
+    /// With `created: false`, true when the input sent differs from the existing run's input.
+    pub input_differs: bool,
 }
 
 /// The JSON answer to `run submit`.
@@ -1396,6 +1404,7 @@ pub fn submit_json(resp: &SubmitRunResponse) -> SubmitJson {
     SubmitJson {
         run_id: resp.run_id.clone(),
         created: resp.created,
+        input_differs: resp.input_differs,
     }
 }
 

@@ -161,10 +161,12 @@ impl RunService for Fake {
             "good" => Ok(Response::new(SubmitRunResponse {
                 run_id: "ok".to_owned(),
                 created: false,
+                input_differs: false,
             })),
             "bad" => Ok(Response::new(SubmitRunResponse {
                 run_id: "slow".to_owned(),
                 created: true,
+                input_differs: false,
             })),
             other => Err(Status::not_found(format!("workflow {other} not found"))),
         }
@@ -568,7 +570,10 @@ async fn submit_wait_prints_json_lines_and_exits_0_on_success() {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert_eq!(lines[0], serde_json::json!({"run_id": "ok", "created": false}));
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"run_id": "ok", "created": false, "input_differs": false})
+    );
     assert_eq!(lines[1]["status"], "succeeded");
 }
 

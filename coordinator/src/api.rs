@@ -15,7 +15,12 @@ use baton_shared::proto::{
     ListHumanTasksResponse, ListScheduleTicksRequest, ListScheduleTicksResponse, ListSchedulesRequest,
     ListSchedulesResponse, PublishEventRequest, PublishEventResponse, Schedule, ScheduleRef, ScheduleTick, StepRef,
 };
-use baton_shared::{definition::DEFAULT_CATCHUP_WINDOW, schedule::OverlapPolicy};
+use baton_shared::{
+    definition::DEFAULT_CATCHUP_WINDOW,
+    limits::{MAX_CATCHUP_WINDOW, check_duration, echo},
+    proto::StepFailure,
+    schedule::OverlapPolicy,
+};
 use redis::AsyncCommands;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -50,12 +55,97 @@ fn disposition(d: Disposition) -> i32 {
     }) as i32
 }
 
-fn check_id(run_id: &str) -> Result<(), Status> {
+/// Longest step id, worker id, schedule id, event name, user, assignee or human-task status a
+/// caller may send, in bytes: [`baton_shared::limits::MAX_ECHO_BYTES`], so that an id the engine
+/// names in an error is never echoed longer (a fan-out element's step id, `<step>[<index>]`, fits
+/// easily: step ids are at most 128 characters).
+pub const MAX_ID_BYTES: usize = baton_shared::limits::MAX_ECHO_BYTES;
+
+/// Longest cron expression of `CreateSchedule`, in bytes (its parse errors quote it whole).
+pub const MAX_CRON_BYTES: usize = baton_shared::limits::MAX_ECHO_BYTES;
+
+/// Longest time zone name of `CreateSchedule`, in bytes (IANA names are under 40).
+pub const MAX_TIMEZONE_BYTES: usize = 64;
+
+/// Longest overlap policy word of `CreateSchedule`, in bytes.
+pub const MAX_OVERLAP_BYTES: usize = 32;
+
+/// Longest idempotency key, event key or suspension key a caller may send, in bytes.
+pub const MAX_KEY_BYTES: usize = 1_024;
+
+/// Longest free text a caller may send where it is not a payload (a cancel reason), in bytes.
+pub const MAX_TEXT_BYTES: usize = 4_096;
+
+/// Longest failure message kept from a worker's report, in bytes; a longer one is cut (not
+/// refused: refusing a report would leave the step hanging until its timeout).
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 16 * 1_024;
+
+/// Longest failure `error_type` kept from a worker's report, in bytes; a longer one is cut.
+pub const MAX_ERROR_TYPE_BYTES: usize = 128;
+
+/// `INVALID_ARGUMENT` naming `field` when `value` is longer than `max` bytes; the value is echoed
+/// through [`baton_shared::limits::echo`] only.
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        Err(Status::invalid_argument(format!(
+            "{field}: must be at most {max} bytes (got {} bytes: {})",
+            value.len(),
+            echo(value)
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// `INVALID_ARGUMENT` naming `field` unless `run_id` is a run id (a UUID).
+fn check_run_id(field: &str, run_id: &str) -> Result<(), Status> {
     if baton_shared::ids::is_run_id(run_id) {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
-            "run_id: {run_id:?} is not a run id (a UUID)"
+            "{field}: {} is not a run id (a UUID)",
+            echo(run_id)
+        )))
+    }
+}
+
+fn check_id(run_id: &str) -> Result<(), Status> {
+    check_run_id("run_id", run_id)
+}
+
+/// `INVALID_ARGUMENT` naming `field` unless `name` could be a registered workflow's name (see
+/// [`baton_shared::ids::check_workflow_name`]).
+fn check_workflow(field: &str, name: &str) -> Result<(), Status> {
+    baton_shared::ids::check_workflow_name(field, name).map_err(Status::invalid_argument)
+}
+
+/// `value` cut to at most `max` bytes at a character boundary.
+fn cut(mut value: String, max: usize) -> String {
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push('…');
+    }
+    value
+}
+
+/// Checks a `ListRuns` page token: `<created_ms, 13 digits>:<run id>`, the shape of the
+/// `next_page_token` the coordinator hands out. Anything else is refused rather than read as
+/// "from the start", which would make a paging client loop for ever.
+fn check_page_token(token: &str) -> Result<(), Status> {
+    let ok = token.len() <= 64
+        && token.split_once(':').is_some_and(|(ms, id)| {
+            ms.len() == 13 && ms.bytes().all(|b| b.is_ascii_digit()) && baton_shared::ids::is_run_id(id)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "page_token: {} is not a page token from a previous ListRuns answer",
+            echo(token)
         )))
     }
 }
@@ -79,6 +169,7 @@ impl proto::workflow_service_server::WorkflowService for Api {
 
     async fn get_workflow(&self, req: Request<GetWorkflowRequest>) -> Result<Response<Workflow>, Status> {
         let req = req.into_inner();
+        check_workflow("name", &req.name)?;
         let (reg, versions) = self.engine.registry.get_with_versions(&req.name, req.version).await?;
         Ok(Response::new(view::workflow_view(
             &reg.definition,
@@ -109,11 +200,33 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 impl proto::run_service_server::RunService for Api {
     async fn submit_run(&self, req: Request<SubmitRunRequest>) -> Result<Response<SubmitRunResponse>, Status> {
         let r = req.into_inner();
+        check_workflow("workflow", &r.workflow)?;
+        check_len("idempotency_key", &r.idempotency_key, MAX_KEY_BYTES)?;
         let (run_id, created) = self
             .engine
             .submit_run(&r.workflow, r.version, &r.input_json, &r.idempotency_key)
             .await?;
-        Ok(Response::new(SubmitRunResponse { run_id, created }))
+        // A reused idempotency key answers the run it made before; say whether this call's input
+        // is not the one that run started with (the engine has checked that it parses).
+        let input_differs = !created && {
+            let sent: serde_json::Value = if r.input_json.trim().is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::from_str(&r.input_json).unwrap_or(serde_json::Value::Null)
+            };
+            let stored = self.engine.store.run_summaries(std::slice::from_ref(&run_id)).await?;
+            let stored: Option<serde_json::Value> = stored
+                .into_iter()
+                .flatten()
+                .next()
+                .and_then(|m| m.get("input").and_then(|i| serde_json::from_str(i).ok()));
+            stored.is_some_and(|stored| stored != sent)
+        };
+        Ok(Response::new(SubmitRunResponse {
+            run_id,
+            created,
+            input_differs,
+        }))
     }
 
     async fn get_run(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
@@ -169,10 +282,15 @@ impl proto::run_service_server::RunService for Api {
             }
         };
         let workflow = (!r.workflow.is_empty()).then_some(r.workflow.as_str());
+        if let Some(w) = workflow {
+            check_workflow("workflow", w)?;
+        }
         let parent = (!r.parent_run_id.is_empty()).then_some(r.parent_run_id.as_str());
         if let Some(p) = parent {
-            check_id(p)
-                .map_err(|_| Status::invalid_argument(format!("parent_run_id: {p:?} is not a run id (a UUID)")))?;
+            check_run_id("parent_run_id", p)?;
+        }
+        if !r.page_token.is_empty() {
+            check_page_token(&r.page_token)?;
         }
         let mut cursor = (!r.page_token.is_empty()).then(|| r.page_token.clone());
         let mut runs = Vec::new();
@@ -230,6 +348,8 @@ impl proto::run_service_server::RunService for Api {
 
     async fn cancel_run(&self, req: Request<CancelRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
         let r = req.into_inner();
+        check_id(&r.run_id)?;
+        check_len("reason", &r.reason, MAX_TEXT_BYTES)?;
         self.engine.cancel_run(&r.run_id, &r.reason).await?;
         Ok(Response::new(RunOperationResponse {
             run_id: r.run_id,
@@ -240,6 +360,7 @@ impl proto::run_service_server::RunService for Api {
 
     async fn retry_run(&self, req: Request<RetryRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
         let r = req.into_inner();
+        check_id(&r.run_id)?;
         let dispatched_steps = self.engine.reset_run(&r.run_id, None, "").await?;
         Ok(Response::new(RunOperationResponse {
             run_id: r.run_id,
@@ -250,9 +371,12 @@ impl proto::run_service_server::RunService for Api {
 
     async fn rerun_run(&self, req: Request<RerunRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
         let r = req.into_inner();
+        check_id(&r.run_id)?;
         if r.from_step.is_empty() {
             return Err(Status::invalid_argument("from_step: required"));
         }
+        check_len("from_step", &r.from_step, MAX_ID_BYTES)?;
+        check_len("input_json", &r.input_json, self.engine.config.max_payload_bytes)?;
         let dispatched_steps = self
             .engine
             .reset_run(&r.run_id, Some(&r.from_step), &r.input_json)
@@ -285,27 +409,43 @@ impl proto::run_service_server::RunService for Api {
     }
 }
 
+/// Whether `ev` says the run reached a terminal status.
+fn ends_run(ev: &RunEvent) -> bool {
+    ev.kind == "run" && RunStatus::from_word(&ev.status).is_some_and(RunStatus::is_terminal)
+}
+
 /// Sends the run's history, then live events, until the run finishes or the client goes away.
+///
+/// A run's history can hold several ends: a retried or re-run run has a `failed` event followed
+/// by `running` (`retried`/`rerun`) and the events of the new attempts. So the history is sent
+/// whole, and the stream ends after it only when its *last* run event is terminal; otherwise it
+/// follows the live events to the run's next end.
 async fn stream_events(
     engine: &Engine,
     run_id: &str,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
 ) -> Result<(), CoordinatorError> {
     let mut last = "-".to_string();
+    let mut ended = false;
     loop {
         let batch = engine.store.events_after(run_id, &last, 500).await?;
         let n = batch.len();
         for (id, f) in batch {
             last = id.clone();
             let ev = view::event_view(run_id, id, &f);
-            let done = ev.kind == "run" && RunStatus::from_word(&ev.status).is_some_and(RunStatus::is_terminal);
-            if tx.send(Ok(ev)).await.is_err() || done {
+            if ev.kind == "run" {
+                ended = ends_run(&ev);
+            }
+            if tx.send(Ok(ev)).await.is_err() {
                 return Ok(());
             }
         }
         if n < 500 {
             break;
         }
+    }
+    if ended {
+        return Ok(());
     }
     let mut conn = engine.store.blocking_connection().await?;
     let key = engine.store.keys().events(run_id);
@@ -329,7 +469,7 @@ async fn stream_events(
             let (id, f) = stream_entry(e);
             last = id.clone();
             let ev = view::event_view(run_id, id, &f);
-            let done = ev.kind == "run" && RunStatus::from_word(&ev.status).is_some_and(RunStatus::is_terminal);
+            let done = ends_run(&ev);
             if tx.send(Ok(ev)).await.is_err() || done {
                 return Ok(());
             }
@@ -341,6 +481,7 @@ async fn stream_events(
 impl proto::worker_service_server::WorkerService for Api {
     async fn start_step(&self, req: Request<StartStepRequest>) -> Result<Response<StartStepResponse>, Status> {
         let r = req.into_inner();
+        check_attempt_ref(&r.run_id, &r.step_id, &r.worker_id, &r.workflow)?;
         let d = self
             .engine
             .start_step(&AttemptRef {
@@ -360,14 +501,32 @@ impl proto::worker_service_server::WorkerService for Api {
 
     async fn report_result(&self, req: Request<ReportResultRequest>) -> Result<Response<ReportResultResponse>, Status> {
         let r = req.into_inner();
+        check_attempt_ref(&r.run_id, &r.step_id, &r.worker_id, &r.workflow)?;
+        let max_output = self.engine.config.max_payload_bytes;
         let outcome = match r.outcome {
+            // An output over the limit fails the step for good (the handler would give the same
+            // output again): answering an error instead would leave the step to its timeout.
+            Some(report_result_request::Outcome::OutputJson(o)) if o.len() > max_output => {
+                Outcome::Failure(output_too_large(o.len(), max_output))
+            }
             Some(report_result_request::Outcome::OutputJson(o)) => Outcome::Output(o),
-            Some(report_result_request::Outcome::Failure(f)) => Outcome::Failure(f),
-            Some(report_result_request::Outcome::Suspend(s)) => Outcome::Suspend {
-                event: s.event,
-                key: s.key,
-                timeout: (s.timeout_ms > 0).then(|| Duration::from_millis(s.timeout_ms)),
-            },
+            Some(report_result_request::Outcome::Failure(f)) => Outcome::Failure(StepFailure {
+                message: cut(f.message, MAX_FAILURE_MESSAGE_BYTES),
+                error_type: cut(f.error_type, MAX_ERROR_TYPE_BYTES),
+                retryable: f.retryable,
+            }),
+            Some(report_result_request::Outcome::Suspend(s)) => {
+                check_len("suspend.event", &s.event, MAX_ID_BYTES)?;
+                check_len("suspend.key", &s.key, MAX_KEY_BYTES)?;
+                let timeout = Duration::from_millis(s.timeout_ms);
+                check_duration(timeout, baton_shared::limits::MAX_TIMEOUT)
+                    .map_err(|e| Status::invalid_argument(format!("suspend.timeout_ms: {e}")))?;
+                Outcome::Suspend {
+                    event: s.event,
+                    key: s.key,
+                    timeout: (s.timeout_ms > 0).then_some(timeout),
+                }
+            }
             None => {
                 return Err(Status::invalid_argument(
                     "outcome: one of output_json, failure or suspend is required",
@@ -396,6 +555,8 @@ impl proto::worker_service_server::WorkerService for Api {
 
     async fn emit_event(&self, req: Request<EmitEventRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let r = req.into_inner();
+        check_id(&r.run_id)?;
+        check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
         let d = self
             .engine
             .emit_event(&r.run_id, &r.step_id, r.attempt, &r.payload_json)
@@ -407,6 +568,9 @@ impl proto::worker_service_server::WorkerService for Api {
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let r = req.into_inner();
+        check_id(&r.run_id)?;
+        check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
+        check_len("worker_id", &r.worker_id, MAX_ID_BYTES)?;
         let d = self.engine.heartbeat(&r.run_id, &r.step_id, r.attempt).await?;
         Ok(Response::new(HeartbeatResponse {
             disposition: disposition(d),
@@ -418,6 +582,8 @@ impl proto::worker_service_server::WorkerService for Api {
 impl proto::event_service_server::EventService for Api {
     async fn publish_event(&self, req: Request<PublishEventRequest>) -> Result<Response<PublishEventResponse>, Status> {
         let r = req.into_inner();
+        check_len("name", &r.name, MAX_ID_BYTES)?;
+        check_len("key", &r.key, MAX_KEY_BYTES)?;
         let delivered = self.engine.publish_event(&r.name, &r.key, &r.payload_json).await?;
         let (started, trigger_errors) = self.engine.start_triggered_runs(r.name.trim(), &r.payload_json).await?;
         Ok(Response::new(PublishEventResponse {
@@ -459,6 +625,11 @@ impl proto::human_task_service_server::HumanTaskService for Api {
         req: Request<ListHumanTasksRequest>,
     ) -> Result<Response<ListHumanTasksResponse>, Status> {
         let r = req.into_inner();
+        check_len("assignee", &r.assignee, MAX_ID_BYTES)?;
+        if !r.workflow.is_empty() {
+            check_workflow("workflow", &r.workflow)?;
+        }
+        check_len("status", &r.status, MAX_ID_BYTES)?;
         let tasks = self
             .engine
             .list_human_tasks(&r.assignee, &r.workflow, &r.status, r.limit)
@@ -468,6 +639,9 @@ impl proto::human_task_service_server::HumanTaskService for Api {
 
     async fn complete_human_task(&self, req: Request<CompleteHumanTaskRequest>) -> Result<Response<HumanTask>, Status> {
         let r = req.into_inner();
+        check_id(&r.run_id)?;
+        check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
+        check_len("user", &r.user, MAX_ID_BYTES)?;
         let task = self
             .engine
             .complete_human_task(&r.run_id, &r.step_id, &r.user, &r.data_json)
@@ -480,14 +654,22 @@ impl proto::human_task_service_server::HumanTaskService for Api {
 impl proto::schedule_service_server::ScheduleService for Api {
     async fn create_schedule(&self, req: Request<CreateScheduleRequest>) -> Result<Response<Schedule>, Status> {
         let r = req.into_inner();
-        let id = if r.id.trim().is_empty() {
-            format!("{}/{}", r.workflow, baton_shared::ids::new_run_id())
-        } else {
-            r.id.trim().to_string()
-        };
         if r.workflow.trim().is_empty() {
             return Err(Status::invalid_argument("workflow: required"));
         }
+        check_workflow("workflow", r.workflow.trim())?;
+        check_len("id", &r.id, MAX_ID_BYTES)?;
+        check_len("cron", &r.cron, MAX_CRON_BYTES)?;
+        check_len("timezone", &r.timezone, MAX_TIMEZONE_BYTES)?;
+        check_len("overlap", &r.overlap, MAX_OVERLAP_BYTES)?;
+        check_len("input_json", &r.input_json, self.engine.config.max_payload_bytes)?;
+        check_duration(Duration::from_millis(r.catchup_window_ms), MAX_CATCHUP_WINDOW)
+            .map_err(|e| Status::invalid_argument(format!("catchup_window_ms: {e}")))?;
+        let id = if r.id.trim().is_empty() {
+            format!("{}/{}", r.workflow.trim(), baton_shared::ids::new_run_id())
+        } else {
+            r.id.trim().to_string()
+        };
         let input: serde_json::Value = if r.input_json.trim().is_empty() {
             serde_json::json!({})
         } else {
@@ -525,7 +707,8 @@ impl proto::schedule_service_server::ScheduleService for Api {
     }
 
     async fn get_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
-        let record = self.engine.get_schedule(&req.into_inner().id).await?;
+        let id = schedule_id(req)?;
+        let record = self.engine.get_schedule(&id).await?;
         Ok(Response::new(self.engine.schedule_view(&record).await?))
     }
 
@@ -533,30 +716,38 @@ impl proto::schedule_service_server::ScheduleService for Api {
         &self,
         req: Request<ListSchedulesRequest>,
     ) -> Result<Response<ListSchedulesResponse>, Status> {
+        let workflow = req.into_inner().workflow;
+        if !workflow.is_empty() {
+            check_workflow("workflow", &workflow)?;
+        }
         let mut schedules = Vec::new();
-        for r in self.engine.list_schedules(&req.into_inner().workflow).await? {
+        for r in self.engine.list_schedules(&workflow).await? {
             schedules.push(self.engine.schedule_view(&r).await?);
         }
         Ok(Response::new(ListSchedulesResponse { schedules }))
     }
 
     async fn pause_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
-        let record = self.engine.set_schedule_paused(&req.into_inner().id, true).await?;
+        let id = schedule_id(req)?;
+        let record = self.engine.set_schedule_paused(&id, true).await?;
         Ok(Response::new(self.engine.schedule_view(&record).await?))
     }
 
     async fn resume_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<Schedule>, Status> {
-        let record = self.engine.set_schedule_paused(&req.into_inner().id, false).await?;
+        let id = schedule_id(req)?;
+        let record = self.engine.set_schedule_paused(&id, false).await?;
         Ok(Response::new(self.engine.schedule_view(&record).await?))
     }
 
     async fn delete_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<DeleteScheduleResponse>, Status> {
-        self.engine.delete_schedule(&req.into_inner().id).await?;
+        let id = schedule_id(req)?;
+        self.engine.delete_schedule(&id).await?;
         Ok(Response::new(DeleteScheduleResponse {}))
     }
 
     async fn trigger_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<ScheduleTick>, Status> {
-        Ok(Response::new(self.engine.trigger_schedule(&req.into_inner().id).await?))
+        let id = schedule_id(req)?;
+        Ok(Response::new(self.engine.trigger_schedule(&id).await?))
     }
 
     async fn list_schedule_ticks(
@@ -564,8 +755,40 @@ impl proto::schedule_service_server::ScheduleService for Api {
         req: Request<ListScheduleTicksRequest>,
     ) -> Result<Response<ListScheduleTicksResponse>, Status> {
         let r = req.into_inner();
+        check_len("id", &r.id, MAX_ID_BYTES)?;
         let ticks = self.engine.schedule_ticks(&r.id, r.limit).await?;
         Ok(Response::new(ListScheduleTicksResponse { ticks }))
+    }
+}
+
+/// The id of a `ScheduleRef`, at most [`MAX_ID_BYTES`].
+fn schedule_id(req: Request<ScheduleRef>) -> Result<String, Status> {
+    let id = req.into_inner().id;
+    check_len("id", &id, MAX_ID_BYTES)?;
+    Ok(id)
+}
+
+/// Checks the ids of a worker's call about one attempt (StartStep, ReportResult).
+fn check_attempt_ref(run_id: &str, step_id: &str, worker_id: &str, workflow: &str) -> Result<(), Status> {
+    check_id(run_id)?;
+    check_len("step_id", step_id, MAX_ID_BYTES)?;
+    check_len("worker_id", worker_id, MAX_ID_BYTES)?;
+    if workflow.is_empty() {
+        // An old task without a workflow: the engine answers it stale.
+        return Ok(());
+    }
+    check_workflow("workflow", workflow)
+}
+
+/// The failure a step gets for an output of `len` bytes over the limit of `max`: not retryable,
+/// type `OutputTooLarge`.
+fn output_too_large(len: usize, max: usize) -> StepFailure {
+    StepFailure {
+        message: format!(
+            "the handler's output of {len} bytes is over the limit of {max} bytes (the coordinator's max_payload_bytes)"
+        ),
+        error_type: "OutputTooLarge".into(),
+        retryable: false,
     }
 }
 

@@ -47,10 +47,33 @@ impl From<InvalidDefinition> for CoordinatorError {
     }
 }
 
+/// Longest message a `tonic::Status` from the coordinator carries, in bytes: a safety net under the
+/// per-value [`baton_shared::limits::echo`], so that no answer's `grpc-message` header can outgrow
+/// what a client accepts (a 1 MiB value echoed whole came back as `RESOURCE_EXHAUSTED`).
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 2_048;
+
+/// The metadata key every error answered by the coordinator itself carries (value
+/// `coordinator`), so that a client can tell "the coordinator answered UNAVAILABLE because Redis is
+/// down" from "no coordinator could be reached".
+pub const SOURCE_METADATA_KEY: &str = "baton-source";
+
+/// `msg` cut to at most [`MAX_STATUS_MESSAGE_BYTES`] at a character boundary.
+fn bounded(mut msg: String) -> String {
+    if msg.len() > MAX_STATUS_MESSAGE_BYTES {
+        let mut end = MAX_STATUS_MESSAGE_BYTES;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("… (cut)");
+    }
+    msg
+}
+
 impl From<CoordinatorError> for tonic::Status {
     fn from(e: CoordinatorError) -> Self {
-        let msg = e.to_string();
-        match e {
+        let msg = bounded(e.to_string());
+        let mut status = match e {
             CoordinatorError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             CoordinatorError::NotFound(_) => tonic::Status::not_found(msg),
             CoordinatorError::AlreadyExists(_) => tonic::Status::already_exists(msg),
@@ -59,6 +82,34 @@ impl From<CoordinatorError> for tonic::Status {
                 tonic::Status::unavailable(msg)
             }
             CoordinatorError::Internal(_) => tonic::Status::internal(msg),
-        }
+        };
+        status.metadata_mut().insert(
+            SOURCE_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("coordinator"),
+        );
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_and_marked_as_the_coordinators() {
+        let status = tonic::Status::from(CoordinatorError::InvalidArgument("é".repeat(10_000)));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().len() <= MAX_STATUS_MESSAGE_BYTES + 16,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().ends_with("(cut)"));
+        let status = tonic::Status::from(CoordinatorError::Publish("timed out".into()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.metadata().get(SOURCE_METADATA_KEY).and_then(|v| v.to_str().ok()),
+            Some("coordinator")
+        );
     }
 }

@@ -383,6 +383,7 @@ impl Cluster {
         Channel::from_shared(self.addr.clone())
             .expect("address")
             .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
             .connect_lazy()
     }
 

@@ -35,4 +35,7 @@ mod runtime;
 
 pub use baton_shared::process::{init_tracing, shutdown_signal};
 pub use context::{StepContext, StepError};
-pub use runtime::{Worker, WorkerArgs, WorkerConfig, WorkerError};
+pub use runtime::{
+    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError,
+    check_coordinator_address,
+};

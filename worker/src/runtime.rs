@@ -1,5 +1,12 @@
 //! The worker runtime: one RabbitMQ consumer per handler (prefetch-bounded), each delivery run as
 //! start → handler → report → ack, with the coordinator calls retried through its restarts.
+//!
+//! A worker takes tasks only while its coordinator answers: a probe of the coordinator's gRPC
+//! health (`baton.v1.WorkerService`) gates every consumer, a task whose start cannot reach the
+//! coordinator is handed back to the queue (nack with requeue) and pauses the consumers until the
+//! probe answers again. On shutdown the worker stops consuming, hands back the tasks it has not
+//! started, gives the running handlers [`WorkerConfig::shutdown_grace`] to finish and report, and
+//! then closes its channels (which returns every unacknowledged task to the queue).
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -7,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use baton_shared::{
     amqp::{QueueType, Topology},
     proto::{
-        AttemptDisposition, ReportResultRequest, StartStepRequest, StepFailure, StepTask, Suspend,
+        AttemptDisposition, ReportResultRequest, StartStepRequest, StartStepResponse, StepFailure, StepTask, Suspend,
         report_result_request::Outcome, worker_service_client::WorkerServiceClient,
     },
 };
@@ -25,6 +32,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::context::{StepContext, StepError};
 
@@ -48,6 +56,57 @@ pub struct WorkerConfig {
     /// How long coordinator calls are retried (through a coordinator restart) before the task is
     /// handed back to the queue.
     pub report_patience: Duration,
+    /// Largest handler output reported, in bytes of JSON text (`BATON_MAX_PAYLOAD_BYTES`, default
+    /// 4 MiB: set it to the coordinator's `max_payload_bytes`). A larger output fails the step as a
+    /// non-retryable `OutputTooLarge` instead of being sent.
+    pub max_output_bytes: usize,
+    /// How long a shutdown waits for running handlers to finish and report (`BATON_SHUTDOWN_GRACE`,
+    /// default 30 s); then they are aborted and their tasks go back to the queue.
+    pub shutdown_grace: Duration,
+}
+
+/// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default [`WorkerConfig::shutdown_grace`]: 30 s.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Room for the fields of a `ReportResult` besides the output, in bytes (ids, worker id, a failure
+/// message): the gRPC message limit is the output limit plus this.
+const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// How long a step start is retried while the coordinator does not answer before the task is
+/// handed back to the queue (rides out a coordinator restart without holding tasks for long).
+const START_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How often an unreachable coordinator is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long one probe of the coordinator may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest failure message a worker sends, in bytes (a longer one is cut).
+const MAX_FAILURE_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Checks a coordinator address before any connection: `http://` only. `https://` is refused
+/// (TLS comes with a later release; it must not silently fall back to plaintext), and so is any
+/// other scheme or an address without one.
+///
+/// # Errors
+/// A message for the user that says what was wrong and what is accepted.
+pub fn check_coordinator_address(addr: &str) -> Result<(), String> {
+    match addr.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(()),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => Err(format!(
+            "TLS is not supported yet: {addr:?} asks for https, and Baton does not fall back to plaintext; \
+             use an http:// address"
+        )),
+        Some((scheme, _)) => Err(format!(
+            "unsupported scheme {:?} in {addr:?}: use http://host:port",
+            baton_shared::limits::echo(scheme)
+        )),
+        None => Err(format!("{addr:?} has no scheme: use http://host:port")),
+    }
 }
 
 impl Default for WorkerConfig {
@@ -69,14 +128,17 @@ impl Default for WorkerConfig {
             delivery_limit: 5,
             worker_id: format!("{host}-{}", std::process::id()),
             report_patience: Duration::from_secs(300),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
 
 impl WorkerConfig {
     /// Defaults overridden by `BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`,
-    /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`) and
-    /// `BATON_DELIVERY_LIMIT`. Unparsable numbers keep the default and are logged.
+    /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`),
+    /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes) and `BATON_SHUTDOWN_GRACE` (a
+    /// duration such as `30s`). Unparsable values keep the default and are logged.
     pub fn from_env() -> Self {
         let mut c = Self::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -105,6 +167,25 @@ impl WorkerConfig {
             match v.parse() {
                 Ok(n) => c.delivery_limit = n,
                 _ => tracing::warn!("BATON_DELIVERY_LIMIT={v:?} is not a number; using {}", c.delivery_limit),
+            }
+        }
+        if let Some(v) = var("BATON_MAX_PAYLOAD_BYTES") {
+            match v.parse() {
+                Ok(n) if n > 0 => c.max_output_bytes = n,
+                _ => tracing::warn!(
+                    "BATON_MAX_PAYLOAD_BYTES={v:?} is not a positive number of bytes; using {}",
+                    c.max_output_bytes
+                ),
+            }
+        }
+        if let Some(v) = var("BATON_SHUTDOWN_GRACE") {
+            match baton_shared::duration::parse(&v) {
+                Ok(d) if d <= baton_shared::limits::MAX_TIMEOUT => c.shutdown_grace = d,
+                Ok(_) => tracing::warn!(
+                    "BATON_SHUTDOWN_GRACE={v:?} is over 10 years; using {:?}",
+                    c.shutdown_grace
+                ),
+                Err(e) => tracing::warn!("BATON_SHUTDOWN_GRACE: {e}; using {:?}", c.shutdown_grace),
             }
         }
         if let Some(v) = var("BATON_QUEUE_TYPE") {
@@ -162,7 +243,7 @@ impl WorkerArgs {
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The coordinator address is not a valid URI.
+    /// The coordinator address is not a valid URI, or not an `http://` one.
     #[error("coordinator: invalid address {0:?}: {1}")]
     Address(String, String),
     /// No handler was registered.
@@ -230,11 +311,20 @@ impl Worker {
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
+        check_coordinator_address(&self.config.coordinator)
+            .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e))?;
         let endpoint = Endpoint::from_shared(self.config.coordinator.clone())
             .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
-        let client = WorkerServiceClient::new(endpoint.connect_lazy());
+            .timeout(Duration::from_secs(30))
+            // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        let max_message = self.config.max_output_bytes.saturating_add(MESSAGE_OVERHEAD_BYTES);
+        let client = WorkerServiceClient::new(channel.clone())
+            .max_encoding_message_size(max_message)
+            .max_decoding_message_size(max_message);
+        let health = HealthClient::new(channel);
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -243,9 +333,12 @@ impl Worker {
         let shared = Arc::new(Shared {
             config: self.config,
             client,
+            health,
             cancellations: Cancellations::default(),
+            coordinator_up: watch::channel(false).0,
         });
         let control = tokio::spawn(watch_cancellations(shared.clone(), stop_rx.clone()));
+        let probe = tokio::spawn(watch_coordinator(shared.clone(), stop_rx.clone()));
         tracing::info!(worker = %shared.config.worker_id, handlers = ?self.handlers.keys().collect::<Vec<_>>(), "worker starting");
         let mut consumers = JoinSet::new();
         for (name, handler) in self.handlers {
@@ -253,6 +346,7 @@ impl Worker {
         }
         while consumers.join_next().await.is_some() {}
         control.abort();
+        probe.abort();
         tracing::info!(worker = %shared.config.worker_id, "worker stopped");
         Ok(())
     }
@@ -261,7 +355,77 @@ impl Worker {
 struct Shared {
     config: WorkerConfig,
     client: WorkerServiceClient<Channel>,
+    health: HealthClient<Channel>,
     cancellations: Cancellations,
+    /// Whether the coordinator answers; consumers take tasks only while it is `true`. Set `false`
+    /// when a call cannot reach it, `true` by [`watch_coordinator`]'s probe.
+    coordinator_up: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Marks the coordinator unreachable (the consumers pause until the probe answers).
+    fn coordinator_lost(&self, why: &str) {
+        if self.coordinator_up.send_replace(false) {
+            tracing::warn!(
+                error = why,
+                "coordinator unreachable; pausing the consumers until it answers"
+            );
+        }
+    }
+}
+
+/// Whether the coordinator answers and is ready for workers: its gRPC health for
+/// `baton.v1.WorkerService` is `SERVING` (a coordinator without that health entry or service
+/// counts as answering).
+async fn coordinator_answers(health: &HealthClient<Channel>) -> bool {
+    let req = HealthCheckRequest {
+        service: "baton.v1.WorkerService".into(),
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, health.clone().check(req)).await {
+        Ok(Ok(r)) => r.into_inner().status == ServingStatus::Serving as i32,
+        Ok(Err(s)) => matches!(s.code(), tonic::Code::NotFound | tonic::Code::Unimplemented),
+        Err(_) => false,
+    }
+}
+
+/// Keeps [`Shared::coordinator_up`] true while the coordinator answers: whenever it is false
+/// (at start, or after a call failed to reach the coordinator), probes every [`PROBE_INTERVAL`]
+/// until the coordinator answers. Runs until shutdown.
+async fn watch_coordinator(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut up = shared.coordinator_up.subscribe();
+    let mut logged = false;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if *up.borrow_and_update() {
+            tokio::select! {
+                r = up.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            // Lost: give it a moment before the first probe, so that a coordinator restarting
+            // does not flip the consumers on and off.
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        if coordinator_answers(&shared.health).await {
+            tracing::info!(coordinator = %shared.config.coordinator, "coordinator answers; taking tasks");
+            logged = false;
+            shared.coordinator_up.send_replace(true);
+            continue;
+        }
+        if !logged {
+            tracing::warn!(coordinator = %shared.config.coordinator, "coordinator does not answer (or is not ready); not taking tasks, probing every {PROBE_INTERVAL:?}");
+            logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// How long a cancelled handler may go on before it is abandoned.
@@ -314,9 +478,17 @@ async fn supervise(
     mut run: tokio::task::JoinHandle<Result<serde_json::Value, StepError>>,
     timeout: Duration,
     cancel: &CancellationToken,
+    max_output_bytes: usize,
 ) -> Outcome {
     let outcome = |r: Result<Result<serde_json::Value, StepError>, tokio::task::JoinError>| match r {
-        Ok(Ok(value)) => Outcome::OutputJson(value.to_string()),
+        Ok(Ok(value)) => {
+            let json = value.to_string();
+            if json.len() > max_output_bytes {
+                Outcome::Failure(output_too_large(json.len(), max_output_bytes))
+            } else {
+                Outcome::OutputJson(json)
+            }
+        }
         Ok(Err(e)) => match e.suspend {
             Some(s) => Outcome::Suspend(Suspend {
                 event: s.event,
@@ -324,7 +496,7 @@ async fn supervise(
                 timeout_ms: s.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
             }),
             None => Outcome::Failure(StepFailure {
-                message: e.message,
+                message: cut(e.message, MAX_FAILURE_MESSAGE_BYTES),
                 error_type: e.error_type,
                 retryable: e.retryable,
             }),
@@ -356,6 +528,58 @@ async fn supervise(
             }
         },
     }
+}
+
+/// The failure of a step whose output of `len` bytes is over `max`: not retryable (the handler would
+/// give the same output again), type `OutputTooLarge`.
+fn output_too_large(len: usize, max: usize) -> StepFailure {
+    StepFailure {
+        message: format!(
+            "the handler's output of {len} bytes is over the limit of {max} bytes (the worker's BATON_MAX_PAYLOAD_BYTES)"
+        ),
+        error_type: "OutputTooLarge".into(),
+        retryable: false,
+    }
+}
+
+/// The failure to report instead of an outcome the coordinator refused with `e` (a non-retriable
+/// error): `OutputTooLarge` for an output over a message limit (`OUT_OF_RANGE`,
+/// `RESOURCE_EXHAUSTED`), `InvalidOutput` for another refused output, `InvalidSuspend` for a
+/// refused suspension; none for a refused failure (nothing better to say).
+fn refused_outcome(outcome: Option<&Outcome>, e: &tonic::Status) -> Option<StepFailure> {
+    let (error_type, what) = match outcome? {
+        Outcome::OutputJson(json) if matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => (
+            "OutputTooLarge",
+            format!("the handler's output of {} bytes", json.len()),
+        ),
+        Outcome::OutputJson(json) => ("InvalidOutput", format!("the handler's output of {} bytes", json.len())),
+        Outcome::Suspend(s) => (
+            "InvalidSuspend",
+            format!("the handler's suspension until event {:?}", cut(s.event.clone(), 200)),
+        ),
+        Outcome::Failure(_) => return None,
+    };
+    Some(StepFailure {
+        message: cut(
+            format!("the coordinator refused {what}: {}: {}", e.code(), e.message()),
+            MAX_FAILURE_MESSAGE_BYTES,
+        ),
+        error_type: error_type.into(),
+        retryable: false,
+    })
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Listens for cancel notices on the control exchange (through a queue of this worker's own) and
@@ -441,6 +665,12 @@ async fn consume_forever(
 }
 
 /// One consumer session. Returns `Ok` after a clean shutdown, `Err` when the connection failed.
+///
+/// Consumes only while the coordinator answers ([`Shared::coordinator_up`]): when it stops
+/// answering, cancels the consumer and hands back the tasks delivered but not started; resumes
+/// when it answers again. On shutdown, stops consuming, hands back what was not started, waits up
+/// to [`WorkerConfig::shutdown_grace`] for the running steps, then aborts the rest and closes the
+/// channel, which returns their tasks to the queue.
 async fn consume(
     shared: &Arc<Shared>,
     handler_name: &str,
@@ -459,48 +689,172 @@ async fn consume(
     topology.declare_base(&ch).await?;
     topology.declare_handler_queue(&ch, handler_name).await?;
     let tag = format!("{}:{handler_name}", cfg.worker_id);
-    let mut consumer = ch
-        .basic_consume(
-            topology.queue(handler_name).as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!(handler = handler_name, queue = %topology.queue(handler_name), prefetch = cfg.concurrency, "consuming");
+    let mut up = shared.coordinator_up.subscribe();
     let mut in_flight = JoinSet::new();
-    let result = loop {
-        tokio::select! {
-            _ = stop.changed() => break Ok(()),
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let shared = shared.clone();
-                    let handler = handler.clone();
-                    in_flight.spawn(async move { handle_delivery(&shared, &handler, delivery).await });
+    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = 'session: loop {
+        // Take nothing while the coordinator does not answer.
+        if !*up.borrow_and_update() {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break 'session Ok(()),
+                    r = up.changed() => {
+                        if r.is_err() {
+                            break 'session Ok(());
+                        }
+                        if *up.borrow_and_update() {
+                            break;
+                        }
+                    }
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 }
-                Some(Err(e)) => break Err(e.into()),
-                None => break Err("the consumer was closed by the broker".into()),
-            },
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
         }
-    };
-    if result.is_ok() {
-        // Stop taking new tasks, then let the ones in flight finish and report before closing.
+        let mut consumer = match ch
+            .basic_consume(
+                topology.queue(handler_name).as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => break 'session Err(e.into()),
+        };
+        tracing::info!(handler = handler_name, queue = %topology.queue(handler_name), prefetch = cfg.concurrency, "consuming");
+        let paused = loop {
+            tokio::select! {
+                _ = stop.changed() => break false,
+                r = up.changed() => {
+                    if r.is_err() {
+                        break false;
+                    }
+                    if !*up.borrow_and_update() {
+                        break true;
+                    }
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let shared = shared.clone();
+                        let handler = handler.clone();
+                        let stop = stop.clone();
+                        in_flight.spawn(async move { handle_delivery(&shared, &handler, delivery, stop).await });
+                    }
+                    Some(Err(e)) => break 'session Err(e.into()),
+                    None => break 'session Err("the consumer was closed by the broker".into()),
+                },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        };
+        // Stop taking tasks; the ones delivered before the cancel took effect go back unstarted.
         let _ = ch
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
-        tracing::info!(
-            handler = handler_name,
-            in_flight = in_flight.len(),
-            "stopped consuming; finishing steps in flight"
-        );
-    }
-    while in_flight.join_next().await.is_some() {}
+        let handed_back = hand_back_buffered(&mut consumer).await;
+        if paused {
+            tracing::warn!(
+                handler = handler_name,
+                handed_back,
+                in_flight = in_flight.len(),
+                "coordinator unreachable: stopped consuming until it answers"
+            );
+        } else {
+            tracing::info!(
+                handler = handler_name,
+                handed_back,
+                in_flight = in_flight.len(),
+                "stopped consuming; finishing steps in flight"
+            );
+            break 'session Ok(());
+        }
+    };
     if result.is_ok() {
+        // Shutdown: the steps in flight get the grace to finish and report; tasks not started were
+        // handed back by their own tasks as the stop arrived.
+        let grace = cfg.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async { while in_flight.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                handler = handler_name,
+                left = in_flight.len(),
+                "steps still running after the shutdown grace of {grace:?}; abandoning them (their tasks go back to the queue)"
+            );
+            in_flight.abort_all();
+            while in_flight.join_next().await.is_some() {}
+        }
+        // Closing the channel returns every unacknowledged task to the queue.
         let _ = ch.close(200, "shutdown".into()).await;
         let _ = conn.close(200, "shutdown".into()).await;
+    } else {
+        while in_flight.join_next().await.is_some() {}
     }
     result
+}
+
+/// After a `basic.cancel`: hands back (nack with requeue) the deliveries that arrived before the
+/// cancel took effect, until the consumer ends (at most 2 s). Returns how many.
+async fn hand_back_buffered(consumer: &mut lapin::Consumer) -> usize {
+    let mut n = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            n += 1;
+            let _ = delivery.nack(requeue()).await;
+        }
+    })
+    .await;
+    n
+}
+
+/// Starts an attempt at the coordinator, retrying what may pass: a coordinator that cannot be
+/// reached for [`START_PATIENCE`] gives up (and pauses the consumers: the task goes back to the
+/// queue rather than being held); a coordinator that answers `UNAVAILABLE` itself (its Redis or
+/// RabbitMQ is away) is retried for [`WorkerConfig::report_patience`].
+async fn start_step(
+    shared: &Shared,
+    req: &StartStepRequest,
+) -> Result<tonic::Response<StartStepResponse>, tonic::Status> {
+    let began = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let e = match shared.client.clone().start_step(req.clone()).await {
+            Ok(r) => return Ok(r),
+            Err(e) if !retriable(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let answered = e.metadata().get("baton-source").is_some();
+        if !answered && unreachable(&e) {
+            shared.coordinator_lost(e.message());
+        }
+        let patience = if answered {
+            shared.config.report_patience
+        } else {
+            START_PATIENCE
+        };
+        if began.elapsed() >= patience {
+            return Err(e);
+        }
+        tracing::warn!(run = %req.run_id, step = %req.step_id, error = %e.message(), "coordinator unreachable at start; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Nack options that return the task to its queue.
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    }
+}
+
+/// Whether an error of a coordinator call says the coordinator cannot serve workers now (not
+/// reached, or reached but without Redis or RabbitMQ): the consumers pause until its health probe
+/// answers `SERVING` again.
+fn unreachable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
 }
 
 fn retriable(s: &tonic::Status) -> bool {
@@ -515,8 +869,14 @@ fn retriable(s: &tonic::Status) -> bool {
     )
 }
 
-/// Runs one delivery: decode, start, run the handler, report, ack.
-async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Delivery) {
+/// Runs one delivery: decode, start, run the handler, report, ack. A start that cannot reach the
+/// coordinator within [`START_PATIENCE`], or that a shutdown interrupts, hands the task back.
+async fn handle_delivery(
+    shared: &Shared,
+    handler: &ErasedHandler,
+    delivery: Delivery,
+    mut stop: watch::Receiver<bool>,
+) {
     let task = match StepTask::decode(delivery.data.as_slice()) {
         Ok(t) if !t.run_id.is_empty() && !t.step_id.is_empty() && t.attempt > 0 => t,
         Ok(_) | Err(_) => {
@@ -529,13 +889,16 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
             return;
         }
     };
+    if *stop.borrow() {
+        let _ = delivery.nack(requeue()).await;
+        return;
+    }
     let cfg = &shared.config;
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
         .with_total_delay(Some(cfg.report_patience))
         .without_max_times();
-
     let start = StartStepRequest {
         run_id: task.run_id.clone(),
         step_id: task.step_id.clone(),
@@ -544,25 +907,20 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         workflow: task.workflow.clone(),
         workflow_version: task.workflow_version,
     };
-    let started = (|| {
-        let mut c = shared.client.clone();
-        let req = start.clone();
-        async move { c.start_step(req).await }
-    })
-    .retry(backoff)
-    .when(retriable)
-    .notify(|e, d| tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e.message(), "coordinator unreachable at start; retrying in {d:?}"))
-    .await;
+    let started = tokio::select! {
+        r = start_step(shared, &start) => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
+    };
     let disposition = match started {
-        Ok(r) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
-        Err(e) => {
+        Some(Ok(r)) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
+        Some(Err(e)) => {
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not start the step; handing the task back");
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+        None => {
+            tracing::info!(run = %task.run_id, step = %task.step_id, "shutting down before the step started; handing the task back");
+            let _ = delivery.nack(requeue()).await;
             return;
         }
     };
@@ -599,7 +957,7 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
     };
     // The handler runs in its own task so that a panic fails the attempt instead of the worker.
     let run = tokio::spawn((handler)(ctx, input));
-    let outcome = supervise(run, timeout, &cancel).await;
+    let outcome = supervise(run, timeout, &cancel, cfg.max_output_bytes).await;
     shared.cancellations.forget(&task.run_id, registration);
 
     let report = ReportResultRequest {
@@ -612,15 +970,31 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         workflow_version: task.workflow_version,
         attempt_base: task.attempt_base,
     };
-    let reported = (|| {
-        let mut c = shared.client.clone();
-        let req = report.clone();
-        async move { c.report_result(req).await }
-    })
-    .retry(backoff)
-    .when(retriable)
-    .notify(|e, d| tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e.message(), "coordinator unreachable at report; retrying in {d:?}"))
-    .await;
+    let send = |report: ReportResultRequest| {
+        (move || {
+            let mut c = shared.client.clone();
+            let req = report.clone();
+            async move { c.report_result(req).await }
+        })
+        .retry(backoff)
+        .when(retriable)
+        .notify(|e, d| tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e.message(), "coordinator unreachable at report; retrying in {d:?}"))
+    };
+    let mut reported = send(report.clone()).await;
+    // An output or a suspension the coordinator refuses (too large for its message limit, not
+    // JSON, a suspension it cannot accept) fails the step for good, reported as such, instead of
+    // leaving the step to its timeout.
+    if let Err(e) = &reported
+        && !retriable(e)
+        && let Some(failure) = refused_outcome(report.outcome.as_ref(), e)
+    {
+        tracing::warn!(run = %task.run_id, step = %task.step_id, error = %e, "coordinator refused the result; failing the step as {}", failure.error_type);
+        reported = send(ReportResultRequest {
+            outcome: Some(Outcome::Failure(failure)),
+            ..report
+        })
+        .await;
+    }
     match reported {
         Ok(r) => {
             if AttemptDisposition::try_from(r.into_inner().disposition) == Ok(AttemptDisposition::Stale) {
@@ -634,12 +1008,54 @@ async fn handle_delivery(shared: &Shared, handler: &ErasedHandler, delivery: Del
         }
         Err(e) => {
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not report the result; handing the task back");
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            let _ = delivery.nack(requeue()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_coordinator_addresses_are_accepted() {
+        assert!(check_coordinator_address("http://h:1").is_ok());
+        let e = check_coordinator_address("https://h:1").unwrap_err();
+        assert!(e.starts_with("TLS is not supported yet"), "{e}");
+        let e = check_coordinator_address("ftp://h:1").unwrap_err();
+        assert!(e.starts_with("unsupported scheme"), "{e}");
+        assert!(check_coordinator_address("h:1").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_output_over_the_limit_becomes_a_non_retryable_output_too_large() {
+        let run = tokio::spawn(async { Ok(serde_json::json!({"text": "x".repeat(100)})) });
+        let outcome = supervise(run, Duration::from_secs(5), &CancellationToken::new(), 50).await;
+        let Outcome::Failure(f) = outcome else {
+            panic!("not a failure: {outcome:?}")
+        };
+        assert_eq!(f.error_type, "OutputTooLarge");
+        assert!(!f.retryable);
+        assert!(f.message.contains("over the limit of 50 bytes"), "{}", f.message);
+
+        let run = tokio::spawn(async { Ok(serde_json::json!({"a": 1})) });
+        let outcome = supervise(run, Duration::from_secs(5), &CancellationToken::new(), 50).await;
+        assert!(
+            matches!(outcome, Outcome::OutputJson(ref j) if j == r#"{"a":1}"#),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_output_is_reported_as_a_failure_not_dropped() {
+        let too_big = tonic::Status::out_of_range("decoded message length too large");
+        let f = refused_outcome(Some(&Outcome::OutputJson("{}".into())), &too_big).expect("a failure");
+        assert_eq!(f.error_type, "OutputTooLarge");
+        assert!(!f.retryable);
+        let bad = tonic::Status::invalid_argument("output_json: not valid JSON");
+        let f = refused_outcome(Some(&Outcome::OutputJson("{".into())), &bad).expect("a failure");
+        assert_eq!(f.error_type, "InvalidOutput");
+        let failure = Outcome::Failure(StepFailure::default());
+        assert!(refused_outcome(Some(&failure), &bad).is_none());
     }
 }

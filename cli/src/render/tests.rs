@@ -487,16 +487,28 @@ fn apply_and_submit_answers() {
     let new_run = SubmitRunResponse {
         run_id: "r-1".to_owned(),
         created: true,
+        input_differs: false,
     };
     assert_eq!(submit_text(&new_run), "run r-1 created\n");
     let old_run = SubmitRunResponse {
         run_id: "r-1".to_owned(),
         created: false,
+        input_differs: false,
     };
     assert!(submit_text(&old_run).contains("already exists"));
+    assert!(!submit_text(&old_run).contains("different input"));
     assert_eq!(
         serde_json::to_string(&submit_json(&old_run)).unwrap(),
-        r#"{"run_id":"r-1","created":false}"#
+        r#"{"run_id":"r-1","created":false,"input_differs":false}"#
+    );
+    let other_input = SubmitRunResponse {
+        input_differs: true,
+        ..old_run
+    };
+    assert!(submit_text(&other_input).contains("with a different input"));
+    assert_eq!(
+        serde_json::to_string(&submit_json(&other_input)).unwrap(),
+        r#"{"run_id":"r-1","created":false,"input_differs":true}"#
     );
 }
 
