@@ -34,6 +34,19 @@ pub const MAX_EXPRESSION_NODES: usize = 1_000;
 /// Deepest nesting of one CEL expression (operators, calls, parentheses, comprehensions).
 pub const MAX_EXPRESSION_DEPTH: usize = 32;
 
+/// Most cost units one evaluation of a CEL expression may spend. A unit is one comprehension
+/// step (an iteration of `map`, `filter`, `all`, `exists`, `exists_one`), or one list element, map
+/// entry or 64 bytes of text in a value a comprehension step, a `+` or a `matches()` produces or reads.
+/// An evaluation over budget stops at once and fails with
+/// `<source>: evaluation exceeded its cost budget of 1000000 units ...`.
+pub const MAX_EXPRESSION_COST: u64 = 1_000_000;
+
+/// Longest regular expression `matches()` compiles, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1_024;
+
+/// Largest compiled form of one regular expression (the `regex` crate's `size_limit`), in bytes.
+pub const MAX_REGEX_PROGRAM_BYTES: usize = 256 * 1024;
+
 /// Most sub-workflow levels below a root run: a run at this depth may not start a child.
 pub const MAX_WORKFLOW_DEPTH: u32 = 16;
 
