@@ -76,12 +76,27 @@ pub fn check_duration(d: Duration, max: Duration) -> Result<Duration, String> {
     if d > max {
         Err(format!(
             "must be at most {} (got {})",
-            crate::duration::format(max),
+            format_bound(max),
             echo(&crate::duration::format(d))
         ))
     } else {
         Ok(d)
     }
+}
+
+/// A bound as people read it: whole days as `3650days` / `1day` (humantime would say
+/// `9years 11months 27days 21h 50m 24s`), anything else as [`crate::duration::format`] does.
+pub fn format_bound(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 && secs % DAY.as_secs() == 0 {
+        let days = secs / DAY.as_secs();
+        return if days == 1 {
+            "1day".to_owned()
+        } else {
+            format!("{days}days")
+        };
+    }
+    crate::duration::format(d)
 }
 
 #[cfg(test)]
@@ -105,6 +120,9 @@ mod tests {
     fn durations_over_their_maximum_are_refused() {
         assert!(check_duration(DAY, MAX_RETRY_INTERVAL).is_ok());
         let e = check_duration(Duration::from_secs(u64::MAX), MAX_RETRY_INTERVAL).unwrap_err();
-        assert!(e.starts_with("must be at most 1day"), "{e}");
+        assert!(e.starts_with("must be at most 1day (got \"584542046090years"), "{e}");
+        let e = check_duration(MAX_TIMEOUT + DAY, MAX_TIMEOUT).unwrap_err();
+        assert!(e.starts_with("must be at most 3650days (got "), "{e}");
+        assert_eq!(format_bound(Duration::from_secs(90)), "1m 30s");
     }
 }
