@@ -1227,6 +1227,7 @@ fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn paths(text: &str) -> Vec<String> {
         WorkflowDefinition::parse(text)
@@ -1403,6 +1404,101 @@ mod tests {
                 "workflow"
             ]
         );
+    }
+
+    /// The first yaml block after `heading` in the README.
+    fn readme_yaml(heading: &str) -> &'static str {
+        let readme = include_str!("../../README.md");
+        readme
+            .split(heading)
+            .nth(1)
+            .and_then(|section| section.split("```yaml\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .unwrap_or_else(|| panic!("a yaml block after {heading:?}"))
+    }
+
+    #[test]
+    fn the_readme_times_and_optional_fields_example_is_valid_and_means_what_it_says() {
+        use crate::expr::Bindings;
+        let yaml = readme_yaml("### Times and optional fields");
+        let def = WorkflowDefinition::parse(&format!("name: readme\nversion: 1\n{yaml}"))
+            .unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+        let bind = |input: Value| Bindings {
+            input,
+            ..Bindings::default()
+        };
+        let until = |id: &str| match &def.step(id).unwrap().kind {
+            StepKind::SleepUntil(e) => e.clone(),
+            other => panic!("{id} is {}", other.word()),
+        };
+        // 2030-01-01T09:00:00Z
+        assert_eq!(until("launch").eval_time_ms(&bind(json!({}))), Ok(1_893_488_400_000));
+        let remind = until("remind");
+        assert_eq!(
+            remind.eval_time_ms(&bind(json!({"remind_at": "2030-01-01T10:00:00+01:00"}))),
+            Ok(1_893_488_400_000)
+        );
+        assert_eq!(remind.eval_time_ms(&bind(json!({"remind_at": 5}))), Ok(5));
+        let greet = def.step("greet").unwrap();
+        let when = greet.when.as_ref().unwrap();
+        let input = greet.input.as_ref().unwrap();
+        assert_eq!(when.eval_bool(&bind(json!({}))), Ok(false));
+        assert_eq!(when.eval_bool(&bind(json!({"name": "Ann"}))), Ok(true));
+        assert_eq!(
+            input.render(&bind(json!({}))),
+            Ok(json!({"name": "stranger", "lang": "en"}))
+        );
+        assert_eq!(
+            input.render(&bind(json!({"name": "Ann", "lang": "fr"}))),
+            Ok(json!({"name": "Ann", "lang": "fr"}))
+        );
+
+        // what the README says goes wrong without them
+        let unquoted = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: launch, sleep_until: 2030-01-01T09:00:00Z}\n",
+        )
+        .unwrap_err();
+        assert_eq!(unquoted.0[0].path, "steps[0].sleep_until");
+        assert!(unquoted.0[0].message.starts_with("syntax error"), "{unquoted}");
+        let bare = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, when: 'input.name != \"\"'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bare.step("a")
+                .unwrap()
+                .when
+                .as_ref()
+                .unwrap()
+                .eval_bool(&bind(json!({}))),
+            Err("input.name != \"\": no such key: name".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_readme_limits_table_lists_every_bound() {
+        let readme = include_str!("../../README.md");
+        let limits = readme.split("## Limits").nth(1).expect("a Limits section");
+        let limits = limits.split("\n## ").next().unwrap_or(limits);
+        for said in [
+            format!("{} days (10 years)", MAX_TIMEOUT.as_secs() / 86_400),
+            "| 1 day |".to_owned(),
+            format!("1.0 to {MAX_BACKOFF_COEFFICIENT:.1}"),
+            format!("| {} days |", MAX_CATCHUP_WINDOW.as_secs() / 86_400),
+            format!("{} bytes, checked before parsing", crate::limits::MAX_EXPRESSION_BYTES),
+            format!("| {} nodes |", crate::limits::MAX_EXPRESSION_NODES),
+            format!("| {} levels |", crate::limits::MAX_EXPRESSION_DEPTH),
+            "1,000,000 units per evaluation".to_owned(),
+            format!("{} bytes, compiled to at most 256 KiB", crate::limits::MAX_REGEX_BYTES),
+            format!("{} levels below a root run", crate::limits::MAX_WORKFLOW_DEPTH),
+            format!("| {} bytes |", crate::limits::MAX_ECHO_BYTES),
+        ] {
+            assert!(limits.contains(&said), "the Limits section does not say {said:?}");
+        }
+        assert_eq!(crate::limits::MAX_EXPRESSION_COST, 1_000_000);
+        assert_eq!(crate::limits::MAX_REGEX_PROGRAM_BYTES, 256 * 1024);
+        assert_eq!(MAX_RETRY_INTERVAL.as_secs(), 86_400);
+        assert_eq!(MAX_RATE_PERIOD.as_secs(), 86_400);
     }
 
     #[test]
