@@ -18,7 +18,10 @@ use crate::{
     duration,
     expr::{Expr, Scope, Template, Want},
     ids,
-    limits::{MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_RATE_PERIOD, MAX_RETRY_INTERVAL, MAX_TIMEOUT, echo},
+    limits::{
+        MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD, MAX_REPORTED_PROBLEMS,
+        MAX_RETRY_INTERVAL, MAX_TIMEOUT, cut, echo,
+    },
     retry::RetryPolicy,
 };
 
@@ -44,10 +47,34 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Why a definition was refused: every problem found, each with its field path.
+/// Why a definition was refused: every problem found, each with its field path. Displayed as the
+/// first [`MAX_REPORTED_PROBLEMS`] of them, each path and message cut to [`MAX_PROBLEM_BYTES`],
+/// joined with `; `, then `; and N more`: an error message stays small whatever the document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+#[error("{}", self.summary())]
 pub struct InvalidDefinition(pub Vec<FieldError>);
+
+impl InvalidDefinition {
+    fn summary(&self) -> String {
+        let problems: Vec<String> = self
+            .0
+            .iter()
+            .take(MAX_REPORTED_PROBLEMS)
+            .map(|e| {
+                FieldError {
+                    path: cut(&e.path, MAX_PROBLEM_BYTES).into_owned(),
+                    message: cut(&e.message, MAX_PROBLEM_BYTES).into_owned(),
+                }
+                .to_string()
+            })
+            .collect();
+        let mut out = problems.join("; ");
+        if self.0.len() > MAX_REPORTED_PROBLEMS {
+            out.push_str(&format!("; and {} more", self.0.len() - MAX_REPORTED_PROBLEMS));
+        }
+        out
+    }
+}
 
 impl InvalidDefinition {
     fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
@@ -498,8 +525,15 @@ impl WorkflowDefinition {
         // silently breaks schemas such as `required: [n]`.
         let mut options = serde_saphyr::Options::default();
         options.strict_booleans = true;
-        let value: Value = serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
+        let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            InvalidDefinition::one(
+                "",
+                format!(
+                    "not a valid YAML or JSON document: {}",
+                    cut(&e.to_string(), MAX_PROBLEM_BYTES)
+                ),
+            )
+        })?;
         Self::from_value(value)
     }
 
@@ -1629,6 +1663,16 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_error_lists_twenty_problems_and_counts_the_others() {
+        let steps: String = (0..50).map(|i| format!("  - {{id: 's {i}', handler: h}}\n")).collect();
+        let e = WorkflowDefinition::parse(&format!("name: w\nversion: 1\nsteps:\n{steps}")).unwrap_err();
+        assert_eq!(e.0.len(), 50);
+        let text = e.to_string();
+        assert!(text.ends_with("; and 30 more"), "{text}");
+        assert_eq!(text.matches("must be 1 to 64 characters").count(), 20);
     }
 
     #[test]

@@ -35,9 +35,12 @@ use cel::objects::OptionalValue;
 use cel::{Context, Env, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 
 use crate::limits::{
-    MAX_EXPRESSION_BYTES, MAX_EXPRESSION_COST, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_REGEX_BYTES,
-    MAX_REGEX_PROGRAM_BYTES,
+    MAX_ECHO_BYTES, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_COST, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES,
+    MAX_REGEX_BYTES, MAX_REGEX_PROGRAM_BYTES, cut, join_problems,
 };
+
+/// Most problems one expression's error lists (a 4 KiB source can hold hundreds of syntax errors).
+const MAX_REPORTED_EXPRESSION_PROBLEMS: usize = 5;
 
 /// The standard environment every expression is compiled and evaluated with (built once).
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -160,10 +163,11 @@ impl Expr {
                 .iter()
                 .map(|e| {
                     let message = e.msg.strip_prefix("Syntax error: ").unwrap_or(&e.msg);
+                    let message = cut(message, MAX_ECHO_BYTES);
                     format!("syntax error at {}:{}: {message}", e.pos.0, e.pos.1)
                 })
                 .collect();
-            messages.join("; ")
+            join_problems(&messages, MAX_REPORTED_EXPRESSION_PROBLEMS)
         })?;
         measure(program.expression())?;
         let mut checker = Checker {
@@ -186,7 +190,7 @@ impl Expr {
         } = checker;
         errors.extend(check_literal(program.expression(), want));
         if !errors.is_empty() {
-            return Err(errors.join("; "));
+            return Err(join_problems(&errors, MAX_REPORTED_EXPRESSION_PROBLEMS));
         }
         let mut ast = program.expression().clone();
         instrument(&mut ast);
@@ -1947,6 +1951,18 @@ mod tests {
         assert!(e.eval_bool(&b).unwrap(), "short-circuits: never evaluated");
         let e = compile("size(input.l.map(x, input.l)) > 0 || true", &[], Want::Bool);
         assert!(e.eval_bool(&b).unwrap_err().contains("cost budget"));
+    }
+
+    #[test]
+    fn many_problems_are_counted_not_listed() {
+        // found by the `definition` fuzz target: 70 bytes gave a 3.8 KB error, 4 KiB a 200 KB one
+        let source = format!("(index{}", "#".repeat(4_000));
+        let e = refused(&source, &[], Want::Any);
+        assert!(e.len() < 1_000, "{} bytes: {e}", e.len());
+        assert!(e.ends_with("more"), "{e}");
+        let unknown: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        let e = refused(&unknown.join(" + "), &[], Want::Any);
+        assert!(e.len() < 1_000, "{} bytes: {e}", e.len());
     }
 
     #[test]

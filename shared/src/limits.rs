@@ -53,6 +53,39 @@ pub const MAX_WORKFLOW_DEPTH: u32 = 16;
 /// Most bytes of a caller's value echoed back in an error message.
 pub const MAX_ECHO_BYTES: usize = 200;
 
+/// Most problems one error lists (a definition's, an expression's); the others are only counted.
+pub const MAX_REPORTED_PROBLEMS: usize = 20;
+
+/// Longest text of one problem in an error (its path, its message), in bytes; longer is cut.
+pub const MAX_PROBLEM_BYTES: usize = 1_024;
+
+/// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+}
+
+/// The first `max` of `problems` joined with `; `, and how many more there are
+/// (`a; b; and 7 more`).
+pub fn join_problems(problems: &[String], max: usize) -> String {
+    let mut out = problems
+        .iter()
+        .take(max)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > max {
+        out.push_str(&format!("; and {} more", problems.len() - max));
+    }
+    out
+}
+
 /// `value` as it may be echoed in an error: quoted (Debug form), and cut to at most
 /// [`MAX_ECHO_BYTES`] bytes of the original at a character boundary, with the original length
 /// said when cut (`"aaaa…" (1048576 bytes)`).
@@ -114,6 +147,15 @@ mod tests {
         let e = echo(&long);
         assert!(e.len() < MAX_ECHO_BYTES + 40, "{e}");
         assert!(e.ends_with("(2000 bytes)"), "{e}");
+    }
+
+    #[test]
+    fn problems_are_cut_and_counted() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("aéb", 2), "a…");
+        let many: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+        assert_eq!(join_problems(&many, 3), "0; 1; 2; and 5 more");
+        assert_eq!(join_problems(&many[..2], 3), "0; 1");
     }
 
     #[test]
