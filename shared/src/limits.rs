@@ -121,7 +121,7 @@ pub fn check_duration(d: Duration, max: Duration) -> Result<Duration, String> {
 /// `9years 11months 27days 21h 50m 24s`), anything else as [`crate::duration::format`] does.
 pub fn format_bound(d: Duration) -> String {
     let secs = d.as_secs();
-    if d.subsec_nanos() == 0 && secs > 0 && secs % DAY.as_secs() == 0 {
+    if d.subsec_nanos() == 0 && secs > 0 && secs.is_multiple_of(DAY.as_secs()) {
         let days = secs / DAY.as_secs();
         return if days == 1 {
             "1day".to_owned()

@@ -85,7 +85,7 @@ impl RetryPolicy {
         let cap = self.delay_cap();
         let exp = i32::try_from(attempt.saturating_sub(1).min(1_000)).unwrap_or(1_000);
         let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exp);
-        if !(secs >= 0.0) {
+        if secs.is_nan() || secs < 0.0 {
             return cap; // NaN or negative
         }
         Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
