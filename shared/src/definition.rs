@@ -1536,6 +1536,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_workflows_are_within_the_bounds() {
+        for (file, text) in [
+            (
+                "documents.yaml",
+                include_str!("../../examples/workflows/documents.yaml"),
+            ),
+            ("review.yaml", include_str!("../../examples/workflows/review.yaml")),
+            ("scan.yaml", include_str!("../../examples/workflows/scan.yaml")),
+        ] {
+            WorkflowDefinition::parse(text).unwrap_or_else(|e| panic!("{file} is refused: {e}"));
+        }
+    }
+
+    #[test]
     fn the_readme_schedules_example_is_valid() {
         let readme = include_str!("../../README.md");
         let section = readme

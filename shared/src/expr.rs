@@ -1830,6 +1830,46 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_accepted_shapes_evaluate_on_a_small_stack_within_the_budget() {
+        on_a_small_stack(|| {
+            let l: Vec<i64> = (0..100).collect();
+            let b = bindings(json!({"a": 1, "l": l, "s": "x"}), &[]);
+            // the deepest nest of comprehensions that compiles: 100^k steps, stopped by the budget
+            let mut deepest = None;
+            for k in 1..40 {
+                let mut source = "x0 >= 0".to_owned();
+                for i in (0..k).rev() {
+                    source = format!("input.l.all(x{i}, {source})").replace("x0 >= 0", &format!("x{} >= 0", k - 1));
+                }
+                match Expr::compile(&source, &Scope::default(), Want::Bool) {
+                    Ok(e) => deepest = Some((k, e)),
+                    Err(e) => {
+                        assert!(e.contains("(the limit"), "{e}");
+                        break;
+                    }
+                }
+            }
+            let (k, e) = deepest.expect("one level compiles");
+            assert!(k >= 4, "only {k} nested comprehensions compile");
+            let started = std::time::Instant::now();
+            assert!(e.eval_bool(&b).unwrap_err().contains("cost budget"));
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            // the longest chain that compiles, and the widest list
+            let mut longest = None;
+            for n in 2..100 {
+                match Expr::compile(&vec!["input.a"; n].join(" + "), &Scope::default(), Want::Any) {
+                    Ok(e) => longest = Some((n, e)),
+                    Err(_) => break,
+                }
+            }
+            let (n, e) = longest.expect("a chain compiles");
+            assert_eq!(e.eval(&b).unwrap(), json!(n));
+            let wide = format!("size([{}])", vec!["1"; 990].join(","));
+            assert_eq!(compile(&wide, &[], Want::Any).eval(&b).unwrap(), json!(990));
+        });
+    }
+
+    #[test]
     fn an_over_long_source_is_refused_before_parsing() {
         let source = format!("{} == input.x", "1".repeat(MAX_EXPRESSION_BYTES));
         let e = refused(&source, &[], Want::Bool);
