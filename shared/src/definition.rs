@@ -752,8 +752,8 @@ impl WorkflowDefinition {
                 err(
                     "on.event".into(),
                     format!(
-                        "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
-                        t.event
+                        "{} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
+                        echo(&t.event)
                     ),
                 );
             }

@@ -36,7 +36,7 @@ use cel::{Context, Env, ExecutionError, FunctionContext, IdedExpr, Program, Valu
 
 use crate::limits::{
     MAX_ECHO_BYTES, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_COST, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES,
-    MAX_REGEX_BYTES, MAX_REGEX_PROGRAM_BYTES, cut, join_problems,
+    MAX_PROBLEM_BYTES, MAX_REGEX_BYTES, MAX_REGEX_PROGRAM_BYTES, cut, echo, join_problems,
 };
 
 /// Most problems one expression's error lists (a 4 KiB source can hold hundreds of syntax errors).
@@ -278,17 +278,15 @@ impl Expr {
         }
     }
 
-    /// `<source>: <message>`, the source cut to [`crate::limits::MAX_ECHO_BYTES`] bytes.
+    /// `<source>: <message>`, the source cut to [`MAX_ECHO_BYTES`] and the message (which may hold
+    /// values from the bindings) to [`MAX_PROBLEM_BYTES`].
     fn error(&self, message: impl fmt::Display) -> String {
-        let source = &self.0.source;
-        if source.len() <= crate::limits::MAX_ECHO_BYTES {
-            return format!("{source}: {message}");
-        }
-        let mut end = crate::limits::MAX_ECHO_BYTES;
-        while !source.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…: {message}", &source[..end])
+        let message = message.to_string();
+        format!(
+            "{}: {}",
+            cut(&self.0.source, MAX_ECHO_BYTES),
+            cut(&message, MAX_PROBLEM_BYTES)
+        )
     }
 
     /// Evaluates against a context holding only what the expression reads: the variables it names,
@@ -802,9 +800,13 @@ fn compile_node(
 fn render_node(node: &Node, b: &Bindings, path: &mut String) -> Result<serde_json::Value, String> {
     match node {
         Node::Literal(v) => Ok(v.clone()),
-        Node::Expr(e) => e
-            .eval(b)
-            .map_err(|m| if path.is_empty() { m } else { format!("{path}: {m}") }),
+        Node::Expr(e) => e.eval(b).map_err(|m| {
+            if path.is_empty() {
+                m
+            } else {
+                format!("{}: {m}", cut(path, MAX_PROBLEM_BYTES))
+            }
+        }),
         Node::Array(items) => {
             let len = path.len();
             let mut out = Vec::with_capacity(items.len());
@@ -1212,11 +1214,17 @@ fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     ctx.add_variable_as_val("s", Box::new(CelString::from(s)));
     match PARSE_TIMESTAMP.execute(&ctx) {
         Ok(Value::Timestamp(t)) => Ok(t.timestamp_millis()),
-        Ok(other) => Err(format!("{s:?} is not a timestamp: {other:?}")),
-        Err(ExecutionError::FunctionError { message, .. }) => {
-            Err(format!("{s:?} is not an RFC 3339 timestamp: {message}"))
-        }
-        Err(e) => Err(format!("{s:?} is not an RFC 3339 timestamp: {}", describe(&e))),
+        Ok(other) => Err(format!("{} is not a timestamp: {}", echo(s), type_word(&other))),
+        Err(ExecutionError::FunctionError { message, .. }) => Err(format!(
+            "{} is not an RFC 3339 timestamp: {}",
+            echo(s),
+            cut(&message, MAX_ECHO_BYTES)
+        )),
+        Err(e) => Err(format!(
+            "{} is not an RFC 3339 timestamp: {}",
+            echo(s),
+            cut(&describe(&e), MAX_ECHO_BYTES)
+        )),
     }
 }
 
@@ -2003,6 +2011,19 @@ mod tests {
         let unknown: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
         let e = refused(&unknown.join(" + "), &[], Want::Any);
         assert!(e.len() < 1_000, "{} bytes: {e}", e.len());
+    }
+
+    #[test]
+    fn values_from_the_bindings_are_cut_in_evaluation_errors() {
+        let long = "x".repeat(100_000);
+        let b = bindings(json!({ "at": long, "n": long }), &[]);
+        let err = compile("input.at", &[], Want::Time).eval_time_ms(&b).unwrap_err();
+        assert!(
+            err.len() < 1_000 && err.contains("is not an RFC 3339 timestamp"),
+            "{err}"
+        );
+        let err = compile("input.n + 1", &[], Want::Any).eval(&b).unwrap_err();
+        assert!(err.len() < 2_000, "{} bytes", err.len());
     }
 
     #[test]

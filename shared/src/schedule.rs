@@ -93,8 +93,9 @@ impl CronSchedule {
                 "the time zone is empty; give an IANA time zone name such as \"Europe/Paris\" or \"UTC\"".to_string()
             } else {
                 format!(
-                    "{timezone:?} is not an IANA time zone name (names are case-sensitive, \
-                     such as \"Europe/Paris\", \"America/New_York\" or \"UTC\")"
+                    "{} is not an IANA time zone name (names are case-sensitive, \
+                     such as \"Europe/Paris\", \"America/New_York\" or \"UTC\")",
+                    crate::limits::echo(timezone)
                 )
             };
             ScheduleError::new("timezone", message)
@@ -243,7 +244,12 @@ impl CronSchedule {
 
 /// Parses the expression with croner, refusing what is not 5 or 6 fields (or a nickname).
 fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
-    let invalid = |what: String| ScheduleError::new("cron", format!("invalid cron expression {expr:?}: {what}"));
+    let invalid = |what: String| {
+        ScheduleError::new(
+            "cron",
+            format!("invalid cron expression {}: {what}", crate::limits::echo(expr)),
+        )
+    };
     if expr.is_empty() {
         return Err(ScheduleError::new(
             "cron",
@@ -291,7 +297,11 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
                     CronError::IllegalCharacters(_) => format!("unexpected characters; {}", field_syntax(names[i])),
                     other => cron_error_text(&other),
                 };
-                return invalid(format!("the {} field {field:?}{seconds_first}: {text}", names[i]));
+                return invalid(format!(
+                    "the {} field {}{seconds_first}: {text}",
+                    names[i],
+                    crate::limits::echo(field)
+                ));
             }
         }
         invalid(cron_error_text(&e))
@@ -384,7 +394,11 @@ impl OverlapPolicy {
                 let words: Vec<&str> = Self::ALL.iter().map(|policy| policy.word()).collect();
                 ScheduleError::new(
                     "overlap",
-                    format!("unknown overlap policy {s:?}; use one of {}", words.join(", ")),
+                    format!(
+                        "unknown overlap policy {}; use one of {}",
+                        crate::limits::echo(s),
+                        words.join(", ")
+                    ),
                 )
             })
     }
@@ -792,6 +806,14 @@ mod tests {
             decide(tick, tick + 250, -5, None, OverlapPolicy::Skip),
             TickAction::Skip("missed: the coordinator was down; 250ms late, over the catch-up window of 0s".into())
         );
+    }
+
+    #[test]
+    fn long_values_are_echoed_cut() {
+        let long = "x".repeat(100_000);
+        assert!(err(&long, "UTC").message.len() < 500);
+        assert!(err("* * * * *", &long).message.len() < 500);
+        assert!(OverlapPolicy::parse(&long).unwrap_err().message.len() < 500);
     }
 
     #[test]
