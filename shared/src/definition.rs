@@ -17,6 +17,11 @@ use serde_json::Value;
 use crate::{
     duration,
     expr::{Expr, Scope, Template, Want},
+    ids,
+    limits::{
+        MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD, MAX_REPORTED_PROBLEMS,
+        MAX_RETRY_INTERVAL, MAX_TIMEOUT, cut, echo,
+    },
     retry::RetryPolicy,
 };
 
@@ -42,10 +47,34 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Why a definition was refused: every problem found, each with its field path.
+/// Why a definition was refused: every problem found, each with its field path. Displayed as the
+/// first [`MAX_REPORTED_PROBLEMS`] of them, each path and message cut to [`MAX_PROBLEM_BYTES`],
+/// joined with `; `, then `; and N more`: an error message stays small whatever the document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+#[error("{}", self.summary())]
 pub struct InvalidDefinition(pub Vec<FieldError>);
+
+impl InvalidDefinition {
+    fn summary(&self) -> String {
+        let problems: Vec<String> = self
+            .0
+            .iter()
+            .take(MAX_REPORTED_PROBLEMS)
+            .map(|e| {
+                FieldError {
+                    path: cut(&e.path, MAX_PROBLEM_BYTES).into_owned(),
+                    message: cut(&e.message, MAX_PROBLEM_BYTES).into_owned(),
+                }
+                .to_string()
+            })
+            .collect();
+        let mut out = problems.join("; ");
+        if self.0.len() > MAX_REPORTED_PROBLEMS {
+            out.push_str(&format!("; and {} more", self.0.len() - MAX_REPORTED_PROBLEMS));
+        }
+        out
+    }
+}
 
 impl InvalidDefinition {
     fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
@@ -506,8 +535,15 @@ impl WorkflowDefinition {
         // silently breaks schemas such as `required: [n]`.
         let mut options = serde_saphyr::Options::default();
         options.strict_booleans = true;
-        let value: Value = serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| InvalidDefinition::one("", format!("not a valid YAML or JSON document: {e}")))?;
+        let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            InvalidDefinition::one(
+                "",
+                format!(
+                    "not a valid YAML or JSON document: {}",
+                    cut(&e.to_string(), MAX_PROBLEM_BYTES)
+                ),
+            )
+        })?;
         Self::from_value(value)
     }
 
@@ -526,13 +562,10 @@ impl WorkflowDefinition {
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(FieldError { path, message });
 
-        if !valid_name(&doc.name, 128, &['.']) {
+        if !ids::is_workflow_name(&doc.name) {
             err(
                 "name".into(),
-                format!(
-                    "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
-                    doc.name
-                ),
+                format!("{} {}", echo(&doc.name), ids::WORKFLOW_NAME_RULE),
             );
         }
         if doc.version == 0 {
@@ -555,13 +588,9 @@ impl WorkflowDefinition {
             err("steps".into(), "a workflow needs at least one step".into());
         }
 
-        let run_timeout = match doc.timeout.as_deref().map(duration::parse) {
+        let run_timeout = match doc.timeout.as_deref().map(|t| duration::parse_bounded(t, MAX_TIMEOUT)) {
             None => None,
-            Some(Ok(d)) if !d.is_zero() => Some(d),
-            Some(Ok(_)) => {
-                err("timeout".into(), "must be greater than zero".into());
-                None
-            }
+            Some(Ok(d)) => Some(d),
             Some(Err(e)) => {
                 err("timeout".into(), e);
                 None
@@ -572,10 +601,13 @@ impl WorkflowDefinition {
             if !valid_name(&s.id, 64, &[]) {
                 err(
                     format!("steps[{i}].id"),
-                    format!("{:?} must be 1 to 64 characters of letters, digits, '_', '-'", s.id),
+                    format!(
+                        "{} must be 1 to 64 characters of letters, digits, '_', '-'",
+                        echo(&s.id)
+                    ),
                 );
             } else if index.insert(s.id.clone(), i).is_some() {
-                err(format!("steps[{i}].id"), format!("duplicate step id {:?}", s.id));
+                err(format!("steps[{i}].id"), format!("duplicate step id {}", echo(&s.id)));
             }
         }
 
@@ -609,7 +641,10 @@ impl WorkflowDefinition {
                 Some(h) if !valid_name(h, 128, &['.']) => {
                     err(
                         format!("{p}.handler"),
-                        format!("{h:?} must be letters, digits, '_', '-', '.'"),
+                        format!(
+                            "{} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+                            echo(h)
+                        ),
                     );
                     String::new()
                 }
@@ -632,37 +667,30 @@ impl WorkflowDefinition {
             let mut seen = HashSet::new();
             for (j, d) in s.depends_on.iter().enumerate() {
                 if !index.contains_key(d) {
-                    err(format!("{p}.depends_on[{j}]"), format!("unknown step {d:?}"));
+                    err(format!("{p}.depends_on[{j}]"), format!("unknown step {}", echo(d)));
                 } else if d == &s.id {
                     err(format!("{p}.depends_on[{j}]"), "a step cannot depend on itself".into());
                 } else if !seen.insert(d) {
-                    err(format!("{p}.depends_on[{j}]"), format!("{d:?} is listed twice"));
+                    err(format!("{p}.depends_on[{j}]"), format!("{} is listed twice", echo(d)));
                 }
             }
-            let mut dur = |field: &str, text: &Option<String>| -> Option<Duration> {
+            // every duration is more than zero and at most its bound in `limits`
+            let mut dur = |field: &str, text: &Option<String>, max: Duration| -> Option<Duration> {
                 let text = text.as_ref()?;
-                match duration::parse(text) {
-                    Ok(d) if d.is_zero() => {
-                        err(format!("{p}.{field}"), "must be greater than zero".into());
-                        None
-                    }
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        err(format!("{p}.{field}"), e);
-                        None
-                    }
-                }
+                duration::parse_bounded(text, max)
+                    .map_err(|e| err(format!("{p}.{field}"), e))
+                    .ok()
             };
-            let timeout = dur("timeout", &s.timeout).unwrap_or(DEFAULT_STEP_TIMEOUT);
-            let heartbeat_timeout = dur("heartbeat_timeout", &s.heartbeat_timeout);
-            let sleep = dur("sleep", &s.sleep);
+            let timeout = dur("timeout", &s.timeout, MAX_TIMEOUT).unwrap_or(DEFAULT_STEP_TIMEOUT);
+            let heartbeat_timeout = dur("heartbeat_timeout", &s.heartbeat_timeout, MAX_TIMEOUT);
+            let sleep = dur("sleep", &s.sleep, MAX_TIMEOUT);
             let mut retry = RetryPolicy::default();
             if let Some(r) = &s.retry {
-                if let Some(d) = dur("retry.initial_interval", &r.initial_interval) {
+                if let Some(d) = dur("retry.initial_interval", &r.initial_interval, MAX_RETRY_INTERVAL) {
                     retry.initial_interval = d;
                     retry.max_interval = retry.max_interval.max(d);
                 }
-                if let Some(d) = dur("retry.max_interval", &r.max_interval) {
+                if let Some(d) = dur("retry.max_interval", &r.max_interval, MAX_RETRY_INTERVAL) {
                     retry.max_interval = d;
                 }
                 if let Some(n) = r.max_attempts {
@@ -672,19 +700,21 @@ impl WorkflowDefinition {
                     retry.max_attempts = n.max(1);
                 }
                 if let Some(c) = r.backoff_coefficient {
-                    if !(1.0..=100.0).contains(&c) {
+                    if (1.0..=MAX_BACKOFF_COEFFICIENT).contains(&c) {
+                        retry.backoff_coefficient = c;
+                    } else {
                         err(
                             format!("{p}.retry.backoff_coefficient"),
-                            format!("{c} must be between 1.0 and 100.0"),
+                            format!("{c} must be between 1.0 and {MAX_BACKOFF_COEFFICIENT:.1}"),
                         );
                     }
-                    retry.backoff_coefficient = c;
                 }
                 if let Some(j) = r.jitter {
-                    if !(0.0..=1.0).contains(&j) {
+                    if (0.0..=1.0).contains(&j) {
+                        retry.jitter = j;
+                    } else {
                         err(format!("{p}.retry.jitter"), format!("{j} must be between 0.0 and 1.0"));
                     }
-                    retry.jitter = j;
                 }
                 if r.max_interval.is_some() && retry.max_interval < retry.initial_interval {
                     err(
@@ -732,8 +762,8 @@ impl WorkflowDefinition {
                 err(
                     "on.event".into(),
                     format!(
-                        "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
-                        t.event
+                        "{} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
+                        echo(&t.event)
                     ),
                 );
             }
@@ -867,10 +897,13 @@ fn declared_schedules(doc: &Document, err: &mut impl FnMut(String, String)) -> V
         if !valid_name(&name, 64, &[]) {
             err(
                 format!("{p}.name"),
-                format!("{name:?} must be 1 to 64 characters of letters, digits, '_', '-'"),
+                format!(
+                    "{} must be 1 to 64 characters of letters, digits, '_', '-'",
+                    echo(&name)
+                ),
             );
         } else if out.iter().any(|o| o.name == name) {
-            err(format!("{p}.name"), format!("duplicate schedule name {name:?}"));
+            err(format!("{p}.name"), format!("duplicate schedule name {}", echo(&name)));
         }
         let cron = crate::schedule::CronSchedule::parse(&s.cron, s.timezone.as_deref().unwrap_or("UTC"))
             .map_err(|e| err(format!("{p}.{}", e.field), e.message));
@@ -878,7 +911,11 @@ fn declared_schedules(doc: &Document, err: &mut impl FnMut(String, String)) -> V
             None => Ok(crate::schedule::OverlapPolicy::default()),
             Some(r) => r.map_err(|e| err(format!("{p}.overlap"), e.message)),
         };
-        let catchup_window = match s.catchup_window.as_deref().map(duration::parse) {
+        let catchup_window = match s
+            .catchup_window
+            .as_deref()
+            .map(|w| duration::parse(w).and_then(|d| crate::limits::check_duration(d, MAX_CATCHUP_WINDOW)))
+        {
             None => DEFAULT_CATCHUP_WINDOW,
             Some(Ok(d)) => d,
             Some(Err(e)) => {
@@ -924,16 +961,9 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
         if w.event.trim().is_empty() {
             err(format!("{p}.wait_for_event.event"), "must not be empty".into());
         }
-        let timeout = match w.timeout.as_deref().map(duration::parse) {
+        let timeout = match w.timeout.as_deref().map(|t| duration::parse_bounded(t, MAX_TIMEOUT)) {
             None => None,
-            Some(Ok(d)) if !d.is_zero() => Some(d),
-            Some(Ok(_)) => {
-                err(
-                    format!("{p}.wait_for_event.timeout"),
-                    "must be greater than zero".into(),
-                );
-                None
-            }
+            Some(Ok(d)) => Some(d),
             Some(Err(e)) => {
                 err(format!("{p}.wait_for_event.timeout"), e);
                 None
@@ -945,7 +975,7 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
             Some(other) => {
                 err(
                     format!("{p}.wait_for_event.on_timeout"),
-                    format!("{other:?} must be \"fail\" or \"skip\""),
+                    format!("{} must be \"fail\" or \"skip\"", echo(other)),
                 );
                 OnTimeout::Fail
             }
@@ -1019,13 +1049,10 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
         });
     }
     if let Some(w) = &s.workflow {
-        if !valid_name(&w.name, 128, &['.']) {
+        if !ids::is_workflow_name(&w.name) {
             err(
                 format!("{p}.workflow.name"),
-                format!(
-                    "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
-                    w.name
-                ),
+                format!("{} {}", echo(&w.name), ids::WORKFLOW_NAME_RULE),
             );
         }
         if w.version == Some(0) {
@@ -1129,12 +1156,8 @@ fn compile_expressions(
         if r.limit == 0 {
             err(format!("{p}.rate_limit.limit"), "must be at least 1".into());
         }
-        let period = match duration::parse(&r.period) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                err(format!("{p}.rate_limit.period"), "must be greater than zero".into());
-                Duration::from_secs(1)
-            }
+        let period = match duration::parse_bounded(&r.period, MAX_RATE_PERIOD) {
+            Ok(d) => d,
             Err(e) => {
                 err(format!("{p}.rate_limit.period"), e);
                 Duration::from_secs(1)
@@ -1156,13 +1179,10 @@ fn compile_expressions(
                 "only a handler step without for_each can emit runs".into(),
             );
         }
-        if !valid_name(&e.workflow, 128, &['.']) {
+        if !ids::is_workflow_name(&e.workflow) {
             err(
                 format!("{p}.emit.workflow"),
-                format!(
-                    "{:?} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
-                    e.workflow
-                ),
+                format!("{} {}", echo(&e.workflow), ids::WORKFLOW_NAME_RULE),
             );
         }
         if e.max_in_flight == Some(0) {
@@ -1279,9 +1299,17 @@ fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Resu
                 .find(|&p| left[p] > 0)
                 .unwrap_or(at);
         }
-        let start = pos[&at];
-        let mut names: Vec<&str> = path[start..].iter().rev().map(|&i| steps[i].id.as_str()).collect();
-        names.push(&steps[at].id);
+        // `path[start..]` walks the cycle against its edges (from a step to one it depends on):
+        // reversed, it follows them. Start it at its first step in the document, and close it.
+        let start = pos.get(&at).copied().unwrap_or(0);
+        let mut cycle: Vec<usize> = path[start..].iter().rev().copied().collect();
+        if let Some(first) = cycle.iter().enumerate().min_by_key(|(_, i)| **i).map(|(k, _)| k) {
+            cycle.rotate_left(first);
+        }
+        let mut names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
+        if let Some(&first) = names.first() {
+            names.push(first);
+        }
         return Err(names.join(" -> "));
     }
     let leaves = (0..n).filter(|&i| children[i].is_empty()).collect();
@@ -1296,6 +1324,7 @@ fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn paths(text: &str) -> Vec<String> {
         WorkflowDefinition::parse(text)
@@ -1493,6 +1522,115 @@ mod tests {
         );
     }
 
+    /// The first yaml block after `heading` in the README.
+    fn readme_yaml(heading: &str) -> &'static str {
+        let readme = include_str!("../../README.md");
+        readme
+            .split(heading)
+            .nth(1)
+            .and_then(|section| section.split("```yaml\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .unwrap_or_else(|| panic!("a yaml block after {heading:?}"))
+    }
+
+    #[test]
+    fn the_readme_times_and_optional_fields_example_is_valid_and_means_what_it_says() {
+        use crate::expr::Bindings;
+        let yaml = readme_yaml("### Times and optional fields");
+        let def = WorkflowDefinition::parse(&format!("name: readme\nversion: 1\n{yaml}"))
+            .unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+        let bind = |input: Value| Bindings {
+            input,
+            ..Bindings::default()
+        };
+        let until = |id: &str| match &def.step(id).unwrap().kind {
+            StepKind::SleepUntil(e) => e.clone(),
+            other => panic!("{id} is {}", other.word()),
+        };
+        // 2030-01-01T09:00:00Z
+        assert_eq!(until("launch").eval_time_ms(&bind(json!({}))), Ok(1_893_488_400_000));
+        let remind = until("remind");
+        assert_eq!(
+            remind.eval_time_ms(&bind(json!({"remind_at": "2030-01-01T10:00:00+01:00"}))),
+            Ok(1_893_488_400_000)
+        );
+        assert_eq!(remind.eval_time_ms(&bind(json!({"remind_at": 5}))), Ok(5));
+        let greet = def.step("greet").unwrap();
+        let when = greet.when.as_ref().unwrap();
+        let input = greet.input.as_ref().unwrap();
+        assert_eq!(when.eval_bool(&bind(json!({}))), Ok(false));
+        assert_eq!(when.eval_bool(&bind(json!({"name": "Ann"}))), Ok(true));
+        assert_eq!(
+            input.render(&bind(json!({}))),
+            Ok(json!({"name": "stranger", "lang": "en"}))
+        );
+        assert_eq!(
+            input.render(&bind(json!({"name": "Ann", "lang": "fr"}))),
+            Ok(json!({"name": "Ann", "lang": "fr"}))
+        );
+
+        // what the README says goes wrong without them
+        let unquoted = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: launch, sleep_until: 2030-01-01T09:00:00Z}\n",
+        )
+        .unwrap_err();
+        assert_eq!(unquoted.0[0].path, "steps[0].sleep_until");
+        assert!(unquoted.0[0].message.starts_with("syntax error"), "{unquoted}");
+        let bare = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, when: 'input.name != \"\"'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bare.step("a")
+                .unwrap()
+                .when
+                .as_ref()
+                .unwrap()
+                .eval_bool(&bind(json!({}))),
+            Err("input.name != \"\": no such key: name".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_readme_limits_table_lists_every_bound() {
+        let readme = include_str!("../../README.md");
+        let limits = readme.split("## Limits").nth(1).expect("a Limits section");
+        let limits = limits.split("\n## ").next().unwrap_or(limits);
+        for said in [
+            format!("{} days (10 years)", MAX_TIMEOUT.as_secs() / 86_400),
+            "| 1 day |".to_owned(),
+            format!("1.0 to {MAX_BACKOFF_COEFFICIENT:.1}"),
+            format!("| {} days |", MAX_CATCHUP_WINDOW.as_secs() / 86_400),
+            format!("{} bytes, checked before parsing", crate::limits::MAX_EXPRESSION_BYTES),
+            format!("| {} nodes |", crate::limits::MAX_EXPRESSION_NODES),
+            format!("| {} levels |", crate::limits::MAX_EXPRESSION_DEPTH),
+            "1,000,000 units per evaluation".to_owned(),
+            format!("{} bytes, compiled to at most 256 KiB", crate::limits::MAX_REGEX_BYTES),
+            format!("{} levels below a root run", crate::limits::MAX_WORKFLOW_DEPTH),
+            format!("| {} bytes |", crate::limits::MAX_ECHO_BYTES),
+        ] {
+            assert!(limits.contains(&said), "the Limits section does not say {said:?}");
+        }
+        assert_eq!(crate::limits::MAX_EXPRESSION_COST, 1_000_000);
+        assert_eq!(crate::limits::MAX_REGEX_PROGRAM_BYTES, 256 * 1024);
+        assert_eq!(MAX_RETRY_INTERVAL.as_secs(), 86_400);
+        assert_eq!(MAX_RATE_PERIOD.as_secs(), 86_400);
+    }
+
+    #[test]
+    fn the_shipped_example_workflows_are_within_the_bounds() {
+        for (file, text) in [
+            (
+                "documents.yaml",
+                include_str!("../../examples/workflows/documents.yaml"),
+            ),
+            ("review.yaml", include_str!("../../examples/workflows/review.yaml")),
+            ("scan.yaml", include_str!("../../examples/workflows/scan.yaml")),
+        ] {
+            WorkflowDefinition::parse(text).unwrap_or_else(|e| panic!("{file} is refused: {e}"));
+        }
+    }
+
     #[test]
     fn the_readme_schedules_example_is_valid() {
         let readme = include_str!("../../README.md");
@@ -1531,11 +1669,115 @@ mod tests {
         let e = WorkflowDefinition::parse("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, depends_on: [c]}\n  - {id: b, handler: h, depends_on: [a]}\n  - {id: c, handler: h, depends_on: [b]}\n  - {id: d, handler: h}\n").unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert_eq!(e.0[0].path, "steps");
-        assert!(
-            e.0[0].message.contains("a -> b -> c -> a") || e.0[0].message.contains("cycle"),
-            "{}",
-            e
+        assert_eq!(e.0[0].message, "the steps form a cycle: a -> b -> c -> a");
+    }
+
+    fn cycle_message(steps: &str) -> String {
+        let e = WorkflowDefinition::parse(&format!("name: w\nversion: 1\nsteps:\n{steps}")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        format!("{}: {}", e.0[0].path, e.0[0].message)
+    }
+
+    #[test]
+    fn the_cycle_error_names_the_real_cycle() {
+        // a -> b -> a (defect 20 reported it as `b -> a -> a`)
+        assert_eq!(
+            cycle_message("  - {id: a, handler: h, depends_on: [b]}\n  - {id: b, handler: h, depends_on: [a]}\n"),
+            "steps: the steps form a cycle: a -> b -> a"
         );
+        // a 3-cycle behind a step that is not on it, listed in another order
+        assert_eq!(
+            cycle_message(
+                "  - {id: z, handler: h, depends_on: [y]}\n  - {id: x, handler: h, depends_on: [w]}\n  - {id: y, handler: h, depends_on: [x]}\n  - {id: w, handler: h, depends_on: [y]}\n"
+            ),
+            "steps: the steps form a cycle: x -> y -> w -> x"
+        );
+        // a self-loop is refused on the dependency itself
+        assert_eq!(
+            cycle_message("  - {id: a, handler: h, depends_on: [a]}\n"),
+            "steps[0].depends_on[0]: a step cannot depend on itself"
+        );
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        WorkflowDefinition::parse(text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_duration_is_bounded_with_its_field_path() {
+        let huge = "18446744073709551615s";
+        let text = format!(
+            "name: w\nversion: 1\ntimeout: {huge}\nschedules:\n  - {{cron: '* * * * *', catchup_window: 31days}}\nsteps:\n  - {{id: a, handler: h, timeout: {huge}, heartbeat_timeout: {huge}, retry: {{initial_interval: {huge}, max_interval: 2days, backoff_coefficient: 1000}}, rate_limit: {{limit: 1, period: 3000years}}}}\n  - {{id: s, sleep: 3651days}}\n  - {{id: e, wait_for_event: {{event: x, timeout: {huge}}}}}\n"
+        );
+        let got = problems(&text);
+        let expect = [
+            "timeout: must be at most 3650days (got ",
+            "steps[0].timeout: must be at most 3650days",
+            "steps[0].heartbeat_timeout: must be at most 3650days",
+            "steps[0].retry.initial_interval: must be at most 1day (got ",
+            "steps[0].retry.max_interval: must be at most 1day (got \"2days\")",
+            "steps[0].retry.backoff_coefficient: 1000 must be between 1.0 and 100.0",
+            "steps[0].rate_limit.period: must be at most 1day",
+            "steps[1].sleep: must be at most 3650days",
+            "steps[2].wait_for_event.timeout: must be at most 3650days",
+            "schedules[0].catchup_window: must be at most 30days (got \"1month 13h",
+        ];
+        for e in expect {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+        // at the bound is fine
+        WorkflowDefinition::parse(
+            "name: w\nversion: 1\ntimeout: 3650days\nschedules:\n  - {cron: '* * * * *', catchup_window: 30days}\nsteps:\n  - {id: a, handler: h, timeout: 3650days, retry: {initial_interval: 1day, max_interval: 1day, backoff_coefficient: 100}, rate_limit: {limit: 1, period: 1day}}\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn names_follow_the_one_workflow_name_rule() {
+        let got = problems(
+            "name: 'x:registered'\nversion: 1\nsteps:\n  - {id: a, workflow: {name: 'x:registered'}}\n  - {id: b, handler: h, emit: {workflow: 'a}b', items: '[1]', key: 'item'}}\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "name: \"x:registered\" must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+                "steps[0].workflow.name: \"x:registered\" must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+                "steps[1].emit.workflow: \"a}b\" must be 1 to 128 characters of letters, digits, '_', '-', '.'",
+            ]
+        );
+        for name in ["docs.v2-x_y", "x:registered", "", &"a".repeat(129), "é"] {
+            let text = format!("name: '{name}'\nversion: 1\nsteps:\n  - {{id: a, handler: h}}\n");
+            assert_eq!(
+                WorkflowDefinition::parse(&text).is_ok(),
+                crate::ids::check_workflow_name("workflow", name).is_ok(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_lists_twenty_problems_and_counts_the_others() {
+        let steps: String = (0..50).map(|i| format!("  - {{id: 's {i}', handler: h}}\n")).collect();
+        let e = WorkflowDefinition::parse(&format!("name: w\nversion: 1\nsteps:\n{steps}")).unwrap_err();
+        assert_eq!(e.0.len(), 50);
+        let text = e.to_string();
+        assert!(text.ends_with("; and 30 more"), "{text}");
+        assert_eq!(text.matches("must be 1 to 64 characters").count(), 20);
+    }
+
+    #[test]
+    fn echoed_values_are_cut() {
+        let long = "x".repeat(100_000);
+        let got = problems(&format!(
+            "name: w\nversion: 1\nsteps:\n  - {{id: a, handler: '{long}', depends_on: ['{long}']}}\n"
+        ));
+        assert!(got.iter().all(|g| g.len() < 400), "{got:?}");
     }
 
     #[test]

@@ -7,6 +7,15 @@
 //! standard ones) and, where the field wants a type, a literal of the wrong one. It is then evaluated
 //! by the coordinator against [`Bindings`], converting JSON to CEL values and back.
 //!
+//! Every expression is bounded ([`crate::limits`]): its source is at most `MAX_EXPRESSION_BYTES`
+//! bytes (checked before parsing), its syntax tree at most `MAX_EXPRESSION_NODES` nodes and
+//! `MAX_EXPRESSION_DEPTH` levels deep (measured without recursion, before anything else walks it),
+//! and one evaluation spends at most `MAX_EXPRESSION_COST` units: the compiled tree is instrumented
+//! so that every comprehension step, every `+` and every `matches()` charges a per-evaluation meter
+//! with the size of what it produces, and the evaluation stops with an error once the budget is
+//! spent. `matches()` compiles its pattern with a size limit (`MAX_REGEX_BYTES`,
+//! `MAX_REGEX_PROGRAM_BYTES`) and caches it for the evaluation.
+//!
 //! JSON numbers become CEL `int`s when they are integers that fit an `i64`, `uint`s when they only
 //! fit a `u64`, and `double`s otherwise. Results convert back to JSON with timestamps as RFC 3339
 //! strings, durations as `"1.5s"`-style strings, bytes as base64, and optionals as their value (or
@@ -14,13 +23,24 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use cel::common::ast::{EntryExpr, Expr as Ast, IdedEntryExpr, LiteralValue, operators};
-use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt};
-use cel::common::value::Val;
+use cel::common::ast::{CallExpr, EntryExpr, Expr as Ast, IdedEntryExpr, LiteralValue, operators};
+use cel::common::types::{
+    CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::{CowVal, Val};
 use cel::objects::OptionalValue;
-use cel::{Context, Env, ExecutionError, IdedExpr, Program, Value};
+use cel::{Context, Env, ExecutionError, FunctionContext, IdedExpr, Program, Value};
+
+use crate::limits::{
+    MAX_ECHO_BYTES, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_COST, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES,
+    MAX_PROBLEM_BYTES, MAX_REGEX_BYTES, MAX_REGEX_PROGRAM_BYTES, cut, echo, join_problems,
+};
+
+/// Most problems one expression's error lists (a 4 KiB source can hold hundreds of syntax errors).
+const MAX_REPORTED_EXPRESSION_PROBLEMS: usize = 5;
 
 /// The standard environment every expression is compiled and evaluated with (built once).
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -99,7 +119,8 @@ pub struct Expr(Arc<Compiled>);
 
 struct Compiled {
     source: String,
-    program: Program,
+    /// The checked syntax tree, instrumented with cost charges ([`instrument`]).
+    ast: IdedExpr,
     steps_read: BTreeSet<String>,
     /// What of each value the expression reads: only that is converted when evaluating.
     input: Reads,
@@ -122,10 +143,19 @@ impl Expr {
     /// syntax error, an unknown variable (anything but `input`, `steps` and, where the scope allows
     /// them, `item` and `index`), `steps.<id>` naming a step not in scope, a use of `steps` that does
     /// not name a step statically (`steps[input.name]`), an unknown function (only CEL's standard
-    /// functions and macros), and, where `want` says so, a literal of the wrong type.
+    /// functions and macros), and, where `want` says so, a literal of the wrong type. Before all of
+    /// these, the bounds: `expression is 5000 bytes, more than the limit of 4096` (checked before
+    /// parsing), `expression has more than 1000 nodes (the limit)`, `expression nests more than 32
+    /// levels deep (the limit)`; each stops the checks.
     pub fn compile(source: &str, scope: &Scope, want: Want) -> Result<Expr, String> {
         if source.trim().is_empty() {
             return Err("empty expression".to_owned());
+        }
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err(format!(
+                "expression is {} bytes, more than the limit of {MAX_EXPRESSION_BYTES}",
+                source.len()
+            ));
         }
         let program = ENV.compile(source).map_err(|errors| {
             let messages: Vec<String> = errors
@@ -133,11 +163,13 @@ impl Expr {
                 .iter()
                 .map(|e| {
                     let message = e.msg.strip_prefix("Syntax error: ").unwrap_or(&e.msg);
+                    let message = cut(message, MAX_ECHO_BYTES);
                     format!("syntax error at {}:{}: {message}", e.pos.0, e.pos.1)
                 })
                 .collect();
-            messages.join("; ")
+            join_problems(&messages, MAX_REPORTED_EXPRESSION_PROBLEMS)
         })?;
+        measure(program.expression())?;
         let mut checker = Checker {
             scope,
             bound: Vec::new(),
@@ -158,11 +190,13 @@ impl Expr {
         } = checker;
         errors.extend(check_literal(program.expression(), want));
         if !errors.is_empty() {
-            return Err(errors.join("; "));
+            return Err(join_problems(&errors, MAX_REPORTED_EXPRESSION_PROBLEMS));
         }
+        let mut ast = program.expression().clone();
+        instrument(&mut ast);
         Ok(Expr(Arc::new(Compiled {
             source: source.to_owned(),
-            program,
+            ast,
             steps_read: steps.keys().cloned().collect(),
             input,
             item,
@@ -244,8 +278,15 @@ impl Expr {
         }
     }
 
+    /// `<source>: <message>`, the source cut to [`MAX_ECHO_BYTES`] and the message (which may hold
+    /// values from the bindings) to [`MAX_PROBLEM_BYTES`].
     fn error(&self, message: impl fmt::Display) -> String {
-        format!("{}: {message}", self.0.source)
+        let message = message.to_string();
+        format!(
+            "{}: {}",
+            cut(&self.0.source, MAX_ECHO_BYTES),
+            cut(&message, MAX_PROBLEM_BYTES)
+        )
     }
 
     /// Evaluates against a context holding only what the expression reads: the variables it names,
@@ -254,6 +295,8 @@ impl Expr {
     fn eval_value(&self, b: &Bindings) -> Result<Value, String> {
         let c = &self.0;
         let mut ctx = Context::with_env(Arc::clone(&ENV));
+        let meter = Arc::new(Meter::default());
+        add_metered_functions(&mut ctx, &meter).map_err(|e| self.error(e))?;
         if let Some(input) = c.input.convert(&b.input) {
             ctx.add_variable_as_val("input", input);
         }
@@ -280,8 +323,355 @@ impl Expr {
                 ctx.add_variable_as_val("index", Box::new(CelInt::from(index)));
             }
         }
-        c.program.execute(&ctx).map_err(|e| self.error(describe(&e)))
+        let result = Value::resolve(&c.ast, &ctx);
+        if meter.exceeded.load(Ordering::Relaxed) {
+            return Err(self.error(format!(
+                "evaluation exceeded its cost budget of {MAX_EXPRESSION_COST} units (one per comprehension \
+                 step, list element, map entry or 64 bytes of text produced): make it cheaper, or do the \
+                 work in a handler"
+            )));
+        }
+        result.map_err(|e| self.error(describe(&e)))
     }
+}
+
+/// Calls every child of `e`, in no particular order.
+fn for_each_child<'e>(e: &'e IdedExpr, mut f: impl FnMut(&'e IdedExpr)) {
+    match &e.expr {
+        Ast::Unspecified | Ast::Literal(_) | Ast::Ident(_) => {}
+        Ast::Select(s) => f(&s.operand),
+        Ast::Call(c) => {
+            if let Some(t) = &c.target {
+                f(t);
+            }
+            c.args.iter().for_each(f);
+        }
+        Ast::Comprehension(c) => {
+            for child in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                f(child);
+            }
+        }
+        Ast::List(l) => l.elements.iter().for_each(f),
+        Ast::Map(m) => m.entries.iter().for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                f(&me.key);
+                f(&me.value);
+            }
+            EntryExpr::StructField(sf) => f(&sf.value),
+        }),
+        Ast::Struct(s) => s.entries.iter().for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                f(&me.key);
+                f(&me.value);
+            }
+            EntryExpr::StructField(sf) => f(&sf.value),
+        }),
+    }
+}
+
+/// Refuses a syntax tree (macros expanded) of more than [`MAX_EXPRESSION_NODES`] nodes or more than
+/// [`MAX_EXPRESSION_DEPTH`] levels, walking it with an explicit stack (a tree from a 4 KiB source can
+/// be thousands of levels deep: `1+1+1+...`). Everything that walks a tree recursively afterwards
+/// (the checker, the instrumentation, the evaluator) runs on a tree this has accepted.
+fn measure(root: &IdedExpr) -> Result<(), String> {
+    let mut stack = vec![(root, 1_usize)];
+    let mut nodes = 0_usize;
+    while let Some((e, depth)) = stack.pop() {
+        nodes += 1;
+        if nodes > MAX_EXPRESSION_NODES {
+            return Err(format!(
+                "expression has more than {MAX_EXPRESSION_NODES} nodes (the limit; macros such as map() \
+                 count with their expansion): simplify it or split it over steps"
+            ));
+        }
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Err(format!(
+                "expression nests more than {MAX_EXPRESSION_DEPTH} levels deep (the limit; a chain such as \
+                 a + b + c nests one level per operator): simplify it or split it over steps"
+            ));
+        }
+        for_each_child(e, |child| stack.push((child, depth + 1)));
+    }
+    Ok(())
+}
+
+/// The function every charge goes through: `@baton_cost(x)` charges the evaluation's [`Meter`] with
+/// the weight of `x` and returns `x`. Its name cannot be written in CEL source.
+const COST_FUNCTION: &str = "@baton_cost";
+
+/// `matches()`, rewritten to a global call `@baton_matches(text, pattern)` evaluated by
+/// [`metered_matches`] (size-limited and cached regexes) instead of cel's own.
+const MATCHES_FUNCTION: &str = "@baton_matches";
+
+/// The largest id of the tree's nodes, for ids of the nodes [`instrument`] adds.
+fn max_id(root: &IdedExpr) -> u64 {
+    let mut stack = vec![root];
+    let mut max = root.id;
+    while let Some(e) = stack.pop() {
+        max = max.max(e.id);
+        for_each_child(e, |c| stack.push(c));
+    }
+    max
+}
+
+/// Instruments a checked tree (at most [`MAX_EXPRESSION_DEPTH`] levels: the recursion is bounded)
+/// so that evaluating it charges the evaluation's [`Meter`]:
+/// - every comprehension step: for a `map`/`filter` (the loop step appends to the result), its
+///   guard and each element it appends are wrapped in `@baton_cost(..)`, keeping the shape cel
+///   evaluates in place; for any other comprehension its loop condition is wrapped;
+/// - every `+` the expression writes (not a macro's `@result + [..]`), which can double a string or
+///   a list;
+/// - `matches()` becomes `@baton_matches(text, pattern)`.
+fn instrument(root: &mut IdedExpr) {
+    let mut next_id = max_id(root).saturating_add(1);
+    instrument_node(root, &mut next_id);
+}
+
+fn wrap(e: &mut IdedExpr, next_id: &mut u64) {
+    let inner = std::mem::take(e);
+    *e = IdedExpr {
+        id: *next_id,
+        expr: Ast::Call(CallExpr {
+            func_name: COST_FUNCTION.to_owned(),
+            target: None,
+            args: vec![inner],
+        }),
+    };
+    *next_id = next_id.saturating_add(1);
+}
+
+/// Whether `e` is a variable only macros make (`@result`): CEL source cannot name one.
+fn is_macro_variable(e: &IdedExpr) -> bool {
+    matches!(&e.expr, Ast::Ident(name) if name.starts_with('@'))
+}
+
+fn is_named(e: &IdedExpr, name: &str) -> bool {
+    matches!(&e.expr, Ast::Ident(n) if n == name)
+}
+
+/// Wraps the guard and the appended elements of a `map`/`filter` loop step (`accu + [x]` or
+/// `g ? accu + [x] : accu`, the shape cel evaluates in place) in charges; false (nothing changed)
+/// for any other step.
+fn charge_append_step(step: &mut IdedExpr, accu: &str, next_id: &mut u64) -> bool {
+    fn appended<'s>(step: &'s mut IdedExpr, accu: &str) -> Option<&'s mut Vec<IdedExpr>> {
+        match &mut step.expr {
+            Ast::Call(call) if call.func_name == operators::ADD && call.target.is_none() => {
+                match call.args.as_mut_slice() {
+                    [lhs, rhs] if is_named(lhs, accu) => match &mut rhs.expr {
+                        Ast::List(l) => Some(&mut l.elements),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+    if let Some(elements) = appended(step, accu) {
+        elements.iter_mut().for_each(|x| wrap(x, next_id));
+        return true;
+    }
+    if let Ast::Call(call) = &mut step.expr
+        && call.func_name == operators::CONDITIONAL
+        && call.target.is_none()
+        && let [guard, then, otherwise] = call.args.as_mut_slice()
+        && is_named(otherwise, accu)
+        && let Some(elements) = appended(then, accu)
+    {
+        elements.iter_mut().for_each(|x| wrap(x, next_id));
+        wrap(guard, next_id);
+        return true;
+    }
+    false
+}
+
+fn instrument_node(e: &mut IdedExpr, next_id: &mut u64) {
+    match &mut e.expr {
+        Ast::Unspecified | Ast::Literal(_) | Ast::Ident(_) => {}
+        Ast::Select(s) => instrument_node(&mut s.operand, next_id),
+        Ast::Call(c) => {
+            if let Some(t) = &mut c.target {
+                instrument_node(t, next_id);
+            }
+            c.args.iter_mut().for_each(|a| instrument_node(a, next_id));
+            if c.func_name == "matches" {
+                let mut args = Vec::with_capacity(2);
+                if let Some(t) = c.target.take() {
+                    args.push(*t);
+                }
+                args.append(&mut c.args);
+                c.func_name = MATCHES_FUNCTION.to_owned();
+                c.args = args;
+            }
+            let appends_to_accumulator = c.args.first().is_some_and(is_macro_variable);
+            if c.func_name == operators::ADD && !appends_to_accumulator {
+                wrap(e, next_id);
+            }
+        }
+        Ast::Comprehension(c) => {
+            for child in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                instrument_node(child, next_id);
+            }
+            let mut charged = false;
+            if is_named(&c.result, &c.accu_var) && matches!(c.loop_cond.expr, Ast::Literal(_)) {
+                charged = charge_append_step(&mut c.loop_step, &c.accu_var, next_id);
+            }
+            if !charged {
+                wrap(&mut c.loop_cond, next_id);
+            }
+        }
+        Ast::List(l) => l.elements.iter_mut().for_each(|x| instrument_node(x, next_id)),
+        Ast::Map(m) => m.entries.iter_mut().for_each(|entry| match &mut entry.expr {
+            EntryExpr::MapEntry(me) => {
+                instrument_node(&mut me.key, next_id);
+                instrument_node(&mut me.value, next_id);
+            }
+            EntryExpr::StructField(sf) => instrument_node(&mut sf.value, next_id),
+        }),
+        Ast::Struct(s) => s.entries.iter_mut().for_each(|entry| match &mut entry.expr {
+            EntryExpr::MapEntry(me) => {
+                instrument_node(&mut me.key, next_id);
+                instrument_node(&mut me.value, next_id);
+            }
+            EntryExpr::StructField(sf) => instrument_node(&mut sf.value, next_id),
+        }),
+    }
+}
+
+/// What one evaluation has spent of [`MAX_EXPRESSION_COST`], and the regexes it compiled.
+#[derive(Default)]
+struct Meter {
+    spent: AtomicU64,
+    /// Set by the first charge over budget; the evaluation's result is then this error, whatever
+    /// an operator made of the failed charge (`true || <error>` is `true`).
+    exceeded: AtomicBool,
+    /// Pattern -> compiled regex (at most [`MAX_CACHED_REGEXES`]), for `matches()` in a loop.
+    regexes: Mutex<HashMap<String, regex::Regex>>,
+}
+
+/// Most regexes one evaluation keeps compiled.
+const MAX_CACHED_REGEXES: usize = 16;
+
+impl Meter {
+    /// Charges `units`.
+    ///
+    /// # Errors
+    /// Once the total exceeds [`MAX_EXPRESSION_COST`] (and for every charge after that).
+    fn charge(&self, units: u64) -> Result<(), ExecutionError> {
+        let spent = self.spent.fetch_add(units, Ordering::Relaxed).saturating_add(units);
+        if spent > MAX_EXPRESSION_COST || self.exceeded.load(Ordering::Relaxed) {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return Err(ExecutionError::FunctionError {
+                function: "cost".to_owned(),
+                message: format!("evaluation exceeded its cost budget of {MAX_EXPRESSION_COST} units"),
+            });
+        }
+        Ok(())
+    }
+
+    /// What is left of the budget.
+    fn remaining(&self) -> u64 {
+        MAX_EXPRESSION_COST.saturating_sub(self.spent.load(Ordering::Relaxed))
+    }
+}
+
+/// The weight of a value in cost units: 1, plus one per list element and map entry and one per 64
+/// bytes of text or bytes, all the way down; counting stops once it passes `cap` (so weighing a
+/// huge value costs no more than the budget left), without recursion.
+fn weight(v: &dyn Val, cap: u64) -> u64 {
+    let mut total: u64 = 1;
+    let mut stack: Vec<&dyn Val> = vec![v];
+    while let Some(v) = stack.pop() {
+        if let Some(list) = v.downcast_ref::<CelList>() {
+            total = total.saturating_add(list.inner().len() as u64);
+            if total > cap {
+                return total;
+            }
+            stack.extend(list.inner().iter().map(|b| &**b));
+        } else if let Some(map) = v.downcast_ref::<CelMap>() {
+            total = total.saturating_add(map.inner().len() as u64);
+            if total > cap {
+                return total;
+            }
+            stack.extend(map.inner().values().map(|b| &**b));
+        } else if let Some(s) = v.downcast_ref::<CelString>() {
+            total = total.saturating_add((s.inner().len() / 64) as u64);
+        } else if let Some(b) = v.downcast_ref::<CelBytes>() {
+            total = total.saturating_add((b.inner().len() / 64) as u64);
+        }
+        if total > cap {
+            return total;
+        }
+    }
+    total
+}
+
+/// A function as cel's context stores it.
+type CelFunction =
+    Box<dyn for<'c, 'k> Fn(&mut FunctionContext<'c, 'k>) -> Result<CowVal<'c, 'k>, ExecutionError> + Send + Sync>;
+
+/// Adds `@baton_cost` and `@baton_matches`, charging `meter`, to an evaluation's context.
+fn add_metered_functions(ctx: &mut Context<'_, '_>, meter: &Arc<Meter>) -> Result<(), String> {
+    let m = Arc::clone(meter);
+    let cost: CelFunction = Box::new(move |ftx| {
+        let value = ftx.args.pop().ok_or_else(|| ExecutionError::FunctionError {
+            function: COST_FUNCTION.to_owned(),
+            message: "no argument".to_owned(),
+        })?;
+        m.charge(weight(&*value, m.remaining().saturating_add(1)))?;
+        Ok(value)
+    });
+    ctx.add_function(COST_FUNCTION, cost).map_err(|e| e.to_string())?;
+    let m = Arc::clone(meter);
+    let matches: CelFunction = Box::new(move |ftx| metered_matches(&m, &ftx.args).map(CowVal::owned));
+    ctx.add_function(MATCHES_FUNCTION, matches).map_err(|e| e.to_string())
+}
+
+/// `matches(text, pattern)`: whether the RE2-syntax `pattern` matches anywhere in `text`, with the
+/// pattern at most [`MAX_REGEX_BYTES`] bytes and compiled to at most [`MAX_REGEX_PROGRAM_BYTES`].
+/// Charges one unit per 64 bytes of text and of a pattern it compiles.
+fn metered_matches(meter: &Meter, args: &[CowVal<'_, '_>]) -> Result<CelBool, ExecutionError> {
+    let error = |message: String| ExecutionError::FunctionError {
+        function: "matches".to_owned(),
+        message,
+    };
+    let [text, pattern] = args else {
+        return Err(error(format!(
+            "takes a string and a pattern, got {} arguments",
+            args.len()
+        )));
+    };
+    let (Some(text), Some(pattern)) = (text.downcast_ref::<CelString>(), pattern.downcast_ref::<CelString>()) else {
+        return Err(error("takes a string and a pattern (a string)".to_owned()));
+    };
+    let (text, pattern) = (text.inner(), pattern.inner());
+    if pattern.len() > MAX_REGEX_BYTES {
+        return Err(error(format!(
+            "the pattern is {} bytes, more than the limit of {MAX_REGEX_BYTES}",
+            pattern.len()
+        )));
+    }
+    meter.charge(1 + (text.len() / 64) as u64)?;
+    let mut cache = meter.regexes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !cache.contains_key(pattern) {
+        meter.charge(1 + (pattern.len() / 64) as u64)?;
+        let compiled = regex::RegexBuilder::new(pattern)
+            .size_limit(MAX_REGEX_PROGRAM_BYTES)
+            .dfa_size_limit(MAX_REGEX_PROGRAM_BYTES)
+            .build()
+            .map_err(|e| error(format!("{} is not a valid regex: {e}", crate::limits::echo(pattern))))?;
+        if cache.len() >= MAX_CACHED_REGEXES {
+            cache.clear();
+        }
+        cache.insert(pattern.to_owned(), compiled);
+    }
+    Ok(CelBool::from(cache.get(pattern).is_some_and(|r| r.is_match(text))))
 }
 
 /// A JSON template, compiled: string values of the exact form `${{ <cel> }}` are expressions,
@@ -410,9 +800,13 @@ fn compile_node(
 fn render_node(node: &Node, b: &Bindings, path: &mut String) -> Result<serde_json::Value, String> {
     match node {
         Node::Literal(v) => Ok(v.clone()),
-        Node::Expr(e) => e
-            .eval(b)
-            .map_err(|m| if path.is_empty() { m } else { format!("{path}: {m}") }),
+        Node::Expr(e) => e.eval(b).map_err(|m| {
+            if path.is_empty() {
+                m
+            } else {
+                format!("{}: {m}", cut(path, MAX_PROBLEM_BYTES))
+            }
+        }),
         Node::Array(items) => {
             let len = path.len();
             let mut out = Vec::with_capacity(items.len());
@@ -820,11 +1214,17 @@ fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     ctx.add_variable_as_val("s", Box::new(CelString::from(s)));
     match PARSE_TIMESTAMP.execute(&ctx) {
         Ok(Value::Timestamp(t)) => Ok(t.timestamp_millis()),
-        Ok(other) => Err(format!("{s:?} is not a timestamp: {other:?}")),
-        Err(ExecutionError::FunctionError { message, .. }) => {
-            Err(format!("{s:?} is not an RFC 3339 timestamp: {message}"))
-        }
-        Err(e) => Err(format!("{s:?} is not an RFC 3339 timestamp: {}", describe(&e))),
+        Ok(other) => Err(format!("{} is not a timestamp: {}", echo(s), type_word(&other))),
+        Err(ExecutionError::FunctionError { message, .. }) => Err(format!(
+            "{} is not an RFC 3339 timestamp: {}",
+            echo(s),
+            cut(&message, MAX_ECHO_BYTES)
+        )),
+        Err(e) => Err(format!(
+            "{} is not an RFC 3339 timestamp: {}",
+            echo(s),
+            cut(&describe(&e), MAX_ECHO_BYTES)
+        )),
     }
 }
 
@@ -1356,6 +1756,284 @@ mod tests {
             format!("{:?}", compile("input.x", &[], Want::Any)),
             r#"Expr("input.x")"#
         );
+    }
+
+    /// The worst shapes of a 4 KiB source: long chains, deep nesting, long prefixes.
+    fn worst_sources() -> Vec<(&'static str, String)> {
+        let n = MAX_EXPRESSION_BYTES;
+        let fill = |unit: &str, tail: &str| {
+            let mut s = String::new();
+            while s.len() + unit.len() + tail.len() <= n {
+                s.push_str(unit);
+            }
+            s.push_str(tail);
+            s
+        };
+        let nested = |open: &str, inner: &str, close: &str| {
+            let k = (n - inner.len()) / (open.len() + close.len());
+            format!("{}{inner}{}", open.repeat(k), close.repeat(k))
+        };
+        let mut comprehension = "input.l".to_owned();
+        while comprehension.len() < n - 40 {
+            comprehension = format!("input.l.map(x, {comprehension}.size())");
+        }
+        vec![
+            ("1+1+...", fill("1+", "1 > 0")),
+            ("((((...))))", nested("(", "1", ")")),
+            ("!!!!...x", fill("!", "input.x")),
+            ("----1", fill("-", "1")),
+            ("[[[[...]]]]", nested("[", "1", "]")),
+            ("{{{{...}}}}", nested("{1: ", "1", "}")),
+            ("a.b.c.d...", format!("input{}", ".b".repeat((n - 5) / 2))),
+            (
+                "a[0][0]...",
+                format!("input.l{}", fill("[0]", "")).chars().take(n).collect(),
+            ),
+            ("f(f(f(...)))", nested("size(", "input.l", ")")),
+            ("x || x || ...", fill("input.a || ", "input.b")),
+            ("x && x && ...", fill("input.a && ", "input.b")),
+            ("a ? b : a ? b : ...", fill("input.a ? 1 : ", "2")),
+            ("nested comprehensions", comprehension),
+            ("one long string", format!("\"{}\" == input.s", "a".repeat(n - 20))),
+            (
+                "exactly 4 KiB of spaces around x",
+                format!("{}input.x{}", " ".repeat(2000), " ".repeat(n - 2007)),
+            ),
+        ]
+    }
+
+    /// Runs `f` on a thread with a 2 MiB stack, the size of a tokio worker thread's.
+    fn on_a_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(f)
+            .expect("spawn a thread")
+            .join()
+            .expect("no stack overflow, no panic")
+    }
+
+    #[test]
+    fn the_worst_4kib_shapes_neither_overflow_a_small_stack_nor_take_long() {
+        on_a_small_stack(|| {
+            let b = Bindings {
+                input: json!({"x": true, "a": false, "b": true, "s": "a", "l": [[1]]}),
+                ..Bindings::default()
+            };
+            for (shape, source) in worst_sources() {
+                assert!(source.len() <= MAX_EXPRESSION_BYTES, "{shape}: {} bytes", source.len());
+                let started = std::time::Instant::now();
+                match Expr::compile(&source, &Scope::default(), Want::Any) {
+                    Ok(e) => {
+                        let _ = e.eval(&b);
+                    }
+                    Err(e) => assert!(
+                        e.contains("(the limit") || e.starts_with("syntax error"),
+                        "{shape}: refused without naming a limit: {e}"
+                    ),
+                }
+                let took = started.elapsed();
+                assert!(took < std::time::Duration::from_secs(2), "{shape} took {took:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn the_largest_accepted_shapes_evaluate_on_a_small_stack_within_the_budget() {
+        on_a_small_stack(|| {
+            let l: Vec<i64> = (0..100).collect();
+            let b = bindings(json!({"a": 1, "l": l, "s": "x"}), &[]);
+            // the deepest nest of comprehensions that compiles: 100^k steps, stopped by the budget
+            let mut deepest = None;
+            for k in 1..40 {
+                let mut source = "x0 >= 0".to_owned();
+                for i in (0..k).rev() {
+                    source = format!("input.l.all(x{i}, {source})").replace("x0 >= 0", &format!("x{} >= 0", k - 1));
+                }
+                match Expr::compile(&source, &Scope::default(), Want::Bool) {
+                    Ok(e) => deepest = Some((k, e)),
+                    Err(e) => {
+                        assert!(e.contains("(the limit"), "{e}");
+                        break;
+                    }
+                }
+            }
+            let (k, e) = deepest.expect("one level compiles");
+            assert!(k >= 4, "only {k} nested comprehensions compile");
+            let started = std::time::Instant::now();
+            assert!(e.eval_bool(&b).unwrap_err().contains("cost budget"));
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            // the longest chain that compiles, and the widest list
+            let mut longest = None;
+            for n in 2..100 {
+                match Expr::compile(&vec!["input.a"; n].join(" + "), &Scope::default(), Want::Any) {
+                    Ok(e) => longest = Some((n, e)),
+                    Err(_) => break,
+                }
+            }
+            let (n, e) = longest.expect("a chain compiles");
+            assert_eq!(e.eval(&b).unwrap(), json!(n));
+            let wide = format!("size([{}])", vec!["1"; 990].join(","));
+            assert_eq!(compile(&wide, &[], Want::Any).eval(&b).unwrap(), json!(990));
+        });
+    }
+
+    #[test]
+    fn an_over_long_source_is_refused_before_parsing() {
+        let source = format!("{} == input.x", "1".repeat(MAX_EXPRESSION_BYTES));
+        let e = refused(&source, &[], Want::Bool);
+        assert_eq!(
+            e,
+            format!(
+                "expression is {} bytes, more than the limit of {MAX_EXPRESSION_BYTES}",
+                source.len()
+            )
+        );
+        // a megabyte of `||` is refused at once (it took seconds and hundreds of MB to parse)
+        let source = "input.a || ".repeat(100_000) + "true";
+        let started = std::time::Instant::now();
+        assert!(refused(&source, &[], Want::Bool).contains("more than the limit of 4096"));
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn too_many_nodes_or_levels_are_refused_naming_the_limit() {
+        let wide = vec!["1"; 1_100].join(",");
+        let e = refused(&format!("size([{wide}]) > 0"), &[], Want::Bool);
+        assert!(e.starts_with("expression has more than 1000 nodes (the limit"), "{e}");
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        let e = refused(&deep, &[], Want::Any);
+        assert!(
+            e.starts_with("expression nests more than 32 levels deep (the limit"),
+            "{e}"
+        );
+        let chain = vec!["input.a"; 40].join(" + ");
+        let e = refused(&chain, &[], Want::Any);
+        assert!(e.contains("more than 32 levels deep"), "{e}");
+        // within bounds: a 20-term chain and three nested comprehensions
+        compile(&vec!["input.a"; 20].join(" + "), &[], Want::Any);
+        compile("input.l.all(x, x.all(y, y.exists(z, z > 0)))", &[], Want::Bool);
+    }
+
+    #[test]
+    fn a_quadratic_comprehension_fails_fast_with_a_clear_error() {
+        let l: Vec<i64> = (0..5_000).collect();
+        let b = bindings(json!({ "l": l }), &[]);
+        for source in [
+            "size(input.l.map(x, input.l.map(y, x)))",
+            "size(input.l.map(x, input.l))",
+            "input.l.all(x, input.l.all(y, y >= 0))",
+            "input.l.exists(x, input.l.exists(y, y < 0))",
+            "size(input.l.filter(x, input.l.filter(y, false) == [])) > 0",
+            "input.l.exists_one(x, input.l.exists_one(y, y == x))",
+            "input.l.all(x, input.l.all(y, 1 / 0 == y))",
+        ] {
+            let e = compile(source, &[], Want::Any);
+            let started = std::time::Instant::now();
+            let err = e.eval(&b).unwrap_err();
+            let took = started.elapsed();
+            assert!(
+                err.starts_with(&format!(
+                    "{source}: evaluation exceeded its cost budget of {MAX_EXPRESSION_COST} units"
+                )),
+                "{err}"
+            );
+            // about 1 s unoptimised on a loaded machine, a tenth of that optimised (it took 5 s and
+            // 1.26 GB optimised before the budget)
+            let limit = if cfg!(debug_assertions) { 10 } else { 1 };
+            assert!(took < std::time::Duration::from_secs(limit), "{source} took {took:?}");
+        }
+        // one pass over the same list is well within the budget
+        let e = compile("size(input.l.map(x, x * 2).filter(x, x % 3 == 0)) > 0", &[], Want::Bool);
+        assert!(e.eval_bool(&b).unwrap());
+    }
+
+    #[test]
+    fn growing_strings_and_lists_are_charged() {
+        let b = bindings(json!({ "s": "a".repeat(100_000), "l": vec![0; 100_000] }), &[]);
+        let doubling = |x: &str| {
+            let mut e = x.to_owned();
+            for _ in 0..7 {
+                e = format!("({e} + {e})");
+            }
+            e
+        };
+        for source in [doubling("input.s"), doubling("input.l")] {
+            let source = format!("size({source})");
+            assert!(source.len() <= MAX_EXPRESSION_BYTES);
+            let err = compile(&source, &[], Want::Any).eval(&b).unwrap_err();
+            assert!(err.contains("evaluation exceeded its cost budget"), "{err}");
+        }
+        let e = compile("size((input.s + input.s) + (input.s + input.s))", &[], Want::Any);
+        assert_eq!(e.eval(&b).unwrap(), json!(400_000));
+    }
+
+    #[test]
+    fn matches_bounds_its_patterns() {
+        let b = bindings(
+            json!({"s": "aaa", "p": "a".repeat(2_000), "big": "(a{100}){100}{100}"}),
+            &[],
+        );
+        let e = compile("input.s.matches(input.p)", &[], Want::Bool);
+        let err = e.eval_bool(&b).unwrap_err();
+        assert!(
+            err.contains("matches(): the pattern is 2000 bytes, more than the limit of 1024"),
+            "{err}"
+        );
+        let e = compile("matches(input.s, input.big)", &[], Want::Bool);
+        let err = e.eval_bool(&b).unwrap_err();
+        assert!(
+            err.contains("is not a valid regex") && err.contains("size limit"),
+            "{err}"
+        );
+        let e = compile(r#"input.s.matches("^a+$") && matches(input.s, "a")"#, &[], Want::Bool);
+        assert!(e.eval_bool(&b).unwrap());
+        let e = compile(r#"input.s.matches("(")"#, &[], Want::Bool);
+        assert!(e.eval_bool(&b).unwrap_err().contains("is not a valid regex"));
+    }
+
+    #[test]
+    fn a_blown_budget_is_not_hidden_by_an_absorbing_operator() {
+        let l: Vec<i64> = (0..5_000).collect();
+        let b = bindings(json!({ "l": l }), &[]);
+        let e = compile("true || size(input.l.map(x, input.l)) > 0", &[], Want::Bool);
+        assert!(e.eval_bool(&b).unwrap(), "short-circuits: never evaluated");
+        let e = compile("size(input.l.map(x, input.l)) > 0 || true", &[], Want::Bool);
+        assert!(e.eval_bool(&b).unwrap_err().contains("cost budget"));
+    }
+
+    #[test]
+    fn many_problems_are_counted_not_listed() {
+        // found by the `definition` fuzz target: 70 bytes gave a 3.8 KB error, 4 KiB a 200 KB one
+        let source = format!("(index{}", "#".repeat(4_000));
+        let e = refused(&source, &[], Want::Any);
+        assert!(e.len() < 1_000, "{} bytes: {e}", e.len());
+        assert!(e.ends_with("more"), "{e}");
+        let unknown: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        let e = refused(&unknown.join(" + "), &[], Want::Any);
+        assert!(e.len() < 1_000, "{} bytes: {e}", e.len());
+    }
+
+    #[test]
+    fn values_from_the_bindings_are_cut_in_evaluation_errors() {
+        let long = "x".repeat(100_000);
+        let b = bindings(json!({ "at": long, "n": long }), &[]);
+        let err = compile("input.at", &[], Want::Time).eval_time_ms(&b).unwrap_err();
+        assert!(
+            err.len() < 1_000 && err.contains("is not an RFC 3339 timestamp"),
+            "{err}"
+        );
+        let err = compile("input.n + 1", &[], Want::Any).eval(&b).unwrap_err();
+        assert!(err.len() < 2_000, "{} bytes", err.len());
+    }
+
+    #[test]
+    fn long_sources_are_cut_in_evaluation_errors() {
+        let source = format!("input.missing == \"{}\"", "a".repeat(1_000));
+        let err = compile(&source, &[], Want::Bool)
+            .eval_bool(&bindings(json!({}), &[]))
+            .unwrap_err();
+        assert!(err.len() < 400, "{err}");
+        assert!(err.ends_with("…: no such key: missing"), "{err}");
     }
 
     fn json_without_expressions() -> impl Strategy<Value = serde_json::Value> {

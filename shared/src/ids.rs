@@ -36,26 +36,35 @@ pub fn is_run_id(s: &str) -> bool {
     Uuid::parse_str(s).is_ok()
 }
 
+/// Longest workflow name, in bytes.
+pub const MAX_WORKFLOW_NAME_BYTES: usize = 128;
+
+/// The rule of a workflow name, as errors say it (after the echoed name).
+pub const WORKFLOW_NAME_RULE: &str = "must be 1 to 128 characters of letters, digits, '_', '-', '.'";
+
+/// Whether `name` is a valid workflow name: 1 to [`MAX_WORKFLOW_NAME_BYTES`] of ASCII letters,
+/// digits, `_`, `-`, `.`. No `:`, `{`, `}` or space, so that no name can alias an internal Redis key
+/// such as `<prefix>:wf:<name>:registered`. The one rule for a definition's `name`, its
+/// sub-workflow references (`workflow: {name}`) and emitter targets (`emit.workflow`), and every
+/// name a caller sends to look a workflow up.
+pub fn is_workflow_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_WORKFLOW_NAME_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// Checks a workflow name that a caller sends to look a workflow up (GetWorkflow, SubmitRun,
-/// CreateSchedule, a sub-workflow reference): the same rule as a definition's `name` (1 to 128 of
-/// letters, digits, `_`, `-`, `.`), so that no name can alias an internal Redis key such as
-/// `<prefix>:wf:<name>:registered`.
+/// CreateSchedule, a sub-workflow reference) with [`is_workflow_name`].
 ///
 /// # Errors
 /// `"<field>: <echoed value> must be 1 to 128 characters of letters, digits, '_', '-', '.'"`.
 pub fn check_workflow_name(field: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
+    if is_workflow_name(name) {
         Ok(())
     } else {
-        Err(format!(
-            "{field}: {} must be 1 to 128 characters of letters, digits, '_', '-', '.'",
-            crate::limits::echo(name)
-        ))
+        Err(format!("{field}: {} {WORKFLOW_NAME_RULE}", crate::limits::echo(name)))
     }
 }
 

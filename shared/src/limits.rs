@@ -34,11 +34,57 @@ pub const MAX_EXPRESSION_NODES: usize = 1_000;
 /// Deepest nesting of one CEL expression (operators, calls, parentheses, comprehensions).
 pub const MAX_EXPRESSION_DEPTH: usize = 32;
 
+/// Most cost units one evaluation of a CEL expression may spend. A unit is one comprehension
+/// step (an iteration of `map`, `filter`, `all`, `exists`, `exists_one`), or one list element, map
+/// entry or 64 bytes of text in a value a comprehension step, a `+` or a `matches()` produces or reads.
+/// An evaluation over budget stops at once and fails with
+/// `<source>: evaluation exceeded its cost budget of 1000000 units ...`.
+pub const MAX_EXPRESSION_COST: u64 = 1_000_000;
+
+/// Longest regular expression `matches()` compiles, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1_024;
+
+/// Largest compiled form of one regular expression (the `regex` crate's `size_limit`), in bytes.
+pub const MAX_REGEX_PROGRAM_BYTES: usize = 256 * 1024;
+
 /// Most sub-workflow levels below a root run: a run at this depth may not start a child.
 pub const MAX_WORKFLOW_DEPTH: u32 = 16;
 
 /// Most bytes of a caller's value echoed back in an error message.
 pub const MAX_ECHO_BYTES: usize = 200;
+
+/// Most problems one error lists (a definition's, an expression's); the others are only counted.
+pub const MAX_REPORTED_PROBLEMS: usize = 20;
+
+/// Longest text of one problem in an error (its path, its message), in bytes; longer is cut.
+pub const MAX_PROBLEM_BYTES: usize = 1_024;
+
+/// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+}
+
+/// The first `max` of `problems` joined with `; `, and how many more there are
+/// (`a; b; and 7 more`).
+pub fn join_problems(problems: &[String], max: usize) -> String {
+    let mut out = problems
+        .iter()
+        .take(max)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > max {
+        out.push_str(&format!("; and {} more", problems.len() - max));
+    }
+    out
+}
 
 /// `value` as it may be echoed in an error: quoted (Debug form), and cut to at most
 /// [`MAX_ECHO_BYTES`] bytes of the original at a character boundary, with the original length
@@ -63,12 +109,27 @@ pub fn check_duration(d: Duration, max: Duration) -> Result<Duration, String> {
     if d > max {
         Err(format!(
             "must be at most {} (got {})",
-            crate::duration::format(max),
+            format_bound(max),
             echo(&crate::duration::format(d))
         ))
     } else {
         Ok(d)
     }
+}
+
+/// A bound as people read it: whole days as `3650days` / `1day` (humantime would say
+/// `9years 11months 27days 21h 50m 24s`), anything else as [`crate::duration::format`] does.
+pub fn format_bound(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 && secs.is_multiple_of(DAY.as_secs()) {
+        let days = secs / DAY.as_secs();
+        return if days == 1 {
+            "1day".to_owned()
+        } else {
+            format!("{days}days")
+        };
+    }
+    crate::duration::format(d)
 }
 
 #[cfg(test)]
@@ -89,9 +150,21 @@ mod tests {
     }
 
     #[test]
+    fn problems_are_cut_and_counted() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("aéb", 2), "a…");
+        let many: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+        assert_eq!(join_problems(&many, 3), "0; 1; 2; and 5 more");
+        assert_eq!(join_problems(&many[..2], 3), "0; 1");
+    }
+
+    #[test]
     fn durations_over_their_maximum_are_refused() {
         assert!(check_duration(DAY, MAX_RETRY_INTERVAL).is_ok());
         let e = check_duration(Duration::from_secs(u64::MAX), MAX_RETRY_INTERVAL).unwrap_err();
-        assert!(e.starts_with("must be at most 1day"), "{e}");
+        assert!(e.starts_with("must be at most 1day (got \"584542046090years"), "{e}");
+        let e = check_duration(MAX_TIMEOUT + DAY, MAX_TIMEOUT).unwrap_err();
+        assert!(e.starts_with("must be at most 3650days (got "), "{e}");
+        assert_eq!(format_bound(Duration::from_secs(90)), "1m 30s");
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::MAX_RETRY_INTERVAL;
+
 /// When and whether a failed attempt is tried again.
 ///
 /// The delay before attempt `n + 1` (after attempt `n` failed) is
@@ -70,19 +72,32 @@ pub enum RetryDecision {
 }
 
 impl RetryPolicy {
-    /// The delay before attempt `attempt + 1` without jitter (`attempt` is 1-based).
-    pub fn base_delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(1_000) as i32;
-        let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exp);
-        let max = self.max_interval.as_secs_f64();
-        Duration::from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+    /// The longest delay this policy can give: `max_interval`, and never more than
+    /// [`MAX_RETRY_INTERVAL`] (a policy from before that bound, or built in code, may hold more).
+    pub fn delay_cap(&self) -> Duration {
+        self.max_interval.min(MAX_RETRY_INTERVAL)
     }
 
-    /// The jittered delay before attempt `attempt + 1`, given a random sample in `[0, 1)`.
+    /// The delay before attempt `attempt + 1` without jitter (`attempt` is 1-based): never more
+    /// than [`delay_cap`](Self::delay_cap), and never a panic, whatever the policy holds (a NaN or
+    /// negative coefficient, huge intervals: anything not a finite delay below the cap is the cap).
+    pub fn base_delay(&self, attempt: u32) -> Duration {
+        let cap = self.delay_cap();
+        let exp = i32::try_from(attempt.saturating_sub(1).min(1_000)).unwrap_or(1_000);
+        let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exp);
+        if secs.is_nan() || secs < 0.0 {
+            return cap; // NaN or negative
+        }
+        Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
+    }
+
+    /// The jittered delay before attempt `attempt + 1`, given a random sample in `[0, 1)`: in
+    /// `[base * (1 - jitter), base]`; a jitter or sample that is not a number counts as 0.
     pub fn delay_with(&self, attempt: u32, sample: f64) -> Duration {
         let base = self.base_delay(attempt);
-        let cut = self.jitter.clamp(0.0, 1.0) * sample.clamp(0.0, 1.0);
-        base.mul_f64(1.0 - cut)
+        let unit = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
+        let cut = unit(self.jitter) * unit(sample);
+        Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 - cut)).map_or(base, |d| d.min(base))
     }
 
     /// Delays between successive attempts without jitter: `max_attempts - 1` of them.
@@ -131,6 +146,56 @@ mod tests {
             prop_assert!(delay <= base);
             prop_assert!(delay.as_secs_f64() >= base.as_secs_f64() * (1.0 - jitter) - 1e-9);
         }
+    }
+
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (0u64..100_000).prop_map(Duration::from_millis),
+            any::<u64>().prop_map(Duration::from_secs),
+            Just(Duration::MAX),
+            Just(Duration::ZERO),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a policy holds (huge or zero intervals, NaN, infinite or negative numbers), a
+        /// delay is computed without a panic and never exceeds `max_interval` or the bound.
+        #[test]
+        fn no_policy_panics_or_exceeds_its_caps(
+            attempt in any::<u32>(),
+            initial in any_duration(),
+            max in any_duration(),
+            coefficient in prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(-2.0), Just(1e300)],
+            jitter in prop_oneof![any::<f64>(), Just(f64::NAN), 0.0f64..1.0],
+            sample in prop_oneof![any::<f64>(), Just(f64::NAN), 0.0f64..1.0],
+        ) {
+            let policy = RetryPolicy {
+                max_attempts: u32::MAX,
+                initial_interval: initial,
+                backoff_coefficient: coefficient,
+                max_interval: max,
+                jitter,
+                non_retryable_errors: vec![],
+            };
+            let base = policy.base_delay(attempt);
+            let delay = policy.delay_with(attempt, sample);
+            prop_assert!(base <= max && base <= MAX_RETRY_INTERVAL);
+            prop_assert!(delay <= base);
+            if let RetryDecision::RetryAfter(d) = policy.decide(attempt.min(u32::MAX - 1), "", true) {
+                prop_assert!(d <= base.max(policy.delay_cap()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_huge_interval_of_defect_3_is_capped() {
+        let policy = RetryPolicy {
+            initial_interval: Duration::from_secs(u64::MAX),
+            max_interval: Duration::from_secs(u64::MAX),
+            ..Default::default()
+        };
+        assert_eq!(policy.base_delay(1), MAX_RETRY_INTERVAL);
+        assert!(policy.delay_with(7, 0.5) <= MAX_RETRY_INTERVAL);
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl CronSchedule {
                 "the time zone is empty; give an IANA time zone name such as \"Europe/Paris\" or \"UTC\"".to_string()
             } else {
                 format!(
-                    "{timezone:?} is not an IANA time zone name (names are case-sensitive, \
-                     such as \"Europe/Paris\", \"America/New_York\" or \"UTC\")"
+                    "{} is not an IANA time zone name (names are case-sensitive, \
+                     such as \"Europe/Paris\", \"America/New_York\" or \"UTC\")",
+                    crate::limits::echo(timezone)
                 )
             };
             ScheduleError::new("timezone", message)
@@ -243,7 +244,12 @@ impl CronSchedule {
 
 /// Parses the expression with croner, refusing what is not 5 or 6 fields (or a nickname).
 fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
-    let invalid = |what: String| ScheduleError::new("cron", format!("invalid cron expression {expr:?}: {what}"));
+    let invalid = |what: String| {
+        ScheduleError::new(
+            "cron",
+            format!("invalid cron expression {}: {what}", crate::limits::echo(expr)),
+        )
+    };
     if expr.is_empty() {
         return Err(ScheduleError::new(
             "cron",
@@ -291,7 +297,11 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
                     CronError::IllegalCharacters(_) => format!("unexpected characters; {}", field_syntax(names[i])),
                     other => cron_error_text(&other),
                 };
-                return invalid(format!("the {} field {field:?}{seconds_first}: {text}", names[i]));
+                return invalid(format!(
+                    "the {} field {}{seconds_first}: {text}",
+                    names[i],
+                    crate::limits::echo(field)
+                ));
             }
         }
         invalid(cron_error_text(&e))
@@ -384,7 +394,11 @@ impl OverlapPolicy {
                 let words: Vec<&str> = Self::ALL.iter().map(|policy| policy.word()).collect();
                 ScheduleError::new(
                     "overlap",
-                    format!("unknown overlap policy {s:?}; use one of {}", words.join(", ")),
+                    format!(
+                        "unknown overlap policy {}; use one of {}",
+                        crate::limits::echo(s),
+                        words.join(", ")
+                    ),
                 )
             })
     }
@@ -436,6 +450,31 @@ pub fn decide(
         (Some(_), OverlapPolicy::BufferOne) => TickAction::Buffer,
         (Some(_), OverlapPolicy::CancelOther) => TickAction::CancelPreviousThenFire,
     }
+}
+
+/// A catch-up window in ms as [`decide`] takes it, from the `u64` ms a schedule record or a
+/// `CreateScheduleRequest` holds: saturating at `i64::MAX` instead of wrapping negative (a window
+/// of 2^63 ms or more used to become 0 and skip every tick).
+pub fn window_ms(catchup_window_ms: u64) -> i64 {
+    i64::try_from(catchup_window_ms).unwrap_or(i64::MAX)
+}
+
+/// Checks the `catchup_window_ms` of a `CreateScheduleRequest`: 0 means the default
+/// ([`crate::definition::DEFAULT_CATCHUP_WINDOW`]), anything else must be at most
+/// [`crate::limits::MAX_CATCHUP_WINDOW`]. Returns the window to store, in ms.
+///
+/// # Errors
+/// `catchup_window_ms: must be at most 30days (got "...")`, for `INVALID_ARGUMENT`.
+pub fn check_catchup_window_ms(catchup_window_ms: u64) -> Result<u64, String> {
+    if catchup_window_ms == 0 {
+        return Ok(u64::try_from(crate::definition::DEFAULT_CATCHUP_WINDOW.as_millis()).unwrap_or(u64::MAX));
+    }
+    crate::limits::check_duration(
+        Duration::from_millis(catchup_window_ms),
+        crate::limits::MAX_CATCHUP_WINDOW,
+    )
+    .map(|_| catchup_window_ms)
+    .map_err(|e| format!("catchup_window_ms: {e}"))
 }
 
 /// A duration in ms for a reason text ("2h 5m 3s"), to the second when it is at least one.
@@ -767,6 +806,38 @@ mod tests {
             decide(tick, tick + 250, -5, None, OverlapPolicy::Skip),
             TickAction::Skip("missed: the coordinator was down; 250ms late, over the catch-up window of 0s".into())
         );
+    }
+
+    #[test]
+    fn long_values_are_echoed_cut() {
+        let long = "x".repeat(100_000);
+        assert!(err(&long, "UTC").message.len() < 500);
+        assert!(err("* * * * *", &long).message.len() < 500);
+        assert!(OverlapPolicy::parse(&long).unwrap_err().message.len() < 500);
+    }
+
+    #[test]
+    fn a_huge_catchup_window_saturates_and_is_refused_at_the_edge() {
+        let now = utc(2030, 1, 1, 0, 0, 0);
+        // 2^63 ms and more used to wrap negative, then count as 0: every tick was skipped
+        for window in [1_u64 << 63, u64::MAX] {
+            assert_eq!(
+                decide(now - 1_000, now, window_ms(window), None, OverlapPolicy::Skip),
+                TickAction::Fire
+            );
+        }
+        assert_eq!(
+            decide(i64::MIN, i64::MAX, window_ms(u64::MAX), None, OverlapPolicy::Skip),
+            TickAction::Fire
+        );
+        assert!(matches!(
+            decide(i64::MIN, i64::MAX, 0, None, OverlapPolicy::Skip),
+            TickAction::Skip(_)
+        ));
+        assert_eq!(check_catchup_window_ms(0), Ok(3_600_000));
+        assert_eq!(check_catchup_window_ms(60_000), Ok(60_000));
+        let e = check_catchup_window_ms(u64::MAX).unwrap_err();
+        assert!(e.starts_with("catchup_window_ms: must be at most 30days (got "), "{e}");
     }
 
     #[test]
