@@ -4,6 +4,7 @@
 //! Exit status: 0 on success; 1 when a run that was waited for or watched ended in `failed`,
 //! `cancelled` or `timed_out`; 2 for any error (bad arguments or input, gRPC errors, no connection).
 
+mod bench;
 mod client;
 mod render;
 
@@ -68,6 +69,12 @@ pub enum Command {
     /// Start runs on a cron schedule.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Measure a running coordinator and its workers (starts nothing; needs a `baton-worker`
+    /// serving `echo`): one-step runs/s as a polling client sees them and as the engine's own
+    /// timestamps say, ms per step of a 50-step chain, 1,000- and 10,000-element fan-outs with a
+    /// join, and GetRun p50/p99 with 100,000 stored runs. Prints medians of `--repeat` repetitions;
+    /// `--quick` for a small version.
+    Bench(bench::BenchArgs),
 }
 
 /// `baton workflow ...`
@@ -663,6 +670,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Schedule(command) => schedule(&cli.addr, output, command).await?,
+        Command::Bench(args) => bench::run(&cli.addr, output, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
