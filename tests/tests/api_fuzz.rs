@@ -235,7 +235,7 @@ struct DefGen {
 /// A definition document, and (for a structured one) its name, so that later calls can use it.
 #[derive(Clone, Debug)]
 enum Definition {
-    Structured(DefGen),
+    Structured(Box<DefGen>),
     Raw(Text),
 }
 
@@ -315,7 +315,7 @@ fn definition() -> impl Strategy<Value = Definition> {
     )
         .prop_map(
             |(name, version, steps, timeout, schedule, on_event, max_concurrent_runs, pretty)| {
-                Definition::Structured(DefGen {
+                Definition::Structured(Box::new(DefGen {
                     name,
                     version,
                     steps,
@@ -324,7 +324,7 @@ fn definition() -> impl Strategy<Value = Definition> {
                     on_event,
                     max_concurrent_runs,
                     pretty,
-                })
+                }))
             },
         );
     let raw = prop_oneof![
@@ -1012,8 +1012,15 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
             if answer.is_some() {
                 // The handlers whose queues the coordinator declared, for the clean-up (read from
                 // the generator, not by parsing the document again in this process).
-                if let Definition::Structured(d) = def {
-                    t.handlers.extend(d.handlers());
+                match def {
+                    Definition::Structured(d) => t.handlers.extend(d.handlers()),
+                    // A raw document that registered is small and shallow (the fuzz thread has a
+                    // large stack anyway).
+                    Definition::Raw(_) => {
+                        if let Ok(parsed) = baton_shared::definition::WorkflowDefinition::parse(&doc) {
+                            t.handlers.extend(parsed.handlers());
+                        }
+                    }
                 }
                 if let Some(name) = name {
                     t.workflows.push(name);
