@@ -7,7 +7,8 @@
 //! - **one-step runs**: N runs of a one-step workflow submitted with 64 in flight, each awaited by
 //!   polling `GetRun`. Two rates: what the client observed (runs / wall time from the first submit to
 //!   the last run seen finished) and the engine's own (runs / time from the first run's `created_at`
-//!   to the last run's `finished_at`, both from the runs' own timestamps).
+//!   to the last run's `finished_at`, both from the runs' own timestamps); and the median time per
+//!   run as each side sees it (submit to seen finished; `created_at` to `finished_at`).
 //! - **chain**: one run of a 50-step chain; milliseconds per step from the run's own timestamps
 //!   (`(finished_at - created_at) / 50`).
 //! - **fan-out**: one run of a `for_each` step over 1,000 and over 10,000 elements (at most 100 at
@@ -170,23 +171,28 @@ pub async fn run(addr: &str, output: Output, args: BenchArgs) -> Result<()> {
             Part::Runs => {
                 let mut client_rates = Vec::new();
                 let mut engine_rates = Vec::new();
+                let mut client_ms = Vec::new();
+                let mut engine_ms = Vec::new();
                 for rep in 1..=args.repeat {
-                    let (client_rate, engine_rate) =
-                        bench.one_step_runs(&workflows.one, plan.runs, args.in_flight).await?;
+                    let r = bench.one_step_runs(&workflows.one, plan.runs, args.in_flight).await?;
                     note(
                         output,
                         &format!(
-                            "  one-step runs #{rep}: client {client_rate:.0} runs/s, engine {engine_rate:.0} runs/s"
+                            "  one-step runs #{rep}: client {:.0} runs/s, engine {:.0} runs/s; per run: client {:.1} ms, engine {:.1} ms",
+                            r.client_rate, r.engine_rate, r.client_ms, r.engine_ms
                         ),
                     );
-                    client_rates.push(client_rate);
-                    engine_rates.push(engine_rate);
+                    client_rates.push(r.client_rate);
+                    engine_rates.push(r.engine_rate);
+                    client_ms.push(r.client_ms);
+                    engine_ms.push(r.engine_ms);
                 }
                 let (c, e) = (median(&mut client_rates), median(&mut engine_rates));
+                let (cm, em) = (median(&mut client_ms), median(&mut engine_ms));
                 line(
                     output,
                     &format!(
-                        "one-step runs ({} runs, {} in flight, awaited by polling GetRun): client-observed {c:.0} runs/s, engine {e:.0} runs/s (client/engine {:.2})",
+                        "one-step runs ({} runs, {} in flight, awaited by polling GetRun): client-observed {c:.0} runs/s, engine {e:.0} runs/s (client/engine {:.2}); median per run: client {cm:.1} ms from submit to seen finished, engine {em:.1} ms from created_at to finished_at",
                         plan.runs,
                         args.in_flight,
                         ratio(c, e)
@@ -195,8 +201,8 @@ pub async fn run(addr: &str, output: Output, args: BenchArgs) -> Result<()> {
                 report.insert(
                     "one_step_runs".into(),
                     json!({"runs": plan.runs, "in_flight": args.in_flight, "client_runs_per_s": c,
-                           "engine_runs_per_s": e, "client_runs_per_s_each": client_rates,
-                           "engine_runs_per_s_each": engine_rates}),
+                           "engine_runs_per_s": e, "client_run_ms": cm, "engine_run_ms": em,
+                           "client_runs_per_s_each": client_rates, "engine_runs_per_s_each": engine_rates}),
                 );
             }
             Part::Chain => {
@@ -406,11 +412,10 @@ impl Bench {
         Ok(())
     }
 
-    /// N one-step runs, `in_flight` at a time, each awaited by polling: answers (client-observed
-    /// runs/s, engine runs/s).
-    async fn one_step_runs(&self, workflow: &str, n: u32, in_flight: u32) -> Result<(f64, f64)> {
+    /// N one-step runs, `in_flight` at a time, each awaited by polling.
+    async fn one_step_runs(&self, workflow: &str, n: u32, in_flight: u32) -> Result<OneStep> {
         let start = Instant::now();
-        let mut set: JoinSet<Result<Run>> = JoinSet::new();
+        let mut set: JoinSet<Result<(Run, f64)>> = JoinSet::new();
         let mut runs = Vec::with_capacity(n as usize);
         for i in 0..n {
             while set.len() >= in_flight as usize {
@@ -418,16 +423,27 @@ impl Bench {
             }
             let bench = self.clone_handle();
             let wf = workflow.to_owned();
-            set.spawn(async move { bench.one_run(&wf, json!({"i": i})).await });
+            set.spawn(async move {
+                let submitted = Instant::now();
+                let run = bench.one_run(&wf, json!({"i": i})).await?;
+                Ok((run, submitted.elapsed().as_secs_f64() * 1_000.0))
+            });
         }
         while let Some(r) = set.join_next().await {
             runs.push(joined(Some(r))?);
         }
         let wall = start.elapsed().as_secs_f64();
-        let first_created = runs.iter().map(|r| ms(&r.created_at)).min().unwrap_or(0);
-        let last_finished = runs.iter().map(|r| ms(&r.finished_at)).max().unwrap_or(0);
+        let first_created = runs.iter().map(|(r, _)| ms(&r.created_at)).min().unwrap_or(0);
+        let last_finished = runs.iter().map(|(r, _)| ms(&r.finished_at)).max().unwrap_or(0);
         let engine_secs = (last_finished.saturating_sub(first_created)).max(1) as f64 / 1_000.0;
-        Ok((f64::from(n) / wall.max(1e-9), f64::from(n) / engine_secs))
+        let mut client_ms: Vec<f64> = runs.iter().map(|(_, c)| *c).collect();
+        let mut engine_ms: Vec<f64> = runs.iter().map(|(r, _)| run_ms(r)).collect();
+        Ok(OneStep {
+            client_rate: f64::from(n) / wall.max(1e-9),
+            engine_rate: f64::from(n) / engine_secs,
+            client_ms: median(&mut client_ms),
+            engine_ms: median(&mut engine_ms),
+        })
     }
 
     /// A handle for a spawned task (the client is a cheap clone of one channel).
@@ -503,6 +519,18 @@ impl Bench {
         latencies.sort_by(f64::total_cmp);
         Ok((percentile(&latencies, 50.0), percentile(&latencies, 99.0)))
     }
+}
+
+/// One repetition of the one-step runs.
+struct OneStep {
+    /// Runs per second from the first submit to the last run seen finished by polling.
+    client_rate: f64,
+    /// Runs per second from the first run's `created_at` to the last run's `finished_at`.
+    engine_rate: f64,
+    /// Median ms from a submit to the poll that saw its run finished.
+    client_ms: f64,
+    /// Median ms from a run's `created_at` to its `finished_at`.
+    engine_ms: f64,
 }
 
 /// A tiny xorshift64 generator: enough to pick runs at random without another dependency.
