@@ -69,11 +69,14 @@ pub enum Command {
     /// Start runs on a cron schedule.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Measure a running coordinator and its workers (starts nothing; needs a `baton-worker`
-    /// serving `echo`): one-step runs/s as a polling client sees them and as the engine's own
-    /// timestamps say, ms per step of a 50-step chain, 1,000- and 10,000-element fan-outs with a
-    /// join, and GetRun p50/p99 with 100,000 stored runs. Prints medians of `--repeat` repetitions;
-    /// `--quick` for a small version.
+    /// Measure a running coordinator and its workers, and print medians.
+    ///
+    /// Starts nothing: registers its own workflows (`bench-<id>-...`) and needs a `baton-worker`
+    /// serving `echo` in the coordinator's namespace. Measures one-step runs/s as a polling client
+    /// sees them and as the engine's own timestamps say, ms per step of a 50-step chain, 1,000- and
+    /// 10,000-element fan-outs with a join, and GetRun p50/p99 with 100,000 stored runs; each
+    /// `--repeat` times. `--quick` for a small version. Results on standard output, progress on
+    /// standard error.
     Bench(bench::BenchArgs),
 }
 
