@@ -1266,13 +1266,44 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a case did not pass.
+enum Failed {
+    /// The input broke the property.
+    Input(String),
+    /// No cluster could be started (Redis or RabbitMQ down, a build problem): not the input's
+    /// fault, so the run stops instead of shrinking it.
+    Harness(String),
+}
+
+impl From<String> for Failed {
+    fn from(e: String) -> Self {
+        Failed::Input(e)
+    }
+}
+
+/// A fresh target; a failure (also a panic of the harness) is a [`Failed::Harness`].
+async fn fresh_target() -> Result<Target, Failed> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(Target::start()).catch_unwind().await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(Failed::Harness(e)),
+        Err(panic) => Err(Failed::Harness(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the harness panicked".into()),
+        )),
+    }
+}
+
 /// Runs one case on the live target (starting a fresh one when there is none): every call, then
 /// the process and health checks.
-async fn case(slot: &Mutex<Option<Target>>, calls: &[Call]) -> Result<(), String> {
-    let taken = slot.lock().map_err(|_| "poisoned".to_string())?.take();
+async fn case(slot: &Mutex<Option<Target>>, calls: &[Call]) -> Result<(), Failed> {
+    let taken = slot.lock().map_err(|_| Failed::Harness("poisoned".into()))?.take();
     let mut t = match taken {
         Some(t) => t,
-        None => Target::start().await?,
+        None => fresh_target().await?,
     };
     t.channel = connect(&t.cluster.addr)?;
     let mut result = Ok(());
@@ -1282,14 +1313,24 @@ async fn case(slot: &Mutex<Option<Target>>, calls: &[Call]) -> Result<(), String
             break;
         }
     }
-    let healthy = if !alive(t.coordinator_pid) {
-        Err(format!(
+    let died = |t: &Target| {
+        format!(
             "the coordinator process (pid {}) died; see target/<profile>/e2e-logs/{}-coordinator.log",
             t.coordinator_pid, t.cluster.namespace
-        ))
+        )
+    };
+    let healthy = if !alive(t.coordinator_pid) {
+        Err(died(&t))
     } else {
         // On a connection of its own, so that a connection a call broke does not count.
-        serving(&connect(&t.cluster.addr)?).await
+        match serving(&connect(&t.cluster.addr)?).await {
+            Ok(()) => Ok(()),
+            // A process that is aborting still shows in /proc for a moment: say so when it was that.
+            Err(e) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Err(if alive(t.coordinator_pid) { e } else { died(&t) })
+            }
+        }
     };
     if let Err(e) = &healthy {
         result = match result {
@@ -1298,12 +1339,12 @@ async fn case(slot: &Mutex<Option<Target>>, calls: &[Call]) -> Result<(), String
         };
     }
     if healthy.is_ok() {
-        *slot.lock().map_err(|_| "poisoned".to_string())? = Some(t);
+        *slot.lock().map_err(|_| Failed::Harness("poisoned".into()))? = Some(t);
     } else {
         // A dead or unhealthy coordinator: the next case starts on a fresh cluster.
         t.finish();
     }
-    result
+    result.map_err(Failed::Input)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -1334,8 +1375,11 @@ fn fuzz() {
         .expect("runtime");
     let slot: Mutex<Option<Target>> = Mutex::new(None);
     // The first cluster starts before the clock does.
-    let first = rt.block_on(Target::start()).expect("start the cluster");
-    *slot.lock().expect("slot") = Some(first);
+    match rt.block_on(fresh_target()) {
+        Ok(first) => *slot.lock().expect("slot") = Some(first),
+        Err(Failed::Harness(e) | Failed::Input(e)) => panic!("could not start the cluster: {e}"),
+    }
+    let harness_error: Mutex<Option<String>> = Mutex::new(None);
 
     let config = Config {
         cases,
@@ -1352,11 +1396,21 @@ fn fuzz() {
     let outcome = runner.run(&prop::collection::vec(call(), 1..5), |calls| {
         // Past the time budget, the remaining cases pass without running (a loaded machine runs
         // fewer cases, never longer).
-        if started.elapsed() > budget {
+        if started.elapsed() > budget || harness_error.lock().map(|h| h.is_some()).unwrap_or(true) {
             return Ok(());
         }
         ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let result = rt.block_on(case(&slot, &calls));
+        let result = match rt.block_on(case(&slot, &calls)) {
+            Ok(()) => Ok(()),
+            Err(Failed::Input(e)) => Err(e),
+            Err(Failed::Harness(e)) => {
+                // Stop here, without blaming (or shrinking) the input.
+                if let Ok(mut h) = harness_error.lock() {
+                    *h = Some(e);
+                }
+                return Ok(());
+            }
+        };
         if keep_going {
             // Survey mode: print every failing case (unshrunk) and fail at the end.
             if let Err(e) = &result {
@@ -1376,6 +1430,9 @@ fn fuzz() {
         t.finish();
     }
     drop(rt);
+    if let Some(e) = harness_error.lock().expect("harness error").take() {
+        panic!("the harness could not start a cluster (not a finding about an input): {e}");
+    }
     if let Err(e) = outcome {
         panic!("{e}");
     }
