@@ -848,7 +848,16 @@ fn cut(s: &str) -> String {
 /// for them). `None`: any field path of a workflow definition (`steps[1].timeout`).
 type Fields = Option<&'static [&'static str]>;
 
-const RUN_FIELDS: &[&str] = &["run_id", "reason", "from_step", "input_json", "input"];
+const RUN_FIELDS: &[&str] = &[
+    "run_id",
+    "reason",
+    "from_step",
+    "input_json",
+    "input",
+    "steps",
+    "concurrency_key",
+    "timeout",
+];
 const WORKER_FIELDS: &[&str] = &[
     "run_id",
     "step_id",
@@ -1051,7 +1060,18 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                 input_json: input.0.clone(),
                 idempotency_key: key.0.clone(),
             };
-            let fields: &[&str] = &["workflow", "version", "input_json", "input", "idempotency_key"];
+            // A definition path (`steps[0].when: ...`) names a field too: what the submit evaluated.
+            let fields: &[&str] = &[
+                "workflow",
+                "version",
+                "input_json",
+                "input",
+                "idempotency_key",
+                "steps",
+                "concurrency_key",
+                "max_concurrent_runs",
+                "timeout",
+            ];
             if let Some(r) = checked("SubmitRun", Some(fields), runs.submit_run(request)).await? {
                 t.runs.push(r.run_id);
             }
@@ -1113,7 +1133,7 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                 payload_json: payload.0.clone(),
             };
             let mut events = proto::event_service_client::EventServiceClient::new(ch);
-            let fields: &[&str] = &["name", "key", "payload_json", "payload"];
+            let fields: &[&str] = &["name", "key", "payload_json", "payload", "on", "workflow"];
             checked("PublishEvent", Some(fields), events.publish_event(request)).await?;
         }
         Call::CreateSchedule {
@@ -1148,6 +1168,9 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                 "input",
                 "overlap",
                 "catchup_window_ms",
+                "steps",
+                "concurrency_key",
+                "max_concurrent_runs",
                 "catchup_window",
             ];
             checked("CreateSchedule", Some(fields), schedules.create_schedule(request)).await?;
