@@ -6,6 +6,7 @@
 //! Errors go to stderr: `error: <CODE>: <message>`, or under `-o json` one JSON document
 //! `{"error": {"code": "NOT_FOUND", "message": "..."}}` (same exit status).
 
+mod bench;
 mod client;
 mod render;
 
@@ -71,6 +72,15 @@ pub enum Command {
     /// Start runs on a cron schedule.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Measure a running coordinator and its workers, and print medians.
+    ///
+    /// Starts nothing: registers its own workflows (`bench-<id>-...`) and needs a `baton-worker`
+    /// serving `echo` in the coordinator's namespace. Measures one-step runs/s as a polling client
+    /// sees them and as the engine's own timestamps say, ms per step of a 50-step chain, 1,000- and
+    /// 10,000-element fan-outs with a join, and GetRun p50/p99 with 100,000 stored runs; each
+    /// `--repeat` times. `--quick` for a small version. Results on standard output, progress on
+    /// standard error.
+    Bench(bench::BenchArgs),
 }
 
 /// `baton workflow ...`
@@ -723,6 +733,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Schedule(command) => schedule(&cli.addr, output, command).await?,
+        Command::Bench(args) => bench::run(&cli.addr, output, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

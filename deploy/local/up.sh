@@ -12,7 +12,9 @@
 #   5. submits one `documents` run per file, waits for all of them, and prints a summary.
 #
 # Idempotent: run it again and it starts only what is not running; files that did not change are
-# not processed again (the idempotency key <path>@<sha256> answers the run made before).
+# not processed again (the idempotency key <path>@<sha256> answers the run made before). The summary
+# counts only the runs this invocation created: runs answered by an idempotency key belong to an
+# earlier invocation and are neither waited for nor counted.
 # Stop everything it started with ./deploy/local/down.sh (Redis and RabbitMQ are left running).
 #
 # Environment:
@@ -183,9 +185,10 @@ done
 
 log "submitting ${#docs[@]} runs of 'documents' (one per file of $DOCS_DIR)"
 RUNS_START=$(date +%s.%N)
+# ids: the runs this invocation created (waited for and counted); reused: runs of earlier
+# invocations answered by the idempotency key (listed, not counted).
 ids=()
-new=0
-reused=0
+reused_ids=()
 for path in "${docs[@]}"; do
     sha=$(sha256sum -- "$path" | cut -d' ' -f1)
     out=$("$BATON" --output json run submit documents --input "{\"path\":$(json_string "$path")}" \
@@ -193,19 +196,18 @@ for path in "${docs[@]}"; do
 $out"
     read -r id created < <(submit_fields <<<"$out")
     [[ -n $id ]] || die "could not find the run id in the answer to run submit: $out"
-    ids+=("$id")
     case $created in
-        false) reused=$((reused + 1)) && state="already submitted (unchanged)" ;;
-        *) new=$((new + 1)) && state="new" ;;
+        false) reused_ids+=("$id") && state="already submitted (unchanged)" ;;
+        *) ids+=("$id") && state="new" ;;
     esac
     printf '    %-36s  %-28s  %s\n' "$id" "$state" "$path"
 done
-log "$new new runs, $reused already submitted before (same file content)"
+log "${#ids[@]} new runs, ${#reused_ids[@]} already submitted before (same file content; not counted below)"
 
-log "waiting for the runs to finish (up to ${WAIT_TIMEOUT}s)"
+((${#ids[@]} == 0)) || log "waiting for the ${#ids[@]} new runs to finish (up to ${WAIT_TIMEOUT}s)"
 declare -A done_json=()
 deadline=$((SECONDS + WAIT_TIMEOUT))
-while :; do
+while ((${#ids[@]} > 0)); do
     pending=0
     for id in "${ids[@]}"; do
         [[ -n ${done_json[$id]:-} ]] && continue
@@ -243,7 +245,7 @@ summarize() {
           | ([.[].steps[]? | attempts] | add // 0) as $executed
           | ([.[].steps[]? | (attempts - 1) | if . > 0 then . else 0 end] | add // 0) as $retries
           | ([.[].steps[]? | select(.id == "analyze") | (attempts - 1) | if . > 0 then . else 0 end] | add // 0) as $analyze
-          | "runs:           \($total) (succeeded \($by.succeeded // 0), failed \($by.failed // 0), timed out \($by.timed_out // 0), cancelled \($by.cancelled // 0), unfinished \($total - length))",
+          | "runs:           \($total) new (succeeded \($by.succeeded // 0), failed \($by.failed // 0), timed out \($by.timed_out // 0), cancelled \($by.cancelled // 0), unfinished \($total - length))",
             "steps executed: \($executed) attempts",
             "retries:        \($retries) (attempts beyond the first; \($analyze) of them in the flaky analyze step)",
             (.[] | select(.status != "succeeded") | "failed run:     \(.id) \(.input.path // "") \(.status): \(.error // "")")
@@ -259,7 +261,7 @@ by = {}
 for r in runs:
     by[r.get("status")] = by.get(r.get("status"), 0) + 1
 steps = [s for r in runs for s in r.get("steps") or []]
-print(f"runs:           {total} (succeeded {by.get('succeeded', 0)}, failed {by.get('failed', 0)}, "
+print(f"runs:           {total} new (succeeded {by.get('succeeded', 0)}, failed {by.get('failed', 0)}, "
       f"timed out {by.get('timed_out', 0)}, cancelled {by.get('cancelled', 0)}, unfinished {total - len(runs)})")
 print(f"steps executed: {sum(attempts(s) for s in steps)} attempts")
 retries = sum(max(attempts(s) - 1, 0) for s in steps)
@@ -272,11 +274,16 @@ PY
     fi
 }
 
-first_id=${ids[0]}
+first_id=${ids[0]:-${reused_ids[0]}}
 echo
 echo "================================ summary ================================"
-summarize
-echo "wall time:      $(secs "$RUNS_START" "$RUNS_END") s from the first submit to the last run finished ($(secs "$SCRIPT_START" "$RUNS_END") s for the whole script)"
+if ((${#ids[@]} > 0)); then
+    summarize
+    echo "wall time:      $(secs "$RUNS_START" "$RUNS_END") s from the first submit to the last run finished ($(secs "$SCRIPT_START" "$RUNS_END") s for the whole script)"
+else
+    echo "runs:           0 new (every file is unchanged since an earlier run processed it)"
+fi
+((${#reused_ids[@]} == 0)) || echo "not counted:    ${#reused_ids[@]} runs of earlier invocations (unchanged files; list them with: $BIN_DIR/baton run list --workflow documents)"
 echo "store:          $STATE_DIR/store/ ($(find "$STATE_DIR/store" -maxdepth 1 -name '*.json' | wc -l) records)"
 echo "logs:           $STATE_DIR/coordinator.log $(for i in $(seq 1 "$DOCS_WORKERS"); do printf '%s ' "$STATE_DIR/worker-$i.log"; done)"
 echo
