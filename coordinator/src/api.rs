@@ -132,6 +132,11 @@ fn cut(mut value: String, max: usize) -> String {
     value
 }
 
+/// Most bytes of runs one ListRuns page holds (encoded): under gRPC's default 4 MiB answer limit
+/// of every client, so a page of runs with large inputs ends early, with a `next_page_token`, instead
+/// of failing in the client. A page always holds at least one run.
+const LIST_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
 /// Checks a `ListRuns` page token: `<created_ms, 13 digits>:<run id>`, the shape of the
 /// `next_page_token` the coordinator hands out. Anything else is refused rather than read as
 /// "from the start", which would make a paging client loop for ever.
@@ -295,6 +300,8 @@ impl proto::run_service_server::RunService for Api {
         let mut cursor = (!r.page_token.is_empty()).then(|| r.page_token.clone());
         let mut runs = Vec::new();
         let mut scanned = 0usize;
+        let mut bytes = 0usize;
+        let mut full = false;
         // Filtering by status or parent scans the (time-ordered) index; the scan is bounded per call
         // and the page token says where to go on.
         let next = loop {
@@ -314,14 +321,23 @@ impl proto::run_service_server::RunService for Api {
             let mut gone = Vec::new();
             for (member, summary) in members.iter().zip(summaries) {
                 scanned += 1;
-                cursor = Some(member.clone());
+                let before = cursor.replace(member.clone());
                 match summary {
                     None => gone.push(member.clone()),
                     Some(s)
                         if status.is_none_or(|w| s.get("status").map(String::as_str) == Some(w))
                             && parent.is_none_or(|p| s.get("parent_run").map(String::as_str) == Some(p)) =>
                     {
-                        runs.push(view::run_view(None, &s, None));
+                        let run = view::run_view(None, &s, None);
+                        let size = prost::Message::encoded_len(&run);
+                        if !runs.is_empty() && bytes.saturating_add(size) > LIST_PAGE_BYTES {
+                            // Full by size: this run opens the next page.
+                            cursor = before;
+                            full = true;
+                            break;
+                        }
+                        bytes = bytes.saturating_add(size);
+                        runs.push(run);
                         if runs.len() == limit {
                             break;
                         }
@@ -336,7 +352,7 @@ impl proto::run_service_server::RunService for Api {
                     .drop_index_entries(workflow.unwrap_or(""), &gone)
                     .await;
             }
-            if runs.len() == limit || scanned >= 10_000 {
+            if full || runs.len() == limit || scanned >= 10_000 {
                 break cursor.clone();
             }
         };

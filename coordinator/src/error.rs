@@ -50,22 +50,23 @@ impl From<InvalidDefinition> for CoordinatorError {
 /// Longest message a `tonic::Status` from the coordinator carries, in bytes: a safety net under the
 /// per-value [`baton_shared::limits::echo`], so that no answer's `grpc-message` header can outgrow
 /// what a client accepts (a 1 MiB value echoed whole came back as `RESOURCE_EXHAUSTED`).
-pub const MAX_STATUS_MESSAGE_BYTES: usize = 2_048;
+pub const MAX_STATUS_MESSAGE_BYTES: usize = baton_shared::limits::MAX_ERROR_MESSAGE_BYTES;
 
 /// The metadata key every error answered by the coordinator itself carries (value
 /// `coordinator`), so that a client can tell "the coordinator answered UNAVAILABLE because Redis is
 /// down" from "no coordinator could be reached".
 pub const SOURCE_METADATA_KEY: &str = "baton-source";
 
-/// `msg` cut to at most [`MAX_STATUS_MESSAGE_BYTES`] at a character boundary.
+/// `msg` cut at a character boundary to at most [`MAX_STATUS_MESSAGE_BYTES`], ` (cut)` included.
 fn bounded(mut msg: String) -> String {
+    const TAIL: &str = "… (cut)";
     if msg.len() > MAX_STATUS_MESSAGE_BYTES {
-        let mut end = MAX_STATUS_MESSAGE_BYTES;
+        let mut end = MAX_STATUS_MESSAGE_BYTES - TAIL.len();
         while !msg.is_char_boundary(end) {
             end -= 1;
         }
         msg.truncate(end);
-        msg.push_str("… (cut)");
+        msg.push_str(TAIL);
     }
     msg
 }

@@ -19,8 +19,8 @@ use crate::{
     expr::{Expr, Scope, Template, Want},
     ids,
     limits::{
-        MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD, MAX_REPORTED_PROBLEMS,
-        MAX_RETRY_INTERVAL, MAX_TIMEOUT, cut, echo,
+        MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_ECHO_BYTES, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD,
+        MAX_REPORTED_PROBLEMS, MAX_RETRY_INTERVAL, MAX_TIMEOUT, cut, echo,
     },
     retry::RetryPolicy,
 };
@@ -68,9 +68,23 @@ impl InvalidDefinition {
                 .to_string()
             })
             .collect();
-        let mut out = problems.join("; ");
-        if self.0.len() > MAX_REPORTED_PROBLEMS {
-            out.push_str(&format!("; and {} more", self.0.len() - MAX_REPORTED_PROBLEMS));
+        // Room for the "; and N more" tail within MAX_ERROR_MESSAGE_BYTES.
+        let budget = crate::limits::MAX_ERROR_MESSAGE_BYTES - 32;
+        let mut out = String::new();
+        let mut listed = 0;
+        for p in &problems {
+            let sep = if listed == 0 { 0 } else { 2 };
+            if listed > 0 && out.len() + sep + p.len() > budget {
+                break;
+            }
+            if listed > 0 {
+                out.push_str("; ");
+            }
+            out.push_str(&cut(p, budget));
+            listed += 1;
+        }
+        if self.0.len() > listed {
+            out.push_str(&format!("; and {} more", self.0.len() - listed));
         }
         out
     }
@@ -537,7 +551,7 @@ impl WorkflowDefinition {
         options.strict_booleans = true;
         let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
             InvalidDefinition::one(
-                "",
+                "definition",
                 format!(
                     "not a valid YAML or JSON document: {}",
                     cut(&e.to_string(), MAX_PROBLEM_BYTES)
@@ -553,11 +567,44 @@ impl WorkflowDefinition {
     /// As [`WorkflowDefinition::parse`].
     pub fn from_value(value: Value) -> Result<Self, InvalidDefinition> {
         let doc: Document = serde_path_to_error::deserialize(&value).map_err(|e| {
-            let path = e.path().to_string();
-            InvalidDefinition::one(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
+            let message = e.inner().to_string();
+            let mut segments: Vec<&serde_path_to_error::Segment> = e.path().iter().collect();
+            // An unknown field whose name is not a plain word (`a:|b`, a megabyte of text) is named
+            // only by the message (cut); the path is where it stands, so it stays a path.
+            let plain = |key: &str| {
+                !key.is_empty()
+                    && key.len() <= 64
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            };
+            if message.starts_with("unknown field")
+                && matches!(segments.last(), Some(serde_path_to_error::Segment::Map { key }) if !plain(key))
+            {
+                segments.pop();
+            }
+            let mut path = String::new();
+            for segment in segments {
+                match segment {
+                    serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                    serde_path_to_error::Segment::Map { key } => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(&cut(key, MAX_ECHO_BYTES));
+                    }
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(&cut(variant, MAX_ECHO_BYTES));
+                    }
+                    serde_path_to_error::Segment::Unknown => path.push_str(".?"),
+                }
+            }
+            // The document as a whole (a string, a list, a missing field): `definition`.
+            if path.is_empty() {
+                path = "definition".into();
+            }
+            InvalidDefinition::one(path, message)
         })?;
         let mut errors = Vec::new();
         let mut err = |path: String, message: String| errors.push(FieldError { path, message });
@@ -1662,6 +1709,31 @@ mod tests {
             def.input_schema.unwrap()["required"],
             serde_json::json!(["n", "y", "no", "on"])
         );
+    }
+
+    #[test]
+    fn document_level_and_unknown_field_errors_name_where_they_stand() {
+        assert_eq!(paths("just a string"), vec!["definition"]);
+        assert_eq!(paths("name: [unclosed"), vec!["definition"]);
+        assert_eq!(
+            paths("name: a\nversion: 1\nsteps: []\n\"a:|b\": 1\n"),
+            vec!["definition"]
+        );
+        assert_eq!(
+            paths("name: a\nversion: 1\nsteps:\n  - {id: s, handler: h, \"bo:gus\": 1}\n"),
+            vec!["steps[0]"]
+        );
+    }
+
+    #[test]
+    fn many_long_problems_stay_within_the_error_message_bound() {
+        let steps: String = (0..40)
+            .map(|i| format!("  - {{id: \"{}\", handler: h}}\n", "é".repeat(300 + i)))
+            .collect();
+        let e = WorkflowDefinition::parse(&format!("name: a\nversion: 1\nsteps:\n{steps}")).unwrap_err();
+        let text = e.to_string();
+        assert!(text.len() <= crate::limits::MAX_ERROR_MESSAGE_BYTES, "{}", text.len());
+        assert!(text.contains("more"), "{text}");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub const MAX_WORKFLOW_DEPTH: u32 = 16;
 /// Most bytes of a caller's value echoed back in an error message.
 pub const MAX_ECHO_BYTES: usize = 200;
 
+/// Longest error message a caller gets back, in bytes: a definition's problems are listed until
+/// the next would pass it (then `; and N more`), and the coordinator cuts any status message there.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 2_048;
+
 /// Most problems one error lists (a definition's, an expression's); the others are only counted.
 pub const MAX_REPORTED_PROBLEMS: usize = 20;
 

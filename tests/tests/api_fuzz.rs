@@ -7,7 +7,7 @@
 //! message names a field and is at most 1 KiB, within [`CALL_LIMIT`]; after every case the coordinator
 //! process must be alive and gRPC health must answer SERVING.
 //!
-//! Size of a run: `BATON_FUZZ_CASES` cases (default 300) within `BATON_FUZZ_SECONDS` seconds (default
+//! Size of a run: `BATON_FUZZ_CASES` cases (default 1000) within `BATON_FUZZ_SECONDS` seconds (default
 //! 100; cases after that are skipped, so a loaded machine runs fewer, never longer). Failing inputs
 //! are kept as seeds in `tests/tests/api_fuzz.proptest-regressions` and tried first on every run.
 //! When a coordinator dies, the next case (and every shrinking step) gets a fresh cluster, so that
@@ -37,8 +37,9 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 
 /// Longest answer time of one call: anything slower means a caller can slow the coordinator down.
 const CALL_LIMIT: Duration = Duration::from_secs(15);
-/// Longest error message: messages echo caller values cut to a few hundred bytes.
-const MAX_MESSAGE_BYTES: usize = 1024;
+/// Longest error message, the documented bound (2 KiB): each echoed caller value is cut to a few
+/// hundred bytes, and a definition's error lists its problems only up to this length.
+const MAX_MESSAGE_BYTES: usize = baton_shared::limits::MAX_ERROR_MESSAGE_BYTES;
 /// Where failing seeds are kept (tried first on every run).
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api_fuzz.proptest-regressions");
 
@@ -1389,7 +1390,7 @@ fn every_random_call_gets_a_documented_answer_and_the_coordinator_stays_serving(
 }
 
 fn fuzz() {
-    let cases = env_number("BATON_FUZZ_CASES", 300) as u32;
+    let cases = env_number("BATON_FUZZ_CASES", 1000) as u32;
     let budget = Duration::from_secs(env_number("BATON_FUZZ_SECONDS", 100));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

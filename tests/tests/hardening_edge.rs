@@ -360,6 +360,51 @@ async fn a_forged_page_token_is_refused_and_a_real_one_still_pages() {
     still_answers(&cluster).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_large_runs_ends_early_and_fits_a_default_client() {
+    let cluster = Cluster::start("edge-page-bytes", &[]).await;
+    cluster
+        .register("name: bulky\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    // Four runs of 1.2 MB inputs: 4.8 MB in all, over gRPC's default 4 MiB answer limit.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            cluster
+                .submit("bulky", json!({"i": i, "s": "x".repeat(1_200_000)}))
+                .await,
+        );
+    }
+    // A client with tonic's default limits, as any caller has.
+    let mut runs = baton_shared::proto::run_service_client::RunServiceClient::connect(cluster.addr.clone())
+        .await
+        .expect("connect");
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = runs
+            .list_runs(ListRunsRequest {
+                workflow: "bulky".into(),
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("every page fits a default client")
+            .into_inner();
+        pages += 1;
+        assert!(!page.runs.is_empty(), "page {pages} is empty");
+        seen.extend(page.runs.into_iter().map(|r| r.id));
+        token = page.next_page_token;
+        if token.is_empty() || pages > 10 {
+            break;
+        }
+    }
+    assert!(pages >= 2, "4.8 MB of runs came in {pages} page(s)");
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids, "the pages hold every run once");
+    still_answers(&cluster).await;
+}
+
 /// A workflow whose one step returns `{a: input.s, b: input.s}`: an output twice the input's text.
 const DOUBLER: &str = "name: doubler\nversion: 1\nsteps:\n  - id: big\n    handler: echo\n    timeout: 5m\n    retry: {max_attempts: 3, initial_interval: 100ms}\n    input: {a: '${{ input.s }}', b: '${{ input.s }}'}\n";
 
