@@ -64,7 +64,7 @@ pub struct CoordinatorConfig {
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:7450".parse().expect("static address"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7450)),
             redis_url: "redis://127.0.0.1:6379".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "baton".into(),

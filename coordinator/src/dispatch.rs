@@ -63,7 +63,10 @@ impl Dispatcher {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         self.topology.declare_base(&ch).await?;
-        self.declared.lock().expect("declared set poisoned").clear();
+        self.declared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         *link = Some((conn, ch.clone()));
         tracing::info!("connected to RabbitMQ");
         Ok(ch)
@@ -88,13 +91,16 @@ impl Dispatcher {
             if self
                 .declared
                 .lock()
-                .expect("declared set poisoned")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .contains(h.as_str())
             {
                 continue;
             }
             self.topology.declare_handler_queue(&ch, h).await?;
-            self.declared.lock().expect("declared set poisoned").insert(h.clone());
+            self.declared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(h.clone());
         }
         Ok(())
     }
@@ -146,7 +152,7 @@ impl Dispatcher {
                     tracing::warn!(handler = %task.handler, reply = %returned.reply_text, "step task returned unroutable; declaring its queue");
                     self.declared
                         .lock()
-                        .expect("declared set poisoned")
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .remove(&task.handler);
                     self.ensure_queues(std::slice::from_ref(&task.handler)).await?;
                 }

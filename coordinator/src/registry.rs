@@ -74,7 +74,7 @@ impl Registry {
         let def = Arc::new(def);
         self.cache
             .write()
-            .expect("registry cache poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((def.name.clone(), def.version), def.clone());
         Ok((def, created))
     }
@@ -87,7 +87,7 @@ impl Registry {
         if let Some(d) = self
             .cache
             .read()
-            .expect("registry cache poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(name.to_string(), version))
         {
             return Ok(d.clone());
@@ -154,7 +154,7 @@ impl Registry {
             let cached = self
                 .cache
                 .read()
-                .expect("registry cache poisoned")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(&(name.to_string(), version))
                 .cloned();
             let definition = match cached {
@@ -168,7 +168,7 @@ impl Registry {
                         })?);
                     self.cache
                         .write()
-                        .expect("registry cache poisoned")
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .insert((name.to_string(), version), d.clone());
                     d
                 }

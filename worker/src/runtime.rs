@@ -444,7 +444,7 @@ impl Cancellations {
         let token = CancellationToken::new();
         self.by_run
             .lock()
-            .expect("cancellations poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(run_id.to_string())
             .or_default()
             .push((id, token.clone()));
@@ -452,7 +452,7 @@ impl Cancellations {
     }
 
     fn forget(&self, run_id: &str, id: u64) {
-        let mut map = self.by_run.lock().expect("cancellations poisoned");
+        let mut map = self.by_run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(list) = map.get_mut(run_id) {
             list.retain(|(i, _)| *i != id);
             if list.is_empty() {
@@ -462,7 +462,7 @@ impl Cancellations {
     }
 
     fn cancel_run(&self, run_id: &str) -> usize {
-        let map = self.by_run.lock().expect("cancellations poisoned");
+        let map = self.by_run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let list = map.get(run_id).map(Vec::as_slice).unwrap_or(&[]);
         for (_, token) in list {
             token.cancel();
