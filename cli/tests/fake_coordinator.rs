@@ -468,7 +468,9 @@ async fn start() -> String {
 /// Starts the fake coordinator and answers its address as `host:port` and the fake, to look at
 /// the requests it got.
 async fn start_fake() -> (String, Arc<Fake>) {
-    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind")
+        .with_nodelay(Some(true));
     let addr = incoming.local_addr().expect("local address");
     let fake = Arc::new(Fake::default());
     tokio::spawn(
