@@ -37,8 +37,14 @@ for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target" "corpus/$target"
     echo "== fuzzing $target for ${seconds}s"
     # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: 2 GiB is a memory blow-up.
-    if ! cargo fuzz run --sanitizer none -O "$target" "$scratch/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1; then
+    # libFuzzer prints a line per new input: keep that in a log and show its end.
+    log="$scratch/$target.log"
+    if cargo fuzz run --sanitizer none -O "$target" "$scratch/$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
+        >"$log" 2>&1; then
+        grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || tail -n 5 "$log"
+    else
+        tail -n 80 "$log" >&2
         echo "!! $target crashed: see fuzz/artifacts/$target/" >&2
         status=1
     fi
