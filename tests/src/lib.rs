@@ -441,6 +441,43 @@ impl Cluster {
             .run_id
     }
 
+    /// The run as `GetRun` answers it; panics when the call fails.
+    pub async fn get_run(&self, run_id: &str) -> Run {
+        self.runs()
+            .await
+            .get_run(baton_shared::proto::GetRunRequest { run_id: run_id.into() })
+            .await
+            .expect("get run")
+            .into_inner()
+    }
+
+    /// Polls `GetRun` until step `step` of the run has status `word` (`waiting`, `running`, ...);
+    /// answers the run then, and panics after `within`.
+    pub async fn wait_step(&self, run_id: &str, step: &str, word: &str, within: Duration) -> Run {
+        let start = Instant::now();
+        loop {
+            let run = self.get_run(run_id).await;
+            if step_status(&run, step) == word {
+                return run;
+            }
+            assert!(
+                start.elapsed() < within,
+                "step {step} never became {word} within {within:?}: {run:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Panics unless the coordinator answers a plain call (`ListWorkflows`): what a test asserts
+    /// after sending something that must not crash or wedge it.
+    pub async fn assert_answers(&self) {
+        self.workflows()
+            .await
+            .list_workflows(baton_shared::proto::ListWorkflowsRequest::default())
+            .await
+            .expect("the coordinator still answers");
+    }
+
     /// Polls `GetRun` until the run is over; panics after `within`.
     pub async fn wait_run(&self, run_id: &str, within: Duration) -> Run {
         let mut client = self.runs().await;

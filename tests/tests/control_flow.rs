@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use baton_shared::proto::{
-    CancelRunRequest, CompleteHumanTaskRequest, GetRunRequest, ListHumanTasksRequest, PublishEventRequest,
-    RegisterWorkflowRequest, RetryRunRequest, Run, StepRun,
+    CancelRunRequest, CompleteHumanTaskRequest, ListHumanTasksRequest, PublishEventRequest, RegisterWorkflowRequest,
+    RetryRunRequest, Run, StepRun,
 };
 use baton_tests::{Cluster, ms, status, step_status};
 use serde_json::{Value, json};
@@ -18,32 +18,6 @@ fn step<'a>(run: &'a Run, id: &str) -> &'a StepRun {
 
 fn output(run: &Run, id: &str) -> Value {
     serde_json::from_str(&step(run, id).output_json).unwrap_or(Value::Null)
-}
-
-async fn get(cluster: &Cluster, run_id: &str) -> Run {
-    cluster
-        .runs()
-        .await
-        .get_run(GetRunRequest { run_id: run_id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// Waits until step `id` of the run has status `word`.
-async fn wait_step(cluster: &Cluster, run_id: &str, id: &str, word: &str) -> Run {
-    let start = Instant::now();
-    loop {
-        let run = get(cluster, run_id).await;
-        if step_status(&run, id) == word {
-            return run;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "step {id} never became {word}: {run:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn publish(
@@ -123,7 +97,7 @@ async fn a_router_picks_one_branch_the_other_is_skipped_and_the_join_proceeds() 
     );
     assert_eq!(cluster.executions(&short, "long").await, 0);
     assert_eq!(cluster.executions(&short, "after_long").await, 0);
-    let events = get(&cluster, &short).await;
+    let events = cluster.get_run(&short).await;
     assert_eq!(events.status, run.status);
 
     let long = cluster.submit("router", json!({"kind": "long", "size": 3})).await;
@@ -281,7 +255,7 @@ async fn a_thousand_element_fan_out_survives_a_coordinator_kill_without_running_
     // Kill the coordinator mid-way, then start it again.
     let start = Instant::now();
     loop {
-        let done = get(&cluster, &run_id).await.steps[0]
+        let done = cluster.get_run(&run_id).await.steps[0]
             .items
             .as_ref()
             .map(|p| p.succeeded)
@@ -378,7 +352,7 @@ async fn a_sub_workflow_runs_as_a_child_run_and_its_output_is_the_step_output() 
     assert_eq!(run.child_run_ids.len(), 1);
     let child_id = &run.child_run_ids[0];
     assert_eq!(&step(&run, "child").child_run_id, child_id);
-    let child = get(&cluster, child_id).await;
+    let child = cluster.get_run(child_id).await;
     assert_eq!(status(&child), "succeeded");
     assert_eq!(child.parent_run_id, run_id);
     assert_eq!(child.parent_step_id, "child");
@@ -422,7 +396,7 @@ async fn a_sub_workflow_runs_as_a_child_run_and_its_output_is_the_step_output() 
         error.contains("ChildRunFailed") && error.contains("fatal failure requested"),
         "{error}"
     );
-    assert_eq!(status(&get(&cluster, &run.child_run_ids[0]).await), "failed");
+    assert_eq!(status(&cluster.get_run(&run.child_run_ids[0]).await), "failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -432,9 +406,13 @@ async fn cancelling_a_parent_cancels_its_running_child() {
     cluster.register(PARENT).await;
     cluster.spawn_worker("w1", 4);
     let run_id = cluster.submit("parent", json!({"word": "hi", "ticks": 600})).await;
-    let run = wait_step(&cluster, &run_id, "child", "waiting").await;
+    let run = cluster
+        .wait_step(&run_id, "child", "waiting", Duration::from_secs(30))
+        .await;
     let child_id = step(&run, "child").child_run_id.clone();
-    wait_step(&cluster, &child_id, "wait", "running").await;
+    cluster
+        .wait_step(&child_id, "wait", "running", Duration::from_secs(30))
+        .await;
     cluster
         .runs()
         .await
@@ -447,7 +425,7 @@ async fn cancelling_a_parent_cancels_its_running_child() {
     let child = cluster.wait_run(&child_id, Duration::from_secs(10)).await;
     assert_eq!(status(&child), "cancelled");
     assert!(child.error.contains("parent"), "{}", child.error);
-    assert_eq!(status(&get(&cluster, &run_id).await), "cancelled");
+    assert_eq!(status(&cluster.get_run(&run_id).await), "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -487,7 +465,9 @@ async fn a_waiting_step_completes_with_the_event_payload_even_across_a_coordinat
     cluster.register(WAITER).await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster.submit("waiter", json!({"order": "A-1"})).await;
-    let run = wait_step(&cluster, &run_id, "paid", "waiting").await;
+    let run = cluster
+        .wait_step(&run_id, "paid", "waiting", Duration::from_secs(30))
+        .await;
     assert!(
         step(&run, "paid").waiting_for.contains("payment"),
         "{:?}",
@@ -528,7 +508,9 @@ async fn an_event_sent_before_the_step_is_reached_is_not_lost() {
     assert_eq!(output(&run, "paid"), json!({"early": true}));
     // The buffered event was used up: a second run waits.
     let second = cluster.submit("early", json!({"order": "C-3", "ms": 10})).await;
-    wait_step(&cluster, &second, "paid", "waiting").await;
+    cluster
+        .wait_step(&second, "paid", "waiting", Duration::from_secs(30))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -566,7 +548,9 @@ async fn a_suspended_handler_runs_again_with_the_event_as_its_resume_data() {
         .await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster.submit("screen", json!({"x": 21, "key": "doc-7"})).await;
-    let run = wait_step(&cluster, &run_id, "screen", "waiting").await;
+    let run = cluster
+        .wait_step(&run_id, "screen", "waiting", Duration::from_secs(30))
+        .await;
     assert!(step(&run, "screen").waiting_for.contains("review"));
     assert_eq!(cluster.executions(&run_id, "screen").await, 1);
     let sent = publish(&cluster, "review", "doc-7", json!({"approved": true})).await;
@@ -613,7 +597,9 @@ async fn a_human_task_is_listed_refuses_invalid_data_and_completes_with_valid_da
     cluster.register(APPROVAL).await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster.submit("approval", json!({"text": "hello"})).await;
-    wait_step(&cluster, &run_id, "approve", "waiting").await;
+    cluster
+        .wait_step(&run_id, "approve", "waiting", Duration::from_secs(30))
+        .await;
     let mut tasks = cluster.human_tasks().await;
     let list = |assignee: &str, status: &str| ListHumanTasksRequest {
         assignee: assignee.into(),
@@ -662,7 +648,7 @@ async fn a_human_task_is_listed_refuses_invalid_data_and_completes_with_valid_da
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("approved"), "{}", err.message());
     assert_eq!(
-        step_status(&get(&cluster, &run_id).await, "approve"),
+        step_status(&cluster.get_run(&run_id).await, "approve"),
         "waiting",
         "nothing changed"
     );

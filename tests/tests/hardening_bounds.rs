@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use baton_shared::proto::{ListWorkflowsRequest, RegisterWorkflowRequest, Run, StepRun};
+use baton_shared::proto::{RegisterWorkflowRequest, Run, StepRun};
 use baton_tests::{Cluster, status};
 use serde_json::json;
 use tonic::Code;
@@ -22,16 +22,6 @@ async fn refused(cluster: &Cluster, doc: &str) -> tonic::Status {
         .register_workflow(RegisterWorkflowRequest { definition: doc.into() })
         .await
         .expect_err("refused")
-}
-
-/// The coordinator still answers a plain call.
-async fn still_answers(cluster: &Cluster) {
-    cluster
-        .workflows()
-        .await
-        .list_workflows(ListWorkflowsRequest::default())
-        .await
-        .expect("the coordinator still answers");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +67,7 @@ async fn huge_durations_are_refused_at_registration_naming_the_field_and_the_bou
         assert_eq!(err.code(), Code::InvalidArgument, "{doc}: {err:?}");
         assert!(err.message().contains(expected), "{doc}: {}", err.message());
     }
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,7 +103,7 @@ async fn oversized_and_deep_expressions_are_refused_and_the_coordinator_stays_up
             "took {:?}",
             started.elapsed()
         );
-        still_answers(&cluster).await;
+        cluster.assert_answers().await;
     }
 }
 
@@ -176,5 +166,5 @@ async fn names_that_alias_keys_and_cycles_are_refused_naming_the_field() {
         assert_eq!(err.code(), Code::InvalidArgument, "{doc}: {err:?}");
         assert!(err.message().contains(expected), "{doc}: {}", err.message());
     }
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }

@@ -10,8 +10,7 @@ use std::{
 
 use baton_shared::proto::{
     CancelRunRequest, CreateScheduleRequest, GetRunRequest, GetWorkflowRequest, ListHumanTasksRequest, ListRunsRequest,
-    ListWorkflowsRequest, PublishEventRequest, RerunRunRequest, RetryRunRequest, ScheduleRef, SubmitRunRequest,
-    WatchRunRequest,
+    PublishEventRequest, RerunRunRequest, RetryRunRequest, ScheduleRef, SubmitRunRequest, WatchRunRequest,
 };
 use baton_tests::{AMQP_URL, Cluster, REDIS_URL, status, step_status};
 use serde_json::json;
@@ -121,16 +120,6 @@ fn step<'a>(run: &'a baton_shared::proto::Run, id: &str) -> &'a baton_shared::pr
         .iter()
         .find(|s| s.id == id)
         .unwrap_or_else(|| panic!("no step {id}"))
-}
-
-/// The coordinator still answers a plain call.
-async fn still_answers(cluster: &Cluster) {
-    cluster
-        .workflows()
-        .await
-        .list_workflows(ListWorkflowsRequest {})
-        .await
-        .expect("the coordinator still answers");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,7 +285,7 @@ async fn oversized_ids_and_keys_are_refused_naming_the_field_with_a_short_messag
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("name: \"x:registered\""), "{}", e.message());
 
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -357,7 +346,7 @@ async fn a_forged_page_token_is_refused_and_a_real_one_still_pages() {
             e.message()
         );
     }
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -402,7 +391,7 @@ async fn a_page_of_large_runs_ends_early_and_fits_a_default_client() {
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids, "the pages hold every run once");
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 /// A workflow whose one step returns `{a: input.s, b: input.s}`: an output twice the input's text.

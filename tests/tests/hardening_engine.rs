@@ -5,13 +5,12 @@
 //! the field named in the message, the run's final status and error, and the coordinator still
 //! answering.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_shared::proto::{
-    CancelRunRequest, CompleteHumanTaskRequest, CreateScheduleRequest, GetRunRequest, GetWorkflowRequest,
-    ListBufferedEventsRequest, ListHumanTasksRequest, ListWorkflowsRequest, PublishEventRequest, PublishEventResponse,
-    PurgeBufferedEventsRequest, RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run, StartStepRequest,
-    StepRun, SubmitRunRequest,
+    CancelRunRequest, CompleteHumanTaskRequest, CreateScheduleRequest, GetWorkflowRequest, ListBufferedEventsRequest,
+    ListHumanTasksRequest, PublishEventRequest, PublishEventResponse, PurgeBufferedEventsRequest,
+    RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run, StartStepRequest, StepRun, SubmitRunRequest,
 };
 use baton_tests::{Cluster, ms, status, step_status};
 use serde_json::{Value, json};
@@ -25,29 +24,6 @@ fn step<'a>(run: &'a Run, id: &str) -> &'a StepRun {
         .iter()
         .find(|s| s.id == id)
         .unwrap_or_else(|| panic!("no step {id} in {run:#?}"))
-}
-
-async fn get(cluster: &Cluster, run_id: &str) -> Run {
-    cluster
-        .runs()
-        .await
-        .get_run(GetRunRequest { run_id: run_id.into() })
-        .await
-        .expect("get run")
-        .into_inner()
-}
-
-/// Polls until step `id` of the run has status `word`.
-async fn wait_step(cluster: &Cluster, run_id: &str, id: &str, word: &str) -> Run {
-    let start = Instant::now();
-    loop {
-        let run = get(cluster, run_id).await;
-        if step_status(&run, id) == word {
-            return run;
-        }
-        assert!(start.elapsed() < WITHIN, "step {id} never became {word}: {run:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Registers a definition and returns the refusal.
@@ -74,16 +50,6 @@ async fn publish(cluster: &Cluster, name: &str, key: &str, payload: Value) -> Pu
         .await
         .expect("publish event")
         .into_inner()
-}
-
-/// The coordinator still answers a plain call.
-async fn still_answers(cluster: &Cluster) {
-    cluster
-        .workflows()
-        .await
-        .list_workflows(ListWorkflowsRequest {})
-        .await
-        .expect("the coordinator still answers");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,7 +95,7 @@ async fn a_workflow_that_starts_itself_directly_or_through_another_is_refused_at
         "{}",
         emitted.message()
     );
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,7 +122,7 @@ async fn a_child_deeper_than_the_depth_limit_fails_its_parent_step_and_the_run_c
     assert_eq!(status(&run), "failed", "{run:#?}");
     assert!(run.error.contains("WorkflowDepthExceeded"), "{}", run.error);
     assert!(run.error.contains("16"), "names the limit: {}", run.error);
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,7 +146,7 @@ async fn a_ten_year_timeout_with_a_slot_runs_and_a_ten_year_sleep_waits_until_ca
     let started = baton_shared::time::now_ms();
     let listener = cluster.submit("listener", json!({})).await;
     let run_id = cluster.submit("sleeper", json!({})).await;
-    let run = wait_step(&cluster, &run_id, "nap", "waiting").await;
+    let run = cluster.wait_step(&run_id, "nap", "waiting", WITHIN).await;
     // Defect 25: a sleeping step waits, with its wake time, on no worker.
     let nap = step(&run, "nap");
     assert!(nap.worker.is_empty(), "{nap:#?}");
@@ -190,11 +156,11 @@ async fn a_ten_year_timeout_with_a_slot_runs_and_a_ten_year_sleep_waits_until_ca
     assert!(nap.waiting_for.starts_with("until "), "{nap:#?}");
     // Still asleep a few seconds later (a wrapped deadline would have fired at once).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let run = get(&cluster, &run_id).await;
+    let run = cluster.get_run(&run_id).await;
     assert_eq!(status(&run), "running", "{run:#?}");
     assert_eq!(step_status(&run, "nap"), "waiting", "{run:#?}");
     // Neither the ten-year wait nor the ten-year run timeout fired.
-    let run = get(&cluster, &listener).await;
+    let run = cluster.get_run(&listener).await;
     assert_eq!(status(&run), "running", "{run:#?}");
     assert_eq!(step_status(&run, "wait"), "waiting", "{run:#?}");
 
@@ -210,7 +176,7 @@ async fn a_ten_year_timeout_with_a_slot_runs_and_a_ten_year_sleep_waits_until_ca
     let run = cluster.wait_run(&run_id, WITHIN).await;
     assert_eq!(status(&run), "cancelled", "{run:#?}");
     assert_eq!(step_status(&run, "nap"), "cancelled", "{run:#?}");
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -220,13 +186,13 @@ async fn event_names_and_keys_that_look_alike_never_meet_and_a_key_may_hold_a_ba
         .register("name: waiter\nversion: 1\nsteps:\n  - {id: wait, wait_for_event: {event: 'a:b', key: input.k}}\n")
         .await;
     let run_id = cluster.submit("waiter", json!({"k": "c"})).await;
-    wait_step(&cluster, &run_id, "wait", "waiting").await;
+    cluster.wait_step(&run_id, "wait", "waiting", WITHIN).await;
 
     // Event `a` key `b:c` is another event than `a:b` key `c`: buffered, not delivered.
     let other = publish(&cluster, "a", "b:c", json!({"wrong": true})).await;
     assert!(other.delivered.is_empty() && other.buffered, "{other:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(step_status(&get(&cluster, &run_id).await, "wait"), "waiting");
+    assert_eq!(step_status(&cluster.get_run(&run_id).await, "wait"), "waiting");
 
     let right = publish(&cluster, "a:b", "c", json!({"right": true})).await;
     assert_eq!(right.delivered.len(), 1, "{right:?}");
@@ -239,12 +205,12 @@ async fn event_names_and_keys_that_look_alike_never_meet_and_a_key_may_hold_a_ba
 
     // A key with a `|` can be published and received.
     let run_id = cluster.submit("waiter", json!({"k": "x|y"})).await;
-    wait_step(&cluster, &run_id, "wait", "waiting").await;
+    cluster.wait_step(&run_id, "wait", "waiting", WITHIN).await;
     let barred = publish(&cluster, "a:b", "x|y", json!({"bar": 1})).await;
     assert_eq!(barred.delivered.len(), 1, "{barred:?}");
     let run = cluster.wait_run(&run_id, WITHIN).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -305,7 +271,7 @@ async fn a_name_that_looks_like_an_internal_key_is_invalid_everywhere_never_inte
         .await
         .unwrap_err();
     check("StartStep", e);
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -366,7 +332,7 @@ async fn a_step_timeout_on_a_step_without_a_handler_is_refused_and_a_human_task_
         open.iter().all(|t| t.run_id != failed && t.run_id != skipped),
         "timed-out tasks left the open list: {open:#?}"
     );
-    still_answers(&cluster).await;
+    cluster.assert_answers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -377,7 +343,7 @@ async fn a_rerun_from_a_human_step_reopens_a_clean_task_and_resets_times() {
         .await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster.submit("approval", json!({})).await;
-    wait_step(&cluster, &run_id, "approve", "waiting").await;
+    cluster.wait_step(&run_id, "approve", "waiting", WITHIN).await;
     cluster
         .human_tasks()
         .await
@@ -403,7 +369,7 @@ async fn a_rerun_from_a_human_step_reopens_a_clean_task_and_resets_times() {
         })
         .await
         .expect("rerun");
-    let run = wait_step(&cluster, &run_id, "approve", "waiting").await;
+    let run = cluster.wait_step(&run_id, "approve", "waiting", WITHIN).await;
     let approve = step(&run, "approve");
     assert!(approve.completed_by.is_empty(), "{approve:#?}");
     assert!(approve.finished_at.is_none(), "{approve:#?}");
@@ -538,7 +504,7 @@ async fn a_sleep_until_step_shows_waiting_with_its_wake_time() {
     let run_id = cluster
         .submit("alarm", json!({"at": baton_shared::time::rfc3339(at)}))
         .await;
-    let run = wait_step(&cluster, &run_id, "until", "waiting").await;
+    let run = cluster.wait_step(&run_id, "until", "waiting", WITHIN).await;
     let s = step(&run, "until");
     assert_eq!(ms(&s.wake_at), at, "{s:#?}");
     assert!(s.worker.is_empty(), "no `timer` worker: {s:#?}");

@@ -66,16 +66,6 @@ impl Drop for ScratchRedis {
     }
 }
 
-async fn get_run(cluster: &Cluster, run_id: &str) -> baton_shared::proto::Run {
-    cluster
-        .runs()
-        .await
-        .get_run(GetRunRequest { run_id: run_id.into() })
-        .await
-        .expect("get run")
-        .into_inner()
-}
-
 const PANICS: &str = "name: panics\nversion: 1\nsteps:\n  - {id: boom_nap, sleep: 1s}\n";
 const NAPS: &str = "name: naps\nversion: 1\nsteps:\n  - {id: nap, sleep: 2s}\n";
 
@@ -93,7 +83,7 @@ async fn a_timer_that_panics_is_parked_and_the_timer_loop_serves_other_runs() {
     let parked = {
         let start = Instant::now();
         loop {
-            let run = get_run(&cluster, &doomed).await;
+            let run = cluster.get_run(&doomed).await;
             if !run.parked_items.is_empty() {
                 break run;
             }
@@ -168,7 +158,7 @@ async fn a_timer_that_panics_is_parked_and_the_timer_loop_serves_other_runs() {
     cluster.start_coordinator().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cluster.health("").await, Ok(ServingStatus::Serving));
-    let after = get_run(&cluster, &doomed).await;
+    let after = cluster.get_run(&doomed).await;
     assert_eq!(
         after.parked_items.len(),
         1,
@@ -335,7 +325,7 @@ async fn a_dispatch_that_fails_while_rabbitmq_is_away_is_not_parked_and_runs_onc
     let id = cluster.submit("once", json!({"n": 1})).await;
     // Several sweeps fail to publish meanwhile (a transient error each time).
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let run = get_run(&cluster, &id).await;
+    let run = cluster.get_run(&id).await;
     assert!(run.parked_items.is_empty(), "{:?}", run.parked_items);
     assert_ne!(status(&run), "succeeded");
 
@@ -499,7 +489,7 @@ async fn the_message_limit_follows_max_payload_bytes_and_a_report_over_it_reache
         .into_inner()
         .run_id;
     // And the run can be read back: answers are not held to the request limit.
-    assert_eq!(get_run(&cluster, &big).await.input_json.len(), input.len());
+    assert_eq!(cluster.get_run(&big).await.input_json.len(), input.len());
 
     // 8 MiB is over the setting plus the margin: refused, naming the setting.
     let input = json!({"blob": "x".repeat(8 * 1024 * 1024)}).to_string();
