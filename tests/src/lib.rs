@@ -162,7 +162,9 @@ impl Cluster {
         c
     }
 
-    fn log_path(&self, name: &str) -> std::path::PathBuf {
+    /// The log file of process `name` of this cluster (`coordinator`, or a worker's name), under
+    /// `target/<profile>/e2e-logs/`: stdout and stderr together.
+    pub fn log_path(&self, name: &str) -> std::path::PathBuf {
         target_dir()
             .join("e2e-logs")
             .join(format!("{}-{name}.log", self.namespace))
