@@ -470,6 +470,39 @@ impl Cluster {
         }
     }
 
+    /// Publishes event (`name`, `key`) with `payload`; panics when the call fails.
+    pub async fn publish(
+        &self,
+        name: &str,
+        key: &str,
+        payload: serde_json::Value,
+    ) -> baton_shared::proto::PublishEventResponse {
+        self.events()
+            .await
+            .publish_event(baton_shared::proto::PublishEventRequest {
+                name: name.into(),
+                key: key.into(),
+                payload_json: payload.to_string(),
+            })
+            .await
+            .expect("publish event")
+            .into_inner()
+    }
+
+    /// The open human tasks of every workflow; panics when the call fails.
+    pub async fn open_human_tasks(&self) -> Vec<baton_shared::proto::HumanTask> {
+        self.human_tasks()
+            .await
+            .list_human_tasks(baton_shared::proto::ListHumanTasksRequest {
+                status: "open".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list human tasks")
+            .into_inner()
+            .tasks
+    }
+
     /// Panics unless the coordinator answers a plain call (`ListWorkflows`): what a test asserts
     /// after sending something that must not crash or wedge it.
     pub async fn assert_answers(&self) {

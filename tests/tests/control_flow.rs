@@ -20,25 +20,6 @@ fn output(run: &Run, id: &str) -> Value {
     serde_json::from_str(&step(run, id).output_json).unwrap_or(Value::Null)
 }
 
-async fn publish(
-    cluster: &Cluster,
-    name: &str,
-    key: &str,
-    payload: Value,
-) -> baton_shared::proto::PublishEventResponse {
-    cluster
-        .events()
-        .await
-        .publish_event(PublishEventRequest {
-            name: name.into(),
-            key: key.into(),
-            payload_json: payload.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 const ROUTER: &str = r#"
 name: router
 version: 1
@@ -477,9 +458,9 @@ async fn a_waiting_step_completes_with_the_event_payload_even_across_a_coordinat
     cluster.stop_coordinator(true);
     cluster.start_coordinator().await;
     // Another key wakes nobody (and is buffered); the right key wakes the step.
-    let other = publish(&cluster, "payment", "B-2", json!({"amount": 1})).await;
+    let other = cluster.publish("payment", "B-2", json!({"amount": 1})).await;
     assert!(other.buffered && other.delivered.is_empty());
-    let sent = publish(&cluster, "payment", "A-1", json!({"amount": 42})).await;
+    let sent = cluster.publish("payment", "A-1", json!({"amount": 42})).await;
     assert!(!sent.buffered);
     assert_eq!(sent.delivered.len(), 1);
     assert_eq!(sent.delivered[0].run_id, run_id);
@@ -501,7 +482,7 @@ async fn an_event_sent_before_the_step_is_reached_is_not_lost() {
         .await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster.submit("early", json!({"order": "C-3", "ms": 700})).await;
-    let sent = publish(&cluster, "payment", "C-3", json!({"early": true})).await;
+    let sent = cluster.publish("payment", "C-3", json!({"early": true})).await;
     assert!(sent.buffered, "nobody waited yet");
     let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
@@ -553,7 +534,7 @@ async fn a_suspended_handler_runs_again_with_the_event_as_its_resume_data() {
         .await;
     assert!(step(&run, "screen").waiting_for.contains("review"));
     assert_eq!(cluster.executions(&run_id, "screen").await, 1);
-    let sent = publish(&cluster, "review", "doc-7", json!({"approved": true})).await;
+    let sent = cluster.publish("review", "doc-7", json!({"approved": true})).await;
     assert_eq!(sent.delivered.len(), 1);
     let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use baton_shared::proto::{
     CancelRunRequest, CompleteHumanTaskRequest, CreateScheduleRequest, GetWorkflowRequest, ListBufferedEventsRequest,
-    ListHumanTasksRequest, PublishEventRequest, PublishEventResponse, PurgeBufferedEventsRequest,
-    RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run, StartStepRequest, StepRun, SubmitRunRequest,
+    PurgeBufferedEventsRequest, RegisterWorkflowRequest, RerunRunRequest, RetryRunRequest, Run, StartStepRequest,
+    StepRun, SubmitRunRequest,
 };
 use baton_tests::{Cluster, ms, status, step_status};
 use serde_json::{Value, json};
@@ -36,20 +36,6 @@ async fn refused(cluster: &Cluster, yaml: &str) -> tonic::Status {
         })
         .await
         .expect_err("the definition should be refused")
-}
-
-async fn publish(cluster: &Cluster, name: &str, key: &str, payload: Value) -> PublishEventResponse {
-    cluster
-        .events()
-        .await
-        .publish_event(PublishEventRequest {
-            name: name.into(),
-            key: key.into(),
-            payload_json: payload.to_string(),
-        })
-        .await
-        .expect("publish event")
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,12 +175,12 @@ async fn event_names_and_keys_that_look_alike_never_meet_and_a_key_may_hold_a_ba
     cluster.wait_step(&run_id, "wait", "waiting", WITHIN).await;
 
     // Event `a` key `b:c` is another event than `a:b` key `c`: buffered, not delivered.
-    let other = publish(&cluster, "a", "b:c", json!({"wrong": true})).await;
+    let other = cluster.publish("a", "b:c", json!({"wrong": true})).await;
     assert!(other.delivered.is_empty() && other.buffered, "{other:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(step_status(&cluster.get_run(&run_id).await, "wait"), "waiting");
 
-    let right = publish(&cluster, "a:b", "c", json!({"right": true})).await;
+    let right = cluster.publish("a:b", "c", json!({"right": true})).await;
     assert_eq!(right.delivered.len(), 1, "{right:?}");
     let run = cluster.wait_run(&run_id, WITHIN).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
@@ -206,7 +192,7 @@ async fn event_names_and_keys_that_look_alike_never_meet_and_a_key_may_hold_a_ba
     // A key with a `|` can be published and received.
     let run_id = cluster.submit("waiter", json!({"k": "x|y"})).await;
     cluster.wait_step(&run_id, "wait", "waiting", WITHIN).await;
-    let barred = publish(&cluster, "a:b", "x|y", json!({"bar": 1})).await;
+    let barred = cluster.publish("a:b", "x|y", json!({"bar": 1})).await;
     assert_eq!(barred.delivered.len(), 1, "{barred:?}");
     let run = cluster.wait_run(&run_id, WITHIN).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
@@ -317,17 +303,7 @@ async fn a_step_timeout_on_a_step_without_a_handler_is_refused_and_a_human_task_
     let run = cluster.wait_run(&skipped, WITHIN).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
     assert_eq!(step_status(&run, "approve"), "skipped", "{run:#?}");
-    let open = cluster
-        .human_tasks()
-        .await
-        .list_human_tasks(ListHumanTasksRequest {
-            status: "open".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("list tasks")
-        .into_inner()
-        .tasks;
+    let open = cluster.open_human_tasks().await;
     assert!(
         open.iter().all(|t| t.run_id != failed && t.run_id != skipped),
         "timed-out tasks left the open list: {open:#?}"
@@ -379,17 +355,7 @@ async fn a_rerun_from_a_human_step_reopens_a_clean_task_and_resets_times() {
         after.started_at.is_none() && after.finished_at.is_none() && after.dispatched_at.is_none(),
         "a reset step keeps no old times: {after:#?}"
     );
-    let tasks = cluster
-        .human_tasks()
-        .await
-        .list_human_tasks(ListHumanTasksRequest {
-            status: "open".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("list tasks")
-        .into_inner()
-        .tasks;
+    let tasks = cluster.open_human_tasks().await;
     let task = tasks
         .iter()
         .find(|t| t.run_id == run_id)
@@ -426,10 +392,10 @@ async fn after_a_retry_attempts_count_from_the_new_round_and_a_success_shows_no_
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_events_without_a_key_can_be_listed_and_purged_and_filter_errors_are_returned() {
     let cluster = Cluster::start("buffered", &[]).await;
-    let first = publish(&cluster, "tick", "", json!({"n": 1})).await;
+    let first = cluster.publish("tick", "", json!({"n": 1})).await;
     assert!(first.buffered, "{first:?}");
-    publish(&cluster, "tick", "", json!({"n": 2})).await;
-    publish(&cluster, "tock", "k|1", json!({"n": 3})).await;
+    cluster.publish("tick", "", json!({"n": 2})).await;
+    cluster.publish("tock", "k|1", json!({"n": 3})).await;
 
     let mut events = cluster.events().await;
     let listed = events
@@ -484,12 +450,12 @@ async fn buffered_events_without_a_key_can_be_listed_and_purged_and_filter_error
     cluster
         .register("name: picky\nversion: 1\non: {event: order, filter: 'input.total > 10'}\nsteps:\n  - {id: s, sleep: 10ms}\n")
         .await;
-    let answer = publish(&cluster, "order", "", json!({"no_total": true})).await;
+    let answer = cluster.publish("order", "", json!({"no_total": true})).await;
     assert!(answer.started_run_ids.is_empty(), "{answer:?}");
     assert_eq!(answer.trigger_errors.len(), 1, "{answer:?}");
     assert_eq!(answer.trigger_errors[0].workflow, "picky");
     assert!(!answer.trigger_errors[0].error.is_empty(), "{answer:?}");
-    let ok = publish(&cluster, "order", "", json!({"total": 11})).await;
+    let ok = cluster.publish("order", "", json!({"total": 11})).await;
     assert_eq!(ok.started_run_ids.len(), 1, "{ok:?}");
     assert!(ok.trigger_errors.is_empty(), "{ok:?}");
 }
