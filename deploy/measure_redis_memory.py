@@ -152,7 +152,8 @@ def main() -> int:
         keys = [k for k in redis("--scan", "--pattern", f"{ns}:*").splitlines() if k]
         for i in range(0, len(keys), 500):
             redis_many([["DEL", *keys[i : i + 500]]])
-        for q in (f"{ns}.step.echo", f"{ns}.dead-letter"):
+        # The stock worker declares the queues of its three handlers.
+        for q in (f"{ns}.step.echo", f"{ns}.step.sleep", f"{ns}.step.fail", f"{ns}.dead-letter"):
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", q], capture_output=True)
 
 

@@ -91,10 +91,17 @@ async fn the_python_example_runs_a_workflow_through_reflection_alone() {
     let _ = std::fs::remove_file(&definition);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the example failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "the example failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
 
     // What reflection told it.
-    let services = stdout.lines().find(|l| l.starts_with("services: ")).expect("a services line");
+    let services = stdout
+        .lines()
+        .find(|l| l.starts_with("services: "))
+        .expect("a services line");
     for s in [
         "baton.v1.RunService",
         "baton.v1.WorkflowService",
