@@ -28,6 +28,14 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// A timer due longer ago than this counts as overdue (`baton_timers_overdue`).
 pub const OVERDUE_AFTER: Duration = Duration::from_secs(5);
 
+/// Whether [`install`] succeeded: the `observe_*` functions, which read Redis to time an event,
+/// do nothing without it (no Redis reads for metrics that nobody serves).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the Prometheus recorder and serves `GET /metrics` (any path answers) on `addr` in the
 /// current tokio runtime. Once per process.
 ///
@@ -41,6 +49,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         .and_then(PrometheusBuilder::install)
         .map_err(|e| anyhow::anyhow!("metrics_addr: cannot serve metrics on {addr}: {e}"))?;
     describe();
+    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     Ok(())
 }
@@ -213,6 +222,9 @@ fn seconds(ms: i64) -> f64 {
 /// Counts run `run_id` of `workflow` finished with `status`, and records, off the caller's path,
 /// its duration from its `created_at` to `now` (a read that fails records no duration).
 pub fn observe_finish(store: &crate::store::Store, workflow: &str, status: &'static str, run_id: &str, now: i64) {
+    if !enabled() {
+        return;
+    }
     let (store, workflow, run_id) = (store.clone(), workflow.to_string(), run_id.to_string());
     tokio::spawn(async move {
         let created = match store.run_fields(&run_id, &["created_at"]).await {
@@ -234,6 +246,9 @@ pub async fn script<T>(name: &'static str, fut: impl std::future::Future<Output 
 /// Records, off the caller's path, how long attempt `attempt` of `step_id` waited in the queue (its
 /// `dispatched_at` to `now`). A read that fails records nothing.
 pub fn observe_start(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
+    if !enabled() {
+        return;
+    }
     let (store, workflow, handler) = (engine.store.clone(), workflow.to_string(), handler.to_string());
     let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
     tokio::spawn(async move {
@@ -248,6 +263,9 @@ pub fn observe_start(engine: &Engine, workflow: &str, handler: &str, run_id: &st
 /// Records, off the caller's path, the start-to-close time of an attempt of `step_id` that ended at
 /// `now` (its `started_at` to `now`). A read that fails records nothing.
 pub fn observe_close(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
+    if !enabled() {
+        return;
+    }
     let (store, workflow, handler) = (engine.store.clone(), workflow.to_string(), handler.to_string());
     let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
     tokio::spawn(async move {
