@@ -693,24 +693,24 @@ impl Store {
         now: i64,
     ) -> Result<Vec<(String, String)>> {
         let mut conn = self.conn.clone();
-        let out: Vec<String> = crate::metrics::script(
-            "publish_event",
-            self.scripts
-                .publish_event
-                .key(self.keys.event_waiters(name, key))
-                .key(self.keys.event_buffer(name, key))
-                .key(self.keys.timers())
-                .key(self.keys.event_buffers())
-                .arg(self.keys.prefix())
-                .arg(now)
-                .arg(payload)
-                .arg(ttl.as_secs().max(1))
-                .arg(max_buffered.max(1))
-                .arg(baton_shared::keys::event_identity(name, key))
-                .arg(baton_shared::keys::buffered_member(name, key))
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let timed = tokio::time::Instant::now();
+        let out: Vec<String> = self
+            .scripts
+            .publish_event
+            .key(self.keys.event_waiters(name, key))
+            .key(self.keys.event_buffer(name, key))
+            .key(self.keys.timers())
+            .key(self.keys.event_buffers())
+            .arg(self.keys.prefix())
+            .arg(now)
+            .arg(payload)
+            .arg(ttl.as_secs().max(1))
+            .arg(max_buffered.max(1))
+            .arg(baton_shared::keys::event_identity(name, key))
+            .arg(baton_shared::keys::buffered_member(name, key))
+            .invoke_async(&mut conn)
+            .await?;
+        crate::metrics::redis_script("publish_event", timed.elapsed());
         Ok(out
             .get(1..)
             .unwrap_or_default()
@@ -1072,27 +1072,27 @@ impl Store {
         now: i64,
     ) -> Result<SlotOutcome> {
         let mut conn = self.conn.clone();
-        let out: Vec<String> = crate::metrics::script(
-            "acquire",
-            self.scripts
-                .acquire
-                .key(self.keys.slot_holders(pool))
-                .key(self.keys.slot_waiters(pool))
-                .key(self.keys.outbox())
-                .key(self.keys.timers())
-                .arg(self.keys.prefix())
-                .arg(now)
-                .arg(limit)
-                .arg(run_id)
-                .arg(step)
-                .arg(attempt)
-                .arg(lease_until)
-                .arg(pool)
-                .arg(detail)
-                .arg(self.events_max_len)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let timed = tokio::time::Instant::now();
+        let out: Vec<String> = self
+            .scripts
+            .acquire
+            .key(self.keys.slot_holders(pool))
+            .key(self.keys.slot_waiters(pool))
+            .key(self.keys.outbox())
+            .key(self.keys.timers())
+            .arg(self.keys.prefix())
+            .arg(now)
+            .arg(limit)
+            .arg(run_id)
+            .arg(step)
+            .arg(attempt)
+            .arg(lease_until)
+            .arg(pool)
+            .arg(detail)
+            .arg(self.events_max_len)
+            .invoke_async(&mut conn)
+            .await?;
+        crate::metrics::redis_script("acquire", timed.elapsed());
         Ok(match out.first().map(String::as_str) {
             Some("acquired" | "held") => SlotOutcome::Held,
             Some("queued") => SlotOutcome::Queued,
@@ -1457,17 +1457,17 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
         let mut conn = self.conn.clone();
-        let out: Vec<String> = crate::metrics::script(
-            "claim",
-            self.scripts
-                .claim
-                .key(key)
-                .arg(now)
-                .arg(lease.as_millis() as u64)
-                .arg(limit)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let timed = tokio::time::Instant::now();
+        let out: Vec<String> = self
+            .scripts
+            .claim
+            .key(key)
+            .arg(now)
+            .arg(lease.as_millis() as u64)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        crate::metrics::redis_script("claim", timed.elapsed());
         let mut it = out.into_iter();
         let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         Ok(it.map(|member| Claimed { member, lease }).collect())
@@ -1480,16 +1480,16 @@ impl Store {
     pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
         let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
         let mut conn = self.conn.clone();
-        let _: i64 = crate::metrics::script(
-            "release",
-            self.scripts
-                .release
-                .key(key)
-                .arg(&claimed.member)
-                .arg(claimed.lease)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let timed = tokio::time::Instant::now();
+        let _: i64 = self
+            .scripts
+            .release
+            .key(key)
+            .arg(&claimed.member)
+            .arg(claimed.lease)
+            .invoke_async(&mut conn)
+            .await?;
+        crate::metrics::redis_script("release", timed.elapsed());
         Ok(())
     }
 
