@@ -59,6 +59,9 @@ pub struct CoordinatorConfig {
     /// NOT_SERVING from the first failed probe until one succeeds again.
     #[serde(with = "serde_human")]
     pub health_probe_interval: Duration,
+    /// Address (`host:port`) of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9464`; empty
+    /// (the default) serves no metrics. See README "Metrics".
+    pub metrics_addr: String,
 }
 
 impl Default for CoordinatorConfig {
@@ -82,6 +85,7 @@ impl Default for CoordinatorConfig {
             event_ttl: Duration::from_secs(24 * 3600),
             event_buffer_max: 100,
             health_probe_interval: Duration::from_secs(1),
+            metrics_addr: String::new(),
         }
     }
 }
@@ -106,6 +110,7 @@ const KNOWN_KEYS: &[&str] = &[
     "event_ttl",
     "event_buffer_max",
     "health_probe_interval",
+    "metrics_addr",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
@@ -127,6 +132,14 @@ pub enum ConfigError {
         value: String,
         /// The words it may take, comma-separated.
         expected: String,
+    },
+    /// A setting's value does not parse.
+    #[error("configuration: {key}: {reason}")]
+    Invalid {
+        /// The setting.
+        key: String,
+        /// What is wrong, with the value quoted.
+        reason: String,
     },
     /// The file names a setting that does not exist (most likely a typo).
     #[error("configuration file {file}: unknown setting `{key}` (known: {known})")]
@@ -184,7 +197,27 @@ impl CoordinatorConfig {
                 });
             }
         }
-        Ok(built.try_deserialize()?)
+        let config: Self = built.try_deserialize()?;
+        config.metrics_socket()?;
+        Ok(config)
+    }
+
+    /// The address of the `/metrics` endpoint, `None` when `metrics_addr` is empty (metrics off).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `metrics_addr` when it is not a `host:port` socket address.
+    pub fn metrics_socket(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.metrics_addr.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|e| ConfigError::Invalid {
+            key: "metrics_addr".into(),
+            reason: format!(
+                "{} is not an IP address and port such as 0.0.0.0:9464 ({e}); leave it empty to serve no metrics",
+                baton_shared::limits::echo(text)
+            ),
+        })
     }
 
     /// The RabbitMQ topology these settings describe.
@@ -256,6 +289,27 @@ mod tests {
         let d = CoordinatorConfig::default();
         assert_eq!(c.health_probe_interval, d.health_probe_interval);
         assert_eq!(c.max_payload_bytes, d.max_payload_bytes);
+    }
+
+    #[test]
+    fn an_invalid_metrics_addr_is_an_error_naming_the_field() {
+        let f = file("metrics_addr = \"localhost\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("metrics_addr") && e.contains("\"localhost\""), "{e}");
+        let off = file("metrics_addr = \"\"\n");
+        assert_eq!(
+            CoordinatorConfig::load(Some(off.path()))
+                .unwrap()
+                .metrics_socket()
+                .unwrap(),
+            None
+        );
+        let on = file("metrics_addr = \"127.0.0.1:9464\"\n");
+        let c = CoordinatorConfig::load(Some(on.path())).unwrap();
+        assert_eq!(
+            c.metrics_socket().unwrap(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
     }
 
     #[test]

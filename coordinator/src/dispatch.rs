@@ -72,6 +72,26 @@ impl Dispatcher {
         Ok(ch)
     }
 
+    /// A new channel on the shared connection (not in confirm mode), for reads such as the queue
+    /// sampler's passive declares, which close their channel when a queue is missing. Close it
+    /// when done.
+    ///
+    /// # Errors
+    /// `Amqp` when RabbitMQ cannot be reached.
+    pub async fn sample_channel(&self) -> Result<Channel> {
+        self.channel().await?;
+        let link = self.link.lock().await;
+        let (conn, _) = link
+            .as_ref()
+            .ok_or_else(|| CoordinatorError::Internal("no RabbitMQ connection".into()))?;
+        Ok(conn.create_channel().await?)
+    }
+
+    /// The topology tasks are published to.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Checks that RabbitMQ is reachable: the shared connection is up, or can be made again now
     /// (the health probe calls this, so a broken connection is also rebuilt between publishes).
     ///
@@ -130,11 +150,14 @@ impl Dispatcher {
                 &body,
                 props,
             );
+            let sent = tokio::time::Instant::now();
             let confirm = tokio::time::timeout(self.publish_timeout, async { publish.await?.await })
                 .await
                 .map_err(|_| {
+                    crate::metrics::publish_confirm("timeout", sent.elapsed());
                     CoordinatorError::Publish(format!("no confirm for {member} within {:?}", self.publish_timeout))
                 })?;
+            crate::metrics::publish_confirm(crate::metrics::confirm_word(&confirm), sent.elapsed());
             let confirm = match confirm {
                 Ok(c) => c,
                 Err(e) => {

@@ -336,6 +336,9 @@ impl Engine {
                 parent,
             )
             .await?;
+        if !matches!(outcome, CreateOutcome::Exists(_)) {
+            crate::metrics::run_started(&def.name);
+        }
         Ok(match outcome {
             CreateOutcome::Exists(_) => (run_id, false, Vec::new()),
             // Its roots start when a run slot frees (a `run-wake` timer).
@@ -402,7 +405,8 @@ impl Engine {
         } else {
             0
         };
-        self.store
+        let disposition = self
+            .store
             .start_step(
                 &RunCall { run_id: a.run_id, now },
                 a.step_id,
@@ -412,7 +416,11 @@ impl Engine {
                 &timers,
                 slot_lease,
             )
-            .await
+            .await?;
+        if disposition == Disposition::Proceed {
+            crate::metrics::observe_start(self, &def.name, &step.handler, a.run_id, a.step_id, now);
+        }
+        Ok(disposition)
     }
 
     /// Records a heartbeat.
@@ -494,12 +502,17 @@ impl Engine {
                     timeout_at: timeout.map(|t| machine::due(now, t)).unwrap_or(0),
                     worker: a.worker,
                 };
-                return Ok(
-                    match self.store.wait(pre, &RunCall { run_id: a.run_id, now }, &w).await? {
-                        WaitOutcome::Stale => Disposition::Stale,
-                        WaitOutcome::Waiting | WaitOutcome::Delivered => Disposition::Proceed,
-                    },
-                );
+                let waited = self.store.wait(pre, &RunCall { run_id: a.run_id, now }, &w).await?;
+                let word = if waited == WaitOutcome::Stale {
+                    "stale"
+                } else {
+                    "suspended"
+                };
+                crate::metrics::attempt(&def.name, &step.handler, word);
+                return Ok(match waited {
+                    WaitOutcome::Stale => Disposition::Stale,
+                    WaitOutcome::Waiting | WaitOutcome::Delivered => Disposition::Proceed,
+                });
             }
             Outcome::Failure(f) => {
                 let at = machine::retry_at(
@@ -550,6 +563,10 @@ impl Engine {
             .store
             .complete_step(pre, &RunCall { run_id: a.run_id, now }, &args)
             .await?;
+        crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
+        if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
+            crate::metrics::observe_close(self, &def.name, &step.handler, a.run_id, a.step_id, now);
+        }
         let disposition = self.after_completion(&def, a.run_id, completion, now).await;
         if let Some(pool) = slot
             && let Err(e) = self.wake_pool(&pool).await
@@ -700,6 +717,9 @@ impl Engine {
                             inputs,
                         )
                         .await?;
+                    if let Some(status) = crate::metrics::finished_status(&completion) {
+                        crate::metrics::observe_finish(&self.store, &def.name, status, run_id, now);
+                    }
                     return Ok(Launch::More(match completion {
                         Completion::Succeeded { dispatched, .. } => dispatched,
                         _ => Vec::new(),
@@ -1145,6 +1165,8 @@ impl Engine {
                     }
                     other => {
                         if other != Completion::Stale {
+                            crate::metrics::attempt(&def.name, &step.handler, "timed_out");
+                            crate::metrics::observe_close(self, &def.name, &step.handler, run_id, step_id, now);
                             tracing::info!(run = run_id, step = step_id, attempt, outcome, "attempt timed out");
                         }
                     }

@@ -13,6 +13,8 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod machine;
+pub mod metrics;
+pub mod queues;
 pub mod registry;
 pub mod schedules;
 pub mod store;
@@ -70,6 +72,9 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     hooks: Hooks,
 ) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_socket()? {
+        metrics::install(addr)?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
@@ -95,7 +100,7 @@ pub async fn serve_with(
     let mut server = {
         let mut down = down_rx.clone();
         tokio::spawn(tonic::transport::Server::builder().serve_with_incoming_shutdown(
-            edge.clone(),
+            metrics::GrpcMetrics::new(edge.clone()),
             incoming,
             async move {
                 let _ = down.wait_for(|d| *d).await;
@@ -128,7 +133,7 @@ pub async fn serve_with(
 
     let supervisor = Supervisor::new(health.clone(), hooks.panic_marker);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let loops = vec![
+    let mut loops = vec![
         supervised_timers(&engine, &supervisor, timers::Loop::Timers, &stop_rx),
         supervised_timers(&engine, &supervisor, timers::Loop::Outbox, &stop_rx),
         {
@@ -150,6 +155,15 @@ pub async fn serve_with(
             })
         },
     ];
+    if config.metrics_socket()?.is_some() {
+        let (e, r) = (engine.clone(), stop_rx.clone());
+        loops.push(supervise::spawn(
+            "metrics-sampler",
+            health.clone(),
+            stop_rx.clone(),
+            move || metrics::sample_loop(e.clone(), r.clone()),
+        ));
+    }
 
     let api = Api::new(engine.clone());
     let limit = edge::max_message_bytes(config.max_payload_bytes);

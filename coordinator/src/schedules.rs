@@ -385,6 +385,9 @@ impl Engine {
             .hlen(&key)
             .query_async(&mut conn)
             .await?;
+        if added {
+            crate::metrics::schedule_tick(outcome);
+        }
         if len > 2 * LEDGER_KEEP {
             let mut all: Vec<i64> = conn.hkeys(&key).await?;
             all.sort_unstable();
@@ -402,6 +405,7 @@ impl Engine {
         let json = ledger_json(outcome, run_id, reason)?;
         let mut conn = self.store.conn();
         let _: () = conn.hset(ledger_key(self, id), tick, json).await?;
+        crate::metrics::schedule_tick(outcome);
         Ok(())
     }
 

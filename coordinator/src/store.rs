@@ -14,13 +14,16 @@ use crate::error::{CoordinatorError, Result};
 /// A run script: the common prelude plus its own body, and its SHA1 for `EVALSHA`.
 struct RunScript {
     script: redis::Script,
+    /// The script's name in metrics (`baton_redis_script_duration_seconds{script}`).
+    name: &'static str,
 }
 
 impl RunScript {
-    fn new(body: &str) -> Self {
+    fn new(name: &'static str, body: &str) -> Self {
         let code = format!("{}\n{}", include_str!("scripts/common.lua"), body);
         Self {
             script: redis::Script::new(&code),
+            name,
         }
     }
 }
@@ -295,18 +298,18 @@ impl Store {
             .set_number_of_retries(3);
         let conn = client.get_connection_manager_with_config(cfg).await?;
         let scripts = Scripts {
-            create_run: RunScript::new(include_str!("scripts/create_run.lua")),
-            start_step: RunScript::new(include_str!("scripts/start_step.lua")),
-            heartbeat: RunScript::new(include_str!("scripts/heartbeat.lua")),
-            complete_step: RunScript::new(include_str!("scripts/complete_step.lua")),
-            dispatch_attempt: RunScript::new(include_str!("scripts/dispatch_attempt.lua")),
-            cancel_run: RunScript::new(include_str!("scripts/cancel_run.lua")),
-            reset_steps: RunScript::new(include_str!("scripts/reset_steps.lua")),
-            emit_event: RunScript::new(include_str!("scripts/emit_event.lua")),
-            start_items: RunScript::new(include_str!("scripts/start_items.lua")),
-            wait: RunScript::new(include_str!("scripts/wait.lua")),
-            resume: RunScript::new(include_str!("scripts/resume.lua")),
-            park: RunScript::new(include_str!("scripts/park.lua")),
+            create_run: RunScript::new("create_run", include_str!("scripts/create_run.lua")),
+            start_step: RunScript::new("start_step", include_str!("scripts/start_step.lua")),
+            heartbeat: RunScript::new("heartbeat", include_str!("scripts/heartbeat.lua")),
+            complete_step: RunScript::new("complete_step", include_str!("scripts/complete_step.lua")),
+            dispatch_attempt: RunScript::new("dispatch_attempt", include_str!("scripts/dispatch_attempt.lua")),
+            cancel_run: RunScript::new("cancel_run", include_str!("scripts/cancel_run.lua")),
+            reset_steps: RunScript::new("reset_steps", include_str!("scripts/reset_steps.lua")),
+            emit_event: RunScript::new("emit_event", include_str!("scripts/emit_event.lua")),
+            start_items: RunScript::new("start_items", include_str!("scripts/start_items.lua")),
+            wait: RunScript::new("wait", include_str!("scripts/wait.lua")),
+            resume: RunScript::new("resume", include_str!("scripts/resume.lua")),
+            park: RunScript::new("park", include_str!("scripts/park.lua")),
             publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
             acquire: redis::Script::new(include_str!("scripts/acquire.lua")),
             wake: redis::Script::new(include_str!("scripts/wake.lua")),
@@ -428,7 +431,7 @@ impl Store {
                 .arg(self.dispatch_grace.as_millis() as u64)
                 .arg(args);
             let mut conn = self.conn.clone();
-            match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
+            match crate::metrics::script(script.name, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
                 Ok(v) => return strings(v),
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) && tried == 0 => {
                     self.load_scripts().await?
@@ -578,7 +581,12 @@ impl Store {
             self.max_payload_bytes.to_string(),
         ];
         let out = self.eval_run(pre, &self.scripts.complete_step, call, &a).await?;
-        parse_completion(out)
+        let completion = parse_completion(out)?;
+        if let Some(status) = crate::metrics::finished_status(&completion) {
+            let workflow = args.pinned.rsplit_once('@').map_or(args.pinned, |(w, _)| w);
+            crate::metrics::observe_finish(self, workflow, status, call.run_id, call.now);
+        }
+        Ok(completion)
     }
 
     /// Starts a fan-out step over its elements' inputs (see `start_items.lua`): stores them and
@@ -685,6 +693,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<(String, String)>> {
         let mut conn = self.conn.clone();
+        let timed = tokio::time::Instant::now();
         let out: Vec<String> = self
             .scripts
             .publish_event
@@ -701,6 +710,7 @@ impl Store {
             .arg(baton_shared::keys::buffered_member(name, key))
             .invoke_async(&mut conn)
             .await?;
+        crate::metrics::redis_script("publish_event", timed.elapsed());
         Ok(out
             .get(1..)
             .unwrap_or_default()
@@ -1062,6 +1072,7 @@ impl Store {
         now: i64,
     ) -> Result<SlotOutcome> {
         let mut conn = self.conn.clone();
+        let timed = tokio::time::Instant::now();
         let out: Vec<String> = self
             .scripts
             .acquire
@@ -1081,6 +1092,7 @@ impl Store {
             .arg(self.events_max_len)
             .invoke_async(&mut conn)
             .await?;
+        crate::metrics::redis_script("acquire", timed.elapsed());
         Ok(match out.first().map(String::as_str) {
             Some("acquired" | "held") => SlotOutcome::Held,
             Some("queued") => SlotOutcome::Queued,
@@ -1340,7 +1352,16 @@ impl Store {
             )
             .await?;
         match out.first().map(String::as_str) {
-            Some("cancelled") => Ok(()),
+            Some("cancelled") => {
+                let status = if status == "timed_out" {
+                    "timed_out"
+                } else {
+                    "cancelled"
+                };
+                let workflow = out.get(1).map(String::as_str).unwrap_or_default();
+                crate::metrics::observe_finish(self, workflow, status, call.run_id, call.now);
+                Ok(())
+            }
             Some("finished") => Err(CoordinatorError::FailedPrecondition(format!(
                 "run_id: run {} already finished ({})",
                 call.run_id,
@@ -1436,6 +1457,7 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
         let mut conn = self.conn.clone();
+        let timed = tokio::time::Instant::now();
         let out: Vec<String> = self
             .scripts
             .claim
@@ -1445,6 +1467,7 @@ impl Store {
             .arg(limit)
             .invoke_async(&mut conn)
             .await?;
+        crate::metrics::redis_script("claim", timed.elapsed());
         let mut it = out.into_iter();
         let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         Ok(it.map(|member| Claimed { member, lease }).collect())
@@ -1457,6 +1480,7 @@ impl Store {
     pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
         let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
         let mut conn = self.conn.clone();
+        let timed = tokio::time::Instant::now();
         let _: i64 = self
             .scripts
             .release
@@ -1465,6 +1489,7 @@ impl Store {
             .arg(claimed.lease)
             .invoke_async(&mut conn)
             .await?;
+        crate::metrics::redis_script("release", timed.elapsed());
         Ok(())
     }
 

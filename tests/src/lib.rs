@@ -283,9 +283,15 @@ impl Cluster {
     /// index. The worker reaches the coordinator lazily and retries while it is unreachable or
     /// starting up, so a task it takes before then is not lost.
     pub fn spawn_worker(&mut self, name: &str, concurrency: u16) -> usize {
+        self.spawn_worker_with_env(name, concurrency, &[])
+    }
+
+    /// As [`Cluster::spawn_worker`], with `env` over the worker's settings (`BATON_METRICS_ADDR`, ...).
+    pub fn spawn_worker_with_env(&mut self, name: &str, concurrency: u16, env: &[(&str, &str)]) -> usize {
         let log = self.log_path(name);
         let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let mut child = Command::new(bin("test-worker"))
+            .envs(env.iter().copied())
             .env("BATON_COORDINATOR", &self.addr)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_REDIS_URL", REDIS_URL)

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod context;
+mod metrics;
 mod runtime;
 
 pub use baton_shared::process::{init_tracing, shutdown_signal};

@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// How long a shutdown waits for running handlers to finish and report (`BATON_SHUTDOWN_GRACE`,
     /// default 30 s); then they are aborted and their tasks go back to the queue.
     pub shutdown_grace: Duration,
+    /// Address of the Prometheus `/metrics` endpoint (`BATON_METRICS_ADDR`, e.g. `0.0.0.0:9465`);
+    /// `None` (the default) serves no metrics.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
@@ -130,6 +133,7 @@ impl Default for WorkerConfig {
             report_patience: Duration::from_secs(300),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            metrics_addr: None,
         }
     }
 }
@@ -188,6 +192,14 @@ impl WorkerConfig {
                 Err(e) => tracing::warn!("BATON_SHUTDOWN_GRACE: {e}; using {:?}", c.shutdown_grace),
             }
         }
+        if let Some(v) = var("BATON_METRICS_ADDR") {
+            match v.parse() {
+                Ok(a) => c.metrics_addr = Some(a),
+                Err(e) => tracing::warn!(
+                    "BATON_METRICS_ADDR={v:?} is not an address such as 0.0.0.0:9465 ({e}); serving no metrics"
+                ),
+            }
+        }
         if let Some(v) = var("BATON_QUEUE_TYPE") {
             match v.as_str() {
                 "quorum" => c.queue_type = QueueType::Quorum,
@@ -222,6 +234,9 @@ pub struct WorkerArgs {
     /// This worker's id, shown in runs (default: `<host>-<pid>`).
     #[arg(long, env = "BATON_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Address of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9465` (default: none).
+    #[arg(long, env = "BATON_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -235,6 +250,7 @@ impl WorkerArgs {
             namespace: self.namespace.clone(),
             concurrency: self.concurrency,
             worker_id: self.worker_id.clone().unwrap_or(base.worker_id.clone()),
+            metrics_addr: self.metrics_addr,
             ..base
         }
     }
@@ -249,6 +265,9 @@ pub enum WorkerError {
     /// No handler was registered.
     #[error("no handlers registered")]
     NoHandlers,
+    /// The metrics endpoint could not be served (the message names `metrics_addr`).
+    #[error("{0}")]
+    Metrics(String),
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, StepError>> + Send>>;
@@ -313,6 +332,9 @@ impl Worker {
         }
         check_coordinator_address(&self.config.coordinator)
             .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e))?;
+        if let Some(addr) = self.config.metrics_addr {
+            crate::metrics::install(addr).map_err(WorkerError::Metrics)?;
+        }
         let endpoint = Endpoint::from_shared(self.config.coordinator.clone())
             .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
@@ -653,6 +675,7 @@ async fn consume_forever(
         match consume(&shared, &handler_name, &handler, &mut stop).await {
             Ok(()) => return,
             Err(e) => {
+                crate::metrics::reconnect(&handler_name);
                 tracing::warn!(handler = %handler_name, error = %e, "RabbitMQ consumer failed; reconnecting in {delay:?}")
             }
         }
@@ -738,7 +761,8 @@ async fn consume(
                         let shared = shared.clone();
                         let handler = handler.clone();
                         let stop = stop.clone();
-                        in_flight.spawn(async move { handle_delivery(&shared, &handler, delivery, stop).await });
+                        let name = handler_name.to_string();
+                        in_flight.spawn(async move { handle_delivery(&shared, &name, &handler, delivery, stop).await });
                     }
                     Some(Err(e)) => break 'session Err(e.into()),
                     None => break 'session Err("the consumer was closed by the broker".into()),
@@ -873,6 +897,7 @@ fn retriable(s: &tonic::Status) -> bool {
 /// coordinator within [`START_PATIENCE`], or that a shutdown interrupts, hands the task back.
 async fn handle_delivery(
     shared: &Shared,
+    handler_name: &str,
     handler: &ErasedHandler,
     delivery: Delivery,
     mut stop: watch::Receiver<bool>,
@@ -956,8 +981,16 @@ async fn handle_delivery(
         cancel: cancel.clone(),
     };
     // The handler runs in its own task so that a panic fails the attempt instead of the worker.
+    let in_flight = crate::metrics::InFlight::start(handler_name);
+    let ran = tokio::time::Instant::now();
     let run = tokio::spawn((handler)(ctx, input));
     let outcome = supervise(run, timeout, &cancel, cfg.max_output_bytes).await;
+    let word = match &outcome {
+        Outcome::OutputJson(_) => "succeeded",
+        Outcome::Failure(_) => "failed",
+        Outcome::Suspend(_) => "suspended",
+    };
+    crate::metrics::handler_ran(handler_name, word, ran.elapsed());
     shared.cancellations.forget(&task.run_id, registration);
 
     let report = ReportResultRequest {
@@ -998,11 +1031,13 @@ async fn handle_delivery(
     match reported {
         Ok(r) => {
             if AttemptDisposition::try_from(r.into_inner().disposition) == Ok(AttemptDisposition::Stale) {
+                crate::metrics::result_refused(handler_name, "stale");
                 tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "result was stale (attempt no longer current)");
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
         Err(e) if !retriable(&e) => {
+            crate::metrics::result_refused(handler_name, "refused");
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "coordinator refused the result; dropping the task");
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
@@ -1011,6 +1046,7 @@ async fn handle_delivery(
             let _ = delivery.nack(requeue()).await;
         }
     }
+    drop(in_flight);
 }
 
 #[cfg(test)]

@@ -1,0 +1,585 @@
+//! Prometheus metrics of the coordinator: the `/metrics` endpoint ([`install`]), the names
+//! (`baton_` prefix, `_total` for counters, `_seconds` for durations, base units), one short
+//! function per event for the places where events happen, the sampler of gauges that are read
+//! from Redis and RabbitMQ ([`sample_loop`]), and the gRPC layer ([`GrpcMetrics`]).
+//!
+//! Labels carry only bounded values: workflow names, handler names, step ids and fixed words
+//! (statuses, outcomes, gRPC codes and methods). Never a run id, a key value or free text.
+//! README "Metrics" lists every metric.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use baton_shared::time::{duration_ms, now_ms};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::sync::watch;
+use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
+
+use crate::{engine::Engine, store::Completion};
+
+/// Upper bounds of the buckets of every `_seconds` histogram: 1 ms to 300 s.
+pub const BUCKETS_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// How often [`sample_loop`] reads the queue, timer, outbox and slot gauges.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A timer due longer ago than this counts as overdue (`baton_timers_overdue`).
+pub const OVERDUE_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether [`install`] succeeded: the `observe_*` functions, which read Redis to time an event,
+/// do nothing without it (no Redis reads for metrics that nobody serves).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Installs the Prometheus recorder and serves `GET /metrics` (any path answers) on `addr` in the
+/// current tokio runtime. Once per process.
+///
+/// # Errors
+/// A message naming `metrics_addr` when the address cannot be bound or a recorder is already
+/// installed in this process.
+pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(BUCKETS_SECONDS)
+        .and_then(PrometheusBuilder::install)
+        .map_err(|e| anyhow::anyhow!("metrics_addr: cannot serve metrics on {addr}: {e}"))?;
+    describe();
+    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    Ok(())
+}
+
+/// Gives every metric its help text (the `# HELP` lines).
+fn describe() {
+    use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
+    c!("baton_runs_started_total", "Runs created, by workflow.");
+    c!(
+        "baton_runs_finished_total",
+        "Runs finished, by workflow and status (succeeded, failed, cancelled, timed_out)."
+    );
+    h!(
+        "baton_run_duration_seconds",
+        "Whole-run duration, creation to finish, by workflow and status."
+    );
+    c!(
+        "baton_step_attempts_total",
+        "Ended attempts of task steps, by workflow, handler and outcome (succeeded, failed, retried, timed_out, stale, suspended)."
+    );
+    h!(
+        "baton_step_schedule_to_start_seconds",
+        "Time a task waited in RabbitMQ: dispatch commit to a worker's StartStep, by workflow and handler."
+    );
+    h!(
+        "baton_step_start_to_close_seconds",
+        "StartStep to the result (or the timeout), by workflow and handler."
+    );
+    g!(
+        "baton_queue_messages_ready",
+        "Messages ready in a handler's queue (sampled with a passive declare)."
+    );
+    g!(
+        "baton_queue_consumers",
+        "Consumers of a handler's queue (sampled with a passive declare)."
+    );
+    g!(
+        "baton_timers_due",
+        "Timers (retries, timeouts, sleeps, wakes) due now and not yet claimed."
+    );
+    g!(
+        "baton_timers_overdue",
+        "Timers due for more than 5 s and not yet claimed."
+    );
+    g!(
+        "baton_outbox_entries",
+        "Dispatches committed in Redis whose publish RabbitMQ has not confirmed."
+    );
+    g!(
+        "baton_outbox_oldest_age_seconds",
+        "Age of the oldest outbox entry (now - its due time + dispatch_grace), 0 when empty."
+    );
+    h!(
+        "baton_publish_confirm_seconds",
+        "Publish of a step task to RabbitMQ's confirm, by result (ack, nack, returned, timeout, error)."
+    );
+    c!(
+        "baton_grpc_requests_total",
+        "gRPC requests answered, by method (/package.Service/Method) and code (OK, NOT_FOUND, ...)."
+    );
+    h!(
+        "baton_grpc_request_duration_seconds",
+        "gRPC request to response headers, by method."
+    );
+    h!(
+        "baton_redis_script_duration_seconds",
+        "Round trip of one Lua script call (with its pipelined prelude), by script."
+    );
+    g!(
+        "baton_concurrency_slots_held",
+        "Concurrency slots held (leases not expired), by workflow and step."
+    );
+    g!(
+        "baton_concurrency_slots_waiting",
+        "Attempts waiting for a concurrency slot, by workflow and step."
+    );
+    c!(
+        "baton_schedule_ticks_total",
+        "Schedule ticks recorded, by outcome (fired, skipped, buffered, triggered)."
+    );
+}
+
+/// A run was created.
+pub fn run_started(workflow: &str) {
+    counter!("baton_runs_started_total", "workflow" => workflow.to_string()).increment(1);
+}
+
+/// A run finished with `status` after `duration_ms` (None when its start is unknown).
+pub fn run_finished(workflow: &str, status: &str, duration_ms: Option<i64>) {
+    let labels = [("workflow", workflow.to_string()), ("status", status.to_string())];
+    counter!("baton_runs_finished_total", &labels).increment(1);
+    if let Some(ms) = duration_ms {
+        histogram!("baton_run_duration_seconds", &labels).record(seconds(ms));
+    }
+}
+
+/// The status of the run after `completion`, when that ended the run.
+pub fn finished_status(completion: &Completion) -> Option<&'static str> {
+    match completion {
+        Completion::Failed => Some("failed"),
+        Completion::Succeeded { run_status, .. } if run_status == "succeeded" => Some("succeeded"),
+        _ => None,
+    }
+}
+
+/// The attempt outcome word of a worker's report that ended as `completion`.
+pub fn attempt_outcome(completion: &Completion) -> &'static str {
+    match completion {
+        Completion::Stale | Completion::Alive(_) => "stale",
+        Completion::Retry(_) => "retried",
+        Completion::Failed => "failed",
+        Completion::Emit | Completion::Succeeded { .. } => "succeeded",
+    }
+}
+
+/// An attempt of a task step ended with `outcome` (see [`attempt_outcome`], or `timed_out`,
+/// `suspended`).
+pub fn attempt(workflow: &str, handler: &str, outcome: &str) {
+    counter!(
+        "baton_step_attempts_total",
+        "workflow" => workflow.to_string(),
+        "handler" => handler.to_string(),
+        "outcome" => outcome.to_string()
+    )
+    .increment(1);
+}
+
+/// A task waited `ms` in RabbitMQ before a worker started it.
+pub fn schedule_to_start(workflow: &str, handler: &str, ms: i64) {
+    histogram!("baton_step_schedule_to_start_seconds", "workflow" => workflow.to_string(), "handler" => handler.to_string())
+        .record(seconds(ms));
+}
+
+/// An attempt ran `ms` from its start to its result or timeout.
+pub fn start_to_close(workflow: &str, handler: &str, ms: i64) {
+    histogram!("baton_step_start_to_close_seconds", "workflow" => workflow.to_string(), "handler" => handler.to_string())
+        .record(seconds(ms));
+}
+
+/// A publish got its answer (`result`: ack, nack, returned, timeout, error) after `elapsed`.
+pub fn publish_confirm(result: &'static str, elapsed: Duration) {
+    histogram!("baton_publish_confirm_seconds", "result" => result).record(elapsed.as_secs_f64());
+}
+
+/// The result word of a publish's answer, for [`publish_confirm`].
+pub fn confirm_word(c: &lapin::Result<lapin::Confirmation>) -> &'static str {
+    match c {
+        Ok(lapin::Confirmation::Ack(None)) => "ack",
+        Ok(lapin::Confirmation::Ack(Some(_))) => "returned",
+        Ok(lapin::Confirmation::Nack(_)) => "nack",
+        Ok(lapin::Confirmation::NotRequested) | Err(_) => "error",
+    }
+}
+
+/// One call of Lua script `script` took `elapsed`.
+pub fn redis_script(script: &'static str, elapsed: Duration) {
+    histogram!("baton_redis_script_duration_seconds", "script" => script).record(elapsed.as_secs_f64());
+}
+
+/// A schedule tick was recorded with `outcome`.
+pub fn schedule_tick(outcome: &str) {
+    counter!("baton_schedule_ticks_total", "outcome" => outcome.to_string()).increment(1);
+}
+
+/// Milliseconds as seconds, negative (clock skew between coordinators) as 0.
+fn seconds(ms: i64) -> f64 {
+    ms.max(0) as f64 / 1000.0
+}
+
+/// Counts run `run_id` of `workflow` finished with `status`, and records, off the caller's path,
+/// its duration from its `created_at` to `now` (a read that fails records no duration).
+pub fn observe_finish(store: &crate::store::Store, workflow: &str, status: &'static str, run_id: &str, now: i64) {
+    if !enabled() {
+        return;
+    }
+    let (store, workflow, run_id) = (store.clone(), workflow.to_string(), run_id.to_string());
+    tokio::spawn(async move {
+        let created = match store.run_fields(&run_id, &["created_at"]).await {
+            Ok(v) => v.into_iter().flatten().next().and_then(|s| s.parse::<i64>().ok()),
+            Err(_) => None,
+        };
+        run_finished(&workflow, status, created.map(|c| now.saturating_sub(c)));
+    });
+}
+
+/// Times `fut`, one call of Lua script `name`, into `baton_redis_script_duration_seconds`.
+pub async fn script<T>(name: &'static str, fut: impl std::future::Future<Output = T>) -> T {
+    let started = tokio::time::Instant::now();
+    let out = fut.await;
+    redis_script(name, started.elapsed());
+    out
+}
+
+/// Records, off the caller's path, how long attempt `attempt` of `step_id` waited in the queue (its
+/// `dispatched_at` to `now`). A read that fails records nothing.
+pub fn observe_start(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
+    if !enabled() {
+        return;
+    }
+    let (store, workflow, handler) = (engine.store.clone(), workflow.to_string(), handler.to_string());
+    let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
+    tokio::spawn(async move {
+        if let Ok(v) = store.step_fields(&run_id, &step_id, &["dispatched_at"]).await
+            && let Some(at) = v.into_iter().flatten().next().and_then(|s| s.parse::<i64>().ok())
+        {
+            schedule_to_start(&workflow, &handler, now.saturating_sub(at));
+        }
+    });
+}
+
+/// Records, off the caller's path, the start-to-close time of an attempt of `step_id` that ended at
+/// `now` (its `started_at` to `now`). A read that fails records nothing.
+pub fn observe_close(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
+    if !enabled() {
+        return;
+    }
+    let (store, workflow, handler) = (engine.store.clone(), workflow.to_string(), handler.to_string());
+    let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
+    tokio::spawn(async move {
+        if let Ok(v) = store.step_fields(&run_id, &step_id, &["started_at"]).await
+            && let Some(at) = v.into_iter().flatten().next().and_then(|s| s.parse::<i64>().ok())
+        {
+            start_to_close(&workflow, &handler, now.saturating_sub(at));
+        }
+    });
+}
+
+/// Samples the gauges read from Redis and RabbitMQ every [`SAMPLE_INTERVAL`] until `shutdown`:
+/// queue depth and consumers per known handler, timers due and overdue, the outbox size and the
+/// age of its oldest entry, and concurrency slots held and waiting. A failed read is logged and
+/// the loop goes on.
+pub async fn sample_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = sample_once(&engine).await {
+            tracing::debug!(error = %e, "could not sample metrics");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One round of [`sample_loop`].
+async fn sample_once(engine: &Engine) -> anyhow::Result<()> {
+    let now = now_ms();
+    let keys = engine.store.keys();
+    let mut conn = engine.store.conn();
+    let overdue_before = now.saturating_sub(duration_ms(OVERDUE_AFTER));
+    let (due, overdue, outbox, oldest): (u64, u64, u64, Vec<(String, f64)>) = redis::pipe()
+        .zcount(keys.timers(), "-inf", now)
+        .zcount(keys.timers(), "-inf", overdue_before)
+        .zcard(keys.outbox())
+        .zrange_withscores(keys.outbox(), 0, 0)
+        .query_async(&mut conn)
+        .await?;
+    gauge!("baton_timers_due").set(due as f64);
+    gauge!("baton_timers_overdue").set(overdue as f64);
+    gauge!("baton_outbox_entries").set(outbox as f64);
+    let age_ms = oldest
+        .first()
+        .map(|(_, due)| {
+            now.saturating_sub(*due as i64)
+                .saturating_add(duration_ms(engine.config.dispatch_grace))
+        })
+        .unwrap_or(0);
+    gauge!("baton_outbox_oldest_age_seconds").set(seconds(age_ms));
+
+    let mut handlers = std::collections::BTreeSet::new();
+    let mut pools = Vec::new();
+    for name in engine.registry.names().await? {
+        let latest = engine.registry.get(&name, 0).await?.definition;
+        for reg in engine.registry.versions(&name).await? {
+            handlers.extend(reg.definition.handlers());
+        }
+        for step in &latest.steps {
+            if let Some(c) = &step.concurrency {
+                pools.push((latest.name.clone(), step.id.clone(), c.key.is_some()));
+            }
+        }
+    }
+    let mut channel = None;
+    for h in &handlers {
+        // A passive declare of a missing queue closes its channel: open another for the next.
+        let ch = match channel.take() {
+            Some(ch) => ch,
+            None => engine.dispatcher.sample_channel().await?,
+        };
+        match crate::queues::sample_queue(&ch, &engine.dispatcher.topology().queue(h)).await {
+            Ok(s) => {
+                gauge!("baton_queue_messages_ready", "handler" => h.clone()).set(f64::from(s.ready));
+                gauge!("baton_queue_consumers", "handler" => h.clone()).set(f64::from(s.consumers));
+                channel = Some(ch);
+            }
+            Err(e) => tracing::debug!(handler = %h, error = %e, "could not sample a queue"),
+        }
+    }
+    if let Some(ch) = channel {
+        let _ = ch.close(200, "sampled".into()).await;
+    }
+    for (workflow, step, keyed) in pools {
+        let (held, waiting) = slots(engine, &format!("{workflow}/{step}"), keyed, now).await?;
+        gauge!("baton_concurrency_slots_held", "workflow" => workflow.clone(), "step" => step.clone()).set(held as f64);
+        gauge!("baton_concurrency_slots_waiting", "workflow" => workflow, "step" => step).set(waiting as f64);
+    }
+    Ok(())
+}
+
+/// Most pool keys of one keyed concurrency pool summed per sample.
+const MAX_KEYED_POOLS: usize = 1_000;
+
+/// Slots held (leases not expired) and attempts waiting in pool `base`, summed over its keyed
+/// pools (`base/<key>`, at most [`MAX_KEYED_POOLS`]) when `keyed`.
+async fn slots(engine: &Engine, base: &str, keyed: bool, now: i64) -> anyhow::Result<(u64, u64)> {
+    let prefix = engine.store.keys().prefix();
+    let mut conn = engine.store.conn();
+    let pools: Vec<String> = if keyed {
+        let pattern = format!("{prefix}:sem:{base}/*:holders");
+        let mut found = Vec::new();
+        let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
+        while let Some(k) = futures::StreamExt::next(&mut iter).await {
+            if let Ok(k) = k
+                && let Some(pool) = k
+                    .strip_prefix(&format!("{prefix}:sem:"))
+                    .and_then(|p| p.strip_suffix(":holders"))
+            {
+                found.push(pool.to_string());
+            }
+            if found.len() >= MAX_KEYED_POOLS {
+                break;
+            }
+        }
+        found
+    } else {
+        vec![base.to_string()]
+    };
+    let (mut held, mut waiting) = (0u64, 0u64);
+    for pool in pools {
+        let (h, w): (u64, u64) = redis::pipe()
+            .zcount(engine.store.keys().slot_holders(&pool), now, "+inf")
+            .llen(engine.store.keys().slot_waiters(&pool))
+            .query_async(&mut conn)
+            .await?;
+        held = held.saturating_add(h);
+        waiting = waiting.saturating_add(w);
+    }
+    Ok((held, waiting))
+}
+
+/// A tower layer's service in front of the gRPC server that counts every request by method and
+/// code (`baton_grpc_requests_total`) and times it to its response headers
+/// (`baton_grpc_request_duration_seconds`). The code comes from the `grpc-status` header (a
+/// trailers-only answer: errors, and what the edge answers itself) or, when the headers have none
+/// (a unary answer that succeeds, or a stream), from the `grpc-status` trailer when the body ends;
+/// a stream is counted when its body ends. Method labels are the paths the server routes
+/// (`/baton.v1.RunService/SubmitRun`); any other path counts as `unknown`.
+#[derive(Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S> GrpcMetrics<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+/// The method label of a request path: the path when it looks like a gRPC method of a package
+/// Baton serves, else `unknown` (a label must not take arbitrary caller text).
+fn method_label(path: &str) -> String {
+    let known = ["/baton.v1.", "/grpc.health.v1.", "/grpc.reflection."];
+    let well_formed = path.len() <= 128
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/' || b == b'_')
+        && path.matches('/').count() == 2;
+    if well_formed && known.iter().any(|k| path.starts_with(k)) {
+        path.to_string()
+    } else {
+        "unknown".to_string()
+    }
+}
+
+/// The gRPC code name of a `grpc-status` value (`OK`, `NOT_FOUND`, ...).
+fn code_label(status: Option<&http::HeaderValue>) -> Option<&'static str> {
+    let n: i32 = status?.to_str().ok()?.trim().parse().ok()?;
+    Some(match tonic::Code::from_i32(n) {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    })
+}
+
+fn count_request(method: &str, code: &'static str) {
+    counter!("baton_grpc_requests_total", "method" => method.to_string(), "code" => code).increment(1);
+}
+
+impl<S> Service<http::Request<tonic::body::Body>> for GrpcMetrics<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = method_label(req.uri().path());
+        let started = tokio::time::Instant::now();
+        // The service that was polled ready serves this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let resp = inner.call(req).await?;
+            histogram!("baton_grpc_request_duration_seconds", "method" => method.clone())
+                .record(started.elapsed().as_secs_f64());
+            if let Some(code) = code_label(resp.headers().get("grpc-status")) {
+                count_request(&method, code);
+                return Ok(resp);
+            }
+            let (parts, body) = resp.into_parts();
+            Ok(http::Response::from_parts(
+                parts,
+                tonic::body::Body::new(TrailerCounter {
+                    inner: body,
+                    method: Some(method),
+                }),
+            ))
+        })
+    }
+}
+
+/// A response body that counts its request when the `grpc-status` trailer passes (or, without
+/// one, when the body ends or is dropped: `UNKNOWN`).
+struct TrailerCounter {
+    inner: tonic::body::Body,
+    /// Taken when counted.
+    method: Option<String>,
+}
+
+impl Drop for TrailerCounter {
+    fn drop(&mut self) {
+        if let Some(m) = self.method.take() {
+            count_request(&m, "UNKNOWN");
+        }
+    }
+}
+
+impl http_body::Body for TrailerCounter {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(code) = code_label(trailers.get("grpc-status"))
+            && let Some(m) = self.method.take()
+        {
+            count_request(&m, code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(
+            method_label("/baton.v1.RunService/SubmitRun"),
+            "/baton.v1.RunService/SubmitRun"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        assert_eq!(method_label("/evil/{run-id}"), "unknown");
+        assert_eq!(method_label(&format!("/baton.v1.X/{}", "a".repeat(500))), "unknown");
+        assert_eq!(method_label("/baton.v1.X/Y/Z"), "unknown");
+    }
+
+    #[test]
+    fn codes_read_from_the_header_value() {
+        let v = |s: &str| http::HeaderValue::from_str(s).ok();
+        assert_eq!(code_label(v("0").as_ref()), Some("OK"));
+        assert_eq!(code_label(v("5").as_ref()), Some("NOT_FOUND"));
+        assert_eq!(code_label(v("x").as_ref()), None);
+        assert_eq!(code_label(None), None);
+    }
+
+    #[test]
+    fn negative_durations_count_as_zero() {
+        assert_eq!(seconds(-5), 0.0);
+        assert_eq!(seconds(1500), 1.5);
+    }
+}
