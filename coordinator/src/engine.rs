@@ -336,6 +336,9 @@ impl Engine {
                 parent,
             )
             .await?;
+        if !matches!(outcome, CreateOutcome::Exists(_)) {
+            crate::traces::remember_run(&self.store, &run_id, &def.name, parent.map(|p| p.run)).await;
+        }
         Ok(match outcome {
             CreateOutcome::Exists(_) => (run_id, false, Vec::new()),
             // Its roots start when a run slot frees (a `run-wake` timer).
@@ -1416,6 +1419,9 @@ impl Engine {
                 .await?;
             let mut existed_done = Vec::new();
             for (r, answer) in runs.iter().zip(answers) {
+                if !matches!(answer, CreateOutcome::Exists(_)) {
+                    crate::traces::remember_run(&self.store, &r.run_id, &child_def.name, Some(run_id)).await;
+                }
                 match answer {
                     CreateOutcome::Queued => {}
                     CreateOutcome::Created => {

@@ -17,6 +17,7 @@ use baton_shared::{
         AttemptDisposition, ReportResultRequest, StartStepRequest, StartStepResponse, StepFailure, StepTask, Suspend,
         report_result_request::Outcome, worker_service_client::WorkerServiceClient,
     },
+    telemetry,
 };
 use futures::StreamExt;
 use lapin::{
@@ -33,6 +34,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tracing::Instrument as _;
 
 use crate::context::{StepContext, StepError};
 
@@ -347,6 +349,7 @@ impl Worker {
         while consumers.join_next().await.is_some() {}
         control.abort();
         probe.abort();
+        telemetry::flush(Duration::from_secs(3)).await;
         tracing::info!(worker = %shared.config.worker_id, "worker stopped");
         Ok(())
     }
@@ -738,7 +741,8 @@ async fn consume(
                         let shared = shared.clone();
                         let handler = handler.clone();
                         let stop = stop.clone();
-                        in_flight.spawn(async move { handle_delivery(&shared, &handler, delivery, stop).await });
+                        let trace = crate::traces::Trace::of(handler_name, &delivery);
+                        in_flight.spawn(trace.wrap(async move { handle_delivery(&shared, &handler, delivery, stop).await }));
                     }
                     Some(Err(e)) => break 'session Err(e.into()),
                     None => break 'session Err("the consumer was closed by the broker".into()),
@@ -816,7 +820,7 @@ async fn start_step(
     let began = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        let e = match shared.client.clone().start_step(req.clone()).await {
+        let e = match shared.client.clone().start_step(telemetry::request(req.clone())).await {
             Ok(r) => return Ok(r),
             Err(e) if !retriable(&e) => return Err(e),
             Err(e) => e,
@@ -889,6 +893,7 @@ async fn handle_delivery(
             return;
         }
     };
+    crate::traces::record_task(&task, &shared.config.worker_id);
     if *stop.borrow() {
         let _ = delivery.nack(requeue()).await;
         return;
@@ -956,8 +961,9 @@ async fn handle_delivery(
         cancel: cancel.clone(),
     };
     // The handler runs in its own task so that a panic fails the attempt instead of the worker.
-    let run = tokio::spawn((handler)(ctx, input));
+    let run = tokio::spawn((handler)(ctx, input).in_current_span());
     let outcome = supervise(run, timeout, &cancel, cfg.max_output_bytes).await;
+    crate::traces::record_outcome(&outcome);
     shared.cancellations.forget(&task.run_id, registration);
 
     let report = ReportResultRequest {
@@ -974,7 +980,7 @@ async fn handle_delivery(
         (move || {
             let mut c = shared.client.clone();
             let req = report.clone();
-            async move { c.report_result(req).await }
+            async move { c.report_result(telemetry::request(req)).await }
         })
         .retry(backoff)
         .when(retriable)
