@@ -64,7 +64,7 @@ pub fn record_attempt(run_id: &str, step_id: &str, attempt: u32, workflow: &str,
     let span = tracing::Span::current();
     record_run(run_id, workflow);
     span.record(telemetry::attr::STEP_ID, step_id);
-    span.record(telemetry::attr::ATTEMPT, attempt);
+    span.record(telemetry::attr::ATTEMPT, i64::from(attempt));
     span.record(telemetry::attr::WORKER_ID, worker_id);
 }
 
@@ -148,10 +148,10 @@ where
         otel.kind = "producer",
         baton.run_id = task.run_id.as_str(),
         baton.step_id = task.step_id.as_str(),
-        baton.attempt = task.attempt,
+        baton.attempt = i64::from(task.attempt),
         baton.handler = task.handler.as_str(),
         baton.workflow = task.workflow.as_str(),
-        baton.workflow_version = task.workflow_version,
+        baton.workflow_version = i64::from(task.workflow_version),
     );
     let cx = telemetry::adopt(&span, parent);
     let mut headers = FieldTable::default();

@@ -4,7 +4,6 @@
 //! down costs the runs nothing and is logged once.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -226,6 +225,8 @@ async fn one_run_is_one_trace_with_the_callers_trace_id_parents_and_step_attribu
         );
         assert_eq!(dispatch.str_attr("baton.step_id"), Some(step));
         assert_eq!(dispatch.str_attr("baton.handler"), Some(handler));
+        assert_eq!(dispatch.int_attr("baton.attempt"), Some(1));
+        assert_eq!(dispatch.str_attr("baton.run_id"), Some(run_id.as_str()));
 
         let work = one(&format!("handler {handler}"));
         assert_eq!(work.service, "baton-worker");

@@ -53,9 +53,9 @@ pub(crate) fn record_task(task: &StepTask, worker_id: &str) {
     let span = tracing::Span::current();
     span.record(telemetry::attr::RUN_ID, task.run_id.as_str());
     span.record(telemetry::attr::STEP_ID, task.step_id.as_str());
-    span.record(telemetry::attr::ATTEMPT, task.attempt);
+    span.record(telemetry::attr::ATTEMPT, i64::from(task.attempt));
     span.record(telemetry::attr::WORKFLOW, task.workflow.as_str());
-    span.record(telemetry::attr::WORKFLOW_VERSION, task.workflow_version);
+    span.record(telemetry::attr::WORKFLOW_VERSION, i64::from(task.workflow_version));
     span.record(telemetry::attr::WORKER_ID, worker_id);
 }
 
