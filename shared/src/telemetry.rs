@@ -180,6 +180,7 @@ impl<E: SpanExporter> SpanExporter for LogOnceExporter<E> {
             Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(error = %e, spans, "could not export traces to the OTLP endpoint; dropping spans until it answers");
             }
+            Err(e) => tracing::debug!(error = %e, spans, "traces still not exported; spans dropped"),
             Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
                 tracing::info!("exporting traces to the OTLP endpoint again");
             }
