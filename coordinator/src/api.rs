@@ -211,6 +211,7 @@ impl proto::run_service_server::RunService for Api {
             .engine
             .submit_run(&r.workflow, r.version, &r.input_json, &r.idempotency_key)
             .await?;
+        crate::traces::record_run(&run_id, &r.workflow);
         // A reused idempotency key answers the run it made before; say whether this call's input
         // is not the one that run started with (the engine has checked that it parses).
         let input_differs = !created && {
@@ -498,6 +499,7 @@ impl proto::worker_service_server::WorkerService for Api {
     async fn start_step(&self, req: Request<StartStepRequest>) -> Result<Response<StartStepResponse>, Status> {
         let r = req.into_inner();
         check_attempt_ref(&r.run_id, &r.step_id, &r.worker_id, &r.workflow)?;
+        crate::traces::record_attempt(&r.run_id, &r.step_id, r.attempt, &r.workflow, &r.worker_id);
         let d = self
             .engine
             .start_step(&AttemptRef {
@@ -518,6 +520,7 @@ impl proto::worker_service_server::WorkerService for Api {
     async fn report_result(&self, req: Request<ReportResultRequest>) -> Result<Response<ReportResultResponse>, Status> {
         let r = req.into_inner();
         check_attempt_ref(&r.run_id, &r.step_id, &r.worker_id, &r.workflow)?;
+        crate::traces::record_attempt(&r.run_id, &r.step_id, r.attempt, &r.workflow, &r.worker_id);
         let max_output = self.engine.config.max_payload_bytes;
         let outcome = match r.outcome {
             // An output over the limit fails the step for good (the handler would give the same
@@ -549,6 +552,7 @@ impl proto::worker_service_server::WorkerService for Api {
                 ));
             }
         };
+        crate::traces::record_outcome(&outcome);
         let d = self
             .engine
             .report_result(

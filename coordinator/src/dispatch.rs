@@ -8,6 +8,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use baton_shared::{amqp::Topology, proto::StepTask};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions, options::ConfirmSelectOptions,
+    types::FieldTable,
 };
 use prost::Message;
 use tokio::sync::{Mutex, mpsc};
@@ -25,6 +26,7 @@ pub struct Dispatcher {
     link: Mutex<Option<(Connection, Channel)>>,
     declared: std::sync::Mutex<HashSet<String>>,
     confirmed: mpsc::UnboundedSender<String>,
+    store: Store,
 }
 
 impl Dispatcher {
@@ -41,6 +43,7 @@ impl Dispatcher {
             link: Mutex::new(None),
             declared: std::sync::Mutex::new(HashSet::new()),
             confirmed: tx,
+            store: store.clone(),
         });
         d.channel().await?;
         tokio::spawn(clear_outbox(store, rx));
@@ -130,6 +133,11 @@ impl Dispatcher {
     /// # Errors
     /// `Publish` on a nack, a timeout or an unroutable task; `Amqp` on connection trouble.
     pub async fn publish(&self, task: &StepTask) -> Result<()> {
+        crate::traces::dispatch(&self.store, task, |headers| self.publish_with(task, headers)).await
+    }
+
+    /// [`Dispatcher::publish`] with these message headers (the trace context).
+    async fn publish_with(&self, task: &StepTask, headers: FieldTable) -> Result<()> {
         let body = task.encode_to_vec();
         let member = outbox_member(&task.run_id, &task.step_id);
         let message_id = format!("{member}|{}", task.attempt);
@@ -139,7 +147,8 @@ impl Dispatcher {
                 .with_delivery_mode(2)
                 .with_content_type("application/x-protobuf".into())
                 .with_message_id(message_id.as_str().into())
-                .with_type("baton.v1.StepTask".into());
+                .with_type("baton.v1.StepTask".into())
+                .with_headers(headers.clone());
             let publish = ch.basic_publish(
                 self.topology.exchange().as_str().into(),
                 task.handler.as_str().into(),

@@ -338,6 +338,7 @@ impl Engine {
             .await?;
         if !matches!(outcome, CreateOutcome::Exists(_)) {
             crate::metrics::run_started(&def.name);
+            crate::traces::remember_run(&self.store, &run_id, &def.name, parent.map(|p| p.run)).await;
         }
         Ok(match outcome {
             CreateOutcome::Exists(_) => (run_id, false, Vec::new()),
@@ -1438,6 +1439,9 @@ impl Engine {
                 .await?;
             let mut existed_done = Vec::new();
             for (r, answer) in runs.iter().zip(answers) {
+                if !matches!(answer, CreateOutcome::Exists(_)) {
+                    crate::traces::remember_run(&self.store, &r.run_id, &child_def.name, Some(run_id)).await;
+                }
                 match answer {
                     CreateOutcome::Queued => {}
                     CreateOutcome::Created => {

@@ -20,6 +20,7 @@ pub mod schedules;
 pub mod store;
 pub mod supervise;
 pub mod timers;
+pub mod traces;
 pub mod view;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -99,13 +100,17 @@ pub async fn serve_with(
     });
     let mut server = {
         let mut down = down_rx.clone();
-        tokio::spawn(tonic::transport::Server::builder().serve_with_incoming_shutdown(
-            metrics::GrpcMetrics::new(edge.clone()),
-            incoming,
-            async move {
-                let _ = down.wait_for(|d| *d).await;
-            },
-        ))
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .trace_fn(traces::grpc_span)
+                .serve_with_incoming_shutdown(
+                    metrics::GrpcMetrics::new(edge.clone()),
+                    incoming,
+                    async move {
+                        let _ = down.wait_for(|d| *d).await;
+                    },
+                ),
+        )
     };
 
     let mut down = down_rx.clone();
@@ -193,6 +198,7 @@ pub async fn serve_with(
         let _ = l.await;
     }
     engine.dispatcher.close().await;
+    baton_shared::telemetry::flush(Duration::from_secs(3)).await;
     tracing::info!("coordinator stopped");
     match served {
         Ok(r) => r.map_err(anyhow::Error::from),

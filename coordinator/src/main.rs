@@ -14,7 +14,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    baton_shared::process::init_tracing();
+    baton_shared::process::init_tracing_as("baton-coordinator");
     let args = Args::parse();
     let config = match baton_coordinator::CoordinatorConfig::load(args.config.as_deref()) {
         Ok(c) => c,

@@ -1272,6 +1272,30 @@ impl Store {
             .await?)
     }
 
+    /// Keeps the trace context of run `run_id` (field `traceparent` of its hash), when the run exists.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn set_run_traceparent(&self, run_id: &str, traceparent: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'traceparent', ARGV[1]) end return 0",
+        )
+        .key(self.keys.run(run_id))
+        .arg(traceparent)
+        .invoke_async(&mut conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The trace context of run `run_id` ([`Store::set_run_traceparent`]), if it has one.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn run_traceparent(&self, run_id: &str) -> Result<Option<String>> {
+        Ok(self.run_fields(run_id, &["traceparent"]).await?.pop().flatten())
+    }
+
     /// Entries of the human-task index, newest first: `(run, step)`.
     ///
     /// # Errors

@@ -17,6 +17,8 @@ pub mod process;
 pub mod retry;
 pub mod schedule;
 pub mod status;
+#[cfg(feature = "process")]
+pub mod telemetry;
 pub mod time;
 
 /// Generated protocol code (`baton.v1`).

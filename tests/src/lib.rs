@@ -139,6 +139,7 @@ pub struct Cluster {
     workers: Vec<Option<Child>>,
     extra_env: Vec<(String, String)>,
     handlers: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    worker_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -157,6 +158,7 @@ impl Cluster {
             workers: Vec::new(),
             handlers: Default::default(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            worker_env: Vec::new(),
         };
         c.start_coordinator().await;
         c
@@ -300,6 +302,7 @@ impl Cluster {
             .env("BATON_QUEUE_TYPE", self.queue_type())
             .env("BATON_CONCURRENCY", concurrency.to_string())
             .env("RUST_LOG", "info,lapin=warn")
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
             .stdout(self.log(name))
             .stderr(self.log(name))
             .spawn()
@@ -337,6 +340,11 @@ impl Cluster {
         }
         self.workers.push(Some(child));
         self.workers.len() - 1
+    }
+
+    /// Sets environment variables for the workers spawned from now on (over the cluster's settings).
+    pub fn set_worker_env(&mut self, env: &[(&str, &str)]) {
+        self.worker_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// Stops worker `i`: SIGTERM (graceful) or SIGKILL (`kill -9`).

@@ -33,8 +33,16 @@
 mod context;
 mod metrics;
 mod runtime;
+mod traces;
 
-pub use baton_shared::process::{init_tracing, shutdown_signal};
+pub use baton_shared::process::shutdown_signal;
+
+/// Logs to stderr (see [`baton_shared::process::init_tracing`]) and, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports OpenTelemetry traces as service `baton-worker`
+/// (or `OTEL_SERVICE_NAME`). Call it once, inside the Tokio runtime.
+pub fn init_tracing() {
+    baton_shared::process::init_tracing_as("baton-worker");
+}
 pub use context::{StepContext, StepError};
 pub use runtime::{
     DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError,

@@ -17,6 +17,7 @@ use baton_shared::{
         AttemptDisposition, ReportResultRequest, StartStepRequest, StartStepResponse, StepFailure, StepTask, Suspend,
         report_result_request::Outcome, worker_service_client::WorkerServiceClient,
     },
+    telemetry,
 };
 use futures::StreamExt;
 use lapin::{
@@ -33,6 +34,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tracing::Instrument as _;
 
 use crate::context::{StepContext, StepError};
 
@@ -369,6 +371,7 @@ impl Worker {
         while consumers.join_next().await.is_some() {}
         control.abort();
         probe.abort();
+        telemetry::flush(Duration::from_secs(3)).await;
         tracing::info!(worker = %shared.config.worker_id, "worker stopped");
         Ok(())
     }
@@ -762,7 +765,8 @@ async fn consume(
                         let handler = handler.clone();
                         let stop = stop.clone();
                         let name = handler_name.to_string();
-                        in_flight.spawn(async move { handle_delivery(&shared, &name, &handler, delivery, stop).await });
+                        let trace = crate::traces::Trace::of(handler_name, &delivery);
+                        in_flight.spawn(trace.wrap(async move { handle_delivery(&shared, &name, &handler, delivery, stop).await }));
                     }
                     Some(Err(e)) => break 'session Err(e.into()),
                     None => break 'session Err("the consumer was closed by the broker".into()),
@@ -840,7 +844,7 @@ async fn start_step(
     let began = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        let e = match shared.client.clone().start_step(req.clone()).await {
+        let e = match shared.client.clone().start_step(telemetry::request(req.clone())).await {
             Ok(r) => return Ok(r),
             Err(e) if !retriable(&e) => return Err(e),
             Err(e) => e,
@@ -914,6 +918,7 @@ async fn handle_delivery(
             return;
         }
     };
+    crate::traces::record_task(&task, &shared.config.worker_id);
     if *stop.borrow() {
         let _ = delivery.nack(requeue()).await;
         return;
@@ -983,7 +988,7 @@ async fn handle_delivery(
     // The handler runs in its own task so that a panic fails the attempt instead of the worker.
     let in_flight = crate::metrics::InFlight::start(handler_name);
     let ran = tokio::time::Instant::now();
-    let run = tokio::spawn((handler)(ctx, input));
+    let run = tokio::spawn((handler)(ctx, input).in_current_span());
     let outcome = supervise(run, timeout, &cancel, cfg.max_output_bytes).await;
     let word = match &outcome {
         Outcome::OutputJson(_) => "succeeded",
@@ -991,6 +996,7 @@ async fn handle_delivery(
         Outcome::Suspend(_) => "suspended",
     };
     crate::metrics::handler_ran(handler_name, word, ran.elapsed());
+    crate::traces::record_outcome(&outcome);
     shared.cancellations.forget(&task.run_id, registration);
 
     let report = ReportResultRequest {
@@ -1007,7 +1013,7 @@ async fn handle_delivery(
         (move || {
             let mut c = shared.client.clone();
             let req = report.clone();
-            async move { c.report_result(req).await }
+            async move { c.report_result(telemetry::request(req)).await }
         })
         .retry(backoff)
         .when(retriable)

@@ -5,7 +5,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    baton_shared::process::init_tracing();
+    baton_shared::process::init_tracing_as("baton-coordinator");
     let config = baton_coordinator::CoordinatorConfig::load(None)?;
     let hooks = baton_coordinator::Hooks {
         panic_marker: std::env::var("BATON_TEST_PANIC_ON").ok().filter(|m| !m.is_empty()),

@@ -42,7 +42,7 @@ impl Counter {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    baton_shared::process::init_tracing();
+    baton_worker::init_tracing();
     let config = WorkerConfig::from_env();
     let redis_url = std::env::var("BATON_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let counter = Counter {
