@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod machine;
+pub mod operations;
 pub mod registry;
 pub mod schedules;
 pub mod store;
@@ -167,7 +168,12 @@ pub async fn serve_with(
         .add_service(
             proto::human_task_service_server::HumanTaskServiceServer::new(api.clone()).max_decoding_message_size(limit),
         )
-        .add_service(proto::schedule_service_server::ScheduleServiceServer::new(api).max_decoding_message_size(limit)),
+        .add_service(
+            proto::schedule_service_server::ScheduleServiceServer::new(api.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(
+            proto::operations_service_server::OperationsServiceServer::new(api).max_decoding_message_size(limit),
+        ),
     );
     health.set_ready().await;
     tracing::info!("coordinator ready");
