@@ -31,11 +31,12 @@
 #![deny(missing_docs)]
 
 mod context;
+mod registration;
 mod runtime;
 
 pub use baton_shared::process::{init_tracing, shutdown_signal};
 pub use context::{StepContext, StepError};
 pub use runtime::{
-    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError,
-    check_coordinator_address,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig,
+    WorkerError, check_coordinator_address,
 };
