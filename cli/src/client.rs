@@ -169,6 +169,12 @@ impl Coordinator {
         ScheduleServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
+    /// A client of workers and queues (`baton worker list`, `baton queue list`).
+    pub fn operations(&self) -> baton_shared::proto::operations_service_client::OperationsServiceClient<Channel> {
+        baton_shared::proto::operations_service_client::OperationsServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
     /// One run, by id.
     pub async fn get_run(&self, run_id: &str) -> Result<Run, Status> {
         Ok(self

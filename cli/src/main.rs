@@ -8,6 +8,7 @@
 
 mod bench;
 mod client;
+mod ops;
 mod render;
 
 use std::io::{self, Read as _, Write as _};
@@ -72,6 +73,12 @@ pub enum Command {
     /// Start runs on a cron schedule.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// The workers that registered with the coordinator: live, lost and stopped.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// The handler queues: ready tasks, tasks held by workers, consumers, the oldest waiting task.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Measure a running coordinator and its workers, and print medians.
     ///
     /// Starts nothing: registers its own workflows (`bench-<id>-...`) and needs a `baton-worker`
@@ -102,6 +109,21 @@ pub enum WorkflowCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         version: Option<u32>,
     },
+}
+
+/// `baton worker ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// List the workers that registered recently: running, draining, stopped, or lost (no
+    /// heartbeat for 3 of their intervals), with their handlers and tasks in flight.
+    List,
+}
+
+/// `baton queue ...`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List the queue of every handler a registered workflow or a live worker names.
+    List,
 }
 
 /// `baton run ...`
@@ -563,6 +585,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             match output {
                 Output::Table => print_text(&render::apply_text(&resp))?,
                 Output::Json => print_json(&render::apply_json(&resp), true)?,
+            }
+            // A handler no live worker serves: its steps would sit dispatched. A coordinator
+            // that cannot list workers (older, or no permission) gets no warning.
+            if let (Some(workflow), Ok(workers)) = (resp.workflow.as_ref(), ops::list_workers(&coordinator).await) {
+                for line in ops::unserved_handler_warnings(workflow, &workers) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        Command::Worker(WorkerCommand::List) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let workers = ops::list_workers(&coordinator).await?;
+            match output {
+                Output::Table => print_text(&ops::worker_list_text(&workers, baton_shared::time::now_ms()))?,
+                Output::Json => print_json(&workers.iter().map(ops::worker_json).collect::<Vec<_>>(), true)?,
+            }
+        }
+        Command::Queue(QueueCommand::List) => {
+            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let queues = ops::list_queues(&coordinator).await?;
+            match output {
+                Output::Table => print_text(&ops::queue_list_text(&queues, baton_shared::time::now_ms()))?,
+                Output::Json => print_json(&queues.iter().map(ops::queue_json).collect::<Vec<_>>(), true)?,
             }
         }
         Command::Workflow(WorkflowCommand::List) => {

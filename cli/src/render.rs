@@ -703,6 +703,9 @@ fn step_detail(step: &StepRun) -> String {
         parts.push(format!("until {}", table_time(Some(wake))));
     } else if waiting && !step.waiting_for.trim().is_empty() {
         parts.push(format!("waiting for {}", one_line(&step.waiting_for)));
+    } else if StepStatus::try_from(step.status) == Ok(StepStatus::Dispatched) && !step.waiting_for.trim().is_empty() {
+        // Why no worker started it yet (no consumer, or tasks ahead in its queue).
+        parts.push(one_line(&step.waiting_for));
     }
     if waiting && !step.slot.is_empty() {
         parts.push(slot_text(&step.slot, &step.slot_holders));

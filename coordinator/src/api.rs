@@ -33,17 +33,21 @@ use crate::{
     view,
 };
 
-/// Serves `WorkflowService`, `RunService`, `WorkerService`, `EventService` and `HumanTaskService`
-/// over one engine.
+/// Serves `WorkflowService`, `RunService`, `WorkerService`, `EventService`, `HumanTaskService`,
+/// `ScheduleService` and `OperationsService` over one engine.
 #[derive(Clone)]
 pub struct Api {
     engine: Arc<Engine>,
+    ops: Arc<crate::operations::Operations>,
 }
 
 impl Api {
     /// An API over `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            ops: Arc::new(crate::operations::Operations::new(engine.clone())),
+            engine,
+        }
     }
 }
 
@@ -268,6 +272,8 @@ impl proto::run_service_server::RunService for Api {
                     .collect();
             }
         }
+        // Why a dispatched step has not started (no consumer, or tasks ahead of it).
+        self.ops.explain_waits(&mut view).await;
         Ok(Response::new(view))
     }
 
@@ -495,7 +501,35 @@ async fn stream_events(
 }
 
 #[tonic::async_trait]
+impl proto::operations_service_server::OperationsService for Api {
+    async fn list_workers(
+        &self,
+        _req: Request<proto::ListWorkersRequest>,
+    ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        Ok(Response::new(proto::ListWorkersResponse {
+            workers: self.ops.list_workers().await?,
+        }))
+    }
+
+    async fn list_queues(
+        &self,
+        _req: Request<proto::ListQueuesRequest>,
+    ) -> Result<Response<proto::ListQueuesResponse>, Status> {
+        Ok(Response::new(proto::ListQueuesResponse {
+            queues: self.ops.list_queues().await?,
+        }))
+    }
+}
+
+#[tonic::async_trait]
 impl proto::worker_service_server::WorkerService for Api {
+    async fn register_worker(
+        &self,
+        req: Request<proto::RegisterWorkerRequest>,
+    ) -> Result<Response<proto::RegisterWorkerResponse>, Status> {
+        Ok(Response::new(self.ops.register_worker(req.into_inner()).await?))
+    }
+
     async fn start_step(&self, req: Request<StartStepRequest>) -> Result<Response<StartStepResponse>, Status> {
         let r = req.into_inner();
         check_attempt_ref(&r.run_id, &r.step_id, &r.worker_id, &r.workflow)?;

@@ -62,6 +62,16 @@ pub struct CoordinatorConfig {
     /// Address (`host:port`) of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9464`; empty
     /// (the default) serves no metrics. See README "Metrics".
     pub metrics_addr: String,
+    /// Schedule-to-start timeout of the steps whose definition sets none: how long a dispatched
+    /// attempt may wait in its queue for a worker to start it before it fails with
+    /// `ScheduleToStartTimeout` (and is retried per its policy). `0s` (the default): no limit.
+    /// At most 3650 days.
+    #[serde(with = "serde_human")]
+    pub default_schedule_to_start: Duration,
+    /// How long a worker that stopped calling `RegisterWorker` (lost or stopped) stays listed by
+    /// `ListWorkers`. A live worker is one seen within 3 of its heartbeat intervals.
+    #[serde(with = "serde_human")]
+    pub worker_retention: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -86,6 +96,8 @@ impl Default for CoordinatorConfig {
             event_buffer_max: 100,
             health_probe_interval: Duration::from_secs(1),
             metrics_addr: String::new(),
+            default_schedule_to_start: Duration::ZERO,
+            worker_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -111,6 +123,8 @@ const KNOWN_KEYS: &[&str] = &[
     "event_buffer_max",
     "health_probe_interval",
     "metrics_addr",
+    "default_schedule_to_start",
+    "worker_retention",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is

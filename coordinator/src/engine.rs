@@ -421,6 +421,8 @@ impl Engine {
         if disposition == Disposition::Proceed {
             crate::metrics::observe_start(self, &def.name, &step.handler, a.run_id, a.step_id, now);
         }
+        // Whatever the answer, the task has left its queue.
+        crate::operations::note_started(self, &step.handler, a.run_id, a.step_id, a.attempt).await;
         Ok(disposition)
     }
 
@@ -608,6 +610,7 @@ impl Engine {
         let mut queue: std::collections::VecDeque<(usize, DispatchPayload)> =
             payloads.into_iter().map(|p| (0, p)).collect();
         let mut tasks: Vec<StepTask> = Vec::with_capacity(queue.len());
+        let mut queued = Vec::with_capacity(queue.len());
         while let Some((i, p)) = queue.pop_front() {
             let Some((owned, run)) = runs.get(i).cloned() else {
                 continue;
@@ -615,7 +618,17 @@ impl Engine {
             let run_def: &WorkflowDefinition = owned.as_deref().unwrap_or(def);
             let step_id = p.step_id.clone();
             match self.prepare(run_def, &run, p, now).await {
-                Ok(Launch::Publish(task)) => tasks.push(*task),
+                Ok(Launch::Publish(task)) => {
+                    let limit = self.schedule_to_start(run_def, &task.step_id);
+                    queued.push((
+                        task.handler.clone(),
+                        task.run_id.clone(),
+                        task.step_id.clone(),
+                        task.attempt,
+                        limit,
+                    ));
+                    tasks.push(*task)
+                }
                 Ok(Launch::More(more)) => queue.extend(more.into_iter().map(|p| (i, p))),
                 Ok(Launch::Child { def, run_id, payloads }) => {
                     runs.push((Some(def), run_id));
@@ -627,7 +640,16 @@ impl Engine {
                 }
             }
         }
+        crate::operations::note_dispatched(self, &queued, now).await;
         self.dispatcher.publish_detached(tasks);
+    }
+
+    /// The schedule-to-start timeout of `step_id` (a fan-out element counts as its step): the
+    /// step's own, else the coordinator's `default_schedule_to_start`; `None` when neither is set.
+    fn schedule_to_start(&self, def: &WorkflowDefinition, step_id: &str) -> Option<Duration> {
+        def.step(step_id)
+            .and_then(|s| s.schedule_to_start)
+            .or((!self.config.default_schedule_to_start.is_zero()).then_some(self.config.default_schedule_to_start))
     }
 
     /// Decides what a dispatched step does, and does it: see [`Engine::decide`]. Idempotent: every
@@ -1100,11 +1122,21 @@ impl Engine {
                 }
             }
             TimerKind::ChildDone => self.child_done(&def, run_id, step_id, attempt, now).await?,
-            TimerKind::Timeout | TimerKind::Heartbeat => {
+            TimerKind::Timeout | TimerKind::Heartbeat | TimerKind::ScheduleToStart => {
                 if kind == TimerKind::Timeout && self.wait_timed_out(&def, run_id, step_id, attempt, now).await? {
                     return self.store.release(false, claimed).await;
                 }
-                let (outcome, message, hb_ms) = if kind == TimerKind::Timeout {
+                let (outcome, message, hb_ms) = if kind == TimerKind::ScheduleToStart {
+                    let limit = self.schedule_to_start(&def, step_id).unwrap_or_default();
+                    (
+                        "schedule",
+                        format!(
+                            "ScheduleToStartTimeout: no worker started attempt {attempt} within its schedule-to-start timeout of {}",
+                            baton_shared::duration::format(limit)
+                        ),
+                        0,
+                    )
+                } else if kind == TimerKind::Timeout {
                     (
                         "timeout",
                         format!(
@@ -1128,10 +1160,10 @@ impl Engine {
                 let retry_at = machine::retry_at(
                     step,
                     attempt.saturating_sub(base),
-                    if kind == TimerKind::Timeout {
-                        "Timeout"
-                    } else {
-                        "HeartbeatTimeout"
+                    match kind {
+                        TimerKind::Timeout => "Timeout",
+                        TimerKind::ScheduleToStart => "ScheduleToStartTimeout",
+                        _ => "HeartbeatTimeout",
                     },
                     true,
                     now,
@@ -1620,7 +1652,18 @@ impl Engine {
                 );
                 match self.prepare(&def, run_id, payload, now).await? {
                     // A confirmed publish removes the entry.
-                    Launch::Publish(task) => self.dispatcher.publish(&task).await,
+                    Launch::Publish(task) => {
+                        let limit = self.schedule_to_start(&def, &task.step_id);
+                        let queued = [(
+                            task.handler.clone(),
+                            task.run_id.clone(),
+                            task.step_id.clone(),
+                            task.attempt,
+                            limit,
+                        )];
+                        crate::operations::note_dispatched(self, &queued, now).await;
+                        self.dispatcher.publish(&task).await
+                    }
                     Launch::More(more) => {
                         self.launch(&def, run_id, more, now).await;
                         Ok(())

@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod machine;
 pub mod metrics;
+pub mod operations;
 pub mod queues;
 pub mod registry;
 pub mod schedules;
@@ -103,13 +104,9 @@ pub async fn serve_with(
         tokio::spawn(
             tonic::transport::Server::builder()
                 .trace_fn(traces::grpc_span)
-                .serve_with_incoming_shutdown(
-                    metrics::GrpcMetrics::new(edge.clone()),
-                    incoming,
-                    async move {
-                        let _ = down.wait_for(|d| *d).await;
-                    },
-                ),
+                .serve_with_incoming_shutdown(metrics::GrpcMetrics::new(edge.clone()), incoming, async move {
+                    let _ = down.wait_for(|d| *d).await;
+                }),
         )
     };
 
@@ -186,7 +183,12 @@ pub async fn serve_with(
         .add_service(
             proto::human_task_service_server::HumanTaskServiceServer::new(api.clone()).max_decoding_message_size(limit),
         )
-        .add_service(proto::schedule_service_server::ScheduleServiceServer::new(api).max_decoding_message_size(limit)),
+        .add_service(
+            proto::schedule_service_server::ScheduleServiceServer::new(api.clone()).max_decoding_message_size(limit),
+        )
+        .add_service(
+            proto::operations_service_server::OperationsServiceServer::new(api).max_decoding_message_size(limit),
+        ),
     );
     health.set_ready().await;
     tracing::info!("coordinator ready");

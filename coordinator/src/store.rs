@@ -1877,6 +1877,8 @@ pub enum TimerKind {
     Emit,
     /// A run slot may be free: start the next queued run (the member's "run" is the pool).
     RunWake,
+    /// Fail a dispatched attempt that no worker started within its schedule-to-start timeout.
+    ScheduleToStart,
 }
 
 impl TimerKind {
@@ -1894,6 +1896,7 @@ impl TimerKind {
             TimerKind::RateWake => "rate-wake",
             TimerKind::Emit => "emit",
             TimerKind::RunWake => "run-wake",
+            TimerKind::ScheduleToStart => "schedule-to-start",
         }
     }
 
@@ -1913,6 +1916,7 @@ impl TimerKind {
             "rate-wake" => TimerKind::RateWake,
             "emit" => TimerKind::Emit,
             "run-wake" => TimerKind::RunWake,
+            "schedule-to-start" => TimerKind::ScheduleToStart,
             _ => return None,
         };
         let run = it.next()?;

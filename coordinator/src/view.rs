@@ -201,6 +201,7 @@ pub fn workflow_view(
                 }),
                 timeout_ms: s.timeout.as_millis() as u64,
                 heartbeat_timeout_ms: s.heartbeat_timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+                schedule_to_start_ms: s.schedule_to_start.map(|d| d.as_millis() as u64).unwrap_or(0),
                 sleep_ms: s.sleep.map(|d| d.as_millis() as u64).unwrap_or(0),
                 kind: s.kind.word().into(),
                 concurrency: s.concurrency.as_ref().map(|c| ConcurrencyDefinition {

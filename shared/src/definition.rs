@@ -196,6 +196,8 @@ struct StepDocument {
     #[serde(default)]
     heartbeat_timeout: Option<String>,
     #[serde(default)]
+    schedule_to_start: Option<String>,
+    #[serde(default)]
     when: Option<String>,
     #[serde(default)]
     input: Option<Value>,
@@ -287,6 +289,11 @@ pub struct StepDefinition {
     pub timeout: Duration,
     /// Longest silence between heartbeats before the attempt counts as timed out.
     pub heartbeat_timeout: Option<Duration>,
+    /// Schedule-to-start timeout (`schedule_to_start`, at most `limits::MAX_TIMEOUT`): how long a
+    /// dispatched attempt may wait in its queue before a worker starts it; then the attempt fails
+    /// with `ScheduleToStartTimeout` and is retried per `retry`. `None`: the coordinator's
+    /// `default_schedule_to_start` (off unless configured). Only for steps with a handler.
+    pub schedule_to_start: Option<Duration>,
     /// For a durable sleep step (no handler): how long it waits. Its output is `{"slept_ms": N}`.
     pub sleep: Option<Duration>,
     /// What the step does.
@@ -730,6 +737,7 @@ impl WorkflowDefinition {
             };
             let timeout = dur("timeout", &s.timeout, MAX_TIMEOUT).unwrap_or(DEFAULT_STEP_TIMEOUT);
             let heartbeat_timeout = dur("heartbeat_timeout", &s.heartbeat_timeout, MAX_TIMEOUT);
+            let schedule_to_start = dur("schedule_to_start", &s.schedule_to_start, MAX_TIMEOUT);
             let sleep = dur("sleep", &s.sleep, MAX_TIMEOUT);
             let mut retry = RetryPolicy::default();
             if let Some(r) = &s.retry {
@@ -771,6 +779,12 @@ impl WorkflowDefinition {
                 }
                 retry.non_retryable_errors = r.non_retryable_errors.clone();
             }
+            if s.schedule_to_start.is_some() && s.handler.is_none() {
+                err(
+                    format!("{p}.schedule_to_start"),
+                    "only a step with a handler waits in a queue for a worker".into(),
+                );
+            }
             let kind = step_kind(s, &p, &mut err);
             steps.push(StepDefinition {
                 id: s.id.clone(),
@@ -779,6 +793,7 @@ impl WorkflowDefinition {
                 retry,
                 timeout,
                 heartbeat_timeout,
+                schedule_to_start,
                 sleep,
                 kind,
                 when: None,
@@ -1784,13 +1799,14 @@ mod tests {
     fn every_duration_is_bounded_with_its_field_path() {
         let huge = "18446744073709551615s";
         let text = format!(
-            "name: w\nversion: 1\ntimeout: {huge}\nschedules:\n  - {{cron: '* * * * *', catchup_window: 31days}}\nsteps:\n  - {{id: a, handler: h, timeout: {huge}, heartbeat_timeout: {huge}, retry: {{initial_interval: {huge}, max_interval: 2days, backoff_coefficient: 1000}}, rate_limit: {{limit: 1, period: 3000years}}}}\n  - {{id: s, sleep: 3651days}}\n  - {{id: e, wait_for_event: {{event: x, timeout: {huge}}}}}\n"
+            "name: w\nversion: 1\ntimeout: {huge}\nschedules:\n  - {{cron: '* * * * *', catchup_window: 31days}}\nsteps:\n  - {{id: a, handler: h, timeout: {huge}, heartbeat_timeout: {huge}, schedule_to_start: {huge}, retry: {{initial_interval: {huge}, max_interval: 2days, backoff_coefficient: 1000}}, rate_limit: {{limit: 1, period: 3000years}}}}\n  - {{id: s, sleep: 3651days}}\n  - {{id: e, wait_for_event: {{event: x, timeout: {huge}}}}}\n"
         );
         let got = problems(&text);
         let expect = [
             "timeout: must be at most 3650days (got ",
             "steps[0].timeout: must be at most 3650days",
             "steps[0].heartbeat_timeout: must be at most 3650days",
+            "steps[0].schedule_to_start: must be at most 3650days",
             "steps[0].retry.initial_interval: must be at most 1day (got ",
             "steps[0].retry.max_interval: must be at most 1day (got \"2days\")",
             "steps[0].retry.backoff_coefficient: 1000 must be between 1.0 and 100.0",
@@ -1808,6 +1824,29 @@ mod tests {
             "name: w\nversion: 1\ntimeout: 3650days\nschedules:\n  - {cron: '* * * * *', catchup_window: 30days}\nsteps:\n  - {id: a, handler: h, timeout: 3650days, retry: {initial_interval: 1day, max_interval: 1day, backoff_coefficient: 100}, rate_limit: {limit: 1, period: 1day}}\n",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn schedule_to_start_is_read_for_handler_steps_and_refused_elsewhere() {
+        let def = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, schedule_to_start: 30s}\n  - {id: b, handler: h}\n",
+        )
+        .unwrap();
+        assert_eq!(def.steps[0].schedule_to_start, Some(Duration::from_secs(30)));
+        assert_eq!(def.steps[1].schedule_to_start, None);
+        let got = problems(
+            "name: w\nversion: 1\nsteps:\n  - {id: s, sleep: 1s, schedule_to_start: 30s}\n  - {id: a, handler: h, schedule_to_start: 0s}\n",
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("steps[0].schedule_to_start: only a step with a handler")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g == "steps[1].schedule_to_start: must be greater than zero"),
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -120,6 +120,24 @@ impl Keys {
     pub fn workflow_names(&self) -> String {
         format!("{}:wf-names", self.prefix)
     }
+
+    /// Sorted set of the workers that registered (`RegisterWorker`), member the worker id, scored
+    /// by when it was last seen (Unix ms). Members older than the worker retention are trimmed.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// String: one worker's last registration, as JSON, expiring after the worker retention.
+    pub fn worker(&self, worker_id: &str) -> String {
+        format!("{}:worker:{worker_id}", self.prefix)
+    }
+
+    /// Sorted set of the attempts of `handler` dispatched and not yet started, member
+    /// `<run>|<step>|<attempt>`, scored by dispatch time (Unix ms): what waits in the handler's
+    /// queue by the coordinator's count ("N tasks ahead", the oldest waiting task).
+    pub fn queued(&self, handler: &str) -> String {
+        format!("{}:queued:{handler}", self.prefix)
+    }
 }
 
 /// An event's identity, `<bytes of name>:<name>:<bytes of key>:<key>`: unambiguous whatever the name

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// One day.
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Longest step timeout, run timeout, heartbeat timeout, `sleep`, `wait_for_event` timeout, human
+/// Longest step timeout, schedule-to-start timeout, run timeout, heartbeat timeout, `sleep`, `wait_for_event` timeout, human
 /// task timeout and suspension timeout: 10 years (3,650 days).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3_650 * 86_400);
 
@@ -49,6 +49,22 @@ pub const MAX_REGEX_PROGRAM_BYTES: usize = 256 * 1024;
 
 /// Most sub-workflow levels below a root run: a run at this depth may not start a child.
 pub const MAX_WORKFLOW_DEPTH: u32 = 16;
+
+/// Most handlers one worker may register with `RegisterWorker`.
+pub const MAX_WORKER_HANDLERS: usize = 256;
+
+/// Longest worker id, host, version, namespace or handler name in a `RegisterWorker` call, in bytes.
+pub const MAX_WORKER_FIELD_BYTES: usize = 200;
+
+/// Shortest and longest heartbeat interval a worker may announce (`heartbeat_interval_ms`):
+/// 100 ms and 5 minutes.
+pub const MIN_WORKER_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// See [`MIN_WORKER_HEARTBEAT_INTERVAL`].
+pub const MAX_WORKER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Most running steps one worker may report per handler (`in_flight`): more than any prefetch.
+pub const MAX_WORKER_IN_FLIGHT: u32 = 65_535;
 
 /// Most bytes of a caller's value echoed back in an error message.
 pub const MAX_ECHO_BYTES: usize = 200;

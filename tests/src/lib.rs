@@ -285,26 +285,22 @@ impl Cluster {
     /// index. The worker reaches the coordinator lazily and retries while it is unreachable or
     /// starting up, so a task it takes before then is not lost.
     pub fn spawn_worker(&mut self, name: &str, concurrency: u16) -> usize {
-        self.spawn_worker_with_env(name, concurrency, &[])
+        self.spawn_worker_with(name, concurrency, &[])
     }
 
-    /// As [`Cluster::spawn_worker`], with `env` over the worker's settings (`BATON_METRICS_ADDR`, ...).
+    /// As [`Cluster::spawn_worker`], with `env` over the worker's settings (another name of
+    /// [`Cluster::spawn_worker_with`]).
     pub fn spawn_worker_with_env(&mut self, name: &str, concurrency: u16, env: &[(&str, &str)]) -> usize {
+        self.spawn_worker_with(name, concurrency, env)
+    }
+
+    /// [`Cluster::spawn_worker`] with `env` over the worker's settings (`BATON_HEARTBEAT_INTERVAL`, ...).
+    pub fn spawn_worker_with(&mut self, name: &str, concurrency: u16, env: &[(&str, &str)]) -> usize {
         let log = self.log_path(name);
         let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let mut child = Command::new(bin("test-worker"))
+        let mut child = self
+            .worker_command(name, concurrency)
             .envs(env.iter().copied())
-            .env("BATON_COORDINATOR", &self.addr)
-            .env("BATON_AMQP_URL", AMQP_URL)
-            .env("BATON_REDIS_URL", REDIS_URL)
-            .env("BATON_NAMESPACE", &self.namespace)
-            .env("BATON_WORKER_ID", name)
-            .env("BATON_QUEUE_TYPE", self.queue_type())
-            .env("BATON_CONCURRENCY", concurrency.to_string())
-            .env("RUST_LOG", "info,lapin=warn")
-            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
-            .stdout(self.log(name))
-            .stderr(self.log(name))
             .spawn()
             .expect("spawn test-worker");
         let start = Instant::now();
@@ -345,6 +341,30 @@ impl Cluster {
     /// Sets environment variables for the workers spawned from now on (over the cluster's settings).
     pub fn set_worker_env(&mut self, env: &[(&str, &str)]) {
         self.worker_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// The command that starts a test worker `name` of this cluster, its output appended to its log
+    /// (not started, not waited for: for tests of a worker's start-up itself).
+    pub fn worker_command(&self, name: &str, concurrency: u16) -> Command {
+        let mut cmd = Command::new(bin("test-worker"));
+        cmd.env("BATON_COORDINATOR", &self.addr)
+            .env("BATON_AMQP_URL", AMQP_URL)
+            .env("BATON_REDIS_URL", REDIS_URL)
+            .env("BATON_NAMESPACE", &self.namespace)
+            .env("BATON_WORKER_ID", name)
+            .env("BATON_QUEUE_TYPE", self.queue_type())
+            .env("BATON_CONCURRENCY", concurrency.to_string())
+            .env("RUST_LOG", "info,lapin=warn")
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
+            .stdout(self.log(name))
+            .stderr(self.log(name));
+        cmd
+    }
+
+    /// A client of workers and queues.
+    pub async fn operations(&self) -> baton_shared::proto::operations_service_client::OperationsServiceClient<Channel> {
+        baton_shared::proto::operations_service_client::OperationsServiceClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
     }
 
     /// Stops worker `i`: SIGTERM (graceful) or SIGKILL (`kill -9`).

@@ -32,6 +32,7 @@
 
 mod context;
 mod metrics;
+mod registration;
 mod runtime;
 mod traces;
 
@@ -45,6 +46,6 @@ pub fn init_tracing() {
 }
 pub use context::{StepContext, StepError};
 pub use runtime::{
-    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError,
-    check_coordinator_address,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig,
+    WorkerError, check_coordinator_address,
 };

@@ -68,10 +68,16 @@ pub struct WorkerConfig {
     /// Address of the Prometheus `/metrics` endpoint (`BATON_METRICS_ADDR`, e.g. `0.0.0.0:9465`);
     /// `None` (the default) serves no metrics.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How often the worker calls `RegisterWorker` (`BATON_HEARTBEAT_INTERVAL`, default 5 s, from
+    /// 100 ms to 5 minutes): the coordinator lists it as lost after 3 intervals without a call.
+    pub heartbeat_interval: Duration,
 }
 
 /// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default [`WorkerConfig::heartbeat_interval`]: 5 s.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Default [`WorkerConfig::shutdown_grace`]: 30 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -136,6 +142,7 @@ impl Default for WorkerConfig {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             metrics_addr: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -143,8 +150,9 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     /// Defaults overridden by `BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`,
     /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`),
-    /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes) and `BATON_SHUTDOWN_GRACE` (a
-    /// duration such as `30s`). Unparsable values keep the default and are logged.
+    /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes), `BATON_SHUTDOWN_GRACE` (a
+    /// duration such as `30s`) and `BATON_HEARTBEAT_INTERVAL` (a duration from 100ms to 5m).
+    /// Unparsable values keep the default and are logged.
     pub fn from_env() -> Self {
         let mut c = Self::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -200,6 +208,20 @@ impl WorkerConfig {
                 Err(e) => tracing::warn!(
                     "BATON_METRICS_ADDR={v:?} is not an address such as 0.0.0.0:9465 ({e}); serving no metrics"
                 ),
+            }
+        }
+        if let Some(v) = var("BATON_HEARTBEAT_INTERVAL") {
+            let (min, max) = (
+                baton_shared::limits::MIN_WORKER_HEARTBEAT_INTERVAL,
+                baton_shared::limits::MAX_WORKER_HEARTBEAT_INTERVAL,
+            );
+            match baton_shared::duration::parse(&v) {
+                Ok(d) if (min..=max).contains(&d) => c.heartbeat_interval = d,
+                Ok(_) => tracing::warn!(
+                    "BATON_HEARTBEAT_INTERVAL={v:?} is not from {min:?} to {max:?}; using {:?}",
+                    c.heartbeat_interval
+                ),
+                Err(e) => tracing::warn!("BATON_HEARTBEAT_INTERVAL: {e}; using {:?}", c.heartbeat_interval),
             }
         }
         if let Some(v) = var("BATON_QUEUE_TYPE") {
@@ -270,6 +292,11 @@ pub enum WorkerError {
     /// The metrics endpoint could not be served (the message names `metrics_addr`).
     #[error("{0}")]
     Metrics(String),
+    /// The worker's namespace, queue type or delivery limit is not the coordinator's (from its
+    /// `RegisterWorker` answer, or RabbitMQ refusing the queue declare with PRECONDITION_FAILED):
+    /// one line saying what differs, both values, and the setting to change.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, StepError>> + Send>>;
@@ -350,17 +377,29 @@ impl Worker {
             .max_decoding_message_size(max_message);
         let health = HealthClient::new(channel);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (fatal, mut fatal_rx) = watch::channel(None::<String>);
         tokio::spawn(async move {
-            shutdown.await;
+            tokio::select! {
+                _ = shutdown => {}
+                _ = fatal_rx.wait_for(Option::is_some) => {}
+            }
             let _ = stop_tx.send(true);
         });
+        let mut handler_names: Vec<String> = self.handlers.keys().cloned().collect();
+        handler_names.sort();
         let shared = Arc::new(Shared {
             config: self.config,
             client,
             health,
             cancellations: Cancellations::default(),
             coordinator_up: watch::channel(false).0,
+            fatal,
+            checked: watch::channel(false).0,
+            in_flight: std::sync::Mutex::new(handler_names.iter().map(|h| (h.clone(), 0)).collect()),
+            handler_names,
+            started_at_ms: baton_shared::time::now_ms(),
         });
+        let registration = tokio::spawn(crate::registration::heartbeat(shared.clone(), stop_rx.clone()));
         let control = tokio::spawn(watch_cancellations(shared.clone(), stop_rx.clone()));
         let probe = tokio::spawn(watch_coordinator(shared.clone(), stop_rx.clone()));
         tracing::info!(worker = %shared.config.worker_id, handlers = ?self.handlers.keys().collect::<Vec<_>>(), "worker starting");
@@ -371,23 +410,60 @@ impl Worker {
         while consumers.join_next().await.is_some() {}
         control.abort();
         probe.abort();
+        registration.abort();
+        if let Some(line) = shared.fatal.borrow().clone() {
+            return Err(WorkerError::Mismatch(line));
+        }
+        crate::registration::stopped(&shared).await;
         telemetry::flush(Duration::from_secs(3)).await;
         tracing::info!(worker = %shared.config.worker_id, "worker stopped");
         Ok(())
     }
 }
 
-struct Shared {
-    config: WorkerConfig,
-    client: WorkerServiceClient<Channel>,
+pub(crate) struct Shared {
+    pub(crate) config: WorkerConfig,
+    pub(crate) client: WorkerServiceClient<Channel>,
     health: HealthClient<Channel>,
     cancellations: Cancellations,
     /// Whether the coordinator answers; consumers take tasks only while it is `true`. Set `false`
     /// when a call cannot reach it, `true` by [`watch_coordinator`]'s probe.
     coordinator_up: watch::Sender<bool>,
+    /// Set (once) to the line that says why this worker cannot serve: the worker stops and
+    /// [`Worker::run`] returns it as [`WorkerError::Mismatch`].
+    pub(crate) fatal: watch::Sender<Option<String>>,
+    /// Whether the coordinator's answer to `RegisterWorker` showed matching queue settings (or
+    /// the coordinator does not know the call): until then no queue is declared, so a worker
+    /// with other settings cannot create queues the coordinator's would not match.
+    pub(crate) checked: watch::Sender<bool>,
+    /// Tasks delivered and not yet acknowledged, per handler.
+    pub(crate) in_flight: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    /// The handlers served, sorted.
+    pub(crate) handler_names: Vec<String>,
+    /// When the worker started (Unix ms).
+    pub(crate) started_at_ms: i64,
 }
 
 impl Shared {
+    /// Stops the worker with `line` (the first reason wins).
+    pub(crate) fn fail(&self, line: String) {
+        self.fatal.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(line);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn count_in_flight(&self, handler: &str, up: bool) {
+        let mut m = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(handler) {
+            *n = if up { n.saturating_add(1) } else { n.saturating_sub(1) };
+        }
+    }
+
     /// Marks the coordinator unreachable (the consumers pause until the probe answers).
     fn coordinator_lost(&self, why: &str) {
         if self.coordinator_up.send_replace(false) {
@@ -679,6 +755,10 @@ async fn consume_forever(
             Ok(()) => return,
             Err(e) => {
                 crate::metrics::reconnect(&handler_name);
+                if let Some(line) = crate::registration::queue_mismatch(&shared.config, &handler_name, &*e) {
+                    shared.fail(line);
+                    return;
+                }
                 tracing::warn!(handler = %handler_name, error = %e, "RabbitMQ consumer failed; reconnecting in {delay:?}")
             }
         }
@@ -709,6 +789,12 @@ async fn consume(
         queue_type: cfg.queue_type,
         delivery_limit: cfg.delivery_limit,
     };
+    // Declare nothing before the coordinator confirmed the queue settings.
+    let mut checked = shared.checked.subscribe();
+    tokio::select! {
+        r = checked.wait_for(|c| *c) => if r.is_err() { return Ok(()) },
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    }
     let conn = baton_shared::amqp::connect(&cfg.amqp_url, &format!("baton-worker {}", cfg.worker_id)).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(cfg.concurrency, BasicQosOptions::default()).await?;
@@ -766,7 +852,11 @@ async fn consume(
                         let stop = stop.clone();
                         let name = handler_name.to_string();
                         let trace = crate::traces::Trace::of(handler_name, &delivery);
-                        in_flight.spawn(trace.wrap(async move { handle_delivery(&shared, &name, &handler, delivery, stop).await }));
+                        shared.count_in_flight(&name, true);
+                        in_flight.spawn(trace.wrap(async move {
+                            handle_delivery(&shared, &name, &handler, delivery, stop).await;
+                            shared.count_in_flight(&name, false);
+                        }));
                     }
                     Some(Err(e)) => break 'session Err(e.into()),
                     None => break 'session Err("the consumer was closed by the broker".into()),

@@ -2,7 +2,8 @@
 -- `<step>#<index>`), reported by worker ARGV[7] or found by the coordinator (a timer, a skip, a
 -- human, a child run).
 -- ARGV[8] outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) |
---         'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded)
+--         'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded) |
+--         'schedule' (schedule-to-start timeout: counts only while the attempt is still dispatched)
 -- ARGV[9] the output JSON ('ok'), the reason ('skip') or the error message
 -- ARGV[10] when to dispatch the next attempt (Unix ms), or '0' to fail the step for good
 --          (the coordinator decided this from the step's retry policy before calling)
@@ -25,6 +26,8 @@ if outcome == 'heartbeat' then
   if st ~= 'running' then return { 'stale' } end
 elseif outcome == 'timeout' then
   if st ~= 'running' and st ~= 'waiting' then return { 'stale' } end
+elseif outcome == 'schedule' then
+  if st ~= 'dispatched' then return { 'stale' } end
 elseif st ~= 'dispatched' and st ~= 'running' and st ~= 'waiting' then
   return { 'stale' }
 end
