@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use baton_shared::{
     amqp::{QueueType, Topology},
+    credentials::Secret,
     duration::serde_human,
 };
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,20 @@ pub struct CoordinatorConfig {
     /// NOT_SERVING from the first failed probe until one succeeds again.
     #[serde(with = "serde_human")]
     pub health_probe_interval: Duration,
+    /// File of hashed bearer tokens with their roles (TOML `[[tokens]]`, or YAML/JSON
+    /// `{tokens: [...]}`; entries `name`, `role`, `sha256`, optional `user`); see
+    /// [`crate::auth`]. Auth is on when this or `auth_tokens` holds any token.
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Bearer tokens in plaintext, for development and tests (`BATON_AUTH_TOKENS`):
+    /// comma-separated `role:user:token` (`user` may be empty). Prefer `auth_tokens_file`.
+    pub auth_tokens: Secret,
+    /// PEM certificate (chain) of the gRPC server; with `tls_key`, the server speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must chain to: set, every client must
+    /// present a certificate (mutual TLS). Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -82,6 +97,11 @@ impl Default for CoordinatorConfig {
             event_ttl: Duration::from_secs(24 * 3600),
             event_buffer_max: 100,
             health_probe_interval: Duration::from_secs(1),
+            auth_tokens_file: None,
+            auth_tokens: Secret::default(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -106,6 +126,11 @@ const KNOWN_KEYS: &[&str] = &[
     "event_ttl",
     "event_buffer_max",
     "health_probe_interval",
+    "auth_tokens_file",
+    "auth_tokens",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
