@@ -160,45 +160,48 @@ async fn with_a_client_ca_only_clients_with_a_certificate_get_in() {
     );
 }
 
+/// A TCP server on a free local port that answers every connection with plain text at once (as
+/// a server without TLS would answer a TLS hello); answers its port.
+async fn plain_text_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = socket.write_all(b"-ERR this port does not speak TLS\r\n").await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    port
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rediss_and_amqps_urls_reach_a_tls_handshake() {
-    baton_tests::ensure_services();
     baton_shared::credentials::install_crypto_provider();
-    // The plain Redis port does not speak TLS: the handshake fails, which proves TLS is compiled in.
-    let client = redis::Client::open("rediss://127.0.0.1:6379").expect("a rediss:// URL parses");
+    // A port that answers in plain text: the TLS handshake fails on it, which proves TLS is
+    // compiled in (without it, redis says "can't connect with TLS, the feature is not enabled").
+    let port = plain_text_server().await;
+    let client = redis::Client::open(format!("rediss://127.0.0.1:{port}")).expect("a rediss:// URL parses");
     let err = tokio::time::timeout(Duration::from_secs(30), client.get_multiplexed_async_connection())
         .await
         .expect("the connection attempt ends")
         .err()
-        .expect("no TLS on the plain port")
+        .expect("no TLS there")
         .to_string();
     assert!(!err.contains("not enabled"), "{err}");
-    assert!(
-        [
-            "tls",
-            "TLS",
-            "handshake",
-            "certificate",
-            "InvalidContentType",
-            "corrupt message",
-            "eof"
-        ]
-        .iter()
-        .any(|w| err.contains(w)),
-        "{err}"
-    );
+    assert!(err.contains("corrupt message") || err.contains("InvalidContentType"), "{err}");
 
     let err = tokio::time::timeout(
         Duration::from_secs(30),
-        baton_shared::amqp::connect("amqps://guest:guest@127.0.0.1:5672/%2f", "baton-tests-amqps"),
+        baton_shared::amqp::connect(&format!("amqps://guest:guest@127.0.0.1:{port}/%2f"), "baton-tests-amqps"),
     )
     .await
     .expect("the connection attempt ends")
     .err()
-    .expect("no TLS on the plain AMQP port")
+    .expect("no TLS there")
     .to_string();
-    assert!(
-        !err.contains("not enabled") && !err.to_lowercase().contains("no tls"),
-        "{err}"
-    );
+    assert!(!err.contains("not enabled"), "{err}");
+    assert!(err.contains("corrupt message") || err.contains("InvalidContentType"), "{err}");
 }
