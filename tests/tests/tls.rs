@@ -184,24 +184,34 @@ async fn rediss_and_amqps_urls_reach_a_tls_handshake() {
     // compiled in (without it, redis says "can't connect with TLS, the feature is not enabled").
     let port = plain_text_server().await;
     let client = redis::Client::open(format!("rediss://127.0.0.1:{port}")).expect("a rediss:// URL parses");
-    let err = tokio::time::timeout(Duration::from_secs(30), client.get_multiplexed_async_connection())
+    let Err(err) = tokio::time::timeout(Duration::from_secs(30), client.get_multiplexed_async_connection())
         .await
         .expect("the connection attempt ends")
-        .err()
-        .expect("no TLS there")
-        .to_string();
+    else {
+        panic!("a rediss:// connection to a plain-text port succeeded")
+    };
+    let err = err.to_string();
     assert!(!err.contains("not enabled"), "{err}");
-    assert!(err.contains("corrupt message") || err.contains("InvalidContentType"), "{err}");
+    assert!(
+        err.contains("corrupt message") || err.contains("InvalidContentType"),
+        "{err}"
+    );
 
-    let err = tokio::time::timeout(
+    let Err(err) = tokio::time::timeout(
         Duration::from_secs(30),
-        baton_shared::amqp::connect(&format!("amqps://guest:guest@127.0.0.1:{port}/%2f"), "baton-tests-amqps"),
+        baton_shared::amqp::connect(
+            &format!("amqps://guest:guest@127.0.0.1:{port}/%2f"),
+            "baton-tests-amqps",
+        ),
     )
     .await
-    .expect("the connection attempt ends")
-    .err()
-    .expect("no TLS there")
-    .to_string();
+    .expect("the connection attempt ends") else {
+        panic!("an amqps:// connection to a plain-text port succeeded")
+    };
+    let err = err.to_string();
     assert!(!err.contains("not enabled"), "{err}");
-    assert!(err.contains("corrupt message") || err.contains("InvalidContentType"), "{err}");
+    assert!(
+        err.contains("corrupt message") || err.contains("InvalidContentType"),
+        "{err}"
+    );
 }
