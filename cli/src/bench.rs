@@ -21,13 +21,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use baton_shared::credentials::AuthChannel;
 use baton_shared::proto::run_service_client::RunServiceClient;
 use baton_shared::proto::{GetRunRequest, RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest};
 use baton_shared::time::millis;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use crate::Output;
 use crate::client::Coordinator;
@@ -133,7 +133,7 @@ struct Workflows {
 /// # Errors
 /// No connection, a refused registration or submit, a run that does not succeed, no worker serving
 /// the handler (the probe run does not finish within a minute), or a wait over `--timeout`.
-pub async fn run(addr: &str, output: Output, args: BenchArgs) -> Result<()> {
+pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs) -> Result<()> {
     let plan = Plan::new(&args);
     let parts: Vec<Part> = if args.only.is_empty() {
         vec![Part::Runs, Part::Chain, Part::Fanout, Part::Getrun]
@@ -143,7 +143,7 @@ pub async fn run(addr: &str, output: Output, args: BenchArgs) -> Result<()> {
         p.dedup();
         p
     };
-    let coordinator = Coordinator::connect(addr).await?;
+    let coordinator = Coordinator::connect(target).await?;
     let workflows = register(&coordinator, &args.handler).await?;
     let client = coordinator.runs();
     let bench = Bench {
@@ -155,7 +155,7 @@ pub async fn run(addr: &str, output: Output, args: BenchArgs) -> Result<()> {
         output,
         &format!(
             "baton bench: coordinator {}, workflows {}/-chain/-fanout, handler {:?}, {} repetitions (medians)",
-            crate::client::normalize_addr(addr),
+            crate::client::normalize_addr(&target.addr),
             workflows.one,
             args.handler,
             args.repeat
@@ -335,7 +335,7 @@ async fn register(coordinator: &Coordinator, handler: &str) -> Result<Workflows>
 
 /// The run client and the polling settings.
 struct Bench {
-    client: RunServiceClient<Channel>,
+    client: RunServiceClient<AuthChannel>,
     poll_cap: Duration,
     timeout: Duration,
 }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use baton_shared::credentials::{self, AuthChannel, Bearer, ClientTls, Secret};
 use baton_shared::proto::event_service_client::EventServiceClient;
 use baton_shared::proto::human_task_service_client::HumanTaskServiceClient;
 use baton_shared::proto::run_service_client::RunServiceClient;
 use baton_shared::proto::schedule_service_client::ScheduleServiceClient;
 use baton_shared::proto::workflow_service_client::WorkflowServiceClient;
 use baton_shared::proto::{GetRunRequest, Run, RunEvent, RunStatus, WatchRunRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -55,22 +56,17 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
-/// Checks a coordinator address and answers it as a URI: `host:port` gets `http://`; `http://` is
-/// kept; `https://` is refused (TLS is not supported yet, and the CLI does not fall back to
-/// plaintext); any other scheme is refused.
+/// Checks a coordinator address and answers it as a URI: `host:port` gets `http://`; `http://` and
+/// `https://` (TLS) are kept; any other scheme is refused.
 ///
 /// # Errors
 /// A message naming the address and what is accepted.
 pub fn check_addr(addr: &str) -> anyhow::Result<String> {
     let uri = normalize_addr(addr);
     match uri.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(uri),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => anyhow::bail!(
-            "TLS is not supported yet: --addr {uri} asks for https, and baton does not fall back to plaintext; \
-             use an http:// address (or host:port)"
-        ),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => Ok(uri),
         Some((scheme, _)) => anyhow::bail!(
-            "unsupported scheme {}:// in --addr {}: use http://host:port or host:port",
+            "unsupported scheme {}:// in --addr {}: use http://host:port, https://host:port or host:port",
             baton_shared::limits::echo(scheme).trim_matches('"'),
             baton_shared::limits::echo(&uri)
         ),
@@ -88,9 +84,21 @@ pub fn normalize_addr(addr: &str) -> String {
     }
 }
 
+/// Where the coordinator is and how to reach it: the address, the bearer token (`--token`,
+/// `BATON_TOKEN`) and the TLS files (`--ca-file`, `--client-cert`, `--client-key`).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The address as given (`host:port`, `http://...` or `https://...`).
+    pub addr: String,
+    /// The bearer token, if any.
+    pub token: Option<Secret>,
+    /// The TLS files (used for `https://` only; given with `http://` they are an error).
+    pub tls: ClientTls,
+}
+
 /// A connected coordinator.
 pub struct Coordinator {
-    channel: Channel,
+    channel: AuthChannel,
 }
 
 impl Coordinator {
@@ -101,9 +109,10 @@ impl Coordinator {
     /// at the address does not speak gRPC over HTTP/2 (an HTTP/1 server, a database, a silent
     /// port), the error says "no Baton coordinator answers at ADDR" instead of an `h2 protocol
     /// error` at the first real call.
-    pub async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let addr = check_addr(addr)?;
-        let endpoint = Endpoint::from_shared(addr.clone())
+    pub async fn connect(target: &Target) -> anyhow::Result<Self> {
+        let addr = check_addr(&target.addr)?;
+        let bearer = Bearer::new(target.token.as_ref().map(Secret::expose))?;
+        let endpoint = credentials::endpoint(&addr, &target.tls)
             .with_context(|| format!("invalid coordinator address `{addr}` (from --addr or BATON_ADDR)"))?
             .connect_timeout(CONNECT_TIMEOUT)
             // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
@@ -141,36 +150,38 @@ impl Coordinator {
                 }));
             }
         }
-        Ok(Self { channel })
+        Ok(Self {
+            channel: InterceptedService::new(channel, bearer),
+        })
     }
 
     /// A workflow registry client.
-    pub fn workflows(&self) -> WorkflowServiceClient<Channel> {
+    pub fn workflows(&self) -> WorkflowServiceClient<AuthChannel> {
         WorkflowServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A run client.
-    pub fn runs(&self) -> RunServiceClient<Channel> {
+    pub fn runs(&self) -> RunServiceClient<AuthChannel> {
         RunServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// An event client.
-    pub fn events(&self) -> EventServiceClient<Channel> {
+    pub fn events(&self) -> EventServiceClient<AuthChannel> {
         EventServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A human task client.
-    pub fn human_tasks(&self) -> HumanTaskServiceClient<Channel> {
+    pub fn human_tasks(&self) -> HumanTaskServiceClient<AuthChannel> {
         HumanTaskServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A schedule client.
-    pub fn schedules(&self) -> ScheduleServiceClient<Channel> {
+    pub fn schedules(&self) -> ScheduleServiceClient<AuthChannel> {
         ScheduleServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A client of workers and queues (`baton worker list`, `baton queue list`).
-    pub fn operations(&self) -> baton_shared::proto::operations_service_client::OperationsServiceClient<Channel> {
+    pub fn operations(&self) -> baton_shared::proto::operations_service_client::OperationsServiceClient<AuthChannel> {
         baton_shared::proto::operations_service_client::OperationsServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -282,7 +293,9 @@ pub fn describe_error(err: &anyhow::Error, addr: &str) -> String {
         status.message()
     };
     let mut text = format!("{}: {message}", code_name(status.code()));
-    if status.code() == Code::Unavailable && answered_by_coordinator(status) {
+    if status.code() == Code::Unauthenticated {
+        text.push_str(" (the coordinator requires a token: set BATON_TOKEN or pass --token)");
+    } else if status.code() == Code::Unavailable && answered_by_coordinator(status) {
         text.push_str(&format!(
             " (the coordinator at {} answered, but cannot serve now: try again later)",
             normalize_addr(addr)
@@ -349,6 +362,18 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_says_how_to_give_a_token() {
+        let err = anyhow::Error::new(Status::unauthenticated(
+            "missing bearer token in `authorization` metadata",
+        ));
+        assert_eq!(
+            describe_error(&err, "h:9"),
+            "UNAUTHENTICATED: missing bearer token in `authorization` metadata (the coordinator requires a token: \
+             set BATON_TOKEN or pass --token)"
+        );
+    }
+
+    #[test]
     fn status_errors_show_code_and_message() {
         let err = anyhow::Error::new(Status::not_found("run r-1 not found"));
         assert_eq!(describe_error(&err, "x:1"), "NOT_FOUND: run r-1 not found");
@@ -370,11 +395,10 @@ mod tests {
     }
 
     #[test]
-    fn https_and_other_schemes_are_refused_before_connecting() {
+    fn other_schemes_are_refused_before_connecting() {
         assert_eq!(check_addr("h:1").unwrap(), "http://h:1");
         assert_eq!(check_addr("HTTP://h:1").unwrap(), "HTTP://h:1");
-        let err = check_addr("https://h:1").unwrap_err().to_string();
-        assert!(err.starts_with("TLS is not supported yet"), "{err}");
+        assert_eq!(check_addr("https://h:1").unwrap(), "https://h:1");
         let err = check_addr("grpc://h:1").unwrap_err().to_string();
         assert!(err.contains("unsupported scheme grpc://"), "{err}");
     }
@@ -426,7 +450,11 @@ mod tests {
     #[tokio::test]
     async fn connection_failures_name_the_address() {
         // Port 1 on localhost: nothing listens there, so the connection is refused at once.
-        let Err(err) = Coordinator::connect("127.0.0.1:1").await else {
+        let target = Target {
+            addr: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        let Err(err) = Coordinator::connect(&target).await else {
             panic!("connected to port 1")
         };
         let text = describe_error(&err, "127.0.0.1:1");

@@ -25,17 +25,53 @@ use baton_shared::proto::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::client::Coordinator;
+use crate::client::{Coordinator, Target};
 
 /// Register workflows, start and follow runs, schedule them, publish events and complete human tasks
 /// on a Baton coordinator.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version)]
 pub struct Cli {
-    /// The coordinator's gRPC address (`host:port` means `http://host:port`). Only `http://`:
-    /// TLS is not supported yet, so `https://` is refused rather than sent in plaintext.
+    /// The coordinator's gRPC address (`host:port` means `http://host:port`; `https://host:port`
+    /// speaks TLS, checking the coordinator's certificate against `--ca-file` or the system's CAs).
     #[arg(long, global = true, env = "BATON_ADDR", default_value = client::DEFAULT_ADDR, value_name = "URL")]
     pub addr: String,
+
+    /// Bearer token sent with every call, when the coordinator has auth on. Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// PEM file of the CA that signed the coordinator's certificate (for `https://` addresses;
+    /// default: the system's CA certificates).
+    #[arg(long, global = true, env = "BATON_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM file of this client's certificate, for a coordinator that asks for one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of `--client-cert`.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 
     /// How to print answers.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
@@ -44,6 +80,21 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Where and how to connect, from the global flags.
+    pub fn target(&self) -> Target {
+        Target {
+            addr: self.addr.clone(),
+            token: self.token.clone().map(baton_shared::credentials::Secret::new),
+            tls: baton_shared::credentials::ClientTls {
+                ca_file: self.ca_file.clone(),
+                cert_file: self.client_cert.clone(),
+                key_file: self.client_key.clone(),
+            },
+        }
+    }
 }
 
 /// The output format.
@@ -88,6 +139,109 @@ pub enum Command {
     /// `--repeat` times. `--quick` for a small version. Results on standard output, progress on
     /// standard error.
     Bench(bench::BenchArgs),
+    /// Make bearer tokens for a coordinator with auth on (its `auth_tokens_file` holds their hashes).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `baton token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and the tokens-file entry (TOML) that holds its SHA-256.
+    ///
+    /// The token itself is stored nowhere: hand it to the client (`BATON_TOKEN`) and put the entry
+    /// in the coordinator's `auth_tokens_file`.
+    New {
+        /// The entry's name (shown in logs and `completed_by` when it has no user).
+        #[arg(long)]
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// The person the token stands for (human tasks are completed by their assignees).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Print the SHA-256 (hex) of a token read from standard input, for a tokens file.
+    Hash,
+}
+
+/// The roles of a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    /// Everything.
+    Admin,
+    /// Runs, workflows, events, schedules and human tasks.
+    Operator,
+    /// The worker protocol only.
+    Worker,
+    /// Read only.
+    Viewer,
+}
+
+impl TokenRole {
+    fn word(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Operator => "operator",
+            TokenRole::Worker => "worker",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// The hex SHA-256 of `token`, as a coordinator's tokens file holds it.
+fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// `baton token new` and `baton token hash`; they need no coordinator.
+fn token(output: Output, command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::New { name, role, user } => {
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                bail!("--name: must not be empty or hold control characters");
+            }
+            let token = format!("baton_{}", hex::encode(rand::random::<[u8; 32]>()));
+            let sha256 = token_hash(&token);
+            match output {
+                Output::Json => print_json(
+                    &serde_json::json!({"token": token, "name": name, "role": role.word(), "user": user, "sha256": sha256}),
+                    true,
+                ),
+                Output::Table => {
+                    let quote = |s: &str| serde_json::Value::from(s).to_string();
+                    let mut text = format!(
+                        "# The token (give it to the client as BATON_TOKEN; it is not stored anywhere):\n{token}\n\n\
+                         # The entry for the coordinator's auth_tokens_file:\n[[tokens]]\nname = {}\nrole = \"{}\"\n",
+                        quote(&name),
+                        role.word()
+                    );
+                    if let Some(u) = &user {
+                        text.push_str(&format!("user = {}\n", quote(u)));
+                    }
+                    text.push_str(&format!("sha256 = \"{sha256}\"\n"));
+                    print_text(&text)
+                }
+            }
+        }
+        TokenCommand::Hash => {
+            let mut input = String::new();
+            io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read the token from standard input")?;
+            let token = input.trim();
+            if token.is_empty() {
+                bail!("no token on standard input (try: printf %s \"$TOKEN\" | baton token hash)");
+            }
+            let sha256 = token_hash(token);
+            match output {
+                Output::Json => print_json(&serde_json::json!({"sha256": sha256}), true),
+                Output::Table => print_text(&format!("{sha256}\n")),
+            }
+        }
+    }
 }
 
 /// `baton workflow ...`
@@ -226,7 +380,8 @@ pub enum TaskCommand {
         /// The form data: JSON text, `@FILE` to read it from a file, or `-` to read standard input.
         #[arg(long, short = 'd', value_name = "JSON|@FILE|-")]
         data: String,
-        /// Who completes it (default: $USER).
+        /// Who completes it (default: $USER). With a token, the coordinator records the token's
+        /// user instead, and refuses a different `--user`.
         #[arg(long, short = 'u', value_name = "USER")]
         user: Option<String>,
     },
@@ -542,6 +697,7 @@ fn run_exit_code(run: &Run) -> ExitCode {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    baton_shared::credentials::install_crypto_provider();
     let cli = Cli::parse();
     let addr = cli.addr.clone();
     let output = cli.output;
@@ -570,13 +726,15 @@ async fn main() -> ExitCode {
 /// Runs one command. Local input is read and checked before connecting.
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let output = cli.output;
+    let target = cli.target();
     match cli.command {
+        Command::Token(command) => token(output, command)?,
         Command::Workflow(WorkflowCommand::Apply { file }) => {
             let definition = read_source(&file)?;
             if definition.trim().is_empty() {
                 bail!("{} is empty", file.display());
             }
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let resp = coordinator
                 .workflows()
                 .register_workflow(RegisterWorkflowRequest { definition })
@@ -595,7 +753,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Worker(WorkerCommand::List) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let workers = ops::list_workers(&coordinator).await?;
             match output {
                 Output::Table => print_text(&ops::worker_list_text(&workers, baton_shared::time::now_ms()))?,
@@ -603,7 +761,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Queue(QueueCommand::List) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let queues = ops::list_queues(&coordinator).await?;
             match output {
                 Output::Table => print_text(&ops::queue_list_text(&queues, baton_shared::time::now_ms()))?,
@@ -611,7 +769,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Workflow(WorkflowCommand::List) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let workflows = coordinator
                 .workflows()
                 .list_workflows(ListWorkflowsRequest {})
@@ -624,7 +782,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Workflow(WorkflowCommand::Get { name, version }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = GetWorkflowRequest {
                 name,
                 version: version.unwrap_or(0),
@@ -635,9 +793,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Output::Json => print_json(&render::workflow_json(&workflow), true)?,
             }
         }
-        Command::Run(RunCommand::Submit(args)) => return submit(&cli.addr, output, args).await,
+        Command::Run(RunCommand::Submit(args)) => return submit(&target, output, args).await,
         Command::Run(RunCommand::Get { id }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let run = coordinator.get_run(&id).await?;
             match output {
                 Output::Table => print_text(&render::run_text(&run, baton_shared::time::now_ms()))?,
@@ -645,7 +803,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(RunCommand::List(args)) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = ListRunsRequest {
                 workflow: args.workflow.unwrap_or_default(),
                 status: args.status.map_or(0, |s| s as i32),
@@ -664,17 +822,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(RunCommand::Watch { id }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             return follow(&coordinator, &id, output, true).await;
         }
         Command::Run(RunCommand::Cancel { id, reason }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = CancelRunRequest { run_id: id, reason };
             let resp = coordinator.runs().cancel_run(request).await?.into_inner();
             print_operation(output, "cancelled", &resp)?;
         }
         Command::Run(RunCommand::Retry { id }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let resp = coordinator
                 .runs()
                 .retry_run(RetryRunRequest { run_id: id })
@@ -684,7 +842,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(RunCommand::Rerun { id, from_step, input }) => {
             let input_json = input.as_deref().map(read_input).transpose()?.unwrap_or_default();
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = RerunRunRequest {
                 run_id: id,
                 from_step,
@@ -695,7 +853,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Event(EventCommand::Publish { name, key, payload }) => {
             let payload_json = read_json_arg("--payload", &payload)?;
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = PublishEventRequest {
                 name,
                 key,
@@ -708,7 +866,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Event(EventCommand::List { name, limit }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = baton_shared::proto::ListBufferedEventsRequest {
                 name: name.unwrap_or_default(),
                 limit: limit.unwrap_or(0),
@@ -725,7 +883,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Event(EventCommand::Purge { name, key, all_keys }) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = baton_shared::proto::PurgeBufferedEventsRequest { name, key, all_keys };
             let purged = coordinator
                 .events()
@@ -739,7 +897,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Task(TaskCommand::List(args)) => {
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            let coordinator = Coordinator::connect(&target).await?;
             let request = ListHumanTasksRequest {
                 assignee: args.assignee.unwrap_or_default(),
                 workflow: args.workflow.unwrap_or_default(),
@@ -759,8 +917,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Task(TaskCommand::Complete { run, step, data, user }) => {
             let data_json = read_json_arg("--data", &data)?;
-            let user = task_user(user, std::env::var("USER").ok())?;
-            let coordinator = Coordinator::connect(&cli.addr).await?;
+            // With a token the coordinator records the token's user; `--user` is then only checked
+            // against it, and $USER (a login name) is not sent.
+            let user = if target.token.is_some() {
+                user.map(|u| u.trim().to_owned()).unwrap_or_default()
+            } else {
+                task_user(user, std::env::var("USER").ok())?
+            };
+            let coordinator = Coordinator::connect(&target).await?;
             let request = CompleteHumanTaskRequest {
                 run_id: run,
                 step_id: step,
@@ -777,8 +941,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Output::Json => print_json(&render::task_json(&task), true)?,
             }
         }
-        Command::Schedule(command) => schedule(&cli.addr, output, command).await?,
-        Command::Bench(args) => bench::run(&cli.addr, output, args).await?,
+        Command::Schedule(command) => schedule(&target, output, command).await?,
+        Command::Bench(args) => bench::run(&target, output, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -792,12 +956,12 @@ fn print_schedule(output: Output, schedule: &Schedule) -> Result<()> {
 }
 
 /// Runs a `baton schedule` command.
-async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Result<()> {
+async fn schedule(target: &Target, output: Output, command: ScheduleCommand) -> Result<()> {
     let by_id = |id: String| ScheduleRef { id };
     match command {
         ScheduleCommand::Create(args) => {
             let input_json = args.input.as_deref().map(read_input).transpose()?.unwrap_or_default();
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let request = CreateScheduleRequest {
                 id: args.id.unwrap_or_default(),
                 workflow: args.workflow,
@@ -812,12 +976,12 @@ async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Resul
             print_schedule(output, &schedule)?;
         }
         ScheduleCommand::Get { id } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let schedule = coordinator.schedules().get_schedule(by_id(id)).await?.into_inner();
             print_schedule(output, &schedule)?;
         }
         ScheduleCommand::List { workflow } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let request = ListSchedulesRequest {
                 workflow: workflow.unwrap_or_default(),
             };
@@ -833,17 +997,17 @@ async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Resul
             }
         }
         ScheduleCommand::Pause { id } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let schedule = coordinator.schedules().pause_schedule(by_id(id)).await?.into_inner();
             print_schedule(output, &schedule)?;
         }
         ScheduleCommand::Resume { id } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let schedule = coordinator.schedules().resume_schedule(by_id(id)).await?.into_inner();
             print_schedule(output, &schedule)?;
         }
         ScheduleCommand::Delete { id } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             coordinator.schedules().delete_schedule(by_id(id.clone())).await?;
             match output {
                 Output::Table => print_text(&format!("schedule {id} deleted\n"))?,
@@ -851,7 +1015,7 @@ async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Resul
             }
         }
         ScheduleCommand::Trigger { id } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let tick = coordinator.schedules().trigger_schedule(by_id(id)).await?.into_inner();
             match output {
                 Output::Table => print_text(&render::tick_text(&tick))?,
@@ -859,7 +1023,7 @@ async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Resul
             }
         }
         ScheduleCommand::History { id, limit } => {
-            let coordinator = Coordinator::connect(addr).await?;
+            let coordinator = Coordinator::connect(target).await?;
             let request = ListScheduleTicksRequest {
                 id,
                 limit: limit.unwrap_or(0),
@@ -880,9 +1044,9 @@ async fn schedule(addr: &str, output: Output, command: ScheduleCommand) -> Resul
 }
 
 /// `baton run submit`: starts the run, then optionally waits for it or watches it.
-async fn submit(addr: &str, output: Output, args: SubmitArgs) -> Result<ExitCode> {
+async fn submit(target: &Target, output: Output, args: SubmitArgs) -> Result<ExitCode> {
     let input_json = read_input(&args.input)?;
-    let coordinator = Coordinator::connect(addr).await?;
+    let coordinator = Coordinator::connect(target).await?;
     let request = SubmitRunRequest {
         workflow: args.workflow,
         version: args.version.unwrap_or(0),

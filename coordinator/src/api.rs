@@ -26,7 +26,8 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    engine::{AttemptRef, Engine, Outcome},
+    auth::Principal,
+    engine::{AttemptRef, Completer, Engine, Outcome},
     error::CoordinatorError,
     schedules::ScheduleRecord,
     store::{Disposition, stream_entry},
@@ -692,13 +693,31 @@ impl proto::human_task_service_server::HumanTaskService for Api {
     }
 
     async fn complete_human_task(&self, req: Request<CompleteHumanTaskRequest>) -> Result<Response<HumanTask>, Status> {
+        // Put there by the auth layer when auth is on: then the caller's identity completes the task.
+        let principal = req.extensions().get::<Principal>().cloned();
         let r = req.into_inner();
         check_id(&r.run_id)?;
         check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
         check_len("user", &r.user, MAX_ID_BYTES)?;
+        let completer = match &principal {
+            Some(p) => {
+                // The record says who authenticated; a request naming someone else is refused rather
+                // than silently recorded under another name.
+                let claimed = r.user.trim();
+                if !claimed.is_empty() && claimed != p.identity() {
+                    return Err(Status::permission_denied(format!(
+                        "user: {} is not the authenticated user {} (leave user empty with a token)",
+                        echo(claimed),
+                        echo(p.identity())
+                    )));
+                }
+                Completer::Authenticated(p)
+            }
+            None => Completer::Claimed(&r.user),
+        };
         let task = self
             .engine
-            .complete_human_task(&r.run_id, &r.step_id, &r.user, &r.data_json)
+            .complete_human_task(&r.run_id, &r.step_id, completer, &r.data_json)
             .await?;
         Ok(Response::new(task))
     }

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use baton_shared::{
     amqp::{QueueType, Topology},
+    credentials::Secret,
     duration::serde_human,
 };
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,20 @@ pub struct CoordinatorConfig {
     /// `ListWorkers`. A live worker is one seen within 3 of its heartbeat intervals.
     #[serde(with = "serde_human")]
     pub worker_retention: Duration,
+    /// File of hashed bearer tokens with their roles (TOML `[[tokens]]`, or YAML/JSON
+    /// `{tokens: [...]}`; entries `name`, `role`, `sha256`, optional `user`); see
+    /// [`crate::auth`]. Auth is on when this or `auth_tokens` holds any token.
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Bearer tokens in plaintext, for development and tests (`BATON_AUTH_TOKENS`):
+    /// comma-separated `role:user:token` (`user` may be empty). Prefer `auth_tokens_file`.
+    pub auth_tokens: Secret,
+    /// PEM certificate (chain) of the gRPC server; with `tls_key`, the server speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must chain to: set, every client must
+    /// present a certificate (mutual TLS). Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -98,6 +113,11 @@ impl Default for CoordinatorConfig {
             metrics_addr: String::new(),
             default_schedule_to_start: Duration::ZERO,
             worker_retention: Duration::from_secs(3600),
+            auth_tokens_file: None,
+            auth_tokens: Secret::default(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -125,6 +145,11 @@ const KNOWN_KEYS: &[&str] = &[
     "metrics_addr",
     "default_schedule_to_start",
     "worker_retention",
+    "auth_tokens_file",
+    "auth_tokens",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is

@@ -2013,22 +2013,28 @@ impl Engine {
         }))
     }
 
-    /// Completes an open human task: checks `data_json` against the step's form, records who
-    /// completed it and when, and makes the data the step's output.
+    /// Completes an open human task: checks that `completer` may (with auth on: one of the task's
+    /// assignees, or any caller when it has none, or an admin), checks `data_json` against the
+    /// step's form, records who completed it and when, and makes the data the step's output.
     ///
     /// # Errors
-    /// `InvalidArgument` for a missing user, data that is not JSON or fails the form (naming the
-    /// JSON path, e.g. `data/approved`), or a step that is not a human step; `NotFound` for no such
-    /// run; `FailedPrecondition` when the task is not open.
+    /// `InvalidArgument` for a missing user (auth off), data that is not JSON or fails the form
+    /// (naming the JSON path, e.g. `data/approved`), or a step that is not a human step;
+    /// `PermissionDenied` for an authenticated caller who is not an assignee, or whose request
+    /// names another user; `NotFound` for no such run; `FailedPrecondition` when the task is not
+    /// open.
     pub async fn complete_human_task(
         &self,
         run_id: &str,
         step_id: &str,
-        user: &str,
+        completer: Completer<'_>,
         data_json: &str,
     ) -> Result<HumanTask> {
         check_run_id(run_id)?;
-        let user = user.trim();
+        let user = match completer {
+            Completer::Claimed(user) => user.trim(),
+            Completer::Authenticated(p) => p.identity(),
+        };
         if user.is_empty() {
             return Err(CoordinatorError::InvalidArgument("user: required".into()));
         }
@@ -2046,6 +2052,9 @@ impl Engine {
                 echo(step_id)
             )));
         };
+        if let Completer::Authenticated(p) = completer {
+            may_complete(p, &h.assignees, step_id)?;
+        }
         h.validate(&data)?;
         let f = self.store.step_fields(run_id, step_id, &["status", "attempt"]).await?;
         let status = f[0].clone().unwrap_or_default();
@@ -2072,6 +2081,39 @@ impl Engine {
         self.human_task(run_id, step_id)
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("run_id: no run {run_id}")))
+    }
+}
+
+/// Who completes a human task.
+#[derive(Debug, Clone, Copy)]
+pub enum Completer<'a> {
+    /// Auth is off: the request's `user`, taken as given.
+    Claimed(&'a str),
+    /// Auth is on: the caller's authenticated identity (recorded as `completed_by`).
+    Authenticated(&'a crate::auth::Principal),
+}
+
+/// `PermissionDenied` unless `p` may complete the task of `step_id` assigned to `assignees`: an
+/// admin may complete any task; anyone else only a task with no assignees, or one whose assignees
+/// name the token's user.
+fn may_complete(p: &crate::auth::Principal, assignees: &[String], step_id: &str) -> Result<()> {
+    if p.role == crate::auth::Role::Admin || assignees.is_empty() {
+        return Ok(());
+    }
+    match &p.user {
+        Some(u) if assignees.iter().any(|a| a == u) => Ok(()),
+        Some(u) => Err(CoordinatorError::PermissionDenied(format!(
+            "user {} is not an assignee of the task of step {} (assignees: {})",
+            echo(u),
+            echo(step_id),
+            assignees.join(", ")
+        ))),
+        None => Err(CoordinatorError::PermissionDenied(format!(
+            "token {} has no user, and only the assignees of the task of step {} may complete it ({})",
+            echo(&p.name),
+            echo(step_id),
+            assignees.join(", ")
+        ))),
     }
 }
 

@@ -14,6 +14,10 @@ pub enum CoordinatorError {
     /// A definition with the same name and version but other content exists (`ALREADY_EXISTS`).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The authenticated caller may not do this, e.g. complete a task assigned to someone else
+    /// (`PERMISSION_DENIED`).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The operation does not fit the run's state, e.g. cancelling a finished run (`FAILED_PRECONDITION`).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -78,6 +82,7 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             CoordinatorError::NotFound(_) => tonic::Status::not_found(msg),
             CoordinatorError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            CoordinatorError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             CoordinatorError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             CoordinatorError::Redis(_) | CoordinatorError::Amqp(_) | CoordinatorError::Publish(_) => {
                 tonic::Status::unavailable(msg)

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod edge;
@@ -21,6 +22,7 @@ pub mod schedules;
 pub mod store;
 pub mod supervise;
 pub mod timers;
+pub mod tls;
 pub mod traces;
 pub mod view;
 
@@ -77,10 +79,27 @@ pub async fn serve_with(
     if let Some(addr) = config.metrics_socket()? {
         metrics::install(addr)?;
     }
+    baton_shared::credentials::install_crypto_provider();
+    let tokens = Arc::new(auth::Tokens::load(
+        config.auth_tokens_file.as_deref(),
+        &config.auth_tokens,
+    )?);
+    let tls = tls::server_config(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, "coordinator listening (starting up)");
+    tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, tls = tls.is_some(), "coordinator listening (starting up)");
+    if tokens.is_empty() {
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "auth is off (no auth_tokens_file or BATON_AUTH_TOKENS) and the coordinator listens on a non-loopback \
+                 address: anyone who reaches it can submit, cancel and report; configure tokens (README, Security)"
+            );
+        }
+    } else {
+        tracing::info!("auth on: {}", auth::describe(config.auth_tokens_file.as_ref(), &tokens));
+    }
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter).await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -101,13 +120,17 @@ pub async fn serve_with(
     });
     let mut server = {
         let mut down = down_rx.clone();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .trace_fn(traces::grpc_span)
-                .serve_with_incoming_shutdown(metrics::GrpcMetrics::new(edge.clone()), incoming, async move {
-                    let _ = down.wait_for(|d| *d).await;
-                }),
-        )
+        let mut builder = tonic::transport::Server::builder().trace_fn(traces::grpc_span);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        tokio::spawn(builder.serve_with_incoming_shutdown(
+            metrics::GrpcMetrics::new(auth::Authorize::new(edge.clone(), tokens)),
+            incoming,
+            async move {
+                let _ = down.wait_for(|d| *d).await;
+            },
+        ))
     };
 
     let mut down = down_rx.clone();

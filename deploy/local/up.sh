@@ -25,6 +25,9 @@
 #   DOCS_FAILURE_RATE   fraction of `analyze` attempts that fail on purpose (default 0.3)
 #   WAIT_TIMEOUT        seconds to wait for the runs to finish (default 300)
 #   SKIP_BUILD=1        use the binaries already in target/release
+#   BATON_TOKEN         bearer token of the CLI and the workers; when set (and neither
+#                       BATON_AUTH_TOKENS nor BATON_AUTH_TOKENS_FILE is), the coordinator starts
+#                       with auth on and this one token as admin (token: 16 characters or more)
 # Other BATON_* variables (BATON_REDIS_URL, BATON_NAMESPACE, ...) reach the coordinator as usual;
 # the Redis/RabbitMQ checks of step 1 are for the local defaults only.
 set -euo pipefail
@@ -138,9 +141,16 @@ $(tail -n 20 "$logfile")"
 # The coordinator listens where the CLI and the workers look for it, unless told otherwise.
 addr_hostport=${BATON_ADDR#*://}
 addr_hostport=${addr_hostport%%/*}
+auth_env=()
+if [[ -n ${BATON_TOKEN:-} && -z ${BATON_AUTH_TOKENS:-} && -z ${BATON_AUTH_TOKENS_FILE:-} ]]; then
+    # The CLI and the workers read BATON_TOKEN from the environment they inherit.
+    auth_env=("BATON_AUTH_TOKENS=admin::$BATON_TOKEN")
+    log "auth on: BATON_TOKEN is the coordinator's admin token"
+fi
 start coordinator "$STATE_DIR/coordinator.log" "$ROOT/$BIN_DIR/baton-coordinator" \
     "BATON_LISTEN=${BATON_LISTEN:-$addr_hostport}" \
-    "BATON_DEFINITIONS_DIR=${BATON_DEFINITIONS_DIR:-$ROOT/examples/workflows}"
+    "BATON_DEFINITIONS_DIR=${BATON_DEFINITIONS_DIR:-$ROOT/examples/workflows}" \
+    ${auth_env[@]+"${auth_env[@]}"}
 
 coordinator_answers() { "$BATON" workflow list >/dev/null 2>&1; }
 deadline=$((SECONDS + 30))

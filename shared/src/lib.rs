@@ -6,6 +6,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod credentials;
 pub mod definition;
 pub mod duration;
 pub mod expr;

@@ -140,25 +140,53 @@ pub struct Cluster {
     extra_env: Vec<(String, String)>,
     handlers: std::sync::Mutex<std::collections::BTreeSet<String>>,
     worker_env: Vec<(String, String)>,
+    security: ClusterOptions,
+}
+
+/// How [`Cluster::start_with`] starts a cluster with auth or TLS on.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Coordinator settings (`BATON_AUTH_TOKENS`, `BATON_TLS_CERT`, ...), as `Cluster::start`'s `env`.
+    pub env: Vec<(String, String)>,
+    /// Environment of every worker the cluster spawns (`BATON_TOKEN`, ...).
+    pub worker_env: Vec<(String, String)>,
+    /// TLS as the cluster's clients, health checks and workers use it: with `ca_file` set the
+    /// coordinator's address is `https://127.0.0.1:PORT` (the coordinator needs `BATON_TLS_CERT`
+    /// and `BATON_TLS_KEY` in `env`, for a certificate valid for 127.0.0.1).
+    pub tls: baton_shared::credentials::ClientTls,
 }
 
 impl Cluster {
     /// Starts a coordinator under a fresh namespace named after `test`. `env` adds coordinator
     /// settings (`BATON_DISPATCH_GRACE`, ...).
     pub async fn start(test: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(
+            test,
+            ClusterOptions {
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Cluster::start`] with auth or TLS settings (see [`ClusterOptions`]).
+    pub async fn start_with(test: &str, options: ClusterOptions) -> Self {
         ensure_services();
         let namespace = format!("t-{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let port = free_port();
+        let scheme = if options.tls.ca_file.is_some() { "https" } else { "http" };
         let mut c = Self {
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             namespace,
             port,
             coordinator: None,
             more_coordinators: Vec::new(),
             workers: Vec::new(),
             handlers: Default::default(),
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: options.env.clone(),
             worker_env: Vec::new(),
+            security: options,
         };
         c.start_coordinator().await;
         c
@@ -248,7 +276,12 @@ impl Cluster {
         let mut child = cmd.spawn().expect("spawn test-coordinator");
         // Ready means answering gRPC health SERVING (it listens before its start-up work is done,
         // answering NOT_SERVING until then), not only accepting connections.
-        let addr = format!("http://127.0.0.1:{port}");
+        let scheme = if self.security.tls.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let addr = format!("{scheme}://127.0.0.1:{port}");
         let start = Instant::now();
         let within = Duration::from_secs(90);
         let mut last = String::from("no answer yet");
@@ -259,7 +292,7 @@ impl Cluster {
                      target/<profile>/e2e-logs"
                 );
             }
-            match health_status(&addr, "").await {
+            match health_status_tls(&addr, "", &self.security.tls).await {
                 Ok(ServingStatus::Serving) => return child,
                 Ok(s) => last = format!("{s:?}"),
                 Err(e) => last = e,
@@ -347,6 +380,17 @@ impl Cluster {
     /// (not started, not waited for: for tests of a worker's start-up itself).
     pub fn worker_command(&self, name: &str, concurrency: u16) -> Command {
         let mut cmd = Command::new(bin("test-worker"));
+        let tls = &self.security.tls;
+        for (k, v) in [
+            ("BATON_CA_FILE", &tls.ca_file),
+            ("BATON_CLIENT_CERT", &tls.cert_file),
+            ("BATON_CLIENT_KEY", &tls.key_file),
+        ] {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.envs(self.security.worker_env.iter().map(|(k, v)| (k, v)));
         cmd.env("BATON_COORDINATOR", &self.addr)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_REDIS_URL", REDIS_URL)
@@ -416,11 +460,18 @@ impl Cluster {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.addr.clone())
+        baton_shared::credentials::endpoint(&self.addr, &self.security.tls)
             .expect("address")
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .connect_lazy()
+    }
+
+    /// A channel to the coordinator (over TLS when the cluster has it) whose calls carry `token`
+    /// (`None`: no `authorization` metadata). Build any client on it: `RunServiceClient::new(ch)`.
+    pub async fn channel_with_token(&self, token: Option<&str>) -> baton_shared::credentials::AuthChannel {
+        let bearer = baton_shared::credentials::Bearer::new(token).expect("a token that fits a header");
+        tonic::service::interceptor::InterceptedService::new(self.channel().await, bearer)
     }
 
     /// The coordinator's gRPC health for `service` (`""`: the whole server).
@@ -428,7 +479,7 @@ impl Cluster {
     /// # Errors
     /// The call's failure, as text.
     pub async fn health(&self, service: &str) -> Result<ServingStatus, String> {
-        health_status(&self.addr, service).await
+        health_status_tls(&self.addr, service, &self.security.tls).await
     }
 
     /// Polls the coordinator's health (`""`) until it answers `want`; panics after `within`.
@@ -693,7 +744,21 @@ pub use tonic_health::ServingStatus;
 /// # Errors
 /// The connection's or the call's failure, as text.
 pub async fn health_status(addr: &str, service: &str) -> Result<ServingStatus, String> {
-    let channel = Channel::from_shared(addr.to_string())
+    health_status_tls(addr, service, &Default::default()).await
+}
+
+/// [`health_status`] over TLS for an `https://` address, trusting `tls.ca_file` (and presenting
+/// `tls`'s client certificate, if any).
+///
+/// # Errors
+/// The connection's or the call's failure, as text.
+pub async fn health_status_tls(
+    addr: &str,
+    service: &str,
+    tls: &baton_shared::credentials::ClientTls,
+) -> Result<ServingStatus, String> {
+    baton_shared::credentials::install_crypto_provider();
+    let channel = baton_shared::credentials::endpoint(addr, tls)
         .map_err(|e| e.to_string())?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(2))

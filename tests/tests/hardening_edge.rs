@@ -557,11 +557,16 @@ async fn a_worker_started_before_its_coordinator_takes_the_task_once_it_answers(
 #[tokio::test(flavor = "multi_thread")]
 async fn https_and_unknown_schemes_stop_the_worker_with_a_clear_message() {
     let cluster = Cluster::start("edge-worker-tls", &[]).await;
-    for (addr, expected) in [
-        ("https://127.0.0.1:7450", "TLS is not supported yet"),
-        ("ftp://127.0.0.1:7450", "unsupported scheme"),
+    // https:// is supported now; one whose CA file cannot be read stops the worker too.
+    for (addr, env, expected) in [
+        (
+            "https://127.0.0.1:7450",
+            &[("BATON_CA_FILE", "/nonexistent/ca.pem")][..],
+            "--ca-file (BATON_CA_FILE): cannot read /nonexistent/ca.pem",
+        ),
+        ("ftp://127.0.0.1:7450", &[][..], "unsupported scheme"),
     ] {
-        let mut worker = OwnWorker::start(&cluster, "tls", addr, &[]);
+        let mut worker = OwnWorker::start(&cluster, "tls", addr, env);
         let start = Instant::now();
         let code = loop {
             if let Some(s) = worker.child.try_wait().expect("wait") {

@@ -10,7 +10,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// Why a handler failed. A retryable error is tried again per the step's retry policy; a
 /// non-retryable one (or one whose `error_type` the policy lists in `non_retryable_errors`) fails the
@@ -121,7 +120,7 @@ pub struct StepContext {
     pub(crate) item_index: Option<u32>,
     pub(crate) timeout: Duration,
     pub(crate) heartbeat_timeout: Option<Duration>,
-    pub(crate) client: WorkerServiceClient<Channel>,
+    pub(crate) client: WorkerServiceClient<baton_shared::credentials::AuthChannel>,
     pub(crate) cancel: CancellationToken,
 }
 

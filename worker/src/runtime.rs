@@ -11,6 +11,7 @@
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
+use baton_shared::credentials::{self, AuthChannel, Bearer, ClientTls, Secret};
 use baton_shared::{
     amqp::{QueueType, Topology},
     proto::{
@@ -32,7 +33,7 @@ use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tracing::Instrument as _;
 
@@ -71,6 +72,12 @@ pub struct WorkerConfig {
     /// How often the worker calls `RegisterWorker` (`BATON_HEARTBEAT_INTERVAL`, default 5 s, from
     /// 100 ms to 5 minutes): the coordinator lists it as lost after 3 intervals without a call.
     pub heartbeat_interval: Duration,
+    /// Bearer token sent with every coordinator call (`BATON_TOKEN`; a `worker` role token when
+    /// the coordinator has auth on).
+    pub token: Option<Secret>,
+    /// TLS files for an `https://` coordinator (`BATON_CA_FILE`, `BATON_CLIENT_CERT`,
+    /// `BATON_CLIENT_KEY`).
+    pub tls: ClientTls,
 }
 
 /// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
@@ -96,27 +103,28 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one probe of the coordinator may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a task whose start the coordinator refused for the token (UNAUTHENTICATED,
+/// PERMISSION_DENIED) is held before it goes back to the queue.
+const AUTH_REFUSED_PAUSE: Duration = Duration::from_secs(5);
+
 /// Longest failure message a worker sends, in bytes (a longer one is cut).
 const MAX_FAILURE_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// Checks a coordinator address before any connection: `http://` only. `https://` is refused
-/// (TLS comes with a later release; it must not silently fall back to plaintext), and so is any
-/// other scheme or an address without one.
+/// Checks a coordinator address before any connection: `http://` or `https://` (TLS, see
+/// [`WorkerConfig::tls`]); any other scheme, or an address without one, is refused.
 ///
 /// # Errors
 /// A message for the user that says what was wrong and what is accepted.
 pub fn check_coordinator_address(addr: &str) -> Result<(), String> {
     match addr.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(()),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => Err(format!(
-            "TLS is not supported yet: {addr:?} asks for https, and Baton does not fall back to plaintext; \
-             use an http:// address"
-        )),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => Ok(()),
         Some((scheme, _)) => Err(format!(
-            "unsupported scheme {:?} in {addr:?}: use http://host:port",
+            "unsupported scheme {:?} in {addr:?}: use http://host:port or https://host:port",
             baton_shared::limits::echo(scheme)
         )),
-        None => Err(format!("{addr:?} has no scheme: use http://host:port")),
+        None => Err(format!(
+            "{addr:?} has no scheme: use http://host:port or https://host:port"
+        )),
     }
 }
 
@@ -143,6 +151,8 @@ impl Default for WorkerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             metrics_addr: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            token: None,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -151,7 +161,8 @@ impl WorkerConfig {
     /// Defaults overridden by `BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`,
     /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`),
     /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes), `BATON_SHUTDOWN_GRACE` (a
-    /// duration such as `30s`) and `BATON_HEARTBEAT_INTERVAL` (a duration from 100ms to 5m).
+    /// duration such as `30s`), `BATON_HEARTBEAT_INTERVAL` (a duration from 100ms to 5m),
+    /// `BATON_TOKEN`, and `BATON_CA_FILE`, `BATON_CLIENT_CERT`, `BATON_CLIENT_KEY` (PEM files).
     /// Unparsable values keep the default and are logged.
     pub fn from_env() -> Self {
         let mut c = Self::default();
@@ -224,6 +235,8 @@ impl WorkerConfig {
                 Err(e) => tracing::warn!("BATON_HEARTBEAT_INTERVAL: {e}; using {:?}", c.heartbeat_interval),
             }
         }
+        c.token = var("BATON_TOKEN").map(Secret::new);
+        c.tls = ClientTls::from_env();
         if let Some(v) = var("BATON_QUEUE_TYPE") {
             match v.as_str() {
                 "quorum" => c.queue_type = QueueType::Quorum,
@@ -261,6 +274,13 @@ pub struct WorkerArgs {
     /// Address of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9465` (default: none).
     #[arg(long, env = "BATON_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Bearer token for the coordinator (a `worker` role token when it has auth on).
+    #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed an `https://` coordinator's certificate (default: the
+    /// system's CAs).
+    #[arg(long, env = "BATON_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerArgs {
@@ -275,6 +295,11 @@ impl WorkerArgs {
             concurrency: self.concurrency,
             worker_id: self.worker_id.clone().unwrap_or(base.worker_id.clone()),
             metrics_addr: self.metrics_addr,
+            token: self.token.clone().map(Secret::new).or(base.token.clone()),
+            tls: ClientTls {
+                ca_file: self.ca_file.clone().or(base.tls.ca_file.clone()),
+                ..base.tls.clone()
+            },
             ..base
         }
     }
@@ -283,9 +308,12 @@ impl WorkerArgs {
 /// Why a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The coordinator address is not a valid URI, or not an `http://` one.
+    /// The coordinator address is not a valid URI, or not an `http://` or `https://` one.
     #[error("coordinator: invalid address {0:?}: {1}")]
     Address(String, String),
+    /// The token or the TLS files cannot be used.
+    #[error("coordinator: {0}")]
+    Credentials(#[from] baton_shared::credentials::CredentialsError),
     /// No handler was registered.
     #[error("no handlers registered")]
     NoHandlers,
@@ -364,15 +392,16 @@ impl Worker {
         if let Some(addr) = self.config.metrics_addr {
             crate::metrics::install(addr).map_err(WorkerError::Metrics)?;
         }
-        let endpoint = Endpoint::from_shared(self.config.coordinator.clone())
-            .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e.to_string()))?
+        baton_shared::credentials::install_crypto_provider();
+        let bearer = Bearer::new(self.config.token.as_ref().map(Secret::expose))?;
+        let endpoint = credentials::endpoint(&self.config.coordinator, &self.config.tls)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         let max_message = self.config.max_output_bytes.saturating_add(MESSAGE_OVERHEAD_BYTES);
-        let client = WorkerServiceClient::new(channel.clone())
+        let client = WorkerServiceClient::with_interceptor(channel.clone(), bearer)
             .max_encoding_message_size(max_message)
             .max_decoding_message_size(max_message);
         let health = HealthClient::new(channel);
@@ -423,7 +452,7 @@ impl Worker {
 
 pub(crate) struct Shared {
     pub(crate) config: WorkerConfig,
-    pub(crate) client: WorkerServiceClient<Channel>,
+    pub(crate) client: WorkerServiceClient<AuthChannel>,
     health: HealthClient<Channel>,
     cancellations: Cancellations,
     /// Whether the coordinator answers; consumers take tasks only while it is `true`. Set `false`
@@ -1033,6 +1062,15 @@ async fn handle_delivery(
     };
     let disposition = match started {
         Some(Ok(r)) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
+        Some(Err(e)) if matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+            // A wrong or missing token: every task would meet the same answer. Hand the task back
+            // after a pause (holding its prefetch slot), so a misconfigured worker does not spin.
+            tracing::error!(run = %task.run_id, step = %task.step_id, code = ?e.code(), error = %e.message(),
+                "the coordinator refused this worker's token (set BATON_TOKEN to a token of role worker); handing the task back");
+            let _ = tokio::time::timeout(AUTH_REFUSED_PAUSE, stop.wait_for(|s| *s)).await;
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
         Some(Err(e)) => {
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not start the step; handing the task back");
             let _ = delivery.nack(requeue()).await;
@@ -1150,10 +1188,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_coordinator_addresses_are_accepted() {
+    fn only_http_and_https_coordinator_addresses_are_accepted() {
         assert!(check_coordinator_address("http://h:1").is_ok());
-        let e = check_coordinator_address("https://h:1").unwrap_err();
-        assert!(e.starts_with("TLS is not supported yet"), "{e}");
+        assert!(check_coordinator_address("HTTPS://h:1").is_ok());
         let e = check_coordinator_address("ftp://h:1").unwrap_err();
         assert!(e.starts_with("unsupported scheme"), "{e}");
         assert!(check_coordinator_address("h:1").is_err());
