@@ -34,10 +34,6 @@ CRDS = {
     ("keda.sh", "ScaledObject"): DEPLOY / "schemas/keda/keda.sh_scaledobjects.yaml",
     ("keda.sh", "TriggerAuthentication"): DEPLOY / "schemas/keda/keda.sh_triggerauthentications.yaml",
 }
-# Coordinator settings that deploy/ uses ahead of deploy/coordinator.toml listing them (added by
-# work that lands together with this directory: metrics, authentication, TLS). A name here that
-# deploy/coordinator.toml lists is simply known; drop it from here once it is.
-PENDING_SETTINGS = {"metrics_addr", "auth", "tls_cert", "tls_key", "tls_client_ca"}
 
 failures: list[str] = []
 
@@ -133,7 +129,7 @@ def known_settings() -> set[str]:
     text = (DEPLOY / "coordinator.toml").read_text()
     keys = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, re.M))
     keys |= set(re.findall(r"^#?\s*\[([a-z_]+)\]", text, re.M))
-    return keys | PENDING_SETTINGS
+    return keys
 
 
 def check_coordinator_toml(where: str, text: str) -> dict:

@@ -23,7 +23,7 @@ use baton_shared::{
     proto::{QueueInfo, RegisterWorkerRequest, RegisterWorkerResponse, Run, StepStatus, WorkerInfo, WorkerState},
     time::{duration_ms, now_ms, timestamp},
 };
-use lapin::{Channel, Connection, options::QueueDeclareOptions, types::FieldTable};
+use lapin::{Channel, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -533,14 +533,10 @@ impl Operations {
 
     async fn declare_passive(&self, queue: &str) -> Result<Option<QueueSample>> {
         let ch = self.channel().await?;
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        match ch.queue_declare(queue.into(), opts, FieldTable::default()).await {
+        match crate::queues::sample_queue(&ch, queue).await {
             Ok(q) => Ok(Some(QueueSample {
-                ready: u64::from(q.message_count()),
-                consumers: q.consumer_count(),
+                ready: u64::from(q.ready),
+                consumers: q.consumers,
             })),
             Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404) => Ok(None),
             Err(e) => Err(e.into()),

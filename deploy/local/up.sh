@@ -25,6 +25,9 @@
 #   DOCS_FAILURE_RATE   fraction of `analyze` attempts that fail on purpose (default 0.3)
 #   WAIT_TIMEOUT        seconds to wait for the runs to finish (default 300)
 #   SKIP_BUILD=1        use the binaries already in target/release
+#   METRICS_ADDR        the coordinator's Prometheus /metrics address (default 127.0.0.1:9464;
+#                       empty: none); worker i serves its own at 127.0.0.1:(9464+i) unless
+#                       WORKER_METRICS=0
 #   BATON_TOKEN         bearer token of the CLI and the workers; when set (and neither
 #                       BATON_AUTH_TOKENS nor BATON_AUTH_TOKENS_FILE is), the coordinator starts
 #                       with auth on and this one token as admin (token: 16 characters or more)
@@ -147,8 +150,10 @@ if [[ -n ${BATON_TOKEN:-} && -z ${BATON_AUTH_TOKENS:-} && -z ${BATON_AUTH_TOKENS
     auth_env=("BATON_AUTH_TOKENS=admin::$BATON_TOKEN")
     log "auth on: BATON_TOKEN is the coordinator's admin token"
 fi
+METRICS_ADDR=${METRICS_ADDR-127.0.0.1:9464}
 start coordinator "$STATE_DIR/coordinator.log" "$ROOT/$BIN_DIR/baton-coordinator" \
     "BATON_LISTEN=${BATON_LISTEN:-$addr_hostport}" \
+    ${METRICS_ADDR:+"BATON_METRICS_ADDR=$METRICS_ADDR"} \
     "BATON_DEFINITIONS_DIR=${BATON_DEFINITIONS_DIR:-$ROOT/examples/workflows}" \
     ${auth_env[@]+"${auth_env[@]}"}
 
@@ -164,9 +169,12 @@ log "coordinator answers at $BATON_ADDR"
 
 mkdir -p "$STATE_DIR/store"
 for i in $(seq 1 "$DOCS_WORKERS"); do
+    worker_metrics=()
+    [[ ${WORKER_METRICS:-1} == 0 ]] || worker_metrics=("BATON_METRICS_ADDR=127.0.0.1:$((9464 + i))")
     start "worker-$i" "$STATE_DIR/worker-$i.log" "$ROOT/$BIN_DIR/docs-worker" \
         "BATON_COORDINATOR=$BATON_ADDR" \
         "BATON_WORKER_ID=worker-$i" \
+        ${worker_metrics[@]+"${worker_metrics[@]}"} \
         "DOCS_STORE_DIR=$ROOT/$STATE_DIR/store" \
         "DOCS_FAILURE_RATE=${DOCS_FAILURE_RATE:-0.3}"
 done
@@ -300,6 +308,8 @@ echo
 echo "Watch a run:    $BIN_DIR/baton run watch $first_id"
 echo "Inspect a run:  $BIN_DIR/baton run get $first_id"
 echo "List runs:      $BIN_DIR/baton run list --workflow documents"
+[[ -z $METRICS_ADDR ]] || echo "Metrics:        http://$METRICS_ADDR/metrics (Prometheus text; workers: $(for i in $(seq 1 "$DOCS_WORKERS"); do [[ ${WORKER_METRICS:-1} == 0 ]] || printf 'http://127.0.0.1:%s/metrics ' $((9464 + i)); done))"
+echo "Workers:        $BIN_DIR/baton worker list    Queues: $BIN_DIR/baton queue list"
 echo "Scan now:       ./deploy/local/scan.sh   (the doc-scan schedule, on /usr/share/doc)"
 echo "Stop:           ./deploy/local/down.sh   (Redis and RabbitMQ keep running)"
 echo "========================================================================="
