@@ -209,24 +209,38 @@ async fn a_worker_with_a_worker_token_completes_a_run_and_one_with_a_viewer_toke
     let mut cluster = start("auth-workers").await;
     register(&cluster, OPERATOR, ECHO).await;
 
-    // A worker with a viewer token takes the task but cannot start it: the step never runs, and
-    // its log says why.
-    let viewer = cluster.spawn_worker_with("viewer-w", 4, &[("BATON_TOKEN", VIEWER)]);
+    // A worker with a viewer token is refused at registration: it says why in one line and exits
+    // non-zero without taking the task, which stays dispatched.
     let run_id = submit(&cluster, OPERATOR, "auth-echo").await;
     let log = cluster.log_path("viewer-w");
+    let mut viewer = cluster
+        .worker_command("viewer-w", 4)
+        .env("BATON_TOKEN", VIEWER)
+        .spawn()
+        .expect("spawn the viewer worker");
     let start = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("refused this worker's token") {
-            assert!(text.contains("PermissionDenied"), "{text}");
-            break;
+    let status = loop {
+        if let Some(status) = viewer.try_wait().expect("wait for the viewer worker") {
+            break status;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the viewer worker never met a refusal:\n{text}"
-        );
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = viewer.kill();
+            panic!(
+                "the worker with a viewer token did not exit:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{status}: {text}");
+    assert!(text.contains("refused this worker's token"), "{text}");
+    assert!(text.contains("PermissionDenied"), "{text}");
+    assert!(
+        text.contains("role viewer may not call /baton.v1.WorkerService/RegisterWorker"),
+        "{text}"
+    );
+    assert!(!text.contains(VIEWER), "the token was printed: {text}");
     let run = RunServiceClient::new(cluster.channel_with_token(Some(VIEWER)).await)
         .get_run(GetRunRequest { run_id: run_id.clone() })
         .await
@@ -234,7 +248,6 @@ async fn a_worker_with_a_worker_token_completes_a_run_and_one_with_a_viewer_toke
         .into_inner();
     assert_eq!(baton_tests::step_status(&run, "a"), "dispatched", "{run:#?}");
     assert!(run.steps[0].attempts.iter().all(|a| a.worker != "viewer-w"), "{run:#?}");
-    cluster.stop_worker(viewer, false);
 
     // A worker with a worker token runs it (the task went back to the queue).
     cluster.spawn_worker_with("worker-w", 4, &[("BATON_TOKEN", WORKER)]);

@@ -143,7 +143,8 @@ pub(crate) fn queue_mismatch(
 
 /// Registers now and then every heartbeat interval until `stop`; while stopping, as DRAINING. An
 /// answer whose settings match lets the consumers declare their queues (`Shared::checked`); one
-/// whose settings differ stops the worker ([`Shared::fail`]); a coordinator without the call
+/// whose settings differ, or a refused token (PERMISSION_DENIED, UNAUTHENTICATED), stops the
+/// worker ([`Shared::fail`]); a coordinator without the call
 /// (UNIMPLEMENTED) lets the consumers go and ends the loop; other errors are logged once and
 /// retried.
 pub(crate) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -167,6 +168,16 @@ pub(crate) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
             Err(e) if e.code() == tonic::Code::Unimplemented => {
                 tracing::info!("the coordinator does not know RegisterWorker (an older version); not registering");
                 shared.checked.send_replace(true);
+                return;
+            }
+            Err(e) if matches!(e.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+                // A token the coordinator refuses will not work on the next try either: say so
+                // and stop, instead of holding tasks it can never start.
+                shared.fail(format!(
+                    "the coordinator refused this worker's token ({:?}: {}): give the worker a token with the `worker` role in BATON_TOKEN; exiting",
+                    e.code(),
+                    e.message()
+                ));
                 return;
             }
             Err(e) if e.code() == tonic::Code::InvalidArgument => {
