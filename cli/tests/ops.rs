@@ -2,34 +2,13 @@
 //! live worker serves: the real `baton` binary against a real coordinator and worker (run in this
 //! process, over the real Redis, RabbitMQ and gRPC).
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
 use serde_json::Value;
 
-/// Runs `baton --addr <addr> <args>`; returns (exit code, stdout, stderr).
-async fn baton(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let addr = addr.to_string();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("--addr")
-            .arg(&addr)
-            .args(&args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
+mod common;
+use common::baton;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_lists_workers_and_queues_and_is_warned_about_a_handler_nobody_serves() {

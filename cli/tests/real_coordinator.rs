@@ -1,10 +1,13 @@
 //! The `baton` binary against a real coordinator and worker (run in this process, over the real
 //! Redis, RabbitMQ and gRPC): what a user types, and what they see.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
 use serde_json::{Value, json};
+
+mod common;
+use common::baton;
 
 struct Setup {
     addr: String,
@@ -81,27 +84,6 @@ fn uuid_like() -> String {
             .unwrap()
             .subsec_nanos()
     )
-}
-
-/// Runs `baton` with `args`; returns (exit code, stdout, stderr).
-async fn baton(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let addr = addr.to_string();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("--addr")
-            .arg(&addr)
-            .args(&args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
