@@ -29,7 +29,7 @@ use crate::{
 /// Most ticks handled for one schedule in one round (a long outage of a per-second schedule).
 const MAX_TICKS_PER_ROUND: usize = 1000;
 /// A tick handled this late (ms) or later was caught up after a stall: its ledger entry says so.
-const LATE_MS: i64 = 2_000;
+const LATE_MS: i64 = 1_000;
 /// Ledger entries kept per schedule (the oldest are dropped beyond twice this).
 const LEDGER_KEEP: usize = 1000;
 
