@@ -135,6 +135,24 @@ def test_sigterm_finishes_the_step_in_flight_hands_back_the_rest_and_exits(clust
     assert "stopping: waiting up to" in first.text()
 
 
+def test_a_step_still_running_after_the_shutdown_grace_is_given_back_to_the_queue(cluster: Cluster) -> None:
+    first = cluster.python_worker("stuck", BATON_SHUTDOWN_GRACE="500ms")
+    cluster.client.register_workflow(flow("stuck", {"id": "s", "handler": "py.sync_sleep", "timeout": "5m"}))
+    run_id = cluster.client.submit("stuck", {"ms": 120000, "marker": "stuck", "fast_if_marked": True}).run_id
+    cluster.wait_file("stuck")
+    began = time.monotonic()
+    first.signal(signal.SIGTERM)
+    # The blocking handler is abandoned in its thread after the grace; the worker does not wait for it.
+    assert first.popen.wait(timeout=30) == 0, first.text()[-3000:]
+    assert time.monotonic() - began < 20
+    assert "abandoning them" in first.text()
+    cluster.python_worker("rescuer")
+    run = cluster.client.wait(run_id, timeout=60)
+    assert run.status == "succeeded", run
+    assert run.steps["s"].attempt == 1
+    assert run.steps["s"].output["worker"].startswith("rescuer")
+
+
 def test_a_poison_message_goes_to_the_dead_letter_queue_and_the_worker_goes_on(cluster: Cluster) -> None:
     proc = cluster.python_worker()
     ns = cluster.namespace

@@ -35,6 +35,8 @@ class Sleep:
     marker: str = ""
     # Attempts from this one on return at once (for the stale-result test).
     fast_from_attempt: int = 0
+    # Return at once when the marker file already has a line (a redelivery, for the drain test).
+    fast_if_marked: bool = False
 
 
 @worker.handler("py.echo")
@@ -95,6 +97,9 @@ async def sleep(s: Sleep, ctx: Context) -> dict[str, Any]:
 @worker.handler("py.sync_sleep")
 def sync_sleep(s: Sleep, ctx: Context) -> dict[str, Any]:
     """A blocking handler: it runs in the worker's thread pool."""
+    if s.fast_if_marked and (DIR / s.marker).exists():
+        mark(s.marker, f"{ctx.run_id} {ctx.attempt} {ctx.worker_id}")
+        return {"slept_ms": 0, "worker": ctx.worker_id}
     if s.marker:
         mark(s.marker, f"{ctx.run_id} {ctx.attempt} {ctx.worker_id}")
     time.sleep(s.ms / 1000)

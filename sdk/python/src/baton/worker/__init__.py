@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import typing
 from collections.abc import Callable
@@ -284,11 +285,24 @@ class Worker:
                 loop.add_signal_handler(sig, stop.set)
             await self.serve(stop)
 
+        code = 0
         try:
             asyncio.run(main())
         except WorkerStopped as e:
             print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
+            code = 1
+        # A sync handler abandoned after its timeout or the shutdown grace still runs in its thread,
+        # and the interpreter would wait for it at exit: exit without waiting.
+        deadline = time.monotonic() + 1
+        for t in threading.enumerate():
+            if t.name.startswith("baton-handler") and t.is_alive():
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(t.name.startswith("baton-handler") and t.is_alive() for t in threading.enumerate()):
+            log.warning("exiting with sync handlers still running in their threads (abandoned)")
+            logging.shutdown()
+            os._exit(code)
+        if code:
+            raise SystemExit(code)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Consumes until `stop` is set; then stops consuming, hands back the tasks not started,
