@@ -831,7 +831,15 @@ class Worker:
 
     async def _watch_cancellations(self, connection: aio_pika.abc.AbstractRobustConnection, state: _State) -> None:
         """Binds an exclusive queue to the control exchange and sets the `cancelled` event of every
-        running handler of a run named by a cancel notice."""
+        running handler of a run named by a cancel notice. The robust connection restores the
+        queue and its consumer after a reconnection; a failure to set them up is logged (the
+        worker still learns of a cancel at its next heartbeat or report)."""
+        try:
+            await self._listen_for_cancels(connection, state)
+        except Exception as e:
+            log.warning("cancel listener failed (%s); cancel notices will not reach the handlers", e)
+
+    async def _listen_for_cancels(self, connection: aio_pika.abc.AbstractRobustConnection, state: _State) -> None:
         channel = await connection.channel()
         control = await channel.declare_exchange(
             f"{self.namespace}.control", aio_pika.ExchangeType.FANOUT, durable=True
