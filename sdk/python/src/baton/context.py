@@ -18,6 +18,8 @@ T = TypeVar("T")
 # Calls the context makes through its worker: (kind, payload_json or None) -> disposition name.
 Caller = Callable[[str, "str | None"], Awaitable[int]]
 
+_ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)
+
 # AttemptDisposition values (proto/baton/v1/baton.proto).
 PROCEED = 1
 
@@ -121,7 +123,7 @@ class Context:
         streamed by `watch`. NonRetryableError type `InvalidEvent` when it does not serialize or
         the coordinator refuses it (over its size limit); `Cancelled` as for heartbeat."""
         try:
-            text = json.dumps(pydantic.TypeAdapter(Any).dump_python(payload, mode="json"))
+            text = json.dumps(_ANY.dump_python(payload, mode="json"))
         except (TypeError, ValueError, pydantic_core.PydanticSerializationError) as e:
             raise NonRetryableError(f"event: {e}", type="InvalidEvent") from None
         self._check(await self._caller("emit", text))

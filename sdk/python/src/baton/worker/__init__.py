@@ -73,6 +73,10 @@ UNREACHABLE = frozenset(
 )
 
 
+# Serializes any handler output (models, dataclasses, dates...) to JSON-compatible values; built once.
+_ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)
+
+
 def _sdk_version() -> str:
     try:
         return f"baton-workflows {version('baton-workflows')} (python)"
@@ -654,9 +658,7 @@ class Worker:
         e = run.exception()
         if e is None:
             try:
-                text = json.dumps(
-                    pydantic.TypeAdapter(Any).dump_python(run.result(), mode="json"), separators=(",", ":")
-                )
+                text = json.dumps(_ANY.dump_python(run.result(), mode="json"), separators=(",", ":"))
             except (TypeError, ValueError, pydantic_core.PydanticSerializationError) as err:
                 return _failure(f"output: {err}", "InvalidOutput", False)
             size = len(text.encode())
