@@ -237,6 +237,12 @@ class Cluster:
 
     def close(self) -> None:
         try:
+            # The coordinator declares a queue for every handler of a registered workflow.
+            for wf in self.client.list_workflows():
+                self.handlers.update(s.handler for s in wf.steps if s.handler)
+        except Exception:
+            pass
+        try:
             self.client.close()
         finally:
             for p in reversed(self.procs):

@@ -10,6 +10,7 @@ from conftest import REPO, Cluster
 
 
 def run_example(cluster: Cluster, name: str, *args: str) -> str:
+    cluster.handlers.update({"expense.submit", "expense.process", "report.collect", "report.summarize"})
     env = cluster.env({"BATON_ADDR": cluster.addr, "BATON_WORKER_ID": f"example-{name}"})
     done = subprocess.run(
         [sys.executable, str(REPO / "examples" / "python" / f"{name}.py"), *args],
@@ -19,7 +20,6 @@ def run_example(cluster: Cluster, name: str, *args: str) -> str:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    cluster.handlers.update({"expense.submit", "expense.process", "report.collect", "report.summarize"})
     return done.stdout
 
 
