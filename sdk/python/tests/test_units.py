@@ -48,6 +48,8 @@ def test_worker_settings_out_of_range_are_refused_with_the_setting_named() -> No
         Worker(heartbeat_interval=0.01)
     with pytest.raises(ValueError, match="scheme"):
         Worker(coordinator="ftp://h:1")
+    with pytest.raises(ValueError, match="several coordinator addresses"):
+        Worker(coordinator="http://a:1,http://b:1")
     with pytest.raises(ValueError, match="token"):
         Worker(token="bad token\n")
     assert _duration_seconds("X", "250ms") == 0.25 and _duration_seconds("X", "2m") == 120

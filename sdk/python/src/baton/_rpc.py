@@ -64,7 +64,14 @@ class Tls:
 
 
 def split_address(address: str) -> tuple[str, bool]:
-    """`(host:port, tls)` of a coordinator address; ValueError for another scheme or none."""
+    """`(host:port, tls)` of a coordinator address; ValueError for another scheme or none, and for
+    a comma-separated list (the Rust worker's failover between coordinators is not in this SDK:
+    give it a load balancer's address or a DNS name with several addresses)."""
+    if "," in address:
+        raise ValueError(
+            f"{address[:200]!r}: several coordinator addresses are not supported by the Python SDK; "
+            "use one address (a load balancer, or a DNS name with several addresses)"
+        )
     scheme, sep, rest = address.partition("://")
     if not sep:
         raise ValueError(f"{address[:200]!r} has no scheme: use http://host:port or https://host:port")
