@@ -1,0 +1,161 @@
+"""The gRPC edge shared by the worker and the clients: a channel to a coordinator address
+(`http://` or `https://` with optional CA and client certificate), the bearer token as call
+metadata, and typed unary and server-streaming calls built from the generated message classes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+DEFAULT_COORDINATOR = "http://127.0.0.1:7450"
+
+# The coordinator's default `max_payload_bytes` (4 MiB) plus room for the other fields (64 KiB).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
+
+# Longest token accepted (bytes), as the Rust SDK.
+MAX_TOKEN_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Tls:
+    """PEM files for an `https://` coordinator: the CA that signed its certificate (default: the
+    system's CAs) and an optional client certificate and key for mTLS."""
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @staticmethod
+    def from_env() -> Tls:
+        """From `BATON_CA_FILE`, `BATON_CLIENT_CERT`, `BATON_CLIENT_KEY`."""
+        return Tls(
+            ca_file=os.environ.get("BATON_CA_FILE") or None,
+            client_cert=os.environ.get("BATON_CLIENT_CERT") or None,
+            client_key=os.environ.get("BATON_CLIENT_KEY") or None,
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials; raises ValueError naming the unreadable file or missing half."""
+
+        def read(setting: str, path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as e:
+                raise ValueError(f"{setting} {path!r}: {e.strerror}") from None
+
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("BATON_CLIENT_CERT and BATON_CLIENT_KEY go together: set both or neither")
+        return grpc.ssl_channel_credentials(
+            root_certificates=read("BATON_CA_FILE", self.ca_file),
+            private_key=read("BATON_CLIENT_KEY", self.client_key),
+            certificate_chain=read("BATON_CLIENT_CERT", self.client_cert),
+        )
+
+
+def split_address(address: str) -> tuple[str, bool]:
+    """`(host:port, tls)` of a coordinator address; ValueError for another scheme or none, and for
+    a comma-separated list (the Rust worker's failover between coordinators is not in this SDK:
+    give it a load balancer's address or a DNS name with several addresses)."""
+    if "," in address:
+        raise ValueError(
+            f"{address[:200]!r}: several coordinator addresses are not supported by the Python SDK; "
+            "use one address (a load balancer, or a DNS name with several addresses)"
+        )
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        raise ValueError(f"{address[:200]!r} has no scheme: use http://host:port or https://host:port")
+    if scheme.lower() not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {scheme[:200]!r} in {address[:200]!r}: use http://host:port or https://host:port")
+    target = rest.rstrip("/")
+    if not target:
+        raise ValueError(f"{address[:200]!r} has no host")
+    return target, scheme.lower() == "https"
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """`authorization: Bearer <token>` (RFC 6750 section 2.1), or nothing without a token.
+    ValueError (without echoing the token) when it is too long or has characters a header cannot."""
+    if token is None:
+        return ()
+    token = token.strip()
+    if not token:
+        return ()
+    if len(token.encode()) > MAX_TOKEN_BYTES or any(not (0x21 <= ord(c) <= 0x7E) for c in token):
+        raise ValueError(f"the token must be at most {MAX_TOKEN_BYTES} bytes of visible ASCII")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def aio_channel(address: str, tls: Tls, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
+    """An asyncio channel to `address` (connects lazily)."""
+    target, secure = split_address(address)
+    if secure:
+        return grpc.aio.secure_channel(target, tls.credentials(), options=_options(max_message_bytes))
+    if tls.ca_file or tls.client_cert:
+        raise ValueError(f"TLS files are set but {address[:200]!r} is not an https:// address")
+    return grpc.aio.insecure_channel(target, options=_options(max_message_bytes))
+
+
+class Unary(Generic[Req, Resp]):
+    """One unary RPC on an asyncio channel: `await call(request)` returns the answer or raises
+    grpc.aio.AioRpcError."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        path: str,
+        response: type[Resp],
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        self._call = channel.unary_unary(
+            path,
+            request_serializer=_serialize,
+            response_deserializer=response.FromString,
+        )
+        self._metadata = metadata
+
+    async def __call__(self, request: Req, timeout: float | None = 30.0) -> Resp:
+        return await self._call(request, metadata=self._metadata, timeout=timeout)
+
+
+class Stream(Generic[Req, Resp]):
+    """One server-streaming RPC on an asyncio channel."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        path: str,
+        response: type[Resp],
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        self._call = channel.unary_stream(
+            path,
+            request_serializer=_serialize,
+            response_deserializer=response.FromString,
+        )
+        self._metadata = metadata
+
+    def __call__(self, request: Req, timeout: float | None = None) -> grpc.aio.UnaryStreamCall[Req, Resp]:
+        return cast("grpc.aio.UnaryStreamCall[Req, Resp]", self._call(request, metadata=self._metadata, timeout=timeout))
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
