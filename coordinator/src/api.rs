@@ -327,8 +327,16 @@ impl proto::run_service_server::RunService for Api {
         if !r.page_token.is_empty() {
             check_page_token(&r.page_token)?;
         }
-        let after = r.created_after.as_ref().map(|t| timestamp_ms("created_after", t)).transpose()?;
-        let before = r.created_before.as_ref().map(|t| timestamp_ms("created_before", t)).transpose()?;
+        let after = r
+            .created_after
+            .as_ref()
+            .map(|t| timestamp_ms("created_after", t))
+            .transpose()?;
+        let before = r
+            .created_before
+            .as_ref()
+            .map(|t| timestamp_ms("created_before", t))
+            .transpose()?;
         // Index members are `<created_ms:013>:<run_id>` in lexicographic order, so `created_before`
         // is where the first page starts (members below `<before:013>`), and `created_after` where
         // the scan stops.
@@ -484,8 +492,12 @@ impl proto::run_service_server::RunService for Api {
 fn is_sequence(s: &str) -> bool {
     s.len() <= 41
         && s.split_once('-').is_some_and(|(ms, n)| {
-            !ms.is_empty() && !n.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
-                && ms.parse::<u64>().is_ok() && n.parse::<u64>().is_ok()
+            !ms.is_empty()
+                && !n.is_empty()
+                && ms.bytes().all(|b| b.is_ascii_digit())
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && ms.parse::<u64>().is_ok()
+                && n.parse::<u64>().is_ok()
         })
 }
 
@@ -509,7 +521,11 @@ async fn stream_events(
     after: &str,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
 ) -> Result<(), CoordinatorError> {
-    let mut last = if after.is_empty() { "-".to_string() } else { after.to_string() };
+    let mut last = if after.is_empty() {
+        "-".to_string()
+    } else {
+        after.to_string()
+    };
     let mut ended = false;
     let mut saw_run_event = false;
     loop {

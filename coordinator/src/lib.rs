@@ -126,7 +126,12 @@ pub async fn serve_with(
                 .await
                 .map_err(|e| anyhow::anyhow!("http_addr: cannot bind {addr}: {e}"))?;
             tracing::info!(addr = %listener.local_addr()?, "HTTP API and web console listening (starting up)");
-            let state = http::HttpState::new(tokens.clone(), health.clone(), config.max_payload_bytes, down_rx.clone());
+            let state = http::HttpState::new(
+                tokens.clone(),
+                health.clone(),
+                config.max_payload_bytes,
+                down_rx.clone(),
+            );
             let (router, _) = http::router(state.clone());
             let server = tokio::spawn(http::serve(listener, router, down_rx.clone()));
             Some((state, server))
@@ -228,7 +233,8 @@ pub async fn serve_with(
             proto::schedule_service_server::ScheduleServiceServer::new(api.clone()).max_decoding_message_size(limit),
         )
         .add_service(
-            proto::operations_service_server::OperationsServiceServer::new(api.clone()).max_decoding_message_size(limit),
+            proto::operations_service_server::OperationsServiceServer::new(api.clone())
+                .max_decoding_message_size(limit),
         ),
     );
     if let Some((state, _)) = &http {

@@ -54,7 +54,9 @@ impl Http {
     }
 
     async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Bytes>) -> Answer {
-        let mut req = Request::builder().method(method.clone()).uri(format!("{}{path}", self.base));
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -271,7 +273,10 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
         edges,
         &json!([{"from": "submit", "to": "approve"}, {"from": "approve", "to": "process"}])
     );
-    assert_eq!(reg["workflow"]["steps"][1]["human"]["form_schema"]["required"], json!(["approved"]));
+    assert_eq!(
+        reg["workflow"]["steps"][1]["human"]["form_schema"]["required"],
+        json!(["approved"])
+    );
     let again = http.post_ok("/v1/workflows", json!({"definition": APPROVAL})).await;
     assert_eq!(again["created"], json!(false), "the same definition again");
     for def in [SLOW, FAILING] {
@@ -347,16 +352,32 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
     let garbled = http.get("/v1/runs/not-a-uuid", None).await;
     assert_eq!(garbled.error(), (400, "INVALID_ARGUMENT", Some("run_id")));
     let malformed = http
-        .send(Method::POST, "/v1/runs", None, Some(Bytes::from_static(b"{\"workflow\": ")))
+        .send(
+            Method::POST,
+            "/v1/runs",
+            None,
+            Some(Bytes::from_static(b"{\"workflow\": ")),
+        )
         .await;
-    assert_eq!(malformed.error(), (400, "INVALID_ARGUMENT", Some("body")), "{malformed:?}");
+    // Cut off after `"workflow": `: the path where parsing stopped, and the position.
+    assert_eq!(
+        malformed.error(),
+        (400, "INVALID_ARGUMENT", Some("workflow")),
+        "{malformed:?}"
+    );
     assert!(
         malformed.body["message"].as_str().is_some_and(|m| m.contains("line 1")),
         "{malformed:?}"
     );
+    let garbage = http
+        .send(Method::POST, "/v1/runs", None, Some(Bytes::from_static(b"not json")))
+        .await;
+    assert_eq!(garbage.error(), (400, "INVALID_ARGUMENT", Some("body")), "{garbage:?}");
     let wrong_type = http.post("/v1/runs", None, json!({"workflow": 7})).await;
     assert_eq!(wrong_type.error(), (400, "INVALID_ARGUMENT", Some("workflow")));
-    let stray = http.post("/v1/runs", None, json!({"workflow": "expense", "inptu": {}})).await;
+    let stray = http
+        .post("/v1/runs", None, json!({"workflow": "expense", "inptu": {}}))
+        .await;
     assert_eq!(stray.error(), (400, "INVALID_ARGUMENT", Some("inptu")));
     let limit = http.get("/v1/runs?limit=5000", None).await;
     assert_eq!(limit.error(), (400, "INVALID_ARGUMENT", Some("limit")));
@@ -413,7 +434,11 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
         .flat_map(|p| p["runs"].as_array().cloned().unwrap_or_default())
         .filter_map(|r| r["id"].as_str().map(String::from))
         .collect();
-    assert_eq!(all, [slow_id.clone(), failed_id.clone(), run_id.clone()], "newest first");
+    assert_eq!(
+        all,
+        [slow_id.clone(), failed_id.clone(), run_id.clone()],
+        "newest first"
+    );
     // created_after / created_before: the expense run was created first.
     let expense_created = run["created_at"].as_str().expect("created_at").to_string();
     let after = http
@@ -425,7 +450,10 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
         .iter()
         .filter_map(|r| r["id"].as_str())
         .collect();
-    assert!(!after_ids.contains(run_id.as_str()), "created_after is exclusive: {after:#}");
+    assert!(
+        !after_ids.contains(run_id.as_str()),
+        "created_after is exclusive: {after:#}"
+    );
     let before = http
         .ok(&format!("/v1/runs?created_before={}", urlencode(&before_submit)))
         .await;
@@ -465,7 +493,11 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
         .await;
     assert_eq!(rerun["dispatched_steps"], json!(["boom"]));
     let rerun_bad = http
-        .post(&format!("/v1/runs/{failed_id}/rerun"), None, json!({"from_step": "nope"}))
+        .post(
+            &format!("/v1/runs/{failed_id}/rerun"),
+            None,
+            json!({"from_step": "nope"}),
+        )
         .await;
     assert_eq!(rerun_bad.error().0, 400, "{rerun_bad:?}");
     let run = http
@@ -473,11 +505,18 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
             r["status"] == "failed" && r["steps"][0]["attempt"] == 3
         })
         .await;
-    assert_eq!(run["input"], json!({"fatal": true, "again": 1}), "rerun with a new input");
+    assert_eq!(
+        run["input"],
+        json!({"fatal": true, "again": 1}),
+        "rerun with a new input"
+    );
 
     // Events: nobody waits, so it is buffered.
     let published = http
-        .post_ok("/v1/events", json!({"name": "paid", "key": "42", "payload": {"ok": true}}))
+        .post_ok(
+            "/v1/events",
+            json!({"name": "paid", "key": "42", "payload": {"ok": true}}),
+        )
         .await;
     assert_eq!(published["buffered"], json!(true));
     assert_eq!(published["delivered"], json!([]));
@@ -497,7 +536,10 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
         .iter()
         .filter_map(|q| q["handler"].as_str())
         .collect();
-    assert!(handlers.is_superset(&BTreeSet::from(["echo", "fail", "slow"])), "{queues:#}");
+    assert!(
+        handlers.is_superset(&BTreeSet::from(["echo", "fail", "slow"])),
+        "{queues:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -525,37 +567,63 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
     assert_eq!(seen[0].event, "run");
     assert_eq!(seen[0].data["run_id"], run_id.as_str());
     for e in &seen {
-        assert_eq!(e.id.as_deref(), e.data["sequence"].as_str(), "the SSE id is the sequence");
+        assert_eq!(
+            e.id.as_deref(),
+            e.data["sequence"].as_str(),
+            "the SSE id is the sequence"
+        );
         assert_eq!(e.event, e.data["kind"].as_str().unwrap_or(""));
     }
     let waiting_seq = seen.last().and_then(|e| e.id.clone()).expect("id");
 
     // The task is listed (filters) and refuses data its form schema refuses, naming the field.
     let tasks = http
-        .wait("/v1/tasks?assignee=manager&workflow=expense&status=open", Duration::from_secs(10), |t| {
-            t["tasks"].as_array().is_some_and(|a| a.len() == 1)
-        })
+        .wait(
+            "/v1/tasks?assignee=manager&workflow=expense&status=open",
+            Duration::from_secs(10),
+            |t| t["tasks"].as_array().is_some_and(|a| a.len() == 1),
+        )
         .await;
     let task = &tasks["tasks"][0];
     assert_eq!(task["run_id"], run_id.as_str());
     assert_eq!(task["title"], "Approve the expense");
-    assert_eq!(task["form_schema"]["properties"]["approved"], json!({"type": "boolean"}));
+    assert_eq!(
+        task["form_schema"]["properties"]["approved"],
+        json!({"type": "boolean"})
+    );
     assert_eq!(http.ok("/v1/tasks?assignee=nobody").await["tasks"], json!([]));
     let complete = format!("/v1/tasks/{run_id}/approve/complete");
     let invalid = http
         .post(&complete, None, json!({"data": {"approved": "yes"}, "user": "manager"}))
         .await;
-    assert_eq!(invalid.error(), (400, "INVALID_ARGUMENT", Some("data/approved")), "{invalid:?}");
+    assert_eq!(
+        invalid.error(),
+        (400, "INVALID_ARGUMENT", Some("data/approved")),
+        "{invalid:?}"
+    );
     let missing = http.post(&complete, None, json!({"data": {}, "user": "manager"})).await;
-    assert_eq!(missing.error(), (400, "INVALID_ARGUMENT", Some("data/approved")), "{missing:?}");
+    assert_eq!(
+        missing.error(),
+        (400, "INVALID_ARGUMENT", Some("data/approved")),
+        "{missing:?}"
+    );
     let done = http
-        .post_ok(&complete, json!({"data": {"approved": true, "note": "fine"}, "user": "manager"}))
+        .post_ok(
+            &complete,
+            json!({"data": {"approved": true, "note": "fine"}, "user": "manager"}),
+        )
         .await;
     assert_eq!(done["status"], "completed");
     assert_eq!(done["completed_by"], "manager");
     assert_eq!(done["data"], json!({"approved": true, "note": "fine"}));
-    let again = http.post(&complete, None, json!({"data": {"approved": true}, "user": "manager"})).await;
-    assert_eq!(again.error(), (400, "FAILED_PRECONDITION", Some("step_id")), "{again:?}");
+    let again = http
+        .post(&complete, None, json!({"data": {"approved": true}, "user": "manager"}))
+        .await;
+    assert_eq!(
+        again.error(),
+        (400, "FAILED_PRECONDITION", Some("step_id")),
+        "{again:?}"
+    );
 
     // Live: the rest of the run, its terminal event, then `end`, then the stream closes.
     let live = sse.rest(Duration::from_secs(30)).await;
@@ -563,7 +631,10 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
     assert_eq!(end.event, "end");
     assert_eq!(end.data, json!({"status": "succeeded"}));
     let terminal = &live[live.len() - 2];
-    assert_eq!((terminal.event.as_str(), &terminal.data["status"]), ("run", &json!("succeeded")));
+    assert_eq!(
+        (terminal.event.as_str(), &terminal.data["status"]),
+        ("run", &json!("succeeded"))
+    );
     assert!(
         live.iter()
             .any(|e| e.data["step_id"] == "process" && e.data["status"] == "succeeded"),
@@ -608,7 +679,11 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
             None,
         )
         .await;
-    assert_eq!(bad.error(), (400, "INVALID_ARGUMENT", Some("after_sequence")), "{bad:?}");
+    assert_eq!(
+        bad.error(),
+        (400, "INVALID_ARGUMENT", Some("after_sequence")),
+        "{bad:?}"
+    );
     let unknown = http
         .get("/v1/runs/00000000-0000-4000-8000-000000000000/events", None)
         .await;
@@ -630,14 +705,20 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
     assert_eq!(created["source"], "api");
     assert!(created["next_tick_at"].as_str().is_some(), "{created:#}");
     let bad = http
-        .post("/v1/schedules", None, json!({"workflow": "slowpoke", "cron": "every tuesday"}))
+        .post(
+            "/v1/schedules",
+            None,
+            json!({"workflow": "slowpoke", "cron": "every tuesday"}),
+        )
         .await;
     assert_eq!(bad.error(), (400, "INVALID_ARGUMENT", Some("cron")), "{bad:?}");
     let tick = http.post_ok("/v1/schedules/nightly/trigger", json!({})).await;
     assert_eq!(tick["outcome"], "triggered");
     let ticks = http.ok("/v1/schedules/nightly/ticks?limit=10").await;
     assert_eq!(ticks["ticks"][0]["run_id"], tick["run_id"]);
-    let run = http.ok(&format!("/v1/runs/{}", tick["run_id"].as_str().expect("run id"))).await;
+    let run = http
+        .ok(&format!("/v1/runs/{}", tick["run_id"].as_str().expect("run id")))
+        .await;
     assert_eq!(run["workflow"], "slowpoke");
     let paused = http.post_ok("/v1/schedules/nightly/pause", json!({})).await;
     assert_eq!(paused["paused"], json!(true));
@@ -702,7 +783,11 @@ async fn the_http_api_takes_the_grpc_tokens_and_roles() {
         .await;
     assert_eq!(submitted.error().0, 403);
     let submitted = http
-        .post("/v1/runs", Some(OPERATOR), json!({"workflow": "expense", "input": {"amount": 1}}))
+        .post(
+            "/v1/runs",
+            Some(OPERATOR),
+            json!({"workflow": "expense", "input": {"amount": 1}}),
+        )
         .await;
     assert_eq!(submitted.status, 200, "{submitted:?}");
     let run_id = submitted.body["run_id"].as_str().expect("run_id").to_string();
@@ -728,13 +813,25 @@ async fn the_http_api_takes_the_grpc_tokens_and_roles() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let complete = format!("/v1/tasks/{run_id}/approve/complete");
-    let viewer = http.post(&complete, Some(VIEWER), json!({"data": {"approved": true}})).await;
+    let viewer = http
+        .post(&complete, Some(VIEWER), json!({"data": {"approved": true}}))
+        .await;
     assert_eq!(viewer.error().0, 403);
     let impostor = http
-        .post(&complete, Some(OPERATOR), json!({"data": {"approved": true}, "user": "ada"}))
+        .post(
+            &complete,
+            Some(OPERATOR),
+            json!({"data": {"approved": true}, "user": "ada"}),
+        )
         .await;
-    assert_eq!(impostor.error(), (403, "PERMISSION_DENIED", Some("user")), "{impostor:?}");
-    let done = http.post(&complete, Some(OPERATOR), json!({"data": {"approved": true}})).await;
+    assert_eq!(
+        impostor.error(),
+        (403, "PERMISSION_DENIED", Some("user")),
+        "{impostor:?}"
+    );
+    let done = http
+        .post(&complete, Some(OPERATOR), json!({"data": {"approved": true}}))
+        .await;
     assert_eq!(done.status, 200, "{done:?}");
     assert_eq!(done.body["completed_by"], "manager", "the token's user");
 }
@@ -817,7 +914,10 @@ async fn the_openapi_document_validates_and_lists_exactly_the_routes() {
             tabled.insert((cells[1].to_string(), cells[2].trim_matches('`').to_string()));
         }
     }
-    assert_eq!(documented, tabled, "the OpenAPI document and the route table of docs/http-api.md differ");
+    assert_eq!(
+        documented, tabled,
+        "the OpenAPI document and the route table of docs/http-api.md differ"
+    );
 }
 
 /// Percent-encodes the characters of an RFC 3339 time that a query string cannot carry as is.

@@ -99,7 +99,10 @@ pub fn field_of(message: &str) -> Option<String> {
         && head
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.[]/-~".contains(&b))
-        && head.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+        && head
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     if !is_path {
         return None;
     }
@@ -133,7 +136,10 @@ mod tests {
             field_of("steps[2].retry.max_interval: too long").as_deref(),
             Some("steps[2].retry.max_interval")
         );
-        assert_eq!(field_of("data/amount: -5 is less than 0").as_deref(), Some("data/amount"));
+        assert_eq!(
+            field_of("data/amount: -5 is less than 0").as_deref(),
+            Some("data/amount")
+        );
         assert_eq!(field_of("data_json: not valid JSON: x").as_deref(), Some("data"));
         assert_eq!(field_of("input_json/a: bad").as_deref(), Some("input/a"));
         assert_eq!(field_of("the bearer token is not valid"), None);

@@ -31,9 +31,12 @@ pub async fn publish(
         payload_json: json_text(b.payload.as_ref()),
     };
     let r = s
-        .call(method!("EventService/PublishEvent"), &headers, msg, |api, req| async move {
-            api.publish_event(req).await
-        })
+        .call(
+            method!("EventService/PublishEvent"),
+            &headers,
+            msg,
+            |api, req| async move { api.publish_event(req).await },
+        )
         .await?;
     Ok(Json(r.into()))
 }

@@ -45,7 +45,11 @@ impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| too_large("more than that".into()))?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         parse_json(text).map(JsonBody)
     }
 }
@@ -71,12 +75,14 @@ fn field_path(path: &str, message: &str) -> String {
         .strip_prefix("missing field `")
         .and_then(|r| r.split_once('`'))
         .map(|(f, _)| f.to_string());
-    let unknown = message
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split_once('`'))
-        .map(|(f, _)| f.to_string());
-    let base = if path == "." { String::new() } else { path.to_string() };
-    match missing.or(unknown) {
+    // (An unknown field is in the path already.)
+    // serde_path_to_error writes `?` for a segment it could not name: then it is the whole body.
+    let base = if path == "." || path.contains('?') {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    match missing {
         Some(f) if base.is_empty() => f,
         Some(f) => format!("{base}.{f}"),
         None if base.is_empty() => "body".into(),
@@ -164,7 +170,9 @@ mod tests {
         let long = "a".repeat(MAX_QUERY_VALUE_BYTES + 1);
         let e = parse_query::<Body>(&format!("workflow={long}")).err().map(field);
         assert_eq!(e, Some(Some("workflow".into())));
-        let ok = parse_query::<Body>("workflow=a%20b&limit=3").ok().map(|b| (b.workflow, b.limit));
+        let ok = parse_query::<Body>("workflow=a%20b&limit=3")
+            .ok()
+            .map(|b| (b.workflow, b.limit));
         assert_eq!(ok, Some(("a b".into(), 3)));
     }
 }

@@ -56,7 +56,12 @@ pub struct HttpState {
 
 impl HttpState {
     /// A state whose API is not open yet.
-    pub fn new(tokens: Arc<Tokens>, health: Arc<Health>, max_payload_bytes: usize, down: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        tokens: Arc<Tokens>,
+        health: Arc<Health>,
+        max_payload_bytes: usize,
+        down: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             api: OnceLock::new(),
             tokens,
@@ -193,7 +198,13 @@ async fn no_route(req: Request) -> ApiError {
     ))]
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
     if state.health.is_ready() && state.health.why_not().is_none() {
-        (StatusCode::OK, Json(HealthBody { status: "SERVING".into() })).into_response()
+        (
+            StatusCode::OK,
+            Json(HealthBody {
+                status: "SERVING".into(),
+            }),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -251,6 +262,7 @@ async fn observe(req: Request, next: Next) -> Response {
         "status" => resp.status().as_u16().to_string()
     )
     .increment(1);
-    metrics::histogram!("baton_http_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("baton_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     resp
 }

@@ -28,8 +28,7 @@ pub fn json_text(value: Option<&Value>) -> String {
 pub fn time(t: Option<&prost_types::Timestamp>) -> Option<String> {
     let t = t?;
     let nanos = u32::try_from(t.nanos).ok()?;
-    chrono::DateTime::from_timestamp(t.seconds, nanos)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    chrono::DateTime::from_timestamp(t.seconds, nanos).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// An RFC 3339 time as a protobuf timestamp; `Err` with the parser's reason.

@@ -88,7 +88,9 @@ pub(super) fn check_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError>
     match limit {
         None => Ok(0),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::invalid(format!("limit: must be between 1 and {max} (got {n})"))),
+        Some(n) => Err(ApiError::invalid(format!(
+            "limit: must be between 1 and {max} (got {n})"
+        ))),
     }
 }
 
@@ -173,7 +175,10 @@ pub async fn cancel(
         .call(
             method!("RunService/CancelRun"),
             &headers,
-            proto::CancelRunRequest { run_id, reason: b.reason },
+            proto::CancelRunRequest {
+                run_id,
+                reason: b.reason,
+            },
             |api, req| async move { api.cancel_run(req).await },
         )
         .await?;

@@ -45,9 +45,12 @@ pub async fn create(
         catchup_window_ms: b.catchup_window_ms,
     };
     let r = s
-        .call(method!("ScheduleService/CreateSchedule"), &headers, msg, |api, req| async move {
-            api.create_schedule(req).await
-        })
+        .call(
+            method!("ScheduleService/CreateSchedule"),
+            &headers,
+            msg,
+            |api, req| async move { api.create_schedule(req).await },
+        )
         .await?;
     Ok(Json(r.into()))
 }
@@ -230,9 +233,12 @@ pub async fn ticks(
         limit: check_limit(q.limit, 1000)?,
     };
     let r = s
-        .call(method!("ScheduleService/ListScheduleTicks"), &headers, msg, |api, req| async move {
-            api.list_schedule_ticks(req).await
-        })
+        .call(
+            method!("ScheduleService/ListScheduleTicks"),
+            &headers,
+            msg,
+            |api, req| async move { api.list_schedule_ticks(req).await },
+        )
         .await?;
     Ok(Json(TickList {
         ticks: r.ticks.into_iter().map(ScheduleTick::from).collect(),

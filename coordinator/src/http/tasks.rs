@@ -54,9 +54,12 @@ pub async fn list(
         limit: check_limit(q.limit, 1000)?,
     };
     let r = s
-        .call(method!("HumanTaskService/ListHumanTasks"), &headers, msg, |api, req| async move {
-            api.list_human_tasks(req).await
-        })
+        .call(
+            method!("HumanTaskService/ListHumanTasks"),
+            &headers,
+            msg,
+            |api, req| async move { api.list_human_tasks(req).await },
+        )
         .await?;
     Ok(Json(TaskList {
         tasks: r.tasks.into_iter().map(HumanTask::from).collect(),

@@ -103,7 +103,10 @@ pub async fn get(
         .call(
             method!("WorkflowService/GetWorkflow"),
             &headers,
-            proto::GetWorkflowRequest { name, version: q.version },
+            proto::GetWorkflowRequest {
+                name,
+                version: q.version,
+            },
             |api, req| async move { api.get_workflow(req).await },
         )
         .await?;
