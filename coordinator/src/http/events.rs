@@ -15,7 +15,7 @@ use super::{
 
 /// Delivers an event to the steps waiting for (name, key), buffers it when none waits, and starts
 /// the runs of workflows triggered by it.
-#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = PublishEventBody,
+#[utoipa::path(post, operation_id = "PublishEvent", path = "/v1/events", tag = "events", request_body = PublishEventBody,
     responses(
         (status = 200, description = "Delivered, buffered, or runs started", body = PublishEventAnswer),
         (status = "default", description = "An error", body = ErrorBody),

@@ -191,7 +191,7 @@ async fn no_route(req: Request) -> ApiError {
 
 /// Health, as gRPC health answers it: SERVING when start-up is done, Redis and RabbitMQ answer
 /// and every background loop runs.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, operation_id = "Health", path = "/healthz", tag = "health",
     responses(
         (status = 200, description = "SERVING", body = HealthBody),
         (status = 503, description = "NOT_SERVING (starting up, Redis or RabbitMQ unreachable, a loop down)", body = HealthBody),
@@ -217,7 +217,7 @@ async fn health(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 /// This API's OpenAPI 3.1 document (no token needed).
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+#[utoipa::path(get, operation_id = "OpenApiDocument", path = "/v1/openapi.json", tag = "health",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
 async fn openapi_json(State(state): State<Arc<HttpState>>) -> Response {
     let text = state.openapi.get().cloned().unwrap_or_else(|| "{}".into());

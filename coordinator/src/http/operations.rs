@@ -13,7 +13,7 @@ use super::{
 };
 
 /// The workers that registered recently (live, lost and stopped), by worker id.
-#[utoipa::path(get, path = "/v1/workers", tag = "operations",
+#[utoipa::path(get, operation_id = "ListWorkers", path = "/v1/workers", tag = "operations",
     responses(
         (status = 200, description = "Workers", body = WorkerList),
         (status = "default", description = "An error", body = ErrorBody),
@@ -33,7 +33,7 @@ pub async fn workers(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Res
 }
 
 /// One entry per handler of a registered workflow or a live worker, by handler.
-#[utoipa::path(get, path = "/v1/queues", tag = "operations",
+#[utoipa::path(get, operation_id = "ListQueues", path = "/v1/queues", tag = "operations",
     responses(
         (status = 200, description = "Queues", body = QueueList),
         (status = "default", description = "An error", body = ErrorBody),

@@ -24,7 +24,7 @@ use super::{
 };
 
 /// Starts a run. With an idempotency key, the same (workflow, key) answers the same run.
-#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = SubmitRunBody,
+#[utoipa::path(post, operation_id = "SubmitRun", path = "/v1/runs", tag = "runs", request_body = SubmitRunBody,
     responses(
         (status = 200, description = "The run (`created` false when the idempotency key matched)", body = SubmitRunAnswer),
         (status = "default", description = "An error (400 names `input/...`; 404 unknown workflow)", body = ErrorBody),
@@ -95,7 +95,7 @@ pub(super) fn check_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError>
 }
 
 /// Runs, newest first, filtered and paged.
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListRunsQuery),
+#[utoipa::path(get, operation_id = "ListRuns", path = "/v1/runs", tag = "runs", params(ListRunsQuery),
     responses(
         (status = 200, description = "A page of runs (`steps` empty)", body = RunList),
         (status = "default", description = "An error (400 names the parameter)", body = ErrorBody),
@@ -136,7 +136,7 @@ pub async fn list(
 }
 
 /// One run with its steps.
-#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
+#[utoipa::path(get, operation_id = "GetRun", path = "/v1/runs/{run_id}", tag = "runs",
     params(("run_id" = String, Path, description = "The run's id (a UUID)")),
     responses(
         (status = 200, description = "The run", body = Run),
@@ -159,7 +159,7 @@ pub async fn get(
 }
 
 /// Cancels a run: unfinished steps become cancelled.
-#[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs", request_body = CancelRunBody,
+#[utoipa::path(post, operation_id = "CancelRun", path = "/v1/runs/{run_id}/cancel", tag = "runs", request_body = CancelRunBody,
     params(("run_id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "Cancelled", body = RunOperation),
@@ -186,7 +186,7 @@ pub async fn cancel(
 }
 
 /// Runs a finished run's failed and cancelled steps again.
-#[utoipa::path(post, path = "/v1/runs/{run_id}/retry", tag = "runs", request_body = Empty,
+#[utoipa::path(post, operation_id = "RetryRun", path = "/v1/runs/{run_id}/retry", tag = "runs", request_body = Empty,
     params(("run_id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "Retried", body = RunOperation),
@@ -210,7 +210,7 @@ pub async fn retry(
 }
 
 /// Runs a finished run again from a step, optionally with a new input.
-#[utoipa::path(post, path = "/v1/runs/{run_id}/rerun", tag = "runs", request_body = RerunRunBody,
+#[utoipa::path(post, operation_id = "RerunRun", path = "/v1/runs/{run_id}/rerun", tag = "runs", request_body = RerunRunBody,
     params(("run_id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "Re-run", body = RunOperation),

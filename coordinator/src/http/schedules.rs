@@ -24,7 +24,7 @@ use super::{
 };
 
 /// Creates a schedule, or replaces the API schedule with the same id.
-#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = CreateScheduleBody,
+#[utoipa::path(post, operation_id = "CreateSchedule", path = "/v1/schedules", tag = "schedules", request_body = CreateScheduleBody,
     responses(
         (status = 200, description = "The schedule", body = Schedule),
         (status = "default", description = "An error (400 names `cron`, `timezone`, `overlap`, `input`; 404 unknown workflow)", body = ErrorBody),
@@ -65,7 +65,7 @@ pub struct ListSchedulesQuery {
 }
 
 /// Every schedule, by id.
-#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", params(ListSchedulesQuery),
+#[utoipa::path(get, operation_id = "ListSchedules", path = "/v1/schedules", tag = "schedules", params(ListSchedulesQuery),
     responses(
         (status = 200, description = "Schedules", body = ScheduleList),
         (status = "default", description = "An error", body = ErrorBody),
@@ -89,7 +89,7 @@ pub async fn list(
 }
 
 /// One schedule.
-#[utoipa::path(get, path = "/v1/schedules/{id}", tag = "schedules",
+#[utoipa::path(get, operation_id = "GetSchedule", path = "/v1/schedules/{id}", tag = "schedules",
     params(("id" = String, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
@@ -112,7 +112,7 @@ pub async fn get(
 }
 
 /// Deletes an API schedule.
-#[utoipa::path(delete, path = "/v1/schedules/{id}", tag = "schedules",
+#[utoipa::path(delete, operation_id = "DeleteSchedule", path = "/v1/schedules/{id}", tag = "schedules",
     params(("id" = String, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "Deleted", body = EmptyAnswer),
@@ -134,7 +134,7 @@ pub async fn delete(
 }
 
 /// Pauses a schedule: it records and starts nothing until resumed.
-#[utoipa::path(post, path = "/v1/schedules/{id}/pause", tag = "schedules", request_body = Empty,
+#[utoipa::path(post, operation_id = "PauseSchedule", path = "/v1/schedules/{id}/pause", tag = "schedules", request_body = Empty,
     params(("id" = String, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
@@ -158,7 +158,7 @@ pub async fn pause(
 }
 
 /// Resumes a paused schedule.
-#[utoipa::path(post, path = "/v1/schedules/{id}/resume", tag = "schedules", request_body = Empty,
+#[utoipa::path(post, operation_id = "ResumeSchedule", path = "/v1/schedules/{id}/resume", tag = "schedules", request_body = Empty,
     params(("id" = String, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
@@ -182,7 +182,7 @@ pub async fn resume(
 }
 
 /// Fires the schedule now, whatever its overlap policy.
-#[utoipa::path(post, path = "/v1/schedules/{id}/trigger", tag = "schedules", request_body = Empty,
+#[utoipa::path(post, operation_id = "TriggerSchedule", path = "/v1/schedules/{id}/trigger", tag = "schedules", request_body = Empty,
     params(("id" = String, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The tick", body = ScheduleTick),
@@ -216,7 +216,7 @@ pub struct TicksQuery {
 }
 
 /// The schedule's ledger: every tick, newest first.
-#[utoipa::path(get, path = "/v1/schedules/{id}/ticks", tag = "schedules",
+#[utoipa::path(get, operation_id = "ListScheduleTicks", path = "/v1/schedules/{id}/ticks", tag = "schedules",
     params(("id" = String, Path, description = "The schedule's id"), TicksQuery),
     responses(
         (status = 200, description = "Ticks", body = TickList),

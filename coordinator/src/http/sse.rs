@@ -43,7 +43,7 @@ pub struct EventsQuery {
 }
 
 /// The run's events as Server-Sent Events: history, then live, until the run's terminal event.
-#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs",
+#[utoipa::path(get, operation_id = "WatchRun", path = "/v1/runs/{run_id}/events", tag = "runs",
     params(
         ("run_id" = String, Path, description = "The run's id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume: only events after this sequence"),

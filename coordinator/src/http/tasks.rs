@@ -37,7 +37,7 @@ pub struct ListTasksQuery {
 }
 
 /// Human tasks, newest first.
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListTasksQuery),
+#[utoipa::path(get, operation_id = "ListHumanTasks", path = "/v1/tasks", tag = "tasks", params(ListTasksQuery),
     responses(
         (status = 200, description = "Tasks", body = TaskList),
         (status = "default", description = "An error", body = ErrorBody),
@@ -67,7 +67,7 @@ pub async fn list(
 }
 
 /// Completes an open human task with form data, which must satisfy the step's form schema.
-#[utoipa::path(post, path = "/v1/tasks/{run_id}/{step_id}/complete", tag = "tasks", request_body = CompleteTaskBody,
+#[utoipa::path(post, operation_id = "CompleteHumanTask", path = "/v1/tasks/{run_id}/{step_id}/complete", tag = "tasks", request_body = CompleteTaskBody,
     params(
         ("run_id" = String, Path, description = "The run"),
         ("step_id" = String, Path, description = "The human step"),

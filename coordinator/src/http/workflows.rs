@@ -21,7 +21,7 @@ use super::{
 };
 
 /// Registers a workflow definition (YAML or JSON text, or a JSON object).
-#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = RegisterWorkflowBody,
+#[utoipa::path(post, operation_id = "RegisterWorkflow", path = "/v1/workflows", tag = "workflows", request_body = RegisterWorkflowBody,
     responses(
         (status = 200, description = "Registered (or already registered: `created` false)", body = RegisterWorkflowAnswer),
         (status = "default", description = "An error (400 names the definition path; 409 same name and version, other content)", body = ErrorBody),
@@ -58,7 +58,7 @@ pub async fn register(
 }
 
 /// The latest version of every registered workflow, by name.
-#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+#[utoipa::path(get, operation_id = "ListWorkflows", path = "/v1/workflows", tag = "workflows",
     responses(
         (status = 200, description = "Workflows", body = WorkflowList),
         (status = "default", description = "An error", body = ErrorBody),
@@ -87,7 +87,7 @@ pub struct GetWorkflowQuery {
 }
 
 /// One workflow version, with its definition and graph.
-#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows",
+#[utoipa::path(get, operation_id = "GetWorkflow", path = "/v1/workflows/{name}", tag = "workflows",
     params(("name" = String, Path, description = "The workflow's name"), GetWorkflowQuery),
     responses(
         (status = 200, description = "The workflow", body = Workflow),
