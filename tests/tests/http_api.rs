@@ -692,7 +692,16 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their_ticks() {
-    let (_cluster, http) = start("http-schedules", vec![], vec![]).await;
+    let metrics_port = free_port();
+    let (_cluster, http) = start(
+        "http-schedules",
+        vec![
+            ("BATON_MAX_PAYLOAD_BYTES".into(), "1000".into()),
+            ("BATON_METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}")),
+        ],
+        vec![],
+    )
+    .await;
     http.post_ok("/v1/workflows", json!({"definition": SLOW})).await;
     let created = http
         .post_ok(
@@ -733,6 +742,53 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
     assert_eq!((deleted.status, &deleted.body), (200, &json!({})));
     let gone = http.get("/v1/schedules/nightly", None).await;
     assert_eq!(gone.error().0, 404, "{gone:?}");
+
+    // A body over the gRPC message limit (max_payload_bytes + 1 MiB) is refused, naming the body.
+    let huge = json!({"workflow": "slowpoke", "cron": "0 3 * * *", "input": {"blob": "x".repeat(1_100_000)}});
+    let refused = http.post("/v1/schedules", None, huge).await;
+    assert_eq!(
+        refused.error(),
+        (400, "INVALID_ARGUMENT", Some("body")),
+        "{:?}",
+        refused.error()
+    );
+    let over = http
+        .post(
+            "/v1/schedules",
+            None,
+            json!({"workflow": "slowpoke", "cron": "0 3 * * *", "input": {"blob": "x".repeat(2000)}}),
+        )
+        .await;
+    assert_eq!(over.error(), (400, "INVALID_ARGUMENT", Some("input")), "{over:?}");
+
+    // Every request is counted by route and status.
+    let text = scrape(metrics_port).await;
+    let count = |route: &str, status: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("baton_http_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(count("/v1/schedules/{id}/trigger", "200"), Some(1.0), "{text}");
+    assert_eq!(count("/v1/schedules/{id}", "404"), Some(1.0), "{text}");
+}
+
+/// The coordinator's `/metrics` text.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }
 
 const ADMIN: &str = "tok-admin-5f1c0e7d9b";
