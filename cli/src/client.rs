@@ -197,54 +197,187 @@ impl Coordinator {
             .into_inner())
     }
 
-    /// Follows a run to its end: hands every `WatchRun` event to `on_event` as it arrives, then
-    /// answers the finished run. When the stream ends (or breaks) before the run is over, polls
-    /// `GetRun` every 500 ms instead.
+    /// Follows a run to its end: hands every `WatchRun` event to `on_event` once, in order, as it
+    /// arrives, then answers the finished run. When the stream ends before the run is over, it is
+    /// opened again (its history is skipped up to the last event handed on).
+    ///
+    /// An outage (see [`is_transient`]: the coordinator restarting or unreachable, its Redis down,
+    /// a broken stream) is ridden out with backoff (200 ms doubling to 5 s) for up to
+    /// `reconnect_for`, with one line on stderr when it starts and one when it ends.
+    ///
+    /// # Errors
+    /// A status that is not transient at once (`NOT_FOUND`, `PERMISSION_DENIED`, ...); the last
+    /// transient one, with how long it lasted, once an outage outlasts `reconnect_for`; what
+    /// `on_event` returns.
     pub async fn follow_run(
         &self,
         run_id: &str,
+        reconnect_for: Duration,
         mut on_event: impl FnMut(&RunEvent) -> anyhow::Result<()>,
     ) -> anyhow::Result<Run> {
-        let mut stream = self
-            .runs()
-            .watch_run(WatchRunRequest {
-                run_id: run_id.to_owned(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let mut warned = false;
+        let mut outage = Outage::new(reconnect_for);
+        let mut last: Option<(u64, u64)> = None;
+        let mut noted = false;
+        let mut reopened = false;
         loop {
-            match stream.message().await {
-                Ok(Some(event)) => on_event(&event)?,
-                Ok(None) => break,
-                Err(status) => {
-                    eprintln!(
-                        "warning: the event stream broke ({}: {}); polling the run every {} ms instead",
-                        code_name(status.code()),
-                        status.message(),
-                        POLL_INTERVAL.as_millis()
-                    );
-                    warned = true;
-                    break;
+            let opened = self
+                .runs()
+                .watch_run(WatchRunRequest {
+                    run_id: run_id.to_owned(),
+                    ..Default::default()
+                })
+                .await;
+            match opened {
+                Ok(stream) => {
+                    outage.ended();
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(event)) => {
+                                // A reopened stream starts with the history again: skip what was
+                                // handed on already.
+                                let at = sequence(&event.sequence);
+                                if !reopened || at.is_none() || at > last {
+                                    on_event(&event)?;
+                                    last = at.or(last);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) if is_transient(&status) => {
+                                outage.began(&status)?;
+                                break;
+                            }
+                            Err(status) => return Err(status.into()),
+                        }
+                    }
                 }
+                Err(status) if is_transient(&status) => outage.began(&status)?,
+                Err(status) => return Err(status.into()),
             }
-        }
-        loop {
-            let run = self.get_run(run_id).await?;
-            if is_terminal(run.status) {
-                return Ok(run);
+            reopened = true;
+            match self.get_run(run_id).await {
+                Ok(run) if is_terminal(run.status) => {
+                    outage.ended();
+                    return Ok(run);
+                }
+                // The stream ended before the run: open it again after a pause.
+                Ok(_) => {
+                    outage.ended();
+                    if !noted {
+                        eprintln!(
+                            "note: the event stream ended before run {run_id} finished; polling every {} ms and reopening it",
+                            POLL_INTERVAL.as_millis()
+                        );
+                        noted = true;
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    continue;
+                }
+                Err(status) if is_transient(&status) => outage.began(&status)?,
+                Err(status) => return Err(status.into()),
             }
-            if !warned {
-                eprintln!(
-                    "note: the event stream ended before run {run_id} finished; polling every {} ms",
-                    POLL_INTERVAL.as_millis()
-                );
-                warned = true;
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            outage.wait().await;
         }
     }
+}
+
+/// A Redis stream id (`<ms>-<seq>`, a `RunEvent`'s `sequence`) as a number pair that orders like
+/// the stream; `None` when it is not one.
+fn sequence(text: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = text.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Whether an error of a call to the coordinator may pass by itself: the coordinator could not be
+/// reached or answered that it cannot serve now (`UNAVAILABLE`), the call or stream broke on the way
+/// (`UNKNOWN`, `CANCELLED`, `INTERNAL` from the transport, `ABORTED`), or it took too long
+/// (`DEADLINE_EXCEEDED`).
+pub fn is_transient(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::DeadlineExceeded => true,
+        // An h2 or transport failure comes as INTERNAL with a source; the coordinator's own
+        // INTERNAL answers have none.
+        Code::Internal => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// An outage being ridden out by [`Coordinator::follow_run`]: when it began, the backoff, and the
+/// lines it prints.
+struct Outage {
+    limit: Duration,
+    since: Option<std::time::Instant>,
+    delay: Duration,
+}
+
+impl Outage {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            since: None,
+            delay: Duration::from_millis(200),
+        }
+    }
+
+    /// A call failed with the transient `status`: the first failure prints one line; once the
+    /// outage has lasted `limit`, answers the error.
+    fn began(&mut self, status: &Status) -> anyhow::Result<()> {
+        let described = format!("{}: {}", code_name(status.code()), cut_message(status.message()));
+        match self.since {
+            None => {
+                if self.limit.is_zero() {
+                    return Err(anyhow::Error::new(status.clone()));
+                }
+                eprintln!(
+                    "warning: lost the coordinator ({described}); retrying for up to {}",
+                    baton_shared::duration::format(self.limit)
+                );
+                self.since = Some(std::time::Instant::now());
+            }
+            Some(since) if since.elapsed() >= self.limit => {
+                eprintln!(
+                    "error: gave up after {} without the coordinator (--reconnect-for); the run may still finish",
+                    baton_shared::duration::format(self.limit)
+                );
+                return Err(anyhow::Error::new(status.clone()));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A call succeeded: an outage in progress ends, with one line.
+    fn ended(&mut self) {
+        if let Some(since) = self.since.take() {
+            eprintln!(
+                "note: the coordinator is back after {:.1} s; following again",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        self.delay = Duration::from_millis(200);
+    }
+
+    /// Waits before the next try (doubling, at most 5 s, never past the limit).
+    async fn wait(&mut self) {
+        let left = self
+            .since
+            .map_or(self.limit, |s| self.limit.saturating_sub(s.elapsed()));
+        tokio::time::sleep(self.delay.min(left).max(Duration::from_millis(50))).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A status message cut to 200 bytes for a one-line notice.
+fn cut_message(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// Whether a run status number means the run is over.

@@ -77,6 +77,19 @@ pub struct Cli {
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
+    /// How long `--wait`, `--watch` and `run watch` keep trying when the coordinator cannot be
+    /// reached or cannot serve (a restart, a Redis or network fault), retrying with backoff; they
+    /// exit 2 only once an outage lasts this long. At most 24h; 0 gives up at the first error.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_RECONNECT_FOR",
+        default_value = "5m",
+        value_name = "DURATION",
+        value_parser = parse_reconnect_for
+    )]
+    pub reconnect_for: std::time::Duration,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -495,6 +508,11 @@ impl Overlap {
     }
 }
 
+/// Parses `--reconnect-for` (`30s`, `5m`, `0s`), at most 24 hours.
+fn parse_reconnect_for(s: &str) -> Result<std::time::Duration, String> {
+    baton_shared::duration::parse_bounded(s, std::time::Duration::from_secs(24 * 3600))
+}
+
 /// Parses a `--catchup-window` duration (`1h`, `30s`, `1h 30m`) into whole milliseconds; zero is
 /// refused (leave the flag out for the coordinator's default).
 fn parse_window_ms(s: &str) -> Result<u64, String> {
@@ -726,6 +744,7 @@ async fn main() -> ExitCode {
 /// Runs one command. Local input is read and checked before connecting.
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let output = cli.output;
+    let reconnect_for = cli.reconnect_for;
     let target = cli.target();
     match cli.command {
         Command::Token(command) => token(output, command)?,
@@ -793,7 +812,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Output::Json => print_json(&render::workflow_json(&workflow), true)?,
             }
         }
-        Command::Run(RunCommand::Submit(args)) => return submit(&target, output, args).await,
+        Command::Run(RunCommand::Submit(args)) => return submit(&target, output, args, reconnect_for).await,
         Command::Run(RunCommand::Get { id }) => {
             let coordinator = Coordinator::connect(&target).await?;
             let run = coordinator.get_run(&id).await?;
@@ -824,7 +843,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(RunCommand::Watch { id }) => {
             let coordinator = Coordinator::connect(&target).await?;
-            return follow(&coordinator, &id, output, true).await;
+            return follow(&coordinator, &id, output, true, reconnect_for).await;
         }
         Command::Run(RunCommand::Cancel { id, reason }) => {
             let coordinator = Coordinator::connect(&target).await?;
@@ -1045,7 +1064,12 @@ async fn schedule(target: &Target, output: Output, command: ScheduleCommand) -> 
 }
 
 /// `baton run submit`: starts the run, then optionally waits for it or watches it.
-async fn submit(target: &Target, output: Output, args: SubmitArgs) -> Result<ExitCode> {
+async fn submit(
+    target: &Target,
+    output: Output,
+    args: SubmitArgs,
+    reconnect_for: std::time::Duration,
+) -> Result<ExitCode> {
     let input_json = read_input(&args.input)?;
     let coordinator = Coordinator::connect(target).await?;
     let request = SubmitRunRequest {
@@ -1064,19 +1088,33 @@ async fn submit(target: &Target, output: Output, args: SubmitArgs) -> Result<Exi
     if !following {
         return Ok(ExitCode::SUCCESS);
     }
-    follow(&coordinator, &resp.run_id, output, args.watch).await
+    follow(&coordinator, &resp.run_id, output, args.watch, reconnect_for).await
 }
 
 /// Follows a run until it ends, printing its events when `show_events`, then prints the finished
 /// run and answers the exit status it deserves.
-async fn follow(coordinator: &Coordinator, run_id: &str, output: Output, show_events: bool) -> Result<ExitCode> {
+///
+/// An outage (the coordinator restarting, its Redis down, a broken stream) is ridden out for
+/// `reconnect_for`, with one line on stderr when it starts and one when it ends.
+async fn follow(
+    coordinator: &Coordinator,
+    run_id: &str,
+    output: Output,
+    show_events: bool,
+    reconnect_for: std::time::Duration,
+) -> Result<ExitCode> {
     let width = if show_events && output == Output::Table {
-        render::event_subject_width(&coordinator.get_run(run_id).await?)
+        match coordinator.get_run(run_id).await {
+            Ok(run) => render::event_subject_width(&run),
+            // The width only aligns columns: an outage now is ridden out by follow_run.
+            Err(status) if client::is_transient(&status) => 3,
+            Err(status) => return Err(status.into()),
+        }
     } else {
         0
     };
     let run = coordinator
-        .follow_run(run_id, |event| match (show_events, output) {
+        .follow_run(run_id, reconnect_for, |event| match (show_events, output) {
             (false, _) => Ok(()),
             (true, Output::Table) => print_text(&(render::event_line(event, width) + "\n")),
             (true, Output::Json) => print_json(&render::event_json(event), false),

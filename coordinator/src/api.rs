@@ -52,6 +52,28 @@ impl Api {
     }
 }
 
+/// Runs a state change to its end on a task of its own and returns its answer.
+///
+/// A mutation commits in Redis and then launches what the commit made ready (publishes tasks,
+/// starts child runs). Run inside the gRPC request's future, that second half would be dropped with
+/// the request when the caller goes away after the commit (a worker killed right after reporting):
+/// the successors, already committed as dispatched, would then wait for the outbox sweeper. On its
+/// own task the change finishes whatever happens to the caller.
+///
+/// # Errors
+/// The work's own `Status`; `INTERNAL` if its task panicked.
+async fn detached<T, F>(work: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, CoordinatorError>> + Send + 'static,
+{
+    use tracing::Instrument;
+    match tokio::spawn(work.in_current_span()).await {
+        Ok(r) => r.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("the request's task failed: {e}"))),
+    }
+}
+
 fn disposition(d: Disposition) -> i32 {
     (match d {
         Disposition::Proceed => AttemptDisposition::Proceed,
@@ -234,10 +256,12 @@ impl proto::run_service_server::RunService for Api {
         let r = req.into_inner();
         check_workflow("workflow", &r.workflow)?;
         check_len("idempotency_key", &r.idempotency_key, MAX_KEY_BYTES)?;
-        let (run_id, created) = self
-            .engine
-            .submit_run(&r.workflow, r.version, &r.input_json, &r.idempotency_key)
-            .await?;
+        let (run_id, created) = {
+            let engine = self.engine.clone();
+            let (workflow, input, key) = (r.workflow.clone(), r.input_json.clone(), r.idempotency_key.clone());
+            let version = r.version;
+            detached(async move { engine.submit_run(&workflow, version, &input, &key).await }).await?
+        };
         crate::traces::record_run(&run_id, &r.workflow);
         // A reused idempotency key answers the run it made before; say whether this call's input
         // is not the one that run started with (the engine has checked that it parses).
@@ -270,7 +294,7 @@ impl proto::run_service_server::RunService for Api {
             .store
             .read_run(&id)
             .await?
-            .ok_or_else(|| Status::not_found(format!("run_id: no run {id} (it may have expired)")))?;
+            .ok_or_else(|| Status::not_found(format!("run_id: no run {id} ({})", crate::reset::lost_hint())))?;
         let wf = run.get("workflow").cloned().unwrap_or_default();
         let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
         let def = self.engine.registry.pinned(&wf, version).await.ok();
@@ -423,7 +447,10 @@ impl proto::run_service_server::RunService for Api {
         let r = req.into_inner();
         check_id(&r.run_id)?;
         check_len("reason", &r.reason, MAX_TEXT_BYTES)?;
-        self.engine.cancel_run(&r.run_id, &r.reason).await?;
+        {
+            let (engine, run_id, reason) = (self.engine.clone(), r.run_id.clone(), r.reason.clone());
+            detached(async move { engine.cancel_run(&run_id, &reason).await }).await?;
+        }
         Ok(Response::new(RunOperationResponse {
             run_id: r.run_id,
             status: RunStatus::Cancelled as i32,
@@ -434,7 +461,10 @@ impl proto::run_service_server::RunService for Api {
     async fn retry_run(&self, req: Request<RetryRunRequest>) -> Result<Response<RunOperationResponse>, Status> {
         let r = req.into_inner();
         check_id(&r.run_id)?;
-        let dispatched_steps = self.engine.reset_run(&r.run_id, None, "").await?;
+        let dispatched_steps = {
+            let (engine, run_id) = (self.engine.clone(), r.run_id.clone());
+            detached(async move { engine.reset_run(&run_id, None, "").await }).await?
+        };
         Ok(Response::new(RunOperationResponse {
             run_id: r.run_id,
             status: RunStatus::Running as i32,
@@ -450,10 +480,11 @@ impl proto::run_service_server::RunService for Api {
         }
         check_len("from_step", &r.from_step, MAX_ID_BYTES)?;
         check_len("input_json", &r.input_json, self.engine.config.max_payload_bytes)?;
-        let dispatched_steps = self
-            .engine
-            .reset_run(&r.run_id, Some(&r.from_step), &r.input_json)
-            .await?;
+        let dispatched_steps = {
+            let engine = self.engine.clone();
+            let (run_id, from, input) = (r.run_id.clone(), r.from_step.clone(), r.input_json.clone());
+            detached(async move { engine.reset_run(&run_id, Some(&from), &input).await }).await?
+        };
         Ok(Response::new(RunOperationResponse {
             run_id: r.run_id,
             status: RunStatus::Running as i32,
@@ -474,7 +505,8 @@ impl proto::run_service_server::RunService for Api {
         }
         if self.engine.store.read_run(&run_id).await?.is_none() {
             return Err(Status::not_found(format!(
-                "run_id: no run {run_id} (it may have expired)"
+                "run_id: no run {run_id} ({})",
+                crate::reset::lost_hint()
             )));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -640,11 +672,11 @@ impl proto::worker_service_server::WorkerService for Api {
     }
 
     async fn report_result(&self, req: Request<ReportResultRequest>) -> Result<Response<ReportResultResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         check_attempt_ref(&r.run_id, &r.step_id, &r.worker_id, &r.workflow)?;
         crate::traces::record_attempt(&r.run_id, &r.step_id, r.attempt, &r.workflow, &r.worker_id);
         let max_output = self.engine.config.max_payload_bytes;
-        let outcome = match r.outcome {
+        let outcome = match r.outcome.take() {
             // An output over the limit fails the step for good (the handler would give the same
             // output again): answering an error instead would leave the step to its timeout.
             Some(report_result_request::Outcome::OutputJson(o)) if o.len() > max_output => {
@@ -675,21 +707,24 @@ impl proto::worker_service_server::WorkerService for Api {
             }
         };
         crate::traces::record_outcome(&outcome);
-        let d = self
-            .engine
-            .report_result(
-                &AttemptRef {
-                    run_id: &r.run_id,
-                    step_id: &r.step_id,
-                    attempt: r.attempt,
-                    workflow: &r.workflow,
-                    version: r.workflow_version,
-                    worker: &r.worker_id,
-                    attempt_base: r.attempt_base,
-                },
-                outcome,
-            )
-            .await?;
+        let engine = self.engine.clone();
+        let d = detached(async move {
+            engine
+                .report_result(
+                    &AttemptRef {
+                        run_id: &r.run_id,
+                        step_id: &r.step_id,
+                        attempt: r.attempt,
+                        workflow: &r.workflow,
+                        version: r.workflow_version,
+                        worker: &r.worker_id,
+                        attempt_base: r.attempt_base,
+                    },
+                    outcome,
+                )
+                .await
+        })
+        .await?;
         Ok(Response::new(ReportResultResponse {
             disposition: disposition(d),
         }))
@@ -726,8 +761,13 @@ impl proto::event_service_server::EventService for Api {
         let r = req.into_inner();
         check_len("name", &r.name, MAX_ID_BYTES)?;
         check_len("key", &r.key, MAX_KEY_BYTES)?;
-        let delivered = self.engine.publish_event(&r.name, &r.key, &r.payload_json).await?;
-        let (started, trigger_errors) = self.engine.start_triggered_runs(r.name.trim(), &r.payload_json).await?;
+        let engine = self.engine.clone();
+        let (delivered, (started, trigger_errors)) = detached(async move {
+            let delivered = engine.publish_event(&r.name, &r.key, &r.payload_json).await?;
+            let triggered = engine.start_triggered_runs(r.name.trim(), &r.payload_json).await?;
+            Ok((delivered, triggered))
+        })
+        .await?;
         Ok(Response::new(PublishEventResponse {
             trigger_errors,
             started_run_ids: started,
@@ -786,26 +826,29 @@ impl proto::human_task_service_server::HumanTaskService for Api {
         check_id(&r.run_id)?;
         check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
         check_len("user", &r.user, MAX_ID_BYTES)?;
-        let completer = match &principal {
-            Some(p) => {
-                // The record says who authenticated; a request naming someone else is refused rather
-                // than silently recorded under another name.
-                let claimed = r.user.trim();
-                if !claimed.is_empty() && claimed != p.identity() {
-                    return Err(Status::permission_denied(format!(
-                        "user: {} is not the authenticated user {} (leave user empty with a token)",
-                        echo(claimed),
-                        echo(p.identity())
-                    )));
-                }
-                Completer::Authenticated(p)
+        if let Some(p) = &principal {
+            // The record says who authenticated; a request naming someone else is refused rather
+            // than silently recorded under another name.
+            let claimed = r.user.trim();
+            if !claimed.is_empty() && claimed != p.identity() {
+                return Err(Status::permission_denied(format!(
+                    "user: {} is not the authenticated user {} (leave user empty with a token)",
+                    echo(claimed),
+                    echo(p.identity())
+                )));
             }
-            None => Completer::Claimed(&r.user),
-        };
-        let task = self
-            .engine
-            .complete_human_task(&r.run_id, &r.step_id, completer, &r.data_json)
-            .await?;
+        }
+        let engine = self.engine.clone();
+        let task = detached(async move {
+            let completer = match &principal {
+                Some(p) => Completer::Authenticated(p),
+                None => Completer::Claimed(&r.user),
+            };
+            engine
+                .complete_human_task(&r.run_id, &r.step_id, completer, &r.data_json)
+                .await
+        })
+        .await?;
         Ok(Response::new(task))
     }
 }
@@ -907,7 +950,10 @@ impl proto::schedule_service_server::ScheduleService for Api {
 
     async fn trigger_schedule(&self, req: Request<ScheduleRef>) -> Result<Response<ScheduleTick>, Status> {
         let id = schedule_id(req)?;
-        Ok(Response::new(self.engine.trigger_schedule(&id).await?))
+        let engine = self.engine.clone();
+        Ok(Response::new(
+            detached(async move { engine.trigger_schedule(&id).await }).await?,
+        ))
     }
 
     async fn list_schedule_ticks(

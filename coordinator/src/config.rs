@@ -38,7 +38,12 @@ pub struct CoordinatorConfig {
     /// How often the timer and outbox loops look for due entries.
     #[serde(with = "serde_human")]
     pub timer_poll_interval: Duration,
-    /// How long a coordinator holds a claimed timer before another may take it over.
+    /// How long a claim on due timers, unconfirmed dispatches or due schedules lasts without being
+    /// renewed (1 s to 10 min). The claiming coordinator renews it every quarter of this while it
+    /// works, so this is how long a dead coordinator's claimed work waits before another takes it
+    /// over; shorter means faster failover but more renewals, and a coordinator stalled longer than
+    /// this (a long GC-free pause, a Redis stall) may see its work handled a second time, which the
+    /// attempt fencing and tick run ids make harmless.
     #[serde(with = "serde_human")]
     pub timer_lease: Duration,
     /// How long after a dispatch commit an unconfirmed publish is re-sent by the sweeper.
@@ -107,7 +112,7 @@ impl Default for CoordinatorConfig {
             queue_type: QueueType::Quorum,
             delivery_limit: 5,
             timer_poll_interval: Duration::from_millis(100),
-            timer_lease: Duration::from_secs(30),
+            timer_lease: Duration::from_secs(3),
             dispatch_grace: Duration::from_secs(15),
             publish_timeout: Duration::from_secs(10),
             events_max_len: 10_000,
@@ -246,6 +251,15 @@ impl CoordinatorConfig {
         let config: Self = built.try_deserialize()?;
         config.metrics_socket()?;
         config.http_socket()?;
+        if config.timer_lease < Duration::from_secs(1) || config.timer_lease > Duration::from_secs(600) {
+            return Err(ConfigError::Invalid {
+                key: "timer_lease".into(),
+                reason: format!(
+                    "{} is outside 1s to 10m",
+                    baton_shared::duration::format(config.timer_lease)
+                ),
+            });
+        }
         Ok(config)
     }
 

@@ -3,7 +3,14 @@
 //! unroutable task is noticed (its queue is declared and the publish retried); and a batcher that
 //! clears confirmed dispatches from the Redis outbox.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use baton_shared::{amqp::Topology, proto::StepTask};
 use lapin::{
@@ -27,6 +34,11 @@ pub struct Dispatcher {
     declared: std::sync::Mutex<HashSet<String>>,
     confirmed: mpsc::UnboundedSender<String>,
     store: Store,
+    /// A publish failed since the last confirmed one (or the last reconnect): the next confirm or
+    /// reconnect re-sends the outbox's backlog at once ([`Dispatcher::expedite`]).
+    failing: AtomicBool,
+    /// A connection was made before: the next one is a reconnect.
+    connected_before: AtomicBool,
 }
 
 impl Dispatcher {
@@ -44,6 +56,8 @@ impl Dispatcher {
             declared: std::sync::Mutex::new(HashSet::new()),
             confirmed: tx,
             store: store.clone(),
+            failing: AtomicBool::new(false),
+            connected_before: AtomicBool::new(false),
         });
         d.channel().await?;
         tokio::spawn(clear_outbox(store, rx));
@@ -72,6 +86,10 @@ impl Dispatcher {
             .clear();
         *link = Some((conn, ch.clone()));
         tracing::info!("connected to RabbitMQ");
+        if self.connected_before.swap(true, Ordering::SeqCst) {
+            self.failing.store(false, Ordering::SeqCst);
+            self.expedite("reconnected to RabbitMQ");
+        }
         Ok(ch)
     }
 
@@ -133,7 +151,29 @@ impl Dispatcher {
     /// # Errors
     /// `Publish` on a nack, a timeout or an unroutable task; `Amqp` on connection trouble.
     pub async fn publish(&self, task: &StepTask) -> Result<()> {
-        crate::traces::dispatch(&self.store, task, |headers| self.publish_with(task, headers)).await
+        let sent = crate::traces::dispatch(&self.store, task, |headers| self.publish_with(task, headers)).await;
+        match &sent {
+            Ok(()) if self.failing.swap(false, Ordering::SeqCst) => self.expedite("publishes are confirmed again"),
+            Ok(()) => {}
+            Err(_) => self.failing.store(true, Ordering::SeqCst),
+        }
+        sent
+    }
+
+    /// Makes the outbox's pending dispatches due now, in the background, so the sweeper re-sends
+    /// what failed to publish during a fault as soon as it ends (instead of after the rest of its
+    /// dispatch grace). `why` is logged.
+    pub fn expedite(&self, why: &'static str) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            match store.expedite_outbox(baton_shared::time::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dispatches = n, "{why}: re-sending the dispatches that waited"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{why}, but the outbox could not be read; the sweeper re-sends after the dispatch grace")
+                }
+            }
+        });
     }
 
     /// [`Dispatcher::publish`] with these message headers (the trace context).
@@ -231,14 +271,15 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes tasks in the background, concurrently. A failed publish stays in the outbox, and the
-    /// sweeper re-sends it after the dispatch grace.
+    /// Publishes tasks in the background, concurrently. A failed publish stays in the outbox; the
+    /// sweeper re-sends it as soon as RabbitMQ is back ([`Dispatcher::expedite`]), at the latest
+    /// after the dispatch grace.
     pub fn publish_detached(self: &Arc<Self>, tasks: Vec<StepTask>) {
         for task in tasks {
             let d = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = d.publish(&task).await {
-                    tracing::warn!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, error = %e, "publish failed; the sweeper will retry");
+                    tracing::warn!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, error = %e, "publish failed; re-sent when RabbitMQ is back");
                 }
             });
         }

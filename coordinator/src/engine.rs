@@ -1716,7 +1716,8 @@ impl Engine {
         check_run_id(run_id)?;
         let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
             return Err(CoordinatorError::NotFound(format!(
-                "run_id: no run {run_id} (it may have expired)"
+                "run_id: no run {run_id} ({})",
+                crate::reset::lost_hint()
             )));
         };
         let def = self.registry.pinned(&workflow, version).await?;
@@ -2042,7 +2043,8 @@ impl Engine {
         let data_text = data.to_string();
         let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
             return Err(CoordinatorError::NotFound(format!(
-                "run_id: no run {run_id} (it may have expired)"
+                "run_id: no run {run_id} ({})",
+                crate::reset::lost_hint()
             )));
         };
         let def = self.registry.pinned(&workflow, version).await?;

@@ -37,6 +37,8 @@ struct State {
     redis: Option<String>,
     /// Why the last RabbitMQ probe failed.
     amqp: Option<String>,
+    /// Redis lost its data and the coordinator has not finished restoring what it can.
+    redis_lost: Option<String>,
     /// What the reporter was last told (`None` before the first report).
     serving: Option<bool>,
 }
@@ -56,6 +58,9 @@ impl State {
         }
         if let Some(e) = &self.amqp {
             why.push(format!("RabbitMQ unreachable ({e})"));
+        }
+        if let Some(e) = &self.redis_lost {
+            why.push(e.clone());
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
@@ -125,6 +130,12 @@ impl Health {
         self.report().await;
     }
 
+    /// Redis lost its data (`Some(why)`) and what can be restored is not yet; `None` once it is.
+    pub async fn set_redis_lost(&self, why: Option<String>) {
+        self.update(|s| s.redis_lost = why);
+        self.report().await;
+    }
+
     /// Tells the health service the current status if it changed, and logs why.
     async fn report(&self) {
         let change = {
@@ -161,6 +172,9 @@ impl Health {
 pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     let interval = engine.config.health_probe_interval.max(Duration::from_millis(100));
     let bound = interval.max(Duration::from_secs(1));
+    let mut redis_down = false;
+    let mut marker = crate::reset::Marker::default();
+    let mut restoring = false;
     loop {
         let redis = async {
             let mut conn = engine.store.conn();
@@ -178,7 +192,28 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
             }
         };
         let (redis, amqp) = tokio::join!(redis, amqp);
+        // A Redis that answers again may have committed dispatches whose answers timed out: their
+        // publishes never went out, so re-send the outbox's backlog now.
+        if redis_down && redis.is_none() {
+            engine.dispatcher.expedite("Redis answers again");
+        }
+        redis_down = redis.is_some();
         health.probed(redis, amqp).await;
+        if !redis_down {
+            match marker.check(&engine).await {
+                Ok(crate::reset::Check::Lost) => restoring = true,
+                Ok(crate::reset::Check::Same) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the Redis marker"),
+            }
+            if restoring {
+                match crate::reset::recover(&engine, &health).await {
+                    Ok(()) => restoring = false,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Redis lost its data and the definitions could not be registered again; trying again")
+                    }
+                }
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,

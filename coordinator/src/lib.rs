@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod operations;
 pub mod queues;
 pub mod registry;
+pub mod reset;
 pub mod schedules;
 pub mod store;
 pub mod supervise;

@@ -138,6 +138,10 @@ fn describe() {
         "baton_schedule_ticks_total",
         "Schedule ticks recorded, by outcome (fired, skipped, buffered, triggered)."
     );
+    c!(
+        "baton_redis_data_lost_total",
+        "Times this coordinator found that Redis had lost its data (its marker key gone)."
+    );
 }
 
 /// A run was created.
@@ -220,6 +224,11 @@ pub fn redis_script(script: &'static str, elapsed: Duration) {
 /// A schedule tick was recorded with `outcome`.
 pub fn schedule_tick(outcome: &str) {
     counter!("baton_schedule_ticks_total", "outcome" => outcome.to_string()).increment(1);
+}
+
+/// This coordinator saw Redis lose its data (and registered its definitions again).
+pub fn redis_reset() {
+    counter!("baton_redis_data_lost_total").increment(1);
 }
 
 /// Milliseconds as seconds, negative (clock skew between coordinators) as 0.

@@ -129,8 +129,9 @@ impl Registry {
         found.map(|r| (r, numbers)).ok_or_else(|| {
             if version == 0 {
                 CoordinatorError::NotFound(format!(
-                    "workflow: no workflow named {} is registered",
-                    baton_shared::limits::echo(name)
+                    "workflow: no workflow named {} is registered{}",
+                    baton_shared::limits::echo(name),
+                    crate::reset::workflow_hint()
                 ))
             } else {
                 CoordinatorError::NotFound(format!(

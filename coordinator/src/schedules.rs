@@ -23,12 +23,13 @@ use tokio::sync::watch;
 use crate::{
     engine::Engine,
     error::{CoordinatorError, Result},
-    store::Claimed,
     supervise::{ItemSet, Supervisor},
 };
 
 /// Most ticks handled for one schedule in one round (a long outage of a per-second schedule).
 const MAX_TICKS_PER_ROUND: usize = 1000;
+/// A tick handled this late (ms) or later was caught up after a stall: its ledger entry says so.
+const LATE_MS: i64 = 2_000;
 /// Ledger entries kept per schedule (the oldest are dropped beyond twice this).
 const LEDGER_KEEP: usize = 1000;
 
@@ -409,16 +410,30 @@ impl Engine {
         Ok(())
     }
 
-    /// The run a schedule started last, if it is still going.
-    async fn running_previous(&self, last_run: Option<&str>) -> Result<Option<String>> {
+    /// The run a schedule started last, if it was going at `as_of` (Unix ms): created by then and
+    /// not finished by then. A tick is judged as of its own time, so a tick caught up after a stall
+    /// does not count against it the run that the tick before it started a moment ago, while a run
+    /// that was going when the tick was due does count, even if it has ended since.
+    async fn running_previous(&self, last_run: Option<&str>, as_of: i64) -> Result<Option<String>> {
         let Some(run) = last_run.filter(|r| !r.is_empty()) else {
             return Ok(None);
         };
-        let status = self.store.run_fields(run, &["status"]).await?.pop().flatten();
-        Ok(match status.as_deref().and_then(RunStatus::from_word) {
-            Some(s) if !s.is_terminal() => Some(run.to_string()),
-            _ => None,
-        })
+        let mut fields = self
+            .store
+            .run_fields(run, &["status", "created_at", "finished_at"])
+            .await?
+            .into_iter();
+        let (status, created, finished) = (
+            fields.next().flatten(),
+            fields.next().flatten().and_then(|t| t.parse::<i64>().ok()),
+            fields.next().flatten().and_then(|t| t.parse::<i64>().ok()),
+        );
+        let Some(status) = status.as_deref().and_then(RunStatus::from_word) else {
+            return Ok(None);
+        };
+        let started_by_then = created.is_none_or(|c| c <= as_of);
+        let going_then = !status.is_terminal() || finished.is_some_and(|f| f > as_of);
+        Ok((started_by_then && going_then).then(|| run.to_string()))
     }
 
     /// Handles a due schedule: decides and records every tick since the last one handled (firing,
@@ -456,7 +471,7 @@ impl Engine {
 
         // A buffered tick fires once the run before it has ended.
         if let Some(tick) = buffered
-            && self.running_previous(last_run.as_deref()).await?.is_none()
+            && self.running_previous(last_run.as_deref(), now).await?.is_none()
         {
             let run_id = self.fire_tick(&record, tick).await?;
             self.update_tick(id, tick, "fired", &run_id, "buffered until the previous run ended")
@@ -467,10 +482,16 @@ impl Engine {
         }
 
         for tick in cron.ticks(last_tick, now, MAX_TICKS_PER_ROUND) {
-            let previous = self.running_previous(last_run.as_deref()).await?;
+            let previous = self.running_previous(last_run.as_deref(), tick).await?;
+            let late = now.saturating_sub(tick);
+            let catch_up = if late >= LATE_MS {
+                format!("caught up {} after it was due", baton_shared::schedule::human(late))
+            } else {
+                String::new()
+            };
             match decide(tick, now, window, previous.as_deref(), record.overlap) {
                 TickAction::Fire => {
-                    if let Some(run_id) = self.fire_and_record(&record, tick, "").await? {
+                    if let Some(run_id) = self.fire_and_record(&record, tick, &catch_up).await? {
                         last_run = Some(run_id);
                     }
                 }
@@ -485,6 +506,11 @@ impl Engine {
                         }
                     }
                     let reason = format!("cancelled the previous run {}", previous.unwrap_or_default());
+                    let reason = if catch_up.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason}; {catch_up}")
+                    };
                     if let Some(run_id) = self.fire_and_record(&record, tick, &reason).await? {
                         last_run = Some(run_id);
                     }
@@ -504,6 +530,11 @@ impl Engine {
                     let _: () = conn.hset(state_key(self, id), "buffered", tick).await?;
                 }
                 TickAction::Skip(reason) => {
+                    let reason = if catch_up.is_empty() || reason.starts_with("missed") {
+                        reason
+                    } else {
+                        format!("{reason} when the tick was due; {catch_up}")
+                    };
                     tracing::info!(schedule = id, tick, %reason, "schedule tick skipped");
                     self.record_tick(id, tick, "skipped", "", &reason).await?;
                 }
@@ -556,26 +587,32 @@ fn tick_view(id: &str, tick: i64, e: &LedgerEntry) -> ScheduleTick {
 /// coordinators never work on one schedule at once) and handles them.
 pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, mut shutdown: watch::Receiver<bool>) {
     let poll = engine.config.timer_poll_interval.max(Duration::from_millis(100));
+    let (lease, key) = (engine.config.timer_lease, due_key(&engine));
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let claimed = match engine
-            .store
-            .claim_key(&due_key(&engine), now_ms(), engine.config.timer_lease, 64)
-            .await
-        {
+        let claimed = match engine.store.claim_key(&key, now_ms(), lease, 64).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "could not claim due schedules");
                 Vec::new()
             }
         };
-        for Claimed { member: id, .. } in claimed {
+        let keeper = crate::timers::Keeper::start(&engine.store, key.clone(), lease, &claimed);
+        for c in claimed {
+            if *shutdown.borrow() {
+                // Shutting down: what has not started goes back for another coordinator.
+                if let Err(e) = engine.store.give_back(&key, &c, now_ms()).await {
+                    tracing::warn!(error = %e, schedule = %c.member, "could not give back a claimed schedule; it comes due when its lease lapses");
+                }
+                continue;
+            }
             supervisor
-                .item(&engine, ItemSet::Schedules, &id, engine.run_schedule(&id))
+                .item(&engine, ItemSet::Schedules, &c.member, engine.run_schedule(&c.member))
                 .await;
         }
+        drop(keeper);
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
             _ = shutdown.changed() => {}

@@ -4,7 +4,7 @@
 //! the two leaves at worst an index entry that points at nothing (timers and outbox entries are fenced
 //! by attempt and found harmless when they fire; run index entries are dropped lazily by listings).
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use baton_shared::keys::{Keys, run_index_member};
 use redis::{AsyncCommands, Pipeline, aio::ConnectionManager};
@@ -48,6 +48,8 @@ struct Scripts {
     rate: redis::Script,
     claim: redis::Script,
     release: redis::Script,
+    expedite: redis::Script,
+    renew: redis::Script,
 }
 
 /// What a worker should do with an attempt (the answer of start, heartbeat and report).
@@ -243,8 +245,22 @@ pub enum Completion {
 pub struct Claimed {
     /// The entry.
     pub member: String,
-    /// The lease score it was claimed with.
-    pub lease: i64,
+    /// The lease its batch holds.
+    pub lease: Lease,
+}
+
+/// The score a claimed batch holds in its sorted set: the Unix ms at which the claim lapses and the
+/// entries come due again for any coordinator. Shared by the entries of one claim and moved forward
+/// by [`Store::renew`] while they are worked on; a release reads it under the lock, so a release and
+/// a renewal never cross.
+#[derive(Debug, Clone)]
+pub struct Lease(Arc<tokio::sync::RwLock<i64>>);
+
+impl Lease {
+    /// A lease whose score is `until_ms` (Unix ms).
+    pub fn new(until_ms: i64) -> Self {
+        Self(Arc::new(tokio::sync::RwLock::new(until_ms)))
+    }
 }
 
 /// Arguments common to every run script.
@@ -317,6 +333,8 @@ impl Store {
             rate: redis::Script::new(include_str!("scripts/rate.lua")),
             claim: redis::Script::new(include_str!("scripts/claim.lua")),
             release: redis::Script::new(include_str!("scripts/release.lua")),
+            expedite: redis::Script::new(include_str!("scripts/expedite.lua")),
+            renew: redis::Script::new(include_str!("scripts/renew.lua")),
         };
         let store = Self {
             conn,
@@ -381,6 +399,8 @@ impl Store {
         for script in [
             &s.claim,
             &s.release,
+            &s.expedite,
+            &s.renew,
             &s.publish_event,
             &s.acquire,
             &s.wake,
@@ -1487,14 +1507,89 @@ impl Store {
             .claim
             .key(key)
             .arg(now)
-            .arg(lease.as_millis() as u64)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
             .arg(limit)
             .invoke_async(&mut conn)
             .await?;
         crate::metrics::redis_script("claim", timed.elapsed());
         let mut it = out.into_iter();
-        let lease: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        Ok(it.map(|member| Claimed { member, lease }).collect())
+        let lease = Lease::new(it.next().and_then(|s| s.parse().ok()).unwrap_or(0));
+        Ok(it
+            .map(|member| Claimed {
+                member,
+                lease: lease.clone(),
+            })
+            .collect())
+    }
+
+    /// Moves `lease` forward to `until_ms` (Unix ms) for `members` that it still holds in `key`; with
+    /// `until_ms` now, gives them back for any coordinator to claim at once. Returns how many moved.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; the lease is unchanged then.
+    pub async fn renew(&self, key: &str, lease: &Lease, members: &[String], until_ms: i64) -> Result<usize> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut held = lease.0.write().await;
+        let mut conn = self.conn.clone();
+        let timed = tokio::time::Instant::now();
+        let mut call = self.scripts.renew.key(key);
+        call.arg(*held).arg(until_ms);
+        for m in members {
+            call.arg(m);
+        }
+        let moved: usize = call.invoke_async(&mut conn).await?;
+        crate::metrics::redis_script("renew", timed.elapsed());
+        *held = until_ms;
+        Ok(moved)
+    }
+
+    /// Gives one claimed entry back, due now, unless it is no longer held by its claim (a coordinator
+    /// shutting down gives back what it claimed and has not started).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; the entry then comes due when its lease lapses.
+    pub async fn give_back(&self, key: &str, claimed: &Claimed, now: i64) -> Result<()> {
+        let held = claimed.lease.0.read().await;
+        let mut conn = self.conn.clone();
+        let _: usize = self
+            .scripts
+            .renew
+            .key(key)
+            .arg(*held)
+            .arg(now)
+            .arg(&claimed.member)
+            .invoke_async(&mut conn)
+            .await?;
+        drop(held);
+        Ok(())
+    }
+
+    /// The outbox's key, for [`Store::renew`].
+    pub fn outbox_key(&self, outbox: bool) -> String {
+        if outbox { self.keys.outbox() } else { self.keys.timers() }
+    }
+
+    /// Makes every pending outbox entry due now (those due within the dispatch grace), for the
+    /// sweeper to re-send at once: called when a fault that stopped publishes has ended. Returns how
+    /// many entries moved (at most 10,000 per call).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn expedite_outbox(&self, now: i64) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let horizon = now.saturating_add(i64::try_from(self.dispatch_grace.as_millis()).unwrap_or(i64::MAX));
+        let moved: usize = self
+            .scripts
+            .expedite
+            .key(self.keys.outbox())
+            .arg(now)
+            .arg(horizon)
+            .arg(10_000)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved)
     }
 
     /// Removes a claimed entry unless it was rescheduled since.
@@ -1503,6 +1598,7 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
         let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
+        let held = claimed.lease.0.read().await;
         let mut conn = self.conn.clone();
         let timed = tokio::time::Instant::now();
         let _: i64 = self
@@ -1510,9 +1606,10 @@ impl Store {
             .release
             .key(key)
             .arg(&claimed.member)
-            .arg(claimed.lease)
+            .arg(*held)
             .invoke_async(&mut conn)
             .await?;
+        drop(held);
         crate::metrics::redis_script("release", timed.elapsed());
         Ok(())
     }
@@ -1774,7 +1871,7 @@ pub fn stream_entry(e: redis::streams::StreamId) -> (String, HashMap<String, Str
 }
 
 fn not_found(run_id: &str) -> CoordinatorError {
-    CoordinatorError::NotFound(format!("run_id: no run {run_id} (it may have expired)"))
+    CoordinatorError::NotFound(format!("run_id: no run {run_id} ({})", crate::reset::lost_hint()))
 }
 
 fn parse_completion(out: Vec<String>) -> Result<Completion> {

@@ -1,8 +1,10 @@
 //! The durable-time loops: due timers (retries, timeouts, heartbeats) and the dispatch sweeper.
-//! Both claim entries from a Redis sorted set with a lease, so any number of coordinators can run them
-//! and an entry is handled by one at a time; a coordinator that dies mid-way leaves its entries to
-//! come due again when the lease ends. Every entry is handled under the [`Supervisor`]: a panic or an
-//! error that cannot mend parks the entry instead of stopping the loop.
+//! Both claim entries from a Redis sorted set with a short lease ([`crate::config::CoordinatorConfig::timer_lease`]),
+//! renewed by a [`Keeper`] while the batch is worked on, so any number of coordinators can run them,
+//! an entry is handled by one at a time, and a coordinator that dies mid-way leaves its entries to
+//! come due again within one lease. A coordinator that shuts down gives back what it claimed and has
+//! not started. Every entry is handled under the [`Supervisor`]: a panic or an error that cannot
+//! mend parks the entry instead of stopping the loop.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::{
     engine::Engine,
+    store::{Claimed, Store},
     supervise::{ItemSet, Supervisor},
 };
 
@@ -29,20 +32,49 @@ pub enum Loop {
     Outbox,
 }
 
+/// Keeps a claimed batch's lease alive: renews it every quarter of the lease (at least every 50 ms)
+/// until dropped, so a batch that takes longer than one lease is not taken by another coordinator
+/// meanwhile, while a dead coordinator's claim lapses within one lease.
+pub(crate) struct Keeper(tokio::task::JoinHandle<()>);
+
+impl Keeper {
+    /// Starts renewing the lease of `claimed` (entries of the sorted set `key`, claimed together) for
+    /// `lease` at a time. `None` for an empty batch.
+    pub(crate) fn start(store: &Store, key: String, lease: Duration, claimed: &[Claimed]) -> Option<Self> {
+        let held = claimed.first()?.lease.clone();
+        let members: Vec<String> = claimed.iter().map(|c| c.member.clone()).collect();
+        let every = (lease / 4).max(Duration::from_millis(50));
+        let store = store.clone();
+        Some(Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let until = now_ms().saturating_add(duration_ms(lease));
+                if let Err(e) = store.renew(&key, &held, &members, until).await {
+                    tracing::warn!(error = %e, key, "could not renew a claim; if it lapses another coordinator takes its entries (handled twice, which the attempt fencing makes harmless)");
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one loop until `shutdown` turns true.
 pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, mut shutdown: watch::Receiver<bool>) {
     let outbox = matches!(which, Loop::Outbox);
     let set = if outbox { ItemSet::Outbox } else { ItemSet::Timers };
     let poll = engine.config.timer_poll_interval;
+    let lease = engine.config.timer_lease;
+    let key = engine.store.outbox_key(outbox);
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let claimed = match engine
-            .store
-            .claim(outbox, now_ms(), engine.config.timer_lease, BATCH)
-            .await
-        {
+        let claimed = match engine.store.claim(outbox, now_ms(), lease, BATCH).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, ?which, "could not claim due entries");
@@ -50,11 +82,20 @@ pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, 
             }
         };
         let full = claimed.len() == BATCH;
+        let keeper = Keeper::start(&engine.store, key.clone(), lease, &claimed);
         futures::stream::iter(claimed)
             .for_each_concurrent(CONCURRENCY, |c| {
                 let engine = engine.clone();
                 let supervisor = supervisor.clone();
+                let (shutdown, key) = (shutdown.clone(), &key);
                 async move {
+                    if *shutdown.borrow() {
+                        // Shutting down: what has not started goes back for another coordinator.
+                        if let Err(e) = engine.store.give_back(key, &c, now_ms()).await {
+                            tracing::warn!(error = %e, member = %c.member, "could not give back a claimed entry; it comes due when its lease lapses");
+                        }
+                        return;
+                    }
                     let work = async {
                         if outbox {
                             engine.redispatch(&c).await
@@ -66,6 +107,7 @@ pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, 
                 }
             })
             .await;
+        drop(keeper);
         if !full {
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
@@ -74,7 +116,6 @@ pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, 
         }
     }
 }
-
 /// Trims the run indexes once an hour.
 pub async fn trim_indexes(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     loop {

@@ -477,8 +477,9 @@ pub fn check_catchup_window_ms(catchup_window_ms: u64) -> Result<u64, String> {
     .map_err(|e| format!("catchup_window_ms: {e}"))
 }
 
-/// A duration in ms for a reason text ("2h 5m 3s"), to the second when it is at least one.
-fn human(ms: i64) -> String {
+/// A duration in ms for a reason text ("2h 5m 3s"), to the second when it is at least one; 0 for
+/// a negative one.
+pub fn human(ms: i64) -> String {
     let ms = u64::try_from(ms).unwrap_or(0);
     let ms = if ms >= 1000 { ms - ms % 1000 } else { ms };
     crate::duration::format(Duration::from_millis(ms))

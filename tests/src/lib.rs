@@ -233,9 +233,24 @@ impl Cluster {
 
     /// Starts another coordinator of the same namespace on a port of its own (it shares Redis and
     /// RabbitMQ with the first; the clients keep talking to the first). Stopped with the cluster.
-    pub async fn start_another_coordinator(&mut self) {
-        let child = self.coordinator_on(free_port()).await;
+    ///
+    /// Returns its address (`http://127.0.0.1:PORT`) and its index for
+    /// [`Cluster::stop_another_coordinator`] and [`Cluster::another_coordinator_pid`].
+    pub async fn start_another_coordinator(&mut self) -> (String, usize) {
+        let port = free_port();
+        let child = self.coordinator_on(port).await;
         self.more_coordinators.push(child);
+        (format!("http://127.0.0.1:{port}"), self.more_coordinators.len() - 1)
+    }
+
+    /// The process id of the first coordinator, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().map(Child::id)
+    }
+
+    /// The process id of another coordinator ([`Cluster::start_another_coordinator`]'s index).
+    pub fn another_coordinator_pid(&self, i: usize) -> Option<u32> {
+        self.more_coordinators.get(i).map(Child::id)
     }
 
     /// The command that starts a coordinator of this cluster on `port`, with the cluster's settings.
@@ -800,4 +815,67 @@ pub fn step_status(run: &Run, step: &str) -> &'static str {
 /// Unix ms of a protobuf timestamp (0 when unset).
 pub fn ms(ts: &Option<prost_types::Timestamp>) -> i64 {
     ts.as_ref().map(baton_shared::time::millis).unwrap_or(0)
+}
+
+/// A TCP proxy that a test can cut: it forwards connections from `127.0.0.1:<port>` to `target`
+/// while up; [`TcpProxy::cut`] closes every connection through it and refuses new ones until
+/// [`TcpProxy::restore`]. Put it between one process and RabbitMQ or Redis to take that server
+/// away from that process only (the servers are shared by tests running in parallel).
+pub struct TcpProxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `target` (`host:port`), up.
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let target = target.to_string();
+        let watch = up.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut state = watch.subscribe();
+                if !*state.borrow_and_update() {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, task }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

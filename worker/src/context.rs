@@ -120,7 +120,7 @@ pub struct StepContext {
     pub(crate) item_index: Option<u32>,
     pub(crate) timeout: Duration,
     pub(crate) heartbeat_timeout: Option<Duration>,
-    pub(crate) client: WorkerServiceClient<baton_shared::credentials::AuthChannel>,
+    pub(crate) client: WorkerServiceClient<crate::runtime::WorkerChannel>,
     pub(crate) cancel: CancellationToken,
 }
 

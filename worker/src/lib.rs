@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod context;
+mod failover;
 mod metrics;
 mod registration;
 mod runtime;

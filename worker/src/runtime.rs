@@ -11,7 +11,7 @@
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};
-use baton_shared::credentials::{self, AuthChannel, Bearer, ClientTls, Secret};
+use baton_shared::credentials::{self, Bearer, ClientTls, Secret};
 use baton_shared::{
     amqp::{QueueType, Topology},
     proto::{
@@ -33,16 +33,21 @@ use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tracing::Instrument as _;
 
 use crate::context::{StepContext, StepError};
+use crate::failover::Coordinators;
+
+/// The channel worker calls go through: the coordinators with failover, and the bearer token.
+pub(crate) type WorkerChannel = tonic::service::interceptor::InterceptedService<Coordinators, Bearer>;
 
 /// Where a worker connects and how much it takes on.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The coordinator's gRPC address (`http://host:port`).
+    /// The coordinator's gRPC address (`http://host:port` or `https://host:port`), or several
+    /// separated by commas (at most 16): calls go to one and fail over to the next when it
+    /// cannot be reached or its health probe says it cannot serve.
     pub coordinator: String,
     /// RabbitMQ URL.
     pub amqp_url: String,
@@ -252,7 +257,9 @@ impl WorkerConfig {
 /// your own parser with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Coordinator gRPC address.
+    /// Coordinator gRPC address, or several separated by commas (`http://a:7450,http://b:7450`):
+    /// calls go to one and fail over to the next when it cannot be reached. A load balancer's
+    /// address, or a DNS name with several addresses, works as one.
     #[arg(long, env = "BATON_COORDINATOR", default_value = "http://127.0.0.1:7450")]
     pub coordinator: String,
     /// RabbitMQ URL.
@@ -387,24 +394,32 @@ impl Worker {
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
-        check_coordinator_address(&self.config.coordinator)
+        let addresses = crate::failover::split_addresses(&self.config.coordinator)
             .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e))?;
+        for addr in &addresses {
+            check_coordinator_address(addr).map_err(|e| WorkerError::Address(addr.clone(), e))?;
+        }
         if let Some(addr) = self.config.metrics_addr {
             crate::metrics::install(addr).map_err(WorkerError::Metrics)?;
         }
         baton_shared::credentials::install_crypto_provider();
         let bearer = Bearer::new(self.config.token.as_ref().map(Secret::expose))?;
-        let endpoint = credentials::endpoint(&self.config.coordinator, &self.config.tls)?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let mut channels = Vec::with_capacity(addresses.len());
+        for addr in addresses {
+            let endpoint = credentials::endpoint(&addr, &self.config.tls)?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
+                .tcp_nodelay(true);
+            channels.push((addr, endpoint.connect_lazy()));
+        }
+        let channel = Coordinators::new(channels)
+            .ok_or_else(|| WorkerError::Address(self.config.coordinator.clone(), "no address".into()))?;
         let max_message = self.config.max_output_bytes.saturating_add(MESSAGE_OVERHEAD_BYTES);
         let client = WorkerServiceClient::with_interceptor(channel.clone(), bearer)
             .max_encoding_message_size(max_message)
             .max_decoding_message_size(max_message);
-        let health = HealthClient::new(channel);
+        let health = HealthClient::new(channel.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (fatal, mut fatal_rx) = watch::channel(None::<String>);
         tokio::spawn(async move {
@@ -420,6 +435,7 @@ impl Worker {
             config: self.config,
             client,
             health,
+            coordinators: channel,
             cancellations: Cancellations::default(),
             coordinator_up: watch::channel(false).0,
             fatal,
@@ -452,8 +468,10 @@ impl Worker {
 
 pub(crate) struct Shared {
     pub(crate) config: WorkerConfig,
-    pub(crate) client: WorkerServiceClient<AuthChannel>,
-    health: HealthClient<Channel>,
+    pub(crate) client: WorkerServiceClient<WorkerChannel>,
+    health: HealthClient<Coordinators>,
+    /// The coordinators the calls go to, and which one is in use.
+    coordinators: Coordinators,
     cancellations: Cancellations,
     /// Whether the coordinator answers; consumers take tasks only while it is `true`. Set `false`
     /// when a call cannot reach it, `true` by [`watch_coordinator`]'s probe.
@@ -507,7 +525,7 @@ impl Shared {
 /// Whether the coordinator answers and is ready for workers: its gRPC health for
 /// `baton.v1.WorkerService` is `SERVING` (a coordinator without that health entry or service
 /// counts as answering).
-async fn coordinator_answers(health: &HealthClient<Channel>) -> bool {
+async fn coordinator_answers(health: &HealthClient<Coordinators>) -> bool {
     let req = HealthCheckRequest {
         service: "baton.v1.WorkerService".into(),
     };
@@ -542,14 +560,20 @@ async fn watch_coordinator(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
             continue;
         }
         if coordinator_answers(&shared.health).await {
-            tracing::info!(coordinator = %shared.config.coordinator, "coordinator answers; taking tasks");
+            tracing::info!(coordinator = %shared.coordinators.current_addr(), "coordinator answers; taking tasks");
             logged = false;
             shared.coordinator_up.send_replace(true);
             continue;
         }
         if !logged {
-            tracing::warn!(coordinator = %shared.config.coordinator, "coordinator does not answer (or is not ready); not taking tasks, probing every {PROBE_INTERVAL:?}");
+            tracing::warn!(coordinator = %shared.coordinators.current_addr(), "coordinator does not answer (or is not ready); not taking tasks, probing every {PROBE_INTERVAL:?}");
             logged = true;
+        }
+        // With several coordinators, probe the next one: one that answers but cannot serve (its
+        // Redis is down, it is starting) is passed over as well as one that does not answer.
+        if shared.coordinators.len() > 1 {
+            shared.coordinators.fail_over_current();
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}

@@ -1,0 +1,128 @@
+//! Noticing a Redis that lost its data (restarted without persistence, flushed, failed over to an
+//! empty replica). The first coordinator to start on a namespace writes a marker key
+//! (`<ns>:marker`, the Unix ms it was written); every coordinator remembers the marker it saw and
+//! the health probe checks it each round. A marker that is gone or changed means Redis lost
+//! everything it held, runs and definitions alike: the coordinator logs it as an error, reports
+//! NOT_SERVING while it registers the definitions of `definitions_dir` again, writes a new marker,
+//! and from then on says in `NOT_FOUND` answers that runs may have been lost with the data.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use baton_shared::time::now_ms;
+use redis::AsyncCommands;
+
+use crate::{engine::Engine, error::Result, health::Health, registry::Registry};
+
+/// When this process last saw Redis lose its data (Unix ms; 0: never).
+static RESET_AT: AtomicI64 = AtomicI64::new(0);
+
+/// The marker this coordinator holds to be Redis's (its value), and what a check found.
+#[derive(Debug, Default)]
+pub struct Marker {
+    seen: Option<String>,
+}
+
+/// What a marker check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The marker is the one seen before (or was written now, at the first check).
+    Same,
+    /// The marker is gone or another: Redis lost its data.
+    Lost,
+}
+
+fn key(engine: &Engine) -> String {
+    format!("{}:marker", engine.store.keys().prefix())
+}
+
+impl Marker {
+    /// Reads the marker, writing one if there is none (`SET NX`, so concurrent coordinators agree
+    /// on one), and compares it with the one seen before.
+    ///
+    /// # Errors
+    /// `Redis`.
+    pub async fn check(&mut self, engine: &Engine) -> Result<Check> {
+        let mut conn = engine.store.conn();
+        let key = key(engine);
+        let _: bool = redis::cmd("SET")
+            .arg(&key)
+            .arg(now_ms())
+            .arg("NX")
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .map(|r| r.is_some())?;
+        let now: Option<String> = conn.get(&key).await?;
+        let found = match (&self.seen, &now) {
+            (Some(seen), Some(now)) if seen == now => Check::Same,
+            (None, _) => Check::Same,
+            _ => Check::Lost,
+        };
+        self.seen = now;
+        Ok(found)
+    }
+}
+
+/// Handles a Redis that lost its data: logs it, reports NOT_SERVING while the definitions of
+/// `definitions_dir` are registered again (and their queues declared), and remembers the time for
+/// [`lost_hint`].
+///
+/// # Errors
+/// What registering a definition refuses, or `Redis`: health then stays NOT_SERVING, and the
+/// caller tries again at its next round.
+pub async fn recover(engine: &Engine, health: &Health) -> Result<()> {
+    RESET_AT.store(now_ms(), Ordering::SeqCst);
+    health
+        .set_redis_lost(Some(
+            "Redis lost its data (restarted without persistence?): registering the definitions again".into(),
+        ))
+        .await;
+    let mut restored = 0usize;
+    if let Some(dir) = &engine.config.definitions_dir {
+        for def in Registry::read_dir(dir)? {
+            engine.register_definition(def).await?;
+            restored = restored.saturating_add(1);
+        }
+    }
+    match &engine.config.definitions_dir {
+        Some(dir) => tracing::error!(
+            definitions = restored,
+            "Redis lost its data: every run, schedule and workflow it held is gone; registered the {restored} definitions of {} again",
+            dir.display()
+        ),
+        None => tracing::error!(
+            "Redis lost its data: every run, schedule and workflow it held is gone, and there is no definitions_dir to register workflows from: register them again"
+        ),
+    }
+    crate::metrics::redis_reset();
+    health.set_redis_lost(None).await;
+    Ok(())
+}
+
+/// When this process last saw Redis lose its data (Unix ms), if it did.
+pub fn lost_at() -> Option<i64> {
+    Some(RESET_AT.load(Ordering::SeqCst)).filter(|at| *at > 0)
+}
+
+/// What a `NOT_FOUND` answer for a run adds in parentheses: that it may have expired and, once
+/// Redis has been seen to lose its data, that it may have been lost then.
+pub fn lost_hint() -> String {
+    match RESET_AT.load(Ordering::SeqCst) {
+        0 => "it may have expired".to_string(),
+        at => format!(
+            "it may have expired, or been lost when Redis lost its data at {}",
+            format_ms(at)
+        ),
+    }
+}
+
+/// What a `NOT_FOUND` answer for a workflow adds, once Redis has been seen to lose its data.
+pub fn workflow_hint() -> String {
+    match RESET_AT.load(Ordering::SeqCst) {
+        0 => String::new(),
+        at => format!(" (Redis lost its data at {}: register it again)", format_ms(at)),
+    }
+}
+
+fn format_ms(ms: i64) -> String {
+    baton_shared::time::rfc3339(ms)
+}

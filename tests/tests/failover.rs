@@ -1,0 +1,437 @@
+//! Failover in seconds: what a coordinator, broker or Redis fault costs, with real processes.
+//! Each test prints the stall it measured (`cargo test -- --nocapture` shows it).
+
+use std::time::{Duration, Instant};
+
+use baton_shared::{
+    proto::{
+        GetWorkflowRequest, ListScheduleTicksRequest, ReportResultRequest, StartStepRequest, WatchRunRequest,
+        report_result_request,
+    },
+    time::now_ms,
+};
+use baton_tests::{Cluster, REDIS_URL, TcpProxy, ms, status, step_status};
+use redis::AsyncCommands;
+use serde_json::json;
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
+
+/// Case 1: the coordinator that claimed a due per-second schedule is frozen while it holds the
+/// claim and then killed; another coordinator takes the schedule over within the lease, fires every
+/// missed tick once (none skipped: each is judged as of its own time), and says they were caught up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_is_killed() {
+    let mut cluster = Cluster::start("sched-failover", &[]).await;
+    cluster
+        .register(
+            "name: ticker\nversion: 1\nschedules:\n  - {name: every, cron: '* * * * * *', overlap: skip}\nsteps:\n  - {id: a, handler: echo}\n",
+        )
+        .await;
+    cluster.spawn_worker("w1", 4);
+    let id = "ticker/every";
+    let due_key = format!("{}:schedule-due", cluster.namespace);
+    let mut conn = redis().await;
+    // Let it tick a few times on the first coordinator alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = cluster.coordinator_pid().expect("coordinator runs");
+    // Freeze the coordinator at a moment it holds the schedule's claim: its due score then lies a
+    // lease ahead (a due tick is at most 1 s ahead).
+    let start = Instant::now();
+    loop {
+        signal(pid, "-STOP");
+        let score: Option<f64> = conn.zscore(&due_key, id).await.expect("zscore");
+        if score.is_some_and(|s| s as i64 > now_ms() + 1500) {
+            break;
+        }
+        signal(pid, "-CONT");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never caught the coordinator holding the claim"
+        );
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    // A healthy second coordinator, then the claimer dies.
+    let (second, _) = cluster.start_another_coordinator().await;
+    let killed_at = now_ms();
+    signal(pid, "-KILL");
+    cluster.stop_coordinator(true);
+
+    let mut schedules = baton_shared::proto::schedule_service_client::ScheduleServiceClient::new(
+        tonic::transport::Endpoint::from_shared(second.clone())
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect to the second coordinator"),
+    );
+    let ticks = |schedules: &mut baton_shared::proto::schedule_service_client::ScheduleServiceClient<_>| {
+        let mut s = schedules.clone();
+        async move {
+            let mut t = s
+                .list_schedule_ticks(ListScheduleTicksRequest {
+                    id: id.into(),
+                    limit: 1000,
+                })
+                .await
+                .expect("ticks")
+                .into_inner()
+                .ticks;
+            t.sort_by_key(|t| ms(&t.tick_at));
+            t
+        }
+    };
+    // The first tick due after the kill fires within 5 s of it.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let first_after = loop {
+        let t = ticks(&mut schedules).await;
+        if let Some(t) = t.into_iter().find(|t| ms(&t.tick_at) >= killed_at) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no tick after the kill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stall = ms(&first_after.recorded_at) - killed_at;
+    eprintln!("schedule failover: the first tick after the kill was recorded {stall} ms after it");
+    assert!(
+        stall <= 5_000,
+        "the next tick fired {stall} ms after the kill: {first_after:?}"
+    );
+
+    // Every second from the first tick to the last is in the ledger once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = ticks(&mut schedules).await;
+    assert!(all.len() >= 6, "{all:#?}");
+    for pair in all.windows(2) {
+        assert_eq!(
+            ms(&pair[1].tick_at) - ms(&pair[0].tick_at),
+            1000,
+            "a tick is missing or twice: {pair:#?}"
+        );
+    }
+    // The ticks caught up after the stall say so, and each is judged as of its own time: the run
+    // that the caught-up tick before it started a moment ago does not make it skip (overlap: skip).
+    let caught_up: Vec<_> = all.iter().filter(|t| t.reason.contains("caught up")).collect();
+    assert!(caught_up.len() >= 2, "the late ticks say they were caught up: {all:#?}");
+    for t in caught_up.iter().skip(1) {
+        assert_eq!(t.outcome, "fired", "{t:?}");
+        assert!(!t.run_id.is_empty(), "{t:?}");
+    }
+}
+
+/// Case 2: the coordinator's connection to RabbitMQ is cut (a proxy between them closes it and
+/// refuses new ones) while runs are submitted; their dispatches are committed but cannot be
+/// published. When the connection comes back, the backlog goes out at once, not after the 15 s
+/// dispatch grace.
+#[tokio::test(flavor = "multi_thread")]
+async fn dispatches_that_failed_while_rabbitmq_was_cut_are_sent_within_3s_of_its_return() {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let amqp = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let mut cluster = Cluster::start(
+        "amqp-cut",
+        &[("BATON_AMQP_URL", amqp.as_str()), ("BATON_PUBLISH_TIMEOUT", "2s")],
+    )
+    .await;
+    cluster.register("name: quick\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: b, handler: echo, depends_on: [a]}\n").await;
+    cluster.spawn_worker("w1", 8);
+    // Warm up: the path works.
+    let warm = cluster.submit("quick", json!({})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+
+    proxy.cut();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(cluster.submit("quick", json!({"i": i})).await);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in &ids {
+        assert_eq!(
+            step_status(&cluster.get_run(id).await, "a"),
+            "dispatched",
+            "nothing ran while RabbitMQ was cut"
+        );
+    }
+    let restored = Instant::now();
+    proxy.restore();
+    for id in &ids {
+        let run = cluster.wait_run(id, Duration::from_secs(30)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+    }
+    let drained = restored.elapsed();
+    eprintln!(
+        "RabbitMQ cut: the backlog drained {} ms after the connection came back",
+        drained.as_millis()
+    );
+    // The coordinator notices within its 1 s health probe, then re-sends at once.
+    assert!(
+        drained <= Duration::from_secs(4),
+        "the backlog took {drained:?} after RabbitMQ came back"
+    );
+}
+
+/// Case 3: a worker's `ReportResult` is cancelled right after it was sent (as when the worker is
+/// killed just after reporting). Whenever the result was committed, the next step starts within
+/// 1 s: the publish of a committed transition does not die with the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next_step_within_1s() {
+    let cluster = Cluster::start("report-cancel", &[]).await;
+    // `manual` is served by no worker: the test plays the worker of step a.
+    cluster
+        .register("name: handoff\nversion: 1\nsteps:\n  - {id: a, handler: manual}\n  - {id: b, handler: echo, depends_on: [a]}\n")
+        .await;
+    let mut cluster = cluster;
+    cluster.spawn_worker("w1", 8);
+    let version = cluster
+        .workflows()
+        .await
+        .get_workflow(GetWorkflowRequest {
+            name: "handoff".into(),
+            version: 0,
+        })
+        .await
+        .expect("workflow")
+        .into_inner()
+        .version;
+    let mut api = cluster.worker_api().await;
+    let mut cancelled_after_commit = 0;
+    let mut worst = 0i64;
+    for i in 0..60u64 {
+        let run_id = cluster.submit("handoff", json!({"i": i})).await;
+        cluster
+            .wait_step(&run_id, "a", "dispatched", Duration::from_secs(10))
+            .await;
+        api.start_step(StartStepRequest {
+            run_id: run_id.clone(),
+            step_id: "a".into(),
+            attempt: 1,
+            worker_id: "test".into(),
+            workflow: "handoff".into(),
+            workflow_version: version,
+        })
+        .await
+        .expect("start a");
+        let report = api.report_result(ReportResultRequest {
+            run_id: run_id.clone(),
+            step_id: "a".into(),
+            attempt: 1,
+            worker_id: "test".into(),
+            outcome: Some(report_result_request::Outcome::OutputJson("{}".into())),
+            workflow: "handoff".into(),
+            workflow_version: version,
+            attempt_base: 0,
+        });
+        // Give up on the answer after 0 to 6 ms: some reports are dropped before the coordinator
+        // commits, some after.
+        let answered = tokio::time::timeout(Duration::from_micros((i % 13) * 500), report).await;
+        let run = cluster.get_run(&run_id).await;
+        if step_status(&run, "a") != "succeeded" {
+            // Maybe the commit is on its way: wait a little before deciding it did not happen.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let run = cluster.get_run(&run_id).await;
+        if step_status(&run, "a") != "succeeded" {
+            continue;
+        }
+        if answered.is_err() {
+            cancelled_after_commit += 1;
+        }
+        let a_done = ms(&run.steps[0].finished_at);
+        let run = cluster
+            .wait_step(&run_id, "b", "succeeded", Duration::from_secs(30))
+            .await;
+        let b_started = ms(&run.steps[1].started_at);
+        worst = worst.max(b_started - a_done);
+        assert!(
+            b_started - a_done <= 1_000,
+            "step b started {} ms after a was committed (report answered: {})",
+            b_started - a_done,
+            answered.is_ok()
+        );
+    }
+    eprintln!("cancelled reports: {cancelled_after_commit} committed without an answer; worst a→b start {worst} ms");
+    assert!(
+        cancelled_after_commit > 0,
+        "no report was cancelled after its commit: the test did not produce the fault"
+    );
+}
+
+/// Case 5: a worker given two coordinator addresses keeps working when the first is killed for
+/// good: its calls fail over to the second.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_with_two_coordinators_keeps_working_when_the_first_is_killed_for_good() {
+    let mut cluster = Cluster::start("worker-failover", &[("BATON_QUEUE_TYPE", "quorum")]).await;
+    cluster
+        .register(
+            "name: pair\nversion: 1\nsteps:\n  - {id: a, handler: slow}\n  - {id: b, handler: echo, depends_on: [a]}\n",
+        )
+        .await;
+    let (second, _) = cluster.start_another_coordinator().await;
+    let both = format!("{},{second}", cluster.addr);
+    cluster.spawn_worker_with("w1", 4, &[("BATON_COORDINATOR", both.as_str())]);
+    let before = cluster.submit("pair", json!({"ms": 50})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&before, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+    // A run in flight when the first coordinator dies, and runs submitted after.
+    let during = cluster.submit("pair", json!({"ms": 1500})).await;
+    cluster
+        .wait_step(&during, "a", "running", Duration::from_secs(10))
+        .await;
+    cluster.stop_coordinator(true);
+    let killed = Instant::now();
+    let mut runs = baton_shared::proto::run_service_client::RunServiceClient::new(
+        tonic::transport::Endpoint::from_shared(second)
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect to the second coordinator"),
+    );
+    let mut after = Vec::new();
+    for i in 0..3 {
+        after.push(
+            runs.submit_run(baton_shared::proto::SubmitRunRequest {
+                workflow: "pair".into(),
+                input_json: json!({"ms": 50, "i": i}).to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("submit to the second coordinator")
+            .into_inner()
+            .run_id,
+        );
+    }
+    for id in std::iter::once(&during).chain(&after) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = runs
+                .get_run(baton_shared::proto::GetRunRequest { run_id: id.clone() })
+                .await
+                .expect("get run")
+                .into_inner();
+            if status(&run) == "succeeded" {
+                assert_eq!(run.steps[1].worker, "w1");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} did not finish through the second coordinator: {run:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "worker failover: every run finished {} ms after the first coordinator was killed",
+        killed.elapsed().as_millis()
+    );
+}
+
+/// Case 6: the namespace's data disappears from Redis (as after a restart without persistence).
+/// The coordinator says so: an error in its log, NOT_SERVING while it restores what it can, the
+/// definitions of `definitions_dir` registered again, and NOT_FOUND answers that name the loss.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_restored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("restored.yaml"),
+        "name: restored\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n",
+    )
+    .expect("write definition");
+    let defs = dir.path().to_string_lossy().to_string();
+    let mut cluster = Cluster::start("redis-reset", &[("BATON_DEFINITIONS_DIR", defs.as_str())]).await;
+    cluster.spawn_worker("w1", 2);
+    let old = cluster.submit("restored", json!({})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&old, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+    // Let the health probe see the marker once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Everything of this namespace goes, as a FLUSHALL would take it (the Redis is shared with
+    // other tests, so only this namespace's keys).
+    let mut conn = redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", cluster.namespace))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(
+        keys.iter().any(|k| k.ends_with(":marker")),
+        "the coordinator wrote its marker: {keys:?}"
+    );
+    let _: () = conn.del(&keys).await.expect("del");
+
+    // The definitions come back by themselves, and new runs work.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = cluster
+            .workflows()
+            .await
+            .get_workflow(GetWorkflowRequest {
+                name: "restored".into(),
+                version: 0,
+            })
+            .await;
+        if got.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the definition was not registered again: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new = cluster.submit("restored", json!({})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&new, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+
+    // The old run is gone, and the answer says why it may be.
+    let err = cluster
+        .runs()
+        .await
+        .watch_run(WatchRunRequest {
+            run_id: old.clone(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .or(cluster
+            .runs()
+            .await
+            .get_run(baton_shared::proto::GetRunRequest { run_id: old.clone() })
+            .await
+            .err())
+        .expect("the old run is gone");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("Redis lost its data"), "{}", err.message());
+
+    let log = std::fs::read_to_string(cluster.log_path("coordinator")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("Redis lost its data")),
+        "the coordinator logs the loss as an error"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("NOT_SERVING") && l.contains("Redis lost its data")),
+        "health says NOT_SERVING with the reason while it restores"
+    );
+}
