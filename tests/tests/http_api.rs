@@ -308,7 +308,10 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
     assert_eq!(missing.error(), (404, "NOT_FOUND", Some("workflow")), "{missing:?}");
 
     // Submit with an idempotency key: the second submit answers the same run.
-    let before_submit = chrono_now();
+    // A millisecond back: the run may be created within the same millisecond, and the bounds are
+    // exclusive.
+    let before_submit =
+        (chrono::Utc::now() - chrono::Duration::milliseconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let first = http
         .post_ok(
             "/v1/runs",
@@ -464,7 +467,11 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
             urlencode(&before_submit)
         ))
         .await;
-    assert_eq!(window["runs"][0]["id"], run_id.as_str());
+    assert_eq!(
+        window["runs"][0]["id"],
+        run_id.as_str(),
+        "created after {before_submit}: {window:#}; the run was created at {expense_created}"
+    );
 
     // Cancel, retry, rerun.
     http.wait(&format!("/v1/runs/{slow_id}"), Duration::from_secs(30), |r| {
@@ -979,9 +986,4 @@ async fn the_openapi_document_validates_and_lists_exactly_the_routes() {
 /// Percent-encodes the characters of an RFC 3339 time that a query string cannot carry as is.
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
-}
-
-/// Now, RFC 3339 in UTC with milliseconds.
-fn chrono_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
