@@ -189,6 +189,30 @@ impl Sse {
         }
     }
 
+    /// Reads until a comment line (`: text`) arrives; answers its text. Panics after `within` or
+    /// when an event comes first.
+    async fn comment(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.buf.lines().find(|l| l.starts_with(':')) {
+                return line.trim_start_matches(':').trim().to_string();
+            }
+            assert!(!self.buf.contains("data:"), "an event came first: {:?}", self.buf);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no comment within {within:?}"));
+            match frame {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.buf.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                other => panic!("the stream ended or failed: {other:?}"),
+            }
+        }
+    }
+
     /// Every event until the stream ends (the last is `end`).
     async fn rest(&mut self, within: Duration) -> Vec<SseEvent> {
         let mut out = Vec::new();
@@ -584,6 +608,12 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
         assert_eq!(e.event, e.data["kind"].as_str().unwrap_or(""));
     }
     let waiting_seq = seen.last().and_then(|e| e.id.clone()).expect("id");
+    // While the run waits, the stream stays open with keep-alive comments (every 15 s).
+    let mut quiet = http
+        .sse(&format!("/v1/runs/{run_id}/events"), &[("last-event-id", &waiting_seq)])
+        .await;
+    assert_eq!(quiet.comment(Duration::from_secs(25)).await, "keep-alive");
+    drop(quiet);
 
     // The task is listed (filters) and refuses data its form schema refuses, naming the field.
     let tasks = http
@@ -670,6 +700,23 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
     let ids = |v: &[SseEvent]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&live), "resumed: only the later events");
     assert_eq!(again.last().map(|e| e.event.as_str()), Some("end"));
+    // gRPC's WatchRun takes the same resume point.
+    let mut grpc = cluster
+        .runs()
+        .await
+        .watch_run(baton_shared::proto::WatchRunRequest {
+            run_id: run_id.clone(),
+            after_sequence: waiting_seq.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut grpc_ids = Vec::new();
+    while let Some(ev) = grpc.message().await.expect("event") {
+        grpc_ids.push(Some(ev.sequence));
+    }
+    let live_ids: Vec<Option<String>> = live.iter().filter(|e| e.event != "end").map(|e| e.id.clone()).collect();
+    assert_eq!(grpc_ids, live_ids, "gRPC resumes at the same point");
     // Resuming after the terminal event: just `end`.
     let terminal_id = terminal.id.clone().expect("id");
     let mut after_end = http
