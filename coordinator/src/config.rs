@@ -70,8 +70,8 @@ pub struct CoordinatorConfig {
     pub metrics_addr: String,
     /// Address (`host:port`) of the HTTP JSON API and the web console, e.g. `127.0.0.1:8080`;
     /// empty (the default) serves no HTTP: a coordinator opens no port it was not asked to, as
-    /// with `metrics_addr`. Same tokens, roles and TLS-less transport rules as gRPC apply; see
-    /// `docs/http-api.md`.
+    /// with `metrics_addr`. The same tokens and roles as gRPC apply. Plain HTTP (no TLS even when
+    /// `tls_cert` is set): terminate TLS in a proxy in front of it. See `docs/http-api.md`.
     pub http_addr: String,
     /// Schedule-to-start timeout of the steps whose definition sets none: how long a dispatched
     /// attempt may wait in its queue for a worker to start it before it fails with

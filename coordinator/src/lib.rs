@@ -127,6 +127,13 @@ pub async fn serve_with(
                 .await
                 .map_err(|e| anyhow::anyhow!("http_addr: cannot bind {addr}: {e}"))?;
             tracing::info!(addr = %listener.local_addr()?, "HTTP API and web console listening (starting up)");
+            if tokens.is_empty() && !addr.ip().is_loopback() {
+                tracing::warn!(
+                    http_addr = %addr,
+                    "auth is off and the HTTP API listens on a non-loopback address: anyone who reaches it can submit, \
+                     cancel and complete tasks; configure tokens (README, Security)"
+                );
+            }
             let state = http::HttpState::new(
                 tokens.clone(),
                 health.clone(),
