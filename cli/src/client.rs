@@ -224,6 +224,7 @@ impl Coordinator {
                 .runs()
                 .watch_run(WatchRunRequest {
                     run_id: run_id.to_owned(),
+                    ..Default::default()
                 })
                 .await;
             match opened {

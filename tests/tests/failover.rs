@@ -438,7 +438,10 @@ async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_res
     let err = cluster
         .runs()
         .await
-        .watch_run(WatchRunRequest { run_id: old.clone() })
+        .watch_run(WatchRunRequest {
+            run_id: old.clone(),
+            ..Default::default()
+        })
         .await
         .err()
         .or(cluster

@@ -64,6 +64,7 @@ async fn runs_of(cluster: &Cluster, workflow: &str) -> Vec<Run> {
             limit: 1000,
             page_token: String::new(),
             parent_run_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
