@@ -2,7 +2,7 @@
 // description, the outputs of the steps it follows, and a form rendered from the step's JSON
 // Schema, checked in the page and again by the coordinator.
 import { useMemo, useState } from "preact/hooks";
-import { ApiError, enc, get, post, query, type HumanTask, type Run, type Workflow } from "../api";
+import { ApiError, enc, get, getToken, post, query, type HumanTask, type Run, type Workflow } from "../api";
 import { checkValues, fieldsFromSchema, initialValues, optionLabel, serverFieldErrors, type Field, type RawValues } from "../form";
 import { href, navigate, type Route } from "../router";
 import { statusWord } from "../status";
@@ -82,6 +82,8 @@ export function Inbox({ route }: { route: Route }) {
 }
 
 const USER_KEY = "baton.user";
+/** The key of the "Completing as" error (not a form property: those are JSON names, never this). */
+const USER_FIELD = "\u0000user";
 
 export function TaskScreen({ route }: { route: Route }) {
   const runId = route.parts[1] ?? "";
@@ -166,18 +168,23 @@ function TaskForm({ runId, stepId, schema }: { runId: string; stepId: string; sc
     e.preventDefault();
     setFailure(undefined);
     const checked = checkValues(model, values);
-    setErrors(checked.errors);
-    if (Object.keys(checked.errors).length > 0) {
-      focusFirstError(checked.errors, model.fields);
+    // Without a token the coordinator needs a name to record; with one it records the token's.
+    const userError = !getToken() && !user.trim() ? "Required: who completes the task." : "";
+    setErrors(userError ? { ...checked.errors, [USER_FIELD]: userError } : checked.errors);
+    if (Object.keys(checked.errors).length > 0 || userError) {
+      if (Object.keys(checked.errors).length > 0) focusFirstError(checked.errors, model.fields);
+      else document.getElementById("task-user")?.focus();
       return;
     }
     setBusy(true);
     try {
       localStorage.setItem(USER_KEY, user);
-      await post(`/v1/tasks/${enc(runId)}/${enc(stepId)}/complete`, user ? { data: checked.data, user } : { data: checked.data });
+      await post(`/v1/tasks/${enc(runId)}/${enc(stepId)}/complete`, user.trim() ? { data: checked.data, user: user.trim() } : { data: checked.data });
       navigate(href(["runs", runId]));
     } catch (err) {
-      if (err instanceof ApiError && err.code === "INVALID_ARGUMENT" && (err.field ?? "").startsWith("data")) {
+      if (err instanceof ApiError && err.code === "INVALID_ARGUMENT" && err.field === "user") {
+        setErrors({ [USER_FIELD]: err.message });
+      } else if (err instanceof ApiError && err.code === "INVALID_ARGUMENT" && (err.field ?? "").startsWith("data")) {
         const fe = serverFieldErrors(model, err.message, err.field);
         setErrors(fe);
         focusFirstError(fe, model.fields);
@@ -197,10 +204,24 @@ function TaskForm({ runId, stepId, schema }: { runId: string; stepId: string; sc
       {model.fields.map((f) => (
         <FieldInput key={f.name} field={f} value={values[f.name] ?? ""} error={errors[f.name]} onChange={(v) => set(f.name, v)} />
       ))}
-      <div class="field">
+      <div class={`field${errors[USER_FIELD] ? " invalid" : ""}`} data-field="completing-as">
         <label for="task-user">Completing as</label>
-        <input id="task-user" value={user} autoComplete="username" onInput={(e) => setUser(e.currentTarget.value)} />
-        <p class="hint">Your name, recorded with the task (with a token, the coordinator records the token's identity instead).</p>
+        <input
+          id="task-user"
+          value={user}
+          autoComplete="username"
+          aria-invalid={errors[USER_FIELD] ? true : undefined}
+          aria-describedby={errors[USER_FIELD] ? "task-user-desc task-user-err" : "task-user-desc"}
+          onInput={(e) => setUser(e.currentTarget.value)}
+        />
+        <p class="hint" id="task-user-desc">
+          Your name, recorded with the task (with a token, the coordinator records the token's identity instead).
+        </p>
+        {errors[USER_FIELD] && (
+          <p class="field-error" id="task-user-err" role="alert">
+            {errors[USER_FIELD]}
+          </p>
+        )}
       </div>
       <ErrorBox error={failure} />
       <button type="submit" class="primary" disabled={busy}>
