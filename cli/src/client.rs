@@ -209,6 +209,7 @@ impl Coordinator {
             .runs()
             .watch_run(WatchRunRequest {
                 run_id: run_id.to_owned(),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -810,6 +810,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 limit: args.limit.unwrap_or(0),
                 page_token: args.page_token.unwrap_or_default(),
                 parent_run_id: args.parent.unwrap_or_default(),
+                ..Default::default()
             };
             let resp = coordinator.runs().list_runs(request).await?.into_inner();
             match output {

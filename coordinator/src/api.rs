@@ -142,6 +142,28 @@ fn cut(mut value: String, max: usize) -> String {
 /// of failing in the client. A page always holds at least one run.
 const LIST_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
+/// The creation time (Unix ms) of a run index member `<created_ms:013>:<run_id>`.
+fn member_created_ms(member: &str) -> Option<i64> {
+    member.split_once(':').and_then(|(ms, _)| ms.parse().ok())
+}
+
+/// Unix milliseconds of `t`, or `INVALID_ARGUMENT` naming `field` when it is before 1970 or past
+/// year 9999 (a 13-digit index member cannot hold it).
+fn timestamp_ms(field: &str, t: &prost_types::Timestamp) -> Result<i64, Status> {
+    const MAX_MS: i64 = 253_402_300_799_999;
+    let ms = t
+        .seconds
+        .checked_mul(1000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos) / 1_000_000));
+    match ms {
+        Some(ms) if (0..=MAX_MS).contains(&ms) && (0..1_000_000_000).contains(&t.nanos) => Ok(ms),
+        _ => Err(Status::invalid_argument(format!(
+            "{field}: must be between 1970-01-01 and 9999-12-31 (got {} s, {} ns)",
+            t.seconds, t.nanos
+        ))),
+    }
+}
+
 /// Checks a `ListRuns` page token: `<created_ms, 13 digits>:<run id>`, the shape of the
 /// `next_page_token` the coordinator hands out. Anything else is refused rather than read as
 /// "from the start", which would make a paging client loop for ever.
@@ -305,7 +327,16 @@ impl proto::run_service_server::RunService for Api {
         if !r.page_token.is_empty() {
             check_page_token(&r.page_token)?;
         }
-        let mut cursor = (!r.page_token.is_empty()).then(|| r.page_token.clone());
+        let after = r.created_after.as_ref().map(|t| timestamp_ms("created_after", t)).transpose()?;
+        let before = r.created_before.as_ref().map(|t| timestamp_ms("created_before", t)).transpose()?;
+        // Index members are `<created_ms:013>:<run_id>` in lexicographic order, so `created_before`
+        // is where the first page starts (members below `<before:013>`), and `created_after` where
+        // the scan stops.
+        let mut cursor = if !r.page_token.is_empty() {
+            Some(r.page_token.clone())
+        } else {
+            before.map(|b| format!("{b:013}"))
+        };
         let mut runs = Vec::new();
         let mut scanned = 0usize;
         let mut bytes = 0usize;
@@ -327,7 +358,14 @@ impl proto::run_service_server::RunService for Api {
                 .collect();
             let summaries = self.engine.store.run_summaries(&ids).await?;
             let mut gone = Vec::new();
+            let mut past_after = false;
             for (member, summary) in members.iter().zip(summaries) {
+                if let Some(a) = after
+                    && member_created_ms(member).is_some_and(|ms| ms <= a)
+                {
+                    past_after = true;
+                    break;
+                }
                 scanned += 1;
                 let before = cursor.replace(member.clone());
                 match summary {
@@ -359,6 +397,9 @@ impl proto::run_service_server::RunService for Api {
                     .store
                     .drop_index_entries(workflow.unwrap_or(""), &gone)
                     .await;
+            }
+            if past_after {
+                break None;
             }
             if full || runs.len() == limit || scanned >= 10_000 {
                 break cursor.clone();
@@ -415,8 +456,14 @@ impl proto::run_service_server::RunService for Api {
     type WatchRunStream = EventStream;
 
     async fn watch_run(&self, req: Request<WatchRunRequest>) -> Result<Response<EventStream>, Status> {
-        let run_id = req.into_inner().run_id;
+        let WatchRunRequest { run_id, after_sequence } = req.into_inner();
         check_id(&run_id)?;
+        if !after_sequence.is_empty() && !is_sequence(&after_sequence) {
+            return Err(Status::invalid_argument(format!(
+                "after_sequence: {} is not an event sequence (`<ms>-<n>`, from a previous event)",
+                echo(&after_sequence)
+            )));
+        }
         if self.engine.store.read_run(&run_id).await?.is_none() {
             return Err(Status::not_found(format!(
                 "run_id: no run {run_id} (it may have expired)"
@@ -425,12 +472,21 @@ impl proto::run_service_server::RunService for Api {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = stream_events(&engine, &run_id, &tx).await {
+            if let Err(e) = stream_events(&engine, &run_id, &after_sequence, &tx).await {
                 let _ = tx.send(Err(e.into())).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Whether `s` is a Redis stream id (`<ms>-<n>`), the shape of a RunEvent's `sequence`.
+fn is_sequence(s: &str) -> bool {
+    s.len() <= 41
+        && s.split_once('-').is_some_and(|(ms, n)| {
+            !ms.is_empty() && !n.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
+                && ms.parse::<u64>().is_ok() && n.parse::<u64>().is_ok()
+        })
 }
 
 /// Whether `ev` says the run reached a terminal status.
@@ -444,13 +500,18 @@ fn ends_run(ev: &RunEvent) -> bool {
 /// by `running` (`retried`/`rerun`) and the events of the new attempts. So the history is sent
 /// whole, and the stream ends after it only when its *last* run event is terminal; otherwise it
 /// follows the live events to the run's next end.
+///
+/// With `after` (a resumed stream), only the events after that sequence are sent; when none of
+/// them is a run event, whether the run has ended is read from its current status.
 async fn stream_events(
     engine: &Engine,
     run_id: &str,
+    after: &str,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
 ) -> Result<(), CoordinatorError> {
-    let mut last = "-".to_string();
+    let mut last = if after.is_empty() { "-".to_string() } else { after.to_string() };
     let mut ended = false;
+    let mut saw_run_event = false;
     loop {
         let batch = engine.store.events_after(run_id, &last, 500).await?;
         let n = batch.len();
@@ -459,6 +520,7 @@ async fn stream_events(
             let ev = view::event_view(run_id, id, &f);
             if ev.kind == "run" {
                 ended = ends_run(&ev);
+                saw_run_event = true;
             }
             if tx.send(Ok(ev)).await.is_err() {
                 return Ok(());
@@ -467,6 +529,15 @@ async fn stream_events(
         if n < 500 {
             break;
         }
+    }
+    if !after.is_empty() && !saw_run_event {
+        let summary = engine.store.run_summaries(&[run_id.to_string()]).await?;
+        ended = summary
+            .first()
+            .and_then(|s| s.as_ref())
+            .and_then(|s| s.get("status"))
+            .and_then(|w| RunStatus::from_word(w))
+            .is_some_and(RunStatus::is_terminal);
     }
     if ended {
         return Ok(());

@@ -63,6 +63,11 @@ pub struct CoordinatorConfig {
     /// Address (`host:port`) of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9464`; empty
     /// (the default) serves no metrics. See README "Metrics".
     pub metrics_addr: String,
+    /// Address (`host:port`) of the HTTP JSON API and the web console, e.g. `127.0.0.1:8080`;
+    /// empty (the default) serves no HTTP: a coordinator opens no port it was not asked to, as
+    /// with `metrics_addr`. Same tokens, roles and TLS-less transport rules as gRPC apply; see
+    /// `docs/http-api.md`.
+    pub http_addr: String,
     /// Schedule-to-start timeout of the steps whose definition sets none: how long a dispatched
     /// attempt may wait in its queue for a worker to start it before it fails with
     /// `ScheduleToStartTimeout` (and is retried per its policy). `0s` (the default): no limit.
@@ -111,6 +116,7 @@ impl Default for CoordinatorConfig {
             event_buffer_max: 100,
             health_probe_interval: Duration::from_secs(1),
             metrics_addr: String::new(),
+            http_addr: String::new(),
             default_schedule_to_start: Duration::ZERO,
             worker_retention: Duration::from_secs(3600),
             auth_tokens_file: None,
@@ -143,6 +149,7 @@ const KNOWN_KEYS: &[&str] = &[
     "event_buffer_max",
     "health_probe_interval",
     "metrics_addr",
+    "http_addr",
     "default_schedule_to_start",
     "worker_retention",
     "auth_tokens_file",
@@ -238,7 +245,26 @@ impl CoordinatorConfig {
         }
         let config: Self = built.try_deserialize()?;
         config.metrics_socket()?;
+        config.http_socket()?;
         Ok(config)
+    }
+
+    /// The address of the HTTP API, `None` when `http_addr` is empty (HTTP off).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `http_addr` when it is not a `host:port` socket address.
+    pub fn http_socket(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.http_addr.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|e| ConfigError::Invalid {
+            key: "http_addr".into(),
+            reason: format!(
+                "{} is not an IP address and port such as 127.0.0.1:8080 ({e}); leave it empty to serve no HTTP API",
+                baton_shared::limits::echo(text)
+            ),
+        })
     }
 
     /// The address of the `/metrics` endpoint, `None` when `metrics_addr` is empty (metrics off).

@@ -14,6 +14,7 @@ pub mod edge;
 pub mod engine;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod machine;
 pub mod metrics;
 pub mod operations;
@@ -119,6 +120,19 @@ pub async fn serve_with(
         shutdown.await;
         let _ = down_tx.send(true);
     });
+    let http = match config.http_socket()? {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("http_addr: cannot bind {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "HTTP API and web console listening (starting up)");
+            let state = http::HttpState::new(tokens.clone(), health.clone(), config.max_payload_bytes, down_rx.clone());
+            let (router, _) = http::router(state.clone());
+            let server = tokio::spawn(http::serve(listener, router, down_rx.clone()));
+            Some((state, server))
+        }
+        None => None,
+    };
     let mut server = {
         let mut down = down_rx.clone();
         let mut builder = tonic::transport::Server::builder().trace_fn(traces::grpc_span);
@@ -126,7 +140,7 @@ pub async fn serve_with(
             builder = builder.tls_config(tls)?;
         }
         tokio::spawn(builder.serve_with_incoming_shutdown(
-            metrics::GrpcMetrics::new(auth::Authorize::new(edge.clone(), tokens)),
+            metrics::GrpcMetrics::new(auth::Authorize::new(edge.clone(), tokens.clone())),
             incoming,
             async move {
                 let _ = down.wait_for(|d| *d).await;
@@ -153,6 +167,9 @@ pub async fn serve_with(
         Ok(e) => e,
         Err(e) => {
             server.abort();
+            if let Some((_, h)) = &http {
+                h.abort();
+            }
             return Err(e);
         }
     };
@@ -211,13 +228,23 @@ pub async fn serve_with(
             proto::schedule_service_server::ScheduleServiceServer::new(api.clone()).max_decoding_message_size(limit),
         )
         .add_service(
-            proto::operations_service_server::OperationsServiceServer::new(api).max_decoding_message_size(limit),
+            proto::operations_service_server::OperationsServiceServer::new(api.clone()).max_decoding_message_size(limit),
         ),
     );
+    if let Some((state, _)) = &http {
+        state.open(api);
+    }
     health.set_ready().await;
     tracing::info!("coordinator ready");
 
     let served = server.await;
+    if let Some((_, http)) = http {
+        match http.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("shutting down: stopping timers and flushing publishes");
     let _ = stop_tx.send(true);
     for l in loops {

@@ -114,6 +114,14 @@ fn describe() {
         "baton_grpc_request_duration_seconds",
         "gRPC request to response headers, by method."
     );
+    c!(
+        "baton_http_requests_total",
+        "HTTP API requests answered, by route (the matched pattern, e.g. /v1/runs/{run_id}; other for none) and status (the HTTP status code)."
+    );
+    h!(
+        "baton_http_request_duration_seconds",
+        "HTTP API request to response headers, by route."
+    );
     h!(
         "baton_redis_script_duration_seconds",
         "Round trip of one Lua script call (with its pipelined prelude), by script."

@@ -29,6 +29,8 @@
 #   METRICS_ADDR        the coordinator's Prometheus /metrics address (default 127.0.0.1:9464;
 #                       empty: none); worker i serves its own at 127.0.0.1:(9464+i) unless
 #                       WORKER_METRICS=0
+#   HTTP_ADDR           the coordinator's HTTP JSON API and web console address (default
+#                       127.0.0.1:8080; empty: none)
 #   BATON_TOKEN         bearer token of the CLI and the workers; when set (and neither
 #                       BATON_AUTH_TOKENS nor BATON_AUTH_TOKENS_FILE is), the coordinator starts
 #                       with auth on and this one token as admin (token: 16 characters or more)
@@ -160,9 +162,11 @@ if [[ -n ${BATON_TOKEN:-} && -z ${BATON_AUTH_TOKENS:-} && -z ${BATON_AUTH_TOKENS
     log "auth on: BATON_TOKEN is the coordinator's admin token"
 fi
 METRICS_ADDR=${METRICS_ADDR-127.0.0.1:9464}
+HTTP_ADDR=${HTTP_ADDR-127.0.0.1:8080}
 start coordinator "$STATE_DIR/coordinator.log" "$ROOT/$BIN_DIR/baton-coordinator" \
     "BATON_LISTEN=${BATON_LISTEN:-$addr_hostport}" \
     ${METRICS_ADDR:+"BATON_METRICS_ADDR=$METRICS_ADDR"} \
+    ${HTTP_ADDR:+"BATON_HTTP_ADDR=$HTTP_ADDR"} \
     "BATON_DEFINITIONS_DIR=${BATON_DEFINITIONS_DIR:-$ROOT/examples/workflows}" \
     ${auth_env[@]+"${auth_env[@]}"}
 
@@ -175,6 +179,7 @@ $(tail -n 30 "$STATE_DIR/coordinator.log")"
     sleep 0.5
 done
 log "coordinator answers at $BATON_ADDR"
+[[ -z $HTTP_ADDR ]] || log "HTTP API and web console at http://$HTTP_ADDR/"
 
 mkdir -p "$STATE_DIR/store"
 for i in $(seq 1 "$DOCS_WORKERS"); do
@@ -318,6 +323,7 @@ echo "Watch a run:    $BIN_DIR/baton run watch $first_id"
 echo "Inspect a run:  $BIN_DIR/baton run get $first_id"
 echo "List runs:      $BIN_DIR/baton run list --workflow documents"
 [[ -z $METRICS_ADDR ]] || echo "Metrics:        http://$METRICS_ADDR/metrics (Prometheus text; workers: $(for i in $(seq 1 "$DOCS_WORKERS"); do [[ ${WORKER_METRICS:-1} == 0 ]] || printf 'http://127.0.0.1:%s/metrics ' $((9464 + i)); done))"
+[[ -z $HTTP_ADDR ]] || echo "Console:        http://$HTTP_ADDR/   (HTTP API: http://$HTTP_ADDR/v1/..., OpenAPI: http://$HTTP_ADDR/v1/openapi.json)"
 echo "Workers:        $BIN_DIR/baton worker list    Queues: $BIN_DIR/baton queue list"
 echo "Scan now:       ./deploy/local/scan.sh   (the doc-scan schedule, on /usr/share/doc)"
 echo "Stop:           ./deploy/local/down.sh   (Redis and RabbitMQ keep running)"

@@ -928,13 +928,24 @@ impl WorkflowDefinition {
     }
 }
 
-/// Every violation of `schema` by `value`, with its JSON path under `root` (`input/count`).
+/// Every violation of `schema` by `value`, with its JSON path under `root` (`input/count`; a
+/// missing required property's own path).
 fn check_schema(schema: &jsonschema::Validator, value: &Value, root: &str) -> Result<(), InvalidDefinition> {
     let errors: Vec<FieldError> = schema
         .iter_errors(value)
-        .map(|e| FieldError {
-            path: format!("{root}{}", e.instance_path()),
-            message: e.to_string(),
+        .map(|e| {
+            // A missing required property is named by its own path (`data/approved`), not its
+            // parent's, so that a form can show the error next to the field.
+            let missing = match e.kind() {
+                jsonschema::error::ValidationErrorKind::Required { property: Value::String(p) } => {
+                    format!("/{}", p.replace('~', "~0").replace('/', "~1"))
+                }
+                _ => String::new(),
+            };
+            FieldError {
+                path: format!("{root}{}{missing}", e.instance_path()),
+                message: e.to_string(),
+            }
         })
         .collect();
     if errors.is_empty() {

@@ -1096,6 +1096,7 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                 limit: *limit,
                 page_token: page_token.0.clone(),
                 parent_run_id: parent.0.clone(),
+                ..Default::default()
             };
             let fields: &[&str] = &["workflow", "status", "limit", "page_token", "parent_run_id"];
             let answer = checked("ListRuns", Some(fields), runs.list_runs(request)).await?;

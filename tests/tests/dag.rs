@@ -56,7 +56,7 @@ async fn fan_in_runs_in_dependency_order_with_outputs() {
     let mut stream = cluster
         .runs()
         .await
-        .watch_run(WatchRunRequest { run_id: run_id.clone() })
+        .watch_run(WatchRunRequest { run_id: run_id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -93,7 +93,7 @@ async fn watch_streams_live_events_until_the_run_ends() {
     let mut stream = cluster
         .runs()
         .await
-        .watch_run(WatchRunRequest { run_id: run_id.clone() })
+        .watch_run(WatchRunRequest { run_id: run_id.clone(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -24,6 +24,7 @@ async fn list_all(cluster: &Cluster, workflow: &str, parent: &str) -> Vec<Run> {
                 limit: 1000,
                 page_token: token.clone(),
                 parent_run_id: parent.into(),
+                ..Default::default()
             })
             .await
             .unwrap()

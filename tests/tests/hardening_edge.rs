@@ -148,7 +148,7 @@ async fn oversized_ids_and_keys_are_refused_naming_the_field_with_a_short_messag
     assert!(e.message().starts_with("run_id: ") && e.message().len() < 400);
 
     let e = runs
-        .watch_run(WatchRunRequest { run_id: huge.clone() })
+        .watch_run(WatchRunRequest { run_id: huge.clone(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -602,7 +602,7 @@ async fn watching_a_retried_run_follows_the_new_attempts_to_the_new_end() {
         .await
         .expect("retry");
     let mut stream = runs
-        .watch_run(WatchRunRequest { run_id: run_id.clone() })
+        .watch_run(WatchRunRequest { run_id: run_id.clone(), ..Default::default() })
         .await
         .expect("watch")
         .into_inner();

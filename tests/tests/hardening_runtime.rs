@@ -118,7 +118,7 @@ async fn a_timer_that_panics_is_parked_and_the_timer_loop_serves_other_runs() {
     let mut watch = cluster
         .runs()
         .await
-        .watch_run(WatchRunRequest { run_id: doomed.clone() })
+        .watch_run(WatchRunRequest { run_id: doomed.clone(), ..Default::default() })
         .await
         .expect("watch")
         .into_inner();

@@ -172,7 +172,7 @@ async fn handlers_progress_events_are_streamed_with_the_step_events() {
     let mut stream = cluster
         .runs()
         .await
-        .watch_run(WatchRunRequest { run_id })
+        .watch_run(WatchRunRequest { run_id, ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -1,0 +1,170 @@
+//! Request extractors that check what enters: a JSON body (at most the gRPC message limit; a parse
+//! error names the JSON path and position) and query parameters (each at most
+//! [`MAX_QUERY_VALUE_BYTES`]; an error names the parameter).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request},
+    http::request::Parts,
+};
+use baton_shared::limits::echo;
+use serde::de::DeserializeOwned;
+
+use super::{HttpState, error::ApiError};
+
+/// Longest query parameter value, in bytes.
+pub const MAX_QUERY_VALUE_BYTES: usize = 1024;
+
+/// Longest query string, in bytes.
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+
+/// A JSON request body deserialized into `T`. An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<HttpState>) -> Result<Self, ApiError> {
+        let limit = state.max_body_bytes;
+        let too_large = |len: String| {
+            ApiError::invalid(format!(
+                "body: {len} bytes is over the limit of {limit} bytes (the coordinator's max_payload_bytes plus 1 MiB \
+                 for the rest of the request)"
+            ))
+        };
+        if let Some(len) = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > limit as u64
+        {
+            return Err(too_large(len.to_string()));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| too_large("more than that".into()))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        parse_json(text).map(JsonBody)
+    }
+}
+
+/// `text` as `T`, or INVALID_ARGUMENT naming the JSON path where it failed.
+pub fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let field = field_path(&e.path().to_string(), &inner);
+        ApiError::invalid(format!("{field}: {}", cut(&inner)))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("body: trailing characters after the JSON value: {e}")))?;
+    Ok(value)
+}
+
+/// The field a deserialization error is about: the path serde reached, the missing field it names,
+/// or `body` for the document as a whole.
+fn field_path(path: &str, message: &str) -> String {
+    // serde says "missing field `x`" at the struct that lacks it.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(f, _)| f.to_string());
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(f, _)| f.to_string());
+    let base = if path == "." { String::new() } else { path.to_string() };
+    match missing.or(unknown) {
+        Some(f) if base.is_empty() => f,
+        Some(f) => format!("{base}.{f}"),
+        None if base.is_empty() => "body".into(),
+        None => base,
+    }
+}
+
+fn cut(s: &str) -> String {
+    echo(s).trim_matches('"').to_string()
+}
+
+/// Query parameters deserialized into `T` (unknown parameters are refused).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        parse_query(q).map(Query)
+    }
+}
+
+/// `q` (a query string) as `T`, or INVALID_ARGUMENT naming the parameter.
+pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    if q.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::invalid(format!(
+            "query: {} bytes is over the limit of {MAX_QUERY_BYTES} bytes",
+            q.len()
+        )));
+    }
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if v.len() > MAX_QUERY_VALUE_BYTES {
+            return Err(ApiError::invalid(format!(
+                "{}: must be at most {MAX_QUERY_VALUE_BYTES} bytes (got {} bytes: {})",
+                cut(&k),
+                v.len(),
+                echo(&v)
+            )));
+        }
+    }
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let field = field_path(&e.path().to_string(), &inner);
+        let field = if field == "body" { "query".to_string() } else { field };
+        ApiError::invalid(format!("{field}: {}", cut(&inner)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        workflow: String,
+        #[serde(default)]
+        limit: u32,
+    }
+
+    fn field(e: ApiError) -> Option<String> {
+        e.body().field
+    }
+
+    #[test]
+    fn a_body_error_names_the_field() {
+        let e = parse_json::<Body>(br#"{"workflow": 5}"#).err().map(field);
+        assert_eq!(e, Some(Some("workflow".into())));
+        let e = parse_json::<Body>(br#"{}"#).err().map(field);
+        assert_eq!(e, Some(Some("workflow".into())));
+        let e = parse_json::<Body>(br#"{"workflow": "a", "extra": 1}"#).err().map(field);
+        assert_eq!(e, Some(Some("extra".into())));
+        let e = parse_json::<Body>(br#"{"workflow": "a""#).err().map(|e| e.body());
+        let e = e.map(|b| (b.field, b.message.contains("line 1")));
+        assert_eq!(e, Some((Some("body".into()), true)));
+    }
+
+    #[test]
+    fn a_query_error_names_the_parameter() {
+        let e = parse_query::<Body>("workflow=a&limit=x").err().map(field);
+        assert_eq!(e, Some(Some("limit".into())));
+        let long = "a".repeat(MAX_QUERY_VALUE_BYTES + 1);
+        let e = parse_query::<Body>(&format!("workflow={long}")).err().map(field);
+        assert_eq!(e, Some(Some("workflow".into())));
+        let ok = parse_query::<Body>("workflow=a%20b&limit=3").ok().map(|b| (b.workflow, b.limit));
+        assert_eq!(ok, Some(("a b".into(), 3)));
+    }
+}

@@ -1,0 +1,231 @@
+//! `/v1/runs`: submit, list, get, cancel, retry and rerun runs (`RunService`; the event stream is
+//! in [`super::sse`]).
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::HeaderMap,
+};
+use baton_shared::proto::{self, run_service_server::RunService as _};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{
+    HttpState,
+    error::ApiError,
+    extract::{JsonBody, Query},
+    method,
+    model::{
+        CancelRunBody, Empty, ErrorBody, RerunRunBody, Run, RunList, RunOperation, SubmitRunAnswer, SubmitRunBody,
+        json_text, parse_time,
+    },
+};
+
+/// Starts a run. With an idempotency key, the same (workflow, key) answers the same run.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = SubmitRunBody,
+    responses(
+        (status = 200, description = "The run (`created` false when the idempotency key matched)", body = SubmitRunAnswer),
+        (status = "default", description = "An error (400 names `input/...`; 404 unknown workflow)", body = ErrorBody),
+    ))]
+pub async fn submit(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<SubmitRunBody>,
+) -> Result<Json<SubmitRunAnswer>, ApiError> {
+    let msg = proto::SubmitRunRequest {
+        workflow: b.workflow,
+        version: b.version,
+        input_json: json_text(b.input.as_ref()),
+        idempotency_key: b.idempotency_key,
+    };
+    let r = s
+        .call(method!("RunService/SubmitRun"), &headers, msg, |api, req| async move {
+            api.submit_run(req).await
+        })
+        .await?;
+    Ok(Json(SubmitRunAnswer {
+        run_id: r.run_id,
+        created: r.created,
+        input_differs: r.input_differs,
+    }))
+}
+
+/// Query of `GET /v1/runs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    /// Only runs of this workflow.
+    workflow: String,
+    /// Only runs in this status (`pending`, `running`, `succeeded`, `failed`, `cancelled`, `timed_out`).
+    status: String,
+    /// Only the runs this run started.
+    parent_run_id: String,
+    /// Only runs created after this RFC 3339 time (exclusive).
+    created_after: String,
+    /// Only runs created before this RFC 3339 time (exclusive).
+    created_before: String,
+    /// At most this many (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// From a previous answer's `next_page_token`.
+    page_token: String,
+}
+
+fn time_param(field: &str, value: &str) -> Result<Option<prost_types::Timestamp>, ApiError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse_time(value)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(format!("{field}: {e}")))
+}
+
+/// Checks a `limit` query parameter: 1 to `max`.
+pub(super) fn check_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(0),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::invalid(format!("limit: must be between 1 and {max} (got {n})"))),
+    }
+}
+
+/// Runs, newest first, filtered and paged.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListRunsQuery),
+    responses(
+        (status = 200, description = "A page of runs (`steps` empty)", body = RunList),
+        (status = "default", description = "An error (400 names the parameter)", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListRunsQuery>,
+) -> Result<Json<RunList>, ApiError> {
+    let status = if q.status.is_empty() {
+        proto::RunStatus::Unspecified
+    } else {
+        proto::RunStatus::from_word(&q.status).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "status: {} is not a run status (pending, running, succeeded, failed, cancelled, timed_out)",
+                baton_shared::limits::echo(&q.status)
+            ))
+        })?
+    };
+    let msg = proto::ListRunsRequest {
+        workflow: q.workflow,
+        status: status as i32,
+        limit: check_limit(q.limit, 1000)?,
+        page_token: q.page_token,
+        parent_run_id: q.parent_run_id,
+        created_after: time_param("created_after", &q.created_after)?,
+        created_before: time_param("created_before", &q.created_before)?,
+    };
+    let r = s
+        .call(method!("RunService/ListRuns"), &headers, msg, |api, req| async move {
+            api.list_runs(req).await
+        })
+        .await?;
+    Ok(Json(RunList {
+        runs: r.runs.into_iter().map(Run::from).collect(),
+        next_page_token: r.next_page_token,
+    }))
+}
+
+/// One run with its steps.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id (a UUID)")),
+    responses(
+        (status = 200, description = "The run", body = Run),
+        (status = "default", description = "An error (404: no such run, or it expired)", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    let r = s
+        .call(
+            method!("RunService/GetRun"),
+            &headers,
+            proto::GetRunRequest { run_id },
+            |api, req| async move { api.get_run(req).await },
+        )
+        .await?;
+    Ok(Json(r.into()))
+}
+
+/// Cancels a run: unfinished steps become cancelled.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs", request_body = CancelRunBody,
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "Cancelled", body = RunOperation),
+        (status = "default", description = "An error (400 FAILED_PRECONDITION: already finished)", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+    JsonBody(b): JsonBody<CancelRunBody>,
+) -> Result<Json<RunOperation>, ApiError> {
+    let r = s
+        .call(
+            method!("RunService/CancelRun"),
+            &headers,
+            proto::CancelRunRequest { run_id, reason: b.reason },
+            |api, req| async move { api.cancel_run(req).await },
+        )
+        .await?;
+    Ok(Json(r.into()))
+}
+
+/// Runs a finished run's failed and cancelled steps again.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/retry", tag = "runs", request_body = Empty,
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "Retried", body = RunOperation),
+        (status = "default", description = "An error (400 FAILED_PRECONDITION unless failed, cancelled or timed out)", body = ErrorBody),
+    ))]
+pub async fn retry(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+    JsonBody(Empty {}): JsonBody<Empty>,
+) -> Result<Json<RunOperation>, ApiError> {
+    let r = s
+        .call(
+            method!("RunService/RetryRun"),
+            &headers,
+            proto::RetryRunRequest { run_id },
+            |api, req| async move { api.retry_run(req).await },
+        )
+        .await?;
+    Ok(Json(r.into()))
+}
+
+/// Runs a finished run again from a step, optionally with a new input.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/rerun", tag = "runs", request_body = RerunRunBody,
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "Re-run", body = RunOperation),
+        (status = "default", description = "An error (400 names `from_step`; FAILED_PRECONDITION while it runs)", body = ErrorBody),
+    ))]
+pub async fn rerun(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+    JsonBody(b): JsonBody<RerunRunBody>,
+) -> Result<Json<RunOperation>, ApiError> {
+    let msg = proto::RerunRunRequest {
+        run_id,
+        from_step: b.from_step,
+        input_json: json_text(b.input.as_ref()),
+    };
+    let r = s
+        .call(method!("RunService/RerunRun"), &headers, msg, |api, req| async move {
+            api.rerun_run(req).await
+        })
+        .await?;
+    Ok(Json(r.into()))
+}

@@ -1,0 +1,111 @@
+//! `/v1/workflows`: register, list and get workflow definitions (`WorkflowService`).
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::HeaderMap,
+};
+use baton_shared::proto::{self, workflow_service_server::WorkflowService as _};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+
+use super::{
+    HttpState,
+    error::ApiError,
+    extract::{JsonBody, Query},
+    method,
+    model::{ErrorBody, RegisterWorkflowAnswer, RegisterWorkflowBody, Workflow, WorkflowList},
+};
+
+/// Registers a workflow definition (YAML or JSON text, or a JSON object).
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = RegisterWorkflowBody,
+    responses(
+        (status = 200, description = "Registered (or already registered: `created` false)", body = RegisterWorkflowAnswer),
+        (status = "default", description = "An error (400 names the definition path; 409 same name and version, other content)", body = ErrorBody),
+    ))]
+pub async fn register(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RegisterWorkflowBody>,
+) -> Result<Json<RegisterWorkflowAnswer>, ApiError> {
+    let definition = match body.definition {
+        Value::String(text) => text,
+        v @ Value::Object(_) => v.to_string(),
+        _ => {
+            return Err(ApiError::invalid(
+                "definition: must be the definition's YAML or JSON text, or a JSON object",
+            ));
+        }
+    };
+    let r = s
+        .call(
+            method!("WorkflowService/RegisterWorkflow"),
+            &headers,
+            proto::RegisterWorkflowRequest { definition },
+            |api, req| async move { api.register_workflow(req).await },
+        )
+        .await?;
+    let workflow = r
+        .workflow
+        .ok_or_else(|| ApiError(tonic::Status::internal("RegisterWorkflow answered no workflow")))?;
+    Ok(Json(RegisterWorkflowAnswer {
+        workflow: workflow.into(),
+        created: r.created,
+    }))
+}
+
+/// The latest version of every registered workflow, by name.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses(
+        (status = 200, description = "Workflows", body = WorkflowList),
+        (status = "default", description = "An error", body = ErrorBody),
+    ))]
+pub async fn list(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Result<Json<WorkflowList>, ApiError> {
+    let r = s
+        .call(
+            method!("WorkflowService/ListWorkflows"),
+            &headers,
+            proto::ListWorkflowsRequest {},
+            |api, req| async move { api.list_workflows(req).await },
+        )
+        .await?;
+    Ok(Json(WorkflowList {
+        workflows: r.workflows.into_iter().map(Workflow::from).collect(),
+    }))
+}
+
+/// Query of `GET /v1/workflows/{name}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct GetWorkflowQuery {
+    /// The version; 0 or absent: the latest.
+    version: u32,
+}
+
+/// One workflow version, with its definition and graph.
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name"), GetWorkflowQuery),
+    responses(
+        (status = 200, description = "The workflow", body = Workflow),
+        (status = "default", description = "An error (404: no such workflow or version)", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<GetWorkflowQuery>,
+) -> Result<Json<Workflow>, ApiError> {
+    let w = s
+        .call(
+            method!("WorkflowService/GetWorkflow"),
+            &headers,
+            proto::GetWorkflowRequest { name, version: q.version },
+            |api, req| async move { api.get_workflow(req).await },
+        )
+        .await?;
+    Ok(Json(w.into()))
+}
