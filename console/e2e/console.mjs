@@ -105,6 +105,7 @@ try {
   await page.locator("[data-field='approved']").getByLabel("Yes").check();
   await page.getByLabel("Amount approved").fill("80");
   await page.getByLabel("Comment").fill("Receipt checked");
+  check((await page.locator("[data-field='comment'] .field-error").count()) === 0, "editing Comment clears the coordinator's error on it");
   await shot(page, "task-screen");
   await page.getByRole("button", { name: "Submit" }).click();
   await page.waitForURL(`**/#/runs/${runId}`, { timeout: T });

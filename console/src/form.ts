@@ -55,15 +55,23 @@ function typeOf(s: Schema): string | undefined {
   return undefined;
 }
 
-/** The fields of an object schema, in property order. A schema that is not an object schema gives
- * one `json` field named "" (the whole data as JSON text). */
+/** The fields of an object schema: the required ones first, in the order of `required`, then the
+ * others in property order (the API's JSON has its object keys sorted, so the order written in a
+ * definition is lost, but `required` is an array and keeps it). A schema that is not an object
+ * schema gives one `json` field named "" (the whole data as JSON text). */
 export function fieldsFromSchema(schema: unknown): FormModel {
   if (!isObject(schema) || !isObject(schema.properties)) {
     return { fields: [{ name: "", label: "Data (JSON)", kind: "json", required: true }], closed: false };
   }
   const required = new Set(Array.isArray(schema.required) ? (schema.required as unknown[]).filter((r) => typeof r === "string") : []);
   const fields: Field[] = [];
-  for (const [name, raw] of Object.entries(schema.properties)) {
+  const props = Object.entries(schema.properties);
+  const rank = (name: string) => {
+    const i = (schema.required as unknown[] | undefined)?.indexOf(name) ?? -1;
+    return i < 0 ? Number.MAX_SAFE_INTEGER : i;
+  };
+  props.sort((a, b) => rank(a[0]) - rank(b[0]));
+  for (const [name, raw] of props) {
     const s: Schema = isObject(raw) ? raw : {};
     const base = {
       name,

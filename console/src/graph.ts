@@ -33,9 +33,10 @@ export interface Layout {
 
 export const NODE_HEIGHT = 52;
 
-/** Box width for a label: ~7.5 px a character at 13 px, within 110..260 px. */
+/** Box width for a step: its id on the first line; on the second its status word (up to
+ * "succeeded · ", 12 characters) and `sub`. About 7.5 px a character, within 110..260 px. */
 export function nodeWidth(label: string, sub = ""): number {
-  const chars = Math.max(label.length, sub.length + 6);
+  const chars = Math.max(label.length, sub.length + 12);
   return Math.min(260, Math.max(110, Math.round(chars * 7.5 + 28)));
 }
 

@@ -34,6 +34,11 @@ describe("fieldsFromSchema", () => {
     expect(m.fields[3].options).toEqual(["travel", "meals", 3]);
   });
 
+  it("puts required fields first, in the order of required", () => {
+    const m = fieldsFromSchema({ required: ["b", "a"], properties: { a: { type: "string" }, b: { type: "string" }, c: { type: "string" }, d: {} } });
+    expect(m.fields.map((f) => f.name)).toEqual(["b", "a", "c", "d"]);
+  });
+
   it("treats a schema without properties as one JSON field", () => {
     const m = fieldsFromSchema({ type: "array" });
     expect(m.fields).toHaveLength(1);

@@ -46,7 +46,8 @@ describe("graph", () => {
     expect(l.edges.every((e) => e.points.length >= 2)).toBe(true);
   });
   it("sizes boxes to their labels within bounds", () => {
-    expect(nodeWidth("a")).toBe(110);
+    expect(nodeWidth("a")).toBe(118);
+    expect(nodeWidth("approve", "human")).toBe(156);
     expect(nodeWidth("x".repeat(100))).toBe(260);
   });
 });

@@ -48,7 +48,12 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
         // A missing hashed asset is a 404 (an old page asking for a file of an earlier build),
         // not index.html, which a browser would try to run as a script.
         None if path.starts_with("assets/") => {
-            return (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, REVALIDATE)], "no such asset").into_response();
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CACHE_CONTROL, REVALIDATE)],
+                "no such asset",
+            )
+                .into_response();
         }
         None => match Assets::get("index.html") {
             Some(f) => ("index.html", f),
@@ -56,7 +61,11 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
         },
     };
     let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
-    let cache = if name.starts_with("assets/") { IMMUTABLE } else { REVALIDATE };
+    let cache = if name.starts_with("assets/") {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    };
     let mut out = HeaderMap::new();
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -88,7 +97,11 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
             ),
         );
     }
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(file.data.into_owned()) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(file.data.into_owned())
+    };
     (StatusCode::OK, out, body).into_response()
 }
 
@@ -110,7 +123,11 @@ mod tests {
         for path in ["/", "/runs/abc", "/index.html"] {
             let res = get(path, None).await;
             assert_eq!(res.status(), StatusCode::OK, "{path}");
-            assert_eq!(res.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8", "{path}");
+            assert_eq!(
+                res.headers()[header::CONTENT_TYPE],
+                "text/html; charset=utf-8",
+                "{path}"
+            );
             assert_eq!(res.headers()[header::CACHE_CONTROL], REVALIDATE, "{path}");
         }
     }
@@ -118,7 +135,10 @@ mod tests {
     #[tokio::test]
     async fn a_matching_etag_answers_304_and_a_missing_asset_404() {
         let res = get("/", None).await;
-        let etag = res.headers()[header::ETAG].to_str().map(str::to_owned).unwrap_or_default();
+        let etag = res.headers()[header::ETAG]
+            .to_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
         assert!(etag.starts_with('"') && etag.len() == 66, "{etag}");
         assert_eq!(get("/", Some(&etag)).await.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(get("/assets/nope-123.js", None).await.status(), StatusCode::NOT_FOUND);

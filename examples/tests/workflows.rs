@@ -56,7 +56,10 @@ fn the_expense_form_needs_a_comment_of_ten_characters_only_to_reject() {
     let Some(baton_shared::definition::StepKind::Human(form)) = expense.step("approve").map(|s| &s.kind) else {
         panic!("approve is a human step");
     };
-    let ok = |v: serde_json::Value| form.validate(&v).map_err(|e| e.0.iter().map(|f| f.path.clone()).collect::<Vec<_>>());
+    let ok = |v: serde_json::Value| {
+        form.validate(&v)
+            .map_err(|e| e.0.iter().map(|f| f.path.clone()).collect::<Vec<_>>())
+    };
     assert_eq!(ok(serde_json::json!({"approved": true, "category": "travel"})), Ok(()));
     assert_eq!(
         ok(serde_json::json!({"approved": false, "category": "travel", "comment": "Not a business trip"})),
@@ -66,8 +69,14 @@ fn the_expense_form_needs_a_comment_of_ten_characters_only_to_reject() {
         ok(serde_json::json!({"approved": false, "category": "travel", "comment": "no"})),
         Err(vec!["data/comment".to_string()])
     );
-    assert_eq!(ok(serde_json::json!({"approved": false, "category": "travel"})), Err(vec!["data".to_string()]));
-    assert_eq!(ok(serde_json::json!({"approved": true, "category": "food"})), Err(vec!["data/category".to_string()]));
+    assert_eq!(
+        ok(serde_json::json!({"approved": false, "category": "travel"})),
+        Err(vec!["data".to_string()])
+    );
+    assert_eq!(
+        ok(serde_json::json!({"approved": true, "category": "food"})),
+        Err(vec!["data/category".to_string()])
+    );
     // Its task steps use the stock worker's handler.
     assert_eq!(expense.handlers(), ["echo"]);
 }

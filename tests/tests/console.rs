@@ -31,12 +31,11 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -103,10 +102,38 @@ async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_a_run_in_ch
         cluster.register(yaml).await;
     }
 
-    // Ready when the HTTP server answers health, and the page it serves is the built console.
+    let stdout = run_script(&cluster, &http, "console.mjs", &[]).await;
+    assert!(
+        stdout.contains("all console scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_asks_for_a_token_when_the_api_answers_401_and_keeps_it_for_the_tab() {
+    check_prerequisites();
+    let viewer = "tok-console-viewer-7c1e9a";
+    let http = format!("127.0.0.1:{}", free_port());
+    let tokens = format!("viewer:vera:{viewer}");
+    let cluster = Cluster::start(
+        "console-token",
+        &[("BATON_HTTP_ADDR", &http), ("BATON_AUTH_TOKENS", &tokens)],
+    )
+    .await;
+    let stdout = run_script(&cluster, &http, "token.mjs", &[("TOKEN", viewer)]).await;
+    assert!(
+        stdout.contains("all token scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
+/// Waits until the HTTP server at `http` answers health and serves the built console, then runs
+/// `node console/e2e/<script>` with `env`; prints its output and answers its stdout, panicking
+/// when it fails.
+async fn run_script(cluster: &Cluster, http: &str, script: &str, env: &[(&str, &str)]) -> String {
     let start = Instant::now();
     loop {
-        if let Ok((200, _)) = http_get(&http, "/healthz") {
+        if let Ok((200, _)) = http_get(http, "/healthz") {
             break;
         }
         assert!(
@@ -116,7 +143,7 @@ async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_a_run_in_ch
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, index) = http_get(&http, "/").expect("GET /");
+    let (status, index) = http_get(http, "/").expect("GET /");
     assert_eq!(status, 200, "GET / answered {status}: {index}");
     assert!(
         !index.contains("the console was not built"),
@@ -125,31 +152,31 @@ async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_a_run_in_ch
     );
 
     let shots = repo_root().join("target/console-screenshots");
-    let script = repo_root().join("console/e2e/console.mjs");
+    let path = repo_root().join("console/e2e").join(script);
     let out = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new("node")
-            .arg(&script)
+            .arg(&path)
             .current_dir(repo_root().join("console"))
             .env("CONSOLE_URL", format!("http://{http}/"))
             .env("SCREENSHOT_DIR", &shots)
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .output(),
     )
     .await
     .expect("the browser test did not finish within 5 minutes")
-    .expect("run node console/e2e/console.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{stdout}");
-    eprintln!("{stderr}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     println!("screenshots: {}", shots.display());
     assert!(
         out.status.success(),
         "node {} failed ({}); its output is above; coordinator log: {}",
-        script.display(),
+        path.display(),
         out.status,
         cluster.log_path("coordinator").display()
     );
-    assert!(stdout.contains("all console scenarios passed"), "the script stopped early:\n{stdout}");
+    stdout
 }

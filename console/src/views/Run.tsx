@@ -126,8 +126,9 @@ export function RunView({ route }: { route: Route }) {
         <dd data-testid="stream-state">{stream}</dd>
       </dl>
       {run.error && (
-        <p class="error" role="status">
-          Error: {run.error}
+        <p class={status === "cancelled" ? "note" : "error"} role="status">
+          {status === "cancelled" ? "Why: " : "Error: "}
+          {run.error}
         </p>
       )}
       {run.waiting_for && <p class="note">Waiting for {run.waiting_for}</p>}
@@ -351,7 +352,7 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
       )}
       <h3>Attempts</h3>
       {step.attempts.length === 0 ? (
-        <p class="muted">No finished attempt yet.</p>
+        <p class="muted">{step.items ? "A fan-out's attempts are its elements' (see Fan-out above)." : "No finished attempt yet."}</p>
       ) : (
         <table>
           <thead>

@@ -81,6 +81,11 @@ export function Inbox({ route }: { route: Route }) {
   );
 }
 
+/** Text with `backquoted` spans set as code (descriptions are written that way). */
+function withCode(text: string) {
+  return text.split(/(`[^`]+`)/).map((part, i) => (part.startsWith("`") && part.endsWith("`") && part.length > 2 ? <code key={i}>{part.slice(1, -1)}</code> : part));
+}
+
 const USER_KEY = "baton.user";
 /** The key of the "Completing as" error (not a form property: those are JSON names, never this). */
 const USER_FIELD = "\u0000user";
@@ -111,7 +116,7 @@ export function TaskScreen({ route }: { route: Route }) {
         </a>
       </p>
       <h1>{h.title || stepId}</h1>
-      <p class="description">{h.description}</p>
+      <p class="description">{withCode(h.description)}</p>
       <dl class="facts">
         <dt>Workflow</dt>
         <dd>
@@ -162,7 +167,15 @@ function TaskForm({ runId, stepId, schema }: { runId: string; stepId: string; sc
   const [user, setUser] = useState(() => localStorage.getItem(USER_KEY) ?? "");
   const [busy, setBusy] = useState(false);
   const [failure, setFailure] = useState<unknown>(undefined);
-  const set = (name: string, v: string) => setValues((old) => ({ ...old, [name]: v }));
+  const set = (name: string, v: string) => {
+    setValues((old) => ({ ...old, [name]: v }));
+    // An error describes the value it was found in: editing the field clears it.
+    setErrors((old) => {
+      if (!(name in old)) return old;
+      const { [name]: _gone, ...rest } = old;
+      return rest;
+    });
+  };
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -212,7 +225,13 @@ function TaskForm({ runId, stepId, schema }: { runId: string; stepId: string; sc
           autoComplete="username"
           aria-invalid={errors[USER_FIELD] ? true : undefined}
           aria-describedby={errors[USER_FIELD] ? "task-user-desc task-user-err" : "task-user-desc"}
-          onInput={(e) => setUser(e.currentTarget.value)}
+          onInput={(e) => {
+            setUser(e.currentTarget.value);
+            setErrors((old) => {
+              const { [USER_FIELD]: _gone, ...rest } = old;
+              return rest;
+            });
+          }}
         />
         <p class="hint" id="task-user-desc">
           Your name, recorded with the task (with a token, the coordinator records the token's identity instead).
