@@ -69,9 +69,10 @@ fn the_expense_form_needs_a_comment_of_ten_characters_only_to_reject() {
         ok(serde_json::json!({"approved": false, "category": "travel", "comment": "no"})),
         Err(vec!["data/comment".to_string()])
     );
+    // A missing comment is named at the property, so the console shows it next to the field.
     assert_eq!(
         ok(serde_json::json!({"approved": false, "category": "travel"})),
-        Err(vec!["data".to_string()])
+        Err(vec!["data/comment".to_string()])
     );
     assert_eq!(
         ok(serde_json::json!({"approved": true, "category": "food"})),
