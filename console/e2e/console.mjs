@@ -189,6 +189,21 @@ try {
   await page.goto(`${base}#/workflows/expense`);
   await page.locator(".graph .node[data-step='approve']").waitFor({ timeout: T });
   check((await page.locator(".graph .node").count()) === 4, "the expense definition's graph has its 4 steps");
+  await shot(page, "workflow-expense");
+
+  // ---- 5. A schedule's ledger: trigger it from its page ---------------------------------------
+  await api("POST", "v1/schedules", { id: "console-nightly", workflow: "longrun", cron: "0 3 * * *", input: { ticks: 1, ms: 10 } });
+  await page.goto(`${base}#/schedules/console-nightly`);
+  await page.getByRole("heading", { name: "Ticks of console-nightly" }).waitFor({ timeout: T });
+  await page.getByText("No ticks yet.").waitFor({ timeout: T });
+  await page.getByRole("group", { name: "Schedule actions" }).getByRole("button", { name: "Trigger now" }).click();
+  const trig = page.getByRole("dialog", { name: "Trigger now" });
+  await trig.getByRole("button", { name: "Trigger now" }).click();
+  const tickRow = page.locator("tr", { hasText: "triggered" });
+  await tickRow.waitFor({ timeout: T });
+  check((await tickRow.locator("a[href^='#/runs/']").count()) === 1, "triggering adds a 'triggered' tick with a link to its run");
+  await shot(page, "schedules");
+
   await page.goto(`${base}#/workers`);
   await page.getByRole("cell", { name: "console-worker", exact: true }).waitFor({ timeout: T });
   check(true, "the workers page lists the test worker");

@@ -1,7 +1,7 @@
 // Schedules with their tick ledger, workers and queues, and workflow definitions with their graph.
 import { enc, get, post, query, type QueueInfo, type Schedule, type ScheduleTick, type WorkerInfo, type Workflow } from "../api";
 import { href, type Route } from "../router";
-import { ConfirmButton, ErrorBox, fmtTime, Json, Status, usePoll } from "../ui";
+import { ConfirmButton, ErrorBox, fmtTime, Json, usePoll } from "../ui";
 import { Graph } from "./Graph";
 
 export function Schedules({ route }: { route: Route }) {
@@ -254,7 +254,7 @@ function WorkflowDetail({ name, version }: { name: string; version: string }) {
         <Json value={w.definition} label="Definition" />
       </details>
       <p>
-        <Status s="pending" /> Start a run with <code>POST /v1/runs</code> or <code>baton run submit {w.name}</code>.
+        Start a run with <code>POST /v1/runs</code> or <code>baton run submit {w.name}</code>.
       </p>
     </div>
   );
