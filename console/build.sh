@@ -8,7 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 command -v npm >/dev/null || { echo "console/build.sh: npm is not installed (Node 20 or later: apt-get install nodejs npm)" >&2; exit 1; }
 # npm ci is slow; skip it when node_modules matches the lock file already.
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
-    npm ci --no-audit --no-fund
+    # No install scripts: esbuild finds its platform binary (an optional dependency) without its
+    # postinstall, and nothing else needs one.
+    npm ci --no-audit --no-fund --ignore-scripts
 fi
 npx tsc --noEmit
 npx vite build --logLevel warn
