@@ -131,6 +131,18 @@ try {
   check(processOut.includes('"amount": 80') && processOut.includes('"category": "travel"'), "process got the approved amount and category");
   await shot(page, "run-expense");
 
+  // Rerun from the selected step (process): it runs again, the page follows it live.
+  check((await page.locator("[data-testid='step-detail'] tbody tr").count()) === 1, "process has one attempt");
+  await page.getByRole("button", { name: "Rerun from a step" }).click();
+  const rerun = page.getByRole("dialog", { name: "Rerun from a step" });
+  check((await rerun.getByLabel("From step").inputValue()) === "process", "the rerun dialog starts from the selected step");
+  await rerun.getByRole("button", { name: "Rerun", exact: true }).click();
+  await page.locator("[data-testid='step-detail'] tbody tr:nth-child(2)").waitFor({ timeout: T });
+  await page.locator("[data-testid='run-status'] .badge[data-status='succeeded']").waitFor({ timeout: T });
+  await page.locator(".graph .node[data-step='process'][data-status='succeeded']").waitFor({ timeout: T });
+  check(true, "after the rerun, process shows a second attempt and the run succeeded again");
+  check((await page.locator(".graph .node[data-step='submit'][data-status='succeeded']").count()) === 1, "submit kept its result");
+
   // ---- 2. A fan-out's progress ----------------------------------------------------------------
   const fan = await api("POST", "v1/runs", { workflow: "fanout", input: { items: Array.from({ length: 20 }, (_, i) => ({ n: i, ms: 500 })) } });
   log(`submitted fanout run ${fan.run_id}`);

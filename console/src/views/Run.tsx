@@ -23,6 +23,12 @@ export function RunView({ route }: { route: Route }) {
   const [events, setEvents] = useState<RunEvent[]>([]);
   const [stream, setStream] = useState("connecting");
   const refetch = useRef<number | undefined>(undefined);
+  // Bumped by cancel/retry/rerun: a stream that ended with the run is opened again.
+  const [watchGen, setWatchGen] = useState(0);
+  const afterAction = () => {
+    void refresh();
+    setWatchGen((g) => g + 1);
+  };
 
   useEffect(() => {
     setLive({});
@@ -48,7 +54,7 @@ export function RunView({ route }: { route: Route }) {
       if (refetch.current !== undefined) clearTimeout(refetch.current);
       refetch.current = undefined;
     };
-  }, [id]);
+  }, [id, watchGen]);
 
   // While it runs, poll as well (fan-out progress and waits change without a status event).
   useEffect(() => {
@@ -142,7 +148,7 @@ export function RunView({ route }: { route: Route }) {
           </ul>
         </details>
       )}
-      <RunActions run={run} status={status} selected={selected} onDone={refresh} />
+      <RunActions run={run} status={status} selected={selected} onDone={afterAction} />
       <div class="run-body">
         <div class="graph-wrap">
           <h2>Steps</h2>
