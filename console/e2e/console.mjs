@@ -1,6 +1,6 @@
 // Browser tests of the web console, run by tests/tests/console.rs against a real cluster
 // (coordinator with its HTTP API, test workers, Redis, RabbitMQ) with the workflows `expense`,
-// `fanout` and `longrun` registered. Drives Debian's Chromium through playwright-core.
+// `fanout`, `longrun` and `flaky` registered. Drives Debian's Chromium through playwright-core.
 //
 // Environment: CONSOLE_URL (e.g. http://127.0.0.1:8080/), SCREENSHOT_DIR (created),
 // CHROMIUM (default /usr/bin/chromium). Exits 0 when every scenario passed; prints each step.
@@ -186,10 +186,23 @@ try {
   check((await page.getByRole("button", { name: "Cancel run" }).isDisabled()) === true, "Cancel run is disabled on a finished run");
   await shot(page, "run-cancelled");
 
+  // ---- 3b. Retry a failed run from its page ------------------------------------------------------
+  const flaky = await api("POST", "v1/runs", { workflow: "flaky", input: {} });
+  log(`submitted flaky run ${flaky.run_id}`);
+  await page.goto(`${base}#/runs/${flaky.run_id}?step=charge`);
+  await page.locator("[data-testid='run-status'] .badge[data-status='failed']").waitFor({ timeout: T });
+  await page.locator("[data-testid='step-detail']").getByText("attempt 1 fails on purpose").first().waitFor({ timeout: T });
+  check(true, "the failed run shows its step's error");
+  await page.getByRole("button", { name: "Retry run" }).click();
+  await page.getByRole("dialog", { name: "Retry run" }).getByRole("button", { name: "Retry run" }).click();
+  await page.locator("[data-testid='run-status'] .badge[data-status='succeeded']").waitFor({ timeout: T });
+  await page.locator(".graph .node[data-step='charge'][data-status='succeeded']").waitFor({ timeout: T });
+  check(true, "after Retry run, the run and its step succeed");
+
   // ---- 4. The lists -----------------------------------------------------------------------------
   await page.goto(`${base}#/runs`);
-  for (const id of [runId, fan.run_id, long.run_id]) await page.locator(`a[href="#/runs/${id}"]`).waitFor({ timeout: T });
-  check(true, "the runs list shows the three runs");
+  for (const id of [runId, fan.run_id, long.run_id, flaky.run_id]) await page.locator(`a[href="#/runs/${id}"]`).waitFor({ timeout: T });
+  check(true, "the runs list shows the four runs");
   await page.getByLabel("Status").selectOption("cancelled");
   await page.locator("[data-testid='run-counts']", { hasText: "1 run on this page" }).waitFor({ timeout: T });
   check(

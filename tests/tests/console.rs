@@ -2,7 +2,9 @@
 //! a test worker, Redis and RabbitMQ; `console/e2e/console.mjs` drives Debian's Chromium through
 //! `playwright-core`: the expense approval (the task in the inbox, a form error found by the page
 //! and one found by the coordinator shown next to their fields, the approval, the run's steps
-//! turning green), a fan-out's progress, and cancelling a running run from its page.
+//! turning green, a rerun from a step), a fan-out's progress, cancelling a running run and
+//! retrying a failed one from their pages, a schedule triggered from its page, and the token
+//! prompt of a coordinator with auth on.
 //!
 //! Needs Node, `console/node_modules` (`console/build.sh` installs it) and `/usr/bin/chromium`
 //! (`apt-get install -y chromium`); the coordinator must have been built after `console/build.sh`
@@ -92,13 +94,26 @@ steps:
     depends_on: [wait]
 "#;
 
+const FLAKY: &str = r#"
+name: flaky
+version: 1
+description: Fails its one attempt; a retry of the run succeeds.
+steps:
+  - id: charge
+    handler: fail
+    input:
+      succeed_on_attempt: 2
+    retry:
+      max_attempts: 1
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_a_run_in_chromium() {
+async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_and_retries_runs_in_chromium() {
     check_prerequisites();
     let http = format!("127.0.0.1:{}", free_port());
     let mut cluster = Cluster::start("console", &[("BATON_HTTP_ADDR", &http)]).await;
     cluster.spawn_worker("console-worker", 8);
-    for yaml in [EXPENSE, FANOUT, LONGRUN] {
+    for yaml in [EXPENSE, FANOUT, LONGRUN, FLAKY] {
         cluster.register(yaml).await;
     }
 
