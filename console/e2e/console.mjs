@@ -211,6 +211,17 @@ try {
   );
   check(page.url().includes("status=cancelled"), "the filter is in the URL (a deep link)");
   await shot(page, "runs");
+  // Keyboard: the first Tab reaches the skip link, drawn with a visible focus ring; the next ones
+  // walk the navigation links.
+  await page.reload();
+  await page.locator("[data-testid='run-counts']", { hasText: "run" }).waitFor({ timeout: T });
+  await page.keyboard.press("Tab");
+  const focus1 = await page.evaluate(() => [document.activeElement?.textContent, getComputedStyle(document.activeElement).outlineStyle]);
+  check(focus1[0] === "Skip to content" && focus1[1] === "solid", `Tab reaches the skip link with a focus ring (${focus1})`);
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  const focus2 = await page.evaluate(() => document.activeElement?.textContent);
+  check(focus2 === "Runs", `the next Tabs walk the navigation (${focus2})`);
   await page.goto(`${base}#/workflows/expense`);
   await page.locator(".graph .node[data-step='approve']").waitFor({ timeout: T });
   check((await page.locator(".graph .node").count()) === 4, "the expense definition's graph has its 4 steps");
