@@ -1,8 +1,159 @@
 //! The web console: static assets embedded in the binary, served at /.
+//!
+//! `console/build.sh` builds the frontend into `console/dist`; this module embeds that directory
+//! at compile time (`rust-embed`, also in debug builds) and serves it as the HTTP server's
+//! fallback: `/` and any path that is not a file (the console uses hash routes, so those are only
+//! stale links) get `index.html` with `Cache-Control: no-cache`; `/assets/*` are content-hashed by
+//! Vite and served `immutable` for a year. Every file has its content type and a strong ETag
+//! (SHA-256), answering `If-None-Match` with 304. When the console was not built, `build.rs`
+//! leaves a page saying how to build it, so a clean clone still compiles without Node.
 
-/// The console's routes (`/`, `/assets/*`): they need no token (the console asks the user for one
-/// and keeps it in sessionStorage). A stub until the console is built: it serves nothing, so any
-/// path outside the API is a 404.
-pub fn router() -> axum::Router {
-    axum::Router::new()
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use rust_embed::RustEmbed;
+
+/// The built console (`console/dist`), embedded at compile time.
+#[derive(RustEmbed)]
+#[folder = "../console/dist"]
+struct Assets;
+
+/// `Cache-Control` of content-hashed files under `/assets/`.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of `index.html` and other unhashed files: revalidate each time (ETag).
+const REVALIDATE: &str = "no-cache";
+
+/// The console's routes, for the HTTP server to use as its fallback: `GET`/`HEAD` of any path.
+/// No token is needed (the page asks for one when the API answers 401).
+pub fn router() -> Router {
+    Router::new().fallback(serve)
+}
+
+/// Whether the embedded console is the real build (false: the "not built" page of `build.rs`).
+pub fn is_built() -> bool {
+    Assets::get("index.html").is_some_and(|f| !f.data.windows(NOT_BUILT.len()).any(|w| w == NOT_BUILT))
+}
+
+/// The marker `build.rs` writes into its placeholder page.
+const NOT_BUILT: &[u8] = b"the console was not built";
+
+async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")], "").into_response();
+    }
+    let path = uri.path().trim_start_matches('/');
+    let (name, file) = match Assets::get(path).filter(|_| !path.is_empty()) {
+        Some(f) => (path, f),
+        // A missing hashed asset is a 404 (an old page asking for a file of an earlier build),
+        // not index.html, which a browser would try to run as a script.
+        None if path.starts_with("assets/") => {
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CACHE_CONTROL, REVALIDATE)],
+                "no such asset",
+            )
+                .into_response();
+        }
+        None => match Assets::get("index.html") {
+            Some(f) => ("index.html", f),
+            None => return (StatusCode::NOT_FOUND, "the console is not embedded").into_response(),
+        },
+    };
+    let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
+    let cache = if name.starts_with("assets/") {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    };
+    let mut out = HeaderMap::new();
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, v);
+    }
+    out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, out).into_response();
+    }
+    let mime = file.metadata.mimetype();
+    let mime = if mime.starts_with("text/") || mime == "application/javascript" {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&mime) {
+        out.insert(header::CONTENT_TYPE, v);
+    }
+    if name == "index.html" {
+        // The page loads only its own scripts and styles and talks only to this server.
+        out.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        );
+    }
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(file.data.into_owned())
+    };
+    (StatusCode::OK, out, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(path: &str, inm: Option<&str>) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = inm.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(header::IF_NONE_MATCH, v);
+        }
+        let uri = path.parse::<Uri>().unwrap_or_default();
+        serve(Method::GET, uri, headers).await
+    }
+
+    #[tokio::test]
+    async fn index_html_is_served_at_the_root_and_for_unknown_paths_with_no_cache() {
+        for path in ["/", "/runs/abc", "/index.html"] {
+            let res = get(path, None).await;
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                res.headers()[header::CONTENT_TYPE],
+                "text/html; charset=utf-8",
+                "{path}"
+            );
+            assert_eq!(res.headers()[header::CACHE_CONTROL], REVALIDATE, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_matching_etag_answers_304_and_a_missing_asset_404() {
+        let res = get("/", None).await;
+        let etag = res.headers()[header::ETAG]
+            .to_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
+        assert!(etag.starts_with('"') && etag.len() == 66, "{etag}");
+        assert_eq!(get("/", Some(&etag)).await.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(get("/assets/nope-123.js", None).await.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn hashed_assets_are_immutable_with_their_content_type() {
+        // Only when the console was built (console/build.sh); the placeholder has no assets.
+        let Some(js) = Assets::iter().find(|p| p.starts_with("assets/") && p.ends_with(".js")) else {
+            assert!(!is_built(), "a built console has its scripts under assets/");
+            return;
+        };
+        let res = get(&format!("/{js}"), None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::CACHE_CONTROL], IMMUTABLE);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    }
 }

@@ -22,6 +22,7 @@
 #   REVIEW_COMMENT    the reviewer's comment (default: says this script decided)
 #   USER              who completes the task (default reviewer)
 #   WAIT_TIMEOUT      seconds to wait for the task, then for the end of the run (default 300)
+#   HTTP_ADDR         the coordinator's HTTP address, for the console link (default 127.0.0.1:8080)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -125,7 +126,9 @@ if [[ $task == open ]]; then
     if [[ $REVIEW_DECISION == manual ]]; then
         cat <<EOF
 
-The run waits for you. See what there is to approve (the output of the step summarize):
+The run waits for you. In the web console (when the coordinator serves HTTP; up.sh's default):
+    http://${HTTP_ADDR:-127.0.0.1:8080}/#/tasks/$run/approve
+or see what there is to approve (the output of the step summarize):
     $BIN_DIR/baton run get $run
 then approve, or reject:
     $BIN_DIR/baton task complete $run approve --data '{"approved": true, "comment": "fine"}' --user $REVIEWER

@@ -3,7 +3,8 @@
 # /usr/share/common-licenses:
 #   1. makes sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) run (deploy/local/services.sh:
 #      uses running ones, else starts installed ones, else, as root, installs them with apt-get);
-#   2. builds the workspace binaries (cargo build --release --bins);
+#   2. builds the web console (console/build.sh, when npm is installed) and the workspace binaries
+#      (cargo build --release --bins);
 #   3. starts one coordinator and two docs-workers in the background (pid files and logs in .baton/),
 #      unless they already run;
 #   4. applies every definition in examples/workflows (scan.yaml declares the schedule
@@ -111,6 +112,14 @@ if [[ ${SKIP_BUILD:-0} == 1 ]]; then
     log "SKIP_BUILD=1: using the binaries in $BIN_DIR"
 else
     have cargo || die "cargo is not installed (https://rustup.rs)"
+    # The web console first: the coordinator embeds console/dist when it is compiled.
+    if have npm; then
+        log "building the web console: console/build.sh"
+        console/build.sh
+    else
+        warn "npm is not installed: the coordinator will serve a page saying the console was not built
+    (install Node 20 and npm, then run ./deploy/local/up.sh again)"
+    fi
     log "building: cargo build --release --bins"
     cargo build --release --bins
 fi

@@ -47,7 +47,39 @@ fn every_definition_is_valid() {
         }
     }
     names.sort();
-    assert_eq!(names, ["doc-scan@1", "documents@2", "review@2"]);
+    assert_eq!(names, ["doc-scan@1", "documents@2", "expense@1", "review@2"]);
+}
+
+#[test]
+fn the_expense_form_needs_a_comment_of_ten_characters_only_to_reject() {
+    let expense = definition("expense.yaml");
+    let Some(baton_shared::definition::StepKind::Human(form)) = expense.step("approve").map(|s| &s.kind) else {
+        panic!("approve is a human step");
+    };
+    let ok = |v: serde_json::Value| {
+        form.validate(&v)
+            .map_err(|e| e.0.iter().map(|f| f.path.clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(ok(serde_json::json!({"approved": true, "category": "travel"})), Ok(()));
+    assert_eq!(
+        ok(serde_json::json!({"approved": false, "category": "travel", "comment": "Not a business trip"})),
+        Ok(())
+    );
+    assert_eq!(
+        ok(serde_json::json!({"approved": false, "category": "travel", "comment": "no"})),
+        Err(vec!["data/comment".to_string()])
+    );
+    // A missing comment is named at the property, so the console shows it next to the field.
+    assert_eq!(
+        ok(serde_json::json!({"approved": false, "category": "travel"})),
+        Err(vec!["data/comment".to_string()])
+    );
+    assert_eq!(
+        ok(serde_json::json!({"approved": true, "category": "food"})),
+        Err(vec!["data/category".to_string()])
+    );
+    // Its task steps use the stock worker's handler.
+    assert_eq!(expense.handlers(), ["echo"]);
 }
 
 #[test]

@@ -1,0 +1,312 @@
+// The HTTP JSON API client (docs/http-api.md): the bearer token (sessionStorage), JSON errors as
+// ApiError, and a run's events read as Server-Sent Events with fetch (so the token travels in the
+// Authorization header, never in a URL).
+import { SseParser } from "./sse";
+
+const TOKEN_KEY = "baton.token";
+
+export function getToken(): string {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+export function setToken(t: string): void {
+  if (t) sessionStorage.setItem(TOKEN_KEY, t);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** An error answer: HTTP status, the gRPC code name, message and the field at fault. */
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+    public field?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Listeners told when the API answers 401 (the shell then asks for a token). */
+const unauthorized = new Set<() => void>();
+export function onUnauthorized(f: () => void): () => void {
+  unauthorized.add(f);
+  return () => unauthorized.delete(f);
+}
+
+function headers(extra: Record<string, string> = {}): Record<string, string> {
+  const h: Record<string, string> = { Accept: "application/json", ...extra };
+  const t = getToken();
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+async function toError(res: Response): Promise<ApiError> {
+  let body: { code?: string; message?: string; field?: string } = {};
+  try {
+    body = await res.json();
+  } catch {
+    /* not JSON: keep the status text */
+  }
+  if (res.status === 401) unauthorized.forEach((f) => f());
+  return new ApiError(res.status, body.code ?? String(res.status), body.message ?? res.statusText, body.field);
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(path, {
+    method,
+    headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!res.ok) throw await toError(res);
+  return (await res.json()) as T;
+}
+
+export const get = <T>(path: string) => api<T>("GET", path);
+export const post = <T>(path: string, body: unknown = {}) => api<T>("POST", path, body);
+
+/** Query string from the non-empty values. */
+export function query(params: Record<string, string | number | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== "") q.set(k, String(v));
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+export const enc = encodeURIComponent;
+
+// ---- shapes (docs/http-api.md) ------------------------------------------------------------------
+
+export type Time = string | null;
+
+export interface Attempt {
+  number: number;
+  outcome: string;
+  error: string;
+  worker: string;
+  started_at: Time;
+  finished_at: Time;
+}
+
+export interface StepRun {
+  id: string;
+  handler: string;
+  kind: string;
+  status: string;
+  attempt: number;
+  max_attempts: number;
+  attempt_base: number;
+  output: unknown;
+  error: string;
+  dispatched_at: Time;
+  started_at: Time;
+  finished_at: Time;
+  wake_at: Time;
+  depends_on: string[];
+  attempts: Attempt[];
+  worker: string;
+  child_run_id: string;
+  items: { total: number; succeeded: number; failed: number; in_flight: number } | null;
+  emitted: { total: number; pending: number; running: number; succeeded: number; failed: number } | null;
+  waiting_for: string;
+  completed_by: string;
+  slot: string;
+  slot_holders: string[];
+}
+
+export interface Run {
+  id: string;
+  workflow: string;
+  version: number;
+  status: string;
+  input: unknown;
+  output: unknown;
+  error: string;
+  idempotency_key: string;
+  created_at: Time;
+  started_at: Time;
+  finished_at: Time;
+  steps: StepRun[];
+  parent_run_id: string;
+  parent_step_id: string;
+  child_run_ids: string[];
+  waiting_for: string;
+  parked_items: string[];
+}
+
+export interface StepDefinition {
+  id: string;
+  handler: string;
+  kind: string;
+  depends_on: string[];
+  when: string;
+  for_each: string;
+  max_parallel: number;
+  timeout_ms: number;
+  workflow: string;
+  human: { title: string; description: string; assignees: string[]; form_schema: unknown } | null;
+  wait_for_event: { event: string; key: string; timeout_ms: number; on_timeout: string } | null;
+  emit: { workflow: string; items: string; key: string; wait: boolean; max_in_flight: number } | null;
+  retry: { max_attempts: number } | null;
+  input_template: unknown;
+}
+
+export interface Workflow {
+  name: string;
+  version: number;
+  description: string;
+  steps: StepDefinition[];
+  edges: { from: string; to: string }[];
+  input_schema: unknown;
+  definition: unknown;
+  registered_at: Time;
+  versions: number[];
+  max_concurrent_runs: number;
+  on_event: string;
+}
+
+export interface HumanTask {
+  run_id: string;
+  step_id: string;
+  workflow: string;
+  workflow_version: number;
+  title: string;
+  description: string;
+  assignees: string[];
+  form_schema: unknown;
+  status: string;
+  created_at: Time;
+  completed_by: string;
+  completed_at: Time;
+  data: unknown;
+}
+
+export interface RunEvent {
+  run_id: string;
+  sequence: string;
+  time: Time;
+  kind: string;
+  step_id: string;
+  attempt: number;
+  status: string;
+  detail: string;
+  payload: unknown;
+}
+
+export interface Schedule {
+  id: string;
+  workflow: string;
+  workflow_version: number;
+  cron: string;
+  timezone: string;
+  input: unknown;
+  overlap: string;
+  paused: boolean;
+  source: string;
+  created_at: Time;
+  next_tick_at: Time;
+  last_run_id: string;
+}
+
+export interface ScheduleTick {
+  schedule_id: string;
+  tick_at: Time;
+  outcome: string;
+  run_id: string;
+  reason: string;
+  recorded_at: Time;
+}
+
+export interface WorkerInfo {
+  worker_id: string;
+  host: string;
+  pid: number;
+  version: string;
+  namespace: string;
+  handlers: string[];
+  concurrency: number;
+  in_flight: number;
+  started_at: Time;
+  last_seen: Time;
+  state: string;
+  lost: boolean;
+}
+
+export interface QueueInfo {
+  handler: string;
+  queue: string;
+  ready: number;
+  consumers: number;
+  exists: boolean;
+  unacknowledged: number;
+  oldest_waiting_since: Time;
+  waiting: number;
+  live_workers: number;
+}
+
+/** Follows a run's events (history, then live) until the stream ends, `stop` is called, or it
+ * fails; reconnects after a dropped connection with Last-Event-ID. Returns `stop`. */
+export function watchRun(
+  runId: string,
+  onEvent: (e: RunEvent) => void,
+  onState: (s: "live" | "ended" | "reconnecting" | "error", detail?: string) => void,
+): () => void {
+  const ctl = new AbortController();
+  let stopped = false;
+  let lastId: string | undefined;
+  const loop = async () => {
+    let failures = 0;
+    while (!stopped) {
+      let ended = false;
+      try {
+        const h = headers({ Accept: "text/event-stream" });
+        if (lastId) h["Last-Event-ID"] = lastId;
+        const res = await fetch(`/v1/runs/${enc(runId)}/events`, { headers: h, signal: ctl.signal });
+        if (!res.ok || !res.body) {
+          const e = await toError(res);
+          onState("error", e.message);
+          if (res.status < 500) return;
+          throw e;
+        }
+        onState("live");
+        failures = 0;
+        const parser = new SseParser((m) => {
+          if (m.event === "end") {
+            ended = true;
+            return;
+          }
+          try {
+            onEvent(JSON.parse(m.data) as RunEvent);
+          } catch {
+            /* a malformed event is skipped */
+          }
+        });
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          parser.push(value);
+          if (parser.lastId) lastId = parser.lastId;
+        }
+        if (ended) {
+          onState("ended");
+          return;
+        }
+      } catch (e) {
+        if (stopped) return;
+        failures++;
+        onState("reconnecting", (e as Error).message);
+      }
+      if (stopped) return;
+      await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * 2 ** Math.min(failures, 5))));
+    }
+  };
+  void loop();
+  return () => {
+    stopped = true;
+    ctl.abort();
+  };
+}

@@ -1,0 +1,407 @@
+// One run: its steps as a DAG coloured by status, updated live from the run's SSE stream; a step's
+// details (attempts, output, fan-out, children, waits, slots); cancel, retry and rerun.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { enc, get, post, watchRun, type Run as RunT, type RunEvent, type StepRun, type Workflow } from "../api";
+import { href, navigate, type Route } from "../router";
+import { isTerminal, statusWord } from "../status";
+import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll } from "../ui";
+import { Graph } from "./Graph";
+
+const MAX_EVENTS = 200;
+
+export function RunView({ route }: { route: Route }) {
+  const id = route.parts[1] ?? "";
+  const selected = route.params.get("step") ?? "";
+  const { data: run, error, refresh } = usePoll(() => get<RunT>(`/v1/runs/${enc(id)}`), [id]);
+  const wf = usePoll(
+    () => (run ? get<Workflow>(`/v1/workflows/${enc(run.workflow)}?version=${run.version}`) : Promise.resolve(undefined)),
+    [run?.workflow, run?.version],
+  );
+  // Live statuses from the events, over the ones of the last GetRun.
+  const [live, setLive] = useState<Record<string, string>>({});
+  const [runStatus, setRunStatus] = useState("");
+  const [events, setEvents] = useState<RunEvent[]>([]);
+  const [stream, setStream] = useState("connecting");
+  const refetch = useRef<number | undefined>(undefined);
+  // Bumped by cancel/retry/rerun: a stream that ended with the run is opened again.
+  const [watchGen, setWatchGen] = useState(0);
+  const afterAction = () => {
+    void refresh();
+    setWatchGen((g) => g + 1);
+  };
+
+  useEffect(() => {
+    setLive({});
+    setRunStatus("");
+    setEvents([]);
+    const stop = watchRun(
+      id,
+      (e) => {
+        setEvents((old) => [...old.slice(-(MAX_EVENTS - 1)), e]);
+        if (e.kind === "step" && e.step_id) setLive((old) => ({ ...old, [e.step_id]: e.status }));
+        if (e.kind === "run") setRunStatus(e.status);
+        // Details (attempts, outputs, progress) come from GetRun: fetch again, at most every 500 ms.
+        if (refetch.current === undefined)
+          refetch.current = window.setTimeout(() => {
+            refetch.current = undefined;
+            void refresh();
+          }, 500);
+      },
+      (s, detail) => setStream(detail ? `${s}: ${detail}` : s),
+    );
+    return () => {
+      stop();
+      if (refetch.current !== undefined) clearTimeout(refetch.current);
+      refetch.current = undefined;
+    };
+  }, [id, watchGen]);
+
+  // While it runs, poll as well (fan-out progress and waits change without a status event).
+  useEffect(() => {
+    if (!run || isTerminal(run.status)) return;
+    const t = setInterval(() => void refresh(), 2000);
+    return () => clearInterval(t);
+  }, [run?.id, run?.status]);
+
+  const statuses = useMemo(() => {
+    const out: Record<string, string> = {};
+    for (const s of run?.steps ?? []) out[s.id] = s.status;
+    // An event newer than the fetched run wins until the next fetch agrees.
+    return { ...out, ...live };
+  }, [run, live]);
+  const notes = useMemo(() => {
+    const out: Record<string, string> = {};
+    for (const s of run?.steps ?? []) {
+      if (s.items) out[s.id] = `${s.items.succeeded + s.items.failed}/${s.items.total} items`;
+      else if (s.emitted) out[s.id] = `${s.emitted.succeeded + s.emitted.failed}/${s.emitted.total} runs`;
+      else out[s.id] = s.kind === "task" ? s.handler : s.kind;
+    }
+    return out;
+  }, [run]);
+
+  if (error && !run) return <ErrorBox error={error} />;
+  if (!run) return <p>Loading run {id}…</p>;
+  const status = statusWord(runStatus || run.status);
+  const step = run.steps.find((s) => s.id === selected);
+  const def = wf.data?.steps.find((s) => s.id === selected);
+  const select = (s: string) => navigate(href(["runs", id], { step: s === selected ? "" : s }), true);
+
+  return (
+    <section>
+      <h1>
+        Run <span class="mono">{run.id}</span>
+      </h1>
+      <dl class="facts">
+        <dt>Workflow</dt>
+        <dd>
+          <a href={href(["workflows", run.workflow], { version: String(run.version) })}>
+            {run.workflow} v{run.version}
+          </a>
+        </dd>
+        <dt>Status</dt>
+        <dd data-testid="run-status">
+          <Status s={status} />
+        </dd>
+        <dt>Created</dt>
+        <dd>{fmtTime(run.created_at)}</dd>
+        <dt>Duration</dt>
+        <dd>{fmtDuration(run.started_at ?? run.created_at, run.finished_at)}</dd>
+        {run.parent_run_id && (
+          <>
+            <dt>Parent</dt>
+            <dd>
+              <a href={href(["runs", run.parent_run_id], { step: run.parent_step_id })}>{run.parent_run_id}</a> (step {run.parent_step_id})
+            </dd>
+          </>
+        )}
+        {run.child_run_ids.length > 0 && (
+          <>
+            <dt>Child runs</dt>
+            <dd>
+              <a href={href(["runs"], { parent: run.id })}>{run.child_run_ids.length} started by this run</a>
+            </dd>
+          </>
+        )}
+        {run.idempotency_key && (
+          <>
+            <dt>Idempotency key</dt>
+            <dd class="mono">{run.idempotency_key}</dd>
+          </>
+        )}
+        <dt>Live updates</dt>
+        <dd data-testid="stream-state">{stream}</dd>
+      </dl>
+      {run.error && (
+        <p class={status === "cancelled" ? "note" : "error"} role="status">
+          {status === "cancelled" ? "Why: " : "Error: "}
+          {run.error}
+        </p>
+      )}
+      {run.waiting_for && <p class="note">Waiting for {run.waiting_for}</p>}
+      {run.parked_items.length > 0 && (
+        <details>
+          <summary>{run.parked_items.length} parked items</summary>
+          <ul>
+            {run.parked_items.map((p) => (
+              <li key={p}>{p}</li>
+            ))}
+          </ul>
+        </details>
+      )}
+      <RunActions run={run} status={status} selected={selected} onDone={afterAction} />
+      <div class="run-body">
+        <div class="graph-wrap">
+          <h2>Steps</h2>
+          <Graph
+            label={`Steps of run ${run.id}`}
+            steps={run.steps.map((s) => ({ id: s.id, dependsOn: s.depends_on, sub: notes[s.id] }))}
+            status={statuses}
+            note={notes}
+            selected={selected}
+            onSelect={select}
+          />
+          <p class="muted">Select a step for its attempts, output and waits.</p>
+        </div>
+        <aside class="detail" aria-label="Step details">
+          {step ? <StepDetail step={step} def={def} run={run} liveStatus={statuses[step.id]} /> : <RunIo run={run} />}
+        </aside>
+      </div>
+      <details>
+        <summary>Events ({events.length})</summary>
+        <ol class="events" data-testid="events">
+          {events.map((e) => (
+            <li key={e.sequence}>
+              <span class="mono">{fmtTime(e.time)}</span> {e.kind} {e.step_id && <strong>{e.step_id}</strong>} {e.attempt > 0 && `#${e.attempt}`} {e.status}{" "}
+              {e.detail && <span class="muted">{e.detail}</span>}
+              {e.payload !== null && e.payload !== undefined && <code>{JSON.stringify(e.payload)}</code>}
+            </li>
+          ))}
+        </ol>
+      </details>
+    </section>
+  );
+}
+
+function RunIo({ run }: { run: RunT }) {
+  return (
+    <>
+      <h2>Input</h2>
+      <Json value={run.input} label="Run input" />
+      <h2>Output</h2>
+      <Json value={run.output} label="Run output" />
+    </>
+  );
+}
+
+function RunActions({ run, status, selected, onDone }: { run: RunT; status: string; selected: string; onDone: () => void }) {
+  const [reason, setReason] = useState("");
+  const [from, setFrom] = useState("");
+  const done = isTerminal(status);
+  const fromStep = from || selected || run.steps[0]?.id || "";
+  return (
+    <div class="actions" role="group" aria-label="Run actions">
+      <ConfirmButton
+        label="Cancel run"
+        danger
+        disabled={done}
+        question={`Cancel run ${run.id}? Its running steps are told to stop and nothing new starts.`}
+        confirmLabel="Cancel the run"
+        action={async () => {
+          await post(`/v1/runs/${enc(run.id)}/cancel`, reason ? { reason } : {});
+          onDone();
+        }}
+      >
+        <label>
+          Reason (optional)
+          <input value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+        </label>
+      </ConfirmButton>
+      <ConfirmButton
+        label="Retry run"
+        disabled={!done || status === "succeeded"}
+        question={`Retry the failed, cancelled or timed-out steps of run ${run.id}?`}
+        action={async () => {
+          await post(`/v1/runs/${enc(run.id)}/retry`, {});
+          onDone();
+        }}
+      />
+      <ConfirmButton
+        label="Rerun from a step"
+        disabled={!done}
+        question={`Run ${run.id} again from a step: it and every step after it run again.`}
+        confirmLabel="Rerun"
+        action={async () => {
+          await post(`/v1/runs/${enc(run.id)}/rerun`, { from_step: fromStep });
+          onDone();
+        }}
+      >
+        <label>
+          From step
+          <select value={fromStep} onChange={(e) => setFrom(e.currentTarget.value)}>
+            {run.steps.map((s) => (
+              <option key={s.id} value={s.id}>
+                {s.id}
+              </option>
+            ))}
+          </select>
+        </label>
+      </ConfirmButton>
+    </div>
+  );
+}
+
+function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workflow["steps"][number]; run: RunT; liveStatus?: string }) {
+  const tasks = step.kind === "human" && statusWord(liveStatus ?? step.status) === "waiting";
+  return (
+    <div data-testid="step-detail">
+      <h2>
+        Step {step.id} <Status s={liveStatus ?? step.status} />
+      </h2>
+      <dl class="facts">
+        <dt>Kind</dt>
+        <dd>
+          {step.kind}
+          {step.handler && ` (handler ${step.handler})`}
+        </dd>
+        <dt>Attempt</dt>
+        <dd>
+          {step.attempt - step.attempt_base} of {step.max_attempts}
+          {step.attempt_base > 0 && ` (${step.attempt} in all)`}
+        </dd>
+        {step.worker && (
+          <>
+            <dt>Worker</dt>
+            <dd>{step.worker}</dd>
+          </>
+        )}
+        <dt>Dispatched</dt>
+        <dd>{fmtTime(step.dispatched_at)}</dd>
+        <dt>Started</dt>
+        <dd>{fmtTime(step.started_at)}</dd>
+        <dt>Finished</dt>
+        <dd>{fmtTime(step.finished_at)}</dd>
+        {step.wake_at && (
+          <>
+            <dt>Wakes</dt>
+            <dd>{fmtTime(step.wake_at)}</dd>
+          </>
+        )}
+        {step.completed_by && (
+          <>
+            <dt>Completed by</dt>
+            <dd>{step.completed_by}</dd>
+          </>
+        )}
+        {step.depends_on.length > 0 && (
+          <>
+            <dt>Depends on</dt>
+            <dd>{step.depends_on.join(", ")}</dd>
+          </>
+        )}
+        {def?.when && (
+          <>
+            <dt>When</dt>
+            <dd class="mono">{def.when}</dd>
+          </>
+        )}
+      </dl>
+      {step.waiting_for && (
+        <p class="note" data-testid="waiting-for">
+          Waiting for {step.waiting_for}
+        </p>
+      )}
+      {tasks && (
+        <p>
+          <a href={href(["tasks", run.id, step.id])}>Open the task screen</a>
+        </p>
+      )}
+      {step.error && <p class="error">Error: {step.error}</p>}
+      {step.items && (
+        <>
+          <h3>Fan-out</h3>
+          <Progress label={`Elements of ${step.id}`} done={step.items.succeeded} failed={step.items.failed} total={step.items.total} />
+          <p data-testid="fanout">
+            {step.items.succeeded} succeeded, {step.items.failed} failed, {step.items.in_flight} in flight, {step.items.total} in all
+          </p>
+        </>
+      )}
+      {step.emitted && (
+        <>
+          <h3>Emitted runs</h3>
+          <Progress label={`Runs emitted by ${step.id}`} done={step.emitted.succeeded} failed={step.emitted.failed} total={step.emitted.total} />
+          <p>
+            {step.emitted.pending} pending, {step.emitted.running} running, {step.emitted.succeeded} succeeded, {step.emitted.failed} failed ·{" "}
+            <a href={href(["runs"], { parent: run.id })}>list them</a>
+          </p>
+        </>
+      )}
+      {step.child_run_id && (
+        <p>
+          Child run: <a href={href(["runs", step.child_run_id])}>{step.child_run_id}</a>
+        </p>
+      )}
+      {step.slot && (
+        <>
+          <h3>Concurrency slot</h3>
+          <p>
+            Pool <span class="mono">{step.slot}</span>, held by:
+          </p>
+          <ul>
+            {step.slot_holders.length === 0 && <li class="muted">nobody</li>}
+            {step.slot_holders.map((h) => (
+              <li key={h} class="mono">
+                {h.includes("/") ? <a href={href(["runs", h.split("/")[0]])}>{h}</a> : h}
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+      <h3>Attempts</h3>
+      {step.attempts.length === 0 ? (
+        <p class="muted">{step.items ? "A fan-out's attempts are its elements' (see Fan-out above)." : "No finished attempt yet."}</p>
+      ) : (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">#</th>
+              <th scope="col">Outcome</th>
+              <th scope="col">Worker</th>
+              <th scope="col">Started</th>
+              <th scope="col">Took</th>
+              <th scope="col">Error</th>
+            </tr>
+          </thead>
+          <tbody>
+            {step.attempts.map((a) => (
+              <tr key={a.number}>
+                <td>{a.number}</td>
+                <td>
+                  <Status s={a.outcome} />
+                </td>
+                <td>{a.worker || "–"}</td>
+                <td>{fmtTime(a.started_at)}</td>
+                <td>{fmtDuration(a.started_at, a.finished_at)}</td>
+                <td class="clip">{a.error}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <h3>Input</h3>
+      {def?.input_template !== undefined && def?.input_template !== null ? (
+        <>
+          <p class="muted">The step's input template (the API does not return the resolved input):</p>
+          <Json value={def.input_template} label="Input template" />
+        </>
+      ) : def?.for_each ? (
+        <p>
+          One element of <code>{def.for_each}</code> per call.
+        </p>
+      ) : (
+        <p class="muted">The run input.</p>
+      )}
+      <h3>Output</h3>
+      <Json value={step.output} label={`Output of ${step.id}`} />
+    </div>
+  );
+}

@@ -1,0 +1,197 @@
+//! The web console in a real browser: a coordinator with its HTTP API (which serves the console),
+//! a test worker, Redis and RabbitMQ; `console/e2e/console.mjs` drives Debian's Chromium through
+//! `playwright-core`: the expense approval (the task in the inbox, a form error found by the page
+//! and one found by the coordinator shown next to their fields, the approval, the run's steps
+//! turning green, a rerun from a step), a fan-out's progress, cancelling a running run and
+//! retrying a failed one from their pages, a schedule triggered from its page, and the token
+//! prompt of a coordinator with auth on.
+//!
+//! Needs Node, `console/node_modules` (`console/build.sh` installs it) and `/usr/bin/chromium`
+//! (`apt-get install -y chromium`); the coordinator must have been built after `console/build.sh`
+//! (it embeds `console/dist`). A missing piece fails the test with the command that installs it.
+//! Screenshots go to `target/console-screenshots/` (printed).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use baton_tests::{Cluster, free_port};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One HTTP/1.1 GET over a fresh connection: (status, body). Plain std I/O, so the test needs no
+/// HTTP client crate for its two readiness checks.
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// What the browser test needs on this machine; panics with how to install what is missing.
+fn check_prerequisites() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: install Debian's Chromium with `apt-get install -y chromium` (as root), \
+         or set CHROMIUM to a Chromium binary"
+    );
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "node is missing: install Node 20 or later (`apt-get install -y nodejs npm`)"
+    );
+    let pw = repo_root().join("console/node_modules/playwright-core");
+    assert!(
+        pw.exists(),
+        "{} is missing: run `console/build.sh` (npm ci from console/package-lock.json)",
+        pw.display()
+    );
+}
+
+const EXPENSE: &str = include_str!("../../examples/workflows/expense.yaml");
+
+const FANOUT: &str = r#"
+name: fanout
+version: 1
+description: Squares each element, two at a time, then echoes the squares.
+steps:
+  - id: squares
+    handler: square
+    for_each: input.items
+    max_parallel: 2
+    timeout: 30s
+  - id: total
+    handler: echo
+    depends_on: [squares]
+    input:
+      squares: "${{ steps.squares.output }}"
+"#;
+
+const LONGRUN: &str = r#"
+name: longrun
+version: 1
+description: One step that runs for a minute unless cancelled.
+steps:
+  - id: wait
+    handler: patient
+    timeout: 5m
+  - id: after
+    handler: echo
+    depends_on: [wait]
+"#;
+
+const FLAKY: &str = r#"
+name: flaky
+version: 1
+description: Fails its one attempt; a retry of the run succeeds.
+steps:
+  - id: charge
+    handler: fail
+    input:
+      succeed_on_attempt: 2
+    retry:
+      max_attempts: 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_and_retries_runs_in_chromium() {
+    check_prerequisites();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start("console", &[("BATON_HTTP_ADDR", &http)]).await;
+    cluster.spawn_worker("console-worker", 8);
+    for yaml in [EXPENSE, FANOUT, LONGRUN, FLAKY] {
+        cluster.register(yaml).await;
+    }
+
+    let stdout = run_script(&cluster, &http, "console.mjs", &[]).await;
+    assert!(
+        stdout.contains("all console scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_asks_for_a_token_when_the_api_answers_401_and_keeps_it_for_the_tab() {
+    check_prerequisites();
+    let viewer = "tok-console-viewer-7c1e9a";
+    let http = format!("127.0.0.1:{}", free_port());
+    let tokens = format!("viewer:vera:{viewer}");
+    let cluster = Cluster::start(
+        "console-token",
+        &[("BATON_HTTP_ADDR", &http), ("BATON_AUTH_TOKENS", &tokens)],
+    )
+    .await;
+    let stdout = run_script(&cluster, &http, "token.mjs", &[("TOKEN", viewer)]).await;
+    assert!(
+        stdout.contains("all token scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
+/// Waits until the HTTP server at `http` answers health and serves the built console, then runs
+/// `node console/e2e/<script>` with `env`; prints its output and answers its stdout, panicking
+/// when it fails.
+async fn run_script(cluster: &Cluster, http: &str, script: &str, env: &[(&str, &str)]) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok((200, _)) = http_get(http, "/healthz") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the coordinator's HTTP API at {http} did not answer /healthz within 30 s; see {}",
+            cluster.log_path("coordinator").display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, index) = http_get(http, "/").expect("GET /");
+    assert_eq!(status, 200, "GET / answered {status}: {index}");
+    assert!(
+        !index.contains("the console was not built"),
+        "the coordinator embeds the placeholder page: run `console/build.sh`, then build the tests again \
+         (`cargo test -p baton-tests --test console` rebuilds the coordinator with console/dist)"
+    );
+
+    let shots = repo_root().join("target/console-screenshots");
+    let path = repo_root().join("console/e2e").join(script);
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new("node")
+            .arg(&path)
+            .current_dir(repo_root().join("console"))
+            .env("CONSOLE_URL", format!("http://{http}/"))
+            .env("SCREENSHOT_DIR", &shots)
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser test did not finish within 5 minutes")
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("screenshots: {}", shots.display());
+    assert!(
+        out.status.success(),
+        "node {} failed ({}); its output is above; coordinator log: {}",
+        path.display(),
+        out.status,
+        cluster.log_path("coordinator").display()
+    );
+    stdout
+}
