@@ -378,6 +378,13 @@ async fn runs_are_registered_submitted_listed_and_operated_over_http_with_grpc_e
     assert!(unknown.body["message"].as_str().is_some_and(|m| m.contains("no run")));
     let garbled = http.get("/v1/runs/not-a-uuid", None).await;
     assert_eq!(garbled.error(), (400, "INVALID_ARGUMENT", Some("run_id")));
+    // A path segment that does not decode is a JSON error too, not axum's plain text.
+    let undecodable = http.get("/v1/runs/%FF%FE", None).await;
+    assert_eq!(
+        undecodable.error(),
+        (400, "INVALID_ARGUMENT", Some("path")),
+        "{undecodable:?}"
+    );
     let malformed = http
         .send(
             Method::POST,

@@ -19,6 +19,26 @@ pub const MAX_QUERY_VALUE_BYTES: usize = 1024;
 /// Longest query string, in bytes.
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 
+/// Path parameters deserialized into `T`, like axum's `Path`, but a segment that does not decode
+/// (bad percent-encoding, not UTF-8) is INVALID_ARGUMENT with field `path` in the JSON error body,
+/// like every other error, instead of axum's plain-text answer.
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParams(value)),
+            Err(e) => Err(ApiError::invalid(format!("path: {}", echo(&e.body_text())))),
+        }
+    }
+}
+
 /// A JSON request body deserialized into `T`. An empty body reads as `{}`.
 pub struct JsonBody<T>(pub T);
 

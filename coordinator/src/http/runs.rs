@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::HeaderMap,
-};
+use axum::{Json, extract::State, http::HeaderMap};
 use baton_shared::proto::{self, run_service_server::RunService as _};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -15,7 +11,7 @@ use utoipa::IntoParams;
 use super::{
     HttpState,
     error::ApiError,
-    extract::{JsonBody, Query},
+    extract::{JsonBody, PathParams, Query},
     method,
     model::{
         CancelRunBody, Empty, ErrorBody, RerunRunBody, Run, RunList, RunOperation, SubmitRunAnswer, SubmitRunBody,
@@ -145,7 +141,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(run_id): Path<String>,
+    PathParams(run_id): PathParams<String>,
 ) -> Result<Json<Run>, ApiError> {
     let r = s
         .call(
@@ -168,7 +164,7 @@ pub async fn get(
 pub async fn cancel(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(run_id): Path<String>,
+    PathParams(run_id): PathParams<String>,
     JsonBody(b): JsonBody<CancelRunBody>,
 ) -> Result<Json<RunOperation>, ApiError> {
     let r = s
@@ -195,7 +191,7 @@ pub async fn cancel(
 pub async fn retry(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(run_id): Path<String>,
+    PathParams(run_id): PathParams<String>,
     JsonBody(Empty {}): JsonBody<Empty>,
 ) -> Result<Json<RunOperation>, ApiError> {
     let r = s
@@ -219,7 +215,7 @@ pub async fn retry(
 pub async fn rerun(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(run_id): Path<String>,
+    PathParams(run_id): PathParams<String>,
     JsonBody(b): JsonBody<RerunRunBody>,
 ) -> Result<Json<RunOperation>, ApiError> {
     let msg = proto::RerunRunRequest {

@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::HeaderMap,
-};
+use axum::{Json, extract::State, http::HeaderMap};
 use baton_shared::proto::{self, schedule_service_server::ScheduleService as _};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -15,7 +11,7 @@ use utoipa::IntoParams;
 use super::{
     HttpState,
     error::ApiError,
-    extract::{JsonBody, Query},
+    extract::{JsonBody, PathParams, Query},
     method,
     model::{
         CreateScheduleBody, Empty, EmptyAnswer, ErrorBody, Schedule, ScheduleList, ScheduleTick, TickList, json_text,
@@ -98,7 +94,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Schedule>, ApiError> {
     let r = s
         .call(
@@ -121,7 +117,7 @@ pub async fn get(
 pub async fn delete(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<EmptyAnswer>, ApiError> {
     s.call(
         method!("ScheduleService/DeleteSchedule"),
@@ -143,7 +139,7 @@ pub async fn delete(
 pub async fn pause(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(Empty {}): JsonBody<Empty>,
 ) -> Result<Json<Schedule>, ApiError> {
     let r = s
@@ -167,7 +163,7 @@ pub async fn pause(
 pub async fn resume(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(Empty {}): JsonBody<Empty>,
 ) -> Result<Json<Schedule>, ApiError> {
     let r = s
@@ -191,7 +187,7 @@ pub async fn resume(
 pub async fn trigger(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(Empty {}): JsonBody<Empty>,
 ) -> Result<Json<ScheduleTick>, ApiError> {
     let r = s
@@ -225,7 +221,7 @@ pub struct TicksQuery {
 pub async fn ticks(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Query(q): Query<TicksQuery>,
 ) -> Result<Json<TickList>, ApiError> {
     let msg = proto::ListScheduleTicksRequest {

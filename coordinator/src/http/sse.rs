@@ -6,7 +6,7 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, header},
     response::{
         IntoResponse, Response,
@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 use super::{
     HttpState,
     error::ApiError,
-    extract::Query,
+    extract::{PathParams, Query},
     method,
     model::{ErrorBody, RunEvent},
 };
@@ -56,7 +56,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(s): State<Arc<HttpState>>,
     mut headers: HeaderMap,
-    Path(run_id): Path<String>,
+    PathParams(run_id): PathParams<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     if !headers.contains_key(header::AUTHORIZATION)

@@ -2,11 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::HeaderMap,
-};
+use axum::{Json, extract::State, http::HeaderMap};
 use baton_shared::proto::{self, human_task_service_server::HumanTaskService as _};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -14,7 +10,7 @@ use utoipa::IntoParams;
 use super::{
     HttpState,
     error::ApiError,
-    extract::{JsonBody, Query},
+    extract::{JsonBody, PathParams, Query},
     method,
     model::{CompleteTaskBody, ErrorBody, HumanTask, TaskList, json_text},
     runs::check_limit,
@@ -79,7 +75,7 @@ pub async fn list(
 pub async fn complete(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path((run_id, step_id)): Path<(String, String)>,
+    PathParams((run_id, step_id)): PathParams<(String, String)>,
     JsonBody(b): JsonBody<CompleteTaskBody>,
 ) -> Result<Json<HumanTask>, ApiError> {
     let msg = proto::CompleteHumanTaskRequest {

@@ -2,11 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::HeaderMap,
-};
+use axum::{Json, extract::State, http::HeaderMap};
 use baton_shared::proto::{self, workflow_service_server::WorkflowService as _};
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,7 +11,7 @@ use utoipa::IntoParams;
 use super::{
     HttpState,
     error::ApiError,
-    extract::{JsonBody, Query},
+    extract::{JsonBody, PathParams, Query},
     method,
     model::{ErrorBody, RegisterWorkflowAnswer, RegisterWorkflowBody, Workflow, WorkflowList},
 };
@@ -96,7 +92,7 @@ pub struct GetWorkflowQuery {
 pub async fn get(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     Query(q): Query<GetWorkflowQuery>,
 ) -> Result<Json<Workflow>, ApiError> {
     let w = s
