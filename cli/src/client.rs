@@ -219,12 +219,15 @@ impl Coordinator {
         let mut last: Option<(u64, u64)> = None;
         let mut noted = false;
         let mut reopened = false;
+        let mut last_sequence = String::new();
         loop {
             let opened = self
                 .runs()
                 .watch_run(WatchRunRequest {
                     run_id: run_id.to_owned(),
-                    ..Default::default()
+                    // A reopened stream starts after the last event handed on (coordinators
+                    // without `after_sequence` send the history again, which is skipped below).
+                    after_sequence: last_sequence.clone(),
                 })
                 .await;
             match opened {
@@ -239,7 +242,10 @@ impl Coordinator {
                                 let at = sequence(&event.sequence);
                                 if !reopened || at.is_none() || at > last {
                                     on_event(&event)?;
-                                    last = at.or(last);
+                                    if at.is_some() && at > last {
+                                        last = at;
+                                        last_sequence.clone_from(&event.sequence);
+                                    }
                                 }
                             }
                             Ok(None) => break,
