@@ -158,14 +158,34 @@ class Cluster:
                 "RUST_LOG": "info,lapin=warn",
             },
         )
+        self._wait_serving(self.coordinator, self.port)
+        self.client = Client(self.addr)
+
+    def _wait_serving(self, proc: Proc, port: int) -> None:
         deadline = time.monotonic() + 90
-        while _health(f"127.0.0.1:{self.port}") != 1:
-            if self.coordinator.popen.poll() is not None:
-                raise AssertionError(f"coordinator exited at start-up; log:\n{self.coordinator.text()[-4000:]}")
+        while _health(f"127.0.0.1:{port}") != 1:
+            if proc.popen.poll() is not None:
+                raise AssertionError(f"coordinator exited at start-up; log:\n{proc.text()[-4000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError("coordinator did not answer health SERVING within 90s")
             time.sleep(0.05)
-        self.client = Client(self.addr)
+
+    def another_coordinator(self) -> str:
+        """A second coordinator of the same namespace on a port of its own, waited until SERVING;
+        returns its address. Stopped with the cluster."""
+        port = free_port()
+        proc = self._spawn(
+            "coordinator",
+            [str(BIN_DIR / "baton-coordinator")],
+            {
+                "BATON_LISTEN": f"127.0.0.1:{port}",
+                "BATON_TIMER_POLL_INTERVAL": "50ms",
+                "BATON_RETENTION": "1h",
+                "RUST_LOG": "info,lapin=warn",
+            },
+        )
+        self._wait_serving(proc, port)
+        return f"http://127.0.0.1:{port}"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)

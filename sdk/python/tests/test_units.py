@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from baton import InvalidArgument, NonRetryableError, RetryableError, Suspend, Worker
+from baton import _rpc
 from baton.errors import field_paths
 from baton.worker import _duration_seconds
 
@@ -48,8 +49,12 @@ def test_worker_settings_out_of_range_are_refused_with_the_setting_named() -> No
         Worker(heartbeat_interval=0.01)
     with pytest.raises(ValueError, match="scheme"):
         Worker(coordinator="ftp://h:1")
-    with pytest.raises(ValueError, match="several coordinator addresses"):
-        Worker(coordinator="http://a:1,http://b:1")
+    with pytest.raises(ValueError, match="several https:// coordinator addresses"):
+        Worker(coordinator="https://a:1,https://b:1")
+    with pytest.raises(ValueError, match="at most 16"):
+        Worker(coordinator=",".join(["http://127.0.0.1:1"] * 17))
+    assert _rpc.split_address("http://127.0.0.1:1, http://127.0.0.2:2") == ("ipv4:127.0.0.1:1,127.0.0.2:2", False)
+    assert _rpc.split_address("https://h:1") == ("h:1", True)
     with pytest.raises(ValueError, match="token"):
         Worker(token="bad token\n")
     assert _duration_seconds("X", "250ms") == 0.25 and _duration_seconds("X", "2m") == 120

@@ -9,6 +9,7 @@ import signal
 import time
 
 import aio_pika
+from baton import Client
 from conftest import AMQP_URL, Cluster
 
 
@@ -263,3 +264,27 @@ def test_a_run_alternating_rust_and_python_workers_passes_outputs_between_them(c
     assert run.steps["r2"].output == {"n": 10}
     assert run.output == {"p2": {"n": 11}}
     assert run.steps["r1"].worker.startswith("rs") and run.steps["p1"].worker.startswith("py")
+
+
+def test_a_worker_with_two_coordinators_keeps_working_when_the_first_is_killed_for_good(cluster: Cluster) -> None:
+    second = cluster.another_coordinator()
+    cluster.python_worker(BATON_COORDINATOR=f"{cluster.addr},{second}")
+    cluster.client.register_workflow(
+        flow(
+            "pair",
+            {"id": "a", "handler": "py.sleep"},
+            {"id": "b", "handler": "py.echo", "depends_on": ["a"]},
+        )
+    )
+    before = cluster.client.submit("pair", {"ms": 50}).run_id
+    assert cluster.client.wait(before, timeout=60).status == "succeeded"
+    # A run in flight when the first coordinator dies, and runs submitted to the second after.
+    during = cluster.client.submit("pair", {"ms": 1500}).run_id
+    cluster.wait_step(during, "a", "running")
+    cluster.coordinator.signal(signal.SIGKILL)
+    with Client(second) as client:
+        after = [client.submit("pair", {"ms": 50, "i": i}).run_id for i in range(3)]
+        for run_id in [during, *after]:
+            run = client.wait(run_id, timeout=90)
+            assert run.status == "succeeded", run
+            assert run.steps["b"].worker.startswith("py-"), run

@@ -5,6 +5,7 @@ metadata, and typed unary and server-streaming calls built from the generated me
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -63,15 +64,35 @@ class Tls:
         )
 
 
+MAX_COORDINATORS = 16
+"""Most coordinator addresses one worker or client takes (as the Rust worker)."""
+
+
 def split_address(address: str) -> tuple[str, bool]:
-    """`(host:port, tls)` of a coordinator address; ValueError for another scheme or none, and for
-    a comma-separated list (the Rust worker's failover between coordinators is not in this SDK:
-    give it a load balancer's address or a DNS name with several addresses)."""
-    if "," in address:
+    """`(grpc target, tls)` of a coordinator address (`http://host:port` or `https://host:port`),
+    or of several separated by commas (`http://10.0.0.1:7450,http://10.0.0.2:7450`, at most 16,
+    plain `http://` only). Several addresses become one gRPC target (`ipv4:a:p,b:p`, or `ipv6:`)
+    whose `pick_first` policy uses the first that answers and moves on to the next when its
+    connection fails; host names in a list are resolved now. ValueError for another scheme or
+    none, an empty or too long list, or several `https://` addresses (use a load balancer's
+    address, or one DNS name with several addresses, which gRPC also fails over between)."""
+    parts = [a.strip() for a in address.split(",") if a.strip()]
+    if not parts:
+        raise ValueError(f"{address[:200]!r}: no coordinator address")
+    if len(parts) > MAX_COORDINATORS:
+        raise ValueError(f"{len(parts)} coordinator addresses: at most {MAX_COORDINATORS}")
+    if len(parts) == 1:
+        return _one_address(parts[0])
+    hosts = [_one_address(p) for p in parts]
+    if any(tls for _, tls in hosts):
         raise ValueError(
-            f"{address[:200]!r}: several coordinator addresses are not supported by the Python SDK; "
-            "use one address (a load balancer, or a DNS name with several addresses)"
+            f"{address[:200]!r}: several https:// coordinator addresses are not supported by the Python SDK; "
+            "use a load balancer's address or one DNS name with several addresses"
         )
+    return _resolved_target([h for h, _ in hosts], address), False
+
+
+def _one_address(address: str) -> tuple[str, bool]:
     scheme, sep, rest = address.partition("://")
     if not sep:
         raise ValueError(f"{address[:200]!r} has no scheme: use http://host:port or https://host:port")
@@ -81,6 +102,36 @@ def split_address(address: str) -> tuple[str, bool]:
     if not target:
         raise ValueError(f"{address[:200]!r} has no host")
     return target, scheme.lower() == "https"
+
+
+def _resolved_target(hostports: list[str], given: str) -> str:
+    """`ipv4:a:p,b:p` (or `ipv6:[a]:p,...`) for `host:port`s, each host resolved to its addresses
+    in order. ValueError naming the address when one does not resolve or the families mix."""
+    v4: list[str] = []
+    v6: list[str] = []
+    for hostport in hostports:
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{hostport[:200]!r} in {given[:200]!r} has no port: use http://host:port")
+        host = host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:
+            raise ValueError(f"{hostport[:200]!r} in {given[:200]!r} does not resolve: {e}") from None
+        for family, _, _, _, sockaddr in infos:
+            ip = str(sockaddr[0])
+            if family == socket.AF_INET and f"{ip}:{port}" not in v4:
+                v4.append(f"{ip}:{port}")
+            elif family == socket.AF_INET6 and f"[{ip}]:{port}" not in v6:
+                v6.append(f"[{ip}]:{port}")
+    if v4 and not v6:
+        return "ipv4:" + ",".join(v4)
+    if v6 and not v4:
+        return "ipv6:" + ",".join(v6)
+    if v4:
+        # Both families: keep IPv4 (one gRPC target takes one family).
+        return "ipv4:" + ",".join(v4)
+    raise ValueError(f"{given[:200]!r}: no address")
 
 
 def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
@@ -107,11 +158,16 @@ def _options(max_message_bytes: int) -> list[tuple[str, Any]]:
 def aio_channel(address: str, tls: Tls, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
     """An asyncio channel to `address` (connects lazily)."""
     target, secure = split_address(address)
+    options = _options(max_message_bytes)
+    if target.startswith(("ipv4:", "ipv6:")):
+        # A list target's default :authority would be the whole list, which an HTTP/2 server
+        # refuses (PROTOCOL_ERROR): name the first address instead.
+        options.append(("grpc.default_authority", target.split(":", 1)[1].split(",", 1)[0]))
     if secure:
-        return grpc.aio.secure_channel(target, tls.credentials(), options=_options(max_message_bytes))
+        return grpc.aio.secure_channel(target, tls.credentials(), options=options)
     if tls.ca_file or tls.client_cert:
         raise ValueError(f"TLS files are set but {address[:200]!r} is not an https:// address")
-    return grpc.aio.insecure_channel(target, options=_options(max_message_bytes))
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 class Unary(Generic[Req, Resp]):
