@@ -457,25 +457,7 @@ fn method_label(path: &str) -> String {
 /// The gRPC code name of a `grpc-status` value (`OK`, `NOT_FOUND`, ...).
 fn code_label(status: Option<&http::HeaderValue>) -> Option<&'static str> {
     let n: i32 = status?.to_str().ok()?.trim().parse().ok()?;
-    Some(match tonic::Code::from_i32(n) {
-        tonic::Code::Ok => "OK",
-        tonic::Code::Cancelled => "CANCELLED",
-        tonic::Code::Unknown => "UNKNOWN",
-        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        tonic::Code::NotFound => "NOT_FOUND",
-        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-        tonic::Code::Aborted => "ABORTED",
-        tonic::Code::OutOfRange => "OUT_OF_RANGE",
-        tonic::Code::Unimplemented => "UNIMPLEMENTED",
-        tonic::Code::Internal => "INTERNAL",
-        tonic::Code::Unavailable => "UNAVAILABLE",
-        tonic::Code::DataLoss => "DATA_LOSS",
-        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-    })
+    Some(baton_shared::status::code_name(tonic::Code::from_i32(n)))
 }
 
 fn count_request(method: &str, code: &'static str) {

@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use baton_shared::time::now_ms;
-use redis::AsyncCommands;
 
 use crate::{engine::Engine, error::Result, health::Health, registry::Registry};
 
@@ -44,14 +43,15 @@ impl Marker {
     pub async fn check(&mut self, engine: &Engine) -> Result<Check> {
         let mut conn = engine.store.conn();
         let key = key(engine);
-        let _: bool = redis::cmd("SET")
+        // SET NX then GET in one round trip: the marker that holds after this call.
+        let (_, now): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("SET")
             .arg(&key)
             .arg(now_ms())
             .arg("NX")
-            .query_async::<Option<String>>(&mut conn)
-            .await
-            .map(|r| r.is_some())?;
-        let now: Option<String> = conn.get(&key).await?;
+            .get(&key)
+            .query_async(&mut conn)
+            .await?;
         let found = match (&self.seen, &now) {
             (Some(seen), Some(now)) if seen == now => Check::Same,
             (None, _) => Check::Same,

@@ -1491,7 +1491,7 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`].
     pub async fn claim(&self, outbox: bool, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
-        let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
+        let key = self.due_set_key(outbox);
         self.claim_key(&key, now, lease, limit).await
     }
 
@@ -1566,8 +1566,9 @@ impl Store {
         Ok(())
     }
 
-    /// The outbox's key, for [`Store::renew`].
-    pub fn outbox_key(&self, outbox: bool) -> String {
+    /// The key of the durable-time sorted set a claim comes from: the outbox (`outbox = true`) or
+    /// the timers. For [`Store::renew`] and [`Store::give_back`].
+    pub fn due_set_key(&self, outbox: bool) -> String {
         if outbox { self.keys.outbox() } else { self.keys.timers() }
     }
 
@@ -1597,7 +1598,7 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`].
     pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
-        let key = if outbox { self.keys.outbox() } else { self.keys.timers() };
+        let key = self.due_set_key(outbox);
         let held = claimed.lease.0.read().await;
         let mut conn = self.conn.clone();
         let timed = tokio::time::Instant::now();

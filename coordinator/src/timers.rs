@@ -69,7 +69,7 @@ pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, 
     let set = if outbox { ItemSet::Outbox } else { ItemSet::Timers };
     let poll = engine.config.timer_poll_interval;
     let lease = engine.config.timer_lease;
-    let key = engine.store.outbox_key(outbox);
+    let key = engine.store.due_set_key(outbox);
     loop {
         if *shutdown.borrow() {
             return;
