@@ -122,12 +122,13 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
         );
     }
     // The ticks caught up after the stall say so, and each is judged as of its own time
-    // (overlap: skip): a tick is skipped only for a run that had started by its due time, never
-    // for the run that the caught-up tick before it started a moment ago.
-    let caught_up: Vec<_> = all.iter().filter(|t| t.reason.contains("caught up")).collect();
+    // (overlap: skip): a tick is skipped only for a run that was going at its due time (started
+    // by then, not finished by then), never for the run that the caught-up tick before it started
+    // a moment ago. Whether a caught-up tick fires or is skipped depends on how long the run
+    // before the stall takes on this machine, so the test asserts the rule, not the outcome.
     assert!(
-        caught_up.iter().filter(|t| t.outcome == "fired").count() >= 1,
-        "the late ticks are fired and say they were caught up: {all:#?}"
+        all.iter().any(|t| t.reason.contains("caught up")),
+        "the late ticks say they were caught up: {all:#?}"
     );
     let mut runs = baton_shared::proto::run_service_client::RunServiceClient::new(
         tonic::transport::Endpoint::from_shared(second)
@@ -155,6 +156,11 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
                 assert!(
                     ms(&run.created_at) <= ms(&t.tick_at),
                     "tick {t:?} was skipped for run {previous}, created after the tick was due"
+                );
+                let finished = ms(&run.finished_at);
+                assert!(
+                    finished == 0 || finished > ms(&t.tick_at),
+                    "tick {t:?} was skipped for run {previous}, which had finished before the tick was due"
                 );
             }
             other => panic!("unexpected outcome {other}: {t:?}"),
@@ -197,30 +203,34 @@ async fn dispatches_that_failed_while_rabbitmq_was_cut_are_sent_within_3s_of_its
             "nothing ran while RabbitMQ was cut"
         );
     }
-    let restored = Instant::now();
+    let restored = now_ms();
     proxy.restore();
+    // The backlog is re-sent when the connection is back: every first step has started within
+    // 4 s (the 1 s health probe notices, then the re-send is at once), not after the dispatch
+    // grace. How long the runs then take is the machine's business.
+    let mut drained = 0;
     for id in &ids {
         let run = cluster.wait_run(id, Duration::from_secs(30)).await;
         assert_eq!(status(&run), "succeeded", "{run:#?}");
+        drained = drained.max(ms(&run.steps[0].started_at) - restored);
     }
-    let drained = restored.elapsed();
-    eprintln!(
-        "RabbitMQ cut: the backlog drained {} ms after the connection came back",
-        drained.as_millis()
-    );
-    // The coordinator notices within its 1 s health probe, then re-sends at once.
+    eprintln!("RabbitMQ cut: the last waiting step started {drained} ms after the connection came back");
     assert!(
-        drained <= Duration::from_secs(4),
-        "the backlog took {drained:?} after RabbitMQ came back"
+        drained <= 4_000,
+        "the backlog took {drained} ms after RabbitMQ came back"
     );
 }
 
 /// Case 3: a worker's `ReportResult` is cancelled right after it was sent (as when the worker is
 /// killed just after reporting). Whenever the result was committed, the next step starts within
-/// 1 s: the publish of a committed transition does not die with the request.
+/// 3 s (not after the sweeper's 10 s lease): the publish of a committed transition does not die
+/// with the request.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next_step_within_1s() {
-    let cluster = Cluster::start("report-cancel", &[]).await;
+    // A long lease: a publish that died with the request would leave step b to the sweeper, which
+    // takes it up only when the outbox entry's hold (one lease) lapses, 10 s later; a bound of 3 s
+    // tells the two apart on a loaded machine.
+    let cluster = Cluster::start("report-cancel", &[("BATON_TIMER_LEASE", "10s")]).await;
     // `manual` is served by no worker: the test plays the worker of step a.
     cluster
         .register("name: handoff\nversion: 1\nsteps:\n  - {id: a, handler: manual}\n  - {id: b, handler: echo, depends_on: [a]}\n")
@@ -288,7 +298,7 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
         let b_started = ms(&run.steps[1].started_at);
         worst = worst.max(b_started - a_done);
         assert!(
-            b_started - a_done <= 1_000,
+            b_started - a_done <= 3_000,
             "step b started {} ms after a was committed (report answered: {})",
             b_started - a_done,
             answered.is_ok()
