@@ -226,7 +226,7 @@ async fn dispatches_that_failed_while_rabbitmq_was_cut_are_sent_within_3s_of_its
 /// 3 s (not after the sweeper's 10 s lease): the publish of a committed transition does not die
 /// with the request.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next_step_within_1s() {
+async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next_step_within_3s() {
     // A long lease: a publish that died with the request would leave step b to the sweeper, which
     // takes it up only when the outbox entry's hold (one lease) lapses, 10 s later; a bound of 3 s
     // tells the two apart on a loaded machine.
@@ -475,4 +475,108 @@ async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_res
             .any(|l| l.contains("NOT_SERVING") && l.contains("Redis lost its data")),
         "health says NOT_SERVING with the reason while it restores"
     );
+}
+
+/// Starts a coordinator of `cluster`'s namespace whose step-task publishes wait `delay` first (as
+/// one stuck between commit and publish), waits until it serves, and returns its address and pid.
+/// It must be the cluster's first additional coordinator.
+async fn stalled_coordinator(cluster: &mut Cluster, delay: &str) -> (String, u32) {
+    let addr = cluster.spawn_coordinator_unwaited(&[("BATON_TEST_PUBLISH_DELAY", delay)]);
+    let i = 0;
+    let start = Instant::now();
+    while baton_tests::health_status(&addr, "").await != Ok(tonic_health::ServingStatus::Serving) {
+        assert!(start.elapsed() < Duration::from_secs(90), "the stalled coordinator never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (addr, cluster.another_coordinator_pid(i).expect("it runs"))
+}
+
+/// Submits `n` one-step runs of `workflow` to the coordinator at `addr`; returns their ids.
+async fn submit_to(addr: &str, workflow: &str, n: usize) -> Vec<String> {
+    let mut runs = baton_shared::proto::run_service_client::RunServiceClient::new(
+        tonic::transport::Endpoint::from_shared(addr.to_string())
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            runs.submit_run(baton_shared::proto::SubmitRunRequest {
+                workflow: workflow.into(),
+                input_json: json!({"i": i}).to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("submit")
+            .into_inner()
+            .run_id,
+        );
+    }
+    ids
+}
+
+/// Case 7: a coordinator commits dispatches and dies before it publishes them (kill -9 while its
+/// publishes are stuck). The survivor's sweeper re-sends them within one hold lease (3 s), not
+/// after the 15 s dispatch grace, and each step runs once.
+#[tokio::test(flavor = "multi_thread")]
+async fn dispatches_of_a_coordinator_killed_between_commit_and_publish_are_sent_again_within_5s() {
+    let mut cluster = Cluster::start("outbox-dead", &[]).await;
+    cluster.register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
+    // The worker talks to the survivor (the cluster's first coordinator) only.
+    cluster.spawn_worker("w1", 8);
+    let warm = cluster.submit("one", json!({})).await;
+    assert_eq!(status(&cluster.wait_run(&warm, Duration::from_secs(30)).await), "succeeded");
+
+    let (victim, pid) = stalled_coordinator(&mut cluster, "1h").await;
+    let ids = submit_to(&victim, "one", 6).await;
+    for id in &ids {
+        cluster.wait_step(id, "a", "dispatched", Duration::from_secs(10)).await;
+    }
+    signal(pid, "-KILL");
+    let killed_at = now_ms();
+    let mut stall = 0;
+    for id in &ids {
+        let run = cluster.wait_run(id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        stall = stall.max(ms(&run.steps[0].started_at) - killed_at);
+        assert_eq!(cluster.executions(id, "a").await, 1, "step a of {id} ran once");
+    }
+    eprintln!(
+        "coordinator killed between commit and publish: its {} dispatches started at most {stall} ms after the kill",
+        ids.len()
+    );
+    assert!(stall <= 5_000, "a dispatch of the dead coordinator waited {stall} ms");
+}
+
+/// Case 8: a live coordinator's publishes are slow (6 s, two hold leases, within the 15 s dispatch
+/// grace). It holds their outbox entries meanwhile, so no other coordinator sends them a second
+/// time: every step runs once, delivered by the slow publish, and no coordinator logs a re-send.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_coordinators_slow_publishes_are_not_sent_twice_by_another() {
+    let mut cluster = Cluster::start("outbox-slow", &[]).await;
+    cluster.register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
+    cluster.spawn_worker("w1", 8);
+    let (slow, _) = stalled_coordinator(&mut cluster, "6s").await;
+    let ids = submit_to(&slow, "one", 6).await;
+    let mut earliest = i64::MAX;
+    for id in &ids {
+        let run = cluster.wait_run(id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        earliest = earliest.min(ms(&run.steps[0].started_at) - ms(&run.created_at));
+        assert_eq!(cluster.executions(id, "a").await, 1, "step a of {id} ran once");
+    }
+    let log = std::fs::read_to_string(cluster.log_path("coordinator")).unwrap_or_default();
+    let resent: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("re-sending an unconfirmed dispatch") && ids.iter().any(|id| l.contains(id.as_str())))
+        .collect();
+    eprintln!(
+        "slow publishes (6 s): {} runs, each step ran once, the first started {earliest} ms after its submit, {} re-sends",
+        ids.len(),
+        resent.len()
+    );
+    assert!(resent.is_empty(), "another coordinator re-sent a live one's dispatch: {resent:#?}");
+    assert!(earliest >= 5_000, "the steps were delivered by the slow publishes, not by a re-send");
 }
