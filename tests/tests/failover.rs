@@ -580,3 +580,132 @@ async fn a_live_coordinators_slow_publishes_are_not_sent_twice_by_another() {
     assert!(resent.is_empty(), "another coordinator re-sent a live one's dispatch: {resent:#?}");
     assert!(earliest >= 5_000, "the steps were delivered by the slow publishes, not by a re-send");
 }
+
+/// A run service client of the coordinator at `addr`.
+async fn runs_at(addr: &str) -> baton_shared::proto::run_service_client::RunServiceClient<tonic::transport::Channel> {
+    baton_shared::proto::run_service_client::RunServiceClient::new(
+        tonic::transport::Endpoint::from_shared(addr.to_string())
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect"),
+    )
+}
+
+/// Case 9: one of two coordinators is cut off from Redis for 10 s (a proxy between them refuses)
+/// while runs flow; the workers list it first. It answers UNAVAILABLE at once while cut off (it
+/// does not hold calls), the workers move to the other coordinator (health watch, UNAVAILABLE,
+/// call deadline), and steps keep finishing: no stall over 5 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing() {
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let cut_redis = format!("redis://127.0.0.1:{}", proxy.port);
+    let mut cluster = Cluster::start("redis-cut", &[("BATON_REDIS_URL", cut_redis.as_str())]).await;
+    cluster
+        .register("name: chain\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: b, handler: echo, depends_on: [a]}\n")
+        .await;
+    let cut_off = cluster.addr.clone();
+    let other = cluster.spawn_coordinator_unwaited(&[("BATON_REDIS_URL", baton_tests::REDIS_URL)]);
+    let start = Instant::now();
+    while baton_tests::health_status(&other, "").await != Ok(tonic_health::ServingStatus::Serving) {
+        assert!(start.elapsed() < Duration::from_secs(90), "the second coordinator never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let both = format!("{cut_off},{other}");
+    cluster.spawn_worker_with("w1", 8, &[("BATON_COORDINATOR", both.as_str())]);
+    cluster.spawn_worker_with("w2", 8, &[("BATON_COORDINATOR", both.as_str())]);
+    let warm = cluster.submit("chain", json!({})).await;
+    assert_eq!(status(&cluster.wait_run(&warm, Duration::from_secs(30)).await), "succeeded");
+
+    // Runs flow through the other coordinator, one every 100 ms, for 3 s before the cut, the
+    // 10 s of the cut and 3 s after.
+    let submitter = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            let mut runs = runs_at(&other).await;
+            let mut ids = Vec::new();
+            let until = Instant::now() + Duration::from_secs(16);
+            while Instant::now() < until {
+                let id = runs
+                    .submit_run(baton_shared::proto::SubmitRunRequest {
+                        workflow: "chain".into(),
+                        input_json: "{}".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("submit to the other coordinator")
+                    .into_inner()
+                    .run_id;
+                ids.push(id);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cut_at = now_ms();
+    proxy.cut();
+
+    // Once its probe has seen Redis gone, the cut-off coordinator answers at once.
+    let start = Instant::now();
+    while baton_tests::health_status(&cut_off, "").await != Ok(tonic_health::ServingStatus::NotServing) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the cut-off coordinator still says SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let noticed = now_ms() - cut_at;
+    let mut cut_runs = runs_at(&cut_off).await;
+    let mut worst_answer = Duration::ZERO;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let err = cut_runs
+            .get_run(baton_shared::proto::GetRunRequest { run_id: warm.clone() })
+            .await
+            .expect_err("a coordinator without Redis cannot answer");
+        worst_answer = worst_answer.max(asked.elapsed());
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("cannot reach Redis"), "{}", err.message());
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(Duration::from_millis(noticed.max(0) as u64))).await;
+    let restored_at = now_ms();
+    proxy.restore();
+
+    let ids = submitter.await.expect("submitter");
+    let mut runs = runs_at(&other).await;
+    let mut finishes = Vec::new();
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let run = loop {
+            let run = runs
+                .get_run(baton_shared::proto::GetRunRequest { run_id: id.clone() })
+                .await
+                .expect("get run")
+                .into_inner();
+            if status(&run) == "succeeded" {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish: {run:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        finishes.extend(run.steps.iter().map(|s| ms(&s.finished_at)));
+        for s in ["a", "b"] {
+            assert_eq!(cluster.executions(id, s).await, 1, "step {s} of {id} ran once");
+        }
+    }
+    // The longest time during the cut in which no step finished anywhere.
+    let mut marks: Vec<i64> = finishes
+        .into_iter()
+        .filter(|&t| t > cut_at && t < restored_at)
+        .collect();
+    marks.push(cut_at);
+    marks.push(restored_at);
+    marks.sort_unstable();
+    let stall = marks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    eprintln!(
+        "Redis cut from one of two coordinators for 10 s: {} runs; NOT_SERVING {noticed} ms after the cut; its \
+         answers came in at most {worst_answer:?} (UNAVAILABLE); {} step finishes during the cut; worst stall {stall} ms",
+        ids.len(),
+        marks.len() - 2
+    );
+    assert!(worst_answer <= Duration::from_secs(1), "the cut-off coordinator held a call {worst_answer:?}");
+    assert!(stall <= 5_000, "no step finished for {stall} ms during the cut");
+}
