@@ -119,7 +119,10 @@ impl Dispatcher {
         for m in members {
             held.entry(m)
                 .and_modify(|h| h.count = h.count.saturating_add(1))
-                .or_insert(Held { count: 1, since_ms: now });
+                .or_insert(Held {
+                    count: 1,
+                    since_ms: now,
+                });
         }
     }
 
@@ -154,7 +157,10 @@ impl Dispatcher {
         held.retain(|member, h| {
             let keep = h.since_ms.saturating_add(grace) > now;
             if !keep && !failed.remove(member) {
-                tracing::warn!(member, "a publish took longer than dispatch_grace; the sweeper may send it again");
+                tracing::warn!(
+                    member,
+                    "a publish took longer than dispatch_grace; the sweeper may send it again"
+                );
             }
             keep
         });

@@ -637,8 +637,10 @@ impl Engine {
                     tasks.push(*task)
                 }
                 Ok(Launch::More(more)) => {
-                    let members: Vec<String> =
-                        more.iter().map(|p| crate::store::outbox_member(&run, &p.step_id)).collect();
+                    let members: Vec<String> = more
+                        .iter()
+                        .map(|p| crate::store::outbox_member(&run, &p.step_id))
+                        .collect();
                     self.dispatcher.hold(members.iter().cloned());
                     held.extend(members);
                     queue.extend(more.into_iter().map(|p| (i, p)))

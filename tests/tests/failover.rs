@@ -485,7 +485,10 @@ async fn stalled_coordinator(cluster: &mut Cluster, delay: &str) -> (String, u32
     let i = 0;
     let start = Instant::now();
     while baton_tests::health_status(&addr, "").await != Ok(tonic_health::ServingStatus::Serving) {
-        assert!(start.elapsed() < Duration::from_secs(90), "the stalled coordinator never served");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the stalled coordinator never served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (addr, cluster.another_coordinator_pid(i).expect("it runs"))
@@ -523,11 +526,16 @@ async fn submit_to(addr: &str, workflow: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn dispatches_of_a_coordinator_killed_between_commit_and_publish_are_sent_again_within_5s() {
     let mut cluster = Cluster::start("outbox-dead", &[]).await;
-    cluster.register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
+    cluster
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
     // The worker talks to the survivor (the cluster's first coordinator) only.
     cluster.spawn_worker("w1", 8);
     let warm = cluster.submit("one", json!({})).await;
-    assert_eq!(status(&cluster.wait_run(&warm, Duration::from_secs(30)).await), "succeeded");
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(30)).await),
+        "succeeded"
+    );
 
     let (victim, pid) = stalled_coordinator(&mut cluster, "1h").await;
     let ids = submit_to(&victim, "one", 6).await;
@@ -556,7 +564,9 @@ async fn dispatches_of_a_coordinator_killed_between_commit_and_publish_are_sent_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_coordinators_slow_publishes_are_not_sent_twice_by_another() {
     let mut cluster = Cluster::start("outbox-slow", &[]).await;
-    cluster.register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n").await;
+    cluster
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
     cluster.spawn_worker("w1", 8);
     let (slow, _) = stalled_coordinator(&mut cluster, "6s").await;
     let ids = submit_to(&slow, "one", 6).await;
@@ -577,8 +587,14 @@ async fn a_live_coordinators_slow_publishes_are_not_sent_twice_by_another() {
         ids.len(),
         resent.len()
     );
-    assert!(resent.is_empty(), "another coordinator re-sent a live one's dispatch: {resent:#?}");
-    assert!(earliest >= 5_000, "the steps were delivered by the slow publishes, not by a re-send");
+    assert!(
+        resent.is_empty(),
+        "another coordinator re-sent a live one's dispatch: {resent:#?}"
+    );
+    assert!(
+        earliest >= 5_000,
+        "the steps were delivered by the slow publishes, not by a re-send"
+    );
 }
 
 /// A run service client of the coordinator at `addr`.
@@ -608,14 +624,20 @@ async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing(
     let other = cluster.spawn_coordinator_unwaited(&[("BATON_REDIS_URL", baton_tests::REDIS_URL)]);
     let start = Instant::now();
     while baton_tests::health_status(&other, "").await != Ok(tonic_health::ServingStatus::Serving) {
-        assert!(start.elapsed() < Duration::from_secs(90), "the second coordinator never served");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the second coordinator never served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let both = format!("{cut_off},{other}");
     cluster.spawn_worker_with("w1", 8, &[("BATON_COORDINATOR", both.as_str())]);
     cluster.spawn_worker_with("w2", 8, &[("BATON_COORDINATOR", both.as_str())]);
     let warm = cluster.submit("chain", json!({})).await;
-    assert_eq!(status(&cluster.wait_run(&warm, Duration::from_secs(30)).await), "succeeded");
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(30)).await),
+        "succeeded"
+    );
 
     // Runs flow through the other coordinator, one every 100 ms, for 3 s before the cut, the
     // 10 s of the cut and 3 s after.
@@ -649,7 +671,10 @@ async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing(
     // Once its probe has seen Redis gone, the cut-off coordinator answers at once.
     let start = Instant::now();
     while baton_tests::health_status(&cut_off, "").await != Ok(tonic_health::ServingStatus::NotServing) {
-        assert!(start.elapsed() < Duration::from_secs(5), "the cut-off coordinator still says SERVING");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the cut-off coordinator still says SERVING"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let noticed = now_ms() - cut_at;
@@ -706,6 +731,9 @@ async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing(
         ids.len(),
         marks.len() - 2
     );
-    assert!(worst_answer <= Duration::from_secs(1), "the cut-off coordinator held a call {worst_answer:?}");
+    assert!(
+        worst_answer <= Duration::from_secs(1),
+        "the cut-off coordinator held a call {worst_answer:?}"
+    );
     assert!(stall <= 5_000, "no step finished for {stall} ms during the cut");
 }

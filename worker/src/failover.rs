@@ -232,7 +232,10 @@ impl Service<http::Request<Body>> for Coordinators {
                 Err(_) => {
                     this.fail_over(i);
                 }
-                Ok(resp) if Status::from_header_map(resp.headers()).is_some_and(|s| s.code() == tonic::Code::Unavailable) => {
+                Ok(resp)
+                    if Status::from_header_map(resp.headers())
+                        .is_some_and(|s| s.code() == tonic::Code::Unavailable) =>
+                {
                     this.fail_over(i);
                 }
                 Ok(_) => {}

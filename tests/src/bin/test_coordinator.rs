@@ -12,7 +12,9 @@ async fn main() -> anyhow::Result<()> {
     let hooks = baton_coordinator::Hooks {
         panic_marker: std::env::var("BATON_TEST_PANIC_ON").ok().filter(|m| !m.is_empty()),
         publish_delay: match std::env::var("BATON_TEST_PUBLISH_DELAY") {
-            Ok(d) => Some(baton_shared::duration::parse(&d).map_err(|e| anyhow::anyhow!("BATON_TEST_PUBLISH_DELAY: {e}"))?),
+            Ok(d) => {
+                Some(baton_shared::duration::parse(&d).map_err(|e| anyhow::anyhow!("BATON_TEST_PUBLISH_DELAY: {e}"))?)
+            }
             Err(_) => None,
         },
     };
