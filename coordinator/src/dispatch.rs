@@ -2,11 +2,20 @@
 //! every publish (many confirms in flight at once), rebuilt when it breaks; `mandatory` publishes so an
 //! unroutable task is noticed (its queue is declared and the publish retried); and a batcher that
 //! clears confirmed dispatches from the Redis outbox.
+//!
+//! **Holding the outbox.** A dispatch is committed with its outbox entry due one `timer_lease`
+//! later. The coordinator that committed it holds the entry while it publishes ([`Dispatcher::hold`]):
+//! every quarter lease it moves the due time of the entries it still publishes one lease ahead, for
+//! at most `dispatch_grace` after the commit. So a live coordinator's slow publish is not sent a
+//! second time by another coordinator's sweeper (within the grace), while the dispatches of a
+//! coordinator that died between commit and publish come due within one lease and are re-sent by
+//! any live one. A publish that fails gives its entry the rest of the grace (the sweeper, or the
+//! expedite when the fault ends, sends it again).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -39,14 +48,41 @@ pub struct Dispatcher {
     failing: AtomicBool,
     /// A connection was made before: the next one is a reconnect.
     connected_before: AtomicBool,
+    /// How long one hold of an outbox entry lasts (`timer_lease`).
+    lease: Duration,
+    /// How long after its commit an entry is held at most (`dispatch_grace`).
+    grace: Duration,
+    /// Held entries whose publish failed: held until the grace ends or the fault does.
+    failed_holds: std::sync::Mutex<HashSet<String>>,
+    /// Test seam: every step-task publish waits this long first ([`crate::Hooks::publish_delay`]).
+    publish_delay: std::sync::OnceLock<Duration>,
+    /// The outbox entries this coordinator holds (see the module doc), by member.
+    holds: std::sync::Mutex<HashMap<String, Held>>,
+}
+
+/// One held outbox entry.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Holders of the member (a step's member may be held by two launches for a moment).
+    count: u32,
+    /// When the first of them started holding it (Unix ms): the hold ends a grace after.
+    since_ms: i64,
 }
 
 impl Dispatcher {
-    /// Connects, declares the base topology and starts the outbox batcher on `store`.
+    /// Connects, declares the base topology and starts the outbox batcher and the holder of this
+    /// coordinator's outbox entries on `store` (holds of `lease` at a time, for at most `grace`
+    /// after a commit; see the module doc).
     ///
     /// # Errors
     /// `Amqp` when RabbitMQ cannot be reached.
-    pub async fn connect(url: &str, topology: Topology, publish_timeout: Duration, store: Store) -> Result<Arc<Self>> {
+    pub async fn connect(
+        url: &str,
+        topology: Topology,
+        publish_timeout: Duration,
+        (lease, grace): (Duration, Duration),
+        store: Store,
+    ) -> Result<Arc<Self>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let d = Arc::new(Self {
             url: url.to_string(),
@@ -58,10 +94,77 @@ impl Dispatcher {
             store: store.clone(),
             failing: AtomicBool::new(false),
             connected_before: AtomicBool::new(false),
+            lease,
+            grace,
+            holds: std::sync::Mutex::new(HashMap::new()),
+            failed_holds: std::sync::Mutex::new(HashSet::new()),
+            publish_delay: std::sync::OnceLock::new(),
         });
         d.channel().await?;
         tokio::spawn(clear_outbox(store, rx));
+        tokio::spawn(keep_holds(Arc::downgrade(&d)));
         Ok(d)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.holds.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts holding the outbox entries `members` (`<run>|<step>`) this coordinator has just
+    /// committed and is about to publish (see the module doc). Each hold ends with
+    /// [`Dispatcher::unhold`]; one left over lapses a grace after it began.
+    pub fn hold(&self, members: impl IntoIterator<Item = String>) {
+        let now = baton_shared::time::now_ms();
+        let mut held = self.held();
+        for m in members {
+            held.entry(m)
+                .and_modify(|h| h.count = h.count.saturating_add(1))
+                .or_insert(Held {
+                    count: 1,
+                    since_ms: now,
+                });
+        }
+    }
+
+    /// Test seam: makes every step-task publish wait `delay` before it is sent, as a publish
+    /// stuck between commit and broker would ([`crate::Hooks::publish_delay`]). Set once.
+    pub fn delay_publishes(&self, delay: Duration) {
+        let _ = self.publish_delay.set(delay);
+    }
+
+    /// Ends one hold of `member`.
+    pub fn unhold(&self, member: &str) {
+        let mut held = self.held();
+        if let Some(h) = held.get_mut(member) {
+            h.count = h.count.saturating_sub(1);
+            if h.count == 0 {
+                held.remove(member);
+            }
+        }
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.failed_holds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The members to hold one more lease now; drops those held for a grace already.
+    fn due_holds(&self, now: i64) -> Vec<String> {
+        let grace = baton_shared::time::duration_ms(self.grace);
+        let mut failed = self.failed();
+        let mut held = self.held();
+        held.retain(|member, h| {
+            let keep = h.since_ms.saturating_add(grace) > now;
+            if !keep && !failed.remove(member) {
+                tracing::warn!(
+                    member,
+                    "a publish took longer than dispatch_grace; the sweeper may send it again"
+                );
+            }
+            keep
+        });
+        held.keys().cloned().collect()
     }
 
     /// A live confirm-mode channel, reconnecting if the last one broke.
@@ -164,6 +267,11 @@ impl Dispatcher {
     /// what failed to publish during a fault as soon as it ends (instead of after the rest of its
     /// dispatch grace). `why` is logged.
     pub fn expedite(&self, why: &'static str) {
+        // This coordinator's failed publishes are no longer held, so the sweeper takes them now.
+        let failed: Vec<String> = self.failed().drain().collect();
+        for m in &failed {
+            self.unhold(m);
+        }
         let store = self.store.clone();
         tokio::spawn(async move {
             match store.expedite_outbox(baton_shared::time::now_ms()).await {
@@ -181,6 +289,9 @@ impl Dispatcher {
         let body = task.encode_to_vec();
         let member = outbox_member(&task.run_id, &task.step_id);
         let message_id = format!("{member}|{}", task.attempt);
+        if let Some(delay) = self.publish_delay.get() {
+            tokio::time::sleep(*delay).await;
+        }
         for tried in 0..2 {
             let ch = self.channel().await?;
             let props = BasicProperties::default()
@@ -271,15 +382,26 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes tasks in the background, concurrently. A failed publish stays in the outbox; the
-    /// sweeper re-sends it as soon as RabbitMQ is back ([`Dispatcher::expedite`]), at the latest
-    /// after the dispatch grace.
+    /// Publishes tasks in the background, concurrently, each under a hold of its outbox entry
+    /// ([`Dispatcher::hold`]: the caller holds it; the hold ends here). A failed publish stays in
+    /// the outbox with the rest of its grace; the sweeper re-sends it as soon as RabbitMQ is back
+    /// ([`Dispatcher::expedite`]), at the latest after the dispatch grace.
     pub fn publish_detached(self: &Arc<Self>, tasks: Vec<StepTask>) {
         for task in tasks {
             let d = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = d.publish(&task).await {
-                    tracing::warn!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, error = %e, "publish failed; re-sent when RabbitMQ is back");
+                let member = outbox_member(&task.run_id, &task.step_id);
+                match d.publish(&task).await {
+                    Ok(()) => {
+                        d.unhold(&member);
+                    }
+                    Err(e) => {
+                        // Held on until the grace ends or the fault does ([`Dispatcher::expedite`]),
+                        // so a live coordinator's failed publishes are not re-sent in a loop
+                        // meanwhile, and a dead one's come due within a lease.
+                        tracing::warn!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, error = %e, "publish failed; re-sent when RabbitMQ is back");
+                        d.failed().insert(member);
+                    }
                 }
             });
         }
@@ -291,6 +413,25 @@ impl Dispatcher {
             let _ = tokio::time::timeout(self.publish_timeout, ch.wait_for_confirms()).await;
             let _ = conn.close(200, "shutdown".into()).await;
         }
+    }
+}
+
+/// Holds the outbox entries of publishes in flight (see the module doc) every quarter lease (at
+/// least every 50 ms), until the dispatcher is dropped.
+async fn keep_holds(dispatcher: Weak<Dispatcher>) {
+    loop {
+        let Some(d) = dispatcher.upgrade() else { return };
+        let every = (d.lease / 4).max(Duration::from_millis(50));
+        let now = baton_shared::time::now_ms();
+        let members = d.due_holds(now);
+        if !members.is_empty() {
+            let until = now.saturating_add(baton_shared::time::duration_ms(d.lease));
+            if let Err(e) = d.store.hold_outbox(&members, until).await {
+                tracing::warn!(error = %e, count = members.len(), "could not hold the outbox entries of publishes in flight; another coordinator may send them again");
+            }
+        }
+        drop(d);
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gRPC server's edge: one service in front of every route that
 //! - answers health and reflection from the first moment the coordinator listens, and every other
-//!   call with UNAVAILABLE ("starting up") until start-up is done ([`Edge::open`]);
+//!   call with UNAVAILABLE ("starting up") until start-up is done ([`Edge::open`]), and at once
+//!   while the coordinator cannot reach Redis ([`Edge::gated_by`]);
 //! - turns the codec's answers about a bad request into the caller's fault: a malformed protobuf
 //!   request is INVALID_ARGUMENT (tonic says INTERNAL), and a request over the message limit is
 //!   INVALID_ARGUMENT naming `max_payload_bytes` (tonic says OUT_OF_RANGE without a field).
@@ -13,6 +14,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
+use crate::health::Health;
 use tonic::{
     Code, Status,
     body::Body,
@@ -43,6 +45,8 @@ pub struct Edge {
     /// The API: set once start-up is done.
     api: Arc<OnceLock<Routes>>,
     max_payload_bytes: usize,
+    /// Refuses API calls at once while Redis is unreachable ([`Health::gate`]).
+    health: Option<Arc<Health>>,
 }
 
 impl Edge {
@@ -52,7 +56,16 @@ impl Edge {
             always,
             api: Arc::new(OnceLock::new()),
             max_payload_bytes,
+            health: None,
         }
+    }
+
+    /// Puts [`Health::gate`] in front of the API: while Redis is unreachable every API call is
+    /// answered `UNAVAILABLE` at once (health and reflection still answer).
+    #[must_use]
+    pub fn gated_by(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Start-up is done: serve `api` from now on. A second call changes nothing.
@@ -119,7 +132,13 @@ impl Service<http::Request<Body>> for Edge {
             self.always.clone()
         } else {
             match self.api.get() {
-                Some(api) => api.clone(),
+                Some(api) => {
+                    if let Some(Err(e)) = self.health.as_ref().map(|h| h.gate()) {
+                        let (parts, ()) = Status::from(e).into_http::<()>().into_parts();
+                        return Box::pin(async { Ok(http::Response::from_parts(parts, Body::empty())) });
+                    }
+                    api.clone()
+                }
                 None => return Box::pin(async { Ok(starting_up()) }),
             }
         };

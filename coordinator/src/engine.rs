@@ -611,6 +611,13 @@ impl Engine {
             payloads.into_iter().map(|p| (0, p)).collect();
         let mut tasks: Vec<StepTask> = Vec::with_capacity(queue.len());
         let mut queued = Vec::with_capacity(queue.len());
+        // Hold the outbox entries just committed while their fate is decided and they are
+        // published (see `dispatch`): another coordinator re-sends them only if this one dies.
+        let mut held: Vec<String> = queue
+            .iter()
+            .map(|(_, p)| crate::store::outbox_member(run_id, &p.step_id))
+            .collect();
+        self.dispatcher.hold(held.iter().cloned());
         while let Some((i, p)) = queue.pop_front() {
             let Some((owned, run)) = runs.get(i).cloned() else {
                 continue;
@@ -629,8 +636,22 @@ impl Engine {
                     ));
                     tasks.push(*task)
                 }
-                Ok(Launch::More(more)) => queue.extend(more.into_iter().map(|p| (i, p))),
+                Ok(Launch::More(more)) => {
+                    let members: Vec<String> = more
+                        .iter()
+                        .map(|p| crate::store::outbox_member(&run, &p.step_id))
+                        .collect();
+                    self.dispatcher.hold(members.iter().cloned());
+                    held.extend(members);
+                    queue.extend(more.into_iter().map(|p| (i, p)))
+                }
                 Ok(Launch::Child { def, run_id, payloads }) => {
+                    let members: Vec<String> = payloads
+                        .iter()
+                        .map(|p| crate::store::outbox_member(&run_id, &p.step_id))
+                        .collect();
+                    self.dispatcher.hold(members.iter().cloned());
+                    held.extend(members);
                     runs.push((Some(def), run_id));
                     let j = runs.len() - 1;
                     queue.extend(payloads.into_iter().map(|p| (j, p)));
@@ -641,6 +662,15 @@ impl Engine {
             }
         }
         crate::operations::note_dispatched(self, &queued, now).await;
+        // The holds of the tasks pass to their publishes; the rest (skipped, waiting, fanned
+        // out, failed to launch: their entries are gone or left to the sweeper) end here.
+        let publishing: std::collections::HashSet<String> = tasks
+            .iter()
+            .map(|t| crate::store::outbox_member(&t.run_id, &t.step_id))
+            .collect();
+        for m in held.iter().filter(|m| !publishing.contains(*m)) {
+            self.dispatcher.unhold(m);
+        }
         self.dispatcher.publish_detached(tasks);
     }
 
@@ -1740,7 +1770,8 @@ impl Engine {
             Some(value.to_string())
         };
         let now = now_ms();
-        let due = machine::due(now, self.config.dispatch_grace);
+        // The outbox entries come due a lease ahead, held by this coordinator while it launches them.
+        let due = machine::due(now, self.config.timer_lease);
         let call = RunCall { run_id, now };
         let payloads = self
             .store

@@ -33,6 +33,10 @@ pub enum CoordinatorError {
     /// A bug or corrupt state (`INTERNAL`).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The coordinator cannot serve any call now (its Redis is unreachable): answered at once with
+    /// `UNAVAILABLE`, so that the caller tries another coordinator instead of waiting.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Result with [`CoordinatorError`].
@@ -41,7 +45,10 @@ pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
 impl CoordinatorError {
     /// Whether trying again later may succeed (infrastructure trouble, not bad input).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Redis(_) | Self::Amqp(_) | Self::Publish(_))
+        matches!(
+            self,
+            Self::Redis(_) | Self::Amqp(_) | Self::Publish(_) | Self::Unavailable(_)
+        )
     }
 }
 
@@ -84,9 +91,10 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             CoordinatorError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             CoordinatorError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
-            CoordinatorError::Redis(_) | CoordinatorError::Amqp(_) | CoordinatorError::Publish(_) => {
-                tonic::Status::unavailable(msg)
-            }
+            CoordinatorError::Redis(_)
+            | CoordinatorError::Amqp(_)
+            | CoordinatorError::Publish(_)
+            | CoordinatorError::Unavailable(_) => tonic::Status::unavailable(msg),
             CoordinatorError::Internal(_) => tonic::Status::internal(msg),
         };
         status.metadata_mut().insert(

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{api::Api, engine::Engine};
+use crate::{api::Api, engine::Engine, error::CoordinatorError};
 
 /// The services whose health follows the coordinator's: `""` (the whole server) and each Baton
 /// service.
@@ -97,6 +97,25 @@ impl Health {
     /// Why the coordinator does not serve now, or `None` when it serves.
     pub fn why_not(&self) -> Option<String> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).why_not()
+    }
+
+    /// The gate in front of the API (gRPC through [`crate::edge::Edge`], and the HTTP API): while
+    /// the last probe could not reach Redis, every call is refused at once instead of waiting for
+    /// Redis to answer (up to its 10 s response timeout), so workers and clients move on to
+    /// another coordinator. It opens again with the first probe that reaches Redis (within one
+    /// `health_probe_interval`).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Unavailable`] naming the reason (`UNAVAILABLE`, HTTP 503).
+    pub fn gate(&self) -> Result<(), CoordinatorError> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &s.redis {
+            None => Ok(()),
+            Some(why) => Err(CoordinatorError::Unavailable(format!(
+                "the coordinator cannot reach Redis ({}); it answers no call until it can: try another coordinator",
+                baton_shared::limits::echo(why)
+            ))),
+        }
     }
 
     /// Start-up is done.

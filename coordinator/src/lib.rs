@@ -49,6 +49,9 @@ pub struct Hooks {
     /// An item of a background loop whose member contains this text panics before it is handled
     /// (the end-to-end tests prove with it that such an item is parked and the loop goes on).
     pub panic_marker: Option<String>,
+    /// Every step-task publish waits this long before it is sent (the failover tests stall a
+    /// coordinator between commit and publish with it, then kill it or let it finish).
+    pub publish_delay: Option<Duration>,
 }
 
 /// [`serve_with`] without test seams.
@@ -112,7 +115,8 @@ pub async fn serve_with(
     let edge = Edge::new(
         Routes::new(health_service).add_service(reflection),
         config.max_payload_bytes,
-    );
+    )
+    .gated_by(health.clone());
     // `TcpIncoming::from` ignores the builder's `tcp_nodelay`: without it, a two-write answer
     // waits for the client's delayed ACK (about 40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -187,6 +191,9 @@ pub async fn serve_with(
         }
     };
 
+    if let Some(delay) = hooks.publish_delay {
+        engine.dispatcher.delay_publishes(delay);
+    }
     let supervisor = Supervisor::new(health.clone(), hooks.panic_marker);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = vec![
@@ -310,12 +317,14 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
     .retry(backoff)
     .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
     .await?
-    .with_max_payload_bytes(config.max_payload_bytes);
+    .with_max_payload_bytes(config.max_payload_bytes)
+    .with_outbox_hold(config.timer_lease);
     let dispatcher = (|| {
         Dispatcher::connect(
             &config.amqp_url,
             config.topology(),
             config.publish_timeout,
+            (config.timer_lease, config.dispatch_grace),
             store.clone(),
         )
     })

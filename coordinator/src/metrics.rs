@@ -100,7 +100,7 @@ fn describe() {
     );
     g!(
         "baton_outbox_oldest_age_seconds",
-        "Age of the oldest outbox entry (now - its due time + dispatch_grace), 0 when empty."
+        "Age of the oldest outbox entry since it was committed or last held by its coordinator (now - its due time + timer_lease), 0 when empty."
     );
     h!(
         "baton_publish_confirm_seconds",
@@ -333,7 +333,7 @@ async fn sample_once(engine: &Engine) -> anyhow::Result<()> {
         .first()
         .map(|(_, due)| {
             now.saturating_sub(*due as i64)
-                .saturating_add(duration_ms(engine.config.dispatch_grace))
+                .saturating_add(duration_ms(engine.config.timer_lease))
         })
         .unwrap_or(0);
     gauge!("baton_outbox_oldest_age_seconds").set(seconds(age_ms));

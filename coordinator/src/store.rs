@@ -281,6 +281,8 @@ pub struct Store {
     events_max_len: u64,
     retention: Duration,
     dispatch_grace: Duration,
+    /// How far ahead of a commit a new outbox entry comes due (see [`Store::with_outbox_hold`]).
+    outbox_hold: Duration,
     max_payload_bytes: usize,
 }
 
@@ -344,6 +346,7 @@ impl Store {
             events_max_len,
             retention,
             dispatch_grace,
+            outbox_hold: dispatch_grace,
             max_payload_bytes: usize::MAX,
         };
         store.load_scripts().await?;
@@ -355,6 +358,16 @@ impl Store {
     #[must_use]
     pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets how far ahead of its commit a new dispatch's outbox entry comes due (default: the
+    /// dispatch grace). The coordinator sets its `timer_lease`: the committing coordinator holds
+    /// its entries that long at a time while it publishes ([`crate::dispatch::Dispatcher::hold`]),
+    /// so the entries of a coordinator that died come due for the sweeper within one lease.
+    #[must_use]
+    pub fn with_outbox_hold(mut self, hold: Duration) -> Self {
+        self.outbox_hold = hold;
         self
     }
 
@@ -448,7 +461,7 @@ impl Store {
                 .arg(call.now)
                 .arg(self.events_max_len)
                 .arg(self.retention.as_secs().max(1))
-                .arg(self.dispatch_grace.as_millis() as u64)
+                .arg(self.outbox_hold.as_millis() as u64)
                 .arg(args);
             let mut conn = self.conn.clone();
             match crate::metrics::script(script.name, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
@@ -884,7 +897,7 @@ impl Store {
                     .arg(now)
                     .arg(self.events_max_len)
                     .arg(self.retention.as_secs().max(1))
-                    .arg(self.dispatch_grace.as_millis() as u64)
+                    .arg(self.outbox_hold.as_millis() as u64)
                     .arg(&r.run_id)
                     .arg(workflow)
                     .arg(version)
@@ -1136,7 +1149,7 @@ impl Store {
             .arg(self.keys.prefix())
             .arg(now)
             .arg(limit)
-            .arg(self.dispatch_grace.as_millis() as u64)
+            .arg(self.outbox_hold.as_millis() as u64)
             .arg(self.events_max_len)
             .invoke_async(&mut conn)
             .await?)
@@ -1159,7 +1172,7 @@ impl Store {
             .arg(now)
             .arg(limit)
             .arg(lease_until)
-            .arg(self.dispatch_grace.as_millis() as u64)
+            .arg(self.outbox_hold.as_millis() as u64)
             .arg(self.events_max_len)
             .invoke_async(&mut conn)
             .await?;
@@ -1622,6 +1635,25 @@ impl Store {
     pub async fn schedule_timer(&self, member: &str, due: i64) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: i64 = conn.zadd(self.keys.timers(), member, due).await?;
+        Ok(())
+    }
+
+    /// Holds outbox entries this coordinator is still publishing: moves each that is still there
+    /// to `until_ms` (Unix ms), unless it is due later already (`ZADD XX GT`: a hold never makes an
+    /// entry due sooner, nor brings back one that was cleared). Sent in batches of 512.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn hold_outbox(&self, members: &[String], until_ms: i64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for batch in members.chunks(512) {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.keys.outbox()).arg("XX").arg("GT");
+            for m in batch {
+                cmd.arg(until_ms).arg(m);
+            }
+            let _: i64 = cmd.query_async(&mut conn).await?;
+        }
         Ok(())
     }
 

@@ -63,6 +63,13 @@ pub const MIN_WORKER_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// See [`MIN_WORKER_HEARTBEAT_INTERVAL`].
 pub const MAX_WORKER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(300);
 
+/// Shortest and longest deadline a worker puts on one coordinator call (`BATON_CALL_TIMEOUT`):
+/// 100 ms and 5 minutes.
+pub const MIN_WORKER_CALL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// See [`MIN_WORKER_CALL_TIMEOUT`].
+pub const MAX_WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Most running steps one worker may report per handler (`in_flight`): more than any prefetch.
 pub const MAX_WORKER_IN_FLIGHT: u32 = 65_535;
 

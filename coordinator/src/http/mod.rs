@@ -77,13 +77,16 @@ impl HttpState {
         let _ = self.api.set(api);
     }
 
-    /// The gRPC services, or UNAVAILABLE while the coordinator starts up.
+    /// The gRPC services, or UNAVAILABLE while the coordinator starts up or cannot reach Redis
+    /// ([`Health::gate`]).
     fn api(&self) -> Result<&Api, ApiError> {
-        self.api.get().ok_or_else(|| {
+        let api = self.api.get().ok_or_else(|| {
             ApiError(tonic::Status::unavailable(
                 "the coordinator is starting up (registering definitions, declaring queues); try again shortly",
             ))
-        })
+        })?;
+        self.health.gate().map_err(|e| ApiError(e.into()))?;
+        Ok(api)
     }
 
     /// The caller of the route that mirrors gRPC method `method` (a path of [`crate::auth::METHODS`]),

@@ -4,8 +4,9 @@
 -- change and the durable follow-up it needs (a dispatch to publish, a parent to notify) commit
 -- together. Some scripts take more keys after these.
 -- ARGV[1] now (Unix ms), ARGV[2] approximate max length of the events stream,
--- ARGV[3] retention of a finished run (seconds), ARGV[4] the dispatch grace (ms: how long after a
--- dispatch the sweeper republishes it unless RabbitMQ confirmed it). Script arguments start at ARGV[5].
+-- ARGV[3] retention of a finished run (seconds), ARGV[4] the outbox hold (ms: how long after a
+-- dispatch its outbox entry comes due for the sweeper, unless the committing coordinator holds it
+-- longer while it publishes, or RabbitMQ confirmed it). Script arguments start at ARGV[5].
 local RUN, STEPS, EVENTS, TIMERS, OUTBOX = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local NOW = tonumber(ARGV[1])
 local MAXLEN = ARGV[2]

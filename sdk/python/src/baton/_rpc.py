@@ -4,6 +4,7 @@ metadata, and typed unary and server-streaming calls built from the generated me
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:7450"
+
+log = logging.getLogger("baton.worker")
 
 # The coordinator's default `max_payload_bytes` (4 MiB) plus room for the other fields (64 KiB).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
@@ -190,6 +193,65 @@ class Unary(Generic[Req, Resp]):
 
     async def __call__(self, request: Req, timeout: float | None = 30.0) -> Resp:
         return await self._call(request, metadata=self._metadata, timeout=timeout)
+
+
+class Coordinators:
+    """One channel per coordinator address of a list (`http://a:7450,http://b:7450`; a single
+    address is a list of one), as the Rust worker keeps them: calls go to the one in use and move
+    on to the next when it answers UNAVAILABLE (unreachable, or it cannot reach Redis and says so
+    at once) or misses the call deadline, or when its health probe says it cannot serve."""
+
+    def __init__(self, address: str, tls: Tls, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        split_address(address)  # the same checks as one channel over the list
+        parts = [a.strip() for a in address.split(",") if a.strip()]
+        self.addresses = parts
+        self.channels = [aio_channel(a, tls, max_message_bytes) for a in parts]
+        self.current = 0
+
+    def move_on(self, from_index: int) -> None:
+        """Moves on from coordinator `from_index` to the next (unless another call did already)."""
+        if len(self.channels) > 1 and self.current == from_index:
+            self.current = (from_index + 1) % len(self.channels)
+            log.warning(
+                "coordinator %s unreachable or not serving; failing over to %s",
+                self.addresses[from_index],
+                self.addresses[self.current],
+            )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
+MOVE_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""The answers after which a call moves on to the next coordinator."""
+
+
+class FailoverUnary(Generic[Req, Resp]):
+    """One unary RPC over [`Coordinators`], each call bounded by `timeout` seconds: raises
+    grpc.aio.AioRpcError as [`Unary`] does, after which the next call goes to the next coordinator
+    when the error was UNAVAILABLE or DEADLINE_EXCEEDED (the caller's retry then fails over)."""
+
+    def __init__(
+        self,
+        coordinators: Coordinators,
+        path: str,
+        response: type[Resp],
+        metadata: tuple[tuple[str, str], ...],
+        timeout: float,
+    ) -> None:
+        self._coordinators = coordinators
+        self._calls = [Unary[Req, Resp](ch, path, response, metadata) for ch in coordinators.channels]
+        self._timeout = timeout
+
+    async def __call__(self, request: Req, timeout: float | None = None) -> Resp:
+        i = self._coordinators.current
+        try:
+            return await self._calls[i](request, timeout=timeout or self._timeout)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in MOVE_ON:
+                self._coordinators.move_on(i)
+            raise
 
 
 class Stream(Generic[Req, Resp]):

@@ -58,6 +58,9 @@ AUTH_REFUSED_PAUSE = 5.0
 # Longest failure message sent, in characters.
 MAX_FAILURE_MESSAGE = 16 * 1024
 PROBE_INTERVAL = 1.0
+# Deadline of one coordinator call (seconds; BATON_CALL_TIMEOUT): then it moves on to the next
+# coordinator, as an UNAVAILABLE answer does.
+DEFAULT_CALL_TIMEOUT = 5.0
 RETRIABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -156,7 +159,7 @@ class Worker:
     """A Baton worker. Settings default to the environment variables of the Rust worker
     (`BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`, `BATON_TOKEN`, `BATON_CONCURRENCY`,
     `BATON_QUEUE_TYPE`, `BATON_DELIVERY_LIMIT`, `BATON_WORKER_ID`, `BATON_HEARTBEAT_INTERVAL`,
-    `BATON_SHUTDOWN_GRACE`, `BATON_MAX_PAYLOAD_BYTES`, `BATON_CA_FILE`, `BATON_CLIENT_CERT`,
+    `BATON_SHUTDOWN_GRACE`, `BATON_CALL_TIMEOUT`, `BATON_MAX_PAYLOAD_BYTES`, `BATON_CA_FILE`, `BATON_CLIENT_CERT`,
     `BATON_CLIENT_KEY`); arguments override them. Durations are seconds.
 
         worker = Worker(coordinator="http://127.0.0.1:7450", namespace="baton")
@@ -182,6 +185,7 @@ class Worker:
         worker_id: str | None = None,
         heartbeat_interval: float | None = None,
         shutdown_grace: float | None = None,
+        call_timeout: float | None = None,
         max_output_bytes: int | None = None,
         tls: _rpc.Tls | None = None,
         threads: int | None = None,
@@ -227,6 +231,14 @@ class Worker:
         if self.max_output_bytes <= 0:
             raise ValueError("max_output_bytes must be positive")
         self.tls = tls or _rpc.Tls.from_env()
+        deadline = _env("BATON_CALL_TIMEOUT")
+        self.call_timeout = (
+            call_timeout
+            if call_timeout is not None
+            else (_duration_seconds("BATON_CALL_TIMEOUT", deadline) if deadline else DEFAULT_CALL_TIMEOUT)
+        )
+        if not 0.1 <= self.call_timeout <= 300:
+            raise ValueError(f"call_timeout must be from 0.1 to 300 seconds, not {self.call_timeout}")
         self.report_patience = 300.0
         self.threads = threads or min(64, self.concurrency * 2)
         self.handlers: dict[str, Handler] = {}
@@ -321,26 +333,27 @@ class Worker:
         self._loop = loop
         self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="baton-handler")
         self._started_at = time.time()
-        self._channel = _rpc.aio_channel(self.coordinator, self.tls, self.max_output_bytes + 64 * 1024)
-        md = self._metadata
-        self._start = _rpc.Unary[pb.StartStepRequest, pb.StartStepResponse](
-            self._channel, "/baton.v1.WorkerService/StartStep", pb.StartStepResponse, md
+        self._coordinators = _rpc.Coordinators(self.coordinator, self.tls, self.max_output_bytes + 64 * 1024)
+        md, deadline = self._metadata, self.call_timeout
+        self._start = _rpc.FailoverUnary[pb.StartStepRequest, pb.StartStepResponse](
+            self._coordinators, "/baton.v1.WorkerService/StartStep", pb.StartStepResponse, md, deadline
         )
-        self._report = _rpc.Unary[pb.ReportResultRequest, pb.ReportResultResponse](
-            self._channel, "/baton.v1.WorkerService/ReportResult", pb.ReportResultResponse, md
+        self._report = _rpc.FailoverUnary[pb.ReportResultRequest, pb.ReportResultResponse](
+            self._coordinators, "/baton.v1.WorkerService/ReportResult", pb.ReportResultResponse, md, deadline
         )
-        self._heartbeat = _rpc.Unary[pb.HeartbeatRequest, pb.HeartbeatResponse](
-            self._channel, "/baton.v1.WorkerService/Heartbeat", pb.HeartbeatResponse, md
+        self._heartbeat = _rpc.FailoverUnary[pb.HeartbeatRequest, pb.HeartbeatResponse](
+            self._coordinators, "/baton.v1.WorkerService/Heartbeat", pb.HeartbeatResponse, md, deadline
         )
-        self._emit = _rpc.Unary[pb.EmitEventRequest, pb.HeartbeatResponse](
-            self._channel, "/baton.v1.WorkerService/EmitEvent", pb.HeartbeatResponse, md
+        self._emit = _rpc.FailoverUnary[pb.EmitEventRequest, pb.HeartbeatResponse](
+            self._coordinators, "/baton.v1.WorkerService/EmitEvent", pb.HeartbeatResponse, md, deadline
         )
-        self._register = _rpc.Unary[pb.RegisterWorkerRequest, pb.RegisterWorkerResponse](
-            self._channel, "/baton.v1.WorkerService/RegisterWorker", pb.RegisterWorkerResponse, md
+        self._register = _rpc.FailoverUnary[pb.RegisterWorkerRequest, pb.RegisterWorkerResponse](
+            self._coordinators, "/baton.v1.WorkerService/RegisterWorker", pb.RegisterWorkerResponse, md, deadline
         )
-        self._health: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None
-        )
+        self._health: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
+            for ch in self._coordinators.channels
+        ]
         log.info("worker %s starting, handlers %s", self.worker_id, sorted(self.handlers))
         background = [
             asyncio.create_task(self._registration(state)),
@@ -406,7 +419,7 @@ class Worker:
                     await self._register(self._registration_request(state, pb.WORKER_STATE_STOPPED), timeout=2)
                 except grpc.aio.AioRpcError:
                     pass
-            await self._channel.close()
+            await self._coordinators.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.worker_id)
         if state.fatal is not None:
@@ -724,11 +737,18 @@ class Worker:
         coordinator without that entry counts as answering)."""
         name = b"baton.v1.WorkerService"
         request = b"\x0a" + bytes([len(name)]) + name
+        i = self._coordinators.current
         try:
-            answer = await self._health(request, timeout=3)
+            answer = await self._health[i](request, timeout=3)
         except grpc.aio.AioRpcError as e:
-            return e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED)
-        return bool(answer == b"\x08\x01")
+            if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                return True
+            self._coordinators.move_on(i)
+            return False
+        serving = bool(answer == b"\x08\x01")
+        if not serving:
+            self._coordinators.move_on(i)
+        return serving
 
     async def _probe(self, state: _State) -> None:
         """Keeps `state.up` set while the coordinator answers: whenever it is clear, probes every
