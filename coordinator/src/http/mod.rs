@@ -159,26 +159,65 @@ pub fn router(state: Arc<HttpState>) -> (Router, utoipa::openapi::OpenApi) {
     (router, doc)
 }
 
+/// The bounds on the HTTP server's connections (settings `http_*`).
+#[derive(Debug, Clone)]
+pub struct ConnectionBounds {
+    /// Time to send a complete request head, from connecting or the previous answer's end.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// The cap on open connections.
+    pub admission: Arc<crate::connections::Admission>,
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true; in-flight requests finish (event
-/// streams end at shutdown).
+/// streams end at shutdown). HTTP/1.1 with TCP_NODELAY; a client that does not send a complete
+/// request head within `bounds.header_read_timeout`, or leaves the connection idle for
+/// `bounds.idle_timeout`, is disconnected, and connections over the cap are closed at once.
 ///
 /// # Errors
-/// The listener failing.
+/// None today (a failed `accept` is logged and retried); the `Result` keeps the signature of a server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
+    bounds: ConnectionBounds,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|d| *d).await;
-        })
-        .await
+    use futures::StreamExt as _;
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(bounds.header_read_timeout)
+        .max_buf_size(HYPER_MAX_HEAD_BYTES);
+    let graceful = GracefulShutdown::new();
+    let incoming = crate::connections::accept(listener, bounds.admission, bounds.idle_timeout);
+    let mut incoming = std::pin::pin!(incoming);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|d| *d) => break,
+            next = incoming.next() => {
+                let Some(Ok(io)) = next else { continue };
+                let service = TowerToHyperService::new(router.clone());
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        }
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
+
+/// The largest request head hyper reads before it answers 431 by itself (with no body); below it,
+/// [`limits::MAX_HTTP_HEADER_BYTES`](baton_shared::limits::MAX_HTTP_HEADER_BYTES) is checked by the
+/// router, which answers 431 with the JSON error body.
+pub const HYPER_MAX_HEAD_BYTES: usize = 1024 * 1024;
 
 /// Any `/v1/...` path that is no route: 404 with the JSON error body.
 async fn no_route(req: Request) -> ApiError {
