@@ -157,7 +157,8 @@ pub async fn serve_with(
                 config.max_payload_bytes,
                 down_rx.clone(),
             );
-            let (router, _) = http::router(state.clone());
+            let guard = http::guard::Guard::new(listener.local_addr()?, &config.http_allowed_origins);
+            let (router, _) = http::router(state.clone(), guard);
             let bounds = http::ConnectionBounds {
                 header_read_timeout: config.http_header_read_timeout,
                 idle_timeout: config.http_idle_timeout,

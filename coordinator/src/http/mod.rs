@@ -6,6 +6,7 @@
 pub mod error;
 mod events;
 mod extract;
+pub mod guard;
 pub mod model;
 pub mod openapi;
 mod operations;
@@ -80,7 +81,7 @@ impl HttpState {
     /// The gRPC services, or UNAVAILABLE while the coordinator starts up.
     fn api(&self) -> Result<&Api, ApiError> {
         self.api.get().ok_or_else(|| {
-            ApiError(tonic::Status::unavailable(
+            ApiError::from(tonic::Status::unavailable(
                 "the coordinator is starting up (registering definitions, declaring queues); try again shortly",
             ))
         })
@@ -95,7 +96,7 @@ impl HttpState {
         if self.tokens.is_empty() {
             return Ok(None);
         }
-        crate::auth::check(&self.tokens, method, headers).map_err(ApiError)
+        crate::auth::check(&self.tokens, method, headers).map_err(ApiError::from)
     }
 
     /// Checks the caller of `method` and calls the gRPC service with `msg`, the caller's
@@ -124,8 +125,10 @@ macro_rules! method {
 pub(crate) use method;
 
 /// The router of every HTTP route, the console as its fallback, and the OpenAPI document of the
-/// API routes (also served at `/v1/openapi.json`).
-pub fn router(state: Arc<HttpState>) -> (Router, utoipa::openapi::OpenApi) {
+/// API routes (also served at `/v1/openapi.json`). Every request passes `guard` first
+/// ([`guard`]); an unknown `/v1` path is 404 and a known path with another method 405, both with
+/// the JSON error body.
+pub fn router(state: Arc<HttpState>, guard: Arc<guard::Guard>) -> (Router, utoipa::openapi::OpenApi) {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
@@ -153,8 +156,10 @@ pub fn router(state: Arc<HttpState>) -> (Router, utoipa::openapi::OpenApi) {
     let _ = state.openapi.set(text);
     let router = api
         .route("/v1/{*rest}", axum::routing::any(no_route))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .fallback_service(crate::console::router())
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(axum::middleware::from_fn(observe));
     (router, doc)
 }
@@ -193,7 +198,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(bounds.header_read_timeout)
-        .max_buf_size(HYPER_MAX_HEAD_BYTES);
+        .max_buf_size(HYPER_MAX_HEAD_BYTES)
+        .max_headers(HYPER_MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     let incoming = crate::connections::accept(listener, bounds.admission, bounds.idle_timeout);
     let mut incoming = std::pin::pin!(incoming);
@@ -219,13 +225,36 @@ pub async fn serve(
 /// router, which answers 431 with the JSON error body.
 pub const HYPER_MAX_HEAD_BYTES: usize = 1024 * 1024;
 
+/// The most headers hyper parses before it answers 431 by itself; below it,
+/// [`limits::MAX_HTTP_HEADERS`](baton_shared::limits::MAX_HTTP_HEADERS) is checked by the router.
+pub const HYPER_MAX_HEADERS: usize = 1_000;
+
 /// Any `/v1/...` path that is no route: 404 with the JSON error body.
 async fn no_route(req: Request) -> ApiError {
-    ApiError(tonic::Status::not_found(format!(
-        "no route {} {} (see /v1/openapi.json)",
-        req.method(),
-        baton_shared::limits::echo(req.uri().path())
-    )))
+    ApiError::edge(
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        "path",
+        &format!(
+            "no route {} {} (see /v1/openapi.json)",
+            baton_shared::limits::echo(req.method().as_str()),
+            baton_shared::limits::echo(req.uri().path())
+        ),
+    )
+}
+
+/// A route that exists, called with a method it does not take: 405 with the JSON error body.
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::edge(
+        StatusCode::METHOD_NOT_ALLOWED,
+        tonic::Code::Unimplemented,
+        "method",
+        &format!(
+            "{} is not a method of {} (see /v1/openapi.json)",
+            baton_shared::limits::echo(req.method().as_str()),
+            baton_shared::limits::echo(req.uri().path())
+        ),
+    )
 }
 
 /// Health, as gRPC health answers it: SERVING when start-up is done, Redis and RabbitMQ answer

@@ -63,7 +63,7 @@ pub async fn events(
         && let Some(token) = q.access_token.as_deref()
     {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ApiError(tonic::Status::unauthenticated("access_token: not a valid token")))?;
+            .map_err(|_| ApiError::from(tonic::Status::unauthenticated("access_token: not a valid token")))?;
         headers.insert(header::AUTHORIZATION, value);
     }
     let after_sequence = match headers.get("last-event-id") {
@@ -99,7 +99,7 @@ pub async fn events(
                     Event::default().id(id).event(kind).json_data(RunEvent::from(ev))
                 }
                 Some(Err(status)) => {
-                    let body = ApiError(status).body();
+                    let body = ApiError::from(status).body();
                     let _ = tx.send(Ok(error_event(&body))).await;
                     return;
                 }

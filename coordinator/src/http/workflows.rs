@@ -46,7 +46,7 @@ pub async fn register(
         .await?;
     let workflow = r
         .workflow
-        .ok_or_else(|| ApiError(tonic::Status::internal("RegisterWorkflow answered no workflow")))?;
+        .ok_or_else(|| ApiError::from(tonic::Status::internal("RegisterWorkflow answered no workflow")))?;
     Ok(Json(RegisterWorkflowAnswer {
         workflow: workflow.into(),
         created: r.created,
