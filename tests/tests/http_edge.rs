@@ -356,3 +356,245 @@ async fn a_silent_grpc_connection_is_closed_after_the_idle_timeout_and_a_silent_
         .await
         .expect("list after idle");
 }
+
+const ECHO: &str = r#"
+name: edge-echo
+version: 1
+steps:
+  - {id: a, handler: echo}
+"#;
+
+/// How many runs the HTTP API lists.
+async fn run_count(port: u16) -> usize {
+    let a = request(port, Method::GET, "/v1/runs", &[], None)
+        .await
+        .expect("list runs");
+    a.body["runs"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_requests_are_refused_while_the_consoles_own_origin_and_configured_ones_work() {
+    let edge = start(
+        "crosssite",
+        &[(
+            "BATON_HTTP_ALLOWED_ORIGINS",
+            "https://console.example, http://dev.example:3000",
+        )],
+    )
+    .await;
+    edge.cluster.register(ECHO).await;
+    let port = edge.http_port;
+    let own = format!("http://127.0.0.1:{port}");
+    let body = br#"{"workflow": "edge-echo", "input": {}}"#;
+
+    // The probe's request: a foreign page posting text/plain (no CORS preflight needed).
+    let evil = request(
+        port,
+        Method::POST,
+        "/v1/runs",
+        &[("origin", "http://evil.example"), ("content-type", "text/plain")],
+        Some(body),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(
+        (evil.status, &evil.body["field"]),
+        (403, &Value::from("origin")),
+        "{evil:?}"
+    );
+    // Even as JSON, the foreign origin is refused; so is a read, and an event stream.
+    for (method, path, b) in [
+        (Method::POST, "/v1/runs", Some(&body[..])),
+        (Method::GET, "/v1/runs", None),
+        (
+            Method::GET,
+            "/v1/runs/00000000-0000-0000-0000-000000000000/events",
+            None,
+        ),
+    ] {
+        let a = request(
+            port,
+            method.clone(),
+            path,
+            &[("origin", "http://evil.example"), ("content-type", "application/json")],
+            b,
+        )
+        .await
+        .expect("answer");
+        assert_eq!(a.status, 403, "{method} {path}: {a:?}");
+        assert!(!a.headers.contains_key("access-control-allow-origin"), "{a:?}");
+    }
+    // Without an Origin (curl), a body must still say it is JSON.
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+    ] {
+        let headers: Vec<(&str, &str)> = ct.map(|c| ("content-type", c)).into_iter().collect();
+        let a = request(port, Method::POST, "/v1/runs", &headers, Some(body))
+            .await
+            .expect("answer");
+        assert_eq!(
+            (a.status, a.body["code"].as_str(), a.body["field"].as_str()),
+            (415, Some("INVALID_ARGUMENT"), Some("content-type")),
+            "{ct:?}: {a:?}"
+        );
+    }
+    // A DNS-rebinding page: the coordinator listens on loopback, so a foreign Host is refused.
+    let rebound = request(
+        port,
+        Method::GET,
+        "/v1/runs",
+        &[("host", &format!("evil.example:{port}"))],
+        None,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(
+        (rebound.status, &rebound.body["field"]),
+        (403, &Value::from("host")),
+        "{rebound:?}"
+    );
+    let console = request(port, Method::GET, "/", &[("host", "evil.example")], None)
+        .await
+        .expect("answer");
+    assert_eq!(console.status, 403, "the console too: {console:?}");
+    assert_eq!(run_count(port).await, 0, "a refused request created a run");
+
+    // The console's own origin, its loopback equivalents and the configured origins work.
+    for origin in [
+        own.as_str(),
+        &format!("http://localhost:{port}"),
+        &format!("http://[::1]:{port}"),
+        "https://console.example",
+        "http://dev.example:3000",
+    ] {
+        let a = request(
+            port,
+            Method::POST,
+            "/v1/runs",
+            &[("origin", origin), ("content-type", "application/json; charset=utf-8")],
+            Some(body),
+        )
+        .await
+        .expect("answer");
+        assert_eq!(a.status, 200, "{origin}: {a:?}");
+        assert!(!a.headers.contains_key("access-control-allow-origin"), "{a:?}");
+    }
+    for host in [
+        "localhost",
+        &format!("localhost:{port}"),
+        &format!("[::1]:{port}"),
+        "127.0.0.1",
+    ] {
+        let a = request(port, Method::GET, "/v1/runs", &[("host", host)], None)
+            .await
+            .expect("answer");
+        assert_eq!(a.status, 200, "{host}: {a:?}");
+    }
+    // A bodyless POST needs no content type (the console's cancel, curl -X POST).
+    assert_eq!(run_count(port).await, 5);
+    let cancel = request(
+        port,
+        Method::POST,
+        "/v1/runs/00000000-0000-0000-0000-000000000000/cancel",
+        &[],
+        None,
+    )
+    .await
+    .expect("answer");
+    assert_ne!(cancel.status, 415, "{cancel:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_http_error_is_a_small_json_body_naming_a_field() {
+    let edge = start("errorbodies", &[("BATON_MAX_PAYLOAD_BYTES", "1000")]).await;
+    let port = edge.http_port;
+    let json = [("content-type", "application/json")];
+    let check = |what: &str, a: &Answer, status: u16, field: &str| {
+        assert_eq!(a.status, status, "{what}: {a:?}");
+        assert!(a.raw.len() < 2048, "{what}: a body of {} bytes", a.raw.len());
+        assert!(
+            a.body["code"].is_string() && a.body["message"].is_string(),
+            "{what}: {a:?}"
+        );
+        assert_eq!(a.body["field"].as_str(), Some(field), "{what}: {a:?}");
+    };
+
+    // The probe's 1 MiB key: 400, small, naming the (cut) key.
+    let key = "k".repeat(1 << 20);
+    let big = format!("{{\"{key}\": 1}}");
+    let a = request(port, Method::POST, "/v1/runs", &json, Some(big.as_bytes()))
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.raw.len() < 2048, "a body of {} bytes", a.raw.len());
+    let field = a.body["field"].as_str().expect("a field");
+    assert!(field.starts_with("kkkk") && field.len() <= 210, "{field}");
+    // Long values in a query parameter, a query and a path.
+    let long = "v".repeat(2_000);
+    let a = request(port, Method::GET, &format!("/v1/runs?workflow={long}"), &[], None)
+        .await
+        .expect("answer");
+    check("long query value", &a, 400, "workflow");
+    let long = "v".repeat(60_000);
+    let a = request(port, Method::GET, &format!("/v1/runs?workflow={long}"), &[], None)
+        .await
+        .expect("answer");
+    check("long query", &a, 400, "query");
+    let a = request(port, Method::GET, &format!("/v1/runs/{long}"), &[], None)
+        .await
+        .expect("answer");
+    assert!(a.raw.len() < 2048 && a.status == 400, "long run id: {a:?}");
+    // Headers over the bound: 431 with JSON.
+    let many: Vec<(String, String)> = (0..150).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = request(port, Method::GET, "/v1/runs", &many, None)
+        .await
+        .expect("answer");
+    check("150 headers", &a, 431, "headers");
+    let huge = "h".repeat(70_000);
+    let a = request(port, Method::GET, "/v1/runs", &[("x-huge", &huge)], None)
+        .await
+        .expect("answer");
+    check("70 kB header", &a, 431, "headers");
+    // A method a route does not take: 405 with JSON; no route under /v1: 404 with JSON.
+    let a = request(port, Method::DELETE, "/v1/runs", &[], None)
+        .await
+        .expect("answer");
+    check("DELETE /v1/runs", &a, 405, "method");
+    let a = request(port, Method::PUT, "/v1/workflows", &json, Some(b"{}"))
+        .await
+        .expect("answer");
+    check("PUT /v1/workflows", &a, 405, "method");
+    let a = request(port, Method::GET, "/v1/nothing/here", &[], None)
+        .await
+        .expect("answer");
+    check("no route", &a, 404, "path");
+    // A body over the limit: 413 with JSON.
+    let over = format!(
+        "{{\"workflow\": \"x\", \"input\": {{\"b\": \"{}\"}}}}",
+        "x".repeat(1_100_000)
+    );
+    let a = request(port, Method::POST, "/v1/runs", &json, Some(over.as_bytes()))
+        .await
+        .expect("answer");
+    check("1.1 MB body", &a, 413, "body");
+    // Undecodable bytes: percent-encoded non-UTF-8 in the path and the query, raw bytes in a body.
+    let a = request(port, Method::GET, "/v1/runs/%FF%FE", &[], None)
+        .await
+        .expect("answer");
+    check("non-UTF-8 path", &a, 400, "path");
+    let a = request(port, Method::GET, "/v1/runs?workflow=%FF", &[], None)
+        .await
+        .expect("answer");
+    assert!(
+        a.status == 400 && a.body["field"].is_string() && a.raw.len() < 2048,
+        "non-UTF-8 query: {a:?}"
+    );
+    let a = request(port, Method::POST, "/v1/runs", &json, Some(b"\xff\xfe{\x00"))
+        .await
+        .expect("answer");
+    check("raw bytes body", &a, 400, "body");
+}
