@@ -81,7 +81,7 @@ pub async fn serve_with(
     hooks: Hooks,
 ) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_socket()? {
-        metrics::install(addr)?;
+        metrics::install(addr, &config.metrics_token)?;
     }
     baton_shared::credentials::install_crypto_provider();
     let tokens = Arc::new(auth::Tokens::load(

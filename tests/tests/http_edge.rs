@@ -598,3 +598,102 @@ async fn every_http_error_is_a_small_json_body_naming_a_field() {
         .expect("answer");
     check("raw bytes body", &a, 400, "body");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflows_are_listed_a_page_at_a_time_and_event_names_are_checked_as_definitions_check_them() {
+    let edge = start("smaller", &[("BATON_METRICS_TOKEN", "metrics-secret-1")]).await;
+    let port = edge.http_port;
+    for i in 0..7 {
+        edge.cluster
+            .register(&format!(
+                "name: pw-{i}\nversion: 1\nsteps:\n  - {{id: a, handler: echo}}\n"
+            ))
+            .await;
+    }
+    // gRPC: pages of 3 follow each other in name order, and end.
+    let mut wf = edge.cluster.workflows().await;
+    let (mut names, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = wf
+            .list_workflows(baton_shared::proto::ListWorkflowsRequest {
+                limit: 3,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(page.workflows.len() <= 3);
+        names.extend(page.workflows.into_iter().map(|w| w.name));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let want: Vec<String> = (0..7).map(|i| format!("pw-{i}")).collect();
+    assert_eq!((names, pages), (want, 3));
+    let bad = wf
+        .list_workflows(baton_shared::proto::ListWorkflowsRequest {
+            limit: 3,
+            page_token: "not a token\n".into(),
+        })
+        .await
+        .expect_err("a bad token");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("page_token: "), "{bad:?}");
+    // HTTP: ?limit= and ?page_token=.
+    let first = request(port, Method::GET, "/v1/workflows?limit=4", &[], None)
+        .await
+        .expect("answer");
+    assert_eq!(first.body["workflows"].as_array().map(Vec::len), Some(4), "{first:?}");
+    let token = first.body["next_page_token"].as_str().expect("token").to_string();
+    let rest = request(
+        port,
+        Method::GET,
+        &format!("/v1/workflows?limit=4&page_token={token}"),
+        &[],
+        None,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(rest.body["workflows"].as_array().map(Vec::len), Some(3), "{rest:?}");
+    assert_eq!(rest.body["next_page_token"], "");
+
+    // PublishEvent refuses the names a definition refuses (NUL, newline, spaces).
+    let mut events = edge.cluster.events().await;
+    for name in ["paid\0", "paid\nx", "a b", ""] {
+        let e = events
+            .publish_event(baton_shared::proto::PublishEventRequest {
+                name: name.into(),
+                key: "k".into(),
+                payload_json: "{}".into(),
+            })
+            .await
+            .expect_err(name);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name:?}: {e:?}");
+        assert!(e.message().starts_with("name: "), "{e:?}");
+    }
+    let defined = baton_shared::definition::WorkflowDefinition::parse(
+        "name: w\nversion: 1\nsteps:\n  - {id: e, wait_for_event: {event: \"paid\\nx\", key: input.k}}\n",
+    );
+    assert!(defined.is_err(), "the definition takes the same name");
+    events
+        .publish_event(baton_shared::proto::PublishEventRequest {
+            name: "order.paid:v1/x".into(),
+            key: "k".into(),
+            payload_json: "{}".into(),
+        })
+        .await
+        .expect("a good name");
+
+    // /metrics asks for its token.
+    let none = scrape(edge.metrics_port, None).await;
+    assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+    let wrong = scrape(edge.metrics_port, Some("nope")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let right = scrape(edge.metrics_port, Some("metrics-secret-1")).await;
+    assert!(
+        right.starts_with("HTTP/1.1 200") && right.contains("baton_http_requests_total"),
+        "{right}"
+    );
+}
