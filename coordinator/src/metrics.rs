@@ -192,6 +192,14 @@ fn describe() {
         "baton_schedule_ticks_total",
         "Schedule ticks recorded, by outcome (fired, skipped, buffered, triggered)."
     );
+    g!(
+        "baton_connections",
+        "Connections open, by listener (grpc, http, metrics)."
+    );
+    c!(
+        "baton_connections_refused_total",
+        "Connections closed at once because the listener's connection cap was reached, by listener."
+    );
     c!(
         "baton_redis_data_lost_total",
         "Times this coordinator found that Redis had lost its data (its marker key gone)."
