@@ -45,7 +45,7 @@ pub struct EventsQuery {
 /// The run's events as Server-Sent Events: history, then live, until the run's terminal event.
 #[utoipa::path(get, operation_id = "WatchRun", path = "/v1/runs/{run_id}/events", tag = "runs",
     params(
-        ("run_id" = String, Path, description = "The run's id"),
+        ("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume: only events after this sequence"),
         EventsQuery,
     ),

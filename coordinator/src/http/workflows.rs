@@ -106,7 +106,7 @@ pub struct GetWorkflowQuery {
 
 /// One workflow version, with its definition and graph.
 #[utoipa::path(get, operation_id = "GetWorkflow", path = "/v1/workflows/{name}", tag = "workflows",
-    params(("name" = String, Path, description = "The workflow's name"), GetWorkflowQuery),
+    params(("name" = String, Path, description = "The workflow's name", pattern = r"^[A-Za-z0-9_.-]{1,128}$"), GetWorkflowQuery),
     responses(
         (status = 200, description = "The workflow", body = Workflow),
         (status = "default", description = "An error (404: no such workflow or version)", body = ErrorBody),
