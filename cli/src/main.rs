@@ -789,12 +789,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Workflow(WorkflowCommand::List) => {
             let coordinator = Coordinator::connect(&target).await?;
-            let workflows = coordinator
-                .workflows()
-                .list_workflows(ListWorkflowsRequest {})
-                .await?
-                .into_inner()
-                .workflows;
+            // Every page, in name order; a token the coordinator repeats ends the listing (it
+            // would loop for ever otherwise).
+            let mut workflows = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = coordinator
+                    .workflows()
+                    .list_workflows(ListWorkflowsRequest {
+                        limit: 0,
+                        page_token: page_token.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                workflows.extend(page.workflows);
+                if page.next_page_token.is_empty() || page.next_page_token == page_token {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             match output {
                 Output::Table => print_text(&render::workflow_list_text(&workflows))?,
                 Output::Json => print_json(&workflows.iter().map(render::workflow_json).collect::<Vec<_>>(), true)?,

@@ -78,6 +78,20 @@ export function query(params: Record<string, string | number | undefined>): stri
 
 export const enc = encodeURIComponent;
 
+/** Every registered workflow (latest versions, in name order), following `next_page_token`. */
+export async function listWorkflows<W>(): Promise<{ workflows: W[] }> {
+  const workflows: W[] = [];
+  let token = "";
+  // At most 100 pages of up to 1000: a coordinator that repeats its token cannot loop the console.
+  for (let page = 0; page < 100; page++) {
+    const r = await get<{ workflows: W[]; next_page_token?: string }>(`/v1/workflows${query({ limit: 1000, page_token: token })}`);
+    workflows.push(...r.workflows);
+    if (!r.next_page_token || r.next_page_token === token) break;
+    token = r.next_page_token;
+  }
+  return { workflows };
+}
+
 // ---- shapes (docs/http-api.md) ------------------------------------------------------------------
 
 export type Time = string | null;

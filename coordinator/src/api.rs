@@ -234,19 +234,63 @@ impl proto::workflow_service_server::WorkflowService for Api {
 
     async fn list_workflows(
         &self,
-        _: Request<ListWorkflowsRequest>,
+        req: Request<ListWorkflowsRequest>,
     ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_WORKFLOW_PAGE,
+            n => (n as usize).min(MAX_WORKFLOW_PAGE),
+        };
+        // The token is the last name of the previous page (names are unique and sorted).
+        let after = (!r.page_token.is_empty())
+            .then(|| {
+                baton_shared::ids::check_workflow_name("page_token", &r.page_token)
+                    .map(|()| r.page_token.clone())
+                    .map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "page_token: {} is not a page token from a previous ListWorkflows answer",
+                            echo(&r.page_token)
+                        ))
+                    })
+            })
+            .transpose()?;
+        let mut names = self.engine.registry.names().await?;
+        names.sort_unstable();
+        names.dedup();
+        let start = after.as_ref().map_or(0, |a| names.partition_point(|n| n <= a));
         let mut workflows = Vec::new();
-        for name in self.engine.registry.names().await? {
-            let versions = self.engine.registry.versions(&name).await?;
+        let mut bytes = 0usize;
+        let mut next = None;
+        for name in names.iter().skip(start) {
+            if workflows.len() >= limit {
+                next = workflows.last().map(|w: &proto::Workflow| w.name.clone());
+                break;
+            }
+            let versions = self.engine.registry.versions(name).await?;
             let numbers = versions.iter().map(|r| r.definition.version).collect();
             if let Some(latest) = versions.last() {
-                workflows.push(view::workflow_view(&latest.definition, latest.registered_at, numbers));
+                let view = view::workflow_view(&latest.definition, latest.registered_at, numbers);
+                let size = prost::Message::encoded_len(&view);
+                if !workflows.is_empty() && bytes.saturating_add(size) > LIST_PAGE_BYTES {
+                    next = workflows.last().map(|w: &proto::Workflow| w.name.clone());
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                workflows.push(view);
             }
         }
-        Ok(Response::new(ListWorkflowsResponse { workflows }))
+        Ok(Response::new(ListWorkflowsResponse {
+            workflows,
+            next_page_token: next.unwrap_or_default(),
+        }))
     }
 }
+
+/// Workflows per `ListWorkflows` page when the caller sets no `limit`.
+pub const DEFAULT_WORKFLOW_PAGE: usize = 100;
+
+/// Most workflows per `ListWorkflows` page (a larger `limit` is lowered to it).
+pub const MAX_WORKFLOW_PAGE: usize = 1_000;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
@@ -759,7 +803,8 @@ impl proto::worker_service_server::WorkerService for Api {
 impl proto::event_service_server::EventService for Api {
     async fn publish_event(&self, req: Request<PublishEventRequest>) -> Result<Response<PublishEventResponse>, Status> {
         let r = req.into_inner();
-        check_len("name", &r.name, MAX_ID_BYTES)?;
+        baton_shared::definition::check_event_name(&r.name)
+            .map_err(|why| Status::invalid_argument(format!("name: {why}")))?;
         check_len("key", &r.key, MAX_KEY_BYTES)?;
         let engine = self.engine.clone();
         let (delivered, (started, trigger_errors)) = detached(async move {

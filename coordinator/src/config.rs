@@ -97,6 +97,65 @@ pub struct CoordinatorConfig {
     /// PEM CA certificate(s) that client certificates must chain to: set, every client must
     /// present a certificate (mutual TLS). Needs `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
+    /// How long an HTTP client has to send a complete request head (request line and headers),
+    /// counted from the connection's start or the end of the previous answer; so it is also how
+    /// long an idle keep-alive connection stays open. Past it the connection is closed. 1 s to 10 min.
+    #[serde(with = "serde_human")]
+    pub http_header_read_timeout: Duration,
+    /// An HTTP connection on which no byte was read or written for this long is closed (a client
+    /// that stopped reading an answer, a stalled request body). Keep it above the event stream's
+    /// 15 s keep-alive. 1 s to 1 day.
+    #[serde(with = "serde_human")]
+    pub http_idle_timeout: Duration,
+    /// Most HTTP connections open at once; a connection over it is closed at once (counted in
+    /// `baton_connections_refused_total{listener="http"}`). Lowered at start so that both caps fit
+    /// the open-file limit (README "Limits").
+    pub http_max_connections: usize,
+    /// Origins (`scheme://host:port`) whose pages may call the HTTP API, besides the console's own
+    /// (`http://<http_addr>` and its loopback equivalents `localhost`, `127.0.0.1`, `[::1]` on the
+    /// same port). A request whose `Origin` header is another is refused with 403. A list in the
+    /// file, comma-separated in `BATON_HTTP_ALLOWED_ORIGINS`.
+    #[serde(deserialize_with = "list_or_text")]
+    pub http_allowed_origins: Vec<String>,
+    /// How often the gRPC server pings each connection (HTTP/2 PING); a peer that does not answer
+    /// within this or 20 s, whichever is shorter, is disconnected. 1 s to 1 hour.
+    #[serde(with = "serde_human")]
+    pub grpc_keepalive_interval: Duration,
+    /// A gRPC connection on which nothing was read or written for this long is closed (a client
+    /// that connected and went silent; live clients answer the keep-alive pings). Longer than
+    /// `grpc_keepalive_interval` plus its ping timeout (see there); at most 1 day.
+    #[serde(with = "serde_human")]
+    pub grpc_idle_timeout: Duration,
+    /// Most gRPC connections open at once; a connection over it is closed at once (counted in
+    /// `baton_connections_refused_total{listener="grpc"}`). Lowered at start so that both caps fit
+    /// the open-file limit (README "Limits").
+    pub grpc_max_connections: usize,
+    /// Bearer token that `/metrics` requires (`Authorization: Bearer <token>`); empty (the
+    /// default): no token, keep `metrics_addr` on a private address then (README "Security").
+    pub metrics_token: Secret,
+}
+
+/// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
+/// (shorter when `grpc_keepalive_interval` is: see [`CoordinatorConfig::grpc_keepalive_timeout`]).
+pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A list from a file (`["a", "b"]`) or from a variable (`"a, b"`).
+fn list_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(d)? {
+        ListOrText::List(l) => l,
+        ListOrText::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 impl Default for CoordinatorConfig {
@@ -129,6 +188,14 @@ impl Default for CoordinatorConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            http_header_read_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            http_max_connections: 1_024,
+            http_allowed_origins: Vec::new(),
+            grpc_keepalive_interval: Duration::from_secs(30),
+            grpc_idle_timeout: Duration::from_secs(120),
+            grpc_max_connections: 4_096,
+            metrics_token: Secret::default(),
         }
     }
 }
@@ -162,6 +229,14 @@ const KNOWN_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "http_header_read_timeout",
+    "http_idle_timeout",
+    "http_max_connections",
+    "http_allowed_origins",
+    "grpc_keepalive_interval",
+    "grpc_idle_timeout",
+    "grpc_max_connections",
+    "metrics_token",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
@@ -260,7 +335,84 @@ impl CoordinatorConfig {
                 ),
             });
         }
+        config.check_connection_bounds()?;
         Ok(config)
+    }
+
+    /// How long the gRPC server waits for the answer to a keep-alive ping:
+    /// `grpc_keepalive_interval`, at most [`GRPC_KEEPALIVE_TIMEOUT`].
+    pub fn grpc_keepalive_timeout(&self) -> Duration {
+        self.grpc_keepalive_interval.min(GRPC_KEEPALIVE_TIMEOUT)
+    }
+
+    /// Checks the connection timeouts, caps and allowed origins.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    fn check_connection_bounds(&self) -> Result<(), ConfigError> {
+        let second = Duration::from_secs(1);
+        let day = Duration::from_secs(86_400);
+        let within = |key: &str, d: Duration, min: Duration, max: Duration| {
+            if d < min || d > max {
+                Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!(
+                        "{} is outside {} to {}",
+                        baton_shared::duration::format(d),
+                        baton_shared::duration::format(min),
+                        baton_shared::duration::format(max)
+                    ),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        within(
+            "http_header_read_timeout",
+            self.http_header_read_timeout,
+            second,
+            Duration::from_secs(600),
+        )?;
+        within("http_idle_timeout", self.http_idle_timeout, second, day)?;
+        within(
+            "grpc_keepalive_interval",
+            self.grpc_keepalive_interval,
+            second,
+            Duration::from_secs(3_600),
+        )?;
+        within(
+            "grpc_idle_timeout",
+            self.grpc_idle_timeout,
+            self.grpc_keepalive_interval
+                .saturating_add(self.grpc_keepalive_timeout()),
+            day,
+        )?;
+        for (key, n) in [
+            ("http_max_connections", self.http_max_connections),
+            ("grpc_max_connections", self.grpc_max_connections),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        for origin in &self.http_allowed_origins {
+            let ok = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
+            });
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "http_allowed_origins".into(),
+                    reason: format!(
+                        "{} is not an origin such as https://console.example:8443 (scheme, host and optional port; no path)",
+                        baton_shared::limits::echo(origin)
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The address of the HTTP API, `None` when `http_addr` is empty (HTTP off).

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod dispatch;
 pub mod edge;
@@ -83,7 +84,7 @@ pub async fn serve_with(
     hooks: Hooks,
 ) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_socket()? {
-        metrics::install(addr)?;
+        metrics::install(addr, &config.metrics_token)?;
     }
     baton_shared::credentials::install_crypto_provider();
     let tokens = Arc::new(auth::Tokens::load(
@@ -91,6 +92,18 @@ pub async fn serve_with(
         &config.auth_tokens,
     )?);
     let tls = tls::server_config(&config)?;
+    let open_files = connections::raise_open_file_limit();
+    let (grpc_cap, http_cap) =
+        connections::fit_caps(config.grpc_max_connections, config.http_max_connections, open_files);
+    if (grpc_cap, http_cap) != (config.grpc_max_connections, config.http_max_connections) {
+        tracing::warn!(
+            open_files = ?open_files,
+            grpc_max_connections = grpc_cap,
+            http_max_connections = http_cap,
+            "the connection caps did not fit the open-file limit (with {} descriptors to spare) and were lowered",
+            connections::RESERVED_FDS
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
@@ -117,9 +130,13 @@ pub async fn serve_with(
         config.max_payload_bytes,
     )
     .gated_by(health.clone());
-    // `TcpIncoming::from` ignores the builder's `tcp_nodelay`: without it, a two-write answer
-    // waits for the client's delayed ACK (about 40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // TCP_NODELAY on every connection (without it, a two-write answer waits for the client's
+    // delayed ACK, about 40 ms), the connection cap and the idle timeout.
+    let incoming = connections::accept(
+        listener,
+        connections::Admission::new("grpc", grpc_cap),
+        config.grpc_idle_timeout,
+    );
     let (down_tx, down_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -144,15 +161,24 @@ pub async fn serve_with(
                 config.max_payload_bytes,
                 down_rx.clone(),
             );
-            let (router, _) = http::router(state.clone());
-            let server = tokio::spawn(http::serve(listener, router, down_rx.clone()));
+            let guard = http::guard::Guard::new(listener.local_addr()?, &config.http_allowed_origins);
+            let (router, _) = http::router(state.clone(), guard);
+            let bounds = http::ConnectionBounds {
+                header_read_timeout: config.http_header_read_timeout,
+                idle_timeout: config.http_idle_timeout,
+                admission: connections::Admission::new("http", http_cap),
+            };
+            let server = tokio::spawn(http::serve(listener, router, down_rx.clone(), bounds));
             Some((state, server))
         }
         None => None,
     };
     let mut server = {
         let mut down = down_rx.clone();
-        let mut builder = tonic::transport::Server::builder().trace_fn(traces::grpc_span);
+        let mut builder = tonic::transport::Server::builder()
+            .trace_fn(traces::grpc_span)
+            .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
+            .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }

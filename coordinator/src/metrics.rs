@@ -12,6 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use baton_shared::time::{duration_ms, now_ms};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use sha2::Digest as _;
 use tokio::sync::watch;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 
@@ -37,22 +38,75 @@ fn enabled() -> bool {
 }
 
 /// Installs the Prometheus recorder and serves `GET /metrics` (any path answers) on `addr` in the
-/// current tokio runtime. Once per process.
+/// current tokio runtime. Once per process. With a non-empty `token`, a scrape must send
+/// `Authorization: Bearer <token>` (401 otherwise). The listener has the HTTP API's slow-client
+/// bounds (10 s to send a request head, 60 s idle) and at most [`MAX_METRICS_CONNECTIONS`]
+/// connections.
 ///
 /// # Errors
 /// A message naming `metrics_addr` when the address cannot be bound or a recorder is already
 /// installed in this process.
-pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+pub fn install(addr: SocketAddr, token: &baton_shared::credentials::Secret) -> anyhow::Result<()> {
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("metrics_addr: cannot serve metrics on {addr}: {e}");
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| fail(&e))?;
+    listener.set_nonblocking(true).map_err(|e| fail(&e))?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| fail(&e))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets(BUCKETS_SECONDS)
-        .and_then(PrometheusBuilder::install)
-        .map_err(|e| anyhow::anyhow!("metrics_addr: cannot serve metrics on {addr}: {e}"))?;
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| fail(&e))?;
     describe();
     ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let want = (!token.is_empty()).then(|| sha2::Sha256::digest(format!("Bearer {}", token.expose().trim())));
+    let router = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let (handle, want) = (handle.clone(), want);
+        async move {
+            use axum::response::IntoResponse as _;
+            if let Some(want) = want {
+                let got = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|v| sha2::Sha256::digest(v.as_bytes()));
+                let ok = got.is_some_and(|g| bool::from(subtle::ConstantTimeEq::ct_eq(g.as_slice(), want.as_slice())));
+                if !ok {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "metrics_token: send Authorization: Bearer <metrics_token>\n",
+                    )
+                        .into_response();
+                }
+            }
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
+        }
+    });
+    let bounds = crate::http::ConnectionBounds {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        admission: crate::connections::Admission::new("metrics", MAX_METRICS_CONNECTIONS),
+    };
+    let (keep, never) = watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = keep;
+        let _ = crate::http::serve(listener, router, never, bounds).await;
+    });
+    tracing::info!(%addr, token = !token.is_empty(), "serving Prometheus metrics at /metrics");
     Ok(())
 }
+
+/// Most connections open at once on the `/metrics` listener.
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
 
 /// Gives every metric its help text (the `# HELP` lines).
 fn describe() {
@@ -137,6 +191,14 @@ fn describe() {
     c!(
         "baton_schedule_ticks_total",
         "Schedule ticks recorded, by outcome (fired, skipped, buffered, triggered)."
+    );
+    g!(
+        "baton_connections",
+        "Connections open, by listener (grpc, http, metrics)."
+    );
+    c!(
+        "baton_connections_refused_total",
+        "Connections closed at once because the listener's connection cap was reached, by listener."
     );
     c!(
         "baton_redis_data_lost_total",

@@ -537,6 +537,23 @@ struct Graph {
     leaves: Vec<usize>,
 }
 
+/// Checks an event name as definitions (`on.event`, `wait_for_event.event`) and `PublishEvent` take
+/// it: after trimming, 1 to 128 characters of letters, digits, `_`, `-`, `.`, `:`, `/` (no spaces,
+/// control characters, NUL or newlines).
+///
+/// # Errors
+/// The problem, with the name echoed (the caller prefixes the field).
+pub fn check_event_name(name: &str) -> Result<(), String> {
+    if valid_name(name.trim(), 128, &['.', ':', '/']) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
+            echo(name)
+        ))
+    }
+}
+
 fn valid_name(s: &str, max: usize, extra: &[char]) -> bool {
     !s.is_empty()
         && s.len() <= max
@@ -820,14 +837,8 @@ impl WorkflowDefinition {
         let schedules = declared_schedules(&doc, &mut err);
         let input_scope = Scope::default();
         let on = doc.on.as_ref().map(|t| {
-            if !valid_name(t.event.trim(), 128, &['.', ':', '/']) {
-                err(
-                    "on.event".into(),
-                    format!(
-                        "{} must be 1 to 128 characters of letters, digits, '_', '-', '.', ':', '/'",
-                        echo(&t.event)
-                    ),
-                );
+            if let Err(why) = check_event_name(&t.event) {
+                err("on.event".into(), why);
             }
             EventTrigger {
                 event: t.event.trim().to_string(),
@@ -1033,8 +1044,8 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
         return StepKind::Sleep;
     }
     if let Some(w) = &s.wait_for_event {
-        if w.event.trim().is_empty() {
-            err(format!("{p}.wait_for_event.event"), "must not be empty".into());
+        if let Err(why) = check_event_name(&w.event) {
+            err(format!("{p}.wait_for_event.event"), why);
         }
         let timeout = match w.timeout.as_deref().map(|t| duration::parse_bounded(t, MAX_TIMEOUT)) {
             None => None,

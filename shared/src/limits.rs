@@ -159,6 +159,13 @@ pub fn format_bound(d: Duration) -> String {
     crate::duration::format(d)
 }
 
+/// Largest request head (request line and headers) the HTTP API takes, in bytes; a larger one is
+/// answered 431 with the JSON error body naming `headers`.
+pub const MAX_HTTP_HEADER_BYTES: usize = 64 * 1024;
+
+/// Most headers in one HTTP request; more is answered 431 naming `headers`.
+pub const MAX_HTTP_HEADERS: usize = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;

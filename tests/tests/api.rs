@@ -62,7 +62,11 @@ async fn invalid_definitions_are_refused_naming_the_field_and_write_nothing() {
             err.message()
         );
     }
-    let listed = wf.list_workflows(ListWorkflowsRequest {}).await.unwrap().into_inner();
+    let listed = wf
+        .list_workflows(ListWorkflowsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.workflows.is_empty(), "nothing was registered: {listed:?}");
     let err = wf
         .get_workflow(GetWorkflowRequest {

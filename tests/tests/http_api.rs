@@ -806,12 +806,12 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
     let gone = http.get("/v1/schedules/nightly", None).await;
     assert_eq!(gone.error().0, 404, "{gone:?}");
 
-    // A body over the gRPC message limit (max_payload_bytes + 1 MiB) is refused, naming the body.
+    // A body over the gRPC message limit (max_payload_bytes + 1 MiB) is refused with 413, naming the body.
     let huge = json!({"workflow": "slowpoke", "cron": "0 3 * * *", "input": {"blob": "x".repeat(1_100_000)}});
     let refused = http.post("/v1/schedules", None, huge).await;
     assert_eq!(
         refused.error(),
-        (400, "INVALID_ARGUMENT", Some("body")),
+        (413, "INVALID_ARGUMENT", Some("body")),
         "{:?}",
         refused.error()
     );

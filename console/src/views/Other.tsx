@@ -1,5 +1,5 @@
 // Schedules with their tick ledger, workers and queues, and workflow definitions with their graph.
-import { enc, get, post, query, type QueueInfo, type Schedule, type ScheduleTick, type WorkerInfo, type Workflow } from "../api";
+import { enc, get, listWorkflows, post, query, type QueueInfo, type Schedule, type ScheduleTick, type WorkerInfo, type Workflow } from "../api";
 import { href, type Route } from "../router";
 import { ConfirmButton, ErrorBox, fmtTime, Json, usePoll } from "../ui";
 import { Graph } from "./Graph";
@@ -177,7 +177,7 @@ export function Workers() {
 
 export function Workflows({ route }: { route: Route }) {
   const name = route.parts[1];
-  const list = usePoll(() => get<{ workflows: Workflow[] }>("/v1/workflows"), []);
+  const list = usePoll(() => listWorkflows<Workflow>(), []);
   return (
     <section>
       <h1>Workflows</h1>

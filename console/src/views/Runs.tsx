@@ -1,7 +1,7 @@
 // The runs list: filters (workflow, status, created after/before) kept in the URL, pages by
 // token, refreshed every 3 s with counts by status.
 import { useState } from "preact/hooks";
-import { get, query, type Run, type Workflow } from "../api";
+import { get, listWorkflows, query, type Run, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
 import { RUN_STATUSES, statusWord } from "../status";
 import { ErrorBox, fmtDuration, fmtTime, Status, usePoll } from "../ui";
@@ -47,7 +47,7 @@ export function Runs({ route }: { route: Route }) {
     [key, token],
     3000,
   );
-  const workflows = usePoll(() => get<{ workflows: Workflow[] }>("/v1/workflows"), []);
+  const workflows = usePoll(() => listWorkflows<Workflow>(), []);
   const set = (k: string, v: string) => navigate(href(["runs"], { ...filters, [k]: v }), true);
   const counts: Record<string, number> = {};
   for (const r of data?.runs ?? []) counts[statusWord(r.status)] = (counts[statusWord(r.status)] ?? 0) + 1;

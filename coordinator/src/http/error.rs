@@ -8,36 +8,88 @@ use axum::{
 };
 use tonic::{Code, Status};
 
+use baton_shared::limits::{MAX_ECHO_BYTES, MAX_ERROR_MESSAGE_BYTES, cut};
+
 use super::model::ErrorBody;
 
-/// An error answer of the HTTP API: a gRPC status, shown as JSON.
+/// An error answer of the HTTP API: a gRPC status, shown as JSON; for the errors of the HTTP edge
+/// itself (415, 431, 405, 403 for a foreign origin) with the HTTP status gRPC has no code for, and
+/// with the field it is about when the message cannot say it (a key too long to echo).
 #[derive(Debug)]
-pub struct ApiError(pub Status);
+pub struct ApiError {
+    status: Status,
+    field: Option<String>,
+    http: Option<StatusCode>,
+}
 
 impl From<Status> for ApiError {
-    fn from(s: Status) -> Self {
-        Self(s)
+    fn from(status: Status) -> Self {
+        Self {
+            status,
+            field: None,
+            http: None,
+        }
     }
 }
 
 impl ApiError {
     /// `INVALID_ARGUMENT` with `message` (which should start with `<field>: `).
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self(Status::invalid_argument(message))
+        Self::from(Status::invalid_argument(message))
+    }
+
+    /// `INVALID_ARGUMENT` about `field` (cut to [`MAX_ECHO_BYTES`] bytes): the message is
+    /// `<field>: <message>`.
+    pub fn invalid_field(field: &str, message: &str) -> Self {
+        let field = cut(field, MAX_ECHO_BYTES).into_owned();
+        Self {
+            status: Status::invalid_argument(format!("{field}: {message}")),
+            field: Some(field),
+            http: None,
+        }
+    }
+
+    /// An error of the HTTP edge: answered with `http` (not the gRPC code's mapping), about `field`.
+    pub fn edge(http: StatusCode, code: Code, field: &str, message: &str) -> Self {
+        Self {
+            status: Status::new(code, format!("{field}: {message}")),
+            field: Some(field.to_string()),
+            http: Some(http),
+        }
+    }
+
+    /// The gRPC status of this error.
+    pub fn status(&self) -> &Status {
+        &self.status
     }
 
     /// The HTTP status of this error.
     pub fn http_status(&self) -> StatusCode {
-        http_status(self.0.code())
+        self.http.unwrap_or_else(|| http_status(self.status.code()))
     }
 
-    /// The JSON body of this error.
+    /// The JSON body of this error: its field cut to [`MAX_ECHO_BYTES`], its message cut so that the
+    /// whole body, as JSON, is under [`MAX_ERROR_MESSAGE_BYTES`].
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            code: code_name(self.0.code()).to_string(),
-            message: self.0.message().to_string(),
-            field: field_of(self.0.message()),
+        let message = self.status.message();
+        let field = self.field.clone().or_else(|| field_of(message));
+        let mut body = ErrorBody {
+            code: code_name(self.status.code()).to_string(),
+            message: message.to_string(),
+            field: field.map(|f| cut(&f, MAX_ECHO_BYTES).into_owned()),
+        };
+        // The whole JSON body (escapes included) under MAX_ERROR_MESSAGE_BYTES: cut the message by
+        // what is over, until it fits (at most a few rounds: each cut removes at least the excess).
+        let mut budget = body.message.len();
+        while serde_json::to_vec(&body).map_or(0, |v| v.len()) >= MAX_ERROR_MESSAGE_BYTES && budget > 0 {
+            let over = serde_json::to_vec(&body)
+                .map_or(0, |v| v.len())
+                .saturating_sub(MAX_ERROR_MESSAGE_BYTES)
+                .saturating_add(16);
+            budget = budget.saturating_sub(over.max(16));
+            body.message = cut(message, budget).into_owned();
         }
+        body
     }
 }
 
@@ -128,9 +180,21 @@ mod tests {
 
     #[test]
     fn the_body_names_the_code_message_and_field() {
-        let body = ApiError(Status::not_found("run_id: no run x")).body();
+        let body = ApiError::from(Status::not_found("run_id: no run x")).body();
         assert_eq!(body.code, "NOT_FOUND");
         assert_eq!(body.field.as_deref(), Some("run_id"));
         assert_eq!(body.message, "run_id: no run x");
+    }
+
+    #[test]
+    fn a_long_message_and_field_are_cut() {
+        let key = "k".repeat(1 << 20);
+        let body = ApiError::invalid_field(&key, &"m".repeat(1 << 20)).body();
+        let text = serde_json::to_string(&body).unwrap_or_default();
+        assert!(text.len() < MAX_ERROR_MESSAGE_BYTES, "{}", text.len());
+        let nul = ApiError::invalid_field("f", &"\u{0}".repeat(4000)).body();
+        let text = serde_json::to_string(&nul).unwrap_or_default();
+        assert!(text.len() < MAX_ERROR_MESSAGE_BYTES, "{}", text.len());
+        assert!(body.field.is_some_and(|f| f.len() <= MAX_ECHO_BYTES + 3));
     }
 }

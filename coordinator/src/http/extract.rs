@@ -48,10 +48,15 @@ impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
     async fn from_request(req: Request, state: &Arc<HttpState>) -> Result<Self, ApiError> {
         let limit = state.max_body_bytes;
         let too_large = |len: String| {
-            ApiError::invalid(format!(
-                "body: {len} bytes is over the limit of {limit} bytes (the coordinator's max_payload_bytes plus 1 MiB \
-                 for the rest of the request)"
-            ))
+            ApiError::edge(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::InvalidArgument,
+                "body",
+                &format!(
+                    "{len} bytes is over the limit of {limit} bytes (the coordinator's max_payload_bytes plus 1 MiB for \
+                     the rest of the request)"
+                ),
+            )
         };
         if let Some(len) = req
             .headers()
@@ -80,7 +85,7 @@ pub fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner().to_string();
         let field = field_path(&e.path().to_string(), &inner);
-        ApiError::invalid(format!("{field}: {}", cut(&inner)))
+        ApiError::invalid_field(&field, &cut(&inner))
     })?;
     de.end()
         .map_err(|e| ApiError::invalid(format!("body: trailing characters after the JSON value: {e}")))?;
@@ -136,12 +141,14 @@ pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     }
     for (k, v) in form_urlencoded::parse(q.as_bytes()) {
         if v.len() > MAX_QUERY_VALUE_BYTES {
-            return Err(ApiError::invalid(format!(
-                "{}: must be at most {MAX_QUERY_VALUE_BYTES} bytes (got {} bytes: {})",
-                cut(&k),
-                v.len(),
-                echo(&v)
-            )));
+            return Err(ApiError::invalid_field(
+                &k,
+                &format!(
+                    "must be at most {MAX_QUERY_VALUE_BYTES} bytes (got {} bytes: {})",
+                    v.len(),
+                    echo(&v)
+                ),
+            ));
         }
     }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
@@ -149,7 +156,7 @@ pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
         let inner = e.inner().to_string();
         let field = field_path(&e.path().to_string(), &inner);
         let field = if field == "body" { "query".to_string() } else { field };
-        ApiError::invalid(format!("{field}: {}", cut(&inner)))
+        ApiError::invalid_field(&field, &cut(&inner))
     })
 }
 

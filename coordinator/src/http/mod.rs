@@ -6,6 +6,7 @@
 pub mod error;
 mod events;
 mod extract;
+pub mod guard;
 pub mod model;
 pub mod openapi;
 mod operations;
@@ -81,11 +82,11 @@ impl HttpState {
     /// ([`Health::gate`]).
     fn api(&self) -> Result<&Api, ApiError> {
         let api = self.api.get().ok_or_else(|| {
-            ApiError(tonic::Status::unavailable(
+            ApiError::from(tonic::Status::unavailable(
                 "the coordinator is starting up (registering definitions, declaring queues); try again shortly",
             ))
         })?;
-        self.health.gate().map_err(|e| ApiError(e.into()))?;
+        self.health.gate().map_err(|e| ApiError::from(tonic::Status::from(e)))?;
         Ok(api)
     }
 
@@ -98,7 +99,7 @@ impl HttpState {
         if self.tokens.is_empty() {
             return Ok(None);
         }
-        crate::auth::check(&self.tokens, method, headers).map_err(ApiError)
+        crate::auth::check(&self.tokens, method, headers).map_err(ApiError::from)
     }
 
     /// Checks the caller of `method` and calls the gRPC service with `msg`, the caller's
@@ -127,8 +128,10 @@ macro_rules! method {
 pub(crate) use method;
 
 /// The router of every HTTP route, the console as its fallback, and the OpenAPI document of the
-/// API routes (also served at `/v1/openapi.json`).
-pub fn router(state: Arc<HttpState>) -> (Router, utoipa::openapi::OpenApi) {
+/// API routes (also served at `/v1/openapi.json`). Every request passes `guard` first
+/// ([`guard`]); an unknown `/v1` path is 404 and a known path with another method 405, both with
+/// the JSON error body.
+pub fn router(state: Arc<HttpState>, guard: Arc<guard::Guard>) -> (Router, utoipa::openapi::OpenApi) {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
@@ -156,40 +159,105 @@ pub fn router(state: Arc<HttpState>) -> (Router, utoipa::openapi::OpenApi) {
     let _ = state.openapi.set(text);
     let router = api
         .route("/v1/{*rest}", axum::routing::any(no_route))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .fallback_service(crate::console::router())
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(axum::middleware::from_fn(observe));
     (router, doc)
 }
 
+/// The bounds on the HTTP server's connections (settings `http_*`).
+#[derive(Debug, Clone)]
+pub struct ConnectionBounds {
+    /// Time to send a complete request head, from connecting or the previous answer's end.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// The cap on open connections.
+    pub admission: Arc<crate::connections::Admission>,
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true; in-flight requests finish (event
-/// streams end at shutdown).
+/// streams end at shutdown). HTTP/1.1 with TCP_NODELAY; a client that does not send a complete
+/// request head within `bounds.header_read_timeout`, or leaves the connection idle for
+/// `bounds.idle_timeout`, is disconnected, and connections over the cap are closed at once.
 ///
 /// # Errors
-/// The listener failing.
+/// None today (a failed `accept` is logged and retried); the `Result` keeps the signature of a server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
+    bounds: ConnectionBounds,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|d| *d).await;
-        })
-        .await
+    use futures::StreamExt as _;
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(bounds.header_read_timeout)
+        .max_buf_size(HYPER_MAX_HEAD_BYTES)
+        .max_headers(HYPER_MAX_HEADERS);
+    let graceful = GracefulShutdown::new();
+    let incoming = crate::connections::accept(listener, bounds.admission, bounds.idle_timeout);
+    let mut incoming = std::pin::pin!(incoming);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|d| *d) => break,
+            next = incoming.next() => {
+                let Some(Ok(io)) = next else { continue };
+                let service = TowerToHyperService::new(router.clone());
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        }
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
+
+/// The largest request head hyper reads before it answers 431 by itself (with no body); below it,
+/// [`limits::MAX_HTTP_HEADER_BYTES`](baton_shared::limits::MAX_HTTP_HEADER_BYTES) is checked by the
+/// router, which answers 431 with the JSON error body.
+pub const HYPER_MAX_HEAD_BYTES: usize = 1024 * 1024;
+
+/// The most headers hyper parses before it answers 431 by itself; below it,
+/// [`limits::MAX_HTTP_HEADERS`](baton_shared::limits::MAX_HTTP_HEADERS) is checked by the router.
+pub const HYPER_MAX_HEADERS: usize = 1_000;
 
 /// Any `/v1/...` path that is no route: 404 with the JSON error body.
 async fn no_route(req: Request) -> ApiError {
-    ApiError(tonic::Status::not_found(format!(
-        "no route {} {} (see /v1/openapi.json)",
-        req.method(),
-        baton_shared::limits::echo(req.uri().path())
-    )))
+    ApiError::edge(
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        "path",
+        &format!(
+            "no route {} {} (see /v1/openapi.json)",
+            baton_shared::limits::echo(req.method().as_str()),
+            baton_shared::limits::echo(req.uri().path())
+        ),
+    )
+}
+
+/// A route that exists, called with a method it does not take: 405 with the JSON error body.
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::edge(
+        StatusCode::METHOD_NOT_ALLOWED,
+        tonic::Code::Unimplemented,
+        "method",
+        &format!(
+            "{} is not a method of {} (see /v1/openapi.json)",
+            baton_shared::limits::echo(req.method().as_str()),
+            baton_shared::limits::echo(req.uri().path())
+        ),
+    )
 }
 
 /// Health, as gRPC health answers it: SERVING when start-up is done, Redis and RabbitMQ answer

@@ -113,8 +113,10 @@ pub struct RegisterWorkflowAnswer {
 /// `GET /v1/workflows`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkflowList {
-    /// The latest version of every registered workflow, by name.
+    /// The latest version of every registered workflow, in name order, a page at a time.
     pub workflows: Vec<Workflow>,
+    /// For the next page (`?page_token=`); empty on the last.
+    pub next_page_token: String,
 }
 
 /// An edge of a workflow's graph: `to` depends on `from`.

@@ -54,10 +54,13 @@ pub async fn submit(
 #[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
     /// Only runs of this workflow.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{0,128}$")]
     workflow: String,
     /// Only runs in this status (`pending`, `running`, `succeeded`, `failed`, `cancelled`, `timed_out`).
+    #[param(pattern = r"^(pending|running|succeeded|failed|cancelled|timed_out)?$")]
     status: String,
-    /// Only the runs this run started.
+    /// Only the runs this run started (a UUID).
+    #[param(pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     parent_run_id: String,
     /// Only runs created after this RFC 3339 time (exclusive).
     created_after: String,
@@ -133,7 +136,7 @@ pub async fn list(
 
 /// One run with its steps.
 #[utoipa::path(get, operation_id = "GetRun", path = "/v1/runs/{run_id}", tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id (a UUID)")),
+    params(("run_id" = String, Path, description = "The run's id (a UUID)", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The run", body = Run),
         (status = "default", description = "An error (404: no such run, or it expired)", body = ErrorBody),
@@ -156,7 +159,7 @@ pub async fn get(
 
 /// Cancels a run: unfinished steps become cancelled.
 #[utoipa::path(post, operation_id = "CancelRun", path = "/v1/runs/{run_id}/cancel", tag = "runs", request_body = CancelRunBody,
-    params(("run_id" = String, Path, description = "The run's id")),
+    params(("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "Cancelled", body = RunOperation),
         (status = "default", description = "An error (400 FAILED_PRECONDITION: already finished)", body = ErrorBody),
@@ -183,7 +186,7 @@ pub async fn cancel(
 
 /// Runs a finished run's failed and cancelled steps again.
 #[utoipa::path(post, operation_id = "RetryRun", path = "/v1/runs/{run_id}/retry", tag = "runs", request_body = Empty,
-    params(("run_id" = String, Path, description = "The run's id")),
+    params(("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "Retried", body = RunOperation),
         (status = "default", description = "An error (400 FAILED_PRECONDITION unless failed, cancelled or timed out)", body = ErrorBody),
@@ -207,7 +210,7 @@ pub async fn retry(
 
 /// Runs a finished run again from a step, optionally with a new input.
 #[utoipa::path(post, operation_id = "RerunRun", path = "/v1/runs/{run_id}/rerun", tag = "runs", request_body = RerunRunBody,
-    params(("run_id" = String, Path, description = "The run's id")),
+    params(("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "Re-run", body = RunOperation),
         (status = "default", description = "An error (400 names `from_step`; FAILED_PRECONDITION while it runs)", body = ErrorBody),

@@ -45,7 +45,7 @@ pub struct EventsQuery {
 /// The run's events as Server-Sent Events: history, then live, until the run's terminal event.
 #[utoipa::path(get, operation_id = "WatchRun", path = "/v1/runs/{run_id}/events", tag = "runs",
     params(
-        ("run_id" = String, Path, description = "The run's id"),
+        ("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume: only events after this sequence"),
         EventsQuery,
     ),
@@ -63,7 +63,7 @@ pub async fn events(
         && let Some(token) = q.access_token.as_deref()
     {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ApiError(tonic::Status::unauthenticated("access_token: not a valid token")))?;
+            .map_err(|_| ApiError::from(tonic::Status::unauthenticated("access_token: not a valid token")))?;
         headers.insert(header::AUTHORIZATION, value);
     }
     let after_sequence = match headers.get("last-event-id") {
@@ -99,7 +99,7 @@ pub async fn events(
                     Event::default().id(id).event(kind).json_data(RunEvent::from(ev))
                 }
                 Some(Err(status)) => {
-                    let body = ApiError(status).body();
+                    let body = ApiError::from(status).body();
                     let _ = tx.send(Ok(error_event(&body))).await;
                     return;
                 }

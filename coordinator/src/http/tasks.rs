@@ -65,7 +65,7 @@ pub async fn list(
 /// Completes an open human task with form data, which must satisfy the step's form schema.
 #[utoipa::path(post, operation_id = "CompleteHumanTask", path = "/v1/tasks/{run_id}/{step_id}/complete", tag = "tasks", request_body = CompleteTaskBody,
     params(
-        ("run_id" = String, Path, description = "The run"),
+        ("run_id" = String, Path, description = "The run", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         ("step_id" = String, Path, description = "The human step"),
     ),
     responses(

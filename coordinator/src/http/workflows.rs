@@ -46,30 +46,52 @@ pub async fn register(
         .await?;
     let workflow = r
         .workflow
-        .ok_or_else(|| ApiError(tonic::Status::internal("RegisterWorkflow answered no workflow")))?;
+        .ok_or_else(|| ApiError::from(tonic::Status::internal("RegisterWorkflow answered no workflow")))?;
     Ok(Json(RegisterWorkflowAnswer {
         workflow: workflow.into(),
         created: r.created,
     }))
 }
 
-/// The latest version of every registered workflow, by name.
+/// Query of `GET /v1/workflows`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct ListWorkflowsQuery {
+    /// At most this many (default 100, at most 1000); a page also ends before 3 MiB.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// From a previous answer's `next_page_token`.
+    page_token: String,
+}
+
+/// The latest version of every registered workflow, in name order, a page at a time.
 #[utoipa::path(get, operation_id = "ListWorkflows", path = "/v1/workflows", tag = "workflows",
+    params(ListWorkflowsQuery),
     responses(
-        (status = 200, description = "Workflows", body = WorkflowList),
-        (status = "default", description = "An error", body = ErrorBody),
+        (status = 200, description = "A page of workflows", body = WorkflowList),
+        (status = "default", description = "An error (400 names the parameter)", body = ErrorBody),
     ))]
-pub async fn list(State(s): State<Arc<HttpState>>, headers: HeaderMap) -> Result<Json<WorkflowList>, ApiError> {
+pub async fn list(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListWorkflowsQuery>,
+) -> Result<Json<WorkflowList>, ApiError> {
+    let msg = proto::ListWorkflowsRequest {
+        limit: q.limit.unwrap_or(0),
+        page_token: q.page_token,
+    };
     let r = s
         .call(
             method!("WorkflowService/ListWorkflows"),
             &headers,
-            proto::ListWorkflowsRequest {},
+            msg,
             |api, req| async move { api.list_workflows(req).await },
         )
         .await?;
     Ok(Json(WorkflowList {
         workflows: r.workflows.into_iter().map(Workflow::from).collect(),
+        next_page_token: r.next_page_token,
     }))
 }
 
@@ -84,7 +106,7 @@ pub struct GetWorkflowQuery {
 
 /// One workflow version, with its definition and graph.
 #[utoipa::path(get, operation_id = "GetWorkflow", path = "/v1/workflows/{name}", tag = "workflows",
-    params(("name" = String, Path, description = "The workflow's name"), GetWorkflowQuery),
+    params(("name" = String, Path, description = "The workflow's name", pattern = r"^[A-Za-z0-9_.-]{1,128}$"), GetWorkflowQuery),
     responses(
         (status = 200, description = "The workflow", body = Workflow),
         (status = "default", description = "An error (404: no such workflow or version)", body = ErrorBody),
