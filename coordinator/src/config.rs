@@ -25,6 +25,10 @@ pub struct CoordinatorConfig {
     pub namespace: String,
     /// Directory whose `*.yaml`, `*.yml` and `*.json` workflow definitions are registered at start-up.
     pub definitions_dir: Option<PathBuf>,
+    /// Most bytes of parsed workflow definitions kept in memory (an estimate: 32 bytes per byte of
+    /// a definition's JSON); the least recently used are evicted and read from Redis again when
+    /// needed. Default 64 MiB.
+    pub definition_cache_bytes: u64,
     /// How long a finished run is kept.
     #[serde(with = "serde_human")]
     pub retention: Duration,
@@ -107,6 +111,7 @@ impl Default for CoordinatorConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "baton".into(),
             definitions_dir: None,
+            definition_cache_bytes: 64 * 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             index_retention: Duration::from_secs(30 * 24 * 3600),
             queue_type: QueueType::Quorum,
@@ -140,6 +145,7 @@ const KNOWN_KEYS: &[&str] = &[
     "amqp_url",
     "namespace",
     "definitions_dir",
+    "definition_cache_bytes",
     "retention",
     "index_retention",
     "queue_type",

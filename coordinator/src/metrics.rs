@@ -342,9 +342,7 @@ async fn sample_once(engine: &Engine) -> anyhow::Result<()> {
     let mut pools = Vec::new();
     for name in engine.registry.names().await? {
         let latest = engine.registry.get(&name, 0).await?.definition;
-        for reg in engine.registry.versions(&name).await? {
-            handlers.extend(reg.definition.handlers());
-        }
+        handlers.extend(engine.registry.handlers(&name).await?);
         for step in &latest.steps {
             if let Some(c) = &step.concurrency {
                 pools.push((latest.name.clone(), step.id.clone(), c.key.is_some()));

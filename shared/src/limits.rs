@@ -188,3 +188,8 @@ mod tests {
         assert_eq!(format_bound(Duration::from_secs(90)), "1m 30s");
     }
 }
+
+/// Most versions one workflow may keep registered. A run pins the version it started with and a
+/// version is never deleted, so this bounds what the registry holds per workflow; past it,
+/// `RegisterWorkflow` answers `INVALID_ARGUMENT` naming `version` (register under a new name).
+pub const MAX_WORKFLOW_VERSIONS: u32 = 1_000;
