@@ -28,6 +28,7 @@ pub mod timers;
 pub mod tls;
 pub mod traces;
 pub mod view;
+pub mod watch_hub;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

@@ -58,6 +58,18 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
 fn describe() {
     use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
     c!("baton_runs_started_total", "Runs created, by workflow.");
+    g!(
+        "baton_watch_streams",
+        "WatchRun streams (gRPC and HTTP event streams) open on this coordinator."
+    );
+    g!(
+        "baton_watch_runs",
+        "Runs this coordinator's watch streams follow (one shared subscription each)."
+    );
+    c!(
+        "baton_watch_streams_refused_total",
+        "WatchRun streams refused at a cap, by limit (max_watch_streams, max_watch_streams_per_identity)."
+    );
     c!(
         "baton_runs_finished_total",
         "Runs finished, by workflow and status (succeeded, failed, cancelled, timed_out)."

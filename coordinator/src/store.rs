@@ -1837,6 +1837,75 @@ impl Store {
         Ok(reply.ids.into_iter().map(stream_entry).collect())
     }
 
+    /// The id of the last event of a run's stream, `None` when it has none.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn last_event_id(&self, run_id: &str) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrevrange_count(self.keys.events(run_id), "+", "-", 1).await?;
+        Ok(reply.ids.into_iter().next().map(|e| e.id))
+    }
+
+    /// One `XREAD BLOCK` over many event streams on `conn` (a [`Store::blocking_connection`]):
+    /// for each stream the events after its cursor (`cursors[i]` for `keys[i]`), at most `count`
+    /// each, waiting up to `block` for the first. Answers each stream that had events, with them.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn read_streams(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &[&str],
+        cursors: &[&str],
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<(String, Vec<StreamEntry>)>> {
+        let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
+        let opts = redis::streams::StreamReadOptions::default().block(block_ms).count(count);
+        let reply: Option<redis::streams::StreamReadReply> = conn.xread_options(keys, cursors, &opts).await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .map(|k| (k.key, k.ids.into_iter().map(stream_entry).collect()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The `CLIENT ID` of `conn`, for [`Store::unblock_client`].
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn client_id(conn: &mut redis::aio::MultiplexedConnection) -> Result<i64> {
+        Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
+    }
+
+    /// Ends the blocking command the client `id` waits in (`CLIENT UNBLOCK`, as if it timed out);
+    /// nothing when it waits in none.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn unblock_client(&self, id: i64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Whether each key exists, in order (one pipelined round trip).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn streams_exist(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.exists(*k);
+        }
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     /// Trims run index entries (and human-task entries) older than `cutoff` (Unix ms).
     ///
     /// # Errors
@@ -1864,6 +1933,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// One event of a run's stream: its id (the event's `sequence`) and fields.
+pub type StreamEntry = (String, HashMap<String, String>);
 
 /// What [`Store::put_workflow`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1901,7 +1973,7 @@ pub struct CompleteArgs<'a> {
 }
 
 /// Converts one stream entry to (id, fields).
-pub fn stream_entry(e: redis::streams::StreamId) -> (String, HashMap<String, String>) {
+pub fn stream_entry(e: redis::streams::StreamId) -> StreamEntry {
     let fields = e
         .map
         .into_iter()
