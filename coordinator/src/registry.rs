@@ -406,7 +406,10 @@ mod tests {
         }
         assert!(cache.entry_count() <= 10, "{}", cache.entry_count());
         assert!(cache.get(&("big".to_string(), 40)).is_some(), "the newest is kept");
-        assert!(cache.get(&("big".to_string(), 2)).is_none(), "the least recently used is evicted");
+        assert!(
+            cache.get(&("big".to_string(), 2)).is_none(),
+            "the least recently used is evicted"
+        );
 
         // An entry heavier than the whole budget is not kept at all.
         let small = definition_cache(one / 2);
@@ -417,7 +420,10 @@ mod tests {
 
     #[test]
     fn weights_are_the_source_times_the_measured_factor_and_saturate() {
-        assert_eq!(u64::from(weight(1_000)), 1_000 * WEIGHT_PER_SOURCE_BYTE + ENTRY_OVERHEAD_BYTES);
+        assert_eq!(
+            u64::from(weight(1_000)),
+            1_000 * WEIGHT_PER_SOURCE_BYTE + ENTRY_OVERHEAD_BYTES
+        );
         assert_eq!(weight(usize::MAX), u32::MAX);
     }
 

@@ -1862,7 +1862,9 @@ impl Store {
         count: usize,
     ) -> Result<Vec<(String, Vec<StreamEntry>)>> {
         let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
-        let opts = redis::streams::StreamReadOptions::default().block(block_ms).count(count);
+        let opts = redis::streams::StreamReadOptions::default()
+            .block(block_ms)
+            .count(count);
         let reply: Option<redis::streams::StreamReadReply> = conn.xread_options(keys, cursors, &opts).await?;
         Ok(reply
             .map(|r| {
@@ -1889,7 +1891,11 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     pub async fn unblock_client(&self, id: i64) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(&mut conn).await?;
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 

@@ -152,6 +152,11 @@ pub fn format_bound(d: Duration) -> String {
     crate::duration::format(d)
 }
 
+/// Most versions one workflow may keep registered. A run pins the version it started with and a
+/// version is never deleted, so this bounds what the registry holds per workflow; past it,
+/// `RegisterWorkflow` answers `INVALID_ARGUMENT` naming `version` (register under a new name).
+pub const MAX_WORKFLOW_VERSIONS: u32 = 1_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,8 +193,3 @@ mod tests {
         assert_eq!(format_bound(Duration::from_secs(90)), "1m 30s");
     }
 }
-
-/// Most versions one workflow may keep registered. A run pins the version it started with and a
-/// version is never deleted, so this bounds what the registry holds per workflow; past it,
-/// `RegisterWorkflow` answers `INVALID_ARGUMENT` naming `version` (register under a new name).
-pub const MAX_WORKFLOW_VERSIONS: u32 = 1_000;

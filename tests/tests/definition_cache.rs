@@ -124,7 +124,11 @@ async fn a_workflow_keeps_at_most_its_version_limit_and_the_next_version_is_refu
         .expect_err("one version past the limit is refused");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().starts_with("version: "), "{}", e.message());
-    assert!(e.message().contains(&MAX_WORKFLOW_VERSIONS.to_string()), "{}", e.message());
+    assert!(
+        e.message().contains(&MAX_WORKFLOW_VERSIONS.to_string()),
+        "{}",
+        e.message()
+    );
 
     // Nothing changed: the latest is still the last one allowed, and registering an existing
     // version again is still fine.

@@ -7,17 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baton_shared::proto::{
-    RunEvent, SubmitRunRequest, WatchRunRequest, run_service_client::RunServiceClient,
-};
+use baton_shared::proto::{RunEvent, SubmitRunRequest, WatchRunRequest, run_service_client::RunServiceClient};
 use baton_tests::{Cluster, ClusterOptions, REDIS_URL, free_port};
 use futures::StreamExt as _;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::{Code, Streaming};
 
-const PAUSE: &str =
-    "name: pause\nversion: 1\nsteps:\n  - {id: first, handler: slow}\n  - {id: second, handler: echo, depends_on: [first]}\n";
+const PAUSE: &str = "name: pause\nversion: 1\nsteps:\n  - {id: first, handler: slow}\n  - {id: second, handler: echo, depends_on: [first]}\n";
 
 /// The local ports of process `pid`'s TCP connections to port 6379 (Redis), from `/proc`.
 fn redis_ports(pid: u32) -> HashSet<u16> {
@@ -115,10 +112,11 @@ impl Sse {
     /// Opens `GET /v1/runs/{run}/events` and reads its answer's head.
     async fn open(addr: &str, run_id: &str, token: Option<&str>) -> Self {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let req = format!(
-            "GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{auth}\r\n"
-        );
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req =
+            format!("GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{auth}\r\n");
         tcp.write_all(req.as_bytes()).await.expect("send");
         let mut sse = Self {
             tcp,
@@ -130,11 +128,7 @@ impl Sse {
 
     /// The status code of the answer.
     fn status(&self) -> u16 {
-        self.text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        self.text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 
     /// Reads until `what` was sent; panics after `within`.
@@ -188,7 +182,8 @@ async fn three_hundred_watchers_of_three_runs_share_the_coordinators_redis_conne
     .await;
     let pid = cluster.coordinator_pid().expect("coordinator pid");
     cluster.register(PAUSE).await;
-    let runs: Vec<String> = futures::future::join_all((0..3).map(|_| cluster.submit("pause", json!({"ms": 300})))).await;
+    let runs: Vec<String> =
+        futures::future::join_all((0..3).map(|_| cluster.submit("pause", json!({"ms": 300})))).await;
 
     // One watcher first, so that the hub's reader connection exists in the baseline.
     let mut first = cluster.runs().await;
@@ -278,7 +273,11 @@ async fn three_hundred_watchers_of_three_runs_share_the_coordinators_redis_conne
     for mut sse in sses {
         sse.read_until("event: end", Duration::from_secs(90)).await;
         assert!(sse.text.contains("\"succeeded\""), "{}", sse.text);
-        assert!(sse.text.contains("step:second") || sse.text.contains("\"second\""), "{}", sse.text);
+        assert!(
+            sse.text.contains("step:second") || sse.text.contains("\"second\""),
+            "{}",
+            sse.text
+        );
     }
     drop(warm);
 
@@ -289,7 +288,10 @@ async fn three_hundred_watchers_of_three_runs_share_the_coordinators_redis_conne
         if metric(&text, "baton_watch_streams") == Some(0.0) && metric(&text, "baton_watch_runs") == Some(0.0) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "streams still counted: {text}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "streams still counted: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -377,7 +379,10 @@ async fn watch_streams_past_the_per_identity_or_coordinator_cap_are_refused_with
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
-    assert!(answer.contains("RESOURCE_EXHAUSTED") && answer.contains("max_watch_streams"), "{answer}");
+    assert!(
+        answer.contains("RESOURCE_EXHAUSTED") && answer.contains("max_watch_streams"),
+        "{answer}"
+    );
 
     let text = scrape(&metrics_addr).await;
     assert_eq!(metric(&text, "baton_watch_streams"), Some(5.0), "{text}");
@@ -406,7 +411,10 @@ async fn watch_streams_past_the_per_identity_or_coordinator_cap_are_refused_with
             }
             Err(e) => {
                 assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-                assert!(start.elapsed() < Duration::from_secs(30), "the closed stream's place never came back");
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the closed stream's place never came back"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -421,7 +429,10 @@ async fn watch_streams_past_the_per_identity_or_coordinator_cap_are_refused_with
             break;
         }
         assert_eq!(sse.status(), 429, "{}", sse.text);
-        assert!(start.elapsed() < Duration::from_secs(30), "the closed stream's place never came back");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the closed stream's place never came back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
