@@ -21,7 +21,6 @@ use baton_shared::{
     proto::StepFailure,
     schedule::OverlapPolicy,
 };
-use redis::AsyncCommands;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
@@ -30,8 +29,9 @@ use crate::{
     engine::{AttemptRef, Completer, Engine, Outcome},
     error::CoordinatorError,
     schedules::ScheduleRecord,
-    store::{Disposition, stream_entry},
+    store::{Disposition, StreamEntry},
     view,
+    watch_hub::{Notice, Subscription, WatchHub, WatchLimits, sequence},
 };
 
 /// Serves `WorkflowService`, `RunService`, `WorkerService`, `EventService`, `HumanTaskService`,
@@ -40,13 +40,19 @@ use crate::{
 pub struct Api {
     engine: Arc<Engine>,
     ops: Arc<crate::operations::Operations>,
+    watch: WatchHub,
 }
 
 impl Api {
     /// An API over `engine`.
     pub fn new(engine: Arc<Engine>) -> Self {
+        let limits = WatchLimits {
+            max_streams: engine.config.max_watch_streams,
+            max_streams_per_identity: engine.config.max_watch_streams_per_identity,
+        };
         Self {
             ops: Arc::new(crate::operations::Operations::new(engine.clone())),
+            watch: WatchHub::new(engine.store.clone(), limits),
             engine,
         }
     }
@@ -539,6 +545,12 @@ impl proto::run_service_server::RunService for Api {
     type WatchRunStream = EventStream;
 
     async fn watch_run(&self, req: Request<WatchRunRequest>) -> Result<Response<EventStream>, Status> {
+        // The caller, for the per-caller cap: its token's identity, or with auth off its address.
+        let identity = req
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.identity().to_string())
+            .or_else(|| req.remote_addr().map(|a| a.ip().to_string()));
         let WatchRunRequest { run_id, after_sequence } = req.into_inner();
         check_id(&run_id)?;
         if !after_sequence.is_empty() && !is_sequence(&after_sequence) {
@@ -547,18 +559,22 @@ impl proto::run_service_server::RunService for Api {
                 echo(&after_sequence)
             )));
         }
+        let permit = self.watch.admit(identity)?;
         if self.engine.store.read_run(&run_id).await?.is_none() {
             return Err(Status::not_found(format!(
                 "run_id: no run {run_id} ({})",
                 crate::reset::lost_hint()
             )));
         }
+        // Subscribed before the history is read, so no event falls between the two.
+        let sub = self.watch.subscribe(&run_id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = stream_events(&engine, &run_id, &after_sequence, &tx).await {
+            if let Err(e) = stream_events(&engine, &run_id, &after_sequence, sub, &tx).await {
                 let _ = tx.send(Err(e.into())).await;
             }
+            drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -591,10 +607,14 @@ fn ends_run(ev: &RunEvent) -> bool {
 ///
 /// With `after` (a resumed stream), only the events after that sequence are sent; when none of
 /// them is a run event, whether the run has ended is read from its current status.
+///
+/// Live events come from the coordinator's [`WatchHub`] (`sub`, taken before the history was
+/// read): an event already sent is recognised by its sequence and skipped.
 async fn stream_events(
     engine: &Engine,
     run_id: &str,
     after: &str,
+    mut sub: Subscription,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
 ) -> Result<(), CoordinatorError> {
     let mut last = if after.is_empty() {
@@ -634,34 +654,57 @@ async fn stream_events(
     if ended {
         return Ok(());
     }
-    let mut conn = engine.store.blocking_connection().await?;
-    let key = engine.store.keys().events(run_id);
-    let opts = redis::streams::StreamReadOptions::default().block(5_000).count(500);
     loop {
-        let reply: Option<redis::streams::StreamReadReply> = conn.xread_options(&[&key], &[&last], &opts).await?;
-        let entries = reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
-            .unwrap_or_default();
-        if entries.is_empty() {
-            if tx.is_closed() {
-                return Ok(());
+        let notice = tokio::select! {
+            n = sub.rx.recv() => n,
+            () = tx.closed() => return Ok(()),
+        };
+        match notice {
+            Ok(Notice::Events(batch)) => {
+                if !send_live(run_id, batch.to_vec(), &mut last, tx).await {
+                    return Ok(());
+                }
             }
-            let exists: bool = conn.exists(&key).await?;
-            if !exists {
-                return Ok(());
-            }
-            continue;
-        }
-        for e in entries {
-            let (id, f) = stream_entry(e);
-            last = id.clone();
-            let ev = view::event_view(run_id, id, &f);
-            let done = ends_run(&ev);
-            if tx.send(Ok(ev)).await.is_err() || done {
-                return Ok(());
+            Ok(Notice::Gone) => return Ok(()),
+            // Fell behind the run's channel: read what was missed from Redis; the channel's
+            // later messages repeat some of it, which is skipped.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => loop {
+                let batch = engine.store.events_after(run_id, &last, 500).await?;
+                let n = batch.len();
+                if !send_live(run_id, batch, &mut last, tx).await {
+                    return Ok(());
+                }
+                if n < 500 {
+                    break;
+                }
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return Err(CoordinatorError::Internal("the run's watch subscription ended".into()));
             }
         }
     }
+}
+
+/// Sends the events of `batch` after `last` (moving it on); false when the stream is over (the
+/// run ended or the client went away).
+async fn send_live(
+    run_id: &str,
+    batch: Vec<StreamEntry>,
+    last: &mut String,
+    tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
+) -> bool {
+    for (id, f) in batch {
+        if last != "-" && sequence(&id) <= sequence(last) {
+            continue;
+        }
+        last.clone_from(&id);
+        let ev = view::event_view(run_id, id, &f);
+        let done = ends_run(&ev);
+        if tx.send(Ok(ev)).await.is_err() || done {
+            return false;
+        }
+    }
+    true
 }
 
 #[tonic::async_trait]

@@ -25,6 +25,10 @@ pub struct CoordinatorConfig {
     pub namespace: String,
     /// Directory whose `*.yaml`, `*.yml` and `*.json` workflow definitions are registered at start-up.
     pub definitions_dir: Option<PathBuf>,
+    /// Most bytes of parsed workflow definitions kept in memory (an estimate: 32 bytes per byte of
+    /// a definition's JSON); the least recently used are evicted and read from Redis again when
+    /// needed. Default 64 MiB.
+    pub definition_cache_bytes: u64,
     /// How long a finished run is kept.
     #[serde(with = "serde_human")]
     pub retention: Duration,
@@ -54,6 +58,12 @@ pub struct CoordinatorConfig {
     pub publish_timeout: Duration,
     /// Approximate number of events kept per run for `WatchRun`.
     pub events_max_len: u64,
+    /// Most `WatchRun` streams (gRPC and the HTTP API's event streams) open at once on this
+    /// coordinator; past it a new one is refused with `RESOURCE_EXHAUSTED` (HTTP 429).
+    pub max_watch_streams: usize,
+    /// Most watch streams one caller may hold open at once on this coordinator: per token
+    /// identity (its user, else its name), or with auth off per client IP address over gRPC.
+    pub max_watch_streams_per_identity: usize,
     /// Largest step output, run input or event payload accepted, in bytes.
     pub max_payload_bytes: usize,
     /// How long an event that no step waited for is kept for the first step that waits for it.
@@ -166,6 +176,7 @@ impl Default for CoordinatorConfig {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "baton".into(),
             definitions_dir: None,
+            definition_cache_bytes: 64 * 1024 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             index_retention: Duration::from_secs(30 * 24 * 3600),
             queue_type: QueueType::Quorum,
@@ -175,6 +186,8 @@ impl Default for CoordinatorConfig {
             dispatch_grace: Duration::from_secs(15),
             publish_timeout: Duration::from_secs(10),
             events_max_len: 10_000,
+            max_watch_streams: 10_000,
+            max_watch_streams_per_identity: 1_000,
             max_payload_bytes: 4 * 1024 * 1024,
             event_ttl: Duration::from_secs(24 * 3600),
             event_buffer_max: 100,
@@ -207,6 +220,7 @@ const KNOWN_KEYS: &[&str] = &[
     "amqp_url",
     "namespace",
     "definitions_dir",
+    "definition_cache_bytes",
     "retention",
     "index_retention",
     "queue_type",
@@ -216,6 +230,8 @@ const KNOWN_KEYS: &[&str] = &[
     "dispatch_grace",
     "publish_timeout",
     "events_max_len",
+    "max_watch_streams",
+    "max_watch_streams_per_identity",
     "max_payload_bytes",
     "event_ttl",
     "event_buffer_max",

@@ -21,6 +21,10 @@ pub enum CoordinatorError {
     /// The operation does not fit the run's state, e.g. cancelling a finished run (`FAILED_PRECONDITION`).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A bound on what this coordinator serves at once is reached, e.g. open watch streams
+    /// (`RESOURCE_EXHAUSTED`; the message names the setting).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Redis failed or could not be reached (`UNAVAILABLE`: callers should retry).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -91,6 +95,7 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             CoordinatorError::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             CoordinatorError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            CoordinatorError::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             CoordinatorError::Redis(_)
             | CoordinatorError::Amqp(_)
             | CoordinatorError::Publish(_)

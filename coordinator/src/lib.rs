@@ -29,6 +29,7 @@ pub mod timers;
 pub mod tls;
 pub mod traces;
 pub mod view;
+pub mod watch_hub;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -358,7 +359,7 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
     .notify(|e, d| tracing::warn!(error = %e, "RabbitMQ not reachable; retrying in {d:?}"))
     .await?;
     let engine = Arc::new(Engine {
-        registry: Registry::new(store.clone()),
+        registry: Registry::new(store.clone(), config.definition_cache_bytes),
         store,
         dispatcher,
         config: config.clone(),
@@ -375,9 +376,8 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
     }
     // Declare every known handler's queue, so tasks published before any worker starts are kept.
     for name in engine.registry.names().await? {
-        for reg in engine.registry.versions(&name).await? {
-            engine.dispatcher.ensure_queues(&reg.definition.handlers()).await?;
-        }
+        let handlers: Vec<String> = engine.registry.handlers(&name).await?.into_iter().collect();
+        engine.dispatcher.ensure_queues(&handlers).await?;
     }
     Ok(engine)
 }

@@ -112,6 +112,18 @@ pub const MAX_METRICS_CONNECTIONS: usize = 64;
 fn describe() {
     use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
     c!("baton_runs_started_total", "Runs created, by workflow.");
+    g!(
+        "baton_watch_streams",
+        "WatchRun streams (gRPC and HTTP event streams) open on this coordinator."
+    );
+    g!(
+        "baton_watch_runs",
+        "Runs this coordinator's watch streams follow (one shared subscription each)."
+    );
+    c!(
+        "baton_watch_streams_refused_total",
+        "WatchRun streams refused at a cap, by limit (max_watch_streams, max_watch_streams_per_identity)."
+    );
     c!(
         "baton_runs_finished_total",
         "Runs finished, by workflow and status (succeeded, failed, cancelled, timed_out)."
@@ -404,9 +416,7 @@ async fn sample_once(engine: &Engine) -> anyhow::Result<()> {
     let mut pools = Vec::new();
     for name in engine.registry.names().await? {
         let latest = engine.registry.get(&name, 0).await?.definition;
-        for reg in engine.registry.versions(&name).await? {
-            handlers.extend(reg.definition.handlers());
-        }
+        handlers.extend(engine.registry.handlers(&name).await?);
         for step in &latest.steps {
             if let Some(c) = &step.concurrency {
                 pools.push((latest.name.clone(), step.id.clone(), c.key.is_some()));

@@ -405,9 +405,7 @@ impl Operations {
         let records = self.records().await?;
         let mut handlers: BTreeSet<String> = BTreeSet::new();
         for name in self.engine.registry.names().await? {
-            for reg in self.engine.registry.versions(&name).await? {
-                handlers.extend(reg.definition.handlers());
-            }
+            handlers.extend(self.engine.registry.handlers(&name).await?);
         }
         let live: Vec<&WorkerRecord> = records.iter().filter(|r| r.live(now)).collect();
         for r in &live {

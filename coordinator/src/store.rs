@@ -1770,42 +1770,70 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a definition if this version is new. Returns the stored JSON when the version existed.
+    /// Stores a definition if this version is new and the workflow keeps fewer than
+    /// `max_versions` versions (`put_workflow.lua`, one atomic step).
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn put_workflow(&self, name: &str, version: u32, json: &str, now: i64) -> Result<Option<String>> {
+    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
+    pub async fn put_workflow(
+        &self,
+        name: &str,
+        version: u32,
+        json: &str,
+        now: i64,
+        max_versions: u32,
+    ) -> Result<PutWorkflow> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/put_workflow.lua")));
         let mut conn = self.conn.clone();
-        let set: bool = conn.hset_nx(self.keys.workflow(name), version, json).await?;
-        if !set {
-            return Ok(Some(conn.hget(self.keys.workflow(name), version).await?));
-        }
-        let _: () = redis::pipe()
-            .hset(self.keys.workflow_registered(name), version, now)
-            .ignore()
-            .sadd(self.keys.workflow_names(), name)
-            .ignore()
-            .query_async(&mut conn)
+        let reply: Vec<String> = SCRIPT
+            .key(self.keys.workflow(name))
+            .key(self.keys.workflow_registered(name))
+            .key(self.keys.workflow_names())
+            .arg(version)
+            .arg(json)
+            .arg(now)
+            .arg(max_versions)
+            .arg(name)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(None)
+        match reply.as_slice() {
+            [tag] if tag == "created" => Ok(PutWorkflow::Created),
+            [tag, stored] if tag == "exists" => Ok(PutWorkflow::Exists(stored.clone())),
+            [tag, count] if tag == "full" => Ok(PutWorkflow::Full(count.parse().unwrap_or(max_versions))),
+            other => Err(CoordinatorError::Internal(format!(
+                "put_workflow.lua answered {:?}",
+                other.first()
+            ))),
+        }
     }
 
-    /// Every version of a workflow: version -> (definition JSON, registered at Unix ms).
+    /// One version's definition JSON, `None` when the workflow has no such version.
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn workflow_versions(&self, name: &str) -> Result<Vec<(u32, String, i64)>> {
+    pub async fn workflow_version(&self, name: &str, version: u32) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
-        let (defs, times): (HashMap<u32, String>, HashMap<u32, i64>) = redis::pipe()
-            .hgetall(self.keys.workflow(name))
+        Ok(conn.hget(self.keys.workflow(name), version).await?)
+    }
+
+    /// The version numbers of a workflow, ascending, each with its registration time (Unix ms; 0
+    /// when unknown), without their definitions.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn workflow_version_numbers(&self, name: &str) -> Result<Vec<(u32, i64)>> {
+        let mut conn = self.conn.clone();
+        let (numbers, times): (Vec<u32>, HashMap<u32, i64>) = redis::pipe()
+            .hkeys(self.keys.workflow(name))
             .hgetall(self.keys.workflow_registered(name))
             .query_async(&mut conn)
             .await?;
-        let mut out: Vec<_> = defs
+        let mut out: Vec<_> = numbers
             .into_iter()
-            .map(|(v, d)| (v, d, times.get(&v).copied().unwrap_or(0)))
+            .map(|v| (v, times.get(&v).copied().unwrap_or(0)))
             .collect();
-        out.sort_by_key(|(v, _, _)| *v);
+        out.sort_by_key(|(v, _)| *v);
         Ok(out)
     }
 
@@ -1841,6 +1869,81 @@ impl Store {
         Ok(reply.ids.into_iter().map(stream_entry).collect())
     }
 
+    /// The id of the last event of a run's stream, `None` when it has none.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn last_event_id(&self, run_id: &str) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrevrange_count(self.keys.events(run_id), "+", "-", 1).await?;
+        Ok(reply.ids.into_iter().next().map(|e| e.id))
+    }
+
+    /// One `XREAD BLOCK` over many event streams on `conn` (a [`Store::blocking_connection`]):
+    /// for each stream the events after its cursor (`cursors[i]` for `keys[i]`), at most `count`
+    /// each, waiting up to `block` for the first. Answers each stream that had events, with them.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn read_streams(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &[&str],
+        cursors: &[&str],
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<(String, Vec<StreamEntry>)>> {
+        let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
+        let opts = redis::streams::StreamReadOptions::default()
+            .block(block_ms)
+            .count(count);
+        let reply: Option<redis::streams::StreamReadReply> = conn.xread_options(keys, cursors, &opts).await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .map(|k| (k.key, k.ids.into_iter().map(stream_entry).collect()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The `CLIENT ID` of `conn`, for [`Store::unblock_client`].
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn client_id(conn: &mut redis::aio::MultiplexedConnection) -> Result<i64> {
+        Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
+    }
+
+    /// Ends the blocking command the client `id` waits in (`CLIENT UNBLOCK`, as if it timed out);
+    /// nothing when it waits in none.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn unblock_client(&self, id: i64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether each key exists, in order (one pipelined round trip).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn streams_exist(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.exists(*k);
+        }
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     /// Trims run index entries (and human-task entries) older than `cutoff` (Unix ms).
     ///
     /// # Errors
@@ -1869,6 +1972,20 @@ impl Store {
     }
 }
 
+/// One event of a run's stream: its id (the event's `sequence`) and fields.
+pub type StreamEntry = (String, HashMap<String, String>);
+
+/// What [`Store::put_workflow`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutWorkflow {
+    /// The version was new and is stored.
+    Created,
+    /// The version existed: its stored JSON (nothing changed).
+    Exists(String),
+    /// The workflow keeps this many versions already, its most (nothing changed).
+    Full(u32),
+}
+
 /// Arguments of `complete_step.lua`.
 pub struct CompleteArgs<'a> {
     /// The step.
@@ -1894,7 +2011,7 @@ pub struct CompleteArgs<'a> {
 }
 
 /// Converts one stream entry to (id, fields).
-pub fn stream_entry(e: redis::streams::StreamId) -> (String, HashMap<String, String>) {
+pub fn stream_entry(e: redis::streams::StreamId) -> StreamEntry {
     let fields = e
         .map
         .into_iter()

@@ -166,6 +166,11 @@ pub const MAX_HTTP_HEADER_BYTES: usize = 64 * 1024;
 /// Most headers in one HTTP request; more is answered 431 naming `headers`.
 pub const MAX_HTTP_HEADERS: usize = 100;
 
+/// Most versions one workflow may keep registered. A run pins the version it started with and a
+/// version is never deleted, so this bounds what the registry holds per workflow; past it,
+/// `RegisterWorkflow` answers `INVALID_ARGUMENT` naming `version` (register under a new name).
+pub const MAX_WORKFLOW_VERSIONS: u32 = 1_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
