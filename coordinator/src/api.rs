@@ -272,9 +272,9 @@ impl proto::workflow_service_server::WorkflowService for Api {
                 next = workflows.last().map(|w: &proto::Workflow| w.name.clone());
                 break;
             }
-            let versions = self.engine.registry.versions(name).await?;
-            let numbers = versions.iter().map(|r| r.definition.version).collect();
-            if let Some(latest) = versions.last() {
+            // Only the latest version's definition is loaded (the others' numbers suffice), so a
+            // page holds at most `limit` definitions in memory, whatever the versions kept.
+            if let Some((latest, numbers)) = self.engine.registry.latest_with_versions(name).await? {
                 let view = view::workflow_view(&latest.definition, latest.registered_at, numbers);
                 let size = prost::Message::encoded_len(&view);
                 if !workflows.is_empty() && bytes.saturating_add(size) > LIST_PAGE_BYTES {

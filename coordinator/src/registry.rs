@@ -249,6 +249,19 @@ impl Registry {
         self.store.workflow_version_numbers(name).await
     }
 
+    /// The latest version of workflow `name` with the numbers of every version it keeps, or `None`
+    /// when no version is registered (a listing skips the name). Loads one definition only.
+    ///
+    /// # Errors
+    /// `Redis` when the registry cannot be read.
+    pub async fn latest_with_versions(&self, name: &str) -> Result<Option<(Registered, Vec<u32>)>> {
+        match self.get_with_versions(name, 0).await {
+            Ok(found) => Ok(Some(found)),
+            Err(CoordinatorError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every version of `name`, ascending (empty if unknown). This holds every version's
     /// definition at once: prefer [`Registry::get_with_versions`] or [`Registry::handlers`].
     ///
