@@ -20,12 +20,20 @@ struct RunScript {
 
 impl RunScript {
     fn new(name: &'static str, body: &str) -> Self {
-        let code = format!("{}\n{}", include_str!("scripts/common.lua"), body);
+        let code = format!("{}\n{}", common_prelude(), body);
         Self {
             script: redis::Script::new(&code),
             name,
         }
     }
+}
+
+/// `common.lua` with the bounds it keeps put in from `baton_shared::limits`, so the two cannot drift.
+fn common_prelude() -> String {
+    use baton_shared::limits::{KEPT_ATTEMPTS, MAX_ATTEMPT_ERROR_BYTES};
+    include_str!("scripts/common.lua")
+        .replace("__KEPT_ATTEMPTS__", &KEPT_ATTEMPTS.to_string())
+        .replace("__MAX_ATTEMPT_ERROR_BYTES__", &MAX_ATTEMPT_ERROR_BYTES.to_string())
 }
 
 struct Scripts {
@@ -2032,6 +2040,13 @@ pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_prelude_has_its_bounds_put_in() {
+        let code = common_prelude();
+        assert!(!code.contains("__"), "a placeholder is left in common.lua");
+        assert!(code.contains(&format!("tonumber('{}')", baton_shared::limits::KEPT_ATTEMPTS)));
+    }
 
     #[test]
     fn members_round_trip() {

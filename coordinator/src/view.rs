@@ -140,6 +140,7 @@ pub fn run_view(
                 .collect(),
             worker: f("worker"),
             attempt_base: f("base").parse().unwrap_or(0),
+            earlier_attempts: f("history_dropped").parse().unwrap_or(0),
             wake_at: if status == StepStatus::Waiting {
                 t("wake_at")
             } else {

@@ -49,19 +49,44 @@ local function event(kind, step, attempt, status, detail)
     'detail', detail or '', 'at', tostring(NOW))
 end
 
--- Appends one finished attempt to the step's history (a JSON array).
-local function record_attempt(step, attempt, outcome, err, worker)
-  local entry = cjson.encode({
-    number = attempt, outcome = outcome, error = err or '', worker = worker or '',
-    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
-  })
-  local h = sget(step, 'history')
-  if not h or h == '' or h == '[]' then
-    h = '[' .. entry .. ']'
-  else
-    h = string.sub(h, 1, -2) .. ',' .. entry .. ']'
+-- The attempts of a step kept in full in its history, and the longest error kept per attempt
+-- (bytes): baton_shared::limits::KEPT_ATTEMPTS and MAX_ATTEMPT_ERROR_BYTES, put in by store.rs.
+local KEPT_ATTEMPTS = tonumber('__KEPT_ATTEMPTS__')
+local MAX_ATTEMPT_ERROR = tonumber('__MAX_ATTEMPT_ERROR_BYTES__')
+
+-- `s` cut to at most `max` bytes at a UTF-8 character boundary, marked '… (cut)' when cut.
+local function cut_text(s, max)
+  if #s <= max then return s end
+  local e = max
+  -- back off continuation bytes (0x80-0xBF) so that no character is split
+  while e > 0 do
+    local b = string.byte(s, e + 1)
+    if b < 128 or b >= 192 then break end
+    e = e - 1
   end
-  sset(step, 'history', h)
+  return string.sub(s, 1, e) .. '… (cut)'
+end
+
+-- Appends one finished attempt to the step's history (a JSON array), its error cut to
+-- MAX_ATTEMPT_ERROR bytes. Only the last KEPT_ATTEMPTS stay; older ones are counted in
+-- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry.
+local function record_attempt(step, attempt, outcome, err, worker)
+  local entry = {
+    number = attempt, outcome = outcome, error = cut_text(err or '', MAX_ATTEMPT_ERROR), worker = worker or '',
+    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
+  }
+  local h = sget(step, 'history')
+  local list = {}
+  if h and h ~= '' and h ~= '[]' then list = cjson.decode(h) end
+  list[#list + 1] = entry
+  local over = #list - KEPT_ATTEMPTS
+  if over > 0 then
+    local kept = {}
+    for i = over + 1, #list do kept[#kept + 1] = list[i] end
+    list = kept
+    redis.call('HINCRBY', STEPS, step .. ':history_dropped', over)
+  end
+  sset(step, 'history', cjson.encode(list))
 end
 
 -- Appends a dispatch payload for `step` to `out`: step id, attempt, attempt base, dispatched_at,
