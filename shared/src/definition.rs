@@ -489,8 +489,7 @@ pub struct ForEach {
 
 /// Default and largest `max_parallel` of a fan-out step.
 pub const DEFAULT_MAX_PARALLEL: u32 = 100;
-/// The most elements one fan-out step may have.
-pub const MAX_FAN_OUT: usize = 100_000;
+pub use crate::limits::MAX_FAN_OUT;
 
 /// A validated workflow definition with its step graph.
 ///

@@ -32,6 +32,11 @@ pub const MAX_RATE_PERIOD: Duration = DAY;
 /// more fans out (`for_each`) or emits runs of a processor workflow.
 pub const MAX_STEPS: usize = 1_000;
 
+/// Most elements one fan-out (`for_each`) step may have: its step fails with `FanOutTooLarge`
+/// past it. Its elements are stored and started a batch at a time, so the count bounds memory
+/// and the time a fan-out takes, not any single Redis call; more belongs in an emitter workflow.
+pub const MAX_FAN_OUT: usize = 10_000;
+
 /// Most attempts a retry policy may give a step (`retry.max_attempts`).
 pub const MAX_ATTEMPTS: u32 = 1_000;
 

@@ -126,3 +126,155 @@ async fn a_step_failing_many_times_with_a_long_message_keeps_a_bounded_history_a
     assert!(memory <= 64 * 1024, "the run's steps hash is {memory} bytes");
     assert!(answer <= 64 * 1024, "GetRun answers {answer} bytes");
 }
+
+/// The slow commands Redis logged (over its `slowlog-log-slower-than`, 10 ms by default) since
+/// entry id `after`, that touch keys of `namespace`: (id, microseconds, command words).
+async fn slow_commands(
+    redis: &mut redis::aio::MultiplexedConnection,
+    after: i64,
+    namespace: &str,
+) -> Vec<(i64, i64, String)> {
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(128)
+        .query_async(redis)
+        .await
+        .expect("SLOWLOG GET");
+    let mut out = Vec::new();
+    for e in entries {
+        let redis::Value::Array(fields) = e else { continue };
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => *n,
+            _ => -1,
+        };
+        let (id, micros) = (int(fields.first()), int(fields.get(2)));
+        let words: Vec<String> = match fields.get(3) {
+            Some(redis::Value::Array(args)) => args
+                .iter()
+                .filter_map(|a| redis::from_redis_value::<String>(a.clone()).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if id > after && words.iter().any(|w| w.contains(namespace)) {
+            let shown: Vec<&str> = words.iter().take(4).map(|w| &w[..w.len().min(60)]).collect();
+            out.push((id, micros, shown.join(" ")));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving() {
+    use baton_shared::definition::MAX_FAN_OUT;
+    use baton_tests::ServingStatus;
+
+    let http_port = baton_tests::free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let mut cluster = Cluster::start("bounds-fan-out", &[("BATON_HTTP_ADDR", &http_addr)]).await;
+    cluster
+        .register("name: huge\nversion: 1\nsteps:\n  - {id: each, handler: square, for_each: input.items, max_parallel: 500}\n")
+        .await;
+    cluster.register("name: nap\nversion: 1\nsteps:\n  - {id: nap, sleep: 1s}\n").await;
+    cluster.spawn_worker("w1", 64);
+    let mut redis = redis::Client::open(REDIS_URL)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let last_id: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(1).query_async(&mut redis).await.expect("SLOWLOG");
+    let after = match last_id.first() {
+        Some(redis::Value::Array(f)) => match f.first() {
+            Some(redis::Value::Int(n)) => *n,
+            _ => -1,
+        },
+        _ => -1,
+    };
+
+    // Over the maximum: the step fails at once, naming the limit.
+    let over = cluster.submit("huge", json!({"items": vec![0; MAX_FAN_OUT + 1]})).await;
+    let run = cluster.wait_run(&over, Duration::from_secs(60)).await;
+    assert_eq!(status(&run), "failed");
+    assert!(
+        step(&run, "each").error.contains("FanOutTooLarge: for_each: 10001 elements is over the limit of 10000"),
+        "{}",
+        step(&run, "each").error
+    );
+
+    // Health is polled throughout (a NOT_SERVING or an unanswered probe is recorded).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = {
+        let (addr, done) = (cluster.addr.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut probes, mut bad) = (0u32, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match baton_tests::health_status(&addr, "").await {
+                    Ok(ServingStatus::Serving) => {}
+                    other => bad.push(format!("{other:?}")),
+                }
+                probes += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (probes, bad)
+        })
+    };
+
+    let items: Vec<usize> = (0..MAX_FAN_OUT).collect();
+    let started = std::time::Instant::now();
+    let big = cluster.submit("huge", json!({"items": items})).await;
+    // One-second sleeps started while the fan-out runs must end about a second later: the
+    // issue saw them take up to 60 s behind a large run.
+    let mut naps = Vec::new();
+    let mut slow = Vec::new();
+    loop {
+        naps.push(cluster.submit("nap", json!({})).await);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        slow.extend(slow_commands(&mut redis, after, &cluster.namespace).await);
+        let run = cluster.get_run(&big).await;
+        if status(&run) != "running" && status(&run) != "pending" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "the fan-out did not finish in 10 minutes");
+    }
+    let run = cluster.wait_run(&big, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    assert_eq!(status(&run), "succeeded", "{}", run.error);
+    let outputs: Vec<u64> = serde_json::from_str(&step(&run, "each").output_json).expect("output");
+    assert_eq!(outputs.len(), MAX_FAN_OUT);
+    assert!(outputs.iter().enumerate().all(|(i, &o)| o == (i * i) as u64), "every result in input order");
+    let mut longest_nap = 0i64;
+    for id in &naps {
+        let nap = cluster.wait_run(id, Duration::from_secs(60)).await;
+        assert_eq!(status(&nap), "succeeded");
+        longest_nap = longest_nap.max(baton_tests::ms(&nap.finished_at) - baton_tests::ms(&nap.created_at));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (probes, bad) = health.await.expect("health poller");
+    slow.extend(slow_commands(&mut redis, after, &cluster.namespace).await);
+    slow.sort();
+    slow.dedup();
+    let longest = slow.iter().map(|s| s.1).max().unwrap_or(0);
+
+    // GetRun of the big run stays small (elements are summarised), through gRPC and HTTP.
+    let grpc_bytes = run.encoded_len();
+    let http_bytes = {
+        use http_body_util::BodyExt;
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let uri: hyper::Uri = format!("http://{http_addr}/v1/runs/{big}").parse().expect("uri");
+        let resp = client.get(uri).await.expect("GET run");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.expect("body").to_bytes().len()
+    };
+    eprintln!(
+        "{MAX_FAN_OUT} elements took {took:?}; {} one-second sleeps, the longest {longest_nap} ms; {probes} health \
+         probes, {} not SERVING; Redis commands of this test over 10 ms: {slow:?}; GetRun {grpc_bytes} bytes \
+         (gRPC), {http_bytes} bytes (HTTP)",
+        naps.len(),
+        bad.len()
+    );
+    assert!(bad.is_empty(), "health was not SERVING: {bad:?}");
+    assert!(probes >= 5, "only {probes} health probes");
+    assert!(longest_nap < 5_000, "a one-second sleep took {longest_nap} ms beside the fan-out");
+    assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
+    assert!(grpc_bytes < 4 * 1024 * 1024 && http_bytes < 4 * 1024 * 1024);
+}

@@ -256,6 +256,50 @@ local function dispatch_item(item)
   redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. item)
 end
 
+-- Fan-out elements dispatched by one script call at most when a fan-out starts
+-- (engine::ITEM_BATCH, put in by store.rs); each element's completion dispatches at most 2 more
+-- until `max_parallel` are in flight, so no call does work in proportion to the element count.
+local ITEM_BATCH = tonumber('__ITEM_BATCH__')
+-- Width of one element index in `<step>:items_order` (engine::ORDER_WIDTH).
+local ORDER_WIDTH = tonumber('__ORDER_WIDTH__')
+
+-- The index of the element at position `pos` (0-based) of a fan-out's running order: the index
+-- itself when `order` is '' (every element runs), else the pos-th ORDER_WIDTH-digit entry of
+-- `order` (a RetryRun kept some elements, which are left out).
+local function item_at(order, pos)
+  if order == '' then return pos end
+  return tonumber(string.sub(order, pos * ORDER_WIDTH + 1, (pos + 1) * ORDER_WIDTH))
+end
+
+-- Dispatches at most `most` more elements of fan-out step `parent` while fewer than its
+-- `max_parallel` are in flight, appending their payloads to `out`. Returns how many.
+local function dispatch_items(out, parent, most)
+  local f = redis.call('HMGET', STEPS, parent .. ':items_total', parent .. ':items_ok', parent .. ':items_failed',
+    parent .. ':items_kept', parent .. ':items_next', parent .. ':items_order', parent .. ':items_parallel')
+  local total, ok, failed = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+  local kept, pos, order, parallel = tonumber(f[4]) or 0, tonumber(f[5]) or 0, f[6] or '', tonumber(f[7]) or 1
+  local to_run = total - kept
+  local in_flight = pos - (ok - kept) - failed
+  local n = 0
+  while pos < to_run and in_flight < parallel and n < most do
+    local item = parent .. '#' .. item_at(order, pos)
+    dispatch_item(item)
+    push_payload(out, item, '')
+    pos, in_flight, n = pos + 1, in_flight + 1, n + 1
+  end
+  sset(parent, 'items_next', tostring(pos))
+  return n
+end
+
+-- Every element of fan-out step `parent` (attempt `attempt`) succeeded: the coordinator gathers
+-- their outputs in pages (no script copies 10,000 of them at once) and completes the step with
+-- outcome 'items', through an 'items' timer due now (so a coordinator that dies meanwhile leaves
+-- the work to another).
+local function items_done(parent, attempt)
+  sset(parent, 'waiting_for', 'gathering the outputs of its elements')
+  redis.call('ZADD', TIMERS, NOW, 'items|' .. RUN_ID .. '|' .. parent .. '|' .. attempt)
+end
+
 -- Marks the run running when its first step starts.
 local function run_started()
   if redis.call('HGET', RUN, 'status') == 'pending' then
