@@ -16,6 +16,11 @@ use crate::error::{CoordinatorError, Result};
 /// each call to about a millisecond of Redis time (see README "Limits").
 pub const ITEM_BATCH: usize = 250;
 
+/// Waiters one `wake.lua` or `wake_runs.lua` call looks at, at most; a 'sem-wake' or 'run-wake'
+/// timer due at once goes on with the rest, so a pool with thousands of waiters never holds Redis
+/// for long.
+pub const WAKE_BATCH: usize = 250;
+
 /// Bytes of element inputs staged per `stage_items` call at most (a batch may hold fewer than
 /// [`ITEM_BATCH`] elements when they are large): 1 MiB.
 pub const ITEM_BATCH_BYTES: usize = 1024 * 1024;
@@ -1265,11 +1270,14 @@ impl Store {
             .key(self.keys.slot_holders(pool))
             .key(self.keys.slot_waiters(pool))
             .key(self.keys.outbox())
+            .key(self.keys.timers())
             .arg(self.keys.prefix())
             .arg(now)
             .arg(limit)
             .arg(self.dispatch_grace.as_millis() as u64)
             .arg(self.events_max_len)
+            .arg(pool)
+            .arg(WAKE_BATCH)
             .invoke_async(&mut conn)
             .await?)
     }
@@ -1287,12 +1295,15 @@ impl Store {
             .key(self.keys.slot_holders(pool))
             .key(self.keys.slot_waiters(pool))
             .key(self.keys.outbox())
+            .key(self.keys.timers())
             .arg(self.keys.prefix())
             .arg(now)
             .arg(limit)
             .arg(lease_until)
             .arg(self.dispatch_grace.as_millis() as u64)
             .arg(self.events_max_len)
+            .arg(WAKE_BATCH)
+            .arg(pool)
             .invoke_async(&mut conn)
             .await?;
         Ok(out

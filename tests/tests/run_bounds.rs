@@ -181,14 +181,7 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let last_id: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(1).query_async(&mut redis).await.expect("SLOWLOG");
-    let after = match last_id.first() {
-        Some(redis::Value::Array(f)) => match f.first() {
-            Some(redis::Value::Int(n)) => *n,
-            _ => -1,
-        },
-        _ => -1,
-    };
+    let after = slowlog_mark(&mut redis).await;
 
     // Over the maximum: the step fails at once, naming the limit.
     let over = cluster.submit("huge", json!({"items": vec![0; MAX_FAN_OUT + 1]})).await;
@@ -277,4 +270,57 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
     assert!(longest_nap < 5_000, "a one-second sleep took {longest_nap} ms beside the fan-out");
     assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
     assert!(grpc_bytes < 4 * 1024 * 1024 && http_bytes < 4 * 1024 * 1024);
+}
+
+/// The id of the newest entry of Redis's slow log (-1 when empty): entries after it are this test's.
+async fn slowlog_mark(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let last: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(1).query_async(redis).await.expect("SLOWLOG");
+    match last.first() {
+        Some(redis::Value::Array(f)) => match f.first() {
+            Some(redis::Value::Int(n)) => *n,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_at_the_step_limit_runs_with_no_slow_redis_call() {
+    let mut cluster = Cluster::start("bounds-steps-run", &[]).await;
+    // Every step a root: create_run dispatches all of them in one call, the worst case.
+    let steps: String = (0..MAX_STEPS).map(|i| format!("  - {{id: s{i}, handler: echo}}\n")).collect();
+    cluster.register(&format!("name: widest\nversion: 1\nsteps:\n{steps}")).await;
+    // A chain: each completion dispatches the next, the last one finishes the run over every step.
+    let steps: String = (0..MAX_STEPS)
+        .map(|i| match i {
+            0 => "  - {id: s0, handler: echo}\n".to_owned(),
+            _ => format!("  - {{id: s{i}, handler: echo, depends_on: [s{}]}}\n", i - 1),
+        })
+        .collect();
+    cluster.register(&format!("name: longest\nversion: 1\nsteps:\n{steps}")).await;
+    cluster.spawn_worker("w1", 32);
+    let mut redis = redis::Client::open(REDIS_URL)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let after = slowlog_mark(&mut redis).await;
+    let mut figures = Vec::new();
+    for workflow in ["widest", "longest"] {
+        let started = std::time::Instant::now();
+        let run_id = cluster.submit(workflow, json!({})).await;
+        let submitted = started.elapsed();
+        let run = cluster.wait_run(&run_id, Duration::from_secs(600)).await;
+        assert_eq!(status(&run), "succeeded", "{}", run.error);
+        assert_eq!(run.steps.len(), MAX_STEPS);
+        figures.push(format!(
+            "{workflow}: SubmitRun {submitted:?}, run {:?}, GetRun {} bytes",
+            started.elapsed(),
+            run.encoded_len()
+        ));
+    }
+    let slow = slow_commands(&mut redis, after, &cluster.namespace).await;
+    eprintln!("{figures:?}; Redis commands of this test over 10 ms: {slow:?}");
+    let longest = slow.iter().map(|s| s.1).max().unwrap_or(0);
+    assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
 }
