@@ -324,3 +324,80 @@ async fn a_run_at_the_step_limit_runs_with_no_slow_redis_call() {
     let longest = slow.iter().map(|s| s.1).max().unwrap_or(0);
     assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_over_several_batches_keeps_the_elements_that_succeeded_and_a_rerun_runs_them_all() {
+    use baton_shared::proto::{RerunRunRequest, RetryRunRequest};
+    const N: usize = 700; // about three staging batches
+    let mut cluster = Cluster::start("bounds-fan-retry", &[]).await;
+    cluster
+        .register("name: fan\nversion: 1\nsteps:\n  - {id: each, handler: square, for_each: input.items, max_parallel: 20, retry: {max_attempts: 1}}\n")
+        .await;
+    cluster.spawn_worker("w1", 16);
+    let items: Vec<serde_json::Value> = (0..N)
+        .map(|i| if i == 520 { json!({"n": i, "fail_once": true}) } else { json!(i) })
+        .collect();
+    let run_id = cluster.submit("fan", json!({"items": items})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
+    assert_eq!(status(&run), "failed");
+    assert!(step(&run, "each").error.contains("element 520"), "{}", step(&run, "each").error);
+
+    // The elements recorded as succeeded before the retry must not run again.
+    let mut redis = redis::Client::open(REDIS_URL)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys = baton_shared::keys::Keys::new(&cluster.namespace);
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(keys.steps(&run_id));
+    for i in 0..N {
+        cmd.arg(format!("each#{i}:status"));
+    }
+    let before: Vec<Option<String>> = cmd.query_async(&mut redis).await.expect("HMGET");
+    let succeeded: Vec<usize> = (0..N).filter(|&i| before[i].as_deref() == Some("succeeded")).collect();
+    assert!(succeeded.len() > 250, "only {} elements succeeded before element 520 failed", succeeded.len());
+    let runs_before = cluster.item_executions(&run_id, "each").await;
+
+    cluster
+        .runs()
+        .await
+        .retry_run(RetryRunRequest { run_id: run_id.clone() })
+        .await
+        .expect("retry");
+    let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
+    assert_eq!(status(&run), "succeeded", "{}", run.error);
+    let want: Vec<u64> = (0..N as u64).map(|i| i * i).collect();
+    assert_eq!(step(&run, "each").output_json, serde_json::to_string(&want).expect("json"));
+    let runs_after = cluster.item_executions(&run_id, "each").await;
+    for &i in &succeeded {
+        let i = i as u32;
+        assert_eq!(runs_after.get(&i), runs_before.get(&i), "element {i} succeeded before and ran again");
+    }
+    assert_eq!(runs_after.get(&520), Some(&2));
+    let items = step(&run, "each").items.clone().expect("progress");
+    assert_eq!((items.total, items.succeeded, items.failed, items.in_flight), (N as u32, N as u32, 0, 0));
+
+    // A re-run runs every element again.
+    cluster
+        .runs()
+        .await
+        .rerun_run(RerunRunRequest {
+            run_id: run_id.clone(),
+            from_step: "each".into(),
+            input_json: String::new(),
+        })
+        .await
+        .expect("rerun");
+    let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
+    assert_eq!(status(&run), "succeeded", "{}", run.error);
+    assert_eq!(step(&run, "each").output_json, serde_json::to_string(&want).expect("json"));
+    let runs_rerun = cluster.item_executions(&run_id, "each").await;
+    for i in 0..N as u32 {
+        assert_eq!(
+            runs_rerun.get(&i).copied().unwrap_or(0),
+            runs_after.get(&i).copied().unwrap_or(0) + 1,
+            "element {i} ran once more in the re-run"
+        );
+    }
+}
