@@ -743,7 +743,11 @@ impl Engine {
                             end += 1;
                         }
                         let batch = inputs.get(first..end).unwrap_or_default();
-                        match self.store.stage_items(&call, &p.step_id, p.attempt, first, batch).await? {
+                        match self
+                            .store
+                            .stage_items(&call, &p.step_id, p.attempt, first, batch)
+                            .await?
+                        {
                             Some(k) => kept.extend(k),
                             None => return nothing(),
                         }
@@ -1046,7 +1050,13 @@ impl Engine {
         let mut from = 0;
         while from < total && output.len() <= limit {
             let to = from.saturating_add(crate::store::ITEM_BATCH).min(total);
-            for (i, out) in self.store.item_outputs(run_id, step_id, from, to).await?.iter().enumerate() {
+            for (i, out) in self
+                .store
+                .item_outputs(run_id, step_id, from, to)
+                .await?
+                .iter()
+                .enumerate()
+            {
                 if from + i > 0 {
                     output.push(',');
                 }

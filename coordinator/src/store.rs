@@ -717,7 +717,9 @@ impl Store {
                 })
                 .collect::<Result<Vec<usize>>>()
                 .map(Some),
-            _ => Err(CoordinatorError::Internal(format!("stage_items: unexpected answer {out:?}"))),
+            _ => Err(CoordinatorError::Internal(format!(
+                "stage_items: unexpected answer {out:?}"
+            ))),
         }
     }
 

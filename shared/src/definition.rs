@@ -19,9 +19,8 @@ use crate::{
     expr::{Expr, Scope, Template, Want},
     ids,
     limits::{
-        MAX_ATTEMPTS, MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_ECHO_BYTES, MAX_PROBLEM_BYTES,
-        MAX_RATE_PERIOD, MAX_REPORTED_PROBLEMS, MAX_RETRY_INTERVAL, MAX_STEPS, MAX_TIMEOUT, MIN_RETRY_INTERVAL,
-        cut, echo, format_bound,
+        MAX_ATTEMPTS, MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_ECHO_BYTES, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD,
+        MAX_REPORTED_PROBLEMS, MAX_RETRY_INTERVAL, MAX_STEPS, MAX_TIMEOUT, MIN_RETRY_INTERVAL, cut, echo, format_bound,
     },
     retry::RetryPolicy,
 };
@@ -1455,10 +1454,20 @@ mod tests {
         let e = WorkflowDefinition::parse(&format!("name: w\nversion: 1\nsteps:\n{many}")).unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert_eq!(e.0[0].path, "steps");
-        assert!(e.0[0].message.contains("1001 steps is over the limit of 1000"), "{}", e.0[0].message);
+        assert!(
+            e.0[0].message.contains("1001 steps is over the limit of 1000"),
+            "{}",
+            e.0[0].message
+        );
         assert_eq!(
-            paths("name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: 100000, initial_interval: 1ns, max_interval: 5ms}}\n"),
-            ["steps[0].retry.initial_interval", "steps[0].retry.max_interval", "steps[0].retry.max_attempts"]
+            paths(
+                "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: 100000, initial_interval: 1ns, max_interval: 5ms}}\n"
+            ),
+            [
+                "steps[0].retry.initial_interval",
+                "steps[0].retry.max_interval",
+                "steps[0].retry.max_attempts"
+            ]
         );
         let def = WorkflowDefinition::parse(
             "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: 1000, initial_interval: 10ms, max_interval: 10ms}}\n",

@@ -33,10 +33,15 @@ async fn a_definition_over_the_step_limit_and_retry_policies_over_their_bounds_a
     let cluster = Cluster::start("bounds-steps", &[]).await;
     let steps = |n: usize| -> String { (0..n).map(|i| format!("  - {{id: s{i}, handler: echo}}\n")).collect() };
 
-    let e = refused(&cluster, &format!("name: huge\nversion: 1\nsteps:\n{}", steps(MAX_STEPS + 1))).await;
+    let e = refused(
+        &cluster,
+        &format!("name: huge\nversion: 1\nsteps:\n{}", steps(MAX_STEPS + 1)),
+    )
+    .await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
-        e.message().starts_with("steps: 1001 steps is over the limit of 1000 steps per workflow"),
+        e.message()
+            .starts_with("steps: 1001 steps is over the limit of 1000 steps per workflow"),
         "{}",
         e.message()
     );
@@ -62,8 +67,17 @@ async fn a_definition_over_the_step_limit_and_retry_policies_over_their_bounds_a
         "name: busy\nversion: 1\nsteps:\n  - {id: a, handler: fail, retry: {max_attempts: 4294967295, max_interval: 9ms}}\n",
     )
     .await;
-    assert!(e.message().contains("steps[0].retry.max_interval: must be at least 10ms"), "{}", e.message());
-    assert!(e.message().contains("steps[0].retry.max_attempts: 4294967295 is over"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("steps[0].retry.max_interval: must be at least 10ms"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("steps[0].retry.max_attempts: 4294967295 is over"),
+        "{}",
+        e.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,26 +93,45 @@ async fn a_step_failing_many_times_with_a_long_message_keeps_a_bounded_history_a
         .await;
     cluster.spawn_worker("w1", 4);
     let run_id = cluster
-        .submit("stubborn", json!({"succeed_on_attempt": 10_000, "message_bytes": MESSAGE_BYTES}))
+        .submit(
+            "stubborn",
+            json!({"succeed_on_attempt": 10_000, "message_bytes": MESSAGE_BYTES}),
+        )
         .await;
     let run = cluster.wait_run(&run_id, Duration::from_secs(180)).await;
     assert_eq!(status(&run), "failed");
     let s = step(&run, "call");
     assert_eq!(s.attempt, ATTEMPTS, "the step's own attempt number is the last one");
     assert_eq!(s.attempts.len(), KEPT_ATTEMPTS, "only the last attempts are kept");
-    assert_eq!(s.earlier_attempts, ATTEMPTS - KEPT_ATTEMPTS as u32, "the others are counted");
+    assert_eq!(
+        s.earlier_attempts,
+        ATTEMPTS - KEPT_ATTEMPTS as u32,
+        "the others are counted"
+    );
     let numbers: Vec<u32> = s.attempts.iter().map(|a| a.number).collect();
     let want: Vec<u32> = (ATTEMPTS - KEPT_ATTEMPTS as u32 + 1..=ATTEMPTS).collect();
     assert_eq!(numbers, want, "the kept attempts are the last ones, oldest first");
     for a in &s.attempts {
         assert_eq!(a.outcome, "failed");
         assert!(a.error.ends_with("… (cut)"), "{}", &a.error[..80]);
-        assert!(a.error.len() <= MAX_ATTEMPT_ERROR_BYTES + "… (cut)".len(), "{}", a.error.len());
+        assert!(
+            a.error.len() <= MAX_ATTEMPT_ERROR_BYTES + "… (cut)".len(),
+            "{}",
+            a.error.len()
+        );
         assert!(a.error.starts_with(&format!("attempt {} fails on purpose", a.number)));
     }
     // The step's own error (and the run's) is the last attempt's, whole.
-    assert!(s.error.starts_with(&format!("attempt {ATTEMPTS} fails on purpose")), "{}", &s.error[..80]);
-    assert!(s.error.len() >= MESSAGE_BYTES - 64 && !s.error.contains("(cut)"), "{}", s.error.len());
+    assert!(
+        s.error.starts_with(&format!("attempt {ATTEMPTS} fails on purpose")),
+        "{}",
+        &s.error[..80]
+    );
+    assert!(
+        s.error.len() >= MESSAGE_BYTES - 64 && !s.error.contains("(cut)"),
+        "{}",
+        s.error.len()
+    );
 
     // What Redis holds for the run and what GetRun answers stay bounded: without the bound the
     // history alone would be 45 x 16 KiB = 720 KiB (and 4.95 MB after 300 attempts).
@@ -122,7 +155,10 @@ async fn a_step_failing_many_times_with_a_long_message_keeps_a_bounded_history_a
         .expect("MEMORY USAGE");
     let answer = run.encoded_len();
     eprintln!("history {history} bytes, steps hash {memory} bytes, GetRun {answer} bytes");
-    assert!(history <= KEPT_ATTEMPTS * (MAX_ATTEMPT_ERROR_BYTES + 200), "history is {history} bytes");
+    assert!(
+        history <= KEPT_ATTEMPTS * (MAX_ATTEMPT_ERROR_BYTES + 200),
+        "history is {history} bytes"
+    );
     assert!(memory <= 64 * 1024, "the run's steps hash is {memory} bytes");
     assert!(answer <= 64 * 1024, "GetRun answers {answer} bytes");
 }
@@ -174,7 +210,9 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
     cluster
         .register("name: huge\nversion: 1\nsteps:\n  - {id: each, handler: square, for_each: input.items, max_parallel: 500}\n")
         .await;
-    cluster.register("name: nap\nversion: 1\nsteps:\n  - {id: nap, sleep: 1s}\n").await;
+    cluster
+        .register("name: nap\nversion: 1\nsteps:\n  - {id: nap, sleep: 1s}\n")
+        .await;
     cluster.spawn_worker("w1", 64);
     let mut redis = redis::Client::open(REDIS_URL)
         .expect("redis url")
@@ -188,7 +226,9 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
     let run = cluster.wait_run(&over, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "failed");
     assert!(
-        step(&run, "each").error.contains("FanOutTooLarge: for_each: 10001 elements is over the limit of 10000"),
+        step(&run, "each")
+            .error
+            .contains("FanOutTooLarge: for_each: 10001 elements is over the limit of 10000"),
         "{}",
         step(&run, "each").error
     );
@@ -226,14 +266,20 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
         if status(&run) != "running" && status(&run) != "pending" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "the fan-out did not finish in 10 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the fan-out did not finish in 10 minutes"
+        );
     }
     let run = cluster.wait_run(&big, Duration::from_secs(60)).await;
     let took = started.elapsed();
     assert_eq!(status(&run), "succeeded", "{}", run.error);
     let outputs: Vec<u64> = serde_json::from_str(&step(&run, "each").output_json).expect("output");
     assert_eq!(outputs.len(), MAX_FAN_OUT);
-    assert!(outputs.iter().enumerate().all(|(i, &o)| o == (i * i) as u64), "every result in input order");
+    assert!(
+        outputs.iter().enumerate().all(|(i, &o)| o == (i * i) as u64),
+        "every result in input order"
+    );
     let mut longest_nap = 0i64;
     for id in &naps {
         let nap = cluster.wait_run(id, Duration::from_secs(60)).await;
@@ -267,14 +313,22 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
     );
     assert!(bad.is_empty(), "health was not SERVING: {bad:?}");
     assert!(probes >= 5, "only {probes} health probes");
-    assert!(longest_nap < 5_000, "a one-second sleep took {longest_nap} ms beside the fan-out");
+    assert!(
+        longest_nap < 5_000,
+        "a one-second sleep took {longest_nap} ms beside the fan-out"
+    );
     assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
     assert!(grpc_bytes < 4 * 1024 * 1024 && http_bytes < 4 * 1024 * 1024);
 }
 
 /// The id of the newest entry of Redis's slow log (-1 when empty): entries after it are this test's.
 async fn slowlog_mark(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
-    let last: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(1).query_async(redis).await.expect("SLOWLOG");
+    let last: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1)
+        .query_async(redis)
+        .await
+        .expect("SLOWLOG");
     match last.first() {
         Some(redis::Value::Array(f)) => match f.first() {
             Some(redis::Value::Int(n)) => *n,
@@ -288,8 +342,12 @@ async fn slowlog_mark(redis: &mut redis::aio::MultiplexedConnection) -> i64 {
 async fn a_run_at_the_step_limit_runs_with_no_slow_redis_call() {
     let mut cluster = Cluster::start("bounds-steps-run", &[]).await;
     // Every step a root: create_run dispatches all of them in one call, the worst case.
-    let steps: String = (0..MAX_STEPS).map(|i| format!("  - {{id: s{i}, handler: echo}}\n")).collect();
-    cluster.register(&format!("name: widest\nversion: 1\nsteps:\n{steps}")).await;
+    let steps: String = (0..MAX_STEPS)
+        .map(|i| format!("  - {{id: s{i}, handler: echo}}\n"))
+        .collect();
+    cluster
+        .register(&format!("name: widest\nversion: 1\nsteps:\n{steps}"))
+        .await;
     // A chain: each completion dispatches the next, the last one finishes the run over every step.
     let steps: String = (0..MAX_STEPS)
         .map(|i| match i {
@@ -297,7 +355,9 @@ async fn a_run_at_the_step_limit_runs_with_no_slow_redis_call() {
             _ => format!("  - {{id: s{i}, handler: echo, depends_on: [s{}]}}\n", i - 1),
         })
         .collect();
-    cluster.register(&format!("name: longest\nversion: 1\nsteps:\n{steps}")).await;
+    cluster
+        .register(&format!("name: longest\nversion: 1\nsteps:\n{steps}"))
+        .await;
     cluster.spawn_worker("w1", 32);
     let mut redis = redis::Client::open(REDIS_URL)
         .expect("redis url")
@@ -335,12 +395,22 @@ async fn a_retry_over_several_batches_keeps_the_elements_that_succeeded_and_a_re
         .await;
     cluster.spawn_worker("w1", 16);
     let items: Vec<serde_json::Value> = (0..N)
-        .map(|i| if i == 520 { json!({"n": i, "fail_once": true}) } else { json!(i) })
+        .map(|i| {
+            if i == 520 {
+                json!({"n": i, "fail_once": true})
+            } else {
+                json!(i)
+            }
+        })
         .collect();
     let run_id = cluster.submit("fan", json!({"items": items})).await;
     let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
     assert_eq!(status(&run), "failed");
-    assert!(step(&run, "each").error.contains("element 520"), "{}", step(&run, "each").error);
+    assert!(
+        step(&run, "each").error.contains("element 520"),
+        "{}",
+        step(&run, "each").error
+    );
 
     // The elements recorded as succeeded before the retry must not run again.
     let mut redis = redis::Client::open(REDIS_URL)
@@ -356,7 +426,11 @@ async fn a_retry_over_several_batches_keeps_the_elements_that_succeeded_and_a_re
     }
     let before: Vec<Option<String>> = cmd.query_async(&mut redis).await.expect("HMGET");
     let succeeded: Vec<usize> = (0..N).filter(|&i| before[i].as_deref() == Some("succeeded")).collect();
-    assert!(succeeded.len() > 250, "only {} elements succeeded before element 520 failed", succeeded.len());
+    assert!(
+        succeeded.len() > 250,
+        "only {} elements succeeded before element 520 failed",
+        succeeded.len()
+    );
     let runs_before = cluster.item_executions(&run_id, "each").await;
 
     cluster
@@ -368,15 +442,25 @@ async fn a_retry_over_several_batches_keeps_the_elements_that_succeeded_and_a_re
     let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
     assert_eq!(status(&run), "succeeded", "{}", run.error);
     let want: Vec<u64> = (0..N as u64).map(|i| i * i).collect();
-    assert_eq!(step(&run, "each").output_json, serde_json::to_string(&want).expect("json"));
+    assert_eq!(
+        step(&run, "each").output_json,
+        serde_json::to_string(&want).expect("json")
+    );
     let runs_after = cluster.item_executions(&run_id, "each").await;
     for &i in &succeeded {
         let i = i as u32;
-        assert_eq!(runs_after.get(&i), runs_before.get(&i), "element {i} succeeded before and ran again");
+        assert_eq!(
+            runs_after.get(&i),
+            runs_before.get(&i),
+            "element {i} succeeded before and ran again"
+        );
     }
     assert_eq!(runs_after.get(&520), Some(&2));
-    let items = step(&run, "each").items.clone().expect("progress");
-    assert_eq!((items.total, items.succeeded, items.failed, items.in_flight), (N as u32, N as u32, 0, 0));
+    let items = step(&run, "each").items.expect("progress");
+    assert_eq!(
+        (items.total, items.succeeded, items.failed, items.in_flight),
+        (N as u32, N as u32, 0, 0)
+    );
 
     // A re-run runs every element again.
     cluster
@@ -391,7 +475,10 @@ async fn a_retry_over_several_batches_keeps_the_elements_that_succeeded_and_a_re
         .expect("rerun");
     let run = cluster.wait_run(&run_id, Duration::from_secs(300)).await;
     assert_eq!(status(&run), "succeeded", "{}", run.error);
-    assert_eq!(step(&run, "each").output_json, serde_json::to_string(&want).expect("json"));
+    assert_eq!(
+        step(&run, "each").output_json,
+        serde_json::to_string(&want).expect("json")
+    );
     let runs_rerun = cluster.item_executions(&run_id, "each").await;
     for i in 0..N as u32 {
         assert_eq!(
