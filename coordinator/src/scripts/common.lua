@@ -257,10 +257,10 @@ local function dispatch_item(item)
 end
 
 -- Fan-out elements dispatched by one script call at most when a fan-out starts
--- (engine::ITEM_BATCH, put in by store.rs); each element's completion dispatches at most 2 more
+-- (store::ITEM_BATCH, put in by store.rs); each element's completion dispatches at most 2 more
 -- until `max_parallel` are in flight, so no call does work in proportion to the element count.
 local ITEM_BATCH = tonumber('__ITEM_BATCH__')
--- Width of one element index in `<step>:items_order` (engine::ORDER_WIDTH).
+-- Width of one element index in `<step>:items_order` (store::ORDER_WIDTH).
 local ORDER_WIDTH = tonumber('__ORDER_WIDTH__')
 
 -- The index of the element at position `pos` (0-based) of a fan-out's running order: the index

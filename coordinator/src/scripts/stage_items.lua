@@ -1,5 +1,5 @@
 -- stage_items.lua: stores one batch of a fan-out step's element inputs before the step starts
--- (start_items.lua), so that no call handles more than one batch (engine::ITEM_BATCH elements).
+-- (start_items.lua), so that no call handles more than one batch (store::ITEM_BATCH elements).
 -- ARGV[5] the step, [6] its dispatched attempt, [7] the index of the batch's first element,
 -- [8..] the inputs (JSON each) of elements ARGV[7], ARGV[7] + 1, ...
 -- Returns {'stale'} or {'ok', kept}: kept is the comma-separated indexes of the batch's elements
