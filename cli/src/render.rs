@@ -623,7 +623,13 @@ fn attempts_text(step: &StepRun, now_ms: i64) -> String {
             step.id, step.attempt, step.max_attempts
         )
     };
-    title + &indent(&table(&["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"], &rows), 2)
+    // Only the last attempts are kept in full; the coordinator counts the ones before them.
+    let earlier = match step.earlier_attempts {
+        0 => String::new(),
+        1 => "  1 earlier attempt not shown\n".to_owned(),
+        n => format!("  {n} earlier attempts not shown\n"),
+    };
+    title + &earlier + &indent(&table(&["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"], &rows), 2)
 }
 
 /// The HANDLER cell of a step of a run: the handler of a task, the kind of the other steps, e.g.
@@ -1492,8 +1498,10 @@ pub struct StepJson {
     pub child_run_id: Option<String>,
     /// For a completed `human` step: who completed it; `null` otherwise.
     pub completed_by: Option<String>,
-    /// Its finished attempts, oldest first.
+    /// Its last finished attempts (at most 20), oldest first.
     pub attempts: Vec<AttemptJson>,
+    /// Finished attempts before those in `attempts`, only counted.
+    pub earlier_attempts: u32,
 }
 
 /// The progress of a fan-out step's elements, as JSON.
@@ -1608,6 +1616,7 @@ fn step_json(s: &StepRun) -> StepJson {
                 finished_at: json_time(a.finished_at.as_ref()),
             })
             .collect(),
+        earlier_attempts: s.earlier_attempts,
     }
 }
 

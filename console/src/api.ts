@@ -121,6 +121,8 @@ export interface StepRun {
   wake_at: Time;
   depends_on: string[];
   attempts: Attempt[];
+  // Finished attempts older than `attempts` (the last 20), only counted.
+  earlier_attempts: number;
   worker: string;
   child_run_id: string;
   items: { total: number; succeeded: number; failed: number; in_flight: number } | null;

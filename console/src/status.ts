@@ -35,3 +35,10 @@ export function isTerminal(s: unknown): boolean {
 
 /** The run statuses offered by the runs filter, in lifecycle order. */
 export const RUN_STATUSES = ["pending", "running", "succeeded", "failed", "cancelled", "timed_out"];
+
+// The note above a step's attempts when the coordinator kept only the last ones (it keeps 20 in
+// full and counts the rest); "" when none were left out.
+export function earlierAttemptsNote(n: number | undefined): string {
+  if (!n || n <= 0) return "";
+  return n === 1 ? "1 earlier attempt not shown" : `${n} earlier attempts not shown`;
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { graphEdges, layoutSteps, nodeWidth } from "../src/graph";
 import { SseParser, type SseMessage } from "../src/sse";
-import { isTerminal, statusColour, statusWord } from "../src/status";
+import { earlierAttemptsNote, isTerminal, statusColour, statusWord } from "../src/status";
 
 describe("status", () => {
   it("reads every spelling of a status", () => {
@@ -15,6 +15,12 @@ describe("status", () => {
     expect(statusColour("STEP_STATUS_SUCCEEDED").fill).toBe("#bbf7d0");
     expect(statusColour("failed").border).toBe("#b91c1c");
     expect(statusColour("nonsense").fill).toBe("#ffffff");
+  });
+  it("counts the attempts a step's history no longer shows", () => {
+    expect(earlierAttemptsNote(0)).toBe("");
+    expect(earlierAttemptsNote(undefined)).toBe("");
+    expect(earlierAttemptsNote(1)).toBe("1 earlier attempt not shown");
+    expect(earlierAttemptsNote(280)).toBe("280 earlier attempts not shown");
   });
   it("knows the final statuses", () => {
     expect(["succeeded", "failed", "cancelled", "timed_out", "running", "pending"].map(isTerminal)).toEqual([true, true, true, true, false, false]);

@@ -758,6 +758,31 @@ impl Engine {
                             }
                         }
                     }
+                    // The inputs are stored a batch per call (bounded by elements and bytes), so
+                    // no call holds Redis for long; a stale answer means another launch started it.
+                    let mut kept = Vec::new();
+                    let mut first = 0;
+                    while first < inputs.len() {
+                        let mut end = first;
+                        let mut bytes = 0usize;
+                        while let Some(input) = inputs.get(end)
+                            && end - first < crate::store::ITEM_BATCH
+                            && (end == first || bytes.saturating_add(input.len()) <= crate::store::ITEM_BATCH_BYTES)
+                        {
+                            bytes = bytes.saturating_add(input.len());
+                            end += 1;
+                        }
+                        let batch = inputs.get(first..end).unwrap_or_default();
+                        match self
+                            .store
+                            .stage_items(&call, &p.step_id, p.attempt, first, batch)
+                            .await?
+                        {
+                            Some(k) => kept.extend(k),
+                            None => return nothing(),
+                        }
+                        first = end;
+                    }
                     let completion = self
                         .store
                         .start_items(
@@ -767,7 +792,8 @@ impl Engine {
                             fan_out.max_parallel,
                             &machine::children_spec(def, &step.id),
                             &machine::leaves_csv(def),
-                            inputs,
+                            inputs.len(),
+                            &kept,
                         )
                         .await?;
                     if let Some(status) = crate::metrics::finished_status(&completion) {
@@ -1028,6 +1054,60 @@ impl Engine {
         Ok(self.after_completion(def, run_id, completion, now).await)
     }
 
+    /// Completes fan-out step `step_id` (attempt `attempt`) whose elements all succeeded: reads
+    /// their outputs a page of [`crate::store::ITEM_BATCH`] at a time and completes the step with
+    /// them in input order (outcome `items`), or fails it with `OutputTooLarge` when together they
+    /// pass `max_payload_bytes`. Stale (a cancelled or re-run step) changes nothing.
+    async fn gather_items(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<()> {
+        let f = self
+            .store
+            .step_fields(run_id, step_id, &["attempt", "status", "items_total"])
+            .await?;
+        let field = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
+        if field(0) != attempt.to_string() || field(1) != "running" {
+            return Ok(());
+        }
+        let total: usize = field(2).parse().unwrap_or(0);
+        let limit = self.config.max_payload_bytes;
+        let mut output = String::from("[");
+        let mut from = 0;
+        while from < total && output.len() <= limit {
+            let to = from.saturating_add(crate::store::ITEM_BATCH).min(total);
+            for (i, out) in self
+                .store
+                .item_outputs(run_id, step_id, from, to)
+                .await?
+                .iter()
+                .enumerate()
+            {
+                if from + i > 0 {
+                    output.push(',');
+                }
+                output.push_str(out);
+            }
+            from = to;
+        }
+        output.push(']');
+        let (outcome, body) = if output.len() > limit {
+            let message = format!(
+                "OutputTooLarge: the results of the {total} elements are over the limit of {limit} bytes (max_payload_bytes)"
+            );
+            ("error", message)
+        } else {
+            ("items", output)
+        };
+        self.complete_here(def, run_id, step_id, attempt, "coordinator", outcome, &body, now)
+            .await?;
+        Ok(())
+    }
+
     /// Starts a sleep (or `sleep_until`) step: it waits, holding no worker, `until <RFC 3339>`, and
     /// its wake-up timer is armed for `wake` (Unix ms) in the same script. A second start of the
     /// same dispatch (the sweeper) is stale and changes nothing.
@@ -1119,6 +1199,7 @@ impl Engine {
             // Handled above: they name no step.
             TimerKind::RunTimeout | TimerKind::CancelChild | TimerKind::SlotWake | TimerKind::RunWake => {}
             TimerKind::Emit => self.emit_more(&def, run_id, step_id, attempt, now).await?,
+            TimerKind::Items => self.gather_items(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Wake => {
                 let body = match step.sleep {
                     Some(d) => format!("{{\"slept_ms\":{}}}", d.as_millis()),

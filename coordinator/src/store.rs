@@ -11,6 +11,70 @@ use redis::{AsyncCommands, Pipeline, aio::ConnectionManager};
 
 use crate::error::{CoordinatorError, Result};
 
+/// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
+/// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
+/// each call to about a millisecond of Redis time (see README "Limits").
+pub const ITEM_BATCH: usize = 250;
+
+/// Waiters one `wake.lua` or `wake_runs.lua` call looks at, at most; a 'sem-wake' or 'run-wake'
+/// timer due at once goes on with the rest, so a pool with thousands of waiters never holds Redis
+/// for long.
+pub const WAKE_BATCH: usize = 250;
+
+/// Bytes of element inputs staged per `stage_items` call at most (a batch may hold fewer than
+/// [`ITEM_BATCH`] elements when they are large): 1 MiB.
+pub const ITEM_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Digits of one element index in a fan-out's running order (`<step>:items_order`): enough for
+/// every index below `MAX_FAN_OUT`.
+pub const ORDER_WIDTH: usize = 6;
+
+/// The running order of a fan-out's elements for `start_items.lua`: '' when none is kept (every
+/// element runs, by index), else the indexes not in `kept`, [`ORDER_WIDTH`] digits each.
+fn running_order(total: usize, kept: &[usize]) -> String {
+    if kept.is_empty() {
+        return String::new();
+    }
+    let kept: std::collections::HashSet<usize> = kept.iter().copied().collect();
+    (0..total)
+        .filter(|i| !kept.contains(i))
+        .map(|i| format!("{i:0width$}", width = ORDER_WIDTH))
+        .collect()
+}
+
+/// The fields of a step that a run's view shows ([`Store::read_run`]).
+pub const SHOWN_STEP_FIELDS: &[&str] = &[
+    "status",
+    "attempt",
+    "base",
+    "output",
+    "error",
+    "dispatched_at",
+    "started_at",
+    "finished_at",
+    "history",
+    "history_dropped",
+    "worker",
+    "wake_at",
+    "waiting_for",
+    "completed_by",
+    "child_run",
+    "slot",
+    "items_total",
+    "items_ok",
+    "items_failed",
+    "items_next",
+    "items_kept",
+    "emit_total",
+    "emit_next",
+    "emit_succeeded",
+    "emit_failed",
+];
+
+/// Steps read per `HMGET` in [`Store::read_run`]: 50 steps of 25 fields, so one command stays
+/// well under a millisecond of Redis time.
+const READ_STEPS_BATCH: usize = 50;
+
 /// A run script: the common prelude plus its own body, and its SHA1 for `EVALSHA`.
 struct RunScript {
     script: redis::Script,
@@ -20,12 +84,22 @@ struct RunScript {
 
 impl RunScript {
     fn new(name: &'static str, body: &str) -> Self {
-        let code = format!("{}\n{}", include_str!("scripts/common.lua"), body);
+        let code = format!("{}\n{}", common_prelude(), body);
         Self {
             script: redis::Script::new(&code),
             name,
         }
     }
+}
+
+/// `common.lua` with the bounds it keeps put in from `baton_shared::limits`, so the two cannot drift.
+fn common_prelude() -> String {
+    use baton_shared::limits::{KEPT_ATTEMPTS, MAX_ATTEMPT_ERROR_BYTES};
+    include_str!("scripts/common.lua")
+        .replace("__KEPT_ATTEMPTS__", &KEPT_ATTEMPTS.to_string())
+        .replace("__MAX_ATTEMPT_ERROR_BYTES__", &MAX_ATTEMPT_ERROR_BYTES.to_string())
+        .replace("__ITEM_BATCH__", &ITEM_BATCH.to_string())
+        .replace("__ORDER_WIDTH__", &ORDER_WIDTH.to_string())
 }
 
 struct Scripts {
@@ -38,6 +112,7 @@ struct Scripts {
     reset_steps: RunScript,
     emit_event: RunScript,
     start_items: RunScript,
+    stage_items: RunScript,
     wait: RunScript,
     resume: RunScript,
     park: RunScript,
@@ -325,6 +400,7 @@ impl Store {
             reset_steps: RunScript::new("reset_steps", include_str!("scripts/reset_steps.lua")),
             emit_event: RunScript::new("emit_event", include_str!("scripts/emit_event.lua")),
             start_items: RunScript::new("start_items", include_str!("scripts/start_items.lua")),
+            stage_items: RunScript::new("stage_items", include_str!("scripts/stage_items.lua")),
             wait: RunScript::new("wait", include_str!("scripts/wait.lua")),
             resume: RunScript::new("resume", include_str!("scripts/resume.lua")),
             park: RunScript::new("park", include_str!("scripts/park.lua")),
@@ -403,6 +479,7 @@ impl Store {
             &s.reset_steps,
             &s.emit_event,
             &s.start_items,
+            &s.stage_items,
             &s.wait,
             &s.resume,
             &s.park,
@@ -622,9 +699,48 @@ impl Store {
         Ok(completion)
     }
 
-    /// Starts a fan-out step over its elements' inputs (see `start_items.lua`): stores them and
-    /// dispatches the first `max_parallel`. Answers like [`Store::complete_step`]: `Succeeded` with
-    /// the elements dispatched (or, for no elements, the step's children), or `Stale`.
+    /// Stores one batch of a fan-out step's element inputs, elements `first..` (see
+    /// `stage_items.lua`). Answers the indexes of the batch's elements that keep their result from
+    /// before (after a RetryRun), or `None` when the dispatch is stale.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; [`CoordinatorError::Internal`] for an answer it cannot read.
+    pub async fn stage_items(
+        &self,
+        call: &RunCall<'_>,
+        step: &str,
+        attempt: u32,
+        first: usize,
+        inputs: &[String],
+    ) -> Result<Option<Vec<usize>>> {
+        let mut a = Vec::with_capacity(inputs.len() + 3);
+        a.extend([step.to_string(), attempt.to_string(), first.to_string()]);
+        a.extend(inputs.iter().cloned());
+        let out = self
+            .eval_run(redis::pipe(), &self.scripts.stage_items, call, &a)
+            .await?;
+        match out.as_slice() {
+            [tag] if tag == "stale" => Ok(None),
+            [tag, kept] if tag == "ok" => kept
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    k.parse()
+                        .map_err(|_| CoordinatorError::Internal(format!("stage_items: bad index {k:?}")))
+                })
+                .collect::<Result<Vec<usize>>>()
+                .map(Some),
+            _ => Err(CoordinatorError::Internal(format!(
+                "stage_items: unexpected answer {out:?}"
+            ))),
+        }
+    }
+
+    /// Starts a fan-out step over its `total` elements, whose inputs [`Store::stage_items`]
+    /// stored (see `start_items.lua`): dispatches the first of them (at most [`ITEM_BATCH`] and
+    /// `max_parallel`), leaving out the `kept` ones (`kept` lists their indexes, ascending).
+    /// Answers like [`Store::complete_step`]: `Succeeded` with the elements dispatched (or, for
+    /// no elements, the step's children), or `Stale`.
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
@@ -637,21 +753,44 @@ impl Store {
         max_parallel: u32,
         children: &str,
         leaves: &str,
-        inputs: Vec<String>,
+        total: usize,
+        kept: &[usize],
     ) -> Result<Completion> {
-        let mut a = Vec::with_capacity(inputs.len() + 5);
-        a.extend([
+        let a = [
             step.to_string(),
             attempt.to_string(),
             max_parallel.to_string(),
             children.to_string(),
             leaves.to_string(),
-        ]);
-        a.extend(inputs);
+            total.to_string(),
+            kept.len().to_string(),
+            running_order(total, kept),
+        ];
         let out = self
             .eval_run(redis::pipe(), &self.scripts.start_items, call, &a)
             .await?;
         parse_completion(out)
+    }
+
+    /// The fan-out outputs of elements `from..to` of `step`, JSON text each (`null` for none).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn item_outputs(&self, run_id: &str, step: &str, from: usize, to: usize) -> Result<Vec<String>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.steps(run_id));
+        for i in from..to {
+            cmd.arg(format!("{step}#{i}:output"));
+        }
+        let values: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.filter(|v| !v.is_empty()).unwrap_or_else(|| "null".into()))
+            .collect())
     }
 
     /// A step starts waiting (see `wait.lua`), after the global writes in `pre`.
@@ -1146,11 +1285,14 @@ impl Store {
             .key(self.keys.slot_holders(pool))
             .key(self.keys.slot_waiters(pool))
             .key(self.keys.outbox())
+            .key(self.keys.timers())
             .arg(self.keys.prefix())
             .arg(now)
             .arg(limit)
             .arg(self.outbox_hold.as_millis() as u64)
             .arg(self.events_max_len)
+            .arg(pool)
+            .arg(WAKE_BATCH)
             .invoke_async(&mut conn)
             .await?)
     }
@@ -1168,12 +1310,15 @@ impl Store {
             .key(self.keys.slot_holders(pool))
             .key(self.keys.slot_waiters(pool))
             .key(self.keys.outbox())
+            .key(self.keys.timers())
             .arg(self.keys.prefix())
             .arg(now)
             .arg(limit)
             .arg(lease_until)
             .arg(self.outbox_hold.as_millis() as u64)
             .arg(self.events_max_len)
+            .arg(WAKE_BATCH)
+            .arg(pool)
             .invoke_async(&mut conn)
             .await?;
         Ok(out
@@ -1674,14 +1819,45 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
+    ///
+    /// The steps hash is read field by field for the run's own steps ([`SHOWN_STEP_FIELDS`], one
+    /// `HMGET` per [`READ_STEPS_BATCH`] steps, pipelined), never whole: a fan-out step's elements
+    /// (up to 10,000 of them, seven fields each) live in the same hash, and one `HGETALL` of it
+    /// held Redis for everyone while it copied them all.
     pub async fn read_run(&self, run_id: &str) -> Result<Option<(HashMap<String, String>, HashMap<String, String>)>> {
         let mut conn = self.conn.clone();
-        let (run, steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
-            .hgetall(self.keys.run(run_id))
-            .hgetall(self.keys.steps(run_id))
-            .query_async(&mut conn)
-            .await?;
-        Ok((!run.is_empty()).then_some((run, steps)))
+        let run: HashMap<String, String> = conn.hgetall(self.keys.run(run_id)).await?;
+        if run.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<&str> = run
+            .get("step_ids")
+            .map(|s| s.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        let mut steps = HashMap::new();
+        if ids.is_empty() {
+            return Ok(Some((run, steps)));
+        }
+        let key = self.keys.steps(run_id);
+        let mut pipe = redis::pipe();
+        let mut names = Vec::with_capacity(ids.len() * SHOWN_STEP_FIELDS.len());
+        for chunk in ids.chunks(READ_STEPS_BATCH) {
+            let cmd = pipe.cmd("HMGET").arg(&key);
+            for id in chunk {
+                for f in SHOWN_STEP_FIELDS {
+                    let name = format!("{id}:{f}");
+                    cmd.arg(&name);
+                    names.push(name);
+                }
+            }
+        }
+        let values: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        for (name, value) in names.into_iter().zip(values.into_iter().flatten()) {
+            if let Some(v) = value {
+                steps.insert(name, v);
+            }
+        }
+        Ok(Some((run, steps)))
     }
 
     /// The workflow and version a run is pinned to.
@@ -2126,6 +2302,8 @@ pub enum TimerKind {
     RunWake,
     /// Fail a dispatched attempt that no worker started within its schedule-to-start timeout.
     ScheduleToStart,
+    /// Every element of a fan-out step succeeded: gather their outputs and complete the step.
+    Items,
 }
 
 impl TimerKind {
@@ -2144,6 +2322,7 @@ impl TimerKind {
             TimerKind::Emit => "emit",
             TimerKind::RunWake => "run-wake",
             TimerKind::ScheduleToStart => "schedule-to-start",
+            TimerKind::Items => "items",
         }
     }
 
@@ -2164,6 +2343,7 @@ impl TimerKind {
             "emit" => TimerKind::Emit,
             "run-wake" => TimerKind::RunWake,
             "schedule-to-start" => TimerKind::ScheduleToStart,
+            "items" => TimerKind::Items,
             _ => return None,
         };
         let run = it.next()?;
@@ -2181,6 +2361,20 @@ pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_prelude_has_its_bounds_put_in() {
+        let code = common_prelude();
+        assert!(!code.contains("__"), "a placeholder is left in common.lua");
+        assert!(code.contains(&format!("tonumber('{}')", baton_shared::limits::KEPT_ATTEMPTS)));
+    }
+
+    #[test]
+    fn the_running_order_leaves_out_kept_elements() {
+        assert_eq!(running_order(3, &[]), "");
+        assert_eq!(running_order(4, &[0, 2]), "000001000003");
+        assert!(baton_shared::definition::MAX_FAN_OUT < 10usize.pow(ORDER_WIDTH as u32));
+    }
 
     #[test]
     fn members_round_trip() {

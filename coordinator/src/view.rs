@@ -80,8 +80,10 @@ pub fn run_view(
         let items = (!f("items_total").is_empty()).then(|| {
             let n = |k: &str| f(k).parse::<u32>().unwrap_or(0);
             let (succeeded, failed) = (n("items_ok"), n("items_failed"));
+            // items_next counts the elements dispatched so far, which leaves out those kept from
+            // before a RetryRun (counted in items_ok and items_kept).
             let in_flight = if status == StepStatus::Running {
-                n("items_next").saturating_sub(succeeded + failed)
+                n("items_next").saturating_sub(succeeded.saturating_sub(n("items_kept")).saturating_add(failed))
             } else {
                 0
             };
@@ -140,6 +142,7 @@ pub fn run_view(
                 .collect(),
             worker: f("worker"),
             attempt_base: f("base").parse().unwrap_or(0),
+            earlier_attempts: f("history_dropped").parse().unwrap_or(0),
             wake_at: if status == StepStatus::Waiting {
                 t("wake_at")
             } else {

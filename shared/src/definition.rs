@@ -19,8 +19,8 @@ use crate::{
     expr::{Expr, Scope, Template, Want},
     ids,
     limits::{
-        MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_ECHO_BYTES, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD,
-        MAX_REPORTED_PROBLEMS, MAX_RETRY_INTERVAL, MAX_TIMEOUT, cut, echo,
+        MAX_ATTEMPTS, MAX_BACKOFF_COEFFICIENT, MAX_CATCHUP_WINDOW, MAX_ECHO_BYTES, MAX_PROBLEM_BYTES, MAX_RATE_PERIOD,
+        MAX_REPORTED_PROBLEMS, MAX_RETRY_INTERVAL, MAX_STEPS, MAX_TIMEOUT, MIN_RETRY_INTERVAL, cut, echo, format_bound,
     },
     retry::RetryPolicy,
 };
@@ -488,8 +488,7 @@ pub struct ForEach {
 
 /// Default and largest `max_parallel` of a fan-out step.
 pub const DEFAULT_MAX_PARALLEL: u32 = 100;
-/// The most elements one fan-out step may have.
-pub const MAX_FAN_OUT: usize = 100_000;
+pub use crate::limits::MAX_FAN_OUT;
 
 /// A validated workflow definition with its step graph.
 ///
@@ -658,6 +657,18 @@ impl WorkflowDefinition {
         if doc.steps.is_empty() {
             err("steps".into(), "a workflow needs at least one step".into());
         }
+        if doc.steps.len() > MAX_STEPS {
+            // Nothing else is checked: validating the steps of a document this large is itself the
+            // cost the bound is there to avoid.
+            return Err(InvalidDefinition::one(
+                "steps",
+                format!(
+                    "{} steps is over the limit of {MAX_STEPS} steps per workflow (fan out with for_each, or emit runs \
+                     of a processor workflow)",
+                    doc.steps.len()
+                ),
+            ));
+        }
 
         let run_timeout = match doc.timeout.as_deref().map(|t| duration::parse_bounded(t, MAX_TIMEOUT)) {
             None => None,
@@ -758,18 +769,43 @@ impl WorkflowDefinition {
             let sleep = dur("sleep", &s.sleep, MAX_TIMEOUT);
             let mut retry = RetryPolicy::default();
             if let Some(r) = &s.retry {
-                if let Some(d) = dur("retry.initial_interval", &r.initial_interval, MAX_RETRY_INTERVAL) {
+                let initial = dur("retry.initial_interval", &r.initial_interval, MAX_RETRY_INTERVAL);
+                let max = dur("retry.max_interval", &r.max_interval, MAX_RETRY_INTERVAL);
+                // at least MIN_RETRY_INTERVAL: a 1 ns interval turns a failing handler into a busy loop
+                let mut at_least_min = |field: &str, d: Option<Duration>, text: &Option<String>| {
+                    let d = d?;
+                    if d < MIN_RETRY_INTERVAL {
+                        err(
+                            format!("{p}.{field}"),
+                            format!(
+                                "must be at least {} (got {})",
+                                format_bound(MIN_RETRY_INTERVAL),
+                                echo(text.as_deref().unwrap_or_default())
+                            ),
+                        );
+                        return None;
+                    }
+                    Some(d)
+                };
+                let initial = at_least_min("retry.initial_interval", initial, &r.initial_interval);
+                let max = at_least_min("retry.max_interval", max, &r.max_interval);
+                if let Some(d) = initial {
                     retry.initial_interval = d;
                     retry.max_interval = retry.max_interval.max(d);
                 }
-                if let Some(d) = dur("retry.max_interval", &r.max_interval, MAX_RETRY_INTERVAL) {
+                if let Some(d) = max {
                     retry.max_interval = d;
                 }
                 if let Some(n) = r.max_attempts {
                     if n == 0 {
                         err(format!("{p}.retry.max_attempts"), "must be at least 1".into());
+                    } else if n > MAX_ATTEMPTS {
+                        err(
+                            format!("{p}.retry.max_attempts"),
+                            format!("{n} is over the limit of {MAX_ATTEMPTS} attempts"),
+                        );
                     }
-                    retry.max_attempts = n.max(1);
+                    retry.max_attempts = n.clamp(1, MAX_ATTEMPTS);
                 }
                 if let Some(c) = r.backoff_coefficient {
                     if (1.0..=MAX_BACKOFF_COEFFICIENT).contains(&c) {
@@ -1419,6 +1455,37 @@ mod tests {
             .into_iter()
             .map(|e| e.path)
             .collect()
+    }
+
+    #[test]
+    fn step_count_attempts_and_retry_intervals_are_bounded() {
+        let many: String = (0..=crate::limits::MAX_STEPS)
+            .map(|i| format!("  - {{id: s{i}, handler: h}}\n"))
+            .collect();
+        let e = WorkflowDefinition::parse(&format!("name: w\nversion: 1\nsteps:\n{many}")).unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].path, "steps");
+        assert!(
+            e.0[0].message.contains("1001 steps is over the limit of 1000"),
+            "{}",
+            e.0[0].message
+        );
+        assert_eq!(
+            paths(
+                "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: 100000, initial_interval: 1ns, max_interval: 5ms}}\n"
+            ),
+            [
+                "steps[0].retry.initial_interval",
+                "steps[0].retry.max_interval",
+                "steps[0].retry.max_attempts"
+            ]
+        );
+        let def = WorkflowDefinition::parse(
+            "name: w\nversion: 1\nsteps:\n  - {id: a, handler: h, retry: {max_attempts: 1000, initial_interval: 10ms, max_interval: 10ms}}\n",
+        )
+        .unwrap();
+        assert_eq!(def.steps[0].retry.max_attempts, 1000);
+        assert_eq!(def.steps[0].retry.initial_interval, Duration::from_millis(10));
     }
 
     #[test]

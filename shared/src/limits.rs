@@ -25,6 +25,34 @@ pub const MAX_CATCHUP_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 /// Longest rate-limit `period`: 1 day.
 pub const MAX_RATE_PERIOD: Duration = DAY;
 
+/// Most steps one workflow definition may have. A run's scripts touch every step (creating the
+/// run, finishing it, RetryRun), so this keeps each of them short: measured on a loaded 2-core
+/// machine (`tests/tests/run_bounds.rs`), the worst case, `create_run` of a run whose 1,000 steps
+/// are all roots (1,000 dispatches in one call), took 15 ms of Redis time, and no call of a
+/// 1,000-step chain (whose last `complete_step` finishes the run over every step) took over 10 ms.
+/// A workflow that needs more fans out (`for_each`) or emits runs of a processor workflow.
+pub const MAX_STEPS: usize = 1_000;
+
+/// Most elements one fan-out (`for_each`) step may have: its step fails with `FanOutTooLarge`
+/// past it. Its elements are stored and started a batch at a time, so the count bounds memory
+/// and the time a fan-out takes, not any single Redis call; more belongs in an emitter workflow.
+pub const MAX_FAN_OUT: usize = 10_000;
+
+/// Most attempts a retry policy may give a step (`retry.max_attempts`).
+pub const MAX_ATTEMPTS: u32 = 1_000;
+
+/// Shortest retry interval (`retry.initial_interval`, `retry.max_interval`): 10 ms.
+pub const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Attempts of one step kept in full in its history (shown by `GetRun`): the last 20. Earlier
+/// attempts are only counted (`StepRun.earlier_attempts`).
+pub const KEPT_ATTEMPTS: usize = 20;
+
+/// Longest error message kept per attempt in a step's history, in bytes: longer messages are cut
+/// at a character boundary and end with `… (cut)`. The step's own `error` (its last attempt's)
+/// is kept whole.
+pub const MAX_ATTEMPT_ERROR_BYTES: usize = 1_024;
+
 /// Longest CEL expression source (`when`, `for_each`, templates, filters), in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 4_096;
 

@@ -1221,6 +1221,33 @@ fn a_retried_run_counts_attempts_from_its_last_retry_and_a_sleep_shows_its_wake_
 }
 
 #[test]
+fn a_step_retried_past_its_kept_history_says_how_many_earlier_attempts_are_not_shown() {
+    let run = Run {
+        id: "r-1".to_owned(),
+        workflow: "stubborn".to_owned(),
+        version: 1,
+        status: RunStatus::Running as i32,
+        steps: vec![StepRun {
+            id: "call".to_owned(),
+            handler: "fail".to_owned(),
+            status: StepStatus::Retrying as i32,
+            attempt: 23,
+            max_attempts: 100,
+            earlier_attempts: 2,
+            attempts: (3..=22)
+                .map(|n| attempt(n, "failed", "boom… (cut)", "w", 0, 10))
+                .collect(),
+            ..StepRun::default()
+        }],
+        ..Run::default()
+    };
+    insta::assert_snapshot!("run_earlier_attempts", run_text(&run, T0));
+    let json = serde_json::to_value(run_json(&run)).unwrap();
+    assert_eq!(json["steps"][0]["earlier_attempts"], 2);
+    assert_eq!(json["steps"][0]["attempts"].as_array().map(Vec::len), Some(20));
+}
+
+#[test]
 fn publish_answers_name_the_triggers_whose_filter_failed() {
     let resp = PublishEventResponse {
         buffered: true,

@@ -3,7 +3,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { enc, get, post, watchRun, type Run as RunT, type RunEvent, type StepRun, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
-import { isTerminal, statusWord } from "../status";
+import { earlierAttemptsNote, isTerminal, statusWord } from "../status";
 import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll } from "../ui";
 import { Graph } from "./Graph";
 
@@ -357,6 +357,7 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
         </>
       )}
       <h3>Attempts</h3>
+      {earlierAttemptsNote(step.earlier_attempts) && <p class="muted">{earlierAttemptsNote(step.earlier_attempts)}</p>}
       {step.attempts.length === 0 ? (
         <p class="muted">{step.items ? "A fan-out's attempts are its elements' (see Fan-out above)." : "No finished attempt yet."}</p>
       ) : (

@@ -535,8 +535,10 @@ pub struct StepRun {
     pub wake_at: Option<String>,
     /// Dependencies.
     pub depends_on: Vec<String>,
-    /// Finished attempts, oldest first.
+    /// The last finished attempts (at most 20), oldest first.
     pub attempts: Vec<Attempt>,
+    /// Finished attempts older than those in `attempts`, only counted.
+    pub earlier_attempts: u32,
     /// Worker that runs or ran it.
     pub worker: String,
     /// Child run of a workflow step.
@@ -653,6 +655,7 @@ impl From<proto::StepRun> for StepRun {
                     finished_at: time(a.finished_at.as_ref()),
                 })
                 .collect(),
+            earlier_attempts: s.earlier_attempts,
             worker: s.worker,
             child_run_id: s.child_run_id,
             items: s.items.map(|i| ItemProgress {

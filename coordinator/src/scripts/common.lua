@@ -50,19 +50,44 @@ local function event(kind, step, attempt, status, detail)
     'detail', detail or '', 'at', tostring(NOW))
 end
 
--- Appends one finished attempt to the step's history (a JSON array).
-local function record_attempt(step, attempt, outcome, err, worker)
-  local entry = cjson.encode({
-    number = attempt, outcome = outcome, error = err or '', worker = worker or '',
-    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
-  })
-  local h = sget(step, 'history')
-  if not h or h == '' or h == '[]' then
-    h = '[' .. entry .. ']'
-  else
-    h = string.sub(h, 1, -2) .. ',' .. entry .. ']'
+-- The attempts of a step kept in full in its history, and the longest error kept per attempt
+-- (bytes): baton_shared::limits::KEPT_ATTEMPTS and MAX_ATTEMPT_ERROR_BYTES, put in by store.rs.
+local KEPT_ATTEMPTS = tonumber('__KEPT_ATTEMPTS__')
+local MAX_ATTEMPT_ERROR = tonumber('__MAX_ATTEMPT_ERROR_BYTES__')
+
+-- `s` cut to at most `max` bytes at a UTF-8 character boundary, marked '… (cut)' when cut.
+local function cut_text(s, max)
+  if #s <= max then return s end
+  local e = max
+  -- back off continuation bytes (0x80-0xBF) so that no character is split
+  while e > 0 do
+    local b = string.byte(s, e + 1)
+    if b < 128 or b >= 192 then break end
+    e = e - 1
   end
-  sset(step, 'history', h)
+  return string.sub(s, 1, e) .. '… (cut)'
+end
+
+-- Appends one finished attempt to the step's history (a JSON array), its error cut to
+-- MAX_ATTEMPT_ERROR bytes. Only the last KEPT_ATTEMPTS stay; older ones are counted in
+-- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry.
+local function record_attempt(step, attempt, outcome, err, worker)
+  local entry = {
+    number = attempt, outcome = outcome, error = cut_text(err or '', MAX_ATTEMPT_ERROR), worker = worker or '',
+    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
+  }
+  local h = sget(step, 'history')
+  local list = {}
+  if h and h ~= '' and h ~= '[]' then list = cjson.decode(h) end
+  list[#list + 1] = entry
+  local over = #list - KEPT_ATTEMPTS
+  if over > 0 then
+    local kept = {}
+    for i = over + 1, #list do kept[#kept + 1] = list[i] end
+    list = kept
+    redis.call('HINCRBY', STEPS, step .. ':history_dropped', over)
+  end
+  sset(step, 'history', cjson.encode(list))
 end
 
 -- Appends a dispatch payload for `step` to `out`: step id, attempt, attempt base, dispatched_at,
@@ -230,6 +255,50 @@ end
 local function dispatch_item(item)
   sset(item, 'status', 'dispatched', 'attempt', tostring(next_attempt(item)), 'dispatched_at', tostring(NOW))
   redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. item)
+end
+
+-- Fan-out elements dispatched by one script call at most when a fan-out starts
+-- (store::ITEM_BATCH, put in by store.rs); each element's completion dispatches at most 2 more
+-- until `max_parallel` are in flight, so no call does work in proportion to the element count.
+local ITEM_BATCH = tonumber('__ITEM_BATCH__')
+-- Width of one element index in `<step>:items_order` (store::ORDER_WIDTH).
+local ORDER_WIDTH = tonumber('__ORDER_WIDTH__')
+
+-- The index of the element at position `pos` (0-based) of a fan-out's running order: the index
+-- itself when `order` is '' (every element runs), else the pos-th ORDER_WIDTH-digit entry of
+-- `order` (a RetryRun kept some elements, which are left out).
+local function item_at(order, pos)
+  if order == '' then return pos end
+  return tonumber(string.sub(order, pos * ORDER_WIDTH + 1, (pos + 1) * ORDER_WIDTH))
+end
+
+-- Dispatches at most `most` more elements of fan-out step `parent` while fewer than its
+-- `max_parallel` are in flight, appending their payloads to `out`. Returns how many.
+local function dispatch_items(out, parent, most)
+  local f = redis.call('HMGET', STEPS, parent .. ':items_total', parent .. ':items_ok', parent .. ':items_failed',
+    parent .. ':items_kept', parent .. ':items_next', parent .. ':items_order', parent .. ':items_parallel')
+  local total, ok, failed = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+  local kept, pos, order, parallel = tonumber(f[4]) or 0, tonumber(f[5]) or 0, f[6] or '', tonumber(f[7]) or 1
+  local to_run = total - kept
+  local in_flight = pos - (ok - kept) - failed
+  local n = 0
+  while pos < to_run and in_flight < parallel and n < most do
+    local item = parent .. '#' .. item_at(order, pos)
+    dispatch_item(item)
+    push_payload(out, item, '')
+    pos, in_flight, n = pos + 1, in_flight + 1, n + 1
+  end
+  sset(parent, 'items_next', tostring(pos))
+  return n
+end
+
+-- Every element of fan-out step `parent` (attempt `attempt`) succeeded: the coordinator gathers
+-- their outputs in pages (no script copies 10,000 of them at once) and completes the step with
+-- outcome 'items', through an 'items' timer due now (so a coordinator that dies meanwhile leaves
+-- the work to another).
+local function items_done(parent, attempt)
+  sset(parent, 'waiting_for', 'gathering the outputs of its elements')
+  redis.call('ZADD', TIMERS, NOW, 'items|' .. RUN_ID .. '|' .. parent .. '|' .. attempt)
 end
 
 -- Marks the run running when its first step starts.

@@ -2,6 +2,7 @@
 -- `<step>#<index>`), reported by worker ARGV[7] or found by the coordinator (a timer, a skip, a
 -- human, a child run).
 -- ARGV[8] outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) |
+--         'items' (a fan-out step whose elements all succeeded: ARGV[9] their outputs, gathered) |
 --         'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded) |
 --         'schedule' (schedule-to-start timeout: counts only while the attempt is still dispatched)
 -- ARGV[9] the output JSON ('ok'), the reason ('skip') or the error message
@@ -11,12 +12,13 @@
 -- ARGV[12] children of the step with their parents and reads: 'c1=p1,p2=r1;c2=p1'
 -- ARGV[13] the workflow's leaf steps, comma-separated (their outputs make the run output)
 -- ARGV[14] 'workflow@version' the coordinator planned with; anything else is answered stale
--- ARGV[15] the largest output allowed (bytes): a fan-out step whose results together are larger fails
+-- ARGV[15] the largest output allowed (bytes; the coordinator checks a fan-out's gathered outputs)
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a child is dispatched exactly
--- once, when its last parent is done; a fan-out step succeeds once, when its last element does,
--- with the elements' outputs in input order; the run finishes when its last step does.
+-- once, when its last parent is done; a fan-out step succeeds once, after its last element did,
+-- with the elements' outputs in input order; the run finishes when its last step does; no call
+-- does work in proportion to a fan-out's element count.
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] or not pinned_to(ARGV[14]) then return { 'stale' } end
 local step, attempt, worker, outcome = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
@@ -40,34 +42,25 @@ local parent = hash and string.sub(step, 1, hash - 1)
 -- The attempt is over, whatever its outcome: its concurrency slot goes to the next waiter.
 release_slot(step, attempt)
 
+if outcome == 'items' then
+  -- The coordinator gathered the outputs of a fan-out step whose elements all succeeded.
+  if hash or tonumber(sget(step, 'items_ok')) ~= tonumber(sget(step, 'items_total')) then return { 'stale' } end
+  sset(step, 'waiting_for', '')
+  return step_done(step, attempt, 'succeeded', ARGV[9], sget(step, 'items_total') .. ' elements', ARGV[12], ARGV[13])
+end
+
 if outcome == 'ok' and parent then
-  -- A fan-out element: record it, start the next element, and end the step after the last one.
+  -- A fan-out element: record it, start the next elements, and after the last one let the
+  -- coordinator gather the outputs (items_done).
   record_attempt(step, attempt, 'succeeded', '', worker)
   sset(step, 'status', 'succeeded', 'output', ARGV[9], 'finished_at', tostring(NOW))
   local ok = redis.call('HINCRBY', STEPS, parent .. ':items_ok', 1)
-  local total = tonumber(sget(parent, 'items_total'))
-  local nxt = tonumber(sget(parent, 'items_next'))
-  -- Elements kept from before a RetryRun are skipped.
-  while nxt < total and sget(parent .. '#' .. nxt, 'status') == 'succeeded' do nxt = nxt + 1 end
-  if nxt < total then
-    sset(parent, 'items_next', tostring(nxt + 1))
-    local item = parent .. '#' .. nxt
-    dispatch_item(item)
-    local out = { 'ok', status, '', '1' }
-    push_payload(out, item, '')
-    return out
+  local out = { 'ok', status, '', '0' }
+  out[4] = tostring(dispatch_items(out, parent, 2))
+  if ok >= tonumber(sget(parent, 'items_total')) then
+    items_done(parent, sget(parent, 'attempt'))
   end
-  sset(parent, 'items_next', tostring(nxt))
-  if ok < total then return { 'ok', status, '', '0' } end
-  local parts = {}
-  for i = 0, total - 1 do parts[#parts + 1] = sget(parent .. '#' .. i, 'output') or 'null' end
-  local output = '[' .. table.concat(parts, ',') .. ']'
-  local pattempt = tonumber(sget(parent, 'attempt'))
-  if #output > tonumber(ARGV[15]) then
-    return step_failed(parent, pattempt, 'OutputTooLarge: the results of the ' .. total .. ' elements make ' ..
-      #output .. ' bytes, over the limit of ' .. ARGV[15] .. ' bytes')
-  end
-  return step_done(parent, pattempt, 'succeeded', output, total .. ' elements', ARGV[12], ARGV[13])
+  return out
 end
 
 if outcome == 'ok' then

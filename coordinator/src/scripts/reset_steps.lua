@@ -24,9 +24,10 @@ else
   reset = split(ARGV[6], ',')
 end
 for _, s in ipairs(reset) do
-  if mode == 'rerun' then
-    -- A re-run runs a fan-out's elements again; a retry keeps the ones that succeeded.
-    for i = 0, (tonumber(sget(s, 'items_total')) or 0) - 1 do sset(s .. '#' .. i, 'status', 'pending') end
+  if mode == 'rerun' and sget(s, 'items_total') then
+    -- A re-run runs a fan-out's elements again; a retry keeps the ones that succeeded. The flag
+    -- tells stage_items.lua (one batch per call) rather than touching every element here.
+    sset(s, 'items_fresh', '1')
   end
   -- Nothing of the last round stays: no times (so no duration), no worker, no human who completed it.
   sset(s, 'status', 'pending', 'output', '', 'error', '', 'finished_at', '', 'retry_at', '',

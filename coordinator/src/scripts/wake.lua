@@ -1,7 +1,10 @@
 -- wake.lua: hands the free slots of a concurrency pool to its waiters, oldest first.
--- Not a run script (see acquire.lua). KEYS[1] holders, KEYS[2] waiters, KEYS[3] the outbox.
+-- Not a run script (see acquire.lua). KEYS[1] holders, KEYS[2] waiters, KEYS[3] the outbox,
+-- KEYS[4] the timers.
 -- ARGV[1] prefix, ARGV[2] now, ARGV[3] limit, ARGV[4] the lease end of a new holder, ARGV[5] the
--- dispatch grace (ms), ARGV[6] max length of a run's event stream.
+-- dispatch grace (ms), ARGV[6] max length of a run's event stream, ARGV[7] the most waiters one
+-- call looks at (store::WAKE_BATCH): when more could get a slot, a 'sem-wake' timer due now goes
+-- on with them, so no call does work in proportion to the queue; ARGV[8] the pool.
 -- Returns {run1, step1, attempt1, ...}: the steps now holding a slot and dispatched again (with
 -- their outbox entries), for the coordinator to publish.
 -- Invariants: never more holders than the limit; a waiter that is no longer waiting (its run ended,
@@ -10,7 +13,15 @@ local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
+local looked, most = 0, tonumber(ARGV[7])
 while redis.call('ZCARD', KEYS[1]) < limit do
+  if looked >= most then
+    if redis.call('LLEN', KEYS[2]) > 0 then
+      redis.call('ZADD', KEYS[4], now, 'sem-wake|' .. ARGV[8] .. '||0')
+    end
+    break
+  end
+  looked = looked + 1
   local m = redis.call('LPOP', KEYS[2])
   if not m then break end
   local run, step, attempt = string.match(m, '^([^|]+)|([^|]+)|([^|]+)$')

@@ -91,9 +91,13 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let n = input["succeed_on_attempt"].as_u64().unwrap_or(1) as u32;
                 if ctx.attempt() < n {
+                    // `message_bytes`: the message padded with 'é' to about that many bytes (a
+                    // long error, cut by the coordinator in the step's history).
+                    let pad = input["message_bytes"].as_u64().unwrap_or(0) as usize / 2;
                     return Err(StepError::retryable(format!(
-                        "attempt {} fails on purpose",
-                        ctx.attempt()
+                        "attempt {} fails on purpose{}",
+                        ctx.attempt(),
+                        "é".repeat(pad)
                     )));
                 }
                 Ok(json!({"attempt": ctx.attempt()}))
