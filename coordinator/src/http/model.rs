@@ -742,7 +742,8 @@ pub struct CompleteTaskBody {
     /// The form data (must satisfy the step's form schema); becomes the step's output.
     #[serde(default)]
     pub data: Option<Value>,
-    /// Who completes it; with auth on, omit it (the token's identity is recorded); at most 200 bytes.
+    /// Who completes it: required with auth off; with auth on, omit it (the token's identity is
+    /// recorded). At most 200 bytes.
     #[serde(default)]
     #[schema(value_type = ShortId)]
     pub user: String,
