@@ -6,7 +6,13 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
 };
 
-use super::model::ErrorBody;
+use super::{
+    model::ErrorBody,
+    schema::{
+        CatchupWindowMs, Cron, EventName, EventSequence, Key, OverlapWord, Rfc3339, RunId, RunPageToken, RunStatusWord,
+        ScheduleId, ShortId, StepStatusWord, TaskStatusWord, Text, TimeZone, WorkflowName,
+    },
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +24,11 @@ use super::model::ErrorBody;
                        docs/http-api.md.",
         license(name = "Apache-2.0"),
     ),
-    components(schemas(ErrorBody)),
+    // The rule types too: parameters name them by `$ref` but utoipa collects only bodies' schemas.
+    components(schemas(
+        ErrorBody, CatchupWindowMs, Cron, EventName, EventSequence, Key, OverlapWord, Rfc3339, RunId, RunPageToken,
+        RunStatusWord, ScheduleId, ShortId, StepStatusWord, TaskStatusWord, Text, TimeZone, WorkflowName
+    )),
     modifiers(&Bearer),
     tags(
         (name = "workflows", description = "Workflow definitions"),
