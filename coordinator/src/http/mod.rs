@@ -12,6 +12,7 @@ pub mod openapi;
 mod operations;
 mod runs;
 mod schedules;
+pub mod schema;
 pub mod sse;
 mod tasks;
 mod workflows;
@@ -127,12 +128,9 @@ macro_rules! method {
 }
 pub(crate) use method;
 
-/// The router of every HTTP route, the console as its fallback, and the OpenAPI document of the
-/// API routes (also served at `/v1/openapi.json`). Every request passes `guard` first
-/// ([`guard`]); an unknown `/v1` path is 404 and a known path with another method 405, both with
-/// the JSON error body.
-pub fn router(state: Arc<HttpState>, guard: Arc<guard::Guard>) -> (Router, utoipa::openapi::OpenApi) {
-    let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
+/// The API routes with their OpenAPI operations, before state and layers.
+fn api_routes() -> OpenApiRouter<Arc<HttpState>> {
+    OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .routes(routes!(workflows::register, workflows::list))
@@ -154,7 +152,19 @@ pub fn router(state: Arc<HttpState>, guard: Arc<guard::Guard>) -> (Router, utoip
         .routes(routes!(schedules::ticks))
         .routes(routes!(operations::workers))
         .routes(routes!(operations::queues))
-        .split_for_parts();
+}
+
+/// The OpenAPI document of the API routes, as `/v1/openapi.json` serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The router of every HTTP route, the console as its fallback, and the OpenAPI document of the
+/// API routes (also served at `/v1/openapi.json`). Every request passes `guard` first
+/// ([`guard`]); an unknown `/v1` path is 404 and a known path with another method 405, both with
+/// the JSON error body.
+pub fn router(state: Arc<HttpState>, guard: Arc<guard::Guard>) -> (Router, utoipa::openapi::OpenApi) {
+    let (api, doc) = api_routes().split_for_parts();
     let text = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
     let _ = state.openapi.set(text);
     let router = api

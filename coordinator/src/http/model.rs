@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+#[allow(unused_imports)] // named by `#[schema(value_type = ...)]` only
+use super::schema::{
+    CatchupWindowMs, Cron, EventName, Key, OverlapWord, RunId, RunStatusWord, ScheduleId, ShortId, StepStatusWord,
+    TaskStatusWord, Text, TimeZone, WorkflowName,
+};
+
 /// `text` (a `*_json` field) as a JSON value: `null` when empty. Stored payloads were checked when
 /// they entered, so a text that does not parse is kept as a JSON string rather than lost.
 pub fn json(text: &str) -> Value {
@@ -381,6 +387,7 @@ impl From<proto::StepDefinition> for StepDefinition {
 #[serde(deny_unknown_fields)]
 pub struct SubmitRunBody {
     /// The workflow's name.
+    #[schema(value_type = WorkflowName)]
     pub workflow: String,
     /// Its version; 0 or absent: the latest.
     #[serde(default)]
@@ -388,8 +395,9 @@ pub struct SubmitRunBody {
     /// The run input (any JSON); absent or `null`: `{}`.
     #[serde(default)]
     pub input: Option<Value>,
-    /// The same (workflow, key) always answers the same run.
+    /// The same (workflow, key) always answers the same run; at most 1024 bytes.
     #[serde(default)]
+    #[schema(value_type = Key)]
     pub idempotency_key: String,
 }
 
@@ -397,6 +405,7 @@ pub struct SubmitRunBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubmitRunAnswer {
     /// The run.
+    #[schema(value_type = RunId)]
     pub run_id: String,
     /// False when the idempotency key matched an existing run.
     pub created: bool,
@@ -408,8 +417,9 @@ pub struct SubmitRunAnswer {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRunBody {
-    /// Shown as the run's error.
+    /// Shown as the run's error; at most 4096 bytes.
     #[serde(default)]
+    #[schema(value_type = Text)]
     pub reason: String,
 }
 
@@ -426,8 +436,9 @@ pub struct EmptyAnswer {}
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerunRunBody {
-    /// The step to start again from.
+    /// The step to start again from (required); at most 200 bytes.
     #[serde(default)]
+    #[schema(value_type = ShortId)]
     pub from_step: String,
     /// A new run input; absent or `null` keeps the old one.
     #[serde(default)]
@@ -438,8 +449,10 @@ pub struct RerunRunBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunOperation {
     /// The run.
+    #[schema(value_type = RunId)]
     pub run_id: String,
     /// Its status after the operation.
+    #[schema(value_type = RunStatusWord)]
     pub status: String,
     /// Steps dispatched by the operation.
     pub dispatched_steps: Vec<String>,
@@ -468,12 +481,14 @@ pub struct RunList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Run {
     /// Run id.
+    #[schema(value_type = RunId)]
     pub id: String,
     /// Workflow.
     pub workflow: String,
     /// Workflow version.
     pub version: u32,
     /// `pending`, `running`, `succeeded`, `failed`, `cancelled` or `timed_out`.
+    #[schema(value_type = RunStatusWord)]
     pub status: String,
     /// The run input.
     pub input: Value,
@@ -514,6 +529,7 @@ pub struct StepRun {
     pub kind: String,
     /// `pending`, `dispatched`, `running`, `retrying`, `succeeded`, `failed`, `skipped`,
     /// `cancelled` or `waiting`.
+    #[schema(value_type = StepStatusWord)]
     pub status: String,
     /// Current attempt (1-based; 0 before the first dispatch).
     pub attempt: u32,
@@ -729,8 +745,10 @@ pub struct CompleteTaskBody {
     /// The form data (must satisfy the step's form schema); becomes the step's output.
     #[serde(default)]
     pub data: Option<Value>,
-    /// Who completes it; with auth on, omit it (the token's identity is recorded).
+    /// Who completes it: required with auth off; with auth on, omit it (the token's identity is
+    /// recorded). At most 200 bytes.
     #[serde(default)]
+    #[schema(value_type = ShortId)]
     pub user: String,
 }
 
@@ -761,6 +779,7 @@ pub struct HumanTask {
     /// The form's JSON Schema.
     pub form_schema: Value,
     /// `open`, `completed` or `cancelled`.
+    #[schema(value_type = TaskStatusWord)]
     pub status: String,
     /// Opened.
     pub created_at: Option<String>,
@@ -801,9 +820,11 @@ impl From<proto::HumanTask> for HumanTask {
 #[serde(deny_unknown_fields)]
 pub struct PublishEventBody {
     /// Event name.
+    #[schema(value_type = EventName)]
     pub name: String,
-    /// Correlation key.
+    /// Correlation key; at most 1024 bytes.
     #[serde(default)]
+    #[schema(value_type = Key)]
     pub key: String,
     /// Payload (any JSON); absent: `null`.
     #[serde(default)]
@@ -877,27 +898,33 @@ impl From<proto::PublishEventResponse> for PublishEventAnswer {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateScheduleBody {
-    /// `[A-Za-z0-9_.:/-]`; empty: generated.
+    /// `[A-Za-z0-9_.:/-]`, 1 to 200; absent: generated.
     #[serde(default)]
+    #[schema(value_type = ScheduleId)]
     pub id: String,
     /// Workflow.
+    #[schema(value_type = WorkflowName)]
     pub workflow: String,
     /// 0: the latest when each run starts.
     #[serde(default)]
     pub workflow_version: u32,
-    /// 5 or 6 fields.
+    /// 5 or 6 fields; at most 200 bytes.
+    #[schema(value_type = Cron)]
     pub cron: String,
-    /// IANA time zone; empty: UTC.
+    /// IANA time zone; empty: UTC; at most 64 bytes.
     #[serde(default)]
+    #[schema(value_type = TimeZone)]
     pub timezone: String,
     /// Every run's input; absent: `{}`.
     #[serde(default)]
     pub input: Option<Value>,
     /// `skip` (default), `buffer_one`, `allow_all` or `cancel_other`.
     #[serde(default)]
+    #[schema(value_type = OverlapWord)]
     pub overlap: String,
-    /// How late a missed tick may still fire, ms; 0: 1 h.
+    /// How late a missed tick may still fire, ms; 0: 1 h; at most 30 days.
     #[serde(default)]
+    #[schema(value_type = CatchupWindowMs)]
     pub catchup_window_ms: u64,
 }
 
@@ -917,6 +944,7 @@ pub struct Schedule {
     /// Every run's input.
     pub input: Value,
     /// Overlap policy.
+    #[schema(value_type = OverlapWord)]
     pub overlap: String,
     /// Catch-up window, ms.
     pub catchup_window_ms: u64,

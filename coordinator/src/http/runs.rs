@@ -17,6 +17,7 @@ use super::{
         CancelRunBody, Empty, ErrorBody, RerunRunBody, Run, RunList, RunOperation, SubmitRunAnswer, SubmitRunBody,
         json_text, parse_time,
     },
+    schema::{Rfc3339, RunId, RunPageToken, RunStatusWord, WorkflowName},
 };
 
 /// Starts a run. With an idempotency key, the same (workflow, key) answers the same run.
@@ -54,22 +55,25 @@ pub async fn submit(
 #[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
     /// Only runs of this workflow.
-    #[param(pattern = r"^[A-Za-z0-9_.-]{0,128}$")]
+    #[param(value_type = Option<WorkflowName>)]
     workflow: String,
-    /// Only runs in this status (`pending`, `running`, `succeeded`, `failed`, `cancelled`, `timed_out`).
-    #[param(pattern = r"^(pending|running|succeeded|failed|cancelled|timed_out)?$")]
+    /// Only runs in this status.
+    #[param(value_type = Option<RunStatusWord>)]
     status: String,
-    /// Only the runs this run started (a UUID).
-    #[param(pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
+    /// Only the runs this run started.
+    #[param(value_type = Option<RunId>)]
     parent_run_id: String,
     /// Only runs created after this RFC 3339 time (exclusive).
+    #[param(value_type = Option<Rfc3339>)]
     created_after: String,
     /// Only runs created before this RFC 3339 time (exclusive).
+    #[param(value_type = Option<Rfc3339>)]
     created_before: String,
     /// At most this many (default 50, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// From a previous answer's `next_page_token`.
+    #[param(value_type = Option<RunPageToken>)]
     page_token: String,
 }
 
@@ -136,7 +140,7 @@ pub async fn list(
 
 /// One run with its steps.
 #[utoipa::path(get, operation_id = "GetRun", path = "/v1/runs/{run_id}", tag = "runs",
-    params(("run_id" = String, Path, description = "The run's id (a UUID)", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    params(("run_id" = RunId, Path, description = "The run's id (a UUID)")),
     responses(
         (status = 200, description = "The run", body = Run),
         (status = "default", description = "An error (404: no such run, or it expired)", body = ErrorBody),
@@ -159,7 +163,7 @@ pub async fn get(
 
 /// Cancels a run: unfinished steps become cancelled.
 #[utoipa::path(post, operation_id = "CancelRun", path = "/v1/runs/{run_id}/cancel", tag = "runs", request_body = CancelRunBody,
-    params(("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    params(("run_id" = RunId, Path, description = "The run's id (a UUID)")),
     responses(
         (status = 200, description = "Cancelled", body = RunOperation),
         (status = "default", description = "An error (400 FAILED_PRECONDITION: already finished)", body = ErrorBody),
@@ -186,7 +190,7 @@ pub async fn cancel(
 
 /// Runs a finished run's failed and cancelled steps again.
 #[utoipa::path(post, operation_id = "RetryRun", path = "/v1/runs/{run_id}/retry", tag = "runs", request_body = Empty,
-    params(("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    params(("run_id" = RunId, Path, description = "The run's id (a UUID)")),
     responses(
         (status = 200, description = "Retried", body = RunOperation),
         (status = "default", description = "An error (400 FAILED_PRECONDITION unless failed, cancelled or timed out)", body = ErrorBody),
@@ -210,7 +214,7 @@ pub async fn retry(
 
 /// Runs a finished run again from a step, optionally with a new input.
 #[utoipa::path(post, operation_id = "RerunRun", path = "/v1/runs/{run_id}/rerun", tag = "runs", request_body = RerunRunBody,
-    params(("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    params(("run_id" = RunId, Path, description = "The run's id (a UUID)")),
     responses(
         (status = 200, description = "Re-run", body = RunOperation),
         (status = "default", description = "An error (400 names `from_step`; FAILED_PRECONDITION while it runs)", body = ErrorBody),

@@ -17,6 +17,7 @@ use super::{
         CreateScheduleBody, Empty, EmptyAnswer, ErrorBody, Schedule, ScheduleList, ScheduleTick, TickList, json_text,
     },
     runs::check_limit,
+    schema::{ScheduleId, WorkflowName},
 };
 
 /// Creates a schedule, or replaces the API schedule with the same id.
@@ -57,6 +58,7 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct ListSchedulesQuery {
     /// Only schedules of this workflow.
+    #[param(value_type = Option<WorkflowName>)]
     workflow: String,
 }
 
@@ -86,7 +88,7 @@ pub async fn list(
 
 /// One schedule.
 #[utoipa::path(get, operation_id = "GetSchedule", path = "/v1/schedules/{id}", tag = "schedules",
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = ScheduleId, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
         (status = "default", description = "An error (404)", body = ErrorBody),
@@ -109,7 +111,7 @@ pub async fn get(
 
 /// Deletes an API schedule.
 #[utoipa::path(delete, operation_id = "DeleteSchedule", path = "/v1/schedules/{id}", tag = "schedules",
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = ScheduleId, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "Deleted", body = EmptyAnswer),
         (status = "default", description = "An error (404)", body = ErrorBody),
@@ -131,7 +133,7 @@ pub async fn delete(
 
 /// Pauses a schedule: it records and starts nothing until resumed.
 #[utoipa::path(post, operation_id = "PauseSchedule", path = "/v1/schedules/{id}/pause", tag = "schedules", request_body = Empty,
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = ScheduleId, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
         (status = "default", description = "An error (404)", body = ErrorBody),
@@ -155,7 +157,7 @@ pub async fn pause(
 
 /// Resumes a paused schedule.
 #[utoipa::path(post, operation_id = "ResumeSchedule", path = "/v1/schedules/{id}/resume", tag = "schedules", request_body = Empty,
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = ScheduleId, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
         (status = "default", description = "An error (404)", body = ErrorBody),
@@ -179,7 +181,7 @@ pub async fn resume(
 
 /// Fires the schedule now, whatever its overlap policy.
 #[utoipa::path(post, operation_id = "TriggerSchedule", path = "/v1/schedules/{id}/trigger", tag = "schedules", request_body = Empty,
-    params(("id" = String, Path, description = "The schedule's id")),
+    params(("id" = ScheduleId, Path, description = "The schedule's id")),
     responses(
         (status = 200, description = "The tick", body = ScheduleTick),
         (status = "default", description = "An error (404)", body = ErrorBody),
@@ -213,7 +215,7 @@ pub struct TicksQuery {
 
 /// The schedule's ledger: every tick, newest first.
 #[utoipa::path(get, operation_id = "ListScheduleTicks", path = "/v1/schedules/{id}/ticks", tag = "schedules",
-    params(("id" = String, Path, description = "The schedule's id"), TicksQuery),
+    params(("id" = ScheduleId, Path, description = "The schedule's id"), TicksQuery),
     responses(
         (status = 200, description = "Ticks", body = TickList),
         (status = "default", description = "An error (404)", body = ErrorBody),

@@ -25,6 +25,7 @@ use super::{
     extract::{PathParams, Query},
     method,
     model::{ErrorBody, RunEvent},
+    schema::{EventSequence, RunId},
 };
 
 /// How often a quiet stream sends a `: keep-alive` comment.
@@ -36,6 +37,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Resume after this event `sequence` (the `Last-Event-ID` header wins when both are given).
+    #[param(value_type = Option<EventSequence>)]
     after_sequence: String,
     /// The bearer token, for clients that cannot set headers (a browser's EventSource); this
     /// route only. The `Authorization` header wins when both are given.
@@ -45,8 +47,8 @@ pub struct EventsQuery {
 /// The run's events as Server-Sent Events: history, then live, until the run's terminal event.
 #[utoipa::path(get, operation_id = "WatchRun", path = "/v1/runs/{run_id}/events", tag = "runs",
     params(
-        ("run_id" = String, Path, description = "The run's id", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume: only events after this sequence"),
+        ("run_id" = RunId, Path, description = "The run's id (a UUID)"),
+        ("Last-Event-ID" = Option<EventSequence>, Header, description = "Resume: only events after this sequence"),
         EventsQuery,
     ),
     responses(

@@ -14,6 +14,7 @@ use super::{
     method,
     model::{CompleteTaskBody, ErrorBody, HumanTask, TaskList, json_text},
     runs::check_limit,
+    schema::{RunId, ShortId, TaskStatusWord, WorkflowName},
 };
 
 /// Query of `GET /v1/tasks`.
@@ -22,10 +23,13 @@ use super::{
 #[into_params(parameter_in = Query)]
 pub struct ListTasksQuery {
     /// Only tasks this user may complete.
+    #[param(value_type = Option<ShortId>)]
     assignee: String,
     /// Only tasks of this workflow.
+    #[param(value_type = Option<WorkflowName>)]
     workflow: String,
     /// `open`, `completed` or `cancelled`; absent: all.
+    #[param(value_type = Option<TaskStatusWord>)]
     status: String,
     /// At most this many (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
@@ -65,8 +69,8 @@ pub async fn list(
 /// Completes an open human task with form data, which must satisfy the step's form schema.
 #[utoipa::path(post, operation_id = "CompleteHumanTask", path = "/v1/tasks/{run_id}/{step_id}/complete", tag = "tasks", request_body = CompleteTaskBody,
     params(
-        ("run_id" = String, Path, description = "The run", pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
-        ("step_id" = String, Path, description = "The human step"),
+        ("run_id" = RunId, Path, description = "The run (a UUID)"),
+        ("step_id" = ShortId, Path, description = "The human step"),
     ),
     responses(
         (status = 200, description = "The completed task", body = HumanTask),

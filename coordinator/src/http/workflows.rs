@@ -14,6 +14,7 @@ use super::{
     extract::{JsonBody, PathParams, Query},
     method,
     model::{ErrorBody, RegisterWorkflowAnswer, RegisterWorkflowBody, Workflow, WorkflowList},
+    schema::WorkflowName,
 };
 
 /// Registers a workflow definition (YAML or JSON text, or a JSON object).
@@ -61,7 +62,8 @@ pub struct ListWorkflowsQuery {
     /// At most this many (default 100, at most 1000); a page also ends before 3 MiB.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// From a previous answer's `next_page_token`.
+    /// From a previous answer's `next_page_token` (the last workflow name of the page before).
+    #[param(value_type = Option<WorkflowName>)]
     page_token: String,
 }
 
@@ -106,7 +108,7 @@ pub struct GetWorkflowQuery {
 
 /// One workflow version, with its definition and graph.
 #[utoipa::path(get, operation_id = "GetWorkflow", path = "/v1/workflows/{name}", tag = "workflows",
-    params(("name" = String, Path, description = "The workflow's name", pattern = r"^[A-Za-z0-9_.-]{1,128}$"), GetWorkflowQuery),
+    params(("name" = WorkflowName, Path, description = "The workflow's name"), GetWorkflowQuery),
     responses(
         (status = 200, description = "The workflow", body = Workflow),
         (status = "default", description = "An error (404: no such workflow or version)", body = ErrorBody),
