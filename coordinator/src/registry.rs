@@ -179,7 +179,7 @@ impl Registry {
         let value: serde_json::Value = serde_json::from_str(&json)
             .map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?;
         let def = Arc::new(
-            WorkflowDefinition::from_value(value)
+            WorkflowDefinition::from_stored(value)
                 .map_err(|e| CoordinatorError::Internal(format!("stored workflow {name}@{version}: {e}")))?,
         );
         self.keep(&def, json.len());

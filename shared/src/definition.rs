@@ -560,6 +560,14 @@ fn valid_name(s: &str, max: usize, extra: &[char]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
 }
 
+/// Whether a definition is being registered (every bound is enforced) or read back from the
+/// registry (bounds added after it was registered are applied as clamps, so runs pinned to it go on).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Admission {
+    New,
+    Stored,
+}
+
 impl WorkflowDefinition {
     /// Parses and validates a YAML or JSON document.
     ///
@@ -589,6 +597,21 @@ impl WorkflowDefinition {
     /// # Errors
     /// As [`WorkflowDefinition::parse`].
     pub fn from_value(value: Value) -> Result<Self, InvalidDefinition> {
+        Self::check(value, Admission::New)
+    }
+
+    /// Reads a definition the registry stored earlier, perhaps under an older release whose bounds
+    /// were looser. Runs already pinned to it must go on, so the bounds that only registration
+    /// enforces are applied as clamps: more than [`MAX_STEPS`] steps are kept; a retry interval under
+    /// [`MIN_RETRY_INTERVAL`] is raised to it and `max_attempts` over [`MAX_ATTEMPTS`] is lowered to it.
+    ///
+    /// # Errors
+    /// As [`WorkflowDefinition::parse`], for every other rule.
+    pub fn from_stored(value: Value) -> Result<Self, InvalidDefinition> {
+        Self::check(value, Admission::Stored)
+    }
+
+    fn check(value: Value, admission: Admission) -> Result<Self, InvalidDefinition> {
         let doc: Document = serde_path_to_error::deserialize(&value).map_err(|e| {
             let message = e.inner().to_string();
             let mut segments: Vec<&serde_path_to_error::Segment> = e.path().iter().collect();
@@ -657,7 +680,7 @@ impl WorkflowDefinition {
         if doc.steps.is_empty() {
             err("steps".into(), "a workflow needs at least one step".into());
         }
-        if doc.steps.len() > MAX_STEPS {
+        if doc.steps.len() > MAX_STEPS && admission == Admission::New {
             // Nothing else is checked: validating the steps of a document this large is itself the
             // cost the bound is there to avoid.
             return Err(InvalidDefinition::one(
@@ -775,6 +798,9 @@ impl WorkflowDefinition {
                 let mut at_least_min = |field: &str, d: Option<Duration>, text: &Option<String>| {
                     let d = d?;
                     if d < MIN_RETRY_INTERVAL {
+                        if admission == Admission::Stored {
+                            return Some(MIN_RETRY_INTERVAL);
+                        }
                         err(
                             format!("{p}.{field}"),
                             format!(
@@ -799,7 +825,7 @@ impl WorkflowDefinition {
                 if let Some(n) = r.max_attempts {
                     if n == 0 {
                         err(format!("{p}.retry.max_attempts"), "must be at least 1".into());
-                    } else if n > MAX_ATTEMPTS {
+                    } else if n > MAX_ATTEMPTS && admission == Admission::New {
                         err(
                             format!("{p}.retry.max_attempts"),
                             format!("{n} is over the limit of {MAX_ATTEMPTS} attempts"),
@@ -1486,6 +1512,26 @@ mod tests {
         .unwrap();
         assert_eq!(def.steps[0].retry.max_attempts, 1000);
         assert_eq!(def.steps[0].retry.initial_interval, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_definition_stored_under_looser_bounds_still_loads_with_its_retries_clamped() {
+        let yaml = |body: &str| -> Value { serde_saphyr::from_str(&format!("name: w\nversion: 1\nsteps:\n{body}")).unwrap() };
+        let many: String = (0..=crate::limits::MAX_STEPS)
+            .map(|i| format!("  - {{id: s{i}, handler: h}}\n"))
+            .collect();
+        assert!(WorkflowDefinition::from_value(yaml(&many)).is_err());
+        let def = WorkflowDefinition::from_stored(yaml(&many)).unwrap();
+        assert_eq!(def.steps.len(), crate::limits::MAX_STEPS + 1);
+
+        let fast = "  - {id: a, handler: h, retry: {max_attempts: 100000, initial_interval: 1ns, max_interval: 5ms}}\n";
+        assert!(WorkflowDefinition::from_value(yaml(fast)).is_err());
+        let def = WorkflowDefinition::from_stored(yaml(fast)).unwrap();
+        assert_eq!(def.steps[0].retry.max_attempts, crate::limits::MAX_ATTEMPTS);
+        assert_eq!(def.steps[0].retry.initial_interval, MIN_RETRY_INTERVAL);
+        assert_eq!(def.steps[0].retry.max_interval, MIN_RETRY_INTERVAL);
+        // Every other rule still holds for a stored definition.
+        assert!(WorkflowDefinition::from_stored(yaml("  - {id: a, handler: h, depends_on: [zz]}\n")).is_err());
     }
 
     #[test]
