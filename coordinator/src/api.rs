@@ -85,6 +85,7 @@ fn disposition(d: Disposition) -> i32 {
         Disposition::Proceed => AttemptDisposition::Proceed,
         Disposition::Stale => AttemptDisposition::Stale,
         Disposition::Cancelled => AttemptDisposition::Cancelled,
+        Disposition::Duplicate => AttemptDisposition::Duplicate,
     }) as i32
 }
 
@@ -821,9 +822,11 @@ impl proto::worker_service_server::WorkerService for Api {
         let r = req.into_inner();
         check_id(&r.run_id)?;
         check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
+        // Optional here (workers older than the field send none): checked against the holder when given.
+        check_len("worker_id", &r.worker_id, MAX_ID_BYTES)?;
         let d = self
             .engine
-            .emit_event(&r.run_id, &r.step_id, r.attempt, &r.payload_json)
+            .emit_event(&r.run_id, &r.step_id, r.attempt, &r.worker_id, &r.payload_json)
             .await?;
         Ok(Response::new(HeartbeatResponse {
             disposition: disposition(d),
@@ -834,8 +837,11 @@ impl proto::worker_service_server::WorkerService for Api {
         let r = req.into_inner();
         check_id(&r.run_id)?;
         check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
-        check_len("worker_id", &r.worker_id, MAX_ID_BYTES)?;
-        let d = self.engine.heartbeat(&r.run_id, &r.step_id, r.attempt).await?;
+        check_worker_id(&r.worker_id)?;
+        let d = self
+            .engine
+            .heartbeat(&r.run_id, &r.step_id, r.attempt, &r.worker_id)
+            .await?;
         Ok(Response::new(HeartbeatResponse {
             disposition: disposition(d),
         }))
@@ -1063,10 +1069,21 @@ fn schedule_id(req: Request<ScheduleRef>) -> Result<String, Status> {
 }
 
 /// Checks the ids of a worker's call about one attempt (StartStep, ReportResult).
+/// `INVALID_ARGUMENT` unless `worker_id` is given and at most [`MAX_ID_BYTES`]: the worker that
+/// starts an attempt holds it, and only it may heartbeat and report it.
+fn check_worker_id(worker_id: &str) -> Result<(), Status> {
+    if worker_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "worker_id: required (the worker's id, as it registers with RegisterWorker)",
+        ));
+    }
+    check_len("worker_id", worker_id, MAX_ID_BYTES)
+}
+
 fn check_attempt_ref(run_id: &str, step_id: &str, worker_id: &str, workflow: &str) -> Result<(), Status> {
     check_id(run_id)?;
     check_len("step_id", step_id, MAX_ID_BYTES)?;
-    check_len("worker_id", worker_id, MAX_ID_BYTES)?;
+    check_worker_id(worker_id)?;
     if workflow.is_empty() {
         // An old task without a workflow: the engine answers it stale.
         return Ok(());

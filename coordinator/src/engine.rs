@@ -19,8 +19,8 @@ use crate::{
     registry::Registry,
     store::{
         Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
-        ParentRef, RunCall, RunSlot, SlotOutcome, Store, TimerKind, WaitArgs, WaitOutcome, parse_outbox_member,
-        timer_member,
+        ParentRef, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind, WaitArgs,
+        WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
@@ -44,6 +44,18 @@ pub enum Outcome {
 
 /// How long past its timeout an attempt's concurrency slot stays leased (if the attempt never ends).
 const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// How long after the liveness of the worker holding an attempt lapses (3 of its heartbeat
+/// intervals after its last `RegisterWorker`) the coordinator looks again at an attempt whose
+/// duplicate copy it dropped, to send it again if that worker is gone.
+const HOLDER_RECHECK_MARGIN: Duration = Duration::from_millis(250);
+/// How many times StartStep looks up a running attempt's holder before answering `DUPLICATE`
+/// (the holder changes between looks only when another worker just took the attempt over).
+const HOLDER_LOOKS: usize = 3;
+/// The coordinator's own completions (not a worker's report), by what found them.
+const BY_TIMER: Reporter<'static> = Reporter::Coordinator("timer");
+const BY_EVENT: Reporter<'static> = Reporter::Coordinator("event");
+const BY_CHILD: Reporter<'static> = Reporter::Coordinator("child");
+const BY_COORDINATOR: Reporter<'static> = Reporter::Coordinator("coordinator");
 /// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
 const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
 
@@ -375,7 +387,11 @@ impl Engine {
         Ok(Ok(depth.saturating_add(1)))
     }
 
-    /// A worker starts an attempt: marks it running and arms its timeout (and heartbeat) timers.
+    /// A worker starts an attempt: marks it running, held by this worker, and arms its timeout
+    /// (and heartbeat) timers. Only a step that runs a handler (a task step or a fan-out element,
+    /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
+    /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
+    /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
     ///
     /// # Errors
     /// `InvalidArgument` for a malformed run id; `Redis`.
@@ -386,60 +402,94 @@ impl Engine {
             Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
             Err(e) => return Err(e),
         };
-        let Some(step) = def.step(a.step_id) else {
+        let Some(step) = def.handler_step(a.step_id) else {
             return Ok(Disposition::Stale);
         };
         let now = now_ms();
-        let mut timers = vec![(
-            timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
-            machine::due(now, step.timeout),
-        )];
-        if let Some(hb) = step.heartbeat_timeout {
-            timers.push((
-                timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
-                machine::due(now, hb),
-            ));
-        }
         // An attempt holding a concurrency slot keeps it to the end of its timeout, and a margin.
         let slot_lease = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
             machine::span_ms(step.timeout.saturating_add(SLOT_LEASE_MARGIN))
         } else {
             0
         };
-        let disposition = self
-            .store
-            .start_step(
-                &RunCall { run_id: a.run_id, now },
-                a.step_id,
-                a.attempt,
-                a.worker,
-                &machine::pinned(&def),
-                &timers,
-                slot_lease,
-            )
-            .await?;
-        if disposition == Disposition::Proceed {
-            crate::metrics::observe_start(self, &def.name, &step.handler, a.run_id, a.step_id, now);
+        let pinned = machine::pinned(&def);
+        let call = RunCall { run_id: a.run_id, now };
+        let mut holder: Option<String> = None;
+        // Still held after every look: a worker that just took the attempt over holds it.
+        let mut disposition = Disposition::Duplicate;
+        for _ in 0..HOLDER_LOOKS {
+            let args = StartArgs {
+                step: a.step_id,
+                attempt: a.attempt,
+                worker: a.worker,
+                pinned: &pinned,
+                timeout_due: machine::due(now, step.timeout),
+                heartbeat_due: step.heartbeat_timeout.map(|hb| machine::due(now, hb)),
+                slot_lease_ms: slot_lease,
+                holder: holder.as_deref(),
+                recheck_margin: HOLDER_RECHECK_MARGIN,
+            };
+            match self.store.start_step(&call, &args).await? {
+                Started::Answer(d) => {
+                    disposition = d;
+                    break;
+                }
+                Started::Held(h) => holder = Some(h),
+            }
+        }
+        match disposition {
+            Disposition::Proceed => {
+                crate::metrics::observe_start(self, &def.name, &step.handler, a.run_id, a.step_id, now);
+            }
+            Disposition::Duplicate => tracing::info!(
+                run = a.run_id,
+                step = a.step_id,
+                attempt = a.attempt,
+                worker = a.worker,
+                holder = holder.as_deref().unwrap_or_default(),
+                "a duplicate copy of a running attempt is dropped: a live worker holds it"
+            ),
+            Disposition::Stale | Disposition::Cancelled => {}
         }
         // Whatever the answer, the task has left its queue.
         crate::operations::note_started(self, &step.handler, a.run_id, a.step_id, a.attempt).await;
         Ok(disposition)
     }
 
-    /// Records a heartbeat.
+    /// The definition run `run_id` is pinned to, if `step_id` of it runs a handler (the only steps
+    /// a worker may heartbeat or emit from); `None` when the run is gone, its definition unknown, or
+    /// the step is of another kind.
+    async fn handler_run(&self, run_id: &str, step_id: &str) -> Result<Option<Arc<WorkflowDefinition>>> {
+        let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
+            return Ok(None);
+        };
+        let def = match self.registry.pinned(&workflow, version).await {
+            Ok(d) => d,
+            Err(CoordinatorError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(def.handler_step(step_id).is_some().then_some(def))
+    }
+
+    /// Records a heartbeat of a running attempt from the worker holding it; anything else (a step
+    /// that runs no handler, an attempt not started, or started by another worker) is `Stale`.
     ///
     /// # Errors
     /// `InvalidArgument` for a malformed run id; `Redis`.
-    pub async fn heartbeat(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<Disposition> {
+    pub async fn heartbeat(&self, run_id: &str, step_id: &str, attempt: u32, worker: &str) -> Result<Disposition> {
         check_run_id(run_id)?;
+        if self.handler_run(run_id, step_id).await?.is_none() {
+            return Ok(Disposition::Stale);
+        }
         self.store
-            .heartbeat(&RunCall { run_id, now: now_ms() }, step_id, attempt)
+            .heartbeat(&RunCall { run_id, now: now_ms() }, step_id, attempt, worker)
             .await
     }
 
     /// Applies a worker's result: one pipelined round trip to Redis, then the publishes of the steps
     /// that became ready (in the background: the outbox makes them durable). Returns `Proceed` when
-    /// recorded, `Stale` when the attempt was not current.
+    /// recorded, `Stale` when the attempt was not current, or is of a step that runs no handler,
+    /// or was not started (StartStep) by this worker: then nothing changed.
     ///
     /// # Errors
     /// `InvalidArgument` for a malformed run id or an output that is not JSON or too large; `Redis`.
@@ -450,7 +500,9 @@ impl Engine {
             Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
             Err(e) => return Err(e),
         };
-        let Some(step) = def.step(a.step_id) else {
+        // A human, sleep, wait or child-workflow step is completed by the coordinator, never by a
+        // worker's report (which would pass over its form, its timer or its child run).
+        let Some(step) = def.handler_step(a.step_id) else {
             return Ok(Disposition::Stale);
         };
         let now = now_ms();
@@ -546,7 +598,7 @@ impl Engine {
         let args = CompleteArgs {
             step: a.step_id,
             attempt: a.attempt,
-            worker: a.worker,
+            by: Reporter::Worker(a.worker),
             outcome: outcome_word,
             body: &body,
             retry_at,
@@ -1004,7 +1056,7 @@ impl Engine {
         let args = CompleteArgs {
             step: &p.step_id,
             attempt: p.attempt,
-            worker: "coordinator",
+            by: BY_COORDINATOR,
             outcome,
             body,
             retry_at: 0,
@@ -1030,7 +1082,7 @@ impl Engine {
         run_id: &str,
         step_id: &str,
         attempt: u32,
-        worker: &str,
+        by: Reporter<'_>,
         outcome: &str,
         body: &str,
         now: i64,
@@ -1038,7 +1090,7 @@ impl Engine {
         let args = CompleteArgs {
             step: step_id,
             attempt,
-            worker,
+            by,
             outcome,
             body,
             retry_at: 0,
@@ -1103,7 +1155,7 @@ impl Engine {
         } else {
             ("items", output)
         };
-        self.complete_here(def, run_id, step_id, attempt, "coordinator", outcome, &body, now)
+        self.complete_here(def, run_id, step_id, attempt, Reporter::Coordinator("coordinator"), outcome, &body, now)
             .await?;
         Ok(())
     }
@@ -1205,7 +1257,7 @@ impl Engine {
                     Some(d) => format!("{{\"slept_ms\":{}}}", d.as_millis()),
                     None => format!("{{\"woke_at_ms\":{now}}}"),
                 };
-                self.complete_here(&def, run_id, step_id, attempt, "timer", "ok", &body, now)
+                self.complete_here(&def, run_id, step_id, attempt, BY_TIMER, "ok", &body, now)
                     .await?;
             }
             TimerKind::Event => {
@@ -1227,12 +1279,17 @@ impl Engine {
                             self.launch(&def, run_id, vec![p], now).await;
                         }
                     } else {
-                        self.complete_here(&def, run_id, step_id, attempt, "event", "ok", &delivered, now)
+                        self.complete_here(&def, run_id, step_id, attempt, BY_EVENT, "ok", &delivered, now)
                             .await?;
                     }
                 }
             }
             TimerKind::ChildDone => self.child_done(&def, run_id, step_id, attempt, now).await?,
+            TimerKind::Held => {
+                if let Some(due) = self.check_holder(&def, run_id, step_id, attempt, now).await? {
+                    return self.store.schedule_timer(&claimed.member, due).await;
+                }
+            }
             TimerKind::Timeout | TimerKind::Heartbeat | TimerKind::ScheduleToStart => {
                 if kind == TimerKind::Timeout && self.wait_timed_out(&def, run_id, step_id, attempt, now).await? {
                     return self.store.release(false, claimed).await;
@@ -1291,7 +1348,7 @@ impl Engine {
                 let args = CompleteArgs {
                     step: step_id,
                     attempt,
-                    worker: "",
+                    by: Reporter::Coordinator(""),
                     outcome,
                     body: &message,
                     retry_at,
@@ -1318,6 +1375,53 @@ impl Engine {
             }
         }
         self.store.release(false, claimed).await
+    }
+
+    /// A copy of a running attempt was dropped as a duplicate: if the worker holding it is gone, the
+    /// attempt is dispatched and published again (whoever starts it then holds it). Returns when to
+    /// look again while the holder lives (Unix ms); `None` when done.
+    async fn check_holder(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let f = self
+            .store
+            .step_fields(run_id, step_id, &["status", "attempt", "worker"])
+            .await?;
+        let holder = f[2].clone().unwrap_or_default();
+        if f[0].as_deref() != Some("running")
+            || f[1].as_deref() != Some(attempt.to_string().as_str())
+            || holder.is_empty()
+        {
+            return Ok(None);
+        }
+        let call = RunCall { run_id, now };
+        match self
+            .store
+            .take_over(&call, step_id, attempt, &holder, &machine::reads_csv(def, step_id))
+            .await?
+        {
+            TakeOver::Stale => Ok(None),
+            TakeOver::Alive(left) => {
+                let left = left.map_or(Duration::from_secs(5), Duration::from_millis);
+                Ok(Some(machine::due(now, left.saturating_add(HOLDER_RECHECK_MARGIN))))
+            }
+            TakeOver::Dispatch(payload) => {
+                tracing::info!(
+                    run = run_id,
+                    step = step_id,
+                    attempt,
+                    holder = %holder,
+                    "the worker holding an attempt is gone; sending the attempt again"
+                );
+                self.launch(def, run_id, vec![payload], now).await;
+                Ok(None)
+            }
+        }
     }
 
     /// A timeout of a waiting step (a `wait_for_event` step or a suspended handler): ends it as its
@@ -1358,7 +1462,7 @@ impl Engine {
             }
             _ => ("timeout", format!("Timeout: no {waiting_for} arrived in time")),
         };
-        self.complete_here(def, run_id, step_id, attempt, "timer", outcome, &message, now)
+        self.complete_here(def, run_id, step_id, attempt, BY_TIMER, outcome, &message, now)
             .await?;
         Ok(true)
     }
@@ -1388,7 +1492,7 @@ impl Engine {
         match status.as_str() {
             "succeeded" => {
                 let output = f[1].clone().filter(|o| !o.is_empty()).unwrap_or_else(|| "null".into());
-                self.complete_here(def, run_id, step_id, attempt, "child", "ok", &output, now)
+                self.complete_here(def, run_id, step_id, attempt, BY_CHILD, "ok", &output, now)
                     .await?;
             }
             "failed" | "cancelled" | "timed_out" => {
@@ -1396,7 +1500,7 @@ impl Engine {
                     "ChildRunFailed: child run {child} {status}: {}",
                     f[2].clone().unwrap_or_default()
                 );
-                self.complete_here(def, run_id, step_id, attempt, "child", "error", &message, now)
+                self.complete_here(def, run_id, step_id, attempt, BY_CHILD, "error", &message, now)
                     .await?;
             }
             // Not finished (a stale notice) or expired: nothing to do.
@@ -1443,7 +1547,7 @@ impl Engine {
                     run_id,
                     step_id,
                     attempt,
-                    "coordinator",
+                    BY_COORDINATOR,
                     "error",
                     &format!("EmitError: {e}"),
                     now,
@@ -1502,7 +1606,7 @@ impl Engine {
             Ok(r) => r.definition,
             Err(CoordinatorError::NotFound(m)) => {
                 let message = format!("EmitError: {m}");
-                self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                     .await?;
                 return Ok(());
             }
@@ -1513,7 +1617,7 @@ impl Engine {
             Ok(depth) => depth,
             Err(message) => {
                 let message = format!("EmitError: {message}");
-                self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                     .await?;
                 return Ok(());
             }
@@ -1544,7 +1648,7 @@ impl Engine {
                     .and_then(|v| child_def.validate_input(&v).map_err(|e| e.to_string()));
                 if let Err(e) = valid {
                     let message = format!("EmitError: input of child run {child_id}: {e}");
-                    self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                    self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                         .await?;
                     return Ok(());
                 }
@@ -1555,7 +1659,7 @@ impl Engine {
                     Ok(slot) => slot.map(|s| s.pool),
                     Err(e) => {
                         let message = format!("EmitError: child run {child_id}: {e}");
-                        self.complete_here(def, run_id, step_id, attempt, "coordinator", "error", &message, now)
+                        self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                             .await?;
                         return Ok(());
                     }
@@ -1615,9 +1719,19 @@ impl Engine {
         let done = next >= total && (!emit.wait || finished >= total);
         if done {
             let output = text(7);
+            // The emitter's handler ran on this worker; the step ends now by the coordinator's hand.
             let worker = text(8);
-            self.complete_here(def, run_id, step_id, attempt, &worker, "ok", &output, now)
-                .await?;
+            self.complete_here(
+                def,
+                run_id,
+                step_id,
+                attempt,
+                Reporter::Coordinator(&worker),
+                "ok",
+                &output,
+                now,
+            )
+            .await?;
             tracing::info!(run = run_id, step = step_id, total, finished, "emitting step done");
         } else {
             // A backstop: child completions drive this, but a coordinator that died half-way is
@@ -1870,7 +1984,9 @@ impl Engine {
         Ok(dispatched)
     }
 
-    /// Records a custom event of a running attempt.
+    /// Records a custom event of a running attempt of a step that runs a handler, sent by `worker`,
+    /// which must hold the attempt (`""`, from workers older than `EmitEventRequest.worker_id`:
+    /// not checked). Anything else is answered `Stale` and records nothing.
     ///
     /// # Errors
     /// `InvalidArgument` for a malformed id, a payload that is not JSON or over the size limit.
@@ -1879,12 +1995,22 @@ impl Engine {
         run_id: &str,
         step_id: &str,
         attempt: u32,
+        worker: &str,
         payload_json: &str,
     ) -> Result<Disposition> {
         check_run_id(run_id)?;
         let value = self.check_json("payload_json", payload_json, "")?;
+        if self.handler_run(run_id, step_id).await?.is_none() {
+            return Ok(Disposition::Stale);
+        }
         self.store
-            .emit_event(&RunCall { run_id, now: now_ms() }, step_id, attempt, &value.to_string())
+            .emit_event(
+                &RunCall { run_id, now: now_ms() },
+                step_id,
+                attempt,
+                worker,
+                &value.to_string(),
+            )
             .await
     }
 
@@ -2179,9 +2305,17 @@ impl Engine {
         }
         let attempt: u32 = f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0);
         let now = now_ms();
-        let worker = format!("human:{user}");
         match self
-            .complete_here(&def, run_id, step_id, attempt, &worker, "ok", &data_text, now)
+            .complete_here(
+                &def,
+                run_id,
+                step_id,
+                attempt,
+                Reporter::Human(user),
+                "ok",
+                &data_text,
+                now,
+            )
             .await?
         {
             Disposition::Proceed => {}

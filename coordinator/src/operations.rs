@@ -315,6 +315,20 @@ impl Operations {
             .max(interval.saturating_mul(LOST_AFTER_INTERVALS + 1));
         let retention_ms = duration_ms(retention).max(1);
         let mut pipe = redis::pipe();
+        // Its liveness, which holds the attempts it started (StartStep answers another worker's
+        // copy DUPLICATE): as long as ListWorkers shows it live; gone at once when it stopped.
+        let alive = keys.worker_alive(&record.worker_id);
+        if record.state == WorkerState::Stopped as i32 {
+            pipe.del(&alive).ignore();
+        } else {
+            let lost_after = interval.saturating_mul(LOST_AFTER_INTERVALS);
+            pipe.cmd("SET")
+                .arg(&alive)
+                .arg(now)
+                .arg("PX")
+                .arg(duration_ms(lost_after).max(1))
+                .ignore();
+        }
         pipe.cmd("SET")
             .arg(keys.worker(&record.worker_id))
             .arg(json)

@@ -116,6 +116,7 @@ struct Scripts {
     wait: RunScript,
     resume: RunScript,
     park: RunScript,
+    take_over: RunScript,
     publish_event: redis::Script,
     acquire: redis::Script,
     wake: redis::Script,
@@ -136,6 +137,50 @@ pub enum Disposition {
     Stale,
     /// The run is over; stop.
     Cancelled,
+    /// (StartStep) Another live worker holds the attempt: drop this copy without running it.
+    Duplicate,
+}
+
+/// What `start_step.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// The answer to give the worker.
+    Answer(Disposition),
+    /// The attempt is running on this other worker: ask again with it as [`StartArgs::holder`].
+    Held(String),
+}
+
+/// Arguments of `start_step.lua`.
+pub struct StartArgs<'a> {
+    /// The step (or fan-out element), which the caller checked runs a handler.
+    pub step: &'a str,
+    /// The attempt the worker was given.
+    pub attempt: u32,
+    /// The worker starting it (not empty).
+    pub worker: &'a str,
+    /// `workflow@version` the worker was given.
+    pub pinned: &'a str,
+    /// The attempt's start-to-close timeout, as a due time (Unix ms).
+    pub timeout_due: i64,
+    /// Its heartbeat timeout as a due time (Unix ms), if it has one.
+    pub heartbeat_due: Option<i64>,
+    /// The lease of the concurrency slot it holds, from now (ms); 0 for none.
+    pub slot_lease_ms: u64,
+    /// The holder a previous call answered ([`Started::Held`]): its liveness decides.
+    pub holder: Option<&'a str>,
+    /// How long after the holder's liveness lapses its attempt is checked again.
+    pub recheck_margin: Duration,
+}
+
+/// What `take_over.lua` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TakeOver {
+    /// The attempt ended, or another worker holds it now: nothing to do.
+    Stale,
+    /// The holder is alive for this many ms more (`None`: its liveness key has no expiry).
+    Alive(Option<u64>),
+    /// The holder is gone: the attempt is dispatched again; publish it.
+    Dispatch(DispatchPayload),
 }
 
 /// What a dispatch needs from the run: the payload of one attempt.
@@ -404,6 +449,7 @@ impl Store {
             wait: RunScript::new("wait", include_str!("scripts/wait.lua")),
             resume: RunScript::new("resume", include_str!("scripts/resume.lua")),
             park: RunScript::new("park", include_str!("scripts/park.lua")),
+            take_over: RunScript::new("take_over", include_str!("scripts/take_over.lua")),
             publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
             acquire: redis::Script::new(include_str!("scripts/acquire.lua")),
             wake: redis::Script::new(include_str!("scripts/wake.lua")),
@@ -483,6 +529,7 @@ impl Store {
             &s.wait,
             &s.resume,
             &s.park,
+            &s.take_over,
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
@@ -613,54 +660,93 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Marks an attempt as started and arms its timeout timers (pipelined before the script; a timer
-    /// for an attempt that turns out stale fires as a no-op).
+    /// Marks an attempt as started by `a.worker` and arms its timeout (and heartbeat) timers, in
+    /// one script: a refused start changes nothing. A running attempt of another worker answers
+    /// [`Started::Held`] with that worker; called again with it as `a.holder`, the script checks
+    /// the holder's liveness key (`Keys::worker_alive`): alive, the answer is
+    /// [`Disposition::Duplicate`] (and a `held` timer checks again later); gone, `a.worker` takes
+    /// the attempt over.
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start_step(
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
+    pub async fn start_step(&self, call: &RunCall<'_>, a: &StartArgs<'_>) -> Result<Started> {
+        let keys: Vec<String> = a.holder.map(|h| self.keys.worker_alive(h)).into_iter().collect();
+        let args = [
+            a.step.to_string(),
+            a.attempt.to_string(),
+            a.worker.to_string(),
+            a.pinned.to_string(),
+            a.slot_lease_ms.to_string(),
+            a.timeout_due.to_string(),
+            a.heartbeat_due.unwrap_or(0).to_string(),
+            a.holder.unwrap_or_default().to_string(),
+            a.recheck_margin.as_millis().to_string(),
+        ];
+        let out = self
+            .eval_run_with(redis::pipe(), &self.scripts.start_step, call, &keys, &args)
+            .await?;
+        let mut it = out.into_iter();
+        Ok(match it.next().as_deref() {
+            Some("held") => Started::Held(it.next().unwrap_or_default()),
+            Some("proceed") => Started::Answer(Disposition::Proceed),
+            Some("stale") => Started::Answer(Disposition::Stale),
+            Some("cancelled") => Started::Answer(Disposition::Cancelled),
+            Some("duplicate") => Started::Answer(Disposition::Duplicate),
+            other => {
+                return Err(CoordinatorError::Internal(format!("start_step.lua answered {other:?}")));
+            }
+        })
+    }
+
+    /// Sends attempt `attempt` of `step` again if `holder`, which started it, is gone (see
+    /// `take_over.lua`).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; `Internal` for a malformed reply.
+    pub async fn take_over(
         &self,
         call: &RunCall<'_>,
         step: &str,
         attempt: u32,
-        worker: &str,
-        pinned: &str,
-        timers: &[(String, i64)],
-        slot_lease_ms: u64,
-    ) -> Result<Disposition> {
-        let mut pre = redis::pipe();
-        for (member, due) in timers {
-            pre.zadd(self.keys.timers(), member, *due).ignore();
-        }
+        holder: &str,
+        reads: &str,
+    ) -> Result<TakeOver> {
+        let keys = [self.keys.worker_alive(holder)];
+        let args = [
+            step.to_string(),
+            attempt.to_string(),
+            holder.to_string(),
+            reads.to_string(),
+        ];
         let out = self
-            .eval_run(
-                pre,
-                &self.scripts.start_step,
-                call,
-                &[
-                    step.into(),
-                    attempt.to_string(),
-                    worker.into(),
-                    pinned.into(),
-                    slot_lease_ms.to_string(),
-                ],
-            )
+            .eval_run_with(redis::pipe(), &self.scripts.take_over, call, &keys, &args)
             .await?;
-        Ok(disposition(&out))
+        let mut it = out.into_iter();
+        Ok(match it.next().as_deref() {
+            Some("alive") => TakeOver::Alive(
+                it.next()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .and_then(|ms| u64::try_from(ms).ok()),
+            ),
+            Some("dispatch") => {
+                let input = it.next().unwrap_or_default();
+                TakeOver::Dispatch(read_payload(&mut it, &input)?)
+            }
+            _ => TakeOver::Stale,
+        })
     }
 
-    /// Records a heartbeat of an attempt.
+    /// Records a heartbeat of an attempt from `worker`, which must hold it.
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn heartbeat(&self, call: &RunCall<'_>, step: &str, attempt: u32) -> Result<Disposition> {
+    pub async fn heartbeat(&self, call: &RunCall<'_>, step: &str, attempt: u32, worker: &str) -> Result<Disposition> {
         let out = self
             .eval_run(
                 redis::pipe(),
                 &self.scripts.heartbeat,
                 call,
-                &[step.into(), attempt.to_string()],
+                &[step.into(), attempt.to_string(), worker.into()],
             )
             .await?;
         Ok(disposition(&out))
@@ -677,10 +763,15 @@ impl Store {
         call: &RunCall<'_>,
         args: &CompleteArgs<'_>,
     ) -> Result<Completion> {
+        let (who, by) = match args.by {
+            Reporter::Worker(w) => (w, "worker"),
+            Reporter::Human(user) => (user, "human"),
+            Reporter::Coordinator(source) => (source, "coordinator"),
+        };
         let a = [
             args.step.to_string(),
             args.attempt.to_string(),
-            args.worker.to_string(),
+            who.to_string(),
             args.outcome.to_string(),
             args.body.to_string(),
             args.retry_at.to_string(),
@@ -689,6 +780,7 @@ impl Store {
             args.leaves.to_string(),
             args.pinned.to_string(),
             self.max_payload_bytes.to_string(),
+            by.to_string(),
         ];
         let out = self.eval_run(pre, &self.scripts.complete_step, call, &a).await?;
         let completion = parse_completion(out)?;
@@ -1626,7 +1718,7 @@ impl Store {
         }
     }
 
-    /// Appends a custom event of a running attempt.
+    /// Appends a custom event of a running attempt, sent by `worker` (`""`: not checked).
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
@@ -1635,9 +1727,15 @@ impl Store {
         call: &RunCall<'_>,
         step: &str,
         attempt: u32,
+        worker: &str,
         payload_json: &str,
     ) -> Result<Disposition> {
-        let args = [step.to_string(), attempt.to_string(), payload_json.to_string()];
+        let args = [
+            step.to_string(),
+            attempt.to_string(),
+            payload_json.to_string(),
+            worker.to_string(),
+        ];
         let out = self
             .eval_run(redis::pipe(), &self.scripts.emit_event, call, &args)
             .await?;
@@ -2168,8 +2266,8 @@ pub struct CompleteArgs<'a> {
     pub step: &'a str,
     /// The attempt being completed.
     pub attempt: u32,
-    /// Who reports it (a worker id, or `timer`).
-    pub worker: &'a str,
+    /// Who reports it, and so how the outcome is fenced.
+    pub by: Reporter<'a>,
     /// `ok`, `error`, `timeout` or `heartbeat`.
     pub outcome: &'a str,
     /// The output JSON or the error message.
@@ -2184,6 +2282,21 @@ pub struct CompleteArgs<'a> {
     pub leaves: &'a str,
     /// `workflow@version`.
     pub pinned: &'a str,
+}
+
+/// Who reports an attempt's outcome to `complete_step.lua`. A worker's report and the
+/// coordinator's own completions take separate paths: a worker's counts only for a running attempt
+/// it holds, and nothing a worker sends can pass for a person or the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter<'a> {
+    /// A worker's `ReportResult`, by worker id.
+    Worker(&'a str),
+    /// `CompleteHumanTask` by this (authenticated, or claimed with auth off) user: recorded as
+    /// the task's `completed_by`.
+    Human(&'a str),
+    /// The coordinator itself (a timer, a skip, an event, a child run, an emitter's end), named
+    /// in the attempt history by this word (`timer`, `coordinator`, `event`, `child`).
+    Coordinator(&'a str),
 }
 
 /// Converts one stream entry to (id, fields).
@@ -2256,6 +2369,7 @@ fn disposition(out: &[String]) -> Disposition {
     match out.first().map(String::as_str) {
         Some("proceed") => Disposition::Proceed,
         Some("cancelled") => Disposition::Cancelled,
+        Some("duplicate") => Disposition::Duplicate,
         _ => Disposition::Stale,
     }
 }
@@ -2304,6 +2418,9 @@ pub enum TimerKind {
     ScheduleToStart,
     /// Every element of a fan-out step succeeded: gather their outputs and complete the step.
     Items,
+    /// A copy of a running attempt was dropped as a duplicate: if the worker holding it is gone,
+    /// send the attempt again.
+    Held,
 }
 
 impl TimerKind {
@@ -2323,6 +2440,7 @@ impl TimerKind {
             TimerKind::RunWake => "run-wake",
             TimerKind::ScheduleToStart => "schedule-to-start",
             TimerKind::Items => "items",
+            TimerKind::Held => "held",
         }
     }
 
@@ -2344,6 +2462,7 @@ impl TimerKind {
             "run-wake" => TimerKind::RunWake,
             "schedule-to-start" => TimerKind::ScheduleToStart,
             "items" => TimerKind::Items,
+            "held" => TimerKind::Held,
             _ => return None,
         };
         let run = it.next()?;
@@ -2382,5 +2501,7 @@ mod tests {
         assert_eq!(TimerKind::parse(&m), Some((TimerKind::Heartbeat, "r-1", "step_a", 3)));
         assert_eq!(parse_outbox_member(&outbox_member("r", "s")), Some(("r", "s")));
         assert_eq!(TimerKind::parse("bogus|r|s|1"), None);
+        // start_step.lua builds this member itself.
+        assert_eq!(TimerKind::parse("held|r|s#2|7"), Some((TimerKind::Held, "r", "s#2", 7)));
     }
 }

@@ -957,6 +957,20 @@ impl WorkflowDefinition {
         self.graph.index.get(split_item(id).0).map(|&i| &self.steps[i])
     }
 
+    /// The step whose handler a worker runs for `step_id`, the only steps a worker may start,
+    /// heartbeat, emit from or report: a task step (`<step>`), or an element (`<step>#<index>`) of
+    /// a task step that fans out. `None` for a step of any other kind (sleep, wait, human, child
+    /// workflow: the coordinator completes those itself), for a fan-out step itself (its elements
+    /// run the handler), for an element of a step that does not fan out, and for unknown ids.
+    pub fn handler_step(&self, step_id: &str) -> Option<&StepDefinition> {
+        let (id, element) = match step_id.split_once('#') {
+            Some((id, index)) => (id, Some(index.parse::<u32>().ok()?)),
+            None => (step_id, None),
+        };
+        let step = self.graph.index.get(id).map(|&i| &self.steps[i])?;
+        (matches!(step.kind, StepKind::Task) && step.for_each.is_some() == element.is_some()).then_some(step)
+    }
+
     /// Steps that depend on `id` directly.
     pub fn children(&self, id: &str) -> impl Iterator<Item = &StepDefinition> {
         let list = self
@@ -1473,6 +1487,39 @@ fn build_graph(steps: &[StepDefinition], index: &HashMap<String, usize>) -> Resu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_task_steps_and_fan_out_elements_run_a_handler() {
+        let def = WorkflowDefinition::parse(
+            "name: kinds\nversion: 1\nsteps:\n  - {id: task, handler: h}\n  - {id: fan, handler: h, for_each: input.items}\n  - {id: nap, sleep: 1h}\n  - {id: until, sleep_until: input.at}\n  - {id: wait, wait_for_event: {event: e}}\n  - {id: approve, human: {title: ok?}}\n  - {id: child, workflow: {name: other}}\n  - {id: out, handler: h, emit: {workflow: other, items: steps.out.output, key: string(item)}}\n",
+        )
+        .unwrap();
+        let runs = |id: &str| def.handler_step(id).map(|s| s.id.as_str());
+        assert_eq!(runs("task"), Some("task"));
+        assert_eq!(runs("out"), Some("out"), "an emitter runs its handler");
+        assert_eq!(runs("fan#0"), Some("fan"));
+        assert_eq!(runs("fan#4294967295"), Some("fan"));
+        for refused in [
+            "fan",
+            "fan#",
+            "fan#x",
+            "fan#-1",
+            "fan#4294967296",
+            "task#0",
+            "out#1",
+            "nap",
+            "until",
+            "wait",
+            "approve",
+            "child",
+            "child#0",
+            "nope",
+            "",
+            "#0",
+        ] {
+            assert_eq!(runs(refused), None, "{refused:?}");
+        }
+    }
 
     fn paths(text: &str) -> Vec<String> {
         WorkflowDefinition::parse(text)

@@ -132,6 +132,14 @@ impl Keys {
         format!("{}:worker:{worker_id}", self.prefix)
     }
 
+    /// String: present while worker `worker_id` is alive, i.e. for
+    /// `LOST_AFTER_INTERVALS` (3) of its heartbeat intervals after its last `RegisterWorker`;
+    /// deleted when it stops. An attempt a live worker started is held by it: another copy of the
+    /// task is answered `DUPLICATE` (see `start_step.lua`).
+    pub fn worker_alive(&self, worker_id: &str) -> String {
+        format!("{}:worker-alive:{worker_id}", self.prefix)
+    }
+
     /// Sorted set of the attempts of `handler` dispatched and not yet started, member
     /// `<run>|<step>|<attempt>`, scored by dispatch time (Unix ms): what waits in the handler's
     /// queue by the coordinator's count ("N tasks ahead", the oldest waiting task).

@@ -1247,12 +1247,13 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
             checked("Heartbeat", Some(WORKER_FIELDS), worker.heartbeat(request)).await?;
         }
         Call::Emit { fence, payload } => {
-            let (run_id, step_id, attempt, _, _, _) = fence_parts(t, fence);
+            let (run_id, step_id, attempt, worker_id, _, _) = fence_parts(t, fence);
             let request = EmitEventRequest {
                 run_id,
                 step_id,
                 attempt,
                 payload_json: payload.0.clone(),
+                worker_id,
             };
             checked("EmitEvent", Some(WORKER_FIELDS), worker.emit_event(request)).await?;
         }

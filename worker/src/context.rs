@@ -253,6 +253,7 @@ impl StepContext {
             step_id: self.step_id.clone(),
             attempt: self.attempt,
             payload_json,
+            worker_id: self.worker_id.clone(),
         };
         match self.client.clone().emit_event(req).await {
             Ok(r) => self.proceed_or_cancel(r.into_inner().disposition),

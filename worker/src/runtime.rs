@@ -1137,6 +1137,13 @@ async fn handle_delivery(
             return;
         }
     };
+    // Anything but PROCEED (an answer this worker does not know reads as STALE) drops the task
+    // without running the handler.
+    if disposition == AttemptDisposition::Duplicate {
+        tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "dropping a duplicate copy of a task: another live worker runs this attempt");
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    }
     if disposition != AttemptDisposition::Proceed {
         tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, ?disposition, "dropping a task that is no longer current");
         let _ = delivery.ack(BasicAckOptions::default()).await;

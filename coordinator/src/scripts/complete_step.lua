@@ -1,6 +1,8 @@
 -- complete_step.lua: the outcome of attempt ARGV[6] of step ARGV[5] (or of a fan-out element
 -- `<step>#<index>`), reported by worker ARGV[7] or found by the coordinator (a timer, a skip, a
 -- human, a child run).
+-- ARGV[7] who: the worker id (ARGV[16] 'worker'), the user who completed a human task ('human'),
+--         or the coordinator's source, e.g. 'timer' ('coordinator'); kept in the attempt history
 -- ARGV[8] outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) |
 --         'items' (a fan-out step whose elements all succeeded: ARGV[9] their outputs, gathered) |
 --         'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded) |
@@ -13,17 +15,32 @@
 -- ARGV[13] the workflow's leaf steps, comma-separated (their outputs make the run output)
 -- ARGV[14] 'workflow@version' the coordinator planned with; anything else is answered stale
 -- ARGV[15] the largest output allowed (bytes; the coordinator checks a fan-out's gathered outputs)
+-- ARGV[16] the path the outcome came by: 'worker' (ReportResult: outcome 'ok', 'error' or 'emit',
+--          for a step the coordinator checked runs a handler), 'human' (CompleteHumanTask: sets
+--          completed_by to ARGV[7]) or 'coordinator' (everything the coordinator decides itself)
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
--- Invariants: only the current attempt of a live step counts (fencing); a child is dispatched exactly
--- once, when its last parent is done; a fan-out step succeeds once, after its last element did,
--- with the elements' outputs in input order; the run finishes when its last step does; no call
--- does work in proportion to a fan-out's element count.
+-- Invariants: only the current attempt of a live step counts (fencing); a worker's report counts only
+-- for a running attempt that worker started and holds; a child is dispatched exactly once, when its
+-- last parent is done; a fan-out step succeeds once, after its last element did, with the elements'
+-- outputs in input order; the run finishes when its last step does; no call does work in proportion
+-- to a fan-out's element count.
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] or not pinned_to(ARGV[14]) then return { 'stale' } end
 local step, attempt, worker, outcome = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
 if tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
 local st = sget(step, 'status')
+local by = ARGV[16]
+if by == 'worker' then
+  -- Not a dispatched attempt no worker started, not a waiting step (no handler runs), not the
+  -- attempt of another worker.
+  if st ~= 'running' or worker == '' or sget(step, 'worker') ~= worker then return { 'stale' } end
+  if outcome ~= 'ok' and outcome ~= 'error' and outcome ~= 'emit' then return { 'stale' } end
+elseif by == 'human' then
+  if st ~= 'waiting' then return { 'stale' } end
+elseif by ~= 'coordinator' then
+  return redis.error_reply('complete_step: unknown ARGV[16] ' .. tostring(by))
+end
 if outcome == 'heartbeat' then
   if st ~= 'running' then return { 'stale' } end
 elseif outcome == 'timeout' then
@@ -64,9 +81,11 @@ if outcome == 'ok' and parent then
 end
 
 if outcome == 'ok' then
-  record_attempt(step, attempt, 'succeeded', '', worker)
-  if string.sub(worker, 1, 6) == 'human:' then
-    sset(step, 'completed_by', string.sub(worker, 7), 'completed_at', tostring(NOW))
+  if by == 'human' then
+    record_attempt(step, attempt, 'succeeded', '', 'human:' .. worker)
+    sset(step, 'completed_by', worker, 'completed_at', tostring(NOW))
+  else
+    record_attempt(step, attempt, 'succeeded', '', worker)
   end
   return step_done(step, attempt, 'succeeded', ARGV[9], '', ARGV[12], ARGV[13])
 end

@@ -7,7 +7,7 @@
 --         for 'child': the child run id
 -- ARGV[10] for 'event'/'suspend'/'human': when the wait times out (Unix ms), or '0'; for 'sleep':
 --          when the step wakes (Unix ms). Clamped to LATEST.
--- ARGV[11] for 'suspend': the worker that suspended
+-- ARGV[11] for 'suspend': the worker that suspended (it must hold the running attempt)
 -- KEYS[6] the event's waiting set, KEYS[7] its buffer (for 'event'/'suspend').
 -- Returns {'stale'}, {'waiting'}, or {'delivered'} when a buffered event was taken (the delivery
 -- is then completed through an 'event' timer, due now).
@@ -18,7 +18,7 @@ local step, attempt, mode = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
 local st = sget(step, 'status')
 if mode == 'suspend' then
-  if st ~= 'running' and st ~= 'dispatched' then return { 'stale' } end
+  if st ~= 'running' or ARGV[11] == '' or sget(step, 'worker') ~= ARGV[11] then return { 'stale' } end
   record_attempt(step, attempt, 'suspended', '', ARGV[11])
   release_slot(step, attempt)
 elseif st ~= 'dispatched' then

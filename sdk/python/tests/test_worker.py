@@ -5,6 +5,7 @@ handler really ran)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 
@@ -114,6 +115,44 @@ def test_a_python_worker_killed_mid_step_has_its_task_redelivered_and_the_run_su
     assert run.steps["s"].attempt == 1
     assert run.steps["s"].output["worker"].startswith("second")
     assert second.popen.poll() is None
+
+
+def test_a_duplicate_copy_of_a_running_task_is_acked_without_running_the_handler(cluster: Cluster) -> None:
+    from baton.v1 import task_pb2
+
+    # One task at a time each: the copy goes to the worker that does not hold the attempt.
+    workers = [cluster.python_worker(name, BATON_CONCURRENCY="1") for name in ("dup-a", "dup-b")]
+    cluster.client.register_workflow(flow("dup", {"id": "s", "handler": "py.sleep", "timeout": "1m"}))
+    payload = {"ms": 3000, "marker": "dup"}
+    run_id = cluster.client.submit("dup", payload).run_id
+    cluster.wait_file("dup")
+    task = task_pb2.StepTask(
+        run_id=run_id,
+        step_id="s",
+        attempt=1,
+        handler="py.sleep",
+        workflow="dup",
+        workflow_version=1,
+        input_json=json.dumps(payload),
+        timeout_ms=60_000,
+    )
+
+    async def publish_copy() -> None:
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            ch = await conn.channel()
+            steps = await ch.get_exchange(f"{cluster.namespace}.steps")
+            await steps.publish(aio_pika.Message(body=task.SerializeToString()), routing_key="py.sleep")
+
+    asyncio.run(publish_copy())
+    deadline = time.monotonic() + 30
+    while not any("dropping a duplicate copy" in w.text() for w in workers):
+        assert time.monotonic() < deadline, "no worker dropped the copy"
+        time.sleep(0.05)
+    run = cluster.client.wait(run_id, timeout=60)
+    assert run.status == "succeeded", run
+    assert len(cluster.wait_file("dup")) == 1, "the handler ran once"
+    assert len(run.steps["s"].attempts) == 1
 
 
 def test_sigterm_finishes_the_step_in_flight_hands_back_the_rest_and_exits(cluster: Cluster) -> None:

@@ -20,8 +20,10 @@ Caller = Callable[[str, "str | None"], Awaitable[int]]
 
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)
 
-# AttemptDisposition values (proto/baton/v1/baton.proto).
+# AttemptDisposition values (proto/baton/v1/baton.proto). Anything but PROCEED means: do not run
+# (or stop running) the handler; a value this SDK does not know counts as STALE.
 PROCEED = 1
+DUPLICATE = 4
 
 
 class Context:

@@ -34,7 +34,7 @@ import pydantic_core
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from baton import _rpc
-from baton.context import PROCEED, Context
+from baton.context import DUPLICATE, PROCEED, Context
 from baton.errors import StepError, Suspend, has_source
 from baton.v1 import baton_pb2 as pb
 from baton.v1 import task_pb2
@@ -536,6 +536,15 @@ class Worker:
                 log.error("could not start %s/%s (%s); handing the task back", task.run_id, task.step_id, e.details())
             await message.nack(requeue=True)
             return
+        if disposition == DUPLICATE:
+            log.info(
+                "dropping a duplicate copy of %s/%s attempt %d: another live worker runs it",
+                task.run_id,
+                task.step_id,
+                task.attempt,
+            )
+            await message.ack()
+            return
         if disposition != PROCEED:
             log.info("dropping %s/%s attempt %d: no longer current", task.run_id, task.step_id, task.attempt)
             await message.ack()
@@ -626,7 +635,11 @@ class Worker:
                 )
                 return (await self._heartbeat(hb)).disposition
             ev = pb.EmitEventRequest(
-                run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, payload_json=payload or "null"
+                run_id=task.run_id,
+                step_id=task.step_id,
+                attempt=task.attempt,
+                payload_json=payload or "null",
+                worker_id=self.worker_id,
             )
             return (await self._emit(ev)).disposition
         except grpc.aio.AioRpcError as e:
