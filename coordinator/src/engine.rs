@@ -1155,8 +1155,17 @@ impl Engine {
         } else {
             ("items", output)
         };
-        self.complete_here(def, run_id, step_id, attempt, Reporter::Coordinator("coordinator"), outcome, &body, now)
-            .await?;
+        self.complete_here(
+            def,
+            run_id,
+            step_id,
+            attempt,
+            Reporter::Coordinator("coordinator"),
+            outcome,
+            &body,
+            now,
+        )
+        .await?;
         Ok(())
     }
 

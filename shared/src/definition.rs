@@ -1563,7 +1563,8 @@ mod tests {
 
     #[test]
     fn a_definition_stored_under_looser_bounds_still_loads_with_its_retries_clamped() {
-        let yaml = |body: &str| -> Value { serde_saphyr::from_str(&format!("name: w\nversion: 1\nsteps:\n{body}")).unwrap() };
+        let yaml =
+            |body: &str| -> Value { serde_saphyr::from_str(&format!("name: w\nversion: 1\nsteps:\n{body}")).unwrap() };
         let many: String = (0..=crate::limits::MAX_STEPS)
             .map(|i| format!("  - {{id: s{i}, handler: h}}\n"))
             .collect();

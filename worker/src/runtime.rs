@@ -97,8 +97,10 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 /// Default [`WorkerConfig::call_timeout`]: 5 s.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Default [`WorkerConfig::heartbeat_interval`]: 5 s.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default [`WorkerConfig::heartbeat_interval`]: 1 s. The worker holds the attempts it started for 3
+/// intervals after its last heartbeat, so this also sets how soon a crashed worker's attempts are
+/// taken over (about 3 s).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default [`WorkerConfig::shutdown_grace`]: 30 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

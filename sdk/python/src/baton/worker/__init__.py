@@ -213,7 +213,7 @@ class Worker:
         self.heartbeat_interval = (
             heartbeat_interval
             if heartbeat_interval is not None
-            else (_duration_seconds("BATON_HEARTBEAT_INTERVAL", hb) if hb else 5.0)
+            else (_duration_seconds("BATON_HEARTBEAT_INTERVAL", hb) if hb else 1.0)
         )
         if not 0.1 <= self.heartbeat_interval <= 300:
             raise ValueError(f"heartbeat_interval must be from 0.1 to 300 seconds, not {self.heartbeat_interval}")
