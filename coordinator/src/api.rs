@@ -667,6 +667,7 @@ async fn stream_events(
                 }
             }
             Ok(Notice::Gone) => return Ok(()),
+            Ok(Notice::Unavailable(why)) => return Err(CoordinatorError::Unavailable(why.to_string())),
             // Fell behind the run's channel: read what was missed from Redis; the channel's
             // later messages repeat some of it, which is skipped.
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => loop {

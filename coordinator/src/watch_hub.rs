@@ -70,6 +70,10 @@ pub enum Notice {
     Events(Arc<[StreamEntry]>),
     /// The run's event stream is gone (the run expired): its streams end.
     Gone,
+    /// The reader lost Redis: the run's streams end with `UNAVAILABLE` (this text), as a watcher
+    /// with its own connection would, so clients learn of it and resume elsewhere or later
+    /// (`after_sequence` / `Last-Event-ID`) instead of waiting on a silent stream.
+    Unavailable(Arc<str>),
 }
 
 /// The hub: cheap to clone (shared state).
@@ -341,6 +345,7 @@ async fn read_loop(inner: Arc<Inner>) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "the watch reader cannot reach Redis; retrying in {backoff:?}");
+                    fail_all(&inner, &e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
                     continue;
@@ -368,6 +373,7 @@ async fn read_loop(inner: Arc<Inner>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the watch reader lost Redis; reconnecting in {backoff:?}");
+                fail_all(&inner, &e.to_string());
                 conn = None;
                 inner.reader_client.store(0, Ordering::Release);
                 tokio::time::sleep(backoff).await;
@@ -380,6 +386,20 @@ async fn read_loop(inner: Arc<Inner>) {
             end_gone(&inner, &watched).await;
         }
     }
+}
+
+/// Ends every subscription with [`Notice::Unavailable`]: the reader cannot read their streams.
+fn fail_all(inner: &Inner, why: &str) {
+    let why: Arc<str> = format!(
+        "the coordinator lost Redis while watching the run ({}); watch again to resume after the last event received",
+        baton_shared::limits::echo(why)
+    )
+    .into();
+    let mut state = inner.lock();
+    for (_, s) in state.runs.drain() {
+        let _ = s.tx.send(Notice::Unavailable(why.clone()));
+    }
+    metrics::gauge!("baton_watch_runs").set(0.0);
 }
 
 /// A dedicated connection for blocking reads, its `CLIENT ID` published for wake-ups.

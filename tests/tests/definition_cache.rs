@@ -10,9 +10,9 @@ use baton_shared::{
 use baton_tests::{Cluster, status, step_status};
 use tonic::Code;
 
-/// Steps of the large definition (each about 120 bytes of YAML): about 180 KB of source, about
-/// 5 MB parsed.
-const STEPS: usize = 1_500;
+/// Steps of the large definition besides `a` (each about 190 bytes of YAML), so that with `a` it
+/// has the most steps a workflow may have (`MAX_STEPS`): about 190 KB of source, about 5 MB parsed.
+const STEPS: usize = baton_shared::limits::MAX_STEPS - 1;
 
 /// Version `version` of a definition of [`STEPS`] steps: `a` echoes, the others depend on it and
 /// are skipped (`when: false`), so a run of it finishes at once.
@@ -21,7 +21,8 @@ fn large(version: u32) -> String {
     for i in 0..STEPS {
         yaml.push_str(&format!(
             "  - {{id: p{i:05}, handler: echo, depends_on: [a], when: 'false', timeout: 30s, \
-             retry: {{max_attempts: 3, initial_interval: 1s}}}}\n"
+             retry: {{max_attempts: 3, initial_interval: 1s}}, input: {{note: 'a padding string that makes \
+             each step weigh'}}}}\n"
         ));
     }
     yaml
@@ -89,7 +90,7 @@ async fn registering_forty_versions_of_a_large_definition_keeps_the_coordinators
     assert_eq!(status(&run), "succeeded", "{run:?}");
     assert_eq!(run.version, 1);
     assert_eq!(step_status(&run, "a"), "succeeded");
-    assert_eq!(step_status(&run, "p01499"), "skipped");
+    assert_eq!(step_status(&run, &format!("p{:05}", STEPS - 1)), "skipped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
