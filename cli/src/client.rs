@@ -192,6 +192,7 @@ impl Coordinator {
             .runs()
             .get_run(GetRunRequest {
                 run_id: run_id.to_owned(),
+                ..Default::default()
             })
             .await?
             .into_inner())
