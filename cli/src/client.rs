@@ -198,6 +198,19 @@ impl Coordinator {
             .into_inner())
     }
 
+    /// One step of a run, with its whole output (GetRun `step_id`): the run's own input and
+    /// output are left out.
+    pub async fn get_step(&self, run_id: &str, step_id: &str) -> Result<Run, Status> {
+        Ok(self
+            .runs()
+            .get_run(GetRunRequest {
+                run_id: run_id.to_owned(),
+                step_id: step_id.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Follows a run to its end: hands every `WatchRun` event to `on_event` once, in order, as it
     /// arrives, then answers the finished run. When the stream ends before the run is over, it is
     /// opened again (its history is skipped up to the last event handed on).
