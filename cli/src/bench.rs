@@ -361,6 +361,7 @@ impl Bench {
             let run = client
                 .get_run(GetRunRequest {
                     run_id: run_id.to_owned(),
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -513,7 +514,12 @@ impl Bench {
         for _ in 0..samples {
             let i = usize::try_from(rng.next() % ids.len() as u64).unwrap_or(0);
             let start = Instant::now();
-            client.get_run(GetRunRequest { run_id: ids[i].clone() }).await?;
+            client
+                .get_run(GetRunRequest {
+                    run_id: ids[i].clone(),
+                    ..Default::default()
+                })
+                .await?;
             latencies.push(start.elapsed().as_secs_f64() * 1_000.0);
         }
         latencies.sort_by(f64::total_cmp);

@@ -192,6 +192,20 @@ impl Coordinator {
             .runs()
             .get_run(GetRunRequest {
                 run_id: run_id.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// One step of a run, with its whole output (GetRun `step_id`): the run's own input and
+    /// output are left out.
+    pub async fn get_step(&self, run_id: &str, step_id: &str) -> Result<Run, Status> {
+        Ok(self
+            .runs()
+            .get_run(GetRunRequest {
+                run_id: run_id.to_owned(),
+                step_id: step_id.to_owned(),
             })
             .await?
             .into_inner())

@@ -302,6 +302,10 @@ pub enum RunCommand {
     Get {
         /// The run id.
         id: String,
+        /// Show only this step, with its whole output (a run's answer leaves out the outputs
+        /// that do not fit its 3 MiB budget and names them).
+        #[arg(long, value_name = "STEP")]
+        step: Option<String>,
     },
     /// List runs, newest first.
     List(ListArgs),
@@ -826,11 +830,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(RunCommand::Submit(args)) => return submit(&target, output, args, reconnect_for).await,
-        Command::Run(RunCommand::Get { id }) => {
+        Command::Run(RunCommand::Get { id, step: None }) => {
             let coordinator = Coordinator::connect(&target).await?;
             let run = coordinator.get_run(&id).await?;
             match output {
                 Output::Table => print_text(&render::run_text(&run, baton_shared::time::now_ms()))?,
+                Output::Json => print_json(&render::run_json(&run), true)?,
+            }
+        }
+        Command::Run(RunCommand::Get { id, step: Some(step) }) => {
+            let coordinator = Coordinator::connect(&target).await?;
+            let run = coordinator.get_step(&id, &step).await?;
+            match output {
+                Output::Table => print_text(&render::step_text(&run, baton_shared::time::now_ms()))?,
                 Output::Json => print_json(&render::run_json(&run), true)?,
             }
         }
@@ -1163,7 +1175,7 @@ mod tests {
         let cli = parse(&["run", "get", "r-1", "--addr", "http://h:2", "-o", "table"]).unwrap();
         assert_eq!(cli.addr, "http://h:2");
         assert_eq!(cli.output, Output::Table);
-        assert!(matches!(cli.command, Command::Run(RunCommand::Get { id }) if id == "r-1"));
+        assert!(matches!(cli.command, Command::Run(RunCommand::Get { id, step: None }) if id == "r-1"));
         assert!(parse(&["workflow", "list", "--output", "yaml"]).is_err());
     }
 

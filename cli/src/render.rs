@@ -806,9 +806,84 @@ pub fn run_text(run: &Run, now_ms: i64) -> String {
     }
     headers.push("LAST ERROR");
     out.push_str(&table(&headers, &rows));
+    // Outputs the coordinator left out to keep the answer under its budget (3 MiB).
+    let omitted: Vec<&StepRun> = run.steps.iter().filter(|s| s.output_omitted_bytes > 0).collect();
+    if !omitted.is_empty() {
+        out.push('\n');
+        for s in omitted {
+            out.push_str(&format!("{}\n", omitted_output_text(&run.id, s)));
+        }
+    }
     for step in run.steps.iter().filter(|s| was_retried(s)) {
         out.push('\n');
         out.push_str(&attempts_text(step, now_ms));
+    }
+    out
+}
+
+/// A size in bytes as people read it, in SI units: `950 bytes`, `12.3 kB`, `5.2 MB`, `1.1 GB`
+/// (cut, not rounded, to one decimal).
+pub fn size_text(bytes: u64) -> String {
+    let (unit, scale) = match bytes {
+        0..1_000 => return format!("{bytes} bytes"),
+        1_000..1_000_000 => ("kB", 1_000),
+        1_000_000..1_000_000_000 => ("MB", 1_000_000),
+        _ => ("GB", 1_000_000_000),
+    };
+    format!("{}.{} {unit}", bytes / scale, bytes % scale / (scale / 10))
+}
+
+/// The line `run get` prints for a step whose output the answer left out, with the command that
+/// shows it: `step big output: omitted (3.5 MB): baton run get RUN --step big`.
+fn omitted_output_text(run_id: &str, step: &StepRun) -> String {
+    format!(
+        "step {} output: omitted ({}): baton run get {run_id} --step {}",
+        step.id,
+        size_text(step.output_omitted_bytes),
+        step.id
+    )
+}
+
+/// The `run get RUN --step S` view: one step of a run, with its whole output and its attempts.
+pub fn step_text(run: &Run, now_ms: i64) -> String {
+    let mut out = fields(&[
+        ("Run", run.id.clone()),
+        ("Workflow", format!("{}@{}", run.workflow, run.version)),
+        ("Run status", run_status_word(run.status)),
+    ]);
+    for step in &run.steps {
+        out.push('\n');
+        let mut items = vec![
+            ("Step", step.id.clone()),
+            ("Handler", step_action(step)),
+            ("Status", step_status_word(step.status)),
+            (
+                "Attempt",
+                format!(
+                    "{}/{}",
+                    step.attempt.saturating_sub(step.attempt_base),
+                    step.max_attempts
+                ),
+            ),
+            ("Duration", step_duration(step, now_ms)),
+            ("Worker", or_dash(&step.worker)),
+        ];
+        let detail = step_detail(step);
+        if !detail.is_empty() {
+            items.push(("Detail", detail));
+        }
+        items.push(("Error", or_dash(step.error.trim())));
+        let output = if step.output_omitted_bytes > 0 {
+            format!("omitted ({})", size_text(step.output_omitted_bytes))
+        } else {
+            json_text(&step.output_json)
+        };
+        items.push(("Output", output));
+        out.push_str(&fields(&items));
+        if !step.attempts.is_empty() || step.earlier_attempts > 0 {
+            out.push('\n');
+            out.push_str(&attempts_text(step, now_ms));
+        }
     }
     out
 }
@@ -1469,8 +1544,11 @@ pub struct StepJson {
     pub attempt: u32,
     /// Attempts allowed in all.
     pub max_attempts: u32,
-    /// The step output, `null` until it succeeds.
+    /// The step output, `null` until it succeeds or when the answer left it out.
     pub output: Value,
+    /// The size in bytes of an output the answer left out (over its 3 MiB budget), 0 when
+    /// `output` is whole: `baton run get RUN --step STEP` shows it.
+    pub output_omitted_bytes: u64,
     /// The last error, `null` when none.
     pub error: Option<String>,
     /// The steps it waits for.
@@ -1580,6 +1658,7 @@ fn step_json(s: &StepRun) -> StepJson {
         attempt: s.attempt,
         max_attempts: s.max_attempts,
         output: json_value(&s.output_json),
+        output_omitted_bytes: s.output_omitted_bytes,
         error: non_empty(&s.error),
         depends_on: s.depends_on.clone(),
         worker: non_empty(&s.worker),

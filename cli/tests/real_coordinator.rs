@@ -56,6 +56,11 @@ async fn setup() -> Setup {
                 }
                 Ok(json!({"attempt": ctx.attempt()}))
             })
+            // `{"pad": "xx…"}` of `output_bytes` x's: a large output.
+            .handler("pad", |_ctx: StepContext, input: Value| async move {
+                let n = input["output_bytes"].as_u64().unwrap_or(0) as usize;
+                Ok::<_, StepError>(json!({"pad": "x".repeat(n)}))
+            })
             .run(async move {
                 let _ = rx2.changed().await;
             }),
@@ -164,4 +169,59 @@ async fn a_user_applies_a_workflow_runs_it_and_sees_its_retries() {
     let _ = s.stop.send(true);
     tokio::time::sleep(Duration::from_millis(200)).await;
     baton_tests::cleanup_namespace(&s.namespace, &["fail".to_string()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_sees_which_outputs_a_large_run_left_out_and_reads_one_by_its_step() {
+    let s = setup().await;
+    let file = s.dir.path().join("large.yaml");
+    // 2 MB and 2 MB of outputs: the second no longer fits GetRun's 3 MiB budget (`c` keeps the
+    // run's own output, its leaves' outputs, small).
+    std::fs::write(
+        &file,
+        "name: large\nversion: 1\nsteps:\n  - {id: a, handler: pad, input: {output_bytes: 2000000}}\n  - {id: b, handler: pad, input: {output_bytes: 2000000}}\n  - {id: c, handler: pad, depends_on: [a, b], input: {output_bytes: 3}}\n",
+    )
+    .unwrap();
+    let (code, out, err) = baton(&s.addr, &["workflow", "apply", "-f", file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(&s.addr, &["run", "submit", "large", "--wait", "--output", "json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let run: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+
+    let (code, out, err) = baton(&s.addr, &["run", "get", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "step b output: omitted (2.0 MB): baton run get {id} --step b\n"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("step a output"), "{out}");
+
+    let (code, out, err) = baton(&s.addr, &["run", "get", &id, "--step", "b", "--output", "json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let one: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        one["steps"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        &out[..out.len().min(500)]
+    );
+    assert_eq!(one["steps"][0]["output"]["pad"].as_str().map(str::len), Some(2_000_000));
+    assert_eq!(one["steps"][0]["output_omitted_bytes"], 0);
+    let (code, out, err) = baton(&s.addr, &["run", "get", &id, "--step", "b"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Step:      b\n"), "{}", &out[..out.len().min(500)]);
+    assert!(
+        out.contains(&format!("\"pad\": \"{}\"", "x".repeat(2_000_000))),
+        "the whole output"
+    );
+    let (code, _, err) = baton(&s.addr, &["run", "get", &id, "--step", "ghost"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("NOT_FOUND") && err.contains("step_id"), "{err}");
+
+    let _ = s.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    baton_tests::cleanup_namespace(&s.namespace, &["fail".to_string(), "pad".to_string()]).await;
 }

@@ -78,6 +78,13 @@ export function query(params: Record<string, string | number | undefined>): stri
 
 export const enc = encodeURIComponent;
 
+/** One step of a run with its whole output (`GET /v1/runs/{id}?step_id=`), for an output the
+ * run's answer left out; undefined when the run has no such step any more. */
+export async function getStep(runId: string, stepId: string): Promise<StepRun | undefined> {
+  const run = await get<{ steps: StepRun[] }>(`/v1/runs/${enc(runId)}${query({ step_id: stepId })}`);
+  return run.steps.find((s) => s.id === stepId);
+}
+
 /** Every registered workflow (latest versions, in name order), following `next_page_token`. */
 export async function listWorkflows<W>(): Promise<{ workflows: W[] }> {
   const workflows: W[] = [];
@@ -113,7 +120,11 @@ export interface StepRun {
   attempt: number;
   max_attempts: number;
   attempt_base: number;
+  // `null` when the answer left it out (see `output_omitted_bytes`).
   output: unknown;
+  // The size in bytes of an output left out of the run's answer (over its 3 MiB budget), 0 when
+  // `output` is whole: `getStep` reads it.
+  output_omitted_bytes: number;
   error: string;
   dispatched_at: Time;
   started_at: Time;

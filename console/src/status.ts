@@ -42,3 +42,17 @@ export function earlierAttemptsNote(n: number | undefined): string {
   if (!n || n <= 0) return "";
   return n === 1 ? "1 earlier attempt not shown" : `${n} earlier attempts not shown`;
 }
+
+// A size in bytes as people read it, in SI units cut to one decimal: "950 bytes", "12.3 kB",
+// "5.2 MB" (as `baton run get` says it).
+export function fmtBytes(n: number): string {
+  const units: [number, string][] = [
+    [1e9, "GB"],
+    [1e6, "MB"],
+    [1e3, "kB"],
+  ];
+  for (const [scale, unit] of units) {
+    if (n >= scale) return `${Math.floor(n / scale)}.${Math.floor((n % scale) / (scale / 10))} ${unit}`;
+  }
+  return `${n} bytes`;
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { graphEdges, layoutSteps, nodeWidth } from "../src/graph";
 import { SseParser, type SseMessage } from "../src/sse";
-import { earlierAttemptsNote, isTerminal, statusColour, statusWord } from "../src/status";
+import { earlierAttemptsNote, fmtBytes, isTerminal, statusColour, statusWord } from "../src/status";
 
 describe("status", () => {
   it("reads every spelling of a status", () => {
@@ -21,6 +21,13 @@ describe("status", () => {
     expect(earlierAttemptsNote(undefined)).toBe("");
     expect(earlierAttemptsNote(1)).toBe("1 earlier attempt not shown");
     expect(earlierAttemptsNote(280)).toBe("280 earlier attempts not shown");
+  });
+  it("says the size of a left-out output as the CLI does", () => {
+    expect(fmtBytes(0)).toBe("0 bytes");
+    expect(fmtBytes(999)).toBe("999 bytes");
+    expect(fmtBytes(12_345)).toBe("12.3 kB");
+    expect(fmtBytes(5_299_999)).toBe("5.2 MB");
+    expect(fmtBytes(2_000_010)).toBe("2.0 MB");
   });
   it("knows the final statuses", () => {
     expect(["succeeded", "failed", "cancelled", "timed_out", "running", "pending"].map(isTerminal)).toEqual([true, true, true, true, false, false]);

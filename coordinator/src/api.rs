@@ -338,9 +338,10 @@ impl proto::run_service_server::RunService for Api {
     }
 
     async fn get_run(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
-        let id = req.into_inner().run_id;
+        let GetRunRequest { run_id: id, step_id } = req.into_inner();
         check_id(&id)?;
-        let (run, steps) = self
+        check_len("step_id", &step_id, MAX_ID_BYTES)?;
+        let (mut run, mut steps) = self
             .engine
             .store
             .read_run(&id)
@@ -349,7 +350,30 @@ impl proto::run_service_server::RunService for Api {
         let wf = run.get("workflow").cloned().unwrap_or_default();
         let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
         let def = self.engine.registry.pinned(&wf, version).await.ok();
+        if !step_id.is_empty() {
+            // One step, with its whole output; the run's own input and output are left out so
+            // that the answer is about the size of that output.
+            let ids = run.get("step_ids").map(String::as_str).unwrap_or_default();
+            if !ids.split(',').any(|s| s == step_id) {
+                return Err(Status::not_found(format!(
+                    "step_id: run {id} has no step {}",
+                    baton_shared::limits::echo(&step_id)
+                )));
+            }
+            run.remove("input");
+            run.remove("output");
+            steps.extend(self.engine.store.read_step_outputs(&id, &[step_id.as_str()]).await?);
+        }
         let mut view = view::run_view(def.as_deref(), &run, Some(&steps));
+        if !step_id.is_empty() {
+            view.steps.retain(|s| s.id == step_id);
+            view.child_run_ids = view
+                .steps
+                .iter()
+                .filter(|s| !s.child_run_id.is_empty())
+                .map(|s| s.child_run_id.clone())
+                .collect();
+        }
         // Who holds the slots a waiting step waits for.
         let now = baton_shared::time::now_ms();
         for step in &mut view.steps {
@@ -372,6 +396,15 @@ impl proto::run_service_server::RunService for Api {
         }
         // Why a dispatched step has not started (no consumer, or tasks ahead of it).
         self.ops.explain_waits(&mut view).await;
+        if step_id.is_empty() {
+            // The steps' outputs that fit the answer's budget, in step order; the others are
+            // left out with their size (`output_omitted_bytes`).
+            let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+            let fit = view::outputs_that_fit(&view, budget);
+            let fit: Vec<&str> = fit.iter().map(String::as_str).collect();
+            let outputs = self.engine.store.read_step_outputs(&id, &fit).await?;
+            view::fill_outputs(&mut view, outputs);
+        }
         Ok(Response::new(view))
     }
 

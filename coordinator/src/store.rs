@@ -42,12 +42,13 @@ fn running_order(total: usize, kept: &[usize]) -> String {
         .collect()
 }
 
-/// The fields of a step that a run's view shows ([`Store::read_run`]).
+/// The fields of a step that a run's view shows ([`Store::read_run`]). Its output is not among
+/// them: `read_run` gives only its size (`<step>:output_bytes`) and [`Store::read_step_outputs`]
+/// reads those that fit an answer.
 pub const SHOWN_STEP_FIELDS: &[&str] = &[
     "status",
     "attempt",
     "base",
-    "output",
     "error",
     "dispatched_at",
     "started_at",
@@ -1921,7 +1922,9 @@ impl Store {
     /// The steps hash is read field by field for the run's own steps ([`SHOWN_STEP_FIELDS`], one
     /// `HMGET` per [`READ_STEPS_BATCH`] steps, pipelined), never whole: a fan-out step's elements
     /// (up to 10,000 of them, seven fields each) live in the same hash, and one `HGETALL` of it
-    /// held Redis for everyone while it copied them all.
+    /// held Redis for everyone while it copied them all. A step's output is not read, only its
+    /// size (`HSTRLEN`, as `<step>:output_bytes`): 1,000 outputs of up to `max_payload_bytes`
+    /// each would be gigabytes; read those an answer shows with [`Self::read_step_outputs`].
     pub async fn read_run(&self, run_id: &str) -> Result<Option<(HashMap<String, String>, HashMap<String, String>)>> {
         let mut conn = self.conn.clone();
         let run: HashMap<String, String> = conn.hgetall(self.keys.run(run_id)).await?;
@@ -1949,13 +1952,56 @@ impl Store {
                 }
             }
         }
-        let values: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
-        for (name, value) in names.into_iter().zip(values.into_iter().flatten()) {
+        for id in &ids {
+            pipe.cmd("HSTRLEN").arg(&key).arg(format!("{id}:output"));
+        }
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let sizes = values.split_off(values.len().saturating_sub(ids.len()));
+        let unexpected =
+            |e: redis::ParsingError| CoordinatorError::Internal(format!("unexpected answer from Redis: {e}"));
+        let fields = values
+            .into_iter()
+            .map(redis::from_redis_value::<Vec<Option<String>>>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unexpected)?;
+        for (name, value) in names.into_iter().zip(fields.into_iter().flatten()) {
             if let Some(v) = value {
                 steps.insert(name, v);
             }
         }
+        for (id, size) in ids.iter().zip(sizes) {
+            let size: u64 = redis::from_redis_value(size).map_err(unexpected)?;
+            if size > 0 {
+                steps.insert(format!("{id}:output_bytes"), size.to_string());
+            }
+        }
         Ok(Some((run, steps)))
+    }
+
+    /// The outputs of the run's steps `ids`, keyed `<step>:output` as in [`Self::read_run`] (a
+    /// step without an output is left out). The caller bounds their total: each may be up to
+    /// `max_payload_bytes`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn read_step_outputs(&self, run_id: &str, ids: &[&str]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let names: Vec<String> = ids.iter().map(|id| format!("{id}:output")).collect();
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.steps(run_id))
+            .arg(&names)
+            .query_async(&mut conn)
+            .await?;
+        for (name, value) in names.into_iter().zip(values) {
+            if let Some(v) = value {
+                out.insert(name, v);
+            }
+        }
+        Ok(out)
     }
 
     /// The workflow and version a run is pinned to.

@@ -123,6 +123,11 @@ pub fn run_view(
             status: status as i32,
             attempt: f("attempt").parse().unwrap_or(0),
             max_attempts: sdef.map(|s| s.retry.max_attempts).unwrap_or(0),
+            output_omitted_bytes: if steps.contains_key(&format!("{id}:output")) {
+                0
+            } else {
+                f("output_bytes").parse().unwrap_or(0)
+            },
             output_json: f("output"),
             error: f("error"),
             dispatched_at: t("dispatched_at"),
@@ -152,6 +157,63 @@ pub fn run_view(
         });
     }
     out
+}
+
+/// Bytes one included output may add to an answer beyond its text: its field's tag and length
+/// prefix (at most 1 + 10) and the growth of its step's own length prefix (at most 5), less the
+/// `output_omitted_bytes` field it replaces.
+const OUTPUT_FIELD_BYTES: u64 = 16;
+
+/// Which step outputs a `GetRun` answer includes, for outputs of `sizes` bytes in step order, when
+/// the answer without them takes `base` bytes and may take at most `budget`: each output in turn
+/// if it fits what is left (a smaller one after a left-out one may still fit). Pure, and the
+/// included ones never take the answer past `budget`.
+pub fn fit_outputs(budget: u64, base: u64, sizes: &[u64]) -> Vec<bool> {
+    let mut left = budget.saturating_sub(base);
+    sizes
+        .iter()
+        .map(|&size| {
+            let cost = size.saturating_add(OUTPUT_FIELD_BYTES);
+            if size > 0 && cost <= left {
+                left -= cost;
+                true
+            } else {
+                false
+            }
+        })
+        .collect()
+}
+
+/// The steps of `run` (a [`run_view`] read without outputs, each output's size in
+/// `output_omitted_bytes`) whose outputs fit an answer of at most `budget` bytes
+/// ([`fit_outputs`]): the run's own input and output and every other field count first.
+pub fn outputs_that_fit(run: &Run, budget: u64) -> Vec<String> {
+    let base = u64::try_from(prost::Message::encoded_len(run)).unwrap_or(u64::MAX);
+    let sizes: Vec<u64> = run.steps.iter().map(|s| s.output_omitted_bytes).collect();
+    run.steps
+        .iter()
+        .zip(fit_outputs(budget, base, &sizes))
+        .filter(|(_, fits)| *fits)
+        .map(|(s, _)| s.id.clone())
+        .collect()
+}
+
+/// Puts the outputs read for [`outputs_that_fit`] (`<step>:output`) into `run`'s steps. An output
+/// larger than the size it was chosen for (rewritten in between by a re-run) stays left out, with
+/// its new size, so the answer stays within its budget.
+pub fn fill_outputs(run: &mut Run, mut outputs: HashMap<String, String>) {
+    for step in &mut run.steps {
+        let Some(output) = outputs.remove(&format!("{}:output", step.id)) else {
+            continue;
+        };
+        let size = u64::try_from(output.len()).unwrap_or(u64::MAX);
+        if size <= step.output_omitted_bytes {
+            step.output_json = output;
+            step.output_omitted_bytes = 0;
+        } else {
+            step.output_omitted_bytes = size;
+        }
+    }
 }
 
 /// One stored event as the API shows it.
@@ -286,5 +348,72 @@ pub fn workflow_view(
         definition_json: def.document.to_string(),
         registered_at: timestamp(registered_at),
         versions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_included_in_step_order_while_they_fit_the_budget() {
+        // 110 bytes of budget, 10 taken by the rest of the answer: 100 left, and each output
+        // costs its size plus 16.
+        assert_eq!(fit_outputs(110, 10, &[20, 40, 20]), [true, true, false]);
+        // An output that does not fit is left out; a smaller one after it still fits.
+        assert_eq!(fit_outputs(110, 10, &[30, 500, 30]), [true, false, true]);
+        // A step without an output has nothing to include.
+        assert_eq!(fit_outputs(110, 10, &[0, 84]), [false, true]);
+    }
+
+    #[test]
+    fn nothing_is_included_when_the_rest_of_the_answer_takes_the_budget() {
+        assert_eq!(fit_outputs(100, 100, &[1, 1]), [false, false]);
+        assert_eq!(fit_outputs(100, 5_000, &[1]), [false]);
+        assert_eq!(fit_outputs(1_000, 0, &[u64::MAX, 1]), [false, true]);
+    }
+
+    #[test]
+    fn the_included_outputs_never_take_the_answer_past_its_budget() {
+        let sizes: Vec<u64> = (0..1_000u64).map(|i| (i * 7_919) % 9_000).collect();
+        for (budget, base) in [(3 << 20, 1_000), (100_000, 99_000), (50_000, 0)] {
+            let fits = fit_outputs(budget, base, &sizes);
+            let used: u64 = sizes
+                .iter()
+                .zip(&fits)
+                .filter(|(_, f)| **f)
+                .map(|(s, _)| s + OUTPUT_FIELD_BYTES)
+                .sum();
+            assert!(base + used <= budget, "{base} + {used} > {budget}");
+        }
+    }
+
+    #[test]
+    fn an_output_that_grew_since_it_was_chosen_stays_left_out() {
+        let mut run = Run {
+            steps: vec![
+                StepRun {
+                    id: "a".into(),
+                    output_omitted_bytes: 2,
+                    ..Default::default()
+                },
+                StepRun {
+                    id: "b".into(),
+                    output_omitted_bytes: 2,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let outputs = HashMap::from([("a:output".into(), "{}".into()), ("b:output".into(), "[1,2]".into())]);
+        fill_outputs(&mut run, outputs);
+        assert_eq!(
+            (run.steps[0].output_json.as_str(), run.steps[0].output_omitted_bytes),
+            ("{}", 0)
+        );
+        assert_eq!(
+            (run.steps[1].output_json.as_str(), run.steps[1].output_omitted_bytes),
+            ("", 5)
+        );
     }
 }

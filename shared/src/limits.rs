@@ -48,6 +48,14 @@ pub const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// attempts are only counted (`StepRun.earlier_attempts`).
 pub const KEPT_ATTEMPTS: usize = 20;
 
+/// Largest `GetRun` answer without `step_id`, in bytes: 3 MiB, under gRPC's default 4 MiB answer
+/// limit, so every client can read a run however large its steps' outputs (1,000 steps of up to
+/// `max_payload_bytes` each). The run's own input and output count first, then each step's
+/// output in step order is included when it fits what is left; one that does not is left out and
+/// its size said (`StepRun.output_omitted_bytes`). `GetRun` with `step_id` answers one step with
+/// its whole output, whatever its size.
+pub const MAX_GET_RUN_BYTES: usize = 3 * 1024 * 1024;
+
 /// Longest error message kept per attempt in a step's history, in bytes: longer messages are cut
 /// at a character boundary and end with `… (cut)`. The step's own `error` (its last attempt's)
 /// is kept whole.

@@ -547,7 +547,10 @@ impl Cluster {
     pub async fn get_run(&self, run_id: &str) -> Run {
         self.runs()
             .await
-            .get_run(baton_shared::proto::GetRunRequest { run_id: run_id.into() })
+            .get_run(baton_shared::proto::GetRunRequest {
+                run_id: run_id.into(),
+                ..Default::default()
+            })
             .await
             .expect("get run")
             .into_inner()
@@ -619,7 +622,10 @@ impl Cluster {
         let start = Instant::now();
         loop {
             if let Ok(r) = client
-                .get_run(baton_shared::proto::GetRunRequest { run_id: run_id.into() })
+                .get_run(baton_shared::proto::GetRunRequest {
+                    run_id: run_id.into(),
+                    ..Default::default()
+                })
                 .await
             {
                 let run = r.into_inner();

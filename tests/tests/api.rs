@@ -145,6 +145,7 @@ async fn bad_run_input_and_unknown_workflows_are_refused_and_create_nothing() {
     let err = runs
         .get_run(GetRunRequest {
             run_id: "not-a-uuid".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -152,6 +153,7 @@ async fn bad_run_input_and_unknown_workflows_are_refused_and_create_nothing() {
     let err = runs
         .get_run(GetRunRequest {
             run_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -297,7 +299,10 @@ async fn late_and_duplicate_results_are_stale_and_change_nothing() {
     let after = cluster
         .runs()
         .await
-        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -321,7 +326,10 @@ async fn finished_runs_expire_after_the_retention() {
     let err = cluster
         .runs()
         .await
-        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);

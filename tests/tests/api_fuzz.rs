@@ -1080,6 +1080,7 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
         Call::GetRun { run } => {
             let request = GetRunRequest {
                 run_id: t.known_run(run),
+                ..Default::default()
             };
             checked("GetRun", Some(&["run_id"]), runs.get_run(request)).await?;
         }

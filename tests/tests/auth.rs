@@ -143,7 +143,10 @@ async fn every_rpc_needs_a_token_and_a_role_that_has_it_and_no_token_is_logged()
 
     // The refusal says what is missing, and names the role and the method.
     let err = RunServiceClient::new(cluster.channel_with_token(None).await)
-        .get_run(GetRunRequest { run_id: "x".into() })
+        .get_run(GetRunRequest {
+            run_id: "x".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.message(), "missing bearer token in `authorization` metadata");
@@ -189,7 +192,10 @@ async fn wait_status(cluster: &Cluster, run_id: &str, word: &str, within: Durati
     let start = std::time::Instant::now();
     loop {
         let run = runs
-            .get_run(GetRunRequest { run_id: run_id.into() })
+            .get_run(GetRunRequest {
+                run_id: run_id.into(),
+                ..Default::default()
+            })
             .await
             .expect("get run")
             .into_inner();
@@ -242,7 +248,10 @@ async fn a_worker_with_a_worker_token_completes_a_run_and_one_with_a_viewer_toke
     );
     assert!(!text.contains(VIEWER), "the token was printed: {text}");
     let run = RunServiceClient::new(cluster.channel_with_token(Some(VIEWER)).await)
-        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+            ..Default::default()
+        })
         .await
         .expect("get run")
         .into_inner();

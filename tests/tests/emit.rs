@@ -88,6 +88,7 @@ async fn an_emitter_of_a_thousand_items_rerun_after_it_emitted_still_has_a_thous
         .await
         .get_run(GetRunRequest {
             run_id: children[0].id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -149,6 +149,7 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
                 let run = runs
                     .get_run(baton_shared::proto::GetRunRequest {
                         run_id: previous.into(),
+                        ..Default::default()
                     })
                     .await
                     .expect("the run in the way")
@@ -361,7 +362,10 @@ async fn a_worker_with_two_coordinators_keeps_working_when_the_first_is_killed_f
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let run = runs
-                .get_run(baton_shared::proto::GetRunRequest { run_id: id.clone() })
+                .get_run(baton_shared::proto::GetRunRequest {
+                    run_id: id.clone(),
+                    ..Default::default()
+                })
                 .await
                 .expect("get run")
                 .into_inner();
@@ -457,7 +461,10 @@ async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_res
         .or(cluster
             .runs()
             .await
-            .get_run(baton_shared::proto::GetRunRequest { run_id: old.clone() })
+            .get_run(baton_shared::proto::GetRunRequest {
+                run_id: old.clone(),
+                ..Default::default()
+            })
             .await
             .err())
         .expect("the old run is gone");
@@ -683,7 +690,10 @@ async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing(
     for _ in 0..5 {
         let asked = Instant::now();
         let err = cut_runs
-            .get_run(baton_shared::proto::GetRunRequest { run_id: warm.clone() })
+            .get_run(baton_shared::proto::GetRunRequest {
+                run_id: warm.clone(),
+                ..Default::default()
+            })
             .await
             .expect_err("a coordinator without Redis cannot answer");
         worst_answer = worst_answer.max(asked.elapsed());
@@ -701,7 +711,10 @@ async fn workers_move_off_a_coordinator_cut_from_redis_and_steps_keep_finishing(
         let deadline = Instant::now() + Duration::from_secs(60);
         let run = loop {
             let run = runs
-                .get_run(baton_shared::proto::GetRunRequest { run_id: id.clone() })
+                .get_run(baton_shared::proto::GetRunRequest {
+                    run_id: id.clone(),
+                    ..Default::default()
+                })
                 .await
                 .expect("get run")
                 .into_inner();

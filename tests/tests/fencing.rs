@@ -77,7 +77,10 @@ async fn submit(cluster: &Cluster, workflow: &str, input: serde_json::Value) -> 
 
 async fn get_run(cluster: &Cluster, run_id: &str) -> Run {
     RunServiceClient::new(channel(cluster, ADMIN).await)
-        .get_run(GetRunRequest { run_id: run_id.into() })
+        .get_run(GetRunRequest {
+            run_id: run_id.into(),
+            ..Default::default()
+        })
         .await
         .expect("get run")
         .into_inner()

@@ -128,7 +128,13 @@ async fn oversized_ids_and_keys_are_refused_naming_the_field_with_a_short_messag
     let huge = "r".repeat(1024 * 1024);
     let mut runs = cluster.runs().await;
 
-    let e = runs.get_run(GetRunRequest { run_id: huge.clone() }).await.unwrap_err();
+    let e = runs
+        .get_run(GetRunRequest {
+            run_id: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     assert!(
         e.message().starts_with("run_id: "),
@@ -486,7 +492,10 @@ async fn a_worker_whose_coordinator_is_down_takes_nothing_and_exits_on_sigterm_w
     let run = cluster
         .runs()
         .await
-        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+            ..Default::default()
+        })
         .await
         .expect("get run")
         .into_inner();
@@ -682,6 +691,7 @@ async fn reusing_an_idempotency_key_says_whether_the_input_differs() {
     let run = runs
         .get_run(GetRunRequest {
             run_id: first.run_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("get")

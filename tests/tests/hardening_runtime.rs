@@ -366,6 +366,7 @@ async fn calls_during_start_up_answer_unavailable_and_health_turns_serving_when_
     let e = runs
         .get_run(GetRunRequest {
             run_id: unknown.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("no answer before start-up");
@@ -379,7 +380,10 @@ async fn calls_during_start_up_answer_unavailable_and_health_turns_serving_when_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let e = runs
-        .get_run(GetRunRequest { run_id: unknown })
+        .get_run(GetRunRequest {
+            run_id: unknown,
+            ..Default::default()
+        })
         .await
         .expect_err("no such run");
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
@@ -547,11 +551,23 @@ async fn get_run_of_a_run_with_an_output_answers_without_waiting_for_a_delayed_a
 
     let mut client = cluster.runs().await;
     // Warm the connection up.
-    client.get_run(GetRunRequest { run_id: id.clone() }).await.expect("get");
+    client
+        .get_run(GetRunRequest {
+            run_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("get");
     let mut took = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
-        client.get_run(GetRunRequest { run_id: id.clone() }).await.expect("get");
+        client
+            .get_run(GetRunRequest {
+                run_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("get");
         took.push(t.elapsed());
     }
     took.sort();

@@ -45,7 +45,10 @@ async fn a_slot_limit_of_three_never_has_four_holders_and_waiting_steps_hold_no_
             let run = cluster
                 .runs()
                 .await
-                .get_run(GetRunRequest { run_id: id.clone() })
+                .get_run(GetRunRequest {
+                    run_id: id.clone(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -167,7 +170,10 @@ async fn max_concurrent_runs_queues_runs_per_key_until_a_run_slot_frees() {
     let queued = cluster
         .runs()
         .await
-        .get_run(GetRunRequest { run_id: ids[7].clone() })
+        .get_run(GetRunRequest {
+            run_id: ids[7].clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

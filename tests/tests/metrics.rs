@@ -203,6 +203,7 @@ async fn coordinator_and_worker_metrics_count_what_the_runs_did() {
     let missing = runs_client
         .get_run(baton_shared::proto::GetRunRequest {
             run_id: "no-such-run".into(),
+            ..Default::default()
         })
         .await
         .expect_err("an unknown run is an error");

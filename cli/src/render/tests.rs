@@ -1266,3 +1266,74 @@ fn publish_answers_name_the_triggers_whose_filter_failed() {
     let json = serde_json::to_value(publish_json(&resp)).unwrap();
     assert_eq!(json["trigger_errors"][0], "picky@2: on.filter: no such key: total");
 }
+
+/// A run whose `big` output was left out of the answer (over its 3 MiB budget) and whose `small`
+/// output is whole.
+fn run_with_an_omitted_output() -> Run {
+    Run {
+        id: "r-2".to_owned(),
+        workflow: "reports".to_owned(),
+        version: 1,
+        status: RunStatus::Succeeded as i32,
+        started_at: at(0),
+        finished_at: at(2_000),
+        steps: vec![
+            StepRun {
+                id: "big".to_owned(),
+                handler: "render".to_owned(),
+                status: StepStatus::Succeeded as i32,
+                attempt: 1,
+                max_attempts: 3,
+                started_at: at(0),
+                finished_at: at(1_500),
+                worker: "w".to_owned(),
+                output_omitted_bytes: 5_234_567,
+                ..StepRun::default()
+            },
+            StepRun {
+                id: "small".to_owned(),
+                handler: "count".to_owned(),
+                status: StepStatus::Succeeded as i32,
+                attempt: 1,
+                max_attempts: 3,
+                started_at: at(1_500),
+                finished_at: at(2_000),
+                output_json: r#"{"pages": 12}"#.to_owned(),
+                ..StepRun::default()
+            },
+        ],
+        ..Run::default()
+    }
+}
+
+#[test]
+fn a_step_output_left_out_of_the_answer_is_named_with_its_size_and_the_command_that_shows_it() {
+    let run = run_with_an_omitted_output();
+    let text = run_text(&run, T0);
+    assert!(
+        text.contains("step big output: omitted (5.2 MB): baton run get r-2 --step big\n"),
+        "{text}"
+    );
+    assert!(!text.contains("step small output"), "{text}");
+    insta::assert_snapshot!("run_omitted_output", text);
+    let json = serde_json::to_value(run_json(&run)).unwrap();
+    assert_eq!(json["steps"][0]["output"], Value::Null);
+    assert_eq!(json["steps"][0]["output_omitted_bytes"], 5_234_567);
+    assert_eq!(json["steps"][1]["output_omitted_bytes"], 0);
+}
+
+#[test]
+fn one_step_of_a_run_shows_its_whole_output() {
+    let mut run = run_with_an_omitted_output();
+    run.steps.retain(|s| s.id == "small");
+    insta::assert_snapshot!("run_one_step", step_text(&run, T0));
+}
+
+#[test]
+fn sizes_read_in_si_units_cut_to_one_decimal() {
+    assert_eq!(size_text(0), "0 bytes");
+    assert_eq!(size_text(999), "999 bytes");
+    assert_eq!(size_text(12_345), "12.3 kB");
+    assert_eq!(size_text(5_299_999), "5.2 MB");
+    assert_eq!(size_text(u64::MAX), "18446744073.7 GB");
+}

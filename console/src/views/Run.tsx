@@ -1,9 +1,9 @@
 // One run: its steps as a DAG coloured by status, updated live from the run's SSE stream; a step's
 // details (attempts, output, fan-out, children, waits, slots); cancel, retry and rerun.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { enc, get, post, watchRun, type Run as RunT, type RunEvent, type StepRun, type Workflow } from "../api";
+import { enc, get, getStep, post, watchRun, type Run as RunT, type RunEvent, type StepRun, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
-import { earlierAttemptsNote, isTerminal, statusWord } from "../status";
+import { earlierAttemptsNote, fmtBytes, isTerminal, statusWord } from "../status";
 import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll } from "../ui";
 import { Graph } from "./Graph";
 
@@ -402,7 +402,25 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
         <p class="muted">The run input.</p>
       )}
       <h3>Output</h3>
-      <Json value={step.output} label={`Output of ${step.id}`} />
+      {step.output_omitted_bytes > 0 ? (
+        <OmittedOutput runId={run.id} stepId={step.id} bytes={step.output_omitted_bytes} />
+      ) : (
+        <Json value={step.output} label={`Output of ${step.id}`} />
+      )}
     </div>
+  );
+}
+
+// An output the run's answer left out (over its 3 MiB budget), read on its own.
+function OmittedOutput({ runId, stepId, bytes }: { runId: string; stepId: string; bytes: number }) {
+  const { data: step, error } = usePoll(() => getStep(runId, stepId), [runId, stepId, bytes]);
+  return (
+    <>
+      <p class="muted">
+        {fmtBytes(bytes)}: too large for the run's answer, read on its own{step || error ? "." : "…"}
+      </p>
+      <ErrorBox error={error} />
+      {step && <Json value={step.output} label={`Output of ${stepId}`} />}
+    </>
   );
 }

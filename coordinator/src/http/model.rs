@@ -537,8 +537,12 @@ pub struct StepRun {
     pub max_attempts: u32,
     /// Attempts before the last retry or rerun of the run.
     pub attempt_base: u32,
-    /// Output.
+    /// Output (`null` when left out of the answer: see `output_omitted_bytes`).
     pub output: Value,
+    /// The size in bytes of an output left out of this answer, 0 when `output` is whole. Without
+    /// `step_id` an answer stays under 3 MiB: the run's input and output count first, then the
+    /// steps' outputs in step order, each one that fits; read a left-out one with `?step_id=`.
+    pub output_omitted_bytes: u64,
     /// Last error.
     pub error: String,
     /// Dispatched.
@@ -653,6 +657,7 @@ impl From<proto::StepRun> for StepRun {
             max_attempts: s.max_attempts,
             attempt_base: s.attempt_base,
             output: json(&s.output_json),
+            output_omitted_bytes: s.output_omitted_bytes,
             error: s.error,
             dispatched_at: time(s.dispatched_at.as_ref()),
             started_at: time(s.started_at.as_ref()),

@@ -17,7 +17,7 @@ use super::{
         CancelRunBody, Empty, ErrorBody, RerunRunBody, Run, RunList, RunOperation, SubmitRunAnswer, SubmitRunBody,
         json_text, parse_time,
     },
-    schema::{Rfc3339, RunId, RunPageToken, RunStatusWord, WorkflowName},
+    schema::{Rfc3339, RunId, RunPageToken, RunStatusWord, ShortId, WorkflowName},
 };
 
 /// Starts a run. With an idempotency key, the same (workflow, key) answers the same run.
@@ -138,23 +138,39 @@ pub async fn list(
     }))
 }
 
-/// One run with its steps.
+/// Query of `GET /v1/runs/{run_id}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct GetRunQuery {
+    /// Only this step, with its whole output (the run's own `input` and `output` left out). Without
+    /// it, the answer stays under 3 MiB: a step output that does not fit is left out and its size
+    /// said in `output_omitted_bytes`.
+    #[param(value_type = Option<ShortId>)]
+    step_id: String,
+}
+
+/// One run with its steps, or one of its steps (`step_id`).
 #[utoipa::path(get, operation_id = "GetRun", path = "/v1/runs/{run_id}", tag = "runs",
-    params(("run_id" = RunId, Path, description = "The run's id (a UUID)")),
+    params(("run_id" = RunId, Path, description = "The run's id (a UUID)"), GetRunQuery),
     responses(
-        (status = 200, description = "The run", body = Run),
-        (status = "default", description = "An error (404: no such run, or it expired)", body = ErrorBody),
+        (status = 200, description = "The run (at most 3 MiB without `step_id`)", body = Run),
+        (status = "default", description = "An error (404: no such run, or it expired, or no such step)", body = ErrorBody),
     ))]
 pub async fn get(
     State(s): State<Arc<HttpState>>,
     headers: HeaderMap,
     PathParams(run_id): PathParams<String>,
+    Query(q): Query<GetRunQuery>,
 ) -> Result<Json<Run>, ApiError> {
     let r = s
         .call(
             method!("RunService/GetRun"),
             &headers,
-            proto::GetRunRequest { run_id },
+            proto::GetRunRequest {
+                run_id,
+                step_id: q.step_id,
+            },
             |api, req| async move { api.get_run(req).await },
         )
         .await?;

@@ -114,7 +114,10 @@ pub async fn events(
         }
         // The history ended with the run's terminal event (or the run expired): say how it ended.
         let status = api
-            .get_run(tonic::Request::new(proto::GetRunRequest { run_id }))
+            .get_run(tonic::Request::new(proto::GetRunRequest {
+                run_id,
+                ..Default::default()
+            }))
             .await
             .map(|r| super::model::Run::from(r.into_inner()).status)
             .unwrap_or_default();
