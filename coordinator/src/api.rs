@@ -400,6 +400,7 @@ impl proto::run_service_server::RunService for Api {
             // The steps' outputs that fit the answer's budget, in step order; the others are
             // left out with their size (`output_omitted_bytes`).
             let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+            view::trim_history(&mut view, budget);
             let fit = view::outputs_that_fit(&view, budget);
             let fit: Vec<&str> = fit.iter().map(String::as_str).collect();
             let outputs = self.engine.store.read_step_outputs(&id, &fit).await?;

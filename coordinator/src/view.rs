@@ -184,6 +184,31 @@ pub fn fit_outputs(budget: u64, base: u64, sizes: &[u64]) -> Vec<bool> {
         .collect()
 }
 
+/// Makes `run` fit `budget` bytes when its steps' failure texts alone are over it (a thousand
+/// steps, each with 20 kept attempts and a 16 KiB error): from the last step back, a step's kept
+/// attempts are only counted (`earlier_attempts`) and its error is cut to
+/// [`MAX_ATTEMPT_ERROR_BYTES`](baton_shared::limits::MAX_ATTEMPT_ERROR_BYTES), until the answer
+/// fits. A run that fits is unchanged; `GetRunRequest.step_id` still reads one step whole.
+pub fn trim_history(run: &mut Run, budget: u64) {
+    let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let mut size = len(prost::Message::encoded_len(run));
+    for step in run.steps.iter_mut().rev() {
+        if size <= budget {
+            return;
+        }
+        let before = len(prost::Message::encoded_len(step));
+        let dropped = u32::try_from(step.attempts.len()).unwrap_or(u32::MAX);
+        step.attempts.clear();
+        step.earlier_attempts = step.earlier_attempts.saturating_add(dropped);
+        let cut = baton_shared::limits::cut(&step.error, baton_shared::limits::MAX_ATTEMPT_ERROR_BYTES);
+        if let std::borrow::Cow::Owned(cut) = cut {
+            step.error = cut;
+        }
+        let after = len(prost::Message::encoded_len(step));
+        size = size.saturating_sub(before.saturating_sub(after));
+    }
+}
+
 /// The steps of `run` (a [`run_view`] read without outputs, each output's size in
 /// `output_omitted_bytes`) whose outputs fit an answer of at most `budget` bytes
 /// ([`fit_outputs`]): the run's own input and output and every other field count first.
@@ -354,6 +379,51 @@ pub fn workflow_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_whose_failure_texts_are_over_the_budget_keeps_its_first_steps_history_and_counts_the_rest() {
+        let attempt = |n: u32| baton_shared::proto::Attempt {
+            number: n,
+            error: "e".repeat(1_024),
+            ..Default::default()
+        };
+        let mut run = Run {
+            steps: (0..1_000)
+                .map(|i| baton_shared::proto::StepRun {
+                    id: format!("s{i}"),
+                    error: "x".repeat(16 * 1024),
+                    attempts: (1..=20).map(attempt).collect(),
+                    earlier_attempts: 3,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let budget = 3 * 1024 * 1024;
+        assert!(prost::Message::encoded_len(&run) > 30 * 1024 * 1024);
+        trim_history(&mut run, budget);
+        assert!(prost::Message::encoded_len(&run) as u64 <= budget);
+        // The first steps are whole; the trimmed ones count what they no longer list.
+        assert_eq!(run.steps[0].attempts.len(), 20);
+        assert_eq!(run.steps[0].error.len(), 16 * 1024);
+        let last = &run.steps[999];
+        assert!(last.attempts.is_empty());
+        assert_eq!(last.earlier_attempts, 23);
+        assert!(last.error.len() <= 1_024 + '…'.len_utf8());
+
+        // A run within the budget is left as it is.
+        let mut small = Run {
+            steps: vec![baton_shared::proto::StepRun {
+                id: "a".into(),
+                attempts: vec![attempt(1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let before = small.clone();
+        trim_history(&mut small, budget);
+        assert_eq!(small, before);
+    }
 
     #[test]
     fn outputs_are_included_in_step_order_while_they_fit_the_budget() {
