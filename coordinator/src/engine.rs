@@ -649,6 +649,20 @@ impl Engine {
         }
     }
 
+    /// Holds the outbox entries of `payloads` of run `run_id` (just committed) while this
+    /// coordinator decides and publishes them, and notes them in `held` to release later.
+    fn hold_outbox<'a>(
+        &self,
+        held: &mut Vec<String>,
+        run_id: &str,
+        payloads: impl Iterator<Item = &'a DispatchPayload>,
+    ) {
+        let first = held.len();
+        held.extend(payloads.map(|p| crate::store::outbox_member(run_id, &p.step_id)));
+        self.dispatcher
+            .hold(held.get(first..).unwrap_or_default().iter().cloned());
+    }
+
     /// Carries out dispatches a script committed: decides each step's fate ([`Engine::prepare`]:
     /// skip, fail, fan out, wait, sleep, start a child run) and publishes the task steps to RabbitMQ
     /// (in the background, many in flight). Each dispatch is in the outbox, so whatever fails here is
@@ -665,11 +679,8 @@ impl Engine {
         let mut queued = Vec::with_capacity(queue.len());
         // Hold the outbox entries just committed while their fate is decided and they are
         // published (see `dispatch`): another coordinator re-sends them only if this one dies.
-        let mut held: Vec<String> = queue
-            .iter()
-            .map(|(_, p)| crate::store::outbox_member(run_id, &p.step_id))
-            .collect();
-        self.dispatcher.hold(held.iter().cloned());
+        let mut held: Vec<String> = Vec::new();
+        self.hold_outbox(&mut held, run_id, queue.iter().map(|(_, p)| p));
         while let Some((i, p)) = queue.pop_front() {
             let Some((owned, run)) = runs.get(i).cloned() else {
                 continue;
@@ -689,21 +700,11 @@ impl Engine {
                     tasks.push(*task)
                 }
                 Ok(Launch::More(more)) => {
-                    let members: Vec<String> = more
-                        .iter()
-                        .map(|p| crate::store::outbox_member(&run, &p.step_id))
-                        .collect();
-                    self.dispatcher.hold(members.iter().cloned());
-                    held.extend(members);
+                    self.hold_outbox(&mut held, &run, more.iter());
                     queue.extend(more.into_iter().map(|p| (i, p)))
                 }
                 Ok(Launch::Child { def, run_id, payloads }) => {
-                    let members: Vec<String> = payloads
-                        .iter()
-                        .map(|p| crate::store::outbox_member(&run_id, &p.step_id))
-                        .collect();
-                    self.dispatcher.hold(members.iter().cloned());
-                    held.extend(members);
+                    self.hold_outbox(&mut held, &run_id, payloads.iter());
                     runs.push((Some(def), run_id));
                     let j = runs.len() - 1;
                     queue.extend(payloads.into_iter().map(|p| (j, p)));

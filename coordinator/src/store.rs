@@ -392,6 +392,10 @@ pub struct RunCall<'a> {
     pub now: i64,
 }
 
+/// A connection of its own for blocking reads (`XREAD BLOCK`, no response timeout), from
+/// [`Store::blocking_connection`]; named here so that callers outside the store need not name redis.
+pub type BlockingConnection = redis::aio::MultiplexedConnection;
+
 /// Redis-backed state of runs, timers and the registry.
 #[derive(Clone)]
 pub struct Store {
@@ -503,7 +507,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn blocking_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+    pub async fn blocking_connection(&self) -> Result<BlockingConnection> {
         let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
         Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
     }
@@ -2207,7 +2211,7 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`].
     pub async fn read_streams(
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut BlockingConnection,
         keys: &[&str],
         cursors: &[&str],
         block: Duration,
@@ -2232,7 +2236,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn client_id(conn: &mut redis::aio::MultiplexedConnection) -> Result<i64> {
+    pub async fn client_id(conn: &mut BlockingConnection) -> Result<i64> {
         Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
     }
 

@@ -403,7 +403,7 @@ fn fail_all(inner: &Inner, why: &str) {
 }
 
 /// A dedicated connection for blocking reads, its `CLIENT ID` published for wake-ups.
-async fn connect(inner: &Inner) -> Result<redis::aio::MultiplexedConnection> {
+async fn connect(inner: &Inner) -> Result<crate::store::BlockingConnection> {
     let mut conn = inner.store.blocking_connection().await?;
     match Store::client_id(&mut conn).await {
         Ok(id) => inner.reader_client.store(id, Ordering::Release),
