@@ -54,6 +54,9 @@ pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
 
 /// Records the run a call is about on its span (no-op without one).
 pub fn record_run(run_id: &str, workflow: &str) {
+    if !telemetry::enabled() {
+        return;
+    }
     let span = tracing::Span::current();
     span.record(telemetry::attr::RUN_ID, run_id);
     span.record(telemetry::attr::WORKFLOW, workflow);
@@ -61,6 +64,9 @@ pub fn record_run(run_id: &str, workflow: &str) {
 
 /// Records the attempt a worker's call is about on its span (no-op without one).
 pub fn record_attempt(run_id: &str, step_id: &str, attempt: u32, workflow: &str, worker_id: &str) {
+    if !telemetry::enabled() {
+        return;
+    }
     let span = tracing::Span::current();
     record_run(run_id, workflow);
     span.record(telemetry::attr::STEP_ID, step_id);
@@ -71,6 +77,9 @@ pub fn record_attempt(run_id: &str, step_id: &str, attempt: u32, workflow: &str,
 /// Records how a reported attempt ended (`succeeded`, `failed`, `suspended`) on the call's span; a
 /// failure also sets the span's status to error with its message.
 pub fn record_outcome(outcome: &Outcome) {
+    if !telemetry::enabled() {
+        return;
+    }
     let span = tracing::Span::current();
     let name = match outcome {
         Outcome::Output(_) => "succeeded",
@@ -161,4 +170,42 @@ where
         telemetry::set_error(&span, e.to_string());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use baton_shared::process::{BoxMakeWriter, SpanCounter, subscriber};
+
+    use super::*;
+
+    /// A worker's call as the server's `trace_fn` sees it, with the trace context of its
+    /// `handler` span.
+    fn call(method: &str) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        *req.uri_mut() = format!("/baton.v1.WorkerService/{method}").parse().unwrap_or_default();
+        req.headers_mut().insert(
+            telemetry::TRACEPARENT,
+            http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        req
+    }
+
+    #[test]
+    fn without_an_endpoint_the_step_path_makes_no_span() {
+        assert!(!telemetry::enabled());
+        let env = |_: &str| None;
+        let (counted, created) = SpanCounter::new(subscriber("test", &env, BoxMakeWriter::new(std::io::sink), false));
+        tracing::subscriber::with_default(counted, || {
+            for method in ["SubmitRun", "StartStep", "ReportResult", "Heartbeat"] {
+                let span = grpc_span(&call(method));
+                assert!(span.is_none(), "{method} got a span");
+                let _in = span.entered();
+                record_attempt("run", "step", 1, "wf", "worker-1");
+                record_outcome(&Outcome::Output("{}".into()));
+            }
+        });
+        assert_eq!(created.load(Ordering::Relaxed), 0);
+    }
 }

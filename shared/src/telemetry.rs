@@ -95,22 +95,23 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// The OpenTelemetry layer for the process's subscriber when export is configured (see
-/// [`export_configured`]), else `None`. Call it once, inside the Tokio runtime (the OTLP channel is
-/// made there); it also installs the W3C propagator and the tracer provider globally. The layer takes
-/// Baton's spans ([`TARGET`]) and whatever else `filter` lets through (events in a span become its
-/// span events).
+/// The OpenTelemetry layer for the process's subscriber when the environment read by `env` asks for
+/// export (see [`export_configured`]), else `None`. Call it once, inside the Tokio runtime (the OTLP
+/// channel is made there); it also installs the W3C propagator and the tracer provider globally and
+/// turns [`enabled`] on. The layer takes Baton's spans ([`TARGET`]) and whatever else `filter` lets
+/// through (events in a span become its span events). The exporter itself reads the `OTEL_*`
+/// variables of the process.
 ///
 /// A configuration the exporter refuses (a malformed endpoint) is reported on stderr and leaves
 /// tracing off: tracing never stops a process from starting.
 pub fn layer<S>(
+    env: &dyn Fn(&str) -> Option<String>,
     default_service: &str,
     filter: tracing_subscriber::EnvFilter,
 ) -> Option<Box<dyn Layer<S> + Send + Sync + 'static>>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    let env = |k: &str| std::env::var(k).ok();
     if !export_configured(env) || PROVIDER.get().is_some() {
         return None;
     }
@@ -221,6 +222,11 @@ pub fn context_from_traceparent(traceparent: &str, tracestate: Option<&str>) -> 
         }
     }
     TraceContextPropagator::new().extract(&Two(traceparent.trim(), tracestate))
+}
+
+/// Whether `cx` holds a valid span context (one to pass on downstream).
+pub fn has_span(cx: &Context) -> bool {
+    cx.span().span_context().is_valid()
 }
 
 /// The `traceparent` of `cx`, when it holds a valid span context.

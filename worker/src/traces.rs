@@ -1,8 +1,9 @@
 //! The worker's part of a run's trace (see [`baton_shared::telemetry`]): each delivery runs in a
 //! span `handler <handler>`, child of the coordinator's `dispatch` span whose context came in the
 //! message headers, with the attempt's attributes; its context goes to the coordinator in the
-//! metadata of `StartStep` and `ReportResult`. With trace export off there is no span, and the
-//! context that came in is passed on as it is.
+//! metadata of `StartStep` and `ReportResult`. With trace export off there is no span (none is
+//! made, not even a disabled one, and no span name is formatted), and the context that came in is
+//! passed on as it is.
 
 use std::future::Future;
 
@@ -20,9 +21,16 @@ pub(crate) struct Trace {
 }
 
 impl Trace {
-    /// The span for `delivery`, child of the context in its headers.
+    /// The span for `delivery`, child of the context in its headers; without trace export, no span
+    /// and that context as it came.
     pub(crate) fn of(handler: &str, delivery: &Delivery) -> Self {
         let parent = telemetry::extract_amqp(delivery.properties.headers().as_ref());
+        if !telemetry::enabled() {
+            return Self {
+                span: tracing::Span::none(),
+                cx: parent,
+            };
+        }
         let name = format!("handler {handler}");
         let span = tracing::info_span!(
             target: TARGET,
@@ -42,14 +50,22 @@ impl Trace {
         Self { span, cx }
     }
 
-    /// `work` (the handling of the delivery) in the span, with the context to pass on current.
+    /// `work` (the handling of the delivery) in the span, with the context to pass on current; `work`
+    /// as it is when there is neither a span nor a context to pass on.
     pub(crate) fn wrap<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
-        work.instrument(self.span).with_context(self.cx)
+        use futures::future::Either;
+        if self.span.is_none() && !telemetry::has_span(&self.cx) {
+            return Either::Left(work);
+        }
+        Either::Right(work.instrument(self.span).with_context(self.cx))
     }
 }
 
-/// Records the task's attempt on the current `handler` span.
+/// Records the task's attempt on the current `handler` span (nothing without trace export).
 pub(crate) fn record_task(task: &StepTask, worker_id: &str) {
+    if !telemetry::enabled() {
+        return;
+    }
     let span = tracing::Span::current();
     span.record(telemetry::attr::RUN_ID, task.run_id.as_str());
     span.record(telemetry::attr::STEP_ID, task.step_id.as_str());
@@ -59,8 +75,12 @@ pub(crate) fn record_task(task: &StepTask, worker_id: &str) {
     span.record(telemetry::attr::WORKER_ID, worker_id);
 }
 
-/// Records how the handler ended on the current `handler` span; a failure also sets its status.
+/// Records how the handler ended on the current `handler` span; a failure also sets its status
+/// (nothing without trace export).
 pub(crate) fn record_outcome(outcome: &Outcome) {
+    if !telemetry::enabled() {
+        return;
+    }
     let span = tracing::Span::current();
     let name = match outcome {
         Outcome::OutputJson(_) => "succeeded",
@@ -71,4 +91,51 @@ pub(crate) fn record_outcome(outcome: &Outcome) {
         Outcome::Suspend(_) => "suspended",
     };
     span.record(telemetry::attr::OUTCOME, name);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use baton_shared::process::{BoxMakeWriter, SpanCounter, subscriber};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    use super::*;
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// A delivery of `echo`'s queue carrying the `dispatch` span's context.
+    fn delivery() -> Delivery {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            telemetry::TRACEPARENT.into(),
+            AMQPValue::LongString(LongString::from(TP)),
+        );
+        let mut d = Delivery::mock(1, "baton".into(), "echo".into(), false, b"task".to_vec());
+        d.properties = d.properties.with_headers(headers);
+        d
+    }
+
+    #[tokio::test]
+    async fn without_an_endpoint_a_delivery_makes_no_span_and_passes_the_context_on() {
+        assert!(!telemetry::enabled());
+        let env = |_: &str| None;
+        let (counted, created) = SpanCounter::new(subscriber("test", &env, BoxMakeWriter::new(std::io::sink), false));
+        let _default = tracing::subscriber::set_default(counted);
+        let task = StepTask {
+            run_id: "run".into(),
+            step_id: "step".into(),
+            attempt: 1,
+            ..Default::default()
+        };
+        let passed = Trace::of("echo", &delivery())
+            .wrap(async {
+                record_task(&task, "worker-1");
+                record_outcome(&Outcome::OutputJson("{}".into()));
+                telemetry::traceparent(&telemetry::current())
+            })
+            .await;
+        assert_eq!(passed.as_deref(), Some(TP), "the context that came is passed on");
+        assert_eq!(created.load(Ordering::Relaxed), 0);
+    }
 }
