@@ -16,6 +16,8 @@
 //! - **GetRun latency**: p50 and p99 of sequential `GetRun` calls on random runs among 100,000 stored
 //!   runs. The stored runs are runs of the one-step workflow (so every stored run has a step and an
 //!   output, like a real run), submitted 64 at a time without polling, then awaited.
+//! - **floor** (`--floor`): what one step costs without Baton's logic on the same servers (see
+//!   [`floor`]), in ms per step; the chain's ms per step is then also printed as a ratio to it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ use tokio::task::JoinSet;
 
 use crate::Output;
 use crate::client::Coordinator;
+
+mod floor;
 
 /// Steps of the chain workflow.
 const CHAIN_STEPS: usize = 50;
@@ -70,14 +74,41 @@ pub struct BenchArgs {
     /// The handler the bench workflows run (it must return quickly; `echo` of `baton-worker`).
     #[arg(long, value_name = "HANDLER", default_value = "echo")]
     pub handler: String,
-    /// Only these measurements (comma-separated; default: all).
+    /// Only these measurements (comma-separated; default: all but the floor).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PART")]
     pub only: Vec<Part>,
+    /// Also measure the floor: one EVALSHA, one confirmed publish, one consume + ack and one gRPC
+    /// call, one after the other, on the coordinator's Redis and RabbitMQ (`--redis-url`,
+    /// `--amqp-url`); the chain is then also given as a ratio to it.
+    #[arg(long)]
+    pub floor: bool,
+    /// Floor steps per repetition (default 1,000; 200 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub floor_steps: Option<u32>,
+    /// The coordinator's Redis, for the floor.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BATON_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// The coordinator's RabbitMQ, for the floor.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BATON_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
 }
 
 /// One measurement of `baton bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Part {
+    /// The floor: one step's operations without Baton's logic (measured first, so that the chain
+    /// can be given as a ratio to it).
+    Floor,
     /// One-step runs with N in flight: client-observed and engine runs/s.
     Runs,
     /// A 50-step chain: ms per step.
@@ -103,20 +134,22 @@ struct Plan {
     fan_outs: [u32; 2],
     stored_runs: u32,
     samples: u32,
+    floor_steps: u32,
 }
 
 impl Plan {
     fn new(args: &BenchArgs) -> Self {
-        let (runs, fan_outs, stored_runs, samples) = if args.quick {
-            (200, [100, 1_000], 2_000, 500)
+        let (runs, fan_outs, stored_runs, samples, floor_steps) = if args.quick {
+            (200, [100, 1_000], 2_000, 500, 200)
         } else {
-            (2_000, [1_000, 10_000], 100_000, 2_000)
+            (2_000, [1_000, 10_000], 100_000, 2_000, 1_000)
         };
         Self {
             runs: args.runs.unwrap_or(runs),
             fan_outs,
             stored_runs: args.stored_runs.unwrap_or(stored_runs),
             samples: args.samples.unwrap_or(samples),
+            floor_steps: args.floor_steps.unwrap_or(floor_steps),
         }
     }
 }
@@ -135,14 +168,7 @@ struct Workflows {
 /// the handler (the probe run does not finish within a minute), or a wait over `--timeout`.
 pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs) -> Result<()> {
     let plan = Plan::new(&args);
-    let parts: Vec<Part> = if args.only.is_empty() {
-        vec![Part::Runs, Part::Chain, Part::Fanout, Part::Getrun]
-    } else {
-        let mut p = args.only.clone();
-        p.sort();
-        p.dedup();
-        p
-    };
+    let parts = parts(&args);
     let coordinator = Coordinator::connect(target).await?;
     let workflows = register(&coordinator, &args.handler).await?;
     let client = coordinator.runs();
@@ -166,8 +192,61 @@ pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs
     let mut report = serde_json::Map::new();
     report.insert("workflow_prefix".into(), json!(workflows.one.trim_end_matches("-one")));
     report.insert("repetitions".into(), json!(args.repeat));
+    // The floor's median ms per step, once measured.
+    let mut floor_ms: Option<f64> = None;
     for part in parts {
         match part {
+            Part::Floor => {
+                let id = workflows.one.trim_start_matches("bench-").trim_end_matches("-one");
+                let mut floor =
+                    floor::Floor::connect(&args.redis_url, &args.amqp_url, coordinator.health(), id).await?;
+                let mut samples = Vec::new();
+                let mut failed = None;
+                for rep in 1..=args.repeat {
+                    match floor.measure(plan.floor_steps).await {
+                        Ok(f) => {
+                            note(
+                                output,
+                                &format!(
+                                    "  floor #{rep}: {:.3} ms per step (EVALSHA {:.3}, publish to consumed + acked {:.3}, to confirmed {:.3}, gRPC {:.3})",
+                                    f.step_ms, f.evalsha_ms, f.consume_ack_ms, f.publish_ms, f.grpc_ms
+                                ),
+                            );
+                            samples.push(f);
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                floor.close().await;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                let pick = |f: fn(&floor::FloorSample) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+                let (step, evalsha, publish, consume, grpc) = (
+                    pick(|f| f.step_ms),
+                    pick(|f| f.evalsha_ms),
+                    pick(|f| f.publish_ms),
+                    pick(|f| f.consume_ack_ms),
+                    pick(|f| f.grpc_ms),
+                );
+                line(
+                    output,
+                    &format!(
+                        "floor ({} steps: one EVALSHA, one confirmed publish and its consume + ack, one gRPC call): {step:.3} ms per step (EVALSHA {evalsha:.3}, publish to consumed + acked {consume:.3}, to confirmed {publish:.3}, gRPC {grpc:.3})",
+                        plan.floor_steps
+                    ),
+                );
+                report.insert(
+                    "floor".into(),
+                    json!({"steps": plan.floor_steps, "ms_per_step": step, "evalsha_ms": evalsha,
+                           "publish_ms": publish, "consume_ack_ms": consume, "grpc_ms": grpc,
+                           "ms_per_step_each": samples.iter().map(|f| f.step_ms).collect::<Vec<_>>()}),
+                );
+                floor_ms = Some(step);
+            }
             Part::Runs => {
                 let mut client_rates = Vec::new();
                 let mut engine_rates = Vec::new();
@@ -214,13 +293,18 @@ pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs
                     per_step.push(ms);
                 }
                 let m = median(&mut per_step);
+                let to_floor = floor_ms.map(|f| ratio(m, f));
+                let versus = to_floor.map_or_else(String::new, |r| format!(", {r:.2}x the floor"));
                 line(
                     output,
-                    &format!("{CHAIN_STEPS}-step chain: {m:.2} ms per step (from the run's created_at to finished_at)"),
+                    &format!(
+                        "{CHAIN_STEPS}-step chain: {m:.2} ms per step (from the run's created_at to finished_at){versus}"
+                    ),
                 );
                 report.insert(
                     "chain".into(),
-                    json!({"steps": CHAIN_STEPS, "ms_per_step": m, "ms_per_step_each": per_step}),
+                    json!({"steps": CHAIN_STEPS, "ms_per_step": m, "ms_per_step_each": per_step,
+                           "ratio_to_floor": to_floor}),
                 );
             }
             Part::Fanout => {
@@ -283,6 +367,22 @@ pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs
         crate::print_json(&Value::Object(report), true)?;
     }
     Ok(())
+}
+
+/// The measurements asked for, in the order they run: `--only`'s (default: all but the floor),
+/// with the floor first when `--floor` is given.
+fn parts(args: &BenchArgs) -> Vec<Part> {
+    let mut p = if args.only.is_empty() {
+        vec![Part::Runs, Part::Chain, Part::Fanout, Part::Getrun]
+    } else {
+        args.only.clone()
+    };
+    if args.floor {
+        p.push(Part::Floor);
+    }
+    p.sort();
+    p.dedup();
+    p
 }
 
 /// Registers the bench workflows under a prefix unique to this invocation
@@ -658,6 +758,10 @@ mod tests {
             timeout: Duration::from_secs(600),
             handler: "echo".into(),
             only: Vec::new(),
+            floor: false,
+            floor_steps: None,
+            redis_url: String::new(),
+            amqp_url: String::new(),
         };
         let full = Plan::new(&args(false, None));
         assert_eq!(
@@ -669,6 +773,39 @@ mod tests {
             (quick.runs, quick.fan_outs, quick.stored_runs),
             (50, [100, 1_000], 2_000)
         );
+    }
+
+    #[test]
+    fn the_floor_runs_first_and_only_when_asked() {
+        let args = |only: Vec<Part>, floor| BenchArgs {
+            quick: false,
+            runs: None,
+            in_flight: 64,
+            repeat: 3,
+            stored_runs: None,
+            samples: None,
+            poll_interval: Duration::from_millis(20),
+            timeout: Duration::from_secs(600),
+            handler: "echo".into(),
+            only,
+            floor,
+            floor_steps: None,
+            redis_url: String::new(),
+            amqp_url: String::new(),
+        };
+        assert_eq!(
+            parts(&args(vec![], false)),
+            [Part::Runs, Part::Chain, Part::Fanout, Part::Getrun]
+        );
+        assert_eq!(
+            parts(&args(vec![], true)),
+            [Part::Floor, Part::Runs, Part::Chain, Part::Fanout, Part::Getrun]
+        );
+        assert_eq!(
+            parts(&args(vec![Part::Chain, Part::Floor], false)),
+            [Part::Floor, Part::Chain]
+        );
+        assert_eq!(parts(&args(vec![Part::Chain], true)), [Part::Floor, Part::Chain]);
     }
 
     #[test]

@@ -155,6 +155,11 @@ impl Coordinator {
         })
     }
 
+    /// A health client (`grpc.health.v1`): the cheapest unary call a coordinator answers.
+    pub fn health(&self) -> HealthClient<AuthChannel> {
+        HealthClient::new(self.channel.clone())
+    }
+
     /// A workflow registry client.
     pub fn workflows(&self) -> WorkflowServiceClient<AuthChannel> {
         WorkflowServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)

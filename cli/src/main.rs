@@ -149,7 +149,9 @@ pub enum Command {
     /// serving `echo` in the coordinator's namespace. Measures one-step runs/s as a polling client
     /// sees them and as the engine's own timestamps say, ms per step of a 50-step chain, 1,000- and
     /// 10,000-element fan-outs with a join, and GetRun p50/p99 with 100,000 stored runs; each
-    /// `--repeat` times. `--quick` for a small version. Results on standard output, progress on
+    /// `--repeat` times. `--floor` also measures what one step costs without Baton's logic (one
+    /// EVALSHA, one confirmed publish, one consume + ack, one gRPC call) and gives the chain as a
+    /// ratio to it. `--quick` for a small version. Results on standard output, progress on
     /// standard error.
     Bench(bench::BenchArgs),
     /// Make bearer tokens for a coordinator with auth on (its `auth_tokens_file` holds their hashes).
