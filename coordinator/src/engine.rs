@@ -19,8 +19,8 @@ use crate::{
     registry::Registry,
     store::{
         Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
-        ParentRef, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind, WaitArgs,
-        WaitOutcome, parse_outbox_member, timer_member,
+        ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind,
+        WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
@@ -333,9 +333,10 @@ impl Engine {
         let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
         let run_slot = run_slot(def, input)?;
+        let queued = self.queued_plan(def, def.roots());
         let outcome = self
             .store
-            .create_run(
+            .create_run_queued(
                 &call,
                 &def.name,
                 def.version,
@@ -346,6 +347,7 @@ impl Engine {
                 run_slot.as_ref(),
                 &self.run_timeout_timer(def, &run_id, now),
                 parent,
+                &queued,
             )
             .await?;
         if !matches!(outcome, CreateOutcome::Exists(_)) {
@@ -357,7 +359,10 @@ impl Engine {
             // Its roots start when a run slot frees (a `run-wake` timer).
             CreateOutcome::Queued => (run_id, true, Vec::new()),
             CreateOutcome::Created => {
-                let payloads = machine::root_payloads(def, &input_json, now);
+                let mut payloads = machine::root_payloads(def, &input_json, now);
+                for p in &mut payloads {
+                    p.queued = queued.contains(&p.step_id);
+                }
                 (run_id, true, payloads)
             }
         })
@@ -387,8 +392,9 @@ impl Engine {
         Ok(Ok(depth.saturating_add(1)))
     }
 
-    /// A worker starts an attempt: marks it running, held by this worker, and arms its timeout
-    /// (and heartbeat) timers. Only a step that runs a handler (a task step or a fan-out element,
+    /// A worker starts an attempt: marks it running, held by this worker, arms its timeout (and
+    /// heartbeat) timers, and takes it out of the queued index with its schedule-to-start timer,
+    /// in one script (one round trip unless another worker holds the attempt). Only a step that runs a handler (a task step or a fan-out element,
     /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
@@ -420,6 +426,7 @@ impl Engine {
         for _ in 0..HOLDER_LOOKS {
             let args = StartArgs {
                 step: a.step_id,
+                handler: &step.handler,
                 attempt: a.attempt,
                 worker: a.worker,
                 pinned: &pinned,
@@ -451,8 +458,7 @@ impl Engine {
             ),
             Disposition::Stale | Disposition::Cancelled => {}
         }
-        // Whatever the answer, the task has left its queue.
-        crate::operations::note_started(self, &step.handler, a.run_id, a.step_id, a.attempt).await;
+        // Whatever the answer, the script took the task out of the queued index: it left its queue.
         Ok(disposition)
     }
 
@@ -486,7 +492,8 @@ impl Engine {
             .await
     }
 
-    /// Applies a worker's result: one pipelined round trip to Redis, then the publishes of the steps
+    /// Applies a worker's result: one script, one round trip to Redis (two for a step holding a
+    /// concurrency slot, whose pool is read first), then the publishes of the steps
     /// that became ready (in the background: the outbox makes them durable). Returns `Proceed` when
     /// recorded, `Stale` when the attempt was not current, or is of a step that runs no handler,
     /// or was not started (StartStep) by this worker: then nothing changed.
@@ -506,20 +513,6 @@ impl Engine {
             return Ok(Disposition::Stale);
         };
         let now = now_ms();
-        let mut pre = redis::pipe();
-        // The attempt is over either way: its timers would only fire as no-ops.
-        pre.zrem(
-            self.store.keys().timers(),
-            timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
-        )
-        .ignore();
-        if step.heartbeat_timeout.is_some() {
-            pre.zrem(
-                self.store.keys().timers(),
-                timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
-            )
-            .ignore();
-        }
         let (outcome_word, body, retry_at) = match outcome {
             Outcome::Output(json) => {
                 if json.len() > self.config.max_payload_bytes {
@@ -547,6 +540,16 @@ impl Engine {
                     return Err(CoordinatorError::InvalidArgument("suspend.event: required".into()));
                 }
                 let detail = format!("event {} key {} (suspended handler)", echo(&event), echo(&key));
+                // The attempt is over: its timers would only fire as no-ops.
+                let mut pre = redis::pipe();
+                pre.zrem(
+                    self.store.keys().timers(),
+                    vec![
+                        timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
+                        timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
+                    ],
+                )
+                .ignore();
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
@@ -585,16 +588,11 @@ impl Engine {
                 ("error", message, at)
             }
         };
-        if retry_at > 0 {
-            pre.zadd(
-                self.store.keys().timers(),
-                timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt.saturating_add(1)),
-                retry_at,
-            )
-            .ignore();
-        }
-        // A failing element ends its fan-out step, so the step's children matter then too.
+        // A failing element ends its fan-out step, so the step's children matter then too. The
+        // script disarms this attempt's timers, arms the retry timer and indexes the children
+        // that go straight to a worker as queued: one round trip.
         let children = machine::children_spec(&def, a.step_id);
+        let queued = self.queued_plan(&def, def.children(split_item(a.step_id).0));
         let args = CompleteArgs {
             step: a.step_id,
             attempt: a.attempt,
@@ -616,7 +614,7 @@ impl Engine {
         };
         let completion = self
             .store
-            .complete_step(pre, &RunCall { run_id: a.run_id, now }, &args)
+            .complete_step_queued(redis::pipe(), &RunCall { run_id: a.run_id, now }, &args, &queued)
             .await?;
         crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
         if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
@@ -687,16 +685,30 @@ impl Engine {
             };
             let run_def: &WorkflowDefinition = owned.as_deref().unwrap_or(def);
             let step_id = p.step_id.clone();
-            match self.prepare(run_def, &run, p, now).await {
+            let (indexed, attempt) = (p.queued, p.attempt);
+            let handler = if indexed {
+                run_def.step(&step_id).map(|s| s.handler.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let launched = self.prepare(run_def, &run, p, now).await;
+            if indexed && !matches!(launched, Ok(Launch::Publish(_)) | Err(_)) {
+                // The commit indexed it as queued, but it does not go to a worker after all
+                // (skipped, failed, parked, waiting for a slot): take the entry out again.
+                crate::operations::unindex_queued(self, &handler, &run, &step_id, attempt).await;
+            }
+            match launched {
                 Ok(Launch::Publish(task)) => {
-                    let limit = self.schedule_to_start(run_def, &task.step_id);
-                    queued.push((
-                        task.handler.clone(),
-                        task.run_id.clone(),
-                        task.step_id.clone(),
-                        task.attempt,
-                        limit,
-                    ));
+                    if !indexed {
+                        let limit = self.schedule_to_start(run_def, &task.step_id);
+                        queued.push((
+                            task.handler.clone(),
+                            task.run_id.clone(),
+                            task.step_id.clone(),
+                            task.attempt,
+                            limit,
+                        ));
+                    }
                     tasks.push(*task)
                 }
                 Ok(Launch::More(more)) => {
@@ -725,6 +737,27 @@ impl Engine {
             self.dispatcher.unhold(m);
         }
         self.dispatcher.publish_detached(tasks);
+    }
+
+    /// The queued plan of `steps` of `def` ([`QueuedPlan`]): those that go straight to a worker
+    /// when dispatched (a task step without `when`, `for_each`, rate limit or concurrency; its
+    /// children when not every parent was skipped, which the script checks), with their handlers
+    /// and schedule-to-start timeouts. The script that commits their dispatch indexes them as
+    /// queued in the same round trip.
+    fn queued_plan<'a>(&self, def: &WorkflowDefinition, steps: impl Iterator<Item = &'a StepDefinition>) -> QueuedPlan {
+        let mut plan = QueuedPlan::default();
+        for s in steps {
+            let straight = matches!(s.kind, StepKind::Task)
+                && s.for_each.is_none()
+                && s.when.is_none()
+                && s.rate_limit.is_none()
+                && s.concurrency.is_none()
+                && !s.handler.is_empty();
+            if straight {
+                plan.add(self.store.keys(), &s.id, &s.handler, self.schedule_to_start(def, &s.id));
+            }
+        }
+        plan
     }
 
     /// The schedule-to-start timeout of `step_id` (a fan-out element counts as its step): the

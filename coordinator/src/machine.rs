@@ -123,6 +123,7 @@ pub fn root_payloads(def: &WorkflowDefinition, input_json: &str, now: i64) -> Ve
             resume_data: String::new(),
             parent_outputs: Default::default(),
             parent_statuses: Default::default(),
+            queued: false,
         })
         .collect()
 }

@@ -92,9 +92,11 @@ end
 
 -- Appends a dispatch payload for `step` to `out`: step id, attempt, attempt base, dispatched_at,
 -- the step's own input ('' for the run input; a fan-out element's input), resume data ('' unless a
--- suspended handler was resumed), then a count and (step, status, output) triples of the steps in
--- `reads_csv` (its parents and the steps its expressions read).
-local function push_payload(out, step, reads_csv)
+-- suspended handler was resumed), '1' when this commit also put the attempt in its handler's
+-- queued index (and armed its schedule-to-start timer) else '0', then a count and
+-- (step, status, output) triples of the steps in `reads_csv` (its parents and the steps its
+-- expressions read).
+local function push_payload(out, step, reads_csv, queued)
   local ps = split(reads_csv, ',')
   out[#out + 1] = step
   out[#out + 1] = sget(step, 'attempt') or '0'
@@ -102,6 +104,7 @@ local function push_payload(out, step, reads_csv)
   out[#out + 1] = sget(step, 'dispatched_at') or '0'
   out[#out + 1] = sget(step, 'input') or ''
   out[#out + 1] = sget(step, 'resume') or ''
+  out[#out + 1] = queued and '1' or '0'
   out[#out + 1] = tostring(#ps)
   for _, p in ipairs(ps) do
     out[#out + 1] = p
@@ -134,21 +137,49 @@ local function dispatch(step, attempt)
   event('step', step, attempt, 'dispatched', '')
 end
 
+-- The queued plan of the calling script (store.rs `QueuedPlan`), or nil: for each step that goes
+-- straight to a worker when dispatched, { key = index into KEYS of its handler's queued index,
+-- s2s_ms = its schedule-to-start timeout (ms, 0 for none) }. A script sets it from its arguments.
+local QUEUED = nil
+
+-- Puts attempt `attempt` of `step` in its handler's queued index (score now, NX: a re-sent
+-- dispatch keeps its first time) and arms its schedule-to-start timer (NX), per `plan` (an entry of
+-- QUEUED); entries older than the retention (their task left the queue unseen: dead-lettered,
+-- purged) are trimmed on the way. Was operations.rs `note_dispatched`, a round trip of its own.
+local function index_queued(step, attempt, plan)
+  local key = KEYS[tonumber(plan.key)]
+  local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
+  redis.call('ZADD', key, 'NX', NOW, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', NOW - RETENTION * 1000))
+  local s2s = tonumber(plan.s2s_ms) or 0
+  if s2s > 0 then
+    redis.call('ZADD', TIMERS, 'NX', math.min(NOW + s2s, LATEST), 'schedule-to-start|' .. member)
+  end
+end
+
 -- Dispatches every step of `specs` ('step=p1,p2=reads;step2=p1') that is pending and whose parents
 -- are all done (succeeded or skipped), appending its payload to `out`. The coordinator decides
--- whether a dispatched step runs or is skipped. Returns how many were dispatched.
+-- whether a dispatched step runs or is skipped; a step in QUEUED that has a parent that succeeded
+-- (one whose parents were all skipped is skipped) is indexed as queued in the same commit.
+-- Returns how many were dispatched.
 local function dispatch_ready(out, specs)
   local n = 0
   for _, spec in ipairs(split(specs, ';')) do
     local step, parents, reads = parse_spec(spec)
     if sget(step, 'status') == 'pending' then
-      local ready = true
+      local ready, any_ok = true, false
       for _, p in ipairs(split(parents, ',')) do
-        if not DONE[sget(p, 'status')] then ready = false break end
+        local ps = sget(p, 'status')
+        if not DONE[ps] then ready = false break end
+        if ps == 'succeeded' then any_ok = true end
       end
       if ready then
-        dispatch(step, next_attempt(step))
-        push_payload(out, step, reads)
+        local attempt = next_attempt(step)
+        dispatch(step, attempt)
+        local plan = QUEUED and QUEUED[step]
+        local queued = plan ~= nil and (any_ok or parents == '')
+        if queued then index_queued(step, attempt, plan) end
+        push_payload(out, step, reads, queued)
         n = n + 1
       end
     end
