@@ -346,6 +346,16 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)
     .with_outbox_hold(config.timer_lease);
+    // A namespace of a layout this version cannot read is refused before anything is written.
+    match store.check_layout().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        crate::store::LayoutCheck::Migrated(from) => tracing::info!(
+            namespace = %config.namespace,
+            from,
+            to = crate::store::LAYOUT_VERSION,
+            "migrated the namespace's layout; its runs in flight go on"
+        ),
+        crate::store::LayoutCheck::New | crate::store::LayoutCheck::Current => {}
+    }
     let dispatcher = (|| {
         Dispatcher::connect(
             &config.amqp_url,

@@ -2461,6 +2461,113 @@ impl Store {
     }
 }
 
+/// The layout of a namespace's Redis keys and values that this version reads and writes, stored
+/// in `<namespace>:layout` and checked when a coordinator starts ([`Store::check_layout`]).
+///
+/// - 1: the releases before the layout was stored (no `<namespace>:layout` key).
+/// - 2: this one. The scripts that commit a dispatch also write its queued-index entry and
+///   schedule-to-start timer, and StartStep's script removes them; the stored runs, steps, timers,
+///   outbox and indexes have the same keys and values as in layout 1, so runs in flight from
+///   layout 1 go on unchanged (the migration only records the new number).
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// The oldest layout a coordinator of this version migrates on start; an older one is refused.
+pub const MIN_MIGRATED_LAYOUT: u32 = 1;
+
+/// What [`Store::check_layout`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutCheck {
+    /// The namespace was empty: it is now marked [`LAYOUT_VERSION`].
+    New,
+    /// The namespace was of this layout already.
+    Current,
+    /// The namespace held data of this older layout and was migrated to [`LAYOUT_VERSION`].
+    Migrated(u32),
+}
+
+/// The README section that says how to drain a namespace before an upgrade it cannot take.
+pub const DRAIN_PROCEDURE: &str = "README.md, Operations, \"Upgrades and the namespace layout\"";
+
+impl Store {
+    /// The key holding the namespace's layout version.
+    fn layout_key(&self) -> String {
+        format!("{}:layout", self.keys.prefix())
+    }
+
+    /// Checks the namespace's layout before this coordinator serves it: an empty namespace is
+    /// marked [`LAYOUT_VERSION`]; one without a mark that holds data is of layout 1 (the releases
+    /// before the mark) and, like any layout from [`MIN_MIGRATED_LAYOUT`] up, is migrated; the
+    /// current layout passes.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` naming the namespace, both layouts and [`DRAIN_PROCEDURE`] when the
+    /// namespace holds a layout this version cannot read: a newer one (written by a later
+    /// release), one older than [`MIN_MIGRATED_LAYOUT`], or a mark that is not a number; nothing is
+    /// changed then. [`CoordinatorError::Redis`].
+    pub async fn check_layout(&self) -> Result<LayoutCheck> {
+        let key = self.layout_key();
+        let mut conn = self.conn.clone();
+        let mark: Option<String> = conn.get(&key).await?;
+        let found = match mark {
+            Some(text) => match text.trim().parse::<u32>() {
+                Ok(v) => v,
+                Err(_) => {
+                    return Err(self.refuse_layout(&format!(
+                        "a layout mark {} that is not a number",
+                        baton_shared::limits::echo(&text)
+                    )));
+                }
+            },
+            None => {
+                // No mark: a new namespace, or one of layout 1 (which kept no mark).
+                let (runs, names, timers, outbox): (u64, u64, u64, u64) = redis::pipe()
+                    .zcard(self.keys.runs_index())
+                    .scard(self.keys.workflow_names())
+                    .zcard(self.keys.timers())
+                    .zcard(self.keys.outbox())
+                    .query_async(&mut conn)
+                    .await?;
+                if runs == 0 && names == 0 && timers == 0 && outbox == 0 {
+                    // Two coordinators starting at once both find it empty: either mark stands.
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(LAYOUT_VERSION)
+                        .arg("NX")
+                        .query_async(&mut conn)
+                        .await?;
+                    return Ok(LayoutCheck::New);
+                }
+                1
+            }
+        };
+        if found == LAYOUT_VERSION {
+            return Ok(LayoutCheck::Current);
+        }
+        if found > LAYOUT_VERSION {
+            return Err(self.refuse_layout(&format!(
+                "layout {found}, written by a newer Baton release (this coordinator reads layout {LAYOUT_VERSION}); run that release's coordinators"
+            )));
+        }
+        if found < MIN_MIGRATED_LAYOUT {
+            return Err(self.refuse_layout(&format!(
+                "layout {found}, older than this coordinator migrates (layout {MIN_MIGRATED_LAYOUT} to {LAYOUT_VERSION})"
+            )));
+        }
+        // Layout 1 to 2: the stored runs are the same (see LAYOUT_VERSION); only the mark changes.
+        // A later layout adds its migration step here, before the mark.
+        let _: () = conn.set(&key, LAYOUT_VERSION).await?;
+        Ok(LayoutCheck::Migrated(found))
+    }
+
+    fn refuse_layout(&self, what: &str) -> CoordinatorError {
+        CoordinatorError::FailedPrecondition(format!(
+            "namespace {}: holds {what}; this coordinator will not serve it. Drain the namespace with the \
+             coordinators of its release first (see {DRAIN_PROCEDURE}), or start this one on another namespace",
+            baton_shared::limits::echo(self.keys.prefix())
+        ))
+    }
+}
+
 /// One event of a run's stream: its id (the event's `sequence`) and fields.
 pub type StreamEntry = (String, HashMap<String, String>);
 
