@@ -409,7 +409,9 @@ pub struct WaitArgs<'a> {
     pub step: &'a str,
     /// Its current attempt.
     pub attempt: u32,
-    /// `event`, `suspend`, `human` or `child`.
+    /// `event` (a wait_for_event step), `suspend` (a handler suspended itself), `human`, `child`
+    /// (a workflow step's child run) or `sleep` (a sleep or sleep_until step; `timeout_at` is then
+    /// its wake time), as `wait.lua` reads them.
     pub mode: &'a str,
     /// What it waits for, in words.
     pub detail: &'a str,
@@ -877,7 +879,8 @@ impl Store {
                 let input = it.next().unwrap_or_default();
                 TakeOver::Dispatch(read_payload(&mut it, &input)?)
             }
-            _ => TakeOver::Stale,
+            Some("stale") => TakeOver::Stale,
+            other => return Err(CoordinatorError::Internal(format!("take_over.lua answered {other:?}"))),
         })
     }
 
@@ -1077,11 +1080,12 @@ impl Store {
             w.worker.to_string(),
         ];
         let out = self.eval_run_with(pre, &self.scripts.wait, call, &keys, &a).await?;
-        Ok(match out.first().map(String::as_str) {
-            Some("waiting") => WaitOutcome::Waiting,
-            Some("delivered") => WaitOutcome::Delivered,
-            _ => WaitOutcome::Stale,
-        })
+        match out.first().map(String::as_str) {
+            Some("waiting") => Ok(WaitOutcome::Waiting),
+            Some("delivered") => Ok(WaitOutcome::Delivered),
+            Some("stale") => Ok(WaitOutcome::Stale),
+            other => Err(CoordinatorError::Internal(format!("wait.lua answered {other:?}"))),
+        }
     }
 
     /// Dispatches a suspended step again with the event delivered to it (see `resume.lua`).
@@ -1103,12 +1107,7 @@ impl Store {
                 &[step.into(), attempt.to_string(), reads.into()],
             )
             .await?;
-        let mut it = out.into_iter();
-        if it.next().as_deref() != Some("dispatch") {
-            return Ok(None);
-        }
-        let input = it.next().unwrap_or_default();
-        Ok(Some(read_payload(&mut it, &input)?))
+        dispatch_reply("resume.lua", out)
     }
 
     /// Delivers an event to the steps waiting for (name, key), or buffers it for `ttl` (at most
@@ -1793,12 +1792,7 @@ impl Store {
                 &[step.into(), attempt.to_string(), mode.into(), reads.into()],
             )
             .await?;
-        let mut it = out.into_iter();
-        if it.next().as_deref() != Some("dispatch") {
-            return Ok(None);
-        }
-        let input = it.next().unwrap_or_default();
-        Ok(Some(read_payload(&mut it, &input)?))
+        dispatch_reply("dispatch_attempt.lua", out)
     }
 
     /// Ends an unfinished run: cancels its unfinished steps and sets its status.
@@ -2590,15 +2584,18 @@ pub struct CompleteArgs<'a> {
     pub attempt: u32,
     /// Who reports it, and so how the outcome is fenced.
     pub by: Reporter<'a>,
-    /// `ok`, `error`, `timeout` or `heartbeat`.
+    /// The outcome word, one of [`StepOutcome`]'s: `ok`, `skip`, `error`, `timeout`, `items`,
+    /// `heartbeat`, `emit` or `schedule` (any other is an `Internal` error before Redis is called).
     pub outcome: &'a str,
-    /// The output JSON or the error message.
+    /// The output JSON (`ok`, `emit`, `items`), the reason (`skip`) or the error message.
     pub body: &'a str,
-    /// When to dispatch the next attempt (Unix ms), 0 to give up.
+    /// When to dispatch the next attempt (Unix ms), 0 to give up. The script arms the `retry`
+    /// timer of the next attempt when it applies the retry.
     pub retry_at: i64,
     /// For `heartbeat`: the heartbeat timeout, ms.
     pub heartbeat_timeout_ms: u64,
-    /// `child=parent,parent;...`
+    /// The step's children with their parents and reads: `child=parent,parent=read,read;...`
+    /// ([`crate::machine::children_spec`]).
     pub children: &'a str,
     /// Leaf step ids, comma-separated.
     pub leaves: &'a str,
@@ -2742,6 +2739,21 @@ struct CompleteStepJson<'a> {
     pinned: &'a str,
     disarm: bool,
     queued: std::collections::BTreeMap<&'a str, QueuedEntry>,
+}
+
+/// Reads a `{'stale'}` or `{'dispatch', run_input, payload}` reply of `script`.
+///
+/// # Errors
+/// `Internal` naming `script` for an unknown tag or a malformed payload.
+fn dispatch_reply(script: &str, out: Vec<String>) -> Result<Option<DispatchPayload>> {
+    let mut it = out.into_iter();
+    match it.next().as_deref() {
+        Some("dispatch") => {}
+        Some("stale") => return Ok(None),
+        other => return Err(CoordinatorError::Internal(format!("{script} answered {other:?}"))),
+    }
+    let input = it.next().unwrap_or_default();
+    Ok(Some(read_payload(&mut it, &input)?))
 }
 
 fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<DispatchPayload> {
