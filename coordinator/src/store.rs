@@ -2918,6 +2918,44 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_reply_tag_is_an_error_naming_the_script_never_stale() {
+        let e = parse_completion("complete_step.lua", vec!["bogus".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("complete_step.lua") && e.contains("bogus"), "{e}");
+        assert_eq!(parse_completion("x", vec!["stale".into()]).unwrap(), Completion::Stale);
+        assert!(
+            parse_completion("x", vec!["retry".into()]).is_err(),
+            "a retry without its attempt"
+        );
+        assert!(parse_completion("x", Vec::new()).is_err());
+        assert!(disposition("heartbeat.lua", &["held".to_string()]).is_err());
+        assert_eq!(
+            disposition("heartbeat.lua", &["stale".into()]).unwrap(),
+            Disposition::Stale
+        );
+        assert!(dispatch_reply("resume.lua", vec!["nope".into()]).is_err());
+        assert_eq!(dispatch_reply("resume.lua", vec!["stale".into()]).unwrap(), None);
+        assert!(create_outcome(&["maybe".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_queued_plan_numbers_its_keys_after_the_scripts_own() {
+        let keys = Keys::new("ns");
+        let mut plan = QueuedPlan::default();
+        plan.add(&keys, "b", "echo", Some(Duration::from_secs(2)));
+        plan.add(&keys, "c", "echo", None);
+        plan.add(&keys, "d", "other", None);
+        assert_eq!(plan.keys, [keys.queued("echo"), keys.queued("other")]);
+        assert_eq!(
+            plan.json(6),
+            r#"{"b":{"key":6,"s2s_ms":2000},"c":{"key":6,"s2s_ms":0},"d":{"key":7,"s2s_ms":0}}"#
+        );
+        assert!(plan.contains("b") && !plan.contains("e"));
+        assert_eq!(QueuedPlan::default().json(6), "{}");
+    }
+
+    #[test]
     fn the_running_order_leaves_out_kept_elements() {
         assert_eq!(running_order(3, &[]), "");
         assert_eq!(running_order(4, &[0, 2]), "000001000003");
