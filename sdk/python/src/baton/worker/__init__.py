@@ -164,6 +164,8 @@ class _State:
     up: asyncio.Event = field(default_factory=asyncio.Event)
     down: asyncio.Event = field(default_factory=asyncio.Event)
     fatal: str | None = None
+    # Set by `serve` as it ends its background tasks.
+    closed: bool = False
     in_flight: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     contexts: dict[str, set[Context]] = field(default_factory=dict)
@@ -448,6 +450,7 @@ class Worker:
                     await asyncio.wait_for(connection.close(), timeout=5)
                 except Exception as e:  # best effort: the broker drops the connection anyway
                     log.debug("closing the AMQP connection: %s", e)
+            state.closed = True
             for t in background:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -892,7 +895,9 @@ class Worker:
         """RegisterWorker now and every heartbeat interval (DRAINING once stopping), checking the
         answer's queue settings against this worker's (docs/worker-protocol.md, section 9)."""
         warned = False
-        while True:
+        # Not `while True`: the cancel at the end of `serve` can be lost (grpc.aio answers it as
+        # CANCELLED; asyncio.wait_for swallows one that meets its result), so `closed` ends the loop.
+        while not state.closed:
             stopping = state.stopping.is_set()
             req = self._registration_request(state, pb.WORKER_STATE_DRAINING if stopping else pb.WORKER_STATE_RUNNING)
             try:
@@ -905,6 +910,8 @@ class Worker:
                 state.checked.set()
             except grpc.aio.AioRpcError as e:
                 code = e.code()
+                if code == grpc.StatusCode.CANCELLED and state.closed:
+                    return
                 if code == grpc.StatusCode.UNIMPLEMENTED:
                     log.info("the coordinator does not know RegisterWorker (an older version); not registering")
                     state.checked.set()
