@@ -4,9 +4,13 @@ and return typed results; `list_runs` pages. The example sdk/python/examples/ord
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -19,12 +23,14 @@ from pydantic import BaseModel
 
 from baton import (
     AsyncClient,
+    Client,
     Concurrency,
     Context,
     RateLimit,
     RetryPolicy,
     RunFailed,
     Worker,
+    WorkerStopped,
     Workflow,
 )
 from baton.workflow import duration_text
@@ -278,10 +284,35 @@ def test_a_worker_whose_workflow_the_coordinator_refuses_exits_with_one_line(clu
     async def x(value: Any, ctx: Context) -> Any:
         return value
 
-    import asyncio
-
-    from baton import WorkerStopped
-
     worker = Worker(coordinator=cluster.addr, namespace=cluster.namespace, workflows=[wf], worker_id="refused")
     with pytest.raises(WorkerStopped, match=r"refused workflow 'taken' version 1 \(ALREADY_EXISTS"):
         asyncio.run(asyncio.wait_for(worker.serve(asyncio.Event()), 60))
+
+
+def test_wait_follows_the_run_again_when_its_coordinator_dies(cluster: Cluster) -> None:
+    second = cluster.another_coordinator()
+    both = f"{cluster.addr},{second}"
+    cluster.python_worker(BATON_ADDR=both)
+    cluster.client.register_workflow(flow("outlive", {"id": "s", "handler": "py.sleep"}))
+    run_id = cluster.client.submit("outlive", {"ms": 3000}).run_id
+    cluster.wait_step(run_id, "s", "running")
+    answer: dict[str, Any] = {}
+
+    def follow() -> None:
+        # The client's own channel over both coordinators: the first is in use when it dies.
+        with Client(both) as c:
+            try:
+                answer["run"] = c.wait(run_id)
+            except Exception as e:  # reported below
+                answer["error"] = e
+
+    waiter = threading.Thread(target=follow)
+    waiter.start()
+    # Most likely the stream is open on the first coordinator by then; if not, the wait starts on
+    # the second, and the run must still be followed to its end.
+    time.sleep(0.5)
+    cluster.coordinator.signal(signal.SIGKILL)
+    waiter.join(timeout=90)
+    assert not waiter.is_alive(), "wait did not return"
+    assert "error" not in answer, answer
+    assert answer["run"].status == "succeeded" and answer["run"].steps["s"].output["slept_ms"] == 3000
