@@ -410,6 +410,9 @@ fn random_def(kinds: &[u8], deps: &[u8], flags: &[u8]) -> String {
         if f % 5 == 0 {
             line.push_str(", when: 'input.k == \"nope\"'");
         }
+        if k % 7 <= 1 && f % 7 == 1 {
+            line.push_str(", concurrency: {limit: 2}");
+        }
         if k % 7 <= 2 {
             line.push_str(&format!(
                 ", timeout: 4s, retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}",
