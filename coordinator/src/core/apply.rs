@@ -904,11 +904,9 @@ impl<'a> Tx<'a> {
                     attempt,
                 });
             }
-            // A pending step never started: it stays pending (as the store keeps it).
-            if !matches!(self.phase(&id), Some(Phase::Pending)) {
-                self.set_phase(&id, Phase::Cancelled);
-                self.history(&id, "cancelled", format!("run {}", status.word()));
-            }
+            // Pending steps too: they will not run (the store cancels every live step).
+            self.set_phase(&id, Phase::Cancelled);
+            self.history(&id, "cancelled", format!("run {}", status.word()));
         }
         for key in std::mem::take(&mut self.next.timers) {
             self.effects.push(Effect::DisarmTimer { key });

@@ -145,6 +145,10 @@ impl MemoryStore {
             .get_mut(run_id)
             .ok_or_else(|| Reject::UnknownStep(format!("run {run_id}")))?;
         let t = apply(&run.def, &run.state, event, self.now)?;
+        if let Event::Timer { key, .. } = event {
+            // It fired.
+            self.timers.retain(|(_, r, k)| !(r == run_id && k == key));
+        }
         run.state = t.next;
         let parent = run.parent.clone();
         for effect in t.effects {

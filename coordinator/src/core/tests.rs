@@ -75,7 +75,7 @@ fn a_step_that_fails_for_good_fails_the_run_with_the_texts_users_read() {
     };
     assert_eq!(status.word(), "failed");
     assert_eq!(error, "step a failed after 3 attempt(s): Boom: no disk");
-    assert_eq!(run.steps["b"].phase, Phase::Pending, "b never started");
+    assert_eq!(run.steps["b"].phase, Phase::Cancelled, "b never started, and will not");
 }
 
 #[test]

@@ -1,0 +1,261 @@
+//! The run core against the Lua scripts: the same random event sequences (starts, reports that
+//! succeed or fail, stale and duplicate reports, reports from a worker that does not hold the
+//! attempt, retries coming due) go through the in-memory store built on `baton_coordinator::core`
+//! and through `Store`'s public methods on a real Redis; after every event both must agree on
+//! whether it was taken, on every step's status and attempt, and on the run's status.
+
+use std::time::Duration;
+
+use baton_coordinator::{
+    core::{
+        Event, Outcome, Phase, TimerKey, TimerKind,
+        memory::MemoryStore,
+        plan::{children_spec, leaves_csv, pinned, reads_csv, retry_at_with, step_ids_csv},
+    },
+    store::{CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store},
+};
+use baton_shared::{definition::WorkflowDefinition, keys::Keys, proto::StepFailure};
+use proptest::prelude::*;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A random DAG of task steps: `deps[i]` is a bit mask of step i's parents among earlier steps,
+/// `tries[i]` its `max_attempts` (1 to 3, no jitter).
+fn definition(deps: &[u8], tries: &[u8]) -> String {
+    let mut yaml = String::from("name: diff\nversion: 1\nsteps:\n");
+    for (i, m) in deps.iter().enumerate() {
+        let parents: Vec<String> = (0..i).filter(|j| m & (1 << j) != 0).map(|j| format!("s{j}")).collect();
+        yaml.push_str(&format!(
+            "  - {{id: s{i}, handler: h, depends_on: [{}], retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}}}\n",
+            parents.join(", "),
+            1 + tries.get(i).copied().unwrap_or(0) % 3
+        ));
+    }
+    yaml
+}
+
+/// One action, naming a step by its index among the definition's steps.
+#[derive(Debug, Clone)]
+enum Action {
+    /// Worker w1 starts the step's current attempt.
+    Start(usize),
+    /// `worker` reports the step's current attempt (ok or a retryable failure).
+    Report(usize, bool, &'static str),
+    /// w1 reports the attempt before the current one.
+    Stale(usize),
+    /// The step's retry comes due.
+    Retry(usize),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => (0usize..5).prop_map(Action::Start),
+        4 => (0usize..5, any::<bool>()).prop_map(|(i, ok)| Action::Report(i, ok, "w1")),
+        1 => (0usize..5).prop_map(|i| Action::Report(i, true, "w2")),
+        1 => (0usize..5).prop_map(Action::Stale),
+        2 => (0usize..5).prop_map(Action::Retry),
+    ]
+}
+
+/// Both sides' view: per step (status word, attempt), then the run's status.
+async fn states(
+    def: &WorkflowDefinition,
+    memory: &MemoryStore,
+    store: &Store,
+    run: &str,
+) -> (Vec<(String, u32)>, String, Vec<(String, u32)>, String) {
+    let m = memory.run(run).unwrap();
+    let mine = def
+        .steps
+        .iter()
+        .map(|s| (m.steps[&s.id].phase.word().to_string(), m.steps[&s.id].attempt))
+        .collect();
+    let mut theirs = Vec::new();
+    for s in &def.steps {
+        let f = store.step_fields(run, &s.id, &["status", "attempt"]).await.unwrap();
+        theirs.push((
+            f[0].clone().unwrap_or_else(|| "pending".into()),
+            f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+        ));
+    }
+    let status = store.run_fields(run, &["status"]).await.unwrap()[0]
+        .clone()
+        .unwrap_or_default();
+    (mine, m.status().word().to_string(), theirs, status)
+}
+
+async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> {
+    let def = WorkflowDefinition::parse(&yaml).unwrap();
+    let namespace = format!("diff-{}", uuid::Uuid::new_v4().simple());
+    let store = Store::connect(
+        REDIS_URL,
+        Keys::new(namespace),
+        1000,
+        Duration::from_secs(600),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let run = baton_shared::ids::new_run_id();
+    let mut now = 1_000_000;
+    let mut memory = MemoryStore::new(now);
+    memory.register(def.clone());
+    memory.submit("diff", &run, "{}").unwrap();
+    let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
+    store
+        .create_run(
+            &RunCall { run_id: &run, now },
+            "diff",
+            1,
+            "{}",
+            "",
+            &step_ids_csv(&def),
+            &roots,
+            None,
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    let pinned = pinned(&def);
+    for a in actions {
+        now += 10;
+        memory.now = now;
+        let call = RunCall { run_id: &run, now };
+        let id = |i: usize| def.steps[i % def.steps.len()].id.clone();
+        let report = match &a {
+            Action::Report(i, ok, w) => Some((*i, *ok, *w, false)),
+            Action::Stale(i) => Some((*i, true, "w1", true)),
+            _ => None,
+        };
+        let (taken_here, taken_there) = match (&a, report) {
+            (Action::Start(i), _) => {
+                let step = id(*i);
+                let attempt = memory.run(&run).unwrap().steps[&step].attempt;
+                let here = memory
+                    .send(
+                        &run,
+                        Event::Start {
+                            step: step.clone(),
+                            attempt,
+                            worker: "w1".into(),
+                            holder_alive: true,
+                        },
+                    )
+                    .is_ok();
+                let args = StartArgs {
+                    step: &step,
+                    attempt,
+                    worker: "w1",
+                    pinned: &pinned,
+                    timeout_due: now + 3_600_000,
+                    heartbeat_due: None,
+                    slot_lease_ms: 0,
+                    holder: None,
+                    recheck_margin: Duration::from_millis(250),
+                };
+                let there = store.start_step(&call, &args).await.unwrap() == Started::Answer(Disposition::Proceed);
+                (here, there)
+            }
+            (_, Some((i, ok, worker, stale))) => {
+                let step = id(i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let attempt = if stale { s.attempt.saturating_sub(1) } else { s.attempt };
+                let base = s.base;
+                let outcome = if ok {
+                    Outcome::Output("1".into())
+                } else {
+                    Outcome::Failure(StepFailure {
+                        message: "flaky".into(),
+                        error_type: "Boom".into(),
+                        retryable: true,
+                    })
+                };
+                let here = memory
+                    .send(
+                        &run,
+                        Event::Report {
+                            step: step.clone(),
+                            attempt,
+                            worker: worker.into(),
+                            outcome,
+                            jitter: 0.0,
+                        },
+                    )
+                    .is_ok();
+                let sd = def.step(&step).unwrap();
+                let retry_at = if ok {
+                    0
+                } else {
+                    retry_at_with(sd, attempt.saturating_sub(base), "Boom", true, now, 0.0)
+                };
+                let args = CompleteArgs {
+                    step: &step,
+                    attempt,
+                    by: Reporter::Worker(worker),
+                    outcome: if ok { "ok" } else { "error" },
+                    body: if ok { "1" } else { "Boom: flaky" },
+                    retry_at,
+                    heartbeat_timeout_ms: 0,
+                    children: &children_spec(&def, &step),
+                    leaves: &leaves_csv(&def),
+                    pinned: &pinned,
+                };
+                let there = !matches!(
+                    store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
+                    Completion::Stale | Completion::Alive(_)
+                );
+                (here, there)
+            }
+            (Action::Retry(i) | Action::Report(i, ..) | Action::Stale(i), None) => {
+                let step = id(*i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let attempt = s.attempt;
+                if !matches!(s.phase, Phase::Retrying { .. }) {
+                    continue;
+                }
+                let key = TimerKey {
+                    kind: TimerKind::Retry,
+                    step: step.clone(),
+                    attempt,
+                };
+                let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
+                let there = store
+                    .dispatch_attempt(&call, &step, attempt, DispatchMode::Retry, &reads_csv(&def, &step))
+                    .await
+                    .unwrap()
+                    .is_some();
+                (here, there)
+            }
+        };
+        prop_assert_eq!(
+            taken_here,
+            taken_there,
+            "{:?} taken by the core: {}, by the scripts: {}",
+            a,
+            taken_here,
+            taken_there
+        );
+        let (mine, my_status, theirs, their_status) = states(&def, &memory, &store, &run).await;
+        prop_assert_eq!(&mine, &theirs, "after {:?}", a);
+        prop_assert_eq!(&my_status, &their_status, "after {:?}", a);
+        if std::env::var_os("DIFF_DEBUG").is_some() {
+            eprintln!("{a:?} taken {taken_here} -> {my_status} {mine:?}");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_core_and_the_scripts_agree_on_random_event_sequences(
+        deps in prop::collection::vec(any::<u8>(), 1..5),
+        tries in prop::collection::vec(any::<u8>(), 5),
+        actions in prop::collection::vec(action(), 1..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(drive(definition(&deps, &tries), actions))?;
+    }
+}
