@@ -1,14 +1,15 @@
 //! The run core against the Lua scripts: the same random event sequences (starts, reports that
 //! succeed or fail, stale and duplicate reports, reports from a worker that does not hold the
-//! attempt, retries coming due) go through the in-memory store built on `baton_coordinator::core`
+//! attempt, retries coming due, start-to-close timeouts, a cancel) go through the in-memory store built on `baton_coordinator::core`
 //! and through `Store`'s public methods on a real Redis; after every event both must agree on
-//! whether it was taken, on every step's status and attempt, and on the run's status.
+//! whether it was taken, on every step's status and attempt, and on the run's status and error.
 
 use std::time::Duration;
 
 use baton_coordinator::{
     core::{
-        Event, Outcome, Phase, TimerKey, TimerKind,
+        Event, Outcome, Phase, RunPhase, TimerKey, TimerKind,
+        classify::{AttemptTimer, attempt_timer},
         memory::MemoryStore,
         plan::{children_spec, leaves_csv, pinned, reads_csv, retry_at_with, step_ids_csv},
     },
@@ -45,6 +46,10 @@ enum Action {
     Stale(usize),
     /// The step's retry comes due.
     Retry(usize),
+    /// The step's start-to-close timeout fires.
+    Timeout(usize),
+    /// The run is cancelled.
+    Cancel,
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -54,6 +59,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0usize..5).prop_map(|i| Action::Report(i, true, "w2")),
         1 => (0usize..5).prop_map(Action::Stale),
         2 => (0usize..5).prop_map(Action::Retry),
+        1 => (0usize..5).prop_map(Action::Timeout),
+        1 => Just(Action::Cancel),
     ]
 }
 
@@ -207,6 +214,42 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                 );
                 (here, there)
             }
+            (Action::Cancel, _) => {
+                let here = memory.send(&run, Event::Cancel { reason: "test".into() }).is_ok();
+                let there = store.cancel_run(&call, "cancelled: test", "cancelled").await.is_ok();
+                (here, there)
+            }
+            (Action::Timeout(i), _) => {
+                let step = id(*i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let (attempt, base) = (s.attempt, s.base);
+                let key = TimerKey {
+                    kind: TimerKind::Timeout,
+                    step: step.clone(),
+                    attempt,
+                };
+                let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
+                let sd = def.step(&step).unwrap();
+                let timed = attempt_timer(AttemptTimer::Timeout, sd, attempt, Duration::ZERO);
+                let retry_at = retry_at_with(sd, attempt.saturating_sub(base), timed.error_type, true, now, 0.0);
+                let args = CompleteArgs {
+                    step: &step,
+                    attempt,
+                    by: Reporter::Coordinator(""),
+                    outcome: timed.word.word(),
+                    body: &timed.message,
+                    retry_at,
+                    heartbeat_timeout_ms: 0,
+                    children: "",
+                    leaves: &leaves_csv(&def),
+                    pinned: &pinned,
+                };
+                let there = !matches!(
+                    store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
+                    Completion::Stale | Completion::Alive(_)
+                );
+                (here, there)
+            }
             (Action::Retry(i) | Action::Report(i, ..) | Action::Stale(i), None) => {
                 let step = id(*i);
                 let s = &memory.run(&run).unwrap().steps[&step];
@@ -239,6 +282,13 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
         let (mine, my_status, theirs, their_status) = states(&def, &memory, &store, &run).await;
         prop_assert_eq!(&mine, &theirs, "after {:?}", a);
         prop_assert_eq!(&my_status, &their_status, "after {:?}", a);
+        // The texts users read agree too: the run's error.
+        if let RunPhase::Finished { error, .. } = &memory.run(&run).unwrap().phase {
+            let theirs = store.run_fields(&run, &["error"]).await.unwrap()[0]
+                .clone()
+                .unwrap_or_default();
+            prop_assert_eq!(error, &theirs, "after {:?}", a);
+        }
         if std::env::var_os("DIFF_DEBUG").is_some() {
             eprintln!("{a:?} taken {taken_here} -> {my_status} {mine:?}");
         }
