@@ -21,15 +21,22 @@ use proptest::prelude::*;
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A random DAG of task steps: `deps[i]` is a bit mask of step i's parents among earlier steps,
-/// `tries[i]` its `max_attempts` (1 to 3, no jitter).
+/// `tries[i]` its `max_attempts` (1 to 3, no jitter) and, when it is 200 or more, makes it fan
+/// out over the run input's three items, two at a time.
 fn definition(deps: &[u8], tries: &[u8]) -> String {
     let mut yaml = String::from("name: diff\nversion: 1\nsteps:\n");
     for (i, m) in deps.iter().enumerate() {
         let parents: Vec<String> = (0..i).filter(|j| m & (1 << j) != 0).map(|j| format!("s{j}")).collect();
+        let t = tries.get(i).copied().unwrap_or(0);
+        let fan = if t >= 200 {
+            ", for_each: input.items, max_parallel: 2"
+        } else {
+            ""
+        };
         yaml.push_str(&format!(
-            "  - {{id: s{i}, handler: h, depends_on: [{}], retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}}}\n",
+            "  - {{id: s{i}, handler: h{fan}, depends_on: [{}], retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}}}\n",
             parents.join(", "),
-            1 + tries.get(i).copied().unwrap_or(0) % 3
+            1 + t % 3
         ));
     }
     yaml
@@ -72,14 +79,15 @@ async fn states(
     run: &str,
 ) -> (Vec<(String, u32)>, String, Vec<(String, u32)>, String) {
     let m = memory.run(run).unwrap();
-    let mine = def
+    let _ = def;
+    let mine = m
         .steps
-        .iter()
-        .map(|s| (m.steps[&s.id].phase.word().to_string(), m.steps[&s.id].attempt))
+        .values()
+        .map(|s| (s.phase.word().to_string(), s.attempt))
         .collect();
     let mut theirs = Vec::new();
-    for s in &def.steps {
-        let f = store.step_fields(run, &s.id, &["status", "attempt"]).await.unwrap();
+    for id in m.steps.keys() {
+        let f = store.step_fields(run, id, &["status", "attempt"]).await.unwrap();
         theirs.push((
             f[0].clone().unwrap_or_else(|| "pending".into()),
             f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
@@ -107,14 +115,15 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
     let mut now = 1_000_000;
     let mut memory = MemoryStore::new(now);
     memory.register(def.clone());
-    memory.submit("diff", &run, "{}").unwrap();
+    let input = r#"{"items":[1,2,3]}"#;
+    memory.submit("diff", &run, input).unwrap();
     let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
     store
         .create_run(
             &RunCall { run_id: &run, now },
             "diff",
             1,
-            "{}",
+            input,
             "",
             &step_ids_csv(&def),
             &roots,
@@ -125,11 +134,14 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
         .await
         .unwrap();
     let pinned = pinned(&def);
+    let mut started = std::collections::HashSet::new();
+    fan_out(&def, &memory, &store, &run, now, &mut started).await?;
     for a in actions {
         now += 10;
         memory.now = now;
         let call = RunCall { run_id: &run, now };
-        let id = |i: usize| def.steps[i % def.steps.len()].id.clone();
+        let ids: Vec<String> = memory.run(&run).unwrap().steps.keys().cloned().collect();
+        let id = |i: usize| ids[i % ids.len()].clone();
         let report = match &a {
             Action::Report(i, ok, w) => Some((*i, *ok, *w, false)),
             Action::Stale(i) => Some((*i, true, "w1", true)),
@@ -228,6 +240,11 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     step: step.clone(),
                     attempt,
                 };
+                // Only an armed timer fires (the engine arms it when the attempt starts, and
+                // never for a fan-out step itself, whose elements run).
+                if !memory.run(&run).unwrap().timers.contains(&key) {
+                    continue;
+                }
                 let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
                 let sd = def.step(&step).unwrap();
                 let timed = attempt_timer(AttemptTimer::Timeout, sd, attempt, Duration::ZERO);
@@ -279,6 +296,8 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
             taken_here,
             taken_there
         );
+        fan_out(&def, &memory, &store, &run, now, &mut started).await?;
+        gather(&def, &mut memory, &store, &run, now).await?;
         let (mine, my_status, theirs, their_status) = states(&def, &memory, &store, &run).await;
         prop_assert_eq!(&mine, &theirs, "after {:?}", a);
         prop_assert_eq!(&my_status, &their_status, "after {:?}", a);
@@ -292,6 +311,94 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
         if std::env::var_os("DIFF_DEBUG").is_some() {
             eprintln!("{a:?} taken {taken_here} -> {my_status} {mine:?}");
         }
+    }
+    Ok(())
+}
+
+/// Starts on Redis the fan-outs the core started (the engine stages the inputs, then starts the
+/// elements): every fan-out step the scripts show dispatched at an attempt not yet started.
+async fn fan_out(
+    def: &WorkflowDefinition,
+    memory: &MemoryStore,
+    store: &Store,
+    run: &str,
+    now: i64,
+    started: &mut std::collections::HashSet<(String, u32)>,
+) -> Result<(), TestCaseError> {
+    let call = RunCall { run_id: run, now };
+    for s in def.steps.iter().filter(|s| s.for_each.is_some()) {
+        let f = store.step_fields(run, &s.id, &["status", "attempt"]).await.unwrap();
+        let attempt: u32 = f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0);
+        if f[0].as_deref() != Some("dispatched") || !started.insert((s.id.clone(), attempt)) {
+            continue;
+        }
+        prop_assert!(matches!(memory.run(run).unwrap().steps[&s.id].phase, Phase::FanOut(_)));
+        let inputs: Vec<String> = ["1", "2", "3"].map(String::from).to_vec();
+        let kept = store
+            .stage_items(&call, &s.id, attempt, 0, &inputs)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        store
+            .start_items(
+                &call,
+                &s.id,
+                attempt,
+                2,
+                &children_spec(def, &s.id),
+                &leaves_csv(def),
+                3,
+                &kept,
+            )
+            .await
+            .unwrap();
+    }
+    Ok(())
+}
+
+/// Completes fan-outs whose elements all succeeded, on both sides (the `items` timer).
+async fn gather(
+    def: &WorkflowDefinition,
+    memory: &mut MemoryStore,
+    store: &Store,
+    run: &str,
+    now: i64,
+) -> Result<(), TestCaseError> {
+    let gathering: Vec<(String, u32)> = memory
+        .run(run)
+        .unwrap()
+        .steps
+        .iter()
+        .filter(|(_, s)| matches!(&s.phase, Phase::FanOut(f) if f.gathering))
+        .map(|(id, s)| (id.clone(), s.attempt))
+        .collect();
+    for (step, attempt) in gathering {
+        let key = TimerKey {
+            kind: TimerKind::Items,
+            step: step.clone(),
+            attempt,
+        };
+        let here = memory.send(run, Event::Timer { key, jitter: 0.0 }).is_ok();
+        let args = CompleteArgs {
+            step: &step,
+            attempt,
+            by: Reporter::Coordinator("coordinator"),
+            outcome: "items",
+            body: "[1,1,1]",
+            retry_at: 0,
+            heartbeat_timeout_ms: 0,
+            children: &children_spec(def, &step),
+            leaves: &leaves_csv(def),
+            pinned: &pinned(def),
+        };
+        let there = !matches!(
+            store
+                .complete_step(redis::pipe(), &RunCall { run_id: run, now }, &args)
+                .await
+                .unwrap(),
+            Completion::Stale | Completion::Alive(_)
+        );
+        prop_assert_eq!(here, there, "gathering {}", step);
     }
     Ok(())
 }

@@ -884,14 +884,17 @@ impl<'a> Tx<'a> {
         format!("{{{}}}", parts.join(","))
     }
 
-    /// Finishes the run: cancels its live steps (and their child runs), gives back every slot,
-    /// disarms every timer, drops its outbox entries and tells its parent.
+    /// Finishes the run: cancels its live steps (and their child runs; fan-out elements keep their
+    /// state), gives back every slot, disarms every timer, drops its outbox entries and tells its
+    /// parent.
     fn finish_run(&mut self, status: RunStatus, output: String, error: String) {
+        // The definition's steps, not fan-out elements: ending a run does no work in proportion to
+        // its element count (an element of a finished run is fenced by the run's status).
         let live: Vec<String> = self
             .next
             .steps
             .iter()
-            .filter(|(_, s)| !s.phase.is_settled())
+            .filter(|(id, s)| !s.phase.is_settled() && split_item(id).1.is_none())
             .map(|(id, _)| id.clone())
             .collect();
         for id in live {
