@@ -3,9 +3,11 @@
 //! run, child runs included, to its end in microseconds, so engine-level behaviour is tested
 //! without Redis; its clock is manual ([`MemoryStore::now`]).
 //!
-//! What it does not model: cross-run pools (every gate answers open), event buffering (an event
-//! is delivered to the steps waiting for it when published), and an emitting step's child runs
-//! (its emission ends at once).
+//! What it models of the cross-run pools: a step with a rate limit is parked once per attempt
+//! (its window has room again a second later), and a step with a concurrency limit waits in its
+//! pool's queue once per attempt (granted at the next [`MemoryStore::advance`]). What it does not
+//! model: event buffering (an event is delivered to the steps waiting for it when published), and
+//! an emitting step's child runs (its emission ends at once).
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -57,6 +59,10 @@ pub struct MemoryStore {
     pub rejects: Vec<(String, Reject)>,
     /// The largest output a step may have (bytes).
     pub max_payload_bytes: usize,
+    /// (run, step, attempt) already parked by their rate limit or queued for a slot.
+    gated: BTreeSet<(String, String, u32, bool)>,
+    /// Steps queued for a slot, granted at the next [`MemoryStore::advance`].
+    grants: VecDeque<(String, String, u32)>,
 }
 
 impl MemoryStore {
@@ -153,14 +159,20 @@ impl MemoryStore {
         let parent = run.parent.clone();
         for effect in t.effects {
             match &effect {
-                Effect::Dispatch { step, attempt } => pending.push_back((
-                    run_id.to_string(),
-                    Event::Dispatch {
-                        step: step.clone(),
-                        attempt: *attempt,
-                        gate: GateAnswer::Open,
-                    },
-                )),
+                Effect::Dispatch { step, attempt } => {
+                    let gate = self.gate(run_id, step, *attempt);
+                    if gate == GateAnswer::SlotQueued {
+                        self.grants.push_back((run_id.to_string(), step.clone(), *attempt));
+                    }
+                    pending.push_back((
+                        run_id.to_string(),
+                        Event::Dispatch {
+                            step: step.clone(),
+                            attempt: *attempt,
+                            gate,
+                        },
+                    ))
+                }
                 Effect::Publish { step, attempt, input } => self.queue.push_back(Task {
                     run: run_id.to_string(),
                     step: step.clone(),
@@ -237,9 +249,38 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Fires the earliest armed timer, moving the clock to its due time if it is later. Returns
-    /// false when no timer is armed.
+    /// What the pools answer for a dispatch of `step` (see the module's doc).
+    fn gate(&mut self, run_id: &str, step: &str, attempt: u32) -> GateAnswer {
+        let Some(def) = self.runs.get(run_id).map(|r| r.def.clone()) else {
+            return GateAnswer::Open;
+        };
+        let Some(s) = def.step(step).filter(|_| !step.contains('#')) else {
+            return GateAnswer::Open;
+        };
+        let mut once = |slot: bool| self.gated.insert((run_id.to_string(), step.to_string(), attempt, slot));
+        if s.rate_limit.is_some() && once(false) {
+            return GateAnswer::RateLimited(self.now.saturating_add(1_000));
+        }
+        if s.concurrency.is_some() && once(true) {
+            return GateAnswer::SlotQueued;
+        }
+        GateAnswer::Open
+    }
+
+    /// Grants a queued slot, or fires the earliest armed timer, moving the clock to its due time
+    /// if it is later. Returns false when nothing was left to do.
     pub fn advance(&mut self) -> bool {
+        if let Some((run, step, attempt)) = self.grants.pop_front() {
+            let event = Event::Dispatch {
+                step,
+                attempt,
+                gate: GateAnswer::Open,
+            };
+            if let Err(r) = self.send(&run, event) {
+                self.rejects.push((run, r));
+            }
+            return true;
+        }
         let Some(first) = self.timers.iter().next().cloned() else {
             return false;
         };

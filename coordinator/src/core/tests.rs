@@ -413,6 +413,9 @@ fn random_def(kinds: &[u8], deps: &[u8], flags: &[u8]) -> String {
         if k % 7 <= 1 && f % 7 == 1 {
             line.push_str(", concurrency: {limit: 2}");
         }
+        if k % 7 <= 1 && f % 3 == 2 {
+            line.push_str(", rate_limit: {limit: 1, period: 1s}");
+        }
         if k % 7 <= 2 {
             line.push_str(&format!(
                 ", timeout: 4s, retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}",
@@ -718,4 +721,41 @@ fn a_whole_run_in_memory_takes_microseconds() {
     // 100 runs of 3 steps: well under a second even in a debug build.
     assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
     let _: BTreeSet<()> = BTreeSet::new();
+}
+
+#[test]
+fn gated_steps_wait_for_their_rate_limit_and_slot_then_run() {
+    let yaml = "name: gated\nversion: 1\nsteps:\n  - {id: a, handler: h, rate_limit: {limit: 1, period: 1s}, concurrency: {limit: 1}}\n";
+    let mut store = MemoryStore::new(0);
+    store.register(def(yaml));
+    store.submit("gated", "r", "{}").unwrap();
+    store.run_to_end("w", |_| ok("1"), 100);
+    let run = store.run("r").unwrap();
+    assert_eq!(run.status().word(), "succeeded");
+    assert!(run.slots.is_empty(), "the slot was given back");
+    let waits: Vec<&str> = store
+        .effects
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Effect::History {
+                status: "waiting",
+                detail,
+                ..
+            } => Some(detail.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            "rate limit gated/a (1 per 1s): next start at 1970-01-01T00:00:01.000Z",
+            "a slot of gated/a (limit 1)"
+        ]
+    );
+    assert!(
+        store
+            .effects
+            .iter()
+            .any(|(_, e)| matches!(e, Effect::ReleaseSlot { .. }))
+    );
 }
