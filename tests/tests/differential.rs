@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use baton_coordinator::{
     core::{
-        Event, Outcome, Phase, RunPhase, TimerKey, TimerKind,
+        Event, Outcome, Phase, RunPhase, TimerKey, TimerKind, Wait,
         classify::{AttemptTimer, attempt_timer},
         memory::MemoryStore,
         plan::{children_spec, leaves_csv, pinned, reads_csv, retry_at_with, step_ids_csv},
     },
-    store::{CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store},
+    store::{
+        CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store,
+        TimerKind as StoreTimer, timer_member,
+    },
 };
 use baton_shared::{definition::WorkflowDefinition, keys::Keys, proto::StepFailure};
 use proptest::prelude::*;
@@ -22,16 +25,17 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A random DAG of task steps: `deps[i]` is a bit mask of step i's parents among earlier steps,
 /// `tries[i]` its `max_attempts` (1 to 3, no jitter) and, when it is 200 or more, makes it fan
-/// out over the run input's three items, two at a time.
+/// out over the run input's three items, two at a time; from 100, gives it a rate limit (the
+/// in-memory store parks each attempt once).
 fn definition(deps: &[u8], tries: &[u8]) -> String {
     let mut yaml = String::from("name: diff\nversion: 1\nsteps:\n");
     for (i, m) in deps.iter().enumerate() {
         let parents: Vec<String> = (0..i).filter(|j| m & (1 << j) != 0).map(|j| format!("s{j}")).collect();
         let t = tries.get(i).copied().unwrap_or(0);
-        let fan = if t >= 200 {
-            ", for_each: input.items, max_parallel: 2"
-        } else {
-            ""
+        let fan = match t {
+            200.. => ", for_each: input.items, max_parallel: 2",
+            100.. => ", rate_limit: {limit: 1, period: 1s}",
+            _ => "",
         };
         yaml.push_str(&format!(
             "  - {{id: s{i}, handler: h{fan}, depends_on: [{}], retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}}}\n",
@@ -136,6 +140,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
     let pinned = pinned(&def);
     let mut started = std::collections::HashSet::new();
     fan_out(&def, &memory, &store, &run, now, &mut started).await?;
+    park(&def, &memory, &store, &run, now).await?;
     for a in actions {
         now += 10;
         memory.now = now;
@@ -271,17 +276,19 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                 let step = id(*i);
                 let s = &memory.run(&run).unwrap().steps[&step];
                 let attempt = s.attempt;
-                if !matches!(s.phase, Phase::Retrying { .. }) {
-                    continue;
-                }
+                let (kind, mode) = match s.phase {
+                    Phase::Retrying { .. } => (TimerKind::Retry, DispatchMode::Retry),
+                    Phase::Waiting(Wait::RateLimited { .. }) => (TimerKind::RateWake, DispatchMode::Unpark),
+                    _ => continue,
+                };
                 let key = TimerKey {
-                    kind: TimerKind::Retry,
+                    kind,
                     step: step.clone(),
                     attempt,
                 };
                 let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
                 let there = store
-                    .dispatch_attempt(&call, &step, attempt, DispatchMode::Retry, &reads_csv(&def, &step))
+                    .dispatch_attempt(&call, &step, attempt, mode, &reads_csv(&def, &step))
                     .await
                     .unwrap()
                     .is_some();
@@ -297,6 +304,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
             taken_there
         );
         fan_out(&def, &memory, &store, &run, now, &mut started).await?;
+        park(&def, &memory, &store, &run, now).await?;
         gather(&def, &mut memory, &store, &run, now).await?;
         let (mine, my_status, theirs, their_status) = states(&def, &memory, &store, &run).await;
         prop_assert_eq!(&mine, &theirs, "after {:?}", a);
@@ -352,6 +360,38 @@ async fn fan_out(
             )
             .await
             .unwrap();
+    }
+    Ok(())
+}
+
+/// Parks on Redis the steps the core parked for their rate limit (the engine does when its
+/// rate-limit pool answers a later start), with the detail users read.
+async fn park(
+    def: &WorkflowDefinition,
+    memory: &MemoryStore,
+    store: &Store,
+    run: &str,
+    now: i64,
+) -> Result<(), TestCaseError> {
+    let call = RunCall { run_id: run, now };
+    for s in def.steps.iter().filter(|s| s.rate_limit.is_some()) {
+        let st = &memory.run(run).unwrap().steps[&s.id];
+        let Phase::Waiting(Wait::RateLimited { until }) = st.phase else {
+            continue;
+        };
+        let f = store.step_fields(run, &s.id, &["status"]).await.unwrap();
+        if f[0].as_deref() != Some("dispatched") {
+            continue;
+        }
+        let detail =
+            baton_coordinator::core::texts::rate_limited(&format!("diff/{}", s.id), 1, Duration::from_secs(1), until);
+        let timer = timer_member(StoreTimer::RateWake, run, &s.id, st.attempt);
+        prop_assert!(
+            store
+                .park(&call, &s.id, st.attempt, &detail, &timer, until)
+                .await
+                .unwrap()
+        );
     }
     Ok(())
 }
