@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod console;
+pub mod core;
 pub mod dispatch;
 pub mod edge;
 pub mod engine;
