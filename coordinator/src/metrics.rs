@@ -5,7 +5,7 @@
 //!
 //! Labels carry only bounded values: workflow names, handler names, step ids and fixed words
 //! (statuses, outcomes, gRPC codes and methods). Never a run id, a key value or free text.
-//! README "Metrics" lists every metric.
+//! docs/operations.md ("Metrics") lists every metric.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
