@@ -31,9 +31,36 @@ use baton_tests::{Cluster, free_port, status};
 use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 use serde_json::json;
 
-/// Fence languages the tests do not run, on purpose: code in another language (its compiled
-/// twins are the examples and the SDK tests), text, diagrams and protobuf text.
-const NOT_RUN: &[&str] = &["rust", "python", "text", "textproto", "toml"];
+/// Fence languages the tests do not run, on purpose: Rust (its compiled twins are the examples'
+/// `docs-worker` and the SDK's tests), text, diagrams and protobuf text. `python` and `toml`
+/// fences are parsed by python3 ([`python_parses`]).
+const NOT_RUN: &[&str] = &["rust", "text", "textproto"];
+
+/// Whether `text` parses as `lang` (`python`: its syntax; `toml`: a TOML document), by the
+/// machine's python3 (3.11 or later, for tomllib); the parser's complaint otherwise.
+fn python_parses(lang: &str, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let check = match lang {
+        "python" => "import ast, sys; ast.parse(sys.stdin.read())",
+        _ => "import sys, tomllib; tomllib.loads(sys.stdin.read())",
+    };
+    let mut child = Command::new("python3")
+        .args(["-c", check])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python3: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
 
 /// Most Markdown files the walk reads: a bound on the walk, far above the repository's count.
 const MAX_MARKDOWN_FILES: usize = 2_000;
@@ -308,6 +335,12 @@ async fn every_workflow_definition_in_the_docs_registers_and_the_runnable_ones_s
                 }
                 // Their `baton` lines: every_baton_command_in_the_docs_parses.
                 "sh" | "bash" | "shell" => {}
+                "python" | "toml" => {
+                    if let Err(e) = python_parses(lang, &f.text) {
+                        failures.push(format!("{at}: does not parse as {lang}: {e}"));
+                    }
+                    *not_run.entry(format!("{lang} (parsed)")).or_default() += 1;
+                }
                 _ if NOT_RUN.contains(&lang) => *not_run.entry(lang.to_string()).or_default() += 1,
                 _ => failures.push(format!(
                     "{at}: a fence in `{lang}`, which the docs tests do not know: run it in tests/tests/docs.rs \
@@ -367,7 +400,7 @@ async fn every_workflow_definition_in_the_docs_registers_and_the_runnable_ones_s
     );
     assert!(registered >= 5, "only {registered} definitions found in the docs");
     assert!(ran >= 1, "no runnable (`run`) example found in the docs");
-    eprintln!("{registered} definitions registered, {ran} run; not run on purpose: {not_run:?}");
+    eprintln!("{registered} definitions registered, {ran} run; other fences: {not_run:?}");
 }
 
 /// The `baton` binary cargo built beside this test (`target/<profile>/baton`).
