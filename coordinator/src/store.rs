@@ -13,7 +13,7 @@ use crate::error::{CoordinatorError, Result};
 
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
-/// each call to about a millisecond of Redis time (see README "Limits").
+/// each call to about a millisecond of Redis time (see docs/limits.md).
 pub const ITEM_BATCH: usize = 250;
 
 /// Waiters one `wake.lua` or `wake_runs.lua` call looks at, at most; a 'sem-wake' or 'run-wake'
