@@ -116,9 +116,9 @@ try {
   await page.goto(`${base}#/runs/${orderRun}`);
   const created = page.locator("dl.facts time").first();
   await created.waitFor({ timeout: T });
-  check(/ UTC$/.test(await created.textContent()), `a time says UTC by default (${await created.textContent()})`);
+  check(/\d\d:\d\d:\d\d UTC/.test(await created.textContent()), `a time says UTC by default (${await created.textContent()})`);
   await page.getByLabel("Times in").selectOption("local");
-  await until("local time", async () => / CET$/.test(await created.textContent()));
+  await until("local time", async () => /\d\d:\d\d:\d\d CET/.test(await created.textContent()));
   check(true, `after the toggle it says the local zone (${await created.textContent()})`);
   await page.getByLabel("Times in").selectOption("utc");
   await page.getByRole("button", { name: "Timeline" }).click();
@@ -146,11 +146,11 @@ try {
   check(page.url().includes("children=1"), "showing child runs lists the child, and says so in the URL");
   await page.getByLabel("Show child runs").uncheck();
   await page.getByLabel("Run id or idempotency key").fill("op-long-1");
-  await page.getByRole("button", { name: "Search" }).click();
+  await page.getByRole("button", { name: "Search", exact: true }).click();
   await page.locator("[data-testid='run-counts']", { hasText: "1 run on this page" }).waitFor({ timeout: T });
   check((await page.locator(`a[href="#/runs/${longs[1]}"]`).count()) === 1 && page.url().includes("q=op-long-1"), "search by idempotency key finds its run, kept in the URL");
   await page.getByLabel("Run id or idempotency key").fill(kid);
-  await page.getByRole("button", { name: "Search" }).click();
+  await page.getByRole("button", { name: "Search", exact: true }).click();
   await page.locator(`tbody a[href="#/runs/${kid}"]`).waitFor({ timeout: T });
   check(true, "search by run id finds the run, even a child run");
   await page.getByRole("button", { name: "Clear search" }).click();
@@ -238,7 +238,7 @@ try {
   await page.getByRole("button", { name: "Delete version 1" }).click();
   await dd.getByRole("button", { name: "Delete the version" }).click();
   await page.waitForURL("**/#/workflows/doomed?version=2", { timeout: T });
-  await page.getByRole("heading", { name: "doomed v2" }).waitFor({ timeout: T });
+  await page.getByRole("heading", { name: "doomed v2", exact: true }).waitFor({ timeout: T });
   check((await page.locator("a.ver").allTextContents()).join(",") === "v2", "after the run is cancelled, version 1 is deleted; v2 is left");
   check((await api("GET", `v1/runs/${doomedRun}`)).status === "cancelled", "the finished run of the deleted version keeps its history");
 

@@ -2559,7 +2559,7 @@ impl Store {
                     .filter(|(v, st)| {
                         v.as_deref() == Some(wanted.as_str())
                             && st.as_deref().is_some_and(|w| {
-                                baton_shared::status::RunStatus::from_word(w).is_none_or(|s| !s.is_terminal())
+                                baton_shared::proto::RunStatus::from_word(w).is_none_or(|s| !s.is_terminal())
                             })
                     })
                     .count() as u64,

@@ -198,7 +198,9 @@ function ScheduleForm({ schedule, onDone, onCancel }: { schedule?: Schedule; onD
       onDone(s);
     } catch (err) {
       const f = err instanceof ApiError ? scheduleErrorField(err.field) : "";
-      setErrors({ [f]: err instanceof ApiError && !f ? `${err.code}: ${err.message}` : (err as Error).message });
+      // Next to its field, the message without the field's name in front ("cron: invalid ...").
+      const text = err instanceof ApiError ? (f ? err.message.replace(/^[\w.\/\[\]]+: /, "") : `${err.code}: ${err.message}`) : String(err);
+      setErrors({ [f]: text });
     } finally {
       setBusy(false);
     }
