@@ -230,8 +230,14 @@ async fn a_user_sees_which_outputs_a_large_run_left_out_and_reads_one_by_its_ste
 async fn a_user_deletes_a_workflow_version_only_once_no_run_of_it_is_unfinished() {
     let s = setup().await;
     for (name, text) in [
-        ("v1.yaml", "name: doomed\nversion: 1\nsteps:\n  - {id: a, handler: nobody_serves_this}\n"),
-        ("v2.yaml", "name: doomed\nversion: 2\nsteps:\n  - {id: a, handler: fail}\n"),
+        (
+            "v1.yaml",
+            "name: doomed\nversion: 1\nsteps:\n  - {id: a, handler: nobody_serves_this}\n",
+        ),
+        (
+            "v2.yaml",
+            "name: doomed\nversion: 2\nsteps:\n  - {id: a, handler: fail}\n",
+        ),
     ] {
         let file = s.dir.path().join(name);
         std::fs::write(&file, text).unwrap();
@@ -266,7 +272,11 @@ async fn a_user_deletes_a_workflow_version_only_once_no_run_of_it_is_unfinished(
     assert_eq!(code, 0);
     assert!(out.contains("cancelled"), "{out}");
 
-    let (code, out, err) = baton(&s.addr, &["workflow", "delete", "doomed", "--version", "2", "--output", "json"]).await;
+    let (code, out, err) = baton(
+        &s.addr,
+        &["workflow", "delete", "doomed", "--version", "2", "--output", "json"],
+    )
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let answer: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["remaining_versions"], json!([]));

@@ -300,7 +300,9 @@ impl proto::workflow_service_server::WorkflowService for Api {
         check_workflow("name", &r.name)?;
         let remaining_versions = self.engine.registry.delete_version(&r.name, r.version).await?;
         tracing::info!(workflow = %r.name, version = r.version, "deleted workflow version");
-        Ok(Response::new(proto::DeleteWorkflowVersionResponse { remaining_versions }))
+        Ok(Response::new(proto::DeleteWorkflowVersionResponse {
+            remaining_versions,
+        }))
     }
 }
 

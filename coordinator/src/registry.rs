@@ -381,7 +381,11 @@ impl Registry {
                 if unfinished == 1 { "it" } else { "them" },
             )));
         }
-        let left = self.store.delete_workflow_version(name, version).await?.ok_or_else(not_found)?;
+        let left = self
+            .store
+            .delete_workflow_version(name, version)
+            .await?
+            .ok_or_else(not_found)?;
         let key = (name.to_string(), version);
         self.cache.invalidate(&key);
         self.handlers.invalidate(&key);

@@ -2527,7 +2527,6 @@ pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
     member.split_once('|')
 }
 
-
 /// Deleting a workflow version (`DeleteWorkflowVersion`).
 impl Store {
     /// How many runs of `name` version `version` are unfinished (pending or running), read from

@@ -157,7 +157,9 @@ async fn the_console_starts_runs_cancels_in_bulk_edits_schedules_deletes_a_versi
     let http = format!("127.0.0.1:{}", free_port());
     let mut cluster = Cluster::start("console-operate", &[("BATON_HTTP_ADDR", &http)]).await;
     cluster.spawn_worker("op-worker", 8);
-    for yaml in [ORDER, LONGRUN, FLAKY, KID, PARENT, WIDE, WAITER, EXPENSE, DOOMED_1, DOOMED_2] {
+    for yaml in [
+        ORDER, LONGRUN, FLAKY, KID, PARENT, WIDE, WAITER, EXPENSE, DOOMED_1, DOOMED_2,
+    ] {
         cluster.register(yaml).await;
     }
     let stdout = run_script(&cluster, &http, "operate.mjs", &[]).await;
