@@ -139,7 +139,7 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct DeleteWorkflowQuery {
     /// The version to delete (required, 1 or more).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, required = true)]
     version: u32,
 }
 
