@@ -272,6 +272,32 @@ async fn a_user_deletes_a_workflow_version_only_once_no_run_of_it_is_unfinished(
     assert_eq!(code, 0);
     assert!(out.contains("cancelled"), "{out}");
 
+    // A schedule that starts runs of version 2 keeps it until the schedule goes.
+    let (code, out, err) = baton(
+        &s.addr,
+        &[
+            "schedule",
+            "create",
+            "--id",
+            "doomed-nightly",
+            "--workflow",
+            "doomed",
+            "--version",
+            "2",
+            "--cron",
+            "0 3 * * *",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = baton(&s.addr, &["workflow", "delete", "doomed", "--version", "2"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("schedule doomed-nightly starts runs of workflow"),
+        "{err}"
+    );
+    let (code, out, err) = baton(&s.addr, &["schedule", "delete", "doomed-nightly"]).await;
+    assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = baton(
         &s.addr,
         &["workflow", "delete", "doomed", "--version", "2", "--output", "json"],

@@ -298,6 +298,31 @@ impl proto::workflow_service_server::WorkflowService for Api {
     ) -> Result<Response<proto::DeleteWorkflowVersionResponse>, Status> {
         let r = req.into_inner();
         check_workflow("name", &r.name)?;
+        // A schedule that would start runs of the version (it names the version, or follows the
+        // latest and this is the last one) keeps it: the schedule goes or changes first.
+        let numbers = self.engine.registry.version_numbers(&r.name).await?;
+        let exists = numbers.iter().any(|(v, _)| *v == r.version);
+        let last = numbers.len() <= 1;
+        let keeping: Vec<String> = self
+            .engine
+            .list_schedules(&r.name)
+            .await?
+            .into_iter()
+            .filter(|s| s.version == r.version || (s.version == 0 && last))
+            .map(|s| s.id)
+            .take(10)
+            .collect();
+        if exists && !keeping.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "version: schedule{} {} start{} runs of workflow {} version {}; delete or edit {} first",
+                if keeping.len() == 1 { "" } else { "s" },
+                keeping.join(", "),
+                if keeping.len() == 1 { "s" } else { "" },
+                echo(&r.name),
+                r.version,
+                if keeping.len() == 1 { "it" } else { "them" },
+            )));
+        }
         let remaining_versions = self.engine.registry.delete_version(&r.name, r.version).await?;
         tracing::info!(workflow = %r.name, version = r.version, "deleted workflow version");
         Ok(Response::new(proto::DeleteWorkflowVersionResponse {
