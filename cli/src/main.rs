@@ -276,6 +276,15 @@ pub enum WorkflowCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         version: Option<u32>,
     },
+    /// Delete one version of a workflow that has no unfinished runs (finished runs keep their
+    /// history); the name goes away with its last version.
+    Delete {
+        /// The workflow's name.
+        name: String,
+        /// The version to delete.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        version: u32,
+    },
 }
 
 /// `baton worker ...`
@@ -827,6 +836,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             match output {
                 Output::Table => print_text(&render::workflow_text(&workflow))?,
                 Output::Json => print_json(&render::workflow_json(&workflow), true)?,
+            }
+        }
+        Command::Workflow(WorkflowCommand::Delete { name, version }) => {
+            let coordinator = Coordinator::connect(&target).await?;
+            let left = coordinator
+                .workflows()
+                .delete_workflow_version(baton_shared::proto::DeleteWorkflowVersionRequest {
+                    name: name.clone(),
+                    version,
+                })
+                .await?
+                .into_inner()
+                .remaining_versions;
+            match output {
+                Output::Table => print_text(&render::workflow_deleted_text(&name, version, &left))?,
+                Output::Json => print_json(
+                    &serde_json::json!({ "workflow": name, "deleted_version": version, "remaining_versions": left }),
+                    true,
+                )?,
             }
         }
         Command::Run(RunCommand::Submit(args)) => return submit(&target, output, args, reconnect_for).await,

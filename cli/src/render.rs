@@ -254,6 +254,20 @@ fn indent(text: &str, n: usize) -> String {
 // Text output
 // ---------------------------------------------------------------------------------------------
 
+/// What `baton workflow delete` prints: the version deleted and the versions left (or that the
+/// name is gone with its last version).
+pub fn workflow_deleted_text(name: &str, version: u32, left: &[u32]) -> String {
+    if left.is_empty() {
+        format!("deleted workflow {name} version {version}; it was the last version, the name is gone\n")
+    } else {
+        let left: Vec<String> = left.iter().map(|v| v.to_string()).collect();
+        format!(
+            "deleted workflow {name} version {version}; versions left: {}\n",
+            left.join(", ")
+        )
+    }
+}
+
 /// The answer to `workflow apply`: the workflow's name and version, and whether it is new.
 pub fn apply_text(resp: &RegisterWorkflowResponse) -> String {
     let (name, version) = resp

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod console;
+pub mod core;
 pub mod dispatch;
 pub mod edge;
 pub mod engine;
@@ -114,7 +115,7 @@ pub async fn serve_with(
             tracing::warn!(
                 listen = %config.listen,
                 "auth is off (no auth_tokens_file or BATON_AUTH_TOKENS) and the coordinator listens on a non-loopback \
-                 address: anyone who reaches it can submit, cancel and report; configure tokens (README, Security)"
+                 address: anyone who reaches it can submit, cancel and report; configure tokens (docs/security.md)"
             );
         }
     } else {
@@ -153,7 +154,7 @@ pub async fn serve_with(
                 tracing::warn!(
                     http_addr = %addr,
                     "auth is off and the HTTP API listens on a non-loopback address: anyone who reaches it can submit, \
-                     cancel and complete tasks; configure tokens (README, Security)"
+                     cancel and complete tasks; configure tokens (docs/security.md)"
                 );
             }
             let state = http::HttpState::new(

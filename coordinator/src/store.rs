@@ -13,7 +13,7 @@ use crate::error::{CoordinatorError, Result};
 
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
-/// each call to about a millisecond of Redis time (see README "Limits").
+/// each call to about a millisecond of Redis time (see docs/limits.md).
 pub const ITEM_BATCH: usize = 250;
 
 /// Waiters one `wake.lua` or `wake_runs.lua` call looks at, at most; a 'sem-wake' or 'run-wake'
@@ -2479,8 +2479,8 @@ pub enum LayoutCheck {
     Migrated(u32),
 }
 
-/// The README section that says how to drain a namespace before an upgrade it cannot take.
-pub const DRAIN_PROCEDURE: &str = "README.md, Operations, \"Upgrades and the namespace layout\"";
+/// The docs section that says how to drain a namespace before an upgrade it cannot take.
+pub const DRAIN_PROCEDURE: &str = "docs/operations.md, \"Upgrades and the namespace layout\"";
 
 impl Store {
     /// The key holding the namespace's layout version.
@@ -2905,6 +2905,91 @@ impl TimerKind {
 pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
     member.split_once('|')
 }
+
+/// Deleting a workflow version (`DeleteWorkflowVersion`).
+impl Store {
+    /// How many runs of `name` version `version` are unfinished (pending or running), read from
+    /// the workflow's run index a page of [`DELETE_SCAN_PAGE`] runs at a time (one pipelined
+    /// `HMGET` per page). Runs that expired are not counted.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn unfinished_runs_of_version(&self, name: &str, version: u32) -> Result<u64> {
+        let index = self.keys.workflow_runs_index(name);
+        let wanted = version.to_string();
+        let mut conn = self.conn.clone();
+        let mut count = 0u64;
+        let mut start = 0isize;
+        loop {
+            let stop = start.saturating_add(DELETE_SCAN_PAGE - 1);
+            let members: Vec<String> = conn.zrange(&index, start, stop).await?;
+            if members.is_empty() {
+                return Ok(count);
+            }
+            let mut pipe = redis::pipe();
+            for m in &members {
+                let id = m.split_once(':').map(|(_, id)| id).unwrap_or_default();
+                pipe.cmd("HMGET").arg(self.keys.run(id)).arg("version").arg("status");
+            }
+            let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+            count = count.saturating_add(
+                rows.iter()
+                    .filter(|(v, st)| {
+                        v.as_deref() == Some(wanted.as_str())
+                            && st.as_deref().is_some_and(|w| {
+                                baton_shared::proto::RunStatus::from_word(w).is_none_or(|s| !s.is_terminal())
+                            })
+                    })
+                    .count() as u64,
+            );
+            if members.len() < DELETE_SCAN_PAGE as usize {
+                return Ok(count);
+            }
+            start = start.saturating_add(DELETE_SCAN_PAGE);
+        }
+    }
+
+    /// Deletes one version of a workflow (`delete_workflow_version.lua`, one atomic step): its
+    /// definition and registration time; the name leaves the set of names with its last version.
+    /// Returns the versions left, ascending, or `None` when there was no such version.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
+    pub async fn delete_workflow_version(&self, name: &str, version: u32) -> Result<Option<Vec<u32>>> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/delete_workflow_version.lua")));
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = SCRIPT
+            .key(self.keys.workflow(name))
+            .key(self.keys.workflow_registered(name))
+            .key(self.keys.workflow_names())
+            .arg(version)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.split_first() {
+            Some((tag, [])) if tag == "missing" => Ok(None),
+            Some((tag, left)) if tag == "deleted" => {
+                let mut versions = left
+                    .iter()
+                    .map(|v| {
+                        v.parse::<u32>()
+                            .map_err(|_| CoordinatorError::Internal(format!("stored workflow version {v:?}")))
+                    })
+                    .collect::<Result<Vec<u32>>>()?;
+                versions.sort_unstable();
+                Ok(Some(versions))
+            }
+            _ => Err(CoordinatorError::Internal(format!(
+                "delete_workflow_version.lua answered {:?}",
+                reply.first()
+            ))),
+        }
+    }
+}
+
+/// Runs read per page by [`Store::unfinished_runs_of_version`].
+pub const DELETE_SCAN_PAGE: isize = 1_000;
 
 #[cfg(test)]
 mod tests {

@@ -134,22 +134,39 @@ const AUTH_REFUSED_PAUSE: Duration = Duration::from_secs(5);
 /// Longest failure message a worker sends, in bytes (a longer one is cut).
 const MAX_FAILURE_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// Checks a coordinator address before any connection: `http://` or `https://` (TLS, see
-/// [`WorkerConfig::tls`]); any other scheme, or an address without one, is refused.
+/// The environment variables a coordinator address is read from, the first set one winning:
+/// `BATON_ADDR` (as the CLI and the Python SDK) and its older alias `BATON_COORDINATOR`.
+pub const ADDRESS_VARIABLES: [&str; 2] = ["BATON_ADDR", "BATON_COORDINATOR"];
+
+/// A coordinator address as a URI, before any connection: `host:port` means `http://host:port`
+/// (as for the CLI, the Python SDK and grpcio); `http://` and `https://` (TLS, see
+/// [`WorkerConfig::tls`]) are kept; any other scheme, or no host, is refused.
+///
+/// # Errors
+/// A message for the user that says what was wrong and what is accepted.
+pub fn coordinator_uri(addr: &str) -> Result<String, String> {
+    const FORMS: &str = "use host:port, http://host:port or https://host:port";
+    let addr = addr.trim();
+    let (scheme, rest) = addr.split_once("://").unwrap_or(("http", addr));
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Err(format!(
+            "unsupported scheme {} in {}: {FORMS}",
+            baton_shared::limits::echo(scheme),
+            baton_shared::limits::echo(addr)
+        ));
+    }
+    if rest.is_empty() || rest.starts_with(':') || rest.starts_with('/') {
+        return Err(format!("{} has no host: {FORMS}", baton_shared::limits::echo(addr)));
+    }
+    Ok(format!("{}://{rest}", scheme.to_ascii_lowercase()))
+}
+
+/// Checks a coordinator address before any connection (see [`coordinator_uri`]).
 ///
 /// # Errors
 /// A message for the user that says what was wrong and what is accepted.
 pub fn check_coordinator_address(addr: &str) -> Result<(), String> {
-    match addr.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => Ok(()),
-        Some((scheme, _)) => Err(format!(
-            "unsupported scheme {:?} in {addr:?}: use http://host:port or https://host:port",
-            baton_shared::limits::echo(scheme)
-        )),
-        None => Err(format!(
-            "{addr:?} has no scheme: use http://host:port or https://host:port"
-        )),
-    }
+    coordinator_uri(addr).map(drop)
 }
 
 impl Default for WorkerConfig {
@@ -184,7 +201,7 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults overridden by `BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`,
+    /// Defaults overridden by `BATON_ADDR` (or its alias `BATON_COORDINATOR`), `BATON_AMQP_URL`, `BATON_NAMESPACE`,
     /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`),
     /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes), `BATON_SHUTDOWN_GRACE` (a
     /// duration such as `30s`), `BATON_HEARTBEAT_INTERVAL` and `BATON_CALL_TIMEOUT` (durations
@@ -195,7 +212,10 @@ impl WorkerConfig {
     pub fn from_env() -> Self {
         let mut c = Self::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let Some(v) = var("BATON_COORDINATOR") {
+        if let Some(v) = ADDRESS_VARIABLES.into_iter().find_map(var) {
+            if let Some(alias) = var("BATON_COORDINATOR").filter(|alias| *alias != v) {
+                tracing::warn!("BATON_ADDR={v:?} and BATON_COORDINATOR={alias:?} differ; using BATON_ADDR");
+            }
             c.coordinator = v;
         }
         if let Some(v) = var("BATON_AMQP_URL") {
@@ -301,11 +321,13 @@ impl WorkerConfig {
 /// your own parser with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Coordinator gRPC address, or several separated by commas (`http://a:7450,http://b:7450`):
-    /// calls go to one and fail over to the next when it cannot be reached. A load balancer's
-    /// address, or a DNS name with several addresses, works as one.
-    #[arg(long, env = "BATON_COORDINATOR", default_value = "http://127.0.0.1:7450")]
-    pub coordinator: String,
+    /// Coordinator gRPC address (`host:port`, `http://host:port` or `https://host:port`), or several
+    /// separated by commas (`http://a:7450,http://b:7450`): calls go to one and fail over to the
+    /// next when it cannot be reached. A load balancer's address, or a DNS name with several
+    /// addresses, works as one. Default: `BATON_ADDR`, else its alias `BATON_COORDINATOR`, else
+    /// `http://127.0.0.1:7450`.
+    #[arg(long, env = "BATON_ADDR")]
+    pub coordinator: Option<String>,
     /// RabbitMQ URL.
     #[arg(
         long,
@@ -340,7 +362,7 @@ impl WorkerArgs {
     pub fn config(&self) -> WorkerConfig {
         let base = WorkerConfig::from_env();
         WorkerConfig {
-            coordinator: self.coordinator.clone(),
+            coordinator: self.coordinator.clone().unwrap_or(base.coordinator.clone()),
             amqp_url: self.amqp_url.clone(),
             namespace: self.namespace.clone(),
             concurrency: self.concurrency,
@@ -440,9 +462,10 @@ impl Worker {
         }
         let addresses = crate::failover::split_addresses(&self.config.coordinator)
             .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e))?;
-        for addr in &addresses {
-            check_coordinator_address(addr).map_err(|e| WorkerError::Address(addr.clone(), e))?;
-        }
+        let addresses = addresses
+            .into_iter()
+            .map(|addr| coordinator_uri(&addr).map_err(|e| WorkerError::Address(addr, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(addr) = self.config.metrics_addr {
             crate::metrics::install(addr).map_err(WorkerError::Metrics)?;
         }
@@ -1328,12 +1351,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_and_https_coordinator_addresses_are_accepted() {
-        assert!(check_coordinator_address("http://h:1").is_ok());
-        assert!(check_coordinator_address("HTTPS://h:1").is_ok());
-        let e = check_coordinator_address("ftp://h:1").unwrap_err();
-        assert!(e.starts_with("unsupported scheme"), "{e}");
-        assert!(check_coordinator_address("h:1").is_err());
+    fn coordinator_addresses_take_the_cli_forms_and_refuse_other_schemes() {
+        assert_eq!(coordinator_uri("http://h:1").as_deref(), Ok("http://h:1"));
+        assert_eq!(coordinator_uri("HTTPS://h:1").as_deref(), Ok("https://h:1"));
+        assert_eq!(coordinator_uri(" h:1 ").as_deref(), Ok("http://h:1"));
+        assert_eq!(coordinator_uri("[::1]:7450").as_deref(), Ok("http://[::1]:7450"));
+        let e = coordinator_uri("ftp://h:1").unwrap_err();
+        assert!(e.starts_with("unsupported scheme") && e.contains("host:port"), "{e}");
+        assert!(coordinator_uri("http://").unwrap_err().contains("no host"));
+        assert!(coordinator_uri(":7450").unwrap_err().contains("no host"));
+        assert!(check_coordinator_address("h:1").is_ok());
     }
 
     #[tokio::test]

@@ -134,7 +134,7 @@ fn api_routes() -> OpenApiRouter<Arc<HttpState>> {
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .routes(routes!(workflows::register, workflows::list))
-        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::get, workflows::delete))
         .routes(routes!(runs::submit, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(sse::events))
