@@ -1,0 +1,98 @@
+//! The first hour with the `baton` binary (issue 19's defects), against a real coordinator process
+//! and test workers over the real Redis and RabbitMQ: `--reconnect-for 0s` is taken and gives up at
+//! the first error; `--addr` pointed at Baton's HTTP port says so and names the gRPC port; after a
+//! cancel then a retry, `run get` lists every attempt of a retried step and of a fan-out; and
+//! `event purge` without `--key` names the keys that hold events.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use baton_tests::Cluster;
+use serde_json::json;
+
+/// Runs `baton --addr ADDR ARGS` with `env` (and without the caller's `BATON_*` settings); answers
+/// (exit code, stdout, stderr).
+async fn baton_env(addr: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let addr = addr.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .arg("--addr")
+            .arg(&addr)
+            .args(&args)
+            .env_remove("BATON_ADDR")
+            .env_remove("BATON_RECONNECT_FOR")
+            .envs(env)
+            .output()
+            .expect("run baton");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+async fn baton(addr: &str, args: &[&str]) -> (i32, String, String) {
+    baton_env(addr, args, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnect_for_zero_is_taken_and_gives_up_at_the_first_error() {
+    let mut cluster = Cluster::start("cli-reconnect-zero", &[]).await;
+    let (code, out, err) = baton(&cluster.addr, &["--reconnect-for", "0s", "run", "list"]).await;
+    assert_eq!(code, 0, "--reconnect-for 0s is taken: {out}{err}");
+    let (code, out, err) = baton_env(&cluster.addr, &["run", "list"], &[("BATON_RECONNECT_FOR", "0s")]).await;
+    assert_eq!(code, 0, "BATON_RECONNECT_FOR=0s is taken: {out}{err}");
+    let (code, _, err) = baton(&cluster.addr, &["--reconnect-for", "25h", "run", "list"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("must be at most 1day"), "{err}");
+
+    // `manual` is served by no worker: the run stays open while the CLI watches it.
+    cluster
+        .register("name: stuck\nversion: 1\nsteps:\n  - {id: a, handler: manual}\n")
+        .await;
+    let run_id = cluster.submit("stuck", json!({})).await;
+    let watch = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "--addr",
+            &cluster.addr,
+            "run",
+            "watch",
+            &run_id,
+            "--reconnect-for",
+            "0s",
+        ])
+        .env_remove("BATON_RECONNECT_FOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn baton run watch");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.stop_coordinator(true);
+    let stopped = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || watch.wait_with_output().expect("wait for baton")),
+    )
+    .await
+    .expect("baton run watch --reconnect-for 0s gave up within 30 s")
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        !stderr.contains("retrying for up to"),
+        "0s gives up at the first error, without riding the outage out: {stderr}"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "gave up after {:?}",
+        stopped.elapsed()
+    );
+}
+
