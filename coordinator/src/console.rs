@@ -1,7 +1,7 @@
 //! The web console: static assets embedded in the binary, served at /.
 //!
-//! `console/build.sh` builds the frontend into `console/dist`; this module embeds that directory
-//! at compile time (`rust-embed`, also in debug builds) and serves it as the HTTP server's
+//! `console/build.sh` builds the frontend into `console/dist`; `build.rs` embeds that directory
+//! at compile time by its content (also in debug builds) and this module serves it as the HTTP server's
 //! fallback: `/` and any path that is not a file (the console uses hash routes, so those are only
 //! stale links) get `index.html` with `Cache-Control: no-cache`; `/assets/*` are content-hashed by
 //! Vite and served `immutable` for a year. Every file has its content type and a strong ETag
@@ -12,12 +12,29 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use rust_embed::RustEmbed;
 
-/// The built console (`console/dist`), embedded at compile time.
-#[derive(RustEmbed)]
-#[folder = "../console/dist"]
-struct Assets;
+/// One file of the built console (`console/dist`), embedded at compile time by `build.rs`.
+struct Asset {
+    /// Its path under dist, `/`-separated (`index.html`, `assets/index-BsmiZkAE.js`).
+    path: &'static str,
+    /// Its bytes.
+    data: &'static [u8],
+    /// The hex SHA-256 of `data` (the strong ETag).
+    sha256: &'static str,
+    /// Its `Content-Type`.
+    mime: &'static str,
+}
+
+// `static ASSETS: &[Asset]`, sorted by path.
+include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
+
+/// The embedded file at `path` (under dist, without a leading `/`).
+fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS
+        .binary_search_by(|a| a.path.cmp(path))
+        .ok()
+        .and_then(|i| ASSETS.get(i))
+}
 
 /// `Cache-Control` of content-hashed files under `/assets/`.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -32,7 +49,7 @@ pub fn router() -> Router {
 
 /// Whether the embedded console is the real build (false: the "not built" page of `build.rs`).
 pub fn is_built() -> bool {
-    Assets::get("index.html").is_some_and(|f| !f.data.windows(NOT_BUILT.len()).any(|w| w == NOT_BUILT))
+    asset("index.html").is_some_and(|f| !f.data.windows(NOT_BUILT.len()).any(|w| w == NOT_BUILT))
 }
 
 /// The marker `build.rs` writes into its placeholder page.
@@ -43,7 +60,8 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")], "").into_response();
     }
     let path = uri.path().trim_start_matches('/');
-    let (name, file) = match Assets::get(path).filter(|_| !path.is_empty()) {
+    let file = asset(path).filter(|_| !path.is_empty());
+    let (name, file) = match file {
         Some(f) => (path, f),
         // A missing hashed asset is a 404 (an old page asking for a file of an earlier build),
         // not index.html, which a browser would try to run as a script.
@@ -55,12 +73,12 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
             )
                 .into_response();
         }
-        None => match Assets::get("index.html") {
+        None => match asset("index.html") {
             Some(f) => ("index.html", f),
             None => return (StatusCode::NOT_FOUND, "the console is not embedded").into_response(),
         },
     };
-    let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
+    let etag = format!("\"{}\"", file.sha256);
     let cache = if name.starts_with("assets/") {
         IMMUTABLE
     } else {
@@ -79,15 +97,7 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if fresh {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
-    let mime = file.metadata.mimetype();
-    let mime = if mime.starts_with("text/") || mime == "application/javascript" {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
-    };
-    if let Ok(v) = HeaderValue::from_str(&mime) {
-        out.insert(header::CONTENT_TYPE, v);
-    }
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.mime));
     if name == "index.html" {
         // The page loads only its own scripts and styles and talks only to this server.
         out.insert(
@@ -100,7 +110,7 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from(file.data.into_owned())
+        Body::from(file.data)
     };
     (StatusCode::OK, out, body).into_response()
 }
@@ -147,7 +157,11 @@ mod tests {
     #[tokio::test]
     async fn hashed_assets_are_immutable_with_their_content_type() {
         // Only when the console was built (console/build.sh); the placeholder has no assets.
-        let Some(js) = Assets::iter().find(|p| p.starts_with("assets/") && p.ends_with(".js")) else {
+        let Some(js) = ASSETS
+            .iter()
+            .map(|a| a.path)
+            .find(|p| p.starts_with("assets/") && p.ends_with(".js"))
+        else {
             assert!(!is_built(), "a built console has its scripts under assets/");
             return;
         };
