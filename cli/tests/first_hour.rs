@@ -9,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baton_tests::Cluster;
-use serde_json::json;
+use baton_tests::{Cluster, free_port};
+use serde_json::{Value, json};
 
 /// Runs `baton --addr ADDR ARGS` with `env` (and without the caller's `BATON_*` settings); answers
 /// (exit code, stdout, stderr).
@@ -94,5 +94,46 @@ async fn reconnect_for_zero_is_taken_and_gives_up_at_the_first_error() {
         "gave up after {:?}",
         stopped.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_port_is_named_as_batons_http_port_with_the_grpc_port_to_use() {
+    let http_port = free_port();
+    let http = format!("127.0.0.1:{http_port}");
+    let cluster = Cluster::start("cli-http-port", &[("BATON_HTTP_ADDR", &http)]).await;
+    let grpc_port = cluster.addr.rsplit(':').next().unwrap_or_default().to_string();
+    let http_addr = format!("http://{http}");
+
+    let (code, out, err) = baton(&http_addr, &["run", "list"]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: no Baton gRPC API at {http_addr}: this is Baton's HTTP port"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("the gRPC API is on port {grpc_port}"))
+            && err.contains(&format!("--addr http://127.0.0.1:{grpc_port}")),
+        "{err}"
+    );
+    assert!(!err.contains("grpc-status header missing"), "{err}");
+
+    // The same as host:port, and under -o json.
+    let (code, out, err) = baton(&http, &["-o", "json", "workflow", "list"]).await;
+    assert_eq!(code, 2);
+    assert!(out.is_empty(), "{out}");
+    let doc: Value = serde_json::from_str(err.trim()).expect("a JSON error");
+    assert_eq!(doc["error"]["code"], "UNAVAILABLE", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("this is Baton's HTTP port") && m.contains(&format!("port {grpc_port}"))),
+        "{doc}"
+    );
+
+    // The gRPC port itself still answers.
+    let (code, out, err) = baton(&cluster.addr, &["run", "list"]).await;
+    assert_eq!(code, 0, "{out}{err}");
 }
 

@@ -2,8 +2,10 @@
 //!
 //! `console/build.sh` builds the frontend into `console/dist`; `build.rs` embeds that directory
 //! at compile time by its content (also in debug builds) and this module serves it as the HTTP server's
-//! fallback: `/` and any path that is not a file (the console uses hash routes, so those are only
-//! stale links) get `index.html` with `Cache-Control: no-cache`; `/assets/*` are content-hashed by
+//! fallback: `/`, `/index.html` and the paths of the console's screens ([`SCREENS`]: the console
+//! uses hash routes, so `/runs/...` is only a link written without its `#`) get `index.html` with
+//! `Cache-Control: no-cache`; any other path that is not a file (`/metrics`, a gRPC method) is a
+//! 404 with the HTTP API's JSON error body naming what is served here; `/assets/*` are content-hashed by
 //! Vite and served `immutable` for a year. Every file has its content type and a strong ETag
 //! (SHA-256), answering `If-None-Match` with 304. When the console was not built, `build.rs`
 //! leaves a page saying how to build it, so a clean clone still compiles without Node.
@@ -52,15 +54,47 @@ pub fn is_built() -> bool {
     asset("index.html").is_some_and(|f| !f.data.windows(NOT_BUILT.len()).any(|w| w == NOT_BUILT))
 }
 
+/// The top-level routes of the console's screens (`#/runs/...`, see `console/src/main.tsx`): a path
+/// under one of them without the `#` still opens the console.
+pub const SCREENS: [&str; 5] = ["runs", "workflows", "tasks", "schedules", "workers"];
+
+/// Whether `path` (without its leading `/`) opens the console's page: the root, `index.html`, or
+/// a path under one of its [`SCREENS`].
+fn is_page(path: &str) -> bool {
+    let first = path.split('/').next().unwrap_or("");
+    path.is_empty() || path == "index.html" || SCREENS.contains(&first)
+}
+
+/// A path that is neither a file of the console nor one of its screens: 404 with the JSON error
+/// body of the HTTP API (`{"code": "NOT_FOUND", "message": "path: ...", "field": "path"}`).
+fn not_found(method: &Method, path: &str) -> Response {
+    crate::http::error::ApiError::edge(
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        "path",
+        &format!(
+            "no route {} {} here: this is Baton's HTTP port, serving the web console at / and the HTTP API \
+             under /v1 (see /v1/openapi.json); Prometheus metrics are on the coordinator's metrics_addr, \
+             and the gRPC API on its own port (default 7450)",
+            baton_shared::limits::echo(method.as_str()),
+            baton_shared::limits::echo(&format!("/{path}"))
+        ),
+    )
+    .into_response()
+}
+
 /// The marker `build.rs` writes into its placeholder page.
 const NOT_BUILT: &[u8] = b"the console was not built";
 
 async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let file = asset(path).filter(|_| !path.is_empty());
+    if file.is_none() && !path.starts_with("assets/") && !is_page(path) {
+        return not_found(&method, path);
+    }
     if method != Method::GET && method != Method::HEAD {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")], "").into_response();
     }
-    let path = uri.path().trim_start_matches('/');
-    let file = asset(path).filter(|_| !path.is_empty());
     let (name, file) = match file {
         Some(f) => (path, f),
         // A missing hashed asset is a 404 (an old page asking for a file of an earlier build),
@@ -139,6 +173,25 @@ mod tests {
                 "{path}"
             );
             assert_eq!(res.headers()[header::CACHE_CONTROL], REVALIDATE, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn paths_outside_the_console_are_404_with_the_json_error_body() {
+        for path in ["/metrics", "/favicon.ico", "/grpc.health.v1.Health/Check", "/runsx"] {
+            let res = get(path, None).await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json", "{path}");
+        }
+        let res = serve(
+            Method::POST,
+            "/baton.v1.RunService/ListRuns".parse().unwrap_or_default(),
+            HeaderMap::new(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        for path in ["/runs", "/workflows/expense", "/tasks/r/s", "/schedules", "/workers"] {
+            assert_eq!(get(path, None).await.status(), StatusCode::OK, "{path}");
         }
     }
 
