@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baton_tests::{Cluster, free_port};
+use baton_tests::{Cluster, free_port, step_status};
 use serde_json::{Value, json};
 
 /// Runs `baton --addr ADDR ARGS` with `env` (and without the caller's `BATON_*` settings); answers
@@ -135,5 +135,139 @@ async fn the_http_port_is_named_as_batons_http_port_with_the_grpc_port_to_use() 
     // The gRPC port itself still answers.
     let (code, out, err) = baton(&cluster.addr, &["run", "list"]).await;
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A step that fails its first two attempts at once and then waits out a 100 s backoff (so a
+/// cancel finds it between attempts), beside a fan-out whose first round of elements runs for a
+/// minute (so a cancel finds them running); their second attempts succeed at once.
+const CANCEL_RETRY: &str = r#"
+name: cancel-retry
+version: 1
+steps:
+  - id: flaky
+    handler: fail
+    input:
+      succeed_on_attempt: 4
+    retry: {max_attempts: 5, initial_interval: 1s, backoff_coefficient: 100, max_interval: 1h}
+  - id: fan
+    handler: slow
+    for_each: input.items
+    max_parallel: 3
+"#;
+
+/// The lines of `run get`'s attempts section of `step`: its title, then its table (header first).
+fn attempts_section<'a>(text: &'a str, step: &str) -> Vec<&'a str> {
+    let title = format!("Attempts of step {step} ");
+    text.lines()
+        .skip_while(|l| !l.starts_with(&title))
+        .take_while(|l| !l.trim().is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_cancel_then_retry_run_get_lists_every_attempt_of_a_retried_step_and_a_fan_out() {
+    let mut cluster = Cluster::start("cli-cancel-retry", &[]).await;
+    cluster.spawn_worker("cancel-retry-w", 8);
+    cluster.register(CANCEL_RETRY).await;
+    let items: Vec<Value> = (0..3).map(|_| json!({"ms": 60_000, "only_attempt": 1})).collect();
+    let run_id = cluster.submit("cancel-retry", json!({"items": items})).await;
+
+    // Cancel while flaky waits for its third attempt and the fan-out's elements run.
+    let start = Instant::now();
+    loop {
+        let run = cluster.get_run(&run_id).await;
+        let flaky = run.steps.iter().find(|s| s.id == "flaky");
+        let fan = run.steps.iter().find(|s| s.id == "fan");
+        let backing_off = step_status(&run, "flaky") == "retrying" && flaky.is_some_and(|s| s.attempt == 3);
+        let fanning = fan.and_then(|s| s.items.as_ref()).is_some_and(|i| i.in_flight == 3);
+        if backing_off && fanning {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "flaky never waited for attempt 3 beside a running fan-out: {run:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = baton(&cluster.addr, &["run", "cancel", &run_id]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(&cluster.addr, &["run", "retry", &run_id]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(&cluster.addr, &["run", "watch", &run_id]).await;
+    assert_eq!(code, 0, "the retried run succeeds: {out}{err}");
+
+    let (code, text, err) = baton(&cluster.addr, &["run", "get", &run_id]).await;
+    assert_eq!(code, 0, "{err}");
+    let flaky = attempts_section(&text, "flaky");
+    assert_eq!(
+        flaky.first().copied(),
+        Some("Attempts of step flaky (1 of at most 5 since the run was retried; 3 before):"),
+        "{text}"
+    );
+    let rows: Vec<&str> = flaky.iter().skip(2).map(|l| l.trim()).collect();
+    assert_eq!(rows.len(), 4, "every attempt, the cancelled one too:\n{text}");
+    for (row, (number, outcome)) in rows
+        .iter()
+        .zip([(1, "failed"), (2, "failed"), (3, "cancelled"), (4, "succeeded")])
+    {
+        let mut cells = row.split_whitespace();
+        assert_eq!(
+            (cells.next(), cells.next()),
+            (Some(format!("#{number}").as_str()), Some(outcome)),
+            "{text}"
+        );
+    }
+    assert!(
+        rows.get(2)
+            .is_some_and(|r| r.contains("run cancelled before this attempt was dispatched")),
+        "{text}"
+    );
+
+    let fan = attempts_section(&text, "fan");
+    assert!(
+        fan.first()
+            .is_some_and(|t| t.starts_with("Attempts of step fan (1 of at most") && t.ends_with("; 1 before):")),
+        "{text}"
+    );
+    let rows: Vec<Vec<&str>> = fan.iter().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the fan-out's attempts are listed, not an empty table:\n{text}"
+    );
+    assert_eq!(rows[0].get(..2), Some(&["#1", "cancelled"][..]), "{text}");
+    assert_eq!(rows[1].get(..2), Some(&["#2", "succeeded"][..]), "{text}");
+
+    // The same in JSON.
+    let (code, out, err) = baton(&cluster.addr, &["-o", "json", "run", "get", &run_id]).await;
+    assert_eq!(code, 0, "{err}");
+    let run: Value = serde_json::from_str(&out).expect("JSON");
+    let outcomes = |step: &str| -> Vec<(u64, String)> {
+        run["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == step))
+            .and_then(|s| s["attempts"].as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|a| {
+                        (
+                            a["number"].as_u64().unwrap_or(0),
+                            a["outcome"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        outcomes("flaky"),
+        [(1, "failed"), (2, "failed"), (3, "cancelled"), (4, "succeeded")].map(|(n, o)| (n, o.to_string())),
+        "{out}"
+    );
+    assert_eq!(
+        outcomes("fan"),
+        [(1, "cancelled"), (2, "succeeded")].map(|(n, o)| (n, o.to_string())),
+        "{out}"
+    );
 }
 
