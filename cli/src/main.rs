@@ -937,16 +937,35 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Event(EventCommand::Purge { name, key, all_keys }) => {
             let coordinator = Coordinator::connect(&target).await?;
-            let request = baton_shared::proto::PurgeBufferedEventsRequest { name, key, all_keys };
+            let request = baton_shared::proto::PurgeBufferedEventsRequest {
+                name: name.clone(),
+                key: key.clone(),
+                all_keys,
+            };
             let purged = coordinator
                 .events()
                 .purge_buffered_events(request)
                 .await?
                 .into_inner()
                 .purged;
+            // Nothing under that one key: say which keys of the name hold events, so that a purge
+            // without --key (the empty key) does not look like "there was nothing to purge".
+            let others = if purged == 0 && !all_keys {
+                coordinator
+                    .events()
+                    .list_buffered_events(baton_shared::proto::ListBufferedEventsRequest {
+                        name: name.clone(),
+                        limit: render::PURGE_KEYS_LISTED,
+                    })
+                    .await?
+                    .into_inner()
+                    .events
+            } else {
+                Vec::new()
+            };
             match output {
-                Output::Table => print_text(&format!("purged {purged} buffered event(s)\n"))?,
-                Output::Json => print_json(&serde_json::json!({ "purged": purged }), true)?,
+                Output::Table => print_text(&render::purged_text(&name, &key, all_keys, purged, &others))?,
+                Output::Json => print_json(&render::purged_json(purged, &others), true)?,
             }
         }
         Command::Task(TaskCommand::List(args)) => {

@@ -271,3 +271,45 @@ async fn after_cancel_then_retry_run_get_lists_every_attempt_of_a_retried_step_a
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn event_purge_without_a_key_names_the_keys_that_hold_events() {
+    let cluster = Cluster::start("cli-purge", &[]).await;
+    for (key, n) in [("order-1", 1), ("order-1", 2), ("order-2", 3)] {
+        let (code, out, err) = baton(
+            &cluster.addr,
+            &[
+                "event",
+                "publish",
+                "payment",
+                "--key",
+                key,
+                "-p",
+                &format!("{{\"n\": {n}}}"),
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+
+    let (code, out, err) = baton(&cluster.addr, &["event", "purge", "payment"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        "purged 0 buffered event(s)\n\
+         no event of payment without a key is buffered; events of payment are buffered under key \"order-1\" (2), \"order-2\" (1)\n\
+         purge one key with --key KEY, or every key of payment with --all-keys\n"
+    );
+    let (code, out, _) = baton(&cluster.addr, &["-o", "json", "event", "purge", "payment"]).await;
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(doc["purged"], 0, "{doc}");
+    assert_eq!(doc["buffered_keys"].as_array().map(Vec::len), Some(2), "{doc}");
+
+    let (code, out, _) = baton(&cluster.addr, &["event", "purge", "payment", "--key", "order-1"]).await;
+    assert_eq!((code, out.as_str()), (0, "purged 2 buffered event(s)\n"));
+    let (code, out, _) = baton(&cluster.addr, &["event", "purge", "payment", "--all-keys"]).await;
+    assert_eq!((code, out.as_str()), (0, "purged 1 buffered event(s)\n"));
+    let (code, out, _) = baton(&cluster.addr, &["event", "purge", "payment"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nor under any other key"), "{out}");
+}
