@@ -110,6 +110,8 @@ pub async fn serve_with(
         .await
         .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, tls = tls.is_some(), "coordinator listening (starting up)");
+    // Named on every answer of the HTTP port (`http::advertise_grpc_port`).
+    let grpc_port = listener.local_addr()?.port();
     if tokens.is_empty() {
         if !config.listen.ip().is_loopback() {
             tracing::warn!(
@@ -165,6 +167,7 @@ pub async fn serve_with(
             );
             let guard = http::guard::Guard::new(listener.local_addr()?, &config.http_allowed_origins);
             let (router, _) = http::router(state.clone(), guard);
+            let router = http::advertise_grpc_port(router, grpc_port);
             let bounds = http::ConnectionBounds {
                 header_read_timeout: config.http_header_read_timeout,
                 idle_timeout: config.http_idle_timeout,

@@ -187,6 +187,51 @@ async fn the_console_asks_for_a_token_when_the_api_answers_401_and_keeps_it_for_
     );
 }
 
+const LONG_ERRORS: &str = r#"
+name: longerrors
+version: 1
+description: Fails twice with a 600-byte error of one word, then succeeds.
+steps:
+  - id: charge
+    handler: fail
+    input:
+      succeed_on_attempt: 3
+      message_bytes: 600
+    retry: {max_attempts: 3, initial_interval: 100ms}
+"#;
+
+const FANOUT18: &str = r#"
+name: fanout18
+version: 1
+description: Squares 18 elements, two at a time, then echoes.
+steps:
+  - id: squares
+    handler: square
+    for_each: input.items
+    max_parallel: 2
+  - id: total
+    handler: echo
+    depends_on: [squares]
+"#;
+
+/// Issue 19: a step's long attempt errors stay in its card (1400 px and a phone), and a fan-out
+/// node never pairs an event's status with an older fetch's counts (`console/e2e/run_page.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_keeps_long_attempt_errors_in_the_card_and_a_fan_out_node_consistent_in_chromium() {
+    check_prerequisites();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start("console-run-page", &[("BATON_HTTP_ADDR", &http)]).await;
+    cluster.spawn_worker("console-run-page-worker", 8);
+    for yaml in [LONG_ERRORS, FANOUT18] {
+        cluster.register(yaml).await;
+    }
+    let stdout = run_script(&cluster, &http, "run_page.mjs", &[]).await;
+    assert!(
+        stdout.contains("all run page scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
 /// Waits until the HTTP server at `http` answers health and serves the built console, then runs
 /// `node console/e2e/<script>` with `env`; prints its output and answers its stdout, panicking
 /// when it fails.

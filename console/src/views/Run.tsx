@@ -6,6 +6,7 @@ import { href, navigate, type Route } from "../router";
 import { earlierAttemptsNote, fmtBytes, isTerminal, statusColour, statusWord } from "../status";
 import { place, timeline } from "../timeline";
 import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll, When } from "../ui";
+import { nodeState } from "../graph";
 import { Graph } from "./Graph";
 
 const MAX_EVENTS = 200;
@@ -74,21 +75,18 @@ export function RunView({ route }: { route: Route }) {
     return () => clearInterval(t);
   }, [run?.id, run?.status]);
 
-  const statuses = useMemo(() => {
-    const out: Record<string, string> = {};
-    for (const s of run?.steps ?? []) out[s.id] = s.status;
-    // An event newer than the fetched run wins until the next fetch agrees.
-    return { ...out, ...live };
-  }, [run, live]);
-  const notes = useMemo(() => {
-    const out: Record<string, string> = {};
+  // Each node's status and counts from one source (nodeState): an event newer than the fetched
+  // run wins its status, without the fetched counts, until the next fetch agrees.
+  const [statuses, notes] = useMemo(() => {
+    const st: Record<string, string> = {};
+    const nt: Record<string, string> = {};
     for (const s of run?.steps ?? []) {
-      if (s.items) out[s.id] = `${s.items.succeeded + s.items.failed}/${s.items.total} items`;
-      else if (s.emitted) out[s.id] = `${s.emitted.succeeded + s.emitted.failed}/${s.emitted.total} runs`;
-      else out[s.id] = s.kind === "task" ? s.handler : s.kind;
+      const n = nodeState(s, live[s.id]);
+      st[s.id] = n.status;
+      nt[s.id] = n.note;
     }
-    return out;
-  }, [run]);
+    return [st, nt];
+  }, [run, live]);
 
   if (error && !run) return <ErrorBox error={error} />;
   if (!run) return <p>Loading run {id}…</p>;
@@ -405,7 +403,8 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
       {step.attempts.length === 0 ? (
         <p class="muted">{step.items ? "A fan-out's attempts are its elements' (see Fan-out above)." : "No finished attempt yet."}</p>
       ) : (
-        <table>
+        <div class="table-scroll">
+        <table class="attempts">
           <thead>
             <tr>
               <th scope="col">#</th>
@@ -426,11 +425,12 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
                 <td>{a.worker || "–"}</td>
                 <td>{fmtTime(a.started_at)}</td>
                 <td>{fmtDuration(a.started_at, a.finished_at)}</td>
-                <td class="clip">{a.error}</td>
+                <td class="wrap">{a.error}</td>
               </tr>
             ))}
           </tbody>
         </table>
+        </div>
       )}
       <h3>Input</h3>
       {def?.input_template !== undefined && def?.input_template !== null ? (

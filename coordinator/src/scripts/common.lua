@@ -70,11 +70,12 @@ end
 
 -- Appends one finished attempt to the step's history (a JSON array), its error cut to
 -- MAX_ATTEMPT_ERROR bytes. Only the last KEPT_ATTEMPTS stay; older ones are counted in
--- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry.
-local function record_attempt(step, attempt, outcome, err, worker)
+-- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry. `started_at`
+-- (Unix ms, 0: never started) defaults to the step's own.
+local function record_attempt(step, attempt, outcome, err, worker, started_at)
   local entry = {
     number = attempt, outcome = outcome, error = cut_text(err or '', MAX_ATTEMPT_ERROR), worker = worker or '',
-    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
+    started_at = started_at or tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
   }
   local h = sget(step, 'history')
   local list = {}
@@ -200,11 +201,22 @@ end
 
 -- Finishes the run: sets its status, cancels unfinished steps (and the child runs of workflow
 -- steps, through a timer), tells a parent run (through a timer), and starts the retention clock.
+-- A cancelled step's attempt, if it had one (dispatched, running, waiting, or waiting out a retry
+-- backoff), goes into its history as 'cancelled', so that the attempts a RetryRun counts as
+-- "before" are all listed.
 local function finish_run(status, output, err)
   redis.call('HSET', RUN, 'status', status, 'finished_at', tostring(NOW), 'output', output or '', 'error', err or '')
   for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
     local st = sget(s, 'status')
     if LIVE[st] then
+      local attempt = tonumber(sget(s, 'attempt')) or 0
+      if st ~= 'pending' and attempt > 0 then
+        -- Only a running or waiting attempt has started (started_at may be an earlier attempt's).
+        local began = st == 'running' or st == 'waiting'
+        local started = began and (tonumber(sget(s, 'started_at')) or 0) or 0
+        local why = st == 'retrying' and ('run ' .. status .. ' before this attempt was dispatched') or ('run ' .. status)
+        record_attempt(s, attempt, 'cancelled', why, began and (sget(s, 'worker') or '') or '', started)
+      end
       release_slot(s, sget(s, 'attempt') or '0')
       sset(s, 'status', 'cancelled', 'finished_at', tostring(NOW))
       event('step', s, tonumber(sget(s, 'attempt')) or 0, 'cancelled', 'run ' .. status)

@@ -80,6 +80,8 @@ if outcome == 'items' then
   -- The coordinator gathered the outputs of a fan-out step whose elements all succeeded.
   if hash or tonumber(sget(step, 'items_ok')) ~= tonumber(sget(step, 'items_total')) then return { 'stale' } end
   sset(step, 'waiting_for', '')
+  -- The fan-out step's own attempt (its elements keep theirs).
+  record_attempt(step, attempt, 'succeeded', '', '')
   return step_done(step, attempt, 'succeeded', BODY, sget(step, 'items_total') .. ' elements', A.children, A.leaves)
 end
 
@@ -134,7 +136,9 @@ if parent then
   sset(step, 'status', 'failed', 'error', message, 'finished_at', tostring(NOW))
   redis.call('HINCRBY', STEPS, parent .. ':items_failed', 1)
   local index = string.sub(step, hash + 1)
-  return step_failed(parent, tonumber(sget(parent, 'attempt')),
-    'element ' .. index .. ' failed after ' .. attempt .. ' attempt(s): ' .. message)
+  local parent_attempt = tonumber(sget(parent, 'attempt'))
+  local why = 'element ' .. index .. ' failed after ' .. attempt .. ' attempt(s): ' .. message
+  record_attempt(parent, parent_attempt, 'failed', why, '')
+  return step_failed(parent, parent_attempt, why)
 end
 return step_failed(step, attempt, message)
