@@ -1,4 +1,5 @@
-// Vite 7 (Node 20): builds the console into dist/, which the coordinator embeds (rust-embed).
+// Vite 7 (Node 20): builds the console into dist/, which the coordinator embeds (coordinator/build.rs);
+// console/build.sh runs it only when the sources changed.
 // Preact's JSX through esbuild's automatic runtime, so no framework plugin is needed.
 import { defineConfig } from "vite";
 

@@ -8,6 +8,7 @@
   handler queues and not the dead-letter queue.
 - deploy/compose/coordinator.toml: parses and names only known settings.
 - deploy/prometheus.yml: parses as YAML and scrapes services of deploy/compose.yaml.
+- deploy/grafana/baton.json: a dashboard whose panels query baton_ metrics, provisioned by compose.
 
 A kind that no schema covers is an error, not a warning: a typo in apiVersion must not pass.
 Prints one line per check and exits 1 when any failed.
@@ -15,6 +16,7 @@ Prints one line per check and exits 1 when any failed.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tomllib
@@ -214,7 +216,26 @@ def check_references(docs: list[tuple[Path, dict]]) -> None:
             ref = t.get("authenticationRef", {}).get("name")
             if ref and ref not in auths:
                 fail(f"ScaledObject/{soname}: TriggerAuthentication {ref} is not defined")
-    ok("Services, PodDisruptionBudgets and the ScaledObject select pods and ports that exist")
+    services = by_kind.get("Service", {})
+    for iname, ing in by_kind.get("Ingress", {}).items():
+        spec = ing["spec"]
+        tls_hosts = {h for t in spec.get("tls", []) for h in t.get("hosts", [])}
+        for rule in spec.get("rules", []):
+            if rule.get("host") and rule["host"] not in tls_hosts:
+                fail(f"Ingress/{iname}: host {rule['host']} has no TLS entry (the console sends bearer tokens)")
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"].get("service", {})
+                svc = services.get(backend.get("name"))
+                if svc is None:
+                    fail(f"Ingress/{iname}: backend Service {backend.get('name')} is not defined")
+                    continue
+                port = backend.get("port", {})
+                ports = svc["spec"]["ports"]
+                if not any(p.get("name") == port.get("name") or p.get("port") == port.get("number") for p in ports):
+                    fail(f"Ingress/{iname}: Service {backend['name']} has no port {port}")
+                elif port.get("name") not in (None, "http") and port.get("number") != 8080:
+                    fail(f"Ingress/{iname}: {port} is not the coordinators' HTTP port (http, 8080)")
+    ok("Services, PodDisruptionBudgets, the ScaledObject and the Ingress select pods, ports and Services that exist")
 
     # The coordinators' settings, and the queue names the workers and KEDA must agree on.
     config: dict = {}
@@ -289,6 +310,33 @@ def check_prometheus() -> None:
         ok(f"{rel(path)}: YAML; its {len(hosts)} targets are services of deploy/compose.yaml")
 
 
+def check_grafana() -> None:
+    """deploy/grafana/baton.json is a dashboard whose every panel queries Baton's metrics (that each
+    metric exists is checked against real processes by tests/tests/docs.rs), and compose mounts it
+    where its provisioning looks."""
+    path = DEPLOY / "grafana/baton.json"
+    try:
+        dash = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        fail(f"{rel(path)}: not JSON: {e}")
+        return
+    panels = [p for p in dash.get("panels", []) if p.get("type") != "row"]
+    ids = [p.get("id") for p in dash.get("panels", [])]
+    if len(set(ids)) != len(ids):
+        fail(f"{rel(path)}: panel ids repeat")
+    empty = [p.get("title") for p in panels if not any("baton_" in t.get("expr", "") for t in p.get("targets", []))]
+    if empty:
+        fail(f"{rel(path)}: panels without a query of a baton_ metric: {empty}")
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    mounts = compose.get("services", {}).get("grafana", {}).get("volumes", [])
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/baton.yaml").read_text())
+    folder = provider["providers"][0]["options"]["path"]
+    if f"./grafana/baton.json:{folder}/baton.json:ro" not in mounts:
+        fail(f"deploy/compose.yaml: grafana does not mount {rel(path)} at {folder}, where its provisioning looks")
+    if not empty and len(set(ids)) == len(ids):
+        ok(f"{rel(path)}: {len(panels)} panels, each querying baton_ metrics; compose provisions it")
+
+
 def main() -> int:
     docs: list[tuple[Path, dict]] = []
     for path in sorted(K8S.glob("*.yaml")):
@@ -301,6 +349,7 @@ def main() -> int:
     check_references(docs)
     check_coordinator_toml(rel(DEPLOY / "compose/coordinator.toml"), (DEPLOY / "compose/coordinator.toml").read_text())
     check_prometheus()
+    check_grafana()
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1

@@ -129,14 +129,32 @@ impl Coordinator {
         let hello = health.check(HealthCheckRequest { service: String::new() });
         match tokio::time::timeout(HELLO_TIMEOUT, hello).await {
             Ok(Ok(_)) => {}
+            // An HTTP server that speaks HTTP/2 but not gRPC (e.g. 405 from a web page).
+            Ok(Err(status)) if is_plain_http_answer(&status) => {
+                let message = match http_port_hint(&addr).await {
+                    Some(hint) => format!("no Baton gRPC API at {addr}: {hint}"),
+                    None => format!(
+                        "no Baton coordinator answers at {addr} (an HTTP server answered without gRPC: {}; check --addr or BATON_ADDR)",
+                        status.message()
+                    ),
+                };
+                return Err(anyhow::Error::new(status).context(Unreachable {
+                    message,
+                    with_causes: false,
+                }));
+            }
             // Any answer of a gRPC server will do (a server without the health service answers
             // UNIMPLEMENTED); an error without an answer means the other side does not speak gRPC.
             Ok(Err(status)) if std::error::Error::source(&status).is_none() => {}
             Ok(Err(status)) => {
-                return Err(anyhow::Error::new(status).context(Unreachable {
-                    message: format!(
+                let message = match http_port_hint(&addr).await {
+                    Some(hint) => format!("no Baton gRPC API at {addr}: {hint}"),
+                    None => format!(
                         "no Baton coordinator answers at {addr} (something there does not speak gRPC; check --addr or BATON_ADDR)"
                     ),
+                };
+                return Err(anyhow::Error::new(status).context(Unreachable {
+                    message,
                     with_causes: false,
                 }));
             }
@@ -392,6 +410,93 @@ impl Outage {
     }
 }
 
+/// Whether `status` is tonic's reading of an HTTP answer without gRPC in it (`grpc-status header
+/// missing, mapped from HTTP status code 405`): an HTTP/2 server that is no gRPC server.
+fn is_plain_http_answer(status: &Status) -> bool {
+    std::error::Error::source(status).is_none() && status.message().starts_with("grpc-status header missing")
+}
+
+/// How long [`http_port_hint`] waits for an HTTP/1.1 answer.
+const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most bytes of an answer's head [`http_port_hint`] reads.
+const HTTP_PROBE_MAX_BYTES: usize = 16 * 1024;
+
+/// The coordinator's HTTP port names its gRPC port in this header on every answer (the
+/// coordinator's `http::GRPC_PORT_HEADER`).
+const GRPC_PORT_HEADER: &str = "baton-grpc-port";
+
+/// What to tell a user whose `--addr` (an `http://` address where no gRPC answered) is an HTTP
+/// server: it asks `GET /healthz` over HTTP/1.1 (at most [`HTTP_PROBE_TIMEOUT`], reading at most
+/// [`HTTP_PROBE_MAX_BYTES`]). Baton's HTTP port (the web console and the HTTP API) names the gRPC
+/// port in [`GRPC_PORT_HEADER`]; any other web server answering HTML or JSON is named as one, with
+/// gRPC's default port. `None` when nothing answers HTTP there (or the address is `https://`).
+pub async fn http_port_hint(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let uri: tonic::codegen::http::Uri = addr.parse().ok()?;
+    if !uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http")) {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.ok()?;
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+            uri.authority().map_or(host.as_str(), |a| a.as_str())
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 2048];
+        while head.len() < HTTP_PROBE_MAX_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(buf.get(..n)?);
+        }
+        Some(head)
+    };
+    let head = tokio::time::timeout(HTTP_PROBE_TIMEOUT, probe).await.ok()??;
+    describe_http_answer(&String::from_utf8_lossy(&head), &host)
+}
+
+/// The hint of [`http_port_hint`] for the head of an HTTP/1.x answer (status line and headers).
+fn describe_http_answer(head: &str, host: &str) -> Option<String> {
+    let mut lines = head.split("\r\n");
+    if !lines.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let mut grpc_port = None;
+    let mut content_type = String::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case(GRPC_PORT_HEADER) {
+            grpc_port = value.trim().parse::<u16>().ok();
+        } else if name.trim().eq_ignore_ascii_case("content-type") {
+            content_type = value.trim().to_ascii_lowercase();
+        }
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    match grpc_port {
+        Some(port) => Some(format!(
+            "this is Baton's HTTP port (the web console and the HTTP API), not its gRPC API: the gRPC API is on \
+             port {port} (use --addr http://{host}:{port} or BATON_ADDR)"
+        )),
+        None if content_type.starts_with("text/html") || content_type.starts_with("application/json") => Some(format!(
+            "an HTTP server answers here, not a Baton coordinator's gRPC API: if it is Baton's HTTP port (the web \
+             console), the gRPC API is on another port (default 7450; use --addr http://{host}:7450 or BATON_ADDR)"
+        )),
+        None => None,
+    }
+}
+
 /// A status message cut to 200 bytes for a one-line notice.
 fn cut_message(text: &str) -> String {
     const MAX: usize = 200;
@@ -583,6 +688,31 @@ mod tests {
         assert!(is_terminal(RunStatus::TimedOut as i32));
         assert!(!is_terminal(RunStatus::Running as i32));
         assert!(!is_terminal(99));
+    }
+
+    #[test]
+    fn an_http_answer_names_the_grpc_port_it_advertises() {
+        let baton = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nbaton-grpc-port: 7450\r\n\r\n";
+        let text = describe_http_answer(baton, "127.0.0.1").unwrap_or_default();
+        assert!(
+            text.starts_with("this is Baton's HTTP port") && text.contains("--addr http://127.0.0.1:7450"),
+            "{text}"
+        );
+        let web = "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/html; charset=utf-8\r\n\r\n";
+        let text = describe_http_answer(web, "::1").unwrap_or_default();
+        assert!(
+            text.contains("default 7450") && text.contains("http://[::1]:7450"),
+            "{text}"
+        );
+        assert_eq!(
+            describe_http_answer("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "h"),
+            None
+        );
+        assert_eq!(describe_http_answer("SSH-2.0-OpenSSH_9.2\r\n", "h"), None);
+        assert!(is_plain_http_answer(&Status::unknown(
+            "grpc-status header missing, mapped from HTTP status code 405"
+        )));
+        assert!(!is_plain_http_answer(&Status::unknown("handler panicked")));
     }
 
     #[tokio::test]

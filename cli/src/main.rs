@@ -278,6 +278,15 @@ pub enum WorkflowCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         version: Option<u32>,
     },
+    /// Delete one version of a workflow that has no unfinished runs (finished runs keep their
+    /// history); the name goes away with its last version.
+    Delete {
+        /// The workflow's name.
+        name: String,
+        /// The version to delete.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        version: u32,
+    },
 }
 
 /// `baton worker ...`
@@ -514,9 +523,17 @@ impl Overlap {
     }
 }
 
-/// Parses `--reconnect-for` (`30s`, `5m`, `0s`), at most 24 hours.
+/// The longest `--reconnect-for`: 24 hours.
+const MAX_RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Parses `--reconnect-for` (`30s`, `5m`, `0s`): zero gives up at the first error (it is not a
+/// definition's duration, where zero is refused), at most [`MAX_RECONNECT_FOR`].
+///
+/// # Errors
+/// An unreadable duration, or `must be at most 1day (got "2days")`.
 fn parse_reconnect_for(s: &str) -> Result<std::time::Duration, String> {
-    baton_shared::duration::parse_bounded(s, std::time::Duration::from_secs(24 * 3600))
+    let duration = baton_shared::duration::parse(s)?;
+    baton_shared::limits::check_duration(duration, MAX_RECONNECT_FOR)
 }
 
 /// Parses a `--catchup-window` duration (`1h`, `30s`, `1h 30m`) into whole milliseconds; zero is
@@ -831,6 +848,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Output::Json => print_json(&render::workflow_json(&workflow), true)?,
             }
         }
+        Command::Workflow(WorkflowCommand::Delete { name, version }) => {
+            let coordinator = Coordinator::connect(&target).await?;
+            let left = coordinator
+                .workflows()
+                .delete_workflow_version(baton_shared::proto::DeleteWorkflowVersionRequest {
+                    name: name.clone(),
+                    version,
+                })
+                .await?
+                .into_inner()
+                .remaining_versions;
+            match output {
+                Output::Table => print_text(&render::workflow_deleted_text(&name, version, &left))?,
+                Output::Json => print_json(
+                    &serde_json::json!({ "workflow": name, "deleted_version": version, "remaining_versions": left }),
+                    true,
+                )?,
+            }
+        }
         Command::Run(RunCommand::Submit(args)) => return submit(&target, output, args, reconnect_for).await,
         Command::Run(RunCommand::Get { id, step: None }) => {
             let coordinator = Coordinator::connect(&target).await?;
@@ -931,16 +967,35 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Event(EventCommand::Purge { name, key, all_keys }) => {
             let coordinator = Coordinator::connect(&target).await?;
-            let request = baton_shared::proto::PurgeBufferedEventsRequest { name, key, all_keys };
+            let request = baton_shared::proto::PurgeBufferedEventsRequest {
+                name: name.clone(),
+                key: key.clone(),
+                all_keys,
+            };
             let purged = coordinator
                 .events()
                 .purge_buffered_events(request)
                 .await?
                 .into_inner()
                 .purged;
+            // Nothing under that one key: say which keys of the name hold events, so that a purge
+            // without --key (the empty key) does not look like "there was nothing to purge".
+            let others = if purged == 0 && !all_keys {
+                coordinator
+                    .events()
+                    .list_buffered_events(baton_shared::proto::ListBufferedEventsRequest {
+                        name: name.clone(),
+                        limit: render::PURGE_KEYS_LISTED,
+                    })
+                    .await?
+                    .into_inner()
+                    .events
+            } else {
+                Vec::new()
+            };
             match output {
-                Output::Table => print_text(&format!("purged {purged} buffered event(s)\n"))?,
-                Output::Json => print_json(&serde_json::json!({ "purged": purged }), true)?,
+                Output::Table => print_text(&render::purged_text(&name, &key, all_keys, purged, &others))?,
+                Output::Json => print_json(&render::purged_json(purged, &others), true)?,
             }
         }
         Command::Task(TaskCommand::List(args)) => {
@@ -1162,6 +1217,26 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("baton").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn reconnect_for_takes_zero_and_at_most_a_day() {
+        let cli = parse(&["--reconnect-for", "0s", "run", "list"]).unwrap();
+        assert_eq!(
+            cli.reconnect_for,
+            std::time::Duration::ZERO,
+            "0 gives up at the first error"
+        );
+        let cli = parse(&["run", "list", "--reconnect-for", "24h"]).unwrap();
+        assert_eq!(cli.reconnect_for, std::time::Duration::from_secs(24 * 3600));
+        let err = parse(&["--reconnect-for", "25h", "run", "list"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be at most 1day"), "{err}");
+        let err = parse(&["--reconnect-for", "soon", "run", "list"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid duration"), "{err}");
     }
 
     #[test]

@@ -254,6 +254,20 @@ fn indent(text: &str, n: usize) -> String {
 // Text output
 // ---------------------------------------------------------------------------------------------
 
+/// What `baton workflow delete` prints: the version deleted and the versions left (or that the
+/// name is gone with its last version).
+pub fn workflow_deleted_text(name: &str, version: u32, left: &[u32]) -> String {
+    if left.is_empty() {
+        format!("deleted workflow {name} version {version}; it was the last version, the name is gone\n")
+    } else {
+        let left: Vec<String> = left.iter().map(|v| v.to_string()).collect();
+        format!(
+            "deleted workflow {name} version {version}; versions left: {}\n",
+            left.join(", ")
+        )
+    }
+}
+
 /// The answer to `workflow apply`: the workflow's name and version, and whether it is new.
 pub fn apply_text(resp: &RegisterWorkflowResponse) -> String {
     let (name, version) = resp
@@ -964,6 +978,72 @@ pub fn buffered_events_text(events: &[BufferedEvents]) -> String {
         })
         .collect();
     table(&["NAME", "KEY", "COUNT", "LAST BUFFERED", "NEWEST PAYLOAD"], &rows)
+}
+
+/// How many (name, key) pairs `event purge` asks for when its key held nothing, to name the keys
+/// that do hold events.
+pub const PURGE_KEYS_LISTED: u32 = 100;
+
+/// At most this many keys are named by `event purge` after purging nothing; `event list` lists them all.
+const PURGE_KEYS_SHOWN: usize = 10;
+
+/// What `event purge NAME [--key K | --all-keys]` prints: how many events it dropped and, when it
+/// dropped none under one key, the keys of NAME that hold events (`others`, from
+/// `ListBufferedEvents`) and how to purge them; or that no event of NAME is buffered at all.
+pub fn purged_text(name: &str, key: &str, all_keys: bool, purged: u32, others: &[BufferedEvents]) -> String {
+    let mut text = format!("purged {purged} buffered event(s)\n");
+    if purged > 0 || all_keys {
+        return text;
+    }
+    let which = if key.is_empty() {
+        format!("no event of {name} without a key is buffered")
+    } else {
+        format!("no event of {name} with key {key:?} is buffered")
+    };
+    let held: Vec<&BufferedEvents> = others.iter().filter(|e| e.name == name && e.count > 0).collect();
+    if held.is_empty() {
+        text.push_str(&format!("{which}, nor under any other key (baton event list)\n"));
+        return text;
+    }
+    let mut keys: Vec<String> = held
+        .iter()
+        .take(PURGE_KEYS_SHOWN)
+        .map(|e| {
+            let k = if e.key.is_empty() {
+                "(no key)".to_owned()
+            } else {
+                format!("{:?}", e.key)
+            };
+            format!("{k} ({})", e.count)
+        })
+        .collect();
+    if held.len() > PURGE_KEYS_SHOWN {
+        keys.push(format!(
+            "and {} more (baton event list --name {name})",
+            held.len() - PURGE_KEYS_SHOWN
+        ));
+    }
+    text.push_str(&format!(
+        "{which}; events of {name} are buffered under key {}\n\
+         purge one key with --key KEY, or every key of {name} with --all-keys\n",
+        keys.join(", ")
+    ));
+    text
+}
+
+/// `event purge -o json`: `{"purged": n}`, with `"buffered_keys"` (the keys of the name that hold
+/// events, with their counts) when none was purged under one key.
+pub fn purged_json(purged: u32, others: &[BufferedEvents]) -> serde_json::Value {
+    let mut doc = serde_json::json!({ "purged": purged });
+    if !others.is_empty() {
+        doc["buffered_keys"] = serde_json::Value::Array(
+            others
+                .iter()
+                .map(|e| serde_json::json!({"key": e.key, "count": e.count}))
+                .collect(),
+        );
+    }
+    doc
 }
 
 /// Buffered events as JSON (`event list -o json`).

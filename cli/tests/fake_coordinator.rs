@@ -258,6 +258,13 @@ impl WorkflowService for Fake {
     ) -> Result<Response<ListWorkflowsResponse>, Status> {
         Ok(Response::new(ListWorkflowsResponse::default()))
     }
+
+    async fn delete_workflow_version(
+        &self,
+        _: Request<baton_shared::proto::DeleteWorkflowVersionRequest>,
+    ) -> Result<Response<baton_shared::proto::DeleteWorkflowVersionResponse>, Status> {
+        Err(Status::unimplemented("the fake coordinator deletes nothing"))
+    }
 }
 
 #[tonic::async_trait]

@@ -225,3 +225,91 @@ async fn a_user_sees_which_outputs_a_large_run_left_out_and_reads_one_by_its_ste
     tokio::time::sleep(Duration::from_millis(200)).await;
     baton_tests::cleanup_namespace(&s.namespace, &["fail".to_string(), "pad".to_string()]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_deletes_a_workflow_version_only_once_no_run_of_it_is_unfinished() {
+    let s = setup().await;
+    for (name, text) in [
+        (
+            "v1.yaml",
+            "name: doomed\nversion: 1\nsteps:\n  - {id: a, handler: nobody_serves_this}\n",
+        ),
+        (
+            "v2.yaml",
+            "name: doomed\nversion: 2\nsteps:\n  - {id: a, handler: fail}\n",
+        ),
+    ] {
+        let file = s.dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let (code, out, err) = baton(&s.addr, &["workflow", "apply", "-f", file.to_str().unwrap()]).await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // A run of version 1 that cannot finish: no worker serves its handler.
+    let (code, out, err) = baton(&s.addr, &["run", "submit", "doomed", "--version", "1", "--input", "{}"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let run_id = out.split_whitespace().find(|w| w.len() == 36).unwrap().to_string();
+
+    let (code, _, err) = baton(&s.addr, &["workflow", "delete", "doomed", "--version", "1"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("has 1 unfinished run"),
+        "{err}"
+    );
+    let (code, _, err) = baton(&s.addr, &["workflow", "delete", "doomed", "--version", "7"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("NOT_FOUND") && err.contains("no version 7"), "{err}");
+
+    let (code, out, err) = baton(&s.addr, &["run", "cancel", &run_id]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(&s.addr, &["workflow", "delete", "doomed", "--version", "1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "deleted workflow doomed version 1; versions left: 2\n");
+    let (code, _, err) = baton(&s.addr, &["workflow", "get", "doomed", "--version", "1"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    // The finished run keeps its history.
+    let (code, out, _) = baton(&s.addr, &["run", "get", &run_id]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("cancelled"), "{out}");
+
+    // A schedule that starts runs of version 2 keeps it until the schedule goes.
+    let (code, out, err) = baton(
+        &s.addr,
+        &[
+            "schedule",
+            "create",
+            "--id",
+            "doomed-nightly",
+            "--workflow",
+            "doomed",
+            "--version",
+            "2",
+            "--cron",
+            "0 3 * * *",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = baton(&s.addr, &["workflow", "delete", "doomed", "--version", "2"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("schedule doomed-nightly starts runs of workflow"),
+        "{err}"
+    );
+    let (code, out, err) = baton(&s.addr, &["schedule", "delete", "doomed-nightly"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = baton(
+        &s.addr,
+        &["workflow", "delete", "doomed", "--version", "2", "--output", "json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["remaining_versions"], json!([]));
+    let (code, out, _) = baton(&s.addr, &["workflow", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(!out.contains("doomed"), "the last version took the name with it: {out}");
+    let _ = s.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    baton_tests::cleanup_namespace(&s.namespace, &["fail".to_string(), "nobody_serves_this".to_string()]).await;
+}

@@ -67,6 +67,7 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
 
 export const get = <T>(path: string) => api<T>("GET", path);
 export const post = <T>(path: string, body: unknown = {}) => api<T>("POST", path, body);
+export const del = <T>(path: string) => api<T>("DELETE", path);
 
 /** Query string from the non-empty values. */
 export function query(params: Record<string, string | number | undefined>): string {
@@ -231,6 +232,7 @@ export interface Schedule {
   timezone: string;
   input: unknown;
   overlap: string;
+  catchup_window_ms: number;
   paused: boolean;
   source: string;
   created_at: Time;

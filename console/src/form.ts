@@ -119,6 +119,16 @@ export function fieldsFromSchema(schema: unknown): FormModel {
   return { fields, closed: schema.additionalProperties === false };
 }
 
+/** The form model of a run input: the input schema's fields, or one JSON field ("Input (JSON)",
+ * `{}` to start with) when the workflow has no object schema. */
+export function inputModel(schema: unknown): FormModel {
+  const m = fieldsFromSchema(schema);
+  if (m.fields.length === 1 && m.fields[0].name === "" && m.fields[0].kind === "json") {
+    return { ...m, fields: [{ ...m.fields[0], label: "Input (JSON)", default: {} }] };
+  }
+  return m;
+}
+
 /** The values the form starts with: each field's `default`, else empty. */
 export function initialValues(model: FormModel): RawValues {
   const out: RawValues = {};
@@ -232,8 +242,9 @@ export function checkValues(model: FormModel, values: RawValues): Checked {
 /** The coordinator's answer to invalid data, as field → message. Its message lists problems as
  * `data/<field>/...: <message>` joined by "; "; a problem at the root (`data: "x" is a required
  * property`) is put on the named property. Problems no field owns go under "" (shown above the
- * form). `field`, when the API gives one, names the first problem. */
-export function serverFieldErrors(model: FormModel, message: string, field?: string): Record<string, string> {
+ * form). `field`, when the API gives one, names the first problem. `root` is the request field
+ * the paths start with: `data` for a task's form, `input` for a run's input. */
+export function serverFieldErrors(model: FormModel, message: string, field?: string, root = "data"): Record<string, string> {
   const names = new Set(model.fields.map((f) => f.name));
   const out: Record<string, string> = {};
   const add = (k: string, m: string) => {
@@ -241,10 +252,11 @@ export function serverFieldErrors(model: FormModel, message: string, field?: str
   };
   const problems = message.split(/; (?=(?:data|input)?[\w/\[\].-]*: )/);
   let placed = false;
+  const head = new RegExp(`^\\s*(${root}(?:\\/[^:\\s]*)?|\\/[^:\\s]*)\\s*:\\s*(.*)$`, "s");
   for (const p of problems) {
-    const m = /^\s*(data(?:\/[^:\s]*)?|\/[^:\s]*)\s*:\s*(.*)$/s.exec(p);
+    const m = head.exec(p);
     if (!m) continue;
-    const path = m[1].replace(/^data/, "").replace(/^\//, "");
+    const path = m[1].slice(m[1].startsWith(root) ? root.length : 0).replace(/^\//, "");
     const text = m[2].trim();
     let name = path.split("/")[0] ?? "";
     if (name === "") {
@@ -255,7 +267,7 @@ export function serverFieldErrors(model: FormModel, message: string, field?: str
     add(names.has(name) ? name : "", text);
   }
   if (!placed) {
-    const f = (field ?? "").replace(/^data_json/, "").replace(/^data/, "").replace(/^[./]/, "").split(/[/.]/)[0] ?? "";
+    const f = (field ?? "").replace(new RegExp(`^${root}_json`), "").replace(new RegExp(`^${root}`), "").replace(/^[./]/, "").split(/[/.]/)[0] ?? "";
     add(names.has(f) ? f : "", message);
   }
   return out;

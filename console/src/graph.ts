@@ -1,6 +1,7 @@
 // A workflow's steps as a DAG laid out by dagre: the pure input (nodes, edges, sizes) is built
 // here and tested; the drawing is src/views/Graph.tsx.
 import dagre from "@dagrejs/dagre";
+import { statusWord } from "./status";
 
 export interface GraphStep {
   id: string;
@@ -65,4 +66,26 @@ export function layoutSteps(steps: GraphStep[]): Layout {
   const laidEdges = edges.map((e) => ({ ...e, points: (g.edge(e.from, e.to)?.points ?? []).map((p: { x: number; y: number }) => ({ x: p.x, y: p.y })) }));
   const gg = g.graph();
   return { nodes, edges: laidEdges, width: gg.width ?? 0, height: gg.height ?? 0 };
+}
+
+/** A run's step as its graph node needs it (a subset of the API's StepRun). */
+export interface NodeStep {
+  status: string;
+  kind: string;
+  handler: string;
+  items?: { succeeded: number; failed: number; total: number } | null;
+  emitted?: { succeeded: number; failed: number; total: number } | null;
+}
+
+/** What a run's graph node shows: its status and the line after it, from one source. The status
+ * of a live event (`live`) newer than the fetched run wins, but the fetched run's counts
+ * (`15/18 items`) belong to the fetched status: beside another status they would say two things
+ * at once ("succeeded · 15/18 items"), so the node then shows the step's handler or kind until the
+ * next fetch agrees with the event. */
+export function nodeState(step: NodeStep, live?: string): { status: string; note: string } {
+  const plain = step.kind === "task" || !step.kind ? step.handler : step.kind;
+  if (live !== undefined && live !== "" && statusWord(live) !== statusWord(step.status)) return { status: live, note: plain };
+  if (step.items) return { status: step.status, note: `${step.items.succeeded + step.items.failed}/${step.items.total} items` };
+  if (step.emitted) return { status: step.status, note: `${step.emitted.succeeded + step.emitted.failed}/${step.emitted.total} runs` };
+  return { status: step.status, note: plain };
 }

@@ -5,10 +5,15 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { getToken, onUnauthorized, setToken } from "./api";
 import { href, useRoute } from "./router";
 import "./style.css";
-import { Workers, Schedules, Workflows } from "./views/Other";
+import { get, query, type HumanTask } from "./api";
+import { savedZone, saveZone, type ZoneMode } from "./time";
+import { Events, Workers } from "./views/Other";
+import { Schedules } from "./views/Schedules";
+import { Workflows } from "./views/Workflows";
 import { RunView } from "./views/Run";
 import { Runs } from "./views/Runs";
-import { Inbox, TaskScreen } from "./views/Tasks";
+import { currentUser, Inbox, TaskScreen } from "./views/Tasks";
+import { usePoll } from "./ui";
 
 const NAV: [string, string][] = [
   ["runs", "Runs"],
@@ -16,7 +21,20 @@ const NAV: [string, string][] = [
   ["schedules", "Schedules"],
   ["workers", "Workers and queues"],
   ["workflows", "Workflows"],
+  ["events", "Events"],
 ];
+
+/** How many open tasks name the user the console completes tasks as (the "Completing as" name),
+ * for the badge beside the inbox; polled every 10 s. */
+function useMyTaskCount(): number | undefined {
+  const user = currentUser();
+  const { data } = usePoll(
+    () => (user ? get<{ tasks: HumanTask[] }>(`/v1/tasks${query({ assignee: user, status: "open", limit: 1000 })}`) : Promise.resolve(undefined)),
+    [user],
+    10_000,
+  );
+  return data?.tasks.length;
+}
 
 function TokenPrompt({ onDone }: { onDone: () => void }) {
   const dlg = useRef<HTMLDialogElement>(null);
@@ -53,6 +71,8 @@ function App() {
   const route = useRoute();
   const [askToken, setAskToken] = useState(false);
   useEffect(() => onUnauthorized(() => setAskToken(true)), []);
+  const [zone, setZone] = useState<ZoneMode>(savedZone);
+  const mine = useMyTaskCount();
   const top = route.parts[0] ?? "runs";
   let screen;
   switch (top) {
@@ -63,7 +83,10 @@ function App() {
       screen = <Schedules route={route} />;
       break;
     case "workers":
-      screen = <Workers />;
+      screen = <Workers route={route} />;
+      break;
+    case "events":
+      screen = <Events />;
       break;
     case "workflows":
       screen = <Workflows route={route} />;
@@ -87,10 +110,29 @@ function App() {
           {NAV.map(([k, label]) => (
             <a key={k} href={href([k])} aria-current={top === k ? "page" : undefined}>
               {label}
+              {k === "tasks" && mine !== undefined && mine > 0 && (
+                <span class="count" data-testid="my-task-count" aria-label={`${mine} open tasks for you`}>
+                  {mine}
+                </span>
+              )}
             </a>
           ))}
         </nav>
         <span class="grow" />
+        <label class="zone">
+          Times in{" "}
+          <select
+            value={zone}
+            onChange={(e) => {
+              const z = e.currentTarget.value === "local" ? "local" : "utc";
+              saveZone(z);
+              setZone(z);
+            }}
+          >
+            <option value="utc">UTC</option>
+            <option value="local">local time ({Intl.DateTimeFormat().resolvedOptions().timeZone})</option>
+          </select>
+        </label>
         {getToken() ? (
           <button
             type="button"

@@ -3,12 +3,24 @@ import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { ApiError } from "./api";
 import { statusColour, statusWord } from "./status";
+import { formatTime, relativeTime, savedZone } from "./time";
 
+/** A time with its zone, in the zone the user chose (UTC or local; see src/time.ts). */
 export function fmtTime(t: string | null | undefined): string {
-  if (!t) return "–";
-  const d = new Date(t);
-  if (Number.isNaN(d.getTime())) return t;
-  return d.toLocaleString(undefined, { hour12: false });
+  return formatTime(t, savedZone());
+}
+
+/** A time with its zone, and how long ago it was (as the CLI says it) beside it when `ago`, and
+ * always as the tooltip. */
+export function When({ t, ago = false }: { t: string | null | undefined; ago?: boolean }) {
+  if (!t) return <span>–</span>;
+  const rel = relativeTime(t, Date.now());
+  return (
+    <time dateTime={t} title={rel}>
+      {fmtTime(t)}
+      {ago && rel && <span class="muted"> ({rel})</span>}
+    </time>
+  );
 }
 
 export function fmtDuration(from: string | null | undefined, to: string | null | undefined): string {

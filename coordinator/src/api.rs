@@ -291,6 +291,44 @@ impl proto::workflow_service_server::WorkflowService for Api {
             next_page_token: next.unwrap_or_default(),
         }))
     }
+
+    async fn delete_workflow_version(
+        &self,
+        req: Request<proto::DeleteWorkflowVersionRequest>,
+    ) -> Result<Response<proto::DeleteWorkflowVersionResponse>, Status> {
+        let r = req.into_inner();
+        check_workflow("name", &r.name)?;
+        // A schedule that would start runs of the version (it names the version, or follows the
+        // latest and this is the last one) keeps it: the schedule goes or changes first.
+        let numbers = self.engine.registry.version_numbers(&r.name).await?;
+        let exists = numbers.iter().any(|(v, _)| *v == r.version);
+        let last = numbers.len() <= 1;
+        let keeping: Vec<String> = self
+            .engine
+            .list_schedules(&r.name)
+            .await?
+            .into_iter()
+            .filter(|s| s.version == r.version || (s.version == 0 && last))
+            .map(|s| s.id)
+            .take(10)
+            .collect();
+        if exists && !keeping.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "version: schedule{} {} start{} runs of workflow {} version {}; delete or edit {} first",
+                if keeping.len() == 1 { "" } else { "s" },
+                keeping.join(", "),
+                if keeping.len() == 1 { "s" } else { "" },
+                echo(&r.name),
+                r.version,
+                if keeping.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        let remaining_versions = self.engine.registry.delete_version(&r.name, r.version).await?;
+        tracing::info!(workflow = %r.name, version = r.version, "deleted workflow version");
+        Ok(Response::new(proto::DeleteWorkflowVersionResponse {
+            remaining_versions,
+        }))
+    }
 }
 
 /// Workflows per `ListWorkflows` page when the caller sets no `limit`.
@@ -436,6 +474,9 @@ impl proto::run_service_server::RunService for Api {
         if !r.page_token.is_empty() {
             check_page_token(&r.page_token)?;
         }
+        check_len("idempotency_key", &r.idempotency_key, MAX_KEY_BYTES)?;
+        let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
+        let top_level = r.top_level;
         let after = r
             .created_after
             .as_ref()
@@ -489,7 +530,9 @@ impl proto::run_service_server::RunService for Api {
                     None => gone.push(member.clone()),
                     Some(s)
                         if status.is_none_or(|w| s.get("status").map(String::as_str) == Some(w))
-                            && parent.is_none_or(|p| s.get("parent_run").map(String::as_str) == Some(p)) =>
+                            && parent.is_none_or(|p| s.get("parent_run").map(String::as_str) == Some(p))
+                            && (!top_level || s.get("parent_run").is_none_or(String::is_empty))
+                            && key.is_none_or(|k| s.get("idempotency_key").map(String::as_str) == Some(k)) =>
                     {
                         let run = view::run_view(None, &s, None);
                         let size = prost::Message::encoded_len(&run);

@@ -108,6 +108,7 @@ pub const METHODS: &[(&str, Permission)] = &[
     ("/baton.v1.WorkflowService/RegisterWorkflow", Permission::Operate),
     ("/baton.v1.WorkflowService/GetWorkflow", Permission::Read),
     ("/baton.v1.WorkflowService/ListWorkflows", Permission::Read),
+    ("/baton.v1.WorkflowService/DeleteWorkflowVersion", Permission::Operate),
     ("/baton.v1.RunService/SubmitRun", Permission::Operate),
     ("/baton.v1.RunService/GetRun", Permission::Read),
     ("/baton.v1.RunService/ListRuns", Permission::Read),

@@ -76,7 +76,7 @@ pub struct CoordinatorConfig {
     #[serde(with = "serde_human")]
     pub health_probe_interval: Duration,
     /// Address (`host:port`) of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9464`; empty
-    /// (the default) serves no metrics. See README "Metrics".
+    /// (the default) serves no metrics. See docs/operations.md, "Metrics".
     pub metrics_addr: String,
     /// Address (`host:port`) of the HTTP JSON API and the web console, e.g. `127.0.0.1:8080`;
     /// empty (the default) serves no HTTP: a coordinator opens no port it was not asked to, as
@@ -119,7 +119,7 @@ pub struct CoordinatorConfig {
     pub http_idle_timeout: Duration,
     /// Most HTTP connections open at once; a connection over it is closed at once (counted in
     /// `baton_connections_refused_total{listener="http"}`). Lowered at start so that both caps fit
-    /// the open-file limit (README "Limits").
+    /// the open-file limit (docs/limits.md).
     pub http_max_connections: usize,
     /// Origins (`scheme://host:port`) whose pages may call the HTTP API, besides the console's own
     /// (`http://<http_addr>` and its loopback equivalents `localhost`, `127.0.0.1`, `[::1]` on the
@@ -138,10 +138,10 @@ pub struct CoordinatorConfig {
     pub grpc_idle_timeout: Duration,
     /// Most gRPC connections open at once; a connection over it is closed at once (counted in
     /// `baton_connections_refused_total{listener="grpc"}`). Lowered at start so that both caps fit
-    /// the open-file limit (README "Limits").
+    /// the open-file limit (docs/limits.md).
     pub grpc_max_connections: usize,
     /// Bearer token that `/metrics` requires (`Authorization: Bearer <token>`); empty (the
-    /// default): no token, keep `metrics_addr` on a private address then (README "Security").
+    /// default): no token, keep `metrics_addr` on a private address then (docs/security.md).
     pub metrics_token: Secret,
 }
 

@@ -1,9 +1,11 @@
 //! The web console: static assets embedded in the binary, served at /.
 //!
-//! `console/build.sh` builds the frontend into `console/dist`; this module embeds that directory
-//! at compile time (`rust-embed`, also in debug builds) and serves it as the HTTP server's
-//! fallback: `/` and any path that is not a file (the console uses hash routes, so those are only
-//! stale links) get `index.html` with `Cache-Control: no-cache`; `/assets/*` are content-hashed by
+//! `console/build.sh` builds the frontend into `console/dist`; `build.rs` embeds that directory
+//! at compile time by its content (also in debug builds) and this module serves it as the HTTP server's
+//! fallback: `/`, `/index.html` and the paths of the console's screens ([`SCREENS`]: the console
+//! uses hash routes, so `/runs/...` is only a link written without its `#`) get `index.html` with
+//! `Cache-Control: no-cache`; any other path that is not a file (`/metrics`, a gRPC method) is a
+//! 404 with the HTTP API's JSON error body naming what is served here; `/assets/*` are content-hashed by
 //! Vite and served `immutable` for a year. Every file has its content type and a strong ETag
 //! (SHA-256), answering `If-None-Match` with 304. When the console was not built, `build.rs`
 //! leaves a page saying how to build it, so a clean clone still compiles without Node.
@@ -12,12 +14,29 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use rust_embed::RustEmbed;
 
-/// The built console (`console/dist`), embedded at compile time.
-#[derive(RustEmbed)]
-#[folder = "../console/dist"]
-struct Assets;
+/// One file of the built console (`console/dist`), embedded at compile time by `build.rs`.
+struct Asset {
+    /// Its path under dist, `/`-separated (`index.html`, `assets/index-BsmiZkAE.js`).
+    path: &'static str,
+    /// Its bytes.
+    data: &'static [u8],
+    /// The hex SHA-256 of `data` (the strong ETag).
+    sha256: &'static str,
+    /// Its `Content-Type`.
+    mime: &'static str,
+}
+
+// `static ASSETS: &[Asset]`, sorted by path.
+include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
+
+/// The embedded file at `path` (under dist, without a leading `/`).
+fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS
+        .binary_search_by(|a| a.path.cmp(path))
+        .ok()
+        .and_then(|i| ASSETS.get(i))
+}
 
 /// `Cache-Control` of content-hashed files under `/assets/`.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -32,18 +51,51 @@ pub fn router() -> Router {
 
 /// Whether the embedded console is the real build (false: the "not built" page of `build.rs`).
 pub fn is_built() -> bool {
-    Assets::get("index.html").is_some_and(|f| !f.data.windows(NOT_BUILT.len()).any(|w| w == NOT_BUILT))
+    asset("index.html").is_some_and(|f| !f.data.windows(NOT_BUILT.len()).any(|w| w == NOT_BUILT))
+}
+
+/// The top-level routes of the console's screens (`#/runs/...`, see `console/src/main.tsx`): a path
+/// under one of them without the `#` still opens the console.
+pub const SCREENS: [&str; 5] = ["runs", "workflows", "tasks", "schedules", "workers"];
+
+/// Whether `path` (without its leading `/`) opens the console's page: the root, `index.html`, or
+/// a path under one of its [`SCREENS`].
+fn is_page(path: &str) -> bool {
+    let first = path.split('/').next().unwrap_or("");
+    path.is_empty() || path == "index.html" || SCREENS.contains(&first)
+}
+
+/// A path that is neither a file of the console nor one of its screens: 404 with the JSON error
+/// body of the HTTP API (`{"code": "NOT_FOUND", "message": "path: ...", "field": "path"}`).
+fn not_found(method: &Method, path: &str) -> Response {
+    crate::http::error::ApiError::edge(
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        "path",
+        &format!(
+            "no route {} {} here: this is Baton's HTTP port, serving the web console at / and the HTTP API \
+             under /v1 (see /v1/openapi.json); Prometheus metrics are on the coordinator's metrics_addr, \
+             and the gRPC API on its own port (default 7450)",
+            baton_shared::limits::echo(method.as_str()),
+            baton_shared::limits::echo(&format!("/{path}"))
+        ),
+    )
+    .into_response()
 }
 
 /// The marker `build.rs` writes into its placeholder page.
 const NOT_BUILT: &[u8] = b"the console was not built";
 
 async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let file = asset(path).filter(|_| !path.is_empty());
+    if file.is_none() && !path.starts_with("assets/") && !is_page(path) {
+        return not_found(&method, path);
+    }
     if method != Method::GET && method != Method::HEAD {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")], "").into_response();
     }
-    let path = uri.path().trim_start_matches('/');
-    let (name, file) = match Assets::get(path).filter(|_| !path.is_empty()) {
+    let (name, file) = match file {
         Some(f) => (path, f),
         // A missing hashed asset is a 404 (an old page asking for a file of an earlier build),
         // not index.html, which a browser would try to run as a script.
@@ -55,12 +107,12 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
             )
                 .into_response();
         }
-        None => match Assets::get("index.html") {
+        None => match asset("index.html") {
             Some(f) => ("index.html", f),
             None => return (StatusCode::NOT_FOUND, "the console is not embedded").into_response(),
         },
     };
-    let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
+    let etag = format!("\"{}\"", file.sha256);
     let cache = if name.starts_with("assets/") {
         IMMUTABLE
     } else {
@@ -79,15 +131,7 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if fresh {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
-    let mime = file.metadata.mimetype();
-    let mime = if mime.starts_with("text/") || mime == "application/javascript" {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
-    };
-    if let Ok(v) = HeaderValue::from_str(&mime) {
-        out.insert(header::CONTENT_TYPE, v);
-    }
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.mime));
     if name == "index.html" {
         // The page loads only its own scripts and styles and talks only to this server.
         out.insert(
@@ -100,7 +144,7 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from(file.data.into_owned())
+        Body::from(file.data)
     };
     (StatusCode::OK, out, body).into_response()
 }
@@ -133,6 +177,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn paths_outside_the_console_are_404_with_the_json_error_body() {
+        for path in ["/metrics", "/favicon.ico", "/grpc.health.v1.Health/Check", "/runsx"] {
+            let res = get(path, None).await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json", "{path}");
+        }
+        let res = serve(
+            Method::POST,
+            "/baton.v1.RunService/ListRuns".parse().unwrap_or_default(),
+            HeaderMap::new(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        for path in ["/runs", "/workflows/expense", "/tasks/r/s", "/schedules", "/workers"] {
+            assert_eq!(get(path, None).await.status(), StatusCode::OK, "{path}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_matching_etag_answers_304_and_a_missing_asset_404() {
         let res = get("/", None).await;
         let etag = res.headers()[header::ETAG]
@@ -147,7 +210,11 @@ mod tests {
     #[tokio::test]
     async fn hashed_assets_are_immutable_with_their_content_type() {
         // Only when the console was built (console/build.sh); the placeholder has no assets.
-        let Some(js) = Assets::iter().find(|p| p.starts_with("assets/") && p.ends_with(".js")) else {
+        let Some(js) = ASSETS
+            .iter()
+            .map(|a| a.path)
+            .find(|p| p.starts_with("assets/") && p.ends_with(".js"))
+        else {
             assert!(!is_built(), "a built console has its scripts under assets/");
             return;
         };

@@ -4,43 +4,33 @@
 use std::{sync::Arc, time::Duration};
 
 use baton_shared::{
-    definition::{MAX_FAN_OUT, OnTimeout, StepDefinition, StepKind, WorkflowDefinition, split_item},
+    definition::{StepDefinition, StepKind, WorkflowDefinition, split_item},
     ids,
     limits::{MAX_WORKFLOW_DEPTH, echo},
-    proto::{BufferedEvents, HumanTask, RunStatus, StepFailure, StepTask, TriggerError},
+    proto::{BufferedEvents, HumanTask, RunStatus, StepTask, TriggerError},
     time::now_ms,
 };
 
 use crate::{
     config::CoordinatorConfig,
+    core::{
+        self,
+        classify::{self, AttemptTimer, Classified, Jitter},
+        kinds::{Kind, StartPlan},
+        texts,
+    },
     dispatch::Dispatcher,
     error::{CoordinatorError, Result},
     machine,
     registry::Registry,
     store::{
         Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
-        ParentRef, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind, WaitArgs,
-        WaitOutcome, parse_outbox_member, timer_member,
+        ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind,
+        WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
-/// The outcome a worker reports for one attempt.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// The handler's output, JSON text.
-    Output(String),
-    /// The handler's error.
-    Failure(StepFailure),
-    /// The handler suspended itself until an event (name, key) arrives, for at most `timeout`.
-    Suspend {
-        /// The event name.
-        event: String,
-        /// The correlation key.
-        key: String,
-        /// How long to wait; `None` for ever.
-        timeout: Option<Duration>,
-    },
-}
+pub use crate::core::Outcome;
 
 /// How long past its timeout an attempt's concurrency slot stays leased (if the attempt never ends).
 const SLOT_LEASE_MARGIN: Duration = Duration::from_secs(60);
@@ -59,97 +49,21 @@ const BY_COORDINATOR: Reporter<'static> = Reporter::Coordinator("coordinator");
 /// How long a dispatched task may wait in RabbitMQ for a worker while it holds a slot.
 const SLOT_QUEUE_ALLOWANCE: Duration = Duration::from_secs(600);
 
-/// A key value as a part of a pool name, escaped so that distinct keys stay distinct pools: `|`,
-/// `{` and `}` (they delimit Redis members and hash tags) become `_p`, `_o` and `_c`, and `_`
-/// becomes `__`.
-fn pool_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
-        match c {
-            '_' => out.push_str("__"),
-            '|' => out.push_str("_p"),
-            '{' => out.push_str("_o"),
-            '}' => out.push_str("_c"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The run-slot pool of a run of `def` with this input, for a workflow with `max_concurrent_runs`:
-/// `<workflow>/run`, or `<workflow>/run/<key>` with a `concurrency_key`.
+/// The run-slot pool of a run of `def` with this input, for a workflow with `max_concurrent_runs`
+/// ([`core::gates::run_pool`]).
 ///
 /// # Errors
 /// `InvalidArgument` when the key cannot be evaluated over the input.
 fn run_slot(def: &WorkflowDefinition, input: &serde_json::Value) -> Result<Option<RunSlot>> {
-    let Some(limit) = def.max_concurrent_runs else {
-        return Ok(None);
-    };
-    let pool = match &def.concurrency_key {
-        None => format!("{}/run", def.name),
-        Some(k) => {
-            let b = baton_shared::expr::Bindings {
-                input: input.clone(),
-                ..Default::default()
-            };
-            let key = k
-                .eval_key(&b)
-                .map_err(|e| CoordinatorError::InvalidArgument(format!("input: concurrency_key: {e}")))?;
-            format!("{}/run/{}", def.name, pool_key(&key))
-        }
-    };
-    Ok(Some(RunSlot { pool, limit }))
-}
-
-/// The name of a concurrency or rate-limit pool: `<workflow>/<step>` and, with a key, `/<key>`
-/// (escaped by [`pool_key`]: `|`, `{` and `}` delimit Redis members and hash tags).
-fn pool_name(
-    def: &WorkflowDefinition,
-    step: &baton_shared::definition::StepDefinition,
-    key: Option<&baton_shared::expr::Expr>,
-    b: &baton_shared::expr::Bindings,
-) -> std::result::Result<String, String> {
-    let base = format!("{}/{}", def.name, step.id);
-    match key {
-        None => Ok(base),
-        Some(k) => Ok(format!("{base}/{}", pool_key(&k.eval_key(b)?))),
-    }
+    Ok(core::gates::run_pool(def, input)
+        .map_err(CoordinatorError::InvalidArgument)?
+        .map(|(pool, limit)| RunSlot { pool, limit }))
 }
 
 /// Child runs created per Redis round trip by an emitting step.
 const EMIT_BATCH: u64 = 500;
 /// How long after an emitting step's last progress its backstop timer looks again.
 const EMIT_BACKSTOP_MS: i64 = 30_000;
-
-/// An emitting step's plan: (child run id, input JSON) per element, in element order, without
-/// repeated keys (the first element with a key wins).
-fn plan_emit(
-    emit: &baton_shared::definition::Emit,
-    run_id: &str,
-    step_id: &str,
-    b: &mut baton_shared::expr::Bindings,
-) -> std::result::Result<Vec<(String, String)>, String> {
-    let items = emit.items.eval_list(b).map_err(|e| format!("emit.items: {e}"))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut plan = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        b.item = Some((i as u64, item.clone()));
-        let key = emit
-            .key
-            .eval_key(b)
-            .map_err(|e| format!("emit.key of element {i}: {e}"))?;
-        let input = match &emit.input {
-            None => item,
-            Some(t) => t.render(b).map_err(|e| format!("emit.input of element {i}: {e}"))?,
-        };
-        let child = ids::emitted_run_id(run_id, step_id, &key);
-        if seen.insert(child.clone()) {
-            plan.push((child, input.to_string()));
-        }
-    }
-    b.item = None;
-    Ok(plan)
-}
 
 /// Why [`Engine::decide`] does not start a step.
 enum Halt {
@@ -167,9 +81,13 @@ impl From<CoordinatorError> for Halt {
     }
 }
 
-/// Turns an evaluation error into a step failure, `"<what>: <error>"`.
-fn fail(what: &str) -> impl FnOnce(String) -> Halt + '_ {
-    move |e| Halt::Fail(format!("{what}: {e}"))
+impl From<core::kinds::Halt> for Halt {
+    fn from(h: core::kinds::Halt) -> Self {
+        match h {
+            core::kinds::Halt::Skip(reason) => Halt::Skip(reason),
+            core::kinds::Halt::Fail(message) => Halt::Fail(message),
+        }
+    }
 }
 
 /// What the coordinator does with a dispatched step, decided in [`Engine::prepare`].
@@ -333,9 +251,10 @@ impl Engine {
         let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
         let run_slot = run_slot(def, input)?;
+        let queued = self.queued_plan(def, def.roots());
         let outcome = self
             .store
-            .create_run(
+            .create_run_queued(
                 &call,
                 &def.name,
                 def.version,
@@ -346,6 +265,7 @@ impl Engine {
                 run_slot.as_ref(),
                 &self.run_timeout_timer(def, &run_id, now),
                 parent,
+                &queued,
             )
             .await?;
         if !matches!(outcome, CreateOutcome::Exists(_)) {
@@ -357,7 +277,10 @@ impl Engine {
             // Its roots start when a run slot frees (a `run-wake` timer).
             CreateOutcome::Queued => (run_id, true, Vec::new()),
             CreateOutcome::Created => {
-                let payloads = machine::root_payloads(def, &input_json, now);
+                let mut payloads = machine::root_payloads(def, &input_json, now);
+                for p in &mut payloads {
+                    p.queued = queued.contains(&p.step_id);
+                }
                 (run_id, true, payloads)
             }
         })
@@ -378,17 +301,14 @@ impl Engine {
             .and_then(|d| d.parse().ok())
             .unwrap_or(0);
         if depth >= MAX_WORKFLOW_DEPTH {
-            return Ok(Err(format!(
-                "WorkflowDepthExceeded: run {run_id} is {depth} sub-workflow levels below its root run, the most \
-                 allowed ({MAX_WORKFLOW_DEPTH}); it may not start a run of {} (does a workflow start itself?)",
-                echo(child)
-            )));
+            return Ok(Err(texts::too_deep(run_id, depth, child)));
         }
         Ok(Ok(depth.saturating_add(1)))
     }
 
-    /// A worker starts an attempt: marks it running, held by this worker, and arms its timeout
-    /// (and heartbeat) timers. Only a step that runs a handler (a task step or a fan-out element,
+    /// A worker starts an attempt: marks it running, held by this worker, arms its timeout (and
+    /// heartbeat) timers, and takes it out of the queued index with its schedule-to-start timer,
+    /// in one script (one round trip unless another worker holds the attempt). Only a step that runs a handler (a task step or a fan-out element,
     /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
@@ -420,6 +340,7 @@ impl Engine {
         for _ in 0..HOLDER_LOOKS {
             let args = StartArgs {
                 step: a.step_id,
+                handler: &step.handler,
                 attempt: a.attempt,
                 worker: a.worker,
                 pinned: &pinned,
@@ -451,8 +372,7 @@ impl Engine {
             ),
             Disposition::Stale | Disposition::Cancelled => {}
         }
-        // Whatever the answer, the task has left its queue.
-        crate::operations::note_started(self, &step.handler, a.run_id, a.step_id, a.attempt).await;
+        // Whatever the answer, the script took the task out of the queued index: it left its queue.
         Ok(disposition)
     }
 
@@ -486,7 +406,8 @@ impl Engine {
             .await
     }
 
-    /// Applies a worker's result: one pipelined round trip to Redis, then the publishes of the steps
+    /// Applies a worker's result: one script, one round trip to Redis (two for a step holding a
+    /// concurrency slot, whose pool is read first), then the publishes of the steps
     /// that became ready (in the background: the outbox makes them durable). Returns `Proceed` when
     /// recorded, `Stale` when the attempt was not current, or is of a step that runs no handler,
     /// or was not started (StartStep) by this worker: then nothing changed.
@@ -506,55 +427,43 @@ impl Engine {
             return Ok(Disposition::Stale);
         };
         let now = now_ms();
-        let mut pre = redis::pipe();
-        // The attempt is over either way: its timers would only fire as no-ops.
-        pre.zrem(
-            self.store.keys().timers(),
-            timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
+        // The run core classifies the report (and decides a retry); the store records it.
+        let classified = classify::report(
+            step,
+            a.step_id,
+            outcome,
+            a.attempt.saturating_sub(a.attempt_base),
+            self.config.max_payload_bytes,
+            now,
+            Jitter::Random,
         )
-        .ignore();
-        if step.heartbeat_timeout.is_some() {
-            pre.zrem(
-                self.store.keys().timers(),
-                timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
-            )
-            .ignore();
-        }
-        let (outcome_word, body, retry_at) = match outcome {
-            Outcome::Output(json) => {
-                if json.len() > self.config.max_payload_bytes {
-                    // A handler whose output is too large fails for good: retrying gives the same output.
-                    let f = StepFailure {
-                        message: format!(
-                            "output of {} bytes is over the limit of {} bytes",
-                            json.len(),
-                            self.config.max_payload_bytes
-                        ),
-                        error_type: "OutputTooLarge".into(),
-                        retryable: false,
-                    };
-                    ("error", f.message, 0)
-                } else if serde_json::from_str::<serde::de::IgnoredAny>(&json).is_err() {
-                    return Err(CoordinatorError::InvalidArgument("output_json: not valid JSON".into()));
-                } else if step.emit.is_some() && split_item(a.step_id).1.is_none() {
-                    ("emit", json, 0)
-                } else {
-                    ("ok", json, 0)
-                }
-            }
-            Outcome::Suspend { event, key, timeout } => {
-                if event.trim().is_empty() {
-                    return Err(CoordinatorError::InvalidArgument("suspend.event: required".into()));
-                }
-                let detail = format!("event {} key {} (suspended handler)", echo(&event), echo(&key));
+        .map_err(CoordinatorError::InvalidArgument)?;
+        let (outcome_word, body, retry_at) = match classified {
+            Classified::Complete { word, body, retry_at } => (word.word(), body, retry_at),
+            Classified::Suspend {
+                event,
+                key,
+                waiting_for,
+                timeout_at,
+            } => {
+                // The attempt is over: its timers would only fire as no-ops.
+                let mut pre = redis::pipe();
+                pre.zrem(
+                    self.store.keys().timers(),
+                    vec![
+                        timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
+                        timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
+                    ],
+                )
+                .ignore();
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
                     mode: "suspend",
-                    detail: &detail,
+                    detail: &waiting_for,
                     event: Some((&event, &key)),
                     child_run: "",
-                    timeout_at: timeout.map(|t| machine::due(now, t)).unwrap_or(0),
+                    timeout_at,
                     worker: a.worker,
                 };
                 let waited = self.store.wait(pre, &RunCall { run_id: a.run_id, now }, &w).await?;
@@ -569,32 +478,12 @@ impl Engine {
                     WaitOutcome::Waiting | WaitOutcome::Delivered => Disposition::Proceed,
                 });
             }
-            Outcome::Failure(f) => {
-                let at = machine::retry_at(
-                    step,
-                    a.attempt.saturating_sub(a.attempt_base),
-                    &f.error_type,
-                    f.retryable,
-                    now,
-                );
-                let message = if f.error_type.is_empty() {
-                    f.message
-                } else {
-                    format!("{}: {}", f.error_type, f.message)
-                };
-                ("error", message, at)
-            }
         };
-        if retry_at > 0 {
-            pre.zadd(
-                self.store.keys().timers(),
-                timer_member(TimerKind::Retry, a.run_id, a.step_id, a.attempt.saturating_add(1)),
-                retry_at,
-            )
-            .ignore();
-        }
-        // A failing element ends its fan-out step, so the step's children matter then too.
+        // A failing element ends its fan-out step, so the step's children matter then too. The
+        // script disarms this attempt's timers, arms the retry timer and indexes the children
+        // that go straight to a worker as queued: one round trip.
         let children = machine::children_spec(&def, a.step_id);
+        let queued = self.queued_plan(&def, def.children(split_item(a.step_id).0));
         let args = CompleteArgs {
             step: a.step_id,
             attempt: a.attempt,
@@ -616,7 +505,7 @@ impl Engine {
         };
         let completion = self
             .store
-            .complete_step(pre, &RunCall { run_id: a.run_id, now }, &args)
+            .complete_step_queued(redis::pipe(), &RunCall { run_id: a.run_id, now }, &args, &queued)
             .await?;
         crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
         if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
@@ -687,16 +576,30 @@ impl Engine {
             };
             let run_def: &WorkflowDefinition = owned.as_deref().unwrap_or(def);
             let step_id = p.step_id.clone();
-            match self.prepare(run_def, &run, p, now).await {
+            let (indexed, attempt) = (p.queued, p.attempt);
+            let handler = if indexed {
+                run_def.step(&step_id).map(|s| s.handler.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let launched = self.prepare(run_def, &run, p, now).await;
+            if indexed && !matches!(launched, Ok(Launch::Publish(_)) | Err(_)) {
+                // The commit indexed it as queued, but it does not go to a worker after all
+                // (skipped, failed, parked, waiting for a slot): take the entry out again.
+                crate::operations::unindex_queued(self, &handler, &run, &step_id, attempt).await;
+            }
+            match launched {
                 Ok(Launch::Publish(task)) => {
-                    let limit = self.schedule_to_start(run_def, &task.step_id);
-                    queued.push((
-                        task.handler.clone(),
-                        task.run_id.clone(),
-                        task.step_id.clone(),
-                        task.attempt,
-                        limit,
-                    ));
+                    if !indexed {
+                        let limit = self.schedule_to_start(run_def, &task.step_id);
+                        queued.push((
+                            task.handler.clone(),
+                            task.run_id.clone(),
+                            task.step_id.clone(),
+                            task.attempt,
+                            limit,
+                        ));
+                    }
                     tasks.push(*task)
                 }
                 Ok(Launch::More(more)) => {
@@ -727,6 +630,27 @@ impl Engine {
         self.dispatcher.publish_detached(tasks);
     }
 
+    /// The queued plan of `steps` of `def` ([`QueuedPlan`]): those that go straight to a worker
+    /// when dispatched (a task step without `when`, `for_each`, rate limit or concurrency; its
+    /// children when not every parent was skipped, which the script checks), with their handlers
+    /// and schedule-to-start timeouts. The script that commits their dispatch indexes them as
+    /// queued in the same round trip.
+    fn queued_plan<'a>(&self, def: &WorkflowDefinition, steps: impl Iterator<Item = &'a StepDefinition>) -> QueuedPlan {
+        let mut plan = QueuedPlan::default();
+        for s in steps {
+            let straight = matches!(s.kind, StepKind::Task)
+                && s.for_each.is_none()
+                && s.when.is_none()
+                && s.rate_limit.is_none()
+                && s.concurrency.is_none()
+                && !s.handler.is_empty();
+            if straight {
+                plan.add(self.store.keys(), &s.id, &s.handler, self.schedule_to_start(def, &s.id));
+            }
+        }
+        plan
+    }
+
     /// The schedule-to-start timeout of `step_id` (a fan-out element counts as its step): the
     /// step's own, else the coordinator's `default_schedule_to_start`; `None` when neither is set.
     fn schedule_to_start(&self, def: &WorkflowDefinition, step_id: &str) -> Option<Duration> {
@@ -742,13 +666,6 @@ impl Engine {
         let Some(step) = def.step(&p.step_id) else {
             return Ok(Launch::More(Vec::new()));
         };
-        if split_item(&p.step_id).1.is_some() {
-            // A fan-out element: its input was rendered when the fan-out started.
-            let input = p.item_input.clone().unwrap_or_else(|| "null".into());
-            return Ok(Launch::Publish(Box::new(machine::task(
-                def, step, run_id, p, input, now,
-            ))));
-        }
         match self.decide(def, step, run_id, &p, now).await {
             Ok(launch) => Ok(launch),
             Err(Halt::Skip(reason)) => self.skip(def, run_id, &p, &reason, now).await,
@@ -757,10 +674,9 @@ impl Engine {
         }
     }
 
-    /// What a dispatched step does. Skipped when all its parents were skipped or its condition is
-    /// false; failed when an expression cannot be evaluated (retrying would give the same answer);
-    /// otherwise started by kind: published to the workers (after its rate limit and concurrency
-    /// slot), fanned out, put to sleep or to wait, or given a child run.
+    /// What a dispatched step does: the run core plans it by kind ([`core::kinds::plan`]: skipped,
+    /// failed, published after its gates, fanned out, put to sleep or to wait, or given a child
+    /// run), and this carries the plan out through the store.
     async fn decide(
         &self,
         def: &WorkflowDefinition,
@@ -769,126 +685,108 @@ impl Engine {
         p: &DispatchPayload,
         now: i64,
     ) -> std::result::Result<Launch, Halt> {
-        if !step.depends_on.is_empty()
-            && step
-                .depends_on
-                .iter()
-                .all(|d| p.parent_statuses.get(d).map(String::as_str) == Some("skipped"))
-        {
-            return Err(Halt::Skip("every step it depends on was skipped".into()));
-        }
-        let mut bindings = machine::bindings(p).map_err(fail("InputError"))?;
-        if let Some(when) = &step.when
-            && !when.eval_bool(&bindings).map_err(fail("ConditionError: when"))?
-        {
-            return Err(Halt::Skip(format!("condition `{}` is false", when.source())));
-        }
+        let statuses = |id: &str| p.parent_statuses.get(id).cloned();
+        let bindings = || machine::bindings(p);
+        let planned = core::kinds::plan(
+            step,
+            core::kinds::Dispatched {
+                workflow: &def.name,
+                run_id,
+                step_id: &p.step_id,
+                attempt: p.attempt,
+                dispatched_at: p.dispatched_at,
+                input_json: &p.input_json,
+                item_input: p.item_input.as_deref(),
+                parent_statuses: &statuses,
+                bindings: &bindings,
+            },
+            now,
+        )?;
         let call = RunCall { run_id, now };
         let nothing = || Ok(Launch::More(Vec::new()));
-        match &step.kind {
-            StepKind::Task => {
-                if let Some(fan_out) = &step.for_each {
-                    let items = fan_out
-                        .items
-                        .eval_list(&bindings)
-                        .map_err(fail("ForEachError: for_each"))?;
-                    if items.len() > MAX_FAN_OUT {
-                        return Err(Halt::Fail(format!(
-                            "FanOutTooLarge: for_each: {} elements is over the limit of {MAX_FAN_OUT}",
-                            items.len()
-                        )));
+        match planned {
+            StartPlan::PublishElement { input } => Ok(Launch::Publish(Box::new(machine::task(
+                def,
+                step,
+                run_id,
+                p.clone(),
+                input,
+                now,
+            )))),
+            StartPlan::FanOut { inputs, max_parallel } => {
+                // The inputs are stored a batch per call (bounded by elements and bytes), so
+                // no call holds Redis for long; a stale answer means another launch started it.
+                let mut kept = Vec::new();
+                let mut first = 0;
+                while first < inputs.len() {
+                    let mut end = first;
+                    let mut bytes = 0usize;
+                    while let Some(input) = inputs.get(end)
+                        && end - first < crate::store::ITEM_BATCH
+                        && (end == first || bytes.saturating_add(input.len()) <= crate::store::ITEM_BATCH_BYTES)
+                    {
+                        bytes = bytes.saturating_add(input.len());
+                        end += 1;
                     }
-                    let mut inputs = Vec::with_capacity(items.len());
-                    for (i, item) in items.into_iter().enumerate() {
-                        match &step.input {
-                            None => inputs.push(item.to_string()),
-                            Some(t) => {
-                                bindings.item = Some((i as u64, item));
-                                let v = t
-                                    .render(&bindings)
-                                    .map_err(fail(&format!("InputError: input of element {i}")))?;
-                                inputs.push(v.to_string());
-                            }
-                        }
-                    }
-                    // The inputs are stored a batch per call (bounded by elements and bytes), so
-                    // no call holds Redis for long; a stale answer means another launch started it.
-                    let mut kept = Vec::new();
-                    let mut first = 0;
-                    while first < inputs.len() {
-                        let mut end = first;
-                        let mut bytes = 0usize;
-                        while let Some(input) = inputs.get(end)
-                            && end - first < crate::store::ITEM_BATCH
-                            && (end == first || bytes.saturating_add(input.len()) <= crate::store::ITEM_BATCH_BYTES)
-                        {
-                            bytes = bytes.saturating_add(input.len());
-                            end += 1;
-                        }
-                        let batch = inputs.get(first..end).unwrap_or_default();
-                        match self
-                            .store
-                            .stage_items(&call, &p.step_id, p.attempt, first, batch)
-                            .await?
-                        {
-                            Some(k) => kept.extend(k),
-                            None => return nothing(),
-                        }
-                        first = end;
-                    }
-                    let completion = self
+                    let batch = inputs.get(first..end).unwrap_or_default();
+                    match self
                         .store
-                        .start_items(
-                            &call,
-                            &p.step_id,
-                            p.attempt,
-                            fan_out.max_parallel,
-                            &machine::children_spec(def, &step.id),
-                            &machine::leaves_csv(def),
-                            inputs.len(),
-                            &kept,
-                        )
-                        .await?;
-                    if let Some(status) = crate::metrics::finished_status(&completion) {
-                        crate::metrics::observe_finish(&self.store, &def.name, status, run_id, now);
-                    }
-                    return Ok(Launch::More(match completion {
-                        Completion::Succeeded { dispatched, .. } => dispatched,
-                        _ => Vec::new(),
-                    }));
-                }
-                let input = match &step.input {
-                    None => p.input_json.clone(),
-                    Some(t) => t.render(&bindings).map_err(fail("InputError: input"))?.to_string(),
-                };
-                if let Some(limit) = &step.rate_limit {
-                    let pool = pool_name(def, step, limit.key.as_ref(), &bindings)
-                        .map_err(fail("KeyError: rate_limit.key"))?;
-                    let member = format!("{run_id}|{}|{}", step.id, p.attempt);
-                    if let Some(at) = self
-                        .store
-                        .rate_take(&pool, limit.limit, limit.period, &member, now)
+                        .stage_items(&call, &p.step_id, p.attempt, first, batch)
                         .await?
                     {
-                        let detail = format!(
-                            "rate limit {pool} ({} per {}): next start at {}",
-                            limit.limit,
-                            baton_shared::duration::format(limit.period),
-                            baton_shared::time::rfc3339(at)
-                        );
-                        let timer = timer_member(TimerKind::RateWake, run_id, &step.id, p.attempt);
-                        self.store.park(&call, &step.id, p.attempt, &detail, &timer, at).await?;
-                        return nothing();
+                        Some(k) => kept.extend(k),
+                        None => return nothing(),
                     }
+                    first = end;
                 }
-                if let Some(c) = &step.concurrency {
-                    let pool =
-                        pool_name(def, step, c.key.as_ref(), &bindings).map_err(fail("KeyError: concurrency.key"))?;
-                    let detail = format!("a slot of {pool} (limit {})", c.limit);
+                let completion = self
+                    .store
+                    .start_items(
+                        &call,
+                        &p.step_id,
+                        p.attempt,
+                        max_parallel,
+                        &machine::children_spec(def, &step.id),
+                        &machine::leaves_csv(def),
+                        inputs.len(),
+                        &kept,
+                    )
+                    .await?;
+                if let Some(status) = crate::metrics::finished_status(&completion) {
+                    crate::metrics::observe_finish(&self.store, &def.name, status, run_id, now);
+                }
+                Ok(Launch::More(match completion {
+                    Completion::Succeeded { dispatched, .. } => dispatched,
+                    _ => Vec::new(),
+                }))
+            }
+            StartPlan::Publish { input, gates } => {
+                if let Some(rate) = &gates.rate
+                    && let Some(at) = self
+                        .store
+                        .rate_take(&rate.pool, rate.limit, rate.period, &rate.member, now)
+                        .await?
+                {
+                    let timer = timer_member(TimerKind::RateWake, run_id, &step.id, p.attempt);
+                    self.store
+                        .park(&call, &step.id, p.attempt, &rate.waiting_for(at), &timer, at)
+                        .await?;
+                    return nothing();
+                }
+                if let Some(slot) = &gates.slot {
                     let lease = machine::due(now, self.slot_wait_lease(step));
                     match self
                         .store
-                        .acquire(&pool, c.limit, run_id, &step.id, p.attempt, lease, &detail, now)
+                        .acquire(
+                            &slot.pool,
+                            slot.limit,
+                            run_id,
+                            &step.id,
+                            p.attempt,
+                            lease,
+                            &slot.waiting_for(),
+                            now,
+                        )
                         .await?
                     {
                         SlotOutcome::Held => {}
@@ -904,44 +802,34 @@ impl Engine {
                     now,
                 ))))
             }
-            StepKind::Sleep => {
-                let from = if p.dispatched_at > 0 { p.dispatched_at } else { now };
-                let wake = machine::due(from, step.sleep.unwrap_or_default());
+            StartPlan::Sleep { wake } => {
                 self.start_sleep(&step.id, wake, run_id, p, now).await?;
                 nothing()
             }
-            StepKind::SleepUntil(until) => {
-                let wake = until
-                    .eval_time_ms(&bindings)
-                    .map_err(fail("SleepUntilError: sleep_until"))?;
-                let wake = wake.clamp(now, machine::LATEST_DUE_MS);
-                self.start_sleep(&step.id, wake, run_id, p, now).await?;
-                nothing()
-            }
-            StepKind::WaitForEvent(w) => {
-                let key = match &w.key {
-                    None => String::new(),
-                    Some(k) => k.eval_key(&bindings).map_err(fail("KeyError: wait_for_event.key"))?,
-                };
-                let detail = format!("event {} key {}", echo(&w.event), echo(&key));
+            StartPlan::WaitEvent {
+                ref event,
+                ref key,
+                timeout_at,
+            } => {
+                let detail = texts::waiting_for_event(event, key);
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
                     mode: "event",
                     detail: &detail,
-                    event: Some((&w.event, &key)),
+                    event: Some((event, key)),
                     child_run: "",
-                    timeout_at: w.timeout.map(|t| machine::due(now, t)).unwrap_or(0),
+                    timeout_at,
                     worker: "",
                 };
                 self.store.wait(redis::pipe(), &call, &args).await?;
                 nothing()
             }
-            StepKind::Human(h) => {
+            StartPlan::Human { ref title, timeout_at } => {
                 let mut pre = redis::pipe();
                 pre.zadd(self.store.keys().human_tasks(), format!("{run_id}|{}", step.id), now)
                     .ignore();
-                let detail = format!("human task {:?}", h.title);
+                let detail = texts::human_task(title);
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
@@ -949,68 +837,83 @@ impl Engine {
                     detail: &detail,
                     event: None,
                     child_run: "",
-                    timeout_at: h.timeout.map(|t| machine::due(now, t)).unwrap_or(0),
+                    timeout_at,
                     worker: "",
                 };
                 self.store.wait(pre, &call, &args).await?;
                 nothing()
             }
-            StepKind::Workflow(child) => {
-                let input = match &step.input {
-                    None => serde_json::json!({}),
-                    Some(t) => t.render(&bindings).map_err(fail("InputError: input"))?,
-                };
-                let child_def = match self.registry.get(&child.name, child.version).await {
-                    Ok(d) => d.definition,
-                    Err(CoordinatorError::NotFound(m)) => return Err(Halt::Fail(format!("ChildWorkflowError: {m}"))),
+            StartPlan::Child {
+                workflow,
+                version,
+                input,
+            } => self.start_child(step, run_id, p, &workflow, version, &input, now).await,
+        }
+    }
+
+    /// Starts the child run of workflow step `step` (dispatched as `p`) and makes the step wait
+    /// for it; the caller's loop launches the child's roots (no recursion).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_child(
+        &self,
+        step: &StepDefinition,
+        run_id: &str,
+        p: &DispatchPayload,
+        workflow: &str,
+        version: u32,
+        input: &serde_json::Value,
+        now: i64,
+    ) -> std::result::Result<Launch, Halt> {
+        let call = RunCall { run_id, now };
+        let child_def = match self.registry.get(workflow, version).await {
+            Ok(d) => d.definition,
+            Err(CoordinatorError::NotFound(m)) => return Err(Halt::Fail(texts::child_unknown(&m))),
+            Err(e) => return Err(e.into()),
+        };
+        child_def
+            .validate_input(input)
+            .map_err(|e| Halt::Fail(texts::child_input_refused(&child_def.name, &e.to_string())))?;
+        let depth = self.child_depth(run_id, &child_def.name).await?.map_err(Halt::Fail)?;
+        // The id is derived from (run, step, attempt): doing this twice finds the same child.
+        let child_id = ids::child_run_id(run_id, &step.id, p.attempt);
+        let parent = ParentRef {
+            run: run_id,
+            step: &step.id,
+            attempt: p.attempt,
+            kind: "workflow",
+            depth,
+        };
+        // Not launched here: the caller's loop launches the child's roots (no recursion).
+        let (_, _, roots) = self
+            .create_run_unlaunched(&child_def, &child_id, input, "", Some(&parent))
+            .await?;
+        let detail = texts::child_run(&child_id, &child_def.name, child_def.version);
+        let args = WaitArgs {
+            step: &step.id,
+            attempt: p.attempt,
+            mode: "child",
+            detail: &detail,
+            event: None,
+            child_run: &child_id,
+            timeout_at: 0,
+            worker: "",
+        };
+        if self.store.wait(redis::pipe(), &call, &args).await? == WaitOutcome::Stale {
+            // The parent ended while the child was being made (a second launch of the same
+            // dispatch is stale too, but then the parent is still going): stop the child.
+            let parent_status = self.store.run_fields(run_id, &["status"]).await?.pop().flatten();
+            if parent_status.is_none_or(|s| RunStatus::from_word(&s).is_none_or(RunStatus::is_terminal)) {
+                match self.cancel_run(&child_id, "its parent run ended").await {
+                    Ok(()) | Err(CoordinatorError::FailedPrecondition(_) | CoordinatorError::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),
-                };
-                child_def
-                    .validate_input(&input)
-                    .map_err(|e| Halt::Fail(format!("ChildWorkflowError: input of {}: {e}", child_def.name)))?;
-                let depth = self.child_depth(run_id, &child_def.name).await?.map_err(Halt::Fail)?;
-                // The id is derived from (run, step, attempt): doing this twice finds the same child.
-                let child_id = ids::child_run_id(run_id, &step.id, p.attempt);
-                let parent = ParentRef {
-                    run: run_id,
-                    step: &step.id,
-                    attempt: p.attempt,
-                    kind: "workflow",
-                    depth,
-                };
-                // Not launched here: the caller's loop launches the child's roots (no recursion).
-                let (_, _, roots) = self
-                    .create_run_unlaunched(&child_def, &child_id, &input, "", Some(&parent))
-                    .await?;
-                let detail = format!("child run {child_id} ({} v{})", child_def.name, child_def.version);
-                let args = WaitArgs {
-                    step: &step.id,
-                    attempt: p.attempt,
-                    mode: "child",
-                    detail: &detail,
-                    event: None,
-                    child_run: &child_id,
-                    timeout_at: 0,
-                    worker: "",
-                };
-                if self.store.wait(redis::pipe(), &call, &args).await? == WaitOutcome::Stale {
-                    // The parent ended while the child was being made (a second launch of the same
-                    // dispatch is stale too, but then the parent is still going): stop the child.
-                    let parent_status = self.store.run_fields(run_id, &["status"]).await?.pop().flatten();
-                    if parent_status.is_none_or(|s| RunStatus::from_word(&s).is_none_or(RunStatus::is_terminal)) {
-                        match self.cancel_run(&child_id, "its parent run ended").await {
-                            Ok(()) | Err(CoordinatorError::FailedPrecondition(_) | CoordinatorError::NotFound(_)) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
                 }
-                Ok(Launch::Child {
-                    def: child_def,
-                    run_id: child_id,
-                    payloads: roots,
-                })
             }
         }
+        Ok(Launch::Child {
+            def: child_def,
+            run_id: child_id,
+            payloads: roots,
+        })
     }
 
     /// Ends a dispatched step as `skipped`; returns what that dispatched.
@@ -1149,10 +1052,7 @@ impl Engine {
         }
         output.push(']');
         let (outcome, body) = if output.len() > limit {
-            let message = format!(
-                "OutputTooLarge: the results of the {total} elements are over the limit of {limit} bytes (max_payload_bytes)"
-            );
-            ("error", message)
+            ("error", texts::items_too_large(total, limit))
         } else {
             ("items", output)
         };
@@ -1174,7 +1074,7 @@ impl Engine {
     /// its wake-up timer is armed for `wake` (Unix ms) in the same script. A second start of the
     /// same dispatch (the sweeper) is stale and changes nothing.
     async fn start_sleep(&self, step: &str, wake: i64, run_id: &str, p: &DispatchPayload, now: i64) -> Result<()> {
-        let detail = format!("until {}", baton_shared::time::rfc3339(wake));
+        let detail = texts::sleeping_until(wake);
         let args = WaitArgs {
             step,
             attempt: p.attempt,
@@ -1223,8 +1123,7 @@ impl Engine {
         let now = now_ms();
         let call = RunCall { run_id, now };
         if kind == TimerKind::RunTimeout {
-            let limit = def.timeout.map(baton_shared::duration::format).unwrap_or_default();
-            let reason = format!("Timeout: the run did not finish within its timeout of {limit}");
+            let reason = texts::run_timed_out(def.timeout);
             match self.store.cancel_run(&call, &reason, "timed_out").await {
                 Ok(()) => {
                     tracing::info!(run = run_id, "run timed out");
@@ -1263,10 +1162,7 @@ impl Engine {
             TimerKind::Emit => self.emit_more(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Items => self.gather_items(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Wake => {
-                let body = match step.sleep {
-                    Some(d) => format!("{{\"slept_ms\":{}}}", d.as_millis()),
-                    None => format!("{{\"woke_at_ms\":{now}}}"),
-                };
+                let body = core::kinds::sleep::output(step, now);
                 self.complete_here(&def, run_id, step_id, attempt, BY_TIMER, "ok", &body, now)
                     .await?;
             }
@@ -1279,7 +1175,7 @@ impl Engine {
                     .flatten()
                     .unwrap_or_default();
                 if !delivered.is_empty() {
-                    if matches!(step.kind, StepKind::Task) {
+                    if core::kinds::wait::delivery(Kind::of(step, step_id)) == core::kinds::wait::Delivery::Resume {
                         // A suspended handler: run it again with the event as its resume data.
                         if let Some(p) = self
                             .store
@@ -1304,47 +1200,22 @@ impl Engine {
                 if kind == TimerKind::Timeout && self.wait_timed_out(&def, run_id, step_id, attempt, now).await? {
                     return self.store.release(false, claimed).await;
                 }
-                let (outcome, message, hb_ms) = if kind == TimerKind::ScheduleToStart {
-                    let limit = self.schedule_to_start(&def, step_id).unwrap_or_default();
-                    (
-                        "schedule",
-                        format!(
-                            "ScheduleToStartTimeout: no worker started attempt {attempt} within its schedule-to-start timeout of {}",
-                            baton_shared::duration::format(limit)
-                        ),
-                        0,
-                    )
-                } else if kind == TimerKind::Timeout {
-                    (
-                        "timeout",
-                        format!(
-                            "Timeout: attempt {attempt} did not finish within its start-to-close timeout of {}",
-                            baton_shared::duration::format(step.timeout)
-                        ),
-                        0,
-                    )
-                } else {
-                    let hb = step.heartbeat_timeout.unwrap_or(Duration::from_secs(1));
-                    (
-                        "heartbeat",
-                        format!(
-                            "HeartbeatTimeout: attempt {attempt} sent no heartbeat for {}",
-                            baton_shared::duration::format(hb)
-                        ),
-                        machine::span_ms(hb),
-                    )
+                let timer = match kind {
+                    TimerKind::ScheduleToStart => AttemptTimer::ScheduleToStart,
+                    TimerKind::Timeout => AttemptTimer::Timeout,
+                    _ => AttemptTimer::Heartbeat,
                 };
+                let limit = self.schedule_to_start(&def, step_id).unwrap_or_default();
+                let timed = classify::attempt_timer(timer, step, attempt, limit);
+                let (outcome, message, hb_ms) = (timed.word.word(), timed.message, timed.heartbeat_ms);
                 let base = self.store.attempt_base(run_id, step_id).await?;
-                let retry_at = machine::retry_at(
+                let retry_at = classify::retry_time(
                     step,
                     attempt.saturating_sub(base),
-                    match kind {
-                        TimerKind::Timeout => "Timeout",
-                        TimerKind::ScheduleToStart => "ScheduleToStartTimeout",
-                        _ => "HeartbeatTimeout",
-                    },
+                    timed.error_type,
                     true,
                     now,
+                    Jitter::Random,
                 );
                 let mut pre = redis::pipe();
                 if retry_at > 0 {
@@ -1453,26 +1324,10 @@ impl Engine {
         }
         let waiting_for = f[2].clone().unwrap_or_default();
         let Some(step) = def.step(step_id) else { return Ok(true) };
-        let (outcome, message) = match &step.kind {
-            StepKind::WaitForEvent(w) => {
-                let limit = w.timeout.map(baton_shared::duration::format).unwrap_or_default();
-                let message = format!("Timeout: no {waiting_for} arrived within {limit}");
-                match w.on_timeout {
-                    OnTimeout::Fail => ("timeout", message),
-                    OnTimeout::Skip => ("skip", message),
-                }
-            }
-            StepKind::Human(h) => {
-                let limit = h.timeout.map(baton_shared::duration::format).unwrap_or_default();
-                let message = format!("Timeout: the {waiting_for} was not completed within {limit}");
-                match h.on_timeout {
-                    OnTimeout::Fail => ("timeout", message),
-                    OnTimeout::Skip => ("skip", message),
-                }
-            }
-            _ => ("timeout", format!("Timeout: no {waiting_for} arrived in time")),
-        };
-        self.complete_here(def, run_id, step_id, attempt, BY_TIMER, outcome, &message, now)
+        let ending = core::kinds::wait::timed_out(Kind::of(step, step_id), &waiting_for);
+        let (outcome, message) = ending.parts();
+        let outcome = outcome.word();
+        self.complete_here(def, run_id, step_id, attempt, BY_TIMER, outcome, message, now)
             .await?;
         Ok(true)
     }
@@ -1498,23 +1353,15 @@ impl Engine {
             return Ok(());
         };
         let f = self.store.run_fields(&child, &["status", "output", "error"]).await?;
-        let status = f[0].clone().unwrap_or_default();
-        match status.as_str() {
-            "succeeded" => {
-                let output = f[1].clone().filter(|o| !o.is_empty()).unwrap_or_else(|| "null".into());
-                self.complete_here(def, run_id, step_id, attempt, BY_CHILD, "ok", &output, now)
-                    .await?;
-            }
-            "failed" | "cancelled" | "timed_out" => {
-                let message = format!(
-                    "ChildRunFailed: child run {child} {status}: {}",
-                    f[2].clone().unwrap_or_default()
-                );
-                self.complete_here(def, run_id, step_id, attempt, BY_CHILD, "error", &message, now)
-                    .await?;
-            }
-            // Not finished (a stale notice) or expired: nothing to do.
-            _ => {}
+        let field = |i: usize| f.get(i).cloned().flatten();
+        let error = field(2).unwrap_or_default();
+        // Not finished (a stale notice) or expired: nothing to do.
+        if let Some(ending) =
+            core::kinds::child::ended(&child, &field(0).unwrap_or_default(), field(1).as_deref(), &error)
+        {
+            let (outcome, body) = ending.parts();
+            self.complete_here(def, run_id, step_id, attempt, BY_CHILD, outcome.word(), body, now)
+                .await?;
         }
         Ok(())
     }
@@ -1549,7 +1396,7 @@ impl Engine {
             let output = serde_json::from_str(&output).unwrap_or(serde_json::Value::Null);
             b.steps.insert(id.clone(), (status, output));
         }
-        let plan = match plan_emit(emit, run_id, step_id, &mut b) {
+        let plan = match core::kinds::emit::plan(emit, run_id, step_id, &mut b) {
             Ok(plan) => plan,
             Err(e) => {
                 self.complete_here(
@@ -1559,7 +1406,7 @@ impl Engine {
                     attempt,
                     BY_COORDINATOR,
                     "error",
-                    &format!("EmitError: {e}"),
+                    &texts::emit_failed(&e),
                     now,
                 )
                 .await?;
@@ -1615,7 +1462,7 @@ impl Engine {
         let child_def = match self.registry.get(&emit.workflow, emit.version).await {
             Ok(r) => r.definition,
             Err(CoordinatorError::NotFound(m)) => {
-                let message = format!("EmitError: {m}");
+                let message = texts::emit_failed(&m);
                 self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                     .await?;
                 return Ok(());
@@ -1626,7 +1473,7 @@ impl Engine {
         let depth = match self.child_depth(run_id, &child_def.name).await? {
             Ok(depth) => depth,
             Err(message) => {
-                let message = format!("EmitError: {message}");
+                let message = texts::emit_failed(&message);
                 self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                     .await?;
                 return Ok(());
@@ -1642,8 +1489,7 @@ impl Engine {
         let roots: Vec<&str> = child_def.roots().map(|s| s.id.as_str()).collect();
         let step_ids = machine::step_ids_csv(&child_def);
         while next < total {
-            let in_flight = next.saturating_sub(finished);
-            let room = u64::from(emit.max_in_flight).saturating_sub(in_flight).min(EMIT_BATCH);
+            let room = core::kinds::emit::room(emit, next, finished, EMIT_BATCH);
             if room == 0 {
                 break;
             }
@@ -1657,7 +1503,7 @@ impl Engine {
                     .map_err(|e| e.to_string())
                     .and_then(|v| child_def.validate_input(&v).map_err(|e| e.to_string()));
                 if let Err(e) = valid {
-                    let message = format!("EmitError: input of child run {child_id}: {e}");
+                    let message = texts::emit_failed(&format!("input of child run {child_id}: {e}"));
                     self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                         .await?;
                     return Ok(());
@@ -1668,7 +1514,7 @@ impl Engine {
                 {
                     Ok(slot) => slot.map(|s| s.pool),
                     Err(e) => {
-                        let message = format!("EmitError: child run {child_id}: {e}");
+                        let message = texts::emit_failed(&format!("child run {child_id}: {e}"));
                         self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
                             .await?;
                         return Ok(());
@@ -1726,7 +1572,7 @@ impl Engine {
             .iter()
             .map(|c| c.as_deref().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0))
             .sum::<u64>();
-        let done = next >= total && (!emit.wait || finished >= total);
+        let done = core::kinds::emit::done(emit, total, next, finished);
         if done {
             let output = text(7);
             // The emitter's handler ran on this worker; the step ends now by the coordinator's hand.
@@ -1927,11 +1773,7 @@ impl Engine {
     /// `InvalidArgument` for a malformed id; `NotFound`; `FailedPrecondition` when it already finished.
     pub async fn cancel_run(&self, run_id: &str, reason: &str) -> Result<()> {
         check_run_id(run_id)?;
-        let reason = if reason.is_empty() {
-            "cancelled".to_string()
-        } else {
-            format!("cancelled: {reason}")
-        };
+        let reason = texts::cancelled(reason);
         self.store
             .cancel_run(&RunCall { run_id, now: now_ms() }, &reason, "cancelled")
             .await?;
@@ -2372,18 +2214,5 @@ fn may_complete(p: &crate::auth::Principal, assignees: &[String], step_id: &str)
             echo(step_id),
             assignees.join(", ")
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn distinct_keys_make_distinct_pools() {
-        assert_eq!(pool_key("tenant-a"), "tenant-a");
-        assert_ne!(pool_key("a|b"), pool_key("a_b"));
-        assert_ne!(pool_key("a{b}"), pool_key("a_ob_c"));
-        assert!(!pool_key("x|{y}").contains(['|', '{', '}']));
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod console;
+pub mod core;
 pub mod dispatch;
 pub mod edge;
 pub mod engine;
@@ -109,12 +110,14 @@ pub async fn serve_with(
         .await
         .map_err(|e| anyhow::anyhow!("listen: cannot bind {}: {e}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, namespace = %config.namespace, tls = tls.is_some(), "coordinator listening (starting up)");
+    // Named on every answer of the HTTP port (`http::advertise_grpc_port`).
+    let grpc_port = listener.local_addr()?.port();
     if tokens.is_empty() {
         if !config.listen.ip().is_loopback() {
             tracing::warn!(
                 listen = %config.listen,
                 "auth is off (no auth_tokens_file or BATON_AUTH_TOKENS) and the coordinator listens on a non-loopback \
-                 address: anyone who reaches it can submit, cancel and report; configure tokens (README, Security)"
+                 address: anyone who reaches it can submit, cancel and report; configure tokens (docs/security.md)"
             );
         }
     } else {
@@ -153,7 +156,7 @@ pub async fn serve_with(
                 tracing::warn!(
                     http_addr = %addr,
                     "auth is off and the HTTP API listens on a non-loopback address: anyone who reaches it can submit, \
-                     cancel and complete tasks; configure tokens (README, Security)"
+                     cancel and complete tasks; configure tokens (docs/security.md)"
                 );
             }
             let state = http::HttpState::new(
@@ -164,6 +167,7 @@ pub async fn serve_with(
             );
             let guard = http::guard::Guard::new(listener.local_addr()?, &config.http_allowed_origins);
             let (router, _) = http::router(state.clone(), guard);
+            let router = http::advertise_grpc_port(router, grpc_port);
             let bounds = http::ConnectionBounds {
                 header_read_timeout: config.http_header_read_timeout,
                 idle_timeout: config.http_idle_timeout,
@@ -346,6 +350,16 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)
     .with_outbox_hold(config.timer_lease);
+    // A namespace of a layout this version cannot read is refused before anything is written.
+    match store.check_layout().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        crate::store::LayoutCheck::Migrated(from) => tracing::info!(
+            namespace = %config.namespace,
+            from,
+            to = crate::store::LAYOUT_VERSION,
+            "migrated the namespace's layout; its runs in flight go on"
+        ),
+        crate::store::LayoutCheck::New | crate::store::LayoutCheck::Current => {}
+    }
     let dispatcher = (|| {
         Dispatcher::connect(
             &config.amqp_url,

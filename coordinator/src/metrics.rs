@@ -5,7 +5,7 @@
 //!
 //! Labels carry only bounded values: workflow names, handler names, step ids and fixed words
 //! (statuses, outcomes, gRPC codes and methods). Never a run id, a key value or free text.
-//! README "Metrics" lists every metric.
+//! docs/operations.md ("Metrics") lists every metric.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -204,6 +204,10 @@ fn describe() {
         "baton_schedule_ticks_total",
         "Schedule ticks recorded, by outcome (fired, skipped, buffered, triggered)."
     );
+    h!(
+        "baton_schedule_tick_lateness_seconds",
+        "How long after its due time a schedule tick was recorded, by outcome (fired, skipped, buffered, triggered)."
+    );
     g!(
         "baton_connections",
         "Connections open, by listener (grpc, http, metrics)."
@@ -298,6 +302,13 @@ pub fn redis_script(script: &'static str, elapsed: Duration) {
 /// A schedule tick was recorded with `outcome`.
 pub fn schedule_tick(outcome: &str) {
     counter!("baton_schedule_ticks_total", "outcome" => outcome.to_string()).increment(1);
+}
+
+/// A schedule tick due at `due_ms` (Unix ms) was recorded with `outcome` at `now_ms`: its lateness
+/// (0 when the clocks disagree), so a dashboard shows how late schedules fire.
+pub fn schedule_tick_lateness(outcome: &str, due_ms: i64, now_ms: i64) {
+    histogram!("baton_schedule_tick_lateness_seconds", "outcome" => outcome.to_string())
+        .record(seconds(now_ms.saturating_sub(due_ms)));
 }
 
 /// This coordinator saw Redis lose its data (and registered its definitions again).

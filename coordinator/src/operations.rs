@@ -195,8 +195,11 @@ pub fn check_registration(r: &RegisterWorkerRequest) -> Result<()> {
     Ok(())
 }
 
-/// Records attempts just dispatched (before their publish): each joins its handler's queued
-/// index, and one with a schedule-to-start timeout gets its timer. Entries are
+/// Records attempts just dispatched (before their publish) whose commit did not index them itself:
+/// each joins its handler's queued index, and one with a schedule-to-start timeout gets its timer.
+/// An ordinary step's dispatch is indexed by the script that commits it (`complete_step.lua`,
+/// `create_run.lua`, see `store::QueuedPlan`), so this is for the others (fan-out elements,
+/// retries, re-sent and unparked dispatches). Entries are
 /// `(handler, run, step, attempt, schedule_to_start)`. Both adds are `NX`: a re-sent dispatch keeps
 /// its first time and deadline. Best effort: a failure is logged (the step still runs; only the
 /// figures and the timeout are missed).
@@ -242,9 +245,10 @@ pub async fn note_dispatched(engine: &Engine, queued: &[(String, String, String,
     }
 }
 
-/// Records that a worker took an attempt off its queue (whatever StartStep answered): it leaves
-/// the queued index and its schedule-to-start timer goes. Best effort, as [`note_dispatched`].
-pub async fn note_started(engine: &Engine, handler: &str, run: &str, step: &str, attempt: u32) {
+/// Takes an attempt that its commit indexed as queued out of the index again, with its
+/// schedule-to-start timer: it did not go to a worker after all (skipped or failed when launched).
+/// A started attempt leaves the index in `start_step.lua`. Best effort, as [`note_dispatched`].
+pub async fn unindex_queued(engine: &Engine, handler: &str, run: &str, step: &str, attempt: u32) {
     let keys = engine.store.keys();
     let mut pipe = redis::pipe();
     if !handler.is_empty() {
@@ -258,7 +262,7 @@ pub async fn note_started(engine: &Engine, handler: &str, run: &str, step: &str,
     .ignore();
     let mut conn = engine.store.conn();
     if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-        tracing::warn!(error = %e, "could not unindex a started attempt");
+        tracing::warn!(error = %e, "could not unindex an attempt that did not go to a worker");
     }
 }
 

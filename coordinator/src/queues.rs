@@ -3,7 +3,7 @@
 //!
 //! AMQP does not report *unacknowledged* messages (delivered to a worker, not yet acked); only the
 //! management HTTP API does. Baton does not depend on the management plugin, so those are not
-//! sampled (see README "Metrics").
+//! sampled (see docs/operations.md, "Metrics").
 
 use lapin::{Channel, options::QueueDeclareOptions, types::FieldTable};
 

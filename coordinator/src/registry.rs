@@ -349,6 +349,49 @@ impl Registry {
         Ok(())
     }
 
+    /// Deletes version `version` of workflow `name` when none of its runs is unfinished (pending
+    /// or running), and drops it from this coordinator's cache. Returns the versions left,
+    /// ascending (empty: the name is gone). Finished runs of the version keep their history.
+    /// The check and the deletion are two steps: a run submitted between them (by another
+    /// coordinator at the same instant) keeps running from the definition it read.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming `name` or `version` (0); `NotFound` naming `version` when there is
+    /// no such version; `FailedPrecondition` with the number of unfinished runs; `Redis`.
+    pub async fn delete_version(&self, name: &str, version: u32) -> Result<Vec<u32>> {
+        check_workflow_name("name", name).map_err(CoordinatorError::InvalidArgument)?;
+        if version == 0 {
+            return Err(CoordinatorError::InvalidArgument(
+                "version: name the version to delete (1 or more)".into(),
+            ));
+        }
+        let not_found =
+            || CoordinatorError::NotFound(format!("version: workflow {} has no version {version}", echo(name)));
+        if self.store.workflow_version(name, version).await?.is_none() {
+            return Err(not_found());
+        }
+        let unfinished = self.store.unfinished_runs_of_version(name, version).await?;
+        if unfinished > 0 {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "version: workflow {} version {version} has {unfinished} unfinished run{} (pending or running); \
+                 cancel {} or let {} finish, then delete the version",
+                echo(name),
+                if unfinished == 1 { "" } else { "s" },
+                if unfinished == 1 { "it" } else { "them" },
+                if unfinished == 1 { "it" } else { "them" },
+            )));
+        }
+        let left = self
+            .store
+            .delete_workflow_version(name, version)
+            .await?
+            .ok_or_else(not_found)?;
+        let key = (name.to_string(), version);
+        self.cache.invalidate(&key);
+        self.handlers.invalidate(&key);
+        Ok(left)
+    }
+
     /// Names of every registered workflow.
     ///
     /// # Errors

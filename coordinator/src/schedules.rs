@@ -388,6 +388,7 @@ impl Engine {
             .await?;
         if added {
             crate::metrics::schedule_tick(outcome);
+            crate::metrics::schedule_tick_lateness(outcome, tick, now_ms());
         }
         if len > 2 * LEDGER_KEEP {
             let mut all: Vec<i64> = conn.hkeys(&key).await?;

@@ -13,7 +13,7 @@ use crate::error::{CoordinatorError, Result};
 
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
-/// each call to about a millisecond of Redis time (see README "Limits").
+/// each call to about a millisecond of Redis time (see docs/limits.md).
 pub const ITEM_BATCH: usize = 250;
 
 /// Waiters one `wake.lua` or `wake_runs.lua` call looks at, at most; a 'sem-wake' or 'run-wake'
@@ -151,10 +151,14 @@ pub enum Started {
     Held(String),
 }
 
-/// Arguments of `start_step.lua`.
+/// Arguments of `start_step.lua` (StartStep, one script and one round trip: the fence, the
+/// attempt marked running, its timeout and heartbeat timers armed, and its queued-index entry and
+/// schedule-to-start timer removed).
 pub struct StartArgs<'a> {
     /// The step (or fan-out element), which the caller checked runs a handler.
     pub step: &'a str,
+    /// The step's handler: the attempt leaves this handler's queued index ([`Keys::queued`]).
+    pub handler: &'a str,
     /// The attempt the worker was given.
     pub attempt: u32,
     /// The worker starting it (not empty).
@@ -171,6 +175,20 @@ pub struct StartArgs<'a> {
     pub holder: Option<&'a str>,
     /// How long after the holder's liveness lapses its attempt is checked again.
     pub recheck_margin: Duration,
+}
+
+/// `start_step.lua`'s one JSON argument (ARGV[5]): [`StartArgs`] by name.
+#[derive(serde::Serialize)]
+struct StartStepJson<'a> {
+    step: &'a str,
+    attempt: u32,
+    worker: &'a str,
+    pinned: &'a str,
+    slot_lease_ms: u64,
+    timeout_due: i64,
+    heartbeat_due: i64,
+    holder: &'a str,
+    recheck_ms: u64,
 }
 
 /// What `take_over.lua` answered.
@@ -205,6 +223,78 @@ pub struct DispatchPayload {
     pub parent_outputs: HashMap<String, String>,
     /// Statuses of the same steps (`succeeded` or `skipped`).
     pub parent_statuses: HashMap<String, String>,
+    /// Whether the commit that dispatched it also put the attempt in its handler's queued index and
+    /// armed its schedule-to-start timer (a [`QueuedPlan`] entry): then the launch need not, and
+    /// must take it out again if the step does not go to a worker after all.
+    pub queued: bool,
+}
+
+/// What goes straight to a worker when a script dispatches it: per step id, its handler's queued
+/// index (a key declared in the script's KEYS) and its schedule-to-start timeout. The script that
+/// commits such a dispatch also writes the attempt's queued-index entry and schedule-to-start timer
+/// (which were a round trip of their own, `note_dispatched`). Sent as one JSON argument:
+/// `{"<step>": {"key": <KEYS index, 1-based>, "s2s_ms": <ms, 0 for none>}}`.
+#[derive(Debug, Clone, Default)]
+pub struct QueuedPlan {
+    /// The distinct queued-index keys, in KEYS order after the script's own keys.
+    keys: Vec<String>,
+    /// Per step id: (position in `keys`, schedule-to-start ms).
+    entries: std::collections::BTreeMap<String, (usize, u64)>,
+}
+
+#[derive(serde::Serialize)]
+struct QueuedEntry {
+    key: usize,
+    s2s_ms: u64,
+}
+
+impl QueuedPlan {
+    /// Adds `step`, whose handler is `handler` (its queued index [`Keys::queued`]), with its
+    /// schedule-to-start timeout (`None`: none).
+    pub fn add(&mut self, keys: &Keys, step: &str, handler: &str, schedule_to_start: Option<Duration>) {
+        let key = keys.queued(handler);
+        let i = match self.keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push(key);
+                self.keys.len() - 1
+            }
+        };
+        let s2s = schedule_to_start.map(crate::machine::span_ms).unwrap_or(0);
+        self.entries.insert(step.to_string(), (i, s2s));
+    }
+
+    /// Whether `step` is in the plan.
+    pub fn contains(&self, step: &str) -> bool {
+        self.entries.contains_key(step)
+    }
+
+    /// Whether it has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The plan as the scripts read it, with KEYS indexes counted from `first_key` (1-based: the
+    /// index of the first queued key in the script's KEYS).
+    fn entries(&self, first_key: usize) -> std::collections::BTreeMap<&str, QueuedEntry> {
+        self.entries
+            .iter()
+            .map(|(step, (i, s2s))| {
+                (
+                    step.as_str(),
+                    QueuedEntry {
+                        key: first_key.saturating_add(*i),
+                        s2s_ms: *s2s,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// [`QueuedPlan::entries`] as JSON text (an object, `{}` when empty).
+    fn json(&self, first_key: usize) -> String {
+        serde_json::to_string(&self.entries(first_key)).unwrap_or_else(|_| "{}".into())
+    }
 }
 
 /// The parent of a child run.
@@ -278,11 +368,16 @@ pub enum CreateOutcome {
     Exists(String),
 }
 
-fn create_outcome(out: &[String]) -> CreateOutcome {
+/// Reads `create_run.lua`'s reply.
+///
+/// # Errors
+/// `Internal` naming the script for an unknown tag (never read as "exists").
+fn create_outcome(out: &[String]) -> Result<CreateOutcome> {
     match out.first().map(String::as_str) {
-        Some("created") => CreateOutcome::Created,
-        Some("queued") => CreateOutcome::Queued,
-        _ => CreateOutcome::Exists(out.get(1).cloned().unwrap_or_default()),
+        Some("created") => Ok(CreateOutcome::Created),
+        Some("queued") => Ok(CreateOutcome::Queued),
+        Some("exists") => Ok(CreateOutcome::Exists(out.get(1).cloned().unwrap_or_default())),
+        other => Err(CoordinatorError::Internal(format!("create_run.lua answered {other:?}"))),
     }
 }
 
@@ -314,7 +409,9 @@ pub struct WaitArgs<'a> {
     pub step: &'a str,
     /// Its current attempt.
     pub attempt: u32,
-    /// `event`, `suspend`, `human` or `child`.
+    /// `event` (a wait_for_event step), `suspend` (a handler suspended itself), `human`, `child`
+    /// (a workflow step's child run) or `sleep` (a sleep or sleep_until step; `timeout_at` is then
+    /// its wake time), as `wait.lua` reads them.
     pub mode: &'a str,
     /// What it waits for, in words.
     pub detail: &'a str,
@@ -608,7 +705,7 @@ impl Store {
     /// after writing its index entries.
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_run(
         &self,
@@ -622,6 +719,42 @@ impl Store {
         run_slot: Option<&RunSlot>,
         timers: &[(String, i64)],
         parent: Option<&ParentRef<'_>>,
+    ) -> Result<CreateOutcome> {
+        self.create_run_queued(
+            call,
+            workflow,
+            version,
+            input_json,
+            idempotency_key,
+            step_ids,
+            roots,
+            run_slot,
+            timers,
+            parent,
+            &QueuedPlan::default(),
+        )
+        .await
+    }
+
+    /// As [`Store::create_run`], and the roots in `queued` that were dispatched join their
+    /// handler's queued index, with their schedule-to-start timers, in the same commit.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_run_queued(
+        &self,
+        call: &RunCall<'_>,
+        workflow: &str,
+        version: u32,
+        input_json: &str,
+        idempotency_key: &str,
+        step_ids: &str,
+        roots: &[&str],
+        run_slot: Option<&RunSlot>,
+        timers: &[(String, i64)],
+        parent: Option<&ParentRef<'_>>,
+        queued: &QueuedPlan,
     ) -> Result<CreateOutcome> {
         let mut pre = redis::pipe();
         for (member, due) in timers {
@@ -649,9 +782,12 @@ impl Store {
             run_slot.map(|s| s.limit.to_string()).unwrap_or_default(),
             run_slot.map(RunSlot::detail).unwrap_or_default(),
             parent.map(|p| p.depth).unwrap_or(0).to_string(),
+            queued.json(6),
         ];
-        let out = self.eval_run(pre, &self.scripts.create_run, call, &args).await?;
-        let outcome = create_outcome(&out);
+        let out = self
+            .eval_run_with(pre, &self.scripts.create_run, call, &queued.keys, &args)
+            .await?;
+        let outcome = create_outcome(&out)?;
         if !matches!(outcome, CreateOutcome::Exists(_)) && !idempotency_key.is_empty() {
             let mut conn = self.conn.clone();
             let _: () = redis::pipe()
@@ -675,24 +811,30 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn start_step(&self, call: &RunCall<'_>, a: &StartArgs<'_>) -> Result<Started> {
-        let keys: Vec<String> = a.holder.map(|h| self.keys.worker_alive(h)).into_iter().collect();
-        let args = [
-            a.step.to_string(),
-            a.attempt.to_string(),
-            a.worker.to_string(),
-            a.pinned.to_string(),
-            a.slot_lease_ms.to_string(),
-            a.timeout_due.to_string(),
-            a.heartbeat_due.unwrap_or(0).to_string(),
-            a.holder.unwrap_or_default().to_string(),
-            a.recheck_margin.as_millis().to_string(),
-        ];
+        let mut keys = vec![self.keys.queued(a.handler)];
+        keys.extend(a.holder.map(|h| self.keys.worker_alive(h)));
+        let json = serde_json::to_string(&StartStepJson {
+            step: a.step,
+            attempt: a.attempt,
+            worker: a.worker,
+            pinned: a.pinned,
+            slot_lease_ms: a.slot_lease_ms,
+            timeout_due: a.timeout_due,
+            heartbeat_due: a.heartbeat_due.unwrap_or(0),
+            holder: a.holder.unwrap_or_default(),
+            recheck_ms: crate::machine::span_ms(a.recheck_margin),
+        })
+        .map_err(|e| CoordinatorError::Internal(format!("start_step.lua: arguments: {e}")))?;
         let out = self
-            .eval_run_with(redis::pipe(), &self.scripts.start_step, call, &keys, &args)
+            .eval_run_with(redis::pipe(), &self.scripts.start_step, call, &keys, &[json])
             .await?;
         let mut it = out.into_iter();
         Ok(match it.next().as_deref() {
-            Some("held") => Started::Held(it.next().unwrap_or_default()),
+            Some("held") => {
+                Started::Held(it.next().ok_or_else(|| {
+                    CoordinatorError::Internal("start_step.lua answered 'held' without a holder".into())
+                })?)
+            }
             Some("proceed") => Started::Answer(Disposition::Proceed),
             Some("stale") => Started::Answer(Disposition::Stale),
             Some("cancelled") => Started::Answer(Disposition::Cancelled),
@@ -737,7 +879,8 @@ impl Store {
                 let input = it.next().unwrap_or_default();
                 TakeOver::Dispatch(read_payload(&mut it, &input)?)
             }
-            _ => TakeOver::Stale,
+            Some("stale") => TakeOver::Stale,
+            other => return Err(CoordinatorError::Internal(format!("take_over.lua answered {other:?}"))),
         })
     }
 
@@ -754,41 +897,66 @@ impl Store {
                 &[step.into(), attempt.to_string(), worker.into()],
             )
             .await?;
-        Ok(disposition(&out))
+        disposition("heartbeat.lua", &out)
     }
 
-    /// Applies the outcome of an attempt (see `complete_step.lua` for the arguments), after the
-    /// pipelined global writes in `pre`.
+    /// Applies the outcome of an attempt (see `complete_step.lua`), after the pipelined global
+    /// writes in `pre` (one round trip). A worker's report ([`Reporter::Worker`]) also disarms the
+    /// attempt's timeout and heartbeat timers, and a retry (`retry_at > 0`) arms its `retry` timer,
+    /// in the script. Children it dispatches are not indexed as queued: see
+    /// [`Store::complete_step_queued`].
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn complete_step(
         &self,
         pre: Pipeline,
         call: &RunCall<'_>,
         args: &CompleteArgs<'_>,
     ) -> Result<Completion> {
+        self.complete_step_queued(pre, call, args, &QueuedPlan::default()).await
+    }
+
+    /// As [`Store::complete_step`], and the children it dispatches that are in `plan` join their
+    /// handler's queued index, with their schedule-to-start timers, in the same commit
+    /// ([`DispatchPayload::queued`] says which did).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
+    pub async fn complete_step_queued(
+        &self,
+        pre: Pipeline,
+        call: &RunCall<'_>,
+        args: &CompleteArgs<'_>,
+        plan: &QueuedPlan,
+    ) -> Result<Completion> {
         let (who, by) = match args.by {
-            Reporter::Worker(w) => (w, "worker"),
-            Reporter::Human(user) => (user, "human"),
-            Reporter::Coordinator(source) => (source, "coordinator"),
+            Reporter::Worker(w) => (w, ReporterPath::Worker),
+            Reporter::Human(user) => (user, ReporterPath::Human),
+            Reporter::Coordinator(source) => (source, ReporterPath::Coordinator),
         };
-        let a = [
-            args.step.to_string(),
-            args.attempt.to_string(),
-            who.to_string(),
-            args.outcome.to_string(),
-            args.body.to_string(),
-            args.retry_at.to_string(),
-            args.heartbeat_timeout_ms.to_string(),
-            args.children.to_string(),
-            args.leaves.to_string(),
-            args.pinned.to_string(),
-            self.max_payload_bytes.to_string(),
-            by.to_string(),
-        ];
-        let out = self.eval_run(pre, &self.scripts.complete_step, call, &a).await?;
-        let completion = parse_completion(out)?;
+        let outcome = StepOutcome::from_word(args.outcome)
+            .ok_or_else(|| CoordinatorError::Internal(format!("complete_step.lua: no outcome {:?}", args.outcome)))?;
+        let json = serde_json::to_string(&CompleteStepJson {
+            step: args.step,
+            attempt: args.attempt,
+            who,
+            by,
+            outcome,
+            retry_at: args.retry_at,
+            heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+            children: args.children,
+            leaves: args.leaves,
+            pinned: args.pinned,
+            disarm: by == ReporterPath::Worker,
+            queued: plan.entries(6),
+        })
+        .map_err(|e| CoordinatorError::Internal(format!("complete_step.lua: arguments: {e}")))?;
+        let a = [json, args.body.to_string()];
+        let out = self
+            .eval_run_with(pre, &self.scripts.complete_step, call, &plan.keys, &a)
+            .await?;
+        let completion = parse_completion("complete_step.lua", out)?;
         if let Some(status) = crate::metrics::finished_status(&completion) {
             let workflow = args.pinned.rsplit_once('@').map_or(args.pinned, |(w, _)| w);
             crate::metrics::observe_finish(self, workflow, status, call.run_id, call.now);
@@ -866,7 +1034,7 @@ impl Store {
         let out = self
             .eval_run(redis::pipe(), &self.scripts.start_items, call, &a)
             .await?;
-        parse_completion(out)
+        parse_completion("start_items.lua", out)
     }
 
     /// The fan-out outputs of elements `from..to` of `step`, JSON text each (`null` for none).
@@ -912,11 +1080,12 @@ impl Store {
             w.worker.to_string(),
         ];
         let out = self.eval_run_with(pre, &self.scripts.wait, call, &keys, &a).await?;
-        Ok(match out.first().map(String::as_str) {
-            Some("waiting") => WaitOutcome::Waiting,
-            Some("delivered") => WaitOutcome::Delivered,
-            _ => WaitOutcome::Stale,
-        })
+        match out.first().map(String::as_str) {
+            Some("waiting") => Ok(WaitOutcome::Waiting),
+            Some("delivered") => Ok(WaitOutcome::Delivered),
+            Some("stale") => Ok(WaitOutcome::Stale),
+            other => Err(CoordinatorError::Internal(format!("wait.lua answered {other:?}"))),
+        }
     }
 
     /// Dispatches a suspended step again with the event delivered to it (see `resume.lua`).
@@ -938,12 +1107,7 @@ impl Store {
                 &[step.into(), attempt.to_string(), reads.into()],
             )
             .await?;
-        let mut it = out.into_iter();
-        if it.next().as_deref() != Some("dispatch") {
-            return Ok(None);
-        }
-        let input = it.next().unwrap_or_default();
-        Ok(Some(read_payload(&mut it, &input)?))
+        dispatch_reply("resume.lua", out)
     }
 
     /// Delivers an event to the steps waiting for (name, key), or buffers it for `ttl` (at most
@@ -1174,7 +1338,7 @@ impl Store {
         let mut created = 0;
         let mut out = Vec::with_capacity(runs.len());
         for (r, a) in runs.iter().zip(answers) {
-            let outcome = create_outcome(&a);
+            let outcome = create_outcome(&a)?;
             if !matches!(outcome, CreateOutcome::Exists(_)) {
                 let member = run_index_member(now, &r.run_id);
                 index.zadd(k.runs_index(), &member, 0).ignore();
@@ -1628,12 +1792,7 @@ impl Store {
                 &[step.into(), attempt.to_string(), mode.into(), reads.into()],
             )
             .await?;
-        let mut it = out.into_iter();
-        if it.next().as_deref() != Some("dispatch") {
-            return Ok(None);
-        }
-        let input = it.next().unwrap_or_default();
-        Ok(Some(read_payload(&mut it, &input)?))
+        dispatch_reply("dispatch_attempt.lua", out)
     }
 
     /// Ends an unfinished run: cancels its unfinished steps and sets its status.
@@ -1744,7 +1903,7 @@ impl Store {
         let out = self
             .eval_run(redis::pipe(), &self.scripts.emit_event, call, &args)
             .await?;
-        Ok(disposition(&out))
+        disposition("emit_event.lua", &out)
     }
 
     /// Leases up to `limit` due entries of the timers (`outbox = false`) or the outbox.
@@ -2296,6 +2455,113 @@ impl Store {
     }
 }
 
+/// The layout of a namespace's Redis keys and values that this version reads and writes, stored
+/// in `<namespace>:layout` and checked when a coordinator starts ([`Store::check_layout`]).
+///
+/// - 1: the releases before the layout was stored (no `<namespace>:layout` key).
+/// - 2: this one. The scripts that commit a dispatch also write its queued-index entry and
+///   schedule-to-start timer, and StartStep's script removes them; the stored runs, steps, timers,
+///   outbox and indexes have the same keys and values as in layout 1, so runs in flight from
+///   layout 1 go on unchanged (the migration only records the new number).
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// The oldest layout a coordinator of this version migrates on start; an older one is refused.
+pub const MIN_MIGRATED_LAYOUT: u32 = 1;
+
+/// What [`Store::check_layout`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutCheck {
+    /// The namespace was empty: it is now marked [`LAYOUT_VERSION`].
+    New,
+    /// The namespace was of this layout already.
+    Current,
+    /// The namespace held data of this older layout and was migrated to [`LAYOUT_VERSION`].
+    Migrated(u32),
+}
+
+/// The docs section that says how to drain a namespace before an upgrade it cannot take.
+pub const DRAIN_PROCEDURE: &str = "docs/operations.md, \"Upgrades and the namespace layout\"";
+
+impl Store {
+    /// The key holding the namespace's layout version.
+    fn layout_key(&self) -> String {
+        format!("{}:layout", self.keys.prefix())
+    }
+
+    /// Checks the namespace's layout before this coordinator serves it: an empty namespace is
+    /// marked [`LAYOUT_VERSION`]; one without a mark that holds data is of layout 1 (the releases
+    /// before the mark) and, like any layout from [`MIN_MIGRATED_LAYOUT`] up, is migrated; the
+    /// current layout passes.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` naming the namespace, both layouts and [`DRAIN_PROCEDURE`] when the
+    /// namespace holds a layout this version cannot read: a newer one (written by a later
+    /// release), one older than [`MIN_MIGRATED_LAYOUT`], or a mark that is not a number; nothing is
+    /// changed then. [`CoordinatorError::Redis`].
+    pub async fn check_layout(&self) -> Result<LayoutCheck> {
+        let key = self.layout_key();
+        let mut conn = self.conn.clone();
+        let mark: Option<String> = conn.get(&key).await?;
+        let found = match mark {
+            Some(text) => match text.trim().parse::<u32>() {
+                Ok(v) => v,
+                Err(_) => {
+                    return Err(self.refuse_layout(&format!(
+                        "a layout mark {} that is not a number",
+                        baton_shared::limits::echo(&text)
+                    )));
+                }
+            },
+            None => {
+                // No mark: a new namespace, or one of layout 1 (which kept no mark).
+                let (runs, names, timers, outbox): (u64, u64, u64, u64) = redis::pipe()
+                    .zcard(self.keys.runs_index())
+                    .scard(self.keys.workflow_names())
+                    .zcard(self.keys.timers())
+                    .zcard(self.keys.outbox())
+                    .query_async(&mut conn)
+                    .await?;
+                if runs == 0 && names == 0 && timers == 0 && outbox == 0 {
+                    // Two coordinators starting at once both find it empty: either mark stands.
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(LAYOUT_VERSION)
+                        .arg("NX")
+                        .query_async(&mut conn)
+                        .await?;
+                    return Ok(LayoutCheck::New);
+                }
+                1
+            }
+        };
+        if found == LAYOUT_VERSION {
+            return Ok(LayoutCheck::Current);
+        }
+        if found > LAYOUT_VERSION {
+            return Err(self.refuse_layout(&format!(
+                "layout {found}, written by a newer Baton release (this coordinator reads layout {LAYOUT_VERSION}); run that release's coordinators"
+            )));
+        }
+        if found < MIN_MIGRATED_LAYOUT {
+            return Err(self.refuse_layout(&format!(
+                "layout {found}, older than this coordinator migrates (layout {MIN_MIGRATED_LAYOUT} to {LAYOUT_VERSION})"
+            )));
+        }
+        // Layout 1 to 2: the stored runs are the same (see LAYOUT_VERSION); only the mark changes.
+        // A later layout adds its migration step here, before the mark.
+        let _: () = conn.set(&key, LAYOUT_VERSION).await?;
+        Ok(LayoutCheck::Migrated(found))
+    }
+
+    fn refuse_layout(&self, what: &str) -> CoordinatorError {
+        CoordinatorError::FailedPrecondition(format!(
+            "namespace {}: holds {what}; this coordinator will not serve it. Drain the namespace with the \
+             coordinators of its release first (see {DRAIN_PROCEDURE}), or start this one on another namespace",
+            baton_shared::limits::echo(self.keys.prefix())
+        ))
+    }
+}
+
 /// One event of a run's stream: its id (the event's `sequence`) and fields.
 pub type StreamEntry = (String, HashMap<String, String>);
 
@@ -2318,15 +2584,18 @@ pub struct CompleteArgs<'a> {
     pub attempt: u32,
     /// Who reports it, and so how the outcome is fenced.
     pub by: Reporter<'a>,
-    /// `ok`, `error`, `timeout` or `heartbeat`.
+    /// The outcome word, one of [`StepOutcome`]'s: `ok`, `skip`, `error`, `timeout`, `items`,
+    /// `heartbeat`, `emit` or `schedule` (any other is an `Internal` error before Redis is called).
     pub outcome: &'a str,
-    /// The output JSON or the error message.
+    /// The output JSON (`ok`, `emit`, `items`), the reason (`skip`) or the error message.
     pub body: &'a str,
-    /// When to dispatch the next attempt (Unix ms), 0 to give up.
+    /// When to dispatch the next attempt (Unix ms), 0 to give up. The script arms the `retry`
+    /// timer of the next attempt when it applies the retry.
     pub retry_at: i64,
     /// For `heartbeat`: the heartbeat timeout, ms.
     pub heartbeat_timeout_ms: u64,
-    /// `child=parent,parent;...`
+    /// The step's children with their parents and reads: `child=parent,parent=read,read;...`
+    /// ([`crate::machine::children_spec`]).
     pub children: &'a str,
     /// Leaf step ids, comma-separated.
     pub leaves: &'a str,
@@ -2363,25 +2632,128 @@ fn not_found(run_id: &str) -> CoordinatorError {
     CoordinatorError::NotFound(format!("run_id: no run {run_id} ({})", crate::reset::lost_hint()))
 }
 
-fn parse_completion(out: Vec<String>) -> Result<Completion> {
+/// Reads the reply of a completing script (`script` names it in errors): `stale`, `alive`,
+/// `retry`, `failed`, `emit` or `ok` with payloads (see `complete_step.lua`).
+///
+/// # Errors
+/// `Internal` naming `script` for an unknown tag or a malformed reply: never read as `Stale`.
+fn parse_completion(script: &str, out: Vec<String>) -> Result<Completion> {
+    let bad = |what: &str| CoordinatorError::Internal(format!("{script} answered {what}"));
     let mut it = out.into_iter();
-    Ok(match it.next().as_deref() {
-        Some("alive") => Completion::Alive(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
-        Some("retry") => Completion::Retry(it.next().and_then(|s| s.parse().ok()).unwrap_or(0)),
-        Some("failed") => Completion::Failed,
-        Some("emit") => Completion::Emit,
-        Some("ok") => {
-            let run_status = it.next().unwrap_or_default();
-            let input = it.next().unwrap_or_default();
-            let n: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let mut dispatched = Vec::with_capacity(n);
+    let tag = it.next().ok_or_else(|| bad("nothing"))?;
+    Ok(match tag.as_str() {
+        "stale" => Completion::Stale,
+        "alive" => Completion::Alive(
+            it.next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("'alive' without a time"))?,
+        ),
+        "retry" => Completion::Retry(
+            it.next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("'retry' without an attempt"))?,
+        ),
+        "failed" => Completion::Failed,
+        "emit" => Completion::Emit,
+        "ok" => {
+            let run_status = it.next().ok_or_else(|| bad("'ok' without a run status"))?;
+            let input = it.next().ok_or_else(|| bad("'ok' without the run input"))?;
+            let n: usize = it
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("'ok' without a count"))?;
+            let mut dispatched = Vec::with_capacity(n.min(crate::store::ITEM_BATCH.saturating_mul(4)));
             for _ in 0..n {
                 dispatched.push(read_payload(&mut it, &input)?);
             }
             Completion::Succeeded { run_status, dispatched }
         }
-        _ => Completion::Stale,
+        other => return Err(bad(&format!("an unknown tag {other:?}"))),
     })
+}
+
+/// `complete_step.lua`'s path of an outcome (`by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ReporterPath {
+    /// A worker's ReportResult.
+    Worker,
+    /// CompleteHumanTask.
+    Human,
+    /// The coordinator itself.
+    Coordinator,
+}
+
+/// An attempt's outcome as `complete_step.lua` reads it (`outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// The handler (or a human, a child run, an event) succeeded: the body is the output JSON.
+    Ok,
+    /// The step is skipped: the body is the reason.
+    Skip,
+    /// The attempt failed: the body is the error message.
+    Error,
+    /// Start-to-close timeout, or a wait's timeout.
+    Timeout,
+    /// Every element of a fan-out step succeeded: the body is their outputs, gathered.
+    Items,
+    /// Heartbeat timeout (counts only if the attempt has not beaten since).
+    Heartbeat,
+    /// An emitting step's handler succeeded.
+    Emit,
+    /// Schedule-to-start timeout (counts only while the attempt is still dispatched).
+    Schedule,
+}
+
+impl StepOutcome {
+    /// The outcome named by `word` as [`CompleteArgs::outcome`] gives it, `None` for another word.
+    pub fn from_word(word: &str) -> Option<Self> {
+        Some(match word {
+            "ok" => Self::Ok,
+            "skip" => Self::Skip,
+            "error" => Self::Error,
+            "timeout" => Self::Timeout,
+            "items" => Self::Items,
+            "heartbeat" => Self::Heartbeat,
+            "emit" => Self::Emit,
+            "schedule" => Self::Schedule,
+            _ => return None,
+        })
+    }
+}
+
+/// `complete_step.lua`'s JSON argument (ARGV[5]); the body travels beside it as ARGV[6], so an
+/// output of megabytes is not escaped into JSON and parsed again.
+#[derive(serde::Serialize)]
+struct CompleteStepJson<'a> {
+    step: &'a str,
+    attempt: u32,
+    who: &'a str,
+    by: ReporterPath,
+    outcome: StepOutcome,
+    retry_at: i64,
+    heartbeat_timeout_ms: u64,
+    children: &'a str,
+    leaves: &'a str,
+    pinned: &'a str,
+    disarm: bool,
+    queued: std::collections::BTreeMap<&'a str, QueuedEntry>,
+}
+
+/// Reads a `{'stale'}` or `{'dispatch', run_input, payload}` reply of `script`.
+///
+/// # Errors
+/// `Internal` naming `script` for an unknown tag or a malformed payload.
+fn dispatch_reply(script: &str, out: Vec<String>) -> Result<Option<DispatchPayload>> {
+    let mut it = out.into_iter();
+    match it.next().as_deref() {
+        Some("dispatch") => {}
+        Some("stale") => return Ok(None),
+        other => return Err(CoordinatorError::Internal(format!("{script} answered {other:?}"))),
+    }
+    let input = it.next().unwrap_or_default();
+    Ok(Some(read_payload(&mut it, &input)?))
 }
 
 fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<DispatchPayload> {
@@ -2392,6 +2764,7 @@ fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<Di
     let dispatched_at: i64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let item_input = it.next().ok_or_else(bad)?;
     let resume_data = it.next().ok_or_else(bad)?;
+    let queued = it.next().ok_or_else(bad)? == "1";
     let n: usize = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
     let mut parent_outputs = HashMap::with_capacity(n);
     let mut parent_statuses = HashMap::with_capacity(n);
@@ -2412,15 +2785,21 @@ fn read_payload(it: &mut impl Iterator<Item = String>, input: &str) -> Result<Di
         resume_data,
         parent_outputs,
         parent_statuses,
+        queued,
     })
 }
 
-fn disposition(out: &[String]) -> Disposition {
+/// Reads a disposition reply (`proceed`, `stale`, `cancelled`, `duplicate`) of `script`.
+///
+/// # Errors
+/// `Internal` naming `script` for an unknown tag (never read as `Stale`).
+fn disposition(script: &str, out: &[String]) -> Result<Disposition> {
     match out.first().map(String::as_str) {
-        Some("proceed") => Disposition::Proceed,
-        Some("cancelled") => Disposition::Cancelled,
-        Some("duplicate") => Disposition::Duplicate,
-        _ => Disposition::Stale,
+        Some("proceed") => Ok(Disposition::Proceed),
+        Some("stale") => Ok(Disposition::Stale),
+        Some("cancelled") => Ok(Disposition::Cancelled),
+        Some("duplicate") => Ok(Disposition::Duplicate),
+        other => Err(CoordinatorError::Internal(format!("{script} answered {other:?}"))),
     }
 }
 
@@ -2527,6 +2906,91 @@ pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
     member.split_once('|')
 }
 
+/// Deleting a workflow version (`DeleteWorkflowVersion`).
+impl Store {
+    /// How many runs of `name` version `version` are unfinished (pending or running), read from
+    /// the workflow's run index a page of [`DELETE_SCAN_PAGE`] runs at a time (one pipelined
+    /// `HMGET` per page). Runs that expired are not counted.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn unfinished_runs_of_version(&self, name: &str, version: u32) -> Result<u64> {
+        let index = self.keys.workflow_runs_index(name);
+        let wanted = version.to_string();
+        let mut conn = self.conn.clone();
+        let mut count = 0u64;
+        let mut start = 0isize;
+        loop {
+            let stop = start.saturating_add(DELETE_SCAN_PAGE - 1);
+            let members: Vec<String> = conn.zrange(&index, start, stop).await?;
+            if members.is_empty() {
+                return Ok(count);
+            }
+            let mut pipe = redis::pipe();
+            for m in &members {
+                let id = m.split_once(':').map(|(_, id)| id).unwrap_or_default();
+                pipe.cmd("HMGET").arg(self.keys.run(id)).arg("version").arg("status");
+            }
+            let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+            count = count.saturating_add(
+                rows.iter()
+                    .filter(|(v, st)| {
+                        v.as_deref() == Some(wanted.as_str())
+                            && st.as_deref().is_some_and(|w| {
+                                baton_shared::proto::RunStatus::from_word(w).is_none_or(|s| !s.is_terminal())
+                            })
+                    })
+                    .count() as u64,
+            );
+            if members.len() < DELETE_SCAN_PAGE as usize {
+                return Ok(count);
+            }
+            start = start.saturating_add(DELETE_SCAN_PAGE);
+        }
+    }
+
+    /// Deletes one version of a workflow (`delete_workflow_version.lua`, one atomic step): its
+    /// definition and registration time; the name leaves the set of names with its last version.
+    /// Returns the versions left, ascending, or `None` when there was no such version.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
+    pub async fn delete_workflow_version(&self, name: &str, version: u32) -> Result<Option<Vec<u32>>> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/delete_workflow_version.lua")));
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = SCRIPT
+            .key(self.keys.workflow(name))
+            .key(self.keys.workflow_registered(name))
+            .key(self.keys.workflow_names())
+            .arg(version)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.split_first() {
+            Some((tag, [])) if tag == "missing" => Ok(None),
+            Some((tag, left)) if tag == "deleted" => {
+                let mut versions = left
+                    .iter()
+                    .map(|v| {
+                        v.parse::<u32>()
+                            .map_err(|_| CoordinatorError::Internal(format!("stored workflow version {v:?}")))
+                    })
+                    .collect::<Result<Vec<u32>>>()?;
+                versions.sort_unstable();
+                Ok(Some(versions))
+            }
+            _ => Err(CoordinatorError::Internal(format!(
+                "delete_workflow_version.lua answered {:?}",
+                reply.first()
+            ))),
+        }
+    }
+}
+
+/// Runs read per page by [`Store::unfinished_runs_of_version`].
+pub const DELETE_SCAN_PAGE: isize = 1_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2536,6 +3000,44 @@ mod tests {
         let code = common_prelude();
         assert!(!code.contains("__"), "a placeholder is left in common.lua");
         assert!(code.contains(&format!("tonumber('{}')", baton_shared::limits::KEPT_ATTEMPTS)));
+    }
+
+    #[test]
+    fn an_unknown_reply_tag_is_an_error_naming_the_script_never_stale() {
+        let e = parse_completion("complete_step.lua", vec!["bogus".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("complete_step.lua") && e.contains("bogus"), "{e}");
+        assert_eq!(parse_completion("x", vec!["stale".into()]).unwrap(), Completion::Stale);
+        assert!(
+            parse_completion("x", vec!["retry".into()]).is_err(),
+            "a retry without its attempt"
+        );
+        assert!(parse_completion("x", Vec::new()).is_err());
+        assert!(disposition("heartbeat.lua", &["held".to_string()]).is_err());
+        assert_eq!(
+            disposition("heartbeat.lua", &["stale".into()]).unwrap(),
+            Disposition::Stale
+        );
+        assert!(dispatch_reply("resume.lua", vec!["nope".into()]).is_err());
+        assert_eq!(dispatch_reply("resume.lua", vec!["stale".into()]).unwrap(), None);
+        assert!(create_outcome(&["maybe".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_queued_plan_numbers_its_keys_after_the_scripts_own() {
+        let keys = Keys::new("ns");
+        let mut plan = QueuedPlan::default();
+        plan.add(&keys, "b", "echo", Some(Duration::from_secs(2)));
+        plan.add(&keys, "c", "echo", None);
+        plan.add(&keys, "d", "other", None);
+        assert_eq!(plan.keys, [keys.queued("echo"), keys.queued("other")]);
+        assert_eq!(
+            plan.json(6),
+            r#"{"b":{"key":6,"s2s_ms":2000},"c":{"key":6,"s2s_ms":0},"d":{"key":7,"s2s_ms":0}}"#
+        );
+        assert!(plan.contains("b") && !plan.contains("e"));
+        assert_eq!(QueuedPlan::default().json(6), "{}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 # /usr/share/common-licenses:
 #   1. makes sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) run (deploy/local/services.sh:
 #      uses running ones, else starts installed ones, else, as root, installs them with apt-get);
-#   2. builds the web console (console/build.sh, when npm is installed) and the workspace binaries
-#      (cargo build --release --bins);
+#   2. builds the web console (console/build.sh, when npm is installed: nothing to do when its
+#      sources did not change) and the workspace binaries (cargo build --release --bins: the
+#      coordinator embeds the console by content, so an unchanged console compiles nothing again);
 #   3. starts one coordinator and two docs-workers in the background (pid files and logs in .baton/),
 #      unless they already run;
 #   4. applies every definition in examples/workflows (scan.yaml declares the schedule

@@ -1745,15 +1745,9 @@ mod tests {
 
     #[test]
     fn the_readme_control_flow_example_is_valid() {
-        let readme = include_str!("../../README.md");
-        let section = readme.split("## Control flow").nth(1).expect("a Control flow section");
-        let yaml = section
-            .split("```yaml\n")
-            .nth(1)
-            .and_then(|s| s.split("```").next())
-            .expect("a yaml block");
+        let yaml = readme_yaml("# Control flow");
         let def = WorkflowDefinition::parse(&format!("name: readme\nversion: 1\n{yaml}"))
-            .unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+            .unwrap_or_else(|e| panic!("the docs example is refused: {e}"));
         let kinds: Vec<&str> = def.steps.iter().map(|s| s.kind.word()).collect();
         assert_eq!(
             kinds,
@@ -1770,23 +1764,28 @@ mod tests {
         );
     }
 
-    /// The first yaml block after `heading` in the README.
+    /// The first yaml block after `heading` in the book's chapter on control flow.
     fn readme_yaml(heading: &str) -> &'static str {
-        let readme = include_str!("../../README.md");
-        readme
-            .split(heading)
+        first_yaml_after(include_str!("../../docs/control-flow.md"), heading)
+    }
+
+    /// The text of the first yaml fence after `heading` in `doc` (whatever else its info string
+    /// says, e.g. `yaml steps` for a fragment: docs/writing-docs.md).
+    fn first_yaml_after(doc: &'static str, heading: &str) -> &'static str {
+        doc.split(heading)
             .nth(1)
-            .and_then(|section| section.split("```yaml\n").nth(1))
-            .and_then(|s| s.split("```").next())
+            .and_then(|section| section.split("```yaml").nth(1))
+            .and_then(|s| s.split_once('\n'))
+            .and_then(|(_, s)| s.split("```").next())
             .unwrap_or_else(|| panic!("a yaml block after {heading:?}"))
     }
 
     #[test]
     fn the_readme_times_and_optional_fields_example_is_valid_and_means_what_it_says() {
         use crate::expr::Bindings;
-        let yaml = readme_yaml("### Times and optional fields");
+        let yaml = readme_yaml("## Times and optional fields");
         let def = WorkflowDefinition::parse(&format!("name: readme\nversion: 1\n{yaml}"))
-            .unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+            .unwrap_or_else(|e| panic!("the docs example is refused: {e}"));
         let bind = |input: Value| Bindings {
             input,
             ..Bindings::default()
@@ -1817,7 +1816,7 @@ mod tests {
             Ok(json!({"name": "Ann", "lang": "fr"}))
         );
 
-        // what the README says goes wrong without them
+        // what the docs say goes wrong without them
         let unquoted = WorkflowDefinition::parse(
             "name: w\nversion: 1\nsteps:\n  - {id: launch, sleep_until: 2030-01-01T09:00:00Z}\n",
         )
@@ -1841,9 +1840,7 @@ mod tests {
 
     #[test]
     fn the_readme_limits_table_lists_every_bound() {
-        let readme = include_str!("../../README.md");
-        let limits = readme.split("## Limits").nth(1).expect("a Limits section");
-        let limits = limits.split("\n## ").next().unwrap_or(limits);
+        let limits = include_str!("../../docs/limits.md");
         for said in [
             format!("{} days (10 years)", MAX_TIMEOUT.as_secs() / 86_400),
             "| 1 day |".to_owned(),
@@ -1881,17 +1878,11 @@ mod tests {
 
     #[test]
     fn the_readme_schedules_example_is_valid() {
-        let readme = include_str!("../../README.md");
-        let section = readme
-            .split("## Schedules, emitters, triggers and limits")
-            .nth(1)
-            .expect("the section");
-        let yaml = section
-            .split("```yaml\n")
-            .nth(1)
-            .and_then(|s| s.split("```").next())
-            .expect("a yaml block");
-        let def = WorkflowDefinition::parse(yaml).unwrap_or_else(|e| panic!("the README example is refused: {e}"));
+        let yaml = first_yaml_after(
+            include_str!("../../docs/schedules.md"),
+            "# Schedules, emitters, triggers and limits",
+        );
+        let def = WorkflowDefinition::parse(yaml).unwrap_or_else(|e| panic!("the docs example is refused: {e}"));
         assert_eq!(def.schedules.len(), 1);
         assert_eq!(def.max_concurrent_runs, Some(1));
         assert!(def.on.is_some());

@@ -1,5 +1,5 @@
 //! The bounds on everything that enters Baton from outside (a caller, a definition, a queue), in one
-//! place, so the code that checks them and the README that documents them say the same numbers.
+//! place, so the code that checks them and docs/limits.md that documents them say the same numbers.
 //!
 //! Every value here is checked where it enters, with an `INVALID_ARGUMENT` error that names the field
 //! (`steps[2].timeout: ...`) and echoes at most [`MAX_ECHO_BYTES`] of what the caller sent.

@@ -406,7 +406,10 @@ impl Cluster {
             }
         }
         cmd.envs(self.security.worker_env.iter().map(|(k, v)| (k, v)));
-        cmd.env("BATON_COORDINATOR", &self.addr)
+        // BATON_ADDR wins over BATON_COORDINATOR: one exported in the tester's shell must not
+        // point the test's workers elsewhere.
+        cmd.env_remove("BATON_ADDR")
+            .env("BATON_COORDINATOR", &self.addr)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_REDIS_URL", REDIS_URL)
             .env("BATON_NAMESPACE", &self.namespace)

@@ -4,7 +4,11 @@
 //! and one found by the coordinator shown next to their fields, the approval, the run's steps
 //! turning green, a rerun from a step), a fan-out's progress, cancelling a running run and
 //! retrying a failed one from their pages, a schedule triggered from its page, and the token
-//! prompt of a coordinator with auth on.
+//! prompt of a coordinator with auth on; and (`console/e2e/operate.mjs`) the console's operations:
+//! a run started from a workflow's page with errors by field, bulk cancel and retry, search and
+//! hidden child runs, a schedule created, edited, paused, resumed and deleted, a workflow version
+//! deleted (refused while a run of it is unfinished), an event published, times with their zone,
+//! the timeline and history download, "my tasks", and the layout on a 390 px phone.
 //!
 //! Needs Node, `console/node_modules` (`console/build.sh` installs it) and `/usr/bin/chromium`
 //! (`apt-get install -y chromium`); the coordinator must have been built after `console/build.sh`
@@ -124,6 +128,47 @@ async fn the_console_approves_an_expense_shows_a_fan_out_and_cancels_and_retries
     );
 }
 
+const ORDER: &str = r#"
+name: order
+version: 1
+description: An order whose quantity comes in fives (a rule the console's form does not check).
+input_schema:
+  type: object
+  required: [customer, quantity]
+  additionalProperties: false
+  properties:
+    customer: {type: string, title: Customer, minLength: 1, maxLength: 100}
+    quantity: {type: integer, title: Quantity, minimum: 5, multipleOf: 5}
+steps:
+  - {id: check, handler: echo}
+  - {id: ship, handler: echo, depends_on: [check]}
+"#;
+
+const KID: &str = "name: kid\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n";
+const PARENT: &str = "name: parent\nversion: 1\nsteps:\n  - {id: child, workflow: {name: kid}}\n";
+const WIDE: &str = "name: wide\nversion: 1\ndescription: Six steps side by side, then a join.\nsteps:\n  - {id: alpha, handler: echo}\n  - {id: bravo, handler: echo}\n  - {id: charlie, handler: echo}\n  - {id: delta, handler: echo}\n  - {id: echo_step, handler: echo}\n  - {id: foxtrot, handler: echo}\n  - {id: join, handler: echo, depends_on: [alpha, bravo, charlie, delta, echo_step, foxtrot]}\n";
+const WAITER: &str = "name: waiter\nversion: 1\nsteps:\n  - {id: first, handler: echo}\n  - id: paid\n    depends_on: [first]\n    wait_for_event: {event: payment, key: input.order, timeout: 1h}\n";
+const DOOMED_1: &str = "name: doomed\nversion: 1\nsteps:\n  - {id: wait, handler: patient, timeout: 5m}\n";
+const DOOMED_2: &str = "name: doomed\nversion: 2\nsteps:\n  - {id: wait, handler: patient, timeout: 5m}\n  - {id: after, handler: echo, depends_on: [wait]}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_starts_runs_cancels_in_bulk_edits_schedules_deletes_a_version_and_fits_a_phone_in_chromium() {
+    check_prerequisites();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start("console-operate", &[("BATON_HTTP_ADDR", &http)]).await;
+    cluster.spawn_worker("op-worker", 8);
+    for yaml in [
+        ORDER, LONGRUN, FLAKY, KID, PARENT, WIDE, WAITER, EXPENSE, DOOMED_1, DOOMED_2,
+    ] {
+        cluster.register(yaml).await;
+    }
+    let stdout = run_script(&cluster, &http, "operate.mjs", &[]).await;
+    assert!(
+        stdout.contains("all operate scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_asks_for_a_token_when_the_api_answers_401_and_keeps_it_for_the_tab() {
     check_prerequisites();
@@ -138,6 +183,51 @@ async fn the_console_asks_for_a_token_when_the_api_answers_401_and_keeps_it_for_
     let stdout = run_script(&cluster, &http, "token.mjs", &[("TOKEN", viewer)]).await;
     assert!(
         stdout.contains("all token scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
+const LONG_ERRORS: &str = r#"
+name: longerrors
+version: 1
+description: Fails twice with a 600-byte error of one word, then succeeds.
+steps:
+  - id: charge
+    handler: fail
+    input:
+      succeed_on_attempt: 3
+      message_bytes: 600
+    retry: {max_attempts: 3, initial_interval: 100ms}
+"#;
+
+const FANOUT18: &str = r#"
+name: fanout18
+version: 1
+description: Squares 18 elements, two at a time, then echoes.
+steps:
+  - id: squares
+    handler: square
+    for_each: input.items
+    max_parallel: 2
+  - id: total
+    handler: echo
+    depends_on: [squares]
+"#;
+
+/// Issue 19: a step's long attempt errors stay in its card (1400 px and a phone), and a fan-out
+/// node never pairs an event's status with an older fetch's counts (`console/e2e/run_page.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_keeps_long_attempt_errors_in_the_card_and_a_fan_out_node_consistent_in_chromium() {
+    check_prerequisites();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start("console-run-page", &[("BATON_HTTP_ADDR", &http)]).await;
+    cluster.spawn_worker("console-run-page-worker", 8);
+    for yaml in [LONG_ERRORS, FANOUT18] {
+        cluster.register(yaml).await;
+    }
+    let stdout = run_script(&cluster, &http, "run_page.mjs", &[]).await;
+    assert!(
+        stdout.contains("all run page scenarios passed"),
         "the script stopped early:\n{stdout}"
     );
 }

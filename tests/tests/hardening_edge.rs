@@ -31,7 +31,8 @@ impl OwnWorker {
         let log = dir.join(format!("{}-{name}.log", cluster.namespace));
         let file = std::fs::File::create(&log).expect("worker log");
         let mut cmd = Command::new(target_dir().join("test-worker"));
-        cmd.env("BATON_COORDINATOR", coordinator)
+        cmd.env_remove("BATON_ADDR")
+            .env("BATON_COORDINATOR", coordinator)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_REDIS_URL", REDIS_URL)
             .env("BATON_NAMESPACE", &cluster.namespace)

@@ -1,4 +1,4 @@
-//! The Python client of the README (`examples/python/grpc_reflection_example.py`) against a real
+//! The Python client of docs/apis.md (`examples/python/grpc_reflection_example.py`) against a real
 //! coordinator and worker: with nothing but gRPC server reflection it lists the services, registers
 //! a workflow, submits a run and reads its output.
 //!

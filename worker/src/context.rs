@@ -122,6 +122,9 @@ pub struct StepContext {
     pub(crate) heartbeat_timeout: Option<Duration>,
     pub(crate) client: WorkerServiceClient<crate::runtime::WorkerChannel>,
     pub(crate) cancel: CancellationToken,
+    /// The coordinator's answer to StartStep, sent while the handler already runs: `None` while it
+    /// is awaited, `Some(true)` for PROCEED, `Some(false)` for anything else (the work is abandoned).
+    pub(crate) started: tokio::sync::watch::Receiver<Option<bool>>,
 }
 
 impl StepContext {
@@ -227,6 +230,7 @@ impl StepContext {
     /// A non-retryable [`StepError`] of type `Cancelled` when the attempt is no longer current or the
     /// run is over (stop working); a retryable one when the coordinator cannot be reached.
     pub async fn heartbeat(&self) -> Result<(), StepError> {
+        self.await_start().await?;
         let req = HeartbeatRequest {
             run_id: self.run_id.clone(),
             step_id: self.step_id.clone(),
@@ -248,6 +252,7 @@ impl StepContext {
     pub async fn emit(&self, event: impl Serialize) -> Result<(), StepError> {
         let payload_json = serde_json::to_string(&event)
             .map_err(|e| StepError::non_retryable(format!("event: {e}")).with_type("InvalidEvent"))?;
+        self.await_start().await?;
         let req = EmitEventRequest {
             run_id: self.run_id.clone(),
             step_id: self.step_id.clone(),
@@ -262,6 +267,26 @@ impl StepContext {
             }
             Err(s) => Err(StepError::retryable(format!("emit: {}", s.message()))),
         }
+    }
+
+    /// Waits for the coordinator's answer to StartStep (the handler starts before it comes): a
+    /// heartbeat or an event of an attempt the coordinator has not marked started would be
+    /// answered stale.
+    ///
+    /// # Errors
+    /// `Cancelled` (non-retryable) when the start was refused (stale, cancelled, duplicate) or
+    /// never answered.
+    async fn await_start(&self) -> Result<(), StepError> {
+        let mut started = self.started.clone();
+        let proceed = matches!(started.wait_for(Option::is_some).await.as_deref(), Ok(Some(true)));
+        if proceed {
+            return Ok(());
+        }
+        self.cancel.cancel();
+        Err(StepError::non_retryable(
+            "the attempt is not to run (its start was refused: stale, cancelled or a duplicate)",
+        )
+        .with_type("Cancelled"))
     }
 
     fn proceed_or_cancel(&self, disposition: i32) -> Result<(), StepError> {

@@ -47,6 +47,6 @@ pub fn init_tracing() {
 }
 pub use context::{StepContext, StepError};
 pub use runtime::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, Worker,
-    WorkerArgs, WorkerConfig, WorkerError, check_coordinator_address,
+    ADDRESS_VARIABLES, DEFAULT_CALL_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError, check_coordinator_address, coordinator_uri,
 };

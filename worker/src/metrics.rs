@@ -1,7 +1,7 @@
 //! Prometheus metrics of a worker: the `/metrics` endpoint ([`install`], off unless
 //! `--metrics-addr`/`BATON_METRICS_ADDR` is set) and one short function per event. Names follow
 //! Prometheus conventions (`baton_worker_` prefix, `_total` counters, `_seconds` durations); the
-//! only label values are registered handler names and fixed words. README "Metrics" lists them.
+//! only label values are registered handler names and fixed words. docs/operations.md ("Metrics") lists them.
 
 use std::{net::SocketAddr, time::Duration};
 

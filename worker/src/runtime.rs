@@ -89,6 +89,14 @@ pub struct WorkerConfig {
     /// TLS files for an `https://` coordinator (`BATON_CA_FILE`, `BATON_CLIENT_CERT`,
     /// `BATON_CLIENT_KEY`).
     pub tls: ClientTls,
+    /// Start the handler together with StartStep instead of after its answer (`BATON_EAGER_START`,
+    /// `true`/`false`, default false). The result is still reported only after the start answered
+    /// PROCEED, and the work is abandoned (handler cancelled, nothing reported) on any other
+    /// answer; but a handler may then begin work for a copy the coordinator refuses (stale,
+    /// cancelled, or a duplicate another live worker runs), so only handlers that tolerate that
+    /// (idempotent by [`StepContext::attempt_key`]) should run eagerly. Saves the start's round
+    /// trip from each step's latency. See docs/worker-protocol.md.
+    pub eager_start: bool,
 }
 
 /// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
@@ -126,22 +134,39 @@ const AUTH_REFUSED_PAUSE: Duration = Duration::from_secs(5);
 /// Longest failure message a worker sends, in bytes (a longer one is cut).
 const MAX_FAILURE_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// Checks a coordinator address before any connection: `http://` or `https://` (TLS, see
-/// [`WorkerConfig::tls`]); any other scheme, or an address without one, is refused.
+/// The environment variables a coordinator address is read from, the first set one winning:
+/// `BATON_ADDR` (as the CLI and the Python SDK) and its older alias `BATON_COORDINATOR`.
+pub const ADDRESS_VARIABLES: [&str; 2] = ["BATON_ADDR", "BATON_COORDINATOR"];
+
+/// A coordinator address as a URI, before any connection: `host:port` means `http://host:port`
+/// (as for the CLI, the Python SDK and grpcio); `http://` and `https://` (TLS, see
+/// [`WorkerConfig::tls`]) are kept; any other scheme, or no host, is refused.
+///
+/// # Errors
+/// A message for the user that says what was wrong and what is accepted.
+pub fn coordinator_uri(addr: &str) -> Result<String, String> {
+    const FORMS: &str = "use host:port, http://host:port or https://host:port";
+    let addr = addr.trim();
+    let (scheme, rest) = addr.split_once("://").unwrap_or(("http", addr));
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Err(format!(
+            "unsupported scheme {} in {}: {FORMS}",
+            baton_shared::limits::echo(scheme),
+            baton_shared::limits::echo(addr)
+        ));
+    }
+    if rest.is_empty() || rest.starts_with(':') || rest.starts_with('/') {
+        return Err(format!("{} has no host: {FORMS}", baton_shared::limits::echo(addr)));
+    }
+    Ok(format!("{}://{rest}", scheme.to_ascii_lowercase()))
+}
+
+/// Checks a coordinator address before any connection (see [`coordinator_uri`]).
 ///
 /// # Errors
 /// A message for the user that says what was wrong and what is accepted.
 pub fn check_coordinator_address(addr: &str) -> Result<(), String> {
-    match addr.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => Ok(()),
-        Some((scheme, _)) => Err(format!(
-            "unsupported scheme {:?} in {addr:?}: use http://host:port or https://host:port",
-            baton_shared::limits::echo(scheme)
-        )),
-        None => Err(format!(
-            "{addr:?} has no scheme: use http://host:port or https://host:port"
-        )),
-    }
+    coordinator_uri(addr).map(drop)
 }
 
 impl Default for WorkerConfig {
@@ -170,22 +195,27 @@ impl Default for WorkerConfig {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             token: None,
             tls: ClientTls::default(),
+            eager_start: false,
         }
     }
 }
 
 impl WorkerConfig {
-    /// Defaults overridden by `BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`,
+    /// Defaults overridden by `BATON_ADDR` (or its alias `BATON_COORDINATOR`), `BATON_AMQP_URL`, `BATON_NAMESPACE`,
     /// `BATON_CONCURRENCY`, `BATON_WORKER_ID`, `BATON_QUEUE_TYPE` (`quorum`/`classic`),
     /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes), `BATON_SHUTDOWN_GRACE` (a
     /// duration such as `30s`), `BATON_HEARTBEAT_INTERVAL` and `BATON_CALL_TIMEOUT` (durations
     /// from 100ms to 5m),
-    /// `BATON_TOKEN`, and `BATON_CA_FILE`, `BATON_CLIENT_CERT`, `BATON_CLIENT_KEY` (PEM files).
+    /// `BATON_TOKEN`, `BATON_EAGER_START` (`true`/`false`), and `BATON_CA_FILE`,
+    /// `BATON_CLIENT_CERT`, `BATON_CLIENT_KEY` (PEM files).
     /// Unparsable values keep the default and are logged.
     pub fn from_env() -> Self {
         let mut c = Self::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let Some(v) = var("BATON_COORDINATOR") {
+        if let Some(v) = ADDRESS_VARIABLES.into_iter().find_map(var) {
+            if let Some(alias) = var("BATON_COORDINATOR").filter(|alias| *alias != v) {
+                tracing::warn!("BATON_ADDR={v:?} and BATON_COORDINATOR={alias:?} differ; using BATON_ADDR");
+            }
             c.coordinator = v;
         }
         if let Some(v) = var("BATON_AMQP_URL") {
@@ -229,6 +259,13 @@ impl WorkerConfig {
                     c.shutdown_grace
                 ),
                 Err(e) => tracing::warn!("BATON_SHUTDOWN_GRACE: {e}; using {:?}", c.shutdown_grace),
+            }
+        }
+        if let Some(v) = var("BATON_EAGER_START") {
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => c.eager_start = true,
+                "false" | "0" | "no" => c.eager_start = false,
+                _ => tracing::warn!("BATON_EAGER_START={v:?} is not true or false; using {}", c.eager_start),
             }
         }
         if let Some(v) = var("BATON_METRICS_ADDR") {
@@ -284,11 +321,13 @@ impl WorkerConfig {
 /// your own parser with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Coordinator gRPC address, or several separated by commas (`http://a:7450,http://b:7450`):
-    /// calls go to one and fail over to the next when it cannot be reached. A load balancer's
-    /// address, or a DNS name with several addresses, works as one.
-    #[arg(long, env = "BATON_COORDINATOR", default_value = "http://127.0.0.1:7450")]
-    pub coordinator: String,
+    /// Coordinator gRPC address (`host:port`, `http://host:port` or `https://host:port`), or several
+    /// separated by commas (`http://a:7450,http://b:7450`): calls go to one and fail over to the
+    /// next when it cannot be reached. A load balancer's address, or a DNS name with several
+    /// addresses, works as one. Default: `BATON_ADDR`, else its alias `BATON_COORDINATOR`, else
+    /// `http://127.0.0.1:7450`.
+    #[arg(long, env = "BATON_ADDR")]
+    pub coordinator: Option<String>,
     /// RabbitMQ URL.
     #[arg(
         long,
@@ -323,7 +362,7 @@ impl WorkerArgs {
     pub fn config(&self) -> WorkerConfig {
         let base = WorkerConfig::from_env();
         WorkerConfig {
-            coordinator: self.coordinator.clone(),
+            coordinator: self.coordinator.clone().unwrap_or(base.coordinator.clone()),
             amqp_url: self.amqp_url.clone(),
             namespace: self.namespace.clone(),
             concurrency: self.concurrency,
@@ -423,9 +462,10 @@ impl Worker {
         }
         let addresses = crate::failover::split_addresses(&self.config.coordinator)
             .map_err(|e| WorkerError::Address(self.config.coordinator.clone(), e))?;
-        for addr in &addresses {
-            check_coordinator_address(addr).map_err(|e| WorkerError::Address(addr.clone(), e))?;
-        }
+        let addresses = addresses
+            .into_iter()
+            .map(|addr| coordinator_uri(&addr).map_err(|e| WorkerError::Address(addr, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(addr) = self.config.metrics_addr {
             crate::metrics::install(addr).map_err(WorkerError::Metrics)?;
         }
@@ -1113,45 +1153,11 @@ async fn handle_delivery(
         workflow: task.workflow.clone(),
         workflow_version: task.workflow_version,
     };
-    let started = tokio::select! {
-        r = start_step(shared, &start) => Some(r),
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    let disposition = match started {
-        Some(Ok(r)) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
-        Some(Err(e)) if matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
-            // A wrong or missing token: every task would meet the same answer. Hand the task back
-            // after a pause (holding its prefetch slot), so a misconfigured worker does not spin.
-            tracing::error!(run = %task.run_id, step = %task.step_id, code = ?e.code(), error = %e.message(),
-                "the coordinator refused this worker's token (set BATON_TOKEN to a token of role worker); handing the task back");
-            let _ = tokio::time::timeout(AUTH_REFUSED_PAUSE, stop.wait_for(|s| *s)).await;
-            let _ = delivery.nack(requeue()).await;
-            return;
-        }
-        Some(Err(e)) => {
-            tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not start the step; handing the task back");
-            let _ = delivery.nack(requeue()).await;
-            return;
-        }
-        None => {
-            tracing::info!(run = %task.run_id, step = %task.step_id, "shutting down before the step started; handing the task back");
-            let _ = delivery.nack(requeue()).await;
-            return;
-        }
-    };
-    // Anything but PROCEED (an answer this worker does not know reads as STALE) drops the task
-    // without running the handler.
-    if disposition == AttemptDisposition::Duplicate {
-        tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "dropping a duplicate copy of a task: another live worker runs this attempt");
-        let _ = delivery.ack(BasicAckOptions::default()).await;
-        return;
-    }
-    if disposition != AttemptDisposition::Proceed {
-        tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, ?disposition, "dropping a task that is no longer current");
-        let _ = delivery.ack(BasicAckOptions::default()).await;
-        return;
-    }
 
+    // With `eager_start`, StartStep and the handler start together (the start costs no wait
+    // before the work); otherwise the handler starts once the start answered PROCEED. Either way
+    // the result is reported only after PROCEED, and any other answer abandons the work (the
+    // handler is cancelled and its outcome dropped). See docs/worker-protocol.md.
     let parent_outputs = task
         .parent_outputs_json
         .iter()
@@ -1160,6 +1166,7 @@ async fn handle_delivery(
     let input: serde_json::Value = serde_json::from_str(&task.input_json).unwrap_or(serde_json::Value::Null);
     let timeout = Duration::from_millis(task.timeout_ms.max(1));
     let (registration, cancel) = shared.cancellations.register(&task.run_id);
+    let (started_tx, started_rx) = watch::channel(None);
     let ctx = StepContext {
         run_id: task.run_id.clone(),
         step_id: task.step_id.clone(),
@@ -1176,12 +1183,104 @@ async fn handle_delivery(
         heartbeat_timeout: (task.heartbeat_timeout_ms > 0).then(|| Duration::from_millis(task.heartbeat_timeout_ms)),
         client: shared.client.clone(),
         cancel: cancel.clone(),
+        started: started_rx,
     };
-    // The handler runs in its own task so that a panic fails the attempt instead of the worker.
     let in_flight = crate::metrics::InFlight::start(handler_name);
-    let ran = tokio::time::Instant::now();
-    let run = tokio::spawn((handler)(ctx, input).in_current_span());
-    let outcome = supervise(run, timeout, &cancel, cfg.max_output_bytes).await;
+    let mut ran = tokio::time::Instant::now();
+    // The handler runs in its own task so that a panic fails the attempt instead of the worker;
+    // the supervisor applies its timeout and output limit.
+    let launch = |ctx: StepContext, input: serde_json::Value| {
+        let run = tokio::spawn((handler)(ctx, input).in_current_span());
+        let abort = run.abort_handle();
+        let supervised: Pin<Box<dyn Future<Output = Outcome> + Send + '_>> =
+            Box::pin(supervise(run, timeout, &cancel, cfg.max_output_bytes));
+        (abort, supervised)
+    };
+    let mut pending = Some((ctx, input));
+    let mut running = None;
+    if cfg.eager_start
+        && let Some((ctx, input)) = pending.take()
+    {
+        running = Some(launch(ctx, input));
+    }
+    let mut stop_starting = stop.clone();
+    let starting = async {
+        tokio::select! {
+            r = start_step(shared, &start) => Some(r),
+            _ = stop_starting.wait_for(|s| *s) => None,
+        }
+    };
+    tokio::pin!(starting);
+    // An eager handler may finish first: its outcome waits for the start's answer.
+    let mut finished = None;
+    let started = loop {
+        match running.as_mut() {
+            Some((_, supervised)) if finished.is_none() => tokio::select! {
+                r = &mut starting => break r,
+                o = supervised.as_mut() => finished = Some(o),
+            },
+            _ => break (&mut starting).await,
+        }
+    };
+    let abort = running.as_ref().map(|(a, _)| a.clone());
+    let abandon = |why: &str| {
+        if let Some(abort) = &abort {
+            tracing::debug!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, why, "abandoning the handler's work");
+            abort.abort();
+        }
+        let _ = started_tx.send(Some(false));
+        cancel.cancel();
+        shared.cancellations.forget(&task.run_id, registration);
+    };
+    let disposition = match started {
+        Some(Ok(r)) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
+        Some(Err(e)) if matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+            abandon("token refused");
+            // A wrong or missing token: every task would meet the same answer. Hand the task back
+            // after a pause (holding its prefetch slot), so a misconfigured worker does not spin.
+            tracing::error!(run = %task.run_id, step = %task.step_id, code = ?e.code(), error = %e.message(),
+                "the coordinator refused this worker's token (set BATON_TOKEN to a token of role worker); handing the task back");
+            let _ = tokio::time::timeout(AUTH_REFUSED_PAUSE, stop.wait_for(|s| *s)).await;
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+        Some(Err(e)) => {
+            abandon("start failed");
+            tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not start the step; handing the task back");
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+        None => {
+            abandon("shutting down");
+            tracing::info!(run = %task.run_id, step = %task.step_id, "shutting down before the step started; handing the task back");
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+    };
+    // Anything but PROCEED (an answer this worker does not know reads as STALE) abandons the work:
+    // the handler is cancelled and nothing is reported.
+    if disposition == AttemptDisposition::Duplicate {
+        abandon("duplicate");
+        tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "dropping a duplicate copy of a task: another live worker runs this attempt");
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    }
+    if disposition != AttemptDisposition::Proceed {
+        abandon("not current");
+        tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, ?disposition, "dropping a task that is no longer current");
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    }
+    let _ = started_tx.send(Some(true));
+    let outcome = match (finished, running, pending) {
+        (Some(o), _, _) => o,
+        (None, Some((_, supervised)), _) => supervised.await,
+        (None, None, Some((ctx, input))) => {
+            ran = tokio::time::Instant::now();
+            launch(ctx, input).1.await
+        }
+        (None, None, None) => return,
+    };
     let word = match &outcome {
         Outcome::OutputJson(_) => "succeeded",
         Outcome::Failure(_) => "failed",
@@ -1252,12 +1351,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_http_and_https_coordinator_addresses_are_accepted() {
-        assert!(check_coordinator_address("http://h:1").is_ok());
-        assert!(check_coordinator_address("HTTPS://h:1").is_ok());
-        let e = check_coordinator_address("ftp://h:1").unwrap_err();
-        assert!(e.starts_with("unsupported scheme"), "{e}");
-        assert!(check_coordinator_address("h:1").is_err());
+    fn coordinator_addresses_take_the_cli_forms_and_refuse_other_schemes() {
+        assert_eq!(coordinator_uri("http://h:1").as_deref(), Ok("http://h:1"));
+        assert_eq!(coordinator_uri("HTTPS://h:1").as_deref(), Ok("https://h:1"));
+        assert_eq!(coordinator_uri(" h:1 ").as_deref(), Ok("http://h:1"));
+        assert_eq!(coordinator_uri("[::1]:7450").as_deref(), Ok("http://[::1]:7450"));
+        let e = coordinator_uri("ftp://h:1").unwrap_err();
+        assert!(e.starts_with("unsupported scheme") && e.contains("host:port"), "{e}");
+        assert!(coordinator_uri("http://").unwrap_err().contains("no host"));
+        assert!(coordinator_uri(":7450").unwrap_err().contains("no host"));
+        assert!(check_coordinator_address("h:1").is_ok());
     }
 
     #[tokio::test]

@@ -1337,3 +1337,39 @@ fn sizes_read_in_si_units_cut_to_one_decimal() {
     assert_eq!(size_text(5_299_999), "5.2 MB");
     assert_eq!(size_text(u64::MAX), "18446744073.7 GB");
 }
+
+#[test]
+fn purging_nothing_under_one_key_names_the_keys_that_hold_events() {
+    let pair = |key: &str, count: u32| baton_shared::proto::BufferedEvents {
+        name: "payment".into(),
+        key: key.into(),
+        count,
+        ..Default::default()
+    };
+    assert_eq!(
+        purged_text("payment", "", false, 0, &[pair("order-1", 2), pair("order-2", 1)]),
+        "purged 0 buffered event(s)\n\
+         no event of payment without a key is buffered; events of payment are buffered under key \"order-1\" (2), \"order-2\" (1)\n\
+         purge one key with --key KEY, or every key of payment with --all-keys\n"
+    );
+    assert_eq!(
+        purged_text("payment", "k", false, 0, &[]),
+        "purged 0 buffered event(s)\nno event of payment with key \"k\" is buffered, nor under any other key (baton event list)\n"
+    );
+    assert_eq!(
+        purged_text("payment", "", false, 3, &[]),
+        "purged 3 buffered event(s)\n"
+    );
+    assert_eq!(purged_text("payment", "", true, 0, &[]), "purged 0 buffered event(s)\n");
+    let many: Vec<_> = (0..12).map(|i| pair(&format!("k{i}"), 1)).collect();
+    let text = purged_text("payment", "", false, 0, &many);
+    assert!(
+        text.contains("\"k9\" (1), and 2 more (baton event list --name payment)"),
+        "{text}"
+    );
+    assert_eq!(
+        purged_json(0, &[pair("order-1", 2)]),
+        serde_json::json!({"purged": 0, "buffered_keys": [{"key": "order-1", "count": 2}]})
+    );
+    assert_eq!(purged_json(1, &[]), serde_json::json!({"purged": 1}));
+}

@@ -1,112 +1,38 @@
-// Schedules with their tick ledger, workers and queues, and workflow definitions with their graph.
-import { enc, get, listWorkflows, post, query, type QueueInfo, type Schedule, type ScheduleTick, type WorkerInfo, type Workflow } from "../api";
-import { href, type Route } from "../router";
-import { ConfirmButton, ErrorBox, fmtTime, Json, usePoll } from "../ui";
-import { Graph } from "./Graph";
+// Workers (live or stopped) and queues, and publishing an event.
+import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
+import { ApiError, get, post, type QueueInfo, type WorkerInfo } from "../api";
+import { href, navigate, type Route } from "../router";
+import { ErrorBox, Json, usePoll, When } from "../ui";
 
-export function Schedules({ route }: { route: Route }) {
-  const id = route.parts[1];
-  const { data, error, refresh } = usePoll(() => get<{ schedules: Schedule[] }>("/v1/schedules"), [], 5000);
-  return (
-    <section>
-      <h1>Schedules</h1>
-      <ErrorBox error={error} />
-      <table>
-        <thead>
-          <tr>
-            <th scope="col">Schedule</th>
-            <th scope="col">Workflow</th>
-            <th scope="col">Cron</th>
-            <th scope="col">State</th>
-            <th scope="col">Next tick</th>
-            <th scope="col">Last run</th>
-            <th scope="col">Source</th>
-          </tr>
-        </thead>
-        <tbody>
-          {(data?.schedules ?? []).map((s) => (
-            <tr key={s.id} class={s.id === id ? "current" : ""}>
-              <td>
-                <a href={href(["schedules", s.id])} aria-current={s.id === id ? "page" : undefined}>
-                  {s.id}
-                </a>
-              </td>
-              <td>
-                {s.workflow}
-                {s.workflow_version ? ` v${s.workflow_version}` : ""}
-              </td>
-              <td class="mono">
-                {s.cron} {s.timezone || "UTC"}
-              </td>
-              <td>{s.paused ? "paused" : "active"}</td>
-              <td>{fmtTime(s.next_tick_at)}</td>
-              <td>{s.last_run_id ? <a href={href(["runs", s.last_run_id])}>{s.last_run_id.slice(0, 8)}…</a> : "–"}</td>
-              <td>{s.source}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      {data && data.schedules.length === 0 && <p class="muted">No schedules.</p>}
-      {id && <ScheduleTicks id={id} schedule={data?.schedules.find((s) => s.id === id)} onChange={refresh} />}
-    </section>
-  );
+/** Whether a worker is live: it has not stopped and its heartbeats are not overdue. */
+export function workerIsLive(w: Pick<WorkerInfo, "lost" | "state">): boolean {
+  return !w.lost && w.state !== "stopped";
 }
 
-function ScheduleTicks({ id, schedule, onChange }: { id: string; schedule?: Schedule; onChange: () => void }) {
-  const { data, error, refresh } = usePoll(() => get<{ ticks: ScheduleTick[] }>(`/v1/schedules/${enc(id)}/ticks${query({ limit: 100 })}`), [id], 5000);
-  const act = (verb: string) => async () => {
-    await post(`/v1/schedules/${enc(id)}/${verb}`, {});
-    onChange();
-    void refresh();
-  };
-  return (
-    <div>
-      <h2>Ticks of {id}</h2>
-      {schedule && (
-        <div class="actions" role="group" aria-label="Schedule actions">
-          <ConfirmButton label="Trigger now" question={`Fire ${id} now, as a tick at the current time?`} action={act("trigger")} />
-          {schedule.paused ? (
-            <ConfirmButton label="Resume" question={`Resume ${id}? Ticks missed while paused are not caught up.`} action={act("resume")} />
-          ) : (
-            <ConfirmButton label="Pause" question={`Pause ${id}? It starts nothing until resumed.`} action={act("pause")} />
-          )}
-        </div>
-      )}
-      <ErrorBox error={error} />
-      <table>
-        <thead>
-          <tr>
-            <th scope="col">Tick</th>
-            <th scope="col">Outcome</th>
-            <th scope="col">Run</th>
-            <th scope="col">Reason</th>
-            <th scope="col">Recorded</th>
-          </tr>
-        </thead>
-        <tbody>
-          {(data?.ticks ?? []).map((t) => (
-            <tr key={`${t.tick_at}-${t.recorded_at}`}>
-              <td>{fmtTime(t.tick_at)}</td>
-              <td>{t.outcome}</td>
-              <td>{t.run_id ? <a href={href(["runs", t.run_id])}>{t.run_id.slice(0, 8)}…</a> : "–"}</td>
-              <td>{t.reason}</td>
-              <td>{fmtTime(t.recorded_at)}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      {data && data.ticks.length === 0 && <p class="muted">No ticks yet.</p>}
-    </div>
-  );
-}
-
-export function Workers() {
+export function Workers({ route }: { route: Route }) {
+  const show = route.params.get("show") ?? "live";
   const w = usePoll(() => get<{ workers: WorkerInfo[] }>("/v1/workers"), [], 3000);
   const q = usePoll(() => get<{ queues: QueueInfo[] }>("/v1/queues"), [], 3000);
+  const shown = (w.data?.workers ?? []).filter((x) => show === "all" || (show === "live") === workerIsLive(x));
   return (
     <section>
       <h1>Workers</h1>
+      <form class="filters" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          Show
+          <select value={show} onChange={(e) => navigate(href(["workers"], { show: e.currentTarget.value }), true)}>
+            <option value="live">live workers</option>
+            <option value="stopped">stopped or lost workers</option>
+            <option value="all">every worker</option>
+          </select>
+        </label>
+      </form>
       <ErrorBox error={w.error} />
+      <p class="muted" data-testid="worker-count">
+        {w.data ? `${shown.length} of ${w.data.workers.length} workers` : "Loading…"}
+      </p>
+      <div class="table-scroll">
       <table>
         <thead>
           <tr>
@@ -120,7 +46,7 @@ export function Workers() {
           </tr>
         </thead>
         <tbody>
-          {(w.data?.workers ?? []).map((x) => (
+          {shown.map((x) => (
             <tr key={x.worker_id}>
               <td class="mono">{x.worker_id}</td>
               <td>{x.lost ? <strong class="bad-text">lost</strong> : x.state}</td>
@@ -131,15 +57,19 @@ export function Workers() {
               <td>
                 {x.in_flight} / {x.concurrency}
               </td>
-              <td>{fmtTime(x.last_seen)}</td>
+              <td>
+                <When t={x.last_seen} ago />
+              </td>
               <td>{x.version}</td>
             </tr>
           ))}
         </tbody>
       </table>
-      {w.data && w.data.workers.length === 0 && <p class="muted">No workers registered.</p>}
+      </div>
+      {w.data && shown.length === 0 && <p class="muted">{w.data.workers.length === 0 ? "No workers registered." : "No workers match."}</p>}
       <h2>Queues</h2>
       <ErrorBox error={q.error} />
+      <div class="table-scroll">
       <table>
         <thead>
           <tr>
@@ -166,96 +96,118 @@ export function Workers() {
               <td>{x.unacknowledged}</td>
               <td>{x.consumers === 0 ? <strong class="bad-text">0</strong> : x.consumers}</td>
               <td>{x.live_workers}</td>
-              <td>{fmtTime(x.oldest_waiting_since)}</td>
+              <td>
+                <When t={x.oldest_waiting_since} ago />
+              </td>
             </tr>
           ))}
         </tbody>
       </table>
+      </div>
     </section>
   );
 }
 
-export function Workflows({ route }: { route: Route }) {
-  const name = route.parts[1];
-  const list = usePoll(() => listWorkflows<Workflow>(), []);
+interface PublishAnswer {
+  delivered: { run_id: string; step_id: string }[];
+  buffered: boolean;
+  started_run_ids: string[];
+  trigger_errors: { workflow: string; version: number; error: string }[];
+}
+
+/** Publishes an event: name, key and JSON payload; shows which waiting steps got it, whether it was
+ * buffered, and the runs it started. */
+export function Events() {
+  const [name, setName] = useState("");
+  const [key, setKey] = useState("");
+  const [payload, setPayload] = useState("{}");
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [answer, setAnswer] = useState<PublishAnswer | undefined>(undefined);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setAnswer(undefined);
+    const found: Record<string, string> = {};
+    if (!name.trim()) found.name = "Required: the event's name.";
+    let body: unknown;
+    try {
+      body = payload.trim() ? JSON.parse(payload) : undefined;
+    } catch (err) {
+      found.payload = `Not valid JSON: ${(err as Error).message}`;
+    }
+    setErrors(found);
+    if (Object.keys(found).length > 0) return;
+    setBusy(true);
+    try {
+      setAnswer(await post<PublishAnswer>("/v1/events", { name: name.trim(), ...(key ? { key } : {}), ...(body === undefined ? {} : { payload: body }) }));
+    } catch (err) {
+      const f = err instanceof ApiError ? (err.field ?? "").split("/")[0] : "";
+      setErrors({ [["name", "key", "payload"].includes(f) ? f : ""]: err instanceof ApiError ? `${err.code}: ${err.message}` : String(err) });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const field = (id: string, label: string, control: ComponentChildren, hint?: string) => (
+    <div class={`field${errors[id] ? " invalid" : ""}`} data-field={id}>
+      <label for={`ev-${id}`}>{label}</label>
+      {control}
+      {hint && <p class="hint">{hint}</p>}
+      {errors[id] && (
+        <p class="field-error" role="alert">
+          {errors[id]}
+        </p>
+      )}
+    </div>
+  );
   return (
     <section>
-      <h1>Workflows</h1>
-      <ErrorBox error={list.error} />
-      <ul class="wf-list">
-        {(list.data?.workflows ?? []).map((w) => (
-          <li key={w.name}>
-            <a href={href(["workflows", w.name])} aria-current={w.name === name ? "page" : undefined}>
-              {w.name}
-            </a>{" "}
-            v{w.version} <span class="muted">{w.description}</span>
-          </li>
-        ))}
-      </ul>
-      {name && <WorkflowDetail name={name} version={route.params.get("version") ?? ""} />}
+      <h1>Publish an event</h1>
+      <p class="muted">Steps waiting for the event (name and key) receive it; with none waiting it is buffered for a while; workflows started by the event start a run.</p>
+      <form class="task-form" onSubmit={submit} noValidate aria-label="Publish an event">
+        {errors[""] && (
+          <p class="error" role="alert">
+            {errors[""]}
+          </p>
+        )}
+        {field("name", "Name", <input id="ev-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />)}
+        {field("key", "Key (optional)", <input id="ev-key" value={key} onInput={(e) => setKey(e.currentTarget.value)} />, "Only steps waiting for this key receive it.")}
+        {field("payload", "Payload (JSON)", <textarea id="ev-payload" class="mono" rows={6} value={payload} onInput={(e) => setPayload(e.currentTarget.value)} />)}
+        <button type="submit" class="primary" disabled={busy}>
+          {busy ? "Publishing…" : "Publish"}
+        </button>
+      </form>
+      {answer && (
+        <div role="status" data-testid="publish-answer">
+          <h2>Published</h2>
+          <p>
+            {answer.delivered.length === 0
+              ? answer.buffered
+                ? "No step was waiting: the event is buffered for the next step that waits for it."
+                : "No step was waiting."
+              : `Delivered to ${answer.delivered.length} waiting step${answer.delivered.length === 1 ? "" : "s"}:`}
+          </p>
+          <ul>
+            {answer.delivered.map((d) => (
+              <li key={`${d.run_id}/${d.step_id}`}>
+                <a href={href(["runs", d.run_id], { step: d.step_id })}>
+                  {d.run_id.slice(0, 8)}… step {d.step_id}
+                </a>
+              </li>
+            ))}
+          </ul>
+          {answer.started_run_ids.length > 0 && (
+            <p>
+              Started {answer.started_run_ids.length} run{answer.started_run_ids.length === 1 ? "" : "s"}:{" "}
+              {answer.started_run_ids.map((id) => (
+                <a key={id} class="mono" href={href(["runs", id])}>
+                  {id}{" "}
+                </a>
+              ))}
+            </p>
+          )}
+          {answer.trigger_errors.length > 0 && <Json value={answer.trigger_errors} label="Workflows the event could not start" />}
+        </div>
+      )}
     </section>
-  );
-}
-
-function WorkflowDetail({ name, version }: { name: string; version: string }) {
-  const { data: w, error } = usePoll(() => get<Workflow>(`/v1/workflows/${enc(name)}${query({ version })}`), [name, version]);
-  if (error) return <ErrorBox error={error} />;
-  if (!w) return <p>Loading {name}…</p>;
-  return (
-    <div>
-      <h2>
-        {w.name} v{w.version}
-      </h2>
-      <p>{w.description}</p>
-      <p>
-        Versions:{" "}
-        {w.versions.map((v) => (
-          <a key={v} href={href(["workflows", w.name], { version: String(v) })} aria-current={v === w.version ? "page" : undefined} class="ver">
-            v{v}
-          </a>
-        ))}{" "}
-        · <a href={href(["runs"], { workflow: w.name })}>its runs</a> · registered {fmtTime(w.registered_at)}
-      </p>
-      <Graph
-        label={`Steps of workflow ${w.name}`}
-        steps={w.steps.map((s) => ({ id: s.id, dependsOn: s.depends_on, sub: s.kind === "task" ? s.handler : s.kind }))}
-        onSelect={(s) => document.getElementById(`wf-step-${s}`)?.focus()}
-      />
-      <table>
-        <thead>
-          <tr>
-            <th scope="col">Step</th>
-            <th scope="col">Kind</th>
-            <th scope="col">Handler / target</th>
-            <th scope="col">Depends on</th>
-            <th scope="col">When</th>
-            <th scope="col">Fan-out</th>
-          </tr>
-        </thead>
-        <tbody>
-          {w.steps.map((s) => (
-            <tr key={s.id} id={`wf-step-${s.id}`} tabIndex={-1}>
-              <td>{s.id}</td>
-              <td>{s.kind}</td>
-              <td>{s.handler || s.workflow || s.human?.title || s.wait_for_event?.event || ""}</td>
-              <td>{s.depends_on.join(", ")}</td>
-              <td class="mono">{s.when}</td>
-              <td class="mono">{s.for_each && `${s.for_each} (${s.max_parallel || "∞"} at once)`}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      <details>
-        <summary>Input schema</summary>
-        <Json value={w.input_schema} label="Input schema" />
-      </details>
-      <details>
-        <summary>Definition</summary>
-        <Json value={w.definition} label="Definition" />
-      </details>
-      <p>
-        Start a run with <code>POST /v1/runs</code> or <code>baton run submit {w.name}</code>.
-      </p>
-    </div>
   );
 }

@@ -3,11 +3,15 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { enc, get, getStep, post, watchRun, type Run as RunT, type RunEvent, type StepRun, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
-import { earlierAttemptsNote, fmtBytes, isTerminal, statusWord } from "../status";
-import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll } from "../ui";
+import { earlierAttemptsNote, fmtBytes, isTerminal, statusColour, statusWord } from "../status";
+import { place, timeline } from "../timeline";
+import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll, When } from "../ui";
+import { nodeState } from "../graph";
 import { Graph } from "./Graph";
 
 const MAX_EVENTS = 200;
+/** Most events kept for the history download (the page shows the last MAX_EVENTS). */
+const MAX_HISTORY = 10_000;
 
 export function RunView({ route }: { route: Route }) {
   const id = route.parts[1] ?? "";
@@ -21,6 +25,9 @@ export function RunView({ route }: { route: Route }) {
   const [live, setLive] = useState<Record<string, string>>({});
   const [runStatus, setRunStatus] = useState("");
   const [events, setEvents] = useState<RunEvent[]>([]);
+  // Every event received, for the download (at most MAX_HISTORY, the oldest dropped first).
+  const history = useRef<RunEvent[]>([]);
+  const [view, setView] = useState<"graph" | "timeline">("graph");
   const [stream, setStream] = useState("connecting");
   const refetch = useRef<number | undefined>(undefined);
   // Bumped by cancel/retry/rerun: a stream that ended with the run is opened again.
@@ -34,10 +41,15 @@ export function RunView({ route }: { route: Route }) {
     setLive({});
     setRunStatus("");
     setEvents([]);
+    history.current = [];
     const stop = watchRun(
       id,
       (e) => {
         setEvents((old) => [...old.slice(-(MAX_EVENTS - 1)), e]);
+        if (!history.current.some((h) => h.sequence === e.sequence)) {
+          history.current.push(e);
+          if (history.current.length > MAX_HISTORY) history.current.shift();
+        }
         if (e.kind === "step" && e.step_id) setLive((old) => ({ ...old, [e.step_id]: e.status }));
         if (e.kind === "run") setRunStatus(e.status);
         // Details (attempts, outputs, progress) come from GetRun: fetch again, at most every 500 ms.
@@ -63,21 +75,18 @@ export function RunView({ route }: { route: Route }) {
     return () => clearInterval(t);
   }, [run?.id, run?.status]);
 
-  const statuses = useMemo(() => {
-    const out: Record<string, string> = {};
-    for (const s of run?.steps ?? []) out[s.id] = s.status;
-    // An event newer than the fetched run wins until the next fetch agrees.
-    return { ...out, ...live };
-  }, [run, live]);
-  const notes = useMemo(() => {
-    const out: Record<string, string> = {};
+  // Each node's status and counts from one source (nodeState): an event newer than the fetched
+  // run wins its status, without the fetched counts, until the next fetch agrees.
+  const [statuses, notes] = useMemo(() => {
+    const st: Record<string, string> = {};
+    const nt: Record<string, string> = {};
     for (const s of run?.steps ?? []) {
-      if (s.items) out[s.id] = `${s.items.succeeded + s.items.failed}/${s.items.total} items`;
-      else if (s.emitted) out[s.id] = `${s.emitted.succeeded + s.emitted.failed}/${s.emitted.total} runs`;
-      else out[s.id] = s.kind === "task" ? s.handler : s.kind;
+      const n = nodeState(s, live[s.id]);
+      st[s.id] = n.status;
+      nt[s.id] = n.note;
     }
-    return out;
-  }, [run]);
+    return [st, nt];
+  }, [run, live]);
 
   if (error && !run) return <ErrorBox error={error} />;
   if (!run) return <p>Loading run {id}…</p>;
@@ -103,7 +112,9 @@ export function RunView({ route }: { route: Route }) {
           <Status s={status} />
         </dd>
         <dt>Created</dt>
-        <dd>{fmtTime(run.created_at)}</dd>
+        <dd>
+          <When t={run.created_at} ago />
+        </dd>
         <dt>Duration</dt>
         <dd>{fmtDuration(run.started_at ?? run.created_at, run.finished_at)}</dd>
         {run.parent_run_id && (
@@ -152,6 +163,21 @@ export function RunView({ route }: { route: Route }) {
       <div class="run-body">
         <div class="graph-wrap">
           <h2>Steps</h2>
+          <div class="actions" role="group" aria-label="Steps as">
+            <button type="button" aria-pressed={view === "graph"} onClick={() => setView("graph")}>
+              Graph
+            </button>
+            <button type="button" aria-pressed={view === "timeline"} onClick={() => setView("timeline")}>
+              Timeline
+            </button>
+            <button type="button" onClick={() => downloadHistory(run, history.current)}>
+              Download history (JSON)
+            </button>
+          </div>
+          {view === "timeline" ? (
+            <Timeline run={run} selected={selected} onSelect={select} />
+          ) : (
+          <div class="graph-scroll" tabIndex={0} aria-label="Step graph (scrolls sideways when wider than the screen)">
           <Graph
             label={`Steps of run ${run.id}`}
             steps={run.steps.map((s) => ({ id: s.id, dependsOn: s.depends_on, sub: notes[s.id] }))}
@@ -160,6 +186,8 @@ export function RunView({ route }: { route: Route }) {
             selected={selected}
             onSelect={select}
           />
+          </div>
+          )}
           <p class="muted">Select a step for its attempts, output and waits.</p>
         </div>
         <aside class="detail" aria-label="Step details">
@@ -196,6 +224,7 @@ function RunIo({ run }: { run: RunT }) {
 function RunActions({ run, status, selected, onDone }: { run: RunT; status: string; selected: string; onDone: () => void }) {
   const [reason, setReason] = useState("");
   const [from, setFrom] = useState("");
+  const [newInput, setNewInput] = useState("");
   const done = isTerminal(status);
   const fromStep = from || selected || run.steps[0]?.id || "";
   return (
@@ -231,7 +260,16 @@ function RunActions({ run, status, selected, onDone }: { run: RunT; status: stri
         question={`Run ${run.id} again from a step: it and every step after it run again.`}
         confirmLabel="Rerun"
         action={async () => {
-          await post(`/v1/runs/${enc(run.id)}/rerun`, { from_step: fromStep });
+          let input: unknown;
+          if (newInput.trim()) {
+            try {
+              input = JSON.parse(newInput);
+            } catch (e) {
+              throw new Error(`New input: not valid JSON: ${(e as Error).message}`);
+            }
+          }
+          await post(`/v1/runs/${enc(run.id)}/rerun`, input === undefined ? { from_step: fromStep } : { from_step: fromStep, input });
+          setNewInput("");
           onDone();
         }}
       >
@@ -244,6 +282,10 @@ function RunActions({ run, status, selected, onDone }: { run: RunT; status: stri
               </option>
             ))}
           </select>
+        </label>
+        <label>
+          New input (JSON; empty: the run's input)
+          <textarea class="mono" rows={5} value={newInput} placeholder={JSON.stringify(run.input)} onInput={(e) => setNewInput(e.currentTarget.value)} />
         </label>
       </ConfirmButton>
     </div>
@@ -361,7 +403,8 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
       {step.attempts.length === 0 ? (
         <p class="muted">{step.items ? "A fan-out's attempts are its elements' (see Fan-out above)." : "No finished attempt yet."}</p>
       ) : (
-        <table>
+        <div class="table-scroll">
+        <table class="attempts">
           <thead>
             <tr>
               <th scope="col">#</th>
@@ -382,11 +425,12 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
                 <td>{a.worker || "–"}</td>
                 <td>{fmtTime(a.started_at)}</td>
                 <td>{fmtDuration(a.started_at, a.finished_at)}</td>
-                <td class="clip">{a.error}</td>
+                <td class="wrap">{a.error}</td>
               </tr>
             ))}
           </tbody>
         </table>
+        </div>
       )}
       <h3>Input</h3>
       {def?.input_template !== undefined && def?.input_template !== null ? (
@@ -422,5 +466,61 @@ function OmittedOutput({ runId, stepId, bytes }: { runId: string; stepId: string
       <ErrorBox error={error} />
       {step && <Json value={step.output} label={`Output of ${stepId}`} />}
     </>
+  );
+}
+
+/** Saves the run (as GetRun answers it) and the events received from its stream as one JSON file,
+ * `run-<id>.json`. */
+function downloadHistory(run: RunT, events: RunEvent[]) {
+  const doc = { run, events, events_kept: events.length, events_limit: MAX_HISTORY, saved_at: new Date().toISOString() };
+  const url = URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `run-${run.id}.json`;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** The run's attempts as a waterfall: a row per step, a bar per attempt, on the run's span. */
+function Timeline({ run, selected, onSelect }: { run: RunT; selected: string; onSelect: (s: string) => void }) {
+  const t = timeline(run, Date.now());
+  return (
+    <div class="timeline" role="table" aria-label={`Timeline of run ${run.id}`} data-testid="timeline">
+      <div class="tl-scale" role="row">
+        <span role="columnheader">Step</span>
+        <span role="columnheader" class="tl-ends">
+          <span>{fmtTime(new Date(t.from).toISOString())}</span>
+          <span>{fmtDuration(new Date(t.from).toISOString(), new Date(t.to).toISOString())}</span>
+        </span>
+      </div>
+      {t.rows.map((r) => (
+        <div key={r.step} role="row" class={`tl-row${r.step === selected ? " selected" : ""}`}>
+          <button type="button" role="rowheader" class="tl-step" onClick={() => onSelect(r.step)} aria-pressed={r.step === selected}>
+            {r.step}
+          </button>
+          <span role="cell" class="tl-track">
+            {r.bars.map((b) => {
+              const p = place(t, b);
+              const c = statusColour(b.status);
+              const when = `${fmtTime(new Date(b.start).toISOString())}, ${fmtDuration(new Date(b.start).toISOString(), b.open ? null : new Date(b.end).toISOString())}`;
+              return (
+                <span
+                  key={`${b.attempt}-${b.start}`}
+                  class={`tl-bar${b.open ? " open" : ""}`}
+                  data-status={b.status}
+                  style={{ left: `${p.left}%`, width: `${p.width}%`, background: c.fill, borderColor: c.border }}
+                  title={`${r.step}${b.attempt ? ` attempt ${b.attempt}` : ""}: ${b.status}, ${when}${b.error ? ` — ${b.error}` : ""}`}
+                >
+                  {b.attempt ? `#${b.attempt}` : ""}
+                </span>
+              );
+            })}
+            {r.bars.length === 0 && <span class="muted tl-none">not started</span>}
+          </span>
+        </div>
+      ))}
+    </div>
   );
 }

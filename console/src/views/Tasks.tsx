@@ -5,30 +5,92 @@ import { useMemo, useState } from "preact/hooks";
 import { ApiError, enc, get, getToken, post, query, type HumanTask, type Run, type Workflow } from "../api";
 import { checkValues, fieldsFromSchema, initialValues, optionLabel, serverFieldErrors, type Field, type RawValues } from "../form";
 import { href, navigate, type Route } from "../router";
-import { statusWord } from "../status";
-import { ErrorBox, fmtTime, Json, Status, usePoll } from "../ui";
+import { statusColour, statusWord } from "../status";
+import { ErrorBox, Json, Status, usePoll, When } from "../ui";
+
+const USER_KEY = "baton.user";
+
+/** The name this browser completes tasks as (the task form's "Completing as"), "" if none yet. */
+export function currentUser(): string {
+  try {
+    return localStorage.getItem(USER_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** A task's status as one badge: its own word, in the colour of the matching run status. */
+function TaskStatus({ s }: { s: string }) {
+  const c = statusColour(s === "open" ? "waiting" : s === "completed" ? "succeeded" : "cancelled");
+  return (
+    <span class="badge" data-status={s} style={{ background: c.fill, borderColor: c.border }}>
+      {s}
+    </span>
+  );
+}
+
+/** Distinct, sorted, non-empty values. */
+function distinct(values: string[]): string[] {
+  return [...new Set(values.filter(Boolean))].sort();
+}
 
 export function Inbox({ route }: { route: Route }) {
   const assignee = route.params.get("assignee") ?? "";
   const workflow = route.params.get("workflow") ?? "";
   const status = route.params.get("status") ?? "open";
+  const [me, setMe] = useState(currentUser);
   const { data, error } = usePoll(
     () => get<{ tasks: HumanTask[] }>(`/v1/tasks${query({ assignee, workflow, status: status === "all" ? "" : status, limit: 200 })}`),
     [assignee, workflow, status],
     3000,
   );
+  // The lists the filters choose from: every assignee and workflow of the tasks kept.
+  const every = usePoll(() => get<{ tasks: HumanTask[] }>(`/v1/tasks${query({ limit: 1000 })}`), [], 15_000);
+  const assignees = distinct([...(every.data?.tasks ?? []).flatMap((t) => t.assignees), assignee, me]);
+  const workflows = distinct([...(every.data?.tasks ?? []).map((t) => t.workflow), workflow]);
   const set = (k: string, v: string) => navigate(href(["tasks"], { assignee, workflow, status, [k]: v }), true);
+  const mine = me !== "" && assignee === me;
   return (
     <section>
       <h1>Task inbox</h1>
-      <form class="filters" onSubmit={(e) => e.preventDefault()}>
+      <form
+        class="filters"
+        onSubmit={(e) => {
+          e.preventDefault();
+          const name = me.trim();
+          if (!name) return;
+          localStorage.setItem(USER_KEY, name);
+          set("assignee", name);
+        }}
+      >
+        <label>
+          I am
+          <input value={me} placeholder="your name or group" autoComplete="username" onInput={(e) => setMe(e.currentTarget.value)} />
+        </label>
+        <button type="submit" aria-pressed={mine} disabled={!me.trim()}>
+          My tasks
+        </button>
         <label>
           Assignee
-          <input value={assignee} placeholder="anyone" onChange={(e) => set("assignee", e.currentTarget.value.trim())} />
+          <select value={assignee} onChange={(e) => set("assignee", e.currentTarget.value)}>
+            <option value="">anyone</option>
+            {assignees.map((a) => (
+              <option key={a} value={a}>
+                {a}
+              </option>
+            ))}
+          </select>
         </label>
         <label>
           Workflow
-          <input value={workflow} placeholder="any" onChange={(e) => set("workflow", e.currentTarget.value.trim())} />
+          <select value={workflow} onChange={(e) => set("workflow", e.currentTarget.value)}>
+            <option value="">any</option>
+            {workflows.map((w) => (
+              <option key={w} value={w}>
+                {w}
+              </option>
+            ))}
+          </select>
         </label>
         <label>
           Status
@@ -44,38 +106,42 @@ export function Inbox({ route }: { route: Route }) {
       <p aria-live="polite" data-testid="task-count">
         {data ? `${data.tasks.length} task${data.tasks.length === 1 ? "" : "s"}` : "Loading…"}
       </p>
-      <table>
-        <thead>
-          <tr>
-            <th scope="col">Task</th>
-            <th scope="col">Workflow</th>
-            <th scope="col">Assignees</th>
-            <th scope="col">Status</th>
-            <th scope="col">Created</th>
-            <th scope="col">Run</th>
-          </tr>
-        </thead>
-        <tbody>
-          {(data?.tasks ?? []).map((t) => (
-            <tr key={`${t.run_id}/${t.step_id}`}>
-              <td>
-                <a href={href(["tasks", t.run_id, t.step_id])}>{t.title || t.step_id}</a>
-              </td>
-              <td>{t.workflow}</td>
-              <td>{t.assignees.join(", ") || "anyone"}</td>
-              <td>
-                <Status s={t.status === "open" ? "waiting" : t.status === "completed" ? "succeeded" : "cancelled"} /> {t.status}
-              </td>
-              <td>{fmtTime(t.created_at)}</td>
-              <td>
-                <a class="mono" href={href(["runs", t.run_id])}>
-                  {t.run_id.slice(0, 8)}…
-                </a>
-              </td>
+      <div class="table-scroll">
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Task</th>
+              <th scope="col">Workflow</th>
+              <th scope="col">Assignees</th>
+              <th scope="col">Status</th>
+              <th scope="col">Created</th>
+              <th scope="col">Run</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {(data?.tasks ?? []).map((t) => (
+              <tr key={`${t.run_id}/${t.step_id}`}>
+                <td>
+                  <a href={href(["tasks", t.run_id, t.step_id])}>{t.title || t.step_id}</a>
+                </td>
+                <td>{t.workflow}</td>
+                <td>{t.assignees.join(", ") || "anyone"}</td>
+                <td>
+                  <TaskStatus s={t.status} />
+                </td>
+                <td>
+                  <When t={t.created_at} ago />
+                </td>
+                <td>
+                  <a class="mono" href={href(["runs", t.run_id])}>
+                    {t.run_id.slice(0, 8)}…
+                  </a>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
       {data && data.tasks.length === 0 && <p class="muted">No tasks match.</p>}
     </section>
   );
@@ -86,7 +152,6 @@ function withCode(text: string) {
   return text.split(/(`[^`]+`)/).map((part, i) => (part.startsWith("`") && part.endsWith("`") && part.length > 2 ? <code key={i}>{part.slice(1, -1)}</code> : part));
 }
 
-const USER_KEY = "baton.user";
 /** The key of the "Completing as" error (not a form property: those are JSON names, never this). */
 const USER_FIELD = "\u0000user";
 
@@ -130,19 +195,8 @@ export function TaskScreen({ route }: { route: Route }) {
         </dd>
       </dl>
       <div class="task-body">
-        <div>
-          <h2>Form</h2>
-          {open ? (
-            <TaskForm runId={runId} stepId={stepId} schema={h.form_schema} />
-          ) : (
-            <>
-              <p>This task is not open.</p>
-              <Json value={step.output} label="Submitted data" />
-            </>
-          )}
-        </div>
-        <div>
-          <h2>What the run found</h2>
+        <div class="task-found" data-testid="task-found">
+          <h2>What is being approved</h2>
           {before.length === 0 && <p class="muted">No outputs before this step.</p>}
           {before.map((s) => (
             <div key={s.id}>
@@ -154,6 +208,17 @@ export function TaskScreen({ route }: { route: Route }) {
             <summary>Run input</summary>
             <Json value={run.data.input} label="Run input" />
           </details>
+        </div>
+        <div class="task-decide" data-testid="task-form">
+          <h2>Form</h2>
+          {open ? (
+            <TaskForm runId={runId} stepId={stepId} schema={h.form_schema} />
+          ) : (
+            <>
+              <p>This task is not open.</p>
+              <Json value={step.output} label="Submitted data" />
+            </>
+          )}
         </div>
       </div>
     </section>
@@ -250,17 +315,17 @@ function TaskForm({ runId, stepId, schema }: { runId: string; stepId: string; sc
   );
 }
 
-function fieldId(name: string): string {
+export function fieldId(name: string): string {
   return `f-${name.replace(/[^A-Za-z0-9_-]/g, "_") || "data"}`;
 }
 
-function focusFirstError(errors: Record<string, string>, fields: Field[]) {
+export function focusFirstError(errors: Record<string, string>, fields: Field[]) {
   const f = fields.find((x) => x.name in errors);
   const id = f ? fieldId(f.name) : "form-error";
   setTimeout(() => (document.getElementById(id) ?? document.querySelector<HTMLElement>(`[name="${id}"]`))?.focus(), 0);
 }
 
-function FieldInput({ field: f, value, error, onChange }: { field: Field; value: string; error?: string; onChange: (v: string) => void }) {
+export function FieldInput({ field: f, value, error, onChange }: { field: Field; value: string; error?: string; onChange: (v: string) => void }) {
   const id = fieldId(f.name);
   const describedBy = [f.description ? `${id}-desc` : "", error ? `${id}-err` : ""].filter(Boolean).join(" ") || undefined;
   const common = { id, "aria-invalid": error ? true : undefined, "aria-describedby": describedBy, "aria-required": f.required || undefined };

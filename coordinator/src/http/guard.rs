@@ -1,5 +1,5 @@
 //! The checks every HTTP request passes before a route sees it, against oversized heads and
-//! cross-site use (README "Security"):
+//! cross-site use (docs/security.md):
 //!
 //! - a head of more than [`MAX_HTTP_HEADERS`] headers or [`MAX_HTTP_HEADER_BYTES`] bytes: 431;
 //! - when the server is bound to a loopback address, a `Host` that is not a loopback name or

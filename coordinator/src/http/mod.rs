@@ -134,7 +134,7 @@ fn api_routes() -> OpenApiRouter<Arc<HttpState>> {
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .routes(routes!(workflows::register, workflows::list))
-        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::get, workflows::delete))
         .routes(routes!(runs::submit, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(sse::events))
@@ -175,6 +175,22 @@ pub fn router(state: Arc<HttpState>, guard: Arc<guard::Guard>) -> (Router, utoip
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(axum::middleware::from_fn(observe));
     (router, doc)
+}
+
+/// The response header that names the coordinator's gRPC port on every answer of the HTTP port, so
+/// that a gRPC client pointed here by mistake can say where to go (the CLI does).
+pub const GRPC_PORT_HEADER: &str = "baton-grpc-port";
+
+/// `router` with [`GRPC_PORT_HEADER`]: `port` (the gRPC listener's) on every answer.
+pub fn advertise_grpc_port(router: Router, port: u16) -> Router {
+    let value = axum::http::HeaderValue::from(port);
+    router.layer(axum::middleware::map_response(move |mut res: Response| {
+        let value = value.clone();
+        async move {
+            res.headers_mut().insert(GRPC_PORT_HEADER, value);
+            res
+        }
+    }))
 }
 
 /// The bounds on the HTTP server's connections (settings `http_*`).

@@ -17,7 +17,7 @@ use super::{
         CancelRunBody, Empty, ErrorBody, RerunRunBody, Run, RunList, RunOperation, SubmitRunAnswer, SubmitRunBody,
         json_text, parse_time,
     },
-    schema::{Rfc3339, RunId, RunPageToken, RunStatusWord, ShortId, WorkflowName},
+    schema::{Key, Rfc3339, RunId, RunPageToken, RunStatusWord, ShortId, WorkflowName},
 };
 
 /// Starts a run. With an idempotency key, the same (workflow, key) answers the same run.
@@ -75,6 +75,11 @@ pub struct ListRunsQuery {
     /// From a previous answer's `next_page_token`.
     #[param(value_type = Option<RunPageToken>)]
     page_token: String,
+    /// Only the runs no other run started (`true`); `false` or absent: every run.
+    top_level: bool,
+    /// Only the runs submitted with this idempotency key (at most 1024 bytes).
+    #[param(value_type = Option<Key>)]
+    idempotency_key: String,
 }
 
 fn time_param(field: &str, value: &str) -> Result<Option<prost_types::Timestamp>, ApiError> {
@@ -126,6 +131,8 @@ pub async fn list(
         parent_run_id: q.parent_run_id,
         created_after: time_param("created_after", &q.created_after)?,
         created_before: time_param("created_before", &q.created_before)?,
+        top_level: q.top_level,
+        idempotency_key: q.idempotency_key,
     };
     let r = s
         .call(method!("RunService/ListRuns"), &headers, msg, |api, req| async move {

@@ -1,12 +1,12 @@
-//! `/v1/workflows`: register, list and get workflow definitions (`WorkflowService`).
+//! `/v1/workflows`: register, list, get and delete workflow definitions (`WorkflowService`).
 
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::HeaderMap};
 use baton_shared::proto::{self, workflow_service_server::WorkflowService as _};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     HttpState,
@@ -131,4 +131,50 @@ pub async fn get(
         )
         .await?;
     Ok(Json(w.into()))
+}
+
+/// Query of `DELETE /v1/workflows/{name}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteWorkflowQuery {
+    /// The version to delete (required, 1 or more).
+    #[param(minimum = 1, required = true)]
+    version: u32,
+}
+
+/// `DELETE /v1/workflows/{name}?version=N`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedWorkflowVersion {
+    /// The versions the workflow keeps, ascending (empty: the name is gone).
+    pub remaining_versions: Vec<u32>,
+}
+
+/// Deletes one workflow version that has no unfinished (pending or running) runs.
+#[utoipa::path(delete, operation_id = "DeleteWorkflowVersion", path = "/v1/workflows/{name}", tag = "workflows",
+    params(("name" = WorkflowName, Path, description = "The workflow's name"), DeleteWorkflowQuery),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedWorkflowVersion),
+        (status = "default", description = "An error (400 FAILED_PRECONDITION with the number of unfinished runs; 404 no such version)", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    PathParams(name): PathParams<String>,
+    Query(q): Query<DeleteWorkflowQuery>,
+) -> Result<Json<DeletedWorkflowVersion>, ApiError> {
+    let r = s
+        .call(
+            method!("WorkflowService/DeleteWorkflowVersion"),
+            &headers,
+            proto::DeleteWorkflowVersionRequest {
+                name,
+                version: q.version,
+            },
+            |api, req| async move { api.delete_workflow_version(req).await },
+        )
+        .await?;
+    Ok(Json(DeletedWorkflowVersion {
+        remaining_versions: r.remaining_versions,
+    }))
 }

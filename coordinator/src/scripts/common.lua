@@ -70,11 +70,12 @@ end
 
 -- Appends one finished attempt to the step's history (a JSON array), its error cut to
 -- MAX_ATTEMPT_ERROR bytes. Only the last KEPT_ATTEMPTS stay; older ones are counted in
--- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry.
-local function record_attempt(step, attempt, outcome, err, worker)
+-- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry. `started_at`
+-- (Unix ms, 0: never started) defaults to the step's own.
+local function record_attempt(step, attempt, outcome, err, worker, started_at)
   local entry = {
     number = attempt, outcome = outcome, error = cut_text(err or '', MAX_ATTEMPT_ERROR), worker = worker or '',
-    started_at = tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
+    started_at = started_at or tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
   }
   local h = sget(step, 'history')
   local list = {}
@@ -92,9 +93,11 @@ end
 
 -- Appends a dispatch payload for `step` to `out`: step id, attempt, attempt base, dispatched_at,
 -- the step's own input ('' for the run input; a fan-out element's input), resume data ('' unless a
--- suspended handler was resumed), then a count and (step, status, output) triples of the steps in
--- `reads_csv` (its parents and the steps its expressions read).
-local function push_payload(out, step, reads_csv)
+-- suspended handler was resumed), '1' when this commit also put the attempt in its handler's
+-- queued index (and armed its schedule-to-start timer) else '0', then a count and
+-- (step, status, output) triples of the steps in `reads_csv` (its parents and the steps its
+-- expressions read).
+local function push_payload(out, step, reads_csv, queued)
   local ps = split(reads_csv, ',')
   out[#out + 1] = step
   out[#out + 1] = sget(step, 'attempt') or '0'
@@ -102,6 +105,7 @@ local function push_payload(out, step, reads_csv)
   out[#out + 1] = sget(step, 'dispatched_at') or '0'
   out[#out + 1] = sget(step, 'input') or ''
   out[#out + 1] = sget(step, 'resume') or ''
+  out[#out + 1] = queued and '1' or '0'
   out[#out + 1] = tostring(#ps)
   for _, p in ipairs(ps) do
     out[#out + 1] = p
@@ -134,21 +138,49 @@ local function dispatch(step, attempt)
   event('step', step, attempt, 'dispatched', '')
 end
 
+-- The queued plan of the calling script (store.rs `QueuedPlan`), or nil: for each step that goes
+-- straight to a worker when dispatched, { key = index into KEYS of its handler's queued index,
+-- s2s_ms = its schedule-to-start timeout (ms, 0 for none) }. A script sets it from its arguments.
+local QUEUED = nil
+
+-- Puts attempt `attempt` of `step` in its handler's queued index (score now, NX: a re-sent
+-- dispatch keeps its first time) and arms its schedule-to-start timer (NX), per `plan` (an entry of
+-- QUEUED); entries older than the retention (their task left the queue unseen: dead-lettered,
+-- purged) are trimmed on the way. Was operations.rs `note_dispatched`, a round trip of its own.
+local function index_queued(step, attempt, plan)
+  local key = KEYS[tonumber(plan.key)]
+  local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
+  redis.call('ZADD', key, 'NX', NOW, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', NOW - RETENTION * 1000))
+  local s2s = tonumber(plan.s2s_ms) or 0
+  if s2s > 0 then
+    redis.call('ZADD', TIMERS, 'NX', math.min(NOW + s2s, LATEST), 'schedule-to-start|' .. member)
+  end
+end
+
 -- Dispatches every step of `specs` ('step=p1,p2=reads;step2=p1') that is pending and whose parents
 -- are all done (succeeded or skipped), appending its payload to `out`. The coordinator decides
--- whether a dispatched step runs or is skipped. Returns how many were dispatched.
+-- whether a dispatched step runs or is skipped; a step in QUEUED that has a parent that succeeded
+-- (one whose parents were all skipped is skipped) is indexed as queued in the same commit.
+-- Returns how many were dispatched.
 local function dispatch_ready(out, specs)
   local n = 0
   for _, spec in ipairs(split(specs, ';')) do
     local step, parents, reads = parse_spec(spec)
     if sget(step, 'status') == 'pending' then
-      local ready = true
+      local ready, any_ok = true, false
       for _, p in ipairs(split(parents, ',')) do
-        if not DONE[sget(p, 'status')] then ready = false break end
+        local ps = sget(p, 'status')
+        if not DONE[ps] then ready = false break end
+        if ps == 'succeeded' then any_ok = true end
       end
       if ready then
-        dispatch(step, next_attempt(step))
-        push_payload(out, step, reads)
+        local attempt = next_attempt(step)
+        dispatch(step, attempt)
+        local plan = QUEUED and QUEUED[step]
+        local queued = plan ~= nil and (any_ok or parents == '')
+        if queued then index_queued(step, attempt, plan) end
+        push_payload(out, step, reads, queued)
         n = n + 1
       end
     end
@@ -169,11 +201,22 @@ end
 
 -- Finishes the run: sets its status, cancels unfinished steps (and the child runs of workflow
 -- steps, through a timer), tells a parent run (through a timer), and starts the retention clock.
+-- A cancelled step's attempt, if it had one (dispatched, running, waiting, or waiting out a retry
+-- backoff), goes into its history as 'cancelled', so that the attempts a RetryRun counts as
+-- "before" are all listed.
 local function finish_run(status, output, err)
   redis.call('HSET', RUN, 'status', status, 'finished_at', tostring(NOW), 'output', output or '', 'error', err or '')
   for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
     local st = sget(s, 'status')
     if LIVE[st] then
+      local attempt = tonumber(sget(s, 'attempt')) or 0
+      if st ~= 'pending' and attempt > 0 then
+        -- Only a running or waiting attempt has started (started_at may be an earlier attempt's).
+        local began = st == 'running' or st == 'waiting'
+        local started = began and (tonumber(sget(s, 'started_at')) or 0) or 0
+        local why = st == 'retrying' and ('run ' .. status .. ' before this attempt was dispatched') or ('run ' .. status)
+        record_attempt(s, attempt, 'cancelled', why, began and (sget(s, 'worker') or '') or '', started)
+      end
       release_slot(s, sget(s, 'attempt') or '0')
       sset(s, 'status', 'cancelled', 'finished_at', tostring(NOW))
       event('step', s, tonumber(sget(s, 'attempt')) or 0, 'cancelled', 'run ' .. status)

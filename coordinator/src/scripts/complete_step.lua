@@ -1,23 +1,32 @@
--- complete_step.lua: the outcome of attempt ARGV[6] of step ARGV[5] (or of a fan-out element
--- `<step>#<index>`), reported by worker ARGV[7] or found by the coordinator (a timer, a skip, a
--- human, a child run).
--- ARGV[7] who: the worker id (ARGV[16] 'worker'), the user who completed a human task ('human'),
---         or the coordinator's source, e.g. 'timer' ('coordinator'); kept in the attempt history
--- ARGV[8] outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) |
---         'items' (a fan-out step whose elements all succeeded: ARGV[9] their outputs, gathered) |
---         'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded) |
---         'schedule' (schedule-to-start timeout: counts only while the attempt is still dispatched)
--- ARGV[9] the output JSON ('ok'), the reason ('skip') or the error message
--- ARGV[10] when to dispatch the next attempt (Unix ms), or '0' to fail the step for good
---          (the coordinator decided this from the step's retry policy before calling)
--- ARGV[11] for 'heartbeat': the heartbeat timeout (ms); the attempt is alive if it beat more recently
--- ARGV[12] children of the step with their parents and reads: 'c1=p1,p2=r1;c2=p1'
--- ARGV[13] the workflow's leaf steps, comma-separated (their outputs make the run output)
--- ARGV[14] 'workflow@version' the coordinator planned with; anything else is answered stale
--- ARGV[15] the largest output allowed (bytes; the coordinator checks a fan-out's gathered outputs)
--- ARGV[16] the path the outcome came by: 'worker' (ReportResult: outcome 'ok', 'error' or 'emit',
---          for a step the coordinator checked runs a handler), 'human' (CompleteHumanTask: sets
---          completed_by to ARGV[7]) or 'coordinator' (everything the coordinator decides itself)
+-- complete_step.lua: the outcome of an attempt of a step (or of a fan-out element
+-- `<step>#<index>`), reported by a worker (ReportResult) or found by the coordinator (a timer, a
+-- skip, a human, a child run). One round trip: the fence, the record, the attempt's timers
+-- disarmed, a retry armed, and the children that became ready dispatched with their outbox
+-- entries, queued-index entries and schedule-to-start timers, all in this one script.
+-- KEYS[6..] the queued indexes (keys.rs `queued`) of the handlers named in `queued` below.
+-- ARGV[5] one JSON object, store.rs `CompleteStep` (named fields):
+--   step, attempt: the attempt; who: the worker id (by 'worker'), the user who completed a human
+--     task (by 'human'), or the coordinator's source, e.g. 'timer' (by 'coordinator'); kept in the
+--     attempt history;
+--   by: the path the outcome came by: 'worker' (ReportResult: outcome 'ok', 'error' or 'emit', for
+--     a step the coordinator checked runs a handler), 'human' (CompleteHumanTask: sets
+--     completed_by to `who`) or 'coordinator' (everything the coordinator decides itself);
+--   outcome: 'ok' | 'skip' | 'error' | 'timeout' (start-to-close, or a wait's timeout) | 'items'
+--     (a fan-out step whose elements all succeeded: the body holds their outputs, gathered) |
+--     'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded) | 'schedule'
+--     (schedule-to-start timeout: counts only while the attempt is still dispatched);
+--   retry_at: when to dispatch the next attempt (Unix ms), or 0 to fail the step for good (the
+--     coordinator decided this from the step's retry policy); a 'retry' timer is armed for it;
+--   heartbeat_timeout_ms: for 'heartbeat', the heartbeat timeout (ms): the attempt is alive if it
+--     beat more recently;
+--   children: the step's children with their parents and reads, 'c1=p1,p2=r1;c2=p1';
+--   leaves: the workflow's leaf steps, comma-separated (their outputs make the run output);
+--   pinned: 'workflow@version' the coordinator planned with; anything else is answered stale;
+--   disarm: for by 'worker', disarm the attempt's timeout and heartbeat timers;
+--   queued: { child = { key = i, s2s_ms = ms } } for the children that go straight to a worker
+--     when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
+--     and, with s2s_ms > 0, gets a schedule-to-start timer (NX).
+-- ARGV[6] the output JSON ('ok', 'emit', 'items'), the reason ('skip') or the error message.
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a worker's report counts only
@@ -25,12 +34,15 @@
 -- last parent is done; a fan-out step succeeds once, after its last element did, with the elements'
 -- outputs in input order; the run finishes when its last step does; no call does work in proportion
 -- to a fan-out's element count.
+local A = cjson.decode(ARGV[5])
+local BODY = ARGV[6]
+QUEUED = A.queued
 local status = redis.call('HGET', RUN, 'status')
-if not status or TERMINAL[status] or not pinned_to(ARGV[14]) then return { 'stale' } end
-local step, attempt, worker, outcome = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+if not status or TERMINAL[status] or not pinned_to(A.pinned) then return { 'stale' } end
+local step, attempt, worker, outcome = A.step, tonumber(A.attempt), A.who, A.outcome
 if tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
 local st = sget(step, 'status')
-local by = ARGV[16]
+local by = A.by
 if by == 'worker' then
   -- Not a dispatched attempt no worker started, not a waiting step (no handler runs), not the
   -- attempt of another worker.
@@ -39,7 +51,7 @@ if by == 'worker' then
 elseif by == 'human' then
   if st ~= 'waiting' then return { 'stale' } end
 elseif by ~= 'coordinator' then
-  return redis.error_reply('complete_step: unknown ARGV[16] ' .. tostring(by))
+  return redis.error_reply('complete_step: unknown `by` ' .. tostring(by))
 end
 if outcome == 'heartbeat' then
   if st ~= 'running' then return { 'stale' } end
@@ -52,7 +64,12 @@ elseif st ~= 'dispatched' and st ~= 'running' and st ~= 'waiting' then
 end
 if outcome == 'heartbeat' then
   local last = tonumber(sget(step, 'heartbeat_at')) or 0
-  if NOW - last < tonumber(ARGV[11]) then return { 'alive', tostring(last) } end
+  if NOW - last < tonumber(A.heartbeat_timeout_ms) then return { 'alive', tostring(last) } end
+end
+if A.disarm then
+  -- The attempt is over either way: its timers would only fire as no-ops.
+  local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
+  redis.call('ZREM', TIMERS, 'timeout|' .. member, 'heartbeat|' .. member)
 end
 local hash = string.find(step, '#', 1, true)
 local parent = hash and string.sub(step, 1, hash - 1)
@@ -63,14 +80,16 @@ if outcome == 'items' then
   -- The coordinator gathered the outputs of a fan-out step whose elements all succeeded.
   if hash or tonumber(sget(step, 'items_ok')) ~= tonumber(sget(step, 'items_total')) then return { 'stale' } end
   sset(step, 'waiting_for', '')
-  return step_done(step, attempt, 'succeeded', ARGV[9], sget(step, 'items_total') .. ' elements', ARGV[12], ARGV[13])
+  -- The fan-out step's own attempt (its elements keep theirs).
+  record_attempt(step, attempt, 'succeeded', '', '')
+  return step_done(step, attempt, 'succeeded', BODY, sget(step, 'items_total') .. ' elements', A.children, A.leaves)
 end
 
 if outcome == 'ok' and parent then
   -- A fan-out element: record it, start the next elements, and after the last one let the
   -- coordinator gather the outputs (items_done).
   record_attempt(step, attempt, 'succeeded', '', worker)
-  sset(step, 'status', 'succeeded', 'output', ARGV[9], 'finished_at', tostring(NOW))
+  sset(step, 'status', 'succeeded', 'output', BODY, 'finished_at', tostring(NOW))
   local ok = redis.call('HINCRBY', STEPS, parent .. ':items_ok', 1)
   local out = { 'ok', status, '', '0' }
   out[4] = tostring(dispatch_items(out, parent, 2))
@@ -87,15 +106,15 @@ if outcome == 'ok' then
   else
     record_attempt(step, attempt, 'succeeded', '', worker)
   end
-  return step_done(step, attempt, 'succeeded', ARGV[9], '', ARGV[12], ARGV[13])
+  return step_done(step, attempt, 'succeeded', BODY, '', A.children, A.leaves)
 end
 if outcome == 'skip' then
-  return step_done(step, attempt, 'skipped', 'null', ARGV[9], ARGV[12], ARGV[13])
+  return step_done(step, attempt, 'skipped', 'null', BODY, A.children, A.leaves)
 end
 if outcome == 'emit' then
   -- An emitting step's handler succeeded: keep its output; the step waits while the coordinator
   -- starts (and, if asked, waits for) its child runs, then completes it with 'ok'.
-  sset(step, 'status', 'waiting', 'emit_output', ARGV[9], 'worker', worker, 'emit_planned', '',
+  sset(step, 'status', 'waiting', 'emit_output', BODY, 'worker', worker, 'emit_planned', '',
     'waiting_for', 'starting the runs it emits')
   event('step', step, attempt, 'waiting', 'handler done; starting the runs it emits')
   redis.call('ZADD', TIMERS, NOW, 'emit|' .. RUN_ID .. '|' .. step .. '|' .. attempt)
@@ -103,12 +122,13 @@ if outcome == 'emit' then
 end
 
 local word = (outcome == 'error') and 'failed' or 'timed_out'
-local message = ARGV[9]
+local message = BODY
 record_attempt(step, attempt, word, message, worker)
-local retry_at = tonumber(ARGV[10])
+local retry_at = tonumber(A.retry_at)
 if retry_at > 0 then
   sset(step, 'status', 'retrying', 'attempt', tostring(attempt + 1), 'error', message,
-    'retry_at', ARGV[10])
+    'retry_at', string.format('%d', retry_at))
+  redis.call('ZADD', TIMERS, math.min(retry_at, LATEST), 'retry|' .. RUN_ID .. '|' .. step .. '|' .. tostring(attempt + 1))
   event('step', step, attempt, 'retrying', message)
   return { 'retry', tostring(attempt + 1) }
 end
@@ -116,7 +136,9 @@ if parent then
   sset(step, 'status', 'failed', 'error', message, 'finished_at', tostring(NOW))
   redis.call('HINCRBY', STEPS, parent .. ':items_failed', 1)
   local index = string.sub(step, hash + 1)
-  return step_failed(parent, tonumber(sget(parent, 'attempt')),
-    'element ' .. index .. ' failed after ' .. attempt .. ' attempt(s): ' .. message)
+  local parent_attempt = tonumber(sget(parent, 'attempt'))
+  local why = 'element ' .. index .. ' failed after ' .. attempt .. ' attempt(s): ' .. message
+  record_attempt(parent, parent_attempt, 'failed', why, '')
+  return step_failed(parent, parent_attempt, why)
 end
 return step_failed(step, attempt, message)

@@ -6,7 +6,9 @@
 -- (a workflow step's child) or 'emit' (a run an emitting step started).
 -- [16] the run-slot pool of a workflow with max_concurrent_runs ('' for none), [17] its limit,
 -- [18] what a queued run waits for (shown to users), [19] the run's depth (sub-workflow levels below
--- its root run; 0 for a root).
+-- its root run; 0 for a root); [20] (optional) the queued plan of the roots, JSON (see QUEUED in
+-- common.lua): a root that goes straight to a worker joins its handler's queued index, KEYS[6..],
+-- and gets its schedule-to-start timer in this commit.
 -- Returns {'created'}, {'queued'} (created, but its roots wait for a run slot: wake_runs.lua
 -- dispatches them) or {'exists', status}.
 -- Invariant: a run is created whole (run, every step, its first events) or not at all; never more
@@ -37,7 +39,9 @@ if pool ~= '' then
   -- A run holds its slot until it finishes: no lease (score: the far future).
   redis.call('ZADD', holders, 9007199254740991, RUN_ID)
 end
+if ARGV[20] and ARGV[20] ~= '' then QUEUED = cjson.decode(ARGV[20]) end
 for _, s in ipairs(split(ARGV[11], ',')) do
   dispatch(s, 1)
+  if QUEUED and QUEUED[s] then index_queued(s, 1, QUEUED[s]) end
 end
 return { 'created' }

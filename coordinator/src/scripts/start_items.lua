@@ -19,6 +19,7 @@ sset(step, 'status', 'running', 'started_at', tostring(NOW), 'worker', '', 'item
   'items_ok', tostring(kept), 'items_failed', '0', 'items_kept', tostring(kept), 'items_next', '0',
   'items_order', ARGV[12], 'items_parallel', ARGV[7], 'items_fresh', '', 'waiting_for', '')
 if total == 0 then
+  record_attempt(step, attempt, 'succeeded', '', '')
   return step_done(step, attempt, 'succeeded', '[]', '0 elements', ARGV[8], ARGV[9])
 end
 local detail = total .. ' elements, ' .. ARGV[7] .. ' at a time'

@@ -188,10 +188,14 @@ class Cluster:
         return f"http://127.0.0.1:{port}"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a process of this cluster: the coordinator's address in `BATON_ADDR`
+        (an inherited `BATON_COORDINATOR` removed), the namespace, RabbitMQ, Redis; `extra` on
+        top, where an empty value removes the variable."""
         env = dict(os.environ)
+        env.pop("BATON_COORDINATOR", None)
         env.update(
             {
-                "BATON_COORDINATOR": self.addr,
+                "BATON_ADDR": self.addr,
                 "BATON_AMQP_URL": AMQP_URL,
                 "BATON_REDIS_URL": f"redis://{REDIS}",
                 "BATON_NAMESPACE": self.namespace,
@@ -202,7 +206,7 @@ class Cluster:
             }
         )
         env.update(extra or {})
-        return env
+        return {k: v for k, v in env.items() if v != ""}
 
     def _spawn(self, name: str, argv: list[str], extra: dict[str, str]) -> Proc:
         log = self.logs / f"{name}-{len(self.procs)}.log"
@@ -225,9 +229,11 @@ class Cluster:
             proc.wait_log(f"consuming {self.namespace}.step.{h} ")
         return proc
 
-    def rust_worker(self, name: str = "rs") -> Proc:
-        """The stock Rust worker (handlers echo, sleep, fail), waited until it consumes."""
-        proc = self._spawn(name, [str(BIN_DIR / "baton-worker")], {"BATON_WORKER_ID": f"{name}-{len(self.procs)}"})
+    def rust_worker(self, name: str = "rs", **env: str) -> Proc:
+        """The stock Rust worker (handlers echo, sleep, fail), waited until it consumes; `env` on
+        top of the cluster's environment."""
+        extra = {"BATON_WORKER_ID": f"{name}-{len(self.procs)}", **env}
+        proc = self._spawn(name, [str(BIN_DIR / "baton-worker")], extra)
         self.handlers.update({"echo", "sleep", "fail"})
         proc.wait_log("consuming", count=3)
         return proc

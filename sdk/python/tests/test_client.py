@@ -56,8 +56,9 @@ def test_submit_with_an_idempotency_key_get_list_watch(cluster: Cluster) -> None
     run = c.wait(first.run_id)
     assert run.status == "succeeded" and run.input == {"x": 1}
     assert run.output["e"]["input"] == {"x": 1}
-    runs, _ = c.list_runs("client-echo")
+    runs, _ = c.list_runs_page("client-echo")
     assert [r.id for r in runs] == [first.run_id]
+    assert [r.id for r in c.list_runs("client-echo")] == [first.run_id]
     events = list(c.watch(first.run_id))
     assert (events[-1].kind, events[-1].status) == ("run", "succeeded")
     assert any(e.kind == "step" and e.step_id == "e" and e.status == "succeeded" for e in events)

@@ -84,3 +84,32 @@ def test_handlers_are_checked_when_registered() -> None:
 def test_serving_without_handlers_is_an_error() -> None:
     with pytest.raises(ValueError, match="no handlers"):
         asyncio.run(Worker().serve(asyncio.Event()))
+
+
+def test_addresses_take_the_cli_forms_and_the_cli_variable_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # host:port means http://host:port, as for the CLI, the Rust worker and grpcio.
+    assert _rpc.split_address("127.0.0.1:7450") == ("127.0.0.1:7450", False)
+    assert _rpc.split_address("http://127.0.0.1:7450/") == ("127.0.0.1:7450", False)
+    assert _rpc.split_address("127.0.0.1:1,http://127.0.0.2:2") == ("ipv4:127.0.0.1:1,127.0.0.2:2", False)
+    assert Worker(coordinator="127.0.0.1:7450").coordinator == "127.0.0.1:7450"
+    with pytest.raises(ValueError, match="has no host"):
+        _rpc.split_address("http://")
+    monkeypatch.delenv("BATON_ADDR", raising=False)
+    monkeypatch.delenv("BATON_COORDINATOR", raising=False)
+    assert _rpc.coordinator_address(None) == "http://127.0.0.1:7450"
+    monkeypatch.setenv("BATON_COORDINATOR", "b:2")
+    assert _rpc.coordinator_address(None) == "b:2"
+    monkeypatch.setenv("BATON_ADDR", "a:1")
+    assert _rpc.coordinator_address(None) == "a:1" and Worker().coordinator == "a:1"
+    assert _rpc.coordinator_address("c:3") == "c:3"
+    monkeypatch.setenv("BATON_ADDR", " ")
+    assert _rpc.coordinator_address("") == "b:2"
+
+
+def test_an_unknown_run_status_is_refused_before_any_call() -> None:
+    from baton import Client
+
+    with Client("127.0.0.1:1") as c:
+        with pytest.raises(ValueError, match=r"^status: unknown run status 'bogus'; valid statuses are pending, running, "
+                           r"succeeded, failed, cancelled, timed_out$"):
+            c.list_runs(status="bogus")

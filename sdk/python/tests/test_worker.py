@@ -307,7 +307,8 @@ def test_a_run_alternating_rust_and_python_workers_passes_outputs_between_them(c
 
 def test_a_worker_with_two_coordinators_keeps_working_when_the_first_is_killed_for_good(cluster: Cluster) -> None:
     second = cluster.another_coordinator()
-    cluster.python_worker(BATON_COORDINATOR=f"{cluster.addr},{second}")
+    # The list in BATON_COORDINATOR, BATON_ADDR's alias (BATON_ADDR itself unset).
+    cluster.python_worker(BATON_ADDR="", BATON_COORDINATOR=f"{cluster.addr},{second}")
     cluster.client.register_workflow(
         flow(
             "pair",

@@ -78,6 +78,12 @@ async def flaky(value: dict[str, int], ctx: Context) -> dict[str, int]:
     return {"attempt": ctx.attempt}
 
 
+@worker.handler("py.boom")
+async def boom(value: Any, ctx: Context) -> None:
+    """Raises a plain exception (retryable, its class name as the error type)."""
+    raise ValueError(f"boom on attempt {ctx.attempt}")
+
+
 @worker.handler("py.fatal")
 async def fatal(_: Any, ctx: Context) -> None:
     mark("fatal", f"{ctx.run_id} {ctx.attempt}")

@@ -1,8 +1,9 @@
-"""Baton's Python SDK: `Worker` runs step handlers (docs/worker-protocol.md), `Client` and
-`AsyncClient` call the coordinator's gRPC API."""
+"""Baton's Python SDK: `Workflow` defines a workflow in Python, `Worker` runs step handlers
+(docs/worker-protocol.md) and registers its workflows, `Client` and `AsyncClient` call the
+coordinator's gRPC API."""
 
 from baton._rpc import Tls
-from baton.client import AsyncClient, Client, Run, RunEvent, StepRun, Submitted
+from baton.client import RUN_STATUSES, AsyncClient, Client, Run, RunEvent, RunPage, StepRun, Submitted
 from baton.context import Context
 from baton.errors import (
     AlreadyExists,
@@ -14,17 +15,21 @@ from baton.errors import (
     NotFound,
     PermissionDenied,
     RetryableError,
+    RunFailed,
     StepError,
     Suspend,
     Unauthenticated,
     Unavailable,
 )
 from baton.worker import Worker, WorkerStopped
+from baton.workflow import Concurrency, RateLimit, RetryPolicy, Step, Workflow
 
 __all__ = [
+    "RUN_STATUSES",
     "AlreadyExists",
     "AsyncClient",
     "BatonError",
+    "Concurrency",
     "Client",
     "Context",
     "FailedPrecondition",
@@ -33,9 +38,14 @@ __all__ = [
     "NonRetryableError",
     "NotFound",
     "PermissionDenied",
+    "RateLimit",
+    "RetryPolicy",
     "RetryableError",
     "Run",
     "RunEvent",
+    "RunFailed",
+    "RunPage",
+    "Step",
     "StepError",
     "StepRun",
     "Submitted",
@@ -45,4 +55,5 @@ __all__ = [
     "Unavailable",
     "Worker",
     "WorkerStopped",
+    "Workflow",
 ]

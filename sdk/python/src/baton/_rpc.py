@@ -19,6 +19,10 @@ Resp = TypeVar("Resp", bound=Message)
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:7450"
 
+ADDRESS_VARIABLES = ("BATON_ADDR", "BATON_COORDINATOR")
+"""The environment variables a coordinator address is read from, first set wins: `BATON_ADDR` (the
+CLI's, the Rust worker's and the SDK's) and its older alias `BATON_COORDINATOR`."""
+
 log = logging.getLogger("baton.worker")
 
 # The coordinator's default `max_payload_bytes` (4 MiB) plus room for the other fields (64 KiB).
@@ -71,10 +75,28 @@ MAX_COORDINATORS = 16
 """Most coordinator addresses one worker or client takes (as the Rust worker)."""
 
 
+def coordinator_address(given: str | None) -> str:
+    """The coordinator address to use: `given` when it is not empty, else `BATON_ADDR`, else its
+    alias `BATON_COORDINATOR`, else `http://127.0.0.1:7450`. Not checked here (see
+    `split_address`)."""
+    if given:
+        return given
+    values = [(name, os.environ.get(name, "").strip()) for name in ADDRESS_VARIABLES]
+    found = [(name, value) for name, value in values if value]
+    if not found:
+        return DEFAULT_COORDINATOR
+    if len({value for _, value in found}) > 1:
+        logging.getLogger("baton").warning(
+            "%s; using %s", " and ".join(f"{n}={v[:200]!r}" for n, v in found) + " differ", found[0][0]
+        )
+    return found[0][1]
+
+
 def split_address(address: str) -> tuple[str, bool]:
-    """`(grpc target, tls)` of a coordinator address (`http://host:port` or `https://host:port`),
+    """`(grpc target, tls)` of a coordinator address (`host:port`, which means
+    `http://host:port`, `http://host:port` or `https://host:port`),
     or of several separated by commas (`http://10.0.0.1:7450,http://10.0.0.2:7450`, at most 16,
-    plain `http://` only). Several addresses become one gRPC target (`ipv4:a:p,b:p`, or `ipv6:`)
+    plain `http://` or `host:port` only). Several addresses become one gRPC target (`ipv4:a:p,b:p`, or `ipv6:`)
     whose `pick_first` policy uses the first that answers and moves on to the next when its
     connection fails; host names in a list are resolved now. ValueError for another scheme or
     none, an empty or too long list, or several `https://` addresses (use a load balancer's
@@ -98,12 +120,15 @@ def split_address(address: str) -> tuple[str, bool]:
 def _one_address(address: str) -> tuple[str, bool]:
     scheme, sep, rest = address.partition("://")
     if not sep:
-        raise ValueError(f"{address[:200]!r} has no scheme: use http://host:port or https://host:port")
+        # `host:port` means `http://host:port`, as for the CLI, the Rust worker and grpcio.
+        scheme, rest = "http", address
     if scheme.lower() not in ("http", "https"):
-        raise ValueError(f"unsupported scheme {scheme[:200]!r} in {address[:200]!r}: use http://host:port or https://host:port")
+        raise ValueError(
+            f"unsupported scheme {scheme[:200]!r} in {address[:200]!r}: use host:port, http://host:port or https://host:port"
+        )
     target = rest.rstrip("/")
-    if not target:
-        raise ValueError(f"{address[:200]!r} has no host")
+    if not target or target.startswith(":"):
+        raise ValueError(f"{address[:200]!r} has no host: use host:port, http://host:port or https://host:port")
     return target, scheme.lower() == "https"
 
 

@@ -9,20 +9,33 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
 import grpc
 import grpc.aio
+import pydantic
 from google.protobuf.message import Message
 
 from baton import _rpc
-from baton.errors import error_from_rpc
+from baton.errors import RunFailed, Unavailable, error_from_rpc
 from baton.v1 import baton_pb2 as pb
+from baton.workflow import Workflow
 
-__all__ = ["AsyncClient", "Client", "Run", "StepRun", "RunEvent", "Submitted", "TERMINAL"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Run",
+    "RunPage",
+    "StepRun",
+    "RunEvent",
+    "Submitted",
+    "TERMINAL",
+    "RUN_STATUSES",
+    "MAX_PAGE_SIZE",
+]
 
 T = TypeVar("T")
 Req = TypeVar("Req", bound=Message)
@@ -30,6 +43,54 @@ Resp = TypeVar("Resp", bound=Message)
 
 # Run statuses after which nothing changes unless the run is retried or re-run.
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+
+RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "timed_out")
+"""The run statuses `list_runs(status=...)` takes, in the CLI's order and words."""
+
+MAX_PAGE_SIZE = 1000
+"""Most runs one ListRuns page holds (the coordinator's limit)."""
+
+# How long `wait` pauses before following a run again after its stream ended early or the
+# coordinator could not be reached (seconds; doubled each time up to the second figure).
+_REWATCH_PAUSE = (0.1, 2.0)
+
+
+def run_status_value(status: str) -> int:
+    """The `baton.v1.RunStatus` value of a status word (`failed`; case-insensitive, `-` for `_`).
+    ValueError naming the field `status` and listing the valid statuses otherwise."""
+    word = status.strip().lower().replace("-", "_") if isinstance(status, str) else ""
+    if word not in RUN_STATUSES:
+        raise ValueError(
+            f"status: unknown run status {str(status)[:100]!r}; valid statuses are {', '.join(RUN_STATUSES)}"
+        )
+    return int(pb.RunStatus.Value(f"RUN_STATUS_{word.upper()}"))
+
+
+def _page_size(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_SIZE:
+        raise ValueError(f"{name}: must be from 1 to {MAX_PAGE_SIZE}, not {value!r}")
+    return value
+
+
+def _typed(run: Run, result_type: type[T] | None, step: str | None) -> Any:
+    """The run itself (no `result_type`), or its output (or `step`'s) validated as `result_type`;
+    RunFailed when the run did not succeed or the output does not validate."""
+    if result_type is None and step is None:
+        return run
+    if run.status != "succeeded":
+        raise RunFailed(run)
+    if step is not None:
+        if step not in run.steps:
+            raise ValueError(f"step: run {run.id} of {run.workflow!r} has no step {step!r}")
+        value = run.steps[step].output
+    else:
+        value = run.output
+    if result_type is None:
+        return value
+    try:
+        return pydantic.TypeAdapter(result_type).validate_python(value)
+    except pydantic.ValidationError as e:
+        raise RunFailed(run, f"its output does not validate as {getattr(result_type, '__name__', result_type)}: {e}") from None
 
 
 def _json(text: str) -> Any:
@@ -137,6 +198,14 @@ class RunEvent:
         )
 
 
+class RunPage(NamedTuple):
+    """One page of `list_runs_page`: the runs (newest first, without their steps) and the token
+    of the next page (empty on the last page)."""
+
+    runs: list[Run]
+    next_page_token: str
+
+
 @dataclass(frozen=True)
 class Submitted:
     """The answer to a submit: the run id; `created` False when the idempotency key matched an
@@ -151,7 +220,9 @@ def _dump(value: Any) -> str:
     return "" if value is None else json.dumps(value)
 
 
-def _definition_text(definition: Mapping[str, Any] | str | os.PathLike[str]) -> str:
+def _definition_text(definition: Workflow | Mapping[str, Any] | str | os.PathLike[str]) -> str:
+    if isinstance(definition, Workflow):
+        return json.dumps(definition.definition())
     if isinstance(definition, Mapping):
         return json.dumps(definition)
     if isinstance(definition, os.PathLike):
@@ -160,10 +231,13 @@ def _definition_text(definition: Mapping[str, Any] | str | os.PathLike[str]) -> 
 
 
 class AsyncClient:
-    """An asyncio client of a coordinator at `address` (`http://host:port`, or `https://` with the
-    TLS files of `tls` or `BATON_CA_FILE`...), sending `token` (or `BATON_TOKEN`) as a bearer
-    token. Use it as an async context manager, or call `close()`. Every call raises a BatonError
-    subclass (InvalidArgument with `.field`, NotFound, FailedPrecondition, ...) when refused."""
+    """An asyncio client of a coordinator at `address` (`host:port` or `http://host:port`, or
+    `https://host:port` with the TLS files of `tls` or `BATON_CA_FILE`...; default `BATON_ADDR`,
+    then its alias `BATON_COORDINATOR`, then `http://127.0.0.1:7450`, as the CLI), sending
+    `token` (or `BATON_TOKEN`) as a bearer token. `timeout` bounds each unary call (seconds;
+    `watch` and `wait` have no limit unless given one). Use it as an async context manager, or
+    call `close()`. Every call raises a BatonError subclass (InvalidArgument with `.field`,
+    NotFound, FailedPrecondition, ...) when refused; ValueError for a bad address here."""
 
     def __init__(
         self,
@@ -174,7 +248,7 @@ class AsyncClient:
         timeout: float = 30.0,
         max_message_bytes: int = _rpc.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self.address = address or os.environ.get("BATON_COORDINATOR") or _rpc.DEFAULT_COORDINATOR
+        self.address = _rpc.coordinator_address(address)
         self._metadata = _rpc.bearer_metadata(token if token is not None else os.environ.get("BATON_TOKEN"))
         self._channel = _rpc.aio_channel(self.address, tls or _rpc.Tls.from_env(), max_message_bytes)
         self.timeout = timeout
@@ -197,9 +271,9 @@ class AsyncClient:
 
     # -- workflows
 
-    async def register_workflow(self, definition: Mapping[str, Any] | str | os.PathLike[str]) -> pb.Workflow:
-        """Registers a definition: a dict (sent as JSON), a path (a YAML or JSON file) or the
-        document's text. Registering the same document again is fine; InvalidArgument names the
+    async def register_workflow(self, definition: Workflow | Mapping[str, Any] | str | os.PathLike[str]) -> pb.Workflow:
+        """Registers a definition: a `Workflow` built in Python, a dict (sent as JSON), a path (a
+        YAML or JSON file) or the document's text. Registering the same document again is fine; InvalidArgument names the
         field (`steps[2].retry.max_interval`); AlreadyExists for the same name and version with
         other content."""
         req = pb.RegisterWorkflowRequest(definition=_definition_text(definition))
@@ -236,33 +310,88 @@ class AsyncClient:
         """The run with its steps; NotFound when it does not exist or has expired."""
         return Run.of(await self._call("/baton.v1.RunService/GetRun", pb.GetRunRequest(run_id=run_id), pb.Run))
 
-    async def list_runs(
+    async def list_runs_page(
         self,
         workflow: str = "",
-        status: str | None = None,
         *,
+        status: str | None = None,
         limit: int = 50,
         page_token: str = "",
         parent_run_id: str = "",
-    ) -> tuple[list[Run], str]:
-        """Runs newest first (without their steps) and the next page's token (empty on the last
-        page). `status` is a lower-case word (`failed`, ...)."""
+    ) -> RunPage:
+        """One page of runs, newest first (without their steps): at most `limit` (1 to 1000)
+        runs of `workflow` (empty: every workflow) with `status` (one of RUN_STATUSES; None or
+        empty: any), started
+        by `parent_run_id` when given, from `page_token` (a previous page's `next_page_token`).
+        ValueError naming `status` or `limit` before any call; InvalidArgument naming
+        `page_token` for a token the coordinator did not make."""
         req = pb.ListRunsRequest(
             workflow=workflow,
-            status=pb.RunStatus.Value(f"RUN_STATUS_{status.upper()}") if status else 0,  # type: ignore[arg-type]
-            limit=limit,
+            status=run_status_value(status) if status else 0,  # type: ignore[arg-type]
+            limit=_page_size(limit, "limit"),
             page_token=page_token,
             parent_run_id=parent_run_id,
         )
         resp = await self._call("/baton.v1.RunService/ListRuns", req, pb.ListRunsResponse)
-        return [Run.of(r) for r in resp.runs], resp.next_page_token
+        return RunPage([Run.of(r) for r in resp.runs], resp.next_page_token)
 
-    async def watch(self, run_id: str) -> AsyncGenerator[RunEvent, None]:
-        """Every event of the run from its start, then live ones, until the run finishes."""
+    def list_run_pages(
+        self, workflow: str = "", *, status: str | None = None, page_size: int = 50, parent_run_id: str = ""
+    ) -> AsyncIterator[RunPage]:
+        """Every page of runs (see `list_runs_page`), fetched one at a time as the iteration goes
+        on, until the last. ValueError naming `status` or `page_size` at once, before any call."""
+        if status:
+            run_status_value(status)
+        _page_size(page_size, "page_size")
+
+        async def pages() -> AsyncGenerator[RunPage, None]:
+            token = ""
+            while True:
+                page = await self.list_runs_page(
+                    workflow, status=status, limit=page_size, page_token=token, parent_run_id=parent_run_id
+                )
+                yield page
+                if not page.next_page_token:
+                    return
+                token = page.next_page_token
+
+        return pages()
+
+    def list_runs(
+        self,
+        workflow: str = "",
+        *,
+        status: str | None = None,
+        page_size: int = 50,
+        parent_run_id: str = "",
+        max_runs: int | None = None,
+    ) -> AsyncIterator[Run]:
+        """Runs newest first (without their steps) over every page, `page_size` (1 to 1000) per
+        ListRuns call, the next page fetched when the iteration reaches it; at most `max_runs`
+        when given. `async for run in client.list_runs("orders", status="failed")`. ValueError
+        naming `status` (with the valid statuses) or `page_size` at once, before any call."""
+        pages = self.list_run_pages(workflow, status=status, page_size=page_size, parent_run_id=parent_run_id)
+        if max_runs is not None and max_runs < 0:
+            raise ValueError(f"max_runs: must be 0 or more, not {max_runs}")
+
+        async def runs() -> AsyncGenerator[Run, None]:
+            count = 0
+            async for page in pages:
+                for run in page.runs:
+                    if max_runs is not None and count >= max_runs:
+                        return
+                    count += 1
+                    yield run
+
+        return runs()
+
+    async def watch(self, run_id: str, *, after_sequence: str = "") -> AsyncGenerator[RunEvent, None]:
+        """Every event of the run from its start (or after `after_sequence`, an event's
+        `sequence`), then live ones, until the run finishes. No time limit."""
         stream = _rpc.Stream[pb.WatchRunRequest, pb.RunEvent](
             self._channel, "/baton.v1.RunService/WatchRun", pb.RunEvent, self._metadata
         )
-        call = stream(pb.WatchRunRequest(run_id=run_id))
+        call = stream(pb.WatchRunRequest(run_id=run_id, after_sequence=after_sequence))
         try:
             async for event in call:
                 yield RunEvent.of(event)
@@ -271,19 +400,86 @@ class AsyncClient:
         finally:
             call.cancel()
 
-    async def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.1) -> Run:
-        """Polls until the run is finished and returns it; TimeoutError after `timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            run = await self.get_run(run_id)
-            if run.done:
-                return run
-            if loop.time() >= deadline:
-                raise TimeoutError(f"run {run_id} still {run.status} after {timeout:g}s")
-            await asyncio.sleep(poll)
+    @overload
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> Run: ...
 
-    async def cancel(self, run_id: str, reason: str = "") -> pb.RunOperationResponse:
+    @overload
+    async def wait(self, run_id: str, *, result_type: type[T], step: str | None = None, timeout: float | None = None) -> T: ...
+
+    @overload
+    async def wait(self, run_id: str, *, step: str, timeout: float | None = None) -> Any: ...
+
+    async def wait(
+        self, run_id: str, *, result_type: Any = None, step: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """Follows the run's WatchRun stream until it finishes, then returns the `Run`. With
+        `result_type` (a pydantic model, a dataclass, any type pydantic validates) it returns the
+        run's output (an object of the leaf steps' outputs by step id; with `step`, that step's
+        output) validated as that type, and raises RunFailed (with `.run`) when the run did not
+        succeed or the output does not validate. No time limit unless `timeout` (seconds, then
+        TimeoutError). A stream that ends early or a coordinator that cannot be reached
+        (UNAVAILABLE) is followed again from the last event seen; NotFound and other refusals
+        are raised."""
+        if timeout is None:
+            run = await self._follow(run_id)
+        else:
+            try:
+                run = await asyncio.wait_for(self._follow(run_id), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"run {run_id} did not finish within {timeout:g}s") from None
+        return _typed(run, result_type, step)
+
+    async def _follow(self, run_id: str) -> Run:
+        after = ""
+        pause = _REWATCH_PAUSE[0]
+        while True:
+            try:
+                async for event in self.watch(run_id, after_sequence=after):
+                    after = event.sequence
+                run = await self.get_run(run_id)
+                if run.done:
+                    return run
+            except Unavailable:
+                pass
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _REWATCH_PAUSE[1])
+
+    @overload
+    async def run(
+        self, workflow: str, input: Any = None, *, version: int = 0, idempotency_key: str = "", timeout: float | None = None  # noqa: A002
+    ) -> Run: ...
+
+    @overload
+    async def run(
+        self,
+        workflow: str,
+        input: Any = None,  # noqa: A002
+        *,
+        result_type: type[T],
+        step: str | None = None,
+        version: int = 0,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+    ) -> T: ...
+
+    async def run(
+        self,
+        workflow: str,
+        input: Any = None,  # noqa: A002
+        *,
+        result_type: Any = None,
+        step: str | None = None,
+        version: int = 0,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+    ) -> Any:
+        """Submits a run (see `submit`) and waits for it (see `wait`): the finished `Run`, or its
+        output validated as `result_type`. With an idempotency key that matched an earlier run,
+        that run is the one waited for."""
+        submitted = await self.submit(workflow, input, version=version, idempotency_key=idempotency_key)
+        return await self.wait(submitted.run_id, result_type=result_type, step=step, timeout=timeout)
+
+    async def cancel(self, run_id: str, *, reason: str = "") -> pb.RunOperationResponse:
         """Cancels a run (its running handlers see `ctx.cancelled`); FailedPrecondition when it is finished."""
         req = pb.CancelRunRequest(run_id=run_id, reason=reason)
         return await self._call("/baton.v1.RunService/CancelRun", req, pb.RunOperationResponse)
@@ -293,7 +489,7 @@ class AsyncClient:
         req = pb.RetryRunRequest(run_id=run_id)
         return await self._call("/baton.v1.RunService/RetryRun", req, pb.RunOperationResponse)
 
-    async def rerun(self, run_id: str, from_step: str, input: Any = None) -> pb.RunOperationResponse:  # noqa: A002
+    async def rerun(self, run_id: str, from_step: str, *, input: Any = None) -> pb.RunOperationResponse:  # noqa: A002
         """Runs a finished run again from `from_step`, optionally with a new input."""
         req = pb.RerunRunRequest(run_id=run_id, from_step=from_step, input_json=_dump(input))
         return await self._call("/baton.v1.RunService/RerunRun", req, pb.RunOperationResponse)
@@ -412,7 +608,7 @@ class Client:
         self._run(self._async.close())
         self._stop_loop()
 
-    def register_workflow(self, definition: Mapping[str, Any] | str | os.PathLike[str]) -> pb.Workflow:
+    def register_workflow(self, definition: Workflow | Mapping[str, Any] | str | os.PathLike[str]) -> pb.Workflow:
         return self._run(self._async.register_workflow(definition))
 
     def register_workflow_file(self, path: str | os.PathLike[str]) -> pb.Workflow:
@@ -430,40 +626,134 @@ class Client:
     def get_run(self, run_id: str) -> Run:
         return self._run(self._async.get_run(run_id))
 
-    def list_runs(
-        self, workflow: str = "", status: str | None = None, *, limit: int = 50, page_token: str = "", parent_run_id: str = ""
-    ) -> tuple[list[Run], str]:
+    def list_runs_page(
+        self, workflow: str = "", *, status: str | None = None, limit: int = 50, page_token: str = "", parent_run_id: str = ""
+    ) -> RunPage:
+        """One page of runs (see AsyncClient.list_runs_page)."""
         return self._run(
-            self._async.list_runs(workflow, status, limit=limit, page_token=page_token, parent_run_id=parent_run_id)
+            self._async.list_runs_page(workflow, status=status, limit=limit, page_token=page_token, parent_run_id=parent_run_id)
         )
 
-    def watch(self, run_id: str) -> Iterator[RunEvent]:
+    def list_run_pages(
+        self, workflow: str = "", *, status: str | None = None, page_size: int = 50, parent_run_id: str = ""
+    ) -> Iterator[RunPage]:
+        """Every page of runs as a blocking iterator (see AsyncClient.list_run_pages); ValueError
+        naming `status` or `page_size` at once."""
+        return self._iterate(
+            self._async.list_run_pages(workflow, status=status, page_size=page_size, parent_run_id=parent_run_id)
+        )
+
+    def list_runs(
+        self,
+        workflow: str = "",
+        *,
+        status: str | None = None,
+        page_size: int = 50,
+        parent_run_id: str = "",
+        max_runs: int | None = None,
+    ) -> Iterator[Run]:
+        """Runs newest first over every page as a blocking iterator, fetching a page when the
+        iteration reaches it (see AsyncClient.list_runs): `for run in client.list_runs("orders",
+        status="failed")`. ValueError naming `status` (with the valid statuses) or `page_size` at
+        once, before any call."""
+        return self._iterate(
+            self._async.list_runs(
+                workflow, status=status, page_size=page_size, parent_run_id=parent_run_id, max_runs=max_runs
+            )
+        )
+
+    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """An async iterator of the client's loop as a blocking one (closed when abandoned)."""
+
+        async def next_item() -> T:
+            return await items.__anext__()
+
+        async def close() -> None:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+        def generate() -> Iterator[T]:
+            try:
+                while True:
+                    try:
+                        yield self._run(next_item())
+                    except StopAsyncIteration:
+                        return
+            finally:
+                if not self._loop.is_closed():
+                    self._run(close())
+
+        return generate()
+
+    def watch(self, run_id: str, *, after_sequence: str = "") -> Iterator[RunEvent]:
         """The events of the run as a blocking iterator (see AsyncClient.watch)."""
-        events = self._async.watch(run_id)
+        return self._iterate(self._async.watch(run_id, after_sequence=after_sequence))
 
-        async def next_event() -> RunEvent:
-            return await events.__anext__()
+    @overload
+    def wait(self, run_id: str, *, timeout: float | None = None) -> Run: ...
 
-        try:
-            while True:
-                try:
-                    yield self._run(next_event())
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._run(events.aclose())
+    @overload
+    def wait(self, run_id: str, *, result_type: type[T], step: str | None = None, timeout: float | None = None) -> T: ...
 
-    def wait(self, run_id: str, timeout: float = 60.0, poll: float = 0.1) -> Run:
-        return self._run(self._async.wait(run_id, timeout, poll))
+    @overload
+    def wait(self, run_id: str, *, step: str, timeout: float | None = None) -> Any: ...
 
-    def cancel(self, run_id: str, reason: str = "") -> pb.RunOperationResponse:
-        return self._run(self._async.cancel(run_id, reason))
+    def wait(self, run_id: str, *, result_type: Any = None, step: str | None = None, timeout: float | None = None) -> Any:
+        """Follows the run until it finishes (see AsyncClient.wait): the `Run`, or its output as
+        `result_type`. No time limit unless `timeout` (seconds)."""
+        return self._run(self._async.wait(run_id, result_type=result_type, step=step, timeout=timeout))
+
+    @overload
+    def run(
+        self, workflow: str, input: Any = None, *, version: int = 0, idempotency_key: str = "", timeout: float | None = None  # noqa: A002
+    ) -> Run: ...
+
+    @overload
+    def run(
+        self,
+        workflow: str,
+        input: Any = None,  # noqa: A002
+        *,
+        result_type: type[T],
+        step: str | None = None,
+        version: int = 0,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+    ) -> T: ...
+
+    def run(
+        self,
+        workflow: str,
+        input: Any = None,  # noqa: A002
+        *,
+        result_type: Any = None,
+        step: str | None = None,
+        version: int = 0,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+    ) -> Any:
+        """Submits a run and waits for it (see AsyncClient.run)."""
+        return self._run(
+            self._async.run(
+                workflow,
+                input,
+                result_type=result_type,
+                step=step,
+                version=version,
+                idempotency_key=idempotency_key,
+                timeout=timeout,
+            )
+        )
+
+    def cancel(self, run_id: str, *, reason: str = "") -> pb.RunOperationResponse:
+        return self._run(self._async.cancel(run_id, reason=reason))
 
     def retry(self, run_id: str) -> pb.RunOperationResponse:
         return self._run(self._async.retry(run_id))
 
-    def rerun(self, run_id: str, from_step: str, input: Any = None) -> pb.RunOperationResponse:  # noqa: A002
-        return self._run(self._async.rerun(run_id, from_step, input))
+    def rerun(self, run_id: str, from_step: str, *, input: Any = None) -> pb.RunOperationResponse:  # noqa: A002
+        return self._run(self._async.rerun(run_id, from_step, input=input))
 
     def publish_event(self, name: str, key: str = "", payload: Any = None) -> pb.PublishEventResponse:
         return self._run(self._async.publish_event(name, key, payload))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+
+if TYPE_CHECKING:
+    from baton.client import Run
 
 __all__ = [
     "StepError",
@@ -23,6 +26,7 @@ __all__ = [
     "PermissionDenied",
     "Unauthenticated",
     "Unavailable",
+    "RunFailed",
     "error_from_rpc",
 ]
 
@@ -146,6 +150,17 @@ class Unauthenticated(BatonError):
 
 class Unavailable(BatonError):
     """UNAVAILABLE: the coordinator cannot be reached, or its Redis or RabbitMQ is away; retry."""
+
+
+class RunFailed(Exception):
+    """A run waited for with a `result_type` (`Client.run`, `Client.wait`) did not give one: it
+    ended `failed`, `cancelled` or `timed_out` (`run.error` says why), or its output does not
+    validate as the type asked for. `run` is the finished `Run`, with its steps."""
+
+    def __init__(self, run: Run, why: str | None = None) -> None:
+        reason = why or (f"{run.status}: {run.error}" if run.error else run.status)
+        super().__init__(f"run {run.id} of {run.workflow!r}: {reason}")
+        self.run = run
 
 
 _BY_CODE: dict[grpc.StatusCode, type[BatonError]] = {

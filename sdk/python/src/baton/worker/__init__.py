@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from baton.context import DUPLICATE, PROCEED, Context
 from baton.errors import StepError, Suspend, has_source
 from baton.v1 import baton_pb2 as pb
 from baton.v1 import task_pb2
+from baton.workflow import Workflow
 
 __all__ = ["Worker", "WorkerStopped", "Handler"]
 
@@ -49,6 +50,11 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_NAME_BYTES = 200
 MAX_HANDLERS = 256
+MAX_WORKFLOWS = 64
+"""Most workflows one worker registers at start."""
+# Pause between attempts to register a workflow while the coordinator cannot take it (seconds;
+# doubled each time up to the second figure).
+REGISTER_PAUSE = (0.2, 5.0)
 # How long a cancelled handler may go on before it is abandoned (seconds).
 CANCEL_GRACE = 5.0
 # How long a start is retried while the coordinator cannot be reached (seconds).
@@ -136,6 +142,14 @@ class _Outcome:
         return "succeeded" if self.output_json is not None else "suspended" if self.suspend else "failed"
 
 
+def _type_and_message(failure: pb.StepFailure) -> tuple[str, str]:
+    """`(error type, message)` for the log line "attempt N failed: <type>: <message>" (the
+    message cut to 1 KiB, without the type again when it already starts with it)."""
+    error_type = failure.error_type or "Error"
+    message = failure.message.removeprefix(f"{error_type}: ")
+    return error_type, _cut(message, 1024)
+
+
 def _failure(message: str, error_type: str, retryable: bool) -> _Outcome:
     return _Outcome(failure=pb.StepFailure(message=_cut(message), error_type=error_type, retryable=retryable))
 
@@ -150,6 +164,8 @@ class _State:
     up: asyncio.Event = field(default_factory=asyncio.Event)
     down: asyncio.Event = field(default_factory=asyncio.Event)
     fatal: str | None = None
+    # Set by `serve` as it ends its background tasks.
+    closed: bool = False
     in_flight: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     contexts: dict[str, set[Context]] = field(default_factory=dict)
@@ -157,7 +173,8 @@ class _State:
 
 class Worker:
     """A Baton worker. Settings default to the environment variables of the Rust worker
-    (`BATON_COORDINATOR`, `BATON_AMQP_URL`, `BATON_NAMESPACE`, `BATON_TOKEN`, `BATON_CONCURRENCY`,
+    (`BATON_ADDR` or its alias `BATON_COORDINATOR`: `host:port`, `http://host:port`,
+    `https://host:port` or a comma-separated list; `BATON_AMQP_URL`, `BATON_NAMESPACE`, `BATON_TOKEN`, `BATON_CONCURRENCY`,
     `BATON_QUEUE_TYPE`, `BATON_DELIVERY_LIMIT`, `BATON_WORKER_ID`, `BATON_HEARTBEAT_INTERVAL`,
     `BATON_SHUTDOWN_GRACE`, `BATON_CALL_TIMEOUT`, `BATON_MAX_PAYLOAD_BYTES`, `BATON_CA_FILE`, `BATON_CLIENT_CERT`,
     `BATON_CLIENT_KEY`); arguments override them. Durations are seconds.
@@ -169,6 +186,7 @@ class Worker:
 
         worker.run()        # until SIGTERM or Ctrl-C
 
+    `workflows` (see `include`) are served and registered with the coordinator at start.
     Raises ValueError naming the setting when one is out of range.
     """
 
@@ -189,8 +207,9 @@ class Worker:
         max_output_bytes: int | None = None,
         tls: _rpc.Tls | None = None,
         threads: int | None = None,
+        workflows: Sequence[Workflow] = (),
     ) -> None:
-        self.coordinator = coordinator or _env("BATON_COORDINATOR") or _rpc.DEFAULT_COORDINATOR
+        self.coordinator = _rpc.coordinator_address(coordinator)
         _rpc.split_address(self.coordinator)
         self.namespace = namespace or _env("BATON_NAMESPACE") or "baton"
         self.token = token if token is not None else _env("BATON_TOKEN")
@@ -242,8 +261,27 @@ class Worker:
         self.report_patience = 300.0
         self.threads = threads or min(64, self.concurrency * 2)
         self.handlers: dict[str, Handler] = {}
+        self.workflows: list[Workflow] = []
         self._state: _State | None = None
         self._tags: dict[str, str] = {}
+        for wf in workflows:
+            self.include(wf)
+
+    def include(self, workflow: Workflow, *, register: bool = True) -> None:
+        """Serves the handlers of `workflow`'s `@wf.step` functions and, with `register`,
+        registers its definition with the coordinator when the worker starts (before it takes
+        tasks), as `baton workflow apply` would: the same document again is fine; a definition
+        the coordinator refuses (InvalidArgument naming the field, AlreadyExists for another
+        document under the same name and version) or a token without the `operator` or `admin`
+        role stops the worker with one line saying so. ValueError when a handler is already
+        registered or there are more than 64 workflows."""
+        if len(self.workflows) >= MAX_WORKFLOWS:
+            raise ValueError(f"workflows: at most {MAX_WORKFLOWS} per worker")
+        workflow.definition()  # a workflow without steps is refused here, not at start
+        for name, fn in workflow.handlers.items():
+            self.handler(name)(fn)
+        if register:
+            self.workflows.append(workflow)
 
     # ------------------------------------------------------------------ registration of handlers
 
@@ -367,6 +405,8 @@ class Worker:
             checked = asyncio.create_task(state.checked.wait())
             await asyncio.wait({checked, fatal_wait}, return_when=asyncio.FIRST_COMPLETED)
             checked.cancel()
+            if not stop.is_set() and self.workflows:
+                await self._register_workflows(state)
             if not stop.is_set():
                 connection = await aio_pika.connect_robust(
                     self.amqp_url, client_properties={"connection_name": f"baton-worker {self.worker_id}"}
@@ -410,6 +450,7 @@ class Worker:
                     await asyncio.wait_for(connection.close(), timeout=5)
                 except Exception as e:  # best effort: the broker drops the connection anyway
                     log.debug("closing the AMQP connection: %s", e)
+            state.closed = True
             for t in background:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -424,6 +465,46 @@ class Worker:
             log.info("worker %s stopped", self.worker_id)
         if state.fatal is not None:
             raise WorkerStopped(state.fatal)
+
+    async def _register_workflows(self, state: _State) -> None:
+        """Registers every included workflow, retrying while the coordinator cannot be reached or
+        answers UNAVAILABLE; a refusal stops the worker (see `include`)."""
+        call = _rpc.FailoverUnary[pb.RegisterWorkflowRequest, pb.RegisterWorkflowResponse](
+            self._coordinators,
+            "/baton.v1.WorkflowService/RegisterWorkflow",
+            pb.RegisterWorkflowResponse,
+            self._metadata,
+            self.call_timeout,
+        )
+        for wf in self.workflows:
+            req = pb.RegisterWorkflowRequest(definition=json.dumps(wf.definition()))
+            pause = REGISTER_PAUSE[0]
+            while not state.stop.is_set():
+                try:
+                    answer = await call(req)
+                except grpc.aio.AioRpcError as e:
+                    code = e.code()
+                    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                        self._fail(
+                            state,
+                            f"the coordinator refused to register workflow {wf.name!r} ({code.name}: {e.details()}): "
+                            "registering needs a token of role operator or admin; give the worker one, or register "
+                            "the workflow with `baton workflow apply` and include it with register=False; exiting",
+                        )
+                        return
+                    if code not in RETRIABLE:
+                        self._fail(
+                            state,
+                            f"the coordinator refused workflow {wf.name!r} version {wf.version} "
+                            f"({code.name}: {e.details()}); exiting",
+                        )
+                        return
+                    log.warning("could not register workflow %s (%s); retrying in %.1fs", wf.name, e.details(), pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, REGISTER_PAUSE[1])
+                    continue
+                log.info("registered workflow %s version %d", answer.workflow.name, answer.workflow.version)
+                break
 
     def _fail(self, state: _State, line: str) -> None:
         if state.fatal is None:
@@ -559,7 +640,17 @@ class Worker:
             contexts.discard(ctx)
             if not contexts:
                 state.contexts.pop(task.run_id, None)
-        log.info("%s %s/%s attempt %d: %s", name, task.run_id, task.step_id, task.attempt, outcome.word())
+        if outcome.failure is not None:
+            log.info(
+                "%s %s/%s attempt %d failed: %s: %s",
+                name,
+                task.run_id,
+                task.step_id,
+                task.attempt,
+                *_type_and_message(outcome.failure),
+            )
+        else:
+            log.info("%s %s/%s attempt %d %s", name, task.run_id, task.step_id, task.attempt, outcome.word())
         report = pb.ReportResultRequest(
             run_id=task.run_id,
             step_id=task.step_id,
@@ -804,7 +895,9 @@ class Worker:
         """RegisterWorker now and every heartbeat interval (DRAINING once stopping), checking the
         answer's queue settings against this worker's (docs/worker-protocol.md, section 9)."""
         warned = False
-        while True:
+        # Not `while True`: the cancel at the end of `serve` can be lost (grpc.aio answers it as
+        # CANCELLED; asyncio.wait_for swallows one that meets its result), so `closed` ends the loop.
+        while not state.closed:
             stopping = state.stopping.is_set()
             req = self._registration_request(state, pb.WORKER_STATE_DRAINING if stopping else pb.WORKER_STATE_RUNNING)
             try:
@@ -817,6 +910,8 @@ class Worker:
                 state.checked.set()
             except grpc.aio.AioRpcError as e:
                 code = e.code()
+                if code == grpc.StatusCode.CANCELLED and state.closed:
+                    return
                 if code == grpc.StatusCode.UNIMPLEMENTED:
                     log.info("the coordinator does not know RegisterWorker (an older version); not registering")
                     state.checked.set()

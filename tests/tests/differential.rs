@@ -1,0 +1,460 @@
+//! The run core against the Lua scripts: the same random event sequences (starts, reports that
+//! succeed or fail, stale and duplicate reports, reports from a worker that does not hold the
+//! attempt, retries coming due, start-to-close timeouts, a cancel) go through the in-memory store built on `baton_coordinator::core`
+//! and through `Store`'s public methods on a real Redis; after every event both must agree on
+//! whether it was taken, on every step's status and attempt, and on the run's status and error.
+
+use std::time::Duration;
+
+use baton_coordinator::{
+    core::{
+        Event, Outcome, Phase, RunPhase, TimerKey, TimerKind, Wait,
+        classify::{AttemptTimer, attempt_timer},
+        memory::MemoryStore,
+        plan::{children_spec, leaves_csv, pinned, reads_csv, retry_at_with, step_ids_csv},
+    },
+    store::{
+        CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store,
+        TimerKind as StoreTimer, timer_member,
+    },
+};
+use baton_shared::{definition::WorkflowDefinition, keys::Keys, proto::StepFailure};
+use proptest::prelude::*;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A random DAG of task steps: `deps[i]` is a bit mask of step i's parents among earlier steps,
+/// `tries[i]` its `max_attempts` (1 to 3, no jitter) and, when it is 200 or more, makes it fan
+/// out over the run input's three items, two at a time; from 100, gives it a rate limit (the
+/// in-memory store parks each attempt once).
+fn definition(deps: &[u8], tries: &[u8]) -> String {
+    let mut yaml = String::from("name: diff\nversion: 1\nsteps:\n");
+    for (i, m) in deps.iter().enumerate() {
+        let parents: Vec<String> = (0..i).filter(|j| m & (1 << j) != 0).map(|j| format!("s{j}")).collect();
+        let t = tries.get(i).copied().unwrap_or(0);
+        let fan = match t {
+            200.. => ", for_each: input.items, max_parallel: 2",
+            100.. => ", rate_limit: {limit: 1, period: 1s}",
+            _ => "",
+        };
+        yaml.push_str(&format!(
+            "  - {{id: s{i}, handler: h{fan}, depends_on: [{}], retry: {{max_attempts: {}, initial_interval: 1s, jitter: 0}}}}\n",
+            parents.join(", "),
+            1 + t % 3
+        ));
+    }
+    yaml
+}
+
+/// One action, naming a step by its index among the definition's steps.
+#[derive(Debug, Clone)]
+enum Action {
+    /// Worker w1 starts the step's current attempt.
+    Start(usize),
+    /// `worker` reports the step's current attempt (ok or a retryable failure).
+    Report(usize, bool, &'static str),
+    /// w1 reports the attempt before the current one.
+    Stale(usize),
+    /// The step's retry comes due.
+    Retry(usize),
+    /// The step's start-to-close timeout fires.
+    Timeout(usize),
+    /// The run is cancelled.
+    Cancel,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => (0usize..5).prop_map(Action::Start),
+        4 => (0usize..5, any::<bool>()).prop_map(|(i, ok)| Action::Report(i, ok, "w1")),
+        1 => (0usize..5).prop_map(|i| Action::Report(i, true, "w2")),
+        1 => (0usize..5).prop_map(Action::Stale),
+        2 => (0usize..5).prop_map(Action::Retry),
+        1 => (0usize..5).prop_map(Action::Timeout),
+        1 => Just(Action::Cancel),
+    ]
+}
+
+/// Both sides' view: per step (status word, attempt), then the run's status.
+async fn states(
+    def: &WorkflowDefinition,
+    memory: &MemoryStore,
+    store: &Store,
+    run: &str,
+) -> (Vec<(String, u32)>, String, Vec<(String, u32)>, String) {
+    let m = memory.run(run).unwrap();
+    let _ = def;
+    let mine = m
+        .steps
+        .values()
+        .map(|s| (s.phase.word().to_string(), s.attempt))
+        .collect();
+    let mut theirs = Vec::new();
+    for id in m.steps.keys() {
+        let f = store.step_fields(run, id, &["status", "attempt"]).await.unwrap();
+        theirs.push((
+            f[0].clone().unwrap_or_else(|| "pending".into()),
+            f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+        ));
+    }
+    let status = store.run_fields(run, &["status"]).await.unwrap()[0]
+        .clone()
+        .unwrap_or_default();
+    (mine, m.status().word().to_string(), theirs, status)
+}
+
+async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> {
+    let def = WorkflowDefinition::parse(&yaml).unwrap();
+    let namespace = format!("diff-{}", uuid::Uuid::new_v4().simple());
+    let store = Store::connect(
+        REDIS_URL,
+        Keys::new(namespace),
+        1000,
+        Duration::from_secs(600),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let run = baton_shared::ids::new_run_id();
+    let mut now = 1_000_000;
+    let mut memory = MemoryStore::new(now);
+    memory.register(def.clone());
+    let input = r#"{"items":[1,2,3]}"#;
+    memory.submit("diff", &run, input).unwrap();
+    let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
+    store
+        .create_run(
+            &RunCall { run_id: &run, now },
+            "diff",
+            1,
+            input,
+            "",
+            &step_ids_csv(&def),
+            &roots,
+            None,
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    let pinned = pinned(&def);
+    let mut started = std::collections::HashSet::new();
+    fan_out(&def, &memory, &store, &run, now, &mut started).await?;
+    park(&def, &memory, &store, &run, now).await?;
+    for a in actions {
+        now += 10;
+        memory.now = now;
+        let call = RunCall { run_id: &run, now };
+        let ids: Vec<String> = memory.run(&run).unwrap().steps.keys().cloned().collect();
+        let id = |i: usize| ids[i % ids.len()].clone();
+        let report = match &a {
+            Action::Report(i, ok, w) => Some((*i, *ok, *w, false)),
+            Action::Stale(i) => Some((*i, true, "w1", true)),
+            _ => None,
+        };
+        let (taken_here, taken_there) = match (&a, report) {
+            (Action::Start(i), _) => {
+                let step = id(*i);
+                let attempt = memory.run(&run).unwrap().steps[&step].attempt;
+                let here = memory
+                    .send(
+                        &run,
+                        Event::Start {
+                            step: step.clone(),
+                            attempt,
+                            worker: "w1".into(),
+                            holder_alive: true,
+                        },
+                    )
+                    .is_ok();
+                let handler = def.handler_step(&step).map(|s| s.handler.clone()).unwrap_or_default();
+                let args = StartArgs {
+                    step: &step,
+                    handler: &handler,
+                    attempt,
+                    worker: "w1",
+                    pinned: &pinned,
+                    timeout_due: now + 3_600_000,
+                    heartbeat_due: None,
+                    slot_lease_ms: 0,
+                    holder: None,
+                    recheck_margin: Duration::from_millis(250),
+                };
+                let there = store.start_step(&call, &args).await.unwrap() == Started::Answer(Disposition::Proceed);
+                (here, there)
+            }
+            (_, Some((i, ok, worker, stale))) => {
+                let step = id(i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let attempt = if stale { s.attempt.saturating_sub(1) } else { s.attempt };
+                let base = s.base;
+                let outcome = if ok {
+                    Outcome::Output("1".into())
+                } else {
+                    Outcome::Failure(StepFailure {
+                        message: "flaky".into(),
+                        error_type: "Boom".into(),
+                        retryable: true,
+                    })
+                };
+                let here = memory
+                    .send(
+                        &run,
+                        Event::Report {
+                            step: step.clone(),
+                            attempt,
+                            worker: worker.into(),
+                            outcome,
+                            jitter: 0.0,
+                        },
+                    )
+                    .is_ok();
+                let sd = def.step(&step).unwrap();
+                let retry_at = if ok {
+                    0
+                } else {
+                    retry_at_with(sd, attempt.saturating_sub(base), "Boom", true, now, 0.0)
+                };
+                let args = CompleteArgs {
+                    step: &step,
+                    attempt,
+                    by: Reporter::Worker(worker),
+                    outcome: if ok { "ok" } else { "error" },
+                    body: if ok { "1" } else { "Boom: flaky" },
+                    retry_at,
+                    heartbeat_timeout_ms: 0,
+                    children: &children_spec(&def, &step),
+                    leaves: &leaves_csv(&def),
+                    pinned: &pinned,
+                };
+                let there = !matches!(
+                    store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
+                    Completion::Stale | Completion::Alive(_)
+                );
+                (here, there)
+            }
+            (Action::Cancel, _) => {
+                let here = memory.send(&run, Event::Cancel { reason: "test".into() }).is_ok();
+                let there = store.cancel_run(&call, "cancelled: test", "cancelled").await.is_ok();
+                (here, there)
+            }
+            (Action::Timeout(i), _) => {
+                let step = id(*i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let (attempt, base) = (s.attempt, s.base);
+                let key = TimerKey {
+                    kind: TimerKind::Timeout,
+                    step: step.clone(),
+                    attempt,
+                };
+                // Only an armed timer fires (the engine arms it when the attempt starts, and
+                // never for a fan-out step itself, whose elements run).
+                if !memory.run(&run).unwrap().timers.contains(&key) {
+                    continue;
+                }
+                let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
+                let sd = def.step(&step).unwrap();
+                let timed = attempt_timer(AttemptTimer::Timeout, sd, attempt, Duration::ZERO);
+                let retry_at = retry_at_with(sd, attempt.saturating_sub(base), timed.error_type, true, now, 0.0);
+                let args = CompleteArgs {
+                    step: &step,
+                    attempt,
+                    by: Reporter::Coordinator(""),
+                    outcome: timed.word.word(),
+                    body: &timed.message,
+                    retry_at,
+                    heartbeat_timeout_ms: 0,
+                    children: "",
+                    leaves: &leaves_csv(&def),
+                    pinned: &pinned,
+                };
+                let there = !matches!(
+                    store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
+                    Completion::Stale | Completion::Alive(_)
+                );
+                (here, there)
+            }
+            (Action::Retry(i) | Action::Report(i, ..) | Action::Stale(i), None) => {
+                let step = id(*i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let attempt = s.attempt;
+                let (kind, mode) = match s.phase {
+                    Phase::Retrying { .. } => (TimerKind::Retry, DispatchMode::Retry),
+                    Phase::Waiting(Wait::RateLimited { .. }) => (TimerKind::RateWake, DispatchMode::Unpark),
+                    _ => continue,
+                };
+                let key = TimerKey {
+                    kind,
+                    step: step.clone(),
+                    attempt,
+                };
+                let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
+                let there = store
+                    .dispatch_attempt(&call, &step, attempt, mode, &reads_csv(&def, &step))
+                    .await
+                    .unwrap()
+                    .is_some();
+                (here, there)
+            }
+        };
+        prop_assert_eq!(
+            taken_here,
+            taken_there,
+            "{:?} taken by the core: {}, by the scripts: {}",
+            a,
+            taken_here,
+            taken_there
+        );
+        fan_out(&def, &memory, &store, &run, now, &mut started).await?;
+        park(&def, &memory, &store, &run, now).await?;
+        gather(&def, &mut memory, &store, &run, now).await?;
+        let (mine, my_status, theirs, their_status) = states(&def, &memory, &store, &run).await;
+        prop_assert_eq!(&mine, &theirs, "after {:?}", a);
+        prop_assert_eq!(&my_status, &their_status, "after {:?}", a);
+        // The texts users read agree too: the run's error.
+        if let RunPhase::Finished { error, .. } = &memory.run(&run).unwrap().phase {
+            let theirs = store.run_fields(&run, &["error"]).await.unwrap()[0]
+                .clone()
+                .unwrap_or_default();
+            prop_assert_eq!(error, &theirs, "after {:?}", a);
+        }
+        if std::env::var_os("DIFF_DEBUG").is_some() {
+            eprintln!("{a:?} taken {taken_here} -> {my_status} {mine:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Starts on Redis the fan-outs the core started (the engine stages the inputs, then starts the
+/// elements): every fan-out step the scripts show dispatched at an attempt not yet started.
+async fn fan_out(
+    def: &WorkflowDefinition,
+    memory: &MemoryStore,
+    store: &Store,
+    run: &str,
+    now: i64,
+    started: &mut std::collections::HashSet<(String, u32)>,
+) -> Result<(), TestCaseError> {
+    let call = RunCall { run_id: run, now };
+    for s in def.steps.iter().filter(|s| s.for_each.is_some()) {
+        let f = store.step_fields(run, &s.id, &["status", "attempt"]).await.unwrap();
+        let attempt: u32 = f[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0);
+        if f[0].as_deref() != Some("dispatched") || !started.insert((s.id.clone(), attempt)) {
+            continue;
+        }
+        prop_assert!(matches!(memory.run(run).unwrap().steps[&s.id].phase, Phase::FanOut(_)));
+        let inputs: Vec<String> = ["1", "2", "3"].map(String::from).to_vec();
+        let kept = store
+            .stage_items(&call, &s.id, attempt, 0, &inputs)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        store
+            .start_items(
+                &call,
+                &s.id,
+                attempt,
+                2,
+                &children_spec(def, &s.id),
+                &leaves_csv(def),
+                3,
+                &kept,
+            )
+            .await
+            .unwrap();
+    }
+    Ok(())
+}
+
+/// Parks on Redis the steps the core parked for their rate limit (the engine does when its
+/// rate-limit pool answers a later start), with the detail users read.
+async fn park(
+    def: &WorkflowDefinition,
+    memory: &MemoryStore,
+    store: &Store,
+    run: &str,
+    now: i64,
+) -> Result<(), TestCaseError> {
+    let call = RunCall { run_id: run, now };
+    for s in def.steps.iter().filter(|s| s.rate_limit.is_some()) {
+        let st = &memory.run(run).unwrap().steps[&s.id];
+        let Phase::Waiting(Wait::RateLimited { until }) = st.phase else {
+            continue;
+        };
+        let f = store.step_fields(run, &s.id, &["status"]).await.unwrap();
+        if f[0].as_deref() != Some("dispatched") {
+            continue;
+        }
+        let detail =
+            baton_coordinator::core::texts::rate_limited(&format!("diff/{}", s.id), 1, Duration::from_secs(1), until);
+        let timer = timer_member(StoreTimer::RateWake, run, &s.id, st.attempt);
+        prop_assert!(
+            store
+                .park(&call, &s.id, st.attempt, &detail, &timer, until)
+                .await
+                .unwrap()
+        );
+    }
+    Ok(())
+}
+
+/// Completes fan-outs whose elements all succeeded, on both sides (the `items` timer).
+async fn gather(
+    def: &WorkflowDefinition,
+    memory: &mut MemoryStore,
+    store: &Store,
+    run: &str,
+    now: i64,
+) -> Result<(), TestCaseError> {
+    let gathering: Vec<(String, u32)> = memory
+        .run(run)
+        .unwrap()
+        .steps
+        .iter()
+        .filter(|(_, s)| matches!(&s.phase, Phase::FanOut(f) if f.gathering))
+        .map(|(id, s)| (id.clone(), s.attempt))
+        .collect();
+    for (step, attempt) in gathering {
+        let key = TimerKey {
+            kind: TimerKind::Items,
+            step: step.clone(),
+            attempt,
+        };
+        let here = memory.send(run, Event::Timer { key, jitter: 0.0 }).is_ok();
+        let args = CompleteArgs {
+            step: &step,
+            attempt,
+            by: Reporter::Coordinator("coordinator"),
+            outcome: "items",
+            body: "[1,1,1]",
+            retry_at: 0,
+            heartbeat_timeout_ms: 0,
+            children: &children_spec(def, &step),
+            leaves: &leaves_csv(def),
+            pinned: &pinned(def),
+        };
+        let there = !matches!(
+            store
+                .complete_step(redis::pipe(), &RunCall { run_id: run, now }, &args)
+                .await
+                .unwrap(),
+            Completion::Stale | Completion::Alive(_)
+        );
+        prop_assert_eq!(here, there, "gathering {}", step);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_core_and_the_scripts_agree_on_random_event_sequences(
+        deps in prop::collection::vec(any::<u8>(), 1..5),
+        tries in prop::collection::vec(any::<u8>(), 5),
+        actions in prop::collection::vec(action(), 1..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(drive(definition(&deps, &tries), actions))?;
+    }
+}

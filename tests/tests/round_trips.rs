@@ -1,0 +1,210 @@
+//! Redis round trips per step, read off Redis itself: a `MONITOR` connection records every command
+//! Redis runs while one-step runs go through a real coordinator and worker, and the test counts the
+//! commands that name each run.
+//!
+//! What is counted: commands sent by a client (not those a Lua script runs inside Redis) that name
+//! the run (in a key or an argument) and may write: scripts (`EVALSHA`) and plain writes. Left out,
+//! and why:
+//! - reads (`HGETALL`, `HMGET`, `XRANGE`, ...): the test's own `GetRun` polling, and the metrics'
+//!   background reads of a step's times, which no call waits for;
+//! - keys under `<namespace>:test:`: the test worker's own execution counters, not Baton's;
+//! - the outbox (`<namespace>:outbox`): confirmed dispatches are cleared there in batches, off
+//!   every call's path, and publishes still unconfirmed after a quarter lease are held there.
+//!
+//! Every command counted is at least one round trip of its own unless it shares a pipeline, so
+//! the count after a run's creation bounds the synchronous round trips of its step from above.
+
+use std::{collections::HashMap, time::Duration};
+
+use baton_tests::{Cluster, status};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// One command as `MONITOR` shows it: who sent it (`lua` for a script's own calls) and its
+/// arguments, the command name first.
+#[derive(Debug, Clone)]
+struct Seen {
+    source: String,
+    args: Vec<String>,
+}
+
+/// Parses a `MONITOR` line: `+1700000000.123456 [0 127.0.0.1:5000] "ZADD" "k" "1" "m"`.
+fn parse_monitor_line(line: &str) -> Option<Seen> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find(']')?;
+    let source = line[open + 1..close].split_whitespace().nth(1)?.to_string();
+    let mut args = Vec::new();
+    let mut chars = line[close + 1..].chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => {
+                    if let Some(e) = chars.next() {
+                        arg.push(e);
+                    }
+                }
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+    (!args.is_empty()).then_some(Seen { source, args })
+}
+
+/// Commands that only read.
+const READS: &[&str] = &[
+    "GET",
+    "MGET",
+    "HGET",
+    "HMGET",
+    "HGETALL",
+    "HKEYS",
+    "HSTRLEN",
+    "HEXISTS",
+    "XRANGE",
+    "XREVRANGE",
+    "XREAD",
+    "XLEN",
+    "EXISTS",
+    "ZRANK",
+    "ZSCORE",
+    "ZRANGE",
+    "ZREVRANGE",
+    "ZRANGEBYSCORE",
+    "ZREVRANGEBYLEX",
+    "ZRANGEBYLEX",
+    "ZCARD",
+    "LLEN",
+    "LINDEX",
+    "LRANGE",
+    "SMEMBERS",
+    "SCARD",
+    "TTL",
+    "PTTL",
+    "TYPE",
+    "SCAN",
+];
+
+/// Records every command Redis runs that mentions `needle`, until the returned sender is dropped
+/// or sent to; answers them in order. Ready (MONITOR answered `+OK`) when this returns.
+async fn monitor(needle: String) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<Seen>>) {
+    let stream = tokio::net::TcpStream::connect("127.0.0.1:6379")
+        .await
+        .expect("connect to Redis");
+    let (read, mut write) = stream.into_split();
+    write.write_all(b"MONITOR\r\n").await.expect("MONITOR");
+    let mut lines = BufReader::new(read).lines();
+    let first = lines.next_line().await.expect("MONITOR answer").unwrap_or_default();
+    assert_eq!(first, "+OK", "MONITOR answered {first:?}");
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _keep = write;
+        let mut seen = Vec::new();
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                line = lines.next_line() => match line {
+                    Ok(Some(l)) if l.contains(&needle) => {
+                        if let Some(s) = parse_monitor_line(&l) {
+                            seen.push(s);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+        seen
+    });
+    (stop_tx, task)
+}
+
+#[test]
+fn monitor_lines_parse_with_their_source_and_escapes() {
+    let s = parse_monitor_line(r#"+1700000000.123456 [0 127.0.0.1:5000] "ZADD" "a\"b" "1""#).expect("parsed");
+    assert_eq!(s.source, "127.0.0.1:5000");
+    assert_eq!(s.args, ["ZADD", "a\"b", "1"]);
+    let s = parse_monitor_line(r#"+1.0 [0 lua] "HSET" "k" "f" "v""#).expect("parsed");
+    assert_eq!(s.source, "lua");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
+    let mut cluster = Cluster::start("round-trips", &[]).await;
+    cluster
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster.spawn_worker("w1", 2);
+    // Warm up: the worker's first task, its registration and the definition cache.
+    let warm = cluster.submit("one", json!({"n": -1})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(60)).await),
+        "succeeded"
+    );
+
+    let (stop, recorded) = monitor(cluster.namespace.clone()).await;
+    const RUNS: usize = 20;
+    let mut ids = Vec::with_capacity(RUNS);
+    for n in 0..RUNS {
+        let id = cluster.submit("one", json!({ "n": n })).await;
+        let run = cluster.wait_run(&id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        assert_eq!(run.output_json, format!(r#"{{"a":{{"n":{n}}}}}"#));
+        ids.push(id);
+    }
+    // The last report's writes are done before its answer; nothing else is waited for.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let seen = recorded.await.expect("monitor task");
+
+    let test_keys = format!("{}:test:", cluster.namespace);
+    let outbox = format!("{}:outbox", cluster.namespace);
+    let mut per_run: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut outbox_calls = 0usize;
+    for s in &seen {
+        if s.source == "lua" {
+            continue;
+        }
+        let name = s.args[0].to_ascii_uppercase();
+        if READS.contains(&name.as_str()) || s.args.iter().any(|a| a.starts_with(&test_keys)) {
+            continue;
+        }
+        if s.args.get(1) == Some(&outbox) {
+            outbox_calls += 1;
+            continue;
+        }
+        for id in &ids {
+            if s.args.iter().any(|a| a.contains(id.as_str())) {
+                per_run.entry(id.as_str()).or_default().push(name.clone());
+            }
+        }
+    }
+    for id in &ids {
+        let calls = per_run.get(id.as_str()).cloned().unwrap_or_default();
+        // Creation: the run's two index entries pipelined with create_run.lua (one round trip).
+        let create = calls
+            .iter()
+            .position(|c| c == "EVALSHA")
+            .unwrap_or_else(|| panic!("run {id}: no create script among {calls:?}"));
+        assert_eq!(
+            &calls[..create],
+            ["ZADD", "ZADD"],
+            "run {id}: creation wrote more than its index entries: {calls:?}"
+        );
+        // The step: StartStep (start_step.lua) and ReportResult (complete_step.lua), nothing else.
+        assert_eq!(
+            &calls[create + 1..],
+            ["EVALSHA", "EVALSHA"],
+            "run {id}: its step made other Redis calls than start and report: {calls:?}"
+        );
+    }
+    println!(
+        "{RUNS} one-step runs: 2 synchronous Redis calls per step (start_step.lua, complete_step.lua) and one \
+         pipelined call to create each run; {outbox_calls} outbox calls in all (batched confirms, holds)"
+    );
+}
