@@ -254,7 +254,7 @@ impl Engine {
         let queued = self.queued_plan(def, def.roots());
         let outcome = self
             .store
-            .create_run_queued(
+            .create_run(
                 &call,
                 &def.name,
                 def.version,

@@ -702,47 +702,14 @@ impl Store {
     }
 
     /// Creates a run with its root steps dispatched (or, without a free run slot, queued for one),
-    /// after writing its index entries.
+    /// after writing its index entries; the roots in `queued` that were dispatched join their
+    /// handler's queued index, with their schedule-to-start timers, in the same commit
+    /// (`QueuedPlan::default()` for none).
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_run(
-        &self,
-        call: &RunCall<'_>,
-        workflow: &str,
-        version: u32,
-        input_json: &str,
-        idempotency_key: &str,
-        step_ids: &str,
-        roots: &[&str],
-        run_slot: Option<&RunSlot>,
-        timers: &[(String, i64)],
-        parent: Option<&ParentRef<'_>>,
-    ) -> Result<CreateOutcome> {
-        self.create_run_queued(
-            call,
-            workflow,
-            version,
-            input_json,
-            idempotency_key,
-            step_ids,
-            roots,
-            run_slot,
-            timers,
-            parent,
-            &QueuedPlan::default(),
-        )
-        .await
-    }
-
-    /// As [`Store::create_run`], and the roots in `queued` that were dispatched join their
-    /// handler's queued index, with their schedule-to-start timers, in the same commit.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_run_queued(
         &self,
         call: &RunCall<'_>,
         workflow: &str,

@@ -134,6 +134,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
             None,
             &[],
             None,
+            &baton_coordinator::store::QueuedPlan::default(),
         )
         .await
         .unwrap();

@@ -107,6 +107,7 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
             None,
             &[],
             None,
+            &baton_coordinator::store::QueuedPlan::default(),
         )
         .await
         .unwrap();
