@@ -731,13 +731,54 @@ pub async fn cleanup_namespace(namespace: &str, handlers: &[String]) {
         eprintln!("cleanup of {namespace} in RabbitMQ failed: {e}");
     }
     if let Ok(mut conn) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{namespace}:*"))
-            .query(&mut conn)
-            .unwrap_or_default();
+        let keys = scan_keys_blocking(&mut conn, &format!("{namespace}:*"));
         for chunk in keys.chunks(500) {
             let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }
+    }
+}
+
+/// The keys matching `pattern`, found with SCAN (not KEYS, which blocks the shared Redis for as long
+/// as it holds keys of every test and benchmark: seconds when it is full). Stops at the first error.
+pub fn scan_keys_blocking(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn);
+        let Ok((next, found)) = page else { return keys };
+        keys.extend(found);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// As `scan_keys_blocking`, on an async connection; panics on a Redis error (for tests' assertions).
+pub async fn scan_keys<C: redis::aio::ConnectionLike + Send>(conn: &mut C, pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .expect("SCAN");
+        keys.extend(found);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
     }
 }
 

@@ -411,11 +411,7 @@ async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_res
     // Everything of this namespace goes, as a FLUSHALL would take it (the Redis is shared with
     // other tests, so only this namespace's keys).
     let mut conn = redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", cluster.namespace))
-        .query_async(&mut conn)
-        .await
-        .expect("keys");
+    let keys = baton_tests::scan_keys(&mut conn, &format!("{}:*", cluster.namespace)).await;
     assert!(
         keys.iter().any(|k| k.ends_with(":marker")),
         "the coordinator wrote its marker: {keys:?}"

@@ -38,10 +38,6 @@ async fn a_dropped_cluster_removes_its_queues_and_keys() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{namespace}:*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let keys = baton_tests::scan_keys(&mut redis, &format!("{namespace}:*")).await;
     assert!(keys.is_empty(), "{keys:?}");
 }
