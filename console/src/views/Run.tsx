@@ -30,6 +30,8 @@ export function RunView({ route }: { route: Route }) {
   const [events, setEvents] = useState<RunEvent[]>([]);
   // Log lines received live (any step; the step panel reads the rest), at most MAX_LINES.
   const [liveLogs, setLiveLogs] = useState<LogLine[]>([]);
+  const pendingLogs = useRef<LogLine[]>([]);
+  const logFlush = useRef<number | undefined>(undefined);
   // Every event received, for the download (at most MAX_HISTORY, the oldest dropped first).
   const history = useRef<RunEvent[]>([]);
   const [view, setView] = useState<"graph" | "timeline">("graph");
@@ -47,14 +49,26 @@ export function RunView({ route }: { route: Route }) {
     setRunStatus("");
     setEvents([]);
     setLiveLogs([]);
+    pendingLogs.current = [];
     history.current = [];
     const stop = watchRun(
       id,
       (e) => {
         // A log line is live only (no sequence): it goes to the step panel, not the history.
+        // Lines are handed on in batches (every 200 ms), so a chatty handler costs one render
+        // per batch, not one per line.
         if (e.kind === "log") {
-          const line = e.log;
-          if (line) setLiveLogs((old) => (old.length >= MAX_LINES ? [...old.slice(1 - MAX_LINES), line] : [...old, line]));
+          if (e.log) pendingLogs.current.push(e.log);
+          if (e.log && logFlush.current === undefined)
+            logFlush.current = window.setTimeout(() => {
+              logFlush.current = undefined;
+              const batch = pendingLogs.current;
+              pendingLogs.current = [];
+              setLiveLogs((old) => {
+                const all = old.concat(batch);
+                return all.length > MAX_LINES ? all.slice(all.length - MAX_LINES) : all;
+              });
+            }, 200);
           return;
         }
         setEvents((old) => [...old.slice(-(MAX_EVENTS - 1)), e]);
@@ -77,6 +91,8 @@ export function RunView({ route }: { route: Route }) {
       stop();
       if (refetch.current !== undefined) clearTimeout(refetch.current);
       refetch.current = undefined;
+      if (logFlush.current !== undefined) clearTimeout(logFlush.current);
+      logFlush.current = undefined;
     };
   }, [id, watchGen]);
 
