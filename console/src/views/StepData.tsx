@@ -55,6 +55,9 @@ function CopyButton({ text, label }: { text: string; label: string }) {
 /** One card per attempt, newest first: the input it ran with, and its error. */
 export function AttemptCards({ stepId, attempts }: { stepId: string; attempts: Attempt[] }) {
   const newest = attempts.length ? attempts[attempts.length - 1].number : 0;
+  // The traceback of the newest failed attempt is open; older ones fold.
+  const failedNumbers = attempts.filter((a) => a.error || a.error_type || a.error_details).map((a) => a.number);
+  const newestFailed = failedNumbers.length ? failedNumbers[failedNumbers.length - 1] : 0;
   return (
     <div class="attempt-cards">
       {[...attempts].reverse().map((a) => {
@@ -78,7 +81,7 @@ export function AttemptCards({ stepId, attempts }: { stepId: string; attempts: A
                   {a.error.startsWith(`${a.error_type}: `) ? a.error.slice(a.error_type.length + 2) : a.error}
                 </p>
                 {a.error_details && (
-                  <details open={a.number === newest}>
+                  <details open={a.number === newestFailed}>
                     <summary>Details (traceback)</summary>
                     <pre class="trace" tabIndex={0} aria-label={`Error details of attempt ${a.number}`} data-testid="error-details">
                       {a.error_details}
@@ -156,10 +159,15 @@ export function StepLogs({ runId, stepId, live, reload }: { runId: string; stepI
   const elements = all.some((l) => l.step_id !== stepId);
   const zone = savedZone();
 
-  // Keep the end in view while following; a user who scrolled up stops the following.
+  // Keep the end in view while following (also when the window changes size); a user who scrolled
+  // up stops the following.
   useLayoutEffect(() => {
     const el = box.current;
-    if (el && follow) el.scrollTop = el.scrollHeight;
+    if (!el || !follow) return;
+    el.scrollTop = el.scrollHeight;
+    const keep = () => (el.scrollTop = el.scrollHeight);
+    window.addEventListener("resize", keep);
+    return () => window.removeEventListener("resize", keep);
   }, [shown.length, follow]);
 
   return (
