@@ -683,6 +683,8 @@ class Worker:
                 await asyncio.wait_for(asyncio.shield(flusher), timeout=2 * self.call_timeout)
             except asyncio.TimeoutError:
                 log.warning("could not send the last log lines of %s/%s in time", task.run_id, task.step_id)
+            except Exception as e:  # the logs never keep a result from being reported
+                log.warning("sending the log lines of %s/%s failed: %s", task.run_id, task.step_id, e)
         finally:
             logs.close()
             flusher.cancel()
@@ -829,6 +831,13 @@ class Worker:
         not know AppendLogs."""
         if not await asyncio.shield(ctx._started):
             return
+        try:
+            await self._flush_until(task, logs, wake, last)
+        except Exception as e:  # a bad line or answer ends the attempt's log, never its work
+            log.warning("the step log of %s/%s stopped: %s", task.run_id, task.step_id, e)
+            logs.close()
+
+    async def _flush_until(self, task: task_pb2.StepTask, logs: LogBuffer, wake: asyncio.Event, last: asyncio.Event) -> None:
         while True:
             if not last.is_set():
                 try:
