@@ -325,6 +325,27 @@ pub enum RunCommand {
         /// The run id.
         id: String,
     },
+    /// Print the lines handlers logged (`ctx.log`), oldest first:
+    /// `2026-12-06T07:01:02.123Z INFO  step#attempt  message`.
+    ///
+    /// Each attempt keeps at most 1,000 lines and 256 KiB (its oldest dropped first). With
+    /// `--follow`, lines are printed as they are logged until the run finishes.
+    Logs {
+        /// The run id.
+        id: String,
+        /// Only this step's lines (a fan-out step's include its elements', `STEP#INDEX`).
+        step: Option<String>,
+        /// Only this attempt of STEP.
+        #[arg(long, value_name = "N", requires = "step", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+        /// At most this many lines, the newest (1 to 10000; default 10000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: Option<u32>,
+        /// Keep printing lines as handlers log them, until the run finishes (exit code as `run
+        /// watch`).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Cancel a run: unfinished steps are cancelled, running handlers are told to stop.
     Cancel {
         /// The run id.
@@ -908,6 +929,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let coordinator = Coordinator::connect(&target).await?;
             return follow(&coordinator, &id, output, true, reconnect_for).await;
         }
+        Command::Run(RunCommand::Logs {
+            id,
+            step,
+            attempt,
+            limit,
+            follow,
+        }) => {
+            let coordinator = Coordinator::connect(&target).await?;
+            let filter = LogFilter {
+                run_id: id,
+                step: step.unwrap_or_default(),
+                attempt: attempt.unwrap_or(0),
+                limit: limit.unwrap_or(0),
+            };
+            return logs(&coordinator, &filter, output, follow, reconnect_for).await;
+        }
         Command::Run(RunCommand::Cancel { id, reason }) => {
             let coordinator = Coordinator::connect(&target).await?;
             let request = CancelRunRequest { run_id: id, reason };
@@ -1205,6 +1242,98 @@ async fn follow(
     match output {
         Output::Table => print_text(&format!("\n{}", render::run_text(&run, baton_shared::time::now_ms())))?,
         Output::Json => print_json(&render::run_json(&run), false)?,
+    }
+    Ok(run_exit_code(&run))
+}
+
+/// What `baton run logs` prints.
+struct LogFilter {
+    run_id: String,
+    /// Empty: every step.
+    step: String,
+    /// 0: every attempt.
+    attempt: u32,
+    /// 0: the coordinator's bound.
+    limit: u32,
+}
+
+impl LogFilter {
+    /// Whether a live line is one this filter prints (as GetStepLogs chooses them).
+    fn wants(&self, line: &baton_shared::proto::LogLine) -> bool {
+        let step = self.step.is_empty()
+            || line.step_id == self.step
+            || (!self.step.contains('#')
+                && line
+                    .step_id
+                    .strip_prefix(self.step.as_str())
+                    .is_some_and(|rest| rest.starts_with('#')));
+        step && (self.attempt == 0 || line.attempt == self.attempt)
+    }
+}
+
+/// A line's identity, to print it once when it comes both live and in a read.
+fn line_key(line: &baton_shared::proto::LogLine) -> (String, u32, Option<(i64, i32)>, String) {
+    (
+        line.step_id.clone(),
+        line.attempt,
+        line.time.as_ref().map(|t| (t.seconds, t.nanos)),
+        line.message.clone(),
+    )
+}
+
+/// `baton run logs`: the kept lines; with `follow`, then the live ones until the run finishes
+/// (and, at its end, any kept line the stream did not bring, e.g. logged while it reconnected).
+async fn logs(
+    coordinator: &Coordinator,
+    filter: &LogFilter,
+    output: Output,
+    follow: bool,
+    reconnect_for: std::time::Duration,
+) -> Result<ExitCode> {
+    let print = |line: &baton_shared::proto::LogLine| match output {
+        Output::Table => print_text(&(render::log_line(line) + "\n")),
+        Output::Json => print_json(&render::log_line_json(line), false),
+    };
+    let read = || async {
+        coordinator
+            .runs()
+            .get_step_logs(baton_shared::proto::GetStepLogsRequest {
+                run_id: filter.run_id.clone(),
+                step_id: filter.step.clone(),
+                attempt: filter.attempt,
+                limit: filter.limit,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let first = read().await?;
+    if first.omitted > 0 {
+        eprintln!(
+            "note: {} older lines left out (at most {} are printed; --limit)",
+            first.omitted,
+            if filter.limit == 0 { 10_000 } else { filter.limit }
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for line in &first.lines {
+        print(line)?;
+        if follow {
+            seen.insert(line_key(line));
+        }
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = coordinator
+        .follow_run(&filter.run_id, reconnect_for, |event| match event.log.as_ref() {
+            Some(line) if event.kind == "log" && filter.wants(line) && seen.insert(line_key(line)) => print(line),
+            _ => Ok(()),
+        })
+        .await?;
+    for line in read().await?.lines {
+        if seen.insert(line_key(&line)) {
+            print(&line)?;
+        }
     }
     Ok(run_exit_code(&run))
 }

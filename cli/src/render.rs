@@ -8,7 +8,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_shared::proto::{
-    Attempt, BufferedEvents, EmitProgress, HumanTask, ItemProgress, PublishEventResponse, RegisterWorkflowResponse,
+    Attempt, BufferedEvents, EmitProgress, HumanTask, ItemProgress, LogLine, PublishEventResponse, RegisterWorkflowResponse,
     RetryPolicy, Run, RunEvent, RunStatus, Schedule, ScheduleTick, StepDefinition, StepRun, StepStatus,
     SubmitRunResponse, Workflow,
 };
@@ -592,6 +592,38 @@ fn was_retried(step: &StepRun) -> bool {
     step.attempt > 1 || step.attempts.len() > 1
 }
 
+/// Characters of an attempt's input shown in an attempts table (`run get RUN --step S --output
+/// json` shows it whole).
+const INPUT_SHOWN_CHARS: usize = 40;
+
+/// An attempt's input for a table: its JSON on one line, cut to [`INPUT_SHOWN_CHARS`] (`…`), or
+/// `omitted (SIZE)` when the answer left it out, `-` when none was recorded.
+fn attempt_input(a: &Attempt) -> String {
+    if a.input_omitted_bytes > 0 {
+        return format!("omitted ({})", size_text(a.input_omitted_bytes));
+    }
+    if a.input_json.trim().is_empty() {
+        return "-".to_owned();
+    }
+    let text = one_line(&json_text(&a.input_json));
+    if text.chars().count() > INPUT_SHOWN_CHARS {
+        let cut: String = text.chars().take(INPUT_SHOWN_CHARS - 1).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// An attempt's error, led by its type when the message does not already say it.
+fn attempt_error(a: &Attempt) -> String {
+    let error = one_line(&a.error);
+    if a.error_type.is_empty() || error.starts_with(&a.error_type) {
+        error
+    } else {
+        format!("{}: {error}", a.error_type)
+    }
+}
+
 fn attempt_row(a: &Attempt) -> Vec<String> {
     vec![
         format!("#{}", a.number),
@@ -601,14 +633,29 @@ fn attempt_row(a: &Attempt) -> Vec<String> {
             _ => "-".to_owned(),
         },
         or_dash(&a.worker),
-        one_line(&a.error),
+        attempt_error(a),
     ]
 }
 
 /// The attempt history of one step: its finished attempts, then the current one when it is still
 /// in flight.
 fn attempts_text(step: &StepRun, now_ms: i64) -> String {
-    let mut rows: Vec<Vec<String>> = step.attempts.iter().map(attempt_row).collect();
+    // The INPUT column only when some attempt recorded the input it ran with.
+    let show_input = step
+        .attempts
+        .iter()
+        .any(|a| !a.input_json.trim().is_empty() || a.input_omitted_bytes > 0);
+    let mut rows: Vec<Vec<String>> = step
+        .attempts
+        .iter()
+        .map(|a| {
+            let mut row = attempt_row(a);
+            if show_input {
+                row.insert(4, attempt_input(a));
+            }
+            row
+        })
+        .collect();
     let in_flight = matches!(
         StepStatus::try_from(step.status),
         Ok(StepStatus::Dispatched | StepStatus::Running)
@@ -621,6 +668,9 @@ fn attempts_text(step: &StepRun, now_ms: i64) -> String {
             or_dash(&step.worker),
             String::new(),
         ]);
+        if show_input && let Some(row) = rows.last_mut() {
+            row.insert(4, String::new());
+        }
     }
     // Attempts count against the retry policy from the run's last retry or re-run on.
     let title = if step.attempt_base > 0 {
@@ -643,7 +693,12 @@ fn attempts_text(step: &StepRun, now_ms: i64) -> String {
         1 => "  1 earlier attempt not shown\n".to_owned(),
         n => format!("  {n} earlier attempts not shown\n"),
     };
-    title + &earlier + &indent(&table(&["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"], &rows), 2)
+    let headers: &[&str] = if show_input {
+        &["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "INPUT", "ERROR"]
+    } else {
+        &["ATTEMPT", "OUTCOME", "DURATION", "WORKER", "ERROR"]
+    };
+    title + &earlier + &indent(&table(headers, &rows), 2)
 }
 
 /// The HANDLER cell of a step of a run: the handler of a task, the kind of the other steps, e.g.
@@ -897,6 +952,18 @@ pub fn step_text(run: &Run, now_ms: i64) -> String {
         if !step.attempts.is_empty() || step.earlier_attempts > 0 {
             out.push('\n');
             out.push_str(&attempts_text(step, now_ms));
+        }
+        // A failed attempt's details (a traceback), and where its log lines are.
+        for a in step.attempts.iter().filter(|a| !a.error_details.trim().is_empty()) {
+            out.push_str(&format!("\nDetails of attempt #{}:\n", a.number));
+            out.push_str(&indent(a.error_details.trim_end(), 2));
+        }
+        let lines: u64 = step.attempts.iter().map(|a| u64::from(a.log_lines)).sum();
+        if lines > 0 {
+            out.push_str(&format!(
+                "\nLog lines: {lines} (baton run logs {} {})\n",
+                run.id, step.id
+            ));
         }
     }
     out
@@ -1267,9 +1334,12 @@ pub fn event_line(event: &RunEvent, subject_width: usize) -> String {
     } else {
         String::new()
     };
-    // A handler's own progress event shows its JSON where a status change shows its detail.
+    // A handler's own progress event shows its JSON where a status change shows its detail, and
+    // a line it logged its level and message.
     let (status, detail) = if event.kind == "custom" {
         ("progress", one_line(&event.payload_json))
+    } else if let (Some(log), "log") = (event.log.as_ref(), event.kind.as_str()) {
+        (log.level.as_str(), one_line(&log.message))
     } else {
         (event.status.as_str(), one_line(&event.detail))
     };
@@ -1705,6 +1775,17 @@ pub struct AttemptJson {
     pub started_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
+    /// The input it ran with, `null` when none was recorded or the answer left it out.
+    pub input: Value,
+    /// The size of an input the answer left out (bytes), absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_omitted_bytes: Option<u64>,
+    /// Its error's type, `null` when none.
+    pub error_type: Option<String>,
+    /// Its error's details (a traceback), `null` when none.
+    pub error_details: Option<String>,
+    /// The log lines it keeps (`baton run logs`).
+    pub log_lines: u32,
 }
 
 /// A run as JSON.
@@ -1773,6 +1854,11 @@ fn step_json(s: &StepRun) -> StepJson {
                 worker: non_empty(&a.worker),
                 started_at: json_time(a.started_at.as_ref()),
                 finished_at: json_time(a.finished_at.as_ref()),
+                input: json_value(&a.input_json),
+                input_omitted_bytes: (a.input_omitted_bytes > 0).then_some(a.input_omitted_bytes),
+                error_type: non_empty(&a.error_type),
+                error_details: non_empty(&a.error_details),
+                log_lines: a.log_lines,
             })
             .collect(),
         earlier_attempts: s.earlier_attempts,
@@ -2008,6 +2094,59 @@ pub struct EventJson {
     /// For `custom` events: the JSON the handler emitted (absent on other events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// For `log` events: the line a handler logged (absent on other events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogLineJson>,
+}
+
+/// One log line as `baton run logs` prints it: `2026-12-06T07:01:02.123Z INFO  charge#2  message`
+/// (the time in UTC with milliseconds, the level upper case in 5 columns and a space, `step#attempt`, then the
+/// message; a message of several lines keeps them, each after the first indented to the message).
+pub fn log_line(line: &LogLine) -> String {
+    let time = ts_ms(line.time.as_ref()).map_or_else(|| "-".to_owned(), rfc3339_millis);
+    let head = format!(
+        "{time} {:<5} {}#{}  ",
+        line.level.to_uppercase(),
+        line.step_id,
+        line.attempt
+    );
+    let pad = " ".repeat(head.chars().count());
+    let message = line.message.trim_end_matches(['\n', '\r']);
+    let mut out = head;
+    for (i, part) in message.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            out.push_str(&pad);
+        }
+        out.push_str(part.trim_end_matches('\r'));
+    }
+    out.trim_end().to_owned()
+}
+
+/// A log line as JSON (`baton run logs --output json`, one object per line).
+#[derive(Debug, Serialize)]
+pub struct LogLineJson {
+    /// When the handler wrote it (the worker's clock).
+    pub time: Option<String>,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The step (`<step>#<index>` for a fan-out element).
+    pub step_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// The message.
+    pub message: String,
+}
+
+/// A log line as JSON.
+pub fn log_line_json(line: &LogLine) -> LogLineJson {
+    LogLineJson {
+        time: json_time(line.time.as_ref()),
+        level: line.level.clone(),
+        step_id: line.step_id.clone(),
+        attempt: line.attempt,
+        message: line.message.clone(),
+    }
 }
 
 /// A run event as JSON.
@@ -2022,6 +2161,7 @@ pub fn event_json(e: &RunEvent) -> EventJson {
         status: e.status.clone(),
         detail: non_empty(&e.detail),
         payload: (!e.payload_json.is_empty()).then(|| json_value(&e.payload_json)),
+        log: e.log.as_ref().map(log_line_json),
     }
 }
 

@@ -156,6 +156,13 @@ impl RunService for Fake {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn get_step_logs(
+        &self,
+        _: Request<baton_shared::proto::GetStepLogsRequest>,
+    ) -> Result<Response<baton_shared::proto::GetStepLogsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn submit_run(&self, request: Request<SubmitRunRequest>) -> Result<Response<SubmitRunResponse>, Status> {
         match request.into_inner().workflow.as_str() {
             "good" => Ok(Response::new(SubmitRunResponse {
@@ -211,6 +218,7 @@ impl RunService for Fake {
                 status: status.to_owned(),
                 detail: detail.to_owned(),
                 payload_json: String::new(),
+                log: None,
             })
         };
         let events = match run_id.as_str() {

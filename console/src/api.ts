@@ -1,6 +1,7 @@
 // The HTTP JSON API client (docs/http-api.md): the bearer token (sessionStorage), JSON errors as
 // ApiError, and a run's events read as Server-Sent Events with fetch (so the token travels in the
 // Authorization header, never in a URL).
+import type { LogLine } from "./logs";
 import { SseParser } from "./sse";
 
 const TOKEN_KEY = "baton.token";
@@ -111,6 +112,15 @@ export interface Attempt {
   worker: string;
   started_at: Time;
   finished_at: Time;
+  // The input the attempt ran with (the rendered `input:` template); null when no worker started
+  // it, or when left out of the answer (then `input_omitted_bytes` says its size).
+  input: unknown;
+  input_omitted_bytes: number;
+  // For a failed attempt: the error's type and details (a traceback or stack, at most 16 KiB).
+  error_type: string;
+  error_details: string;
+  // Log lines kept for the attempt (`GET /v1/runs/{id}/logs`).
+  log_lines: number;
 }
 
 export interface StepRun {
@@ -222,6 +232,8 @@ export interface RunEvent {
   status: string;
   detail: string;
   payload: unknown;
+  // For kind "log": the line a handler logged (live only, without a `sequence`).
+  log?: LogLine;
 }
 
 export interface Schedule {

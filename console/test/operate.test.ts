@@ -131,14 +131,15 @@ describe("the timeline", () => {
     items: null, emitted: null, waiting_for: "", completed_by: "", slot: "", slot_holders: [], ...over,
   });
   const at = (s: number) => new Date(Date.UTC(2026, 10, 30, 8, 0, s)).toISOString();
+  const data = { input: null, input_omitted_bytes: 0, error_type: "", error_details: "", log_lines: 0 };
   const run = {
     id: "r", created_at: at(0), finished_at: null,
     steps: [
       step({
         id: "a", attempt: 2, status: "succeeded", started_at: at(4), finished_at: at(6),
         attempts: [
-          { number: 1, outcome: "failed", error: "boom", worker: "w", started_at: at(1), finished_at: at(2) },
-          { number: 2, outcome: "succeeded", error: "", worker: "w", started_at: at(4), finished_at: at(6) },
+          { number: 1, outcome: "failed", error: "boom", worker: "w", started_at: at(1), finished_at: at(2), ...data },
+          { number: 2, outcome: "succeeded", error: "", worker: "w", started_at: at(4), finished_at: at(6), ...data },
         ],
       }),
       step({ id: "b", status: "running", started_at: at(6), attempt: 1 }),

@@ -444,6 +444,8 @@ impl proto::run_service_server::RunService for Api {
             let outputs = self.engine.store.read_step_outputs(&id, &fit).await?;
             view::fill_outputs(&mut view, outputs);
         }
+        // Each attempt's log count and, while the budget lasts, the input it ran with.
+        crate::step_data::fill_attempts(&self.engine, &id, &mut view).await?;
         Ok(Response::new(view))
     }
 
@@ -620,6 +622,18 @@ impl proto::run_service_server::RunService for Api {
         }))
     }
 
+    async fn get_step_logs(
+        &self,
+        req: Request<proto::GetStepLogsRequest>,
+    ) -> Result<Response<proto::GetStepLogsResponse>, Status> {
+        let r = req.into_inner();
+        check_id(&r.run_id)?;
+        check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
+        let (lines, omitted) =
+            crate::step_data::read(&self.engine, &r.run_id, &r.step_id, r.attempt, r.limit).await?;
+        Ok(Response::new(proto::GetStepLogsResponse { lines, omitted }))
+    }
+
     type WatchRunStream = EventStream;
 
     async fn watch_run(&self, req: Request<WatchRunRequest>) -> Result<Response<EventStream>, Status> {
@@ -743,6 +757,13 @@ async fn stream_events(
                     return Ok(());
                 }
             }
+            Ok(Notice::Logs(batch)) => {
+                for ev in batch.iter().filter_map(|e| crate::step_data::log_event(run_id, e)) {
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
             Ok(Notice::Gone) => return Ok(()),
             Ok(Notice::Unavailable(why)) => return Err(CoordinatorError::Unavailable(why.to_string())),
             // Fell behind the run's channel: read what was missed from Redis; the channel's
@@ -830,7 +851,7 @@ impl proto::worker_service_server::WorkerService for Api {
                 version: r.workflow_version,
                 worker: &r.worker_id,
                 attempt_base: 0,
-            })
+            }, &r.input_json)
             .await?;
         Ok(Response::new(StartStepResponse {
             disposition: disposition(d),
@@ -853,6 +874,7 @@ impl proto::worker_service_server::WorkerService for Api {
                 message: cut(f.message, MAX_FAILURE_MESSAGE_BYTES),
                 error_type: cut(f.error_type, MAX_ERROR_TYPE_BYTES),
                 retryable: f.retryable,
+                details: cut(f.details, baton_shared::limits::MAX_ERROR_DETAILS_BYTES),
             }),
             Some(report_result_request::Outcome::Suspend(s)) => {
                 check_len("suspend.event", &s.event, MAX_ID_BYTES)?;
@@ -908,6 +930,22 @@ impl proto::worker_service_server::WorkerService for Api {
             .await?;
         Ok(Response::new(HeartbeatResponse {
             disposition: disposition(d),
+        }))
+    }
+
+    async fn append_logs(
+        &self,
+        req: Request<proto::AppendLogsRequest>,
+    ) -> Result<Response<proto::AppendLogsResponse>, Status> {
+        let r = req.into_inner();
+        check_id(&r.run_id)?;
+        check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
+        check_worker_id(&r.worker_id)?;
+        let appended =
+            crate::step_data::append(&self.engine, &r.run_id, &r.step_id, r.attempt, &r.worker_id, r.lines).await?;
+        Ok(Response::new(proto::AppendLogsResponse {
+            disposition: disposition(appended.disposition),
+            dropped: u32::try_from(appended.dropped).unwrap_or(u32::MAX),
         }))
     }
 
@@ -1178,6 +1216,7 @@ fn output_too_large(len: usize, max: usize) -> StepFailure {
         ),
         error_type: "OutputTooLarge".into(),
         retryable: false,
+        details: String::new(),
     }
 }
 

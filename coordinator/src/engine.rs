@@ -312,11 +312,25 @@ impl Engine {
     /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
+    /// `input_json`, the input the worker received (`""`: none), is kept with the attempt when it
+    /// proceeds (GetRun's `Attempt.input_json`), in the same script.
     ///
     /// # Errors
-    /// `InvalidArgument` for a malformed run id; `Redis`.
-    pub async fn start_step(&self, a: &AttemptRef<'_>) -> Result<Disposition> {
+    /// `InvalidArgument` for a malformed run id, or naming `input_json` when it is over
+    /// `max_payload_bytes` or not JSON; `Redis`.
+    pub async fn start_step(&self, a: &AttemptRef<'_>, input_json: &str) -> Result<Disposition> {
         check_run_id(a.run_id)?;
+        if !input_json.is_empty() {
+            if input_json.len() > self.config.max_payload_bytes {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "input_json: {} bytes is over the limit of {} bytes (max_payload_bytes)",
+                    input_json.len(),
+                    self.config.max_payload_bytes
+                )));
+            }
+            serde_json::from_str::<serde::de::IgnoredAny>(input_json)
+                .map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
+        }
         let def = match self.registry.pinned(a.workflow, a.version).await {
             Ok(d) => d,
             Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
@@ -349,6 +363,7 @@ impl Engine {
                 slot_lease_ms: slot_lease,
                 holder: holder.as_deref(),
                 recheck_margin: HOLDER_RECHECK_MARGIN,
+                input: input_json,
             };
             match self.store.start_step(&call, &args).await? {
                 Started::Answer(d) => {
@@ -427,6 +442,11 @@ impl Engine {
             return Ok(Disposition::Stale);
         };
         let now = now_ms();
+        // A failure's type and details go into the attempt's history with its message.
+        let (error_type, error_details) = match &outcome {
+            Outcome::Failure(f) => (f.error_type.clone(), f.details.clone()),
+            _ => (String::new(), String::new()),
+        };
         // The run core classifies the report (and decides a retry); the store records it.
         let classified = classify::report(
             step,
@@ -495,6 +515,8 @@ impl Engine {
             children: &children,
             leaves: &machine::leaves_csv(&def),
             pinned: &machine::pinned(&def),
+            error_type: &error_type,
+            error_details: &error_details,
         };
         // The slot this attempt held goes to the next waiter now, not at the next timer poll (the
         // `sem-wake` timer the script arms stays as the backstop).
@@ -968,6 +990,8 @@ impl Engine {
             children: &machine::children_spec(def, &p.step_id),
             leaves: &machine::leaves_csv(def),
             pinned: &machine::pinned(def),
+            error_type: "",
+            error_details: "",
         };
         Ok(Launch::More(
             match self.store.complete_step(pre, &RunCall { run_id, now }, &args).await? {
@@ -1002,6 +1026,8 @@ impl Engine {
             children: &machine::children_spec(def, step_id),
             leaves: &machine::leaves_csv(def),
             pinned: &machine::pinned(def),
+            error_type: "",
+            error_details: "",
         };
         let completion = self
             .store
@@ -1237,6 +1263,8 @@ impl Engine {
                     children: "",
                     leaves: &machine::leaves_csv(&def),
                     pinned: &machine::pinned(&def),
+                    error_type: timed.error_type,
+                    error_details: "",
                 };
                 match self.store.complete_step(pre, &call, &args).await? {
                     Completion::Alive(last) => {

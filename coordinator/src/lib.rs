@@ -24,6 +24,7 @@ pub mod queues;
 pub mod registry;
 pub mod reset;
 pub mod schedules;
+pub mod step_data;
 pub mod store;
 pub mod supervise;
 pub mod timers;

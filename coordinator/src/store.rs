@@ -11,6 +11,9 @@ use redis::{AsyncCommands, Pipeline, aio::ConnectionManager};
 
 use crate::error::{CoordinatorError, Result};
 
+mod logs;
+pub use logs::{Appended, LogRange, StoredLine};
+
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
 /// each call to about a millisecond of Redis time (see docs/limits.md).
@@ -127,6 +130,7 @@ struct Scripts {
     release: redis::Script,
     expedite: redis::Script,
     renew: redis::Script,
+    append_logs: redis::Script,
 }
 
 /// What a worker should do with an attempt (the answer of start, heartbeat and report).
@@ -175,6 +179,9 @@ pub struct StartArgs<'a> {
     pub holder: Option<&'a str>,
     /// How long after the holder's liveness lapses its attempt is checked again.
     pub recheck_margin: Duration,
+    /// The input the worker received (JSON text, checked by the caller), kept with the attempt
+    /// as `<step>:input@<attempt>` when it proceeds; `""` records none.
+    pub input: &'a str,
 }
 
 /// `start_step.lua`'s one JSON argument (ARGV[5]): [`StartArgs`] by name.
@@ -189,6 +196,7 @@ struct StartStepJson<'a> {
     heartbeat_due: i64,
     holder: &'a str,
     recheck_ms: u64,
+    input: &'a str,
 }
 
 /// What `take_over.lua` answered.
@@ -561,6 +569,7 @@ impl Store {
             release: redis::Script::new(include_str!("scripts/release.lua")),
             expedite: redis::Script::new(include_str!("scripts/expedite.lua")),
             renew: redis::Script::new(include_str!("scripts/renew.lua")),
+            append_logs: redis::Script::new(include_str!("scripts/append_logs.lua")),
         };
         let store = Self {
             conn,
@@ -645,6 +654,7 @@ impl Store {
             &s.wake,
             &s.wake_runs,
             &s.rate,
+            &s.append_logs,
         ] {
             script.prepare_invoke().load_async(&mut conn).await?;
         }
@@ -790,6 +800,7 @@ impl Store {
             heartbeat_due: a.heartbeat_due.unwrap_or(0),
             holder: a.holder.unwrap_or_default(),
             recheck_ms: crate::machine::span_ms(a.recheck_margin),
+            input: a.input,
         })
         .map_err(|e| CoordinatorError::Internal(format!("start_step.lua: arguments: {e}")))?;
         let out = self
@@ -917,6 +928,8 @@ impl Store {
             pinned: args.pinned,
             disarm: by == ReporterPath::Worker,
             queued: plan.entries(6),
+            error_type: args.error_type,
+            error_details: args.error_details,
         })
         .map_err(|e| CoordinatorError::Internal(format!("complete_step.lua: arguments: {e}")))?;
         let a = [json, args.body.to_string()];
@@ -2568,6 +2581,12 @@ pub struct CompleteArgs<'a> {
     pub leaves: &'a str,
     /// `workflow@version`.
     pub pinned: &'a str,
+    /// For a failure: its type (`StepFailure.error_type`, or the coordinator's, e.g. `Timeout`),
+    /// kept in the attempt's history; `""` for none.
+    pub error_type: &'a str,
+    /// For a worker's failure: its details (a traceback, at most
+    /// [`baton_shared::limits::MAX_ERROR_DETAILS_BYTES`]), kept in the attempt's history.
+    pub error_details: &'a str,
 }
 
 /// Who reports an attempt's outcome to `complete_step.lua`. A worker's report and the
@@ -2706,6 +2725,8 @@ struct CompleteStepJson<'a> {
     pinned: &'a str,
     disarm: bool,
     queued: std::collections::BTreeMap<&'a str, QueuedEntry>,
+    error_type: &'a str,
+    error_details: &'a str,
 }
 
 /// Reads a `{'stale'}` or `{'dispatch', run_input, payload}` reply of `script`.

@@ -29,6 +29,10 @@ struct StoredAttempt {
     started_at: i64,
     #[serde(default)]
     finished_at: i64,
+    #[serde(default)]
+    error_type: String,
+    #[serde(default)]
+    error_details: String,
 }
 
 /// A run as the API shows it. `steps` (the steps hash) adds per-step detail; `def` gives step order,
@@ -143,6 +147,13 @@ pub fn run_view(
                     worker: a.worker,
                     started_at: timestamp(a.started_at),
                     finished_at: timestamp(a.finished_at),
+                    // Filled by GetRun from `<step>:input@<n>` and the log counters, within its
+                    // answer's budget.
+                    input_json: String::new(),
+                    input_omitted_bytes: 0,
+                    error_type: a.error_type,
+                    error_details: a.error_details,
+                    log_lines: 0,
                 })
                 .collect(),
             worker: f("worker"),
@@ -253,6 +264,7 @@ pub fn event_view(run_id: &str, id: String, f: &HashMap<String, String>) -> RunE
         status: field(f, "status").into(),
         detail: field(f, "detail").into(),
         payload_json: field(f, "payload").into(),
+        log: None,
     }
 }
 

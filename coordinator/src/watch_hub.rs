@@ -14,6 +14,10 @@
 //! the watcher drops what it has already sent by comparing sequences. A watcher that falls behind
 //! its channel ([`CHANNEL_CAPACITY`]) reads what it missed from Redis again.
 //!
+//! The reader also follows each watched run's live log tail (`Keys::log_tail`, the lines handlers
+//! log), whose entries go to the watchers as [`Notice::Logs`]: they are live only (a watcher that
+//! lags past them, or resumes, does not get them again; GetStepLogs reads the kept lines).
+//!
 //! Streams are capped per coordinator and per caller ([`WatchLimits`]); past a cap `WatchRun`
 //! answers `RESOURCE_EXHAUSTED` naming the setting. Counted in `baton_watch_streams`,
 //! `baton_watch_runs` and `baton_watch_streams_refused_total{limit}`.
@@ -68,6 +72,8 @@ pub struct WatchLimits {
 pub enum Notice {
     /// New events of the run, in order.
     Events(Arc<[StreamEntry]>),
+    /// New entries of the run's live log tail, in order (fields `step`, `attempt`, `line`).
+    Logs(Arc<[StreamEntry]>),
     /// The run's event stream is gone (the run expired): its streams end.
     Gone,
     /// The reader lost Redis: the run's streams end with `UNAVAILABLE` (this text), as a watcher
@@ -114,6 +120,10 @@ struct Sub {
     key: String,
     /// The last event id the reader has read (it reads after this).
     cursor: String,
+    /// The run's live log tail key.
+    log_key: String,
+    /// The last log tail entry the reader has read.
+    log_cursor: String,
     tx: broadcast::Sender<Notice>,
     /// Live [`Subscription`]s.
     watchers: usize,
@@ -205,6 +215,12 @@ impl WatchHub {
             .last_event_id(run_id)
             .await?
             .unwrap_or_else(|| "0-0".to_string());
+        let log_cursor = self
+            .inner
+            .store
+            .last_log_tail_id(run_id)
+            .await?
+            .unwrap_or_else(|| "0-0".to_string());
         let (sub, added) = {
             let mut state = self.inner.lock();
             match state.runs.entry(run_id.to_string()) {
@@ -220,6 +236,8 @@ impl WatchHub {
                         id,
                         key: self.inner.store.keys().events(run_id),
                         cursor,
+                        log_key: self.inner.store.keys().log_tail(run_id),
+                        log_cursor,
                         tx,
                         watchers: 1,
                     });
@@ -335,6 +353,16 @@ async fn read_loop(inner: Arc<Inner>) {
                 .map(|(run, s)| (run.clone(), s.key.clone(), s.cursor.clone()))
                 .collect()
         };
+        let tails: Vec<(String, String, String)> = {
+            let state = inner.lock();
+            watched
+                .iter()
+                .filter_map(|(run, _, _)| {
+                    let s = state.runs.get(run)?;
+                    Some((run.clone(), s.log_key.clone(), s.log_cursor.clone()))
+                })
+                .collect()
+        };
         if watched.is_empty() {
             inner.wake.notified().await;
             continue;
@@ -352,22 +380,26 @@ async fn read_loop(inner: Arc<Inner>) {
                 }
             },
         };
-        let keys: Vec<&str> = watched.iter().map(|(_, k, _)| k.as_str()).collect();
-        let cursors: Vec<&str> = watched.iter().map(|(_, _, c)| c.as_str()).collect();
+        let keys: Vec<&str> = watched.iter().chain(&tails).map(|(_, k, _)| k.as_str()).collect();
+        let cursors: Vec<&str> = watched.iter().chain(&tails).map(|(_, _, c)| c.as_str()).collect();
         match Store::read_streams(c, &keys, &cursors, BLOCK, READ_COUNT).await {
             Ok(read) => {
                 backoff = Duration::from_millis(100);
                 let run_of: HashMap<&str, &str> = watched.iter().map(|(r, k, _)| (k.as_str(), r.as_str())).collect();
+                let tail_of: HashMap<&str, &str> = tails.iter().map(|(r, k, _)| (k.as_str(), r.as_str())).collect();
                 let mut state = inner.lock();
                 for (key, entries) in read {
-                    let (Some(run), Some((last, _))) = (run_of.get(key.as_str()), entries.last()) else {
-                        continue;
-                    };
-                    if let Some(s) = state.runs.get_mut(*run) {
+                    let Some((last, _)) = entries.last() else { continue };
+                    if let Some(s) = run_of.get(key.as_str()).and_then(|run| state.runs.get_mut(*run)) {
                         if sequence(last) > sequence(&s.cursor) {
                             s.cursor = last.clone();
                         }
                         let _ = s.tx.send(Notice::Events(entries.into()));
+                    } else if let Some(s) = tail_of.get(key.as_str()).and_then(|run| state.runs.get_mut(*run)) {
+                        if sequence(last) > sequence(&s.log_cursor) {
+                            s.log_cursor = last.clone();
+                        }
+                        let _ = s.tx.send(Notice::Logs(entries.into()));
                     }
                 }
             }

@@ -35,6 +35,12 @@ impl Keys {
         format!("{}:{{{run_id}}}:events", self.prefix)
     }
 
+    /// Stream: the run's log lines as handlers append them, for live watchers only (short, and
+    /// expiring minutes after the last line; the lines themselves are kept in the steps hash).
+    pub fn log_tail(&self, run_id: &str) -> String {
+        format!("{}:{{{run_id}}}:log-tail", self.prefix)
+    }
+
     /// List: an emitting step's plan, one `<child run id>\t<input JSON>` per child.
     pub fn emit_plan(&self, run_id: &str, step: &str) -> String {
         format!("{}:{{{run_id}}}:emit:{step}", self.prefix)

@@ -109,6 +109,24 @@ pub const MAX_WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most running steps one worker may report per handler (`in_flight`): more than any prefetch.
 pub const MAX_WORKER_IN_FLIGHT: u32 = 65_535;
 
+/// Most log lines one `AppendLogs` call carries; more is `INVALID_ARGUMENT` naming `lines`.
+pub const MAX_LOG_LINES_PER_CALL: usize = 500;
+
+/// Longest log message kept, in bytes; a longer one is cut, ending `… (cut)`.
+pub const MAX_LOG_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Most log lines an attempt keeps; past it the oldest are dropped (and counted).
+pub const MAX_LOG_LINES_PER_ATTEMPT: usize = 1_000;
+
+/// Most bytes of log messages an attempt keeps; past it the oldest lines are dropped.
+pub const MAX_LOG_BYTES_PER_ATTEMPT: usize = 256 * 1024;
+
+/// Most log lines one `GetStepLogs` answer holds (its `limit` when 0 or larger).
+pub const MAX_LOG_LINES_PER_READ: usize = 10_000;
+
+/// Longest `StepFailure.details` (a traceback) kept with an attempt, in bytes; longer is cut.
+pub const MAX_ERROR_DETAILS_BYTES: usize = 16 * 1024;
+
 /// Most bytes of a caller's value echoed back in an error message.
 pub const MAX_ECHO_BYTES: usize = 200;
 

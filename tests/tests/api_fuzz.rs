@@ -1198,6 +1198,7 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                 worker_id,
                 workflow,
                 workflow_version,
+                input_json: String::new(),
             };
             checked("StartStep", Some(WORKER_FIELDS), worker.start_step(request)).await?;
         }
@@ -1217,6 +1218,7 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                     message: message.0.clone(),
                     error_type: error_type.0.clone(),
                     retryable: *retryable,
+                    details: String::new(),
                 })),
                 Outcome::Suspend { event, key, timeout_ms } => Some(report_result_request::Outcome::Suspend(Suspend {
                     event: event.0.clone(),

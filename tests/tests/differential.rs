@@ -180,6 +180,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     slot_lease_ms: 0,
                     holder: None,
                     recheck_margin: Duration::from_millis(250),
+                    input: "",
                 };
                 let there = store.start_step(&call, &args).await.unwrap() == Started::Answer(Disposition::Proceed);
                 (here, there)
@@ -196,6 +197,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                         message: "flaky".into(),
                         error_type: "Boom".into(),
                         retryable: true,
+                        details: String::new(),
                     })
                 };
                 let here = memory
@@ -227,6 +229,8 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     children: &children_spec(&def, &step),
                     leaves: &leaves_csv(&def),
                     pinned: &pinned,
+                    error_type: "",
+                    error_details: "",
                 };
                 let there = !matches!(
                     store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
@@ -268,6 +272,8 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     children: "",
                     leaves: &leaves_csv(&def),
                     pinned: &pinned,
+                    error_type: "",
+                    error_details: "",
                 };
                 let there = !matches!(
                     store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
@@ -433,6 +439,8 @@ async fn gather(
             children: &children_spec(def, &step),
             leaves: &leaves_csv(def),
             pinned: &pinned(def),
+            error_type: "",
+            error_details: "",
         };
         let there = !matches!(
             store

@@ -264,6 +264,7 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
             worker_id: "test".into(),
             workflow: "handoff".into(),
             workflow_version: version,
+            input_json: String::new(),
         })
         .await
         .expect("start a");

@@ -168,6 +168,7 @@ async fn forge_start(
         worker_id: worker.into(),
         workflow: workflow.into(),
         workflow_version: 1,
+        input_json: String::new(),
     })
     .await
     .expect("StartStep answers")
@@ -219,6 +220,7 @@ async fn forge_calls(
                 message: "forged".into(),
                 error_type: "Forged".into(),
                 retryable: false,
+                details: String::new(),
             }),
         ),
         (
@@ -452,6 +454,7 @@ async fn start_as(api: &mut WorkerServiceClient<AuthChannel>, run_id: &str, work
         worker_id: worker.into(),
         workflow: "fence-manual".into(),
         workflow_version: 1,
+        input_json: String::new(),
     })
     .await
     .expect("StartStep answers")

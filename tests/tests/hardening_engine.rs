@@ -253,6 +253,7 @@ async fn a_name_that_looks_like_an_internal_key_is_invalid_everywhere_never_inte
             worker_id: "w".into(),
             workflow: bad.into(),
             workflow_version: 1,
+            input_json: String::new(),
         })
         .await
         .unwrap_err();

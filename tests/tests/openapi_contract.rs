@@ -281,6 +281,21 @@ async fn every_constrained_field_is_refused_past_the_documents_limit_and_taken_a
             ok,
         );
     }
+    // Step logs: `limit` 1 to 10,000, `attempt` from 1, `step` at most 200 bytes.
+    let logs_limit = At::Param("/v1/runs/{run_id}/logs", "get", "limit");
+    for (n, ok) in [(10_000, true), (10_001, false), (0, false)] {
+        add("limit", logs_limit, json!(n), get(format!("/v1/runs/{uuid}/logs?limit={n}")), ok);
+    }
+    let logs_attempt = At::Param("/v1/runs/{run_id}/logs", "get", "attempt");
+    for (n, ok) in [(1, true), (0, false)] {
+        let path = format!("/v1/runs/{uuid}/logs?step=a&attempt={n}");
+        add("attempt", logs_attempt, json!(n), get(path), ok);
+    }
+    let logs_step = At::Param("/v1/runs/{run_id}/logs", "get", "step");
+    for (n, ok) in [(200, true), (201, false)] {
+        let path = format!("/v1/runs/{uuid}/logs?step={}", s(n, 's'));
+        add("step", logs_step, json!(s(n, 's')), get(path), ok);
+    }
     // Cancel reason: at most 4096 bytes.
     let reason = At::Body("CancelRunBody", "reason");
     for (n, ok) in [(4096, true), (4097, false)] {

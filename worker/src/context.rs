@@ -22,6 +22,9 @@ pub struct StepError {
     pub error_type: String,
     /// Whether another attempt may succeed.
     pub retryable: bool,
+    /// More about the failure (a stack trace, the response that failed), shown with the attempt;
+    /// the coordinator keeps at most 16 KiB. Empty for none.
+    pub details: String,
     /// Set by [`StepError::suspend`]: not a failure, a request to wait for an event.
     pub(crate) suspend: Option<SuspendRequest>,
 }
@@ -41,6 +44,7 @@ impl StepError {
             message: message.to_string(),
             error_type: String::new(),
             retryable: true,
+            details: String::new(),
             suspend: None,
         }
     }
@@ -66,6 +70,7 @@ impl StepError {
             message: format!("suspended until event {event:?} with key {key:?}"),
             error_type: "Suspended".into(),
             retryable: false,
+            details: String::new(),
             suspend: Some(SuspendRequest { event, key, timeout }),
         }
     }
@@ -81,6 +86,7 @@ impl StepError {
             message: message.to_string(),
             error_type: String::new(),
             retryable: false,
+            details: String::new(),
             suspend: None,
         }
     }
@@ -89,6 +95,13 @@ impl StepError {
     #[must_use]
     pub fn with_type(mut self, error_type: impl Into<String>) -> Self {
         self.error_type = error_type.into();
+        self
+    }
+
+    /// Sets the details shown with the failed attempt (a stack trace, a response body).
+    #[must_use]
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
         self
     }
 }
@@ -125,6 +138,8 @@ pub struct StepContext {
     /// The coordinator's answer to StartStep, sent while the handler already runs: `None` while it
     /// is awaited, `Some(true)` for PROCEED, `Some(false)` for anything else (the work is abandoned).
     pub(crate) started: tokio::sync::watch::Receiver<Option<bool>>,
+    /// The attempt's log buffer, sent by a background task ([`crate::logs`]).
+    pub(crate) log: crate::logs::StepLog,
 }
 
 impl StepContext {
@@ -222,6 +237,40 @@ impl StepContext {
     /// around long work.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await;
+    }
+
+    /// Logs a line at `level`: kept with this attempt by the coordinator (GetStepLogs, `baton run
+    /// logs`, the console's step panel) and streamed live to watchers. Lines are buffered and sent
+    /// every second or 100 lines, and before the result is reported; never blocks. A message over
+    /// 4 KiB is cut (ending `… (cut)`); an attempt keeps at most 1,000 lines and 256 KiB, its oldest
+    /// dropped first; a worker that cannot send holds at most 10,000 lines, dropping the oldest.
+    ///
+    /// ```ignore
+    /// ctx.log(LogLevel::Info, format!("charging {} cents", input.amount));
+    /// ctx.warn("the card's issuer is slow");
+    /// ```
+    pub fn log(&self, level: crate::LogLevel, message: impl AsRef<str>) {
+        self.log.push(level, message.as_ref());
+    }
+
+    /// [`StepContext::log`] at level `debug`.
+    pub fn debug(&self, message: impl AsRef<str>) {
+        self.log(crate::LogLevel::Debug, message);
+    }
+
+    /// [`StepContext::log`] at level `info`.
+    pub fn info(&self, message: impl AsRef<str>) {
+        self.log(crate::LogLevel::Info, message);
+    }
+
+    /// [`StepContext::log`] at level `warn`.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        self.log(crate::LogLevel::Warn, message);
+    }
+
+    /// [`StepContext::log`] at level `error`.
+    pub fn error(&self, message: impl AsRef<str>) {
+        self.log(crate::LogLevel::Error, message);
     }
 
     /// Tells the coordinator this attempt is alive.

@@ -32,6 +32,7 @@
 
 mod context;
 mod failover;
+mod logs;
 mod metrics;
 mod registration;
 mod runtime;
@@ -46,6 +47,7 @@ pub fn init_tracing() {
     baton_shared::process::init_tracing_as("baton-worker");
 }
 pub use context::{StepContext, StepError};
+pub use logs::LogLevel;
 pub use runtime::{
     ADDRESS_VARIABLES, DEFAULT_CALL_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError, check_coordinator_address, coordinator_uri,

@@ -726,12 +726,14 @@ async fn supervise(
                 message: cut(e.message, MAX_FAILURE_MESSAGE_BYTES),
                 error_type: e.error_type,
                 retryable: e.retryable,
+                details: cut(e.details, baton_shared::limits::MAX_ERROR_DETAILS_BYTES),
             }),
         },
         Err(join) => Outcome::Failure(StepFailure {
             message: format!("handler panicked: {join}"),
             error_type: "Panic".into(),
             retryable: true,
+            details: String::new(),
         }),
     };
     let failure = |message: String, error_type: &str, retryable: bool| {
@@ -739,6 +741,7 @@ async fn supervise(
             message,
             error_type: error_type.into(),
             retryable,
+            details: String::new(),
         })
     };
     tokio::select! {
@@ -766,6 +769,7 @@ fn output_too_large(len: usize, max: usize) -> StepFailure {
         ),
         error_type: "OutputTooLarge".into(),
         retryable: false,
+        details: String::new(),
     }
 }
 
@@ -793,6 +797,7 @@ fn refused_outcome(outcome: Option<&Outcome>, e: &tonic::Status) -> Option<StepF
         ),
         error_type: error_type.into(),
         retryable: false,
+        details: String::new(),
     })
 }
 
@@ -1152,6 +1157,7 @@ async fn handle_delivery(
         worker_id: cfg.worker_id.clone(),
         workflow: task.workflow.clone(),
         workflow_version: task.workflow_version,
+        input_json: task.input_json.clone(),
     };
 
     // With `eager_start`, StartStep and the handler start together (the start costs no wait
@@ -1183,8 +1189,20 @@ async fn handle_delivery(
         heartbeat_timeout: (task.heartbeat_timeout_ms > 0).then(|| Duration::from_millis(task.heartbeat_timeout_ms)),
         client: shared.client.clone(),
         cancel: cancel.clone(),
-        started: started_rx,
+        started: started_rx.clone(),
+        log: crate::logs::StepLog::default(),
     };
+    let log_sender = crate::logs::Sender::spawn(
+        ctx.log.clone(),
+        shared.client.clone(),
+        crate::logs::AttemptIds {
+            run_id: task.run_id.clone(),
+            step_id: task.step_id.clone(),
+            attempt: task.attempt,
+            worker_id: cfg.worker_id.clone(),
+        },
+        started_rx,
+    );
     let in_flight = crate::metrics::InFlight::start(handler_name);
     let mut ran = tokio::time::Instant::now();
     // The handler runs in its own task so that a panic fails the attempt instead of the worker;
@@ -1289,6 +1307,9 @@ async fn handle_delivery(
     crate::metrics::handler_ran(handler_name, word, ran.elapsed());
     crate::traces::record_outcome(&outcome);
     shared.cancellations.forget(&task.run_id, registration);
+    // The handler's last log lines go before its result (a result ends the attempt, after which
+    // the coordinator keeps no more lines of it).
+    log_sender.finish().await;
 
     let report = ReportResultRequest {
         run_id: task.run_id.clone(),

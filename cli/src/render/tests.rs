@@ -25,6 +25,7 @@ fn attempt(number: u32, outcome: &str, error: &str, worker: &str, start: i64, en
         worker: worker.to_owned(),
         started_at: at(start),
         finished_at: at(end),
+        ..Attempt::default()
     }
 }
 
@@ -526,6 +527,7 @@ fn event_lines() {
         status: status.to_owned(),
         detail: detail.to_owned(),
         payload_json: String::new(),
+        log: None,
     };
     let events = [
         event("run", "", 0, "running", "", 50),
@@ -1372,4 +1374,37 @@ fn purging_nothing_under_one_key_names_the_keys_that_hold_events() {
         serde_json::json!({"purged": 0, "buffered_keys": [{"key": "order-1", "count": 2}]})
     );
     assert_eq!(purged_json(1, &[]), serde_json::json!({"purged": 1}));
+}
+
+#[test]
+fn log_lines_read_time_level_step_attempt_and_message() {
+    let line = |level: &str, message: &str| baton_shared::proto::LogLine {
+        time: at(2_123),
+        level: level.to_owned(),
+        message: message.to_owned(),
+        step_id: "charge".to_owned(),
+        attempt: 2,
+    };
+    assert_eq!(
+        log_line(&line("info", "charging 12 cents")),
+        "2025-03-01T12:00:02.123Z INFO  charge#2  charging 12 cents"
+    );
+    assert_eq!(
+        log_line(&line("error", "failed:\n  at pay()\n")),
+        format!("2025-03-01T12:00:02.123Z ERROR charge#2  failed:\n{}  at pay()", " ".repeat(41))
+    );
+}
+
+#[test]
+fn attempts_show_their_input_cut_and_their_error_type() {
+    let mut run = failed_run();
+    let step = run.steps.iter_mut().find(|s| s.attempts.len() > 1).expect("a retried step");
+    step.attempts[0].input_json = format!(r#"{{"card": "{}"}}"#, "4".repeat(60));
+    step.attempts[0].error_type = "CardDeclined".to_owned();
+    step.attempts[1].input_omitted_bytes = 5_200_000;
+    let text = run_text(&run, T0 + 10_000);
+    assert!(text.contains("INPUT"), "{text}");
+    assert!(text.contains(r#"{"card": "444444444444444444444444444444…"#), "{text}");
+    assert!(text.contains("omitted (5.2 MB)"), "{text}");
+    assert!(text.contains("CardDeclined: "), "{text}");
 }

@@ -1,5 +1,6 @@
 // One run: its steps as a DAG coloured by status, updated live from the run's SSE stream; a step's
-// details (attempts, output, fan-out, children, waits, slots); cancel, retry and rerun.
+// details (attempts with their inputs and errors, logs, output, fan-out, children, waits, slots);
+// cancel, retry and rerun.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { enc, get, getStep, post, watchRun, type Run as RunT, type RunEvent, type StepRun, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
@@ -8,6 +9,8 @@ import { place, timeline } from "../timeline";
 import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, usePoll, When } from "../ui";
 import { nodeState } from "../graph";
 import { Graph } from "./Graph";
+import { MAX_LINES, type LogLine } from "../logs";
+import { AttemptCards, StepLogs } from "./StepData";
 
 const MAX_EVENTS = 200;
 /** Most events kept for the history download (the page shows the last MAX_EVENTS). */
@@ -25,6 +28,10 @@ export function RunView({ route }: { route: Route }) {
   const [live, setLive] = useState<Record<string, string>>({});
   const [runStatus, setRunStatus] = useState("");
   const [events, setEvents] = useState<RunEvent[]>([]);
+  // Log lines received live (any step; the step panel reads the rest), at most MAX_LINES.
+  const [liveLogs, setLiveLogs] = useState<LogLine[]>([]);
+  const pendingLogs = useRef<LogLine[]>([]);
+  const logFlush = useRef<number | undefined>(undefined);
   // Every event received, for the download (at most MAX_HISTORY, the oldest dropped first).
   const history = useRef<RunEvent[]>([]);
   const [view, setView] = useState<"graph" | "timeline">("graph");
@@ -41,10 +48,29 @@ export function RunView({ route }: { route: Route }) {
     setLive({});
     setRunStatus("");
     setEvents([]);
+    setLiveLogs([]);
+    pendingLogs.current = [];
     history.current = [];
     const stop = watchRun(
       id,
       (e) => {
+        // A log line is live only (no sequence): it goes to the step panel, not the history.
+        // Lines are handed on in batches (every 200 ms), so a chatty handler costs one render
+        // per batch, not one per line.
+        if (e.kind === "log") {
+          if (e.log) pendingLogs.current.push(e.log);
+          if (e.log && logFlush.current === undefined)
+            logFlush.current = window.setTimeout(() => {
+              logFlush.current = undefined;
+              const batch = pendingLogs.current;
+              pendingLogs.current = [];
+              setLiveLogs((old) => {
+                const all = old.concat(batch);
+                return all.length > MAX_LINES ? all.slice(all.length - MAX_LINES) : all;
+              });
+            }, 200);
+          return;
+        }
         setEvents((old) => [...old.slice(-(MAX_EVENTS - 1)), e]);
         if (!history.current.some((h) => h.sequence === e.sequence)) {
           history.current.push(e);
@@ -65,6 +91,8 @@ export function RunView({ route }: { route: Route }) {
       stop();
       if (refetch.current !== undefined) clearTimeout(refetch.current);
       refetch.current = undefined;
+      if (logFlush.current !== undefined) clearTimeout(logFlush.current);
+      logFlush.current = undefined;
     };
   }, [id, watchGen]);
 
@@ -191,7 +219,11 @@ export function RunView({ route }: { route: Route }) {
           <p class="muted">Select a step for its attempts, output and waits.</p>
         </div>
         <aside class="detail" aria-label="Step details">
-          {step ? <StepDetail step={step} def={def} run={run} liveStatus={statuses[step.id]} /> : <RunIo run={run} />}
+          {step ? (
+            <StepDetail step={step} def={def} run={run} liveStatus={statuses[step.id]} liveLogs={liveLogs} reload={`${stream} ${status}`} />
+          ) : (
+            <RunIo run={run} />
+          )}
         </aside>
       </div>
       <details>
@@ -292,7 +324,21 @@ function RunActions({ run, status, selected, onDone }: { run: RunT; status: stri
   );
 }
 
-function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workflow["steps"][number]; run: RunT; liveStatus?: string }) {
+function StepDetail({
+  step,
+  def,
+  run,
+  liveStatus,
+  liveLogs,
+  reload,
+}: {
+  step: StepRun;
+  def?: Workflow["steps"][number];
+  run: RunT;
+  liveStatus?: string;
+  liveLogs: LogLine[];
+  reload: string;
+}) {
   const tasks = step.kind === "human" && statusWord(liveStatus ?? step.status) === "waiting";
   return (
     <div data-testid="step-detail">
@@ -432,18 +478,21 @@ function StepDetail({ step, def, run, liveStatus }: { step: StepRun; def?: Workf
         </table>
         </div>
       )}
-      <h3>Input</h3>
+      {step.attempts.length > 0 && <AttemptCards stepId={step.id} attempts={step.attempts} />}
+      <h3>Logs</h3>
+      <StepLogs runId={run.id} stepId={step.id} live={liveLogs} reload={reload} />
+      <h3>Input template</h3>
       {def?.input_template !== undefined && def?.input_template !== null ? (
-        <>
-          <p class="muted">The step's input template (the API does not return the resolved input):</p>
+        <details>
+          <summary>The step's <code>input:</code> template (each attempt's resolved input is above)</summary>
           <Json value={def.input_template} label="Input template" />
-        </>
+        </details>
       ) : def?.for_each ? (
         <p>
           One element of <code>{def.for_each}</code> per call.
         </p>
       ) : (
-        <p class="muted">The run input.</p>
+        <p class="muted">None: the step gets the run input.</p>
       )}
       <h3>Output</h3>
       {step.output_omitted_bytes > 0 ? (

@@ -24,6 +24,7 @@ fn failure(message: &str) -> Outcome {
         message: message.into(),
         error_type: "Boom".into(),
         retryable: true,
+        details: String::new(),
     })
 }
 

@@ -137,6 +137,7 @@ fn api_routes() -> OpenApiRouter<Arc<HttpState>> {
         .routes(routes!(workflows::get, workflows::delete))
         .routes(routes!(runs::submit, runs::list))
         .routes(routes!(runs::get))
+        .routes(routes!(runs::logs))
         .routes(routes!(sse::events))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::retry))

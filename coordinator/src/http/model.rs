@@ -592,6 +592,17 @@ pub struct Attempt {
     pub started_at: Option<String>,
     /// Finished.
     pub finished_at: Option<String>,
+    /// The input the attempt ran with (the rendered `input:` template); null when no worker
+    /// started it, or when left out of the answer (`input_omitted_bytes`).
+    pub input: Value,
+    /// The size of the input left out to keep the answer within its budget (bytes); 0 otherwise.
+    pub input_omitted_bytes: u64,
+    /// For a failed attempt: the error's type (e.g. `ValueError`, `Timeout`).
+    pub error_type: String,
+    /// For a failed attempt: a traceback or stack trace, at most 16 KiB.
+    pub error_details: String,
+    /// Log lines kept for the attempt (at most 1,000; read them at `/v1/runs/{id}/logs`).
+    pub log_lines: u32,
 }
 
 /// Fan-out progress.
@@ -674,6 +685,11 @@ impl From<proto::StepRun> for StepRun {
                     worker: a.worker,
                     started_at: time(a.started_at.as_ref()),
                     finished_at: time(a.finished_at.as_ref()),
+                    input: json(&a.input_json),
+                    input_omitted_bytes: a.input_omitted_bytes,
+                    error_type: a.error_type,
+                    error_details: a.error_details,
+                    log_lines: a.log_lines,
                 })
                 .collect(),
             earlier_attempts: s.earlier_attempts,
@@ -709,7 +725,7 @@ pub struct RunEvent {
     pub sequence: String,
     /// When.
     pub time: Option<String>,
-    /// `run`, `step` or `custom`.
+    /// `run`, `step`, `custom` or `log`.
     pub kind: String,
     /// Empty for run events.
     pub step_id: String,
@@ -721,6 +737,46 @@ pub struct RunEvent {
     pub detail: String,
     /// For `custom`: what the handler emitted.
     pub payload: Value,
+    /// For `log`: the line a handler logged (live only: a resumed stream does not repeat log
+    /// lines, and a log event has no `sequence`; read them at `/v1/runs/{id}/logs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogLine>,
+}
+
+/// One line a handler logged (`ctx.log`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLine {
+    /// When the handler wrote it (the worker's clock), RFC 3339 with milliseconds.
+    pub time: Option<String>,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// At most 4 KiB (a longer line is cut, ending `… (cut)`).
+    pub message: String,
+    /// The step (a fan-out element is `<step>#<index>`).
+    pub step_id: String,
+    /// The attempt.
+    pub attempt: u32,
+}
+
+impl From<proto::LogLine> for LogLine {
+    fn from(l: proto::LogLine) -> Self {
+        Self {
+            time: time(l.time.as_ref()),
+            level: l.level,
+            message: l.message,
+            step_id: l.step_id,
+            attempt: l.attempt,
+        }
+    }
+}
+
+/// `GET /v1/runs/{id}/logs`: a run's log lines, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepLogs {
+    /// The lines.
+    pub lines: Vec<LogLine>,
+    /// Lines left out by `limit` (the oldest).
+    pub omitted: u32,
 }
 
 impl From<proto::RunEvent> for RunEvent {
@@ -735,6 +791,7 @@ impl From<proto::RunEvent> for RunEvent {
             status: e.status,
             detail: e.detail,
             payload: json(&e.payload_json),
+            log: e.log.map(LogLine::from),
         }
     }
 }

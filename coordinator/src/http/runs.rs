@@ -14,8 +14,8 @@ use super::{
     extract::{JsonBody, PathParams, Query},
     method,
     model::{
-        CancelRunBody, Empty, ErrorBody, RerunRunBody, Run, RunList, RunOperation, SubmitRunAnswer, SubmitRunBody,
-        json_text, parse_time,
+        CancelRunBody, Empty, ErrorBody, LogLine, RerunRunBody, Run, RunList, RunOperation, StepLogs,
+        SubmitRunAnswer, SubmitRunBody, json_text, parse_time,
     },
     schema::{Key, Rfc3339, RunId, RunPageToken, RunStatusWord, ShortId, WorkflowName},
 };
@@ -182,6 +182,70 @@ pub async fn get(
         )
         .await?;
     Ok(Json(r.into()))
+}
+
+/// Query of `GET /v1/runs/{run_id}/logs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct StepLogsQuery {
+    /// Only this step's lines (a fan-out step's include its elements', `<step>#<index>`).
+    #[param(value_type = Option<ShortId>)]
+    step: String,
+    /// Only this attempt of `step` (which is then required).
+    #[param(minimum = 1)]
+    attempt: Option<u32>,
+    /// At most this many lines, the newest (default and most 10,000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+/// The log lines handlers wrote for a run's attempts (`ctx.log`), oldest first. Each attempt keeps
+/// at most 1,000 lines and 256 KiB (its oldest dropped first); live lines also arrive on the
+/// events stream (`event: log`).
+#[utoipa::path(get, operation_id = "GetStepLogs", path = "/v1/runs/{run_id}/logs", tag = "runs",
+    params(("run_id" = RunId, Path, description = "The run's id (a UUID)"), StepLogsQuery),
+    responses(
+        (status = 200, description = "The lines (at most 10,000 and 3 MiB; `omitted` counts the older ones left out)", body = StepLogs),
+        (status = "default", description = "An error (400 names the parameter; 404: no such run, or it expired, or no such step)", body = ErrorBody),
+    ))]
+pub async fn logs(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    PathParams(run_id): PathParams<String>,
+    Query(q): Query<StepLogsQuery>,
+) -> Result<Json<StepLogs>, ApiError> {
+    let limit = check_limit(q.limit, baton_shared::limits::MAX_LOG_LINES_PER_READ as u32)?;
+    if q.step.len() > crate::api::MAX_ID_BYTES {
+        return Err(ApiError::invalid(format!(
+            "step: must be at most {} bytes (got {} bytes: {})",
+            crate::api::MAX_ID_BYTES,
+            q.step.len(),
+            baton_shared::limits::echo(&q.step)
+        )));
+    }
+    let attempt = match q.attempt {
+        Some(0) => return Err(ApiError::invalid("attempt: must be at least 1 (got 0)")),
+        Some(n) => n,
+        None => 0,
+    };
+    let r = s
+        .call(
+            method!("RunService/GetStepLogs"),
+            &headers,
+            proto::GetStepLogsRequest {
+                run_id,
+                step_id: q.step,
+                attempt,
+                limit,
+            },
+            |api, req| async move { api.get_step_logs(req).await },
+        )
+        .await?;
+    Ok(Json(StepLogs {
+        lines: r.lines.into_iter().map(LogLine::from).collect(),
+        omitted: r.omitted,
+    }))
 }
 
 /// Cancels a run: unfinished steps become cancelled.

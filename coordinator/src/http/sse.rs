@@ -52,7 +52,7 @@ pub struct EventsQuery {
         EventsQuery,
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `id:` the sequence, `event:` `run`, `step`, `custom` (`data:` a RunEvent) or `end` (`data: {\"status\": ...}`) ", content_type = "text/event-stream", body = RunEvent),
+        (status = 200, description = "`text/event-stream`: `id:` the sequence, `event:` `run`, `step`, `custom`, `log` (live only, without `id:`) (`data:` a RunEvent) or `end` (`data: {\"status\": ...}`) ", content_type = "text/event-stream", body = RunEvent),
         (status = "default", description = "An error before the stream starts (400 bad id or sequence, 404 no such run)", body = ErrorBody),
     ))]
 pub async fn events(
@@ -98,7 +98,10 @@ pub async fn events(
             let event = match next {
                 Some(Ok(ev)) => {
                     let (id, kind) = (ev.sequence.clone(), ev.kind.clone());
-                    Event::default().id(id).event(kind).json_data(RunEvent::from(ev))
+                    // A log line has no sequence (live only): it leaves the Last-Event-ID as it was.
+                    let event = Event::default().event(kind);
+                    let event = if id.is_empty() { event } else { event.id(id) };
+                    event.json_data(RunEvent::from(ev))
                 }
                 Some(Err(status)) => {
                     let body = ApiError::from(status).body();

@@ -68,15 +68,32 @@ local function cut_text(s, max)
   return string.sub(s, 1, e) .. '… (cut)'
 end
 
+-- Deletes what attempt `n` of `step` kept beside its history entry: its input and its log lines
+-- (fields of append_logs.lua; its `:log_index` line stays, and reads as no lines).
+local function forget_attempt(step, n)
+  local sfx = '@' .. tostring(n)
+  local r = redis.call('HMGET', STEPS, step .. ':log_first' .. sfx, step .. ':log_n' .. sfx)
+  local fields = { step .. ':input' .. sfx, step .. ':log_first' .. sfx, step .. ':log_n' .. sfx, step .. ':log_bytes' .. sfx }
+  for seq = tonumber(r[1]) or 0, (tonumber(r[2]) or 0) - 1 do
+    fields[#fields + 1] = step .. ':log' .. sfx .. '#' .. seq
+  end
+  redis.call('HDEL', STEPS, unpack(fields))
+end
+
 -- Appends one finished attempt to the step's history (a JSON array), its error cut to
 -- MAX_ATTEMPT_ERROR bytes. Only the last KEPT_ATTEMPTS stay; older ones are counted in
 -- `<step>:history_dropped`, so a step retried 1,000 times holds a bounded entry. `started_at`
--- (Unix ms, 0: never started) defaults to the step's own.
-local function record_attempt(step, attempt, outcome, err, worker, started_at)
+-- (Unix ms, 0: never started) defaults to the step's own. `extra` (optional): more fields of the
+-- entry (error_type, error_details), those that are '' left out. An attempt that leaves the history
+-- takes its kept input and log lines (append_logs.lua) with it.
+local function record_attempt(step, attempt, outcome, err, worker, started_at, extra)
   local entry = {
     number = attempt, outcome = outcome, error = cut_text(err or '', MAX_ATTEMPT_ERROR), worker = worker or '',
     started_at = started_at or tonumber(sget(step, 'started_at')) or 0, finished_at = NOW,
   }
+  for k, v in pairs(extra or {}) do
+    if v ~= '' then entry[k] = v end
+  end
   local h = sget(step, 'history')
   local list = {}
   if h and h ~= '' and h ~= '[]' then list = cjson.decode(h) end
@@ -84,6 +101,7 @@ local function record_attempt(step, attempt, outcome, err, worker, started_at)
   local over = #list - KEPT_ATTEMPTS
   if over > 0 then
     local kept = {}
+    for i = 1, over do forget_attempt(step, list[i].number) end
     for i = over + 1, #list do kept[#kept + 1] = list[i] end
     list = kept
     redis.call('HINCRBY', STEPS, step .. ':history_dropped', over)

@@ -25,7 +25,9 @@
 --   disarm: for by 'worker', disarm the attempt's timeout and heartbeat timers;
 --   queued: { child = { key = i, s2s_ms = ms } } for the children that go straight to a worker
 --     when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
---     and, with s2s_ms > 0, gets a schedule-to-start timer (NX).
+--     and, with s2s_ms > 0, gets a schedule-to-start timer (NX);
+--   error_type, error_details: for a failure, its type and details (a traceback), kept in the
+--     attempt's history ('' for none).
 -- ARGV[6] the output JSON ('ok', 'emit', 'items'), the reason ('skip') or the error message.
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
@@ -123,7 +125,7 @@ end
 
 local word = (outcome == 'error') and 'failed' or 'timed_out'
 local message = BODY
-record_attempt(step, attempt, word, message, worker)
+record_attempt(step, attempt, word, message, worker, nil, { error_type = A.error_type, error_details = A.error_details })
 local retry_at = tonumber(A.retry_at)
 if retry_at > 0 then
   sset(step, 'status', 'retrying', 'attempt', tostring(attempt + 1), 'error', message,

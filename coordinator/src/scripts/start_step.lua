@@ -9,7 +9,8 @@
 --   timeout_due: the start-to-close timeout's due time (Unix ms); heartbeat_due: the heartbeat
 --   timeout's due time (Unix ms; 0 for none); holder: the holder an earlier call answered ('' on a
 --   first call); recheck_ms: how long after the holder's liveness key expires its attempt is
---   checked again (ms).
+--   checked again (ms); input: the input the worker received (JSON text; '' for none), kept as
+--   `<step>:input@<attempt>` when the attempt proceeds.
 -- Returns {'proceed'}, {'stale'} (not the current attempt, or no longer startable),
 -- {'cancelled'} (the run is over), {'held', holder} (another worker started the attempt: call
 -- again with its id and liveness key), or {'duplicate'} (that worker is alive and holds the
@@ -47,6 +48,7 @@ if holder ~= '' and holder ~= worker then
   taken_over = true
 end
 sset(step, 'status', 'running', 'started_at', tostring(NOW), 'heartbeat_at', tostring(NOW), 'worker', worker)
+if A.input and A.input ~= '' then sset(step, 'input@' .. tostring(attempt), A.input) end
 redis.call('ZADD', TIMERS, math.min(tonumber(A.timeout_due), LATEST), 'timeout|' .. member)
 if tonumber(A.heartbeat_due) > 0 then
   redis.call('ZADD', TIMERS, math.min(tonumber(A.heartbeat_due), LATEST), 'heartbeat|' .. member)

@@ -5,6 +5,7 @@ they start or see something, so a test waits on what really happened instead of 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -141,3 +142,48 @@ async def cancellable(_: Any, ctx: Context) -> dict[str, Any]:
         return {"cancelled": False}
     mark("saw-cancel", ctx.run_id)
     return {"cancelled": True}
+
+
+@dataclass
+class Charge:
+    order: str
+    amount: int = 0
+    # Attempts before this one log and raise; this one succeeds.
+    succeed_on_attempt: int = 2
+
+
+@worker.handler("py.charge")
+async def charge(c: Charge, ctx: Context) -> dict[str, Any]:
+    """Writes its step log (ctx.log at each level, and the stdlib logging, captured when the worker
+    has BATON_CAPTURE_LOGGING=true), then raises a plain exception until `succeed_on_attempt`."""
+    ctx.info(f"charging order {c.order}: {c.amount} EUR")
+    ctx.debug(f"attempt {ctx.attempt}")
+    logging.getLogger("shop.payments").warning("gateway slow for %s", c.order)
+    if ctx.attempt < c.succeed_on_attempt:
+        ctx.error("the card was declined")
+        raise LookupError(f"card declined for order {c.order}")
+    ctx.log("charged", level="warn")
+    return {"charged": c.amount}
+
+
+@worker.handler("py.ticker")
+async def ticker(s: Sleep, ctx: Context) -> dict[str, int]:
+    """Logs `tick <i>` every `ms` milliseconds, 10 times (a line at a time: the live stream)."""
+    for i in range(10):
+        ctx.info(f"tick {i}")
+        await asyncio.sleep(s.ms / 1000)
+    return {"ticks": 10}
+
+
+@worker.handler("py.eager_probe")
+async def eager_probe(s: Sleep, ctx: Context) -> dict[str, Any]:
+    """Marks `<marker>` as it starts, `<marker>-cancelled` when it is cancelled (an abandoned
+    eager start) and `<marker>-finished` when it returns."""
+    mark(s.marker, f"{ctx.run_id} {ctx.attempt} started")
+    try:
+        await asyncio.sleep(s.ms / 1000)
+    except asyncio.CancelledError:
+        mark(f"{s.marker}-cancelled", f"{ctx.run_id} {ctx.attempt}")
+        raise
+    mark(f"{s.marker}-finished", f"{ctx.run_id} {ctx.attempt}")
+    return {"slept_ms": s.ms}

@@ -13,11 +13,14 @@
 //! returns what it computed and the event's payload; counts `exec` and `resumed`),
 //! `guarded` (`{"pool": P, "ms": M}`: counts how many run at once per pool in
 //! `<namespace>:test:inside:<P>`, keeps the most ever seen in `<namespace>:test:max-inside:<P>`,
-//! appends its start time (Unix ms) to the list `<namespace>:test:starts:<P>`, sleeps M ms).
+//! appends its start time (Unix ms) to the list `<namespace>:test:starts:<P>`, sleeps M ms),
+//! `chatty` (`{"lines": N, "ms": M, "succeed_on_attempt": A}`: logs N lines `line i of attempt a`
+//! with `ctx.log`, levels debug, info, warn, error in turn, M ms apart; before attempt A it fails
+//! with type `Flaky` and details `Traceback: attempt a`).
 
 use std::time::Duration;
 
-use baton_worker::{StepContext, StepError, Worker, WorkerConfig};
+use baton_worker::{LogLevel, StepContext, StepError, Worker, WorkerConfig};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -53,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let c8 = counter.clone();
+    let c9 = counter.clone();
     let (c1, c2, c3, c4, c5, c6, c7) = (
         counter.clone(),
         counter.clone(),
@@ -213,6 +217,26 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(50))).await;
                 let _: Result<i64, _> = conn.decr(&inside, 1).await;
                 Ok::<_, StepError>(json!({"pool": pool}))
+            }
+        })
+        .handler("chatty", move |ctx: StepContext, input: Value| {
+            let c = c9.clone();
+            async move {
+                c.count(&ctx).await;
+                let levels = [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error];
+                let ms = input["ms"].as_u64().unwrap_or(0);
+                for i in 0..input["lines"].as_u64().unwrap_or(3) {
+                    ctx.log(levels[(i % 4) as usize], format!("line {i} of attempt {}", ctx.attempt()));
+                    if ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                }
+                if u64::from(ctx.attempt()) < input["succeed_on_attempt"].as_u64().unwrap_or(1) {
+                    return Err(StepError::retryable(format!("attempt {} is flaky", ctx.attempt()))
+                        .with_type("Flaky")
+                        .with_details(format!("Traceback: attempt {}\n  at chatty", ctx.attempt())));
+                }
+                Ok::<_, StepError>(json!({"attempt": ctx.attempt()}))
             }
         })
         .run(baton_worker::shutdown_signal())

@@ -5,6 +5,7 @@ coordinator's gRPC API."""
 from baton._rpc import Tls
 from baton.client import RUN_STATUSES, AsyncClient, Client, Run, RunEvent, RunPage, StepRun, Submitted
 from baton.context import Context
+from baton.logs import LogLine, StepLogs
 from baton.errors import (
     AlreadyExists,
     BatonError,
@@ -35,6 +36,7 @@ __all__ = [
     "FailedPrecondition",
     "InputError",
     "InvalidArgument",
+    "LogLine",
     "NonRetryableError",
     "NotFound",
     "PermissionDenied",
@@ -47,6 +49,7 @@ __all__ = [
     "RunPage",
     "Step",
     "StepError",
+    "StepLogs",
     "StepRun",
     "Submitted",
     "Suspend",

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from baton import _rpc
 from baton.errors import RunFailed, Unavailable, error_from_rpc
+from baton.logs import LogLine, StepLogs
 from baton.v1 import baton_pb2 as pb
 from baton.workflow import Workflow
 
@@ -35,6 +36,7 @@ __all__ = [
     "TERMINAL",
     "RUN_STATUSES",
     "MAX_PAGE_SIZE",
+    "MAX_LOG_LINES",
 ]
 
 T = TypeVar("T")
@@ -49,6 +51,9 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "timed
 
 MAX_PAGE_SIZE = 1000
 """Most runs one ListRuns page holds (the coordinator's limit)."""
+
+MAX_LOG_LINES = 10_000
+"""Most log lines one `step_logs` answer holds (the coordinator's bound)."""
 
 # How long `wait` pauses before following a run again after its stream ended early or the
 # coordinator could not be reached (seconds; doubled each time up to the second figure).
@@ -91,6 +96,26 @@ def _typed(run: Run, result_type: type[T] | None, step: str | None) -> Any:
         return pydantic.TypeAdapter(result_type).validate_python(value)
     except pydantic.ValidationError as e:
         raise RunFailed(run, f"its output does not validate as {getattr(result_type, '__name__', result_type)}: {e}") from None
+
+
+def _log_query(run_id: str, step: str | None, attempt: int | None, limit: int) -> pb.GetStepLogsRequest:
+    """The GetStepLogs request; ValueError naming `attempt` (1 or more, with a step) or `limit` (0
+    to 10,000) before any call."""
+    if attempt is not None:
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1 or attempt > 2**32 - 1:
+            raise ValueError(f"attempt: must be 1 or more, not {attempt!r}")
+        if not step:
+            raise ValueError("attempt: needs a step")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LOG_LINES:
+        raise ValueError(f"limit: must be from 0 to {MAX_LOG_LINES}, not {limit!r}")
+    return pb.GetStepLogsRequest(run_id=run_id, step_id=step or "", attempt=attempt or 0, limit=limit)
+
+
+def _line_matches(line: LogLine, step: str | None, attempt: int | None) -> bool:
+    """Whether a line belongs to `step` (a fan-out step includes its elements `step#i`) and `attempt`."""
+    if step and line.step_id != step and not line.step_id.startswith(f"{step}#"):
+        return False
+    return attempt is None or line.attempt == attempt
 
 
 def _json(text: str) -> Any:
@@ -171,9 +196,10 @@ class Run:
 
 @dataclass(frozen=True)
 class RunEvent:
-    """One event of a run's history: `kind` (`run`, `step` or `custom`), `step_id` (empty for run
-    events), `attempt`, `status` (lower case), `detail`, and for custom events the `payload` a
-    handler emitted."""
+    """One event of a run's history: `kind` (`run`, `step`, `custom` or `log`), `step_id` (empty
+    for run events), `attempt`, `status` (lower case), `detail`, for custom events the `payload` a
+    handler emitted, and for log events the `log` line a handler wrote (live only: a resumed
+    stream does not repeat them; `step_logs` reads them)."""
 
     run_id: str
     sequence: str
@@ -183,6 +209,7 @@ class RunEvent:
     status: str
     detail: str
     payload: Any
+    log: LogLine | None = None
 
     @staticmethod
     def of(e: pb.RunEvent) -> RunEvent:
@@ -195,6 +222,7 @@ class RunEvent:
             status=e.status,
             detail=e.detail,
             payload=_json(e.payload_json),
+            log=LogLine.of(e.log) if e.HasField("log") else None,
         )
 
 
@@ -399,6 +427,64 @@ class AsyncClient:
             raise error_from_rpc(e) from None
         finally:
             call.cancel()
+
+    async def step_logs(
+        self, run_id: str, step: str | None = None, attempt: int | None = None, *, limit: int = 0
+    ) -> StepLogs:
+        """The log lines handlers wrote for a run, oldest first: every step, one `step` (a fan-out
+        step includes its elements' lines, `step#index`) or one `attempt` (1-based) of it; at most
+        `limit` lines (0: the coordinator's bound, 10,000), the newest kept and the rest counted in
+        `omitted`. NotFound for an unknown or expired run, or naming `step_id` for a step the run
+        does not have; ValueError naming `attempt` or `limit` before any call."""
+        req = _log_query(run_id, step, attempt, limit)
+        resp = await self._call("/baton.v1.RunService/GetStepLogs", req, pb.GetStepLogsResponse)
+        return StepLogs([LogLine.of(line) for line in resp.lines], resp.omitted)
+
+    async def follow_logs(
+        self, run_id: str, step: str | None = None, attempt: int | None = None
+    ) -> AsyncGenerator[LogLine, None]:
+        """The run's log lines (all steps, one `step` or one `attempt` of it, as `step_logs`):
+        those written so far, then each new one as a handler writes it (WatchRun's `log` events),
+        until the run finishes. No time limit. `async for line in client.follow_logs(run_id):
+        print(line)`. Errors as `step_logs` and `watch`."""
+        req = _log_query(run_id, step, attempt, 0)
+        events = self.watch(run_id).__aiter__()
+        # The stream is open once its first event (the run's history replayed) came: lines
+        # written from then on arrive live; those before are read with GetStepLogs, and a line
+        # both ways is given once.
+        pending: list[RunEvent] = []
+        try:
+            try:
+                pending.append(await events.__anext__())
+            except StopAsyncIteration:
+                pass
+            resp = await self._call("/baton.v1.RunService/GetStepLogs", req, pb.GetStepLogsResponse)
+            seen = set()
+            for raw in resp.lines:
+                line = LogLine.of(raw)
+                seen.add((line.step_id, line.attempt, line.time, line.level, line.message))
+                yield line
+
+            async def rest() -> AsyncGenerator[RunEvent, None]:
+                for e in pending:
+                    yield e
+                if pending:
+                    async for e in events:
+                        yield e
+
+            async for event in rest():
+                live = event.log
+                if event.kind != "log" or live is None or not _line_matches(live, step, attempt):
+                    continue
+                key = (live.step_id, live.attempt, live.time, live.level, live.message)
+                if key in seen:
+                    seen.discard(key)
+                    continue
+                yield live
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     @overload
     async def wait(self, run_id: str, *, timeout: float | None = None) -> Run: ...
@@ -689,6 +775,16 @@ class Client:
     def watch(self, run_id: str, *, after_sequence: str = "") -> Iterator[RunEvent]:
         """The events of the run as a blocking iterator (see AsyncClient.watch)."""
         return self._iterate(self._async.watch(run_id, after_sequence=after_sequence))
+
+    def step_logs(self, run_id: str, step: str | None = None, attempt: int | None = None, *, limit: int = 0) -> StepLogs:
+        """The run's log lines, oldest first (see AsyncClient.step_logs): `for line in
+        client.step_logs(run_id, "charge"): print(line)`."""
+        return self._run(self._async.step_logs(run_id, step, attempt, limit=limit))
+
+    def follow_logs(self, run_id: str, step: str | None = None, attempt: int | None = None) -> Iterator[LogLine]:
+        """The run's log lines so far, then live ones until the run finishes, as a blocking
+        iterator (see AsyncClient.follow_logs)."""
+        return self._iterate(self._async.follow_logs(run_id, step, attempt))
 
     @overload
     def wait(self, run_id: str, *, timeout: float | None = None) -> Run: ...

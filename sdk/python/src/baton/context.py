@@ -1,5 +1,5 @@
 """What a handler sees of its step: ids, attempt, parent outputs, resume data, the cancellation
-event, and the calls it may make while it runs (heartbeat, emit)."""
+event, and the calls it may make while it runs (heartbeat, emit, log)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pydantic
 import pydantic_core
 
 from baton.errors import InputError, NonRetryableError
+from baton.logs import LogBuffer, level_word
 
 T = TypeVar("T")
 
@@ -42,6 +43,10 @@ class Context:
     - `timeout` and `heartbeat_timeout`: seconds (the latter None when the step has none);
     - `cancelled`: an asyncio.Event set when the run is cancelled or this attempt is superseded
       (`is_cancelled` reads it from a sync handler's thread).
+
+    `log` (and `debug`, `info`, `warn`, `error`) write the step's log: lines kept with the attempt
+    by the coordinator, shown by the console's step panel, `baton run logs` and
+    `Client.step_logs`.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class Context:
         heartbeat_timeout: float | None,
         caller: Caller,
         loop: asyncio.AbstractEventLoop,
+        logs: LogBuffer | None = None,
     ) -> None:
         self.run_id = run_id
         self._raw_step_id = step_id
@@ -80,6 +86,10 @@ class Context:
         self.cancelled = asyncio.Event()
         self._caller = caller
         self._loop = loop
+        self._logs = logs
+        # The coordinator's answer to StartStep: True for PROCEED. With eager start the handler
+        # runs before it comes; heartbeats, events and log lines wait for it.
+        self._started: asyncio.Future[bool] = loop.create_future()
 
     @property
     def idempotency_key(self) -> str:
@@ -113,11 +123,43 @@ class Context:
         except pydantic.ValidationError as e:
             raise InputError(f"output of {step_id!r}: {e}") from None
 
+    def log(self, message: str, level: str = "info") -> None:
+        """Adds a line to the step's log: `level` is `debug`, `info` (the default), `warn` or
+        `error` (`warning` and `critical` are taken too), the time is now. Returns at once, from an
+        async or a sync handler (any thread): lines are buffered and sent by the worker every
+        second, at 100 lines, and before the result. A message over 4 KiB is cut (ending
+        `… (cut)`); the coordinator keeps the last 1,000 lines and 256 KiB of an attempt.
+        ValueError naming `level` for another level."""
+        self._add_log(level_word(level), str(message))
+
+    def debug(self, message: str) -> None:
+        """`log(message, level="debug")`."""
+        self._add_log("debug", str(message))
+
+    def info(self, message: str) -> None:
+        """`log(message, level="info")`."""
+        self._add_log("info", str(message))
+
+    def warn(self, message: str) -> None:
+        """`log(message, level="warn")`."""
+        self._add_log("warn", str(message))
+
+    warning = warn
+
+    def error(self, message: str) -> None:
+        """`log(message, level="error")`."""
+        self._add_log("error", str(message))
+
+    def _add_log(self, level: str, message: str) -> None:
+        if self._logs is not None:
+            self._logs.add(level, message)
+
     async def heartbeat(self) -> None:
         """Tells the coordinator this attempt is alive (call it more often than
         `heartbeat_timeout`). Raises NonRetryableError type `Cancelled` (and sets `cancelled`) when
         the attempt is no longer current or the run is over; RetryableError when the coordinator
         cannot be reached."""
+        await self._await_start()
         self._check(await self._caller("heartbeat", None))
 
     async def emit(self, payload: Any) -> None:
@@ -128,6 +170,7 @@ class Context:
             text = json.dumps(_ANY.dump_python(payload, mode="json"))
         except (TypeError, ValueError, pydantic_core.PydanticSerializationError) as e:
             raise NonRetryableError(f"event: {e}", type="InvalidEvent") from None
+        await self._await_start()
         self._check(await self._caller("emit", text))
 
     def heartbeat_sync(self) -> None:
@@ -137,6 +180,23 @@ class Context:
     def emit_sync(self, payload: Any) -> None:
         """`emit` for a sync handler (it runs in a worker thread)."""
         asyncio.run_coroutine_threadsafe(self.emit(payload), self._loop).result()
+
+    async def _await_start(self) -> None:
+        """Waits for the answer to StartStep (an eager handler starts before it): a heartbeat or
+        an event of an attempt not yet marked started would be answered stale. NonRetryableError
+        type `Cancelled` when the start was refused (stale, cancelled or a duplicate)."""
+        if not await asyncio.shield(self._started):
+            self.cancelled.set()
+            raise NonRetryableError(
+                "the attempt is not to run (its start was refused: stale, cancelled or a duplicate)", type="Cancelled"
+            )
+
+    def _set_started(self, proceed: bool) -> None:
+        """Called on the event loop with the start's answer (True: PROCEED)."""
+        if not self._started.done():
+            self._started.set_result(proceed)
+        if not proceed:
+            self.cancelled.set()
 
     def _check(self, disposition: int) -> None:
         if disposition != PROCEED:

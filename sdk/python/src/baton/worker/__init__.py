@@ -1,6 +1,7 @@
 """The worker: handlers registered by name, and the loop that runs them per docs/worker-protocol.md:
 one RabbitMQ consumer per handler (prefetch = concurrency), each delivery run as
-decode → StartStep → handler → ReportResult → ack, a registration heartbeat, cancel notices from
+decode → StartStep → handler → ReportResult → ack (with eager start, StartStep and the handler at
+once), the handler's log lines sent with AppendLogs, a registration heartbeat, cancel notices from
 the control exchange, and a graceful drain on SIGTERM."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from baton import _rpc
 from baton.context import DUPLICATE, PROCEED, Context
 from baton.errors import StepError, Suspend, has_source
+from baton.logs import FLUSH_INTERVAL, CaptureHandler, LogBuffer, cut_details, current_context
 from baton.v1 import baton_pb2 as pb
 from baton.v1 import task_pb2
 from baton.workflow import Workflow
@@ -63,6 +66,8 @@ START_PATIENCE = 3.0
 AUTH_REFUSED_PAUSE = 5.0
 # Longest failure message sent, in characters.
 MAX_FAILURE_MESSAGE = 16 * 1024
+# Longest failure details (a formatted traceback) sent, in UTF-8 bytes (the coordinator's bound).
+MAX_FAILURE_DETAILS = 16 * 1024
 PROBE_INTERVAL = 1.0
 # Deadline of one coordinator call (seconds; BATON_CALL_TIMEOUT): then it moves on to the next
 # coordinator, as an UNAVAILABLE answer does.
@@ -120,6 +125,22 @@ def _cut(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _flag(name: str, given: bool | None, default: bool = False) -> bool:
+    """`given`, else the variable `name` (`true`/`1`/`yes` or `false`/`0`/`no`, any case), else
+    `default`. ValueError naming the variable for another value."""
+    if given is not None:
+        return given
+    text = _env(name)
+    if text is None:
+        return default
+    word = text.strip().lower()
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={text[:200]!r} is not true or false")
+
+
 @dataclass
 class Handler:
     """A registered handler: the function, whether it is a coroutine function, how its input is
@@ -150,8 +171,20 @@ def _type_and_message(failure: pb.StepFailure) -> tuple[str, str]:
     return error_type, _cut(message, 1024)
 
 
-def _failure(message: str, error_type: str, retryable: bool) -> _Outcome:
-    return _Outcome(failure=pb.StepFailure(message=_cut(message), error_type=error_type, retryable=retryable))
+def _failure(message: str, error_type: str, retryable: bool, details: str = "") -> _Outcome:
+    return _Outcome(
+        failure=pb.StepFailure(
+            message=_cut(message),
+            error_type=error_type,
+            retryable=retryable,
+            details=cut_details(details, MAX_FAILURE_DETAILS),
+        )
+    )
+
+
+def _traceback(e: BaseException) -> str:
+    """`e`'s formatted traceback (`Traceback (most recent call last): ...`), as `details`."""
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__))
 
 
 @dataclass
@@ -177,7 +210,19 @@ class Worker:
     `https://host:port` or a comma-separated list; `BATON_AMQP_URL`, `BATON_NAMESPACE`, `BATON_TOKEN`, `BATON_CONCURRENCY`,
     `BATON_QUEUE_TYPE`, `BATON_DELIVERY_LIMIT`, `BATON_WORKER_ID`, `BATON_HEARTBEAT_INTERVAL`,
     `BATON_SHUTDOWN_GRACE`, `BATON_CALL_TIMEOUT`, `BATON_MAX_PAYLOAD_BYTES`, `BATON_CA_FILE`, `BATON_CLIENT_CERT`,
-    `BATON_CLIENT_KEY`); arguments override them. Durations are seconds.
+    `BATON_CLIENT_KEY`, `BATON_EAGER_START`, `BATON_CAPTURE_LOGGING`); arguments override them.
+    Durations are seconds.
+
+    `eager_start` (`BATON_EAGER_START`, default false): send StartStep and start the handler at
+    once instead of after the start's answer; the result is reported only after the answer said
+    PROCEED, and any other answer (stale, cancelled, a duplicate another worker runs) abandons the
+    work: the handler is cancelled (a sync handler's `ctx.cancelled` is set) and nothing is
+    reported. Saves a round trip per step, but a handler may begin work for a copy the coordinator
+    refuses: only for handlers idempotent by `ctx.attempt_key`.
+
+    `capture_logging` (`BATON_CAPTURE_LOGGING`, default false): copy what a handler logs with the
+    stdlib `logging` (records of its task or thread at the root logger's level; not the SDK's own
+    `baton.*`) into the step's log, as `ctx.log` would.
 
         worker = Worker(coordinator="http://127.0.0.1:7450", namespace="baton")
 
@@ -208,6 +253,8 @@ class Worker:
         tls: _rpc.Tls | None = None,
         threads: int | None = None,
         workflows: Sequence[Workflow] = (),
+        eager_start: bool | None = None,
+        capture_logging: bool | None = None,
     ) -> None:
         self.coordinator = _rpc.coordinator_address(coordinator)
         _rpc.split_address(self.coordinator)
@@ -259,6 +306,8 @@ class Worker:
         if not 0.1 <= self.call_timeout <= 300:
             raise ValueError(f"call_timeout must be from 0.1 to 300 seconds, not {self.call_timeout}")
         self.report_patience = 300.0
+        self.eager_start = _flag("BATON_EAGER_START", eager_start)
+        self.capture_logging = _flag("BATON_CAPTURE_LOGGING", capture_logging)
         self.threads = threads or min(64, self.concurrency * 2)
         self.handlers: dict[str, Handler] = {}
         self.workflows: list[Workflow] = []
@@ -388,11 +437,23 @@ class Worker:
         self._register = _rpc.FailoverUnary[pb.RegisterWorkerRequest, pb.RegisterWorkerResponse](
             self._coordinators, "/baton.v1.WorkerService/RegisterWorker", pb.RegisterWorkerResponse, md, deadline
         )
+        self._append_logs = _rpc.FailoverUnary[pb.AppendLogsRequest, pb.AppendLogsResponse](
+            self._coordinators, "/baton.v1.WorkerService/AppendLogs", pb.AppendLogsResponse, md, deadline
+        )
+        self._logs_unimplemented = False
+        capture = CaptureHandler() if self.capture_logging else None
+        if capture is not None:
+            logging.getLogger().addHandler(capture)
         self._health: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
             ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
             for ch in self._coordinators.channels
         ]
-        log.info("worker %s starting, handlers %s", self.worker_id, sorted(self.handlers))
+        log.info(
+            "worker %s starting, handlers %s%s",
+            self.worker_id,
+            sorted(self.handlers),
+            " (eager start)" if self.eager_start else "",
+        )
         background = [
             asyncio.create_task(self._registration(state)),
             asyncio.create_task(self._probe(state)),
@@ -462,6 +523,8 @@ class Worker:
                     pass
             await self._coordinators.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if capture is not None:
+                logging.getLogger().removeHandler(capture)
             log.info("worker %s stopped", self.worker_id)
         if state.fatal is not None:
             raise WorkerStopped(state.fatal)
@@ -591,52 +654,40 @@ class Worker:
             worker_id=self.worker_id,
             workflow=task.workflow,
             workflow_version=task.workflow_version,
+            input_json=task.input_json,
         )
-        starting = asyncio.create_task(self._start_step(start, state))
-        stopping = asyncio.create_task(state.stopping.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not starting.done():
-            starting.cancel()
-            log.info("shutting down before %s/%s started; handing the task back", task.run_id, task.step_id)
-            await message.nack(requeue=True)
-            return
-        try:
-            disposition = starting.result().disposition
-        except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                log.error(
-                    "the coordinator refused this worker's token (%s); set BATON_TOKEN to a token of role worker; handing the task back",
-                    e.code().name,
-                )
-                try:
-                    await asyncio.wait_for(state.stopping.wait(), timeout=AUTH_REFUSED_PAUSE)
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                log.error("could not start %s/%s (%s); handing the task back", task.run_id, task.step_id, e.details())
-            await message.nack(requeue=True)
-            return
-        if disposition == DUPLICATE:
-            log.info(
-                "dropping a duplicate copy of %s/%s attempt %d: another live worker runs it",
-                task.run_id,
-                task.step_id,
-                task.attempt,
-            )
-            await message.ack()
-            return
-        if disposition != PROCEED:
-            log.info("dropping %s/%s attempt %d: no longer current", task.run_id, task.step_id, task.attempt)
-            await message.ack()
-            return
+        wake = asyncio.Event()
+        loop = self._loop
 
-        ctx = self._context(task)
+        def wake_flusher() -> None:
+            # From any thread; a sync handler abandoned past the loop's end finds it closed.
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:
+                pass
+
+        logs = LogBuffer(wake_flusher)
+        ctx = self._context(task, logs)
         contexts = state.contexts.setdefault(task.run_id, set())
         contexts.add(ctx)
+        flushed = asyncio.Event()
+        flusher = asyncio.create_task(self._log_flusher(task, ctx, logs, wake, flushed))
         try:
-            outcome = await self._supervise(handler, ctx)
+            outcome = await self._start_and_run(message, handler, state, task, start, ctx)
+            if outcome is None:
+                return
+            # The last lines go before the result (bounded: the report does not wait for ever).
+            flushed.set()
+            wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(flusher), timeout=2 * self.call_timeout)
+            except asyncio.TimeoutError:
+                log.warning("could not send the last log lines of %s/%s in time", task.run_id, task.step_id)
+            except Exception as e:  # the logs never keep a result from being reported
+                log.warning("sending the log lines of %s/%s failed: %s", task.run_id, task.step_id, e)
         finally:
+            logs.close()
+            flusher.cancel()
             contexts.discard(ctx)
             if not contexts:
                 state.contexts.pop(task.run_id, None)
@@ -691,7 +742,155 @@ class Worker:
             log.info("result of %s/%s attempt %d was stale", task.run_id, task.step_id, task.attempt)
         await message.ack()
 
-    def _context(self, task: task_pb2.StepTask) -> Context:
+    async def _start_and_run(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        handler: Handler,
+        state: _State,
+        task: task_pb2.StepTask,
+        start: pb.StartStepRequest,
+        ctx: Context,
+    ) -> _Outcome | None:
+        """StartStep, then the handler (with eager start, both at once); the outcome to report, or
+        None when the delivery was settled here (handed back, or dropped as not current) and
+        nothing is to be reported. Any answer but PROCEED abandons an eager handler: it is
+        cancelled (its `ctx.cancelled` set) and its outcome dropped."""
+        running: asyncio.Task[_Outcome] | None = None
+        if self.eager_start:
+            running = asyncio.create_task(self._supervise(handler, ctx))
+
+        def abandon(why: str) -> None:
+            ctx._set_started(False)
+            if running is not None and not running.done():
+                log.debug("abandoning the handler of %s/%s attempt %d: %s", task.run_id, task.step_id, task.attempt, why)
+                running.cancel()
+
+        starting = asyncio.create_task(self._start_step(start, state))
+        stopping = asyncio.create_task(state.stopping.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            starting.cancel()
+            abandon("the worker is stopping")
+            raise
+        finally:
+            stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            abandon("shutting down")
+            log.info("shutting down before %s/%s started; handing the task back", task.run_id, task.step_id)
+            await message.nack(requeue=True)
+            return None
+        try:
+            disposition = starting.result().disposition
+        except grpc.aio.AioRpcError as e:
+            abandon("the start failed")
+            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                log.error(
+                    "the coordinator refused this worker's token (%s); set BATON_TOKEN to a token of role worker; handing the task back",
+                    e.code().name,
+                )
+                try:
+                    await asyncio.wait_for(state.stopping.wait(), timeout=AUTH_REFUSED_PAUSE)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                log.error("could not start %s/%s (%s); handing the task back", task.run_id, task.step_id, e.details())
+            await message.nack(requeue=True)
+            return None
+        if disposition == DUPLICATE:
+            abandon("duplicate")
+            log.info(
+                "dropping a duplicate copy of %s/%s attempt %d: another live worker runs it",
+                task.run_id,
+                task.step_id,
+                task.attempt,
+            )
+            await message.ack()
+            return None
+        if disposition != PROCEED:
+            abandon("not current")
+            log.info("dropping %s/%s attempt %d: no longer current", task.run_id, task.step_id, task.attempt)
+            await message.ack()
+            return None
+        ctx._set_started(True)
+        if running is None:
+            running = asyncio.create_task(self._supervise(handler, ctx))
+        try:
+            return await running
+        except asyncio.CancelledError:
+            running.cancel()
+            raise
+
+    async def _log_flusher(
+        self, task: task_pb2.StepTask, ctx: Context, logs: LogBuffer, wake: asyncio.Event, last: asyncio.Event
+    ) -> None:
+        """Sends the attempt's buffered log lines with AppendLogs once its start answered PROCEED:
+        every second, at once when 100 lines wait (`wake`), and a last time when `last` is set
+        (then it returns). Ends early when the coordinator says the attempt is not current or does
+        not know AppendLogs."""
+        if not await asyncio.shield(ctx._started):
+            return
+        try:
+            await self._flush_until(task, logs, wake, last)
+        except Exception as e:  # a bad line or answer ends the attempt's log, never its work
+            log.warning("the step log of %s/%s stopped: %s", task.run_id, task.step_id, e)
+            logs.close()
+
+    async def _flush_until(self, task: task_pb2.StepTask, logs: LogBuffer, wake: asyncio.Event, last: asyncio.Event) -> None:
+        while True:
+            if not last.is_set():
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=FLUSH_INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+            wake.clear()
+            final = last.is_set()
+            if not await self._send_logs(task, logs) or final:
+                return
+
+    async def _send_logs(self, task: task_pb2.StepTask, logs: LogBuffer) -> bool:
+        """Sends every buffered line, at most 500 per AppendLogs call. False when no more lines are
+        to be sent for the attempt (not current, or a coordinator without AppendLogs); lines of a
+        call that could not reach the coordinator go back to the buffer for the next try."""
+        if self._logs_unimplemented:
+            logs.close()
+            return False
+        while True:
+            lines = logs.take()
+            if not lines:
+                return True
+            req = pb.AppendLogsRequest(
+                run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, worker_id=self.worker_id, lines=lines
+            )
+            try:
+                answer = await self._append_logs(req)
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    if not self._logs_unimplemented:
+                        log.warning("the coordinator does not know AppendLogs (an older version): step logs are not sent")
+                    self._logs_unimplemented = True
+                    logs.close()
+                    return False
+                if code in RETRIABLE:
+                    logs.put_back(lines)
+                    log.debug("could not send log lines of %s/%s (%s); retrying", task.run_id, task.step_id, e.details())
+                    return True
+                log.warning(
+                    "the coordinator refused %d log lines of %s/%s (%s: %s); dropping them",
+                    len(lines),
+                    task.run_id,
+                    task.step_id,
+                    code.name,
+                    (e.details() or "")[:200],
+                )
+                continue
+            if answer.disposition != PROCEED:
+                logs.close()
+                return False
+
+    def _context(self, task: task_pb2.StepTask, logs: LogBuffer | None = None) -> Context:
         def parse(text: str) -> Any:
             try:
                 return json.loads(text)
@@ -714,6 +913,7 @@ class Worker:
             heartbeat_timeout=task.heartbeat_timeout_ms / 1000 if task.heartbeat_timeout_ms else None,
             caller=functools.partial(self._context_call, task),
             loop=self._loop,
+            logs=logs,
         )
 
     async def _context_call(self, task: task_pb2.StepTask, kind: str, payload: str | None) -> int:
@@ -747,10 +947,13 @@ class Worker:
             return _failure(f"run input: {e}", "InvalidInput", False)
         args = (value, ctx) if handler.takes_context else (value,)
         run: asyncio.Future[Any]
+        # The handler runs with `current_context` set (for `capture_logging`), in its task or thread.
         if handler.is_async:
-            run = asyncio.ensure_future(handler.fn(*args))
+            run = asyncio.ensure_future(_in_context(ctx, handler.fn(*args)))
         else:
-            call = functools.partial(contextvars.copy_context().run, handler.fn, *args)
+            context = contextvars.copy_context()
+            context.run(current_context.set, ctx)
+            call = functools.partial(context.run, handler.fn, *args)
             run = asyncio.ensure_future(self._loop.run_in_executor(self._pool, call))
         cancelled = asyncio.create_task(ctx.cancelled.wait())
         try:
@@ -790,11 +993,11 @@ class Worker:
         if isinstance(e, Suspend):
             return _Outcome(suspend=pb.Suspend(event=e.event, key=e.key, timeout_ms=e.timeout_ms))
         if isinstance(e, StepError):
-            return _failure(e.message, e.type, e.retryable)
+            return _failure(e.message, e.type, e.retryable, _traceback(e))
         if isinstance(e, asyncio.CancelledError):
             return _failure("the handler was cancelled", "Cancelled", False)
         log.warning("handler raised %s: %s", type(e).__name__, e, exc_info=e)
-        return _failure(f"{type(e).__name__}: {e}", type(e).__name__, True)
+        return _failure(f"{type(e).__name__}: {e}", type(e).__name__, True, _traceback(e))
 
     # ------------------------------------------------------------------ coordinator calls
 
@@ -987,6 +1190,12 @@ class Worker:
 
         await queue.consume(on_notice, no_ack=True)
         await asyncio.Event().wait()
+
+
+async def _in_context(ctx: Context, handler: typing.Awaitable[Any]) -> Any:
+    """Awaits an async handler with `current_context` set to its attempt (in its own task)."""
+    current_context.set(ctx)
+    return await handler
 
 
 class WorkerStopped(Exception):

@@ -1,0 +1,347 @@
+//! Step data end to end: a real coordinator, a real Rust worker whose handler logs with `ctx.log`,
+//! Redis and RabbitMQ. The lines come back in order with their levels and times (GetStepLogs, by
+//! step and by attempt, and `baton run logs`), live on WatchRun and never replayed from the
+//! history; an attempt keeps its newest 1,000 lines; a worker that does not hold the attempt
+//! keeps nothing; GetRun shows each attempt's input, error type, details and log count.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use baton_shared::proto::{
+    AppendLogsRequest, AttemptDisposition, GetStepLogsRequest, LogLine, RunEvent, StartStepRequest, WatchRunRequest,
+};
+use baton_tests::{Cluster, status};
+use serde_json::{Value, json};
+
+const CHATTY: &str = r#"
+name: chatty
+version: 1
+steps:
+  - id: talk
+    handler: chatty
+    retry: {max_attempts: 3, initial_interval: 100ms, jitter: 0}
+    input: {lines: "${{ input.lines }}", ms: "${{ input.ms }}", succeed_on_attempt: "${{ input.succeed }}", tag: talk}
+"#;
+
+async fn logs(cluster: &Cluster, run_id: &str, step: &str, attempt: u32, limit: u32) -> (Vec<LogLine>, u32) {
+    let r = cluster
+        .runs()
+        .await
+        .get_step_logs(GetStepLogsRequest {
+            run_id: run_id.into(),
+            step_id: step.into(),
+            attempt,
+            limit,
+        })
+        .await
+        .expect("GetStepLogs")
+        .into_inner();
+    (r.lines, r.omitted)
+}
+
+fn messages(lines: &[LogLine]) -> Vec<String> {
+    lines.iter().map(|l| l.message.clone()).collect()
+}
+
+/// The `baton` binary cargo built beside this test (`cargo build -p baton-cli`).
+fn baton_cli() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let p = profile.join("baton");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build -p baton-cli`)",
+        p.display()
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_inputs_and_errors_of_each_attempt() {
+    let mut cluster = Cluster::start("step-logs", &[]).await;
+    cluster.register(CHATTY).await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster
+        .submit("chatty", json!({"lines": 5, "ms": 0, "succeed": 2}))
+        .await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+
+    // Every line of the step, attempt 1's before attempt 2's, each in the order it was logged.
+    let (lines, omitted) = logs(&cluster, &run_id, "talk", 0, 0).await;
+    assert_eq!(omitted, 0);
+    let want: Vec<String> = (1..=2)
+        .flat_map(|a| (0..5).map(move |i| format!("line {i} of attempt {a}")))
+        .collect();
+    assert_eq!(messages(&lines), want);
+    let levels: Vec<&str> = lines.iter().take(5).map(|l| l.level.as_str()).collect();
+    assert_eq!(levels, ["debug", "info", "warn", "error", "debug"]);
+    let started = baton_tests::ms(&run.created_at);
+    let mut last = 0;
+    for l in &lines {
+        assert_eq!(l.step_id, "talk");
+        let t = baton_tests::ms(&l.time);
+        assert!(t >= started && t >= last, "times in order, after the run began: {lines:#?}");
+        last = t;
+    }
+    // One attempt.
+    let (first, _) = logs(&cluster, &run_id, "talk", 1, 0).await;
+    assert_eq!(messages(&first), want[..5]);
+    assert!(first.iter().all(|l| l.attempt == 1));
+    // The newest lines within a limit, the others counted.
+    let (newest, omitted) = logs(&cluster, &run_id, "", 0, 3).await;
+    assert_eq!(messages(&newest), want[7..]);
+    assert_eq!(omitted, 7);
+    // A step the run does not have.
+    let e = cluster
+        .runs()
+        .await
+        .get_step_logs(GetStepLogsRequest {
+            run_id: run_id.clone(),
+            step_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such step");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().starts_with("step_id:"), "{}", e.message());
+
+    // GetRun: each attempt's input, error type and details, and log count.
+    let step = run.steps.iter().find(|s| s.id == "talk").expect("talk");
+    assert_eq!(step.attempts.len(), 2, "{step:#?}");
+    let want_input = json!({"lines": 5, "ms": 0, "succeed_on_attempt": 2, "tag": "talk"});
+    for a in &step.attempts {
+        let input: Value = serde_json::from_str(&a.input_json).expect("the attempt's input is JSON");
+        assert_eq!(input, want_input, "attempt {}", a.number);
+        assert_eq!(a.input_omitted_bytes, 0);
+        assert_eq!(a.log_lines, 5, "attempt {}", a.number);
+    }
+    let (a1, a2) = (&step.attempts[0], &step.attempts[1]);
+    assert_eq!((a1.outcome.as_str(), a2.outcome.as_str()), ("failed", "succeeded"));
+    assert_eq!(a1.error_type, "Flaky");
+    assert_eq!(a1.error_details, "Traceback: attempt 1\n  at chatty");
+    assert!(a2.error_type.is_empty() && a2.error_details.is_empty());
+
+    // The CLI prints the lines as `TIME LEVEL  step#attempt  message`.
+    let out = std::process::Command::new(baton_cli())
+        .args(["--addr", &cluster.addr, "run", "logs", &run_id, "talk", "--attempt", "2"])
+        .output()
+        .expect("run baton");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let printed: Vec<&str> = text.lines().collect();
+    assert_eq!(printed.len(), 5, "{text}");
+    for (i, line) in printed.iter().enumerate() {
+        let (time, rest) = line.split_once(' ').expect("a time first");
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T' && time.as_bytes()[19] == b'.',
+            "an RFC 3339 UTC time with milliseconds: {line:?}"
+        );
+        let level = ["DEBUG", "INFO ", "WARN ", "ERROR", "DEBUG"][i];
+        assert_eq!(rest, format!("{level} talk#2  line {i} of attempt 2"), "{text}");
+    }
+    // `run get` shows the attempts' inputs.
+    let out = std::process::Command::new(baton_cli())
+        .args(["--addr", &cluster.addr, "run", "get", &run_id])
+        .output()
+        .expect("run baton");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("INPUT") && text.contains(r#"{"lines":5,"#), "{text}");
+    assert!(text.contains("Flaky: attempt 1 is flaky"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
+    let mut cluster = Cluster::start("step-logs-live", &[]).await;
+    cluster.register(CHATTY).await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster
+        .submit("chatty", json!({"lines": 6, "ms": 300, "succeed": 1}))
+        .await;
+    let mut stream = cluster
+        .runs()
+        .await
+        .watch_run(WatchRunRequest {
+            run_id: run_id.clone(),
+            after_sequence: String::new(),
+        })
+        .await
+        .expect("WatchRun")
+        .into_inner();
+    let mut events: Vec<RunEvent> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(ev) = tokio::time::timeout_at(deadline.into(), stream.message())
+        .await
+        .expect("the stream ends with the run")
+        .expect("WatchRun answers")
+    {
+        events.push(ev);
+    }
+    let live: Vec<&RunEvent> = events.iter().filter(|e| e.kind == "log").collect();
+    let said: Vec<String> = live
+        .iter()
+        .map(|e| e.log.as_ref().expect("a log event carries its line").message.clone())
+        .collect();
+    let want: Vec<String> = (0..6).map(|i| format!("line {i} of attempt 1")).collect();
+    assert_eq!(said, want, "every line, live, in order: {events:#?}");
+    for e in &live {
+        assert_eq!((e.step_id.as_str(), e.attempt), ("talk", 1));
+        assert!(e.sequence.is_empty(), "a log event has no sequence to resume from");
+    }
+    // They came while the step ran: the first before the step's end.
+    let first_log = events.iter().position(|e| e.kind == "log").expect("a log event");
+    let step_done = events
+        .iter()
+        .position(|e| e.kind == "step" && e.step_id == "talk" && e.status == "succeeded")
+        .expect("the step's end");
+    assert!(first_log < step_done, "{events:#?}");
+
+    // Read again (the run over): the history only, no log line replayed.
+    let mut again = cluster
+        .runs()
+        .await
+        .watch_run(WatchRunRequest {
+            run_id: run_id.clone(),
+            after_sequence: String::new(),
+        })
+        .await
+        .expect("WatchRun")
+        .into_inner();
+    let mut replayed = Vec::new();
+    while let Some(ev) = again.message().await.expect("WatchRun answers") {
+        replayed.push(ev);
+    }
+    assert!(!replayed.is_empty());
+    assert!(replayed.iter().all(|e| e.kind != "log"), "{replayed:#?}");
+    let (kept, _) = logs(&cluster, &run_id, "talk", 1, 0).await;
+    assert_eq!(messages(&kept), want);
+}
+
+const MANUAL: &str = r#"
+name: manual-logs
+version: 1
+steps:
+  - {id: hand, handler: manual-logs-h, input: {who: "${{ input.who }}"}}
+"#;
+
+fn lines(from: usize, n: usize) -> Vec<LogLine> {
+    (from..from + n)
+        .map(|i| LogLine {
+            time: baton_shared::time::timestamp(baton_shared::time::now_ms()),
+            level: "info".into(),
+            message: format!("n{i}"),
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
+    // No worker runs: this test is the worker, on the raw protocol.
+    let cluster = Cluster::start("step-logs-bound", &[]).await;
+    cluster.register(MANUAL).await;
+    let run_id = cluster.submit("manual-logs", json!({"who": "ann"})).await;
+    cluster
+        .wait_step(&run_id, "hand", "dispatched", Duration::from_secs(10))
+        .await;
+    let mut api = cluster.worker_api().await;
+    let start = api
+        .start_step(StartStepRequest {
+            run_id: run_id.clone(),
+            step_id: "hand".into(),
+            attempt: 1,
+            worker_id: "w-holder".into(),
+            workflow: "manual-logs".into(),
+            workflow_version: 1,
+            input_json: r#"{"who":"ann"}"#.into(),
+        })
+        .await
+        .expect("StartStep")
+        .into_inner();
+    assert_eq!(start.disposition, AttemptDisposition::Proceed as i32);
+    let append = |worker: &str, lines: Vec<LogLine>| AppendLogsRequest {
+        run_id: run_id.clone(),
+        step_id: "hand".into(),
+        attempt: 1,
+        worker_id: worker.into(),
+        lines,
+    };
+
+    // 1,200 lines in three calls: the oldest 200 are dropped, and counted.
+    let mut dropped = Vec::new();
+    for (from, n) in [(0, 500), (500, 500), (1000, 200)] {
+        let r = api.append_logs(append("w-holder", lines(from, n))).await.expect("AppendLogs").into_inner();
+        assert_eq!(r.disposition, AttemptDisposition::Proceed as i32);
+        dropped.push(r.dropped);
+    }
+    assert_eq!(dropped, [0, 0, 200]);
+    let (kept, omitted) = logs(&cluster, &run_id, "hand", 1, 0).await;
+    assert_eq!(omitted, 0);
+    assert_eq!(kept.len(), 1000);
+    assert_eq!(kept[0].message, "n200");
+    assert_eq!(kept[999].message, "n1199");
+
+    // Another worker (a stale copy) is refused and keeps nothing.
+    let r = api
+        .append_logs(append("w-stale", lines(5000, 3)))
+        .await
+        .expect("AppendLogs")
+        .into_inner();
+    assert_eq!(r.disposition, AttemptDisposition::Stale as i32);
+    // So is the holder for an attempt it does not hold.
+    let mut other = append("w-holder", lines(6000, 1));
+    other.attempt = 2;
+    let r = api.append_logs(other).await.expect("AppendLogs").into_inner();
+    assert_eq!(r.disposition, AttemptDisposition::Stale as i32);
+    let (after, _) = logs(&cluster, &run_id, "hand", 0, 0).await;
+    assert_eq!(messages(&after), messages(&kept), "nothing of the stale calls was kept");
+
+    // Bounds at the door: too many lines, an unknown level; a long message is cut.
+    let e = api
+        .append_logs(append("w-holder", lines(0, 501)))
+        .await
+        .expect_err("501 lines");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("lines:"), "{}", e.message());
+    let mut bad = lines(0, 2);
+    bad[1].level = "loud".into();
+    let e = api.append_logs(append("w-holder", bad)).await.expect_err("a bad level");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("lines[1].level:"), "{}", e.message());
+    let mut long = lines(0, 1);
+    long[0].message = "é".repeat(5_000);
+    api.append_logs(append("w-holder", long)).await.expect("a long line");
+    let (newest, _) = logs(&cluster, &run_id, "hand", 1, 1).await;
+    assert!(newest[0].message.ends_with("… (cut)") && newest[0].message.len() <= 4096);
+
+    // The input the attempt started with, in GetRun once the attempt is over; its log count.
+    let e = api
+        .start_step(StartStepRequest {
+            run_id: run_id.clone(),
+            step_id: "hand".into(),
+            attempt: 1,
+            worker_id: "w-holder".into(),
+            workflow: "manual-logs".into(),
+            workflow_version: 1,
+            input_json: "{not json".into(),
+        })
+        .await
+        .expect_err("an input that is not JSON");
+    assert!(e.message().starts_with("input_json:"), "{}", e.message());
+    cluster
+        .runs()
+        .await
+        .cancel_run(baton_shared::proto::CancelRunRequest {
+            run_id: run_id.clone(),
+            reason: "done".into(),
+        })
+        .await
+        .expect("cancel");
+    let run = cluster.get_run(&run_id).await;
+    let step = &run.steps[0];
+    let a = step.attempts.first().expect("the cancelled attempt is listed");
+    assert_eq!(a.input_json, r#"{"who":"ann"}"#);
+    assert_eq!(a.log_lines, 1000);
+}
