@@ -11,6 +11,25 @@ use redis::{AsyncCommands, Pipeline, aio::ConnectionManager};
 
 use crate::error::{CoordinatorError, Result};
 
+mod admin;
+mod batch;
+#[cfg(test)]
+mod boundary;
+mod claims;
+mod error;
+mod events;
+mod schedules;
+mod script;
+mod slots;
+mod workflows;
+
+pub use admin::{ParkedRecord, QueueFigures, QueuedAttempt, TimerFigures};
+pub use batch::Batch;
+pub use claims::EXPEDITE_BATCH;
+pub use error::StoreError;
+pub use schedules::ScheduleState;
+pub use workflows::{DELETE_SCAN_PAGE, PutWorkflow};
+
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
 /// each call to about a millisecond of Redis time (see docs/limits.md).
@@ -118,15 +137,6 @@ struct Scripts {
     resume: RunScript,
     park: RunScript,
     take_over: RunScript,
-    publish_event: redis::Script,
-    acquire: redis::Script,
-    wake: redis::Script,
-    wake_runs: redis::Script,
-    rate: redis::Script,
-    claim: redis::Script,
-    release: redis::Script,
-    expedite: redis::Script,
-    renew: redis::Script,
 }
 
 /// What a worker should do with an attempt (the answer of start, heartbeat and report).
@@ -552,15 +562,6 @@ impl Store {
             resume: RunScript::new("resume", include_str!("scripts/resume.lua")),
             park: RunScript::new("park", include_str!("scripts/park.lua")),
             take_over: RunScript::new("take_over", include_str!("scripts/take_over.lua")),
-            publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
-            acquire: redis::Script::new(include_str!("scripts/acquire.lua")),
-            wake: redis::Script::new(include_str!("scripts/wake.lua")),
-            wake_runs: redis::Script::new(include_str!("scripts/wake_runs.lua")),
-            rate: redis::Script::new(include_str!("scripts/rate.lua")),
-            claim: redis::Script::new(include_str!("scripts/claim.lua")),
-            release: redis::Script::new(include_str!("scripts/release.lua")),
-            expedite: redis::Script::new(include_str!("scripts/expedite.lua")),
-            renew: redis::Script::new(include_str!("scripts/renew.lua")),
         };
         let store = Self {
             conn,
@@ -609,8 +610,8 @@ impl Store {
         Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
     }
 
-    /// A clone of the shared multiplexed connection.
-    pub fn conn(&self) -> ConnectionManager {
+    /// A clone of the shared multiplexed connection (for the store's own modules).
+    fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
@@ -635,19 +636,7 @@ impl Store {
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
-        for script in [
-            &s.claim,
-            &s.release,
-            &s.expedite,
-            &s.renew,
-            &s.publish_event,
-            &s.acquire,
-            &s.wake,
-            &s.wake_runs,
-            &s.rate,
-        ] {
-            script.prepare_invoke().load_async(&mut conn).await?;
-        }
+        // The standalone scripts (store/script.rs) load themselves on first use.
         Ok(())
     }
 
@@ -655,7 +644,7 @@ impl Store {
     /// pipeline: one round trip. Reloads the scripts once if Redis lost them (a restart).
     async fn eval_run(
         &self,
-        prelude: Pipeline,
+        prelude: impl Into<Pipeline>,
         script: &RunScript,
         call: &RunCall<'_>,
         args: &[String],
@@ -666,12 +655,13 @@ impl Store {
     /// As `eval_run`, with keys after the five every run script gets.
     async fn eval_run_with(
         &self,
-        prelude: Pipeline,
+        prelude: impl Into<Pipeline>,
         script: &RunScript,
         call: &RunCall<'_>,
         extra_keys: &[String],
         args: &[String],
     ) -> Result<Vec<String>> {
+        let prelude: Pipeline = prelude.into();
         let k = &self.keys;
         for tried in 0..2 {
             let mut pipe = prelude.clone();
@@ -875,12 +865,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
-    pub async fn complete_step(
-        &self,
-        pre: Pipeline,
-        call: &RunCall<'_>,
-        args: &CompleteArgs<'_>,
-    ) -> Result<Completion> {
+    pub async fn complete_step(&self, pre: Batch, call: &RunCall<'_>, args: &CompleteArgs<'_>) -> Result<Completion> {
         self.complete_step_queued(pre, call, args, &QueuedPlan::default()).await
     }
 
@@ -892,7 +877,7 @@ impl Store {
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn complete_step_queued(
         &self,
-        pre: Pipeline,
+        pre: Batch,
         call: &RunCall<'_>,
         args: &CompleteArgs<'_>,
         plan: &QueuedPlan,
@@ -1029,7 +1014,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn wait(&self, pre: Pipeline, call: &RunCall<'_>, w: &WaitArgs<'_>) -> Result<WaitOutcome> {
+    pub async fn wait(&self, pre: Batch, call: &RunCall<'_>, w: &WaitArgs<'_>) -> Result<WaitOutcome> {
         let (keys, identity) = match w.event {
             Some((name, key)) => (
                 vec![self.keys.event_waiters(name, key), self.keys.event_buffer(name, key)],
@@ -1075,49 +1060,6 @@ impl Store {
             )
             .await?;
         dispatch_reply("resume.lua", out)
-    }
-
-    /// Delivers an event to the steps waiting for (name, key), or buffers it for `ttl` (at most
-    /// `max_buffered` per name and key). Returns the (run, step) pairs it was delivered to; empty
-    /// when it was buffered.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn publish_event(
-        &self,
-        name: &str,
-        key: &str,
-        payload: &str,
-        ttl: Duration,
-        max_buffered: usize,
-        now: i64,
-    ) -> Result<Vec<(String, String)>> {
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let out: Vec<String> = self
-            .scripts
-            .publish_event
-            .key(self.keys.event_waiters(name, key))
-            .key(self.keys.event_buffer(name, key))
-            .key(self.keys.timers())
-            .key(self.keys.event_buffers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(payload)
-            .arg(ttl.as_secs().max(1))
-            .arg(max_buffered.max(1))
-            .arg(baton_shared::keys::event_identity(name, key))
-            .arg(baton_shared::keys::buffered_member(name, key))
-            .invoke_async(&mut conn)
-            .await?;
-        crate::metrics::redis_script("publish_event", timed.elapsed());
-        Ok(out
-            .get(1..)
-            .unwrap_or_default()
-            .chunks(2)
-            .filter(|c| c.len() == 2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect())
     }
 
     /// The buffered (name, key) pairs, oldest first, only those of `name` unless it is empty, at
@@ -1454,117 +1396,6 @@ impl Store {
         Ok(())
     }
 
-    /// Asks for a slot of concurrency pool `pool` (at most `limit` holders) for an attempt; see
-    /// `acquire.lua`. `lease_until` (Unix ms) bounds the slot if the attempt never ends.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    #[allow(clippy::too_many_arguments)]
-    pub async fn acquire(
-        &self,
-        pool: &str,
-        limit: u32,
-        run_id: &str,
-        step: &str,
-        attempt: u32,
-        lease_until: i64,
-        detail: &str,
-        now: i64,
-    ) -> Result<SlotOutcome> {
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let out: Vec<String> = self
-            .scripts
-            .acquire
-            .key(self.keys.slot_holders(pool))
-            .key(self.keys.slot_waiters(pool))
-            .key(self.keys.outbox())
-            .key(self.keys.timers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(limit)
-            .arg(run_id)
-            .arg(step)
-            .arg(attempt)
-            .arg(lease_until)
-            .arg(pool)
-            .arg(detail)
-            .arg(self.events_max_len)
-            .invoke_async(&mut conn)
-            .await?;
-        crate::metrics::redis_script("acquire", timed.elapsed());
-        Ok(match out.first().map(String::as_str) {
-            Some("acquired" | "held") => SlotOutcome::Held,
-            Some("queued") => SlotOutcome::Queued,
-            _ => SlotOutcome::Stale,
-        })
-    }
-
-    /// Gives the free run slots of `pool` to the queued runs (see `wake_runs.lua`). Returns the runs
-    /// whose roots were dispatched, to publish.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn wake_runs(&self, pool: &str, limit: u32, now: i64) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
-        Ok(self
-            .scripts
-            .wake_runs
-            .key(self.keys.slot_holders(pool))
-            .key(self.keys.slot_waiters(pool))
-            .key(self.keys.outbox())
-            .key(self.keys.timers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(limit)
-            .arg(self.outbox_hold.as_millis() as u64)
-            .arg(self.events_max_len)
-            .arg(pool)
-            .arg(WAKE_BATCH)
-            .invoke_async(&mut conn)
-            .await?)
-    }
-
-    /// Hands the free slots of `pool` to its waiters (see `wake.lua`). Returns the (run, step,
-    /// attempt) now holding a slot and dispatched again, to publish.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn wake(&self, pool: &str, limit: u32, lease_until: i64, now: i64) -> Result<Vec<(String, String, u32)>> {
-        let mut conn = self.conn.clone();
-        let out: Vec<String> = self
-            .scripts
-            .wake
-            .key(self.keys.slot_holders(pool))
-            .key(self.keys.slot_waiters(pool))
-            .key(self.keys.outbox())
-            .key(self.keys.timers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(limit)
-            .arg(lease_until)
-            .arg(self.outbox_hold.as_millis() as u64)
-            .arg(self.events_max_len)
-            .arg(WAKE_BATCH)
-            .arg(pool)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(out
-            .chunks(3)
-            .filter(|c| c.len() == 3)
-            .map(|c| (c[0].clone(), c[1].clone(), c[2].parse().unwrap_or(0)))
-            .collect())
-    }
-
-    /// The limit a concurrency pool was last asked for with (see `acquire.lua`), if any.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn slot_limit(&self, pool: &str) -> Result<Option<u32>> {
-        let mut conn = self.conn.clone();
-        Ok(conn.get(format!("{}:sem:{pool}:limit", self.keys.prefix())).await?)
-    }
-
     /// The slot a step holds or waits for (`None` when it has none).
     ///
     /// # Errors
@@ -1582,43 +1413,6 @@ impl Store {
     pub async fn slot_holders(&self, pool: &str, now: i64) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
         Ok(conn.zrangebyscore(self.keys.slot_holders(pool), now, "+inf").await?)
-    }
-
-    /// Takes one start from rate limit `pool` (`limit` per `period`) for `member`; `Ok(None)` when
-    /// taken, `Ok(Some(t))` when the next start frees up at `t` (Unix ms).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn rate_take(
-        &self,
-        pool: &str,
-        limit: u32,
-        period: Duration,
-        member: &str,
-        now: i64,
-    ) -> Result<Option<i64>> {
-        let mut conn = self.conn.clone();
-        let out: Vec<String> = self
-            .scripts
-            .rate
-            .key(self.keys.rate_window(pool))
-            .arg(now)
-            .arg(crate::machine::span_ms(period))
-            .arg(limit)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match out.first().map(String::as_str) {
-            // A start frees up at that time; never before now + 1 s, so a window that cannot be read
-            // back does not turn into a busy poll.
-            Some("wait") => Some(
-                out.get(1)
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .unwrap_or(crate::machine::LATEST_DUE_MS)
-                    .clamp(now.saturating_add(1), crate::machine::LATEST_DUE_MS),
-            ),
-            _ => None,
-        })
     }
 
     /// Parks a dispatched step until `timer` fires at `due` (see `park.lua`). Returns false when stale.
@@ -1873,135 +1667,6 @@ impl Store {
         disposition("emit_event.lua", &out)
     }
 
-    /// Leases up to `limit` due entries of the timers (`outbox = false`) or the outbox.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn claim(&self, outbox: bool, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
-        let key = self.due_set_key(outbox);
-        self.claim_key(&key, now, lease, limit).await
-    }
-
-    /// As [`Store::claim`], for any sorted set of due entries (the schedules' due times).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let out: Vec<String> = self
-            .scripts
-            .claim
-            .key(key)
-            .arg(now)
-            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
-        crate::metrics::redis_script("claim", timed.elapsed());
-        let mut it = out.into_iter();
-        let lease = Lease::new(it.next().and_then(|s| s.parse().ok()).unwrap_or(0));
-        Ok(it
-            .map(|member| Claimed {
-                member,
-                lease: lease.clone(),
-            })
-            .collect())
-    }
-
-    /// Moves `lease` forward to `until_ms` (Unix ms) for `members` that it still holds in `key`; with
-    /// `until_ms` now, gives them back for any coordinator to claim at once. Returns how many moved.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; the lease is unchanged then.
-    pub async fn renew(&self, key: &str, lease: &Lease, members: &[String], until_ms: i64) -> Result<usize> {
-        if members.is_empty() {
-            return Ok(0);
-        }
-        let mut held = lease.0.write().await;
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let mut call = self.scripts.renew.key(key);
-        call.arg(*held).arg(until_ms);
-        for m in members {
-            call.arg(m);
-        }
-        let moved: usize = call.invoke_async(&mut conn).await?;
-        crate::metrics::redis_script("renew", timed.elapsed());
-        *held = until_ms;
-        Ok(moved)
-    }
-
-    /// Gives one claimed entry back, due now, unless it is no longer held by its claim (a coordinator
-    /// shutting down gives back what it claimed and has not started).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; the entry then comes due when its lease lapses.
-    pub async fn give_back(&self, key: &str, claimed: &Claimed, now: i64) -> Result<()> {
-        let held = claimed.lease.0.read().await;
-        let mut conn = self.conn.clone();
-        let _: usize = self
-            .scripts
-            .renew
-            .key(key)
-            .arg(*held)
-            .arg(now)
-            .arg(&claimed.member)
-            .invoke_async(&mut conn)
-            .await?;
-        drop(held);
-        Ok(())
-    }
-
-    /// The key of the durable-time sorted set a claim comes from: the outbox (`outbox = true`) or
-    /// the timers. For [`Store::renew`] and [`Store::give_back`].
-    pub fn due_set_key(&self, outbox: bool) -> String {
-        if outbox { self.keys.outbox() } else { self.keys.timers() }
-    }
-
-    /// Makes every pending outbox entry due now (those due within the dispatch grace), for the
-    /// sweeper to re-send at once: called when a fault that stopped publishes has ended. Returns how
-    /// many entries moved (at most 10,000 per call).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn expedite_outbox(&self, now: i64) -> Result<usize> {
-        let mut conn = self.conn.clone();
-        let horizon = now.saturating_add(i64::try_from(self.dispatch_grace.as_millis()).unwrap_or(i64::MAX));
-        let moved: usize = self
-            .scripts
-            .expedite
-            .key(self.keys.outbox())
-            .arg(now)
-            .arg(horizon)
-            .arg(10_000)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(moved)
-    }
-
-    /// Removes a claimed entry unless it was rescheduled since.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
-        let key = self.due_set_key(outbox);
-        let held = claimed.lease.0.read().await;
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let _: i64 = self
-            .scripts
-            .release
-            .key(key)
-            .arg(&claimed.member)
-            .arg(*held)
-            .invoke_async(&mut conn)
-            .await?;
-        drop(held);
-        crate::metrics::redis_script("release", timed.elapsed());
-        Ok(())
-    }
-
     /// Schedules (or reschedules) a timer.
     ///
     /// # Errors
@@ -2218,44 +1883,6 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(())
-    }
-
-    /// Stores a definition if this version is new and the workflow keeps fewer than
-    /// `max_versions` versions (`put_workflow.lua`, one atomic step).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
-    pub async fn put_workflow(
-        &self,
-        name: &str,
-        version: u32,
-        json: &str,
-        now: i64,
-        max_versions: u32,
-    ) -> Result<PutWorkflow> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/put_workflow.lua")));
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = SCRIPT
-            .key(self.keys.workflow(name))
-            .key(self.keys.workflow_registered(name))
-            .key(self.keys.workflow_names())
-            .arg(version)
-            .arg(json)
-            .arg(now)
-            .arg(max_versions)
-            .arg(name)
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.as_slice() {
-            [tag] if tag == "created" => Ok(PutWorkflow::Created),
-            [tag, stored] if tag == "exists" => Ok(PutWorkflow::Exists(stored.clone())),
-            [tag, count] if tag == "full" => Ok(PutWorkflow::Full(count.parse().unwrap_or(max_versions))),
-            other => Err(CoordinatorError::Internal(format!(
-                "put_workflow.lua answered {:?}",
-                other.first()
-            ))),
-        }
     }
 
     /// One version's definition JSON, `None` when the workflow has no such version.
@@ -2531,17 +2158,6 @@ impl Store {
 
 /// One event of a run's stream: its id (the event's `sequence`) and fields.
 pub type StreamEntry = (String, HashMap<String, String>);
-
-/// What [`Store::put_workflow`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PutWorkflow {
-    /// The version was new and is stored.
-    Created,
-    /// The version existed: its stored JSON (nothing changed).
-    Exists(String),
-    /// The workflow keeps this many versions already, its most (nothing changed).
-    Full(u32),
-}
 
 /// Arguments of `complete_step.lua`.
 pub struct CompleteArgs<'a> {
@@ -2872,91 +2488,6 @@ impl TimerKind {
 pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
     member.split_once('|')
 }
-
-/// Deleting a workflow version (`DeleteWorkflowVersion`).
-impl Store {
-    /// How many runs of `name` version `version` are unfinished (pending or running), read from
-    /// the workflow's run index a page of [`DELETE_SCAN_PAGE`] runs at a time (one pipelined
-    /// `HMGET` per page). Runs that expired are not counted.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn unfinished_runs_of_version(&self, name: &str, version: u32) -> Result<u64> {
-        let index = self.keys.workflow_runs_index(name);
-        let wanted = version.to_string();
-        let mut conn = self.conn.clone();
-        let mut count = 0u64;
-        let mut start = 0isize;
-        loop {
-            let stop = start.saturating_add(DELETE_SCAN_PAGE - 1);
-            let members: Vec<String> = conn.zrange(&index, start, stop).await?;
-            if members.is_empty() {
-                return Ok(count);
-            }
-            let mut pipe = redis::pipe();
-            for m in &members {
-                let id = m.split_once(':').map(|(_, id)| id).unwrap_or_default();
-                pipe.cmd("HMGET").arg(self.keys.run(id)).arg("version").arg("status");
-            }
-            let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
-            count = count.saturating_add(
-                rows.iter()
-                    .filter(|(v, st)| {
-                        v.as_deref() == Some(wanted.as_str())
-                            && st.as_deref().is_some_and(|w| {
-                                baton_shared::proto::RunStatus::from_word(w).is_none_or(|s| !s.is_terminal())
-                            })
-                    })
-                    .count() as u64,
-            );
-            if members.len() < DELETE_SCAN_PAGE as usize {
-                return Ok(count);
-            }
-            start = start.saturating_add(DELETE_SCAN_PAGE);
-        }
-    }
-
-    /// Deletes one version of a workflow (`delete_workflow_version.lua`, one atomic step): its
-    /// definition and registration time; the name leaves the set of names with its last version.
-    /// Returns the versions left, ascending, or `None` when there was no such version.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
-    pub async fn delete_workflow_version(&self, name: &str, version: u32) -> Result<Option<Vec<u32>>> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/delete_workflow_version.lua")));
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = SCRIPT
-            .key(self.keys.workflow(name))
-            .key(self.keys.workflow_registered(name))
-            .key(self.keys.workflow_names())
-            .arg(version)
-            .arg(name)
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.split_first() {
-            Some((tag, [])) if tag == "missing" => Ok(None),
-            Some((tag, left)) if tag == "deleted" => {
-                let mut versions = left
-                    .iter()
-                    .map(|v| {
-                        v.parse::<u32>()
-                            .map_err(|_| CoordinatorError::Internal(format!("stored workflow version {v:?}")))
-                    })
-                    .collect::<Result<Vec<u32>>>()?;
-                versions.sort_unstable();
-                Ok(Some(versions))
-            }
-            _ => Err(CoordinatorError::Internal(format!(
-                "delete_workflow_version.lua answered {:?}",
-                reply.first()
-            ))),
-        }
-    }
-}
-
-/// Runs read per page by [`Store::unfinished_runs_of_version`].
-pub const DELETE_SCAN_PAGE: isize = 1_000;
 
 #[cfg(test)]
 mod tests {

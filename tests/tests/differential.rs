@@ -14,7 +14,7 @@ use baton_coordinator::{
         plan::{children_spec, leaves_csv, pinned, reads_csv, retry_at_with, step_ids_csv},
     },
     store::{
-        CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store,
+        Batch, CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store,
         TimerKind as StoreTimer, timer_member,
     },
 };
@@ -229,7 +229,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     pinned: &pinned,
                 };
                 let there = !matches!(
-                    store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
+                    store.complete_step(Batch::new(), &call, &args).await.unwrap(),
                     Completion::Stale | Completion::Alive(_)
                 );
                 (here, there)
@@ -270,7 +270,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     pinned: &pinned,
                 };
                 let there = !matches!(
-                    store.complete_step(redis::pipe(), &call, &args).await.unwrap(),
+                    store.complete_step(Batch::new(), &call, &args).await.unwrap(),
                     Completion::Stale | Completion::Alive(_)
                 );
                 (here, there)
@@ -436,7 +436,7 @@ async fn gather(
         };
         let there = !matches!(
             store
-                .complete_step(redis::pipe(), &RunCall { run_id: run, now }, &args)
+                .complete_step(Batch::new(), &RunCall { run_id: run, now }, &args)
                 .await
                 .unwrap(),
             Completion::Stale | Completion::Alive(_)
