@@ -28,7 +28,7 @@ pub use batch::Batch;
 pub use claims::EXPEDITE_BATCH;
 pub use error::StoreError;
 pub use schedules::ScheduleState;
-pub use workflows::{DELETE_SCAN_PAGE, PutWorkflow};
+pub use workflows::{DELETE_FENCE_LEASE, DELETE_SCAN_PAGE, DeleteVersion, PutWorkflow};
 
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
@@ -381,12 +381,17 @@ pub enum CreateOutcome {
 /// Reads `create_run.lua`'s reply.
 ///
 /// # Errors
+/// `NotFound` naming `version` when the version is deleted or being deleted (`no_version`);
 /// `Internal` naming the script for an unknown tag (never read as "exists").
-fn create_outcome(out: &[String]) -> Result<CreateOutcome> {
+fn create_outcome(out: &[String], workflow: &str, version: u32) -> Result<CreateOutcome> {
     match out.first().map(String::as_str) {
         Some("created") => Ok(CreateOutcome::Created),
         Some("queued") => Ok(CreateOutcome::Queued),
         Some("exists") => Ok(CreateOutcome::Exists(out.get(1).cloned().unwrap_or_default())),
+        Some("no_version") => Err(CoordinatorError::NotFound(format!(
+            "version: workflow {} has no version {version} (it was deleted)",
+            baton_shared::limits::echo(workflow)
+        ))),
         other => Err(CoordinatorError::Internal(format!("create_run.lua answered {other:?}"))),
     }
 }
@@ -691,13 +696,15 @@ impl Store {
         Err(CoordinatorError::Internal("Redis keeps losing Baton's scripts".into()))
     }
 
-    /// Creates a run with its root steps dispatched (or, without a free run slot, queued for one),
-    /// after writing its index entries; the roots in `queued` that were dispatched join their
+    /// Creates a run with its root steps dispatched (or, without a free run slot, queued for one)
+    /// and its run-index entries; the roots in `queued` that were dispatched join their
     /// handler's queued index, with their schedule-to-start timers, in the same commit
-    /// (`QueuedPlan::default()` for none).
+    /// (`QueuedPlan::default()` for none). A version that is deleted or being deleted gets no run
+    /// (see `store/workflows.rs`).
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
+    /// [`CoordinatorError::Redis`]; `NotFound` naming `version` when the version is deleted or
+    /// being deleted; `Internal` for a reply the script does not give.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_run(
         &self,
@@ -717,12 +724,10 @@ impl Store {
         for (member, due) in timers {
             pre.zadd(self.keys.timers(), member, *due).ignore();
         }
+        // The script indexes the run when it creates it (not when it exists already), and refuses a
+        // version that is deleted or being deleted.
         let member = run_index_member(call.now, call.run_id);
-        // With an idempotency key the run may exist already: its index entries were made the first time.
-        if idempotency_key.is_empty() {
-            pre.zadd(self.keys.runs_index(), &member, 0).ignore();
-            pre.zadd(self.keys.workflow_runs_index(workflow), &member, 0).ignore();
-        }
+        let (fence_keys, fence) = self.create_fence(workflow, version, &member, 6 + queued.keys.len());
         let args = [
             call.run_id.to_string(),
             workflow.to_string(),
@@ -740,22 +745,13 @@ impl Store {
             run_slot.map(RunSlot::detail).unwrap_or_default(),
             parent.map(|p| p.depth).unwrap_or(0).to_string(),
             queued.json(6),
+            fence,
         ];
+        let keys: Vec<String> = queued.keys.iter().cloned().chain(fence_keys).collect();
         let out = self
-            .eval_run_with(pre, &self.scripts.create_run, call, &queued.keys, &args)
+            .eval_run_with(pre, &self.scripts.create_run, call, &keys, &args)
             .await?;
-        let outcome = create_outcome(&out)?;
-        if !matches!(outcome, CreateOutcome::Exists(_)) && !idempotency_key.is_empty() {
-            let mut conn = self.conn.clone();
-            let _: () = redis::pipe()
-                .zadd(self.keys.runs_index(), &member, 0)
-                .ignore()
-                .zadd(self.keys.workflow_runs_index(workflow), &member, 0)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-        }
-        Ok(outcome)
+        create_outcome(&out, workflow, version)
     }
 
     /// Marks an attempt as started by `a.worker` and arms its timeout (and heartbeat) timers, in
@@ -1163,10 +1159,10 @@ impl Store {
 
     /// Creates many runs of one workflow in one round trip (an emitting step's children): each is
     /// created whole with its roots dispatched, or found existing. Returns, per run, `None` when
-    /// created or `Some(status)` when it existed. Index entries are written for the created ones.
+    /// created or `Some(status)` when it existed. The script indexes each run it creates.
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
+    /// [`CoordinatorError::Redis`]; `NotFound` when the version is deleted or being deleted.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_runs(
         &self,
@@ -1195,14 +1191,17 @@ impl Store {
                     )
                     .ignore();
                 }
+                let member = run_index_member(now, &r.run_id);
+                let (fence_keys, fence) = self.create_fence(workflow, version, &member, 6);
                 pipe.cmd("EVALSHA")
                     .arg(self.scripts.create_run.script.get_hash())
-                    .arg(5)
+                    .arg(5 + fence_keys.len())
                     .arg(k.run(&r.run_id))
                     .arg(k.steps(&r.run_id))
                     .arg(k.events(&r.run_id))
                     .arg(k.timers())
                     .arg(k.outbox())
+                    .arg(&fence_keys)
                     .arg(now)
                     .arg(self.events_max_len)
                     .arg(self.retention.as_secs().max(1))
@@ -1230,7 +1229,8 @@ impl Store {
                         pipe.arg("").arg("").arg("");
                     }
                 }
-                pipe.arg(parent.depth);
+                // No queued plan (ARGV[20]); the fence and the run indexes (ARGV[21]).
+                pipe.arg(parent.depth).arg("").arg(fence);
             }
             pipe
         };
@@ -1243,23 +1243,8 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut index = redis::pipe();
-        let mut created = 0;
-        let mut out = Vec::with_capacity(runs.len());
-        for (r, a) in runs.iter().zip(answers) {
-            let outcome = create_outcome(&a)?;
-            if !matches!(outcome, CreateOutcome::Exists(_)) {
-                let member = run_index_member(now, &r.run_id);
-                index.zadd(k.runs_index(), &member, 0).ignore();
-                index.zadd(k.workflow_runs_index(workflow), &member, 0).ignore();
-                created += 1;
-            }
-            out.push(outcome);
-        }
-        if created > 0 {
-            let _: () = index.query_async(&mut conn).await?;
-        }
-        Ok(out)
+        // Each created run was indexed by its script.
+        answers.iter().map(|a| create_outcome(a, workflow, version)).collect()
     }
 
     /// The run input and, for each of `steps`, its status and output; for the last one, its field
@@ -2519,7 +2504,15 @@ mod tests {
         );
         assert!(dispatch_reply("resume.lua", vec!["nope".into()]).is_err());
         assert_eq!(dispatch_reply("resume.lua", vec!["stale".into()]).unwrap(), None);
-        assert!(create_outcome(&["maybe".to_string()]).is_err());
+        assert!(matches!(
+            create_outcome(&["maybe".to_string()], "w", 2),
+            Err(CoordinatorError::Internal(_))
+        ));
+        let gone = create_outcome(&["no_version".to_string()], "w", 2).unwrap_err();
+        assert!(
+            matches!(&gone, CoordinatorError::NotFound(m) if m.starts_with("version:") && m.contains("no version 2")),
+            "{gone}"
+        );
     }
 
     #[test]
