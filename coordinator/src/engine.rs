@@ -24,7 +24,7 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
+        Batch, Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
         ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind,
         WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
     },
@@ -467,15 +467,14 @@ impl Engine {
                 timeout_at,
             } => {
                 // The attempt is over: its timers would only fire as no-ops.
-                let mut pre = redis::pipe();
+                let mut pre = Batch::new();
                 pre.zrem(
                     self.store.keys().timers(),
                     vec![
                         timer_member(TimerKind::Timeout, a.run_id, a.step_id, a.attempt),
                         timer_member(TimerKind::Heartbeat, a.run_id, a.step_id, a.attempt),
                     ],
-                )
-                .ignore();
+                );
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
@@ -527,7 +526,7 @@ impl Engine {
         };
         let completion = self
             .store
-            .complete_step_queued(redis::pipe(), &RunCall { run_id: a.run_id, now }, &args, &queued)
+            .complete_step_queued(Batch::new(), &RunCall { run_id: a.run_id, now }, &args, &queued)
             .await?;
         crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
         if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
@@ -844,13 +843,12 @@ impl Engine {
                     timeout_at,
                     worker: "",
                 };
-                self.store.wait(redis::pipe(), &call, &args).await?;
+                self.store.wait(Batch::new(), &call, &args).await?;
                 nothing()
             }
             StartPlan::Human { ref title, timeout_at } => {
-                let mut pre = redis::pipe();
-                pre.zadd(self.store.keys().human_tasks(), format!("{run_id}|{}", step.id), now)
-                    .ignore();
+                let mut pre = Batch::new();
+                pre.zadd(self.store.keys().human_tasks(), format!("{run_id}|{}", step.id), now);
                 let detail = texts::human_task(title);
                 let args = WaitArgs {
                     step: &step.id,
@@ -920,7 +918,7 @@ impl Engine {
             timeout_at: 0,
             worker: "",
         };
-        if self.store.wait(redis::pipe(), &call, &args).await? == WaitOutcome::Stale {
+        if self.store.wait(Batch::new(), &call, &args).await? == WaitOutcome::Stale {
             // The parent ended while the child was being made (a second launch of the same
             // dispatch is stale too, but then the parent is still going): stop the child.
             let parent_status = self.store.run_fields(run_id, &["status"]).await?.pop().flatten();
@@ -973,12 +971,11 @@ impl Engine {
         body: &str,
         now: i64,
     ) -> Result<Launch> {
-        let mut pre = redis::pipe();
+        let mut pre = Batch::new();
         pre.zrem(
             self.store.keys().outbox(),
-            crate::store::outbox_member(run_id, &p.step_id),
-        )
-        .ignore();
+            [crate::store::outbox_member(run_id, &p.step_id)],
+        );
         let args = CompleteArgs {
             step: &p.step_id,
             attempt: p.attempt,
@@ -1031,7 +1028,7 @@ impl Engine {
         };
         let completion = self
             .store
-            .complete_step(redis::pipe(), &RunCall { run_id, now }, &args)
+            .complete_step(Batch::new(), &RunCall { run_id, now }, &args)
             .await?;
         Ok(self.after_completion(def, run_id, completion, now).await)
     }
@@ -1111,7 +1108,7 @@ impl Engine {
             timeout_at: wake,
             worker: "",
         };
-        self.store.wait(redis::pipe(), &RunCall { run_id, now }, &args).await?;
+        self.store.wait(Batch::new(), &RunCall { run_id, now }, &args).await?;
         Ok(())
     }
 
@@ -1243,14 +1240,13 @@ impl Engine {
                     now,
                     Jitter::Random,
                 );
-                let mut pre = redis::pipe();
+                let mut pre = Batch::new();
                 if retry_at > 0 {
                     pre.zadd(
                         self.store.keys().timers(),
                         timer_member(TimerKind::Retry, run_id, step_id, attempt.saturating_add(1)),
                         retry_at,
-                    )
-                    .ignore();
+                    );
                 }
                 let args = CompleteArgs {
                     step: step_id,

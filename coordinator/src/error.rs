@@ -25,9 +25,10 @@ pub enum CoordinatorError {
     /// (`RESOURCE_EXHAUSTED`; the message names the setting).
     #[error("{0}")]
     ResourceExhausted(String),
-    /// Redis failed or could not be reached (`UNAVAILABLE`: callers should retry).
+    /// The store failed: Redis failed or could not be reached (`UNAVAILABLE`: callers should
+    /// retry).
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] crate::store::StoreError),
     /// RabbitMQ failed or could not be reached (`UNAVAILABLE`).
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),

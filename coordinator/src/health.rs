@@ -196,9 +196,10 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
     let mut restoring = false;
     loop {
         let redis = async {
-            let mut conn = engine.store.conn();
-            match tokio::time::timeout(bound, redis::cmd("PING").query_async::<String>(&mut conn)).await {
-                Ok(Ok(_)) => None,
+            match tokio::time::timeout(bound, engine.store.ping()).await {
+                Ok(Ok(())) => None,
+                // What Redis's client said, without the error's "redis: " prefix.
+                Ok(Err(crate::error::CoordinatorError::Redis(e))) => Some(e.to_string()),
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some(format!("no answer to PING within {bound:?}")),
             }

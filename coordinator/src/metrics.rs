@@ -401,23 +401,15 @@ pub async fn sample_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool
 /// One round of [`sample_loop`].
 async fn sample_once(engine: &Engine) -> anyhow::Result<()> {
     let now = now_ms();
-    let keys = engine.store.keys();
-    let mut conn = engine.store.conn();
     let overdue_before = now.saturating_sub(duration_ms(OVERDUE_AFTER));
-    let (due, overdue, outbox, oldest): (u64, u64, u64, Vec<(String, f64)>) = redis::pipe()
-        .zcount(keys.timers(), "-inf", now)
-        .zcount(keys.timers(), "-inf", overdue_before)
-        .zcard(keys.outbox())
-        .zrange_withscores(keys.outbox(), 0, 0)
-        .query_async(&mut conn)
-        .await?;
-    gauge!("baton_timers_due").set(due as f64);
-    gauge!("baton_timers_overdue").set(overdue as f64);
-    gauge!("baton_outbox_entries").set(outbox as f64);
-    let age_ms = oldest
-        .first()
-        .map(|(_, due)| {
-            now.saturating_sub(*due as i64)
+    let figures = engine.store.timer_figures(now, overdue_before).await?;
+    gauge!("baton_timers_due").set(figures.due as f64);
+    gauge!("baton_timers_overdue").set(figures.overdue as f64);
+    gauge!("baton_outbox_entries").set(figures.outbox as f64);
+    let age_ms = figures
+        .oldest_outbox_due
+        .map(|due| {
+            now.saturating_sub(due)
                 .saturating_add(duration_ms(engine.config.timer_lease))
         })
         .unwrap_or(0);
@@ -467,35 +459,14 @@ const MAX_KEYED_POOLS: usize = 1_000;
 /// Slots held (leases not expired) and attempts waiting in pool `base`, summed over its keyed
 /// pools (`base/<key>`, at most [`MAX_KEYED_POOLS`]) when `keyed`.
 async fn slots(engine: &Engine, base: &str, keyed: bool, now: i64) -> anyhow::Result<(u64, u64)> {
-    let prefix = engine.store.keys().prefix();
-    let mut conn = engine.store.conn();
     let pools: Vec<String> = if keyed {
-        let pattern = format!("{prefix}:sem:{base}/*:holders");
-        let mut found = Vec::new();
-        let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
-        while let Some(k) = futures::StreamExt::next(&mut iter).await {
-            if let Ok(k) = k
-                && let Some(pool) = k
-                    .strip_prefix(&format!("{prefix}:sem:"))
-                    .and_then(|p| p.strip_suffix(":holders"))
-            {
-                found.push(pool.to_string());
-            }
-            if found.len() >= MAX_KEYED_POOLS {
-                break;
-            }
-        }
-        found
+        engine.store.keyed_pools(base, MAX_KEYED_POOLS).await?
     } else {
         vec![base.to_string()]
     };
     let (mut held, mut waiting) = (0u64, 0u64);
     for pool in pools {
-        let (h, w): (u64, u64) = redis::pipe()
-            .zcount(engine.store.keys().slot_holders(&pool), now, "+inf")
-            .llen(engine.store.keys().slot_waiters(&pool))
-            .query_async(&mut conn)
-            .await?;
+        let (h, w) = engine.store.pool_figures(&pool, now).await?;
         held = held.saturating_add(h);
         waiting = waiting.saturating_add(w);
     }

@@ -30,7 +30,6 @@ use tokio::sync::Mutex;
 use crate::{
     engine::Engine,
     error::{CoordinatorError, Result},
-    store::{TimerKind, timer_member},
 };
 
 /// The heartbeat interval of a worker that announces none (`heartbeat_interval_ms = 0`): 5 s.
@@ -47,7 +46,7 @@ const SAMPLE_TTL: Duration = Duration::from_secs(1);
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Most workers `ListWorkers` reads (the newest by last heartbeat).
-const MAX_LISTED_WORKERS: isize = 10_000;
+const MAX_LISTED_WORKERS: usize = 10_000;
 
 /// Most distinct handlers a GetRun explains (one passive declare each, cached).
 const MAX_EXPLAINED_HANDLERS: usize = 32;
@@ -207,40 +206,9 @@ pub async fn note_dispatched(engine: &Engine, queued: &[(String, String, String,
     if queued.is_empty() {
         return;
     }
-    let keys = engine.store.keys();
-    let mut pipe = redis::pipe();
-    let mut handlers = BTreeSet::new();
-    for (handler, run, step, attempt, limit) in queued {
-        if handler.is_empty() {
-            continue;
-        }
-        handlers.insert(handler.as_str());
-        pipe.cmd("ZADD")
-            .arg(keys.queued(handler))
-            .arg("NX")
-            .arg(now)
-            .arg(format!("{run}|{step}|{attempt}"))
-            .ignore();
-        if let Some(limit) = limit {
-            pipe.cmd("ZADD")
-                .arg(keys.timers())
-                .arg("NX")
-                .arg(crate::machine::due(now, *limit))
-                .arg(timer_member(TimerKind::ScheduleToStart, run, step, *attempt))
-                .ignore();
-        }
-    }
     // Entries whose task left the queue unseen (dead-lettered, purged) go after the retention.
     let cutoff = now.saturating_sub(duration_ms(engine.config.retention));
-    for h in handlers {
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(keys.queued(h))
-            .arg("-inf")
-            .arg(format!("({cutoff}"))
-            .ignore();
-    }
-    let mut conn = engine.store.conn();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+    if let Err(e) = engine.store.index_queued(queued, now, cutoff).await {
         tracing::warn!(error = %e, "could not index dispatched attempts");
     }
 }
@@ -249,19 +217,7 @@ pub async fn note_dispatched(engine: &Engine, queued: &[(String, String, String,
 /// schedule-to-start timer: it did not go to a worker after all (skipped or failed when launched).
 /// A started attempt leaves the index in `start_step.lua`. Best effort, as [`note_dispatched`].
 pub async fn unindex_queued(engine: &Engine, handler: &str, run: &str, step: &str, attempt: u32) {
-    let keys = engine.store.keys();
-    let mut pipe = redis::pipe();
-    if !handler.is_empty() {
-        pipe.zrem(keys.queued(handler), format!("{run}|{step}|{attempt}"))
-            .ignore();
-    }
-    pipe.zrem(
-        keys.timers(),
-        timer_member(TimerKind::ScheduleToStart, run, step, attempt),
-    )
-    .ignore();
-    let mut conn = engine.store.conn();
-    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+    if let Err(e) = engine.store.unindex_queued(handler, run, step, attempt).await {
         tracing::warn!(error = %e, "could not unindex an attempt that did not go to a worker");
     }
 }
@@ -313,41 +269,18 @@ impl Operations {
             heartbeat_interval_ms: duration_ms(interval).max(0) as u64,
         };
         let json = serde_json::to_string(&record).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-        let keys = self.engine.store.keys();
         let retention = config
             .worker_retention
             .max(interval.saturating_mul(LOST_AFTER_INTERVALS + 1));
         let retention_ms = duration_ms(retention).max(1);
-        let mut pipe = redis::pipe();
         // Its liveness, which holds the attempts it started (StartStep answers another worker's
         // copy DUPLICATE): as long as ListWorkers shows it live; gone at once when it stopped.
-        let alive = keys.worker_alive(&record.worker_id);
-        if record.state == WorkerState::Stopped as i32 {
-            pipe.del(&alive).ignore();
-        } else {
-            let lost_after = interval.saturating_mul(LOST_AFTER_INTERVALS);
-            pipe.cmd("SET")
-                .arg(&alive)
-                .arg(now)
-                .arg("PX")
-                .arg(duration_ms(lost_after).max(1))
-                .ignore();
-        }
-        pipe.cmd("SET")
-            .arg(keys.worker(&record.worker_id))
-            .arg(json)
-            .arg("PX")
-            .arg(retention_ms)
-            .ignore()
-            .zadd(keys.workers(), &record.worker_id, now)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(keys.workers())
-            .arg("-inf")
-            .arg(format!("({}", now.saturating_sub(retention_ms)))
-            .ignore();
-        let mut conn = self.engine.store.conn();
-        pipe.query_async::<()>(&mut conn).await?;
+        let alive_for =
+            (record.state != WorkerState::Stopped as i32).then(|| interval.saturating_mul(LOST_AFTER_INTERVALS));
+        self.engine
+            .store
+            .put_worker(&record.worker_id, &json, alive_for, retention_ms, now)
+            .await?;
         Ok(RegisterWorkerResponse {
             namespace: config.namespace.clone(),
             queue_type: match config.queue_type {
@@ -361,24 +294,12 @@ impl Operations {
     /// The registrations kept (live, lost and stopped workers), by worker id. A record that does
     /// not parse is skipped and logged.
     async fn records(&self) -> Result<Vec<WorkerRecord>> {
-        let keys = self.engine.store.keys();
-        let mut conn = self.engine.store.conn();
-        let ids: Vec<String> = redis::cmd("ZREVRANGE")
-            .arg(keys.workers())
-            .arg(0)
-            .arg(MAX_LISTED_WORKERS - 1)
-            .query_async(&mut conn)
-            .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let names: Vec<String> = chunk.iter().map(|id| keys.worker(id)).collect();
-            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&names).query_async(&mut conn).await?;
-            for (id, v) in chunk.iter().zip(values) {
-                let Some(v) = v else { continue };
-                match serde_json::from_str::<WorkerRecord>(&v) {
-                    Ok(r) => out.push(r),
-                    Err(e) => tracing::warn!(worker = %echo(id), error = %e, "skipping an unreadable worker record"),
-                }
+        let found = self.engine.store.worker_records(MAX_LISTED_WORKERS).await?;
+        let mut out = Vec::with_capacity(found.len());
+        for (id, v) in found {
+            match serde_json::from_str::<WorkerRecord>(&v) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(worker = %echo(&id), error = %e, "skipping an unreadable worker record"),
             }
         }
         out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -430,16 +351,10 @@ impl Operations {
             handlers.extend(r.handlers.iter().cloned());
         }
         let topology = self.engine.config.topology();
-        let keys = self.engine.store.keys();
         let mut out = Vec::with_capacity(handlers.len());
         for h in handlers {
             let sample = self.sample(&h, false).await?;
-            let mut conn = self.engine.store.conn();
-            let (waiting, oldest): (u64, Vec<(String, i64)>) = redis::pipe()
-                .zcard(keys.queued(&h))
-                .zrange_withscores(keys.queued(&h), 0, 0)
-                .query_async(&mut conn)
-                .await?;
+            let figures = self.engine.store.queue_figures(&h).await?;
             out.push(QueueInfo {
                 queue: topology.queue(&h),
                 ready: sample.map(|s| s.ready).unwrap_or(0),
@@ -449,8 +364,8 @@ impl Operations {
                     .iter()
                     .map(|r| u64::from(r.in_flight.get(&h).copied().unwrap_or(0)))
                     .sum(),
-                oldest_waiting_since: oldest.first().and_then(|(_, ms)| timestamp(*ms)),
-                waiting,
+                oldest_waiting_since: figures.oldest_since.and_then(timestamp),
+                waiting: figures.waiting,
                 live_workers: live
                     .iter()
                     .filter(|r| r.handlers.contains(&h))
@@ -472,7 +387,6 @@ impl Operations {
     pub async fn explain_waits(&self, run: &mut Run) {
         let mut explained: HashMap<String, Option<QueueSample>> = HashMap::new();
         let topology = self.engine.config.topology();
-        let keys = self.engine.store.keys();
         for step in &mut run.steps {
             if step.status != StepStatus::Dispatched as i32 || step.handler.is_empty() || step.attempt == 0 {
                 continue;
@@ -497,12 +411,10 @@ impl Operations {
                 step.waiting_for = format!("no worker serves handler `{}` (0 consumers)", step.handler);
                 continue;
             }
-            let member = format!("{}|{}|{}", run.id, step.id, step.attempt);
-            let mut conn = self.engine.store.conn();
-            let rank: Option<u64> = redis::cmd("ZRANK")
-                .arg(keys.queued(&step.handler))
-                .arg(&member)
-                .query_async(&mut conn)
+            let rank = self
+                .engine
+                .store
+                .queued_rank(&step.handler, &run.id, &step.id, step.attempt)
                 .await
                 .unwrap_or(None);
             let ahead = match rank {

@@ -14,7 +14,7 @@ use baton_shared::{
 
 use crate::{
     error::{CoordinatorError, Result},
-    store::{PutWorkflow, Store},
+    store::{DeleteVersion, PutWorkflow, Store},
 };
 
 /// Estimated bytes a parsed definition holds in memory per byte of its stored JSON (its document
@@ -352,12 +352,16 @@ impl Registry {
     /// Deletes version `version` of workflow `name` when none of its runs is unfinished (pending
     /// or running), and drops it from this coordinator's cache. Returns the versions left,
     /// ascending (empty: the name is gone). Finished runs of the version keep their history.
-    /// The check and the deletion are two steps: a run submitted between them (by another
-    /// coordinator at the same instant) keeps running from the definition it read.
+    /// The count and the deletion are fenced ([`Store::delete_workflow_version`]): while the delete
+    /// counts, a submit of the version is refused `NOT_FOUND`, so no run is left without its
+    /// definition; other coordinators' caches may still hold the definition, but Redis refuses
+    /// their new runs of it.
     ///
     /// # Errors
     /// `InvalidArgument` naming `name` or `version` (0); `NotFound` naming `version` when there is
-    /// no such version; `FailedPrecondition` with the number of unfinished runs; `Redis`.
+    /// no such version; `FailedPrecondition` with the number of unfinished runs, or when another
+    /// delete of the version is under way; `Redis`; `Unavailable` when the delete took longer than
+    /// its fence (nothing was deleted).
     pub async fn delete_version(&self, name: &str, version: u32) -> Result<Vec<u32>> {
         check_workflow_name("name", name).map_err(CoordinatorError::InvalidArgument)?;
         if version == 0 {
@@ -365,27 +369,31 @@ impl Registry {
                 "version: name the version to delete (1 or more)".into(),
             ));
         }
-        let not_found =
-            || CoordinatorError::NotFound(format!("version: workflow {} has no version {version}", echo(name)));
-        if self.store.workflow_version(name, version).await?.is_none() {
-            return Err(not_found());
-        }
-        let unfinished = self.store.unfinished_runs_of_version(name, version).await?;
-        if unfinished > 0 {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "version: workflow {} version {version} has {unfinished} unfinished run{} (pending or running); \
-                 cancel {} or let {} finish, then delete the version",
-                echo(name),
-                if unfinished == 1 { "" } else { "s" },
-                if unfinished == 1 { "it" } else { "them" },
-                if unfinished == 1 { "it" } else { "them" },
-            )));
-        }
-        let left = self
-            .store
-            .delete_workflow_version(name, version)
-            .await?
-            .ok_or_else(not_found)?;
+        let left = match self.store.delete_workflow_version(name, version).await? {
+            DeleteVersion::Deleted(left) => left,
+            DeleteVersion::Missing => {
+                return Err(CoordinatorError::NotFound(format!(
+                    "version: workflow {} has no version {version}",
+                    echo(name)
+                )));
+            }
+            DeleteVersion::Busy => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "version: workflow {} version {version} is being deleted by another call",
+                    echo(name)
+                )));
+            }
+            DeleteVersion::Unfinished(unfinished) => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "version: workflow {} version {version} has {unfinished} unfinished run{} (pending or running); \
+                     cancel {} or let {} finish, then delete the version",
+                    echo(name),
+                    if unfinished == 1 { "" } else { "s" },
+                    if unfinished == 1 { "it" } else { "them" },
+                    if unfinished == 1 { "it" } else { "them" },
+                )));
+            }
+        };
         let key = (name.to_string(), version);
         self.cache.invalidate(&key);
         self.handlers.invalidate(&key);

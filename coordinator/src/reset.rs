@@ -30,10 +30,6 @@ pub enum Check {
     Lost,
 }
 
-fn key(engine: &Engine) -> String {
-    format!("{}:marker", engine.store.keys().prefix())
-}
-
 impl Marker {
     /// Reads the marker, writing one if there is none (`SET NX`, so concurrent coordinators agree
     /// on one), and compares it with the one seen before.
@@ -41,17 +37,8 @@ impl Marker {
     /// # Errors
     /// `Redis`.
     pub async fn check(&mut self, engine: &Engine) -> Result<Check> {
-        let mut conn = engine.store.conn();
-        let key = key(engine);
         // SET NX then GET in one round trip: the marker that holds after this call.
-        let (_, now): (Option<String>, Option<String>) = redis::pipe()
-            .cmd("SET")
-            .arg(&key)
-            .arg(now_ms())
-            .arg("NX")
-            .get(&key)
-            .query_async(&mut conn)
-            .await?;
+        let now = engine.store.data_marker(now_ms()).await?;
         let found = match (&self.seen, &now) {
             (Some(seen), Some(now)) if seen == now => Check::Same,
             (None, _) => Check::Same,

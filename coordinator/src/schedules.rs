@@ -16,7 +16,6 @@ use baton_shared::{
     schedule::{CronSchedule, OverlapPolicy, TickAction, decide, run_id_for_tick},
     time::{duration_ms, now_ms, timestamp},
 };
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -86,23 +85,6 @@ struct LedgerEntry {
     recorded_at: i64,
 }
 
-fn records_key(engine: &Engine) -> String {
-    format!("{}:schedules", engine.store.keys().prefix())
-}
-
-/// The sorted set of due schedules (`<ns>:schedule-due`).
-pub(crate) fn due_key(engine: &Engine) -> String {
-    format!("{}:schedule-due", engine.store.keys().prefix())
-}
-
-fn state_key(engine: &Engine, id: &str) -> String {
-    format!("{}:schedule:{id}:state", engine.store.keys().prefix())
-}
-
-fn ledger_key(engine: &Engine, id: &str) -> String {
-    format!("{}:schedule:{id}:ticks", engine.store.keys().prefix())
-}
-
 impl Engine {
     /// Creates or replaces a schedule and arms its next tick.
     ///
@@ -120,8 +102,7 @@ impl Engine {
         let cron = record.parsed()?;
         let def = self.registry.get(&record.workflow, record.version).await?.definition;
         def.validate_input(&record.input)?;
-        let mut conn = self.store.conn();
-        let existing: Option<String> = conn.hget(records_key(self), &record.id).await?;
+        let existing = self.store.schedule_record(&record.id).await?;
         if let Some(old) = existing
             .as_deref()
             .and_then(|t| serde_json::from_str::<ScheduleRecord>(t).ok())
@@ -140,15 +121,11 @@ impl Engine {
         }
         let json = serde_json::to_string(&record).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.hset(records_key(self), &record.id, json).ignore();
         // Ticks before the schedule existed (or before it changed) are not owed.
-        pipe.hset_nx(state_key(self, &record.id), "last_tick", now).ignore();
-        match cron.next_after(now) {
-            Some(next) if !record.paused => pipe.zadd(due_key(self), &record.id, next).ignore(),
-            _ => pipe.zrem(due_key(self), &record.id).ignore(),
-        };
-        let _: () = pipe.query_async(&mut conn).await?;
+        let next = cron.next_after(now).filter(|_| !record.paused);
+        self.store
+            .put_schedule_record(&record.id, &json, now, next, false)
+            .await?;
         tracing::info!(schedule = %record.id, cron = %record.cron, timezone = %record.timezone, "schedule saved");
         Ok(record)
     }
@@ -189,8 +166,7 @@ impl Engine {
     /// # Errors
     /// `Redis`.
     pub async fn list_schedules(&self, workflow: &str) -> Result<Vec<ScheduleRecord>> {
-        let mut conn = self.store.conn();
-        let all: std::collections::HashMap<String, String> = conn.hgetall(records_key(self)).await?;
+        let all = self.store.schedule_records().await?;
         let mut out: Vec<ScheduleRecord> = all
             .values()
             .filter_map(|t| serde_json::from_str::<ScheduleRecord>(t).ok())
@@ -205,8 +181,7 @@ impl Engine {
     /// # Errors
     /// `NotFound`; `Redis`.
     pub async fn get_schedule(&self, id: &str) -> Result<ScheduleRecord> {
-        let mut conn = self.store.conn();
-        let text: Option<String> = conn.hget(records_key(self), id).await?;
+        let text = self.store.schedule_record(id).await?;
         text.and_then(|t| serde_json::from_str(&t).ok())
             .ok_or_else(|| CoordinatorError::NotFound(format!("id: no schedule {id:?}")))
     }
@@ -221,18 +196,12 @@ impl Engine {
         record.paused = paused;
         let json = serde_json::to_string(&record).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.hset(records_key(self), id, json).ignore();
         if paused {
-            pipe.zrem(due_key(self), id).ignore();
+            self.store.pause_schedule_record(id, &json).await?;
         } else {
-            pipe.hset(state_key(self, id), "last_tick", now).ignore();
-            if let Some(next) = record.parsed()?.next_after(now) {
-                pipe.zadd(due_key(self), id, next).ignore();
-            }
+            let next = record.parsed()?.next_after(now);
+            self.store.put_schedule_record(id, &json, now, next, true).await?;
         }
-        let mut conn = self.store.conn();
-        let _: () = pipe.query_async(&mut conn).await?;
         tracing::info!(schedule = id, paused, "schedule paused or resumed");
         Ok(record)
     }
@@ -253,18 +222,7 @@ impl Engine {
     }
 
     async fn remove_schedule(&self, id: &str) -> Result<()> {
-        let mut conn = self.store.conn();
-        let _: () = redis::pipe()
-            .hdel(records_key(self), id)
-            .ignore()
-            .zrem(due_key(self), id)
-            .ignore()
-            .del(state_key(self, id))
-            .ignore()
-            .del(ledger_key(self, id))
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+        self.store.delete_schedule_record(id).await?;
         tracing::info!(schedule = id, "schedule deleted");
         Ok(())
     }
@@ -301,8 +259,7 @@ impl Engine {
             0 => 50,
             n => n.min(1000) as usize,
         };
-        let mut conn = self.store.conn();
-        let all: std::collections::HashMap<i64, String> = conn.hgetall(ledger_key(self, id)).await?;
+        let all = self.store.schedule_ledger(id).await?;
         let mut ticks: Vec<(i64, LedgerEntry)> = all
             .into_iter()
             .filter_map(|(t, e)| serde_json::from_str(&e).ok().map(|e| (t, e)))
@@ -316,17 +273,12 @@ impl Engine {
     /// # Errors
     /// `Redis`.
     pub async fn schedule_view(&self, r: &ScheduleRecord) -> Result<Schedule> {
-        let mut conn = self.store.conn();
-        let (next, last_run): (Option<f64>, Option<String>) = redis::pipe()
-            .zscore(due_key(self), &r.id)
-            .hget(state_key(self, &r.id), "last_run")
-            .query_async(&mut conn)
-            .await?;
+        let (due, last_run) = self.store.schedule_due_and_last_run(&r.id).await?;
         // The due set may hold a claim's lease instead of the tick: show the tick itself.
         let next_tick = if r.paused {
             None
         } else {
-            next.and_then(|_| r.parsed().ok()?.next_after(now_ms()))
+            due.then(|| r.parsed().ok()?.next_after(now_ms())).flatten()
         };
         Ok(Schedule {
             id: r.id.clone(),
@@ -351,8 +303,7 @@ impl Engine {
         let def = self.registry.get(&r.workflow, r.version).await?.definition;
         def.validate_input(&r.input)?;
         self.create_scheduled_run(&def, &run_id, &r.input).await?;
-        let mut conn = self.store.conn();
-        let _: () = conn.hset(state_key(self, &r.id), "last_run", &run_id).await?;
+        self.store.set_schedule_last_run(&r.id, &run_id).await?;
         Ok(run_id)
     }
 
@@ -379,25 +330,10 @@ impl Engine {
     /// Writes a tick's ledger entry unless it has one (so a tick is recorded once).
     async fn record_tick(&self, id: &str, tick: i64, outcome: &str, run_id: &str, reason: &str) -> Result<bool> {
         let json = ledger_json(outcome, run_id, reason)?;
-        let mut conn = self.store.conn();
-        let key = ledger_key(self, id);
-        let (added, len): (bool, usize) = redis::pipe()
-            .hset_nx(&key, tick, json)
-            .hlen(&key)
-            .query_async(&mut conn)
-            .await?;
+        let added = self.store.record_schedule_tick(id, tick, &json, LEDGER_KEEP).await?;
         if added {
             crate::metrics::schedule_tick(outcome);
             crate::metrics::schedule_tick_lateness(outcome, tick, now_ms());
-        }
-        if len > 2 * LEDGER_KEEP {
-            let mut all: Vec<i64> = conn.hkeys(&key).await?;
-            all.sort_unstable();
-            // Another coordinator may have trimmed since HLEN: never underflow.
-            let drop: Vec<i64> = all[..all.len().saturating_sub(LEDGER_KEEP)].to_vec();
-            if !drop.is_empty() {
-                let _: i64 = conn.hdel(&key, drop).await?;
-            }
         }
         Ok(added)
     }
@@ -405,8 +341,7 @@ impl Engine {
     /// Overwrites a tick's ledger entry (a buffered tick that fired or was replaced).
     async fn update_tick(&self, id: &str, tick: i64, outcome: &str, run_id: &str, reason: &str) -> Result<()> {
         let json = ledger_json(outcome, run_id, reason)?;
-        let mut conn = self.store.conn();
-        let _: () = conn.hset(ledger_key(self, id), tick, json).await?;
+        self.store.update_schedule_tick(id, tick, &json).await?;
         crate::metrics::schedule_tick(outcome);
         Ok(())
     }
@@ -444,25 +379,19 @@ impl Engine {
     /// # Errors
     /// `Redis` and what starting a run refuses: the schedule comes due again after its lease.
     pub async fn run_schedule(&self, id: &str) -> Result<()> {
-        let mut conn = self.store.conn();
-        let text: Option<String> = conn.hget(records_key(self), id).await?;
+        let text = self.store.schedule_record(id).await?;
         let Some(record) = text.and_then(|t| serde_json::from_str::<ScheduleRecord>(&t).ok()) else {
-            let _: i64 = conn.zrem(due_key(self), id).await?;
-            return Ok(());
+            return self.store.set_schedule_due(id, None).await;
         };
         if record.paused {
-            let _: i64 = conn.zrem(due_key(self), id).await?;
-            return Ok(());
+            return self.store.set_schedule_due(id, None).await;
         }
         let cron = record.parsed()?;
         let now = now_ms();
-        let state: std::collections::HashMap<String, String> = conn.hgetall(state_key(self, id)).await?;
-        let mut last_tick: i64 = state
-            .get("last_tick")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(record.created_at);
-        let mut last_run = state.get("last_run").cloned();
-        let mut buffered: Option<i64> = state.get("buffered").and_then(|t| t.parse().ok());
+        let state = self.store.schedule_state(id).await?;
+        let mut last_tick: i64 = state.last_tick.unwrap_or(record.created_at);
+        let mut last_run = state.last_run;
+        let mut buffered: Option<i64> = state.buffered;
         let window = if record.catchup_window_ms == 0 {
             duration_ms(DEFAULT_CATCHUP_WINDOW)
         } else {
@@ -479,7 +408,7 @@ impl Engine {
                 .await?;
             last_run = Some(run_id);
             buffered = None;
-            let _: i64 = conn.hdel(state_key(self, id), "buffered").await?;
+            self.store.set_schedule_buffered(id, None).await?;
         }
 
         for tick in cron.ticks(last_tick, now, MAX_TICKS_PER_ROUND) {
@@ -528,7 +457,7 @@ impl Engine {
                     tracing::info!(schedule = id, tick, %reason, "schedule tick buffered");
                     self.record_tick(id, tick, "buffered", "", &reason).await?;
                     buffered = Some(tick);
-                    let _: () = conn.hset(state_key(self, id), "buffered", tick).await?;
+                    self.store.set_schedule_buffered(id, Some(tick)).await?;
                 }
                 TickAction::Skip(reason) => {
                     let reason = if catch_up.is_empty() || reason.starts_with("missed") {
@@ -541,7 +470,7 @@ impl Engine {
                 }
             }
             last_tick = tick;
-            let _: () = conn.hset(state_key(self, id), "last_tick", last_tick).await?;
+            self.store.set_schedule_last_tick(id, last_tick).await?;
         }
 
         // The next tick; sooner while a buffered tick waits for its previous run to end.
@@ -550,14 +479,7 @@ impl Engine {
             let soon = now.saturating_add(1000);
             due = Some(due.map_or(soon, |d| d.min(soon)));
         }
-        match due {
-            Some(d) => {
-                let _: i64 = conn.zadd(due_key(self), id, d).await?;
-            }
-            None => {
-                let _: i64 = conn.zrem(due_key(self), id).await?;
-            }
-        }
+        self.store.set_schedule_due(id, due).await?;
         Ok(())
     }
 }
@@ -588,7 +510,7 @@ fn tick_view(id: &str, tick: i64, e: &LedgerEntry) -> ScheduleTick {
 /// coordinators never work on one schedule at once) and handles them.
 pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, mut shutdown: watch::Receiver<bool>) {
     let poll = engine.config.timer_poll_interval.max(Duration::from_millis(100));
-    let (lease, key) = (engine.config.timer_lease, due_key(&engine));
+    let (lease, key) = (engine.config.timer_lease, engine.store.schedule_due_key());
     loop {
         if *shutdown.borrow() {
             return;

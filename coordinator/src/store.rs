@@ -13,6 +13,24 @@ use crate::error::{CoordinatorError, Result};
 
 mod logs;
 pub use logs::{Appended, LogRange, StoredLine};
+mod admin;
+mod batch;
+#[cfg(test)]
+mod boundary;
+mod claims;
+mod error;
+mod events;
+mod schedules;
+mod script;
+mod slots;
+mod workflows;
+
+pub use admin::{ParkedRecord, QueueFigures, QueuedAttempt, TimerFigures};
+pub use batch::Batch;
+pub use claims::EXPEDITE_BATCH;
+pub use error::StoreError;
+pub use schedules::ScheduleState;
+pub use workflows::{DELETE_FENCE_LEASE, DELETE_SCAN_PAGE, DeleteVersion, PutWorkflow};
 
 /// Fan-out elements per script call: staged per `stage_items` call, dispatched at most by the
 /// `start_items` call, and outputs read per `HMGET` when a fan-out completes. 250 elements keep
@@ -121,15 +139,6 @@ struct Scripts {
     resume: RunScript,
     park: RunScript,
     take_over: RunScript,
-    publish_event: redis::Script,
-    acquire: redis::Script,
-    wake: redis::Script,
-    wake_runs: redis::Script,
-    rate: redis::Script,
-    claim: redis::Script,
-    release: redis::Script,
-    expedite: redis::Script,
-    renew: redis::Script,
     append_logs: redis::Script,
 }
 
@@ -379,12 +388,17 @@ pub enum CreateOutcome {
 /// Reads `create_run.lua`'s reply.
 ///
 /// # Errors
+/// `NotFound` naming `version` when the version is deleted or being deleted (`no_version`);
 /// `Internal` naming the script for an unknown tag (never read as "exists").
-fn create_outcome(out: &[String]) -> Result<CreateOutcome> {
+fn create_outcome(out: &[String], workflow: &str, version: u32) -> Result<CreateOutcome> {
     match out.first().map(String::as_str) {
         Some("created") => Ok(CreateOutcome::Created),
         Some("queued") => Ok(CreateOutcome::Queued),
         Some("exists") => Ok(CreateOutcome::Exists(out.get(1).cloned().unwrap_or_default())),
+        Some("no_version") => Err(CoordinatorError::NotFound(format!(
+            "version: workflow {} has no version {version} (it was deleted)",
+            baton_shared::limits::echo(workflow)
+        ))),
         other => Err(CoordinatorError::Internal(format!("create_run.lua answered {other:?}"))),
     }
 }
@@ -560,15 +574,6 @@ impl Store {
             resume: RunScript::new("resume", include_str!("scripts/resume.lua")),
             park: RunScript::new("park", include_str!("scripts/park.lua")),
             take_over: RunScript::new("take_over", include_str!("scripts/take_over.lua")),
-            publish_event: redis::Script::new(include_str!("scripts/publish_event.lua")),
-            acquire: redis::Script::new(include_str!("scripts/acquire.lua")),
-            wake: redis::Script::new(include_str!("scripts/wake.lua")),
-            wake_runs: redis::Script::new(include_str!("scripts/wake_runs.lua")),
-            rate: redis::Script::new(include_str!("scripts/rate.lua")),
-            claim: redis::Script::new(include_str!("scripts/claim.lua")),
-            release: redis::Script::new(include_str!("scripts/release.lua")),
-            expedite: redis::Script::new(include_str!("scripts/expedite.lua")),
-            renew: redis::Script::new(include_str!("scripts/renew.lua")),
             append_logs: redis::Script::new(include_str!("scripts/append_logs.lua")),
         };
         let store = Self {
@@ -618,8 +623,8 @@ impl Store {
         Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
     }
 
-    /// A clone of the shared multiplexed connection.
-    pub fn conn(&self) -> ConnectionManager {
+    /// A clone of the shared multiplexed connection (for the store's own modules).
+    fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
@@ -644,20 +649,8 @@ impl Store {
         ] {
             script.script.prepare_invoke().load_async(&mut conn).await?;
         }
-        for script in [
-            &s.claim,
-            &s.release,
-            &s.expedite,
-            &s.renew,
-            &s.publish_event,
-            &s.acquire,
-            &s.wake,
-            &s.wake_runs,
-            &s.rate,
-            &s.append_logs,
-        ] {
-            script.prepare_invoke().load_async(&mut conn).await?;
-        }
+        // The standalone scripts (store/script.rs) load themselves on first use.
+        s.append_logs.prepare_invoke().load_async(&mut conn).await?;
         Ok(())
     }
 
@@ -665,7 +658,7 @@ impl Store {
     /// pipeline: one round trip. Reloads the scripts once if Redis lost them (a restart).
     async fn eval_run(
         &self,
-        prelude: Pipeline,
+        prelude: impl Into<Pipeline>,
         script: &RunScript,
         call: &RunCall<'_>,
         args: &[String],
@@ -676,12 +669,13 @@ impl Store {
     /// As `eval_run`, with keys after the five every run script gets.
     async fn eval_run_with(
         &self,
-        prelude: Pipeline,
+        prelude: impl Into<Pipeline>,
         script: &RunScript,
         call: &RunCall<'_>,
         extra_keys: &[String],
         args: &[String],
     ) -> Result<Vec<String>> {
+        let prelude: Pipeline = prelude.into();
         let k = &self.keys;
         for tried in 0..2 {
             let mut pipe = prelude.clone();
@@ -711,13 +705,15 @@ impl Store {
         Err(CoordinatorError::Internal("Redis keeps losing Baton's scripts".into()))
     }
 
-    /// Creates a run with its root steps dispatched (or, without a free run slot, queued for one),
-    /// after writing its index entries; the roots in `queued` that were dispatched join their
+    /// Creates a run with its root steps dispatched (or, without a free run slot, queued for one)
+    /// and its run-index entries; the roots in `queued` that were dispatched join their
     /// handler's queued index, with their schedule-to-start timers, in the same commit
-    /// (`QueuedPlan::default()` for none).
+    /// (`QueuedPlan::default()` for none). A version that is deleted or being deleted gets no run
+    /// (see `store/workflows.rs`).
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
+    /// [`CoordinatorError::Redis`]; `NotFound` naming `version` when the version is deleted or
+    /// being deleted; `Internal` for a reply the script does not give.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_run(
         &self,
@@ -737,12 +733,10 @@ impl Store {
         for (member, due) in timers {
             pre.zadd(self.keys.timers(), member, *due).ignore();
         }
+        // The script indexes the run when it creates it (not when it exists already), and refuses a
+        // version that is deleted or being deleted.
         let member = run_index_member(call.now, call.run_id);
-        // With an idempotency key the run may exist already: its index entries were made the first time.
-        if idempotency_key.is_empty() {
-            pre.zadd(self.keys.runs_index(), &member, 0).ignore();
-            pre.zadd(self.keys.workflow_runs_index(workflow), &member, 0).ignore();
-        }
+        let (fence_keys, fence) = self.create_fence(workflow, version, &member, 6 + queued.keys.len());
         let args = [
             call.run_id.to_string(),
             workflow.to_string(),
@@ -760,22 +754,13 @@ impl Store {
             run_slot.map(RunSlot::detail).unwrap_or_default(),
             parent.map(|p| p.depth).unwrap_or(0).to_string(),
             queued.json(6),
+            fence,
         ];
+        let keys: Vec<String> = queued.keys.iter().cloned().chain(fence_keys).collect();
         let out = self
-            .eval_run_with(pre, &self.scripts.create_run, call, &queued.keys, &args)
+            .eval_run_with(pre, &self.scripts.create_run, call, &keys, &args)
             .await?;
-        let outcome = create_outcome(&out)?;
-        if !matches!(outcome, CreateOutcome::Exists(_)) && !idempotency_key.is_empty() {
-            let mut conn = self.conn.clone();
-            let _: () = redis::pipe()
-                .zadd(self.keys.runs_index(), &member, 0)
-                .ignore()
-                .zadd(self.keys.workflow_runs_index(workflow), &member, 0)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-        }
-        Ok(outcome)
+        create_outcome(&out, workflow, version)
     }
 
     /// Marks an attempt as started by `a.worker` and arms its timeout (and heartbeat) timers, in
@@ -886,12 +871,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
-    pub async fn complete_step(
-        &self,
-        pre: Pipeline,
-        call: &RunCall<'_>,
-        args: &CompleteArgs<'_>,
-    ) -> Result<Completion> {
+    pub async fn complete_step(&self, pre: Batch, call: &RunCall<'_>, args: &CompleteArgs<'_>) -> Result<Completion> {
         self.complete_step_queued(pre, call, args, &QueuedPlan::default()).await
     }
 
@@ -903,7 +883,7 @@ impl Store {
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn complete_step_queued(
         &self,
-        pre: Pipeline,
+        pre: Batch,
         call: &RunCall<'_>,
         args: &CompleteArgs<'_>,
         plan: &QueuedPlan,
@@ -1042,7 +1022,7 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn wait(&self, pre: Pipeline, call: &RunCall<'_>, w: &WaitArgs<'_>) -> Result<WaitOutcome> {
+    pub async fn wait(&self, pre: Batch, call: &RunCall<'_>, w: &WaitArgs<'_>) -> Result<WaitOutcome> {
         let (keys, identity) = match w.event {
             Some((name, key)) => (
                 vec![self.keys.event_waiters(name, key), self.keys.event_buffer(name, key)],
@@ -1088,49 +1068,6 @@ impl Store {
             )
             .await?;
         dispatch_reply("resume.lua", out)
-    }
-
-    /// Delivers an event to the steps waiting for (name, key), or buffers it for `ttl` (at most
-    /// `max_buffered` per name and key). Returns the (run, step) pairs it was delivered to; empty
-    /// when it was buffered.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn publish_event(
-        &self,
-        name: &str,
-        key: &str,
-        payload: &str,
-        ttl: Duration,
-        max_buffered: usize,
-        now: i64,
-    ) -> Result<Vec<(String, String)>> {
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let out: Vec<String> = self
-            .scripts
-            .publish_event
-            .key(self.keys.event_waiters(name, key))
-            .key(self.keys.event_buffer(name, key))
-            .key(self.keys.timers())
-            .key(self.keys.event_buffers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(payload)
-            .arg(ttl.as_secs().max(1))
-            .arg(max_buffered.max(1))
-            .arg(baton_shared::keys::event_identity(name, key))
-            .arg(baton_shared::keys::buffered_member(name, key))
-            .invoke_async(&mut conn)
-            .await?;
-        crate::metrics::redis_script("publish_event", timed.elapsed());
-        Ok(out
-            .get(1..)
-            .unwrap_or_default()
-            .chunks(2)
-            .filter(|c| c.len() == 2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect())
     }
 
     /// The buffered (name, key) pairs, oldest first, only those of `name` unless it is empty, at
@@ -1234,10 +1171,10 @@ impl Store {
 
     /// Creates many runs of one workflow in one round trip (an emitting step's children): each is
     /// created whole with its roots dispatched, or found existing. Returns, per run, `None` when
-    /// created or `Some(status)` when it existed. Index entries are written for the created ones.
+    /// created or `Some(status)` when it existed. The script indexes each run it creates.
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
+    /// [`CoordinatorError::Redis`]; `NotFound` when the version is deleted or being deleted.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_runs(
         &self,
@@ -1266,14 +1203,17 @@ impl Store {
                     )
                     .ignore();
                 }
+                let member = run_index_member(now, &r.run_id);
+                let (fence_keys, fence) = self.create_fence(workflow, version, &member, 6);
                 pipe.cmd("EVALSHA")
                     .arg(self.scripts.create_run.script.get_hash())
-                    .arg(5)
+                    .arg(5 + fence_keys.len())
                     .arg(k.run(&r.run_id))
                     .arg(k.steps(&r.run_id))
                     .arg(k.events(&r.run_id))
                     .arg(k.timers())
                     .arg(k.outbox())
+                    .arg(&fence_keys)
                     .arg(now)
                     .arg(self.events_max_len)
                     .arg(self.retention.as_secs().max(1))
@@ -1301,7 +1241,8 @@ impl Store {
                         pipe.arg("").arg("").arg("");
                     }
                 }
-                pipe.arg(parent.depth);
+                // No queued plan (ARGV[20]); the fence and the run indexes (ARGV[21]).
+                pipe.arg(parent.depth).arg("").arg(fence);
             }
             pipe
         };
@@ -1314,23 +1255,8 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut index = redis::pipe();
-        let mut created = 0;
-        let mut out = Vec::with_capacity(runs.len());
-        for (r, a) in runs.iter().zip(answers) {
-            let outcome = create_outcome(&a)?;
-            if !matches!(outcome, CreateOutcome::Exists(_)) {
-                let member = run_index_member(now, &r.run_id);
-                index.zadd(k.runs_index(), &member, 0).ignore();
-                index.zadd(k.workflow_runs_index(workflow), &member, 0).ignore();
-                created += 1;
-            }
-            out.push(outcome);
-        }
-        if created > 0 {
-            let _: () = index.query_async(&mut conn).await?;
-        }
-        Ok(out)
+        // Each created run was indexed by its script.
+        answers.iter().map(|a| create_outcome(a, workflow, version)).collect()
     }
 
     /// The run input and, for each of `steps`, its status and output; for the last one, its field
@@ -1467,117 +1393,6 @@ impl Store {
         Ok(())
     }
 
-    /// Asks for a slot of concurrency pool `pool` (at most `limit` holders) for an attempt; see
-    /// `acquire.lua`. `lease_until` (Unix ms) bounds the slot if the attempt never ends.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    #[allow(clippy::too_many_arguments)]
-    pub async fn acquire(
-        &self,
-        pool: &str,
-        limit: u32,
-        run_id: &str,
-        step: &str,
-        attempt: u32,
-        lease_until: i64,
-        detail: &str,
-        now: i64,
-    ) -> Result<SlotOutcome> {
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let out: Vec<String> = self
-            .scripts
-            .acquire
-            .key(self.keys.slot_holders(pool))
-            .key(self.keys.slot_waiters(pool))
-            .key(self.keys.outbox())
-            .key(self.keys.timers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(limit)
-            .arg(run_id)
-            .arg(step)
-            .arg(attempt)
-            .arg(lease_until)
-            .arg(pool)
-            .arg(detail)
-            .arg(self.events_max_len)
-            .invoke_async(&mut conn)
-            .await?;
-        crate::metrics::redis_script("acquire", timed.elapsed());
-        Ok(match out.first().map(String::as_str) {
-            Some("acquired" | "held") => SlotOutcome::Held,
-            Some("queued") => SlotOutcome::Queued,
-            _ => SlotOutcome::Stale,
-        })
-    }
-
-    /// Gives the free run slots of `pool` to the queued runs (see `wake_runs.lua`). Returns the runs
-    /// whose roots were dispatched, to publish.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn wake_runs(&self, pool: &str, limit: u32, now: i64) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
-        Ok(self
-            .scripts
-            .wake_runs
-            .key(self.keys.slot_holders(pool))
-            .key(self.keys.slot_waiters(pool))
-            .key(self.keys.outbox())
-            .key(self.keys.timers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(limit)
-            .arg(self.outbox_hold.as_millis() as u64)
-            .arg(self.events_max_len)
-            .arg(pool)
-            .arg(WAKE_BATCH)
-            .invoke_async(&mut conn)
-            .await?)
-    }
-
-    /// Hands the free slots of `pool` to its waiters (see `wake.lua`). Returns the (run, step,
-    /// attempt) now holding a slot and dispatched again, to publish.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn wake(&self, pool: &str, limit: u32, lease_until: i64, now: i64) -> Result<Vec<(String, String, u32)>> {
-        let mut conn = self.conn.clone();
-        let out: Vec<String> = self
-            .scripts
-            .wake
-            .key(self.keys.slot_holders(pool))
-            .key(self.keys.slot_waiters(pool))
-            .key(self.keys.outbox())
-            .key(self.keys.timers())
-            .arg(self.keys.prefix())
-            .arg(now)
-            .arg(limit)
-            .arg(lease_until)
-            .arg(self.outbox_hold.as_millis() as u64)
-            .arg(self.events_max_len)
-            .arg(WAKE_BATCH)
-            .arg(pool)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(out
-            .chunks(3)
-            .filter(|c| c.len() == 3)
-            .map(|c| (c[0].clone(), c[1].clone(), c[2].parse().unwrap_or(0)))
-            .collect())
-    }
-
-    /// The limit a concurrency pool was last asked for with (see `acquire.lua`), if any.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn slot_limit(&self, pool: &str) -> Result<Option<u32>> {
-        let mut conn = self.conn.clone();
-        Ok(conn.get(format!("{}:sem:{pool}:limit", self.keys.prefix())).await?)
-    }
-
     /// The slot a step holds or waits for (`None` when it has none).
     ///
     /// # Errors
@@ -1595,43 +1410,6 @@ impl Store {
     pub async fn slot_holders(&self, pool: &str, now: i64) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
         Ok(conn.zrangebyscore(self.keys.slot_holders(pool), now, "+inf").await?)
-    }
-
-    /// Takes one start from rate limit `pool` (`limit` per `period`) for `member`; `Ok(None)` when
-    /// taken, `Ok(Some(t))` when the next start frees up at `t` (Unix ms).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn rate_take(
-        &self,
-        pool: &str,
-        limit: u32,
-        period: Duration,
-        member: &str,
-        now: i64,
-    ) -> Result<Option<i64>> {
-        let mut conn = self.conn.clone();
-        let out: Vec<String> = self
-            .scripts
-            .rate
-            .key(self.keys.rate_window(pool))
-            .arg(now)
-            .arg(crate::machine::span_ms(period))
-            .arg(limit)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match out.first().map(String::as_str) {
-            // A start frees up at that time; never before now + 1 s, so a window that cannot be read
-            // back does not turn into a busy poll.
-            Some("wait") => Some(
-                out.get(1)
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .unwrap_or(crate::machine::LATEST_DUE_MS)
-                    .clamp(now.saturating_add(1), crate::machine::LATEST_DUE_MS),
-            ),
-            _ => None,
-        })
     }
 
     /// Parks a dispatched step until `timer` fires at `due` (see `park.lua`). Returns false when stale.
@@ -1886,135 +1664,6 @@ impl Store {
         disposition("emit_event.lua", &out)
     }
 
-    /// Leases up to `limit` due entries of the timers (`outbox = false`) or the outbox.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn claim(&self, outbox: bool, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
-        let key = self.due_set_key(outbox);
-        self.claim_key(&key, now, lease, limit).await
-    }
-
-    /// As [`Store::claim`], for any sorted set of due entries (the schedules' due times).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn claim_key(&self, key: &str, now: i64, lease: Duration, limit: usize) -> Result<Vec<Claimed>> {
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let out: Vec<String> = self
-            .scripts
-            .claim
-            .key(key)
-            .arg(now)
-            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
-        crate::metrics::redis_script("claim", timed.elapsed());
-        let mut it = out.into_iter();
-        let lease = Lease::new(it.next().and_then(|s| s.parse().ok()).unwrap_or(0));
-        Ok(it
-            .map(|member| Claimed {
-                member,
-                lease: lease.clone(),
-            })
-            .collect())
-    }
-
-    /// Moves `lease` forward to `until_ms` (Unix ms) for `members` that it still holds in `key`; with
-    /// `until_ms` now, gives them back for any coordinator to claim at once. Returns how many moved.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; the lease is unchanged then.
-    pub async fn renew(&self, key: &str, lease: &Lease, members: &[String], until_ms: i64) -> Result<usize> {
-        if members.is_empty() {
-            return Ok(0);
-        }
-        let mut held = lease.0.write().await;
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let mut call = self.scripts.renew.key(key);
-        call.arg(*held).arg(until_ms);
-        for m in members {
-            call.arg(m);
-        }
-        let moved: usize = call.invoke_async(&mut conn).await?;
-        crate::metrics::redis_script("renew", timed.elapsed());
-        *held = until_ms;
-        Ok(moved)
-    }
-
-    /// Gives one claimed entry back, due now, unless it is no longer held by its claim (a coordinator
-    /// shutting down gives back what it claimed and has not started).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; the entry then comes due when its lease lapses.
-    pub async fn give_back(&self, key: &str, claimed: &Claimed, now: i64) -> Result<()> {
-        let held = claimed.lease.0.read().await;
-        let mut conn = self.conn.clone();
-        let _: usize = self
-            .scripts
-            .renew
-            .key(key)
-            .arg(*held)
-            .arg(now)
-            .arg(&claimed.member)
-            .invoke_async(&mut conn)
-            .await?;
-        drop(held);
-        Ok(())
-    }
-
-    /// The key of the durable-time sorted set a claim comes from: the outbox (`outbox = true`) or
-    /// the timers. For [`Store::renew`] and [`Store::give_back`].
-    pub fn due_set_key(&self, outbox: bool) -> String {
-        if outbox { self.keys.outbox() } else { self.keys.timers() }
-    }
-
-    /// Makes every pending outbox entry due now (those due within the dispatch grace), for the
-    /// sweeper to re-send at once: called when a fault that stopped publishes has ended. Returns how
-    /// many entries moved (at most 10,000 per call).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn expedite_outbox(&self, now: i64) -> Result<usize> {
-        let mut conn = self.conn.clone();
-        let horizon = now.saturating_add(i64::try_from(self.dispatch_grace.as_millis()).unwrap_or(i64::MAX));
-        let moved: usize = self
-            .scripts
-            .expedite
-            .key(self.keys.outbox())
-            .arg(now)
-            .arg(horizon)
-            .arg(10_000)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(moved)
-    }
-
-    /// Removes a claimed entry unless it was rescheduled since.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn release(&self, outbox: bool, claimed: &Claimed) -> Result<()> {
-        let key = self.due_set_key(outbox);
-        let held = claimed.lease.0.read().await;
-        let mut conn = self.conn.clone();
-        let timed = tokio::time::Instant::now();
-        let _: i64 = self
-            .scripts
-            .release
-            .key(key)
-            .arg(&claimed.member)
-            .arg(*held)
-            .invoke_async(&mut conn)
-            .await?;
-        drop(held);
-        crate::metrics::redis_script("release", timed.elapsed());
-        Ok(())
-    }
-
     /// Schedules (or reschedules) a timer.
     ///
     /// # Errors
@@ -2231,44 +1880,6 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(())
-    }
-
-    /// Stores a definition if this version is new and the workflow keeps fewer than
-    /// `max_versions` versions (`put_workflow.lua`, one atomic step).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
-    pub async fn put_workflow(
-        &self,
-        name: &str,
-        version: u32,
-        json: &str,
-        now: i64,
-        max_versions: u32,
-    ) -> Result<PutWorkflow> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/put_workflow.lua")));
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = SCRIPT
-            .key(self.keys.workflow(name))
-            .key(self.keys.workflow_registered(name))
-            .key(self.keys.workflow_names())
-            .arg(version)
-            .arg(json)
-            .arg(now)
-            .arg(max_versions)
-            .arg(name)
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.as_slice() {
-            [tag] if tag == "created" => Ok(PutWorkflow::Created),
-            [tag, stored] if tag == "exists" => Ok(PutWorkflow::Exists(stored.clone())),
-            [tag, count] if tag == "full" => Ok(PutWorkflow::Full(count.parse().unwrap_or(max_versions))),
-            other => Err(CoordinatorError::Internal(format!(
-                "put_workflow.lua answered {:?}",
-                other.first()
-            ))),
-        }
     }
 
     /// One version's definition JSON, `None` when the workflow has no such version.
@@ -2544,17 +2155,6 @@ impl Store {
 
 /// One event of a run's stream: its id (the event's `sequence`) and fields.
 pub type StreamEntry = (String, HashMap<String, String>);
-
-/// What [`Store::put_workflow`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PutWorkflow {
-    /// The version was new and is stored.
-    Created,
-    /// The version existed: its stored JSON (nothing changed).
-    Exists(String),
-    /// The workflow keeps this many versions already, its most (nothing changed).
-    Full(u32),
-}
 
 /// Arguments of `complete_step.lua`.
 pub struct CompleteArgs<'a> {
@@ -2894,91 +2494,6 @@ pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
     member.split_once('|')
 }
 
-/// Deleting a workflow version (`DeleteWorkflowVersion`).
-impl Store {
-    /// How many runs of `name` version `version` are unfinished (pending or running), read from
-    /// the workflow's run index a page of [`DELETE_SCAN_PAGE`] runs at a time (one pipelined
-    /// `HMGET` per page). Runs that expired are not counted.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn unfinished_runs_of_version(&self, name: &str, version: u32) -> Result<u64> {
-        let index = self.keys.workflow_runs_index(name);
-        let wanted = version.to_string();
-        let mut conn = self.conn.clone();
-        let mut count = 0u64;
-        let mut start = 0isize;
-        loop {
-            let stop = start.saturating_add(DELETE_SCAN_PAGE - 1);
-            let members: Vec<String> = conn.zrange(&index, start, stop).await?;
-            if members.is_empty() {
-                return Ok(count);
-            }
-            let mut pipe = redis::pipe();
-            for m in &members {
-                let id = m.split_once(':').map(|(_, id)| id).unwrap_or_default();
-                pipe.cmd("HMGET").arg(self.keys.run(id)).arg("version").arg("status");
-            }
-            let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
-            count = count.saturating_add(
-                rows.iter()
-                    .filter(|(v, st)| {
-                        v.as_deref() == Some(wanted.as_str())
-                            && st.as_deref().is_some_and(|w| {
-                                baton_shared::proto::RunStatus::from_word(w).is_none_or(|s| !s.is_terminal())
-                            })
-                    })
-                    .count() as u64,
-            );
-            if members.len() < DELETE_SCAN_PAGE as usize {
-                return Ok(count);
-            }
-            start = start.saturating_add(DELETE_SCAN_PAGE);
-        }
-    }
-
-    /// Deletes one version of a workflow (`delete_workflow_version.lua`, one atomic step): its
-    /// definition and registration time; the name leaves the set of names with its last version.
-    /// Returns the versions left, ascending, or `None` when there was no such version.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`]; `Internal` for an answer the script does not give.
-    pub async fn delete_workflow_version(&self, name: &str, version: u32) -> Result<Option<Vec<u32>>> {
-        static SCRIPT: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| redis::Script::new(include_str!("scripts/delete_workflow_version.lua")));
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = SCRIPT
-            .key(self.keys.workflow(name))
-            .key(self.keys.workflow_registered(name))
-            .key(self.keys.workflow_names())
-            .arg(version)
-            .arg(name)
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.split_first() {
-            Some((tag, [])) if tag == "missing" => Ok(None),
-            Some((tag, left)) if tag == "deleted" => {
-                let mut versions = left
-                    .iter()
-                    .map(|v| {
-                        v.parse::<u32>()
-                            .map_err(|_| CoordinatorError::Internal(format!("stored workflow version {v:?}")))
-                    })
-                    .collect::<Result<Vec<u32>>>()?;
-                versions.sort_unstable();
-                Ok(Some(versions))
-            }
-            _ => Err(CoordinatorError::Internal(format!(
-                "delete_workflow_version.lua answered {:?}",
-                reply.first()
-            ))),
-        }
-    }
-}
-
-/// Runs read per page by [`Store::unfinished_runs_of_version`].
-pub const DELETE_SCAN_PAGE: isize = 1_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -3009,7 +2524,15 @@ mod tests {
         );
         assert!(dispatch_reply("resume.lua", vec!["nope".into()]).is_err());
         assert_eq!(dispatch_reply("resume.lua", vec!["stale".into()]).unwrap(), None);
-        assert!(create_outcome(&["maybe".to_string()]).is_err());
+        assert!(matches!(
+            create_outcome(&["maybe".to_string()], "w", 2),
+            Err(CoordinatorError::Internal(_))
+        ));
+        let gone = create_outcome(&["no_version".to_string()], "w", 2).unwrap_err();
+        assert!(
+            matches!(&gone, CoordinatorError::NotFound(m) if m.starts_with("version:") && m.contains("no version 2")),
+            "{gone}"
+        );
     }
 
     #[test]

@@ -28,7 +28,6 @@ use std::{any::Any, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Du
 
 use baton_shared::time::{now_ms, rfc3339};
 use futures::FutureExt;
-use redis::AsyncCommands;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
@@ -68,7 +67,7 @@ impl ItemSet {
         match self {
             ItemSet::Timers => keys.timers(),
             ItemSet::Outbox => keys.outbox(),
-            ItemSet::Schedules => crate::schedules::due_key(engine),
+            ItemSet::Schedules => engine.store.schedule_due_key(),
         }
     }
 
@@ -83,11 +82,6 @@ impl ItemSet {
             ItemSet::Schedules => None,
         }
     }
-}
-
-/// The key of the hash of parked items of a namespace (`<ns>:parked-items`).
-pub fn parked_key(prefix: &str) -> String {
-    format!("{prefix}:parked-items")
 }
 
 /// What the loops share: the health to report to, and (tests only) a fault to inject.
@@ -184,31 +178,21 @@ pub async fn park(engine: &Engine, set: ItemSet, member: &str, reason: &str) -> 
         "reason": reason,
         "parked_at": now,
     });
-    let mut conn = engine.store.conn();
-    let _: () = redis::pipe()
-        .zrem(set.key(engine), member)
-        .ignore()
-        .hset(
-            parked_key(engine.store.keys().prefix()),
-            format!("{}|{member}", set.word()),
-            record.to_string(),
-        )
-        .ignore()
-        .query_async(&mut conn)
+    let field = format!("{}|{member}", set.word());
+    let record = record.to_string();
+    let key = set.key(engine);
+    engine
+        .store
+        .park_item(&crate::store::ParkedRecord {
+            set: &key,
+            member,
+            field: &field,
+            record: &record,
+        })
         .await?;
     if let Some((run, step, attempt)) = owner {
-        let keys = engine.store.keys();
         let entry = format!("{} {member}: {reason} (at {})", set.word(), rfc3339(now));
-        let _: i64 = redis::Script::new(include_str!("scripts/park_item.lua"))
-            .key(keys.run(run))
-            .key(keys.events(run))
-            .arg(entry)
-            .arg(now)
-            .arg(engine.config.events_max_len)
-            .arg(step)
-            .arg(attempt)
-            .invoke_async(&mut conn)
-            .await?;
+        engine.store.note_parked_on_run(run, step, attempt, &entry, now).await?;
     }
     Ok(())
 }
@@ -218,8 +202,7 @@ pub async fn park(engine: &Engine, set: ItemSet, member: &str, reason: &str) -> 
 /// # Errors
 /// `Redis`.
 pub async fn parked_items(engine: &Engine) -> Result<std::collections::HashMap<String, String>> {
-    let mut conn = engine.store.conn();
-    Ok(conn.hgetall(parked_key(engine.store.keys().prefix())).await?)
+    engine.store.parked_items().await
 }
 
 /// Completes once `stop` turns true (or its sender is gone).

@@ -8,13 +8,29 @@
 -- [18] what a queued run waits for (shown to users), [19] the run's depth (sub-workflow levels below
 -- its root run; 0 for a root); [20] (optional) the queued plan of the roots, JSON (see QUEUED in
 -- common.lua): a root that goes straight to a worker joins its handler's queued index, KEYS[6..],
--- and gets its schedule-to-start timer in this commit.
+-- and gets its schedule-to-start timer in this commit; [21] (optional) the definition fence and
+-- the run indexes, JSON (store::workflows::CreateFence): {"defs": i, "fence": j, "index": [k, l], "member": m}:
+-- KEYS[i] the workflow's hash version -> definition, KEYS[j] the version's delete fence
+-- (fence_workflow_version.lua), KEYS[k] and KEYS[l] the run indexes (all runs, the workflow's
+-- runs), m the run's member in them; the run is refused unless its version is registered and not
+-- fenced, and a created run joins both indexes in this commit.
 -- Returns {'created'}, {'queued'} (created, but its roots wait for a run slot: wake_runs.lua
--- dispatches them) or {'exists', status}.
--- Invariant: a run is created whole (run, every step, its first events) or not at all; never more
--- unfinished runs hold slots of a pool than its limit.
+-- dispatches them), {'exists', status} or {'no_version'} (the version is deleted or being deleted:
+-- nothing changes).
+-- Invariant: a run is created whole (run, every step, its first events, with [21] its index
+-- entries) or not at all, and (with [21]) only while its version is registered and not being
+-- deleted; never more unfinished runs hold slots of a pool than its limit.
 if redis.call('EXISTS', RUN) == 1 then
   return { 'exists', redis.call('HGET', RUN, 'status') or '' }
+end
+if ARGV[21] and ARGV[21] ~= '' then
+  local fence = cjson.decode(ARGV[21])
+  if redis.call('HEXISTS', KEYS[fence.defs], ARGV[7]) == 0 or redis.call('EXISTS', KEYS[fence.fence]) == 1 then
+    return { 'no_version' }
+  end
+  for _, i in ipairs(fence.index) do
+    redis.call('ZADD', KEYS[i], 0, fence.member)
+  end
 end
 local steps = split(ARGV[10], ',')
 redis.call('HSET', RUN, 'id', ARGV[5], 'workflow', ARGV[6], 'version', ARGV[7], 'status', 'pending',

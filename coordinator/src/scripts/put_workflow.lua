@@ -2,21 +2,24 @@
 -- the workflow already keeps its most versions.
 -- KEYS[1] the workflow's hash version -> definition JSON; KEYS[2] its hash version -> registered at
 -- (Unix ms); KEYS[3] the set of workflow names.
--- ARGV[1] version, ARGV[2] definition JSON, ARGV[3] now (Unix ms), ARGV[4] most versions kept,
--- ARGV[5] the workflow's name.
+-- ARGV[1] JSON (store::workflows::PutWorkflowArgs): {"name": the workflow's name, "version": its
+-- version (a string), "definition": the definition JSON, "now": Unix ms, "max_versions": most
+-- versions kept}.
 -- Returns {'exists', stored JSON} when the version is registered already (nothing changes),
--- {'full', count} when the workflow keeps ARGV[4] versions already (nothing changes), else {'created'}.
--- Invariant: a workflow never holds more than ARGV[4] versions, and a version's JSON, its
+-- {'full', count} when the workflow keeps max_versions versions already (nothing changes), else
+-- {'created'}.
+-- Invariant: a workflow never holds more than max_versions versions, and a version's JSON, its
 -- registration time and the name's membership are written together.
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
+local a = cjson.decode(ARGV[1])
+local stored = redis.call('HGET', KEYS[1], a.version)
 if stored then
   return { 'exists', stored }
 end
 local count = redis.call('HLEN', KEYS[1])
-if count >= tonumber(ARGV[4]) then
+if count >= tonumber(a.max_versions) then
   return { 'full', tostring(count) }
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('HSET', KEYS[1], a.version, a.definition)
+redis.call('HSET', KEYS[2], a.version, string.format('%.0f', a.now))
+redis.call('SADD', KEYS[3], a.name)
 return { 'created' }

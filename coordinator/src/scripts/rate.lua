@@ -1,17 +1,19 @@
--- rate.lua: takes one start from a rate limit (a sliding window), for attempt ARGV[4]
--- ('run|step|attempt'). KEYS[1] the window (sorted set of start times, Unix ms).
--- ARGV[1] now, ARGV[2] period (ms), ARGV[3] starts allowed per period.
+-- rate.lua: takes one start from a rate limit (a sliding window) for an attempt.
+-- KEYS[1] the window (sorted set of start times, Unix ms; member 'run|step|attempt').
+-- ARGV[1] JSON (store::slots::RateArgs): {"now": Unix ms, "period_ms": the window (ms), "limit":
+-- starts allowed per period, "member": the attempt, 'run|step|attempt'}.
 -- Returns {'ok'} (taken, or taken before by the same attempt) or {'wait', when} (Unix ms at which a
 -- start frees up).
--- Invariant: at most ARGV[3] starts in any window of ARGV[2] ms.
--- The period is clamped to the latest due time, 9999-12-31 in Unix ms (Lua numbers are doubles), and due times are written with
--- '%.0f' (tostring would round past 14 digits).
-local now, period, limit = tonumber(ARGV[1]), math.min(tonumber(ARGV[2]), 253402300799999), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return { 'ok' } end
+-- Invariant: at most `limit` starts in any window of `period_ms`.
+-- The period is clamped to the latest due time, 9999-12-31 in Unix ms (Lua numbers are doubles), and
+-- due times are written with '%.0f' (tostring would round past 14 digits).
+local a = cjson.decode(ARGV[1])
+local now, period, limit = tonumber(a.now), math.min(tonumber(a.period_ms), 253402300799999), tonumber(a.limit)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - period))
+if redis.call('ZSCORE', KEYS[1], a.member) then return { 'ok' } end
 if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], math.max(1, math.min(period, 253402300799999 - now)))
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now), a.member)
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(1, math.min(period, 253402300799999 - now))))
   return { 'ok' }
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
