@@ -24,9 +24,9 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
-        ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind,
-        WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
+        Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, EndStatus,
+        NewRun, ParentKind, ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started,
+        StepOutcome, Store, TakeOver, TimerKind, WaitArgs, WaitMode, WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
@@ -248,7 +248,6 @@ impl Engine {
         let run_id = run_id.to_string();
         let input_json = input.to_string();
         let now = now_ms();
-        let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
         let run_slot = run_slot(def, input)?;
         let queued = self.queued_plan(def, def.roots());
@@ -256,12 +255,9 @@ impl Engine {
             .store
             .create_run(
                 &call,
-                &def.name,
-                def.version,
+                def,
                 &input_json,
                 idempotency_key,
-                &machine::step_ids_csv(def),
-                &roots,
                 run_slot.as_ref(),
                 &self.run_timeout_timer(def, &run_id, now),
                 parent,
@@ -439,7 +435,7 @@ impl Engine {
         )
         .map_err(CoordinatorError::InvalidArgument)?;
         let (outcome_word, body, retry_at) = match classified {
-            Classified::Complete { word, body, retry_at } => (word.word(), body, retry_at),
+            Classified::Complete { word, body, retry_at } => (word, body, retry_at),
             Classified::Suspend {
                 event,
                 key,
@@ -459,7 +455,7 @@ impl Engine {
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
-                    mode: "suspend",
+                    mode: WaitMode::Suspend,
                     detail: &waiting_for,
                     event: Some((&event, &key)),
                     child_run: "",
@@ -479,12 +475,13 @@ impl Engine {
                 });
             }
         };
-        // A failing element ends its fan-out step, so the step's children matter then too. The
-        // script disarms this attempt's timers, arms the retry timer and indexes the children
-        // that go straight to a worker as queued: one round trip.
-        let children = machine::children_spec(&def, a.step_id);
+        // The script disarms this attempt's timers, arms the retry timer and indexes the children
+        // that go straight to a worker as queued (it reads them from the run's stored graph): one
+        // round trip; a slot the attempt held goes back through an effect applied at once (one
+        // more).
         let queued = self.queued_plan(&def, def.children(split_item(a.step_id).0));
         let args = CompleteArgs {
+            def: &def,
             step: a.step_id,
             attempt: a.attempt,
             by: Reporter::Worker(a.worker),
@@ -492,30 +489,22 @@ impl Engine {
             body: &body,
             retry_at,
             heartbeat_timeout_ms: 0,
-            children: &children,
-            leaves: &machine::leaves_csv(&def),
-            pinned: &machine::pinned(&def),
         };
-        // The slot this attempt held goes to the next waiter now, not at the next timer poll (the
-        // `sem-wake` timer the script arms stays as the backstop).
-        let slot = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
-            self.store.step_slot(a.run_id, a.step_id).await?
-        } else {
-            None
-        };
-        let completion = self
+        let (completion, released) = self
             .store
-            .complete_step_queued(redis::pipe(), &RunCall { run_id: a.run_id, now }, &args, &queued)
+            .complete_step_released(redis::pipe(), &RunCall { run_id: a.run_id, now }, &args, &queued)
             .await?;
         crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
         if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
             crate::metrics::observe_close(self, &def.name, &step.handler, a.run_id, a.step_id, now);
         }
         let disposition = self.after_completion(&def, a.run_id, completion, now).await;
-        if let Some(pool) = slot
-            && let Err(e) = self.wake_pool(&pool).await
-        {
-            tracing::warn!(pool = %pool, error = %e, "could not hand over a slot; the timer will");
+        // The slot this attempt held goes to the next waiter now, not at the next timer poll (the
+        // `sem-wake` timer the effect armed stays as the backstop).
+        for pool in released {
+            if let Err(e) = self.wake_pool(&pool).await {
+                tracing::warn!(pool = %pool, error = %e, "could not hand over a slot; the timer will");
+            }
         }
         Ok(disposition)
     }
@@ -741,16 +730,7 @@ impl Engine {
                 }
                 let completion = self
                     .store
-                    .start_items(
-                        &call,
-                        &p.step_id,
-                        p.attempt,
-                        max_parallel,
-                        &machine::children_spec(def, &step.id),
-                        &machine::leaves_csv(def),
-                        inputs.len(),
-                        &kept,
-                    )
+                    .start_items(&call, def, &p.step_id, p.attempt, max_parallel, inputs.len(), &kept)
                     .await?;
                 if let Some(status) = crate::metrics::finished_status(&completion) {
                     crate::metrics::observe_finish(&self.store, &def.name, status, run_id, now);
@@ -815,7 +795,7 @@ impl Engine {
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
-                    mode: "event",
+                    mode: WaitMode::Event,
                     detail: &detail,
                     event: Some((event, key)),
                     child_run: "",
@@ -833,7 +813,7 @@ impl Engine {
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
-                    mode: "human",
+                    mode: WaitMode::Human,
                     detail: &detail,
                     event: None,
                     child_run: "",
@@ -880,7 +860,7 @@ impl Engine {
             run: run_id,
             step: &step.id,
             attempt: p.attempt,
-            kind: "workflow",
+            kind: ParentKind::Workflow,
             depth,
         };
         // Not launched here: the caller's loop launches the child's roots (no recursion).
@@ -891,7 +871,7 @@ impl Engine {
         let args = WaitArgs {
             step: &step.id,
             attempt: p.attempt,
-            mode: "child",
+            mode: WaitMode::Child,
             detail: &detail,
             event: None,
             child_run: &child_id,
@@ -925,7 +905,8 @@ impl Engine {
         reason: &str,
         now: i64,
     ) -> Result<Launch> {
-        self.finish_dispatched(def, run_id, p, "skip", reason, now).await
+        self.finish_dispatched(def, run_id, p, StepOutcome::Skip, reason, now)
+            .await
     }
 
     /// Fails a dispatched step for good (an expression could not be evaluated, a child workflow is
@@ -939,7 +920,8 @@ impl Engine {
         now: i64,
     ) -> Result<Launch> {
         tracing::info!(run = run_id, step = %p.step_id, message, "step failed before it started");
-        self.finish_dispatched(def, run_id, p, "error", message, now).await
+        self.finish_dispatched(def, run_id, p, StepOutcome::Error, message, now)
+            .await
     }
 
     async fn finish_dispatched(
@@ -947,7 +929,7 @@ impl Engine {
         def: &WorkflowDefinition,
         run_id: &str,
         p: &DispatchPayload,
-        outcome: &str,
+        outcome: StepOutcome,
         body: &str,
         now: i64,
     ) -> Result<Launch> {
@@ -958,6 +940,7 @@ impl Engine {
         )
         .ignore();
         let args = CompleteArgs {
+            def,
             step: &p.step_id,
             attempt: p.attempt,
             by: BY_COORDINATOR,
@@ -965,9 +948,6 @@ impl Engine {
             body,
             retry_at: 0,
             heartbeat_timeout_ms: 0,
-            children: &machine::children_spec(def, &p.step_id),
-            leaves: &machine::leaves_csv(def),
-            pinned: &machine::pinned(def),
         };
         Ok(Launch::More(
             match self.store.complete_step(pre, &RunCall { run_id, now }, &args).await? {
@@ -987,11 +967,12 @@ impl Engine {
         step_id: &str,
         attempt: u32,
         by: Reporter<'_>,
-        outcome: &str,
+        outcome: StepOutcome,
         body: &str,
         now: i64,
     ) -> Result<Disposition> {
         let args = CompleteArgs {
+            def,
             step: step_id,
             attempt,
             by,
@@ -999,9 +980,6 @@ impl Engine {
             body,
             retry_at: 0,
             heartbeat_timeout_ms: 0,
-            children: &machine::children_spec(def, step_id),
-            leaves: &machine::leaves_csv(def),
-            pinned: &machine::pinned(def),
         };
         let completion = self
             .store
@@ -1052,9 +1030,9 @@ impl Engine {
         }
         output.push(']');
         let (outcome, body) = if output.len() > limit {
-            ("error", texts::items_too_large(total, limit))
+            (StepOutcome::Error, texts::items_too_large(total, limit))
         } else {
-            ("items", output)
+            (StepOutcome::Items, output)
         };
         self.complete_here(
             def,
@@ -1078,7 +1056,7 @@ impl Engine {
         let args = WaitArgs {
             step,
             attempt: p.attempt,
-            mode: "sleep",
+            mode: WaitMode::Sleep,
             detail: &detail,
             event: None,
             child_run: "",
@@ -1124,7 +1102,7 @@ impl Engine {
         let call = RunCall { run_id, now };
         if kind == TimerKind::RunTimeout {
             let reason = texts::run_timed_out(def.timeout);
-            match self.store.cancel_run(&call, &reason, "timed_out").await {
+            match self.store.cancel_run(&call, &reason, EndStatus::TimedOut).await {
                 Ok(()) => {
                     tracing::info!(run = run_id, "run timed out");
                     if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
@@ -1163,7 +1141,7 @@ impl Engine {
             TimerKind::Items => self.gather_items(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Wake => {
                 let body = core::kinds::sleep::output(step, now);
-                self.complete_here(&def, run_id, step_id, attempt, BY_TIMER, "ok", &body, now)
+                self.complete_here(&def, run_id, step_id, attempt, BY_TIMER, StepOutcome::Ok, &body, now)
                     .await?;
             }
             TimerKind::Event => {
@@ -1185,8 +1163,17 @@ impl Engine {
                             self.launch(&def, run_id, vec![p], now).await;
                         }
                     } else {
-                        self.complete_here(&def, run_id, step_id, attempt, BY_EVENT, "ok", &delivered, now)
-                            .await?;
+                        self.complete_here(
+                            &def,
+                            run_id,
+                            step_id,
+                            attempt,
+                            BY_EVENT,
+                            StepOutcome::Ok,
+                            &delivered,
+                            now,
+                        )
+                        .await?;
                     }
                 }
             }
@@ -1207,7 +1194,7 @@ impl Engine {
                 };
                 let limit = self.schedule_to_start(&def, step_id).unwrap_or_default();
                 let timed = classify::attempt_timer(timer, step, attempt, limit);
-                let (outcome, message, hb_ms) = (timed.word.word(), timed.message, timed.heartbeat_ms);
+                let (outcome, message, hb_ms) = (timed.word, timed.message, timed.heartbeat_ms);
                 let base = self.store.attempt_base(run_id, step_id).await?;
                 let retry_at = classify::retry_time(
                     step,
@@ -1227,6 +1214,7 @@ impl Engine {
                     .ignore();
                 }
                 let args = CompleteArgs {
+                    def: &def,
                     step: step_id,
                     attempt,
                     by: Reporter::Coordinator(""),
@@ -1234,9 +1222,6 @@ impl Engine {
                     body: &message,
                     retry_at,
                     heartbeat_timeout_ms: hb_ms,
-                    children: "",
-                    leaves: &machine::leaves_csv(&def),
-                    pinned: &machine::pinned(&def),
                 };
                 match self.store.complete_step(pre, &call, &args).await? {
                     Completion::Alive(last) => {
@@ -1249,7 +1234,13 @@ impl Engine {
                         if other != Completion::Stale {
                             crate::metrics::attempt(&def.name, &step.handler, "timed_out");
                             crate::metrics::observe_close(self, &def.name, &step.handler, run_id, step_id, now);
-                            tracing::info!(run = run_id, step = step_id, attempt, outcome, "attempt timed out");
+                            tracing::info!(
+                                run = run_id,
+                                step = step_id,
+                                attempt,
+                                outcome = outcome.word(),
+                                "attempt timed out"
+                            );
                         }
                     }
                 }
@@ -1326,7 +1317,6 @@ impl Engine {
         let Some(step) = def.step(step_id) else { return Ok(true) };
         let ending = core::kinds::wait::timed_out(Kind::of(step, step_id), &waiting_for);
         let (outcome, message) = ending.parts();
-        let outcome = outcome.word();
         self.complete_here(def, run_id, step_id, attempt, BY_TIMER, outcome, message, now)
             .await?;
         Ok(true)
@@ -1360,7 +1350,7 @@ impl Engine {
             core::kinds::child::ended(&child, &field(0).unwrap_or_default(), field(1).as_deref(), &error)
         {
             let (outcome, body) = ending.parts();
-            self.complete_here(def, run_id, step_id, attempt, BY_CHILD, outcome.word(), body, now)
+            self.complete_here(def, run_id, step_id, attempt, BY_CHILD, outcome, body, now)
                 .await?;
         }
         Ok(())
@@ -1405,7 +1395,7 @@ impl Engine {
                     step_id,
                     attempt,
                     BY_COORDINATOR,
-                    "error",
+                    StepOutcome::Error,
                     &texts::emit_failed(&e),
                     now,
                 )
@@ -1463,8 +1453,17 @@ impl Engine {
             Ok(r) => r.definition,
             Err(CoordinatorError::NotFound(m)) => {
                 let message = texts::emit_failed(&m);
-                self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                    .await?;
+                self.complete_here(
+                    def,
+                    run_id,
+                    step_id,
+                    attempt,
+                    BY_COORDINATOR,
+                    StepOutcome::Error,
+                    &message,
+                    now,
+                )
+                .await?;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -1474,8 +1473,17 @@ impl Engine {
             Ok(depth) => depth,
             Err(message) => {
                 let message = texts::emit_failed(&message);
-                self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                    .await?;
+                self.complete_here(
+                    def,
+                    run_id,
+                    step_id,
+                    attempt,
+                    BY_COORDINATOR,
+                    StepOutcome::Error,
+                    &message,
+                    now,
+                )
+                .await?;
                 return Ok(());
             }
         };
@@ -1483,11 +1491,9 @@ impl Engine {
             run: run_id,
             step: step_id,
             attempt,
-            kind: "emit",
+            kind: ParentKind::Emit,
             depth,
         };
-        let roots: Vec<&str> = child_def.roots().map(|s| s.id.as_str()).collect();
-        let step_ids = machine::step_ids_csv(&child_def);
         while next < total {
             let room = core::kinds::emit::room(emit, next, finished, EMIT_BATCH);
             if room == 0 {
@@ -1504,8 +1510,17 @@ impl Engine {
                     .and_then(|v| child_def.validate_input(&v).map_err(|e| e.to_string()));
                 if let Err(e) = valid {
                     let message = texts::emit_failed(&format!("input of child run {child_id}: {e}"));
-                    self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                        .await?;
+                    self.complete_here(
+                        def,
+                        run_id,
+                        step_id,
+                        attempt,
+                        BY_COORDINATOR,
+                        StepOutcome::Error,
+                        &message,
+                        now,
+                    )
+                    .await?;
                     return Ok(());
                 }
                 let run_slot = match serde_json::from_str::<serde_json::Value>(&input)
@@ -1515,8 +1530,17 @@ impl Engine {
                     Ok(slot) => slot.map(|s| s.pool),
                     Err(e) => {
                         let message = texts::emit_failed(&format!("child run {child_id}: {e}"));
-                        self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                            .await?;
+                        self.complete_here(
+                            def,
+                            run_id,
+                            step_id,
+                            attempt,
+                            BY_COORDINATOR,
+                            StepOutcome::Error,
+                            &message,
+                            now,
+                        )
+                        .await?;
                         return Ok(());
                     }
                 };
@@ -1526,20 +1550,7 @@ impl Engine {
                     run_slot,
                 });
             }
-            let answers = self
-                .store
-                .create_runs(
-                    &runs,
-                    &child_def.name,
-                    child_def.version,
-                    &step_ids,
-                    &roots,
-                    child_def.timeout,
-                    &parent,
-                    child_def.max_concurrent_runs.unwrap_or(0),
-                    now,
-                )
-                .await?;
+            let answers = self.store.create_runs(&runs, &child_def, &parent, now).await?;
             let mut existed_done = Vec::new();
             for (r, answer) in runs.iter().zip(answers) {
                 if !matches!(answer, CreateOutcome::Exists(_)) {
@@ -1583,7 +1594,7 @@ impl Engine {
                 step_id,
                 attempt,
                 Reporter::Coordinator(&worker),
-                "ok",
+                StepOutcome::Ok,
                 &output,
                 now,
             )
@@ -1775,7 +1786,7 @@ impl Engine {
         check_run_id(run_id)?;
         let reason = texts::cancelled(reason);
         self.store
-            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason, "cancelled")
+            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason, EndStatus::Cancelled)
             .await?;
         if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
             tracing::warn!(run = run_id, error = %e, "could not notify workers of a cancel; they learn it when they report");
@@ -2164,7 +2175,7 @@ impl Engine {
                 step_id,
                 attempt,
                 Reporter::Human(user),
-                "ok",
+                StepOutcome::Ok,
                 &data_text,
                 now,
             )

@@ -50,6 +50,8 @@ pub enum ItemSet {
     Outbox,
     /// `<ns>:schedule-due`: schedules whose next tick is due.
     Schedules,
+    /// `<ns>:effects`: cross-run effects committed but not applied (the effects sweeper).
+    Effects,
 }
 
 impl ItemSet {
@@ -59,6 +61,7 @@ impl ItemSet {
             ItemSet::Timers => "timers",
             ItemSet::Outbox => "outbox",
             ItemSet::Schedules => "schedules",
+            ItemSet::Effects => "effects",
         }
     }
 
@@ -69,6 +72,7 @@ impl ItemSet {
             ItemSet::Timers => keys.timers(),
             ItemSet::Outbox => keys.outbox(),
             ItemSet::Schedules => crate::schedules::due_key(engine),
+            ItemSet::Effects => keys.effects(),
         }
     }
 
@@ -80,7 +84,7 @@ impl ItemSet {
                 (!matches!(kind, TimerKind::SlotWake | TimerKind::RunWake)).then_some((run, step, attempt))
             }),
             ItemSet::Outbox => parse_outbox_member(member).map(|(run, step)| (run, step, 0)),
-            ItemSet::Schedules => None,
+            ItemSet::Schedules | ItemSet::Effects => None,
         }
     }
 }

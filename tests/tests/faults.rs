@@ -79,9 +79,8 @@ async fn runs_finish_when_the_coordinator_is_killed_and_restarted_mid_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
     let mut cluster = Cluster::start("sweep", &[("BATON_DISPATCH_GRACE", "1s")]).await;
-    cluster
-        .register("name: swept\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
-        .await;
+    let yaml = "name: swept\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n";
+    cluster.register(yaml).await;
     cluster.spawn_worker("w1", 2);
     // Do what a coordinator does on submit, up to the commit, then "crash": never publish.
     let store = Store::connect(
@@ -98,12 +97,9 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
     let created = store
         .create_run(
             &RunCall { run_id: &run_id, now },
-            "swept",
-            1,
+            &baton_shared::definition::WorkflowDefinition::parse(yaml).unwrap(),
             r#"{"lost": true}"#,
             "",
-            "a",
-            &["a"],
             None,
             &[],
             None,
