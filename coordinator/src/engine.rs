@@ -304,7 +304,7 @@ impl Engine {
 
     /// A worker starts an attempt: marks it running, held by this worker, arms its timeout (and
     /// heartbeat) timers, and takes it out of the queued index with its schedule-to-start timer,
-    /// in one script (one round trip unless another worker holds the attempt). Only a step that runs a handler (a task step or a fan-out element,
+    /// in one script (one round trip unless another worker holds the attempt; one more for a step with a concurrency limit, whose `lease_slot` effect is applied at once). Only a step that runs a handler (a task step or a fan-out element,
     /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
@@ -403,7 +403,8 @@ impl Engine {
     }
 
     /// Applies a worker's result: one script, one round trip to Redis (two for a step holding a
-    /// concurrency slot, whose pool is read first), then the publishes of the steps
+    /// concurrency slot: its `release_slot` effect is applied at once, and the pool handed to its
+    /// next waiter), then the publishes of the steps
     /// that became ready (in the background: the outbox makes them durable). Returns `Proceed` when
     /// recorded, `Stale` when the attempt was not current, or is of a step that runs no handler,
     /// or was not started (StartStep) by this worker: then nothing changed.

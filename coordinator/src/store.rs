@@ -1,8 +1,15 @@
-//! The Redis adapter: run state, durable timers, the dispatch outbox, run indexes and the workflow
-//! registry. Every change of one run's state is one Lua script (`scripts/*.lua`) over that run's keys;
-//! global indexes are written with plain commands pipelined *before* the script, so a crash between
-//! the two leaves at worst an index entry that points at nothing (timers and outbox entries are fenced
-//! by attempt and found harmless when they fire; run index entries are dropped lazily by listings).
+//! The Redis adapter: run state, durable timers, the dispatch outbox, the effects outbox, run
+//! indexes and the workflow registry. Every change of one run's state is one Lua script
+//! (`scripts/*.lua`, the common prelude `common.lua` plus a body; one struct of named arguments
+//! each, sent as one JSON object, and a typed reply) over keys it declares: the run's own (one hash
+//! tag), the namespace's timers, outbox and effects, and the few others the caller names (a
+//! handler's queued index, a run-slot pool, an event's waiters). A run script never builds a key:
+//! what a commit means for keys that are not the run's (a slot to give back or lease, an emitting
+//! parent to tell) it writes as an [`Effect`] in the same commit, which the store applies at once
+//! with declared keys and the effects sweeper applies after a crash. Global indexes are written
+//! with plain commands pipelined *before* the script, so a crash between the two leaves at worst
+//! an index entry that points at nothing (timers and outbox entries are fenced by attempt and found
+//! harmless when they fire; run index entries are dropped lazily by listings).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
