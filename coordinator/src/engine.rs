@@ -304,7 +304,7 @@ impl Engine {
 
     /// A worker starts an attempt: marks it running, held by this worker, arms its timeout (and
     /// heartbeat) timers, and takes it out of the queued index with its schedule-to-start timer,
-    /// in one script (one round trip unless another worker holds the attempt; one more for a step with a concurrency limit, whose `lease_slot` effect is applied at once). Only a step that runs a handler (a task step or a fan-out element,
+    /// in one script (one round trip unless another worker holds the attempt; a step with a concurrency limit also has its `lease_slot` effect applied, in the background). Only a step that runs a handler (a task step or a fan-out element,
     /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.

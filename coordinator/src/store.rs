@@ -830,6 +830,10 @@ impl Store {
     /// them) and removes them from the outbox, in one round trip. Failures are logged, not
     /// returned: the commit stands, and the effects sweeper applies what is left after the outbox
     /// hold. Returns the effects read.
+    ///
+    /// Slot leases alone (StartStep of a step with a concurrency limit) are applied in the
+    /// background, so the worker's answer does not wait for them: a lease applied after the slot
+    /// was given back changes nothing (`ZADD XX`), so their order does not matter.
     async fn apply_effects(&self, members: &[String], now: i64) -> Vec<Effect> {
         if members.is_empty() {
             return Vec::new();
@@ -845,6 +849,17 @@ impl Store {
                 // Left in the outbox: the sweeper parks it with this reason.
                 Err(e) => tracing::warn!(error = %e, "a script wrote an effect this coordinator cannot read"),
             }
+        }
+        if effects.iter().all(|e| matches!(e, Effect::LeaseSlot { .. })) {
+            let (store, leases) = (self.clone(), effects.clone());
+            let applied: Vec<String> = applied.into_iter().cloned().collect();
+            tokio::spawn(async move {
+                let applied: Vec<&String> = applied.iter().collect();
+                if let Err(e) = store.apply_effect_list(&leases, &applied, now).await {
+                    tracing::warn!(error = %e, "could not extend a slot lease at once; the effects sweeper will");
+                }
+            });
+            return effects;
         }
         if let Err(e) = self.apply_effect_list(&effects, &applied, now).await {
             tracing::warn!(error = %e, count = effects.len(), "could not apply effects at once; the effects sweeper will");
