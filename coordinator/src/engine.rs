@@ -24,9 +24,9 @@ use crate::{
     machine,
     registry::Registry,
     store::{
-        Batch, Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, NewRun,
-        ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started, Store, TakeOver, TimerKind,
-        WaitArgs, WaitOutcome, parse_outbox_member, timer_member,
+        Batch, Claimed, CompleteArgs, Completion, CreateOutcome, DispatchMode, DispatchPayload, Disposition, EndStatus,
+        NewRun, ParentKind, ParentRef, QueuedPlan, Reporter, RunCall, RunSlot, SlotOutcome, StartArgs, Started,
+        StepOutcome, Store, TakeOver, TimerKind, WaitArgs, WaitMode, WaitOutcome, parse_outbox_member, timer_member,
     },
 };
 
@@ -248,7 +248,6 @@ impl Engine {
         let run_id = run_id.to_string();
         let input_json = input.to_string();
         let now = now_ms();
-        let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
         let call = RunCall { run_id: &run_id, now };
         let run_slot = run_slot(def, input)?;
         let queued = self.queued_plan(def, def.roots());
@@ -256,12 +255,9 @@ impl Engine {
             .store
             .create_run(
                 &call,
-                &def.name,
-                def.version,
+                def,
                 &input_json,
                 idempotency_key,
-                &machine::step_ids_csv(def),
-                &roots,
                 run_slot.as_ref(),
                 &self.run_timeout_timer(def, &run_id, now),
                 parent,
@@ -308,7 +304,7 @@ impl Engine {
 
     /// A worker starts an attempt: marks it running, held by this worker, arms its timeout (and
     /// heartbeat) timers, and takes it out of the queued index with its schedule-to-start timer,
-    /// in one script (one round trip unless another worker holds the attempt). Only a step that runs a handler (a task step or a fan-out element,
+    /// in one script (one round trip unless another worker holds the attempt; a step with a concurrency limit also has its `lease_slot` effect applied, in the background). Only a step that runs a handler (a task step or a fan-out element,
     /// [`WorkflowDefinition::handler_step`]) can be started; anything else is answered `Stale`. An
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
@@ -422,7 +418,8 @@ impl Engine {
     }
 
     /// Applies a worker's result: one script, one round trip to Redis (two for a step holding a
-    /// concurrency slot, whose pool is read first), then the publishes of the steps
+    /// concurrency slot: its `release_slot` effect is applied at once, and the pool handed to its
+    /// next waiter), then the publishes of the steps
     /// that became ready (in the background: the outbox makes them durable). Returns `Proceed` when
     /// recorded, `Stale` when the attempt was not current, or is of a step that runs no handler,
     /// or was not started (StartStep) by this worker: then nothing changed.
@@ -459,7 +456,7 @@ impl Engine {
         )
         .map_err(CoordinatorError::InvalidArgument)?;
         let (outcome_word, body, retry_at) = match classified {
-            Classified::Complete { word, body, retry_at } => (word.word(), body, retry_at),
+            Classified::Complete { word, body, retry_at } => (word, body, retry_at),
             Classified::Suspend {
                 event,
                 key,
@@ -478,7 +475,7 @@ impl Engine {
                 let w = WaitArgs {
                     step: a.step_id,
                     attempt: a.attempt,
-                    mode: "suspend",
+                    mode: WaitMode::Suspend,
                     detail: &waiting_for,
                     event: Some((&event, &key)),
                     child_run: "",
@@ -498,12 +495,13 @@ impl Engine {
                 });
             }
         };
-        // A failing element ends its fan-out step, so the step's children matter then too. The
-        // script disarms this attempt's timers, arms the retry timer and indexes the children
-        // that go straight to a worker as queued: one round trip.
-        let children = machine::children_spec(&def, a.step_id);
+        // The script disarms this attempt's timers, arms the retry timer and indexes the children
+        // that go straight to a worker as queued (it reads them from the run's stored graph): one
+        // round trip; a slot the attempt held goes back through an effect applied at once (one
+        // more).
         let queued = self.queued_plan(&def, def.children(split_item(a.step_id).0));
         let args = CompleteArgs {
+            def: &def,
             step: a.step_id,
             attempt: a.attempt,
             by: Reporter::Worker(a.worker),
@@ -511,32 +509,24 @@ impl Engine {
             body: &body,
             retry_at,
             heartbeat_timeout_ms: 0,
-            children: &children,
-            leaves: &machine::leaves_csv(&def),
-            pinned: &machine::pinned(&def),
             error_type: &error_type,
             error_details: &error_details,
         };
-        // The slot this attempt held goes to the next waiter now, not at the next timer poll (the
-        // `sem-wake` timer the script arms stays as the backstop).
-        let slot = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
-            self.store.step_slot(a.run_id, a.step_id).await?
-        } else {
-            None
-        };
-        let completion = self
+        let (completion, released) = self
             .store
-            .complete_step_queued(Batch::new(), &RunCall { run_id: a.run_id, now }, &args, &queued)
+            .complete_step_released(Batch::new(), &RunCall { run_id: a.run_id, now }, &args, &queued)
             .await?;
         crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
         if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
             crate::metrics::observe_close(self, &def.name, &step.handler, a.run_id, a.step_id, now);
         }
         let disposition = self.after_completion(&def, a.run_id, completion, now).await;
-        if let Some(pool) = slot
-            && let Err(e) = self.wake_pool(&pool).await
-        {
-            tracing::warn!(pool = %pool, error = %e, "could not hand over a slot; the timer will");
+        // The slot this attempt held goes to the next waiter now, not at the next timer poll (the
+        // `sem-wake` timer the effect armed stays as the backstop).
+        for pool in released {
+            if let Err(e) = self.wake_pool(&pool).await {
+                tracing::warn!(pool = %pool, error = %e, "could not hand over a slot; the timer will");
+            }
         }
         Ok(disposition)
     }
@@ -762,16 +752,7 @@ impl Engine {
                 }
                 let completion = self
                     .store
-                    .start_items(
-                        &call,
-                        &p.step_id,
-                        p.attempt,
-                        max_parallel,
-                        &machine::children_spec(def, &step.id),
-                        &machine::leaves_csv(def),
-                        inputs.len(),
-                        &kept,
-                    )
+                    .start_items(&call, def, &p.step_id, p.attempt, max_parallel, inputs.len(), &kept)
                     .await?;
                 if let Some(status) = crate::metrics::finished_status(&completion) {
                     crate::metrics::observe_finish(&self.store, &def.name, status, run_id, now);
@@ -836,7 +817,7 @@ impl Engine {
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
-                    mode: "event",
+                    mode: WaitMode::Event,
                     detail: &detail,
                     event: Some((event, key)),
                     child_run: "",
@@ -853,7 +834,7 @@ impl Engine {
                 let args = WaitArgs {
                     step: &step.id,
                     attempt: p.attempt,
-                    mode: "human",
+                    mode: WaitMode::Human,
                     detail: &detail,
                     event: None,
                     child_run: "",
@@ -900,7 +881,7 @@ impl Engine {
             run: run_id,
             step: &step.id,
             attempt: p.attempt,
-            kind: "workflow",
+            kind: ParentKind::Workflow,
             depth,
         };
         // Not launched here: the caller's loop launches the child's roots (no recursion).
@@ -911,7 +892,7 @@ impl Engine {
         let args = WaitArgs {
             step: &step.id,
             attempt: p.attempt,
-            mode: "child",
+            mode: WaitMode::Child,
             detail: &detail,
             event: None,
             child_run: &child_id,
@@ -945,7 +926,8 @@ impl Engine {
         reason: &str,
         now: i64,
     ) -> Result<Launch> {
-        self.finish_dispatched(def, run_id, p, "skip", reason, now).await
+        self.finish_dispatched(def, run_id, p, StepOutcome::Skip, reason, now)
+            .await
     }
 
     /// Fails a dispatched step for good (an expression could not be evaluated, a child workflow is
@@ -959,7 +941,8 @@ impl Engine {
         now: i64,
     ) -> Result<Launch> {
         tracing::info!(run = run_id, step = %p.step_id, message, "step failed before it started");
-        self.finish_dispatched(def, run_id, p, "error", message, now).await
+        self.finish_dispatched(def, run_id, p, StepOutcome::Error, message, now)
+            .await
     }
 
     async fn finish_dispatched(
@@ -967,7 +950,7 @@ impl Engine {
         def: &WorkflowDefinition,
         run_id: &str,
         p: &DispatchPayload,
-        outcome: &str,
+        outcome: StepOutcome,
         body: &str,
         now: i64,
     ) -> Result<Launch> {
@@ -977,6 +960,7 @@ impl Engine {
             [crate::store::outbox_member(run_id, &p.step_id)],
         );
         let args = CompleteArgs {
+            def,
             step: &p.step_id,
             attempt: p.attempt,
             by: BY_COORDINATOR,
@@ -984,9 +968,6 @@ impl Engine {
             body,
             retry_at: 0,
             heartbeat_timeout_ms: 0,
-            children: &machine::children_spec(def, &p.step_id),
-            leaves: &machine::leaves_csv(def),
-            pinned: &machine::pinned(def),
             error_type: "",
             error_details: "",
         };
@@ -1008,11 +989,12 @@ impl Engine {
         step_id: &str,
         attempt: u32,
         by: Reporter<'_>,
-        outcome: &str,
+        outcome: StepOutcome,
         body: &str,
         now: i64,
     ) -> Result<Disposition> {
         let args = CompleteArgs {
+            def,
             step: step_id,
             attempt,
             by,
@@ -1020,9 +1002,6 @@ impl Engine {
             body,
             retry_at: 0,
             heartbeat_timeout_ms: 0,
-            children: &machine::children_spec(def, step_id),
-            leaves: &machine::leaves_csv(def),
-            pinned: &machine::pinned(def),
             error_type: "",
             error_details: "",
         };
@@ -1075,9 +1054,9 @@ impl Engine {
         }
         output.push(']');
         let (outcome, body) = if output.len() > limit {
-            ("error", texts::items_too_large(total, limit))
+            (StepOutcome::Error, texts::items_too_large(total, limit))
         } else {
-            ("items", output)
+            (StepOutcome::Items, output)
         };
         self.complete_here(
             def,
@@ -1101,7 +1080,7 @@ impl Engine {
         let args = WaitArgs {
             step,
             attempt: p.attempt,
-            mode: "sleep",
+            mode: WaitMode::Sleep,
             detail: &detail,
             event: None,
             child_run: "",
@@ -1147,7 +1126,7 @@ impl Engine {
         let call = RunCall { run_id, now };
         if kind == TimerKind::RunTimeout {
             let reason = texts::run_timed_out(def.timeout);
-            match self.store.cancel_run(&call, &reason, "timed_out").await {
+            match self.store.cancel_run(&call, &reason, EndStatus::TimedOut).await {
                 Ok(()) => {
                     tracing::info!(run = run_id, "run timed out");
                     if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
@@ -1186,7 +1165,7 @@ impl Engine {
             TimerKind::Items => self.gather_items(&def, run_id, step_id, attempt, now).await?,
             TimerKind::Wake => {
                 let body = core::kinds::sleep::output(step, now);
-                self.complete_here(&def, run_id, step_id, attempt, BY_TIMER, "ok", &body, now)
+                self.complete_here(&def, run_id, step_id, attempt, BY_TIMER, StepOutcome::Ok, &body, now)
                     .await?;
             }
             TimerKind::Event => {
@@ -1208,8 +1187,17 @@ impl Engine {
                             self.launch(&def, run_id, vec![p], now).await;
                         }
                     } else {
-                        self.complete_here(&def, run_id, step_id, attempt, BY_EVENT, "ok", &delivered, now)
-                            .await?;
+                        self.complete_here(
+                            &def,
+                            run_id,
+                            step_id,
+                            attempt,
+                            BY_EVENT,
+                            StepOutcome::Ok,
+                            &delivered,
+                            now,
+                        )
+                        .await?;
                     }
                 }
             }
@@ -1230,7 +1218,7 @@ impl Engine {
                 };
                 let limit = self.schedule_to_start(&def, step_id).unwrap_or_default();
                 let timed = classify::attempt_timer(timer, step, attempt, limit);
-                let (outcome, message, hb_ms) = (timed.word.word(), timed.message, timed.heartbeat_ms);
+                let (outcome, message, hb_ms) = (timed.word, timed.message, timed.heartbeat_ms);
                 let base = self.store.attempt_base(run_id, step_id).await?;
                 let retry_at = classify::retry_time(
                     step,
@@ -1249,6 +1237,7 @@ impl Engine {
                     );
                 }
                 let args = CompleteArgs {
+                    def: &def,
                     step: step_id,
                     attempt,
                     by: Reporter::Coordinator(""),
@@ -1256,9 +1245,6 @@ impl Engine {
                     body: &message,
                     retry_at,
                     heartbeat_timeout_ms: hb_ms,
-                    children: "",
-                    leaves: &machine::leaves_csv(&def),
-                    pinned: &machine::pinned(&def),
                     error_type: timed.error_type,
                     error_details: "",
                 };
@@ -1273,7 +1259,13 @@ impl Engine {
                         if other != Completion::Stale {
                             crate::metrics::attempt(&def.name, &step.handler, "timed_out");
                             crate::metrics::observe_close(self, &def.name, &step.handler, run_id, step_id, now);
-                            tracing::info!(run = run_id, step = step_id, attempt, outcome, "attempt timed out");
+                            tracing::info!(
+                                run = run_id,
+                                step = step_id,
+                                attempt,
+                                outcome = outcome.word(),
+                                "attempt timed out"
+                            );
                         }
                     }
                 }
@@ -1350,7 +1342,6 @@ impl Engine {
         let Some(step) = def.step(step_id) else { return Ok(true) };
         let ending = core::kinds::wait::timed_out(Kind::of(step, step_id), &waiting_for);
         let (outcome, message) = ending.parts();
-        let outcome = outcome.word();
         self.complete_here(def, run_id, step_id, attempt, BY_TIMER, outcome, message, now)
             .await?;
         Ok(true)
@@ -1384,7 +1375,7 @@ impl Engine {
             core::kinds::child::ended(&child, &field(0).unwrap_or_default(), field(1).as_deref(), &error)
         {
             let (outcome, body) = ending.parts();
-            self.complete_here(def, run_id, step_id, attempt, BY_CHILD, outcome.word(), body, now)
+            self.complete_here(def, run_id, step_id, attempt, BY_CHILD, outcome, body, now)
                 .await?;
         }
         Ok(())
@@ -1429,7 +1420,7 @@ impl Engine {
                     step_id,
                     attempt,
                     BY_COORDINATOR,
-                    "error",
+                    StepOutcome::Error,
                     &texts::emit_failed(&e),
                     now,
                 )
@@ -1487,8 +1478,17 @@ impl Engine {
             Ok(r) => r.definition,
             Err(CoordinatorError::NotFound(m)) => {
                 let message = texts::emit_failed(&m);
-                self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                    .await?;
+                self.complete_here(
+                    def,
+                    run_id,
+                    step_id,
+                    attempt,
+                    BY_COORDINATOR,
+                    StepOutcome::Error,
+                    &message,
+                    now,
+                )
+                .await?;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -1498,8 +1498,17 @@ impl Engine {
             Ok(depth) => depth,
             Err(message) => {
                 let message = texts::emit_failed(&message);
-                self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                    .await?;
+                self.complete_here(
+                    def,
+                    run_id,
+                    step_id,
+                    attempt,
+                    BY_COORDINATOR,
+                    StepOutcome::Error,
+                    &message,
+                    now,
+                )
+                .await?;
                 return Ok(());
             }
         };
@@ -1507,11 +1516,9 @@ impl Engine {
             run: run_id,
             step: step_id,
             attempt,
-            kind: "emit",
+            kind: ParentKind::Emit,
             depth,
         };
-        let roots: Vec<&str> = child_def.roots().map(|s| s.id.as_str()).collect();
-        let step_ids = machine::step_ids_csv(&child_def);
         while next < total {
             let room = core::kinds::emit::room(emit, next, finished, EMIT_BATCH);
             if room == 0 {
@@ -1528,8 +1535,17 @@ impl Engine {
                     .and_then(|v| child_def.validate_input(&v).map_err(|e| e.to_string()));
                 if let Err(e) = valid {
                     let message = texts::emit_failed(&format!("input of child run {child_id}: {e}"));
-                    self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                        .await?;
+                    self.complete_here(
+                        def,
+                        run_id,
+                        step_id,
+                        attempt,
+                        BY_COORDINATOR,
+                        StepOutcome::Error,
+                        &message,
+                        now,
+                    )
+                    .await?;
                     return Ok(());
                 }
                 let run_slot = match serde_json::from_str::<serde_json::Value>(&input)
@@ -1539,8 +1555,17 @@ impl Engine {
                     Ok(slot) => slot.map(|s| s.pool),
                     Err(e) => {
                         let message = texts::emit_failed(&format!("child run {child_id}: {e}"));
-                        self.complete_here(def, run_id, step_id, attempt, BY_COORDINATOR, "error", &message, now)
-                            .await?;
+                        self.complete_here(
+                            def,
+                            run_id,
+                            step_id,
+                            attempt,
+                            BY_COORDINATOR,
+                            StepOutcome::Error,
+                            &message,
+                            now,
+                        )
+                        .await?;
                         return Ok(());
                     }
                 };
@@ -1550,20 +1575,7 @@ impl Engine {
                     run_slot,
                 });
             }
-            let answers = self
-                .store
-                .create_runs(
-                    &runs,
-                    &child_def.name,
-                    child_def.version,
-                    &step_ids,
-                    &roots,
-                    child_def.timeout,
-                    &parent,
-                    child_def.max_concurrent_runs.unwrap_or(0),
-                    now,
-                )
-                .await?;
+            let answers = self.store.create_runs(&runs, &child_def, &parent, now).await?;
             let mut existed_done = Vec::new();
             for (r, answer) in runs.iter().zip(answers) {
                 if !matches!(answer, CreateOutcome::Exists(_)) {
@@ -1607,7 +1619,7 @@ impl Engine {
                 step_id,
                 attempt,
                 Reporter::Coordinator(&worker),
-                "ok",
+                StepOutcome::Ok,
                 &output,
                 now,
             )
@@ -1799,7 +1811,7 @@ impl Engine {
         check_run_id(run_id)?;
         let reason = texts::cancelled(reason);
         self.store
-            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason, "cancelled")
+            .cancel_run(&RunCall { run_id, now: now_ms() }, &reason, EndStatus::Cancelled)
             .await?;
         if let Err(e) = self.dispatcher.publish_cancel(run_id).await {
             tracing::warn!(run = run_id, error = %e, "could not notify workers of a cancel; they learn it when they report");
@@ -2188,7 +2200,7 @@ impl Engine {
                 step_id,
                 attempt,
                 Reporter::Human(user),
-                "ok",
+                StepOutcome::Ok,
                 &data_text,
                 now,
             )

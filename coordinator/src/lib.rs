@@ -231,6 +231,7 @@ pub async fn serve_with(
     let mut loops = vec![
         supervised_timers(&engine, &supervisor, timers::Loop::Timers, &stop_rx),
         supervised_timers(&engine, &supervisor, timers::Loop::Outbox, &stop_rx),
+        supervised_timers(&engine, &supervisor, timers::Loop::Effects, &stop_rx),
         {
             let (e, r) = (engine.clone(), stop_rx.clone());
             supervise::spawn("index-trim", health.clone(), stop_rx.clone(), move || {
@@ -322,6 +323,7 @@ fn supervised_timers(
     let name = match which {
         timers::Loop::Timers => "timers",
         timers::Loop::Outbox => "outbox",
+        timers::Loop::Effects => "effects",
     };
     let (e, s, r) = (engine.clone(), supervisor.clone(), stop.clone());
     supervise::spawn(name, supervisor.health.clone(), stop.clone(), move || {

@@ -49,6 +49,8 @@ pub enum ItemSet {
     Outbox,
     /// `<ns>:schedule-due`: schedules whose next tick is due.
     Schedules,
+    /// `<ns>:effects`: cross-run effects committed but not applied (the effects sweeper).
+    Effects,
 }
 
 impl ItemSet {
@@ -58,6 +60,7 @@ impl ItemSet {
             ItemSet::Timers => "timers",
             ItemSet::Outbox => "outbox",
             ItemSet::Schedules => "schedules",
+            ItemSet::Effects => "effects",
         }
     }
 
@@ -68,6 +71,7 @@ impl ItemSet {
             ItemSet::Timers => keys.timers(),
             ItemSet::Outbox => keys.outbox(),
             ItemSet::Schedules => engine.store.schedule_due_key(),
+            ItemSet::Effects => keys.effects(),
         }
     }
 
@@ -79,7 +83,7 @@ impl ItemSet {
                 (!matches!(kind, TimerKind::SlotWake | TimerKind::RunWake)).then_some((run, step, attempt))
             }),
             ItemSet::Outbox => parse_outbox_member(member).map(|(run, step)| (run, step, 0)),
-            ItemSet::Schedules => None,
+            ItemSet::Schedules | ItemSet::Effects => None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The durable-time loops: due timers (retries, timeouts, heartbeats) and the dispatch sweeper.
+//! The durable-time loops: due timers (retries, timeouts, heartbeats), the dispatch sweeper and the
+//! effects sweeper.
 //! Both claim entries from a Redis sorted set with a short lease ([`crate::config::CoordinatorConfig::timer_lease`]),
 //! renewed by a [`Keeper`] while the batch is worked on, so any number of coordinators can run them,
 //! an entry is handled by one at a time, and a coordinator that dies mid-way leaves its entries to
@@ -30,6 +31,9 @@ pub enum Loop {
     Timers,
     /// Dispatches committed but not confirmed.
     Outbox,
+    /// Cross-run effects committed but not applied (their coordinator died, or Redis failed it):
+    /// see [`crate::store::Effect`].
+    Effects,
 }
 
 /// Keeps a claimed batch's lease alive: renews it every quarter of the lease (at least every 50 ms)
@@ -65,16 +69,23 @@ impl Drop for Keeper {
 
 /// Runs one loop until `shutdown` turns true.
 pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, mut shutdown: watch::Receiver<bool>) {
-    let outbox = matches!(which, Loop::Outbox);
-    let set = if outbox { ItemSet::Outbox } else { ItemSet::Timers };
+    let set = match which {
+        Loop::Timers => ItemSet::Timers,
+        Loop::Outbox => ItemSet::Outbox,
+        Loop::Effects => ItemSet::Effects,
+    };
     let poll = engine.config.timer_poll_interval;
     let lease = engine.config.timer_lease;
-    let key = engine.store.due_set_key(outbox);
+    let key = match which {
+        Loop::Timers => engine.store.due_set_key(false),
+        Loop::Outbox => engine.store.due_set_key(true),
+        Loop::Effects => engine.store.keys().effects(),
+    };
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let claimed = match engine.store.claim(outbox, now_ms(), lease, BATCH).await {
+        let claimed = match engine.store.claim_key(&key, now_ms(), lease, BATCH).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, ?which, "could not claim due entries");
@@ -97,10 +108,10 @@ pub async fn run(engine: Arc<Engine>, supervisor: Arc<Supervisor>, which: Loop, 
                         return;
                     }
                     let work = async {
-                        if outbox {
-                            engine.redispatch(&c).await
-                        } else {
-                            engine.fire_timer(&c).await
+                        match which {
+                            Loop::Outbox => engine.redispatch(&c).await,
+                            Loop::Timers => engine.fire_timer(&c).await,
+                            Loop::Effects => engine.store.apply_claimed_effect(&c, now_ms()).await,
                         }
                     };
                     supervisor.item(&engine, set, &c.member, work).await;

@@ -1,7 +1,8 @@
 //! The Redis key layout. Every key starts with a configurable prefix (so tests and tenants can share
 //! a server); every key of one run shares the hash tag `{<run_id>}` so that a run's scripts touch a
-//! single Redis Cluster slot. Global indexes (timers, outbox, run lists, registry) are single keys
-//! written with plain commands, never inside a run's script.
+//! single Redis Cluster slot. Global indexes (timers, outbox, effects, run lists, registry) are
+//! single keys; a run script that writes one declares it in its KEYS, as it does every key it
+//! touches (no script builds a key from the prefix).
 
 /// Key builder for one prefix.
 #[derive(Debug, Clone)]
@@ -60,6 +61,15 @@ impl Keys {
     /// (Unix ms) after which the sweeper republishes them.
     pub fn outbox(&self) -> String {
         format!("{}:outbox", self.prefix)
+    }
+
+    /// Sorted set of cross-run effects a run script committed (a concurrency slot or run slot to
+    /// give back, a slot lease to extend, an emitting parent to notify), member the effect as JSON
+    /// (`coordinator::store::Effect`), scored by the time (Unix ms) after which the effects sweeper
+    /// applies it; the committing coordinator applies and removes it at once. Per namespace today;
+    /// a shard's own with shards.
+    pub fn effects(&self) -> String {
+        format!("{}:effects", self.prefix)
     }
 
     /// Sorted set (lexicographic, score 0) of all runs, member `<created_ms:013>:<run_id>`.

@@ -11,11 +11,11 @@ use baton_coordinator::{
         Event, Outcome, Phase, RunPhase, TimerKey, TimerKind, Wait,
         classify::{AttemptTimer, attempt_timer},
         memory::MemoryStore,
-        plan::{children_spec, leaves_csv, pinned, reads_csv, retry_at_with, step_ids_csv},
+        plan::{pinned, reads_csv, retry_at_with},
     },
     store::{
-        Batch, CompleteArgs, Completion, DispatchMode, Disposition, Reporter, RunCall, StartArgs, Started, Store,
-        TimerKind as StoreTimer, timer_member,
+        Batch, CompleteArgs, Completion, DispatchMode, Disposition, EndStatus, Reporter, RunCall, StartArgs, Started,
+        StepOutcome, Store, TimerKind as StoreTimer, timer_member,
     },
 };
 use baton_shared::{definition::WorkflowDefinition, keys::Keys, proto::StepFailure};
@@ -132,12 +132,9 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
     store
         .create_run(
             &RunCall { run_id: &run, now },
-            "diff",
-            1,
+            &def,
             input,
             "",
-            &step_ids_csv(&def),
-            &roots,
             None,
             &[],
             None,
@@ -240,16 +237,14 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                     retry_at_with(sd, attempt.saturating_sub(base), "Boom", true, now, 0.0)
                 };
                 let args = CompleteArgs {
+                    def: &def,
                     step: &step,
                     attempt,
                     by: Reporter::Worker(worker),
-                    outcome: if ok { "ok" } else { "error" },
+                    outcome: if ok { StepOutcome::Ok } else { StepOutcome::Error },
                     body: if ok { "1" } else { "Boom: flaky" },
                     retry_at,
                     heartbeat_timeout_ms: 0,
-                    children: &children_spec(&def, &step),
-                    leaves: &leaves_csv(&def),
-                    pinned: &pinned,
                     error_type: "",
                     error_details: "",
                 };
@@ -261,7 +256,10 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
             }
             (Action::Cancel, _) => {
                 let here = memory.send(&run, Event::Cancel { reason: "test".into() }).is_ok();
-                let there = store.cancel_run(&call, "cancelled: test", "cancelled").await.is_ok();
+                let there = store
+                    .cancel_run(&call, "cancelled: test", EndStatus::Cancelled)
+                    .await
+                    .is_ok();
                 (here, there)
             }
             (Action::Timeout(i), _) => {
@@ -283,16 +281,14 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                 let timed = attempt_timer(AttemptTimer::Timeout, sd, attempt, Duration::ZERO);
                 let retry_at = retry_at_with(sd, attempt.saturating_sub(base), timed.error_type, true, now, 0.0);
                 let args = CompleteArgs {
+                    def: &def,
                     step: &step,
                     attempt,
                     by: Reporter::Coordinator(""),
-                    outcome: timed.word.word(),
+                    outcome: timed.word,
                     body: &timed.message,
                     retry_at,
                     heartbeat_timeout_ms: 0,
-                    children: "",
-                    leaves: &leaves_csv(&def),
-                    pinned: &pinned,
                     error_type: "",
                     error_details: "",
                 };
@@ -378,16 +374,7 @@ async fn fan_out(
             .unwrap()
             .unwrap_or_default();
         store
-            .start_items(
-                &call,
-                &s.id,
-                attempt,
-                2,
-                &children_spec(def, &s.id),
-                &leaves_csv(def),
-                3,
-                &kept,
-            )
+            .start_items(&call, def, &s.id, attempt, 2, 3, &kept)
             .await
             .unwrap();
     }
@@ -450,16 +437,14 @@ async fn gather(
         };
         let here = memory.send(run, Event::Timer { key, jitter: 0.0 }).is_ok();
         let args = CompleteArgs {
+            def,
             step: &step,
             attempt,
             by: Reporter::Coordinator("coordinator"),
-            outcome: "items",
+            outcome: StepOutcome::Items,
             body: "[1,1,1]",
             retry_at: 0,
             heartbeat_timeout_ms: 0,
-            children: &children_spec(def, &step),
-            leaves: &leaves_csv(def),
-            pinned: &pinned(def),
             error_type: "",
             error_details: "",
         };

@@ -79,9 +79,8 @@ async fn runs_finish_when_the_coordinator_is_killed_and_restarted_mid_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
     let mut cluster = Cluster::start("sweep", &[("BATON_DISPATCH_GRACE", "1s")]).await;
-    cluster
-        .register("name: swept\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
-        .await;
+    let yaml = "name: swept\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n";
+    cluster.register(yaml).await;
     cluster.spawn_worker("w1", 2);
     // Do what a coordinator does on submit, up to the commit, then "crash": never publish.
     let store = Store::connect(
@@ -98,12 +97,9 @@ async fn a_dispatch_committed_but_never_published_is_swept_and_run() {
     let created = store
         .create_run(
             &RunCall { run_id: &run_id, now },
-            "swept",
-            1,
+            &baton_shared::definition::WorkflowDefinition::parse(yaml).unwrap(),
             r#"{"lost": true}"#,
             "",
-            "a",
-            &["a"],
             None,
             &[],
             None,
@@ -221,4 +217,44 @@ async fn a_worker_stopped_with_sigterm_finishes_its_step_before_exiting() {
         1,
         "finished once, not redelivered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_effect_committed_but_never_applied_is_applied_by_the_sweeper() {
+    let mut cluster = Cluster::start("effects", &[]).await;
+    cluster
+        .register("name: gated\nversion: 1\nsteps:\n  - {id: work, handler: echo, concurrency: {limit: 1}}\n")
+        .await;
+    // A coordinator committed the end of an attempt that held the pool's only slot, then died
+    // before applying the effect that gives it back: the slot is still held (for an hour, by its
+    // lease) and the release_slot effect waits in the namespace's effects outbox.
+    let ns = cluster.namespace.clone();
+    let mut conn = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let now = baton_shared::time::now_ms();
+    let ghost = "ghost-run|work|1";
+    let effect = json!({"kind": "release_slot", "pool": "gated/work", "member": ghost}).to_string();
+    let _: () = redis::pipe()
+        .zadd(format!("{ns}:sem:gated/work:holders"), ghost, now + 3_600_000)
+        .ignore()
+        .zadd(format!("{ns}:effects"), &effect, now)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cluster.spawn_worker("w1", 1);
+    let run_id = cluster.submit("gated", json!({"v": 1})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded", "the sweeper gave the slot back: {run:#?}");
+    let left: Option<f64> = redis::AsyncCommands::zscore(&mut conn, format!("{ns}:effects"), &effect)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the applied effect left the outbox");
+    let holders: Vec<String> = redis::AsyncCommands::zrange(&mut conn, format!("{ns}:sem:gated/work:holders"), 0, -1)
+        .await
+        .unwrap();
+    assert!(holders.is_empty(), "the run's own slot went back too: {holders:?}");
 }

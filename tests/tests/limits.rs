@@ -190,3 +190,47 @@ async fn max_concurrent_runs_queues_runs_per_key_until_a_run_slot_frees() {
         .unwrap();
     assert_eq!(most_a, 2, "two runs of tenant a at once, never more");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_started_attempt_leases_its_slot_to_the_end_of_its_timeout_and_gives_it_back() {
+    let mut cluster = Cluster::start("slot-lease", &[]).await;
+    cluster
+        .register(
+            "name: leased\nversion: 1\nsteps:\n  - {id: work, handler: slow, timeout: 5m, concurrency: {limit: 1}}\n",
+        )
+        .await;
+    cluster.spawn_worker("w1", 1);
+    let before = baton_shared::time::now_ms();
+    let run_id = cluster.submit("leased", json!({"ms": 1500})).await;
+    cluster
+        .wait_step(&run_id, "work", "running", Duration::from_secs(30))
+        .await;
+    let holders = format!("{}:sem:leased/work:holders", cluster.namespace);
+    let member = format!("{run_id}|work|1");
+    let mut conn = redis().await;
+    // The lease a start sets (timeout + 60 s margin from the start) is shorter than the one the
+    // dispatch took (which also covers the dispatch grace and 10 min of queueing): it is applied
+    // in the background, so look for a few seconds.
+    let start = Instant::now();
+    loop {
+        let lease: Option<f64> = conn.zscore(&holders, &member).await.unwrap();
+        let lease = lease.expect("the attempt holds the slot") as i64;
+        let after = baton_shared::time::now_ms();
+        if lease <= after + 360_000 {
+            assert!(
+                lease >= before + 360_000,
+                "lease {lease} ends with the attempt's timeout and margin"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the start never extended the lease: {lease}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
+    assert_eq!(status(&run), "succeeded");
+    let left: Vec<String> = conn.zrange(&holders, 0, -1).await.unwrap();
+    assert!(left.is_empty(), "the slot went back at the end: {left:?}");
+}

@@ -72,6 +72,47 @@ async fn a_run_in_flight_from_the_previous_layout_is_migrated_and_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn runs_in_flight_from_layout_2_without_a_stored_graph_finish_and_fan_out() {
+    let mut cluster = Cluster::start("upgrade-graph", &[]).await;
+    cluster
+        .register(
+            "name: diamond\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n  - {id: b, handler: echo, depends_on: [a]}\n  - {id: c, handler: echo, depends_on: [a]}\n  - {id: d, handler: echo, depends_on: [b, c]}\n",
+        )
+        .await;
+    let run_id = cluster.submit("diamond", json!({"v": 3})).await;
+    cluster
+        .wait_step(&run_id, "a", "dispatched", Duration::from_secs(30))
+        .await;
+    // The previous release's coordinator stops; its runs kept no graph (layout 2).
+    cluster.stop_coordinator(false);
+    let mut conn = redis().await;
+    let ns = cluster.namespace.clone();
+    let _: () = redis::AsyncCommands::set(&mut conn, format!("{ns}:layout"), "2")
+        .await
+        .expect("SET layout");
+    let _: i64 = redis::AsyncCommands::hdel(&mut conn, format!("{ns}:{{{run_id}}}:run"), "leaves")
+        .await
+        .expect("HDEL leaves");
+    let _: i64 = redis::AsyncCommands::hdel(
+        &mut conn,
+        format!("{ns}:{{{run_id}}}:steps"),
+        &["a:children", "b:children", "c:children"],
+    )
+    .await
+    .expect("HDEL children");
+
+    cluster.start_coordinator().await;
+    assert_eq!(layout_mark(&ns).await, Some(LAYOUT_VERSION.to_string()));
+    cluster.spawn_worker("w1", 2);
+    let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert_eq!(run.output_json, r#"{"d":{"v":3}}"#);
+    for step in ["a", "b", "c", "d"] {
+        assert_eq!(cluster.executions(&run_id, step).await, 1, "{step}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_namespace_of_a_newer_layout_is_refused_with_the_drain_procedure_and_left_unchanged() {
     let cluster = Cluster::start("upgrade-new", &[]).await;
     let mut conn = redis().await;

@@ -33,8 +33,10 @@ pub enum Outcome {
     },
 }
 
-/// How an attempt's outcome is recorded: the typed form of the store's outcome words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an attempt's outcome is recorded: the typed form of the store's outcome words (serialized
+/// as [`OutcomeWord::word`] gives them, for `complete_step.lua`'s `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OutcomeWord {
     /// Succeeded with an output.
     Ok,

@@ -1,19 +1,24 @@
--- common.lua: prepended to every run script at load time (see store.rs).
+-- common.lua: prepended to every run script at load time (store.rs `RunScript`), whose body it wraps
+-- so that every reply is {the script's own reply, the effects it wrote} (see `effect` below).
+-- Every key a run script touches is declared in KEYS; none is built here from a prefix.
 -- KEYS[1] run hash, KEYS[2] steps hash, KEYS[3] events stream: all under the run's hash tag.
--- KEYS[4] the timers sorted set, KEYS[5] the outbox sorted set: global, written here so that a state
--- change and the durable follow-up it needs (a dispatch to publish, a parent to notify) commit
--- together. Some scripts take more keys after these.
+-- KEYS[4] the timers sorted set, KEYS[5] the outbox sorted set, KEYS[6] the effects outbox (sorted
+-- set): per namespace, written here so that a state change and the durable follow-up it needs (a
+-- dispatch to publish, a slot to give back, a parent to notify) commit together. Some scripts take
+-- more keys after these (from KEYS[7]).
 -- ARGV[1] now (Unix ms), ARGV[2] approximate max length of the events stream,
 -- ARGV[3] retention of a finished run (seconds), ARGV[4] the outbox hold (ms: how long after a
--- dispatch its outbox entry comes due for the sweeper, unless the committing coordinator holds it
--- longer while it publishes, or RabbitMQ confirmed it). Script arguments start at ARGV[5].
-local RUN, STEPS, EVENTS, TIMERS, OUTBOX = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- dispatch its outbox entry, or an effect, comes due for the sweeper, unless the committing
+-- coordinator holds it longer while it publishes, RabbitMQ confirmed it, or the effect was applied),
+-- ARGV[5] the run id, ARGV[6] the script's arguments: one JSON object of named fields (`A`; each
+-- script's header names them, store.rs has one struct per script). Some scripts take more after.
+local RUN, STEPS, EVENTS, TIMERS, OUTBOX, EFFECTS_KEY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local NOW = tonumber(ARGV[1])
 local MAXLEN = ARGV[2]
 local RETENTION = tonumber(ARGV[3])
 local GRACE = tonumber(ARGV[4])
-local RUN_ID = string.match(RUN, '{(.-)}:run$')
-local PREFIX = string.match(RUN, '^(.*):{[^}]*}:run$')
+local RUN_ID = ARGV[5]
+local A = cjson.decode(ARGV[6])
 -- The latest due time stored (Unix ms): 9999-12-31T23:59:59.999Z (exact as a double, and still
 -- printable as RFC 3339); deadlines are clamped to it.
 local LATEST = 253402300799999
@@ -48,6 +53,18 @@ local function event(kind, step, attempt, status, detail)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*',
     'kind', kind, 'step', step, 'attempt', tostring(attempt), 'status', status,
     'detail', detail or '', 'at', tostring(NOW))
+end
+
+-- The effects this call wrote (store.rs `Effect`), returned beside its reply.
+local EFFECTS = {}
+
+-- Writes a cross-run effect `json` (an object with a `kind`: see store.rs `Effect`) to the effects
+-- outbox in this commit, due for the sweeper after the outbox hold; the committing coordinator
+-- applies it at once with a script or commands whose keys it declares, and removes it. Applying
+-- one twice changes nothing (each kind is idempotent).
+local function effect(json)
+  redis.call('ZADD', EFFECTS_KEY, NOW + GRACE, json)
+  EFFECTS[#EFFECTS + 1] = json
 end
 
 -- The attempts of a step kept in full in its history, and the longest error kept per attempt
@@ -158,8 +175,9 @@ end
 
 -- The queued plan of the calling script (store.rs `QueuedPlan`), or nil: for each step that goes
 -- straight to a worker when dispatched, { key = index into KEYS of its handler's queued index,
--- s2s_ms = its schedule-to-start timeout (ms, 0 for none) }. A script sets it from its arguments.
-local QUEUED = nil
+-- s2s_ms = its schedule-to-start timeout (ms, 0 for none) }: the argument `queued` of the scripts
+-- that dispatch.
+local QUEUED = A.queued
 
 -- Puts attempt `attempt` of `step` in its handler's queued index (score now, NX: a re-sent
 -- dispatch keeps its first time) and arms its schedule-to-start timer (NX), per `plan` (an entry of
@@ -206,19 +224,20 @@ local function dispatch_ready(out, specs)
   return n
 end
 
--- Gives back the concurrency slot attempt `attempt` of `step` holds (or waits for), if any, and
--- wakes its pool through a timer, so the next waiter is dispatched.
+-- Gives back the concurrency slot attempt `attempt` of `step` holds (or waits for), if any,
+-- through an effect (its pool's keys are not this run's): the slot leaves the pool's holders and
+-- waiters, and a 'sem-wake' timer wakes the pool, so the next waiter is dispatched.
 local function release_slot(step, attempt)
   local pool = sget(step, 'slot')
   if not pool or pool == '' then return end
-  local member = RUN_ID .. '|' .. step .. '|' .. attempt
-  redis.call('ZREM', PREFIX .. ':sem:' .. pool .. ':holders', member)
-  redis.call('LREM', PREFIX .. ':sem:' .. pool .. ':queue', 0, member)
-  redis.call('ZADD', TIMERS, NOW, 'sem-wake|' .. pool .. '||0')
+  effect('{"kind":"release_slot","pool":' .. cjson.encode(pool) .. ',"member":'
+    .. cjson.encode(RUN_ID .. '|' .. step .. '|' .. tostring(attempt)) .. '}')
 end
 
 -- Finishes the run: sets its status, cancels unfinished steps (and the child runs of workflow
--- steps, through a timer), tells a parent run (through a timer), and starts the retention clock.
+-- steps, through a timer), gives back their slots and the run slot (through effects), tells a
+-- parent run (a workflow step's through a 'child-done' timer, an emitting step's through an
+-- 'emit_done' effect), and starts the retention clock.
 -- A cancelled step's attempt, if it had one (dispatched, running, waiting, or waiting out a retry
 -- backoff), goes into its history as 'cancelled', so that the attempts a RetryRun counts as
 -- "before" are all listed.
@@ -246,22 +265,20 @@ local function finish_run(status, output, err)
   end
   local parent = redis.call('HMGET', RUN, 'parent_run', 'parent_step', 'parent_attempt', 'parent_kind')
   if parent[1] and parent[1] ~= '' and parent[4] == 'emit' then
-    -- An emitted run: count it in its emitting step (once, whatever re-emissions happen), and let
-    -- the coordinator start more or complete the step.
-    local psteps = PREFIX .. ':{' .. parent[1] .. '}:steps'
-    if redis.call('SADD', PREFIX .. ':{' .. parent[1] .. '}:emit-done:' .. parent[2], RUN_ID) == 1 then
-      redis.call('HINCRBY', psteps, parent[2] .. (status == 'succeeded' and ':emit_succeeded' or ':emit_failed'), 1)
-    end
-    redis.call('ZADD', TIMERS, NOW, 'emit|' .. parent[1] .. '|' .. parent[2] .. '|0')
+    -- An emitted run: its emitting step counts it (once, whatever re-emissions happen) and the
+    -- coordinator starts more or completes the step, through an effect (the parent's keys are
+    -- another run's).
+    effect('{"kind":"emit_done","parent_run":' .. cjson.encode(parent[1]) .. ',"parent_step":'
+      .. cjson.encode(parent[2]) .. ',"run":' .. cjson.encode(RUN_ID) .. ',"succeeded":'
+      .. (status == 'succeeded' and 'true' or 'false') .. '}')
   elseif parent[1] and parent[1] ~= '' then
     redis.call('ZADD', TIMERS, NOW, 'child-done|' .. parent[1] .. '|' .. parent[2] .. '|' .. parent[3])
   end
   local run_slot = redis.call('HGET', RUN, 'run_slot')
   if run_slot and run_slot ~= '' then
-    redis.call('ZREM', PREFIX .. ':sem:' .. run_slot .. ':holders', RUN_ID)
-    redis.call('LREM', PREFIX .. ':sem:' .. run_slot .. ':queue', 0, RUN_ID)
+    -- The run slot goes back to its pool (a 'run-wake' timer starts the next queued run).
     redis.call('HSET', RUN, 'waiting_for', '')
-    redis.call('ZADD', TIMERS, NOW, 'run-wake|' .. run_slot .. '||0')
+    effect('{"kind":"release_run_slot","pool":' .. cjson.encode(run_slot) .. ',"run":' .. cjson.encode(RUN_ID) .. '}')
   end
   event('run', '', 0, status, err or '')
   redis.call('EXPIRE', RUN, RETENTION)
@@ -284,18 +301,45 @@ local function leaves_output(leaves_csv)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
+-- Stores the run's graph `g` (the argument `graph`: { children = { step = 'c1=p1,p2=r1;c2=p1' },
+-- leaves = 'l1,l2' }) where its scripts read it: `<step>:children` in the steps hash (only steps
+-- with children), `leaves` in the run hash. Written once, by create_run.lua; a run created before
+-- graphs were stored (layout 2) gets it from the first script that needs it (see graph_missing).
+local function put_graph(g)
+  local flat = {}
+  for step, spec in pairs(g.children or {}) do
+    if spec ~= '' then
+      flat[#flat + 1] = step .. ':children'
+      flat[#flat + 1] = spec
+    end
+  end
+  if #flat > 0 then redis.call('HSET', STEPS, unpack(flat)) end
+  redis.call('HSET', RUN, 'leaves', g.leaves or '')
+end
+
+-- Whether the run (which exists) has no stored graph and the caller sent none: the script then
+-- answers {'no_graph'} before it changes anything, and the caller calls again with `graph`.
+local function graph_missing()
+  if A.graph and A.graph ~= cjson.null then
+    put_graph(A.graph)
+    return false
+  end
+  return redis.call('HEXISTS', RUN, 'leaves') == 0
+end
+
 -- Ends `step` as `word` ('succeeded' or 'skipped') with `output`, dispatches the children that became
--- ready, and finishes the run after its last step. Returns {'ok', run_status, run_input, n, payloads}.
-local function step_done(step, attempt, word, output, detail, children, leaves)
+-- ready (its children as the stored graph has them), and finishes the run after its last step.
+-- Returns {'ok', run_status, run_input, n, payloads}.
+local function step_done(step, attempt, word, output, detail)
   -- A step that ends well has no error (its failed attempts keep theirs in the history).
   sset(step, 'status', word, 'output', output, 'error', '', 'finished_at', tostring(NOW))
   event('step', step, attempt, word, detail or '')
   local left = redis.call('HINCRBY', RUN, 'steps_left', -1)
   local out = { 'ok', '', redis.call('HGET', RUN, 'input'), '0' }
-  local n = dispatch_ready(out, children)
+  local n = dispatch_ready(out, sget(step, 'children') or '')
   out[4] = tostring(n)
   if left <= 0 then
-    finish_run('succeeded', leaves_output(leaves), '')
+    finish_run('succeeded', leaves_output(redis.call('HGET', RUN, 'leaves') or ''), '')
     out[2] = 'succeeded'
   else
     out[2] = redis.call('HGET', RUN, 'status')

@@ -3,8 +3,8 @@
 -- skip, a human, a child run). One round trip: the fence, the record, the attempt's timers
 -- disarmed, a retry armed, and the children that became ready dispatched with their outbox
 -- entries, queued-index entries and schedule-to-start timers, all in this one script.
--- KEYS[6..] the queued indexes (keys.rs `queued`) of the handlers named in `queued` below.
--- ARGV[5] one JSON object, store.rs `CompleteStep` (named fields):
+-- KEYS[7..] the queued indexes (keys.rs `queued`) of the handlers named in `queued` below.
+-- A (ARGV[6], store.rs `CompleteStepJson`):
 --   step, attempt: the attempt; who: the worker id (by 'worker'), the user who completed a human
 --     task (by 'human'), or the coordinator's source, e.g. 'timer' (by 'coordinator'); kept in the
 --     attempt history;
@@ -19,8 +19,6 @@
 --     coordinator decided this from the step's retry policy); a 'retry' timer is armed for it;
 --   heartbeat_timeout_ms: for 'heartbeat', the heartbeat timeout (ms): the attempt is alive if it
 --     beat more recently;
---   children: the step's children with their parents and reads, 'c1=p1,p2=r1;c2=p1';
---   leaves: the workflow's leaf steps, comma-separated (their outputs make the run output);
 --   pinned: 'workflow@version' the coordinator planned with; anything else is answered stale;
 --   disarm: for by 'worker', disarm the attempt's timeout and heartbeat timers;
 --   queued: { child = { key = i, s2s_ms = ms } } for the children that go straight to a worker
@@ -28,17 +26,19 @@
 --     and, with s2s_ms > 0, gets a schedule-to-start timer (NX);
 --   error_type, error_details: for a failure, its type and details (a traceback), kept in the
 --     attempt's history ('' for none).
--- ARGV[6] the output JSON ('ok', 'emit', 'items'), the reason ('skip') or the error message.
--- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
+--   graph: (only after a {'no_graph'} answer) the run's graph, stored first (see put_graph).
+-- The step's children (with their parents and reads) and the run's leaves are read from the graph
+-- create_run.lua stored: they are not sent on every report.
+-- ARGV[7] the output JSON ('ok', 'emit', 'items'), the reason ('skip') or the error message.
+-- Returns {'stale'}; {'no_graph'} (a run of layout 2 has no stored graph: nothing changed, call
+-- again with `graph`); {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
 -- Invariants: only the current attempt of a live step counts (fencing); a worker's report counts only
 -- for a running attempt that worker started and holds; a child is dispatched exactly once, when its
 -- last parent is done; a fan-out step succeeds once, after its last element did, with the elements'
 -- outputs in input order; the run finishes when its last step does; no call does work in proportion
 -- to a fan-out's element count.
-local A = cjson.decode(ARGV[5])
-local BODY = ARGV[6]
-QUEUED = A.queued
+local BODY = ARGV[7]
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] or not pinned_to(A.pinned) then return { 'stale' } end
 local step, attempt, worker, outcome = A.step, tonumber(A.attempt), A.who, A.outcome
@@ -68,6 +68,7 @@ if outcome == 'heartbeat' then
   local last = tonumber(sget(step, 'heartbeat_at')) or 0
   if NOW - last < tonumber(A.heartbeat_timeout_ms) then return { 'alive', tostring(last) } end
 end
+if graph_missing() then return { 'no_graph' } end
 if A.disarm then
   -- The attempt is over either way: its timers would only fire as no-ops.
   local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
@@ -84,7 +85,7 @@ if outcome == 'items' then
   sset(step, 'waiting_for', '')
   -- The fan-out step's own attempt (its elements keep theirs).
   record_attempt(step, attempt, 'succeeded', '', '')
-  return step_done(step, attempt, 'succeeded', BODY, sget(step, 'items_total') .. ' elements', A.children, A.leaves)
+  return step_done(step, attempt, 'succeeded', BODY, sget(step, 'items_total') .. ' elements')
 end
 
 if outcome == 'ok' and parent then
@@ -108,10 +109,10 @@ if outcome == 'ok' then
   else
     record_attempt(step, attempt, 'succeeded', '', worker)
   end
-  return step_done(step, attempt, 'succeeded', BODY, '', A.children, A.leaves)
+  return step_done(step, attempt, 'succeeded', BODY, '')
 end
 if outcome == 'skip' then
-  return step_done(step, attempt, 'skipped', 'null', BODY, A.children, A.leaves)
+  return step_done(step, attempt, 'skipped', 'null', BODY)
 end
 if outcome == 'emit' then
   -- An emitting step's handler succeeded: keep its output; the step waits while the coordinator

@@ -1,26 +1,28 @@
--- dispatch_attempt.lua: the payload to publish for step ARGV[5].
--- ARGV[7] mode: 'retry' moves the step, retrying as attempt ARGV[6] whose backoff has elapsed, to
---               dispatched; 'unpark' moves the step, parked (waiting) as attempt ARGV[6], to
---               dispatched; 'check' (the sweeper) answers while the step is still dispatched (any
---               attempt: the current one is what must be published), not yet started.
--- ARGV[8] the step's reads, comma-separated.
+-- dispatch_attempt.lua: the payload to publish for a step.
+-- A (ARGV[6], store.rs `DispatchAttemptJson`): step; attempt; reads: the step's reads,
+-- comma-separated; mode: 'retry' moves the step, retrying as `attempt` whose backoff has elapsed,
+-- to dispatched; 'unpark' moves the step, parked (waiting) as `attempt`, to dispatched; 'check'
+-- (the sweeper) answers while the step is still dispatched (any attempt: the current one is what
+-- must be published), not yet started.
 -- Returns {'stale'} or {'dispatch', run_input, payload (see push_payload)}.
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] then return { 'stale' } end
-local step, mode = ARGV[5], ARGV[7]
+local step, mode = A.step, A.mode
 local st = sget(step, 'status')
 if mode == 'retry' then
-  local attempt = tonumber(ARGV[6])
+  local attempt = tonumber(A.attempt)
   if st ~= 'retrying' or tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
   dispatch(step, attempt)
 elseif mode == 'unpark' then
-  local attempt = tonumber(ARGV[6])
+  local attempt = tonumber(A.attempt)
   if st ~= 'waiting' or tonumber(sget(step, 'attempt')) ~= attempt then return { 'stale' } end
   sset(step, 'waiting_for', '')
   dispatch(step, attempt)
+elseif mode ~= 'check' then
+  return redis.error_reply('dispatch_attempt: unknown mode ' .. tostring(mode))
 elseif st ~= 'dispatched' then
   return { 'stale' }
 end
 local out = { 'dispatch', redis.call('HGET', RUN, 'input') }
-push_payload(out, step, ARGV[8])
+push_payload(out, step, A.reads)
 return out

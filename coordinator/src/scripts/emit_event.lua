@@ -1,12 +1,13 @@
--- emit_event.lua: a custom event from attempt ARGV[6] of step ARGV[5]; ARGV[7] its JSON payload;
--- ARGV[8] the worker that sends it ('' from workers older than EmitEventRequest.worker_id: then
--- the holder is not checked).
+-- emit_event.lua: a custom event from an attempt of a step.
+-- A (ARGV[6], store.rs `AttemptJson`): step, attempt, worker (the worker that sends it; '' from
+-- workers older than EmitEventRequest.worker_id: then the holder is not checked).
+-- ARGV[7] the event's JSON payload (beside A, so it is not escaped twice).
 -- Returns {'proceed'}, {'stale'} or {'cancelled'}: only the current, running attempt may emit, and
 -- only from the worker holding it.
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'stale' } end
 if TERMINAL[status] then return { 'cancelled' } end
-local step, attempt, worker = ARGV[5], tonumber(ARGV[6]), ARGV[8]
+local step, attempt, worker = A.step, tonumber(A.attempt), A.worker or ''
 if tonumber(sget(step, 'attempt')) ~= attempt or sget(step, 'status') ~= 'running' then return { 'stale' } end
 local holder = sget(step, 'worker') or ''
 if holder == '' or (worker ~= '' and holder ~= worker) then return { 'stale' } end

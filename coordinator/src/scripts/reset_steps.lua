@@ -1,8 +1,8 @@
 -- reset_steps.lua: runs part of a finished run again (RetryRun, RerunRun).
--- ARGV[5] mode: 'retry' resets every failed or cancelled step; 'rerun' resets the steps of ARGV[6].
--- ARGV[6] steps to reset for 'rerun' (comma-separated)
--- ARGV[7] a new run input (JSON), or '' to keep the old one
--- ARGV[8] every step with its parents and reads: 'a=;b=a;c=a,b=a,b'
+-- A (ARGV[6], store.rs `ResetStepsJson`): mode: 'retry' resets every failed or cancelled step,
+-- 'rerun' resets the steps of `steps` (comma-separated); all_steps: every step with its parents
+-- and reads, 'a=;b=a;c=a,b=a,b'; queued: as complete_step.lua's (none today).
+-- ARGV[7] a new run input (JSON), or '' to keep the old one.
 -- Returns {'missing'}; {'not_finished', status}; {'nothing'} (retry of a run with no failed step);
 -- or {'ok', run_input, n, then n payloads (see push_payload)}.
 -- Invariants: only a finished run is reset; succeeded steps outside the reset keep their outputs;
@@ -12,7 +12,7 @@
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'missing' } end
 if not TERMINAL[status] then return { 'not_finished', status } end
-local mode = ARGV[5]
+local mode = A.mode
 local reset = {}
 if mode == 'retry' then
   for _, s in ipairs(split(redis.call('HGET', RUN, 'step_ids'), ',')) do
@@ -21,7 +21,7 @@ if mode == 'retry' then
   end
   if #reset == 0 then return { 'nothing' } end
 else
-  reset = split(ARGV[6], ',')
+  reset = split(A.steps, ',')
 end
 for _, s in ipairs(reset) do
   if mode == 'rerun' and sget(s, 'items_total') then
@@ -46,6 +46,6 @@ redis.call('PERSIST', STEPS)
 redis.call('PERSIST', EVENTS)
 event('run', '', 0, 'running', mode == 'retry' and 'retried' or 'rerun')
 local out = { 'ok', redis.call('HGET', RUN, 'input'), '0' }
-local n = dispatch_ready(out, ARGV[8])
+local n = dispatch_ready(out, A.all_steps)
 out[3] = tostring(n)
 return out

@@ -1,11 +1,12 @@
 -- start_step.lua: StartStep, one round trip. A worker took an attempt of a step (or fan-out
 -- element) off its queue; the coordinator checked that the step runs a handler.
--- KEYS[6] the queued index of the step's handler (keys.rs `queued`): the attempt leaves it, and
+-- KEYS[7] the queued index of the step's handler (keys.rs `queued`): the attempt leaves it, and
 --         its schedule-to-start timer goes, whatever the answer (the task has left its queue).
--- KEYS[7] (only when `holder` is given) the liveness key of that holder (keys.rs `worker_alive`).
--- ARGV[5] one JSON object, store.rs `StartStep` (named fields):
+-- KEYS[8] (only when `holder` is given) the liveness key of that holder (keys.rs `worker_alive`).
+-- A (ARGV[6], store.rs `StartStepJson`):
 --   step, attempt, worker: who took which attempt; pinned: 'workflow@version' the worker was given;
---   slot_lease_ms: the lease of a concurrency slot the attempt holds, from now (ms; 0 for none);
+--   slot_lease_ms: the lease of a concurrency slot the attempt holds, from now (ms; 0 for none):
+--   written as a 'lease_slot' effect (the pool's keys are not the run's);
 --   timeout_due: the start-to-close timeout's due time (Unix ms); heartbeat_due: the heartbeat
 --   timeout's due time (Unix ms; 0 for none); holder: the holder an earlier call answered ('' on a
 --   first call); recheck_ms: how long after the holder's liveness key expires its attempt is
@@ -19,10 +20,9 @@
 -- Invariants: only the current attempt can be running; a running attempt has one holder, and
 -- only the holder's liveness ending (or the same worker starting it again) hands it to another
 -- worker; a refused start changes nothing but that timer and the queued index.
-local A = cjson.decode(ARGV[5])
 local step, attempt, worker = A.step, tonumber(A.attempt), A.worker
 local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
-redis.call('ZREM', KEYS[6], member)
+redis.call('ZREM', KEYS[7], member)
 redis.call('ZREM', TIMERS, 'schedule-to-start|' .. member)
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'stale' } end
@@ -37,7 +37,7 @@ if st == 'running' and holder == '' then return { 'stale' } end
 local taken_over = false
 if holder ~= '' and holder ~= worker then
   if A.holder ~= holder then return { 'held', holder } end
-  local ttl = redis.call('PTTL', KEYS[7])
+  local ttl = redis.call('PTTL', KEYS[8])
   if ttl ~= -2 then
     -- Alive (or, without an expiry, until told otherwise): look again once its liveness lapses.
     local again = (ttl > 0) and ttl or 5000
@@ -53,11 +53,12 @@ redis.call('ZADD', TIMERS, math.min(tonumber(A.timeout_due), LATEST), 'timeout|'
 if tonumber(A.heartbeat_due) > 0 then
   redis.call('ZADD', TIMERS, math.min(tonumber(A.heartbeat_due), LATEST), 'heartbeat|' .. member)
 end
--- A concurrency slot's lease now runs to the end of this attempt's timeout (slot_lease_ms) and a margin.
+-- A concurrency slot's lease now runs to the end of this attempt's timeout (slot_lease_ms) and a
+-- margin: an effect, which the pool's holders take only while the attempt still holds the slot.
 local pool = sget(step, 'slot')
 if pool and pool ~= '' and tonumber(A.slot_lease_ms) > 0 then
-  redis.call('ZADD', PREFIX .. ':sem:' .. pool .. ':holders', 'XX', math.min(NOW + tonumber(A.slot_lease_ms), LATEST),
-    RUN_ID .. '|' .. step .. '|' .. attempt)
+  effect('{"kind":"lease_slot","pool":' .. cjson.encode(pool) .. ',"member":' .. cjson.encode(member)
+    .. ',"until":' .. string.format('%d', math.min(NOW + tonumber(A.slot_lease_ms), LATEST)) .. '}')
 end
 if not string.find(step, '#', 1, true) then
   local detail = worker

@@ -1,21 +1,22 @@
--- take_over.lua: a copy of attempt ARGV[6] of step ARGV[5] was dropped as a duplicate while worker
--- ARGV[7] held it (start_step.lua armed a 'held' timer, which fired). If that worker is gone (its
--- liveness key KEYS[6] expired), the attempt goes back to dispatched, with its outbox entry, to be
--- published again: whichever worker starts it then holds it. The slot and timeout timer it had stay.
--- ARGV[8] the step's reads, comma-separated.
--- KEYS[6] the holder's liveness key (keys.rs `worker_alive`).
+-- take_over.lua: a copy of an attempt was dropped as a duplicate while another worker held it
+-- (start_step.lua armed a 'held' timer, which fired). If that worker is gone (its liveness key
+-- KEYS[7] expired), the attempt goes back to dispatched, with its outbox entry, to be published
+-- again: whichever worker starts it then holds it. The slot and timeout timer it had stay.
+-- A (ARGV[6], store.rs `TakeOverJson`): step, attempt, holder (the worker that held it), reads (the
+-- step's reads, comma-separated).
+-- KEYS[7] the holder's liveness key (keys.rs `worker_alive`).
 -- Returns {'stale'} (the attempt ended, or another worker holds it now), {'alive', ms_left}
 -- (ms_left -1: alive without an expiry), or {'dispatch', run_input, payload (see push_payload)}.
 -- Invariant: an attempt whose holder is alive is never sent again; the holder's late report after
 -- this is stale (the attempt is no longer running on it).
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] then return { 'stale' } end
-local step, attempt, holder = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local step, attempt, holder = A.step, tonumber(A.attempt), A.holder
 if tonumber(sget(step, 'attempt')) ~= attempt or sget(step, 'status') ~= 'running'
   or holder == '' or sget(step, 'worker') ~= holder then
   return { 'stale' }
 end
-local ttl = redis.call('PTTL', KEYS[6])
+local ttl = redis.call('PTTL', KEYS[7])
 if ttl ~= -2 then return { 'alive', tostring(ttl) } end
 -- The same attempt, sent again (as dispatch() does, without numbering a new one).
 sset(step, 'status', 'dispatched', 'dispatched_at', tostring(NOW))
@@ -24,5 +25,5 @@ if not string.find(step, '#', 1, true) then
   event('step', step, attempt, 'dispatched', 'sent again: worker ' .. holder .. ', which held it, is gone')
 end
 local out = { 'dispatch', redis.call('HGET', RUN, 'input') }
-push_payload(out, step, ARGV[8])
+push_payload(out, step, A.reads)
 return out

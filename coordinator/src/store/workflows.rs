@@ -316,7 +316,7 @@ fn lapsed(name: &str, version: u32) -> CoordinatorError {
 /// (1-based) of the workflow's definitions, the version's delete fence and the two run indexes,
 /// and the run's member in the indexes.
 #[derive(Serialize)]
-struct CreateFence<'a> {
+pub(super) struct CreateFence<'a> {
     defs: usize,
     fence: usize,
     index: [usize; 2],
@@ -328,13 +328,13 @@ impl Store {
     /// `version` that is deleted or being deleted, and index a created run as `member`
     /// ([`baton_shared::keys::run_index_member`]); `first_key` is the KEYS index (1-based) the four
     /// keys start at.
-    pub(super) fn create_fence(
+    pub(super) fn create_fence<'a>(
         &self,
         workflow: &str,
         version: u32,
-        member: &str,
+        member: &'a str,
         first_key: usize,
-    ) -> ([String; 4], String) {
+    ) -> ([String; 4], CreateFence<'a>) {
         let keys = [
             self.keys.workflow(workflow),
             self.workflow_fence_key(workflow, version),
@@ -347,8 +347,7 @@ impl Store {
             index: [first_key.saturating_add(2), first_key.saturating_add(3)],
             member,
         };
-        // Serializing numbers and a string cannot fail.
-        (keys, serde_json::to_string(&arg).unwrap_or_default())
+        (keys, arg)
     }
 }
 
