@@ -1186,7 +1186,7 @@ impl Store {
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn complete_step_released(
         &self,
-        pre: Pipeline,
+        pre: Batch,
         call: &RunCall<'_>,
         args: &CompleteArgs<'_>,
         plan: &QueuedPlan,
@@ -2698,7 +2698,9 @@ struct CompleteStepJson<'a> {
     pinned: &'a str,
     disarm: bool,
     queued: std::collections::BTreeMap<&'a str, QueuedEntry>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     error_type: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
     error_details: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     graph: Option<&'a RunGraph>,
@@ -3229,6 +3231,8 @@ mod tests {
             disarm: true,
             queued: plan.entries(RUN_KEYS + 1),
             graph: None,
+            error_type: "",
+            error_details: "",
         };
         let json = serde_json::to_string(&now).unwrap();
         assert!(!json.contains("children") && !json.contains("join"), "{json}");

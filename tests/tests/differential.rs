@@ -122,7 +122,6 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
     memory.register(def.clone());
     let input = r#"{"items":[1,2,3]}"#;
     memory.submit("diff", &run, input).unwrap();
-    let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
     // create_run.lua takes a run only of a registered version (the delete fence); nothing here
     // reads the definition from Redis after that, so its keys go again at once.
     store
