@@ -125,10 +125,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
     let roots: Vec<&str> = def.roots().map(|s| s.id.as_str()).collect();
     // create_run.lua takes a run only of a registered version (the delete fence); nothing here
     // reads the definition from Redis after that, so its keys go again at once.
-    store
-        .put_workflow("diff", 1, &yaml, now, 10)
-        .await
-        .unwrap();
+    store.put_workflow("diff", 1, &yaml, now, 10).await.unwrap();
     store
         .create_run(
             &RunCall { run_id: &run, now },
