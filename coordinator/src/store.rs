@@ -3,6 +3,13 @@
 //! global indexes are written with plain commands pipelined *before* the script, so a crash between
 //! the two leaves at worst an index entry that points at nothing (timers and outbox entries are fenced
 //! by attempt and found harmless when they fire; run index entries are dropped lazily by listings).
+//! A run's own index entries are written by `create_run.lua` with the run (see `store/workflows.rs`).
+//!
+//! This module and its children (`store/`) are the only ones that name the `redis` crate
+//! (`store/boundary.rs` checks it): the rest of the coordinator calls typed methods, hands writes
+//! on global keys over as a [`Batch`], and sees failures as [`StoreError`]. The standalone
+//! scripts (claims, pools, events, the registry, parked items) are called through
+//! `store/script.rs`: declared KEYS, one JSON argument, a tagged reply.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -27,6 +34,7 @@ pub use admin::{ParkedRecord, QueueFigures, QueuedAttempt, TimerFigures};
 pub use batch::Batch;
 pub use claims::EXPEDITE_BATCH;
 pub use error::StoreError;
+pub use events::PUBLISH_TRIES;
 pub use schedules::ScheduleState;
 pub use workflows::{DELETE_FENCE_LEASE, DELETE_SCAN_PAGE, DeleteVersion, PutWorkflow};
 
