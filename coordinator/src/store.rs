@@ -3,13 +3,19 @@
 //! (`scripts/*.lua`, the common prelude `common.lua` plus a body; one struct of named arguments
 //! each, sent as one JSON object, and a typed reply) over keys it declares: the run's own (one hash
 //! tag), the namespace's timers, outbox and effects, and the few others the caller names (a
-//! handler's queued index, a run-slot pool, an event's waiters). A run script never builds a key:
-//! what a commit means for keys that are not the run's (a slot to give back or lease, an emitting
-//! parent to tell) it writes as an [`Effect`] in the same commit, which the store applies at once
-//! with declared keys and the effects sweeper applies after a crash. Global indexes are written
-//! with plain commands pipelined *before* the script, so a crash between the two leaves at worst
-//! an index entry that points at nothing (timers and outbox entries are fenced by attempt and found
-//! harmless when they fire; run index entries are dropped lazily by listings).
+//! handler's queued index, a run-slot pool, an event's waiters, the run indexes and the
+//! definition's delete fence at creation). A run script never builds a key: what a commit means
+//! for keys that are not the run's (a slot to give back or lease, an emitting parent to tell) it
+//! writes as an [`Effect`] in the same commit, which the store applies at once with declared keys
+//! and the effects sweeper applies after a crash. Other global writes are plain commands pipelined
+//! *before* the script, so a crash between the two leaves at worst an entry that points at nothing
+//! (timers and outbox entries are fenced by attempt and found harmless when they fire).
+//!
+//! This module and its children (`store/`) are the only ones that name the `redis` crate
+//! (`store/boundary.rs` checks it): the rest of the coordinator calls typed methods, hands writes
+//! on global keys over as a [`Batch`], and sees failures as [`StoreError`]. The standalone
+//! scripts (claims, pools, events, the registry, parked items) are called through
+//! `store/script.rs`: declared KEYS, one JSON argument, a tagged reply.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -39,6 +45,7 @@ pub use admin::{ParkedRecord, QueueFigures, QueuedAttempt, TimerFigures};
 pub use batch::Batch;
 pub use claims::EXPEDITE_BATCH;
 pub use error::StoreError;
+pub use events::PUBLISH_TRIES;
 pub use schedules::ScheduleState;
 pub use workflows::{DELETE_FENCE_LEASE, DELETE_SCAN_PAGE, DeleteVersion, PutWorkflow};
 

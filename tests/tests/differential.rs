@@ -124,10 +124,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
     memory.submit("diff", &run, input).unwrap();
     // create_run.lua takes a run only of a registered version (the delete fence); nothing here
     // reads the definition from Redis after that, so its keys go again at once.
-    store
-        .put_workflow("diff", 1, &yaml, now, 10)
-        .await
-        .unwrap();
+    store.put_workflow("diff", 1, &yaml, now, 10).await.unwrap();
     store
         .create_run(
             &RunCall { run_id: &run, now },

@@ -172,3 +172,102 @@ async fn submits_racing_a_delete_of_their_version_either_run_to_the_end_or_are_r
         assert_eq!(run.status, RunStatus::Succeeded as i32);
     }
 }
+
+/// The fence step by step on a real Redis, through the store's public calls: a run created before a
+/// delete is counted (the delete is refused and lifts its fence); while a delete holds the fence,
+/// runs of the version are refused `NOT_FOUND` and a second delete is refused as busy; once the
+/// version is gone, no run of it is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn while_a_delete_holds_its_fence_no_run_of_the_version_is_created() {
+    use baton_coordinator::{
+        error::CoordinatorError,
+        store::{CreateOutcome, DeleteVersion, QueuedPlan, RunCall, Store},
+    };
+    let namespace = format!("t-wfdelfence-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let keys = baton_shared::keys::Keys::new(namespace.clone());
+    let store = Store::connect(
+        "redis://127.0.0.1:6379",
+        keys.clone(),
+        1000,
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("connect");
+    let now = baton_shared::time::now_ms();
+    store.put_workflow("w", 1, "{}", now, 10).await.expect("register");
+    let create = |run: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .create_run(
+                    &RunCall { run_id: run, now },
+                    "w",
+                    1,
+                    "{}",
+                    "",
+                    "a",
+                    &["a"],
+                    None,
+                    &[],
+                    None,
+                    &QueuedPlan::default(),
+                )
+                .await
+        }
+    };
+
+    assert_eq!(create("r1").await.expect("r1"), CreateOutcome::Created);
+    assert_eq!(
+        store.delete_workflow_version("w", 1).await.expect("delete"),
+        DeleteVersion::Unfinished(1),
+        "the run created before the delete is counted"
+    );
+    assert_eq!(
+        create("r2").await.expect("r2"),
+        CreateOutcome::Created,
+        "a refused delete lifts its fence"
+    );
+
+    // Another delete under way: it holds the fence (store/workflows.rs: <ns>:wf:<name>:deleting:<v>).
+    let fence = format!("{}:deleting:1", keys.workflow("w"));
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(&fence)
+        .arg("another-delete")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    match create("r3").await {
+        Err(CoordinatorError::NotFound(m)) => assert!(m.starts_with("version:"), "{m}"),
+        other => panic!("a run of a fenced version: {other:?}"),
+    }
+    assert_eq!(
+        store.delete_workflow_version("w", 1).await.expect("delete"),
+        DeleteVersion::Busy
+    );
+    let _: () = redis::AsyncCommands::del(&mut conn, &fence).await.expect("DEL");
+
+    for run in ["r1", "r2"] {
+        store
+            .cancel_run(&RunCall { run_id: run, now }, "cancelled: test", "cancelled")
+            .await
+            .expect("cancel");
+    }
+    assert_eq!(
+        store.delete_workflow_version("w", 1).await.expect("delete"),
+        DeleteVersion::Deleted(Vec::new())
+    );
+    match create("r4").await {
+        Err(CoordinatorError::NotFound(m)) => assert!(m.contains("no version 1"), "{m}"),
+        other => panic!("a run of a deleted version: {other:?}"),
+    }
+    assert_eq!(
+        store.delete_workflow_version("w", 1).await.expect("delete"),
+        DeleteVersion::Missing
+    );
+    baton_tests::cleanup_namespace(&namespace, &[]).await;
+}
