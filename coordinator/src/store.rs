@@ -792,7 +792,10 @@ impl Store {
         extra_keys: &[String],
         args: &[String],
     ) -> Result<Vec<String>> {
-        Ok(self.eval_run_effects(prelude.into(), script, call, extra_keys, args).await?.0)
+        Ok(self
+            .eval_run_effects(prelude.into(), script, call, extra_keys, args)
+            .await?
+            .0)
     }
 
     /// As `eval_run_with`, and the effects the script wrote, which are applied before this returns
@@ -1583,7 +1586,10 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         // Each created run was indexed by its script.
-        answers.iter().map(|(a, _)| create_outcome(a, &def.name, def.version)).collect()
+        answers
+            .iter()
+            .map(|(a, _)| create_outcome(a, &def.name, def.version))
+            .collect()
     }
 
     /// The run input and, for each of `steps`, its status and output; for the last one, its field

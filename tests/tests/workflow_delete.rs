@@ -181,7 +181,7 @@ async fn submits_racing_a_delete_of_their_version_either_run_to_the_end_or_are_r
 async fn while_a_delete_holds_its_fence_no_run_of_the_version_is_created() {
     use baton_coordinator::{
         error::CoordinatorError,
-        store::{CreateOutcome, DeleteVersion, QueuedPlan, RunCall, Store},
+        store::{CreateOutcome, DeleteVersion, EndStatus, QueuedPlan, RunCall, Store},
     };
     let namespace = format!("t-wfdelfence-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let keys = baton_shared::keys::Keys::new(namespace.clone());
@@ -196,18 +196,19 @@ async fn while_a_delete_holds_its_fence_no_run_of_the_version_is_created() {
     .expect("connect");
     let now = baton_shared::time::now_ms();
     store.put_workflow("w", 1, "{}", now, 10).await.expect("register");
+    let def = baton_shared::definition::WorkflowDefinition::parse(
+        "name: w\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n",
+    )
+    .expect("definition");
     let create = |run: &'static str| {
-        let store = store.clone();
+        let (store, def) = (store.clone(), def.clone());
         async move {
             store
                 .create_run(
                     &RunCall { run_id: run, now },
-                    "w",
-                    1,
+                    &def,
                     "{}",
                     "",
-                    "a",
-                    &["a"],
                     None,
                     &[],
                     None,
@@ -253,7 +254,7 @@ async fn while_a_delete_holds_its_fence_no_run_of_the_version_is_created() {
 
     for run in ["r1", "r2"] {
         store
-            .cancel_run(&RunCall { run_id: run, now }, "cancelled: test", "cancelled")
+            .cancel_run(&RunCall { run_id: run, now }, "cancelled: test", EndStatus::Cancelled)
             .await
             .expect("cancel");
     }
