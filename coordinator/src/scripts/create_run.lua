@@ -9,8 +9,8 @@
 --   absent for none; graph: the run's graph, stored once (see put_graph in common.lua); queued:
 --   the queued plan of the roots (see QUEUED in common.lua): a root that goes straight to a
 --   worker joins its handler's queued index and gets its schedule-to-start timer in this commit;
---   fence: the definition fence and the run indexes (store/workflows.rs `CreateFence`):
---   { defs = i, fence = j, index = { k, l }, member = m }: KEYS[i] the workflow's hash version ->
+--   fence: the definition fence and the run indexes (store::workflows::CreateFence):
+--   {"defs": i, "fence": j, "index": [k, l], "member": m}: KEYS[i] the workflow's hash version ->
 --   definition, KEYS[j] the version's delete fence (fence_workflow_version.lua), KEYS[k] and KEYS[l]
 --   the run indexes (all runs, the workflow's runs), m the run's member in them; the run is refused
 --   unless its version is registered and not fenced, and a created run joins both indexes here.
