@@ -8,9 +8,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_shared::proto::{
-    Attempt, BufferedEvents, EmitProgress, HumanTask, ItemProgress, LogLine, PublishEventResponse, RegisterWorkflowResponse,
-    RetryPolicy, Run, RunEvent, RunStatus, Schedule, ScheduleTick, StepDefinition, StepRun, StepStatus,
-    SubmitRunResponse, Workflow,
+    Attempt, BufferedEvents, EmitProgress, HumanTask, ItemProgress, LogLine, PublishEventResponse,
+    RegisterWorkflowResponse, RetryPolicy, Run, RunEvent, RunStatus, Schedule, ScheduleTick, StepDefinition, StepRun,
+    StepStatus, SubmitRunResponse, Workflow,
 };
 use baton_shared::time::millis;
 use prost_types::Timestamp;

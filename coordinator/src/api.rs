@@ -629,8 +629,7 @@ impl proto::run_service_server::RunService for Api {
         let r = req.into_inner();
         check_id(&r.run_id)?;
         check_len("step_id", &r.step_id, MAX_ID_BYTES)?;
-        let (lines, omitted) =
-            crate::step_data::read(&self.engine, &r.run_id, &r.step_id, r.attempt, r.limit).await?;
+        let (lines, omitted) = crate::step_data::read(&self.engine, &r.run_id, &r.step_id, r.attempt, r.limit).await?;
         Ok(Response::new(proto::GetStepLogsResponse { lines, omitted }))
     }
 
@@ -843,15 +842,18 @@ impl proto::worker_service_server::WorkerService for Api {
         crate::traces::record_attempt(&r.run_id, &r.step_id, r.attempt, &r.workflow, &r.worker_id);
         let d = self
             .engine
-            .start_step(&AttemptRef {
-                run_id: &r.run_id,
-                step_id: &r.step_id,
-                attempt: r.attempt,
-                workflow: &r.workflow,
-                version: r.workflow_version,
-                worker: &r.worker_id,
-                attempt_base: 0,
-            }, &r.input_json)
+            .start_step(
+                &AttemptRef {
+                    run_id: &r.run_id,
+                    step_id: &r.step_id,
+                    attempt: r.attempt,
+                    workflow: &r.workflow,
+                    version: r.workflow_version,
+                    worker: &r.worker_id,
+                    attempt_base: 0,
+                },
+                &r.input_json,
+            )
             .await?;
         Ok(Response::new(StartStepResponse {
             disposition: disposition(d),

@@ -3,9 +3,7 @@
 //! The bounds are `baton_shared::limits::MAX_LOG_*`; storage is `store/logs.rs`.
 
 use baton_shared::{
-    limits::{
-        MAX_GET_RUN_BYTES, MAX_LOG_LINES_PER_CALL, MAX_LOG_LINES_PER_READ, MAX_LOG_MESSAGE_BYTES, echo,
-    },
+    limits::{MAX_GET_RUN_BYTES, MAX_LOG_LINES_PER_CALL, MAX_LOG_LINES_PER_READ, MAX_LOG_MESSAGE_BYTES, echo},
     proto::{LogLine, Run, RunEvent},
     time::timestamp,
 };
@@ -165,7 +163,8 @@ pub async fn read(engine: &Engine, run_id: &str, step: &str, attempt: u32, limit
         .filter(|(s, a)| {
             let step_matches = step.is_empty()
                 || s == step
-                || s.strip_prefix(step).is_some_and(|rest| rest.starts_with('#') && !step.contains('#'));
+                || s.strip_prefix(step)
+                    .is_some_and(|rest| rest.starts_with('#') && !step.contains('#'));
             step_matches && (attempt == 0 || *a == attempt)
         })
         .collect();
@@ -274,7 +273,11 @@ pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Resu
     let wanted: Vec<(String, u32)> = wanted.into_iter().map(|(s, a)| (s.to_string(), a)).collect();
     let borrowed: Vec<(&str, u32)> = wanted.iter().map(|(s, a)| (s.as_str(), *a)).collect();
     let inputs = engine.store.attempt_inputs(run_id, &borrowed).await?;
-    let mut read: std::collections::HashMap<(String, u32), String> = wanted.into_iter().zip(inputs).filter_map(|(k, v)| Some((k, v?))).collect();
+    let mut read: std::collections::HashMap<(String, u32), String> = wanted
+        .into_iter()
+        .zip(inputs)
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
     for step in &mut run.steps {
         for a in &mut step.attempts {
             if let Some(input) = read.remove(&(step.id.clone(), a.number)) {

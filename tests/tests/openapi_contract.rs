@@ -284,7 +284,13 @@ async fn every_constrained_field_is_refused_past_the_documents_limit_and_taken_a
     // Step logs: `limit` 1 to 10,000, `attempt` from 1, `step` at most 200 bytes.
     let logs_limit = At::Param("/v1/runs/{run_id}/logs", "get", "limit");
     for (n, ok) in [(10_000, true), (10_001, false), (0, false)] {
-        add("limit", logs_limit, json!(n), get(format!("/v1/runs/{uuid}/logs?limit={n}")), ok);
+        add(
+            "limit",
+            logs_limit,
+            json!(n),
+            get(format!("/v1/runs/{uuid}/logs?limit={n}")),
+            ok,
+        );
     }
     let logs_attempt = At::Param("/v1/runs/{run_id}/logs", "get", "attempt");
     for (n, ok) in [(1, true), (0, false)] {

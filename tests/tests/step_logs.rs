@@ -83,7 +83,10 @@ async fn lines_inputs_and_errors_of_each_attempt() {
     for l in &lines {
         assert_eq!(l.step_id, "talk");
         let t = baton_tests::ms(&l.time);
-        assert!(t >= started && t >= last, "times in order, after the run began: {lines:#?}");
+        assert!(
+            t >= started && t >= last,
+            "times in order, after the run began: {lines:#?}"
+        );
         last = t;
     }
     // One attempt.
@@ -126,7 +129,16 @@ async fn lines_inputs_and_errors_of_each_attempt() {
 
     // The CLI prints the lines as `TIME LEVEL  step#attempt  message`.
     let out = std::process::Command::new(baton_cli())
-        .args(["--addr", &cluster.addr, "run", "logs", &run_id, "talk", "--attempt", "2"])
+        .args([
+            "--addr",
+            &cluster.addr,
+            "run",
+            "logs",
+            &run_id,
+            "talk",
+            "--attempt",
+            "2",
+        ])
         .output()
         .expect("run baton");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -272,7 +284,11 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
     // 1,200 lines in three calls: the oldest 200 are dropped, and counted.
     let mut dropped = Vec::new();
     for (from, n) in [(0, 500), (500, 500), (1000, 200)] {
-        let r = api.append_logs(append("w-holder", lines(from, n))).await.expect("AppendLogs").into_inner();
+        let r = api
+            .append_logs(append("w-holder", lines(from, n)))
+            .await
+            .expect("AppendLogs")
+            .into_inner();
         assert_eq!(r.disposition, AttemptDisposition::Proceed as i32);
         dropped.push(r.dropped);
     }

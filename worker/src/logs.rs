@@ -215,7 +215,10 @@ impl Sender {
     /// Sends the lines still buffered (waiting at most [`FINAL_FLUSH_PATIENCE`]) and stops.
     pub(crate) async fn finish(mut self) {
         self.stop.cancel();
-        if tokio::time::timeout(FINAL_FLUSH_PATIENCE, &mut self.task).await.is_err() {
+        if tokio::time::timeout(FINAL_FLUSH_PATIENCE, &mut self.task)
+            .await
+            .is_err()
+        {
             self.task.abort();
             tracing::warn!("the handler's last log lines were not sent within {FINAL_FLUSH_PATIENCE:?}");
         }
@@ -254,7 +257,12 @@ async fn send(log: &StepLog, client: &WorkerServiceClient<WorkerChannel>, ids: &
             Ok(AttemptDisposition::Proceed) => Sent::Ok,
             _ => Sent::NotCurrent,
         },
-        Err(e) if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown) => {
+        Err(e)
+            if matches!(
+                e.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            ) =>
+        {
             log.put_back(req.lines);
             Sent::Later
         }
@@ -284,7 +292,11 @@ mod tests {
         let batch = log.take();
         assert_eq!(batch.len(), MAX_LOG_LINES_PER_CALL);
         assert_eq!(batch[0].level, "warn");
-        assert!(batch[0].message.starts_with("3 log lines dropped"), "{}", batch[0].message);
+        assert!(
+            batch[0].message.starts_with("3 log lines dropped"),
+            "{}",
+            batch[0].message
+        );
         assert_eq!(batch[1].message, "line 3");
     }
 

@@ -1391,20 +1391,27 @@ fn log_lines_read_time_level_step_attempt_and_message() {
     );
     assert_eq!(
         log_line(&line("error", "failed:\n  at pay()\n")),
-        format!("2025-03-01T12:00:02.123Z ERROR charge#2  failed:\n{}  at pay()", " ".repeat(41))
+        format!(
+            "2025-03-01T12:00:02.123Z ERROR charge#2  failed:\n{}  at pay()",
+            " ".repeat(41)
+        )
     );
 }
 
 #[test]
 fn attempts_show_their_input_cut_and_their_error_type() {
     let mut run = failed_run();
-    let step = run.steps.iter_mut().find(|s| s.attempts.len() > 1).expect("a retried step");
+    let step = run
+        .steps
+        .iter_mut()
+        .find(|s| s.attempts.len() > 1)
+        .expect("a retried step");
     step.attempts[0].input_json = format!(r#"{{"card": "{}"}}"#, "4".repeat(60));
     step.attempts[0].error_type = "CardDeclined".to_owned();
     step.attempts[1].input_omitted_bytes = 5_200_000;
     let text = run_text(&run, T0 + 10_000);
     assert!(text.contains("INPUT"), "{text}");
-    assert!(text.contains(r#"{"card": "444444444444444444444444444444…"#), "{text}");
+    assert!(text.contains(r#"{"card":"444444444444444444444444444444…"#), "{text}");
     assert!(text.contains("omitted (5.2 MB)"), "{text}");
     assert!(text.contains("CardDeclined: "), "{text}");
 }

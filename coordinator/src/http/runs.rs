@@ -14,8 +14,8 @@ use super::{
     extract::{JsonBody, PathParams, Query},
     method,
     model::{
-        CancelRunBody, Empty, ErrorBody, LogLine, RerunRunBody, Run, RunList, RunOperation, StepLogs,
-        SubmitRunAnswer, SubmitRunBody, json_text, parse_time,
+        CancelRunBody, Empty, ErrorBody, LogLine, RerunRunBody, Run, RunList, RunOperation, StepLogs, SubmitRunAnswer,
+        SubmitRunBody, json_text, parse_time,
     },
     schema::{Key, Rfc3339, RunId, RunPageToken, RunStatusWord, ShortId, WorkflowName},
 };

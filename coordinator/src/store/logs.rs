@@ -111,7 +111,11 @@ impl Store {
             Some("proceed") => Disposition::Proceed,
             Some("stale") => Disposition::Stale,
             Some("cancelled") => Disposition::Cancelled,
-            other => return Err(CoordinatorError::Internal(format!("append_logs.lua answered {other:?}"))),
+            other => {
+                return Err(CoordinatorError::Internal(format!(
+                    "append_logs.lua answered {other:?}"
+                )));
+            }
         };
         let mut number = || it.next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         Ok(Appended {
@@ -158,7 +162,8 @@ impl Store {
         }
         let mut conn = self.conn.clone();
         let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let unexpected = |e: redis::ParsingError| CoordinatorError::Internal(format!("unexpected answer from Redis: {e}"));
+        let unexpected =
+            |e: redis::ParsingError| CoordinatorError::Internal(format!("unexpected answer from Redis: {e}"));
         let mut out = Vec::with_capacity(attempts.len());
         let mut it = values.into_iter();
         while let (Some(range), Some(size)) = (it.next(), it.next()) {
@@ -197,7 +202,14 @@ impl Store {
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn log_lines(&self, run_id: &str, step: &str, attempt: u32, from: u64, to: u64) -> Result<Vec<StoredLine>> {
+    pub async fn log_lines(
+        &self,
+        run_id: &str,
+        step: &str,
+        attempt: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<StoredLine>> {
         let key = self.keys.steps(run_id);
         let mut out = Vec::new();
         let mut start = from;
@@ -206,7 +218,12 @@ impl Store {
             let names: Vec<String> = (start..end).map(|seq| format!("{step}:log@{attempt}#{seq}")).collect();
             let mut conn = self.conn.clone();
             let values: Vec<Option<String>> = redis::cmd("HMGET").arg(&key).arg(&names).query_async(&mut conn).await?;
-            out.extend(values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()));
+            out.extend(
+                values
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_str(&v).ok()),
+            );
             start = end;
         }
         Ok(out)
