@@ -125,6 +125,8 @@ try {
   const charge = run.steps.find((s) => s.id === "charge");
   check(charge.attempts.length === 2 && charge.attempts[0].error_type === "Flaky", "the API has two attempts, the first Flaky");
   check(charge.attempts[0].error_details.length > 0, "the API has the first attempt's details");
+  // The page has both attempts (its GetRun may lag the API by a moment).
+  await page.locator("[data-testid='attempt-2']").waitFor({ timeout: T });
   const first = page.locator("[data-testid='attempt-1']");
   await first.waitFor({ timeout: T });
   await first.locator("[data-testid='error-type']", { hasText: "Flaky" }).waitFor({ timeout: T });
