@@ -8,7 +8,8 @@
 //! a run started from a workflow's page with errors by field, bulk cancel and retry, search and
 //! hidden child runs, a schedule created, edited, paused, resumed and deleted, a workflow version
 //! deleted (refused while a run of it is unfinished), an event published, times with their zone,
-//! the timeline and history download, "my tasks", and the layout on a 390 px phone.
+//! the timeline and history download, "my tasks", and the layout on a 390 px phone; and
+//! (`console/e2e/step_logs.mjs`) a step's live logs, inputs and errors in its panel.
 //!
 //! Needs Node, `console/node_modules` (`console/build.sh` installs it) and `/usr/bin/chromium`
 //! (`apt-get install -y chromium`); the coordinator must have been built after `console/build.sh`
@@ -228,6 +229,38 @@ async fn a_run_page_keeps_long_attempt_errors_in_the_card_and_a_fan_out_node_con
     let stdout = run_script(&cluster, &http, "run_page.mjs", &[]).await;
     assert!(
         stdout.contains("all run page scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
+
+const STEP_LOGS: &str = r#"
+name: steplogs
+version: 1
+description: Logs a line every 120 ms at every level; fails attempt 1 (Flaky), then succeeds.
+steps:
+  - id: charge
+    handler: chatty
+    input:
+      order: "${{ input.order }}"
+      lines: 40
+      ms: 120
+      succeed_on_attempt: 2
+    retry: {max_attempts: 2, initial_interval: 500ms}
+"#;
+
+/// Issue 19: a step's data in its panel (`console/e2e/step_logs.mjs`): log lines arriving live and
+/// read back after a reload, the level filter, auto-scroll, times in the zone picked, a failed
+/// attempt's resolved input, error type and details, at 1400 px and on a 390 px phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_panel_shows_live_logs_each_attempts_input_and_its_error_in_chromium() {
+    check_prerequisites();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start("console-step-logs", &[("BATON_HTTP_ADDR", &http)]).await;
+    cluster.spawn_worker("console-step-logs-worker", 4);
+    cluster.register(STEP_LOGS).await;
+    let stdout = run_script(&cluster, &http, "step_logs.mjs", &[]).await;
+    assert!(
+        stdout.contains("all step logs scenarios passed"),
         "the script stopped early:\n{stdout}"
     );
 }

@@ -25,8 +25,9 @@ pub struct StepError {
     /// More about the failure (a stack trace, the response that failed), shown with the attempt;
     /// the coordinator keeps at most 16 KiB. Empty for none.
     pub details: String,
-    /// Set by [`StepError::suspend`]: not a failure, a request to wait for an event.
-    pub(crate) suspend: Option<SuspendRequest>,
+    /// Set by [`StepError::suspend`]: not a failure, a request to wait for an event (boxed: it is
+    /// rare, and keeps the error small in every `Result`).
+    pub(crate) suspend: Option<Box<SuspendRequest>>,
 }
 
 /// What a suspended handler waits for.
@@ -71,7 +72,7 @@ impl StepError {
             error_type: "Suspended".into(),
             retryable: false,
             details: String::new(),
-            suspend: Some(SuspendRequest { event, key, timeout }),
+            suspend: Some(Box::new(SuspendRequest { event, key, timeout })),
         }
     }
 

@@ -1411,7 +1411,7 @@ fn attempts_show_their_input_cut_and_their_error_type() {
     step.attempts[1].input_omitted_bytes = 5_200_000;
     let text = run_text(&run, T0 + 10_000);
     assert!(text.contains("INPUT"), "{text}");
-    assert!(text.contains(r#"{"card": "444444444444444444444444444444…"#), "{text}");
+    assert!(text.contains(r#"{"card":"444444444444444444444444444444…"#), "{text}");
     assert!(text.contains("omitted (5.2 MB)"), "{text}");
     assert!(text.contains("CardDeclined: "), "{text}");
 }

@@ -3,6 +3,7 @@
 // scrollable box); and the step's log, read from `GET /v1/runs/{id}/logs?step=` and then live from
 // the run's event stream, with level colours, a level and attempt filter, times in the zone the
 // user picked, and auto-scroll that stops while the user reads further up.
+import type { ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { get, type Attempt } from "../api";
 import { atEnd, belongsTo, countLevels, filterLines, inputView, LEVELS, levelColour, logsPath, logTime, mergeLines, type LogLine } from "../logs";
@@ -28,6 +29,22 @@ async function copyText(text: string): Promise<void> {
   area.select();
   document.execCommand("copy");
   area.remove();
+}
+
+/** A `<details>` open at first when `initiallyOpen`; afterwards only the user opens and closes it
+ * (a newer attempt arriving does not fold the one being read). */
+function Fold({ initiallyOpen, class: cls, summary, children }: { initiallyOpen: boolean; class?: string; summary: ComponentChildren; children: ComponentChildren }) {
+  const ref = useRef<HTMLDetailsElement>(null);
+  useLayoutEffect(() => {
+    if (ref.current) ref.current.open = initiallyOpen;
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, []);
+  return (
+    <details ref={ref} class={cls}>
+      <summary>{summary}</summary>
+      {children}
+    </details>
+  );
 }
 
 function CopyButton({ text, label }: { text: string; label: string }) {
@@ -81,17 +98,15 @@ export function AttemptCards({ stepId, attempts }: { stepId: string; attempts: A
                   {a.error.startsWith(`${a.error_type}: `) ? a.error.slice(a.error_type.length + 2) : a.error}
                 </p>
                 {a.error_details && (
-                  <details open={a.number === newestFailed}>
-                    <summary>Details (traceback)</summary>
+                  <Fold initiallyOpen={a.number === newestFailed} summary="Details (traceback)">
                     <pre class="trace" tabIndex={0} aria-label={`Error details of attempt ${a.number}`} data-testid="error-details">
                       {a.error_details}
                     </pre>
-                  </details>
+                  </Fold>
                 )}
               </div>
             )}
-            <details class="attempt-input" open={a.number === newest}>
-              <summary>Input</summary>
+            <Fold class="attempt-input" initiallyOpen={a.number === newest} summary="Input">
               {"value" in input ? (
                 <>
                   <div class="actions tight">
@@ -102,7 +117,7 @@ export function AttemptCards({ stepId, attempts }: { stepId: string; attempts: A
               ) : (
                 <p class="muted">{input.note}</p>
               )}
-            </details>
+            </Fold>
           </section>
         );
       })}

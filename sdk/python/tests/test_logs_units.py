@@ -199,3 +199,34 @@ def test_a_log_line_prints_as_the_cli_does() -> None:
     line = LogLine.of(stamp)
     assert line.time == datetime(2026, 12, 6, 7, 1, 2, 123000, tzinfo=timezone.utc)
     assert str(line) == "2026-12-06T07:01:02.123Z WARN  reserve#2  low stock"
+
+
+async def test_a_sync_handler_logs_from_its_thread_and_its_stdlib_logging_is_captured() -> None:
+    import concurrent.futures
+
+    worker = Worker(coordinator="127.0.0.1:1", capture_logging=True)
+    loop = asyncio.get_running_loop()
+    worker._loop = loop
+    worker._pool = concurrent.futures.ThreadPoolExecutor(2)
+
+    @worker.handler("sync.logger")
+    def sync_logger(value: Any, ctx: Context) -> dict[str, bool]:
+        ctx.info("from the handler's thread")
+        logging.getLogger("shop").warning("captured in the thread")
+        return {"ok": True}
+
+    buf = LogBuffer(lambda: None)
+    ctx = _context(loop, buf)
+    capture = CaptureHandler()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        outcome = await worker._supervise(worker.handlers["sync.logger"], ctx)
+    finally:
+        root.removeHandler(capture)
+        worker._pool.shutdown()
+    assert outcome.output_json == '{"ok":true}'
+    assert [(line.level, line.message) for line in buf.take()] == [
+        ("info", "from the handler's thread"),
+        ("warn", "shop: captured in the thread"),
+    ]
