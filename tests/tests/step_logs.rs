@@ -12,7 +12,8 @@ use std::{
 use baton_shared::proto::{
     AppendLogsRequest, AttemptDisposition, GetStepLogsRequest, LogLine, RunEvent, StartStepRequest, WatchRunRequest,
 };
-use baton_tests::{Cluster, status};
+use baton_tests::{Cluster, free_port, status};
+use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
 const CHATTY: &str = r#"
@@ -58,9 +59,25 @@ fn baton_cli() -> PathBuf {
     p
 }
 
+/// `GET http://127.0.0.1:{port}{path}`: the status and the JSON body.
+async fn http_get(port: u16, path: &str) -> (u16, Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let uri = format!("http://127.0.0.1:{port}{path}").parse().expect("a URI");
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
+        .await
+        .expect("an answer within 30 s")
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    let raw = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lines_inputs_and_errors_of_each_attempt() {
-    let mut cluster = Cluster::start("step-logs", &[]).await;
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::start("step-logs", &[("BATON_HTTP_ADDR", &http)]).await;
     cluster.register(CHATTY).await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster
@@ -162,6 +179,61 @@ async fn lines_inputs_and_errors_of_each_attempt() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("INPUT") && text.contains(r#"{"lines":5,"#), "{text}");
     assert!(text.contains("Flaky: attempt 1 is flaky"), "{text}");
+
+    // Over HTTP: the lines, and the attempts' inputs and errors in the run.
+    let (code, body) = http_get(port, &format!("/v1/runs/{run_id}/logs?step=talk&attempt=1&limit=2")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["omitted"], 3);
+    let got: Vec<&str> = body["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(got, ["line 3 of attempt 1", "line 4 of attempt 1"]);
+    assert_eq!(body["lines"][0]["level"], "error");
+    assert_eq!(body["lines"][0]["step_id"], "talk");
+    assert!(
+        body["lines"][0]["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
+    let (code, body) = http_get(port, &format!("/v1/runs/{run_id}")).await;
+    assert_eq!(code, 200);
+    let attempts = &body["steps"][0]["attempts"];
+    assert_eq!(attempts[0]["input"], want_input, "{body}");
+    assert_eq!(attempts[0]["error_type"], "Flaky");
+    assert_eq!(attempts[0]["error_details"], "Traceback: attempt 1\n  at chatty");
+    assert_eq!(attempts[1]["log_lines"], 5);
+    let (code, body) = http_get(port, &format!("/v1/runs/{run_id}/logs?step=nope")).await;
+    assert_eq!((code, body["field"].as_str()), (404, Some("step_id")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baton_run_logs_follow_prints_each_line_once_until_the_run_ends() {
+    let mut cluster = Cluster::start("step-logs-follow", &[]).await;
+    cluster.register(CHATTY).await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster
+        .submit("chatty", json!({"lines": 8, "ms": 250, "succeed": 1}))
+        .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(baton_cli())
+            .args(["--addr", &cluster.addr, "run", "logs", &run_id, "--follow"])
+            .output(),
+    )
+    .await
+    .expect("--follow ends with the run")
+    .expect("run baton");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let said: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once("talk#1  ").map_or(l, |(_, m)| m))
+        .collect();
+    let want: Vec<String> = (0..8).map(|i| format!("line {i} of attempt 1")).collect();
+    assert_eq!(said, want, "each line once, in order:\n{text}");
+    assert_eq!(status(&cluster.get_run(&run_id).await), "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
