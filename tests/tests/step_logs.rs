@@ -61,6 +61,13 @@ fn baton_cli() -> PathBuf {
 
 /// `GET http://127.0.0.1:{port}{path}`: the status and the JSON body.
 async fn http_get(port: u16, path: &str) -> (u16, Value) {
+    let (status, raw) = http_get_text(port, path).await;
+    (status, serde_json::from_str(&raw).unwrap_or(Value::Null))
+}
+
+/// `GET http://127.0.0.1:{port}{path}`: the status and the whole body as text (an event stream
+/// is read to its end).
+async fn http_get_text(port: u16, path: &str) -> (u16, String) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let uri = format!("http://127.0.0.1:{port}{path}").parse().expect("a URI");
@@ -69,8 +76,12 @@ async fn http_get(port: u16, path: &str) -> (u16, Value) {
         .expect("an answer within 30 s")
         .expect("an answer");
     let status = resp.status().as_u16();
-    let raw = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
+    let raw = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+        .await
+        .expect("the body ends within 60 s")
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&raw).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,12 +249,15 @@ async fn baton_run_logs_follow_prints_each_line_once_until_the_run_ends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
-    let mut cluster = Cluster::start("step-logs-live", &[]).await;
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::start("step-logs-live", &[("BATON_HTTP_ADDR", &http)]).await;
     cluster.register(CHATTY).await;
-    cluster.spawn_worker("w1", 2);
     let run_id = cluster
         .submit("chatty", json!({"lines": 6, "ms": 300, "succeed": 1}))
         .await;
+    // The HTTP event stream, open before the worker starts.
+    let sse = tokio::spawn(http_get_text(port, format!("/v1/runs/{run_id}/events").leak()));
     let mut stream = cluster
         .runs()
         .await
@@ -254,6 +268,7 @@ async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
         .await
         .expect("WatchRun")
         .into_inner();
+    cluster.spawn_worker("w1", 2);
     let mut events: Vec<RunEvent> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Some(ev) = tokio::time::timeout_at(deadline.into(), stream.message())
@@ -281,6 +296,25 @@ async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
         .position(|e| e.kind == "step" && e.step_id == "talk" && e.status == "succeeded")
         .expect("the step's end");
     assert!(first_log < step_done, "{events:#?}");
+
+    // The same lines on the HTTP event stream, as `event: log` without an `id:`.
+    let (code, text) = sse.await.expect("the SSE reader");
+    assert_eq!(code, 200);
+    let logged: Vec<String> = text
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: log"))
+        .map(|block| {
+            assert!(
+                !block.lines().any(|l| l.starts_with("id:")),
+                "a log event has no id: {block}"
+            );
+            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).expect("data");
+            let ev: Value = serde_json::from_str(data).expect("JSON data");
+            ev["log"]["message"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(logged, want, "{text}");
+    assert!(text.contains("event: end"), "{text}");
 
     // Read again (the run over): the history only, no log line replayed.
     let mut again = cluster
