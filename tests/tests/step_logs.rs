@@ -467,3 +467,67 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
     assert_eq!(a.input_json, r#"{"who":"ann"}"#);
     assert_eq!(a.log_lines, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_that_leaves_the_kept_history_takes_its_lines_and_input_with_it() {
+    let mut cluster = Cluster::start("step-logs-forget", &[]).await;
+    cluster
+        .register(
+            r#"
+name: chatty-long
+version: 1
+steps:
+  - id: talk
+    handler: chatty
+    retry: {max_attempts: 30, initial_interval: 10ms, backoff_coefficient: 1, jitter: 0}
+    input: {lines: 2, succeed_on_attempt: 23}
+"#,
+        )
+        .await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster.submit("chatty-long", json!({})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    let step = &run.steps[0];
+    // The last 20 attempts are kept (4 to 23), the 3 before only counted.
+    assert_eq!(step.attempts.len(), 20);
+    assert_eq!(step.earlier_attempts, 3);
+    assert_eq!(step.attempts[0].number, 4);
+    assert!(
+        step.attempts
+            .iter()
+            .all(|a| a.log_lines == 2 && !a.input_json.is_empty())
+    );
+    // Attempts 1 to 3 took their lines with them; the kept ones still have theirs.
+    for gone in 1..=3 {
+        assert!(
+            logs(&cluster, &run_id, "talk", gone, 0).await.0.is_empty(),
+            "attempt {gone}"
+        );
+    }
+    let (all, omitted) = logs(&cluster, &run_id, "talk", 0, 0).await;
+    assert_eq!((all.len(), omitted), (40, 0));
+    assert_eq!(all[0].message, "line 0 of attempt 4");
+    // The run's byte count (its 64 MiB bound) is what its kept attempts hold.
+    let mut conn = redis::Client::open(baton_tests::REDIS_URL)
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{}:{{{run_id}}}:steps", cluster.namespace);
+    let fields: Vec<String> = (4..=23).map(|a| format!("talk:log_bytes@{a}")).collect();
+    let kept: Vec<u64> = redis::cmd("HMGET")
+        .arg(&key)
+        .arg(&fields)
+        .query_async(&mut conn)
+        .await
+        .expect("HMGET");
+    let total: u64 = redis::AsyncCommands::hget(&mut conn, &key, ":log_bytes")
+        .await
+        .expect("HGET");
+    assert_eq!(total, kept.iter().sum::<u64>());
+    let gone: Option<String> = redis::AsyncCommands::hget(&mut conn, &key, "talk:input@1")
+        .await
+        .expect("HGET");
+    assert_eq!(gone, None, "attempt 1's input went with it");
+}
