@@ -452,6 +452,10 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
         .await
         .expect_err("an input that is not JSON");
     assert!(e.message().starts_with("input_json:"), "{}", e.message());
+    // While it runs, the step shows the input its attempt runs with.
+    let running = cluster.get_run(&run_id).await;
+    assert!(running.steps[0].attempts.is_empty());
+    assert_eq!(running.steps[0].input_json, r#"{"who":"ann"}"#);
     cluster
         .runs()
         .await
@@ -466,6 +470,7 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
     let a = step.attempts.first().expect("the cancelled attempt is listed");
     assert_eq!(a.input_json, r#"{"who":"ann"}"#);
     assert_eq!(a.log_lines, 1000);
+    assert!(step.input_json.is_empty(), "over, the input is the attempt's");
 }
 
 #[tokio::test(flavor = "multi_thread")]
