@@ -203,11 +203,24 @@ struct StartStepJson<'a> {
     attempt: u32,
     worker: &'a str,
     pinned: &'a str,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     slot_lease_ms: u64,
     timeout_due: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
     heartbeat_due: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
     holder: &'a str,
     recheck_ms: u64,
+}
+
+/// Leaves a zero number out of a script's JSON arguments (the script reads it as absent).
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Leaves a zero number out of a script's JSON arguments (the script reads it as absent).
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
 }
 
 /// What `take_over.lua` answered.
@@ -1215,7 +1228,6 @@ impl Store {
                     retry_at: args.retry_at,
                     heartbeat_timeout_ms: args.heartbeat_timeout_ms,
                     pinned: &pinned,
-                    disarm: by == ReporterPath::Worker,
                     queued: plan.entries(RUN_KEYS + 1),
                     graph: graph.as_ref(),
                 },
@@ -3063,10 +3075,12 @@ struct CompleteStepJson<'a> {
     who: &'a str,
     by: ReporterPath,
     outcome: StepOutcome,
+    #[serde(skip_serializing_if = "is_zero_i64")]
     retry_at: i64,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     heartbeat_timeout_ms: u64,
     pinned: &'a str,
-    disarm: bool,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     queued: std::collections::BTreeMap<&'a str, QueuedEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     graph: Option<&'a RunGraph>,
@@ -3671,12 +3685,15 @@ mod tests {
             retry_at: 0,
             heartbeat_timeout_ms: 0,
             pinned: &pinned,
-            disarm: true,
             queued: plan.entries(RUN_KEYS + 1),
             graph: None,
         };
         let json = serde_json::to_string(&now).unwrap();
-        assert!(!json.contains("children") && !json.contains("join"), "{json}");
+        // Only the step, and no field the script reads as absent.
+        assert_eq!(
+            json,
+            r#"{"step":"s0","attempt":1,"who":"worker-1","by":"worker","outcome":"ok","pinned":"g@1"}"#
+        );
     }
 
     #[test]
