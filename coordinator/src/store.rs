@@ -1136,11 +1136,13 @@ impl Store {
             .await?;
         let mut it = out.into_iter();
         Ok(match it.next().as_deref() {
-            Some("alive") => TakeOver::Alive(
-                it.next()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|ms| u64::try_from(ms).ok()),
-            ),
+            Some("alive") => {
+                let ms: i64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    CoordinatorError::Internal("take_over.lua answered 'alive' without a time to live".into())
+                })?;
+                // -1: the liveness key has no expiry.
+                TakeOver::Alive(u64::try_from(ms).ok())
+            }
             Some("dispatch") => {
                 let input = it.next().unwrap_or_default();
                 TakeOver::Dispatch(read_payload(&mut it, &input)?)
