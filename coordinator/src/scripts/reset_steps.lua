@@ -1,7 +1,7 @@
 -- reset_steps.lua: runs part of a finished run again (RetryRun, RerunRun).
 -- A (ARGV[6], store.rs `ResetStepsJson`): mode: 'retry' resets every failed or cancelled step,
 -- 'rerun' resets the steps of `steps` (comma-separated); all_steps: every step with its parents
--- and reads, 'a=;b=a;c=a,b=a,b'; queued: as complete_step.lua's (none today).
+-- and reads, 'a=;b=a;c=a,b=a,b' (a reset is rare: this is sent, not read from the stored graph).
 -- ARGV[7] a new run input (JSON), or '' to keep the old one.
 -- Returns {'missing'}; {'not_finished', status}; {'nothing'} (retry of a run with no failed step);
 -- or {'ok', run_input, n, then n payloads (see push_payload)}.
