@@ -2,7 +2,10 @@
 -- `<step>#<index>`), reported by a worker (ReportResult) or found by the coordinator (a timer, a
 -- skip, a human, a child run). One round trip: the fence, the record, the attempt's timers
 -- disarmed, a retry armed, and the children that became ready dispatched with their outbox
--- entries, queued-index entries and schedule-to-start timers, all in this one script.
+-- entries, queued-index entries and schedule-to-start timers, all in this one script; the slot
+-- the attempt held goes back, and a finished run's run slot and emitting parent are told, through
+-- effects (see common.lua) that the caller applies (by 'worker': the attempt's timeout and heartbeat
+-- timers are disarmed).
 -- KEYS[7..] the queued indexes (keys.rs `queued`) of the handlers named in `queued` below.
 -- A (ARGV[6], store.rs `CompleteStepJson`):
 --   step, attempt: the attempt; who: the worker id (by 'worker'), the user who completed a human
@@ -21,8 +24,8 @@
 --   heartbeat_timeout_ms: for 'heartbeat', the heartbeat timeout (ms; absent otherwise): the
 --     attempt is alive if it beat more recently;
 --   pinned: 'workflow@version' the coordinator planned with; anything else is answered stale;
---   queued: (absent for none) { child = { key = i, s2s_ms = ms } } for the children that go straight to a worker
---     when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
+--   queued: (absent for none) { child = { key = i, s2s_ms = ms } } for the children that go
+--     straight to a worker when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
 --     and, with s2s_ms > 0, gets a schedule-to-start timer (NX);
 --   graph: (only after a {'no_graph'} answer) the run's graph, stored first (see put_graph).
 -- The step's children (with their parents and reads) and the run's leaves are read from the graph
