@@ -1151,11 +1151,7 @@ impl Engine {
                 } else {
                     DispatchMode::Unpark
                 };
-                if let Some(payload) = self
-                    .store
-                    .dispatch_attempt(&call, step_id, attempt, mode, &machine::reads_csv(&def, step_id))
-                    .await?
-                {
+                if let Some(payload) = self.store.dispatch_attempt(&call, &def, step_id, attempt, mode).await? {
                     self.launch(&def, run_id, vec![payload], now).await;
                 }
             }
@@ -1179,11 +1175,7 @@ impl Engine {
                 if !delivered.is_empty() {
                     if core::kinds::wait::delivery(Kind::of(step, step_id)) == core::kinds::wait::Delivery::Resume {
                         // A suspended handler: run it again with the event as its resume data.
-                        if let Some(p) = self
-                            .store
-                            .resume(&call, step_id, attempt, &machine::reads_csv(&def, step_id))
-                            .await?
-                        {
+                        if let Some(p) = self.store.resume(&call, &def, step_id, attempt).await? {
                             self.launch(&def, run_id, vec![p], now).await;
                         }
                     } else {
@@ -1297,11 +1289,7 @@ impl Engine {
             return Ok(None);
         }
         let call = RunCall { run_id, now };
-        match self
-            .store
-            .take_over(&call, step_id, attempt, &holder, &machine::reads_csv(def, step_id))
-            .await?
-        {
+        match self.store.take_over(&call, def, step_id, attempt, &holder).await? {
             TakeOver::Stale => Ok(None),
             TakeOver::Alive(left) => {
                 let left = left.map_or(Duration::from_secs(5), Duration::from_millis);
@@ -1671,7 +1659,7 @@ impl Engine {
             for root in def.roots() {
                 if let Some(p) = self
                     .store
-                    .dispatch_attempt(&call, &root.id, 0, DispatchMode::Check, "")
+                    .dispatch_attempt(&call, &def, &root.id, 0, DispatchMode::Check)
                     .await?
                 {
                     payloads.push(p);
@@ -1716,13 +1704,7 @@ impl Engine {
             let call = RunCall { run_id: &run_id, now };
             if let Some(payload) = self
                 .store
-                .dispatch_attempt(
-                    &call,
-                    &step_id,
-                    0,
-                    DispatchMode::Check,
-                    &machine::reads_csv(&def, &step_id),
-                )
+                .dispatch_attempt(&call, &def, &step_id, 0, DispatchMode::Check)
                 .await?
             {
                 self.launch(&def, &run_id, vec![payload], now).await;
@@ -1751,13 +1733,7 @@ impl Engine {
         let now = now_ms();
         match self
             .store
-            .dispatch_attempt(
-                &RunCall { run_id, now },
-                step_id,
-                0,
-                DispatchMode::Check,
-                &machine::reads_csv(&def, step_id),
-            )
+            .dispatch_attempt(&RunCall { run_id, now }, &def, step_id, 0, DispatchMode::Check)
             .await?
         {
             Some(payload) => {
@@ -1860,9 +1836,9 @@ impl Engine {
             .store
             .reset_steps(
                 &call,
+                &def,
                 steps.as_deref(),
                 input.as_deref(),
-                &machine::all_steps_spec(&def),
                 due,
                 &self.run_timeout_timer(&def, run_id, now),
             )

@@ -226,12 +226,25 @@ struct StartStepJson<'a> {
     attempt: u32,
     worker: &'a str,
     pinned: &'a str,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     slot_lease_ms: u64,
     timeout_due: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
     heartbeat_due: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
     holder: &'a str,
     recheck_ms: u64,
     input: &'a str,
+}
+
+/// Leaves a zero number out of a script's JSON arguments (the script reads it as absent).
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Leaves a zero number out of a script's JSON arguments (the script reads it as absent).
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
 }
 
 /// What `take_over.lua` answered.
@@ -385,13 +398,17 @@ struct RunSlotJson<'a> {
 }
 
 /// A run's graph as its scripts read it: stored once by `create_run.lua` (`put_graph` in
-/// common.lua), so a report sends only its step. Sent as `{"children": {"<step>": "<spec>"},
-/// "leaves": "<csv>"}`.
+/// common.lua), so a report or a dispatch sends only its step. Sent as `{"children": {"<step>":
+/// "<spec>"}, "reads": {"<step>": "<csv>"}, "leaves": "<csv>"}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunGraph {
     /// Per step that has children: its children with their parents and reads,
     /// `c1=p1,p2=r1;c2=p1` ([`crate::machine::children_spec`]).
     children: std::collections::BTreeMap<String, String>,
+    /// Per step whose dispatch hands over other steps' statuses and outputs: those steps, its
+    /// parents first, comma-separated ([`crate::machine::reads_csv`]).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    reads: std::collections::BTreeMap<String, String>,
     /// The leaf step ids, comma-separated (their outputs make the run output).
     leaves: String,
 }
@@ -405,6 +422,12 @@ impl RunGraph {
                 .iter()
                 .map(|s| (s.id.clone(), crate::machine::children_spec(def, &s.id)))
                 .filter(|(_, spec)| !spec.is_empty())
+                .collect(),
+            reads: def
+                .steps
+                .iter()
+                .map(|s| (s.id.clone(), crate::machine::reads_csv(def, &s.id)))
+                .filter(|(_, reads)| !reads.is_empty())
                 .collect(),
             leaves: crate::machine::leaves_csv(def),
         }
@@ -798,6 +821,35 @@ impl Store {
             .0)
     }
 
+    /// As `eval_run_with`, for a script that reads the run's stored graph: `args` builds its
+    /// arguments with the graph to store first (`None` on the first call). A run created before
+    /// graphs were stored (layout 2) answers `no_graph`, having changed nothing; it is called again
+    /// with the graph of `def` (once per such run: the script stores it). The global writes in
+    /// `prelude` go with the first call only.
+    async fn eval_run_graph(
+        &self,
+        prelude: Pipeline,
+        script: &RunScript,
+        call: &RunCall<'_>,
+        def: &WorkflowDefinition,
+        extra_keys: &[String],
+        args: impl Fn(Option<&RunGraph>) -> Result<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        let mut prelude = Some(prelude);
+        let mut graph = None;
+        loop {
+            let a = args(graph.as_ref())?;
+            let out = self
+                .eval_run_with(prelude.take().unwrap_or_else(redis::pipe), script, call, extra_keys, &a)
+                .await?;
+            if graph.is_none() && no_graph(&out) {
+                graph = Some(RunGraph::of(def));
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+
     /// As `eval_run_with`, and the effects the script wrote, which are applied before this returns
     /// (one more round trip, only when there are any; see [`Store::apply_effects`]).
     async fn eval_run_effects(
@@ -1106,39 +1158,42 @@ impl Store {
         })
     }
 
-    /// Sends attempt `attempt` of `step` again if `holder`, which started it, is gone (see
-    /// `take_over.lua`).
+    /// Sends attempt `attempt` of `step` (of a run of `def`) again if `holder`, which started it,
+    /// is gone (see `take_over.lua`).
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`]; `Internal` for a malformed reply.
     pub async fn take_over(
         &self,
         call: &RunCall<'_>,
+        def: &WorkflowDefinition,
         step: &str,
         attempt: u32,
         holder: &str,
-        reads: &str,
     ) -> Result<TakeOver> {
         let keys = [self.keys.worker_alive(holder)];
-        let args = [to_json(
-            "take_over",
-            &TakeOverJson {
-                step,
-                attempt,
-                holder,
-                reads,
-            },
-        )?];
         let out = self
-            .eval_run_with(redis::pipe(), &self.scripts.take_over, call, &keys, &args)
+            .eval_run_graph(redis::pipe(), &self.scripts.take_over, call, def, &keys, |graph| {
+                Ok(vec![to_json(
+                    "take_over",
+                    &TakeOverJson {
+                        step,
+                        attempt,
+                        holder,
+                        graph,
+                    },
+                )?])
+            })
             .await?;
         let mut it = out.into_iter();
         Ok(match it.next().as_deref() {
-            Some("alive") => TakeOver::Alive(
-                it.next()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|ms| u64::try_from(ms).ok()),
-            ),
+            Some("alive") => {
+                let ms: i64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    CoordinatorError::Internal("take_over.lua answered 'alive' without a time to live".into())
+                })?;
+                // -1: the liveness key has no expiry.
+                TakeOver::Alive(u64::try_from(ms).ok())
+            }
             Some("dispatch") => {
                 let input = it.next().unwrap_or_default();
                 TakeOver::Dispatch(read_payload(&mut it, &input)?)
@@ -1221,7 +1276,6 @@ impl Store {
                     retry_at: args.retry_at,
                     heartbeat_timeout_ms: args.heartbeat_timeout_ms,
                     pinned: &pinned,
-                    disarm: by == ReporterPath::Worker,
                     queued: plan.entries(RUN_KEYS + 1),
                     graph: graph.as_ref(),
                     error_type: args.error_type,
@@ -1393,19 +1447,23 @@ impl Store {
         }
     }
 
-    /// Dispatches a suspended step again with the event delivered to it (see `resume.lua`).
+    /// Dispatches a suspended step of a run of `def` again with the event delivered to it (see
+    /// `resume.lua`).
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn resume(
         &self,
         call: &RunCall<'_>,
+        def: &WorkflowDefinition,
         step: &str,
         attempt: u32,
-        reads: &str,
     ) -> Result<Option<DispatchPayload>> {
-        let args = [to_json("resume", &StepJson { step, attempt, reads })?];
-        let out = self.eval_run(redis::pipe(), &self.scripts.resume, call, &args).await?;
+        let out = self
+            .eval_run_graph(redis::pipe(), &self.scripts.resume, call, def, &[], |graph| {
+                Ok(vec![to_json("resume", &StepJson { step, attempt, graph })?])
+            })
+            .await?;
         dispatch_reply("resume.lua", out)
     }
 
@@ -1855,33 +1913,34 @@ impl Store {
 }
 
 impl Store {
-    /// The payload of an attempt to (re)publish: `retry = true` moves step `step`, retrying as
-    /// `attempt`, to dispatched; otherwise only a step still dispatched (never started) answers, with
-    /// its current attempt. `None` when stale.
+    /// The payload of an attempt of `step` (of a run of `def`) to (re)publish, by `mode`: `Retry`
+    /// moves the step, retrying as `attempt`, to dispatched, and `Unpark` a parked one; `Check`
+    /// answers only while the step is still dispatched (never started), with its current attempt.
+    /// `None` when stale. A dispatch it commits writes its outbox entry in the same script, so a
+    /// crash after the commit still gets the attempt published by the sweeper.
     ///
     /// # Errors
-    /// [`CoordinatorError::Redis`].
-    /// A retry writes the outbox entry (due at `outbox_due`) in the same round trip, before the commit,
-    /// so a crash after the commit still gets the attempt published by the sweeper.
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn dispatch_attempt(
         &self,
         call: &RunCall<'_>,
+        def: &WorkflowDefinition,
         step: &str,
         attempt: u32,
         mode: DispatchMode,
-        reads: &str,
     ) -> Result<Option<DispatchPayload>> {
-        let args = [to_json(
-            "dispatch_attempt",
-            &DispatchAttemptJson {
-                step,
-                attempt,
-                mode,
-                reads,
-            },
-        )?];
         let out = self
-            .eval_run(redis::pipe(), &self.scripts.dispatch_attempt, call, &args)
+            .eval_run_graph(redis::pipe(), &self.scripts.dispatch_attempt, call, def, &[], |graph| {
+                Ok(vec![to_json(
+                    "dispatch_attempt",
+                    &DispatchAttemptJson {
+                        step,
+                        attempt,
+                        mode,
+                        graph,
+                    },
+                )?])
+            })
             .await?;
         dispatch_reply("dispatch_attempt.lua", out)
     }
@@ -1913,18 +1972,20 @@ impl Store {
         }
     }
 
-    /// Resets steps of a finished run and dispatches those that are ready (see `reset_steps.lua`).
-    /// `steps` is `None` for a retry (every failed or cancelled step). The outbox entries of every step
-    /// in `all_steps` are written first, in the same round trip.
+    /// Resets steps of a finished run of `def` and dispatches those that are ready (see
+    /// `reset_steps.lua`, which reads the run's stored graph). `steps` is `None` for a retry
+    /// (every failed or cancelled step). The outbox entries of every step of `def` are written
+    /// first, in the same round trip.
     ///
     /// # Errors
-    /// `NotFound`; `FailedPrecondition` when the run has not finished, or (retry) nothing failed; `Redis`.
+    /// `NotFound`; `FailedPrecondition` when the run has not finished, or (retry) nothing failed;
+    /// `Redis`; `Internal` for a reply the script does not give.
     pub async fn reset_steps(
         &self,
         call: &RunCall<'_>,
+        def: &WorkflowDefinition,
         steps: Option<&[String]>,
         input_json: Option<&str>,
-        all_steps: &str,
         outbox_due: i64,
         timers: &[(String, i64)],
     ) -> Result<Vec<DispatchPayload>> {
@@ -1932,28 +1993,31 @@ impl Store {
         for (member, due) in timers {
             pre.zadd(self.keys.timers(), member, *due).ignore();
         }
-        for spec in all_steps.split(';') {
-            if let Some((step, _)) = spec.split_once('=') {
-                pre.zadd(self.keys.outbox(), outbox_member(call.run_id, step), outbox_due)
-                    .ignore();
-            }
+        for s in &def.steps {
+            pre.zadd(self.keys.outbox(), outbox_member(call.run_id, &s.id), outbox_due)
+                .ignore();
         }
-        let args = [
-            to_json(
-                "reset_steps",
-                &ResetStepsJson {
-                    mode: if steps.is_some() {
-                        ResetMode::Rerun
-                    } else {
-                        ResetMode::Retry
-                    },
-                    steps: &steps.map(|s| s.join(",")).unwrap_or_default(),
-                    all_steps,
-                },
-            )?,
-            input_json.unwrap_or("").to_string(),
-        ];
-        let out = self.eval_run(pre, &self.scripts.reset_steps, call, &args).await?;
+        let mode = if steps.is_some() {
+            ResetMode::Rerun
+        } else {
+            ResetMode::Retry
+        };
+        let names = steps.map(|s| s.join(",")).unwrap_or_default();
+        let out = self
+            .eval_run_graph(pre, &self.scripts.reset_steps, call, def, &[], |graph| {
+                Ok(vec![
+                    to_json(
+                        "reset_steps",
+                        &ResetStepsJson {
+                            mode,
+                            steps: &names,
+                            graph,
+                        },
+                    )?,
+                    input_json.unwrap_or("").to_string(),
+                ])
+            })
+            .await?;
         let mut it = out.into_iter();
         match it.next().as_deref() {
             Some("ok") => {
@@ -2706,10 +2770,12 @@ struct CompleteStepJson<'a> {
     who: &'a str,
     by: ReporterPath,
     outcome: StepOutcome,
+    #[serde(skip_serializing_if = "is_zero_i64")]
     retry_at: i64,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     heartbeat_timeout_ms: u64,
     pinned: &'a str,
-    disarm: bool,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     queued: std::collections::BTreeMap<&'a str, QueuedEntry>,
     #[serde(skip_serializing_if = "str::is_empty")]
     error_type: &'a str,
@@ -2732,7 +2798,8 @@ struct AttemptJson<'a> {
 struct StepJson<'a> {
     step: &'a str,
     attempt: u32,
-    reads: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph: Option<&'a RunGraph>,
 }
 
 /// The arguments of `take_over.lua`.
@@ -2741,7 +2808,8 @@ struct TakeOverJson<'a> {
     step: &'a str,
     attempt: u32,
     holder: &'a str,
-    reads: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph: Option<&'a RunGraph>,
 }
 
 /// The arguments of `dispatch_attempt.lua`.
@@ -2750,7 +2818,8 @@ struct DispatchAttemptJson<'a> {
     step: &'a str,
     attempt: u32,
     mode: DispatchMode,
-    reads: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph: Option<&'a RunGraph>,
 }
 
 /// The arguments of `stage_items.lua`; the inputs travel beside them.
@@ -2838,7 +2907,8 @@ enum ResetMode {
 struct ResetStepsJson<'a> {
     mode: ResetMode,
     steps: &'a str,
-    all_steps: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph: Option<&'a RunGraph>,
 }
 
 /// Whether a script that reads the run's graph answered that the run has none stored (a run of
@@ -3230,6 +3300,8 @@ mod tests {
         assert_eq!(graph.leaves, "join");
         assert_eq!(graph.children["s0"], crate::machine::children_spec(&def, "s0"));
         assert!(!graph.children.contains_key("join"), "a leaf has no children entry");
+        assert_eq!(graph.reads["join"], "s9,s0");
+        assert!(!graph.reads.contains_key("s0"), "a root reads nothing");
         let pinned = crate::machine::pinned(&def);
         let plan = QueuedPlan::default();
         let now = CompleteStepJson {
@@ -3241,14 +3313,17 @@ mod tests {
             retry_at: 0,
             heartbeat_timeout_ms: 0,
             pinned: &pinned,
-            disarm: true,
             queued: plan.entries(RUN_KEYS + 1),
             graph: None,
             error_type: "",
             error_details: "",
         };
         let json = serde_json::to_string(&now).unwrap();
-        assert!(!json.contains("children") && !json.contains("join"), "{json}");
+        // Only the step, and no field the script reads as absent.
+        assert_eq!(
+            json,
+            r#"{"step":"s0","attempt":1,"who":"worker-1","by":"worker","outcome":"ok","pinned":"g@1"}"#
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use baton_coordinator::{
         Event, Outcome, Phase, RunPhase, TimerKey, TimerKind, Wait,
         classify::{AttemptTimer, attempt_timer},
         memory::MemoryStore,
-        plan::{pinned, reads_csv, retry_at_with},
+        plan::{pinned, retry_at_with},
     },
     store::{
         Batch, CompleteArgs, Completion, DispatchMode, Disposition, EndStatus, Reporter, RunCall, StartArgs, Started,
@@ -310,7 +310,7 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                 };
                 let here = memory.send(&run, Event::Timer { key, jitter: 0.0 }).is_ok();
                 let there = store
-                    .dispatch_attempt(&call, &step, attempt, mode, &reads_csv(&def, &step))
+                    .dispatch_attempt(&call, &def, &step, attempt, mode)
                     .await
                     .unwrap()
                     .is_some();

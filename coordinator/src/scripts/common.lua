@@ -305,15 +305,18 @@ local function leaves_output(leaves_csv)
 end
 
 -- Stores the run's graph `g` (the argument `graph`: { children = { step = 'c1=p1,p2=r1;c2=p1' },
--- leaves = 'l1,l2' }) where its scripts read it: `<step>:children` in the steps hash (only steps
--- with children), `leaves` in the run hash. Written once, by create_run.lua; a run created before
--- graphs were stored (layout 2) gets it from the first script that needs it (see graph_missing).
+-- reads = { step = 'r1,r2' }, leaves = 'l1,l2' }) where its scripts read it: `<step>:children`
+-- and `<step>:reads` in the steps hash (only steps that have some), `leaves` in the run hash.
+-- Written once, by create_run.lua; a run created before graphs were stored (layout 2) gets it from
+-- the first script that needs it (see graph_missing).
 local function put_graph(g)
   local flat = {}
-  for step, spec in pairs(g.children or {}) do
-    if spec ~= '' then
-      flat[#flat + 1] = step .. ':children'
-      flat[#flat + 1] = spec
+  for _, part in ipairs({ 'children', 'reads' }) do
+    for step, text in pairs(g[part] or {}) do
+      if text ~= '' then
+        flat[#flat + 1] = step .. ':' .. part
+        flat[#flat + 1] = text
+      end
     end
   end
   if #flat > 0 then redis.call('HSET', STEPS, unpack(flat)) end
@@ -328,6 +331,31 @@ local function graph_missing()
     return false
   end
   return redis.call('HEXISTS', RUN, 'leaves') == 0
+end
+
+-- The steps `step` reads (its parents and the steps its expressions read), comma-separated, as
+-- the stored graph has them: none for a fan-out element (its input is its own).
+local function reads_of(step)
+  if string.find(step, '#', 1, true) then return '' end
+  return sget(step, 'reads') or ''
+end
+
+-- Every step with its parents and reads, 'a=;b=a;c=a,b=a,b' (as dispatch_ready reads a spec),
+-- rebuilt from the stored graph: a step's entry is in each of its parents' children.
+local function all_steps_spec()
+  local ids = split(redis.call('HGET', RUN, 'step_ids'), ',')
+  local entry = {}
+  for _, s in ipairs(ids) do
+    for _, e in ipairs(split(sget(s, 'children') or '', ';')) do
+      entry[string.match(e, '^[^=]*')] = e
+    end
+  end
+  local out = {}
+  for _, s in ipairs(ids) do
+    local r = reads_of(s)
+    out[#out + 1] = entry[s] or (r == '' and (s .. '=') or (s .. '==' .. r))
+  end
+  return table.concat(out, ';')
 end
 
 -- Ends `step` as `word` ('succeeded' or 'skipped') with `output`, dispatches the children that became

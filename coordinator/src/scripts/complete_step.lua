@@ -2,7 +2,10 @@
 -- `<step>#<index>`), reported by a worker (ReportResult) or found by the coordinator (a timer, a
 -- skip, a human, a child run). One round trip: the fence, the record, the attempt's timers
 -- disarmed, a retry armed, and the children that became ready dispatched with their outbox
--- entries, queued-index entries and schedule-to-start timers, all in this one script.
+-- entries, queued-index entries and schedule-to-start timers, all in this one script; the slot
+-- the attempt held goes back, and a finished run's run slot and emitting parent are told, through
+-- effects (see common.lua) that the caller applies (by 'worker': the attempt's timeout and heartbeat
+-- timers are disarmed).
 -- KEYS[7..] the queued indexes (keys.rs `queued`) of the handlers named in `queued` below.
 -- A (ARGV[6], store.rs `CompleteStepJson`):
 --   step, attempt: the attempt; who: the worker id (by 'worker'), the user who completed a human
@@ -15,14 +18,14 @@
 --     (a fan-out step whose elements all succeeded: the body holds their outputs, gathered) |
 --     'heartbeat' (heartbeat timeout) | 'emit' (an emitting step's handler succeeded) | 'schedule'
 --     (schedule-to-start timeout: counts only while the attempt is still dispatched);
---   retry_at: when to dispatch the next attempt (Unix ms), or 0 to fail the step for good (the
---     coordinator decided this from the step's retry policy); a 'retry' timer is armed for it;
---   heartbeat_timeout_ms: for 'heartbeat', the heartbeat timeout (ms): the attempt is alive if it
---     beat more recently;
+--   retry_at: when to dispatch the next attempt (Unix ms), or 0 (or absent) to fail the step for
+--     good (the coordinator decided this from the step's retry policy); a 'retry' timer is armed
+--     for it;
+--   heartbeat_timeout_ms: for 'heartbeat', the heartbeat timeout (ms; absent otherwise): the
+--     attempt is alive if it beat more recently;
 --   pinned: 'workflow@version' the coordinator planned with; anything else is answered stale;
---   disarm: for by 'worker', disarm the attempt's timeout and heartbeat timers;
---   queued: { child = { key = i, s2s_ms = ms } } for the children that go straight to a worker
---     when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
+--   queued: (absent for none) { child = { key = i, s2s_ms = ms } } for the children that go
+--     straight to a worker when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
 --     and, with s2s_ms > 0, gets a schedule-to-start timer (NX);
 --   error_type, error_details: for a failure, its type and details (a traceback), kept in the
 --     attempt's history ('' for none).
@@ -66,10 +69,10 @@ elseif st ~= 'dispatched' and st ~= 'running' and st ~= 'waiting' then
 end
 if outcome == 'heartbeat' then
   local last = tonumber(sget(step, 'heartbeat_at')) or 0
-  if NOW - last < tonumber(A.heartbeat_timeout_ms) then return { 'alive', tostring(last) } end
+  if NOW - last < (tonumber(A.heartbeat_timeout_ms) or 0) then return { 'alive', tostring(last) } end
 end
 if graph_missing() then return { 'no_graph' } end
-if A.disarm then
+if by == 'worker' then
   -- The attempt is over either way: its timers would only fire as no-ops.
   local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
   redis.call('ZREM', TIMERS, 'timeout|' .. member, 'heartbeat|' .. member)
@@ -127,7 +130,7 @@ end
 local word = (outcome == 'error') and 'failed' or 'timed_out'
 local message = BODY
 record_attempt(step, attempt, word, message, worker, nil, { error_type = A.error_type, error_details = A.error_details })
-local retry_at = tonumber(A.retry_at)
+local retry_at = tonumber(A.retry_at) or 0
 if retry_at > 0 then
   sset(step, 'status', 'retrying', 'attempt', tostring(attempt + 1), 'error', message,
     'retry_at', string.format('%d', retry_at))

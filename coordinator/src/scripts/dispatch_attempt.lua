@@ -1,13 +1,16 @@
 -- dispatch_attempt.lua: the payload to publish for a step.
--- A (ARGV[6], store.rs `DispatchAttemptJson`): step; attempt; reads: the step's reads,
--- comma-separated; mode: 'retry' moves the step, retrying as `attempt` whose backoff has elapsed,
+-- A (ARGV[6], store.rs `DispatchAttemptJson`): step; attempt; graph: (only after {'no_graph'})
+-- as complete_step.lua's; mode: 'retry' moves the step, retrying as `attempt` whose backoff has elapsed,
 -- to dispatched; 'unpark' moves the step, parked (waiting) as `attempt`, to dispatched; 'check'
 -- (the sweeper) answers while the step is still dispatched (any attempt: the current one is what
 -- must be published), not yet started.
--- Returns {'stale'} or {'dispatch', run_input, payload (see push_payload)}.
+-- The step's reads (whose statuses and outputs the payload carries) come from the stored graph.
+-- Returns {'stale'}, {'no_graph'} (nothing changed: call again with `graph`) or
+-- {'dispatch', run_input, payload (see push_payload)}.
 local status = redis.call('HGET', RUN, 'status')
 if not status or TERMINAL[status] then return { 'stale' } end
 local step, mode = A.step, A.mode
+if graph_missing() then return { 'no_graph' } end
 local st = sget(step, 'status')
 if mode == 'retry' then
   local attempt = tonumber(A.attempt)
@@ -24,5 +27,5 @@ elseif st ~= 'dispatched' then
   return { 'stale' }
 end
 local out = { 'dispatch', redis.call('HGET', RUN, 'input') }
-push_payload(out, step, A.reads)
+push_payload(out, step, reads_of(step))
 return out

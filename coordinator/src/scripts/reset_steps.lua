@@ -1,9 +1,10 @@
 -- reset_steps.lua: runs part of a finished run again (RetryRun, RerunRun).
 -- A (ARGV[6], store.rs `ResetStepsJson`): mode: 'retry' resets every failed or cancelled step,
--- 'rerun' resets the steps of `steps` (comma-separated); all_steps: every step with its parents
--- and reads, 'a=;b=a;c=a,b=a,b'; queued: as complete_step.lua's (none today).
+-- 'rerun' resets the steps of `steps` (comma-separated); graph: (only after {'no_graph'}) as
+-- complete_step.lua's. Which steps are ready is read from the stored graph.
 -- ARGV[7] a new run input (JSON), or '' to keep the old one.
--- Returns {'missing'}; {'not_finished', status}; {'nothing'} (retry of a run with no failed step);
+-- Returns {'missing'}; {'not_finished', status}; {'no_graph'} (nothing changed: call again with
+-- `graph`); {'nothing'} (retry of a run with no failed step);
 -- or {'ok', run_input, n, then n payloads (see push_payload)}.
 -- Invariants: only a finished run is reset; succeeded steps outside the reset keep their outputs;
 -- attempt numbers go on from where they were, so stale results stay stale; each reset step records
@@ -12,6 +13,7 @@
 local status = redis.call('HGET', RUN, 'status')
 if not status then return { 'missing' } end
 if not TERMINAL[status] then return { 'not_finished', status } end
+if graph_missing() then return { 'no_graph' } end
 local mode = A.mode
 local reset = {}
 if mode == 'retry' then
@@ -46,6 +48,6 @@ redis.call('PERSIST', STEPS)
 redis.call('PERSIST', EVENTS)
 event('run', '', 0, 'running', mode == 'retry' and 'retried' or 'rerun')
 local out = { 'ok', redis.call('HGET', RUN, 'input'), '0' }
-local n = dispatch_ready(out, A.all_steps)
+local n = dispatch_ready(out, all_steps_spec())
 out[3] = tostring(n)
 return out

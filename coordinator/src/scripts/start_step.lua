@@ -5,13 +5,13 @@
 -- KEYS[8] (only when `holder` is given) the liveness key of that holder (keys.rs `worker_alive`).
 -- A (ARGV[6], store.rs `StartStepJson`):
 --   step, attempt, worker: who took which attempt; pinned: 'workflow@version' the worker was given;
---   slot_lease_ms: the lease of a concurrency slot the attempt holds, from now (ms; 0 for none):
+--   slot_lease_ms: the lease of a concurrency slot the attempt holds, from now (ms; absent for none):
 --   written as a 'lease_slot' effect (the pool's keys are not the run's);
 --   timeout_due: the start-to-close timeout's due time (Unix ms); heartbeat_due: the heartbeat
---   timeout's due time (Unix ms; 0 for none); holder: the holder an earlier call answered ('' on a
---   first call); recheck_ms: how long after the holder's liveness key expires its attempt is
---   checked again (ms); input: the input the worker received (JSON text; '' for none), kept as
---   `<step>:input@<attempt>` when the attempt proceeds.
+--   timeout's due time (Unix ms; absent for none); holder: the holder an earlier call answered
+--   (absent on a first call); recheck_ms: how long after the holder's liveness key expires its
+--   attempt is checked again (ms); input: the input the worker received (JSON text; absent or ''
+--   for none), kept as `<step>:input@<attempt>` when the attempt proceeds.
 -- Returns {'proceed'}, {'stale'} (not the current attempt, or no longer startable),
 -- {'cancelled'} (the run is over), {'held', holder} (another worker started the attempt: call
 -- again with its id and liveness key), or {'duplicate'} (that worker is alive and holds the
@@ -50,13 +50,13 @@ end
 sset(step, 'status', 'running', 'started_at', tostring(NOW), 'heartbeat_at', tostring(NOW), 'worker', worker)
 if A.input and A.input ~= '' then sset(step, 'input@' .. tostring(attempt), A.input) end
 redis.call('ZADD', TIMERS, math.min(tonumber(A.timeout_due), LATEST), 'timeout|' .. member)
-if tonumber(A.heartbeat_due) > 0 then
+if (tonumber(A.heartbeat_due) or 0) > 0 then
   redis.call('ZADD', TIMERS, math.min(tonumber(A.heartbeat_due), LATEST), 'heartbeat|' .. member)
 end
 -- A concurrency slot's lease now runs to the end of this attempt's timeout (slot_lease_ms) and a
 -- margin: an effect, which the pool's holders take only while the attempt still holds the slot.
 local pool = sget(step, 'slot')
-if pool and pool ~= '' and tonumber(A.slot_lease_ms) > 0 then
+if pool and pool ~= '' and (tonumber(A.slot_lease_ms) or 0) > 0 then
   effect('{"kind":"lease_slot","pool":' .. cjson.encode(pool) .. ',"member":' .. cjson.encode(member)
     .. ',"until":' .. string.format('%d', math.min(NOW + tonumber(A.slot_lease_ms), LATEST)) .. '}')
 end
