@@ -483,7 +483,19 @@ impl Engine {
         // script disarms this attempt's timers, arms the retry timer and indexes the children
         // that go straight to a worker as queued: one round trip.
         let children = machine::children_spec(&def, a.step_id);
-        let queued = self.queued_plan(&def, def.children(split_item(a.step_id).0));
+        let (fan_out, item) = split_item(a.step_id);
+        let mut queued = self.queued_plan(&def, def.children(fan_out));
+        if item.is_some() {
+            // The next elements this report dispatches go straight to a worker (no gates): the
+            // commit indexes them as queued, instead of a `note_dispatched` round trip before
+            // their publish.
+            queued.add(
+                self.store.keys(),
+                &step.id,
+                &step.handler,
+                self.schedule_to_start(&def, &step.id),
+            );
+        }
         let args = CompleteArgs {
             step: a.step_id,
             attempt: a.attempt,
@@ -969,8 +981,14 @@ impl Engine {
             leaves: &machine::leaves_csv(def),
             pinned: &machine::pinned(def),
         };
+        // Its children that go straight to a worker are indexed as queued by this same commit.
+        let queued = self.queued_plan(def, def.children(split_item(&p.step_id).0));
         Ok(Launch::More(
-            match self.store.complete_step(pre, &RunCall { run_id, now }, &args).await? {
+            match self
+                .store
+                .complete_step_queued(pre, &RunCall { run_id, now }, &args, &queued)
+                .await?
+            {
                 Completion::Succeeded { dispatched, .. } => dispatched,
                 _ => Vec::new(),
             },
@@ -1003,9 +1021,12 @@ impl Engine {
             leaves: &machine::leaves_csv(def),
             pinned: &machine::pinned(def),
         };
+        // Its children that go straight to a worker are indexed as queued by this same commit, not
+        // by a `note_dispatched` round trip before their publish.
+        let queued = self.queued_plan(def, def.children(split_item(step_id).0));
         let completion = self
             .store
-            .complete_step(redis::pipe(), &RunCall { run_id, now }, &args)
+            .complete_step_queued(redis::pipe(), &RunCall { run_id, now }, &args, &queued)
             .await?;
         Ok(self.after_completion(def, run_id, completion, now).await)
     }

@@ -25,7 +25,8 @@
 --   disarm: for by 'worker', disarm the attempt's timeout and heartbeat timers;
 --   queued: { child = { key = i, s2s_ms = ms } } for the children that go straight to a worker
 --     when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
---     and, with s2s_ms > 0, gets a schedule-to-start timer (NX).
+--     and, with s2s_ms > 0, gets a schedule-to-start timer (NX); an entry for a fan-out step
+--     (sent with the report of one of its elements) does the same for the elements it dispatches.
 -- ARGV[6] the output JSON ('ok', 'emit', 'items'), the reason ('skip') or the error message.
 -- Returns {'stale'}; {'alive', last_heartbeat_ms}; {'retry', next_attempt}; {'failed'}; {'emit'};
 -- or {'ok', run_status, run_input, n, then per dispatched step a payload (see push_payload)}.
