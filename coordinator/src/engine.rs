@@ -498,8 +498,20 @@ impl Engine {
         // The script disarms this attempt's timers, arms the retry timer and indexes the children
         // that go straight to a worker as queued (it reads them from the run's stored graph): one
         // round trip; a slot the attempt held goes back through an effect applied at once (one
-        // more).
-        let queued = self.queued_plan(&def, def.children(split_item(a.step_id).0));
+        // more). A failing element ends its fan-out step, so the step's children matter then too.
+        let (fan_out, item) = split_item(a.step_id);
+        let mut queued = self.queued_plan(&def, def.children(fan_out));
+        if item.is_some() {
+            // The next elements this report dispatches go straight to a worker (no gates): the
+            // commit indexes them as queued, instead of a `note_dispatched` round trip before
+            // their publish.
+            queued.add(
+                self.store.keys(),
+                &step.id,
+                &step.handler,
+                self.schedule_to_start(&def, &step.id),
+            );
+        }
         let args = CompleteArgs {
             def: &def,
             step: a.step_id,
@@ -971,8 +983,14 @@ impl Engine {
             error_type: "",
             error_details: "",
         };
+        // Its children that go straight to a worker are indexed as queued by this same commit.
+        let queued = self.queued_plan(def, def.children(split_item(&p.step_id).0));
         Ok(Launch::More(
-            match self.store.complete_step(pre, &RunCall { run_id, now }, &args).await? {
+            match self
+                .store
+                .complete_step_queued(pre, &RunCall { run_id, now }, &args, &queued)
+                .await?
+            {
                 Completion::Succeeded { dispatched, .. } => dispatched,
                 _ => Vec::new(),
             },
@@ -1005,9 +1023,12 @@ impl Engine {
             error_type: "",
             error_details: "",
         };
+        // Its children that go straight to a worker are indexed as queued by this same commit, not
+        // by a `note_dispatched` round trip before their publish.
+        let queued = self.queued_plan(def, def.children(split_item(step_id).0));
         let completion = self
             .store
-            .complete_step(Batch::new(), &RunCall { run_id, now }, &args)
+            .complete_step_queued(Batch::new(), &RunCall { run_id, now }, &args, &queued)
             .await?;
         Ok(self.after_completion(def, run_id, completion, now).await)
     }

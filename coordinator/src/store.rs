@@ -673,6 +673,52 @@ pub struct Store {
     /// How far ahead of a commit a new outbox entry comes due (see [`Store::with_outbox_hold`]).
     outbox_hold: Duration,
     max_payload_bytes: usize,
+    /// The step ids of runs read lately (a run's `step_ids`, fixed when it is created), so that
+    /// [`Store::read_run`] reads the run and its steps in one round trip after the first time.
+    step_ids: moka::sync::Cache<String, std::sync::Arc<str>>,
+}
+
+/// Most bytes the [`Store::read_run`] cache of step ids holds (1 MiB), counting each entry's run
+/// id and step ids plus [`STEP_IDS_ENTRY_BYTES`]: at most 4,096 runs. Only runs read again soon
+/// (polled) profit from it.
+const STEP_IDS_CACHE_BYTES: u64 = 1 << 20;
+/// What one entry of that cache costs besides its text (the cache's own bookkeeping, estimated).
+const STEP_IDS_ENTRY_BYTES: usize = 256;
+/// How long a run's step ids stay cached without being read.
+const STEP_IDS_CACHE_IDLE: Duration = Duration::from_secs(30);
+
+/// A reply Redis should not give, as an error.
+fn unexpected(e: redis::ParsingError) -> CoordinatorError {
+    CoordinatorError::Internal(format!("unexpected answer from Redis: {e}"))
+}
+
+/// The step fields of [`Store::read_run`] from the answers to [`Store::step_reads`] (`values`:
+/// the `HMGET`s, then one `HSTRLEN` per step of `ids`), keyed `<step>:<field>`; a step's output
+/// size is `<step>:output_bytes`, left out when it has none.
+fn step_fields_read(
+    ids: &[&str],
+    names: Vec<String>,
+    mut values: Vec<redis::Value>,
+) -> Result<HashMap<String, String>> {
+    let mut steps = HashMap::with_capacity(names.len());
+    let sizes = values.split_off(values.len().saturating_sub(ids.len()));
+    let fields = values
+        .into_iter()
+        .map(redis::from_redis_value::<Vec<Option<String>>>)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(unexpected)?;
+    for (name, value) in names.into_iter().zip(fields.into_iter().flatten()) {
+        if let Some(v) = value {
+            steps.insert(name, v);
+        }
+    }
+    for (id, size) in ids.iter().zip(sizes) {
+        let size: u64 = redis::from_redis_value(size).map_err(unexpected)?;
+        if size > 0 {
+            steps.insert(format!("{id}:output_bytes"), size.to_string());
+        }
+    }
+    Ok(steps)
 }
 
 impl Store {
@@ -723,6 +769,14 @@ impl Store {
             dispatch_grace,
             outbox_hold: dispatch_grace,
             max_payload_bytes: usize::MAX,
+            step_ids: moka::sync::Cache::builder()
+                .max_capacity(STEP_IDS_CACHE_BYTES)
+                .weigher(|run: &String, ids: &std::sync::Arc<str>| {
+                    u32::try_from(run.len().saturating_add(ids.len()).saturating_add(STEP_IDS_ENTRY_BYTES))
+                        .unwrap_or(u32::MAX)
+                })
+                .time_to_idle(STEP_IDS_CACHE_IDLE)
+                .build(),
         };
         store.load_scripts().await?;
         Ok(store)
@@ -2116,8 +2170,34 @@ impl Store {
     /// held Redis for everyone while it copied them all. A step's output is not read, only its
     /// size (`HSTRLEN`, as `<step>:output_bytes`): 1,000 outputs of up to `max_payload_bytes`
     /// each would be gigabytes; read those an answer shows with [`Self::read_step_outputs`].
+    /// A run's step ids are cached (bounded: [`STEP_IDS_CACHE_BYTES`], [`STEP_IDS_CACHE_IDLE`]
+    /// unread), so reading a run again (a client polling it) is one round trip.
     pub async fn read_run(&self, run_id: &str) -> Result<Option<(HashMap<String, String>, HashMap<String, String>)>> {
         let mut conn = self.conn.clone();
+        // A run's step ids never change: once known, the run hash and its steps' fields are read
+        // in one pipeline (polling a run costs one round trip, not two).
+        if let Some(known) = self.step_ids.get(run_id) {
+            let ids: Vec<&str> = known.split(',').filter(|s| !s.is_empty()).collect();
+            let mut pipe = redis::pipe();
+            pipe.hgetall(self.keys.run(run_id));
+            let names = self.step_reads(&mut pipe, run_id, &ids);
+            let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            if values.is_empty() {
+                return Err(CoordinatorError::Internal("empty answer from Redis".into()));
+            }
+            let run: HashMap<String, String> = redis::from_redis_value(values.remove(0)).map_err(unexpected)?;
+            if run.is_empty() {
+                self.step_ids.invalidate(run_id);
+                return Ok(None);
+            }
+            // The cache is right unless the run was deleted and made again under the same id
+            // between two reads: then read its steps again.
+            if run.get("step_ids").map(String::as_str) == Some(&*known) {
+                let steps = step_fields_read(&ids, names, values)?;
+                return Ok(Some((run, steps)));
+            }
+            self.step_ids.invalidate(run_id);
+        }
         let run: HashMap<String, String> = conn.hgetall(self.keys.run(run_id)).await?;
         if run.is_empty() {
             return Ok(None);
@@ -2126,12 +2206,25 @@ impl Store {
             .get("step_ids")
             .map(|s| s.split(',').filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
-        let mut steps = HashMap::new();
-        if ids.is_empty() {
-            return Ok(Some((run, steps)));
+        if let Some(all) = run.get("step_ids") {
+            self.step_ids
+                .insert(run_id.to_string(), std::sync::Arc::from(all.as_str()));
         }
-        let key = self.keys.steps(run_id);
+        if ids.is_empty() {
+            return Ok(Some((run, HashMap::new())));
+        }
         let mut pipe = redis::pipe();
+        let names = self.step_reads(&mut pipe, run_id, &ids);
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let steps = step_fields_read(&ids, names, values)?;
+        Ok(Some((run, steps)))
+    }
+
+    /// Adds to `pipe` the reads of [`Store::read_run`] for steps `ids` of run `run_id`: one
+    /// `HMGET` of [`SHOWN_STEP_FIELDS`] per [`READ_STEPS_BATCH`] steps, then one `HSTRLEN` of each
+    /// step's output. Returns the field names the `HMGET`s ask for, in order.
+    fn step_reads(&self, pipe: &mut Pipeline, run_id: &str, ids: &[&str]) -> Vec<String> {
+        let key = self.keys.steps(run_id);
         let mut names = Vec::with_capacity(ids.len() * SHOWN_STEP_FIELDS.len());
         for chunk in ids.chunks(READ_STEPS_BATCH) {
             let cmd = pipe.cmd("HMGET").arg(&key);
@@ -2143,30 +2236,10 @@ impl Store {
                 }
             }
         }
-        for id in &ids {
+        for id in ids {
             pipe.cmd("HSTRLEN").arg(&key).arg(format!("{id}:output"));
         }
-        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let sizes = values.split_off(values.len().saturating_sub(ids.len()));
-        let unexpected =
-            |e: redis::ParsingError| CoordinatorError::Internal(format!("unexpected answer from Redis: {e}"));
-        let fields = values
-            .into_iter()
-            .map(redis::from_redis_value::<Vec<Option<String>>>)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unexpected)?;
-        for (name, value) in names.into_iter().zip(fields.into_iter().flatten()) {
-            if let Some(v) = value {
-                steps.insert(name, v);
-            }
-        }
-        for (id, size) in ids.iter().zip(sizes) {
-            let size: u64 = redis::from_redis_value(size).map_err(unexpected)?;
-            if size > 0 {
-                steps.insert(format!("{id}:output_bytes"), size.to_string());
-            }
-        }
-        Ok(Some((run, steps)))
+        names
     }
 
     /// The outputs of the run's steps `ids`, keyed `<step>:output` as in [`Self::read_run`] (a

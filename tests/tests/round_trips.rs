@@ -209,3 +209,54 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
          script to create each run; {outbox_calls} outbox calls in all (batched confirms, holds)"
     );
 }
+
+/// A fan-out element's report dispatches the next element in the same commit that indexes it as
+/// queued: no `note_dispatched` round trip of its own between the report and the next publish.
+/// Only the first elements, dispatched by the script that starts the fan-out, are indexed in a
+/// pipelined call of their own (one for the whole batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_element_report_indexes_the_next_element_in_its_own_commit() {
+    let mut cluster = Cluster::start("round-trips-fan", &[]).await;
+    cluster
+        .register(
+            "name: fan\nversion: 1\nsteps:\n  - {id: each, handler: echo, for_each: input.items, max_parallel: 2}\n",
+        )
+        .await;
+    cluster.spawn_worker("w1", 2);
+    let warm = cluster.submit("fan", json!({"items": [0]})).await;
+    assert_eq!(
+        status(&cluster.wait_run(&warm, Duration::from_secs(60)).await),
+        "succeeded"
+    );
+
+    let (stop, recorded) = monitor(cluster.namespace.clone()).await;
+    const ELEMENTS: usize = 12;
+    let id = cluster
+        .submit("fan", json!({ "items": (0..ELEMENTS).collect::<Vec<_>>() }))
+        .await;
+    let run = cluster.wait_run(&id, Duration::from_secs(60)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let seen = recorded.await.expect("monitor task");
+
+    // Queued-index entries written outside a script: `ZADD <ns>:queued:echo NX <now> <run>|each#i|1`.
+    let queued_key = format!("{}:queued:", cluster.namespace);
+    let mut indexed_outside: Vec<String> = Vec::new();
+    for s in &seen {
+        if s.source == "lua" || !s.args[0].eq_ignore_ascii_case("ZADD") {
+            continue;
+        }
+        if s.args.get(1).is_some_and(|k| k.starts_with(&queued_key)) {
+            indexed_outside.extend(s.args.iter().filter(|a| a.starts_with(&format!("{id}|each#"))).cloned());
+        }
+    }
+    assert!(
+        indexed_outside.len() <= 2,
+        "only the first batch (max_parallel 2) may be indexed outside a script; these were: {indexed_outside:?}"
+    );
+    println!(
+        "fan-out of {ELEMENTS}: {} elements indexed outside a script (the first batch), the rest by the reports' commits",
+        indexed_outside.len()
+    );
+}

@@ -409,7 +409,9 @@ local function item_at(order, pos)
 end
 
 -- Dispatches at most `most` more elements of fan-out step `parent` while fewer than its
--- `max_parallel` are in flight, appending their payloads to `out`. Returns how many.
+-- `max_parallel` are in flight, appending their payloads to `out`; when QUEUED has an entry for
+-- `parent` (its elements go straight to a worker), each joins its handler's queued index in this
+-- same commit. Returns how many.
 local function dispatch_items(out, parent, most)
   local f = redis.call('HMGET', STEPS, parent .. ':items_total', parent .. ':items_ok', parent .. ':items_failed',
     parent .. ':items_kept', parent .. ':items_next', parent .. ':items_order', parent .. ':items_parallel')
@@ -418,10 +420,12 @@ local function dispatch_items(out, parent, most)
   local to_run = total - kept
   local in_flight = pos - (ok - kept) - failed
   local n = 0
+  local plan = QUEUED and QUEUED[parent]
   while pos < to_run and in_flight < parallel and n < most do
     local item = parent .. '#' .. item_at(order, pos)
     dispatch_item(item)
-    push_payload(out, item, '')
+    if plan then index_queued(item, sget(item, 'attempt'), plan) end
+    push_payload(out, item, '', plan ~= nil)
     pos, in_flight, n = pos + 1, in_flight + 1, n + 1
   end
   sset(parent, 'items_next', tostring(pos))

@@ -26,7 +26,8 @@
 --   pinned: 'workflow@version' the coordinator planned with; anything else is answered stale;
 --   queued: (absent for none) { child = { key = i, s2s_ms = ms } } for the children that go
 --     straight to a worker when dispatched (store.rs `QueuedPlan`): each such dispatch joins KEYS[i] (score now, NX)
---     and, with s2s_ms > 0, gets a schedule-to-start timer (NX);
+--     and, with s2s_ms > 0, gets a schedule-to-start timer (NX); an entry for a fan-out step
+--     (sent with the report of one of its elements) does the same for the elements it dispatches;
 --   error_type, error_details: for a failure, its type and details (a traceback), kept in the
 --     attempt's history ('' for none).
 --   graph: (only after a {'no_graph'} answer) the run's graph, stored first (see put_graph).
