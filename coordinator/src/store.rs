@@ -3212,10 +3212,6 @@ mod tests {
         assert_eq!(QueuedPlan::default().json(RUN_KEYS + 1), "{}");
     }
 
-    /// Scripts that still build keys from a prefix passed in ARGV: the standalone pool scripts,
-    /// which another change (issue 18, slice R) moves to declared keys. Remove a name once its
-    /// script declares every key.
-    const NOT_YET_DECLARING: &[&str] = &["acquire.lua", "publish_event.lua", "wake.lua", "wake_runs.lua"];
 
     /// The expressions of `text` separated by commas outside brackets and quotes.
     fn top_level_parts(text: &str) -> Vec<String> {
@@ -3290,7 +3286,7 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if !name.ends_with(".lua") || NOT_YET_DECLARING.contains(&name.as_str()) {
+            if !name.ends_with(".lua") {
                 continue;
             }
             seen += 1;
