@@ -309,24 +309,30 @@ impl Engine {
     /// attempt another live worker holds is answered `Duplicate` (drop the copy); one whose holder
     /// is gone is taken over; the same worker starting it again (a redelivery) proceeds.
     /// `input_json`, the input the worker received (`""`: none), is kept with the attempt when it
-    /// proceeds (GetRun's `Attempt.input_json`), in the same script.
+    /// proceeds (GetRun's `Attempt.input_json`), in the same script. An input over
+    /// `max_payload_bytes` or not JSON is not kept (a warning is logged), but never refuses the
+    /// start: the worker would hand the task back, and its redelivery would be refused again.
     ///
     /// # Errors
-    /// `InvalidArgument` for a malformed run id, or naming `input_json` when it is over
-    /// `max_payload_bytes` or not JSON; `Redis`.
+    /// `InvalidArgument` for a malformed run id; `Redis`.
     pub async fn start_step(&self, a: &AttemptRef<'_>, input_json: &str) -> Result<Disposition> {
         check_run_id(a.run_id)?;
-        if !input_json.is_empty() {
-            if input_json.len() > self.config.max_payload_bytes {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "input_json: {} bytes is over the limit of {} bytes (max_payload_bytes)",
-                    input_json.len(),
-                    self.config.max_payload_bytes
-                )));
-            }
-            serde_json::from_str::<serde::de::IgnoredAny>(input_json)
-                .map_err(|e| CoordinatorError::InvalidArgument(format!("input_json: not valid JSON: {e}")))?;
-        }
+        let input_json = if input_json.is_empty() {
+            input_json
+        } else if input_json.len() > self.config.max_payload_bytes {
+            tracing::warn!(
+                run_id = a.run_id,
+                step_id = a.step_id,
+                bytes = input_json.len(),
+                "input_json of a started attempt is over max_payload_bytes: not kept"
+            );
+            ""
+        } else if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(input_json) {
+            tracing::warn!(run_id = a.run_id, step_id = a.step_id, error = %e, "input_json of a started attempt is not JSON: not kept");
+            ""
+        } else {
+            input_json
+        };
         let def = match self.registry.pinned(a.workflow, a.version).await {
             Ok(d) => d,
             Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),

@@ -3212,7 +3212,6 @@ mod tests {
         assert_eq!(QueuedPlan::default().json(RUN_KEYS + 1), "{}");
     }
 
-
     /// The expressions of `text` separated by commas outside brackets and quotes.
     fn top_level_parts(text: &str) -> Vec<String> {
         let (mut parts, mut cur, mut depth, mut quote) = (Vec::new(), String::new(), 0i32, None);
