@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The handlers the test worker (`src/bin/test_worker.rs`) consumes: their queues are a cluster's.
 pub const TEST_WORKER_HANDLERS: &[&str] = &[
-    "echo", "trace", "fail", "slow", "patient", "square", "screen", "guarded",
+    "echo", "trace", "fail", "slow", "patient", "square", "screen", "guarded", "chatty",
 ];
 
 /// The largest answer the harness's clients accept (tonic's default is 4 MiB; tests raise
