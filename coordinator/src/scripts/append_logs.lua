@@ -44,24 +44,39 @@ if n == 0 then
   redis.call('HSET', STEPS, ':log_index', (redis.call('HGET', STEPS, ':log_index') or '') .. step .. '|' .. attempt .. '\n')
 end
 local line_field = step .. ':log' .. sfx .. '#'
+-- In memory first: this call's lines by sequence (one dropped within the call is never written),
+-- the stored lines to delete; then one HDEL and one HSET.
+local new, start, dels = {}, n, {}
 for i = 2, #ARGV do
   local line = ARGV[i]
   if total + #line > max_run then
     over = over + 1
   else
-    redis.call('HSET', STEPS, line_field .. n, line)
     redis.call('XADD', TAIL, 'MAXLEN', '~', A.tail_max, '*', 'step', step, 'attempt', tostring(attempt), 'line', line)
+    new[n] = line
     n = n + 1
     bytes, total = bytes + #line, total + #line
     while first < n and (n - first > max_lines or bytes > max_bytes) do
-      local old = line_field .. first
-      local size = redis.call('HSTRLEN', STEPS, old)
+      local size
+      if first >= start then
+        size = #new[first]
+        new[first] = nil
+      else
+        local old = line_field .. first
+        size = redis.call('HSTRLEN', STEPS, old)
+        dels[#dels + 1] = old
+      end
       bytes, total = bytes - size, total - size
-      redis.call('HDEL', STEPS, old)
       first = first + 1
     end
   end
 end
-redis.call('HSET', STEPS, nkey, n, fkey, first, bkey, bytes, okey, over, ':log_bytes', total)
+if #dels > 0 then redis.call('HDEL', STEPS, unpack(dels)) end
+local sets = { nkey, n, fkey, first, bkey, bytes, okey, over, ':log_bytes', total }
+for seq = math.max(start, first), n - 1 do
+  sets[#sets + 1] = line_field .. seq
+  sets[#sets + 1] = new[seq]
+end
+redis.call('HSET', STEPS, unpack(sets))
 redis.call('EXPIRE', TAIL, tonumber(A.tail_ttl_s))
 return { 'proceed', tostring(first + over), tostring(n - first) }
