@@ -941,6 +941,12 @@ pub fn step_text(run: &Run, now_ms: i64) -> String {
         if !detail.is_empty() {
             items.push(("Detail", detail));
         }
+        // The input of the attempt in flight (finished attempts show theirs in the attempts table).
+        if step.input_omitted_bytes > 0 {
+            items.push(("Input", format!("omitted ({})", size_text(step.input_omitted_bytes))));
+        } else if !step.input_json.trim().is_empty() {
+            items.push(("Input", json_text(&step.input_json)));
+        }
         items.push(("Error", or_dash(step.error.trim())));
         let output = if step.output_omitted_bytes > 0 {
             format!("omitted ({})", size_text(step.output_omitted_bytes))

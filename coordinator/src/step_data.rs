@@ -231,10 +231,22 @@ pub fn log_event(run_id: &str, entry: &StreamEntry) -> Option<RunEvent> {
 /// `input_omitted_bytes` it replaces.
 const INPUT_FIELD_BYTES: u64 = 24;
 
+/// The attempt of `step` in flight that its `attempts` do not list yet (running or waiting), if
+/// any.
+fn in_flight(step: &baton_shared::proto::StepRun) -> Option<u32> {
+    use baton_shared::proto::StepStatus;
+    let live = matches!(
+        StepStatus::try_from(step.status),
+        Ok(StepStatus::Running | StepStatus::Waiting)
+    );
+    (live && step.attempt > 0 && !step.attempts.iter().any(|a| a.number == step.attempt)).then_some(step.attempt)
+}
+
 /// Fills each shown attempt of `run` (a GetRun answer, its outputs already in) with its log count
 /// and, while they fit the answer's budget ([`MAX_GET_RUN_BYTES`]) after everything else, the
 /// input it ran with, in step and attempt order; an input that does not fit is left out with its
-/// size (`input_omitted_bytes`).
+/// size (`input_omitted_bytes`). A step's attempt in flight ([`in_flight`]) gets its input on the
+/// step itself (`StepRun.input_json`), after the finished attempts of its step.
 ///
 /// # Errors
 /// `Redis`.
@@ -242,7 +254,12 @@ pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Resu
     let refs: Vec<(String, u32)> = run
         .steps
         .iter()
-        .flat_map(|s| s.attempts.iter().map(|a| (s.id.clone(), a.number)))
+        .flat_map(|s| {
+            s.attempts
+                .iter()
+                .map(|a| (s.id.clone(), a.number))
+                .chain(in_flight(s).map(|n| (s.id.clone(), n)))
+        })
         .collect();
     if refs.is_empty() {
         return Ok(());
@@ -257,20 +274,36 @@ pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Resu
                 a.input_omitted_bytes = *size;
             }
         }
+        if in_flight(step).is_some()
+            && let Some((_, size)) = it.next()
+        {
+            step.input_omitted_bytes = *size;
+        }
     }
     let budget = u64::try_from(MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
     let mut left = budget.saturating_sub(u64::try_from(prost::Message::encoded_len(run)).unwrap_or(u64::MAX));
-    let mut wanted: Vec<(&str, u32)> = Vec::new();
+    let mut wanted: Vec<(String, u32)> = Vec::new();
+    let mut fits = |size: u64| {
+        let cost = size.saturating_add(INPUT_FIELD_BYTES);
+        if size > 0 && cost <= left {
+            left -= cost;
+            true
+        } else {
+            false
+        }
+    };
     for step in &run.steps {
         for a in &step.attempts {
-            let cost = a.input_omitted_bytes.saturating_add(INPUT_FIELD_BYTES);
-            if a.input_omitted_bytes > 0 && cost <= left {
-                left -= cost;
-                wanted.push((step.id.as_str(), a.number));
+            if fits(a.input_omitted_bytes) {
+                wanted.push((step.id.clone(), a.number));
             }
         }
+        if let Some(n) = in_flight(step)
+            && fits(step.input_omitted_bytes)
+        {
+            wanted.push((step.id.clone(), n));
+        }
     }
-    let wanted: Vec<(String, u32)> = wanted.into_iter().map(|(s, a)| (s.to_string(), a)).collect();
     let borrowed: Vec<(&str, u32)> = wanted.iter().map(|(s, a)| (s.as_str(), *a)).collect();
     let inputs = engine.store.attempt_inputs(run_id, &borrowed).await?;
     let mut read: std::collections::HashMap<(String, u32), String> = wanted
@@ -278,18 +311,26 @@ pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Resu
         .zip(inputs)
         .filter_map(|(k, v)| Some((k, v?)))
         .collect();
+    // An input rewritten since its size was read (a redelivery) is left out if it grew.
+    let place = |input: String, text: &mut String, omitted: &mut u64| {
+        let size = u64::try_from(input.len()).unwrap_or(u64::MAX);
+        if size <= *omitted {
+            *text = input;
+            *omitted = 0;
+        } else {
+            *omitted = size;
+        }
+    };
     for step in &mut run.steps {
         for a in &mut step.attempts {
             if let Some(input) = read.remove(&(step.id.clone(), a.number)) {
-                // Rewritten since its size was read (a redelivery): left out if it grew.
-                let size = u64::try_from(input.len()).unwrap_or(u64::MAX);
-                if size <= a.input_omitted_bytes {
-                    a.input_json = input;
-                    a.input_omitted_bytes = 0;
-                } else {
-                    a.input_omitted_bytes = size;
-                }
+                place(input, &mut a.input_json, &mut a.input_omitted_bytes);
             }
+        }
+        if let Some(n) = in_flight(step)
+            && let Some(input) = read.remove(&(step.id.clone(), n))
+        {
+            place(input, &mut step.input_json, &mut step.input_omitted_bytes);
         }
     }
     Ok(())

@@ -133,6 +133,9 @@ pub fn run_view(
                 f("output_bytes").parse().unwrap_or(0)
             },
             output_json: f("output"),
+            // Filled by GetRun for an attempt in flight, within its answer's budget.
+            input_json: String::new(),
+            input_omitted_bytes: 0,
             error: f("error"),
             dispatched_at: t("dispatched_at"),
             started_at: t("started_at"),

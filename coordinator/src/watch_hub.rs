@@ -345,23 +345,20 @@ async fn read_loop(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(100);
     let mut checked = Instant::now();
     loop {
-        let watched: Vec<(String, String, String)> = {
+        // (run, key, cursor) of each watched run's history stream, and of its live log tail.
+        type Streams = Vec<(String, String, String)>;
+        let (watched, tails): (Streams, Streams) = {
             let state = inner.lock();
             state
                 .runs
                 .iter()
-                .map(|(run, s)| (run.clone(), s.key.clone(), s.cursor.clone()))
-                .collect()
-        };
-        let tails: Vec<(String, String, String)> = {
-            let state = inner.lock();
-            watched
-                .iter()
-                .filter_map(|(run, _, _)| {
-                    let s = state.runs.get(run)?;
-                    Some((run.clone(), s.log_key.clone(), s.log_cursor.clone()))
+                .map(|(run, s)| {
+                    (
+                        (run.clone(), s.key.clone(), s.cursor.clone()),
+                        (run.clone(), s.log_key.clone(), s.log_cursor.clone()),
+                    )
                 })
-                .collect()
+                .unzip()
         };
         if watched.is_empty() {
             inner.wake.notified().await;

@@ -121,6 +121,10 @@ pub const MAX_LOG_LINES_PER_ATTEMPT: usize = 1_000;
 /// Most bytes of log messages an attempt keeps; past it the oldest lines are dropped.
 pub const MAX_LOG_BYTES_PER_ATTEMPT: usize = 256 * 1024;
 
+/// Most bytes of log lines a whole run keeps (all its attempts, fan-out elements included); a line
+/// past it is not kept, and counted as dropped.
+pub const MAX_LOG_BYTES_PER_RUN: usize = 64 * 1024 * 1024;
+
 /// Most log lines one `GetStepLogs` answer holds (its `limit` when 0 or larger).
 pub const MAX_LOG_LINES_PER_READ: usize = 10_000;
 

@@ -12,7 +12,8 @@ use std::{
 use baton_shared::proto::{
     AppendLogsRequest, AttemptDisposition, GetStepLogsRequest, LogLine, RunEvent, StartStepRequest, WatchRunRequest,
 };
-use baton_tests::{Cluster, status};
+use baton_tests::{Cluster, free_port, status};
+use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
 const CHATTY: &str = r#"
@@ -58,9 +59,36 @@ fn baton_cli() -> PathBuf {
     p
 }
 
+/// `GET http://127.0.0.1:{port}{path}`: the status and the JSON body.
+async fn http_get(port: u16, path: &str) -> (u16, Value) {
+    let (status, raw) = http_get_text(port, path).await;
+    (status, serde_json::from_str(&raw).unwrap_or(Value::Null))
+}
+
+/// `GET http://127.0.0.1:{port}{path}`: the status and the whole body as text (an event stream
+/// is read to its end).
+async fn http_get_text(port: u16, path: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let uri = format!("http://127.0.0.1:{port}{path}").parse().expect("a URI");
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
+        .await
+        .expect("an answer within 30 s")
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    let raw = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+        .await
+        .expect("the body ends within 60 s")
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&raw).into_owned())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lines_inputs_and_errors_of_each_attempt() {
-    let mut cluster = Cluster::start("step-logs", &[]).await;
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::start("step-logs", &[("BATON_HTTP_ADDR", &http)]).await;
     cluster.register(CHATTY).await;
     cluster.spawn_worker("w1", 2);
     let run_id = cluster
@@ -162,16 +190,74 @@ async fn lines_inputs_and_errors_of_each_attempt() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("INPUT") && text.contains(r#"{"lines":5,"#), "{text}");
     assert!(text.contains("Flaky: attempt 1 is flaky"), "{text}");
+
+    // Over HTTP: the lines, and the attempts' inputs and errors in the run.
+    let (code, body) = http_get(port, &format!("/v1/runs/{run_id}/logs?step=talk&attempt=1&limit=2")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["omitted"], 3);
+    let got: Vec<&str> = body["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(got, ["line 3 of attempt 1", "line 4 of attempt 1"]);
+    assert_eq!(body["lines"][0]["level"], "error");
+    assert_eq!(body["lines"][0]["step_id"], "talk");
+    assert!(
+        body["lines"][0]["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
+    let (code, body) = http_get(port, &format!("/v1/runs/{run_id}")).await;
+    assert_eq!(code, 200);
+    let attempts = &body["steps"][0]["attempts"];
+    assert_eq!(attempts[0]["input"], want_input, "{body}");
+    assert_eq!(attempts[0]["error_type"], "Flaky");
+    assert_eq!(attempts[0]["error_details"], "Traceback: attempt 1\n  at chatty");
+    assert_eq!(attempts[1]["log_lines"], 5);
+    let (code, body) = http_get(port, &format!("/v1/runs/{run_id}/logs?step=nope")).await;
+    assert_eq!((code, body["field"].as_str()), (404, Some("step_id")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baton_run_logs_follow_prints_each_line_once_until_the_run_ends() {
+    let mut cluster = Cluster::start("step-logs-follow", &[]).await;
+    cluster.register(CHATTY).await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster
+        .submit("chatty", json!({"lines": 8, "ms": 250, "succeed": 1}))
+        .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(baton_cli())
+            .args(["--addr", &cluster.addr, "run", "logs", &run_id, "--follow"])
+            .output(),
+    )
+    .await
+    .expect("--follow ends with the run")
+    .expect("run baton");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let said: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once("talk#1  ").map_or(l, |(_, m)| m))
+        .collect();
+    let want: Vec<String> = (0..8).map(|i| format!("line {i} of attempt 1")).collect();
+    assert_eq!(said, want, "each line once, in order:\n{text}");
+    assert_eq!(status(&cluster.get_run(&run_id).await), "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
-    let mut cluster = Cluster::start("step-logs-live", &[]).await;
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::start("step-logs-live", &[("BATON_HTTP_ADDR", &http)]).await;
     cluster.register(CHATTY).await;
-    cluster.spawn_worker("w1", 2);
     let run_id = cluster
         .submit("chatty", json!({"lines": 6, "ms": 300, "succeed": 1}))
         .await;
+    // The HTTP event stream, open before the worker starts.
+    let sse = tokio::spawn(http_get_text(port, format!("/v1/runs/{run_id}/events").leak()));
     let mut stream = cluster
         .runs()
         .await
@@ -182,6 +268,7 @@ async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
         .await
         .expect("WatchRun")
         .into_inner();
+    cluster.spawn_worker("w1", 2);
     let mut events: Vec<RunEvent> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Some(ev) = tokio::time::timeout_at(deadline.into(), stream.message())
@@ -209,6 +296,25 @@ async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
         .position(|e| e.kind == "step" && e.step_id == "talk" && e.status == "succeeded")
         .expect("the step's end");
     assert!(first_log < step_done, "{events:#?}");
+
+    // The same lines on the HTTP event stream, as `event: log` without an `id:`.
+    let (code, text) = sse.await.expect("the SSE reader");
+    assert_eq!(code, 200);
+    let logged: Vec<String> = text
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: log"))
+        .map(|block| {
+            assert!(
+                !block.lines().any(|l| l.starts_with("id:")),
+                "a log event has no id: {block}"
+            );
+            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).expect("data");
+            let ev: Value = serde_json::from_str(data).expect("JSON data");
+            ev["log"]["message"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(logged, want, "{text}");
+    assert!(text.contains("event: end"), "{text}");
 
     // Read again (the run over): the history only, no log line replayed.
     let mut again = cluster
@@ -346,6 +452,10 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
         .await
         .expect_err("an input that is not JSON");
     assert!(e.message().starts_with("input_json:"), "{}", e.message());
+    // While it runs, the step shows the input its attempt runs with.
+    let running = cluster.get_run(&run_id).await;
+    assert!(running.steps[0].attempts.is_empty());
+    assert_eq!(running.steps[0].input_json, r#"{"who":"ann"}"#);
     cluster
         .runs()
         .await
@@ -360,4 +470,69 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
     let a = step.attempts.first().expect("the cancelled attempt is listed");
     assert_eq!(a.input_json, r#"{"who":"ann"}"#);
     assert_eq!(a.log_lines, 1000);
+    assert!(step.input_json.is_empty(), "over, the input is the attempt's");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_that_leaves_the_kept_history_takes_its_lines_and_input_with_it() {
+    let mut cluster = Cluster::start("step-logs-forget", &[]).await;
+    cluster
+        .register(
+            r#"
+name: chatty-long
+version: 1
+steps:
+  - id: talk
+    handler: chatty
+    retry: {max_attempts: 30, initial_interval: 10ms, backoff_coefficient: 1, jitter: 0}
+    input: {lines: 2, succeed_on_attempt: 23}
+"#,
+        )
+        .await;
+    cluster.spawn_worker("w1", 2);
+    let run_id = cluster.submit("chatty-long", json!({})).await;
+    let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    let step = &run.steps[0];
+    // The last 20 attempts are kept (4 to 23), the 3 before only counted.
+    assert_eq!(step.attempts.len(), 20);
+    assert_eq!(step.earlier_attempts, 3);
+    assert_eq!(step.attempts[0].number, 4);
+    assert!(
+        step.attempts
+            .iter()
+            .all(|a| a.log_lines == 2 && !a.input_json.is_empty())
+    );
+    // Attempts 1 to 3 took their lines with them; the kept ones still have theirs.
+    for gone in 1..=3 {
+        assert!(
+            logs(&cluster, &run_id, "talk", gone, 0).await.0.is_empty(),
+            "attempt {gone}"
+        );
+    }
+    let (all, omitted) = logs(&cluster, &run_id, "talk", 0, 0).await;
+    assert_eq!((all.len(), omitted), (40, 0));
+    assert_eq!(all[0].message, "line 0 of attempt 4");
+    // The run's byte count (its 64 MiB bound) is what its kept attempts hold.
+    let mut conn = redis::Client::open(baton_tests::REDIS_URL)
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{}:{{{run_id}}}:steps", cluster.namespace);
+    let fields: Vec<String> = (4..=23).map(|a| format!("talk:log_bytes@{a}")).collect();
+    let kept: Vec<u64> = redis::cmd("HMGET")
+        .arg(&key)
+        .arg(&fields)
+        .query_async(&mut conn)
+        .await
+        .expect("HMGET");
+    let total: u64 = redis::AsyncCommands::hget(&mut conn, &key, ":log_bytes")
+        .await
+        .expect("HGET");
+    assert_eq!(total, kept.iter().sum::<u64>());
+    let gone: Option<String> = redis::AsyncCommands::hget(&mut conn, &key, "talk:input@1")
+        .await
+        .expect("HGET");
+    assert_eq!(gone, None, "attempt 1's input went with it");
 }

@@ -543,6 +543,11 @@ pub struct StepRun {
     /// `step_id` an answer stays under 3 MiB: the run's input and output count first, then the
     /// steps' outputs in step order, each one that fits; read a left-out one with `?step_id=`.
     pub output_omitted_bytes: u64,
+    /// While an attempt is in flight (running or waiting, not yet in `attempts`): the input it runs
+    /// with; null otherwise, or when left out of the answer (`input_omitted_bytes`).
+    pub input: Value,
+    /// The size of that input when left out to keep the answer within its budget (bytes).
+    pub input_omitted_bytes: u64,
     /// Last error.
     pub error: String,
     /// Dispatched.
@@ -669,6 +674,8 @@ impl From<proto::StepRun> for StepRun {
             attempt_base: s.attempt_base,
             output: json(&s.output_json),
             output_omitted_bytes: s.output_omitted_bytes,
+            input: json(&s.input_json),
+            input_omitted_bytes: s.input_omitted_bytes,
             error: s.error,
             dispatched_at: time(s.dispatched_at.as_ref()),
             started_at: time(s.started_at.as_ref()),

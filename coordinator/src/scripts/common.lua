@@ -72,8 +72,11 @@ end
 -- (fields of append_logs.lua; its `:log_index` line stays, and reads as no lines).
 local function forget_attempt(step, n)
   local sfx = '@' .. tostring(n)
-  local r = redis.call('HMGET', STEPS, step .. ':log_first' .. sfx, step .. ':log_n' .. sfx)
-  local fields = { step .. ':input' .. sfx, step .. ':log_first' .. sfx, step .. ':log_n' .. sfx, step .. ':log_bytes' .. sfx }
+  local r = redis.call('HMGET', STEPS, step .. ':log_first' .. sfx, step .. ':log_n' .. sfx, step .. ':log_bytes' .. sfx)
+  local fields = { step .. ':input' .. sfx, step .. ':log_first' .. sfx, step .. ':log_n' .. sfx, step .. ':log_bytes' .. sfx,
+    step .. ':log_over' .. sfx }
+  -- Its bytes no longer count against the run's bound (append_logs.lua `:log_bytes`).
+  if tonumber(r[3]) then redis.call('HINCRBY', STEPS, ':log_bytes', -tonumber(r[3])) end
   for seq = tonumber(r[1]) or 0, (tonumber(r[2]) or 0) - 1 do
     fields[#fields + 1] = step .. ':log' .. sfx .. '#' .. seq
   end

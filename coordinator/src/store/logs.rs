@@ -25,7 +25,8 @@ const READ_BATCH: usize = 1_000;
 pub struct Appended {
     /// `Proceed` when kept; `Stale` or `Cancelled` when nothing was kept.
     pub disposition: Disposition,
-    /// Lines of the attempt dropped so far to stay within its bound.
+    /// Lines of the attempt dropped so far to stay within its bound (its oldest), and refused at
+    /// the run's bound.
     pub dropped: u64,
     /// Lines the attempt keeps.
     pub kept: u64,
@@ -39,6 +40,7 @@ struct AppendLogsJson<'a> {
     worker: &'a str,
     max_lines: usize,
     max_bytes: usize,
+    max_run_bytes: usize,
     tail_max: u64,
     tail_ttl_s: u64,
 }
@@ -86,13 +88,14 @@ impl Store {
         worker: &str,
         lines: &[String],
     ) -> Result<Appended> {
-        use baton_shared::limits::{MAX_LOG_BYTES_PER_ATTEMPT, MAX_LOG_LINES_PER_ATTEMPT};
+        use baton_shared::limits::{MAX_LOG_BYTES_PER_ATTEMPT, MAX_LOG_BYTES_PER_RUN, MAX_LOG_LINES_PER_ATTEMPT};
         let json = serde_json::to_string(&AppendLogsJson {
             step,
             attempt,
             worker,
             max_lines: MAX_LOG_LINES_PER_ATTEMPT,
             max_bytes: MAX_LOG_BYTES_PER_ATTEMPT,
+            max_run_bytes: MAX_LOG_BYTES_PER_RUN,
             tail_max: LOG_TAIL_MAX,
             tail_ttl_s: LOG_TAIL_TTL.as_secs(),
         })
