@@ -6,7 +6,7 @@
 // 1. The log lines appear live while the step runs (no reload), with level colours, times in the
 //    zone picked (UTC, then the browser's local zone, pinned to Europe/Paris), and a level filter.
 // 2. Auto-scroll keeps the newest line in view, and stops once the user scrolls up.
-// 3. Attempt 1 shows its resolved input (the template rendered with the run's input), its error
+// 3. Attempt 1 shows its resolved input (while it runs, too) (the template rendered with the run's input), its error
 //    type and message and its details; the copy button copies the input.
 // 4. After a reload, the lines are read back from the API.
 // 5. At 1400 px and on a 390 px phone nothing overflows the page; screenshots of both.
@@ -96,6 +96,13 @@ try {
   check(true, `more lines arrive without a reload (${firstCount} at first, then ${await lines.count()})`);
   const stamp = (await lines.first().locator("time").textContent()) ?? "";
   check(/^\d\d:\d\d:\d\d\.\d{3} UTC$/.test(stamp), `a line's time has milliseconds and its zone ("${stamp}")`);
+  const flying = page.locator("[data-testid='attempt-1'] pre.json");
+  await flying.waitFor({ timeout: T });
+  const flyingRun = await api("GET", `v1/runs/${id}`);
+  check(
+    JSON.parse((await flying.textContent()) ?? "").order === "A-17" && flyingRun.steps[0].attempts.length === 0,
+    "while attempt 1 runs, its card shows the input it runs with",
+  );
   const infoColour = await lines.locator(".log-level", { hasText: "info" }).first().evaluate((e) => getComputedStyle(e).backgroundColor);
   check(infoColour === "rgb(219, 234, 254)", `info lines have the info colour (${infoColour})`);
 

@@ -136,6 +136,10 @@ export interface StepRun {
   // The size in bytes of an output left out of the run's answer (over its 3 MiB budget), 0 when
   // `output` is whole: `getStep` reads it.
   output_omitted_bytes: number;
+  // While an attempt is in flight (not yet in `attempts`): the input it runs with; null otherwise
+  // or when left out of the answer (then `input_omitted_bytes` says its size).
+  input: unknown;
+  input_omitted_bytes: number;
   error: string;
   dispatched_at: Time;
   started_at: Time;

@@ -58,3 +58,16 @@ describe("step logs", () => {
     expect(inputView({ input: null, input_omitted_bytes: 5_300_000 })).toEqual({ note: "5.3 MB: too large for the run's answer." });
   });
 });
+
+import { inFlight } from "../src/views/StepData";
+
+describe("the attempt in flight", () => {
+  const done = { number: 1, outcome: "failed", error: "x", worker: "w", started_at: null, finished_at: null, input: { a: 1 }, input_omitted_bytes: 0, error_type: "E", error_details: "", log_lines: 0 };
+  it("is a card with its input while it runs, and nothing once it is among the finished ones", () => {
+    const running = inFlight({ attempt: 2, status: "running", input: { a: 2 }, input_omitted_bytes: 0, attempts: [done] }, "running");
+    expect(running).toMatchObject({ number: 2, outcome: "running", input: { a: 2 } });
+    expect(inFlight({ attempt: 1, status: "failed", input: null, input_omitted_bytes: 0, attempts: [done] }, "failed")).toBeUndefined();
+    expect(inFlight({ attempt: 2, status: "pending", input: null, input_omitted_bytes: 0, attempts: [done] }, "pending")).toBeUndefined();
+    expect(inFlight({ attempt: 2, status: "running", input: null, input_omitted_bytes: 9000, attempts: [done] }, "running")?.input_omitted_bytes).toBe(9000);
+  });
+});

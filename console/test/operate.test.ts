@@ -126,7 +126,7 @@ describe("the schedule form", () => {
 
 describe("the timeline", () => {
   const step = (over: Partial<StepRun>): StepRun => ({
-    id: "s", handler: "h", kind: "task", status: "succeeded", attempt: 1, max_attempts: 3, attempt_base: 0, output: null, output_omitted_bytes: 0, error: "",
+    id: "s", handler: "h", kind: "task", status: "succeeded", attempt: 1, max_attempts: 3, attempt_base: 0, output: null, output_omitted_bytes: 0, input: null, input_omitted_bytes: 0, error: "",
     dispatched_at: null, started_at: null, finished_at: null, wake_at: null, depends_on: [], attempts: [], earlier_attempts: 0, worker: "", child_run_id: "",
     items: null, emitted: null, waiting_for: "", completed_by: "", slot: "", slot_holders: [], ...over,
   });

@@ -10,7 +10,7 @@ import { ConfirmButton, ErrorBox, fmtDuration, fmtTime, Json, Progress, Status, 
 import { nodeState } from "../graph";
 import { Graph } from "./Graph";
 import { MAX_LINES, type LogLine } from "../logs";
-import { AttemptCards, StepLogs } from "./StepData";
+import { AttemptCards, inFlight, StepLogs } from "./StepData";
 
 const MAX_EVENTS = 200;
 /** Most events kept for the history download (the page shows the last MAX_EVENTS). */
@@ -478,7 +478,9 @@ function StepDetail({
         </table>
         </div>
       )}
-      {step.attempts.length > 0 && <AttemptCards stepId={step.id} attempts={step.attempts} />}
+      {(step.attempts.length > 0 || inFlight(step, liveStatus ?? step.status)) && (
+        <AttemptCards stepId={step.id} attempts={step.attempts} running={inFlight(step, liveStatus ?? step.status)} />
+      )}
       <h3>Logs</h3>
       <StepLogs runId={run.id} stepId={step.id} live={liveLogs} reload={reload} />
       <h3>Input template</h3>

@@ -69,8 +69,30 @@ function CopyButton({ text, label }: { text: string; label: string }) {
   );
 }
 
-/** One card per attempt, newest first: the input it ran with, and its error. */
-export function AttemptCards({ stepId, attempts }: { stepId: string; attempts: Attempt[] }) {
+/** The attempt in flight (running or waiting, not yet among the finished ones) as an attempt
+ * card shows it; undefined when there is none or the answer has no input for it. */
+export function inFlight(step: { attempt: number; status: string; input: unknown; input_omitted_bytes: number; attempts: Attempt[] }, status: string): Attempt | undefined {
+  if (step.attempt < 1 || step.attempts.some((a) => a.number === step.attempt)) return undefined;
+  if ((step.input === null || step.input === undefined) && !step.input_omitted_bytes) return undefined;
+  return {
+    number: step.attempt,
+    outcome: status,
+    error: "",
+    worker: "",
+    started_at: null,
+    finished_at: null,
+    input: step.input,
+    input_omitted_bytes: step.input_omitted_bytes,
+    error_type: "",
+    error_details: "",
+    log_lines: 0,
+  };
+}
+
+/** One card per attempt, newest first (the one in flight, when given, on top): the input it ran
+ * with, and its error. */
+export function AttemptCards({ stepId, attempts: finished, running }: { stepId: string; attempts: Attempt[]; running?: Attempt }) {
+  const attempts = running ? [...finished, running] : finished;
   const newest = attempts.length ? attempts[attempts.length - 1].number : 0;
   // The traceback of the newest failed attempt is open; older ones fold.
   const failedNumbers = attempts.filter((a) => a.error || a.error_type || a.error_details).map((a) => a.number);

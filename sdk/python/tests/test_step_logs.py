@@ -86,6 +86,7 @@ def test_follow_logs_gives_the_lines_so_far_then_live_ones_once_each(cluster: Cl
     cluster.client.register_workflow(flow("ticks", {"id": "t", "handler": "py.ticker"}))
     run_id = cluster.client.submit("ticks", {"ms": 150}).run_id
     cluster.wait_step(run_id, "t", "running")
+    assert cluster.client.get_run(run_id).steps["t"].input == {"ms": 150}, "the input of the attempt in flight"
     seen = [f"{line.step_id}#{line.attempt} {line.level} {line.message}" for line in cluster.client.follow_logs(run_id)]
     assert seen == [f"t#1 info tick {i}" for i in range(10)], seen
     assert cluster.client.get_run(run_id).status == "succeeded"

@@ -130,8 +130,10 @@ def _word(enum_name: str, prefix: str) -> str:
 class StepRun:
     """One step of a run: `status` in lower case (`pending`, `running`, `succeeded`, ...),
     `attempt` (1-based, 0 before the first dispatch), `output` (parsed JSON, None until it has
-    one), `error` (the last error), `worker`, and `attempts` (one `baton.v1.Attempt` per finished
-    attempt)."""
+    one), `error` (the last error), `worker`, `attempts` (one `baton.v1.Attempt` per finished
+    attempt: `input_json`, `error_type`, `error_details`, `log_lines`...), and `input` (parsed) of
+    the attempt in flight (None when none runs, or when the answer left it out:
+    `proto.input_omitted_bytes`)."""
 
     id: str
     handler: str
@@ -142,6 +144,7 @@ class StepRun:
     worker: str
     attempts: list[pb.Attempt]
     proto: pb.StepRun = field(repr=False)
+    input: Any = None
 
     @staticmethod
     def of(s: pb.StepRun) -> StepRun:
@@ -155,6 +158,7 @@ class StepRun:
             worker=s.worker,
             attempts=list(s.attempts),
             proto=s,
+            input=_json(s.input_json),
         )
 
 
