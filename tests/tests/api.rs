@@ -450,3 +450,73 @@ async fn a_run_keeps_the_version_it_started_with() {
         ["new", "newer"]
     );
 }
+
+/// GetRun remembers the step ids of the runs it read (so that polling a run is one Redis round
+/// trip): a run that expired and was made again under the same id (the same idempotency key,
+/// against a newer version with other steps) is shown with its own steps, not the remembered ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_made_again_under_the_same_id_shows_its_own_steps() {
+    let cluster = Cluster::start("getrun-again", &[]).await;
+    cluster
+        .register("name: again\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    let mut runs = cluster.runs().await;
+    let req = || SubmitRunRequest {
+        workflow: "again".into(),
+        input_json: "{}".into(),
+        idempotency_key: "order-1".into(),
+        ..Default::default()
+    };
+    // No worker: the run stays dispatched while it is read.
+    let first = runs.submit_run(req()).await.unwrap().into_inner();
+    assert!(first.created);
+    for _ in 0..2 {
+        let run = cluster.get_run(&first.run_id).await;
+        let ids: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a"], "{run:#?}");
+    }
+
+    // The run expires (its keys go, as after its retention) and the key is used again against
+    // version 2, whose steps differ: the same run id.
+    let mut conn = redis::Client::open(baton_tests::REDIS_URL)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let id = &first.run_id;
+    let ns = &cluster.namespace;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{ns}:{{{id}}}:run"))
+        .arg(format!("{ns}:{{{id}}}:steps"))
+        .arg(format!("{ns}:{{{id}}}:events"))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    cluster
+        .register("name: again\nversion: 2\nsteps:\n  - {id: b, handler: echo}\n  - {id: c, handler: echo, depends_on: [b]}\n")
+        .await;
+    let second = runs.submit_run(req()).await.unwrap().into_inner();
+    assert_eq!(
+        second.run_id, first.run_id,
+        "the same idempotency key gives the same run id"
+    );
+    assert!(second.created);
+    let run = cluster.get_run(&second.run_id).await;
+    let ids: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!((run.version, ids), (2, vec!["b", "c"]), "{run:#?}");
+
+    // Gone again: not found, whatever was remembered.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{ns}:{{{id}}}:run"))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let gone = runs
+        .get_run(GetRunRequest {
+            run_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the run is gone");
+    assert_eq!(gone.code(), Code::NotFound);
+}
