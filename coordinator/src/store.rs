@@ -1119,6 +1119,7 @@ impl Store {
     }
 
     /// The keys after the run's own and the JSON arguments of one `create_run.lua` call.
+    #[allow(clippy::too_many_arguments)]
     fn create_run_call(
         &self,
         def: &WorkflowDefinition,
