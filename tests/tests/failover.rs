@@ -45,8 +45,22 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
     let id = "ticker/every";
     let due_key = format!("{}:schedule-due", cluster.namespace);
     let mut conn = redis().await;
-    // Let it tick a few times on the first coordinator alone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let it tick a few times on the first coordinator alone: wait for its ledger to hold two ticks
+    // (a fixed sleep raced the coordinator's start on a loaded machine: frozen before its first
+    // tick, it owed no tick to catch up, and the case below tested nothing).
+    let ledger_key = format!("{}:schedule:{id}:ticks", cluster.namespace);
+    let start = Instant::now();
+    loop {
+        let n: usize = conn.hlen(&ledger_key).await.expect("hlen");
+        if n >= 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the schedule never ticked on the first coordinator"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pid = cluster.coordinator_pid().expect("coordinator runs");
     // Freeze the coordinator at a moment it holds the schedule's claim: its due score then lies a
     // lease ahead (a due tick is at most 1 s ahead).
