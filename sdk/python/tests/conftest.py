@@ -148,32 +148,11 @@ class Cluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: list[Proc] = []
         self.handlers: set[str] = set()
-        self.coordinator = self._spawn(
-            "coordinator",
-            [str(BIN_DIR / "baton-coordinator")],
-            {
-                "BATON_LISTEN": f"127.0.0.1:{self.port}",
-                "BATON_TIMER_POLL_INTERVAL": "50ms",
-                "BATON_RETENTION": "1h",
-                "RUST_LOG": "info,lapin=warn",
-            },
-        )
-        self._wait_serving(self.coordinator, self.port)
+        self.coordinator = self._coordinator(self.port)
         self.client = Client(self.addr)
 
-    def _wait_serving(self, proc: Proc, port: int) -> None:
-        deadline = time.monotonic() + 90
-        while _health(f"127.0.0.1:{port}") != 1:
-            if proc.popen.poll() is not None:
-                raise AssertionError(f"coordinator exited at start-up; log:\n{proc.text()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError("coordinator did not answer health SERVING within 90s")
-            time.sleep(0.05)
-
-    def another_coordinator(self) -> str:
-        """A second coordinator of the same namespace on a port of its own, waited until SERVING;
-        returns its address. Stopped with the cluster."""
-        port = free_port()
+    def _coordinator(self, port: int) -> Proc:
+        """A coordinator of this cluster's namespace listening on `port`, waited until SERVING."""
         proc = self._spawn(
             "coordinator",
             [str(BIN_DIR / "baton-coordinator")],
@@ -185,6 +164,27 @@ class Cluster:
             },
         )
         self._wait_serving(proc, port)
+        return proc
+
+    def _wait_serving(self, proc: Proc, port: int) -> None:
+        deadline = time.monotonic() + 90
+        while _health(f"127.0.0.1:{port}") != 1:
+            if proc.popen.poll() is not None:
+                raise AssertionError(f"coordinator exited at start-up; log:\n{proc.text()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("coordinator did not answer health SERVING within 90s")
+            time.sleep(0.05)
+
+    def restart_coordinator(self) -> Proc:
+        """A new coordinator on the first one's address (after that one stopped), waited until
+        SERVING; it replaces `self.coordinator`'s role and is stopped with the cluster."""
+        return self._coordinator(self.port)
+
+    def another_coordinator(self) -> str:
+        """A second coordinator of the same namespace on a port of its own, waited until SERVING;
+        returns its address. Stopped with the cluster."""
+        port = free_port()
+        self._coordinator(port)
         return f"http://127.0.0.1:{port}"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:

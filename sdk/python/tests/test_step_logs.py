@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import threading
 import time
 
 import aio_pika
 import pytest
 
-from baton import NotFound
+from baton import Client, NotFound
 from baton.v1 import task_pb2
 from conftest import AMQP_URL, Cluster
 
@@ -90,6 +92,40 @@ def test_follow_logs_gives_the_lines_so_far_then_live_ones_once_each(cluster: Cl
     seen = [f"{line.step_id}#{line.attempt} {line.level} {line.message}" for line in cluster.client.follow_logs(run_id)]
     assert seen == [f"t#1 info tick {i}" for i in range(10)], seen
     assert cluster.client.get_run(run_id).status == "succeeded"
+
+
+def test_follow_logs_goes_on_across_a_coordinator_restart(cluster: Cluster) -> None:
+    cluster.python_worker()
+    cluster.client.register_workflow(flow("ticks-restart", {"id": "t", "handler": "py.ticker"}))
+    run_id = cluster.client.submit("ticks-restart", {"ms": 400}).run_id
+    cluster.wait_step(run_id, "t", "running")
+    seen: list[str] = []
+    failure: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for line in Client(cluster.addr).follow_logs(run_id):
+                seen.append(f"{line.step_id}#{line.attempt} {line.level} {line.message}")
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            failure.append(e)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    deadline = time.monotonic() + 30
+    while len(seen) < 2:
+        assert time.monotonic() < deadline, f"no lines followed: {seen}"
+        time.sleep(0.02)
+    # The coordinator dies mid-stream; a new one comes up on the same address.
+    cluster.coordinator.signal(signal.SIGKILL)
+    cluster.coordinator.popen.wait(timeout=30)
+    cluster.coordinator = cluster.restart_coordinator()
+    follower.join(timeout=120)
+    assert not follower.is_alive(), f"follow_logs did not end with the run: {seen}"
+    assert not failure, failure
+    assert cluster.client.get_run(run_id).status == "succeeded"
+    kept = [f"{line.step_id}#{line.attempt} {line.level} {line.message}" for line in cluster.client.step_logs(run_id)]
+    assert seen == kept, (seen, kept)
+    assert "t#1 info tick 9" in seen, "lines written after the restart were followed"
 
 
 async def _publish_copy(cluster: Cluster, run_id: str, input_json: str) -> None:

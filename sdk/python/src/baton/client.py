@@ -6,6 +6,7 @@ subclass carrying the gRPC code and the field path the coordinator named."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import threading
@@ -450,45 +451,63 @@ class AsyncClient:
         """The run's log lines (all steps, one `step` or one `attempt` of it, as `step_logs`):
         those written so far, then each new one as a handler writes it (WatchRun's `log` events),
         until the run finishes. No time limit. `async for line in client.follow_logs(run_id):
-        print(line)`. Errors as `step_logs` and `watch`."""
+        print(line)`. A stream that ends early or a coordinator that cannot be reached
+        (UNAVAILABLE) is followed again, as `wait` does: the lines written meanwhile are read back
+        and each line is still given once. Other errors as `step_logs` and `watch`."""
         req = _log_query(run_id, step, attempt, 0)
-        events = self.watch(run_id).__aiter__()
-        # The stream is open once its first event (the run's history replayed) came: lines
-        # written from then on arrive live; those before are read with GetStepLogs, and a line
-        # both ways is given once.
-        pending: list[RunEvent] = []
-        try:
+        # How many times each line (step, attempt, time, level, message) was given so far: a line
+        # is given once, whether it comes live, from GetStepLogs, or from both after a reconnect
+        # (bounded by what the coordinator keeps of a run).
+        given: collections.Counter[tuple[str, int, object, str, str]] = collections.Counter()
+        pause = _REWATCH_PAUSE[0]
+        while True:
+            events = self.watch(run_id).__aiter__()
             try:
-                pending.append(await events.__anext__())
-            except StopAsyncIteration:
-                pass
-            resp = await self._call("/baton.v1.RunService/GetStepLogs", req, pb.GetStepLogsResponse)
-            seen = set()
-            for raw in resp.lines:
-                line = LogLine.of(raw)
-                seen.add((line.step_id, line.attempt, line.time, line.level, line.message))
-                yield line
+                # The stream is open once its first event (the run's history replayed) came:
+                # lines written from then on arrive live; those before are read with GetStepLogs.
+                pending: list[RunEvent] = []
+                try:
+                    pending.append(await events.__anext__())
+                except StopAsyncIteration:
+                    pass
+                resp = await self._call("/baton.v1.RunService/GetStepLogs", req, pb.GetStepLogsResponse)
+                # The lines read: those written since the stream opened also come live, once.
+                read: collections.Counter[tuple[str, int, object, str, str]] = collections.Counter()
+                for raw in resp.lines:
+                    line = LogLine.of(raw)
+                    key = (line.step_id, line.attempt, line.time, line.level, line.message)
+                    read[key] += 1
+                    if read[key] > given[key]:
+                        given[key] += 1
+                        yield line
 
-            async def rest() -> AsyncGenerator[RunEvent, None]:
-                for e in pending:
-                    yield e
-                if pending:
-                    async for e in events:
+                async def rest(pending: list[RunEvent] = pending, events: Any = events) -> AsyncGenerator[RunEvent, None]:
+                    for e in pending:
                         yield e
+                    if pending:
+                        async for e in events:
+                            yield e
 
-            async for event in rest():
-                live = event.log
-                if event.kind != "log" or live is None or not _line_matches(live, step, attempt):
-                    continue
-                key = (live.step_id, live.attempt, live.time, live.level, live.message)
-                if key in seen:
-                    seen.discard(key)
-                    continue
-                yield live
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+                async for event in rest():
+                    live = event.log
+                    if event.kind != "log" or live is None or not _line_matches(live, step, attempt):
+                        continue
+                    key = (live.step_id, live.attempt, live.time, live.level, live.message)
+                    if read[key] > 0:
+                        read[key] -= 1
+                        continue
+                    given[key] += 1
+                    yield live
+                if (await self.get_run(run_id)).done:
+                    return
+            except Unavailable:
+                pass
+            finally:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _REWATCH_PAUSE[1])
 
     @overload
     async def wait(self, run_id: str, *, timeout: float | None = None) -> Run: ...
