@@ -4,55 +4,11 @@
 //
 // Environment: CONSOLE_URL (e.g. http://127.0.0.1:8080/), SCREENSHOT_DIR (created),
 // CHROMIUM (default /usr/bin/chromium). Exits 0 when every scenario passed; prints each step.
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { T, api, base, launch, reporter } from "./harness.mjs";
 
-const base = (process.env.CONSOLE_URL ?? "").replace(/\/?$/, "/");
-if (!process.env.CONSOLE_URL) throw new Error("CONSOLE_URL is not set");
-const shots = process.env.SCREENSHOT_DIR ?? "target/console-screenshots";
-mkdirSync(shots, { recursive: true });
-const T = 30_000;
+const { log, check, shot } = reporter("console");
 
-function log(...a) {
-  console.log(`[console e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
-}
-
-async function api(method, path, body) {
-  const res = await fetch(new URL(path, base), {
-    method,
-    headers: { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return JSON.parse(text);
-}
-
-async function shot(page, name) {
-  const path = join(shots, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  log(`screenshot: ${path}`);
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
-const context = await browser.newContext({ viewport: { width: 1366, height: 850 } });
-const page = await context.newPage();
-const consoleErrors = [];
-// Failed requests are checked by URL below (one 400 is expected: the coordinator refusing the
-// form); Chromium's own "Failed to load resource" lines only repeat them.
-page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && consoleErrors.push(m.text()));
-const failedRequests = [];
-page.on("response", (r) => r.status() >= 400 && failedRequests.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`));
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
+const { browser, page, consoleErrors, failedRequests } = await launch({ viewport: { width: 1366, height: 850 } });
 
 try {
   // ---- 1. The expense approval: submit (API) → manager's form (browser) → process --------------

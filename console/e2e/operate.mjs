@@ -10,41 +10,10 @@
 //
 // Environment: CONSOLE_URL, SCREENSHOT_DIR (created), CHROMIUM (default /usr/bin/chromium).
 // Exits 0 when every scenario passed; prints each check.
-import { mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
+import { T, api, base, launch, reporter } from "./harness.mjs";
 
-const base = (process.env.CONSOLE_URL ?? "").replace(/\/?$/, "/");
-if (!process.env.CONSOLE_URL) throw new Error("CONSOLE_URL is not set");
-const shots = process.env.SCREENSHOT_DIR ?? "target/console-screenshots";
-mkdirSync(shots, { recursive: true });
-const T = 30_000;
-
-function log(...a) {
-  console.log(`[operate e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
-}
-
-async function api(method, path, body) {
-  const res = await fetch(new URL(path, base), {
-    method,
-    headers: { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return JSON.parse(text);
-}
-
-async function shot(page, name) {
-  const path = join(shots, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  log(`screenshot: ${path}`);
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
+const { log, check, shot } = reporter("operate");
 
 async function until(what, f, ms = T) {
   const end = Date.now() + ms;
@@ -57,18 +26,12 @@ async function until(what, f, ms = T) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
 // Paris time, so that "local time" differs from UTC.
-const context = await browser.newContext({ viewport: { width: 1366, height: 850 }, timezoneId: "Europe/Paris", acceptDownloads: true });
-const page = await context.newPage();
-const consoleErrors = [];
-page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && consoleErrors.push(m.text()));
-const failedRequests = [];
-page.on("response", (r) => r.status() >= 400 && failedRequests.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`));
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
+const { browser, page, consoleErrors, failedRequests } = await launch({
+  viewport: { width: 1366, height: 850 },
+  timezoneId: "Europe/Paris",
+  acceptDownloads: true,
+});
 
 let phone;
 try {

@@ -10,54 +10,9 @@
 //
 // Environment: CONSOLE_URL (e.g. http://127.0.0.1:8080/), SCREENSHOT_DIR (created),
 // CHROMIUM (default /usr/bin/chromium). Exits 0 when every scenario passed; prints each step.
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { T, apiText as api, base, launch, reporter, waitRun, word } from "./harness.mjs";
 
-const base = (process.env.CONSOLE_URL ?? "").replace(/\/?$/, "/");
-if (!process.env.CONSOLE_URL) throw new Error("CONSOLE_URL is not set");
-const shots = process.env.SCREENSHOT_DIR ?? "target/console-screenshots";
-mkdirSync(shots, { recursive: true });
-const T = 30_000;
-
-function log(...a) {
-  console.log(`[run page e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
-}
-
-async function api(method, path, body) {
-  const res = await fetch(new URL(path, base), {
-    method,
-    headers: { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return { json: JSON.parse(text), text };
-}
-
-const word = (s) => String(s ?? "").replace(/^(RUN|STEP)_STATUS_/i, "").toLowerCase();
-
-/** Polls GetRun until `done(run)`; answers the run and its JSON text. */
-async function waitRun(id, what, done, within = 60_000) {
-  const deadline = Date.now() + within;
-  for (;;) {
-    const { json, text } = await api("GET", `v1/runs/${id}`);
-    if (done(json)) return { run: json, text };
-    if (Date.now() > deadline) throw new Error(`run ${id}: ${what} did not happen within ${within} ms: ${text.slice(0, 2000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function shot(page, name) {
-  const path = join(shots, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  log(`screenshot: ${path}`);
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
+const { log, check, shot } = reporter("run page");
 
 /** How far the page, the step card and the attempts table reach past where they should end (px). */
 async function overflow(page) {
@@ -77,15 +32,7 @@ async function overflow(page) {
   });
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
-const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-const page = await context.newPage();
-const consoleErrors = [];
-page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && consoleErrors.push(m.text()));
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
+const { browser, page, consoleErrors } = await launch({ viewport: { width: 1400, height: 900 } });
 
 try {
   // ---- 1. Long attempt errors stay in their card ------------------------------------------------

@@ -13,65 +13,13 @@
 //
 // Environment: CONSOLE_URL (e.g. http://127.0.0.1:8080/), SCREENSHOT_DIR (created),
 // CHROMIUM (default /usr/bin/chromium). Exits 0 when every scenario passed; prints each step.
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { T, api, base, launch, reporter, waitRun, word } from "./harness.mjs";
 
-const base = (process.env.CONSOLE_URL ?? "").replace(/\/?$/, "/");
-if (!process.env.CONSOLE_URL) throw new Error("CONSOLE_URL is not set");
-const shots = process.env.SCREENSHOT_DIR ?? "target/console-screenshots";
-mkdirSync(shots, { recursive: true });
-const T = 30_000;
+const { log, check, shot } = reporter("step logs");
 
-function log(...a) {
-  console.log(`[step logs e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
-}
-
-async function api(method, path, body) {
-  const res = await fetch(new URL(path, base), {
-    method,
-    headers: { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return JSON.parse(text);
-}
-
-const word = (s) => String(s ?? "").replace(/^(RUN|STEP)_STATUS_/i, "").toLowerCase();
-
-async function waitRun(id, what, done, within = 60_000) {
-  const deadline = Date.now() + within;
-  for (;;) {
-    const run = await api("GET", `v1/runs/${id}`);
-    if (done(run)) return run;
-    if (Date.now() > deadline) throw new Error(`run ${id}: ${what} did not happen within ${within} ms: ${JSON.stringify(run).slice(0, 2000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function shot(page, name) {
-  const path = join(shots, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  log(`screenshot: ${path}`);
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
 // Local time is Paris time in this browser, whatever the machine's zone.
-const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, timezoneId: "Europe/Paris" });
+const { browser, context, page, consoleErrors } = await launch({ viewport: { width: 1400, height: 900 }, timezoneId: "Europe/Paris" });
 await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: new URL(base).origin });
-const page = await context.newPage();
-const consoleErrors = [];
-page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && consoleErrors.push(m.text()));
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
 const lines = page.locator("[data-testid='step-logs'] .log-line");
 const box = page.locator("[data-testid='step-logs'] .log-box");
@@ -128,7 +76,7 @@ try {
   await shot(page, "step-logs-live");
 
   // ---- 3. The failed attempt: input, error, details ----------------------------------------------
-  const run = await waitRun(id, "success", (r) => word(r.status) === "succeeded");
+  const { run } = await waitRun(id, "success", (r) => word(r.status) === "succeeded");
   const charge = run.steps.find((s) => s.id === "charge");
   check(charge.attempts.length === 2 && charge.attempts[0].error_type === "Flaky", "the API has two attempts, the first Flaky");
   check(charge.attempts[0].error_details.length > 0, "the API has the first attempt's details");

@@ -3,24 +3,13 @@
 // and stays in the tab's sessionStorage only.
 //
 // Environment: CONSOLE_URL, TOKEN (a valid viewer token), SCREENSHOT_DIR, CHROMIUM.
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { T, base, launch, reporter, shots } from "./harness.mjs";
 
-const base = (process.env.CONSOLE_URL ?? "").replace(/\/?$/, "/");
 const token = process.env.TOKEN ?? "";
-if (!process.env.CONSOLE_URL || !token) throw new Error("CONSOLE_URL and TOKEN must be set");
-const shots = process.env.SCREENSHOT_DIR ?? "target/console-screenshots";
-mkdirSync(shots, { recursive: true });
-const T = 30_000;
-const log = (...a) => console.log(`[token e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
-
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--disable-dev-shm-usage"] });
-const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+if (!token) throw new Error("TOKEN must be set");
+const { log, check } = reporter("token");
+const { browser, page } = await launch({ viewport: { width: 1280, height: 800 } });
 try {
   await page.goto(`${base}#/runs`);
   const prompt = page.getByRole("dialog", { name: "Sign in with a token" });
