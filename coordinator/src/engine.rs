@@ -1428,24 +1428,37 @@ impl Engine {
         }
         let plan = match core::kinds::emit::plan(emit, run_id, step_id, &mut b) {
             Ok(plan) => plan,
-            Err(e) => {
-                self.complete_here(
-                    def,
-                    run_id,
-                    step_id,
-                    attempt,
-                    BY_COORDINATOR,
-                    StepOutcome::Error,
-                    &texts::emit_failed(&e),
-                    now,
-                )
-                .await?;
-                return Ok(());
-            }
+            Err(e) => return self.fail_emit(def, run_id, step_id, attempt, &e, now).await,
         };
         self.store.store_emit_plan(run_id, step_id, &plan).await?;
         tracing::info!(run = run_id, step = step_id, children = plan.len(), "emitting runs");
         self.emit_more(def, run_id, step_id, attempt, now).await
+    }
+
+    /// Fails an emitting step from the coordinator (a child workflow it cannot find, nest or
+    /// start): the step's error is `texts::emit_failed(reason)`.
+    async fn fail_emit(
+        &self,
+        def: &WorkflowDefinition,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
+        let message = texts::emit_failed(reason);
+        self.complete_here(
+            def,
+            run_id,
+            step_id,
+            attempt,
+            BY_COORDINATOR,
+            StepOutcome::Error,
+            &message,
+            now,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Goes on with an emitting step: starts more child runs while fewer than `max_in_flight` are
@@ -1492,18 +1505,7 @@ impl Engine {
         let child_def = match self.registry.get(&emit.workflow, emit.version).await {
             Ok(r) => r.definition,
             Err(CoordinatorError::NotFound(m)) => {
-                let message = texts::emit_failed(&m);
-                self.complete_here(
-                    def,
-                    run_id,
-                    step_id,
-                    attempt,
-                    BY_COORDINATOR,
-                    StepOutcome::Error,
-                    &message,
-                    now,
-                )
-                .await?;
+                self.fail_emit(def, run_id, step_id, attempt, &m, now).await?;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -1512,18 +1514,7 @@ impl Engine {
         let depth = match self.child_depth(run_id, &child_def.name).await? {
             Ok(depth) => depth,
             Err(message) => {
-                let message = texts::emit_failed(&message);
-                self.complete_here(
-                    def,
-                    run_id,
-                    step_id,
-                    attempt,
-                    BY_COORDINATOR,
-                    StepOutcome::Error,
-                    &message,
-                    now,
-                )
-                .await?;
+                self.fail_emit(def, run_id, step_id, attempt, &message, now).await?;
                 return Ok(());
             }
         };
@@ -1549,15 +1540,12 @@ impl Engine {
                     .map_err(|e| e.to_string())
                     .and_then(|v| child_def.validate_input(&v).map_err(|e| e.to_string()));
                 if let Err(e) = valid {
-                    let message = texts::emit_failed(&format!("input of child run {child_id}: {e}"));
-                    self.complete_here(
+                    self.fail_emit(
                         def,
                         run_id,
                         step_id,
                         attempt,
-                        BY_COORDINATOR,
-                        StepOutcome::Error,
-                        &message,
+                        &format!("input of child run {child_id}: {e}"),
                         now,
                     )
                     .await?;
@@ -1569,15 +1557,12 @@ impl Engine {
                 {
                     Ok(slot) => slot.map(|s| s.pool),
                     Err(e) => {
-                        let message = texts::emit_failed(&format!("child run {child_id}: {e}"));
-                        self.complete_here(
+                        self.fail_emit(
                             def,
                             run_id,
                             step_id,
                             attempt,
-                            BY_COORDINATOR,
-                            StepOutcome::Error,
-                            &message,
+                            &format!("child run {child_id}: {e}"),
                             now,
                         )
                         .await?;

@@ -1839,16 +1839,6 @@ impl Store {
         Ok(())
     }
 
-    /// The slot a step holds or waits for (`None` when it has none).
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn step_slot(&self, run_id: &str, step: &str) -> Result<Option<String>> {
-        let mut conn = self.conn.clone();
-        let pool: Option<String> = conn.hget(self.keys.steps(run_id), format!("{step}:slot")).await?;
-        Ok(pool.filter(|p| !p.is_empty()))
-    }
-
     /// The attempts holding slots of `pool` now (`run|step|attempt`), oldest lease first.
     ///
     /// # Errors

@@ -355,6 +355,20 @@ fn lines(from: usize, n: usize) -> Vec<LogLine> {
         .collect()
 }
 
+/// Attempt 1 of the `manual-logs` run's `hand` step, started by worker `w-holder` with this input
+/// echoed back.
+fn start_hand(run_id: &str, input_json: &str) -> StartStepRequest {
+    StartStepRequest {
+        run_id: run_id.into(),
+        step_id: "hand".into(),
+        attempt: 1,
+        worker_id: "w-holder".into(),
+        workflow: "manual-logs".into(),
+        workflow_version: 1,
+        input_json: input_json.into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
     // No worker runs: this test is the worker, on the raw protocol.
@@ -366,15 +380,7 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
         .await;
     let mut api = cluster.worker_api().await;
     let start = api
-        .start_step(StartStepRequest {
-            run_id: run_id.clone(),
-            step_id: "hand".into(),
-            attempt: 1,
-            worker_id: "w-holder".into(),
-            workflow: "manual-logs".into(),
-            workflow_version: 1,
-            input_json: r#"{"who":"ann"}"#.into(),
-        })
+        .start_step(start_hand(&run_id, r#"{"who":"ann"}"#))
         .await
         .expect("StartStep")
         .into_inner();
@@ -442,15 +448,7 @@ async fn an_attempt_keeps_its_newest_lines_and_only_its_holder_appends() {
     // A redelivered start whose echoed input is not JSON still proceeds (refusing it would have
     // the worker hand the task back for ever); the input is not kept, the first one stays.
     let again = api
-        .start_step(StartStepRequest {
-            run_id: run_id.clone(),
-            step_id: "hand".into(),
-            attempt: 1,
-            worker_id: "w-holder".into(),
-            workflow: "manual-logs".into(),
-            workflow_version: 1,
-            input_json: "{not json".into(),
-        })
+        .start_step(start_hand(&run_id, "{not json"))
         .await
         .expect("a start whose input is not JSON")
         .into_inner();
