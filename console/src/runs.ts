@@ -17,11 +17,13 @@ export interface RunFilters {
   children: string;
   /** A run id or an idempotency key. */
   q: string;
+  /** A filter in the search language (docs/search.md), e.g. `status = "failed" AND input.customer.id = "c-42"`. */
+  query: string;
   /** The page token of the page shown ("" for the first). */
   cursor: string;
 }
 
-export const FILTER_KEYS: (keyof RunFilters)[] = ["workflow", "status", "after", "before", "parent", "children", "q", "cursor"];
+export const FILTER_KEYS: (keyof RunFilters)[] = ["workflow", "status", "after", "before", "parent", "children", "q", "query", "cursor"];
 
 export function filtersFrom(params: URLSearchParams): RunFilters {
   const out = {} as RunFilters;
@@ -48,9 +50,35 @@ export function listParams(f: RunFilters, zone: ZoneMode, limit = 50): Record<st
     idempotency_key: q && !isRunId(q) ? q : undefined,
     created_after: inputToRfc3339(f.after, zone),
     created_before: inputToRfc3339(f.before, zone),
+    query: f.query.trim() || undefined,
+    // Counts by status over every matching run (not only this page).
+    counts: "true",
     limit,
     page_token: f.cursor,
   };
+}
+
+/** The line above the runs list: counts by status over every matching run when the API gave
+ * them (`status_counts`), else over the runs of this page. Statuses with no run are left out. */
+export function countsLine(
+  page: { status: string }[],
+  statusCounts: Record<string, number | string> | undefined,
+): { total: number; scope: "matching" | "page"; counts: [string, number][] } {
+  const counts = new Map<string, number>();
+  let scope: "matching" | "page" = "page";
+  if (statusCounts && Object.keys(statusCounts).length > 0) {
+    scope = "matching";
+    for (const [s, n] of Object.entries(statusCounts)) {
+      const v = Number(n);
+      if (v > 0) counts.set(statusWord(s), (counts.get(statusWord(s)) ?? 0) + v);
+    }
+  } else if (statusCounts) {
+    scope = "matching";
+  } else {
+    for (const r of page) counts.set(statusWord(r.status), (counts.get(statusWord(r.status)) ?? 0) + 1);
+  }
+  const list = [...counts.entries()];
+  return { total: list.reduce((a, [, n]) => a + n, 0), scope, counts: list };
 }
 
 /** A bulk action on selected runs. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Run, StepRun } from "../src/api";
 import { checkValues, initialValues, inputModel, serverFieldErrors } from "../src/form";
-import { bulkApplies, bulkSummary, bulkTargets, filtersFrom, isRunId, listParams, runBulk } from "../src/runs";
+import { bulkApplies, bulkSummary, bulkTargets, countsLine, filtersFrom, isRunId, listParams, runBulk } from "../src/runs";
 import { scheduleBody, scheduleErrorField, scheduleValues } from "../src/schedule";
 import { formatTime, inputToRfc3339, relativeTime } from "../src/time";
 import { place, timeline } from "../src/timeline";
@@ -53,6 +53,34 @@ describe("the runs list", () => {
     expect(isRunId("order-17")).toBe(false);
     expect(listParams(filtersFrom(new URLSearchParams(`q=${id}`)), "utc").idempotency_key).toBeUndefined();
     expect(listParams(filtersFrom(new URLSearchParams("cursor=0001:abc")), "utc").page_token).toBe("0001:abc");
+  });
+  it("passes the filter and asks for counts over every matching run", () => {
+    const q = 'status = "failed" AND input.customer.id = "c-42"';
+    const p = listParams(filtersFrom(new URLSearchParams({ query: `  ${q} ` })), "utc");
+    expect(p.query).toBe(q);
+    expect(p.counts).toBe("true");
+    expect(listParams(filtersFrom(new URLSearchParams("")), "utc").query).toBeUndefined();
+  });
+  it("counts over every matching run when the API gives counts, else over the page", () => {
+    const page = [{ status: "RUN_STATUS_FAILED" }, { status: "succeeded" }, { status: "failed" }];
+    expect(countsLine(page, undefined)).toEqual({
+      total: 3,
+      scope: "page",
+      counts: [
+        ["failed", 2],
+        ["succeeded", 1],
+      ],
+    });
+    // The API's counts (uint64 may come as strings in JSON) win over the page's; zeros are left out.
+    expect(countsLine(page, { succeeded: "1200", failed: 34, cancelled: 0 })).toEqual({
+      total: 1234,
+      scope: "matching",
+      counts: [
+        ["succeeded", 1200],
+        ["failed", 34],
+      ],
+    });
+    expect(countsLine([], {})).toEqual({ total: 0, scope: "matching", counts: [] });
   });
   it("applies cancel to unfinished runs and retry to failed ones only", () => {
     const sel = new Set(["a", "b", "c", "d"]);

@@ -4,8 +4,8 @@
 import { useState } from "preact/hooks";
 import { ApiError, enc, get, listWorkflows, post, query, type Run, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
-import { bulkApplies, bulkSummary, bulkTargets, filtersFrom, isRunId, listParams, runBulk, type BulkAction, type RunFilters } from "../runs";
-import { RUN_STATUSES, statusWord } from "../status";
+import { bulkApplies, bulkSummary, bulkTargets, countsLine, filtersFrom, isRunId, listParams, runBulk, type BulkAction, type RunFilters } from "../runs";
+import { RUN_STATUSES } from "../status";
 import { savedZone } from "../time";
 import { ConfirmButton, ErrorBox, fmtDuration, Status, usePoll, When } from "../ui";
 
@@ -17,6 +17,7 @@ export function Runs({ route }: { route: Route }) {
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [outcome, setOutcome] = useState<{ text: string; bad: boolean } | undefined>(undefined);
   const [search, setSearch] = useState(filters.q);
+  const [filterText, setFilterText] = useState(filters.query);
   const key = JSON.stringify({ ...filters, cursor: "" });
   const [lastKey, setLastKey] = useState(key);
   if (key !== lastKey) {
@@ -24,6 +25,7 @@ export function Runs({ route }: { route: Route }) {
     setBefore([]);
     setSelected(new Set());
     setSearch(filters.q);
+    setFilterText(filters.query);
   }
   const byId = isRunId(filters.q);
   const { data, error, refresh } = usePoll(async () => {
@@ -36,13 +38,14 @@ export function Runs({ route }: { route: Route }) {
         throw e;
       }
     }
-    return get<{ runs: Run[]; next_page_token: string }>(`/v1/runs${query(listParams(filters, zone))}`);
+    return get<{ runs: Run[]; next_page_token: string; status_counts?: Record<string, number | string> }>(
+      `/v1/runs${query(listParams(filters, zone))}`,
+    );
   }, [key, filters.cursor, zone], 3000);
   const workflows = usePoll(() => listWorkflows<Workflow>(), []);
   const go = (next: Partial<RunFilters>) => navigate(href(["runs"], { ...filters, cursor: "", ...next }), true);
   const runs = data?.runs ?? [];
-  const counts: Record<string, number> = {};
-  for (const r of runs) counts[statusWord(r.status)] = (counts[statusWord(r.status)] ?? 0) + 1;
+  const summary = countsLine(runs, byId || !data || !("status_counts" in data) ? undefined : data.status_counts);
   const toggle = (id: string) =>
     setSelected((old) => {
       const s = new Set(old);
@@ -80,6 +83,36 @@ export function Runs({ route }: { route: Route }) {
             Clear search
           </button>
         )}
+      </form>
+      <form
+        class="search"
+        role="search"
+        aria-label="Filter runs"
+        onSubmit={(e) => {
+          e.preventDefault();
+          go({ query: filterText.trim() });
+        }}
+      >
+        <label for="run-filter">Filter</label>
+        <input
+          id="run-filter"
+          aria-describedby="run-filter-help"
+          type="search"
+          value={filterText}
+          placeholder={'e.g. status = "failed" AND input.customer.id = "c-42"'}
+          onInput={(e) => setFilterText(e.currentTarget.value)}
+        />
+        <button type="submit">Filter</button>
+        {filters.query && (
+          <button type="button" onClick={() => go({ query: "" })}>
+            Clear filter
+          </button>
+        )}
+        <small id="run-filter-help" class="hint">
+          Fields: workflow, version, status, created, finished, parent, idempotency_key, error_type, input.&lt;path&gt;,
+          output.&lt;path&gt;; operators = != &lt; &lt;= &gt; &gt;= in; AND, OR, NOT and parentheses; times as RFC 3339 or
+          relative (created &gt; "-24h"). Searches every run, archived ones too.
+        </small>
       </form>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
         <label>
@@ -129,10 +162,11 @@ export function Runs({ route }: { route: Route }) {
       </form>
       <p class="counts" aria-live="polite" data-testid="run-counts">
         {data ? `${runs.length} run${runs.length === 1 ? "" : "s"} on this page` : "Loading…"}
-        {Object.entries(counts).map(([s, n]) => (
+        {data && summary.scope === "matching" && ` · ${summary.total.toLocaleString("en")} matching`}
+        {summary.counts.map(([s, n]) => (
           <span key={s}>
             {" · "}
-            <Status s={s} /> {n}
+            <Status s={s} /> {n.toLocaleString("en")}
           </span>
         ))}
       </p>
