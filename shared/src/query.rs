@@ -80,6 +80,26 @@ const MAX_INDEX: u32 = i32::MAX as u32;
 /// text that parses back to the same filter, when it fits [`MAX_QUERY_BYTES`]: the canonical form
 /// puts one space around operators, so a dense query near the bound can print longer); use it
 /// with [`Filter::to_sql`] or [`Filter::matches`].
+///
+/// ```
+/// use baton_shared::query::{Filter, SqlValue};
+///
+/// let filter = Filter::parse(r#"status = "FAILED" and input.customer.id = "c-42""#)?;
+/// assert_eq!(filter.to_string(), r#"status = "failed" AND input.customer.id = "c-42""#);
+/// // Placeholders from $2: the caller's own condition (the namespace) is $1.
+/// let sql = filter.to_sql(2, chrono::Utc::now());
+/// assert_eq!(sql.sql, "(r.status = $2::text AND r.input @> $3::jsonb)");
+/// assert_eq!(sql.params[0], SqlValue::Text("failed".into()));
+/// assert_eq!(
+///     sql.params[1],
+///     SqlValue::Json(serde_json::json!({"customer": {"id": "c-42"}}))
+/// );
+///
+/// let refused = Filter::parse(r#"status = "failed" AND version = )"#).map_err(|e| e.to_string());
+/// let message = r#"query: column 33: expected a value after "=", found ")""#;
+/// assert_eq!(refused, Err(message.to_owned()));
+/// # Ok::<(), baton_shared::query::QueryError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
     expr: Expr,
