@@ -629,29 +629,29 @@ impl<'a> P<'a> {
     }
 
     fn or(&mut self) -> Result<Expr, QueryError> {
-        let mut items = vec![self.and()?];
+        let first = self.and()?;
+        if !self.is_word("or") {
+            return Ok(first);
+        }
+        let mut items = vec![first];
         while self.is_word("or") {
             self.bump();
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::And(Vec::new()))
-        } else {
-            Expr::Or(items)
-        })
+        Ok(Expr::Or(items))
     }
 
     fn and(&mut self) -> Result<Expr, QueryError> {
-        let mut items = vec![self.not()?];
+        let first = self.not()?;
+        if !self.is_word("and") {
+            return Ok(first);
+        }
+        let mut items = vec![first];
         while self.is_word("and") {
             self.bump();
             items.push(self.not()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::And(Vec::new()))
-        } else {
-            Expr::And(items)
-        })
+        Ok(Expr::And(items))
     }
 
     fn not(&mut self) -> Result<Expr, QueryError> {
@@ -1738,6 +1738,22 @@ mod tests {
         ]
     }
 
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            proptest::prelude::any::<bool>().prop_map(Json::Bool),
+            proptest::prelude::any::<i64>().prop_map(Json::from),
+            "[a-c]{0,2}".prop_map(Json::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                prop::collection::btree_map("[a-c_0-2]", inner, 0..4)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     fn arb_op() -> impl Strategy<Value = Op> {
         prop::sample::select(vec![Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge])
     }
@@ -1860,6 +1876,26 @@ mod tests {
             seen.dedup();
             let want: Vec<usize> = (first..first + w.params.len()).collect();
             prop_assert_eq!(seen, want, "{}", w.sql);
+        }
+
+        #[test]
+        fn matches_is_kleene_logic_on_any_run(
+            a in arb_expr(),
+            b in arb_expr(),
+            input in arb_json(),
+            finished in prop::option::of(arb_time()),
+            errors in prop::collection::vec("[A-C]", 0..3),
+        ) {
+            let finished = finished.and_then(|t| t.instant(now()));
+            let mut facts = run(&errors, Some(&input));
+            facts.finished = finished;
+            facts.output = Some(&input);
+            let m = |e: Expr| Filter { expr: e }.matches(&facts, now());
+            let (ma, mb) = (m(a.clone()), m(b.clone()));
+            // True and its negation are never both true; AND and OR of true values.
+            prop_assert!(!(ma && m(Expr::Not(Box::new(a.clone())))));
+            prop_assert_eq!(m(Expr::And(vec![a.clone(), b.clone()])), ma && mb);
+            prop_assert_eq!(m(Expr::Or(vec![a, b])), ma || mb);
         }
 
         #[test]
