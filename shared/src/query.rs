@@ -1368,20 +1368,24 @@ fn json_eq(a: &Json, b: &Json) -> bool {
     json_cmp(a, b) == Some(std::cmp::Ordering::Equal)
 }
 
-/// PostgreSQL's `jsonb` order where it needs no collation: by type (null < string < number <
-/// boolean < array < object), numbers by value, booleans false < true, strings equal or not.
+/// PostgreSQL's `jsonb` order where it needs no collation: by type (an empty array < null <
+/// string < number < boolean < array < object), numbers by value, booleans false < true, strings
+/// equal or not.
 /// `None` for two different strings, arrays or objects (never needed: the filter compares them
 /// only for equality with a scalar, and orders numbers only).
 fn json_cmp(a: &Json, b: &Json) -> Option<std::cmp::Ordering> {
     use std::cmp::Ordering;
     fn rank(v: &Json) -> u8 {
         match v {
-            Json::Null => 0,
-            Json::String(_) => 1,
-            Json::Number(_) => 2,
-            Json::Bool(_) => 3,
-            Json::Array(_) => 4,
-            Json::Object(_) => 5,
+            // "For historical reasons" (PostgreSQL's docs, jsonb indexing), an empty top-level
+            // array sorts before null; a value read with `#>` is a top-level value.
+            Json::Array(a) if a.is_empty() => 0,
+            Json::Null => 1,
+            Json::String(_) => 2,
+            Json::Number(_) => 3,
+            Json::Bool(_) => 4,
+            Json::Array(_) => 5,
+            Json::Object(_) => 6,
         }
     }
     match (a, b) {
@@ -1652,7 +1656,9 @@ mod tests {
     #[test]
     fn matches_follows_three_valued_logic() -> Result<(), QueryError> {
         let errors = vec!["Timeout".to_owned()];
-        let input = json!({"customer": {"id": "c-42", "tags": ["a"]}, "n": 5, "items": [{"p": 1}]});
+        let input = json!({
+            "customer": {"id": "c-42", "tags": ["a"]}, "n": 5, "items": [{"p": 1}], "empty": []
+        });
         let r = run(&errors, Some(&input));
         let yes = |q: &str| -> Result<bool, QueryError> { Ok(Filter::parse(q)?.matches(&r, now())) };
         let cases = [
@@ -1682,6 +1688,8 @@ mod tests {
             (r#"input.n > 4 AND input.n < 6 AND input.n = 5.0"#, true),
             // a string orders before any number in jsonb.
             (r#"input.customer.id < 0"#, true),
+            // so does an empty array (PostgreSQL's order puts it before null).
+            (r#"input.empty < 0 AND input.empty <= -5"#, true),
             (r#"error_type = "Timeout" AND error_type != "Boom""#, true),
             (r#"error_type IN ("Boom", "Other")"#, false),
             (r#"idempotency_key = "k1" AND id = "r1""#, true),
