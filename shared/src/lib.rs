@@ -1,5 +1,5 @@
 //! Baton's shared vocabulary: generated protocol code, workflow definitions and their validation,
-//! retry policies, ids, statuses and the Redis key layout. No I/O, except the RabbitMQ topology
+//! retry policies, ids, statuses, the Redis key layout and the run filter language. No I/O, except the RabbitMQ topology
 //! behind the `amqp` feature.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limits;
 #[cfg(feature = "process")]
 pub mod process;
+pub mod query;
 pub mod retry;
 pub mod schedule;
 pub mod status;
