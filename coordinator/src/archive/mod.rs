@@ -15,6 +15,7 @@
 
 pub mod partitions;
 mod read;
+pub mod search;
 mod write;
 
 use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};

@@ -218,7 +218,10 @@ fn prepare(a: &ArchivedRun) -> Result<Prepared<'_>, String> {
         .ok()
         .filter(|s| s.is_terminal())
         .ok_or_else(|| format!("run.status: {} is not a finished status", r.status))?;
+    // Whole milliseconds, as Redis keeps it: ListRuns' page tokens and its Redis index order
+    // runs by the millisecond.
     let created_at = required_time("run.created_at", r.created_at.as_ref())?;
+    let created_at = DateTime::from_timestamp_millis(created_at.timestamp_millis()).unwrap_or(created_at);
     let finished_at = required_time("run.finished_at", r.finished_at.as_ref())?;
     let started_at = time("run.started_at", r.started_at.as_ref())?;
     let mut error_types: Vec<String> = a.error_types.iter().map(|t| clean(t)).collect();
