@@ -842,7 +842,8 @@ impl proto::run_service_server::RunService for Api {
                         &conditions,
                         filter.as_ref(),
                         from.as_ref(),
-                        limit,
+                        // One more than the page: whether the archive has more.
+                        limit.saturating_add(1),
                         now,
                     )
                     .await
