@@ -1314,10 +1314,39 @@ impl proto::human_task_service_server::HumanTaskService for Api {
             check_workflow("workflow", &r.workflow)?;
         }
         check_len("status", &r.status, MAX_ID_BYTES)?;
-        let tasks = self
+        let mut tasks = self
             .engine
             .list_human_tasks(&r.assignee, &r.workflow, &r.status, r.limit)
             .await?;
+        // With an archive, the tasks of archived runs follow those of the runs in Redis (a task
+        // in both is listed once, as Redis has it), up to the limit.
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        if let Some(archive) = &self.archive
+            && tasks.len() < limit
+        {
+            let seen: std::collections::HashSet<(String, String)> =
+                tasks.iter().map(|t| (t.run_id.clone(), t.step_id.clone())).collect();
+            let archived = archive
+                .list_human_tasks(
+                    &self.engine.config.namespace,
+                    &r.assignee,
+                    &r.workflow,
+                    &r.status,
+                    limit,
+                )
+                .await
+                .map_err(archive_status)?;
+            let room = limit.saturating_sub(tasks.len());
+            tasks.extend(
+                archived
+                    .into_iter()
+                    .filter(|t| !seen.contains(&(t.run_id.clone(), t.step_id.clone())))
+                    .take(room),
+            );
+        }
         Ok(Response::new(ListHumanTasksResponse { tasks }))
     }
 

@@ -157,6 +157,31 @@ async fn a_written_batch_reads_back_equal_run_by_run() {
             .await,
         3
     );
+    // The human task list reads archived tasks, filtered.
+    let tasks = archive
+        .list_human_tasks("ns-a", "bob", "orders", "completed", 10)
+        .await
+        .expect("tasks");
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.completed_by == "ann" && t.data_json == r#"{"approved":true}"#)
+    );
+    assert!(
+        archive
+            .list_human_tasks("ns-a", "carol", "", "", 10)
+            .await
+            .expect("tasks")
+            .is_empty()
+    );
+    assert!(
+        archive
+            .list_human_tasks("ns-a", "", "", "open", 10)
+            .await
+            .expect("tasks")
+            .is_empty()
+    );
     // Connecting again (a second coordinator, a restart) finds the migrations applied.
     let again = Archive::connect(&schema.config()).await.expect("connect again");
     again.ping().await.expect("ping");

@@ -89,6 +89,38 @@ impl Archive {
         }))
     }
 
+    /// Up to `limit` human tasks of archived runs of `namespace`, newest first (by creation),
+    /// each filter applied when not empty: `assignee` one of the task's assignees, `workflow`,
+    /// `status` (`open`, `completed`, `cancelled`).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] when the database fails; [`ArchiveError::Decode`] for a stored task
+    /// that does not decode.
+    pub async fn list_human_tasks(
+        &self,
+        namespace: &str,
+        assignee: &str,
+        workflow: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<proto::HumanTask>> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT task FROM human_tasks WHERE namespace = $1 \
+               AND ($2 = '' OR assignees @> ARRAY[$2]) \
+               AND ($3 = '' OR workflow = $3) \
+               AND ($4 = '' OR status = $4) \
+             ORDER BY created_at DESC NULLS LAST, run_id, step_id LIMIT $5",
+        )
+        .bind(namespace)
+        .bind(assignee)
+        .bind(workflow)
+        .bind(status)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|(b,)| decode("human task", b)).collect()
+    }
+
     /// Removes a run (when a rerun or retry brings it back to Redis), with its steps, attempts,
     /// history and human tasks, in one transaction; true when it was there (archived or parked).
     ///
