@@ -5,6 +5,8 @@
 
 use baton_coordinator::archive::{Archive, ArchivedRun};
 use baton_shared::proto::{self, RunStatus, StepStatus};
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 mod support;
@@ -336,4 +338,43 @@ async fn retention_drops_the_days_past_it_and_creates_the_days_ahead() {
     );
     let second = archive.maintain(now).await.expect("maintain again");
     assert!(second.created.is_empty() && second.dropped.is_empty(), "{second:?}");
+}
+
+#[tokio::test]
+async fn the_maintenance_loop_survives_a_failing_pass_and_goes_on() {
+    let schema = Schema::new();
+    let archive = std::sync::Arc::new(Archive::connect(&schema.config()).await.expect("connect"));
+    let ahead = format!("runs_p{}", (Utc::now() + chrono::Duration::days(3)).format("%Y%m%d"));
+    let exists = format!(
+        "SELECT count(*) FROM pg_class WHERE relname = '{ahead}' AND relnamespace = '{}'::regnamespace",
+        schema.0
+    );
+    assert_eq!(schema.count(&exists).await, 1);
+    // Break every pass: without its default partition, the retention step fails (before the
+    // partitions ahead are made), and a partition ahead is missing.
+    schema.execute("DROP TABLE runs_default").await;
+    schema.execute(&format!("DROP TABLE {ahead}")).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let looping = tokio::spawn(baton_coordinator::archive::partitions::run_every(
+        archive.clone(),
+        Duration::from_millis(100),
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!looping.is_finished(), "the loop stopped on a failed pass");
+    assert_eq!(schema.count(&exists).await, 0, "a failing pass made no partition");
+    // Mended, the next pass makes the missing partition.
+    schema
+        .execute("CREATE TABLE runs_default PARTITION OF runs DEFAULT")
+        .await;
+    let start = std::time::Instant::now();
+    while schema.count(&exists).await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the loop did not go on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(5), looping)
+        .await
+        .expect("the loop stops when asked")
+        .expect("no panic");
 }

@@ -201,7 +201,12 @@ impl Archive {
 
 /// Maintains the partitions every [`MAINTENANCE_INTERVAL`] until `stop` turns true. A failed pass
 /// is logged and counted in `baton_archive_maintenance_failures_total`, and the loop goes on.
-pub async fn run(archive: std::sync::Arc<Archive>, mut stop: watch::Receiver<bool>) {
+pub async fn run(archive: std::sync::Arc<Archive>, stop: watch::Receiver<bool>) {
+    run_every(archive, MAINTENANCE_INTERVAL, stop).await;
+}
+
+/// [`run`] with another interval between passes (tests use a short one).
+pub async fn run_every(archive: std::sync::Arc<Archive>, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         match archive.maintain(Utc::now()).await {
             Ok(m) => {
@@ -216,11 +221,11 @@ pub async fn run(archive: std::sync::Arc<Archive>, mut stop: watch::Receiver<boo
             }
             Err(e) => {
                 metrics::counter!("baton_archive_maintenance_failures_total").increment(1);
-                tracing::warn!(error = %e, "archive: partition maintenance failed; trying again in {MAINTENANCE_INTERVAL:?}");
+                tracing::warn!(error = %e, "archive: partition maintenance failed; trying again in {interval:?}");
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -86,6 +86,16 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// Runs a statement in this schema (DDL a test breaks or mends the archive with).
+    pub async fn execute(&self, sql: &str) {
+        let mut c = PgConnection::connect(POSTGRES_URL).await.expect("connect");
+        sqlx::Executor::execute(&mut c, format!("SET search_path TO {}; {sql}", self.0).as_str())
+            .await
+            .expect(sql);
+    }
+}
+
 impl Drop for Schema {
     fn drop(&mut self) {
         let name = self.0.clone();
