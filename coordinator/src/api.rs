@@ -238,8 +238,6 @@ struct RedisScan<'a> {
     before: Option<i64>,
     filter: Option<&'a Filter>,
     now: chrono::DateTime<chrono::Utc>,
-    /// Only runs not finished (counting beside an archive, which counts the finished ones).
-    live_only: bool,
 }
 
 /// Parses ListRuns' `query`; `None` when it is empty.
@@ -459,14 +457,14 @@ impl Api {
 
     /// ListRuns' `status_counts`: the matching archived runs counted by the archive (one `GROUP
     /// BY`), and the matching runs in Redis within the newest 10,000 of its index (beside an
-    /// archive, only those not finished: a finished run is counted once archived).
+    /// archive, a finished run the archive already holds is counted there, once).
     ///
     /// # Errors
     /// `UNAVAILABLE` when Redis or the archive fails.
     async fn count_runs(&self, scan: &RedisScan<'_>) -> Result<std::collections::HashMap<String, u64>, Status> {
         let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-        let live_only = self.archive.is_some();
-        let scan = RedisScan { live_only, ..*scan };
+        // Finished runs in Redis, counted unless the archive holds them too.
+        let mut finished_runs: Vec<(String, String)> = Vec::new();
         let mut cursor = scan.before.map(|b| format!("{b:013}"));
         let mut scanned = 0usize;
         'pages: while scanned < 10_000 {
@@ -495,8 +493,7 @@ impl Api {
                 let Some(s) = summary else { continue };
                 let word = s.get("status").map(String::as_str).unwrap_or_default();
                 let finished = RunStatus::from_word(word).is_some_and(RunStatus::is_terminal);
-                if (scan.live_only && finished)
-                    || scan.status.is_some_and(|w| w != word)
+                if scan.status.is_some_and(|w| w != word)
                     || scan
                         .parent
                         .is_some_and(|p| s.get("parent_run").map(String::as_str) != Some(p))
@@ -513,11 +510,27 @@ impl Api {
                         continue;
                     }
                 }
+                if finished && self.archive.is_some() {
+                    let id = member.split_once(':').map(|(_, id)| id).unwrap_or_default();
+                    finished_runs.push((id.to_string(), word.to_string()));
+                    continue;
+                }
                 let n = counts.entry(word.to_string()).or_default();
                 *n = n.saturating_add(1);
             }
         }
         if let Some(archive) = &self.archive {
+            let ids: Vec<String> = finished_runs.iter().map(|(id, _)| id.clone()).collect();
+            let archived = archive
+                .archived_ids(&self.engine.config.namespace, &ids)
+                .await
+                .map_err(archive_status)?;
+            for (id, word) in finished_runs {
+                if !archived.contains(&id) {
+                    let n = counts.entry(word).or_default();
+                    *n = n.saturating_add(1);
+                }
+            }
             let archived = archive
                 .count_by_status(
                     &self.engine.config.namespace,
@@ -825,7 +838,6 @@ impl proto::run_service_server::RunService for Api {
             before,
             filter: filter.as_ref(),
             now,
-            live_only: false,
         };
         let (redis_runs, redis_next) = self.redis_page(&scan, &r.page_token, limit).await?;
         let (runs, next) = match &self.archive {

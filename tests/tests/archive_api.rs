@@ -69,9 +69,15 @@ fn archived(namespace: &str, id: &str, status: RunStatus, customer: &str, minute
 async fn a_query_finds_archived_runs_and_runs_in_redis_alike() {
     ensure_postgres();
     let schema = DropSchema(format!("t_{}", uuid::Uuid::new_v4().simple()));
+    let http_port = baton_tests::free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
     let mut cluster = Cluster::start(
         "asearch",
-        &[("BATON_ARCHIVE_URL", POSTGRES_URL), ("BATON_ARCHIVE_SCHEMA", &schema.0)],
+        &[
+            ("BATON_ARCHIVE_URL", POSTGRES_URL),
+            ("BATON_ARCHIVE_SCHEMA", &schema.0),
+            ("BATON_HTTP_ADDR", &http_addr),
+        ],
     )
     .await;
     cluster
@@ -132,9 +138,10 @@ async fn a_query_finds_archived_runs_and_runs_in_redis_alike() {
     let ids: Vec<&str> = page.runs.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, [live_42.as_str(), old_42_failed.as_str(), old_42_ok.as_str()]);
     assert!(page.next_page_token.is_empty());
+    // Counted once each, wherever they are: the finished run still in Redis too.
     assert_eq!(
         page.status_counts.get("succeeded"),
-        Some(&1),
+        Some(&2),
         "{:?}",
         page.status_counts
     );
@@ -186,6 +193,22 @@ async fn a_query_finds_archived_runs_and_runs_in_redis_alike() {
         ],
     );
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 5);
+    // The same over HTTP: `GET /v1/runs?query=...&counts=true`.
+    let (status, body) = http_get(
+        http_port,
+        "/v1/runs?query=input.customer.id%20%3D%20%22c-42%22&counts=true",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let http_ids: Vec<&str> = body["runs"]
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| r["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(http_ids, [live_42.as_str(), old_42_failed.as_str(), old_42_ok.as_str()]);
+    assert_eq!(body["status_counts"], json!({"succeeded": 2, "failed": 1}), "{body}");
+    let (status, body) = http_get(http_port, "/v1/runs?query=status%20%3D").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "query", "{body}");
     // A filter that does not parse names `query` and the column.
     let err = runs
         .list_runs(list(r#"status = "failed" AND"#, 0, "", false))
@@ -193,4 +216,24 @@ async fn a_query_finds_archived_runs_and_runs_in_redis_alike() {
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().starts_with("query: column 22:"), "{}", err.message());
+}
+
+/// `GET path` on the coordinator's HTTP API: the status and the JSON body.
+async fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("an answer within 30 s")
+        .expect("an answer");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }

@@ -89,6 +89,25 @@ impl Archive {
         }))
     }
 
+    /// Which of `run_ids` the archive holds for `namespace` (at most 10,000 ids are asked at once;
+    /// callers pass ListRuns' bounded scans).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] when the database fails.
+    pub async fn archived_ids(&self, namespace: &str, run_ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in run_ids.chunks(10_000) {
+            let rows: Vec<(String,)> =
+                sqlx::query_as("SELECT DISTINCT run_id::text FROM runs WHERE namespace = $1 AND run_id = ANY($2)")
+                    .bind(namespace)
+                    .bind(chunk)
+                    .fetch_all(&self.pool)
+                    .await?;
+            found.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(found)
+    }
+
     /// Up to `limit` human tasks of archived runs of `namespace`, newest first (by creation),
     /// each filter applied when not empty: `assignee` one of the task's assignees, `workflow`,
     /// `status` (`open`, `completed`, `cancelled`).
