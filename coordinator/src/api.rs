@@ -534,7 +534,7 @@ impl Api {
             let archived = archive
                 .count_by_status(
                     &self.engine.config.namespace,
-                    &archive_conditions(&scan),
+                    &archive_conditions(scan),
                     scan.filter,
                     scan.now,
                 )
