@@ -5,7 +5,8 @@
 #
 # Targets: `definition` (a workflow definition parsed and validated), `cel` (a CEL expression
 # compiled and evaluated against a JSON input, within the cost budget), `task` (a RabbitMQ
-# delivery decoded as the worker's StepTask). Seeds are in fuzz/corpus/<target>/ (committed); what
+# delivery decoded as the worker's StepTask), `query` (a run search filter parsed, printed back and
+# written as SQL). Seeds are in fuzz/corpus/<target>/ (committed); what
 # a run finds goes to a scratch directory, so the committed corpus only changes by hand. A crash
 # leaves its input in fuzz/artifacts/<target>/ and this script exits non-zero.
 #
@@ -26,7 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-targets=(definition cel task)
+targets=(definition cel task query)
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 

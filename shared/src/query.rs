@@ -80,6 +80,26 @@ const MAX_INDEX: u32 = i32::MAX as u32;
 /// text that parses back to the same filter, when it fits [`MAX_QUERY_BYTES`]: the canonical form
 /// puts one space around operators, so a dense query near the bound can print longer); use it
 /// with [`Filter::to_sql`] or [`Filter::matches`].
+///
+/// ```
+/// use baton_shared::query::{Filter, SqlValue};
+///
+/// let filter = Filter::parse(r#"status = "FAILED" and input.customer.id = "c-42""#)?;
+/// assert_eq!(filter.to_string(), r#"status = "failed" AND input.customer.id = "c-42""#);
+/// // Placeholders from $2: the caller's own condition (the namespace) is $1.
+/// let sql = filter.to_sql(2, chrono::Utc::now());
+/// assert_eq!(sql.sql, "(r.status = $2::text AND r.input @> $3::jsonb)");
+/// assert_eq!(sql.params[0], SqlValue::Text("failed".into()));
+/// assert_eq!(
+///     sql.params[1],
+///     SqlValue::Json(serde_json::json!({"customer": {"id": "c-42"}}))
+/// );
+///
+/// let refused = Filter::parse(r#"status = "failed" AND version = )"#).map_err(|e| e.to_string());
+/// let message = r#"query: column 33: expected a value after "=", found ")""#;
+/// assert_eq!(refused, Err(message.to_owned()));
+/// # Ok::<(), baton_shared::query::QueryError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
     expr: Expr,
@@ -609,29 +629,29 @@ impl<'a> P<'a> {
     }
 
     fn or(&mut self) -> Result<Expr, QueryError> {
-        let mut items = vec![self.and()?];
+        let first = self.and()?;
+        if !self.is_word("or") {
+            return Ok(first);
+        }
+        let mut items = vec![first];
         while self.is_word("or") {
             self.bump();
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::And(Vec::new()))
-        } else {
-            Expr::Or(items)
-        })
+        Ok(Expr::Or(items))
     }
 
     fn and(&mut self) -> Result<Expr, QueryError> {
-        let mut items = vec![self.not()?];
+        let first = self.not()?;
+        if !self.is_word("and") {
+            return Ok(first);
+        }
+        let mut items = vec![first];
         while self.is_word("and") {
             self.bump();
             items.push(self.not()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::And(Vec::new()))
-        } else {
-            Expr::And(items)
-        })
+        Ok(Expr::And(items))
     }
 
     fn not(&mut self) -> Result<Expr, QueryError> {
@@ -1348,20 +1368,24 @@ fn json_eq(a: &Json, b: &Json) -> bool {
     json_cmp(a, b) == Some(std::cmp::Ordering::Equal)
 }
 
-/// PostgreSQL's `jsonb` order where it needs no collation: by type (null < string < number <
-/// boolean < array < object), numbers by value, booleans false < true, strings equal or not.
+/// PostgreSQL's `jsonb` order where it needs no collation: by type (an empty array < null <
+/// string < number < boolean < array < object), numbers by value, booleans false < true, strings
+/// equal or not.
 /// `None` for two different strings, arrays or objects (never needed: the filter compares them
 /// only for equality with a scalar, and orders numbers only).
 fn json_cmp(a: &Json, b: &Json) -> Option<std::cmp::Ordering> {
     use std::cmp::Ordering;
     fn rank(v: &Json) -> u8 {
         match v {
-            Json::Null => 0,
-            Json::String(_) => 1,
-            Json::Number(_) => 2,
-            Json::Bool(_) => 3,
-            Json::Array(_) => 4,
-            Json::Object(_) => 5,
+            // "For historical reasons" (PostgreSQL's docs, jsonb indexing), an empty top-level
+            // array sorts before null; a value read with `#>` is a top-level value.
+            Json::Array(a) if a.is_empty() => 0,
+            Json::Null => 1,
+            Json::String(_) => 2,
+            Json::Number(_) => 3,
+            Json::Bool(_) => 4,
+            Json::Array(_) => 5,
+            Json::Object(_) => 6,
         }
     }
     match (a, b) {
@@ -1531,8 +1555,8 @@ mod tests {
             ("version = 1.5", 11, "version takes an integer"),
             (
                 "id = \"an echoed token is cut to forty characters, not more\" x",
-                62,
-                "found \"x\"",
+                61,
+                "after \"an echoed token is cut to forty charact…, found \"x\"",
             ),
         ];
         for (q, column, message) in cases {
@@ -1632,7 +1656,9 @@ mod tests {
     #[test]
     fn matches_follows_three_valued_logic() -> Result<(), QueryError> {
         let errors = vec!["Timeout".to_owned()];
-        let input = json!({"customer": {"id": "c-42", "tags": ["a"]}, "n": 5, "items": [{"p": 1}]});
+        let input = json!({
+            "customer": {"id": "c-42", "tags": ["a"]}, "n": 5, "items": [{"p": 1}], "empty": []
+        });
         let r = run(&errors, Some(&input));
         let yes = |q: &str| -> Result<bool, QueryError> { Ok(Filter::parse(q)?.matches(&r, now())) };
         let cases = [
@@ -1662,6 +1688,8 @@ mod tests {
             (r#"input.n > 4 AND input.n < 6 AND input.n = 5.0"#, true),
             // a string orders before any number in jsonb.
             (r#"input.customer.id < 0"#, true),
+            // so does an empty array (PostgreSQL's order puts it before null).
+            (r#"input.empty < 0 AND input.empty <= -5"#, true),
             (r#"error_type = "Timeout" AND error_type != "Boom""#, true),
             (r#"error_type IN ("Boom", "Other")"#, false),
             (r#"idempotency_key = "k1" AND id = "r1""#, true),
@@ -1702,8 +1730,8 @@ mod tests {
 
     fn arb_number() -> impl Strategy<Value = Value> {
         prop_oneof![
-            any::<i64>().prop_map(Value::Int),
-            any::<f64>()
+            proptest::prelude::any::<i64>().prop_map(Value::Int),
+            proptest::prelude::any::<f64>()
                 .prop_filter("finite", |d| d.is_finite())
                 .prop_map(Value::Dec),
         ]
@@ -1713,9 +1741,25 @@ mod tests {
         prop_oneof![
             arb_string().prop_map(Value::Str),
             arb_number(),
-            any::<bool>().prop_map(Value::Bool),
+            proptest::prelude::any::<bool>().prop_map(Value::Bool),
             Just(Value::Null),
         ]
+    }
+
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            proptest::prelude::any::<bool>().prop_map(Json::Bool),
+            proptest::prelude::any::<i64>().prop_map(Json::from),
+            "[a-c]{0,2}".prop_map(Json::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                prop::collection::btree_map("[a-c_0-2]", inner, 0..4)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -1840,6 +1884,26 @@ mod tests {
             seen.dedup();
             let want: Vec<usize> = (first..first + w.params.len()).collect();
             prop_assert_eq!(seen, want, "{}", w.sql);
+        }
+
+        #[test]
+        fn matches_is_kleene_logic_on_any_run(
+            a in arb_expr(),
+            b in arb_expr(),
+            input in arb_json(),
+            finished in prop::option::of(arb_time()),
+            errors in prop::collection::vec("[A-C]", 0..3),
+        ) {
+            let finished = finished.and_then(|t| t.instant(now()));
+            let mut facts = run(&errors, Some(&input));
+            facts.finished = finished;
+            facts.output = Some(&input);
+            let m = |e: Expr| Filter { expr: e }.matches(&facts, now());
+            let (ma, mb) = (m(a.clone()), m(b.clone()));
+            // True and its negation are never both true; AND and OR of true values.
+            prop_assert!(!(ma && m(Expr::Not(Box::new(a.clone())))));
+            prop_assert_eq!(m(Expr::And(vec![a.clone(), b.clone()])), ma && mb);
+            prop_assert_eq!(m(Expr::Or(vec![a, b])), ma || mb);
         }
 
         #[test]
