@@ -649,6 +649,13 @@ pub struct ListArgs {
     /// Only the runs this run started (its sub-workflows' runs and the runs it emitted).
     #[arg(long, value_name = "RUN")]
     pub parent: Option<String>,
+    /// Only the runs this filter selects, e.g. `status = failed AND input.customer.id = "c-42"`
+    /// (the filter language of docs/search.md); with an archive, over every run ever archived.
+    #[arg(long, value_name = "FILTER")]
+    pub query: Option<String>,
+    /// Also print how many runs match, by status, over all of them (not only this page).
+    #[arg(long)]
+    pub counts: bool,
 }
 
 /// Parses a `--status` word (case-insensitive, `-` accepted for `_`).
@@ -913,16 +920,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 limit: args.limit.unwrap_or(0),
                 page_token: args.page_token.unwrap_or_default(),
                 parent_run_id: args.parent.unwrap_or_default(),
+                query: args.query.unwrap_or_default(),
+                with_counts: args.counts,
                 ..Default::default()
             };
             let resp = coordinator.runs().list_runs(request).await?.into_inner();
+            let counts = args.counts.then(|| resp.status_counts.into_iter().collect());
             match output {
-                Output::Table => print_text(&render::run_list_text(
-                    &resp.runs,
-                    &resp.next_page_token,
-                    baton_shared::time::now_ms(),
-                ))?,
-                Output::Json => print_json(&render::run_list_json(&resp.runs, &resp.next_page_token), true)?,
+                Output::Table => {
+                    let mut text =
+                        render::run_list_text(&resp.runs, &resp.next_page_token, baton_shared::time::now_ms());
+                    if let Some(counts) = &counts {
+                        text.push_str(&render::status_counts_text(counts));
+                    }
+                    print_text(&text)?
+                }
+                Output::Json => {
+                    let mut json = render::run_list_json(&resp.runs, &resp.next_page_token);
+                    json.status_counts = counts;
+                    print_json(&json, true)?
+                }
             }
         }
         Command::Run(RunCommand::Watch { id }) => {

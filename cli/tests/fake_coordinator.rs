@@ -200,6 +200,7 @@ impl RunService for Fake {
         Ok(Response::new(ListRunsResponse {
             runs: vec![run("ok", RunStatus::Succeeded)],
             next_page_token: "next".to_owned(),
+            ..Default::default()
         }))
     }
 

@@ -15,6 +15,7 @@ use baton_shared::proto::{
     ListHumanTasksResponse, ListScheduleTicksRequest, ListScheduleTicksResponse, ListSchedulesRequest,
     ListSchedulesResponse, PublishEventRequest, PublishEventResponse, Schedule, ScheduleRef, ScheduleTick, StepRef,
 };
+use baton_shared::query::{Filter, RunFacts};
 use baton_shared::{
     definition::DEFAULT_CATCHUP_WINDOW,
     limits::{MAX_CATCHUP_WINDOW, check_duration, echo},
@@ -39,6 +40,8 @@ use crate::{
 #[derive(Clone)]
 pub struct Api {
     engine: Arc<Engine>,
+    /// The archive of finished runs (`archive_url`), `None` without one.
+    archive: Option<Arc<crate::archive::Archive>>,
     ops: Arc<crate::operations::Operations>,
     watch: WatchHub,
 }
@@ -54,7 +57,19 @@ impl Api {
             ops: Arc::new(crate::operations::Operations::new(engine.clone())),
             watch: WatchHub::new(engine.store.clone(), limits),
             engine,
+            archive: None,
         }
+    }
+
+    /// This API reading finished runs from `archive` too (`None`: Redis only).
+    pub fn with_archive(mut self, archive: Option<Arc<crate::archive::Archive>>) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// The archive of finished runs, when one is configured.
+    pub fn archive(&self) -> Option<&Arc<crate::archive::Archive>> {
+        self.archive.as_ref()
     }
 }
 
@@ -208,6 +223,329 @@ fn check_page_token(token: &str) -> Result<(), Status> {
             "page_token: {} is not a page token from a previous ListRuns answer",
             echo(token)
         )))
+    }
+}
+
+/// ListRuns' filters over the runs in Redis (see [`Api::redis_page`]).
+struct RedisScan<'a> {
+    workflow: Option<&'a str>,
+    status: Option<&'static str>,
+    parent: Option<&'a str>,
+    top_level: bool,
+    key: Option<&'a str>,
+    /// Exclusive bounds on the creation time, Unix ms.
+    after: Option<i64>,
+    before: Option<i64>,
+    filter: Option<&'a Filter>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Parses ListRuns' `query`; `None` when it is empty.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` `query: column N: ...` (the parser's message, naming the column).
+fn parse_query(query: &str) -> Result<Option<Filter>, Status> {
+    if query.trim().is_empty() {
+        return Ok(None);
+    }
+    Filter::parse(query)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A protobuf timestamp as a UTC time (`None` when unset or out of range).
+fn chrono_time(t: Option<&prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = t?;
+    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// Whether the run (a ListRuns view of a run in Redis) meets `filter`, with the meaning the
+/// filter has over the archive. The error types of a run's attempts are not in its Redis summary:
+/// `error_type` comparisons see none until the run is archived.
+fn view_matches(filter: &Filter, run: &Run, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let input: Option<serde_json::Value> = serde_json::from_str(&run.input_json).ok();
+    let output: Option<serde_json::Value> = serde_json::from_str(&run.output_json).ok();
+    let facts = RunFacts {
+        id: &run.id,
+        workflow: &run.workflow,
+        version: run.version,
+        status: RunStatus::try_from(run.status).unwrap_or(RunStatus::Unspecified).word(),
+        created: chrono_time(run.created_at.as_ref()).unwrap_or_default(),
+        finished: chrono_time(run.finished_at.as_ref()),
+        parent: (!run.parent_run_id.is_empty()).then_some(run.parent_run_id.as_str()),
+        idempotency_key: (!run.idempotency_key.is_empty()).then_some(run.idempotency_key.as_str()),
+        error_types: &[],
+        input: input.as_ref(),
+        output: output.as_ref(),
+    };
+    filter.matches(&facts, now)
+}
+
+/// ListRuns' own fields as the archive's conditions.
+fn archive_conditions(scan: &RedisScan<'_>) -> crate::archive::search::RunConditions {
+    let time = |ms: Option<i64>| ms.and_then(chrono::DateTime::from_timestamp_millis);
+    crate::archive::search::RunConditions {
+        workflow: scan.workflow.map(str::to_string),
+        status: scan.status.map(str::to_string),
+        parent_run_id: scan.parent.map(str::to_string),
+        top_level: scan.top_level,
+        idempotency_key: scan.key.map(str::to_string),
+        created_after: time(scan.after),
+        created_before: time(scan.before),
+    }
+}
+
+/// An archive failure as a status: `UNAVAILABLE` when trying again may help, else `INTERNAL`.
+fn archive_status(e: crate::archive::ArchiveError) -> Status {
+    if e.is_transient() {
+        Status::unavailable(e.to_string())
+    } else {
+        Status::internal(e.to_string())
+    }
+}
+
+/// One ListRuns page from the runs in Redis (`<created_ms:013>:<id>` index members with their
+/// views, newest first, and where the Redis scan stopped) and the archived runs after the same
+/// token: merged newest first, a run in both listed once (the archive's copy: Redis may hold only
+/// its tombstone), at most `limit` runs and [`LIST_PAGE_BYTES`]. The next token is the last run's
+/// key, or where the Redis scan stopped when that comes first (runs older than it may still be in
+/// Redis).
+fn merge_pages(
+    redis: Vec<(String, Run)>,
+    redis_next: Option<String>,
+    archived: Vec<crate::archive::search::Listed>,
+    limit: usize,
+) -> (Vec<Run>, String) {
+    let archived_ids: std::collections::HashSet<String> = archived.iter().map(|l| l.run.id.clone()).collect();
+    let mut all: Vec<(String, Run)> = redis
+        .into_iter()
+        .filter(|(_, run)| !archived_ids.contains(&run.id))
+        .chain(archived.into_iter().map(|l| (l.key.token(), l.run)))
+        .collect();
+    all.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut cut_by_redis = false;
+    if let Some(stop) = &redis_next {
+        let before = all.len();
+        all.retain(|(k, _)| k >= stop);
+        cut_by_redis = all.len() < before;
+    }
+    let more = all.len() > limit || cut_by_redis || redis_next.is_some();
+    let mut runs = Vec::new();
+    let mut bytes = 0usize;
+    let mut last = String::new();
+    let mut full = false;
+    for (key, run) in all {
+        let size = prost::Message::encoded_len(&run);
+        if runs.len() == limit || (!runs.is_empty() && bytes.saturating_add(size) > LIST_PAGE_BYTES) {
+            full = true;
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        last = key;
+        runs.push(run);
+    }
+    let next = if full {
+        last
+    } else if more {
+        redis_next.unwrap_or(last)
+    } else {
+        String::new()
+    };
+    (runs, next)
+}
+
+impl Api {
+    /// Up to `limit` runs in Redis that meet `scan`, newest first from `page_token`, each with its
+    /// index member, and the token to go on from (`None`: the index holds no more). The scan is
+    /// bounded per call (10,000 index entries) and the token says where to go on.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when Redis fails.
+    async fn redis_page(
+        &self,
+        scan: &RedisScan<'_>,
+        page_token: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, Run)>, Option<String>), Status> {
+        // Index members are `<created_ms:013>:<run_id>` in lexicographic order, so `created_before`
+        // is where the first page starts (members below `<before:013>`), and `created_after` where
+        // the scan stops.
+        let mut cursor = if !page_token.is_empty() {
+            Some(page_token.to_string())
+        } else {
+            scan.before.map(|b| format!("{b:013}"))
+        };
+        let mut runs = Vec::new();
+        let mut scanned = 0usize;
+        let mut bytes = 0usize;
+        let mut full = false;
+        let next = loop {
+            let members = self
+                .engine
+                .store
+                .run_index_page(scan.workflow, cursor.as_deref(), limit.max(64))
+                .await?;
+            if members.is_empty() {
+                break None;
+            }
+            let ids: Vec<String> = members
+                .iter()
+                .map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default())
+                .collect();
+            let summaries = self.engine.store.run_summaries(&ids).await?;
+            let mut gone = Vec::new();
+            let mut past_after = false;
+            for (member, summary) in members.iter().zip(summaries) {
+                if let Some(a) = scan.after
+                    && member_created_ms(member).is_some_and(|ms| ms <= a)
+                {
+                    past_after = true;
+                    break;
+                }
+                scanned += 1;
+                let before = cursor.replace(member.clone());
+                match summary {
+                    None => gone.push(member.clone()),
+                    Some(s)
+                        if scan
+                            .status
+                            .is_none_or(|w| s.get("status").map(String::as_str) == Some(w))
+                            && scan
+                                .parent
+                                .is_none_or(|p| s.get("parent_run").map(String::as_str) == Some(p))
+                            && (!scan.top_level || s.get("parent_run").is_none_or(String::is_empty))
+                            && scan
+                                .key
+                                .is_none_or(|k| s.get("idempotency_key").map(String::as_str) == Some(k)) =>
+                    {
+                        let run = view::run_view(None, &s, None);
+                        if scan.filter.is_some_and(|f| !view_matches(f, &run, scan.now)) {
+                            continue;
+                        }
+                        let size = prost::Message::encoded_len(&run);
+                        if !runs.is_empty() && bytes.saturating_add(size) > LIST_PAGE_BYTES {
+                            // Full by size: this run opens the next page.
+                            cursor = before;
+                            full = true;
+                            break;
+                        }
+                        bytes = bytes.saturating_add(size);
+                        runs.push((member.clone(), run));
+                        if runs.len() == limit {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !gone.is_empty() {
+                let _ = self
+                    .engine
+                    .store
+                    .drop_index_entries(scan.workflow.unwrap_or(""), &gone)
+                    .await;
+            }
+            if past_after {
+                break None;
+            }
+            if full || runs.len() == limit || scanned >= 10_000 {
+                break cursor.clone();
+            }
+        };
+        Ok((runs, next))
+    }
+
+    /// ListRuns' `status_counts`: the matching archived runs counted by the archive (one `GROUP
+    /// BY`), and the matching runs in Redis within the newest 10,000 of its index (beside an
+    /// archive, a finished run the archive already holds is counted there, once).
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when Redis or the archive fails.
+    async fn count_runs(&self, scan: &RedisScan<'_>) -> Result<std::collections::HashMap<String, u64>, Status> {
+        let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        // Finished runs in Redis, counted unless the archive holds them too.
+        let mut finished_runs: Vec<(String, String)> = Vec::new();
+        let mut cursor = scan.before.map(|b| format!("{b:013}"));
+        let mut scanned = 0usize;
+        'pages: while scanned < 10_000 {
+            let members = self
+                .engine
+                .store
+                .run_index_page(scan.workflow, cursor.as_deref(), 500)
+                .await?;
+            if members.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = members
+                .iter()
+                .map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default())
+                .collect();
+            let summaries = self.engine.store.run_summaries(&ids).await?;
+            for (member, summary) in members.iter().zip(summaries) {
+                if scan
+                    .after
+                    .is_some_and(|a| member_created_ms(member).is_some_and(|ms| ms <= a))
+                {
+                    break 'pages;
+                }
+                scanned += 1;
+                cursor = Some(member.clone());
+                let Some(s) = summary else { continue };
+                let word = s.get("status").map(String::as_str).unwrap_or_default();
+                let finished = RunStatus::from_word(word).is_some_and(RunStatus::is_terminal);
+                if scan.status.is_some_and(|w| w != word)
+                    || scan
+                        .parent
+                        .is_some_and(|p| s.get("parent_run").map(String::as_str) != Some(p))
+                    || (scan.top_level && s.get("parent_run").is_some_and(|p| !p.is_empty()))
+                    || scan
+                        .key
+                        .is_some_and(|k| s.get("idempotency_key").map(String::as_str) != Some(k))
+                {
+                    continue;
+                }
+                if let Some(f) = scan.filter {
+                    let run = view::run_view(None, &s, None);
+                    if !view_matches(f, &run, scan.now) {
+                        continue;
+                    }
+                }
+                if finished && self.archive.is_some() {
+                    let id = member.split_once(':').map(|(_, id)| id).unwrap_or_default();
+                    finished_runs.push((id.to_string(), word.to_string()));
+                    continue;
+                }
+                let n = counts.entry(word.to_string()).or_default();
+                *n = n.saturating_add(1);
+            }
+        }
+        if let Some(archive) = &self.archive {
+            let ids: Vec<String> = finished_runs.iter().map(|(id, _)| id.clone()).collect();
+            let archived = archive
+                .archived_ids(&self.engine.config.namespace, &ids)
+                .await
+                .map_err(archive_status)?;
+            for (id, word) in finished_runs {
+                if !archived.contains(&id) {
+                    let n = counts.entry(word).or_default();
+                    *n = n.saturating_add(1);
+                }
+            }
+            let archived = archive
+                .count_by_status(
+                    &self.engine.config.namespace,
+                    &archive_conditions(scan),
+                    scan.filter,
+                    scan.now,
+                )
+                .await
+                .map_err(archive_status)?;
+            for (word, n) in archived {
+                let c = counts.entry(word).or_default();
+                *c = c.saturating_add(n);
+            }
+        }
+        Ok(counts)
     }
 }
 
@@ -478,7 +816,6 @@ impl proto::run_service_server::RunService for Api {
         }
         check_len("idempotency_key", &r.idempotency_key, MAX_KEY_BYTES)?;
         let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
-        let top_level = r.top_level;
         let after = r
             .created_after
             .as_ref()
@@ -489,87 +826,52 @@ impl proto::run_service_server::RunService for Api {
             .as_ref()
             .map(|t| timestamp_ms("created_before", t))
             .transpose()?;
-        // Index members are `<created_ms:013>:<run_id>` in lexicographic order, so `created_before`
-        // is where the first page starts (members below `<before:013>`), and `created_after` where
-        // the scan stops.
-        let mut cursor = if !r.page_token.is_empty() {
-            Some(r.page_token.clone())
-        } else {
-            before.map(|b| format!("{b:013}"))
+        let filter = parse_query(&r.query)?;
+        let now = chrono::Utc::now();
+        let scan = RedisScan {
+            workflow,
+            status,
+            parent,
+            top_level: r.top_level,
+            key,
+            after,
+            before,
+            filter: filter.as_ref(),
+            now,
         };
-        let mut runs = Vec::new();
-        let mut scanned = 0usize;
-        let mut bytes = 0usize;
-        let mut full = false;
-        // Filtering by status or parent scans the (time-ordered) index; the scan is bounded per call
-        // and the page token says where to go on.
-        let next = loop {
-            let members = self
-                .engine
-                .store
-                .run_index_page(workflow, cursor.as_deref(), limit.max(64))
-                .await?;
-            if members.is_empty() {
-                break None;
+        let (redis_runs, redis_next) = self.redis_page(&scan, &r.page_token, limit).await?;
+        let (runs, next) = match &self.archive {
+            None => (
+                redis_runs.into_iter().map(|(_, run)| run).collect(),
+                redis_next.unwrap_or_default(),
+            ),
+            Some(archive) => {
+                let conditions = archive_conditions(&scan);
+                let from = crate::archive::search::PageKey::from_token(&r.page_token);
+                let archived = archive
+                    .list_runs(
+                        &self.engine.config.namespace,
+                        &conditions,
+                        filter.as_ref(),
+                        from.as_ref(),
+                        // One more than the page: whether the archive has more.
+                        limit.saturating_add(1),
+                        now,
+                    )
+                    .await
+                    .map_err(archive_status)?;
+                merge_pages(redis_runs, redis_next, archived, limit)
             }
-            let ids: Vec<String> = members
-                .iter()
-                .map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default())
-                .collect();
-            let summaries = self.engine.store.run_summaries(&ids).await?;
-            let mut gone = Vec::new();
-            let mut past_after = false;
-            for (member, summary) in members.iter().zip(summaries) {
-                if let Some(a) = after
-                    && member_created_ms(member).is_some_and(|ms| ms <= a)
-                {
-                    past_after = true;
-                    break;
-                }
-                scanned += 1;
-                let before = cursor.replace(member.clone());
-                match summary {
-                    None => gone.push(member.clone()),
-                    Some(s)
-                        if status.is_none_or(|w| s.get("status").map(String::as_str) == Some(w))
-                            && parent.is_none_or(|p| s.get("parent_run").map(String::as_str) == Some(p))
-                            && (!top_level || s.get("parent_run").is_none_or(String::is_empty))
-                            && key.is_none_or(|k| s.get("idempotency_key").map(String::as_str) == Some(k)) =>
-                    {
-                        let run = view::run_view(None, &s, None);
-                        let size = prost::Message::encoded_len(&run);
-                        if !runs.is_empty() && bytes.saturating_add(size) > LIST_PAGE_BYTES {
-                            // Full by size: this run opens the next page.
-                            cursor = before;
-                            full = true;
-                            break;
-                        }
-                        bytes = bytes.saturating_add(size);
-                        runs.push(run);
-                        if runs.len() == limit {
-                            break;
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
-            if !gone.is_empty() {
-                let _ = self
-                    .engine
-                    .store
-                    .drop_index_entries(workflow.unwrap_or(""), &gone)
-                    .await;
-            }
-            if past_after {
-                break None;
-            }
-            if full || runs.len() == limit || scanned >= 10_000 {
-                break cursor.clone();
-            }
+        };
+        let status_counts = if r.with_counts {
+            self.count_runs(&scan).await?
+        } else {
+            Default::default()
         };
         Ok(Response::new(ListRunsResponse {
             runs,
-            next_page_token: next.unwrap_or_default(),
+            next_page_token: next,
+            status_counts,
         }))
     }
 
@@ -1024,10 +1326,39 @@ impl proto::human_task_service_server::HumanTaskService for Api {
             check_workflow("workflow", &r.workflow)?;
         }
         check_len("status", &r.status, MAX_ID_BYTES)?;
-        let tasks = self
+        let mut tasks = self
             .engine
             .list_human_tasks(&r.assignee, &r.workflow, &r.status, r.limit)
             .await?;
+        // With an archive, the tasks of archived runs follow those of the runs in Redis (a task
+        // in both is listed once, as Redis has it), up to the limit.
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        if let Some(archive) = &self.archive
+            && tasks.len() < limit
+        {
+            let seen: std::collections::HashSet<(String, String)> =
+                tasks.iter().map(|t| (t.run_id.clone(), t.step_id.clone())).collect();
+            let archived = archive
+                .list_human_tasks(
+                    &self.engine.config.namespace,
+                    &r.assignee,
+                    &r.workflow,
+                    &r.status,
+                    limit,
+                )
+                .await
+                .map_err(archive_status)?;
+            let room = limit.saturating_sub(tasks.len());
+            tasks.extend(
+                archived
+                    .into_iter()
+                    .filter(|t| !seen.contains(&(t.run_id.clone(), t.step_id.clone())))
+                    .take(room),
+            );
+        }
         Ok(Response::new(ListHumanTasksResponse { tasks }))
     }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) run, for local development and
-# for the tests (`cargo test --workspace` needs both): uses running ones, else starts the installed
+# Makes sure Redis (127.0.0.1:6379), RabbitMQ (127.0.0.1:5672) and PostgreSQL (127.0.0.1:5432, the
+# archive of finished runs) run, for local development and for the tests (`cargo test --workspace`
+# needs all three): uses running ones, else starts the installed
 # ones, else (as root, with apt-get) installs and starts them. Waits until each answers, or says
 # clearly why it cannot. Used by deploy/local/up.sh and .ci/run; safe to run any number of times.
 #
@@ -16,6 +17,7 @@ source deploy/local/common.sh
 
 REDIS_PORT=6379
 AMQP_PORT=5672
+PG_PORT=5432
 mkdir -p "$STATE_DIR"
 
 port_open() { timeout 2 bash -c "</dev/tcp/$1/$2" 2>/dev/null; }
@@ -113,5 +115,46 @@ Start one, or install it (apt-get install rabbitmq-server), or run this script a
     fi
 }
 
+pg_up() {
+    if have pg_isready; then
+        pg_isready -q -h 127.0.0.1 -p "$PG_PORT" -t 2
+    else
+        port_open 127.0.0.1 "$PG_PORT"
+    fi
+}
+
+# PostgreSQL: Debian's cluster (pg_ctlcluster), else the service, else installed with apt-get (as
+# root). The tests and deploy/local connect as `postgres` over 127.0.0.1 and need the database
+# `test`, created here when missing.
+ensure_postgres() {
+    if ! pg_up; then
+        if ! have pg_ctlcluster && ! have pg_ctl; then
+            [[ $(id -u) -eq 0 ]] && have apt-get ||
+                die "PostgreSQL is not running on 127.0.0.1:$PG_PORT and is not installed.
+Start one, or install it (apt-get install postgresql), or run this script as root to let it install it."
+            log "installing postgresql with apt-get"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -q && apt-get install -y -q postgresql || die "apt-get install postgresql failed"
+        fi
+        log "PostgreSQL: starting it"
+        local version
+        version=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1}')
+        if [[ -n $version ]]; then
+            pg_ctlcluster "$version" main start || service postgresql start || true
+        else
+            service postgresql start || true
+        fi
+        wait_for "PostgreSQL" 60 pg_up || die "PostgreSQL did not answer on 127.0.0.1:$PG_PORT within 60 s
+(logs: /var/log/postgresql/)"
+    else
+        log "PostgreSQL: using the one running on 127.0.0.1:$PG_PORT"
+    fi
+    if have psql && ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d test -Atc 'SELECT 1' >/dev/null 2>&1; then
+        psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc 'CREATE DATABASE test' >/dev/null 2>&1 ||
+            warn "could not create the database test as postgres on 127.0.0.1:$PG_PORT (trust auth expected)"
+    fi
+}
+
 ensure_redis
 ensure_rabbitmq
+ensure_postgres

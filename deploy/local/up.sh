@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a local Baton and runs the `documents` example on every file of
 # /usr/share/common-licenses:
-#   1. makes sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) run (deploy/local/services.sh:
+#   1. makes sure Redis (127.0.0.1:6379), RabbitMQ (127.0.0.1:5672) and PostgreSQL (127.0.0.1:5432) run (deploy/local/services.sh:
 #      uses running ones, else starts installed ones, else, as root, installs them with apt-get);
 #   2. builds the web console (console/build.sh, when npm is installed: nothing to do when its
 #      sources did not change) and the workspace binaries (cargo build --release --bins: the
@@ -32,6 +32,9 @@
 #                       WORKER_METRICS=0
 #   HTTP_ADDR           the coordinator's HTTP JSON API and web console address (default
 #                       127.0.0.1:8080; empty: none)
+#   ARCHIVE_URL         the archive of finished runs (PostgreSQL; default
+#                       postgres://postgres@127.0.0.1:5432/postgres, which services.sh starts;
+#                       empty: no archive)
 #   BATON_TOKEN         bearer token of the CLI and the workers; when set (and neither
 #                       BATON_AUTH_TOKENS nor BATON_AUTH_TOKENS_FILE is), the coordinator starts
 #                       with auth on and this one token as admin (token: 16 characters or more)
@@ -164,8 +167,10 @@ if [[ -n ${BATON_TOKEN:-} && -z ${BATON_AUTH_TOKENS:-} && -z ${BATON_AUTH_TOKENS
 fi
 METRICS_ADDR=${METRICS_ADDR-127.0.0.1:9464}
 HTTP_ADDR=${HTTP_ADDR-127.0.0.1:8080}
+ARCHIVE_URL=${ARCHIVE_URL-${BATON_ARCHIVE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
 start coordinator "$STATE_DIR/coordinator.log" "$ROOT/$BIN_DIR/baton-coordinator" \
     "BATON_LISTEN=${BATON_LISTEN:-$addr_hostport}" \
+    ${ARCHIVE_URL:+"BATON_ARCHIVE_URL=$ARCHIVE_URL"} \
     ${METRICS_ADDR:+"BATON_METRICS_ADDR=$METRICS_ADDR"} \
     ${HTTP_ADDR:+"BATON_HTTP_ADDR=$HTTP_ADDR"} \
     "BATON_DEFINITIONS_DIR=${BATON_DEFINITIONS_DIR:-$ROOT/examples/workflows}" \

@@ -475,6 +475,10 @@ pub struct RunList {
     pub runs: Vec<Run>,
     /// For the next page; empty on the last.
     pub next_page_token: String,
+    /// With `counts=true`: how many runs match the filters, by status word, over every matching
+    /// run (not only this page); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_counts: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A run.

@@ -80,6 +80,13 @@ pub struct ListRunsQuery {
     /// Only the runs submitted with this idempotency key (at most 1024 bytes).
     #[param(value_type = Option<Key>)]
     idempotency_key: String,
+    /// Only the runs this filter selects, e.g. `status = failed AND input.customer.id = "c-42"`
+    /// (docs/search.md; at most 4096 bytes). A filter that does not parse is 400 naming `query`
+    /// and the column.
+    #[param(value_type = Option<String>, max_length = 4096)]
+    query: String,
+    /// Also count the matching runs by status (`status_counts`), over all of them.
+    counts: bool,
 }
 
 fn time_param(field: &str, value: &str) -> Result<Option<prost_types::Timestamp>, ApiError> {
@@ -133,6 +140,8 @@ pub async fn list(
         created_before: time_param("created_before", &q.created_before)?,
         top_level: q.top_level,
         idempotency_key: q.idempotency_key,
+        query: q.query,
+        with_counts: q.counts,
     };
     let r = s
         .call(method!("RunService/ListRuns"), &headers, msg, |api, req| async move {
@@ -142,6 +151,7 @@ pub async fn list(
     Ok(Json(RunList {
         runs: r.runs.into_iter().map(Run::from).collect(),
         next_page_token: r.next_page_token,
+        status_counts: q.counts.then(|| r.status_counts.into_iter().collect()),
     }))
 }
 
