@@ -318,3 +318,79 @@ async fn run_script(cluster: &Cluster, http: &str, script: &str, env: &[(&str, &
     );
     stdout
 }
+
+/// Issue 20: run search in the console (`console/e2e/search.mjs`), over runs the archive holds:
+/// a filter on a field of the input, AND/NOT, counts over every match, a filter that does not
+/// parse, and an archived run's page. The coordinator archives into a PostgreSQL schema of the
+/// test's own; the browser starts once every run is in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_page_searches_and_counts_archived_runs_in_chromium() {
+    use sqlx::{Connection, PgConnection};
+    check_prerequisites();
+    baton_tests::ensure_postgres();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start(
+        "console-search",
+        &[
+            ("BATON_HTTP_ADDR", &http),
+            ("BATON_ARCHIVE_URL", baton_tests::POSTGRES_URL),
+            ("BATON_ARCHIVE_SCHEMA", &schema),
+        ],
+    )
+    .await;
+    cluster.spawn_worker("console-search-worker", 4);
+    cluster
+        .register("name: search-ok\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster
+        .register("name: search-bad\nversion: 1\nsteps:\n  - {id: a, handler: fail, retry: {max_attempts: 1}}\n")
+        .await;
+    let mut made = serde_json::json!({"c42_ok": [], "c42_failed": [], "c7_ok": []});
+    let mut ids = Vec::new();
+    for (list, workflow, customer) in [
+        ("c42_ok", "search-ok", "c-42"),
+        ("c42_ok", "search-ok", "c-42"),
+        ("c42_failed", "search-bad", "c-42"),
+        ("c7_ok", "search-ok", "c-7"),
+        ("c7_ok", "search-ok", "c-7"),
+    ] {
+        let id = cluster
+            .submit(workflow, serde_json::json!({"customer": customer, "fatal": true}))
+            .await;
+        made[list].as_array_mut().expect("a list").push(id.clone().into());
+        ids.push(id);
+    }
+    for id in &ids {
+        cluster.wait_run(id, Duration::from_secs(60)).await;
+    }
+    // Every run reaches the archive (the archiver writes each finished run once).
+    let mut pg = PgConnection::connect(baton_tests::POSTGRES_URL).await.expect("PostgreSQL");
+    let start = Instant::now();
+    loop {
+        let n: Result<i64, _> = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {schema}.runs WHERE namespace = $1"
+        ))
+        .bind(&cluster.namespace)
+        .fetch_one(&mut pg)
+        .await;
+        if n.as_ref().is_ok_and(|n| *n == 5) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the 5 runs were not archived within 60 s (last count: {n:?}); see {}",
+            cluster.log_path("coordinator").display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let runs = made.to_string();
+    let stdout = run_script(&cluster, &http, "search.mjs", &[("RUNS", &runs)]).await;
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut pg)
+        .await;
+    assert!(
+        stdout.contains("all search scenarios passed"),
+        "the script stopped early:\n{stdout}"
+    );
+}
