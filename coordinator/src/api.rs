@@ -39,6 +39,8 @@ use crate::{
 #[derive(Clone)]
 pub struct Api {
     engine: Arc<Engine>,
+    /// The archive of finished runs (`archive_url`), `None` without one.
+    archive: Option<Arc<crate::archive::Archive>>,
     ops: Arc<crate::operations::Operations>,
     watch: WatchHub,
 }
@@ -54,7 +56,19 @@ impl Api {
             ops: Arc::new(crate::operations::Operations::new(engine.clone())),
             watch: WatchHub::new(engine.store.clone(), limits),
             engine,
+            archive: None,
         }
+    }
+
+    /// This API reading finished runs from `archive` too (`None`: Redis only).
+    pub fn with_archive(mut self, archive: Option<Arc<crate::archive::Archive>>) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// The archive of finished runs, when one is configured.
+    pub fn archive(&self) -> Option<&Arc<crate::archive::Archive>> {
+        self.archive.as_ref()
     }
 }
 

@@ -143,6 +143,22 @@ pub struct CoordinatorConfig {
     /// Bearer token that `/metrics` requires (`Authorization: Bearer <token>`); empty (the
     /// default): no token, keep `metrics_addr` on a private address then (docs/security.md).
     pub metrics_token: Secret,
+    /// PostgreSQL URL of the archive of finished runs (`postgres://user:password@host:5432/db`;
+    /// `?sslmode=require` for TLS). Empty (the default): no archive, finished runs stay in Redis
+    /// for `retention` as without it. See docs/search.md.
+    pub archive_url: Secret,
+    /// The PostgreSQL schema of the archive's tables: 1 to 63 of `a-z 0-9 _`, not starting with a
+    /// digit or `pg_`; created when missing.
+    pub archive_schema: String,
+    /// How long the archive keeps a run after it finished; whole UTC days are dropped, so a run
+    /// stays between this and a day more. 1 day to 3650 days.
+    #[serde(with = "serde_human")]
+    pub archive_retention: Duration,
+    /// How long Redis keeps a run's tombstone after the run is archived. At most 7 days.
+    #[serde(with = "serde_human")]
+    pub archive_grace: Duration,
+    /// Most runs written to the archive in one transaction. 1 to 10,000.
+    pub archive_batch: usize,
 }
 
 /// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
@@ -209,6 +225,11 @@ impl Default for CoordinatorConfig {
             grpc_idle_timeout: Duration::from_secs(120),
             grpc_max_connections: 4_096,
             metrics_token: Secret::default(),
+            archive_url: Secret::default(),
+            archive_schema: "baton".into(),
+            archive_retention: Duration::from_secs(30 * 86_400),
+            archive_grace: Duration::from_secs(300),
+            archive_batch: 500,
         }
     }
 }
@@ -253,6 +274,11 @@ const KNOWN_KEYS: &[&str] = &[
     "grpc_idle_timeout",
     "grpc_max_connections",
     "metrics_token",
+    "archive_url",
+    "archive_schema",
+    "archive_retention",
+    "archive_grace",
+    "archive_batch",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
@@ -352,6 +378,16 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
+        config.archive_settings().check().map_err(|e| match e {
+            crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            },
+            other => ConfigError::Invalid {
+                key: "archive_url".into(),
+                reason: other.to_string(),
+            },
+        })?;
         Ok(config)
     }
 
@@ -467,6 +503,26 @@ impl CoordinatorConfig {
         })
     }
 
+    /// The archive's settings, `None` when `archive_url` is empty (no archive).
+    pub fn archive(&self) -> Option<crate::archive::ArchiveConfig> {
+        (!self.archive_url.is_empty()).then(|| self.archive_settings())
+    }
+
+    /// The archive's settings whether or not `archive_url` is set (for checking them at load).
+    fn archive_settings(&self) -> crate::archive::ArchiveConfig {
+        crate::archive::ArchiveConfig {
+            url: if self.archive_url.is_empty() {
+                "unset".into()
+            } else {
+                self.archive_url.expose().trim().to_string()
+            },
+            schema: self.archive_schema.clone(),
+            retention: self.archive_retention,
+            grace: self.archive_grace,
+            batch: self.archive_batch,
+        }
+    }
+
     /// The RabbitMQ topology these settings describe.
     pub fn topology(&self) -> Topology {
         Topology {
@@ -557,6 +613,27 @@ mod tests {
             c.metrics_socket().unwrap(),
             Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
         );
+    }
+
+    #[test]
+    fn the_archive_is_off_by_default_and_its_bounds_name_the_key() {
+        let c = CoordinatorConfig::load(Some(file("").path())).unwrap();
+        assert!(c.archive().is_none());
+        let on = file("archive_url = \"postgres://postgres@127.0.0.1/test\"\narchive_schema = \"hist\"\n");
+        let a = CoordinatorConfig::load(Some(on.path())).unwrap().archive().unwrap();
+        assert_eq!((a.schema.as_str(), a.batch), ("hist", 500));
+        assert_eq!(a.retention, Duration::from_secs(30 * 86_400));
+        for (text, key) in [
+            ("archive_schema = \"Bad-Name\"\n", "archive_schema"),
+            ("archive_batch = 0\n", "archive_batch"),
+            ("archive_retention = \"1h\"\n", "archive_retention"),
+            ("archive_grace = \"30days\"\n", "archive_grace"),
+        ] {
+            let e = CoordinatorConfig::load(Some(file(text).path()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod connections;
@@ -212,7 +213,7 @@ pub async fn serve_with(
             };
         }
     };
-    let engine = match started {
+    let (engine, archive) = match started {
         Ok(e) => e,
         Err(e) => {
             server.abort();
@@ -251,6 +252,15 @@ pub async fn serve_with(
             })
         },
     ];
+    if let Some(archive) = &archive {
+        let (a, r) = (archive.clone(), stop_rx.clone());
+        loops.push(supervise::spawn(
+            "archive-partitions",
+            health.clone(),
+            stop_rx.clone(),
+            move || archive::partitions::run(a.clone(), r.clone()),
+        ));
+    }
     if config.metrics_socket()?.is_some() {
         let (e, r) = (engine.clone(), stop_rx.clone());
         loops.push(supervise::spawn(
@@ -261,7 +271,7 @@ pub async fn serve_with(
         ));
     }
 
-    let api = Api::new(engine.clone());
+    let api = Api::new(engine.clone()).with_archive(archive.clone());
     let limit = edge::max_message_bytes(config.max_payload_bytes);
     // Answers are not limited beyond tonic's default (none): a run's view holds several payloads
     // (input, outputs), and refusing to show it would make the run unreadable.
@@ -305,6 +315,9 @@ pub async fn serve_with(
         let _ = l.await;
     }
     engine.dispatcher.close().await;
+    if let Some(archive) = &archive {
+        archive.close().await;
+    }
     baton_shared::telemetry::flush(Duration::from_secs(3)).await;
     tracing::info!("coordinator stopped");
     match served {
@@ -332,8 +345,9 @@ fn supervised_timers(
 }
 
 /// Connects to Redis and RabbitMQ (retrying for up to a minute), registers the definitions of
-/// `definitions_dir` and declares every known handler's queue.
-async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
+/// `definitions_dir` and declares every known handler's queue; with `archive_url` set, connects to
+/// the archive and migrates it (retrying as well while PostgreSQL is unreachable).
+async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Option<Arc<archive::Archive>>)> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
@@ -396,7 +410,22 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<Arc<Engine>> {
         let handlers: Vec<String> = engine.registry.handlers(&name).await?.into_iter().collect();
         engine.dispatcher.ensure_queues(&handlers).await?;
     }
-    Ok(engine)
+    let archive = match config.archive() {
+        Some(cfg) => {
+            let archive = (|| archive::Archive::connect(&cfg))
+                .retry(backoff)
+                .when(archive::ArchiveError::is_transient)
+                .notify(
+                    |e, d| tracing::warn!(error = %e, "the archive (PostgreSQL) is not reachable; retrying in {d:?}"),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(schema = %cfg.schema, "archive connected and migrated");
+            Some(Arc::new(archive))
+        }
+        None => None,
+    };
+    Ok((engine, archive))
 }
 
 pub use baton_shared::process::shutdown_signal;
