@@ -776,6 +776,18 @@ async fn stream_events(
             break;
         }
     }
+    // No history at all: the run was archived between WatchRun's look and this read (a run in
+    // Redis always has its `pending` event). Its history comes from the archive; it is over.
+    if last == "-"
+        && let Some(archived) = crate::archiver::archived(engine, run_id).await?
+    {
+        for ev in archived.history {
+            if tx.send(Ok(ev)).await.is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
     if !after.is_empty() && !saw_run_event {
         let summary = engine.store.run_summaries(&[run_id.to_string()]).await?;
         ended = summary
