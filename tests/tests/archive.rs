@@ -445,3 +445,78 @@ async fn a_rerun_of_an_archived_run_brings_it_back_and_runs_it_again() {
     assert_eq!(get(&c, &run_id, "").await.steps[0].attempt, 2);
     c.stop_coordinator(false);
 }
+
+const HUMAN_AND_LOGS: &str = r#"
+name: archived-human
+version: 1
+steps:
+  - id: approve
+    human: {title: Approve it, assignees: [ann]}
+  - id: talk
+    depends_on: [approve]
+    handler: chatty
+    input: {lines: 3, ms: 0, succeed_on_attempt: 1, tag: talk}
+"#;
+
+/// The completed human tasks, as ListHumanTasks answers them.
+async fn completed_tasks(c: &Cluster) -> Vec<baton_shared::proto::HumanTask> {
+    c.human_tasks()
+        .await
+        .list_human_tasks(baton_shared::proto::ListHumanTasksRequest {
+            status: "completed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListHumanTasks")
+        .into_inner()
+        .tasks
+}
+
+/// GetStepLogs of step `talk`: (lines answered, lines omitted).
+async fn talk_logs(c: &Cluster, run_id: &str) -> (usize, u32) {
+    let r = c
+        .runs()
+        .await
+        .get_step_logs(baton_shared::proto::GetStepLogsRequest {
+            run_id: run_id.into(),
+            step_id: "talk".into(),
+            attempt: 0,
+            limit: 0,
+        })
+        .await
+        .expect("GetStepLogs")
+        .into_inner();
+    (r.lines.len(), r.omitted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_human_tasks_and_log_counts_of_an_archived_run_read_from_the_archive() {
+    use baton_shared::proto::CompleteHumanTaskRequest;
+    let schema = Schema::new();
+    let mut c = start("archive-human", archive_env(&schema, PG_PORT, "100")).await;
+    c.register(HUMAN_AND_LOGS).await;
+    c.spawn_worker("w1", 4);
+    let run_id = c.submit("archived-human", json!({})).await;
+    c.wait_step(&run_id, "approve", "waiting", Duration::from_secs(30))
+        .await;
+    c.human_tasks()
+        .await
+        .complete_human_task(CompleteHumanTaskRequest {
+            run_id: run_id.clone(),
+            step_id: "approve".into(),
+            user: "ann".into(),
+            data_json: json!({"ok": true}).to_string(),
+        })
+        .await
+        .expect("CompleteHumanTask");
+    assert_eq!(status(&c.wait_run(&run_id, Duration::from_secs(30)).await), "succeeded");
+    let tasks_before = completed_tasks(&c).await;
+    assert_eq!(tasks_before.len(), 1);
+    assert_eq!(talk_logs(&c, &run_id).await, (3, 0));
+
+    wait_tombstone(&c, &run_id, Duration::from_secs(30)).await;
+    // The task as the archive keeps it; the log lines were dropped, and counted.
+    assert_eq!(completed_tasks(&c).await, tasks_before);
+    assert_eq!(talk_logs(&c, &run_id).await, (0, 3));
+    c.stop_coordinator(false);
+}
