@@ -520,3 +520,47 @@ async fn the_human_tasks_and_log_counts_of_an_archived_run_read_from_the_archive
     assert_eq!(talk_logs(&c, &run_id).await, (0, 3));
     c.stop_coordinator(false);
 }
+
+/// Submits a run of `archived` with the idempotency key `order-42`.
+async fn submit_keyed(c: &Cluster) -> baton_shared::proto::SubmitRunResponse {
+    c.runs()
+        .await
+        .submit_run(baton_shared::proto::SubmitRunRequest {
+            workflow: "archived".into(),
+            input_json: json!({"n": 5}).to_string(),
+            idempotency_key: "order-42".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("SubmitRun")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_still_names_its_run_after_the_run_left_redis() {
+    let schema = Schema::new();
+    let mut c = start("archive-key", archive_env(&schema, PG_PORT, "100")).await;
+    c.register(ONE_STEP).await;
+    c.spawn_worker("w1", 4);
+    let first = submit_keyed(&c).await;
+    assert!(first.created);
+    c.wait_run(&first.run_id, Duration::from_secs(30)).await;
+    wait_tombstone(&c, &first.run_id, Duration::from_secs(30)).await;
+    let start = Instant::now();
+    while !run_hash(&c, &first.run_id).await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the tombstone did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = submit_keyed(&c).await;
+    assert_eq!(again.run_id, first.run_id);
+    assert!(!again.created, "the key's run is in the archive: no second run");
+    assert!(
+        run_hash(&c, &first.run_id).await.is_empty(),
+        "nothing was created in Redis"
+    );
+    assert_eq!(c.executions(&first.run_id, "a").await, 1);
+    c.stop_coordinator(false);
+}
