@@ -717,12 +717,23 @@ impl proto::run_service_server::RunService for Api {
         let GetRunRequest { run_id: id, step_id } = req.into_inner();
         check_id(&id)?;
         check_len("step_id", &step_id, MAX_ID_BYTES)?;
-        let (mut run, mut steps) = self
-            .engine
-            .store
-            .read_run(&id)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("run_id: no run {id} ({})", crate::reset::lost_hint())))?;
+        // Redis first; a run it holds only as a tombstone (or not at all) is read from the archive.
+        let read = self.engine.store.read_run(&id).await?;
+        let (mut run, mut steps) = match read {
+            Some(r) if !r.0.contains_key("archived_at") => r,
+            _ => {
+                let Some(archived) = crate::archiver::archived(&self.engine, &id).await? else {
+                    return Err(Status::not_found(format!(
+                        "run_id: no run {id} ({})",
+                        crate::reset::lost_hint()
+                    )));
+                };
+                let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+                return view::archived_answer(archived.run, &step_id, budget)
+                    .map(Response::new)
+                    .map_err(Status::not_found);
+            }
+        };
         let wf = run.get("workflow").cloned().unwrap_or_default();
         let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
         let def = self.engine.registry.pinned(&wf, version).await.ok();
@@ -953,11 +964,29 @@ impl proto::run_service_server::RunService for Api {
             )));
         }
         let permit = self.watch.admit(identity)?;
-        if self.engine.store.read_run(&run_id).await?.is_none() {
-            return Err(Status::not_found(format!(
-                "run_id: no run {run_id} ({})",
-                crate::reset::lost_hint()
-            )));
+        if self.engine.store.run_archived(&run_id).await? != Some(false) {
+            // Only a tombstone, or nothing: an archived run's history comes from the archive, and
+            // the stream ends after it (the run is over).
+            let Some(archived) = crate::archiver::archived(&self.engine, &run_id).await? else {
+                return Err(Status::not_found(format!(
+                    "run_id: no run {run_id} ({})",
+                    crate::reset::lost_hint()
+                )));
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(async move {
+                let after = (!after_sequence.is_empty()).then(|| sequence(&after_sequence));
+                for ev in archived.history {
+                    if after.is_some_and(|a| sequence(&ev.sequence) <= a) {
+                        continue;
+                    }
+                    if tx.send(Ok(ev)).await.is_err() {
+                        break;
+                    }
+                }
+                drop(permit);
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
         // Subscribed before the history is read, so no event falls between the two.
         let sub = self.watch.subscribe(&run_id).await?;
@@ -1034,6 +1063,18 @@ async fn stream_events(
         if n < 500 {
             break;
         }
+    }
+    // No history at all: the run was archived between WatchRun's look and this read (a run in
+    // Redis always has its `pending` event). Its history comes from the archive; it is over.
+    if last == "-"
+        && let Some(archived) = crate::archiver::archived(engine, run_id).await?
+    {
+        for ev in archived.history {
+            if tx.send(Ok(ev)).await.is_err() {
+                break;
+            }
+        }
+        return Ok(());
     }
     if !after.is_empty() && !saw_run_event {
         let summary = engine.store.run_summaries(&[run_id.to_string()]).await?;

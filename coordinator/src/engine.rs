@@ -138,6 +138,8 @@ pub struct Engine {
     pub registry: Registry,
     /// RabbitMQ publisher.
     pub dispatcher: Arc<Dispatcher>,
+    /// The archive of finished runs (PostgreSQL), when `archive_url` is set.
+    pub archive: Option<Arc<crate::archive::Archive>>,
 }
 
 fn check_run_id(run_id: &str) -> Result<()> {
@@ -199,6 +201,14 @@ impl Engine {
         } else {
             ids::run_id_for_key(workflow, idempotency_key)
         };
+        // A key whose run was archived and whose tombstone expired still names that run.
+        if !idempotency_key.is_empty()
+            && self.archive.is_some()
+            && self.store.run_archived(&run_id).await?.is_none()
+            && crate::archiver::archived(self, &run_id).await?.is_some()
+        {
+            return Ok((run_id, false));
+        }
         self.create_run(&def, &run_id, &input, idempotency_key, None).await
     }
 
@@ -1815,6 +1825,10 @@ impl Engine {
     /// `FailedPrecondition` when the run has not finished (or, for a retry, nothing failed).
     pub async fn reset_run(&self, run_id: &str, from: Option<&str>, input_json: &str) -> Result<Vec<String>> {
         check_run_id(run_id)?;
+        // An archived run comes back to Redis first (and leaves the archive).
+        if self.archive.is_some() {
+            crate::archiver::restore(self, run_id).await?;
+        }
         let Some((workflow, version)) = self.store.run_workflow(run_id).await? else {
             return Err(CoordinatorError::NotFound(format!(
                 "run_id: no run {run_id} ({})",
@@ -2087,8 +2101,17 @@ impl Engine {
     }
 
     /// One human task as the API shows it; `None` when its run is gone.
-    async fn human_task(&self, run_id: &str, step_id: &str) -> Result<Option<HumanTask>> {
-        let run = self.store.run_fields(run_id, &["workflow", "version"]).await?;
+    pub(crate) async fn human_task(&self, run_id: &str, step_id: &str) -> Result<Option<HumanTask>> {
+        let run = self
+            .store
+            .run_fields(run_id, &["workflow", "version", "archived_at"])
+            .await?;
+        if run.get(2).cloned().flatten().is_some() {
+            // Archived: Redis keeps only its tombstone; the task is as the archive keeps it.
+            return Ok(crate::archiver::archived(self, run_id)
+                .await?
+                .and_then(|a| a.human_tasks.into_iter().find(|t| t.step_id == step_id)));
+        }
         let (Some(workflow), Some(version)) = (run[0].clone(), run[1].as_deref().and_then(|v| v.parse().ok())) else {
             return Ok(None);
         };

@@ -39,6 +39,8 @@ struct State {
     amqp: Option<String>,
     /// Redis lost its data and the coordinator has not finished restoring what it can.
     redis_lost: Option<String>,
+    /// The archive outbox's oldest run has waited too long (`archiver::MAX_BACKLOG_AGE`).
+    archive: Option<String>,
     /// What the reporter was last told (`None` before the first report).
     serving: Option<bool>,
 }
@@ -60,6 +62,9 @@ impl State {
             why.push(format!("RabbitMQ unreachable ({e})"));
         }
         if let Some(e) = &self.redis_lost {
+            why.push(e.clone());
+        }
+        if let Some(e) = &self.archive {
             why.push(e.clone());
         }
         (!why.is_empty()).then(|| why.join("; "))
@@ -155,6 +160,13 @@ impl Health {
         self.report().await;
     }
 
+    /// The archive's backlog is too old (`Some(why)`, from `archiver::backlog_verdict`) or fine
+    /// (`None`).
+    pub async fn set_archive_backlog(&self, why: Option<String>) {
+        self.update(|s| s.archive = why);
+        self.report().await;
+    }
+
     /// Tells the health service the current status if it changed, and logs why.
     async fn report(&self) {
         let change = {
@@ -219,6 +231,15 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
         }
         redis_down = redis.is_some();
         health.probed(redis, amqp).await;
+        if engine.archive.is_some() && !redis_down {
+            match crate::archiver::backlog(&engine, baton_shared::time::now_ms()).await {
+                Ok((runs, age)) => {
+                    crate::metrics::archive_backlog(runs, age);
+                    health.set_archive_backlog(crate::archiver::backlog_verdict(age)).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the archive backlog"),
+            }
+        }
         if !redis_down {
             match marker.check(&engine).await {
                 Ok(crate::reset::Check::Lost) => restoring = true,

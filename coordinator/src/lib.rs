@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod archiver;
 pub mod auth;
 pub mod config;
 pub mod connections;
@@ -261,6 +262,15 @@ pub async fn serve_with(
             move || archive::partitions::run(a.clone(), r.clone()),
         ));
     }
+    if let Some(archive) = engine.archive.clone() {
+        let (e, r) = (engine.clone(), stop_rx.clone());
+        loops.push(supervise::spawn(
+            "archiver",
+            health.clone(),
+            stop_rx.clone(),
+            move || archiver::run(e.clone(), archive.clone(), r.clone()),
+        ));
+    }
     if config.metrics_socket()?.is_some() {
         let (e, r) = (engine.clone(), stop_rx.clone());
         loops.push(supervise::spawn(
@@ -353,6 +363,23 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
         .with_max_delay(Duration::from_secs(5))
         .with_total_delay(Some(Duration::from_secs(60)));
     let keys = Keys::new(config.namespace.clone());
+    // The archive first: with one, every run that finishes from the first commit on is queued
+    // for it (`Store::with_archive`), and the engine reads archived runs from it.
+    let archive = match config.archive() {
+        Some(cfg) => {
+            let archive = (|| archive::Archive::connect(&cfg))
+                .retry(backoff)
+                .when(archive::ArchiveError::is_transient)
+                .notify(
+                    |e, d| tracing::warn!(error = %e, "the archive (PostgreSQL) is not reachable; retrying in {d:?}"),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(schema = %cfg.schema, "archive connected and migrated");
+            Some(Arc::new(archive))
+        }
+        None => None,
+    };
     let store = (|| {
         Store::connect(
             &config.redis_url,
@@ -366,7 +393,8 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
     .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)
-    .with_outbox_hold(config.timer_lease);
+    .with_outbox_hold(config.timer_lease)
+    .with_archive(archive.is_some());
     // A namespace of a layout this version cannot read is refused before anything is written.
     match store.check_layout().await.map_err(|e| anyhow::anyhow!("{e}"))? {
         crate::store::LayoutCheck::Migrated(from) => tracing::info!(
@@ -394,6 +422,7 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
         store,
         dispatcher,
         config: config.clone(),
+        archive: archive.clone(),
     });
 
     if let Some(dir) = &config.definitions_dir {
@@ -410,21 +439,6 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
         let handlers: Vec<String> = engine.registry.handlers(&name).await?.into_iter().collect();
         engine.dispatcher.ensure_queues(&handlers).await?;
     }
-    let archive = match config.archive() {
-        Some(cfg) => {
-            let archive = (|| archive::Archive::connect(&cfg))
-                .retry(backoff)
-                .when(archive::ArchiveError::is_transient)
-                .notify(
-                    |e, d| tracing::warn!(error = %e, "the archive (PostgreSQL) is not reachable; retrying in {d:?}"),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            tracing::info!(schema = %cfg.schema, "archive connected and migrated");
-            Some(Arc::new(archive))
-        }
-        None => None,
-    };
     Ok((engine, archive))
 }
 

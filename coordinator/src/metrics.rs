@@ -161,6 +161,22 @@ fn describe() {
         "Timers due for more than 5 s and not yet claimed."
     );
     g!(
+        "baton_archive_backlog",
+        "Finished runs queued in the archive outbox and not yet archived (with archive_url)."
+    );
+    g!(
+        "baton_archive_backlog_age_seconds",
+        "Seconds since the run that waits longest in the archive outbox finished, 0 when none."
+    );
+    c!(
+        "baton_archive_written_total",
+        "Finished runs written to the archive and shrunk to their tombstone in Redis."
+    );
+    c!(
+        "baton_archive_errors_total",
+        "Archiver rounds that failed (the archive or Redis unreachable; the runs stay queued) and runs parked because they could not be built."
+    );
+    g!(
         "baton_outbox_entries",
         "Dispatches committed in Redis whose publish RabbitMQ has not confirmed."
     );
@@ -297,6 +313,23 @@ pub fn confirm_word(c: &lapin::Result<lapin::Confirmation>) -> &'static str {
 /// One call of Lua script `script` took `elapsed`.
 pub fn redis_script(script: &'static str, elapsed: Duration) {
     histogram!("baton_redis_script_duration_seconds", "script" => script).record(elapsed.as_secs_f64());
+}
+
+/// The archive outbox: `runs` queued, the oldest finished `age_seconds` ago.
+#[allow(clippy::cast_precision_loss)]
+pub fn archive_backlog(runs: u64, age_seconds: f64) {
+    gauge!("baton_archive_backlog").set(runs as f64);
+    gauge!("baton_archive_backlog_age_seconds").set(age_seconds);
+}
+
+/// `runs` runs were archived and shrunk to their tombstones.
+pub fn archive_written(runs: u64) {
+    counter!("baton_archive_written_total").increment(runs);
+}
+
+/// An archiver round failed, or a run was parked.
+pub fn archive_error() {
+    counter!("baton_archive_errors_total").increment(1);
 }
 
 /// A schedule tick was recorded with `outcome`.

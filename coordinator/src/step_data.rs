@@ -112,6 +112,31 @@ pub async fn append(
     engine.store.append_logs(run_id, step, attempt, worker, &lines).await
 }
 
+/// GetStepLogs of an archived run: log lines are not archived (they are dropped when the run
+/// shrinks to its tombstone), so no lines, and the lines the run had (as its attempts counted them)
+/// in `omitted`.
+///
+/// # Errors
+/// `NotFound` naming `step_id` for a step the run does not have.
+fn archived_logs(run: &Run, step: &str, attempt: u32) -> Result<(Vec<LogLine>, u32)> {
+    let parent = step.split_once('#').map_or(step, |(p, _)| p);
+    if !step.is_empty() && !run.steps.iter().any(|s| s.id == parent) {
+        return Err(CoordinatorError::NotFound(format!(
+            "step_id: run {} has no step {}",
+            run.id,
+            echo(step)
+        )));
+    }
+    let omitted = run
+        .steps
+        .iter()
+        .filter(|s| step.is_empty() || s.id == step)
+        .flat_map(|s| s.attempts.iter())
+        .filter(|a| attempt == 0 || a.number == attempt)
+        .fold(0u32, |n, a| n.saturating_add(a.log_lines));
+    Ok((Vec::new(), omitted))
+}
+
 /// A stored line as the API shows it.
 fn line_view(step: &str, attempt: u32, line: StoredLine) -> LogLine {
     LogLine {
@@ -136,6 +161,12 @@ pub async fn read(engine: &Engine, run_id: &str, step: &str, attempt: u32, limit
         return Err(CoordinatorError::InvalidArgument(
             "attempt: needs step_id (the attempt of which step)".into(),
         ));
+    }
+    if engine.archive.is_some()
+        && engine.store.run_archived(run_id).await? != Some(false)
+        && let Some(archived) = crate::archiver::archived(engine, run_id).await?
+    {
+        return archived_logs(&archived.run, step, attempt);
     }
     let run = engine.store.run_fields(run_id, &["status", "step_ids"]).await?;
     let (Some(Some(_)), step_ids) = (run.first(), run.get(1).cloned().flatten()) else {
@@ -251,6 +282,21 @@ fn in_flight(step: &baton_shared::proto::StepRun) -> Option<u32> {
 /// # Errors
 /// `Redis`.
 pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Result<()> {
+    fill_attempts_within(
+        engine,
+        run_id,
+        run,
+        u64::try_from(MAX_GET_RUN_BYTES).unwrap_or(u64::MAX),
+    )
+    .await
+}
+
+/// As [`fill_attempts`], within an answer of at most `budget` bytes (`u64::MAX`: every kept input,
+/// as the archiver keeps a run whole).
+///
+/// # Errors
+/// `Redis`.
+pub async fn fill_attempts_within(engine: &Engine, run_id: &str, run: &mut Run, budget: u64) -> Result<()> {
     let refs: Vec<(String, u32)> = run
         .steps
         .iter()
@@ -280,7 +326,6 @@ pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Resu
             step.input_omitted_bytes = *size;
         }
     }
-    let budget = u64::try_from(MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
     let mut left = budget.saturating_sub(u64::try_from(prost::Message::encoded_len(run)).unwrap_or(u64::MAX));
     let mut wanted: Vec<(String, u32)> = Vec::new();
     let mut fits = |size: u64| {

@@ -30,6 +30,7 @@ use crate::error::{CoordinatorError, Result};
 mod logs;
 pub use logs::{Appended, LogRange, StoredLine};
 mod admin;
+mod archived;
 mod batch;
 #[cfg(test)]
 mod boundary;
@@ -42,6 +43,7 @@ mod slots;
 mod workflows;
 
 pub use admin::{ParkedRecord, QueueFigures, QueuedAttempt, TimerFigures};
+pub use archived::{ArchiveBacklog, TombstoneOf, Tombstoned};
 pub use batch::Batch;
 pub use claims::EXPEDITE_BATCH;
 pub use error::StoreError;
@@ -673,6 +675,9 @@ pub struct Store {
     /// How far ahead of a commit a new outbox entry comes due (see [`Store::with_outbox_hold`]).
     outbox_hold: Duration,
     max_payload_bytes: usize,
+    /// Whether finished runs are queued for the archive (the coordinator has an `archive_url`):
+    /// see [`Store::with_archive`].
+    archive: bool,
     /// The step ids of runs read lately (a run's `step_ids`, fixed when it is created), so that
     /// [`Store::read_run`] reads the run and its steps in one round trip after the first time.
     step_ids: moka::sync::Cache<String, std::sync::Arc<str>>,
@@ -686,6 +691,23 @@ const STEP_IDS_CACHE_BYTES: u64 = 1 << 20;
 const STEP_IDS_ENTRY_BYTES: usize = 256;
 /// How long a run's step ids stay cached without being read.
 const STEP_IDS_CACHE_IDLE: Duration = Duration::from_secs(30);
+
+/// A run script's named arguments `a` (one JSON object, as `to_json` writes it) with the field
+/// `archive` added: the index into KEYS of the archive outbox.
+///
+/// # Errors
+/// `Internal` when `a` is not a JSON object's text.
+fn with_archive_index(a: &str, index: usize) -> Result<String> {
+    let rest = a
+        .trim_start()
+        .strip_prefix('{')
+        .ok_or_else(|| CoordinatorError::Internal("a run script's arguments are not a JSON object".into()))?;
+    if rest.trim_start().starts_with('}') {
+        Ok(format!("{{\"archive\":{index}}}"))
+    } else {
+        Ok(format!("{{\"archive\":{index},{rest}"))
+    }
+}
 
 /// A reply Redis should not give, as an error.
 fn unexpected(e: redis::ParsingError) -> CoordinatorError {
@@ -769,6 +791,7 @@ impl Store {
             dispatch_grace,
             outbox_hold: dispatch_grace,
             max_payload_bytes: usize::MAX,
+            archive: false,
             step_ids: moka::sync::Cache::builder()
                 .max_capacity(STEP_IDS_CACHE_BYTES)
                 .weigher(|run: &String, ids: &std::sync::Arc<str>| {
@@ -798,6 +821,21 @@ impl Store {
     pub fn with_outbox_hold(mut self, hold: Duration) -> Self {
         self.outbox_hold = hold;
         self
+    }
+
+    /// Queues every run that finishes from now on for the archive, in the commit that finishes it
+    /// (`finish_run` in common.lua, [`Keys::archive_outbox`]), instead of letting it expire after
+    /// the retention: the archiver (`crate::archiver`) writes it to PostgreSQL and shrinks it to a
+    /// tombstone. Off by default (no `archive_url`): nothing changes.
+    #[must_use]
+    pub fn with_archive(mut self, on: bool) -> Self {
+        self.archive = on;
+        self
+    }
+
+    /// Whether finished runs are queued for the archive ([`Store::with_archive`]).
+    pub fn archives(&self) -> bool {
+        self.archive
     }
 
     /// The key layout.
@@ -915,6 +953,21 @@ impl Store {
         args: &[String],
     ) -> Result<(Vec<String>, Vec<Effect>)> {
         let k = &self.keys;
+        // With an archive, the archive outbox goes after the script's own keys and its index into
+        // A as `archive` (see common.lua), so that a script that finishes the run queues it.
+        let (extra_keys, args) = if self.archive {
+            let mut keys = extra_keys.to_vec();
+            keys.push(k.archive_outbox());
+            let index = RUN_KEYS.saturating_add(keys.len());
+            let mut args = args.to_vec();
+            if let Some(a) = args.first_mut() {
+                *a = with_archive_index(a, index)?;
+            }
+            (std::borrow::Cow::Owned(keys), std::borrow::Cow::Owned(args))
+        } else {
+            (std::borrow::Cow::Borrowed(extra_keys), std::borrow::Cow::Borrowed(args))
+        };
+        let (extra_keys, args): (&[String], &[String]) = (&extra_keys, &args);
         for tried in 0..2 {
             let mut pipe = prelude.clone();
             pipe.cmd("EVALSHA")
@@ -3383,6 +3436,18 @@ mod tests {
             json,
             r#"{"step":"s0","attempt":1,"who":"worker-1","by":"worker","outcome":"ok","pinned":"g@1"}"#
         );
+    }
+
+    #[test]
+    fn the_archive_index_joins_the_named_arguments() {
+        let a = with_archive_index(r#"{"step":"s","attempt":2}"#, 9).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(v["archive"], 9);
+        assert_eq!(v["step"], "s");
+        assert_eq!(v["attempt"], 2);
+        let v: serde_json::Value = serde_json::from_str(&with_archive_index("{}", 7).unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"archive": 7}));
+        assert!(with_archive_index("[1]", 7).is_err());
     }
 
     #[test]

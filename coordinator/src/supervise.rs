@@ -51,6 +51,8 @@ pub enum ItemSet {
     Schedules,
     /// `<ns>:effects`: cross-run effects committed but not applied (the effects sweeper).
     Effects,
+    /// `<ns>:archive-outbox`: finished runs waiting to be archived (the archiver), member the run id.
+    Archive,
 }
 
 impl ItemSet {
@@ -61,6 +63,7 @@ impl ItemSet {
             ItemSet::Outbox => "outbox",
             ItemSet::Schedules => "schedules",
             ItemSet::Effects => "effects",
+            ItemSet::Archive => "archive",
         }
     }
 
@@ -72,6 +75,7 @@ impl ItemSet {
             ItemSet::Outbox => keys.outbox(),
             ItemSet::Schedules => engine.store.schedule_due_key(),
             ItemSet::Effects => keys.effects(),
+            ItemSet::Archive => keys.archive_outbox(),
         }
     }
 
@@ -83,6 +87,7 @@ impl ItemSet {
                 (!matches!(kind, TimerKind::SlotWake | TimerKind::RunWake)).then_some((run, step, attempt))
             }),
             ItemSet::Outbox => parse_outbox_member(member).map(|(run, step)| (run, step, 0)),
+            ItemSet::Archive => Some((member, "", 0)),
             ItemSet::Schedules | ItemSet::Effects => None,
         }
     }
@@ -283,6 +288,7 @@ mod tests {
         assert_eq!(ItemSet::Timers.owner("sem-wake|pool/a|x|0"), None);
         assert_eq!(ItemSet::Outbox.owner("r1|s"), Some(("r1", "s", 0)));
         assert_eq!(ItemSet::Schedules.owner("wf/nightly"), None);
+        assert_eq!(ItemSet::Archive.owner("r1"), Some(("r1", "", 0)));
         assert_eq!(ItemSet::Timers.owner("garbage"), None);
     }
 

@@ -391,6 +391,104 @@ pub fn workflow_view(
     }
 }
 
+/// Bytes one included attempt input may add to an answer beyond its text (as
+/// `step_data::fill_attempts` counts it).
+const INPUT_FIELD_BYTES: u64 = 24;
+
+/// GetRun's answer for an archived run (`run` is whole, as the archiver wrote it), shaped as the
+/// answer for the same run in Redis: with `step_id`, that one step whole and the run's own input
+/// and output left out; without, the answer fits `budget` bytes the same way
+/// ([`trim_history`], then the outputs that fit in step order, then the attempts' inputs in step
+/// and attempt order), what is left out counted in `output_omitted_bytes` / `input_omitted_bytes`.
+///
+/// # Errors
+/// The `NOT_FOUND` text naming `step_id` when the run has no such step.
+pub fn archived_answer(mut run: Run, step_id: &str, budget: u64) -> Result<Run, String> {
+    if !step_id.is_empty() {
+        if !run.steps.iter().any(|s| s.id == step_id) {
+            return Err(format!(
+                "step_id: run {} has no step {}",
+                run.id,
+                baton_shared::limits::echo(step_id)
+            ));
+        }
+        run.input_json.clear();
+        run.output_json.clear();
+        run.steps.retain(|s| s.id == step_id);
+        run.child_run_ids = run
+            .steps
+            .iter()
+            .filter(|s| !s.child_run_id.is_empty())
+            .map(|s| s.child_run_id.clone())
+            .collect();
+    }
+    let len = |s: &str| u64::try_from(s.len()).unwrap_or(u64::MAX);
+    let mut outputs = HashMap::new();
+    let mut inputs = HashMap::new();
+    for step in &mut run.steps {
+        for a in &mut step.attempts {
+            if !a.input_json.is_empty() {
+                a.input_omitted_bytes = len(&a.input_json);
+                inputs.insert((step.id.clone(), a.number), std::mem::take(&mut a.input_json));
+            }
+        }
+        if step_id.is_empty() && !step.output_json.is_empty() {
+            step.output_omitted_bytes = len(&step.output_json);
+            outputs.insert(format!("{}:output", step.id), std::mem::take(&mut step.output_json));
+        }
+    }
+    if step_id.is_empty() {
+        // The Redis path chooses outputs before it knows the attempts' log counts and input
+        // sizes: so do the same here, then put them back.
+        let mut facts: HashMap<(String, u32), (u32, u64)> = HashMap::new();
+        for step in &mut run.steps {
+            for a in &mut step.attempts {
+                facts.insert(
+                    (step.id.clone(), a.number),
+                    (
+                        std::mem::take(&mut a.log_lines),
+                        std::mem::take(&mut a.input_omitted_bytes),
+                    ),
+                );
+            }
+        }
+        trim_history(&mut run, budget);
+        let fit = outputs_that_fit(&run, budget);
+        let chosen: HashMap<String, String> = fit
+            .iter()
+            .filter_map(|id| {
+                let k = format!("{id}:output");
+                outputs.remove(&k).map(|v| (k, v))
+            })
+            .collect();
+        fill_outputs(&mut run, chosen);
+        for step in &mut run.steps {
+            for a in &mut step.attempts {
+                if let Some((lines, omitted)) = facts.remove(&(step.id.clone(), a.number)) {
+                    a.log_lines = lines;
+                    a.input_omitted_bytes = omitted;
+                }
+            }
+        }
+    }
+    let mut left = budget.saturating_sub(u64::try_from(prost::Message::encoded_len(&run)).unwrap_or(u64::MAX));
+    for step in &mut run.steps {
+        for a in &mut step.attempts {
+            let size = a.input_omitted_bytes;
+            let cost = size.saturating_add(INPUT_FIELD_BYTES);
+            if size > 0
+                && cost <= left
+                && let Some(input) = inputs.remove(&(step.id.clone(), a.number))
+            {
+                left -= cost;
+                a.input_json = input;
+                a.input_omitted_bytes = 0;
+            }
+        }
+    }
+    Ok(run)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

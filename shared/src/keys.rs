@@ -72,6 +72,21 @@ impl Keys {
         format!("{}:effects", self.prefix)
     }
 
+    /// Sorted set of finished runs waiting to be archived (the archive outbox), member the run id,
+    /// scored by the run's `finished_at` (Unix ms) as the script that finished it wrote it. Only
+    /// written when the coordinator has an archive (`archive_url`); the archiver takes the oldest
+    /// first and removes an entry only after the run is written to the archive and shrunk to its
+    /// tombstone.
+    pub fn archive_outbox(&self) -> String {
+        format!("{}:archive-outbox", self.prefix)
+    }
+
+    /// String holding the token of the coordinator whose archiver works the namespace's archive
+    /// outbox (one at a time, so two never write the same batch), with a lease as its expiry.
+    pub fn archiver_lease(&self) -> String {
+        format!("{}:archiver", self.prefix)
+    }
+
     /// Sorted set (lexicographic, score 0) of all runs, member `<created_ms:013>:<run_id>`.
     pub fn runs_index(&self) -> String {
         format!("{}:runs", self.prefix)

@@ -12,6 +12,9 @@
 -- coordinator holds it longer while it publishes, RabbitMQ confirmed it, or the effect was applied),
 -- ARGV[5] the run id, ARGV[6] the script's arguments: one JSON object of named fields (`A`; each
 -- script's header names them, store.rs has one struct per script). Some scripts take more after.
+-- Every run script's A may also hold `archive`: the index into KEYS of the archive outbox
+-- (keys.rs `archive_outbox`), put in by store.rs only when the coordinator has an archive
+-- (`archive_url`); finish_run then queues the run there (see finish_run).
 local RUN, STEPS, EVENTS, TIMERS, OUTBOX, EFFECTS_KEY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local NOW = tonumber(ARGV[1])
 local MAXLEN = ARGV[2]
@@ -284,9 +287,20 @@ local function finish_run(status, output, err)
     effect('{"kind":"release_run_slot","pool":' .. cjson.encode(run_slot) .. ',"run":' .. cjson.encode(RUN_ID) .. '}')
   end
   event('run', '', 0, status, err or '')
-  redis.call('EXPIRE', RUN, RETENTION)
-  redis.call('EXPIRE', STEPS, RETENTION)
-  redis.call('EXPIRE', EVENTS, RETENTION)
+  if A.archive then
+    -- Queued for the archive in this same commit (archiver.rs): the run stays whole in Redis,
+    -- without expiry, until it is written to the archive; then the archiver shrinks it to a
+    -- tombstone that expires after `archive_grace`. A run finished again after a re-run is queued
+    -- again, scored by its new end.
+    redis.call('ZADD', KEYS[tonumber(A.archive)], NOW, RUN_ID)
+    redis.call('PERSIST', RUN)
+    redis.call('PERSIST', STEPS)
+    redis.call('PERSIST', EVENTS)
+  else
+    redis.call('EXPIRE', RUN, RETENTION)
+    redis.call('EXPIRE', STEPS, RETENTION)
+    redis.call('EXPIRE', EVENTS, RETENTION)
+  end
 end
 
 -- Whether the run is of workflow@version `pinned` (what the caller planned with).
