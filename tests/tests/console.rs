@@ -365,15 +365,15 @@ async fn the_runs_page_searches_and_counts_archived_runs_in_chromium() {
         cluster.wait_run(id, Duration::from_secs(60)).await;
     }
     // Every run reaches the archive (the archiver writes each finished run once).
-    let mut pg = PgConnection::connect(baton_tests::POSTGRES_URL).await.expect("PostgreSQL");
+    let mut pg = PgConnection::connect(baton_tests::POSTGRES_URL)
+        .await
+        .expect("PostgreSQL");
     let start = Instant::now();
     loop {
-        let n: Result<i64, _> = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {schema}.runs WHERE namespace = $1"
-        ))
-        .bind(&cluster.namespace)
-        .fetch_one(&mut pg)
-        .await;
+        let n: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.runs WHERE namespace = $1"))
+            .bind(&cluster.namespace)
+            .fetch_one(&mut pg)
+            .await;
         if n.as_ref().is_ok_and(|n| *n == 5) {
             break;
         }
