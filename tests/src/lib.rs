@@ -4,6 +4,9 @@
 //! each other. Clients are real tonic clients.
 #![forbid(unsafe_code)]
 
+pub mod pg;
+pub use pg::{POSTGRES_URL, ensure_postgres};
+
 use std::{
     net::TcpStream,
     process::{Child, Command, Stdio},
@@ -96,37 +99,6 @@ pub fn ensure_services() {
             wait_port(5672, "RabbitMQ", Duration::from_secs(120));
             std::thread::sleep(Duration::from_secs(2));
         }
-    });
-}
-
-/// PostgreSQL as the tests use it (trust auth for `postgres`); each test works in a schema of its
-/// own in the database `test`.
-pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-static POSTGRES: Once = Once::new();
-
-/// Makes sure PostgreSQL (5432) accepts connections, starting the installed server (Debian's
-/// cluster 15/main, else the `postgresql` service) when it does not. Panics (never skips) when it
-/// cannot be had.
-pub fn ensure_postgres() {
-    POSTGRES.call_once(|| {
-        if port_open(5432) {
-            return;
-        }
-        eprintln!("PostgreSQL is down; starting it");
-        let started = Command::new("pg_ctlcluster")
-            .args(["15", "main", "start"])
-            .status()
-            .is_ok_and(|s| s.success())
-            || Command::new("service")
-                .args(["postgresql", "start"])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            started,
-            "could not start PostgreSQL (pg_ctlcluster 15 main start, service postgresql start)"
-        );
-        wait_port(5432, "PostgreSQL", Duration::from_secs(60));
     });
 }
 

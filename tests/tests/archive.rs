@@ -7,12 +7,11 @@
 
 use std::{
     collections::HashMap,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use baton_shared::proto::{GetRunRequest, RerunRunRequest, Run, RunEvent, WatchRunRequest};
-use baton_tests::{Cluster, REDIS_URL, TcpProxy, free_port, scan_keys, status};
+use baton_tests::{Cluster, REDIS_URL, TcpProxy, free_port, pg::Schema, scan_keys, status};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -29,63 +28,6 @@ steps:
 const PG_HOST: &str = "127.0.0.1";
 const PG_PORT: u16 = 5432;
 const PG_DB: &str = "test";
-
-/// Runs `sql` with `psql` as user `postgres` (or `root`), answering its unaligned output; panics
-/// (never skips) when PostgreSQL cannot be reached.
-fn psql(sql: &str) -> String {
-    let mut last = String::new();
-    for user in ["postgres", "root"] {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                PG_HOST,
-                "-p",
-                &PG_PORT.to_string(),
-                "-U",
-                user,
-                "-d",
-                PG_DB,
-                "-tA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql is installed");
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        last = String::from_utf8_lossy(&out.stderr).to_string();
-    }
-    panic!("PostgreSQL at {PG_HOST}:{PG_PORT}/{PG_DB} did not run {sql:?}: {last}");
-}
-
-/// A PostgreSQL schema of the test's own, dropped when the test ends.
-struct Schema(String);
-
-impl Schema {
-    fn new() -> Self {
-        psql("SELECT 1");
-        Self(format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
-    }
-
-    /// Rows of the archive's runs table for run `run_id`.
-    fn archived_rows(&self, run_id: &str) -> i64 {
-        psql(&format!(
-            "SELECT count(*) FROM {}.runs WHERE run_id = '{run_id}'",
-            self.0
-        ))
-        .parse()
-        .expect("a count")
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0)));
-    }
-}
 
 /// The coordinator settings of an archive at `port` (5432, or a proxy's) in `schema`.
 fn archive_env(schema: &Schema, port: u16, batch: &str) -> Vec<(String, String)> {
@@ -252,7 +194,7 @@ async fn a_finished_run_moves_to_postgres_and_reads_the_same_from_there() {
     release_archiver(&c).await;
     let tomb = wait_tombstone(&c, &run_id, Duration::from_secs(30)).await;
     assert_eq!(tomb.get("status").map(String::as_str), Some("succeeded"));
-    assert_eq!(schema.archived_rows(&run_id), 1, "the run is in PostgreSQL once");
+    assert_eq!(schema.archived_rows(&run_id).await, 1, "the run is in PostgreSQL once");
     assert_eq!(outbox_len(&c).await, 0);
     let mut conn = redis().await;
     for key in ["steps", "events"] {
@@ -346,7 +288,7 @@ async fn an_archive_outage_only_delays_archiving_nothing_is_lost_or_written_twic
     }
     assert_eq!(outbox_len(&c).await, 0);
     for id in &ids {
-        assert_eq!(schema.archived_rows(id), 1, "run {id} archived once");
+        assert_eq!(schema.archived_rows(id).await, 1, "run {id} archived once");
         assert_eq!(status(&get(&c, id, "").await), "succeeded");
     }
     wait_metric(metrics_port, "baton_archive_backlog", Duration::from_secs(10), |v| {
@@ -392,7 +334,7 @@ async fn a_coordinator_killed_while_archiving_leaves_every_run_archived_once() {
     }
     assert_eq!(outbox_len(&c).await, 0);
     for id in &ids {
-        assert_eq!(schema.archived_rows(id), 1, "run {id} archived once");
+        assert_eq!(schema.archived_rows(id).await, 1, "run {id} archived once");
     }
     c.stop_coordinator(false);
 }
@@ -425,7 +367,7 @@ async fn a_rerun_of_an_archived_run_brings_it_back_and_runs_it_again() {
     assert_eq!(again.input_json, json!({"n": 2}).to_string());
     assert_eq!(c.executions(&run_id, "a").await, 2);
     assert_eq!(
-        schema.archived_rows(&run_id),
+        schema.archived_rows(&run_id).await,
         0,
         "it left the archive when it came back"
     );
@@ -441,7 +383,7 @@ async fn a_rerun_of_an_archived_run_brings_it_back_and_runs_it_again() {
 
     release_archiver(&c).await;
     wait_tombstone(&c, &run_id, Duration::from_secs(30)).await;
-    assert_eq!(schema.archived_rows(&run_id), 1);
+    assert_eq!(schema.archived_rows(&run_id).await, 1);
     assert_eq!(get(&c, &run_id, "").await.steps[0].attempt, 2);
     c.stop_coordinator(false);
 }

@@ -5,34 +5,10 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use baton_coordinator::archive::{Archive, ArchiveConfig, ArchivedRun};
+use baton_coordinator::archive::{Archive, ArchivedRun};
 use baton_shared::proto::{self, ListRunsRequest, RunStatus};
-use baton_tests::{Cluster, POSTGRES_URL, ensure_postgres};
+use baton_tests::{Cluster, POSTGRES_URL, pg::Schema};
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
-
-/// Drops the test's schema when the test ends.
-struct DropSchema(String);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(mut c) = PgConnection::connect(POSTGRES_URL).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .execute(&mut c)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 fn archived(namespace: &str, id: &str, status: RunStatus, customer: &str, minutes_ago: i64) -> ArchivedRun {
     let created = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
@@ -67,8 +43,7 @@ fn archived(namespace: &str, id: &str, status: RunStatus, customer: &str, minute
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_query_finds_archived_runs_and_runs_in_redis_alike() {
-    ensure_postgres();
-    let schema = DropSchema(format!("t_{}", uuid::Uuid::new_v4().simple()));
+    let schema = Schema::new();
     let http_port = baton_tests::free_port();
     let http_addr = format!("127.0.0.1:{http_port}");
     let mut cluster = Cluster::start(
@@ -91,15 +66,7 @@ async fn a_query_finds_archived_runs_and_runs_in_redis_alike() {
         cluster.wait_run(id, Duration::from_secs(60)).await;
     }
     // Runs already in the archive (as the archiver would have written them), older.
-    let archive = Archive::connect(&ArchiveConfig {
-        url: POSTGRES_URL.into(),
-        schema: schema.0.clone(),
-        retention: Duration::from_secs(30 * 86_400),
-        grace: Duration::from_secs(300),
-        batch: 500,
-    })
-    .await
-    .expect("archive");
+    let archive = Archive::connect(&schema.config()).await.expect("archive");
     let old_42_failed = uuid::Uuid::new_v4().to_string();
     let old_42_ok = uuid::Uuid::new_v4().to_string();
     let old_9 = uuid::Uuid::new_v4().to_string();

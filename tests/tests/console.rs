@@ -325,17 +325,15 @@ async fn run_script(cluster: &Cluster, http: &str, script: &str, env: &[(&str, &
 /// test's own; the browser starts once every run is in PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runs_page_searches_and_counts_archived_runs_in_chromium() {
-    use sqlx::{Connection, PgConnection};
     check_prerequisites();
-    baton_tests::ensure_postgres();
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let schema = baton_tests::pg::Schema::new();
     let http = format!("127.0.0.1:{}", free_port());
     let mut cluster = Cluster::start(
         "console-search",
         &[
             ("BATON_HTTP_ADDR", &http),
             ("BATON_ARCHIVE_URL", baton_tests::POSTGRES_URL),
-            ("BATON_ARCHIVE_SCHEMA", &schema),
+            ("BATON_ARCHIVE_SCHEMA", &schema.0),
         ],
     )
     .await;
@@ -365,30 +363,26 @@ async fn the_runs_page_searches_and_counts_archived_runs_in_chromium() {
         cluster.wait_run(id, Duration::from_secs(60)).await;
     }
     // Every run reaches the archive (the archiver writes each finished run once).
-    let mut pg = PgConnection::connect(baton_tests::POSTGRES_URL)
-        .await
-        .expect("PostgreSQL");
     let start = Instant::now();
     loop {
-        let n: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.runs WHERE namespace = $1"))
-            .bind(&cluster.namespace)
-            .fetch_one(&mut pg)
+        let n = schema
+            .count(&format!(
+                "SELECT count(*) FROM runs WHERE namespace = '{}'",
+                cluster.namespace
+            ))
             .await;
-        if n.as_ref().is_ok_and(|n| *n == 5) {
+        if n == 5 {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "the 5 runs were not archived within 60 s (last count: {n:?}); see {}",
+            "the 5 runs were not archived within 60 s (last count: {n}); see {}",
             cluster.log_path("coordinator").display()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let runs = made.to_string();
     let stdout = run_script(&cluster, &http, "search.mjs", &[("RUNS", &runs)]).await;
-    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&mut pg)
-        .await;
     assert!(
         stdout.contains("all search scenarios passed"),
         "the script stopped early:\n{stdout}"

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-mod support;
-
-use support::Schema;
+use baton_tests::pg::Schema;
 
 fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {

@@ -17,9 +17,7 @@ use baton_shared::{
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
-mod support;
-
-use support::Schema;
+use baton_tests::pg::Schema;
 
 /// A small deterministic generator (the runs are the same on every run of the test).
 struct Lcg(u64);

@@ -1,6 +1,5 @@
-//! What the archive's tests share: PostgreSQL made sure of (started when it is down, never
+//! PostgreSQL for the archive's tests: PostgreSQL made sure of (started when it is down, never
 //! skipped), and a schema of each test's own, dropped when the test ends.
-#![allow(dead_code)]
 
 use std::{
     net::TcpStream,
@@ -87,12 +86,30 @@ impl Schema {
 }
 
 impl Schema {
+    /// Rows of this schema's `runs` table for run `run_id`.
+    pub async fn archived_rows(&self, run_id: &str) -> i64 {
+        let mut c = PgConnection::connect(POSTGRES_URL).await.expect("connect");
+        let sql = format!("SELECT count(*) FROM {}.runs WHERE run_id = $1", self.0);
+        let (n,): (i64,) = sqlx::query_as(&sql)
+            .bind(run_id)
+            .fetch_one(&mut c)
+            .await
+            .expect("count");
+        n
+    }
+
     /// Runs a statement in this schema (DDL a test breaks or mends the archive with).
     pub async fn execute(&self, sql: &str) {
         let mut c = PgConnection::connect(POSTGRES_URL).await.expect("connect");
         sqlx::Executor::execute(&mut c, format!("SET search_path TO {}; {sql}", self.0).as_str())
             .await
             .expect(sql);
+    }
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
