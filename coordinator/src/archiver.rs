@@ -151,7 +151,7 @@ pub async fn round(engine: &Engine, archive: &Archive, token: &str) -> Result<Ro
             }
             Ok(Err(e)) if transient(&e) => return Err(e),
             Ok(Err(e)) => format!("error: {e}"),
-            Err(panic) => format!("panicked: {}", panic_text(panic.as_ref())),
+            Err(panic) => format!("panicked: {}", crate::supervise::panic_message(panic.as_ref())),
         };
         crate::metrics::archive_error();
         let reason = format!("could not build the run for the archive: {reason}");
@@ -203,17 +203,6 @@ fn transient(e: &CoordinatorError) -> bool {
         e,
         CoordinatorError::Redis(_) | CoordinatorError::Unavailable(_) | CoordinatorError::Amqp(_)
     )
-}
-
-/// The text of a panic's payload.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
 }
 
 /// Run `run_id` as it goes to the archive, read from Redis: `None` when Redis does not hold it

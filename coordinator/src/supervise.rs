@@ -143,8 +143,8 @@ fn parks(e: &CoordinatorError) -> bool {
     )
 }
 
-/// The text of a panic's payload.
-fn panic_message(p: &(dyn Any + Send)) -> String {
+/// The text of a panic's payload (`&str` or `String`; anything else is named as such).
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
