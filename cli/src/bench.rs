@@ -4,8 +4,9 @@
 //! `echo` handler (`baton-worker`, the stock worker) in the coordinator's namespace.
 //!
 //! Measurements (each repeated `--repeat` times; the median is printed):
-//! - **one-step runs**: N runs of a one-step workflow submitted with 64 in flight, each awaited by
-//!   polling `GetRun`. Two rates: what the client observed (runs / wall time from the first submit to
+//! - **one-step runs**: N runs of a one-step workflow submitted with 64 in flight, each awaited
+//!   (`--wait`: by following its `WatchRun` stream to the end and one `GetRun`, the default, or by
+//!   polling `GetRun`). Two rates: what the client observed (runs / wall time from the first submit to
 //!   the last run seen finished) and the engine's own (runs / time from the first run's `created_at`
 //!   to the last run's `finished_at`, both from the runs' own timestamps); and the median time per
 //!   run as each side sees it (submit to seen finished; `created_at` to `finished_at`).
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use baton_shared::credentials::AuthChannel;
 use baton_shared::proto::run_service_client::RunServiceClient;
-use baton_shared::proto::{GetRunRequest, RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest};
+use baton_shared::proto::{GetRunRequest, RegisterWorkflowRequest, Run, RunStatus, SubmitRunRequest, WatchRunRequest};
 use baton_shared::time::millis;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -65,7 +66,13 @@ pub struct BenchArgs {
     /// GetRun calls per latency sample (default 2,000; 500 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub samples: Option<u32>,
-    /// Longest gap between two polls of a run (polling starts at 1 ms and grows by half up to this).
+    /// How the bench waits for each run: `watch` follows its WatchRun stream to the end, then reads
+    /// it once with GetRun (what the SDKs' `wait` does, and a blocking wait like the results
+    /// backend the Dramatiq comparison uses); `poll` calls GetRun until it is over.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "watch")]
+    pub wait: Wait,
+    /// With `--wait poll`: longest gap between two polls of a run (polling starts at 1 ms and grows
+    /// by half up to this).
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Longest wait for any one run or batch of runs to finish before the bench gives up.
@@ -101,6 +108,15 @@ pub struct BenchArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+}
+
+/// How `baton bench` waits for a run to finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Wait {
+    /// Follow the run's WatchRun stream to its end, then one GetRun.
+    Watch,
+    /// Poll GetRun.
+    Poll,
 }
 
 /// One measurement of `baton bench`.
@@ -174,6 +190,7 @@ pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs
     let client = coordinator.runs();
     let bench = Bench {
         client,
+        wait: args.wait,
         poll_cap: args.poll_interval,
         timeout: args.timeout,
     };
@@ -271,15 +288,19 @@ pub async fn run(target: &crate::client::Target, output: Output, args: BenchArgs
                 line(
                     output,
                     &format!(
-                        "one-step runs ({} runs, {} in flight, awaited by polling GetRun): client-observed {c:.0} runs/s, engine {e:.0} runs/s (client/engine {:.2}); median per run: client {cm:.1} ms from submit to seen finished, engine {em:.1} ms from created_at to finished_at",
+                        "one-step runs ({} runs, {} in flight, awaited by {}): client-observed {c:.0} runs/s, engine {e:.0} runs/s (client/engine {:.2}); median per run: client {cm:.1} ms from submit to seen finished, engine {em:.1} ms from created_at to finished_at",
                         plan.runs,
                         args.in_flight,
+                        match args.wait {
+                            Wait::Watch => "WatchRun",
+                            Wait::Poll => "polling GetRun",
+                        },
                         ratio(c, e)
                     ),
                 );
                 report.insert(
                     "one_step_runs".into(),
-                    json!({"runs": plan.runs, "in_flight": args.in_flight, "client_runs_per_s": c,
+                    json!({"runs": plan.runs, "in_flight": args.in_flight, "wait": format!("{:?}", args.wait).to_lowercase(), "client_runs_per_s": c,
                            "engine_runs_per_s": e, "client_run_ms": cm, "engine_run_ms": em,
                            "client_runs_per_s_each": client_rates, "engine_runs_per_s_each": engine_rates}),
                 );
@@ -436,6 +457,7 @@ async fn register(coordinator: &Coordinator, handler: &str) -> Result<Workflows>
 /// The run client and the polling settings.
 struct Bench {
     client: RunServiceClient<AuthChannel>,
+    wait: Wait,
     poll_cap: Duration,
     timeout: Duration,
 }
@@ -451,9 +473,53 @@ impl Bench {
         Ok(self.client.clone().submit_run(request).await?.into_inner().run_id)
     }
 
+    /// Waits for the run to be over (`--wait`); the run must have succeeded.
+    async fn await_run(&self, run_id: &str) -> Result<Run> {
+        match self.wait {
+            Wait::Poll => self.poll_run(run_id).await,
+            Wait::Watch => self.watch_run(run_id).await,
+        }
+    }
+
+    /// Follows the run's WatchRun stream to its end (the stream ends after the run finishes),
+    /// then reads the run with one GetRun; the run must have succeeded.
+    async fn watch_run(&self, run_id: &str) -> Result<Run> {
+        let mut client = self.client.clone();
+        let follow = async {
+            let mut events = client
+                .watch_run(WatchRunRequest {
+                    run_id: run_id.to_owned(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while events.message().await?.is_some() {}
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(self.timeout, follow)
+            .await
+            .map_err(|_| anyhow::anyhow!("bench run {run_id} did not finish within {} (--timeout)", humantime::format_duration(self.timeout)))??;
+        let run = client
+            .get_run(GetRunRequest {
+                run_id: run_id.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if run.status != RunStatus::Succeeded as i32 {
+            bail!(
+                "bench run {run_id} of {} ended {}: {}",
+                run.workflow,
+                crate::render::run_status_word(run.status),
+                if crate::client::is_terminal(run.status) { run.error.clone() } else { waiting_detail(&run) }
+            );
+        }
+        Ok(run)
+    }
+
     /// Polls `GetRun` until the run is over (1 ms, then half as long again each time, up to
     /// `poll_cap`); the run must have succeeded.
-    async fn await_run(&self, run_id: &str) -> Result<Run> {
+    async fn poll_run(&self, run_id: &str) -> Result<Run> {
         let start = Instant::now();
         let mut gap = Duration::from_millis(1);
         let mut client = self.client.clone();
@@ -501,6 +567,7 @@ impl Bench {
         let id = self.submit(workflow, &json!({"probe": true})).await?;
         let probe = Bench {
             client: self.client.clone(),
+            wait: Wait::Poll,
             poll_cap: Duration::from_millis(100),
             timeout: PROBE_TIMEOUT,
         };
@@ -513,7 +580,7 @@ impl Bench {
         Ok(())
     }
 
-    /// N one-step runs, `in_flight` at a time, each awaited by polling.
+    /// N one-step runs, `in_flight` at a time, each awaited (`--wait`).
     async fn one_step_runs(&self, workflow: &str, n: u32, in_flight: u32) -> Result<OneStep> {
         let start = Instant::now();
         let mut set: JoinSet<Result<(Run, f64)>> = JoinSet::new();
@@ -551,6 +618,7 @@ impl Bench {
     fn clone_handle(&self) -> Bench {
         Bench {
             client: self.client.clone(),
+            wait: self.wait,
             poll_cap: self.poll_cap,
             timeout: self.timeout,
         }
@@ -629,7 +697,7 @@ impl Bench {
 
 /// One repetition of the one-step runs.
 struct OneStep {
-    /// Runs per second from the first submit to the last run seen finished by polling.
+    /// Runs per second from the first submit to the last run seen finished.
     client_rate: f64,
     /// Runs per second from the first run's `created_at` to the last run's `finished_at`.
     engine_rate: f64,
