@@ -964,7 +964,10 @@ impl proto::run_service_server::RunService for Api {
             )));
         }
         let permit = self.watch.admit(identity)?;
-        if self.engine.store.run_archived(&run_id).await? != Some(false) {
+        // One round trip: where the run lives, where its live events start, and its history.
+        let after = if after_sequence.is_empty() { "-" } else { after_sequence.as_str() };
+        let open = self.engine.store.watch_open(&run_id, after, HISTORY_PAGE).await?;
+        if open.state != Some(false) {
             // Only a tombstone, or nothing: an archived run's history comes from the archive, and
             // the stream ends after it (the run is over).
             let Some(archived) = crate::archiver::archived(&self.engine, &run_id).await? else {
@@ -988,12 +991,14 @@ impl proto::run_service_server::RunService for Api {
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
-        // Subscribed before the history is read, so no event falls between the two.
-        let sub = self.watch.subscribe(&run_id).await?;
+        // The subscription starts at the cursors read before the history, so no event falls
+        // between the two.
+        let sub = self.watch.subscribe_from(&run_id, open.last_event, open.last_log).await;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
+        let first = open.history;
         tokio::spawn(async move {
-            if let Err(e) = stream_events(&engine, &run_id, &after_sequence, sub, &tx).await {
+            if let Err(e) = stream_events(&engine, &run_id, &after_sequence, first, sub, &tx).await {
                 let _ = tx.send(Err(e.into())).await;
             }
             drop(permit);
@@ -1001,6 +1006,9 @@ impl proto::run_service_server::RunService for Api {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
+
+/// Events of a run's history read from Redis at a time by `WatchRun`.
+const HISTORY_PAGE: usize = 500;
 
 /// Whether `s` is a Redis stream id (`<ms>-<n>`), the shape of a RunEvent's `sequence`.
 fn is_sequence(s: &str) -> bool {
@@ -1036,6 +1044,7 @@ async fn stream_events(
     engine: &Engine,
     run_id: &str,
     after: &str,
+    first: Vec<StreamEntry>,
     mut sub: Subscription,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
 ) -> Result<(), CoordinatorError> {
@@ -1046,8 +1055,12 @@ async fn stream_events(
     };
     let mut ended = false;
     let mut saw_run_event = false;
+    let mut next = Some(first);
     loop {
-        let batch = engine.store.events_after(run_id, &last, 500).await?;
+        let batch = match next.take() {
+            Some(b) => b,
+            None => engine.store.events_after(run_id, &last, HISTORY_PAGE).await?,
+        };
         let n = batch.len();
         for (id, f) in batch {
             last = id.clone();
@@ -1060,7 +1073,7 @@ async fn stream_events(
                 return Ok(());
             }
         }
-        if n < 500 {
+        if n < HISTORY_PAGE {
             break;
         }
     }

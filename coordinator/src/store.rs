@@ -2459,15 +2459,46 @@ impl Store {
         Ok(reply.ids.into_iter().map(stream_entry).collect())
     }
 
-    /// The id of the last event of a run's stream, `None` when it has none.
+    /// What `WatchRun` needs to open a stream, in one round trip: whether the run is in Redis
+    /// (`state`: `None` when not, `Some(true)` when only its archived tombstone is), the ids of
+    /// the last event and the last live log line (where a subscription starts), and the first
+    /// `count` events of its history after `after` (`-`: from the start).
+    ///
+    /// The commands run in this order in one pipeline, so the cursors are never past the history
+    /// read after them (a later event may be in both: watchers skip what they sent by sequence).
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`].
-    pub async fn last_event_id(&self, run_id: &str) -> Result<Option<String>> {
+    pub async fn watch_open(&self, run_id: &str, after: &str, count: usize) -> Result<WatchOpen> {
         let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply =
-            conn.xrevrange_count(self.keys.events(run_id), "+", "-", 1).await?;
-        Ok(reply.ids.into_iter().next().map(|e| e.id))
+        let start = if after == "-" {
+            "-".to_string()
+        } else {
+            format!("({after}")
+        };
+        let run_key = self.keys.run(run_id);
+        let events_key = self.keys.events(run_id);
+        #[allow(clippy::type_complexity)]
+        let (exists, archived, last_event, last_log, history): (
+            bool,
+            bool,
+            redis::streams::StreamRangeReply,
+            redis::streams::StreamRangeReply,
+            redis::streams::StreamRangeReply,
+        ) = redis::pipe()
+            .exists(&run_key)
+            .hexists(&run_key, "archived_at")
+            .xrevrange_count(&events_key, "+", "-", 1)
+            .xrevrange_count(self.keys.log_tail(run_id), "+", "-", 1)
+            .xrange_count(&events_key, start, "+", count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(WatchOpen {
+            state: exists.then_some(archived),
+            last_event: last_event.ids.into_iter().next().map(|e| e.id),
+            last_log: last_log.ids.into_iter().next().map(|e| e.id),
+            history: history.ids.into_iter().map(stream_entry).collect(),
+        })
     }
 
     /// One `XREAD BLOCK` over many event streams on `conn` (a [`Store::blocking_connection`]):
@@ -2722,6 +2753,20 @@ pub enum Reporter<'a> {
     /// The coordinator itself (a timer, a skip, an event, a child run, an emitter's end), named
     /// in the attempt history by this word (`timer`, `coordinator`, `event`, `child`).
     Coordinator(&'a str),
+}
+
+/// [`Store::watch_open`]'s answer.
+#[derive(Debug)]
+pub struct WatchOpen {
+    /// `None`: no such run in Redis; `Some(true)`: only its archived tombstone; `Some(false)`: the
+    /// run itself.
+    pub state: Option<bool>,
+    /// The id of the run's last event, if it has one.
+    pub last_event: Option<String>,
+    /// The id of the run's last live log line, if it has one.
+    pub last_log: Option<String>,
+    /// The first events of its history after the asked sequence, oldest first.
+    pub history: Vec<StreamEntry>,
 }
 
 /// Converts one stream entry to (id, fields).

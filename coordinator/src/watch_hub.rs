@@ -9,8 +9,9 @@
 //! task and a channel receiver. A new run's subscription wakes the reader at once with `CLIENT
 //! UNBLOCK` (and the block is short, [`BLOCK`], should that be refused).
 //!
-//! A watcher subscribes *before* it reads the run's history, and the subscription starts after the
-//! stream's last event at that moment, so nothing falls between the history and the live events;
+//! A watcher's subscription starts after the stream's last event as read in the same pipeline as,
+//! and before, the history it sends first ([`Store::watch_open`], one round trip), so nothing
+//! falls between the history and the live events;
 //! the watcher drops what it has already sent by comparing sequences. A watcher that falls behind
 //! its channel ([`CHANNEL_CAPACITY`]) reads what it missed from Redis again.
 //!
@@ -200,27 +201,21 @@ impl WatchHub {
         })
     }
 
-    /// Subscribes to the live events of `run_id`: every event added to its stream after this call
-    /// began (and maybe some before: compare sequences).
-    ///
-    /// # Errors
-    /// `Redis` when the stream's last event cannot be read.
-    pub async fn subscribe(&self, run_id: &str) -> Result<Subscription> {
+    /// Subscribes to the live events of `run_id` after the cursors (the ids of the run's last
+    /// event and last live log line, `None` when it has none), read by the caller in the same
+    /// [`Store::watch_open`] round trip as the history it sends first (a run already followed is
+    /// joined as it is: compare sequences to skip what was sent).
+    pub async fn subscribe_from(
+        &self,
+        run_id: &str,
+        cursor: Option<String>,
+        log_cursor: Option<String>,
+    ) -> Subscription {
         if let Some(sub) = self.join(run_id) {
-            return Ok(sub);
+            return sub;
         }
-        let cursor = self
-            .inner
-            .store
-            .last_event_id(run_id)
-            .await?
-            .unwrap_or_else(|| "0-0".to_string());
-        let log_cursor = self
-            .inner
-            .store
-            .last_log_tail_id(run_id)
-            .await?
-            .unwrap_or_else(|| "0-0".to_string());
+        let cursor = cursor.unwrap_or_else(|| "0-0".to_string());
+        let log_cursor = log_cursor.unwrap_or_else(|| "0-0".to_string());
         let (sub, added) = {
             let mut state = self.inner.lock();
             match state.runs.entry(run_id.to_string()) {
@@ -249,7 +244,7 @@ impl WatchHub {
         if added {
             self.wake_reader().await;
         }
-        Ok(sub)
+        sub
     }
 
     /// Joins the run's subscription when there is one.

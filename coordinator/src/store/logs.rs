@@ -232,14 +232,4 @@ impl Store {
         Ok(out)
     }
 
-    /// The id of the last entry of a run's live log tail, `None` when it has none.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Redis`].
-    pub async fn last_log_tail_id(&self, run_id: &str) -> Result<Option<String>> {
-        let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply =
-            conn.xrevrange_count(self.keys.log_tail(run_id), "+", "-", 1).await?;
-        Ok(reply.ids.into_iter().next().map(|e| e.id))
-    }
 }
