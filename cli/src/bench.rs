@@ -496,9 +496,12 @@ impl Bench {
             while events.message().await?.is_some() {}
             anyhow::Ok(())
         };
-        tokio::time::timeout(self.timeout, follow)
-            .await
-            .map_err(|_| anyhow::anyhow!("bench run {run_id} did not finish within {} (--timeout)", humantime::format_duration(self.timeout)))??;
+        tokio::time::timeout(self.timeout, follow).await.map_err(|_| {
+            anyhow::anyhow!(
+                "bench run {run_id} did not finish within {} (--timeout)",
+                humantime::format_duration(self.timeout)
+            )
+        })??;
         let run = client
             .get_run(GetRunRequest {
                 run_id: run_id.to_owned(),
@@ -511,7 +514,11 @@ impl Bench {
                 "bench run {run_id} of {} ended {}: {}",
                 run.workflow,
                 crate::render::run_status_word(run.status),
-                if crate::client::is_terminal(run.status) { run.error.clone() } else { waiting_detail(&run) }
+                if crate::client::is_terminal(run.status) {
+                    run.error.clone()
+                } else {
+                    waiting_detail(&run)
+                }
             );
         }
         Ok(run)

@@ -965,7 +965,11 @@ impl proto::run_service_server::RunService for Api {
         }
         let permit = self.watch.admit(identity)?;
         // One round trip: where the run lives, where its live events start, and its history.
-        let after = if after_sequence.is_empty() { "-" } else { after_sequence.as_str() };
+        let after = if after_sequence.is_empty() {
+            "-"
+        } else {
+            after_sequence.as_str()
+        };
         let open = self.engine.store.watch_open(&run_id, after, HISTORY_PAGE).await?;
         if open.state != Some(false) {
             // Only a tombstone, or nothing: an archived run's history comes from the archive, and

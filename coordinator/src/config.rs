@@ -159,6 +159,28 @@ pub struct CoordinatorConfig {
     pub archive_grace: Duration,
     /// Most runs written to the archive in one transaction. 1 to 10,000.
     pub archive_batch: usize,
+    /// What a run transition's commit waits for before it counts: `primary` (the default: the
+    /// Redis primary has it; a failover can lose the last ones) or `replicated` (also
+    /// `durability_replicas` replicas, by `WAIT` in the commit's round trip). See
+    /// docs/guarantees.md.
+    pub durability: Durability,
+    /// With `durability = "replicated"`: the replicas a commit waits for. 1 to 16.
+    pub durability_replicas: u32,
+    /// With `durability = "replicated"`: the longest wait for them; a commit they do not all
+    /// have by then answers UNAVAILABLE (it stands on the primary; the caller tries again).
+    /// 10ms to 60s.
+    #[serde(with = "serde_human")]
+    pub durability_timeout: Duration,
+}
+
+/// The `durability` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A commit counts once the Redis primary has it.
+    Primary,
+    /// A commit counts once `durability_replicas` replicas have it too.
+    Replicated,
 }
 
 /// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
@@ -230,6 +252,9 @@ impl Default for CoordinatorConfig {
             archive_retention: Duration::from_secs(30 * 86_400),
             archive_grace: Duration::from_secs(300),
             archive_batch: 500,
+            durability: Durability::Primary,
+            durability_replicas: 1,
+            durability_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -279,11 +304,17 @@ const KNOWN_KEYS: &[&str] = &[
     "archive_retention",
     "archive_grace",
     "archive_batch",
+    "durability",
+    "durability_replicas",
+    "durability_timeout",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
 /// refused with the list (`queue_type: unknown value "quorom", expected one of: quorum, classic`).
-const ENUM_SETTINGS: &[(&str, &[&str])] = &[("queue_type", &["quorum", "classic"])];
+const ENUM_SETTINGS: &[(&str, &[&str])] = &[
+    ("queue_type", &["quorum", "classic"]),
+    ("durability", &["primary", "replicated"]),
+];
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -378,6 +409,7 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
+        config.check_durability()?;
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
                 key: key.into(),
@@ -395,6 +427,39 @@ impl CoordinatorConfig {
     /// `grpc_keepalive_interval`, at most [`GRPC_KEEPALIVE_TIMEOUT`].
     pub fn grpc_keepalive_timeout(&self) -> Duration {
         self.grpc_keepalive_interval.min(GRPC_KEEPALIVE_TIMEOUT)
+    }
+
+    /// Checks `durability_replicas` and `durability_timeout`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    fn check_durability(&self) -> Result<(), ConfigError> {
+        if !(1..=16).contains(&self.durability_replicas) {
+            return Err(ConfigError::Invalid {
+                key: "durability_replicas".into(),
+                reason: format!("{} is outside 1 to 16", self.durability_replicas),
+            });
+        }
+        let (min, max) = (Duration::from_millis(10), Duration::from_secs(60));
+        if self.durability_timeout < min || self.durability_timeout > max {
+            return Err(ConfigError::Invalid {
+                key: "durability_timeout".into(),
+                reason: format!(
+                    "{} is outside 10ms to 60s",
+                    baton_shared::duration::format(self.durability_timeout)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// What commits wait for ([`crate::store::Store::with_durability`]): `None` with
+    /// `durability = "primary"`.
+    pub fn replicated(&self) -> Option<crate::store::Replicated> {
+        (self.durability == Durability::Replicated).then_some(crate::store::Replicated {
+            replicas: self.durability_replicas,
+            timeout: self.durability_timeout,
+        })
     }
 
     /// Checks the connection timeouts, caps and allowed origins.
@@ -613,6 +678,34 @@ mod tests {
             c.metrics_socket().unwrap(),
             Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
         );
+    }
+
+    #[test]
+    fn durability_is_primary_by_default_and_its_bounds_name_the_key() {
+        let d = CoordinatorConfig::default();
+        assert_eq!(d.durability, Durability::Primary);
+        assert_eq!(d.replicated(), None);
+        let on = file("durability = \"replicated\"\ndurability_replicas = 2\ndurability_timeout = \"250ms\"\n");
+        let c = CoordinatorConfig::load(Some(on.path())).unwrap();
+        assert_eq!(
+            c.replicated(),
+            Some(crate::store::Replicated {
+                replicas: 2,
+                timeout: Duration::from_millis(250)
+            })
+        );
+        for (text, key) in [
+            ("durability_replicas = 0\n", "durability_replicas"),
+            ("durability_replicas = 17\n", "durability_replicas"),
+            ("durability_timeout = \"5ms\"\n", "durability_timeout"),
+            ("durability_timeout = \"2m\"\n", "durability_timeout"),
+            ("durability = \"sync\"\n", "durability"),
+        ] {
+            let e = CoordinatorConfig::load(Some(file(text).path()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

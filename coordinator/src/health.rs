@@ -208,7 +208,16 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
     let mut restoring = false;
     loop {
         let redis = async {
-            match tokio::time::timeout(bound, engine.store.ping()).await {
+            // With durability replicated, a primary without the replicas commits wait for cannot
+            // commit anything: as good as unreachable.
+            let ping = async {
+                engine.store.ping().await?;
+                match engine.store.replicas_missing().await? {
+                    Some(why) => Err(crate::error::CoordinatorError::Unavailable(why)),
+                    None => Ok(()),
+                }
+            };
+            match tokio::time::timeout(bound, ping).await {
                 Ok(Ok(())) => None,
                 // What Redis's client said, without the error's "redis: " prefix.
                 Ok(Err(crate::error::CoordinatorError::Redis(e))) => Some(e.to_string()),

@@ -394,7 +394,15 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)
     .with_outbox_hold(config.timer_lease)
-    .with_archive(archive.is_some());
+    .with_archive(archive.is_some())
+    .with_durability(config.replicated());
+    if let Some(r) = store.durability() {
+        tracing::info!(
+            replicas = r.replicas,
+            timeout = %baton_shared::duration::format(r.timeout),
+            "durability replicated: each commit waits for Redis replicas"
+        );
+    }
     // A namespace of a layout this version cannot read is refused before anything is written.
     match store.check_layout().await.map_err(|e| anyhow::anyhow!("{e}"))? {
         crate::store::LayoutCheck::Migrated(from) => tracing::info!(

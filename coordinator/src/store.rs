@@ -678,6 +678,9 @@ pub struct Store {
     /// Whether finished runs are queued for the archive (the coordinator has an `archive_url`):
     /// see [`Store::with_archive`].
     archive: bool,
+    /// With `durability = "replicated"`: the replicas each commit waits for (see
+    /// [`Store::with_durability`]); `None` (the default): a commit is acknowledged by the primary.
+    durability: Option<Replicated>,
     /// The step ids of runs read lately (a run's `step_ids`, fixed when it is created), so that
     /// [`Store::read_run`] reads the run and its steps in one round trip after the first time.
     step_ids: moka::sync::Cache<String, std::sync::Arc<str>>,
@@ -792,6 +795,7 @@ impl Store {
             outbox_hold: dispatch_grace,
             max_payload_bytes: usize::MAX,
             archive: false,
+            durability: None,
             step_ids: moka::sync::Cache::builder()
                 .max_capacity(STEP_IDS_CACHE_BYTES)
                 .weigher(|run: &String, ids: &std::sync::Arc<str>| {
@@ -831,6 +835,45 @@ impl Store {
     pub fn with_archive(mut self, on: bool) -> Self {
         self.archive = on;
         self
+    }
+
+    /// Makes every run transition wait, in the same round trip as its commit, until `replicated`'s
+    /// number of Redis replicas have it (`WAIT`), so a failover to one of them loses no
+    /// transition a caller was told of. A commit that reaches fewer within its timeout stands on
+    /// the primary but answers `Unavailable` (naming `durability`), so the caller tries again (a
+    /// worker's report, a submit with its idempotency key: each applies once). `None` (the
+    /// default): the primary's acknowledgement is enough, and a failover can lose the last
+    /// transitions (docs/guarantees.md).
+    #[must_use]
+    pub fn with_durability(mut self, replicated: Option<Replicated>) -> Self {
+        self.durability = replicated;
+        self
+    }
+
+    /// The replicas commits wait for ([`Store::with_durability`]).
+    pub fn durability(&self) -> Option<Replicated> {
+        self.durability
+    }
+
+    /// With `durability = "replicated"`: why Redis cannot give commits the replicas they wait for
+    /// (fewer replicas online than asked, by `INFO replication` of the primary), or `None` when it
+    /// can, or when commits wait for none.
+    ///
+    /// # Errors
+    /// `Redis` when `INFO` fails.
+    pub async fn replicas_missing(&self) -> Result<Option<String>> {
+        let Some(r) = self.durability else {
+            return Ok(None);
+        };
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await?;
+        let online = replicas_online(&info);
+        Ok((online < r.replicas).then(|| {
+            format!(
+                "durability replicated waits for {} replica(s) and the Redis primary has {online} online",
+                r.replicas
+            )
+        }))
     }
 
     /// Whether finished runs are queued for the archive ([`Store::with_archive`]).
@@ -986,11 +1029,26 @@ impl Store {
                 .arg(self.outbox_hold.as_millis() as u64)
                 .arg(call.run_id)
                 .arg(args);
+            if let Some(r) = self.durability {
+                pipe.cmd("WAIT").arg(r.replicas).arg(r.timeout_ms());
+            }
             let mut conn = self.conn.clone();
             match crate::metrics::script(script.name, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
-                Ok(v) => {
+                Ok(mut v) => {
+                    let acked = match self.durability {
+                        Some(_) => Some(
+                            v.pop()
+                                .map(redis::from_redis_value::<u32>)
+                                .transpose()
+                                .map_err(unexpected)?,
+                        ),
+                        None => None,
+                    };
                     let (out, written) = run_reply(script.name, v)?;
                     let effects = self.apply_effects(&written, call.now).await;
+                    if let (Some(r), Some(acked)) = (self.durability, acked) {
+                        r.check(script.name, acked.unwrap_or(0))?;
+                    }
                     return Ok((out, effects));
                 }
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) && tried == 0 => {
@@ -2755,6 +2813,47 @@ pub enum Reporter<'a> {
     Coordinator(&'a str),
 }
 
+/// `durability = "replicated"`: how many Redis replicas each commit waits for, and how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicated {
+    /// Replicas that must have a commit (`durability_replicas`, 1 to 16).
+    pub replicas: u32,
+    /// Longest wait for them (`durability_timeout`, 10 ms to 60 s).
+    pub timeout: Duration,
+}
+
+impl Replicated {
+    /// The timeout in whole milliseconds, at least 1 (`WAIT 0` would wait for ever).
+    fn timeout_ms(self) -> u64 {
+        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// `Unavailable` naming `durability` when `acked` replicas are fewer than asked.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Unavailable`].
+    pub(crate) fn check(self, script: &str, acked: u32) -> Result<()> {
+        if acked >= self.replicas {
+            return Ok(());
+        }
+        Err(CoordinatorError::Unavailable(format!(
+            "durability: the commit of {script} reached {acked} of the {} Redis replica(s) it waits for within {}; \
+             it stands on the primary but could be lost in a failover; try again",
+            self.replicas,
+            baton_shared::duration::format(self.timeout)
+        )))
+    }
+}
+
+/// Replicas `INFO replication` of a primary says are online (`slaveN:...,state=online,...`).
+fn replicas_online(info: &str) -> u32 {
+    let n = info
+        .lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// [`Store::watch_open`]'s answer.
 #[derive(Debug)]
 pub struct WatchOpen {
@@ -3246,6 +3345,39 @@ pub fn parse_outbox_member(member: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn replicas_online_counts_the_online_replicas_of_info_replication() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+                    slave0:ip=127.0.0.1,port=7001,state=online,offset=10,lag=0\r\n\
+                    slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\nmaster_repl_offset:10\r\n";
+        assert_eq!(super::replicas_online(info), 1);
+        assert_eq!(
+            super::replicas_online("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"),
+            0
+        );
+    }
+
+    #[test]
+    fn a_commit_fewer_replicas_acknowledged_is_unavailable_naming_durability() {
+        let r = super::Replicated {
+            replicas: 2,
+            timeout: std::time::Duration::from_millis(300),
+        };
+        assert!(r.check("complete_step", 2).is_ok());
+        let e = r.check("complete_step", 1).unwrap_err();
+        assert!(matches!(e, crate::error::CoordinatorError::Unavailable(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("durability") && text.contains("1 of the 2"), "{text}");
+        assert_eq!(
+            super::Replicated {
+                replicas: 1,
+                timeout: std::time::Duration::ZERO
+            }
+            .timeout_ms(),
+            1
+        );
+    }
+
     use super::*;
 
     #[test]

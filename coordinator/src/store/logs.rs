@@ -231,5 +231,4 @@ impl Store {
         }
         Ok(out)
     }
-
 }

@@ -44,6 +44,16 @@ impl Standalone {
         invocation.arg(json);
         let mut conn = store.conn();
         let reply = crate::metrics::script(self.name, invocation.invoke_async::<Vec<String>>(&mut conn)).await?;
+        // With `durability = "replicated"`, the script's writes reach the replicas before its
+        // answer counts (WAIT covers this connection's writes so far).
+        if let Some(r) = store.durability() {
+            let acked: u32 = redis::cmd("WAIT")
+                .arg(r.replicas)
+                .arg(r.timeout_ms())
+                .query_async(&mut conn)
+                .await?;
+            r.check(self.name, acked)?;
+        }
         Ok(reply)
     }
 }
