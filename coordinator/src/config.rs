@@ -159,6 +159,11 @@ pub struct CoordinatorConfig {
     pub archive_grace: Duration,
     /// Most runs written to the archive in one transaction. 1 to 10,000.
     pub archive_batch: usize,
+    /// Health answers NOT_SERVING while the run waiting longest in the archive outbox finished
+    /// more than this long ago (the archive is down or cannot keep up, and Redis grows with
+    /// finished runs). 1 s to 7 days; default 10 minutes.
+    #[serde(with = "serde_human")]
+    pub archive_max_backlog_age: Duration,
 }
 
 /// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
@@ -230,6 +235,7 @@ impl Default for CoordinatorConfig {
             archive_retention: Duration::from_secs(30 * 86_400),
             archive_grace: Duration::from_secs(300),
             archive_batch: 500,
+            archive_max_backlog_age: crate::archiver::DEFAULT_MAX_BACKLOG_AGE,
         }
     }
 }
@@ -279,6 +285,7 @@ const KNOWN_KEYS: &[&str] = &[
     "archive_retention",
     "archive_grace",
     "archive_batch",
+    "archive_max_backlog_age",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
@@ -378,6 +385,18 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
+        let (min, max) = crate::archiver::MAX_BACKLOG_AGE_BOUNDS;
+        if config.archive_max_backlog_age < min || config.archive_max_backlog_age > max {
+            return Err(ConfigError::Invalid {
+                key: "archive_max_backlog_age".into(),
+                reason: format!(
+                    "{} is outside {} to {}",
+                    baton_shared::duration::format(config.archive_max_backlog_age),
+                    baton_shared::duration::format(min),
+                    baton_shared::duration::format(max)
+                ),
+            });
+        }
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
                 key: key.into(),
@@ -628,6 +647,8 @@ mod tests {
             ("archive_batch = 0\n", "archive_batch"),
             ("archive_retention = \"1h\"\n", "archive_retention"),
             ("archive_grace = \"30days\"\n", "archive_grace"),
+            ("archive_max_backlog_age = \"0s\"\n", "archive_max_backlog_age"),
+            ("archive_max_backlog_age = \"8days\"\n", "archive_max_backlog_age"),
         ] {
             let e = CoordinatorConfig::load(Some(file(text).path()))
                 .unwrap_err()
