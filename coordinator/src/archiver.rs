@@ -14,6 +14,8 @@
 //! archiver tries again after a backoff. A coordinator killed between the write and the
 //! tombstones: the runs are still queued; the next holder of the lease writes them again, which
 //! the archive ignores (its write is idempotent on namespace, run id and end), and shrinks them.
+//! PostgreSQL gone without a word (its host died): the write is given up after
+//! `archive_write_timeout`, its connection closed, and the round fails as above.
 //! Redis down: nothing is read or changed until it is back. A run that cannot be built (a panic, a
 //! stored value that does not read) is **parked** (`supervise::park`, loop `archive`): it leaves
 //! the outbox, is listed in `<ns>:parked-items` and on the run (GetRun `parked_items`), stays
@@ -166,7 +168,7 @@ pub async fn round(engine: &Engine, archive: &Archive, token: &str) -> Result<Ro
     }
     let runs: Vec<ArchivedRun> = built.iter().map(|b| b.archived.clone()).collect();
     let report = archive
-        .write(&runs)
+        .write_within(&runs, engine.config.archive_write_timeout)
         .await
         .map_err(|e| CoordinatorError::Unavailable(format!("archive: writing {} runs: {e}", runs.len())))?;
     drop(runs);

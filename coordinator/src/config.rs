@@ -164,6 +164,12 @@ pub struct CoordinatorConfig {
     /// finished runs). 1 s to 7 days; default 10 minutes.
     #[serde(with = "serde_human")]
     pub archive_max_backlog_age: Duration,
+    /// How long one batch write to the archive may wait for PostgreSQL before it is given up (its
+    /// connection closed, the runs left queued and tried again): a PostgreSQL whose host died
+    /// answers nothing, and without this the archiver would wait for ever. 1 s to 1 hour; default
+    /// 2 minutes.
+    #[serde(with = "serde_human")]
+    pub archive_write_timeout: Duration,
 }
 
 /// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
@@ -236,6 +242,7 @@ impl Default for CoordinatorConfig {
             archive_grace: Duration::from_secs(300),
             archive_batch: 500,
             archive_max_backlog_age: crate::archiver::DEFAULT_MAX_BACKLOG_AGE,
+            archive_write_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -286,6 +293,7 @@ const KNOWN_KEYS: &[&str] = &[
     "archive_grace",
     "archive_batch",
     "archive_max_backlog_age",
+    "archive_write_timeout",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
@@ -385,17 +393,29 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
-        let (min, max) = crate::archiver::MAX_BACKLOG_AGE_BOUNDS;
-        if config.archive_max_backlog_age < min || config.archive_max_backlog_age > max {
-            return Err(ConfigError::Invalid {
-                key: "archive_max_backlog_age".into(),
-                reason: format!(
-                    "{} is outside {} to {}",
-                    baton_shared::duration::format(config.archive_max_backlog_age),
-                    baton_shared::duration::format(min),
-                    baton_shared::duration::format(max)
-                ),
-            });
+        for (key, value, (min, max)) in [
+            (
+                "archive_max_backlog_age",
+                config.archive_max_backlog_age,
+                crate::archiver::MAX_BACKLOG_AGE_BOUNDS,
+            ),
+            (
+                "archive_write_timeout",
+                config.archive_write_timeout,
+                (Duration::from_secs(1), Duration::from_secs(3_600)),
+            ),
+        ] {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!(
+                        "{} is outside {} to {}",
+                        baton_shared::duration::format(value),
+                        baton_shared::duration::format(min),
+                        baton_shared::duration::format(max)
+                    ),
+                });
+            }
         }
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
@@ -649,6 +669,8 @@ mod tests {
             ("archive_grace = \"30days\"\n", "archive_grace"),
             ("archive_max_backlog_age = \"0s\"\n", "archive_max_backlog_age"),
             ("archive_max_backlog_age = \"8days\"\n", "archive_max_backlog_age"),
+            ("archive_write_timeout = \"500ms\"\n", "archive_write_timeout"),
+            ("archive_write_timeout = \"2h\"\n", "archive_write_timeout"),
         ] {
             let e = CoordinatorConfig::load(Some(file(text).path()))
                 .unwrap_err()
