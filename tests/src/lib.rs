@@ -890,11 +890,13 @@ pub fn ms(ts: &Option<prost_types::Timestamp>) -> i64 {
 /// A TCP proxy that a test can cut: it forwards connections from `127.0.0.1:<port>` to `target`
 /// while up; [`TcpProxy::cut`] closes every connection through it and refuses new ones until
 /// [`TcpProxy::restore`]; [`TcpProxy::reset`] closes every connection through it at once but
-/// takes new ones (a server that crashed mid-conversation and came back); [`TcpProxy::pause`]
-/// holds every byte in both directions (a server that stopped answering) until `restore`, or
-/// `cut`, which drops what it held. Put it between one process and RabbitMQ, Redis or PostgreSQL
-/// to take that server away from that process only (the servers are shared by tests running in
-/// parallel).
+/// takes new ones (a server that crashed mid-conversation and came back); [`TcpProxy::stall`]
+/// closes the server's side of every connection but leaves the client's open and silent (a
+/// server host that died without a word: its client waits for an answer), taking new ones;
+/// [`TcpProxy::pause`] holds every byte in both directions (a server that stopped answering)
+/// until `restore`, or `cut`, which drops what it held. Put it between one process and RabbitMQ,
+/// Redis or PostgreSQL to take that server away from that process only (the servers are shared by
+/// tests running in parallel).
 pub struct TcpProxy {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
@@ -916,16 +918,37 @@ enum ProxyMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProxyState {
     mode: ProxyMode,
-    /// Bumped by [`TcpProxy::reset`] and [`TcpProxy::cut`]: a connection opened in an earlier
-    /// epoch is closed.
+    /// The epoch of connections opened now; each connection keeps the one it was opened in.
     epoch: u64,
+    /// Connections of an epoch below this are closed ([`TcpProxy::reset`], [`TcpProxy::cut`]).
+    closed_below: u64,
+    /// Connections of an epoch below this have lost their server's side ([`TcpProxy::stall`]).
+    stalled_below: u64,
+}
+
+impl ProxyState {
+    fn closed(&self, epoch: u64) -> bool {
+        epoch < self.closed_below
+    }
+
+    fn stalled(&self, epoch: u64) -> bool {
+        epoch < self.stalled_below
+    }
+
+    /// Starts a new epoch; connections of the old ones are then closed or stalled as the caller
+    /// says.
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch
+    }
 }
 
 /// Forwards `from` to `to`, a read at a time, holding each read while the proxy is paused; returns
-/// at the end of `from`, an error, or when the proxy is cut or reset (what it held is dropped).
+/// at the end of `from`, an error, or when the connection (of `epoch`) is closed or stalled (what
+/// it held is dropped).
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     mut state: tokio::sync::watch::Receiver<ProxyState>,
     epoch: u64,
 ) {
@@ -937,9 +960,9 @@ async fn pump(
             Ok(n) => n,
         };
         let go = state
-            .wait_for(|s| s.mode != ProxyMode::Paused || s.epoch != epoch)
+            .wait_for(|s| s.mode != ProxyMode::Paused || s.closed(epoch) || s.stalled(epoch))
             .await
-            .is_ok_and(|s| s.mode == ProxyMode::Up && s.epoch == epoch);
+            .is_ok_and(|s| s.mode == ProxyMode::Up && !s.closed(epoch) && !s.stalled(epoch));
         if !go || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
@@ -956,6 +979,8 @@ impl TcpProxy {
         let (state, _) = tokio::sync::watch::channel(ProxyState {
             mode: ProxyMode::Up,
             epoch: 0,
+            closed_below: 0,
+            stalled_below: 0,
         });
         let target = target.to_string();
         let watch = state.clone();
@@ -971,20 +996,28 @@ impl TcpProxy {
                     continue;
                 }
                 let target = target.clone();
+                let epoch = at.epoch;
                 tokio::spawn(async move {
                     let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
-                    let (in_read, in_write) = inbound.into_split();
-                    let (out_read, out_write) = outbound.into_split();
-                    let ended = state.clone();
+                    let (mut in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, mut out_write) = outbound.into_split();
                     tokio::select! {
-                        () = pump(in_read, out_write, state.clone(), at.epoch) => {}
-                        () = pump(out_read, in_write, ended, at.epoch) => {}
-                        _ = state.wait_for(|s| s.mode == ProxyMode::Cut || s.epoch != at.epoch) => {}
+                        () = pump(&mut in_read, &mut out_write, state.clone(), epoch) => {}
+                        () = pump(&mut out_read, &mut in_write, state.clone(), epoch) => {}
+                        _ = state.wait_for(|s| s.closed(epoch) || s.stalled(epoch)) => {}
                     }
+                    // Stalled: the server's side goes, the client's stays open and silent until
+                    // the proxy closes it (or is dropped).
+                    drop((out_read, out_write));
+                    let now = *state.borrow();
+                    if now.stalled(epoch) && !now.closed(epoch) {
+                        let _ = state.wait_for(|s| s.closed(epoch)).await;
+                    }
+                    drop((in_read, in_write));
                 });
             }
         });
@@ -994,18 +1027,26 @@ impl TcpProxy {
     /// Closes every connection through the proxy (dropping what a pause held) and refuses new
     /// ones.
     pub fn cut(&self) {
-        // A new epoch too: a connection that wakes up only after a quick `restore` must still
+        // Closed by epoch too: a connection that wakes up only after a quick `restore` must still
         // see that it was cut.
         self.state.send_modify(|s| {
             s.mode = ProxyMode::Cut;
-            s.epoch = s.epoch.wrapping_add(1);
+            s.closed_below = s.next_epoch();
         });
     }
 
     /// Closes every connection through the proxy at once, whatever it was doing (a query or a
     /// transaction half done), dropping what a pause held; new connections are taken as before.
     pub fn reset(&self) {
-        self.state.send_modify(|s| s.epoch = s.epoch.wrapping_add(1));
+        self.state.send_modify(|s| s.closed_below = s.next_epoch());
+    }
+
+    /// Closes the server's side of every connection through the proxy, leaving the client's side
+    /// open with nothing more coming (no answer, no end: a server host that died, seen from its
+    /// client), until [`TcpProxy::cut`] or [`TcpProxy::reset`]; new connections are taken as
+    /// before (the server is back).
+    pub fn stall(&self) {
+        self.state.send_modify(|s| s.stalled_below = s.next_epoch());
     }
 
     /// Holds every byte read from now on, both ways, until [`TcpProxy::restore`] (which forwards

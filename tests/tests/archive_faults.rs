@@ -1,6 +1,7 @@
 //! Issue 20's faults of the archive, each at a point the test chooses rather than by timing:
 //! Redis killed (`kill -9`) while the archiver is half way through its outbox, PostgreSQL's
-//! connection cut in the middle of a batch's transaction (several times), and a coordinator killed
+//! connection cut in the middle of a batch's transaction (several times), PostgreSQL gone without
+//! a word in the middle of one (its client hears nothing more), and a coordinator killed
 //! after PostgreSQL committed a batch and before Redis shrank it to tombstones. In each, every run
 //! ends archived exactly once, reads the same, and the outbox drains; an outage only delays
 //! archiving, which the backlog metrics and health show.
@@ -231,6 +232,40 @@ async fn postgres_cut_in_the_middle_of_a_batch_only_delays_archiving_and_health_
             "run {id} is its tombstone"
         );
     }
+    assert_same_statuses(&c, &before).await;
+    c.stop_coordinator(false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_that_dies_without_a_word_in_the_middle_of_a_batch_only_delays_archiving() {
+    let schema = Schema::new();
+    let proxy = TcpProxy::start(&format!("127.0.0.1:{PG_PORT}")).await;
+    let mut env = archive_env(&schema, proxy.port, "500");
+    env.push(("BATON_ARCHIVE_WRITE_TIMEOUT".into(), "3s".into()));
+    let mut c = start("archive-pg-stall", env).await;
+    c.register(MIXED).await;
+    c.spawn_worker("w1", 16);
+    hold_archiver(&c).await;
+    let (ids, before) = run_all(&c, 60).await;
+    let queue = outbox(&c).await;
+    assert_eq!(queue.len(), 60);
+
+    // Stop the write half way through its transaction, then take PostgreSQL's side of the
+    // connection away without a word to the coordinator (a host that died): the server rolls the
+    // transaction back, and the archiver would wait for an answer that never comes.
+    let (held, end) = &queue[30];
+    let mut lock = schema.hold_run_row(&c.namespace, held, *end).await;
+    release_archiver(&c).await;
+    lock.wait_for_new_writer(MINUTE).await;
+    proxy.stall();
+    lock.release().await;
+    assert_eq!(schema.archived_total().await, 0);
+
+    // Past archive_write_timeout the archiver gives that write up and writes again on a new
+    // connection: archiving was only delayed.
+    wait_outbox(&c, MINUTE, |n| n == 0).await;
+    assert_eq!(schema.archived_once(&ids).await, (60, 1));
+    assert_eq!(schema.archived_total().await, 60);
     assert_same_statuses(&c, &before).await;
     c.stop_coordinator(false);
 }
