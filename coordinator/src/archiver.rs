@@ -10,10 +10,12 @@
 //! `archive_grace`.
 //!
 //! **Faults.** PostgreSQL down: the write fails, nothing in Redis changes, the runs wait in the
-//! outbox (the backlog metrics grow, health turns NOT_SERVING past [`MAX_BACKLOG_AGE`]) and the
+//! outbox (the backlog metrics grow, health turns NOT_SERVING past `archive_max_backlog_age`, [`DEFAULT_MAX_BACKLOG_AGE`]) and the
 //! archiver tries again after a backoff. A coordinator killed between the write and the
 //! tombstones: the runs are still queued; the next holder of the lease writes them again, which
 //! the archive ignores (its write is idempotent on namespace, run id and end), and shrinks them.
+//! PostgreSQL gone without a word (its host died): the write is given up after
+//! `archive_write_timeout`, its connection closed, and the round fails as above.
 //! Redis down: nothing is read or changed until it is back. A run that cannot be built (a panic, a
 //! stored value that does not read) is **parked** (`supervise::park`, loop `archive`): it leaves
 //! the outbox, is listed in `<ns>:parked-items` and on the run (GetRun `parked_items`), stays
@@ -53,9 +55,12 @@ pub const IDLE: Duration = Duration::from_secs(1);
 /// The longest wait after a failed round (PostgreSQL or Redis down); the first is [`IDLE`],
 /// doubling.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Health is NOT_SERVING while the run that waits longest in the archive outbox finished more
-/// than this long ago (the archive is down or cannot keep up): 10 minutes.
-pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(600);
+/// The default of `archive_max_backlog_age`: health is NOT_SERVING while the run that waits
+/// longest in the archive outbox finished more than this long ago (the archive is down or cannot
+/// keep up): 10 minutes.
+pub const DEFAULT_MAX_BACKLOG_AGE: Duration = Duration::from_secs(600);
+/// The bounds of `archive_max_backlog_age` (inclusive): 1 s to 7 days.
+pub const MAX_BACKLOG_AGE_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 86_400));
 
 /// The archiver's loop, until `stop` turns true: rounds of [`round`], a backoff after a failure.
 /// Drops its lease when it stops, so another coordinator takes over at once.
@@ -163,7 +168,7 @@ pub async fn round(engine: &Engine, archive: &Archive, token: &str) -> Result<Ro
     }
     let runs: Vec<ArchivedRun> = built.iter().map(|b| b.archived.clone()).collect();
     let report = archive
-        .write(&runs)
+        .write_within(&runs, engine.config.archive_write_timeout)
         .await
         .map_err(|e| CoordinatorError::Unavailable(format!("archive: writing {} runs: {e}", runs.len())))?;
     drop(runs);
@@ -495,13 +500,14 @@ pub async fn backlog(engine: &Engine, now: i64) -> Result<(u64, f64)> {
     Ok((b.runs, age_ms as f64 / 1000.0))
 }
 
-/// Whether a backlog of this age (seconds) makes the coordinator NOT_SERVING, and why.
-pub fn backlog_verdict(age_seconds: f64) -> Option<String> {
-    (age_seconds > MAX_BACKLOG_AGE.as_secs_f64()).then(|| {
+/// Whether a backlog of this age (seconds) makes the coordinator NOT_SERVING, past `max`
+/// (`archive_max_backlog_age`), and why.
+pub fn backlog_verdict(age_seconds: f64, max: Duration) -> Option<String> {
+    (age_seconds > max.as_secs_f64()).then(|| {
         format!(
-            "archive: the oldest finished run has waited {age_seconds:.0} s to be archived (more than {} s): is \
-             PostgreSQL reachable?",
-            MAX_BACKLOG_AGE.as_secs()
+            "archive: the oldest finished run has waited {age_seconds:.0} s to be archived (more than {} s, \
+             archive_max_backlog_age): is PostgreSQL reachable?",
+            max.as_secs_f64()
         )
     })
 }
@@ -587,8 +593,10 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_older_than_ten_minutes_is_not_serving() {
-        assert_eq!(backlog_verdict(599.0), None);
-        assert!(backlog_verdict(601.0).is_some_and(|w| w.contains("archive")));
+    fn a_backlog_older_than_its_bound_is_not_serving() {
+        assert_eq!(backlog_verdict(599.0, DEFAULT_MAX_BACKLOG_AGE), None);
+        assert!(backlog_verdict(601.0, DEFAULT_MAX_BACKLOG_AGE).is_some_and(|w| w.contains("archive")));
+        assert_eq!(backlog_verdict(2.0, Duration::from_secs(3)), None);
+        assert!(backlog_verdict(3.5, Duration::from_secs(3)).is_some_and(|w| w.contains("archive_max_backlog_age")));
     }
 }

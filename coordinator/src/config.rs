@@ -159,6 +159,17 @@ pub struct CoordinatorConfig {
     pub archive_grace: Duration,
     /// Most runs written to the archive in one transaction. 1 to 10,000.
     pub archive_batch: usize,
+    /// Health answers NOT_SERVING while the run waiting longest in the archive outbox finished
+    /// more than this long ago (the archive is down or cannot keep up, and Redis grows with
+    /// finished runs). 1 s to 7 days; default 10 minutes.
+    #[serde(with = "serde_human")]
+    pub archive_max_backlog_age: Duration,
+    /// How long one batch write to the archive may wait for PostgreSQL before it is given up (its
+    /// connection closed, the runs left queued and tried again): a PostgreSQL whose host died
+    /// answers nothing, and without this the archiver would wait for ever. 1 s to 1 hour; default
+    /// 2 minutes.
+    #[serde(with = "serde_human")]
+    pub archive_write_timeout: Duration,
     /// What a run transition's commit waits for before it counts: `primary` (the default: the
     /// Redis primary has it; a failover can lose the last ones) or `replicated` (also
     /// `durability_replicas` replicas, by `WAIT` in the commit's round trip). See
@@ -252,6 +263,8 @@ impl Default for CoordinatorConfig {
             archive_retention: Duration::from_secs(30 * 86_400),
             archive_grace: Duration::from_secs(300),
             archive_batch: 500,
+            archive_max_backlog_age: crate::archiver::DEFAULT_MAX_BACKLOG_AGE,
+            archive_write_timeout: Duration::from_secs(120),
             durability: Durability::Primary,
             durability_replicas: 1,
             durability_timeout: Duration::from_secs(2),
@@ -304,6 +317,8 @@ const KNOWN_KEYS: &[&str] = &[
     "archive_retention",
     "archive_grace",
     "archive_batch",
+    "archive_max_backlog_age",
+    "archive_write_timeout",
     "durability",
     "durability_replicas",
     "durability_timeout",
@@ -409,6 +424,30 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
+        for (key, value, (min, max)) in [
+            (
+                "archive_max_backlog_age",
+                config.archive_max_backlog_age,
+                crate::archiver::MAX_BACKLOG_AGE_BOUNDS,
+            ),
+            (
+                "archive_write_timeout",
+                config.archive_write_timeout,
+                (Duration::from_secs(1), Duration::from_secs(3_600)),
+            ),
+        ] {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!(
+                        "{} is outside {} to {}",
+                        baton_shared::duration::format(value),
+                        baton_shared::duration::format(min),
+                        baton_shared::duration::format(max)
+                    ),
+                });
+            }
+        }
         config.check_durability()?;
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
@@ -721,6 +760,10 @@ mod tests {
             ("archive_batch = 0\n", "archive_batch"),
             ("archive_retention = \"1h\"\n", "archive_retention"),
             ("archive_grace = \"30days\"\n", "archive_grace"),
+            ("archive_max_backlog_age = \"0s\"\n", "archive_max_backlog_age"),
+            ("archive_max_backlog_age = \"8days\"\n", "archive_max_backlog_age"),
+            ("archive_write_timeout = \"500ms\"\n", "archive_write_timeout"),
+            ("archive_write_timeout = \"2h\"\n", "archive_write_timeout"),
         ] {
             let e = CoordinatorConfig::load(Some(file(text).path()))
                 .unwrap_err()

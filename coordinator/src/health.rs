@@ -39,7 +39,7 @@ struct State {
     amqp: Option<String>,
     /// Redis lost its data and the coordinator has not finished restoring what it can.
     redis_lost: Option<String>,
-    /// The archive outbox's oldest run has waited too long (`archiver::MAX_BACKLOG_AGE`).
+    /// The archive outbox's oldest run has waited too long (`archive_max_backlog_age`).
     archive: Option<String>,
     /// What the reporter was last told (`None` before the first report).
     serving: Option<bool>,
@@ -244,7 +244,12 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
             match crate::archiver::backlog(&engine, baton_shared::time::now_ms()).await {
                 Ok((runs, age)) => {
                     crate::metrics::archive_backlog(runs, age);
-                    health.set_archive_backlog(crate::archiver::backlog_verdict(age)).await;
+                    health
+                        .set_archive_backlog(crate::archiver::backlog_verdict(
+                            age,
+                            engine.config.archive_max_backlog_age,
+                        ))
+                        .await;
                 }
                 Err(e) => tracing::warn!(error = %e, "could not read the archive backlog"),
             }

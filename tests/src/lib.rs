@@ -4,8 +4,11 @@
 //! each other. Clients are real tonic clients.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod pg;
+pub mod redis_server;
 pub use pg::{POSTGRES_URL, ensure_postgres};
+pub use redis_server::RedisServer;
 
 use std::{
     net::TcpStream,
@@ -141,6 +144,7 @@ pub struct Cluster {
     more_coordinators: Vec<Child>,
     workers: Vec<Option<Child>>,
     extra_env: Vec<(String, String)>,
+    redis_url: String,
     handlers: std::sync::Mutex<std::collections::BTreeSet<String>>,
     worker_env: Vec<(String, String)>,
     security: ClusterOptions,
@@ -157,6 +161,12 @@ pub struct ClusterOptions {
     /// coordinator's address is `https://127.0.0.1:PORT` (the coordinator needs `BATON_TLS_CERT`
     /// and `BATON_TLS_KEY` in `env`, for a certificate valid for 127.0.0.1).
     pub tls: baton_shared::credentials::ClientTls,
+    /// The Redis the cluster's coordinators keep their state in (`None`: the shared
+    /// [`REDIS_URL`]), e.g. a [`RedisServer`] of the test's own that it can kill. A
+    /// `BATON_REDIS_URL` in `env` still wins for the coordinators (a proxy in front of this Redis),
+    /// while [`Cluster::redis_url`] stays this one. Workers, and the test worker's counters, stay on
+    /// the shared Redis.
+    pub redis_url: Option<String>,
 }
 
 impl Cluster {
@@ -188,6 +198,7 @@ impl Cluster {
             workers: Vec::new(),
             handlers: Default::default(),
             extra_env: options.env.clone(),
+            redis_url: options.redis_url.clone().unwrap_or_else(|| REDIS_URL.to_string()),
             worker_env: Vec::new(),
             security: options,
         };
@@ -246,6 +257,12 @@ impl Cluster {
         (format!("http://127.0.0.1:{port}"), self.more_coordinators.len() - 1)
     }
 
+    /// The Redis that holds the cluster's state ([`ClusterOptions::redis_url`], else [`REDIS_URL`]),
+    /// for a test that reads the state directly.
+    pub fn redis_url(&self) -> &str {
+        &self.redis_url
+    }
+
     /// The process id of the first coordinator, while it runs.
     pub fn coordinator_pid(&self) -> Option<u32> {
         self.coordinator.as_ref().map(Child::id)
@@ -261,7 +278,7 @@ impl Cluster {
         let mut cmd = Command::new(bin("test-coordinator"));
         cmd.env("BATON_LISTEN", format!("127.0.0.1:{port}"))
             .env("BATON_NAMESPACE", &self.namespace)
-            .env("BATON_REDIS_URL", REDIS_URL)
+            .env("BATON_REDIS_URL", &self.redis_url)
             .env("BATON_AMQP_URL", AMQP_URL)
             .env("BATON_TIMER_POLL_INTERVAL", "50ms")
             .env("BATON_RETENTION", "1h")
@@ -872,13 +889,84 @@ pub fn ms(ts: &Option<prost_types::Timestamp>) -> i64 {
 
 /// A TCP proxy that a test can cut: it forwards connections from `127.0.0.1:<port>` to `target`
 /// while up; [`TcpProxy::cut`] closes every connection through it and refuses new ones until
-/// [`TcpProxy::restore`]. Put it between one process and RabbitMQ or Redis to take that server
-/// away from that process only (the servers are shared by tests running in parallel).
+/// [`TcpProxy::restore`]; [`TcpProxy::reset`] closes every connection through it at once but
+/// takes new ones (a server that crashed mid-conversation and came back); [`TcpProxy::stall`]
+/// closes the server's side of every connection but leaves the client's open and silent (a
+/// server host that died without a word: its client waits for an answer), taking new ones;
+/// [`TcpProxy::pause`] holds every byte in both directions (a server that stopped answering)
+/// until `restore`, or `cut`, which drops what it held. Put it between one process and RabbitMQ,
+/// Redis or PostgreSQL to take that server away from that process only (the servers are shared by
+/// tests running in parallel).
 pub struct TcpProxy {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
-    up: tokio::sync::watch::Sender<bool>,
+    state: tokio::sync::watch::Sender<ProxyState>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`TcpProxy`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    /// Forwards.
+    Up,
+    /// Holds what it reads (neither forwarded nor dropped yet).
+    Paused,
+    /// Refuses new connections; open ones were closed.
+    Cut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProxyState {
+    mode: ProxyMode,
+    /// The epoch of connections opened now; each connection keeps the one it was opened in.
+    epoch: u64,
+    /// Connections of an epoch below this are closed ([`TcpProxy::reset`], [`TcpProxy::cut`]).
+    closed_below: u64,
+    /// Connections of an epoch below this have lost their server's side ([`TcpProxy::stall`]).
+    stalled_below: u64,
+}
+
+impl ProxyState {
+    fn closed(&self, epoch: u64) -> bool {
+        epoch < self.closed_below
+    }
+
+    fn stalled(&self, epoch: u64) -> bool {
+        epoch < self.stalled_below
+    }
+
+    /// Starts a new epoch; connections of the old ones are then closed or stalled as the caller
+    /// says.
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch
+    }
+}
+
+/// Forwards `from` to `to`, a read at a time, holding each read while the proxy is paused; returns
+/// at the end of `from`, an error, or when the connection (of `epoch`) is closed or stalled (what
+/// it held is dropped).
+async fn pump(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut state: tokio::sync::watch::Receiver<ProxyState>,
+    epoch: u64,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let go = state
+            .wait_for(|s| s.mode != ProxyMode::Paused || s.closed(epoch) || s.stalled(epoch))
+            .await
+            .is_ok_and(|s| s.mode == ProxyMode::Up && !s.closed(epoch) && !s.stalled(epoch));
+        if !go || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl TcpProxy {
@@ -888,42 +976,89 @@ impl TcpProxy {
             .await
             .expect("bind a proxy port");
         let port = listener.local_addr().expect("proxy address").port();
-        let (up, _) = tokio::sync::watch::channel(true);
+        let (state, _) = tokio::sync::watch::channel(ProxyState {
+            mode: ProxyMode::Up,
+            epoch: 0,
+            closed_below: 0,
+            stalled_below: 0,
+        });
         let target = target.to_string();
-        let watch = up.clone();
+        let watch = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 let mut state = watch.subscribe();
-                if !*state.borrow_and_update() {
+                let at = *state.borrow_and_update();
+                if at.mode == ProxyMode::Cut {
                     drop(inbound);
                     continue;
                 }
                 let target = target.clone();
+                let epoch = at.epoch;
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (mut in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, mut out_write) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = state.wait_for(|up| !*up) => {}
+                        () = pump(&mut in_read, &mut out_write, state.clone(), epoch) => {}
+                        () = pump(&mut out_read, &mut in_write, state.clone(), epoch) => {}
+                        _ = state.wait_for(|s| s.closed(epoch) || s.stalled(epoch)) => {}
                     }
+                    // Stalled: the server's side goes, the client's stays open and silent until
+                    // the proxy closes it (or is dropped).
+                    drop((out_read, out_write));
+                    let now = *state.borrow();
+                    if now.stalled(epoch) && !now.closed(epoch) {
+                        let _ = state.wait_for(|s| s.closed(epoch)).await;
+                    }
+                    drop((in_read, in_write));
                 });
             }
         });
-        Self { port, up, task }
+        Self { port, state, task }
     }
 
-    /// Closes every connection through the proxy and refuses new ones.
+    /// Closes every connection through the proxy (dropping what a pause held) and refuses new
+    /// ones.
     pub fn cut(&self) {
-        self.up.send_replace(false);
+        // Closed by epoch too: a connection that wakes up only after a quick `restore` must still
+        // see that it was cut.
+        self.state.send_modify(|s| {
+            s.mode = ProxyMode::Cut;
+            s.closed_below = s.next_epoch();
+        });
     }
 
-    /// Forwards new connections again.
+    /// Closes every connection through the proxy at once, whatever it was doing (a query or a
+    /// transaction half done), dropping what a pause held; new connections are taken as before.
+    pub fn reset(&self) {
+        self.state.send_modify(|s| s.closed_below = s.next_epoch());
+    }
+
+    /// Closes the server's side of every connection through the proxy, leaving the client's side
+    /// open with nothing more coming (no answer, no end: a server host that died, seen from its
+    /// client), until [`TcpProxy::cut`] or [`TcpProxy::reset`]; new connections are taken as
+    /// before (the server is back).
+    pub fn stall(&self) {
+        self.state.send_modify(|s| s.stalled_below = s.next_epoch());
+    }
+
+    /// Holds every byte read from now on, both ways, until [`TcpProxy::restore`] (which forwards
+    /// them) or [`TcpProxy::cut`] / [`TcpProxy::reset`] (which drop them); connections stay open
+    /// and new ones are taken (and held likewise).
+    pub fn pause(&self) {
+        self.state.send_modify(|s| s.mode = ProxyMode::Paused);
+    }
+
+    /// Forwards again (new connections, and what a pause held).
     pub fn restore(&self) {
-        self.up.send_replace(true);
+        self.state.send_modify(|s| s.mode = ProxyMode::Up);
     }
 }
 

@@ -5,15 +5,20 @@
 //! twice); a coordinator killed while it archives leaves every run archived once; a re-run of an
 //! archived run brings it back and runs it.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use baton_shared::proto::{GetRunRequest, RerunRunRequest, Run, RunEvent, WatchRunRequest};
-use baton_tests::{Cluster, REDIS_URL, TcpProxy, free_port, pg::Schema, scan_keys, status};
+use baton_tests::{
+    Cluster, TcpProxy,
+    archive::{
+        PG_HOST, PG_PORT, archive_env, hold_archiver, outbox_len, redis, release_archiver, run_hash, wait_metric,
+        wait_tombstone,
+    },
+    free_port,
+    pg::Schema,
+    scan_keys, status,
+};
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const ONE_STEP: &str = r#"
 name: archived
@@ -24,85 +29,9 @@ steps:
     input: {n: "${{ input.n }}"}
 "#;
 
-/// PostgreSQL as the tests use it (trust auth).
-const PG_HOST: &str = "127.0.0.1";
-const PG_PORT: u16 = 5432;
-const PG_DB: &str = "test";
-
-/// The coordinator settings of an archive at `port` (5432, or a proxy's) in `schema`.
-fn archive_env(schema: &Schema, port: u16, batch: &str) -> Vec<(String, String)> {
-    vec![
-        (
-            "BATON_ARCHIVE_URL".into(),
-            format!("postgres://postgres@{PG_HOST}:{port}/{PG_DB}"),
-        ),
-        ("BATON_ARCHIVE_SCHEMA".into(), schema.0.clone()),
-        ("BATON_ARCHIVE_GRACE".into(), "2s".into()),
-        ("BATON_ARCHIVE_BATCH".into(), batch.into()),
-    ]
-}
-
 async fn start(test: &str, env: Vec<(String, String)>) -> Cluster {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Cluster::start(test, &env).await
-}
-
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis at 127.0.0.1:6379")
-}
-
-/// Holds the namespace's archiver lease for the test, so the coordinators' archivers wait.
-async fn hold_archiver(c: &Cluster) {
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}:archiver", c.namespace))
-        .arg("held-by-the-test")
-        .arg("PX")
-        .arg(600_000)
-        .query_async(&mut redis().await)
-        .await
-        .expect("SET");
-}
-
-/// Lets the archivers go on.
-async fn release_archiver(c: &Cluster) {
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{}:archiver", c.namespace))
-        .query_async(&mut redis().await)
-        .await
-        .expect("DEL");
-}
-
-/// The run hash of `run_id` as Redis holds it.
-async fn run_hash(c: &Cluster, run_id: &str) -> HashMap<String, String> {
-    redis::AsyncCommands::hgetall(&mut redis().await, format!("{}:{{{run_id}}}:run", c.namespace))
-        .await
-        .expect("HGETALL")
-}
-
-async fn outbox_len(c: &Cluster) -> u64 {
-    redis::AsyncCommands::zcard(&mut redis().await, format!("{}:archive-outbox", c.namespace))
-        .await
-        .expect("ZCARD")
-}
-
-/// Waits until Redis holds run `run_id` only as its tombstone; panics after `within`.
-async fn wait_tombstone(c: &Cluster, run_id: &str, within: Duration) -> HashMap<String, String> {
-    let start = Instant::now();
-    loop {
-        let h = run_hash(c, run_id).await;
-        if h.contains_key("archived_at") {
-            return h;
-        }
-        assert!(
-            start.elapsed() < within,
-            "run {run_id} was not archived within {within:?}; Redis holds {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn get(c: &Cluster, run_id: &str, step: &str) -> Run {
@@ -139,37 +68,6 @@ async fn watch(c: &Cluster, run_id: &str) -> Vec<RunEvent> {
     out
 }
 
-/// The value of the unlabelled metric `name` on the coordinator's `/metrics` at `port` (`None`
-/// when it is not there yet).
-async fn metric(port: u16, name: &str) -> Option<f64> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .ok()?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&out).to_string();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Polls metric `name` until `ok` holds for its value; answers it, panics after `within`.
-async fn wait_metric(port: u16, name: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
-    let start = Instant::now();
-    loop {
-        let v = metric(port, name).await;
-        if let Some(v) = v.filter(|v| ok(*v)) {
-            return v;
-        }
-        assert!(start.elapsed() < within, "{name} is {v:?} after {within:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_finished_run_moves_to_postgres_and_reads_the_same_from_there() {
     let schema = Schema::new();
@@ -196,7 +94,7 @@ async fn a_finished_run_moves_to_postgres_and_reads_the_same_from_there() {
     assert_eq!(tomb.get("status").map(String::as_str), Some("succeeded"));
     assert_eq!(schema.archived_rows(&run_id).await, 1, "the run is in PostgreSQL once");
     assert_eq!(outbox_len(&c).await, 0);
-    let mut conn = redis().await;
+    let mut conn = redis(&c).await;
     for key in ["steps", "events"] {
         let exists: bool = redis::AsyncCommands::exists(&mut conn, format!("{}:{{{run_id}}}:{key}", c.namespace))
             .await

@@ -156,6 +156,10 @@ pub enum ArchiveError {
     /// A query failed (the connection dropped, a timeout, the server's refusal).
     #[error("archive: {0}")]
     Db(#[from] sqlx::Error),
+    /// PostgreSQL did not answer a write within `archive_write_timeout` (its host died, or the
+    /// network dropped it without a word).
+    #[error("archive: no answer from PostgreSQL within {0:?}")]
+    Timeout(std::time::Duration),
     /// A stored row does not decode (corrupt or written by another program).
     #[error("archive: a stored {what} does not decode: {reason}")]
     Decode {
@@ -181,7 +185,7 @@ impl ArchiveError {
     /// of the data or the settings).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect(_) => true,
+            Self::Connect(_) | Self::Timeout(_) => true,
             Self::Db(e) => matches!(
                 e,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)

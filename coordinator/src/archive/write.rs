@@ -624,6 +624,30 @@ impl Archive {
     /// [`super::ArchiveError::Db`] when the database fails (unreachable, a timeout): nothing of
     /// the batch is written then, and writing it again later is safe.
     pub async fn write(&self, runs: &[ArchivedRun]) -> Result<WriteReport> {
+        let mut conn = self.pool.acquire().await?;
+        self.write_on(&mut conn, runs).await
+    }
+
+    /// [`Archive::write`], given up when it has no answer within `limit` (`archive_write_timeout`):
+    /// a PostgreSQL whose host died says nothing, and its connection would wait for ever. The
+    /// connection is then closed (not pinged back into the pool, which could wait for ever too);
+    /// the server rolls back what it had, and writing the batch again is safe.
+    ///
+    /// # Errors
+    /// As [`Archive::write`]; [`super::ArchiveError::Timeout`] past `limit`.
+    pub async fn write_within(&self, runs: &[ArchivedRun], limit: std::time::Duration) -> Result<WriteReport> {
+        let mut conn = self.pool.acquire().await?;
+        match tokio::time::timeout(limit, self.write_on(&mut conn, runs)).await {
+            Ok(report) => report,
+            Err(_) => {
+                conn.close_on_drop();
+                Err(super::ArchiveError::Timeout(limit))
+            }
+        }
+    }
+
+    /// [`Archive::write`] on `conn`.
+    async fn write_on(&self, conn: &mut PgConnection, runs: &[ArchivedRun]) -> Result<WriteReport> {
         let mut report = WriteReport::default();
         let mut ready = Vec::with_capacity(runs.len());
         let mut parked: Vec<(&ArchivedRun, String)> = Vec::new();
@@ -642,13 +666,13 @@ impl Archive {
             }
         }
         let all: Vec<&Prepared<'_>> = ready.iter().collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let (written, refused) = match insert(&mut tx, &all).await {
             Ok(w) => (w.len(), 0usize),
             Err(e) if is_data_error(&e) => {
                 tracing::warn!(error = %e, runs = all.len(), "archive: a run of the batch was refused; writing them one by one");
                 tx.rollback().await?;
-                tx = self.pool.begin().await?;
+                tx = conn.begin().await?;
                 let (mut n, mut refused) = (0usize, 0usize);
                 for p in &all {
                     let mut one = tx.begin().await?;
