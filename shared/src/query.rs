@@ -1727,7 +1727,10 @@ mod tests {
             (r#"status = "failed""#, false),
             (r#"input.error_type = "x""#, false),
             (r#"error_type = "Timeout""#, true),
-            (r#"status = "failed" OR (version = 1 AND NOT error_type IN ("A"))"#, true),
+            (
+                r#"status = "failed" OR (version = 1 AND NOT error_type IN ("A"))"#,
+                true,
+            ),
         ] {
             assert_eq!(Filter::parse(q)?.uses_error_type(), want, "{q}");
         }
