@@ -159,7 +159,14 @@ pub struct CoordinatorConfig {
     pub archive_grace: Duration,
     /// Most runs written to the archive in one transaction. 1 to 10,000.
     pub archive_batch: usize,
+    /// Most entries of Redis's run index one ListRuns call reads (runs, their summaries): a page
+    /// that reaches it ends early with a `next_page_token` that goes on from there, and its
+    /// `status_counts` cover only these entries (the answer is then `partial`). 10 to 1,000,000.
+    pub list_scan_entries: usize,
 }
+
+/// The range of `list_scan_entries`.
+pub const LIST_SCAN_ENTRIES: std::ops::RangeInclusive<usize> = 10..=1_000_000;
 
 /// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
 /// (shorter when `grpc_keepalive_interval` is: see [`CoordinatorConfig::grpc_keepalive_timeout`]).
@@ -230,6 +237,7 @@ impl Default for CoordinatorConfig {
             archive_retention: Duration::from_secs(30 * 86_400),
             archive_grace: Duration::from_secs(300),
             archive_batch: 500,
+            list_scan_entries: 10_000,
         }
     }
 }
@@ -279,6 +287,7 @@ const KNOWN_KEYS: &[&str] = &[
     "archive_retention",
     "archive_grace",
     "archive_batch",
+    "list_scan_entries",
 ];
 
 /// The settings whose value is one of a fixed set of words, with those words: a wrong value is
@@ -378,6 +387,12 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
+        if !LIST_SCAN_ENTRIES.contains(&config.list_scan_entries) {
+            return Err(ConfigError::Invalid {
+                key: "list_scan_entries".into(),
+                reason: format!("{} is outside 10 to 1000000", config.list_scan_entries),
+            });
+        }
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
                 key: key.into(),
@@ -626,6 +641,8 @@ mod tests {
         for (text, key) in [
             ("archive_schema = \"Bad-Name\"\n", "archive_schema"),
             ("archive_batch = 0\n", "archive_batch"),
+            ("list_scan_entries = 9\n", "list_scan_entries"),
+            ("list_scan_entries = 1000001\n", "list_scan_entries"),
             ("archive_retention = \"1h\"\n", "archive_retention"),
             ("archive_grace = \"30days\"\n", "archive_grace"),
         ] {
