@@ -37,7 +37,7 @@ struct StoredAttempt {
 
 /// The distinct error types of the failed attempts in a run's step histories (`<step>:history`
 /// JSON), sorted: what the archive keeps as the run's `error_types` (see
-/// `archiver::archived_run`), so that a filter's `error_type` means the same on a run still in
+/// `archiver::build`), so that a filter's `error_type` means the same on a run still in
 /// Redis. A NUL in a type is replaced by U+FFFD, as the archive stores it; a history that does
 /// not parse adds nothing.
 pub fn run_error_types(histories: &[String]) -> Vec<String> {
