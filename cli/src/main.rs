@@ -925,6 +925,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ..Default::default()
             };
             let resp = coordinator.runs().list_runs(request).await?.into_inner();
+            if resp.partial {
+                // On stderr, so that `-o json` stays one document; the runs printed are right.
+                eprintln!("warning: partial answer: {}", resp.partial_reason);
+            }
             let counts = args.counts.then(|| resp.status_counts.into_iter().collect());
             match output {
                 Output::Table => {

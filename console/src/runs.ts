@@ -58,6 +58,13 @@ export function listParams(f: RunFilters, zone: ZoneMode, limit = 50): Record<st
   };
 }
 
+/** The notice above the runs list when the API's answer is partial (`partial`: the archive could
+ * not be read, or the counts stopped at the Redis scan bound), else `undefined`. */
+export function partialNotice(answer: { partial?: boolean; partial_reason?: string } | undefined): string | undefined {
+  if (!answer?.partial) return undefined;
+  return `Partial answer: ${answer.partial_reason || "some matching runs may be missing"}`;
+}
+
 /** The line above the runs list: counts by status over every matching run when the API gave
  * them (`status_counts`), else over the runs of this page. Statuses with no run are left out. */
 export function countsLine(

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Run, StepRun } from "../src/api";
 import { checkValues, initialValues, inputModel, serverFieldErrors } from "../src/form";
-import { bulkApplies, bulkSummary, bulkTargets, countsLine, filtersFrom, isRunId, listParams, runBulk } from "../src/runs";
+import { bulkApplies, bulkSummary, bulkTargets, countsLine, filtersFrom, isRunId, listParams, partialNotice, runBulk } from "../src/runs";
 import { scheduleBody, scheduleErrorField, scheduleValues } from "../src/schedule";
 import { formatTime, inputToRfc3339, relativeTime } from "../src/time";
 import { place, timeline } from "../src/timeline";
@@ -81,6 +81,14 @@ describe("the runs list", () => {
       ],
     });
     expect(countsLine([], {})).toEqual({ total: 0, scope: "matching", counts: [] });
+  });
+  it("says when the answer is partial, and why", () => {
+    expect(partialNotice(undefined)).toBeUndefined();
+    expect(partialNotice({ partial: false })).toBeUndefined();
+    expect(partialNotice({ partial: true, partial_reason: "the archive is unavailable: timed out" })).toBe(
+      "Partial answer: the archive is unavailable: timed out",
+    );
+    expect(partialNotice({ partial: true })).toBe("Partial answer: some matching runs may be missing");
   });
   it("applies cancel to unfinished runs and retry to failed ones only", () => {
     const sel = new Set(["a", "b", "c", "d"]);

@@ -260,9 +260,9 @@ fn chrono_time(t: Option<&prost_types::Timestamp>) -> Option<chrono::DateTime<ch
 }
 
 /// Whether the run (a ListRuns view of a run in Redis) meets `filter`, with the meaning the
-/// filter has over the archive. The error types of a run's attempts are not in its Redis summary:
-/// `error_type` comparisons see none until the run is archived.
-fn view_matches(filter: &Filter, run: &Run, now: chrono::DateTime<chrono::Utc>) -> bool {
+/// filter has over the archive. `error_types` are the distinct error types of its failed attempts
+/// ([`view::run_error_types`]; read only when the filter has an `error_type` comparison).
+fn view_matches(filter: &Filter, run: &Run, error_types: &[String], now: chrono::DateTime<chrono::Utc>) -> bool {
     let input: Option<serde_json::Value> = serde_json::from_str(&run.input_json).ok();
     let output: Option<serde_json::Value> = serde_json::from_str(&run.output_json).ok();
     let facts = RunFacts {
@@ -274,7 +274,7 @@ fn view_matches(filter: &Filter, run: &Run, now: chrono::DateTime<chrono::Utc>) 
         finished: chrono_time(run.finished_at.as_ref()),
         parent: (!run.parent_run_id.is_empty()).then_some(run.parent_run_id.as_str()),
         idempotency_key: (!run.idempotency_key.is_empty()).then_some(run.idempotency_key.as_str()),
-        error_types: &[],
+        error_types,
         input: input.as_ref(),
         output: output.as_ref(),
     };
@@ -293,6 +293,17 @@ fn archive_conditions(scan: &RedisScan<'_>) -> crate::archive::search::RunCondit
         created_after: time(scan.after),
         created_before: time(scan.before),
     }
+}
+
+/// Most bytes of the archive's error quoted in a partial ListRuns answer's `partial_reason`.
+const PARTIAL_REASON_ERROR_BYTES: usize = 300;
+
+/// `partial_reason` of a ListRuns answer given without the archive.
+fn archive_unavailable(e: &crate::archive::ArchiveError) -> String {
+    format!(
+        "the archive is unavailable: {} (only the runs still in Redis are listed and counted)",
+        cut(e.to_string(), PARTIAL_REASON_ERROR_BYTES)
+    )
 }
 
 /// An archive failure as a status: `UNAVAILABLE` when trying again may help, else `INTERNAL`.
@@ -357,7 +368,9 @@ fn merge_pages(
 impl Api {
     /// Up to `limit` runs in Redis that meet `scan`, newest first from `page_token`, each with its
     /// index member, and the token to go on from (`None`: the index holds no more). The scan is
-    /// bounded per call (10,000 index entries) and the token says where to go on.
+    /// bounded per call (`list_scan_entries` index entries, 10,000 by default) and the token says
+    /// where to go on, so paging reaches every run however few of them match. A run Redis holds
+    /// only as its tombstone is left out: the archive holds it (and lists it).
     ///
     /// # Errors
     /// `UNAVAILABLE` when Redis fails.
@@ -376,6 +389,7 @@ impl Api {
             scan.before.map(|b| format!("{b:013}"))
         };
         let mut runs = Vec::new();
+        let bound = self.engine.config.list_scan_entries;
         let mut scanned = 0usize;
         let mut bytes = 0usize;
         let mut full = false;
@@ -383,7 +397,11 @@ impl Api {
             let members = self
                 .engine
                 .store
-                .run_index_page(scan.workflow, cursor.as_deref(), limit.max(64))
+                .run_index_page(
+                    scan.workflow,
+                    cursor.as_deref(),
+                    limit.max(64).min(bound.saturating_sub(scanned)).max(1),
+                )
                 .await?;
             if members.is_empty() {
                 break None;
@@ -393,9 +411,10 @@ impl Api {
                 .map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default())
                 .collect();
             let summaries = self.engine.store.run_summaries(&ids).await?;
+            let error_types = self.error_types(scan, &ids, &summaries).await?;
             let mut gone = Vec::new();
             let mut past_after = false;
-            for (member, summary) in members.iter().zip(summaries) {
+            for ((member, summary), error_types) in members.iter().zip(summaries).zip(error_types) {
                 if let Some(a) = scan.after
                     && member_created_ms(member).is_some_and(|ms| ms <= a)
                 {
@@ -406,6 +425,7 @@ impl Api {
                 let before = cursor.replace(member.clone());
                 match summary {
                     None => gone.push(member.clone()),
+                    Some(s) if s.contains_key("archived_at") => {}
                     Some(s)
                         if scan
                             .status
@@ -419,7 +439,10 @@ impl Api {
                                 .is_none_or(|k| s.get("idempotency_key").map(String::as_str) == Some(k)) =>
                     {
                         let run = view::run_view(None, &s, None);
-                        if scan.filter.is_some_and(|f| !view_matches(f, &run, scan.now)) {
+                        if scan
+                            .filter
+                            .is_some_and(|f| !view_matches(f, &run, &error_types, scan.now))
+                        {
                             continue;
                         }
                         let size = prost::Message::encoded_len(&run);
@@ -448,32 +471,87 @@ impl Api {
             if past_after {
                 break None;
             }
-            if full || runs.len() == limit || scanned >= 10_000 {
+            if full || runs.len() == limit || scanned >= bound {
                 break cursor.clone();
             }
         };
         Ok((runs, next))
     }
 
-    /// ListRuns' `status_counts`: the matching archived runs counted by the archive (one `GROUP
-    /// BY`), and the matching runs in Redis within the newest 10,000 of its index (beside an
-    /// archive, a finished run the archive already holds is counted there, once).
+    /// The error types of the runs `ids` (with their `summaries`) for `scan`'s filter, in order:
+    /// read from their steps' attempt histories when the filter has an `error_type` comparison,
+    /// empty otherwise (no read).
     ///
     /// # Errors
-    /// `UNAVAILABLE` when Redis or the archive fails.
-    async fn count_runs(&self, scan: &RedisScan<'_>) -> Result<std::collections::HashMap<String, u64>, Status> {
+    /// `UNAVAILABLE` when Redis fails.
+    async fn error_types(
+        &self,
+        scan: &RedisScan<'_>,
+        ids: &[String],
+        summaries: &[Option<std::collections::HashMap<String, String>>],
+    ) -> Result<Vec<Vec<String>>, Status> {
+        if !scan.filter.is_some_and(Filter::uses_error_type) {
+            return Ok(vec![Vec::new(); ids.len()]);
+        }
+        let runs: Vec<(&str, Vec<&str>)> = ids
+            .iter()
+            .zip(summaries)
+            .map(|(id, summary)| {
+                let steps = summary
+                    .as_ref()
+                    .filter(|s| !s.contains_key("archived_at"))
+                    .and_then(|s| s.get("step_ids"))
+                    .map(|ids| ids.split(',').filter(|s| !s.is_empty()).collect())
+                    .unwrap_or_default();
+                (id.as_str(), steps)
+            })
+            .collect();
+        let histories = self.engine.store.step_histories(&runs).await?;
+        Ok(histories.iter().map(|h| view::run_error_types(h)).collect())
+    }
+
+    /// ListRuns' `status_counts`: the matching archived runs counted by the archive (one `GROUP
+    /// BY`), and the matching runs in Redis within the newest `list_scan_entries` of its index
+    /// (beside an archive, a finished run the archive already holds is counted there, once). With
+    /// `use_archive` false (the archive just failed), the runs in Redis alone. The second value is
+    /// why the counts are partial, if they are: the archive failed, or runs in Redis are past the
+    /// scan bound.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when Redis fails; `INTERNAL` when the archive fails for another reason than
+    /// being unreachable.
+    async fn count_runs(
+        &self,
+        scan: &RedisScan<'_>,
+        use_archive: bool,
+    ) -> Result<(std::collections::HashMap<String, u64>, Option<String>), Status> {
         let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let archive = self.archive.as_ref().filter(|_| use_archive);
+        let bound = self.engine.config.list_scan_entries;
         // Finished runs in Redis, counted unless the archive holds them too.
         let mut finished_runs: Vec<(String, String)> = Vec::new();
         let mut cursor = scan.before.map(|b| format!("{b:013}"));
         let mut scanned = 0usize;
-        'pages: while scanned < 10_000 {
+        let mut past_bound = false;
+        'pages: loop {
             let members = self
                 .engine
                 .store
-                .run_index_page(scan.workflow, cursor.as_deref(), 500)
+                .run_index_page(
+                    scan.workflow,
+                    cursor.as_deref(),
+                    500.min(bound.saturating_sub(scanned)).max(1),
+                )
                 .await?;
             if members.is_empty() {
+                break;
+            }
+            if scanned >= bound {
+                // One entry past the bound: runs are left uncounted unless it is past `after`.
+                past_bound = members
+                    .first()
+                    .and_then(|m| member_created_ms(m))
+                    .is_none_or(|ms| scan.after.is_none_or(|a| ms > a));
                 break;
             }
             let ids: Vec<String> = members
@@ -481,7 +559,8 @@ impl Api {
                 .map(|m| m.split_once(':').map(|(_, id)| id.to_string()).unwrap_or_default())
                 .collect();
             let summaries = self.engine.store.run_summaries(&ids).await?;
-            for (member, summary) in members.iter().zip(summaries) {
+            let error_types = self.error_types(scan, &ids, &summaries).await?;
+            for ((member, summary), error_types) in members.iter().zip(summaries).zip(error_types) {
                 if scan
                     .after
                     .is_some_and(|a| member_created_ms(member).is_some_and(|ms| ms <= a))
@@ -491,6 +570,10 @@ impl Api {
                 scanned += 1;
                 cursor = Some(member.clone());
                 let Some(s) = summary else { continue };
+                if s.contains_key("archived_at") {
+                    // A tombstone: the archive holds the run (and counts it).
+                    continue;
+                }
                 let word = s.get("status").map(String::as_str).unwrap_or_default();
                 let finished = RunStatus::from_word(word).is_some_and(RunStatus::is_terminal);
                 if scan.status.is_some_and(|w| w != word)
@@ -506,11 +589,11 @@ impl Api {
                 }
                 if let Some(f) = scan.filter {
                     let run = view::run_view(None, &s, None);
-                    if !view_matches(f, &run, scan.now) {
+                    if !view_matches(f, &run, &error_types, scan.now) {
                         continue;
                     }
                 }
-                if finished && self.archive.is_some() {
+                if finished && archive.is_some() {
                     let id = member.split_once(':').map(|(_, id)| id).unwrap_or_default();
                     finished_runs.push((id.to_string(), word.to_string()));
                     continue;
@@ -519,33 +602,39 @@ impl Api {
                 *n = n.saturating_add(1);
             }
         }
-        if let Some(archive) = &self.archive {
+        let mut partial = past_bound.then(|| {
+            format!(
+                "status_counts: the runs in Redis were counted within the newest {bound} entries of its \
+                 index (list_scan_entries); older runs still in Redis are not counted"
+            )
+        });
+        if let Some(archive) = archive {
+            let namespace = &self.engine.config.namespace;
             let ids: Vec<String> = finished_runs.iter().map(|(id, _)| id.clone()).collect();
-            let archived = archive
-                .archived_ids(&self.engine.config.namespace, &ids)
-                .await
-                .map_err(archive_status)?;
-            for (id, word) in finished_runs {
-                if !archived.contains(&id) {
-                    let n = counts.entry(word).or_default();
-                    *n = n.saturating_add(1);
+            let looked = match archive.archived_ids(namespace, &ids).await {
+                Ok(archived) => archive
+                    .count_by_status(namespace, &archive_conditions(scan), scan.filter, scan.now)
+                    .await
+                    .map(|counted| (archived, counted)),
+                Err(e) => Err(e),
+            };
+            match looked {
+                Ok((archived, counted)) => {
+                    finished_runs.retain(|(id, _)| !archived.contains(id));
+                    for (word, n) in counted {
+                        let c = counts.entry(word).or_default();
+                        *c = c.saturating_add(n);
+                    }
                 }
+                Err(e) if e.is_transient() => partial = Some(archive_unavailable(&e)),
+                Err(e) => return Err(archive_status(e)),
             }
-            let archived = archive
-                .count_by_status(
-                    &self.engine.config.namespace,
-                    &archive_conditions(scan),
-                    scan.filter,
-                    scan.now,
-                )
-                .await
-                .map_err(archive_status)?;
-            for (word, n) in archived {
-                let c = counts.entry(word).or_default();
-                *c = c.saturating_add(n);
+            for (_, word) in finished_runs {
+                let n = counts.entry(word).or_default();
+                *n = n.saturating_add(1);
             }
         }
-        Ok(counts)
+        Ok((counts, partial))
     }
 }
 
@@ -851,15 +940,12 @@ impl proto::run_service_server::RunService for Api {
             now,
         };
         let (redis_runs, redis_next) = self.redis_page(&scan, &r.page_token, limit).await?;
-        let (runs, next) = match &self.archive {
-            None => (
-                redis_runs.into_iter().map(|(_, run)| run).collect(),
-                redis_next.unwrap_or_default(),
-            ),
+        let archived = match &self.archive {
+            None => None,
             Some(archive) => {
                 let conditions = archive_conditions(&scan);
                 let from = crate::archive::search::PageKey::from_token(&r.page_token);
-                let archived = archive
+                let listed = archive
                     .list_runs(
                         &self.engine.config.namespace,
                         &conditions,
@@ -869,13 +955,33 @@ impl proto::run_service_server::RunService for Api {
                         limit.saturating_add(1),
                         now,
                     )
-                    .await
-                    .map_err(archive_status)?;
-                merge_pages(redis_runs, redis_next, archived, limit)
+                    .await;
+                match listed {
+                    Ok(listed) => Some(Ok(listed)),
+                    // The archive is down: the runs in Redis are still worth showing, said partial.
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "ListRuns answers without the archive");
+                        Some(Err(archive_unavailable(&e)))
+                    }
+                    Err(e) => return Err(archive_status(e)),
+                }
+            }
+        };
+        let mut partial_reason = None;
+        let (runs, next) = match archived {
+            Some(Ok(archived)) => merge_pages(redis_runs, redis_next, archived, limit),
+            other => {
+                partial_reason = other.and_then(Result::err);
+                (
+                    redis_runs.into_iter().map(|(_, run)| run).collect(),
+                    redis_next.unwrap_or_default(),
+                )
             }
         };
         let status_counts = if r.with_counts {
-            self.count_runs(&scan).await?
+            let (counts, partial) = self.count_runs(&scan, partial_reason.is_none()).await?;
+            partial_reason = partial_reason.or(partial);
+            counts
         } else {
             Default::default()
         };
@@ -883,6 +989,8 @@ impl proto::run_service_server::RunService for Api {
             runs,
             next_page_token: next,
             status_counts,
+            partial: partial_reason.is_some(),
+            partial_reason: partial_reason.unwrap_or_default(),
         }))
     }
 

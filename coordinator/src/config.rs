@@ -159,6 +159,10 @@ pub struct CoordinatorConfig {
     pub archive_grace: Duration,
     /// Most runs written to the archive in one transaction. 1 to 10,000.
     pub archive_batch: usize,
+    /// Most entries of Redis's run index one ListRuns call reads (runs, their summaries): a page
+    /// that reaches it ends early with a `next_page_token` that goes on from there, and its
+    /// `status_counts` cover only these entries (the answer is then `partial`). 10 to 1,000,000.
+    pub list_scan_entries: usize,
     /// Health answers NOT_SERVING while the run waiting longest in the archive outbox finished
     /// more than this long ago (the archive is down or cannot keep up, and Redis grows with
     /// finished runs). 1 s to 7 days; default 10 minutes.
@@ -193,6 +197,9 @@ pub enum Durability {
     /// A commit counts once `durability_replicas` replicas have it too.
     Replicated,
 }
+
+/// The range of `list_scan_entries`.
+pub const LIST_SCAN_ENTRIES: std::ops::RangeInclusive<usize> = 10..=1_000_000;
 
 /// Longest wait of the gRPC server for the answer to its keep-alive ping before it disconnects
 /// (shorter when `grpc_keepalive_interval` is: see [`CoordinatorConfig::grpc_keepalive_timeout`]).
@@ -263,6 +270,7 @@ impl Default for CoordinatorConfig {
             archive_retention: Duration::from_secs(30 * 86_400),
             archive_grace: Duration::from_secs(300),
             archive_batch: 500,
+            list_scan_entries: 10_000,
             archive_max_backlog_age: crate::archiver::DEFAULT_MAX_BACKLOG_AGE,
             archive_write_timeout: Duration::from_secs(120),
             durability: Durability::Primary,
@@ -317,6 +325,7 @@ const KNOWN_KEYS: &[&str] = &[
     "archive_retention",
     "archive_grace",
     "archive_batch",
+    "list_scan_entries",
     "archive_max_backlog_age",
     "archive_write_timeout",
     "durability",
@@ -424,6 +433,12 @@ impl CoordinatorConfig {
             });
         }
         config.check_connection_bounds()?;
+        if !LIST_SCAN_ENTRIES.contains(&config.list_scan_entries) {
+            return Err(ConfigError::Invalid {
+                key: "list_scan_entries".into(),
+                reason: format!("{} is outside 10 to 1000000", config.list_scan_entries),
+            });
+        }
         for (key, value, (min, max)) in [
             (
                 "archive_max_backlog_age",
@@ -758,6 +773,8 @@ mod tests {
         for (text, key) in [
             ("archive_schema = \"Bad-Name\"\n", "archive_schema"),
             ("archive_batch = 0\n", "archive_batch"),
+            ("list_scan_entries = 9\n", "list_scan_entries"),
+            ("list_scan_entries = 1000001\n", "list_scan_entries"),
             ("archive_retention = \"1h\"\n", "archive_retention"),
             ("archive_grace = \"30days\"\n", "archive_grace"),
             ("archive_max_backlog_age = \"0s\"\n", "archive_max_backlog_age"),

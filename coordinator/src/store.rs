@@ -2437,6 +2437,43 @@ impl Store {
         Ok(maps.into_iter().map(|m| (!m.is_empty()).then_some(m)).collect())
     }
 
+    /// The attempt histories (`<step>:history`, JSON as [`crate::view::run_error_types`] reads
+    /// it) of several runs at once, one pipeline: for each `(run id, step ids)` the histories of
+    /// those steps that have one.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn step_histories(&self, runs: &[(&str, Vec<&str>)]) -> Result<Vec<Vec<String>>> {
+        let mut pipe = redis::pipe();
+        let mut asked = 0usize;
+        for (run_id, steps) in runs {
+            if steps.is_empty() {
+                continue;
+            }
+            let cmd = pipe.cmd("HMGET").arg(self.keys.steps(run_id));
+            for step in steps {
+                cmd.arg(format!("{step}:history"));
+            }
+            asked += 1;
+        }
+        if asked == 0 {
+            return Ok(vec![Vec::new(); runs.len()]);
+        }
+        let mut conn = self.conn.clone();
+        let answers: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        let mut answers = answers.into_iter();
+        Ok(runs
+            .iter()
+            .map(|(_, steps)| {
+                if steps.is_empty() {
+                    Vec::new()
+                } else {
+                    answers.next().unwrap_or_default().into_iter().flatten().collect()
+                }
+            })
+            .collect())
+    }
+
     /// Drops index entries of runs that no longer exist.
     ///
     /// # Errors

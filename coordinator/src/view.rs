@@ -35,6 +35,23 @@ struct StoredAttempt {
     error_details: String,
 }
 
+/// The distinct error types of the failed attempts in a run's step histories (`<step>:history`
+/// JSON), sorted: what the archive keeps as the run's `error_types` (see
+/// `archiver::build`), so that a filter's `error_type` means the same on a run still in
+/// Redis. A NUL in a type is replaced by U+FFFD, as the archive stores it; a history that does
+/// not parse adds nothing.
+pub fn run_error_types(histories: &[String]) -> Vec<String> {
+    let mut types: Vec<String> = histories
+        .iter()
+        .flat_map(|h| serde_json::from_str::<Vec<StoredAttempt>>(h).unwrap_or_default())
+        .filter(|a| a.outcome == "failed" && !a.error_type.is_empty())
+        .map(|a| a.error_type.replace('\0', "\u{FFFD}"))
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
 /// A run as the API shows it. `steps` (the steps hash) adds per-step detail; `def` gives step order,
 /// handlers and retry limits (runs whose definition is unknown show steps in stored order).
 pub fn run_view(

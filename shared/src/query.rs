@@ -1254,6 +1254,24 @@ impl Filter {
     pub fn matches(&self, run: &RunFacts<'_>, now: DateTime<Utc>) -> bool {
         eval(&self.expr, run, now) == Truth::True
     }
+
+    /// Whether some comparison of the filter is on `error_type`: only then does
+    /// [`Filter::matches`] read [`RunFacts::error_types`], which a caller may have to fetch.
+    pub fn uses_error_type(&self) -> bool {
+        let mut stack = vec![&self.expr];
+        while let Some(e) = stack.pop() {
+            match e {
+                Expr::Or(items) | Expr::And(items) => stack.extend(items),
+                Expr::Not(inner) => stack.push(inner),
+                Expr::Cmp(c) => {
+                    if c.field == Field::ErrorType {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
 }
 
 fn eval(e: &Expr, run: &RunFacts<'_>, now: DateTime<Utc>) -> Truth {
@@ -1700,6 +1718,22 @@ mod tests {
         let no_input = run(&errors, None);
         let f = Filter::parse(r#"NOT input.a = 1"#)?;
         assert!(!f.matches(&no_input, now()), "a NULL input column is unknown");
+        Ok(())
+    }
+
+    #[test]
+    fn a_filter_says_whether_it_reads_error_types() -> Result<(), QueryError> {
+        for (q, want) in [
+            (r#"status = "failed""#, false),
+            (r#"input.error_type = "x""#, false),
+            (r#"error_type = "Timeout""#, true),
+            (
+                r#"status = "failed" OR (version = 1 AND NOT error_type IN ("A"))"#,
+                true,
+            ),
+        ] {
+            assert_eq!(Filter::parse(q)?.uses_error_type(), want, "{q}");
+        }
         Ok(())
     }
 

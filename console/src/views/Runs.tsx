@@ -4,7 +4,7 @@
 import { useState } from "preact/hooks";
 import { ApiError, enc, get, listWorkflows, post, query, type Run, type Workflow } from "../api";
 import { href, navigate, type Route } from "../router";
-import { bulkApplies, bulkSummary, bulkTargets, countsLine, filtersFrom, isRunId, listParams, runBulk, type BulkAction, type RunFilters } from "../runs";
+import { bulkApplies, bulkSummary, bulkTargets, countsLine, filtersFrom, partialNotice, isRunId, listParams, runBulk, type BulkAction, type RunFilters } from "../runs";
 import { RUN_STATUSES } from "../status";
 import { savedZone } from "../time";
 import { ConfirmButton, ErrorBox, fmtDuration, Status, usePoll, When } from "../ui";
@@ -38,13 +38,20 @@ export function Runs({ route }: { route: Route }) {
         throw e;
       }
     }
-    return get<{ runs: Run[]; next_page_token: string; status_counts?: Record<string, number | string> }>(
+    return get<{
+      runs: Run[];
+      next_page_token: string;
+      status_counts?: Record<string, number | string>;
+      partial?: boolean;
+      partial_reason?: string;
+    }>(
       `/v1/runs${query(listParams(filters, zone))}`,
     );
   }, [key, filters.cursor, zone], 3000);
   const workflows = usePoll(() => listWorkflows<Workflow>(), []);
   const go = (next: Partial<RunFilters>) => navigate(href(["runs"], { ...filters, cursor: "", ...next }), true);
   const runs = data?.runs ?? [];
+  const notice = byId || !data || !("partial" in data) ? undefined : partialNotice(data);
   const summary = countsLine(runs, byId || !data || !("status_counts" in data) ? undefined : data.status_counts);
   const toggle = (id: string) =>
     setSelected((old) => {
@@ -170,6 +177,11 @@ export function Runs({ route }: { route: Route }) {
           </span>
         ))}
       </p>
+      {notice && (
+        <p class="notice" role="status" data-testid="runs-partial">
+          {notice}
+        </p>
+      )}
       <div class="actions bulk" role="group" aria-label="Selected runs">
         <span data-testid="selected-count">{selected.size} selected</span>
         <ConfirmButton

@@ -182,13 +182,19 @@ impl ArchiveError {
     }
 
     /// Whether trying again later may succeed (the database unreachable or busy, not a refusal
-    /// of the data or the settings).
+    /// of the data or the settings). A protocol error counts: it is what sqlx reports when a
+    /// connection is closed in its handshake, as a proxy or load balancer in front of a
+    /// PostgreSQL that is down does (`unexpected response from SSLRequest`).
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect(_) | Self::Timeout(_) => true,
             Self::Db(e) => matches!(
                 e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
             ),
             Self::Config { .. } | Self::Migrate(_) | Self::Decode { .. } => false,
         }

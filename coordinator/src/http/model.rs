@@ -479,6 +479,12 @@ pub struct RunList {
     /// run (not only this page); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_counts: Option<std::collections::BTreeMap<String, u64>>,
+    /// True when matching runs may be missing: the archive could not be read (the runs and
+    /// counts are those still in Redis), or the counts stopped at the bound of a scan of Redis.
+    pub partial: bool,
+    /// Why the answer is partial (absent when it is not), e.g. `the archive is unavailable: ...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_reason: Option<String>,
 }
 
 /// A run.

@@ -152,6 +152,8 @@ pub async fn list(
         runs: r.runs.into_iter().map(Run::from).collect(),
         next_page_token: r.next_page_token,
         status_counts: q.counts.then(|| r.status_counts.into_iter().collect()),
+        partial: r.partial,
+        partial_reason: r.partial.then_some(r.partial_reason),
     }))
 }
 
