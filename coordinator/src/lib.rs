@@ -395,7 +395,8 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
     .with_max_payload_bytes(config.max_payload_bytes)
     .with_outbox_hold(config.timer_lease)
     .with_archive(archive.is_some())
-    .with_durability(config.replicated());
+    .with_durability(config.replicated())
+    .await?;
     if let Some(r) = store.durability() {
         tracing::info!(
             replicas = r.replicas,

@@ -681,6 +681,12 @@ pub struct Store {
     /// With `durability = "replicated"`: the replicas each commit waits for (see
     /// [`Store::with_durability`]); `None` (the default): a commit is acknowledged by the primary.
     durability: Option<Replicated>,
+    /// With `durability = "replicated"`: the connections commits go through ([`COMMIT_CONNECTIONS`],
+    /// taken in turn). Redis's `WAIT` holds its connection until the replicas acknowledge, so
+    /// commits do not share the connection of reads, health probes and the sweepers' claims.
+    commit_conns: std::sync::Arc<Vec<ConnectionManager>>,
+    /// The next of `commit_conns` to use.
+    next_commit_conn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The step ids of runs read lately (a run's `step_ids`, fixed when it is created), so that
     /// [`Store::read_run`] reads the run and its steps in one round trip after the first time.
     step_ids: moka::sync::Cache<String, std::sync::Arc<str>>,
@@ -796,6 +802,8 @@ impl Store {
             max_payload_bytes: usize::MAX,
             archive: false,
             durability: None,
+            commit_conns: std::sync::Arc::new(Vec::new()),
+            next_commit_conn: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             step_ids: moka::sync::Cache::builder()
                 .max_capacity(STEP_IDS_CACHE_BYTES)
                 .weigher(|run: &String, ids: &std::sync::Arc<str>| {
@@ -844,10 +852,34 @@ impl Store {
     /// worker's report, a submit with its idempotency key: each applies once). `None` (the
     /// default): the primary's acknowledgement is enough, and a failover can lose the last
     /// transitions (docs/guarantees.md).
-    #[must_use]
-    pub fn with_durability(mut self, replicated: Option<Replicated>) -> Self {
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`] when the commit connections cannot be opened.
+    pub async fn with_durability(mut self, replicated: Option<Replicated>) -> Result<Self> {
         self.durability = replicated;
-        self
+        if replicated.is_some() {
+            let mut conns = Vec::with_capacity(COMMIT_CONNECTIONS);
+            for _ in 0..COMMIT_CONNECTIONS {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(70)))
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_number_of_retries(3);
+                conns.push(self.client.get_connection_manager_with_config(cfg).await?);
+            }
+            self.commit_conns = std::sync::Arc::new(conns);
+        }
+        Ok(self)
+    }
+
+    /// The connection a commit goes through: the shared one, or with `durability = "replicated"`
+    /// the next commit connection.
+    fn commit_conn(&self) -> ConnectionManager {
+        let n = self.commit_conns.len();
+        if n == 0 {
+            return self.conn.clone();
+        }
+        let i = self.next_commit_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        self.commit_conns.get(i).map_or_else(|| self.conn.clone(), Clone::clone)
     }
 
     /// The replicas commits wait for ([`Store::with_durability`]).
@@ -1032,7 +1064,7 @@ impl Store {
             if let Some(r) = self.durability {
                 pipe.cmd("WAIT").arg(r.replicas).arg(r.timeout_ms());
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.commit_conn();
             match crate::metrics::script(script.name, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
                 Ok(mut v) => {
                     let acked = match self.durability {
@@ -2849,6 +2881,10 @@ pub enum Reporter<'a> {
     /// in the attempt history by this word (`timer`, `coordinator`, `event`, `child`).
     Coordinator(&'a str),
 }
+
+/// Connections commits go through with `durability = "replicated"` (each `WAIT` holds one until
+/// the replicas acknowledge, so this many commits wait at once).
+const COMMIT_CONNECTIONS: usize = 16;
 
 /// `durability = "replicated"`: how many Redis replicas each commit waits for, and how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

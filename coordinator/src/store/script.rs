@@ -42,10 +42,11 @@ impl Standalone {
             invocation.key(k);
         }
         invocation.arg(json);
-        let mut conn = store.conn();
+        let mut conn = store.commit_conn();
         let reply = crate::metrics::script(self.name, invocation.invoke_async::<Vec<String>>(&mut conn)).await?;
         // With `durability = "replicated"`, the script's writes reach the replicas before its
-        // answer counts (WAIT covers this connection's writes so far).
+        // answer counts (WAIT covers this connection's writes so far; it holds the connection,
+        // one of the store's commit connections, until then).
         if let Some(r) = store.durability() {
             let acked: u32 = redis::cmd("WAIT")
                 .arg(r.replicas)
