@@ -266,7 +266,15 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
     let mut api = cluster.worker_api().await;
     let mut cancelled_after_commit = 0;
     let mut worst = 0i64;
-    for i in 0..60u64 {
+    // How long a report takes to be answered on this machine now, from the reports let through
+    // whole (every 8th): the others are given up after 0 to 2 times that, so that on a fast or a
+    // loaded machine alike some are dropped before the coordinator commits and some after. Goes on
+    // (at most 240 runs) until at least 3 were dropped after their commit, and for 60 runs at least.
+    let mut whole: Vec<Duration> = Vec::new();
+    for i in 0..240u64 {
+        if i >= 60 && cancelled_after_commit >= 3 {
+            break;
+        }
         let run_id = cluster.submit("handoff", json!({"i": i})).await;
         cluster
             .wait_step(&run_id, "a", "dispatched", Duration::from_secs(10))
@@ -292,9 +300,23 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
             workflow_version: version,
             attempt_base: 0,
         });
-        // Give up on the answer after 0 to 6 ms: some reports are dropped before the coordinator
-        // commits, some after.
-        let answered = tokio::time::timeout(Duration::from_micros((i % 13) * 500), report).await;
+        // Give up on the answer after 0 to 2 times a whole report's time (3 ms until one was
+        // measured): some reports are dropped before the coordinator commits, some after.
+        let typical = {
+            let mut w = whole.clone();
+            w.sort();
+            w.get(w.len() / 2).copied().unwrap_or(Duration::from_millis(3))
+        };
+        let give_up = if i % 8 == 7 {
+            Duration::from_secs(10)
+        } else {
+            typical.mul_f64((i % 8) as f64 / 3.5)
+        };
+        let sent = Instant::now();
+        let answered = tokio::time::timeout(give_up, report).await;
+        if i % 8 == 7 && answered.is_ok() {
+            whole.push(sent.elapsed());
+        }
         let run = cluster.get_run(&run_id).await;
         if step_status(&run, "a") != "succeeded" {
             // Maybe the commit is on its way: wait a little before deciding it did not happen.
@@ -320,7 +342,10 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
             answered.is_ok()
         );
     }
-    eprintln!("cancelled reports: {cancelled_after_commit} committed without an answer; worst a→b start {worst} ms");
+    eprintln!(
+        "cancelled reports: {cancelled_after_commit} committed without an answer; worst a→b start {worst} ms; \
+         a whole report took {whole:?}"
+    );
     assert!(
         cancelled_after_commit > 0,
         "no report was cancelled after its commit: the test did not produce the fault"
