@@ -502,26 +502,15 @@ impl Bench {
                 humantime::format_duration(self.timeout)
             )
         })??;
-        let run = client
-            .get_run(GetRunRequest {
-                run_id: run_id.to_owned(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        if run.status != RunStatus::Succeeded as i32 {
+        let run = self.get_run(run_id).await?;
+        if !crate::client::is_terminal(run.status) {
             bail!(
-                "bench run {run_id} of {} ended {}: {}",
+                "bench run {run_id} of {}: its WatchRun stream ended before the run; {}",
                 run.workflow,
-                crate::render::run_status_word(run.status),
-                if crate::client::is_terminal(run.status) {
-                    run.error.clone()
-                } else {
-                    waiting_detail(&run)
-                }
+                waiting_detail(&run)
             );
         }
-        Ok(run)
+        succeeded(run)
     }
 
     /// Polls `GetRun` until the run is over (1 ms, then half as long again each time, up to
@@ -529,25 +518,10 @@ impl Bench {
     async fn poll_run(&self, run_id: &str) -> Result<Run> {
         let start = Instant::now();
         let mut gap = Duration::from_millis(1);
-        let mut client = self.client.clone();
         loop {
-            let run = client
-                .get_run(GetRunRequest {
-                    run_id: run_id.to_owned(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let run = self.get_run(run_id).await?;
             if crate::client::is_terminal(run.status) {
-                if run.status != RunStatus::Succeeded as i32 {
-                    bail!(
-                        "bench run {run_id} of {} ended {}: {}",
-                        run.workflow,
-                        crate::render::run_status_word(run.status),
-                        run.error
-                    );
-                }
-                return Ok(run);
+                return succeeded(run);
             }
             if start.elapsed() > self.timeout {
                 bail!(
@@ -560,6 +534,15 @@ impl Bench {
             tokio::time::sleep(gap).await;
             gap = (gap + gap / 2).min(self.poll_cap);
         }
+    }
+
+    /// The run as GetRun answers it.
+    async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let request = GetRunRequest {
+            run_id: run_id.to_owned(),
+            ..Default::default()
+        };
+        Ok(self.client.clone().get_run(request).await?.into_inner())
     }
 
     /// Submits one run and waits for it.
@@ -745,6 +728,20 @@ fn ms(ts: &Option<prost_types::Timestamp>) -> i64 {
 /// A finished run's duration in ms, from its own `created_at` to `finished_at`.
 fn run_ms(run: &Run) -> f64 {
     ms(&run.finished_at).saturating_sub(ms(&run.created_at)).max(0) as f64
+}
+
+/// `run`, a finished bench run, when it succeeded; an error naming how it ended otherwise.
+fn succeeded(run: Run) -> Result<Run> {
+    if run.status != RunStatus::Succeeded as i32 {
+        bail!(
+            "bench run {} of {} ended {}: {}",
+            run.id,
+            run.workflow,
+            crate::render::run_status_word(run.status),
+            run.error
+        );
+    }
+    Ok(run)
 }
 
 /// What an unfinished run waits for, from `GetRun` (`run waits for ...; step s: ...`).

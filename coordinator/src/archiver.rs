@@ -27,7 +27,7 @@
 //! Log lines are not archived: GetStepLogs of an archived run answers no lines, and counts them in
 //! `omitted` (docs/operations.md).
 
-use std::{collections::BTreeSet, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use baton_shared::{
     definition::StepKind,
@@ -224,13 +224,12 @@ async fn build(engine: &Engine, run_id: &str, finished_at: i64) -> Result<Option
     if !ended || run.finished_at.as_ref().map(millis) != Some(finished_at) {
         return Ok(None);
     }
-    let error_types: BTreeSet<String> = run
-        .steps
-        .iter()
-        .flat_map(|s| s.attempts.iter())
-        .filter(|a| a.outcome == "failed" && !a.error_type.is_empty())
-        .map(|a| a.error_type.clone())
-        .collect();
+    let error_types = view::error_types(
+        run.steps
+            .iter()
+            .flat_map(|s| s.attempts.iter())
+            .map(|a| (a.outcome.as_str(), a.error_type.as_str())),
+    );
     let history: Vec<RunEvent> = engine
         .store
         .whole_history(run_id)
@@ -261,7 +260,7 @@ async fn build(engine: &Engine, run_id: &str, finished_at: i64) -> Result<Option
         emitting,
         archived: ArchivedRun {
             namespace: engine.config.namespace.clone(),
-            error_types: error_types.into_iter().collect(),
+            error_types,
             history,
             human_tasks,
             run,

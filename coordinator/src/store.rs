@@ -1067,19 +1067,18 @@ impl Store {
             let mut conn = self.commit_conn();
             match crate::metrics::script(script.name, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
                 Ok(mut v) => {
+                    // With durability, the last answer is WAIT's: the replicas that have the commit.
                     let acked = match self.durability {
-                        Some(_) => Some(
-                            v.pop()
-                                .map(redis::from_redis_value::<u32>)
-                                .transpose()
-                                .map_err(unexpected)?,
-                        ),
+                        Some(r) => {
+                            let n = v.pop().map(redis::from_redis_value::<u32>).transpose();
+                            Some((r, n.map_err(unexpected)?.unwrap_or(0)))
+                        }
                         None => None,
                     };
                     let (out, written) = run_reply(script.name, v)?;
                     let effects = self.apply_effects(&written, call.now).await;
-                    if let (Some(r), Some(acked)) = (self.durability, acked) {
-                        r.check(script.name, acked.unwrap_or(0))?;
+                    if let Some((r, n)) = acked {
+                        r.check(script.name, n)?;
                     }
                     return Ok((out, effects));
                 }

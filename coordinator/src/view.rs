@@ -35,21 +35,29 @@ struct StoredAttempt {
     error_details: String,
 }
 
-/// The distinct error types of the failed attempts in a run's step histories (`<step>:history`
-/// JSON), sorted: what the archive keeps as the run's `error_types` (see
-/// `archiver::build`), so that a filter's `error_type` means the same on a run still in
-/// Redis. A NUL in a type is replaced by U+FFFD, as the archive stores it; a history that does
-/// not parse adds nothing.
-pub fn run_error_types(histories: &[String]) -> Vec<String> {
-    let mut types: Vec<String> = histories
-        .iter()
-        .flat_map(|h| serde_json::from_str::<Vec<StoredAttempt>>(h).unwrap_or_default())
-        .filter(|a| a.outcome == "failed" && !a.error_type.is_empty())
-        .map(|a| a.error_type.replace('\0', "\u{FFFD}"))
+/// A run's `error_types`, from its attempts as (outcome, error type) pairs: the distinct types of
+/// the failed ones, sorted, each NUL replaced by U+FFFD (PostgreSQL's `text` holds none). The
+/// archiver stores this, and ListRuns' filter reads it for a run still in Redis
+/// ([`run_error_types`]), so that `error_type` means the same wherever the run lives.
+pub fn error_types<'a>(attempts: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut types: Vec<String> = attempts
+        .into_iter()
+        .filter(|(outcome, error_type)| *outcome == "failed" && !error_type.is_empty())
+        .map(|(_, error_type)| error_type.replace('\0', "\u{FFFD}"))
         .collect();
     types.sort();
     types.dedup();
     types
+}
+
+/// [`error_types`] of a run from its steps' attempt histories (`<step>:history` JSON, as the
+/// steps hash holds them); a history that does not parse adds nothing.
+pub fn run_error_types(histories: &[String]) -> Vec<String> {
+    let attempts: Vec<StoredAttempt> = histories
+        .iter()
+        .flat_map(|h| serde_json::from_str::<Vec<StoredAttempt>>(h).unwrap_or_default())
+        .collect();
+    error_types(attempts.iter().map(|a| (a.outcome.as_str(), a.error_type.as_str())))
 }
 
 /// A run as the API shows it. `steps` (the steps hash) adds per-step detail; `def` gives step order,
