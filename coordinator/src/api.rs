@@ -1367,20 +1367,20 @@ impl proto::worker_service_server::WorkerService for Api {
         crate::traces::record_outcome(&outcome);
         let engine = self.engine.clone();
         let d = detached(async move {
-            engine
-                .report_result(
-                    &AttemptRef {
-                        run_id: &r.run_id,
-                        step_id: &r.step_id,
-                        attempt: r.attempt,
-                        workflow: &r.workflow,
-                        version: r.workflow_version,
-                        worker: &r.worker_id,
-                        attempt_base: r.attempt_base,
-                    },
-                    outcome,
-                )
-                .await
+            let a = AttemptRef {
+                run_id: &r.run_id,
+                step_id: &r.step_id,
+                attempt: r.attempt,
+                workflow: &r.workflow,
+                version: r.workflow_version,
+                worker: &r.worker_id,
+                attempt_base: r.attempt_base,
+            };
+            if r.start {
+                engine.start_and_report(&a, &r.input_json, outcome).await
+            } else {
+                engine.report_result(&a, outcome).await
+            }
         })
         .await?;
         Ok(Response::new(ReportResultResponse {

@@ -327,7 +327,51 @@ impl Engine {
     /// `InvalidArgument` for a malformed run id; `Redis`.
     pub async fn start_step(&self, a: &AttemptRef<'_>, input_json: &str) -> Result<Disposition> {
         check_run_id(a.run_id)?;
-        let input_json = if input_json.is_empty() {
+        let input_json = self.kept_input(a, input_json);
+        let def = match self.registry.pinned(a.workflow, a.version).await {
+            Ok(d) => d,
+            Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
+            Err(e) => return Err(e),
+        };
+        let Some(step) = def.handler_step(a.step_id) else {
+            return Ok(Disposition::Stale);
+        };
+        self.start_handler_step(&def, step, a, input_json).await
+    }
+
+    /// [`Engine::start_step`] once the step is known to run a handler.
+    async fn start_handler_step(
+        &self,
+        def: &WorkflowDefinition,
+        step: &StepDefinition,
+        a: &AttemptRef<'_>,
+        input_json: &str,
+    ) -> Result<Disposition> {
+        let now = now_ms();
+        let pinned = machine::pinned(def);
+        let call = RunCall { run_id: a.run_id, now };
+        let mut holder: Option<String> = None;
+        // Still held after every look: a worker that just took the attempt over holds it.
+        let mut disposition = Disposition::Duplicate;
+        for _ in 0..HOLDER_LOOKS {
+            let args = self.start_args(step, a, &pinned, now, holder.as_deref(), input_json);
+            match self.store.start_step(&call, &args).await? {
+                Started::Answer(d) => {
+                    disposition = d;
+                    break;
+                }
+                Started::Held(h) => holder = Some(h),
+            }
+        }
+        self.started(def, step, a, disposition, holder.as_deref(), now);
+        // Whatever the answer, the script took the task out of the queued index: it left its queue.
+        Ok(disposition)
+    }
+
+    /// `input_json` of a started attempt if it is to be kept: not over `max_payload_bytes` and
+    /// JSON, else `""` (with a warning; it never refuses the start).
+    fn kept_input<'a>(&self, a: &AttemptRef<'_>, input_json: &'a str) -> &'a str {
+        if input_json.is_empty() {
             input_json
         } else if input_json.len() > self.config.max_payload_bytes {
             tracing::warn!(
@@ -342,49 +386,50 @@ impl Engine {
             ""
         } else {
             input_json
-        };
-        let def = match self.registry.pinned(a.workflow, a.version).await {
-            Ok(d) => d,
-            Err(CoordinatorError::NotFound(_)) => return Ok(Disposition::Stale),
-            Err(e) => return Err(e),
-        };
-        let Some(step) = def.handler_step(a.step_id) else {
-            return Ok(Disposition::Stale);
-        };
-        let now = now_ms();
+        }
+    }
+
+    /// `start_step.lua`'s arguments for attempt `a` of handler step `step`, started at `now`.
+    fn start_args<'a>(
+        &self,
+        step: &'a StepDefinition,
+        a: &AttemptRef<'a>,
+        pinned: &'a str,
+        now: i64,
+        holder: Option<&'a str>,
+        input_json: &'a str,
+    ) -> StartArgs<'a> {
         // An attempt holding a concurrency slot keeps it to the end of its timeout, and a margin.
         let slot_lease = if step.concurrency.is_some() && split_item(a.step_id).1.is_none() {
             machine::span_ms(step.timeout.saturating_add(SLOT_LEASE_MARGIN))
         } else {
             0
         };
-        let pinned = machine::pinned(&def);
-        let call = RunCall { run_id: a.run_id, now };
-        let mut holder: Option<String> = None;
-        // Still held after every look: a worker that just took the attempt over holds it.
-        let mut disposition = Disposition::Duplicate;
-        for _ in 0..HOLDER_LOOKS {
-            let args = StartArgs {
-                step: a.step_id,
-                handler: &step.handler,
-                attempt: a.attempt,
-                worker: a.worker,
-                pinned: &pinned,
-                timeout_due: machine::due(now, step.timeout),
-                heartbeat_due: step.heartbeat_timeout.map(|hb| machine::due(now, hb)),
-                slot_lease_ms: slot_lease,
-                holder: holder.as_deref(),
-                recheck_margin: HOLDER_RECHECK_MARGIN,
-                input: input_json,
-            };
-            match self.store.start_step(&call, &args).await? {
-                Started::Answer(d) => {
-                    disposition = d;
-                    break;
-                }
-                Started::Held(h) => holder = Some(h),
-            }
+        StartArgs {
+            step: a.step_id,
+            handler: &step.handler,
+            attempt: a.attempt,
+            worker: a.worker,
+            pinned,
+            timeout_due: machine::due(now, step.timeout),
+            heartbeat_due: step.heartbeat_timeout.map(|hb| machine::due(now, hb)),
+            slot_lease_ms: slot_lease,
+            holder,
+            recheck_margin: HOLDER_RECHECK_MARGIN,
+            input: input_json,
         }
+    }
+
+    /// Metrics and logs of a start's answer.
+    fn started(
+        &self,
+        def: &WorkflowDefinition,
+        step: &StepDefinition,
+        a: &AttemptRef<'_>,
+        disposition: Disposition,
+        holder: Option<&str>,
+        now: i64,
+    ) {
         match disposition {
             Disposition::Proceed => {
                 crate::metrics::observe_start(self, &def.name, &step.handler, a.run_id, a.step_id, now);
@@ -394,13 +439,11 @@ impl Engine {
                 step = a.step_id,
                 attempt = a.attempt,
                 worker = a.worker,
-                holder = holder.as_deref().unwrap_or_default(),
+                holder = holder.unwrap_or_default(),
                 "a duplicate copy of a running attempt is dropped: a live worker holds it"
             ),
             Disposition::Stale | Disposition::Cancelled => {}
         }
-        // Whatever the answer, the script took the task out of the queued index: it left its queue.
-        Ok(disposition)
     }
 
     /// The definition run `run_id` is pinned to, if `step_id` of it runs a handler (the only steps
@@ -443,6 +486,37 @@ impl Engine {
     /// # Errors
     /// `InvalidArgument` for a malformed run id or an output that is not JSON or too large; `Redis`.
     pub async fn report_result(&self, a: &AttemptRef<'_>, outcome: Outcome) -> Result<Disposition> {
+        self.report(a, outcome, None).await
+    }
+
+    /// An eager report: a worker whose handler finished before it sent StartStep starts the
+    /// attempt and reports its result in one call ([`Engine::start_step`] with `input_json`, then
+    /// [`Engine::report_result`]), one commit round trip to Redis (`start_step.lua` and
+    /// `complete_step.lua` pipelined; the report is fenced on the start). Answers the start's
+    /// disposition when it is not `Proceed` (nothing was recorded then), else the report's. An
+    /// attempt another worker started goes the long way: the holder's liveness decides, as for
+    /// StartStep, and the report follows a `Proceed`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming `start` for a suspension (a suspending handler starts first), and
+    /// as [`Engine::report_result`].
+    pub async fn start_and_report(
+        &self,
+        a: &AttemptRef<'_>,
+        input_json: &str,
+        outcome: Outcome,
+    ) -> Result<Disposition> {
+        if matches!(outcome, Outcome::Suspend { .. }) {
+            return Err(CoordinatorError::InvalidArgument(
+                "start: an eager report carries an output or a failure; a suspension needs StartStep first".into(),
+            ));
+        }
+        self.report(a, outcome, Some(input_json)).await
+    }
+
+    /// [`Engine::report_result`], and with `start` (the input the worker received) the attempt's
+    /// start in the same round trip ([`Engine::start_and_report`]).
+    async fn report(&self, a: &AttemptRef<'_>, outcome: Outcome, start: Option<&str>) -> Result<Disposition> {
         check_run_id(a.run_id)?;
         let def = match self.registry.pinned(a.workflow, a.version).await {
             Ok(d) => d,
@@ -540,10 +614,49 @@ impl Engine {
             error_type: &error_type,
             error_details: &error_details,
         };
-        let (completion, released) = self
-            .store
-            .complete_step_released(Batch::new(), &RunCall { run_id: a.run_id, now }, &args, &queued)
-            .await?;
+        let call = RunCall { run_id: a.run_id, now };
+        let (completion, released) = match start {
+            None => {
+                self.store
+                    .complete_step_released(Batch::new(), &call, &args, &queued)
+                    .await?
+            }
+            Some(input_json) => {
+                let input_json = self.kept_input(a, input_json);
+                let pinned = machine::pinned(&def);
+                let start_args = self.start_args(step, a, &pinned, now, None, input_json);
+                match self
+                    .store
+                    .start_and_complete(&call, &start_args, &args, &queued)
+                    .await?
+                {
+                    (Started::Answer(Disposition::Proceed), Some(completed)) => {
+                        self.started(&def, step, a, Disposition::Proceed, None, now);
+                        completed
+                    }
+                    (Started::Held(_), _) => {
+                        // Another worker started the attempt (the report was fenced): its
+                        // liveness decides, as for StartStep; the report follows a Proceed.
+                        let d = self.start_handler_step(&def, step, a, input_json).await?;
+                        if d != Disposition::Proceed {
+                            return Ok(d);
+                        }
+                        self.store
+                            .complete_step_released(Batch::new(), &call, &args, &queued)
+                            .await?
+                    }
+                    (Started::Answer(Disposition::Proceed), None) => {
+                        return Err(CoordinatorError::Internal(
+                            "start_and_complete: a start that proceeded without its report's answer".into(),
+                        ));
+                    }
+                    (Started::Answer(d), _) => {
+                        self.started(&def, step, a, d, None, now);
+                        return Ok(d);
+                    }
+                }
+            }
+        };
         crate::metrics::attempt(&def.name, &step.handler, crate::metrics::attempt_outcome(&completion));
         if !matches!(completion, Completion::Stale | Completion::Alive(_)) {
             crate::metrics::observe_close(self, &def.name, &step.handler, a.run_id, a.step_id, now);

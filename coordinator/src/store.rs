@@ -125,6 +125,14 @@ struct RunScript {
     name: &'static str,
 }
 
+/// One run script of a pipelined round trip ([`Store::eval_runs`]): its keys after the six every
+/// run script gets, and its arguments.
+struct RunEval<'a> {
+    script: &'a RunScript,
+    extra_keys: &'a [String],
+    args: &'a [String],
+}
+
 impl RunScript {
     fn new(name: &'static str, body: &str) -> Self {
         let code = format!(
@@ -1027,45 +1035,81 @@ impl Store {
         extra_keys: &[String],
         args: &[String],
     ) -> Result<(Vec<String>, Vec<Effect>)> {
+        let mut out = self
+            .eval_runs(
+                prelude,
+                script.name,
+                call,
+                &[RunEval {
+                    script,
+                    extra_keys,
+                    args,
+                }],
+            )
+            .await?;
+        let first = out.pop().unwrap_or_default();
+        let effects = self.apply_effects(&first.1, call.now).await;
+        Ok((first.0, effects))
+    }
+
+    /// Runs `prelude`, then each of `evals` in order on the run's keys (each script atomic on its
+    /// own), in one pipeline: one round trip, with `durability`'s `WAIT` at its end. Answers each
+    /// script's reply and the effects it wrote (not applied). Reloads the scripts once if Redis
+    /// lost them (a restart); `label` names the round trip in the metrics.
+    async fn eval_runs(
+        &self,
+        prelude: Pipeline,
+        label: &'static str,
+        call: &RunCall<'_>,
+        evals: &[RunEval<'_>],
+    ) -> Result<Vec<(Vec<String>, Vec<String>)>> {
         let k = &self.keys;
-        // With an archive, the archive outbox goes after the script's own keys and its index into
+        // With an archive, the archive outbox goes after a script's own keys and its index into
         // A as `archive` (see common.lua), so that a script that finishes the run queues it.
-        let (extra_keys, args) = if self.archive {
-            let mut keys = extra_keys.to_vec();
-            keys.push(k.archive_outbox());
-            let index = RUN_KEYS.saturating_add(keys.len());
-            let mut args = args.to_vec();
-            if let Some(a) = args.first_mut() {
-                *a = with_archive_index(a, index)?;
-            }
-            (std::borrow::Cow::Owned(keys), std::borrow::Cow::Owned(args))
-        } else {
-            (std::borrow::Cow::Borrowed(extra_keys), std::borrow::Cow::Borrowed(args))
-        };
-        let (extra_keys, args): (&[String], &[String]) = (&extra_keys, &args);
+        let mut prepared = Vec::with_capacity(evals.len());
+        for e in evals {
+            prepared.push(if self.archive {
+                let mut keys = e.extra_keys.to_vec();
+                keys.push(k.archive_outbox());
+                let index = RUN_KEYS.saturating_add(keys.len());
+                let mut args = e.args.to_vec();
+                if let Some(a) = args.first_mut() {
+                    *a = with_archive_index(a, index)?;
+                }
+                (std::borrow::Cow::Owned(keys), std::borrow::Cow::Owned(args))
+            } else {
+                (
+                    std::borrow::Cow::Borrowed(e.extra_keys),
+                    std::borrow::Cow::Borrowed(e.args),
+                )
+            });
+        }
         for tried in 0..2 {
             let mut pipe = prelude.clone();
-            pipe.cmd("EVALSHA")
-                .arg(script.script.get_hash())
-                .arg(RUN_KEYS + extra_keys.len())
-                .arg(k.run(call.run_id))
-                .arg(k.steps(call.run_id))
-                .arg(k.events(call.run_id))
-                .arg(k.timers())
-                .arg(k.outbox())
-                .arg(k.effects())
-                .arg(extra_keys)
-                .arg(call.now)
-                .arg(self.events_max_len)
-                .arg(self.retention.as_secs().max(1))
-                .arg(self.outbox_hold.as_millis() as u64)
-                .arg(call.run_id)
-                .arg(args);
+            for (e, (extra_keys, args)) in evals.iter().zip(&prepared) {
+                let (extra_keys, args): (&[String], &[String]) = (extra_keys, args);
+                pipe.cmd("EVALSHA")
+                    .arg(e.script.script.get_hash())
+                    .arg(RUN_KEYS + extra_keys.len())
+                    .arg(k.run(call.run_id))
+                    .arg(k.steps(call.run_id))
+                    .arg(k.events(call.run_id))
+                    .arg(k.timers())
+                    .arg(k.outbox())
+                    .arg(k.effects())
+                    .arg(extra_keys)
+                    .arg(call.now)
+                    .arg(self.events_max_len)
+                    .arg(self.retention.as_secs().max(1))
+                    .arg(self.outbox_hold.as_millis() as u64)
+                    .arg(call.run_id)
+                    .arg(args);
+            }
             if let Some(r) = self.durability {
                 pipe.cmd("WAIT").arg(r.replicas).arg(r.timeout_ms());
             }
             let mut conn = self.commit_conn();
-            match crate::metrics::script(script.name, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
+            match crate::metrics::script(label, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await {
                 Ok(mut v) => {
                     // With durability, the last answer is WAIT's: the replicas that have the commit.
                     let acked = match self.durability {
@@ -1075,12 +1119,30 @@ impl Store {
                         }
                         None => None,
                     };
-                    let (out, written) = run_reply(script.name, v)?;
-                    let effects = self.apply_effects(&written, call.now).await;
-                    if let Some((r, n)) = acked {
-                        r.check(script.name, n)?;
+                    // The scripts' replies are the last ones, after the prelude's.
+                    let first = v.len().saturating_sub(evals.len());
+                    let mut replies = Vec::with_capacity(evals.len());
+                    for (e, reply) in evals.iter().zip(v.into_iter().skip(first)) {
+                        replies.push(run_reply(e.script.name, reply)?);
                     }
-                    return Ok((out, effects));
+                    if replies.len() != evals.len() {
+                        return Err(CoordinatorError::Internal(format!(
+                            "{label}: {} answers from Redis for {} scripts",
+                            replies.len(),
+                            evals.len()
+                        )));
+                    }
+                    if let Some((r, n)) = acked {
+                        // The commit stands on the primary; apply what it asked for before
+                        // answering that it is not replicated.
+                        if let Err(e) = r.check(label, n) {
+                            for (_, written) in &replies {
+                                self.apply_effects(written, call.now).await;
+                            }
+                            return Err(e);
+                        }
+                    }
+                    return Ok(replies);
                 }
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) && tried == 0 => {
                     self.load_scripts().await?
@@ -1320,6 +1382,15 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`]; `Internal` for a reply the script does not give.
     pub async fn start_step(&self, call: &RunCall<'_>, a: &StartArgs<'_>) -> Result<Started> {
+        let (keys, json) = self.start_call(a)?;
+        let out = self
+            .eval_run_with(redis::pipe(), &self.scripts.start_step, call, &keys, &[json])
+            .await?;
+        parse_started(out)
+    }
+
+    /// `start_step.lua`'s extra keys and arguments for `a`.
+    fn start_call(&self, a: &StartArgs<'_>) -> Result<(Vec<String>, String)> {
         let mut keys = vec![self.keys.queued(a.handler)];
         keys.extend(a.holder.map(|h| self.keys.worker_alive(h)));
         let json = serde_json::to_string(&StartStepJson {
@@ -1335,24 +1406,65 @@ impl Store {
             input: a.input,
         })
         .map_err(|e| CoordinatorError::Internal(format!("start_step.lua: arguments: {e}")))?;
-        let out = self
-            .eval_run_with(redis::pipe(), &self.scripts.start_step, call, &keys, &[json])
-            .await?;
-        let mut it = out.into_iter();
-        Ok(match it.next().as_deref() {
-            Some("held") => {
-                Started::Held(it.next().ok_or_else(|| {
-                    CoordinatorError::Internal("start_step.lua answered 'held' without a holder".into())
-                })?)
-            }
-            Some("proceed") => Started::Answer(Disposition::Proceed),
-            Some("stale") => Started::Answer(Disposition::Stale),
-            Some("cancelled") => Started::Answer(Disposition::Cancelled),
-            Some("duplicate") => Started::Answer(Disposition::Duplicate),
-            other => {
-                return Err(CoordinatorError::Internal(format!("start_step.lua answered {other:?}")));
-            }
-        })
+        Ok((keys, json))
+    }
+
+    /// An eager report ([`Store::start_step`] and then [`Store::complete_step_released`] for a
+    /// worker's result, `complete.by` a [`Reporter::Worker`]): both scripts in one pipeline, one
+    /// round trip. The completion is fenced on the start (it counts only for a running attempt
+    /// this worker holds), so it changes nothing unless the start answered
+    /// [`Disposition::Proceed`]; it is then the second value. A start that answered anything else
+    /// comes with `None`: the caller goes the long way ([`Started::Held`]) or answers the worker.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`]; `Internal` for a reply a script does not give.
+    pub async fn start_and_complete(
+        &self,
+        call: &RunCall<'_>,
+        start: &StartArgs<'_>,
+        complete: &CompleteArgs<'_>,
+        plan: &QueuedPlan,
+    ) -> Result<(Started, Option<(Completion, Vec<String>)>)> {
+        let (start_keys, start_json) = self.start_call(start)?;
+        let complete_args = self.complete_call(complete, plan, None)?;
+        let start_args = [start_json];
+        let evals = [
+            RunEval {
+                script: &self.scripts.start_step,
+                extra_keys: &start_keys,
+                args: &start_args,
+            },
+            RunEval {
+                script: &self.scripts.complete_step,
+                extra_keys: &plan.keys,
+                args: &complete_args,
+            },
+        ];
+        let mut replies = self
+            .eval_runs(redis::pipe(), "start_and_complete", call, &evals)
+            .await?
+            .into_iter();
+        let (Some((started, start_written)), Some((completed, complete_written))) = (replies.next(), replies.next())
+        else {
+            return Err(CoordinatorError::Internal(
+                "start_and_complete: a script's answer is missing".into(),
+            ));
+        };
+        let mut written = start_written;
+        written.extend(complete_written);
+        let effects = self.apply_effects(&written, call.now).await;
+        let started = parse_started(started)?;
+        if started != Started::Answer(Disposition::Proceed) {
+            return Ok((started, None));
+        }
+        if no_graph(&completed) {
+            // A run of layout 2, which changed nothing: the long way stores its graph.
+            return Ok((
+                started,
+                Some(self.complete_step_released(Batch::new(), call, complete, plan).await?),
+            ));
+        }
+        Ok((started, Some(self.completed(call, complete, completed, &effects)?)))
     }
 
     /// Sends attempt `attempt` of `step` (of a run of `def`) again if `holder`, which started it,
@@ -1453,33 +1565,10 @@ impl Store {
         args: &CompleteArgs<'_>,
         plan: &QueuedPlan,
     ) -> Result<(Completion, Vec<String>)> {
-        let (who, by) = match args.by {
-            Reporter::Worker(w) => (w, ReporterPath::Worker),
-            Reporter::Human(user) => (user, ReporterPath::Human),
-            Reporter::Coordinator(source) => (source, ReporterPath::Coordinator),
-        };
-        let pinned = crate::machine::pinned(args.def);
         let mut graph = None;
         let mut pre = Some(Pipeline::from(pre));
         loop {
-            let json = to_json(
-                "complete_step",
-                &CompleteStepJson {
-                    step: args.step,
-                    attempt: args.attempt,
-                    who,
-                    by,
-                    outcome: args.outcome,
-                    retry_at: args.retry_at,
-                    heartbeat_timeout_ms: args.heartbeat_timeout_ms,
-                    pinned: &pinned,
-                    queued: plan.entries(RUN_KEYS + 1),
-                    graph: graph.as_ref(),
-                    error_type: args.error_type,
-                    error_details: args.error_details,
-                },
-            )?;
-            let a = [json, args.body.to_string()];
+            let a = self.complete_call(args, plan, graph.as_ref())?;
             // The global writes go with the first call only (a second one follows a 'no_graph',
             // which changed nothing).
             let (out, effects) = self
@@ -1495,16 +1584,61 @@ impl Store {
                 graph = Some(RunGraph::of(args.def));
                 continue;
             }
-            let completion = parse_completion("complete_step.lua", out)?;
-            if let Some(status) = crate::metrics::finished_status(&completion) {
-                crate::metrics::observe_finish(self, &args.def.name, status, call.run_id, call.now);
-            }
-            let released = effects
-                .iter()
-                .filter_map(|e| e.released_pool().map(str::to_string))
-                .collect();
-            return Ok((completion, released));
+            return self.completed(call, args, out, &effects);
         }
+    }
+
+    /// `complete_step.lua`'s arguments (A and the body) for `args`, with `graph` to store first.
+    fn complete_call(
+        &self,
+        args: &CompleteArgs<'_>,
+        plan: &QueuedPlan,
+        graph: Option<&RunGraph>,
+    ) -> Result<[String; 2]> {
+        let (who, by) = match args.by {
+            Reporter::Worker(w) => (w, ReporterPath::Worker),
+            Reporter::Human(user) => (user, ReporterPath::Human),
+            Reporter::Coordinator(source) => (source, ReporterPath::Coordinator),
+        };
+        let pinned = crate::machine::pinned(args.def);
+        let json = to_json(
+            "complete_step",
+            &CompleteStepJson {
+                step: args.step,
+                attempt: args.attempt,
+                who,
+                by,
+                outcome: args.outcome,
+                retry_at: args.retry_at,
+                heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+                pinned: &pinned,
+                queued: plan.entries(RUN_KEYS + 1),
+                graph,
+                error_type: args.error_type,
+                error_details: args.error_details,
+            },
+        )?;
+        Ok([json, args.body.to_string()])
+    }
+
+    /// Reads `complete_step.lua`'s answer `out`: the completion, and the pools whose slots its
+    /// `effects` gave back.
+    fn completed(
+        &self,
+        call: &RunCall<'_>,
+        args: &CompleteArgs<'_>,
+        out: Vec<String>,
+        effects: &[Effect],
+    ) -> Result<(Completion, Vec<String>)> {
+        let completion = parse_completion("complete_step.lua", out)?;
+        if let Some(status) = crate::metrics::finished_status(&completion) {
+            crate::metrics::observe_finish(self, &args.def.name, status, call.run_id, call.now);
+        }
+        let released = effects
+            .iter()
+            .filter_map(|e| e.released_pool().map(str::to_string))
+            .collect();
+        Ok((completion, released))
     }
 
     /// Stores one batch of a fan-out step's element inputs, elements `first..` (see
@@ -2963,12 +3097,24 @@ const RUN_KEYS: usize = 6;
 ///
 /// # Errors
 /// `Internal` naming the script for an answer of another shape.
-fn run_reply(script: &str, v: Vec<redis::Value>) -> Result<(Vec<String>, Vec<String>)> {
-    let last = v
-        .into_iter()
-        .last()
-        .ok_or_else(|| CoordinatorError::Internal(format!("{script}.lua: empty answer from Redis")))?;
-    redis::from_redis_value(last)
+/// Reads `start_step.lua`'s answer.
+fn parse_started(out: Vec<String>) -> Result<Started> {
+    let mut it = out.into_iter();
+    Ok(match it.next().as_deref() {
+        Some("held") => Started::Held(
+            it.next()
+                .ok_or_else(|| CoordinatorError::Internal("start_step.lua answered 'held' without a holder".into()))?,
+        ),
+        Some("proceed") => Started::Answer(Disposition::Proceed),
+        Some("stale") => Started::Answer(Disposition::Stale),
+        Some("cancelled") => Started::Answer(Disposition::Cancelled),
+        Some("duplicate") => Started::Answer(Disposition::Duplicate),
+        other => return Err(CoordinatorError::Internal(format!("start_step.lua answered {other:?}"))),
+    })
+}
+
+fn run_reply(script: &str, reply: redis::Value) -> Result<(Vec<String>, Vec<String>)> {
+    redis::from_redis_value(reply)
         .map_err(|e| CoordinatorError::Internal(format!("{script}.lua answered something unexpected: {e}")))
 }
 

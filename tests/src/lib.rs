@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod pg;
+pub mod prom;
 pub mod redis_server;
 pub use pg::{POSTGRES_URL, ensure_postgres};
 pub use redis_server::RedisServer;

@@ -287,6 +287,7 @@ async fn late_and_duplicate_results_are_stale_and_change_nothing() {
         workflow: "once".into(),
         workflow_version: 1,
         attempt_base: 0,
+        ..Default::default()
     };
     for (step, attempt) in [("a", 1), ("b", 1), ("a", 2), ("a", 0)] {
         let r = api

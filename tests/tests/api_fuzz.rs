@@ -589,6 +589,8 @@ enum Call {
         fence: Fence,
         outcome: Outcome,
         attempt_base: u32,
+        /// An eager report (`start`), with the input echoed.
+        start: Option<Text>,
     },
     Heartbeat(Fence),
     Emit {
@@ -675,8 +677,9 @@ fn call() -> impl Strategy<Value = Call> {
                   1 => (text_t(), text_t(), prop_oneof![Just(0u64), Just(u64::MAX), Just(1u64 << 63), any::<u64>()])
                       .prop_map(|(event, key, timeout_ms)| Outcome::Suspend { event, key, timeout_ms }),
                   1 => Just(Outcome::Nothing)],
-              small_u32())
-            .prop_map(|(fence, outcome, attempt_base)| Call::Report { fence, outcome, attempt_base }),
+              small_u32(),
+              prop_oneof![3 => Just(None), 1 => json_text().prop_map(|t| Some(Text(t)))])
+            .prop_map(|(fence, outcome, attempt_base, start)| Call::Report { fence, outcome, attempt_base, start }),
         1 => fence().prop_map(Call::Heartbeat),
         1 => (fence(), json_text()).prop_map(|(fence, payload)| Call::Emit { fence, payload: Text(payload) }),
         2 => (prop::sample::select(METHODS), prop::collection::vec(any::<u8>(), 0..64))
@@ -872,6 +875,8 @@ const WORKER_FIELDS: &[&str] = &[
     "failure",
     "suspend",
     "attempt_base",
+    "start",
+    "input_json",
     "payload_json",
     "payload",
 ];
@@ -1206,6 +1211,7 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
             fence,
             outcome,
             attempt_base,
+            start,
         } => {
             let (run_id, step_id, attempt, worker_id, workflow, workflow_version) = fence_parts(t, fence);
             let outcome = match outcome {
@@ -1236,6 +1242,8 @@ async fn make(t: &mut Target, call: &Call) -> Result<(), String> {
                 workflow,
                 workflow_version,
                 attempt_base: *attempt_base,
+                start: start.is_some(),
+                input_json: start.as_ref().map(|t| t.0.clone()).unwrap_or_default(),
             };
             checked("ReportResult", Some(WORKER_FIELDS), worker.report_result(request)).await?;
         }

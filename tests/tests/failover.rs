@@ -299,6 +299,7 @@ async fn a_result_committed_while_its_report_was_cancelled_still_starts_the_next
             workflow: "handoff".into(),
             workflow_version: version,
             attempt_base: 0,
+            ..Default::default()
         });
         // Give up on the answer after 0 to 2 times a whole report's time (3 ms until one was
         // measured): some reports are dropped before the coordinator commits, some after.

@@ -242,6 +242,7 @@ async fn forge_calls(
                 workflow: workflow.into(),
                 workflow_version: 1,
                 attempt_base: 0,
+                ..Default::default()
             })
             .await
             .expect("ReportResult answers")
@@ -316,6 +317,7 @@ async fn a_worker_token_cannot_start_beat_emit_or_report_a_step_that_runs_no_han
             workflow: "fence-gates".into(),
             workflow_version: 1,
             attempt_base: 0,
+            ..Default::default()
         })
         .await
         .expect_err("no worker id");
@@ -472,6 +474,7 @@ async fn report_as(api: &mut WorkerServiceClient<AuthChannel>, run_id: &str, wor
         workflow: "fence-manual".into(),
         workflow_version: 1,
         attempt_base: 0,
+        ..Default::default()
     })
     .await
     .expect("ReportResult answers")

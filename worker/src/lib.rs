@@ -49,6 +49,7 @@ pub fn init_tracing() {
 pub use context::{StepContext, StepError};
 pub use logs::LogLevel;
 pub use runtime::{
-    ADDRESS_VARIABLES, DEFAULT_CALL_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_OUTPUT_BYTES,
-    DEFAULT_SHUTDOWN_GRACE, Worker, WorkerArgs, WorkerConfig, WorkerError, check_coordinator_address, coordinator_uri,
+    ADDRESS_VARIABLES, DEFAULT_CALL_TIMEOUT, DEFAULT_EAGER_REPORT_WINDOW, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SHUTDOWN_GRACE, MAX_EAGER_REPORT_WINDOW, Worker, WorkerArgs, WorkerConfig,
+    WorkerError, check_coordinator_address, coordinator_uri,
 };

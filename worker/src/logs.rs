@@ -154,7 +154,8 @@ impl StepLog {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether no line is buffered (and none was dropped).
+    pub(crate) fn is_empty(&self) -> bool {
         let b = self.lock();
         b.lines.is_empty() && b.dropped == 0
     }

@@ -97,7 +97,21 @@ pub struct WorkerConfig {
     /// (idempotent by [`StepContext::attempt_key`]) should run eagerly. Saves the start's round
     /// trip from each step's latency. See docs/worker-protocol.md.
     pub eager_start: bool,
+    /// With [`WorkerConfig::eager_start`]: how long the worker waits for the handler before it sends
+    /// StartStep (`BATON_EAGER_REPORT_WINDOW`, a duration from 0 to 1 s, default 5 ms). A handler
+    /// that finishes within it with an output or a failure, and wrote no log line, is started and
+    /// reported in one call (ReportResult with `start`: one gRPC call and one Redis round trip
+    /// instead of two each); a longer one sends StartStep at the window's end and goes on as
+    /// above. `0` sends StartStep at once. See docs/worker-protocol.md, "Eager report".
+    pub eager_report_window: Duration,
 }
+
+/// Default [`WorkerConfig::eager_report_window`]: 5 ms.
+pub const DEFAULT_EAGER_REPORT_WINDOW: Duration = Duration::from_millis(5);
+
+/// The largest [`WorkerConfig::eager_report_window`]: 1 s (a longer one would only delay the
+/// start of slow handlers).
+pub const MAX_EAGER_REPORT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Default [`WorkerConfig::max_output_bytes`]: 4 MiB, the coordinator's default `max_payload_bytes`.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
@@ -196,6 +210,7 @@ impl Default for WorkerConfig {
             token: None,
             tls: ClientTls::default(),
             eager_start: false,
+            eager_report_window: DEFAULT_EAGER_REPORT_WINDOW,
         }
     }
 }
@@ -206,7 +221,8 @@ impl WorkerConfig {
     /// `BATON_DELIVERY_LIMIT`, `BATON_MAX_PAYLOAD_BYTES` (bytes), `BATON_SHUTDOWN_GRACE` (a
     /// duration such as `30s`), `BATON_HEARTBEAT_INTERVAL` and `BATON_CALL_TIMEOUT` (durations
     /// from 100ms to 5m),
-    /// `BATON_TOKEN`, `BATON_EAGER_START` (`true`/`false`), and `BATON_CA_FILE`,
+    /// `BATON_TOKEN`, `BATON_EAGER_START` (`true`/`false`), `BATON_EAGER_REPORT_WINDOW` (a duration
+    /// from 0 to 1 s), and `BATON_CA_FILE`,
     /// `BATON_CLIENT_CERT`, `BATON_CLIENT_KEY` (PEM files).
     /// Unparsable values keep the default and are logged.
     pub fn from_env() -> Self {
@@ -266,6 +282,16 @@ impl WorkerConfig {
                 "true" | "1" | "yes" => c.eager_start = true,
                 "false" | "0" | "no" => c.eager_start = false,
                 _ => tracing::warn!("BATON_EAGER_START={v:?} is not true or false; using {}", c.eager_start),
+            }
+        }
+        if let Some(v) = var("BATON_EAGER_REPORT_WINDOW") {
+            match baton_shared::duration::parse(&v) {
+                Ok(d) if d <= MAX_EAGER_REPORT_WINDOW => c.eager_report_window = d,
+                Ok(_) => tracing::warn!(
+                    "BATON_EAGER_REPORT_WINDOW={v:?} is over {MAX_EAGER_REPORT_WINDOW:?}; using {:?}",
+                    c.eager_report_window
+                ),
+                Err(e) => tracing::warn!("BATON_EAGER_REPORT_WINDOW: {e}; using {:?}", c.eager_report_window),
             }
         }
         if let Some(v) = var("BATON_METRICS_ADDR") {
@@ -1214,6 +1240,7 @@ async fn handle_delivery(
             Box::pin(supervise(run, timeout, &cancel, cfg.max_output_bytes));
         (abort, supervised)
     };
+    let log = ctx.log.clone();
     let mut pending = Some((ctx, input));
     let mut running = None;
     if cfg.eager_start
@@ -1221,6 +1248,22 @@ async fn handle_delivery(
     {
         running = Some(launch(ctx, input));
     }
+    // An eager handler may finish first: its outcome waits for the start's answer.
+    let mut finished = None;
+    // An eager report: a handler that finishes within the window with an output or a failure, and
+    // wrote no log line (lines are kept only for a started attempt), is started and reported in
+    // one call instead of StartStep and ReportResult.
+    if let Some((_, supervised)) = running.as_mut()
+        && !cfg.eager_report_window.is_zero()
+    {
+        let mut stop_waiting = stop.clone();
+        tokio::select! {
+            o = supervised.as_mut() => finished = Some(o),
+            () = tokio::time::sleep(cfg.eager_report_window) => {}
+            _ = stop_waiting.wait_for(|s| *s) => {}
+        }
+    }
+    let eager_report = matches!(finished, Some(Outcome::OutputJson(_) | Outcome::Failure(_))) && log.is_empty();
     let mut stop_starting = stop.clone();
     let starting = async {
         tokio::select! {
@@ -1229,15 +1272,18 @@ async fn handle_delivery(
         }
     };
     tokio::pin!(starting);
-    // An eager handler may finish first: its outcome waits for the start's answer.
-    let mut finished = None;
-    let started = loop {
-        match running.as_mut() {
-            Some((_, supervised)) if finished.is_none() => tokio::select! {
-                r = &mut starting => break r,
-                o = supervised.as_mut() => finished = Some(o),
-            },
-            _ => break (&mut starting).await,
+    let started = if eager_report {
+        // No StartStep: the report starts the attempt; its answer says the start's fate.
+        None
+    } else {
+        loop {
+            match running.as_mut() {
+                Some((_, supervised)) if finished.is_none() => tokio::select! {
+                    r = &mut starting => break Some(r),
+                    o = supervised.as_mut() => finished = Some(o),
+                },
+                _ => break Some((&mut starting).await),
+            }
         }
     };
     let abort = running.as_ref().map(|(a, _)| a.clone());
@@ -1251,8 +1297,11 @@ async fn handle_delivery(
         shared.cancellations.forget(&task.run_id, registration);
     };
     let disposition = match started {
-        Some(Ok(r)) => AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale),
-        Some(Err(e)) if matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+        None => AttemptDisposition::Proceed,
+        Some(Some(Ok(r))) => {
+            AttemptDisposition::try_from(r.into_inner().disposition).unwrap_or(AttemptDisposition::Stale)
+        }
+        Some(Some(Err(e))) if matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
             abandon("token refused");
             // A wrong or missing token: every task would meet the same answer. Hand the task back
             // after a pause (holding its prefetch slot), so a misconfigured worker does not spin.
@@ -1262,13 +1311,13 @@ async fn handle_delivery(
             let _ = delivery.nack(requeue()).await;
             return;
         }
-        Some(Err(e)) => {
+        Some(Some(Err(e))) => {
             abandon("start failed");
             tracing::error!(run = %task.run_id, step = %task.step_id, error = %e, "could not start the step; handing the task back");
             let _ = delivery.nack(requeue()).await;
             return;
         }
-        None => {
+        Some(None) => {
             abandon("shutting down");
             tracing::info!(run = %task.run_id, step = %task.step_id, "shutting down before the step started; handing the task back");
             let _ = delivery.nack(requeue()).await;
@@ -1320,6 +1369,12 @@ async fn handle_delivery(
         workflow: task.workflow.clone(),
         workflow_version: task.workflow_version,
         attempt_base: task.attempt_base,
+        start: eager_report,
+        input_json: if eager_report {
+            task.input_json.clone()
+        } else {
+            String::new()
+        },
     };
     let send = |report: ReportResultRequest| {
         (move || {
@@ -1348,9 +1403,20 @@ async fn handle_delivery(
     }
     match reported {
         Ok(r) => {
-            if AttemptDisposition::try_from(r.into_inner().disposition) == Ok(AttemptDisposition::Stale) {
-                crate::metrics::result_refused(handler_name, "stale");
-                tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "result was stale (attempt no longer current)");
+            match AttemptDisposition::try_from(r.into_inner().disposition) {
+                Ok(AttemptDisposition::Proceed) => {}
+                // Only an eager report (the start's answer): another live worker holds the attempt.
+                Ok(AttemptDisposition::Duplicate) => {
+                    crate::metrics::result_refused(handler_name, "duplicate");
+                    tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "dropping a duplicate copy of a task: another live worker runs this attempt");
+                }
+                Ok(AttemptDisposition::Cancelled) => {
+                    tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "result dropped: the run is over");
+                }
+                _ => {
+                    crate::metrics::result_refused(handler_name, "stale");
+                    tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "result was stale (attempt no longer current)");
+                }
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
