@@ -193,6 +193,20 @@ def test_the_eager_start_switch_reads_the_rust_workers_variable(monkeypatch: pyt
         _flag("BATON_EAGER_START", None)
 
 
+def test_the_eager_report_window_reads_the_rust_workers_variable_within_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATON_EAGER_REPORT_WINDOW", raising=False)
+    assert Worker(coordinator="127.0.0.1:1").eager_report_window == 0.005
+    monkeypatch.setenv("BATON_EAGER_REPORT_WINDOW", "250ms")
+    assert Worker(coordinator="127.0.0.1:1").eager_report_window == 0.25
+    assert Worker(coordinator="127.0.0.1:1", eager_report_window=0).eager_report_window == 0
+    monkeypatch.setenv("BATON_EAGER_REPORT_WINDOW", "2s")
+    with pytest.raises(ValueError, match="^eager_report_window must be from 0 to 1 second, not 2.0$"):
+        Worker(coordinator="127.0.0.1:1")
+    monkeypatch.setenv("BATON_EAGER_REPORT_WINDOW", "soon")
+    with pytest.raises(ValueError, match="^BATON_EAGER_REPORT_WINDOW='soon' is not a duration"):
+        Worker(coordinator="127.0.0.1:1")
+
+
 def test_a_log_line_prints_as_the_cli_does() -> None:
     stamp = pb.LogLine(level="warn", message="low stock", step_id="reserve", attempt=2)
     stamp.time.FromDatetime(datetime(2026, 12, 6, 7, 1, 2, 123000, tzinfo=timezone.utc))

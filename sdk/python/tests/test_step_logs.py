@@ -168,3 +168,22 @@ def test_an_eager_worker_abandons_a_stale_copy_it_started(cluster: Cluster) -> N
     assert len(after.steps["s"].attempts) == 1, after.steps["s"].attempts
     assert cluster.marker("probe-finished").read_text().splitlines() == [f"{run_id} 1"]
     assert "result of" not in worker.text(), "nothing was reported for the copy"
+
+
+def test_an_eager_worker_reports_a_quick_handler_with_its_start_in_one_call(cluster: Cluster) -> None:
+    # The longest window, so that on a loaded machine the quick handler still finishes within it.
+    worker = cluster.python_worker("eager-report", BATON_EAGER_START="true", BATON_EAGER_REPORT_WINDOW="1s")
+    worker.wait_log("(eager start)")
+    retry = {"max_attempts": 2, "initial_interval": "10ms", "backoff_coefficient": 1, "jitter": 0}
+    cluster.client.register_workflow(flow("eager-report", {"id": "a", "handler": "py.flaky", "retry": retry}))
+    run_id = cluster.client.submit("eager-report", {"succeed_on_attempt": 2}).run_id
+    run = cluster.client.wait(run_id, timeout=60)
+    assert run.status == "succeeded", run
+    assert run.output == {"a": {"attempt": 2}}
+    attempts = run.steps["a"].attempts
+    assert [a.outcome for a in attempts] == ["failed", "succeeded"], attempts
+    # The input each attempt ran with came with its report, as StartStep would have kept it.
+    assert [json.loads(a.input_json) for a in attempts] == [{"succeed_on_attempt": 2}] * 2
+    assert attempts[0].error_type == "Flaky"
+    worker.wait_log(f"py.flaky {run_id}/a attempt 1 failed: Flaky: attempt 1 fails (eager report)")
+    worker.wait_log(f"py.flaky {run_id}/a attempt 2 succeeded (eager report)")

@@ -72,6 +72,8 @@ PROBE_INTERVAL = 1.0
 # Deadline of one coordinator call (seconds; BATON_CALL_TIMEOUT): then it moves on to the next
 # coordinator, as an UNAVAILABLE answer does.
 DEFAULT_CALL_TIMEOUT = 5.0
+# With eager start, how long StartStep is held back for a handler to finish (an eager report), s.
+DEFAULT_EAGER_REPORT_WINDOW = 0.005
 RETRIABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -210,7 +212,8 @@ class Worker:
     `https://host:port` or a comma-separated list; `BATON_AMQP_URL`, `BATON_NAMESPACE`, `BATON_TOKEN`, `BATON_CONCURRENCY`,
     `BATON_QUEUE_TYPE`, `BATON_DELIVERY_LIMIT`, `BATON_WORKER_ID`, `BATON_HEARTBEAT_INTERVAL`,
     `BATON_SHUTDOWN_GRACE`, `BATON_CALL_TIMEOUT`, `BATON_MAX_PAYLOAD_BYTES`, `BATON_CA_FILE`, `BATON_CLIENT_CERT`,
-    `BATON_CLIENT_KEY`, `BATON_EAGER_START`, `BATON_CAPTURE_LOGGING`); arguments override them.
+    `BATON_CLIENT_KEY`, `BATON_EAGER_START`, `BATON_EAGER_REPORT_WINDOW`, `BATON_CAPTURE_LOGGING`);
+    arguments override them.
     Durations are seconds.
 
     `eager_start` (`BATON_EAGER_START`, default false): send StartStep and start the handler at
@@ -219,6 +222,12 @@ class Worker:
     work: the handler is cancelled (a sync handler's `ctx.cancelled` is set) and nothing is
     reported. Saves a round trip per step, but a handler may begin work for a copy the coordinator
     refuses: only for handlers idempotent by `ctx.attempt_key`.
+
+    `eager_report_window` (`BATON_EAGER_REPORT_WINDOW`, seconds, 0 to 1, default 0.005): with eager
+    start, how long StartStep is held back. A handler that finishes within it with an output or a
+    failure, and logged nothing, is started and reported in one ReportResult (`start` set: one call
+    and one Redis round trip instead of two each); a longer one sends StartStep at the window's end.
+    0 sends StartStep at once. See docs/worker-protocol.md, "Eager report".
 
     `capture_logging` (`BATON_CAPTURE_LOGGING`, default false): copy what a handler logs with the
     stdlib `logging` (records of its task or thread at the root logger's level; not the SDK's own
@@ -255,6 +264,7 @@ class Worker:
         workflows: Sequence[Workflow] = (),
         eager_start: bool | None = None,
         capture_logging: bool | None = None,
+        eager_report_window: float | None = None,
     ) -> None:
         self.coordinator = _rpc.coordinator_address(coordinator)
         _rpc.split_address(self.coordinator)
@@ -307,6 +317,14 @@ class Worker:
             raise ValueError(f"call_timeout must be from 0.1 to 300 seconds, not {self.call_timeout}")
         self.report_patience = 300.0
         self.eager_start = _flag("BATON_EAGER_START", eager_start)
+        window = _env("BATON_EAGER_REPORT_WINDOW")
+        self.eager_report_window = (
+            eager_report_window
+            if eager_report_window is not None
+            else (_duration_seconds("BATON_EAGER_REPORT_WINDOW", window) if window else DEFAULT_EAGER_REPORT_WINDOW)
+        )
+        if not 0 <= self.eager_report_window <= 1:
+            raise ValueError(f"eager_report_window must be from 0 to 1 second, not {self.eager_report_window}")
         self.capture_logging = _flag("BATON_CAPTURE_LOGGING", capture_logging)
         self.threads = threads or min(64, self.concurrency * 2)
         self.handlers: dict[str, Handler] = {}
@@ -673,9 +691,10 @@ class Worker:
         flushed = asyncio.Event()
         flusher = asyncio.create_task(self._log_flusher(task, ctx, logs, wake, flushed))
         try:
-            outcome = await self._start_and_run(message, handler, state, task, start, ctx)
-            if outcome is None:
+            ran = await self._start_and_run(message, handler, state, task, start, ctx, logs)
+            if ran is None:
                 return
+            outcome, eager_report = ran
             # The last lines go before the result (bounded: the report does not wait for ever).
             flushed.set()
             wake.set()
@@ -693,15 +712,24 @@ class Worker:
                 state.contexts.pop(task.run_id, None)
         if outcome.failure is not None:
             log.info(
-                "%s %s/%s attempt %d failed: %s: %s",
+                "%s %s/%s attempt %d failed: %s: %s%s",
                 name,
                 task.run_id,
                 task.step_id,
                 task.attempt,
                 *_type_and_message(outcome.failure),
+                " (eager report)" if eager_report else "",
             )
         else:
-            log.info("%s %s/%s attempt %d %s", name, task.run_id, task.step_id, task.attempt, outcome.word())
+            log.info(
+                "%s %s/%s attempt %d %s%s",
+                name,
+                task.run_id,
+                task.step_id,
+                task.attempt,
+                outcome.word(),
+                " (eager report)" if eager_report else "",
+            )
         report = pb.ReportResultRequest(
             run_id=task.run_id,
             step_id=task.step_id,
@@ -711,6 +739,9 @@ class Worker:
             workflow_version=task.workflow_version,
             attempt_base=task.attempt_base,
         )
+        if eager_report:
+            report.start = True
+            report.input_json = task.input_json
         if outcome.output_json is not None:
             report.output_json = outcome.output_json
         elif outcome.suspend is not None:
@@ -738,7 +769,15 @@ class Worker:
                         return
             if answer is None:
                 log.error("the coordinator refused the result of %s/%s (%s); dropping the task", task.run_id, task.step_id, e.details())
-        if answer is not None and answer.disposition != PROCEED:
+        if answer is not None and answer.disposition == DUPLICATE:
+            # Only an eager report's (its start's answer): another live worker holds the attempt.
+            log.info(
+                "dropping a duplicate copy of %s/%s attempt %d: another live worker runs it",
+                task.run_id,
+                task.step_id,
+                task.attempt,
+            )
+        elif answer is not None and answer.disposition != PROCEED:
             log.info("result of %s/%s attempt %d was stale", task.run_id, task.step_id, task.attempt)
         await message.ack()
 
@@ -750,14 +789,30 @@ class Worker:
         task: task_pb2.StepTask,
         start: pb.StartStepRequest,
         ctx: Context,
-    ) -> _Outcome | None:
-        """StartStep, then the handler (with eager start, both at once); the outcome to report, or
+        logs: LogBuffer,
+    ) -> tuple[_Outcome, bool] | None:
+        """StartStep, then the handler (with eager start, both at once); the outcome to report and
+        whether it is an eager report (no StartStep was sent: the report carries the start), or
         None when the delivery was settled here (handed back, or dropped as not current) and
         nothing is to be reported. Any answer but PROCEED abandons an eager handler: it is
         cancelled (its `ctx.cancelled` set) and its outcome dropped."""
         running: asyncio.Task[_Outcome] | None = None
         if self.eager_start:
             running = asyncio.create_task(self._supervise(handler, ctx))
+            if self.eager_report_window > 0:
+                # An eager report: a handler done within the window with an output or a failure,
+                # that logged nothing (lines are kept only for a started attempt), is started and
+                # reported in one call.
+                try:
+                    await asyncio.wait({running}, timeout=self.eager_report_window)
+                except asyncio.CancelledError:
+                    running.cancel()
+                    raise
+                if running.done() and not running.cancelled() and running.exception() is None:
+                    quick = running.result()
+                    if quick.suspend is None and len(logs) == 0 and logs.dropped == 0:
+                        ctx._set_started(True)
+                        return quick, True
 
         def abandon(why: str) -> None:
             ctx._set_started(False)
@@ -817,7 +872,7 @@ class Worker:
         if running is None:
             running = asyncio.create_task(self._supervise(handler, ctx))
         try:
-            return await running
+            return await running, False
         except asyncio.CancelledError:
             running.cancel()
             raise
