@@ -27,7 +27,7 @@ use std::{
 };
 
 use baton_shared::proto::{CreateScheduleRequest, RegisterWorkflowRequest};
-use baton_tests::{Cluster, free_port, status};
+use baton_tests::{Cluster, free_port, prom::scrape, status};
 use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 use serde_json::json;
 
@@ -571,28 +571,6 @@ fn every_baton_command_in_the_docs_parses() {
         "{lines} baton command lines and {} command paths in the docs parse",
         paths.len()
     );
-}
-
-/// `GET /metrics` over plain HTTP/1.0; the body of a 200 answer.
-async fn scrape(port: u16) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("connect {port}: {e}"))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .map_err(|_| "scrape timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
-    if !head.contains(" 200 ") {
-        return Err(format!("not a 200 answer: {head}"));
-    }
-    Ok(body.to_string())
 }
 
 /// The names of the samples of a Prometheus text answer (`baton_x_bucket`, `baton_x_count`, ...).
