@@ -14,8 +14,8 @@ use baton_coordinator::{
         plan::{pinned, retry_at_with},
     },
     store::{
-        Batch, CompleteArgs, Completion, DispatchMode, Disposition, EndStatus, Reporter, RunCall, StartArgs, Started,
-        StepOutcome, Store, TimerKind as StoreTimer, timer_member,
+        Batch, CompleteArgs, Completion, DispatchMode, Disposition, EndStatus, QueuedPlan, Reporter, RunCall,
+        StartArgs, Started, StepOutcome, Store, TimerKind as StoreTimer, timer_member,
     },
 };
 use baton_shared::{definition::WorkflowDefinition, keys::Keys, proto::StepFailure};
@@ -53,6 +53,10 @@ enum Action {
     Start(usize),
     /// `worker` reports the step's current attempt (ok or a retryable failure).
     Report(usize, bool, &'static str),
+    /// w1 starts and reports the step's current attempt in one eager report (ok or a retryable
+    /// failure): the core applies the start and then, if it was taken, the report; the store
+    /// pipelines both scripts ([`Store::start_and_complete`]).
+    Eager(usize, bool),
     /// w1 reports the attempt before the current one.
     Stale(usize),
     /// The step's retry comes due.
@@ -67,12 +71,86 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => (0usize..5).prop_map(Action::Start),
         4 => (0usize..5, any::<bool>()).prop_map(|(i, ok)| Action::Report(i, ok, "w1")),
+        2 => (0usize..5, any::<bool>()).prop_map(|(i, ok)| Action::Eager(i, ok)),
         1 => (0usize..5).prop_map(|i| Action::Report(i, true, "w2")),
         1 => (0usize..5).prop_map(Action::Stale),
         2 => (0usize..5).prop_map(Action::Retry),
         1 => (0usize..5).prop_map(Action::Timeout),
         1 => Just(Action::Cancel),
     ]
+}
+
+/// The handler of `step` (a fan-out element's is its step's); `""` for a step that runs none.
+fn handler_of(def: &WorkflowDefinition, step: &str) -> String {
+    def.handler_step(step).map(|s| s.handler.clone()).unwrap_or_default()
+}
+
+/// StartStep's arguments for w1 starting `attempt` of `step` at `now`.
+fn start_args<'a>(step: &'a str, handler: &'a str, attempt: u32, pinned: &'a str, now: i64) -> StartArgs<'a> {
+    StartArgs {
+        step,
+        handler,
+        attempt,
+        worker: "w1",
+        pinned,
+        timeout_due: now + 3_600_000,
+        heartbeat_due: None,
+        slot_lease_ms: 0,
+        holder: None,
+        recheck_margin: Duration::from_millis(250),
+        input: "",
+    }
+}
+
+/// The core's event for `worker`'s report of `attempt` of `step`: output `1`, or a retryable
+/// failure of type `Boom`.
+fn report_event(step: &str, attempt: u32, worker: &str, ok: bool) -> Event {
+    let outcome = if ok {
+        Outcome::Output("1".into())
+    } else {
+        Outcome::Failure(StepFailure {
+            message: "flaky".into(),
+            error_type: "Boom".into(),
+            retryable: true,
+            details: String::new(),
+        })
+    };
+    Event::Report {
+        step: step.into(),
+        attempt,
+        worker: worker.into(),
+        outcome,
+        jitter: 0.0,
+    }
+}
+
+/// `complete_step.lua`'s arguments for the same report ([`report_event`]), with the retry the
+/// step's policy gives a failure (`base`: the attempts before the run's last retry).
+fn complete_args<'a>(
+    def: &'a WorkflowDefinition,
+    step: &'a str,
+    attempt: u32,
+    base: u32,
+    worker: &'a str,
+    ok: bool,
+    now: i64,
+) -> CompleteArgs<'a> {
+    let retry_at = match def.step(step) {
+        Some(sd) if !ok => retry_at_with(sd, attempt.saturating_sub(base), "Boom", true, now, 0.0),
+        _ => 0,
+    };
+    CompleteArgs {
+        def,
+        step,
+        attempt,
+        by: Reporter::Worker(worker),
+        outcome: if ok { StepOutcome::Ok } else { StepOutcome::Error },
+        body: if ok { "1" } else { "Boom: flaky" },
+        retry_at,
+        heartbeat_timeout_ms: 0,
+        error_type: "",
+        error_details: "",
+    }
 }
 
 /// Both sides' view: per step (status word, attempt), then the run's status.
@@ -182,21 +260,32 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                         },
                     )
                     .is_ok();
-                let handler = def.handler_step(&step).map(|s| s.handler.clone()).unwrap_or_default();
-                let args = StartArgs {
-                    step: &step,
-                    handler: &handler,
-                    attempt,
-                    worker: "w1",
-                    pinned: &pinned,
-                    timeout_due: now + 3_600_000,
-                    heartbeat_due: None,
-                    slot_lease_ms: 0,
-                    holder: None,
-                    recheck_margin: Duration::from_millis(250),
-                    input: "",
-                };
+                let handler = handler_of(&def, &step);
+                let args = start_args(&step, &handler, attempt, &pinned, now);
                 let there = store.start_step(&call, &args).await.unwrap() == Started::Answer(Disposition::Proceed);
+                (here, there)
+            }
+            (Action::Eager(i, ok), _) => {
+                let step = id(*i);
+                let s = &memory.run(&run).unwrap().steps[&step];
+                let (attempt, base) = (s.attempt, s.base);
+                let start = Event::Start {
+                    step: step.clone(),
+                    attempt,
+                    worker: "w1".into(),
+                    holder_alive: true,
+                };
+                let here = memory.send(&run, start).is_ok()
+                    && memory.send(&run, report_event(&step, attempt, "w1", *ok)).is_ok();
+                let handler = handler_of(&def, &step);
+                let start_args = start_args(&step, &handler, attempt, &pinned, now);
+                let args = complete_args(&def, &step, attempt, base, "w1", *ok, now);
+                let (started, completed) = store
+                    .start_and_complete(&call, &start_args, &args, &QueuedPlan::default())
+                    .await
+                    .unwrap();
+                let there = started == Started::Answer(Disposition::Proceed)
+                    && !matches!(completed, None | Some((Completion::Stale | Completion::Alive(_), _)));
                 (here, there)
             }
             (_, Some((i, ok, worker, stale))) => {
@@ -204,46 +293,8 @@ async fn drive(yaml: String, actions: Vec<Action>) -> Result<(), TestCaseError> 
                 let s = &memory.run(&run).unwrap().steps[&step];
                 let attempt = if stale { s.attempt.saturating_sub(1) } else { s.attempt };
                 let base = s.base;
-                let outcome = if ok {
-                    Outcome::Output("1".into())
-                } else {
-                    Outcome::Failure(StepFailure {
-                        message: "flaky".into(),
-                        error_type: "Boom".into(),
-                        retryable: true,
-                        details: String::new(),
-                    })
-                };
-                let here = memory
-                    .send(
-                        &run,
-                        Event::Report {
-                            step: step.clone(),
-                            attempt,
-                            worker: worker.into(),
-                            outcome,
-                            jitter: 0.0,
-                        },
-                    )
-                    .is_ok();
-                let sd = def.step(&step).unwrap();
-                let retry_at = if ok {
-                    0
-                } else {
-                    retry_at_with(sd, attempt.saturating_sub(base), "Boom", true, now, 0.0)
-                };
-                let args = CompleteArgs {
-                    def: &def,
-                    step: &step,
-                    attempt,
-                    by: Reporter::Worker(worker),
-                    outcome: if ok { StepOutcome::Ok } else { StepOutcome::Error },
-                    body: if ok { "1" } else { "Boom: flaky" },
-                    retry_at,
-                    heartbeat_timeout_ms: 0,
-                    error_type: "",
-                    error_details: "",
-                };
+                let here = memory.send(&run, report_event(&step, attempt, worker, ok)).is_ok();
+                let args = complete_args(&def, &step, attempt, base, worker, ok, now);
                 let there = !matches!(
                     store.complete_step(Batch::new(), &call, &args).await.unwrap(),
                     Completion::Stale | Completion::Alive(_)
