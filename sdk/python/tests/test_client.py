@@ -169,3 +169,25 @@ def test_a_coordinator_that_cannot_be_reached_is_unavailable() -> None:
     assert not e.value.from_coordinator
     with pytest.raises(ValueError, match="unsupported scheme"):
         Client("ftp://127.0.0.1:1")
+
+
+def test_list_runs_with_a_query_counts_by_status_and_names_the_column_of_a_bad_filter(cluster: Cluster) -> None:
+    cluster.python_worker(handlers=None)
+    c = cluster.client
+    c.register_workflow({"name": "client-query", "version": 1, "steps": [{"id": "e", "handler": "py.echo"}]})
+    ids = {n: c.submit("client-query", {"n": n, "tag": "even" if n % 2 == 0 else "odd"}).run_id for n in range(5)}
+    for run_id in ids.values():
+        assert c.wait(run_id).status == "succeeded"
+    page = c.list_runs_page(query='workflow = "client-query" AND input.tag = "even"', with_counts=True)
+    assert sorted(r.id for r in page.runs) == sorted(ids[n] for n in (0, 2, 4))
+    assert page.status_counts == {"succeeded": 3}
+    assert not page.partial and page.partial_reason == ""
+    runs, token = page  # still unpacks as (runs, next_page_token)
+    assert token == "" and len(runs) == 3
+    assert [r.id for r in c.list_runs(query="input.n >= 3", page_size=1)] == [ids[4], ids[3]]
+    with pytest.raises(InvalidArgument) as e:
+        c.list_runs_page(query="input.n >>= 3")
+    assert e.value.field == "query", e.value.details
+    assert "column" in e.value.details
+    with pytest.raises(ValueError, match="^query: at most 4096 bytes, not 4097$"):
+        c.list_runs_page(query="x" * 4097)

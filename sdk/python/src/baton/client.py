@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import grpc
 import grpc.aio
@@ -70,6 +70,20 @@ def run_status_value(status: str) -> int:
             f"status: unknown run status {str(status)[:100]!r}; valid statuses are {', '.join(RUN_STATUSES)}"
         )
     return int(pb.RunStatus.Value(f"RUN_STATUS_{word.upper()}"))
+
+
+# The longest `query` ListRuns takes, in UTF-8 bytes (the coordinator's bound).
+MAX_QUERY_BYTES = 4096
+
+
+def _query(text: str) -> str:
+    """`text` if it is a search filter of at most MAX_QUERY_BYTES; ValueError naming `query`."""
+    if not isinstance(text, str):
+        raise ValueError(f"query: must be a string, not {type(text).__name__}")
+    size = len(text.encode())
+    if size > MAX_QUERY_BYTES:
+        raise ValueError(f"query: at most {MAX_QUERY_BYTES} bytes, not {size}")
+    return text
 
 
 def _page_size(value: int, name: str) -> int:
@@ -231,12 +245,24 @@ class RunEvent:
         )
 
 
-class RunPage(NamedTuple):
+@dataclass(frozen=True)
+class RunPage:
     """One page of `list_runs_page`: the runs (newest first, without their steps) and the token
-    of the next page (empty on the last page)."""
+    of the next page (empty on the last page); it unpacks as `runs, next_page_token`.
+    `status_counts` (asked with `with_counts`): the matching runs by status word (`succeeded`,
+    `running`, ...) over all of them, not only this page. `partial` is True when the answer may
+    leave matching runs out (the archive could not be read, or the counts stopped at the
+    coordinator's Redis scan bound); `partial_reason` then says what is missing."""
 
     runs: list[Run]
     next_page_token: str
+    status_counts: dict[str, int] = field(default_factory=dict)
+    partial: bool = False
+    partial_reason: str = ""
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.runs
+        yield self.next_page_token
 
 
 @dataclass(frozen=True)
@@ -351,37 +377,63 @@ class AsyncClient:
         limit: int = 50,
         page_token: str = "",
         parent_run_id: str = "",
+        query: str = "",
+        with_counts: bool = False,
     ) -> RunPage:
         """One page of runs, newest first (without their steps): at most `limit` (1 to 1000)
         runs of `workflow` (empty: every workflow) with `status` (one of RUN_STATUSES; None or
-        empty: any), started
-        by `parent_run_id` when given, from `page_token` (a previous page's `next_page_token`).
-        ValueError naming `status` or `limit` before any call; InvalidArgument naming
-        `page_token` for a token the coordinator did not make."""
+        empty: any), started by `parent_run_id` when given, selected by `query` when given (the
+        search language of docs/search.md, e.g. `status = "failed" AND input.customer.id = "c-7"`,
+        at most 4096 bytes; archived runs too when the coordinator has an archive), from
+        `page_token` (a previous page's `next_page_token`); `with_counts` also counts every
+        matching run by status (`RunPage.status_counts`). ValueError naming `status`, `limit` or
+        `query` before any call; InvalidArgument naming `page_token` for a token the coordinator
+        did not make, or `query` (with the column) for a filter that does not parse."""
         req = pb.ListRunsRequest(
             workflow=workflow,
             status=run_status_value(status) if status else 0,  # type: ignore[arg-type]
             limit=_page_size(limit, "limit"),
             page_token=page_token,
             parent_run_id=parent_run_id,
+            query=_query(query),
+            with_counts=with_counts,
         )
         resp = await self._call("/baton.v1.RunService/ListRuns", req, pb.ListRunsResponse)
-        return RunPage([Run.of(r) for r in resp.runs], resp.next_page_token)
+        return RunPage(
+            [Run.of(r) for r in resp.runs],
+            resp.next_page_token,
+            dict(resp.status_counts),
+            resp.partial,
+            resp.partial_reason,
+        )
 
     def list_run_pages(
-        self, workflow: str = "", *, status: str | None = None, page_size: int = 50, parent_run_id: str = ""
+        self,
+        workflow: str = "",
+        *,
+        status: str | None = None,
+        page_size: int = 50,
+        parent_run_id: str = "",
+        query: str = "",
     ) -> AsyncIterator[RunPage]:
         """Every page of runs (see `list_runs_page`), fetched one at a time as the iteration goes
-        on, until the last. ValueError naming `status` or `page_size` at once, before any call."""
+        on, until the last. ValueError naming `status`, `page_size` or `query` at once, before any
+        call."""
         if status:
             run_status_value(status)
         _page_size(page_size, "page_size")
+        _query(query)
 
         async def pages() -> AsyncGenerator[RunPage, None]:
             token = ""
             while True:
                 page = await self.list_runs_page(
-                    workflow, status=status, limit=page_size, page_token=token, parent_run_id=parent_run_id
+                    workflow,
+                    status=status,
+                    limit=page_size,
+                    page_token=token,
+                    parent_run_id=parent_run_id,
+                    query=query,
                 )
                 yield page
                 if not page.next_page_token:
@@ -398,12 +450,16 @@ class AsyncClient:
         page_size: int = 50,
         parent_run_id: str = "",
         max_runs: int | None = None,
+        query: str = "",
     ) -> AsyncIterator[Run]:
         """Runs newest first (without their steps) over every page, `page_size` (1 to 1000) per
         ListRuns call, the next page fetched when the iteration reaches it; at most `max_runs`
-        when given. `async for run in client.list_runs("orders", status="failed")`. ValueError
-        naming `status` (with the valid statuses) or `page_size` at once, before any call."""
-        pages = self.list_run_pages(workflow, status=status, page_size=page_size, parent_run_id=parent_run_id)
+        when given; only those `query` selects when given (see `list_runs_page`). `async for run
+        in client.list_runs("orders", status="failed")`. ValueError naming `status` (with the
+        valid statuses), `page_size` or `query` at once, before any call."""
+        pages = self.list_run_pages(
+            workflow, status=status, page_size=page_size, parent_run_id=parent_run_id, query=query
+        )
         if max_runs is not None and max_runs < 0:
             raise ValueError(f"max_runs: must be 0 or more, not {max_runs}")
 
@@ -736,20 +792,44 @@ class Client:
         return self._run(self._async.get_run(run_id))
 
     def list_runs_page(
-        self, workflow: str = "", *, status: str | None = None, limit: int = 50, page_token: str = "", parent_run_id: str = ""
+        self,
+        workflow: str = "",
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        page_token: str = "",
+        parent_run_id: str = "",
+        query: str = "",
+        with_counts: bool = False,
     ) -> RunPage:
         """One page of runs (see AsyncClient.list_runs_page)."""
         return self._run(
-            self._async.list_runs_page(workflow, status=status, limit=limit, page_token=page_token, parent_run_id=parent_run_id)
+            self._async.list_runs_page(
+                workflow,
+                status=status,
+                limit=limit,
+                page_token=page_token,
+                parent_run_id=parent_run_id,
+                query=query,
+                with_counts=with_counts,
+            )
         )
 
     def list_run_pages(
-        self, workflow: str = "", *, status: str | None = None, page_size: int = 50, parent_run_id: str = ""
+        self,
+        workflow: str = "",
+        *,
+        status: str | None = None,
+        page_size: int = 50,
+        parent_run_id: str = "",
+        query: str = "",
     ) -> Iterator[RunPage]:
         """Every page of runs as a blocking iterator (see AsyncClient.list_run_pages); ValueError
-        naming `status` or `page_size` at once."""
+        naming `status`, `page_size` or `query` at once."""
         return self._iterate(
-            self._async.list_run_pages(workflow, status=status, page_size=page_size, parent_run_id=parent_run_id)
+            self._async.list_run_pages(
+                workflow, status=status, page_size=page_size, parent_run_id=parent_run_id, query=query
+            )
         )
 
     def list_runs(
@@ -760,14 +840,20 @@ class Client:
         page_size: int = 50,
         parent_run_id: str = "",
         max_runs: int | None = None,
+        query: str = "",
     ) -> Iterator[Run]:
         """Runs newest first over every page as a blocking iterator, fetching a page when the
         iteration reaches it (see AsyncClient.list_runs): `for run in client.list_runs("orders",
-        status="failed")`. ValueError naming `status` (with the valid statuses) or `page_size` at
-        once, before any call."""
+        status="failed")`. ValueError naming `status` (with the valid statuses), `page_size` or
+        `query` at once, before any call."""
         return self._iterate(
             self._async.list_runs(
-                workflow, status=status, page_size=page_size, parent_run_id=parent_run_id, max_runs=max_runs
+                workflow,
+                status=status,
+                page_size=page_size,
+                parent_run_id=parent_run_id,
+                max_runs=max_runs,
+                query=query,
             )
         )
 
