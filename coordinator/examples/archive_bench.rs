@@ -141,6 +141,8 @@ async fn main() -> anyhow::Result<()> {
         retention: Duration::from_secs(30 * 86_400),
         grace: Duration::from_secs(300),
         batch: args.batch as usize,
+        // The bench times reads; a stuck one should fail it, not hang it.
+        read_timeout: Duration::from_secs(60),
     })
     .await?;
     let now_ms = chrono::Utc::now().timestamp_millis();

@@ -174,6 +174,12 @@ pub struct CoordinatorConfig {
     /// 2 minutes.
     #[serde(with = "serde_human")]
     pub archive_write_timeout: Duration,
+    /// How long one read of the archive (GetRun of an archived run, a ListRuns page or its
+    /// counts, the human task list) may wait for PostgreSQL before it is given up: ListRuns then
+    /// answers the runs in Redis, said `partial`; the others answer UNAVAILABLE. 100 ms to
+    /// 5 minutes; default 2 s.
+    #[serde(with = "serde_human")]
+    pub archive_read_timeout: Duration,
     /// What a run transition's commit waits for before it counts: `primary` (the default: the
     /// Redis primary has it; a failover can lose the last ones) or `replicated` (also
     /// `durability_replicas` replicas, by `WAIT` in the commit's round trip). See
@@ -273,6 +279,7 @@ impl Default for CoordinatorConfig {
             list_scan_entries: 10_000,
             archive_max_backlog_age: crate::archiver::DEFAULT_MAX_BACKLOG_AGE,
             archive_write_timeout: Duration::from_secs(120),
+            archive_read_timeout: Duration::from_secs(2),
             durability: Durability::Primary,
             durability_replicas: 1,
             durability_timeout: Duration::from_secs(2),
@@ -328,6 +335,7 @@ const KNOWN_KEYS: &[&str] = &[
     "list_scan_entries",
     "archive_max_backlog_age",
     "archive_write_timeout",
+    "archive_read_timeout",
     "durability",
     "durability_replicas",
     "durability_timeout",
@@ -449,6 +457,11 @@ impl CoordinatorConfig {
                 "archive_write_timeout",
                 config.archive_write_timeout,
                 (Duration::from_secs(1), Duration::from_secs(3_600)),
+            ),
+            (
+                "archive_read_timeout",
+                config.archive_read_timeout,
+                (Duration::from_millis(100), Duration::from_secs(300)),
             ),
         ] {
             if value < min || value > max {
@@ -639,6 +652,7 @@ impl CoordinatorConfig {
             retention: self.archive_retention,
             grace: self.archive_grace,
             batch: self.archive_batch,
+            read_timeout: self.archive_read_timeout,
         }
     }
 
@@ -781,6 +795,8 @@ mod tests {
             ("archive_max_backlog_age = \"8days\"\n", "archive_max_backlog_age"),
             ("archive_write_timeout = \"500ms\"\n", "archive_write_timeout"),
             ("archive_write_timeout = \"2h\"\n", "archive_write_timeout"),
+            ("archive_read_timeout = \"50ms\"\n", "archive_read_timeout"),
+            ("archive_read_timeout = \"6m\"\n", "archive_read_timeout"),
         ] {
             let e = CoordinatorConfig::load(Some(file(text).path()))
                 .unwrap_err()

@@ -70,6 +70,7 @@ impl Schema {
             retention: Duration::from_secs(30 * 86_400),
             grace: Duration::from_secs(300),
             batch: 500,
+            read_timeout: Duration::from_secs(10),
         }
     }
 

@@ -6,7 +6,9 @@
 //! - `error_type` finds a failed run still in Redis, as it does once the run is archived;
 //! - paging walks past the bound of one call's Redis scan (`list_scan_entries`) and reaches every
 //!   run, and counts past that bound say they are partial;
-//! - a fan-out step reads the same (GetRun, the HTTP step view) after its run is archived.
+//! - a fan-out step reads the same (GetRun, the HTTP step view) after its run is archived;
+//! - a PostgreSQL that goes silent (no answer, no error) holds ListRuns and GetRun of an archived
+//!   run no longer than `archive_read_timeout`.
 
 use std::{
     collections::HashMap,
@@ -285,6 +287,96 @@ async fn list_runs_while_the_archive_is_down_answers_the_runs_in_redis_said_part
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
+            "still partial: {}",
+            page.partial_reason
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.stop_coordinator(false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_archive_holds_list_runs_and_get_run_no_longer_than_archive_read_timeout() {
+    let schema = Schema::new();
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let (mut c, _) = start(
+        "areads-silent",
+        &schema,
+        proxy.port,
+        &[("BATON_ARCHIVE_READ_TIMEOUT", "500ms")],
+    )
+    .await;
+    c.register(ONE).await;
+    c.spawn_worker("w1", 2);
+    hold_archiver(&c).await;
+    let live = c.submit("one", json!({"n": 1})).await;
+    assert_eq!(status(&c.wait_run(&live, Duration::from_secs(60)).await), "succeeded");
+    let archive = Archive::connect(&schema.config()).await.expect("archive");
+    let old = archived(&c.namespace, json!({"n": 9}), 30);
+    archive.write(std::slice::from_ref(&old)).await.expect("write");
+    let whole = list_runs(&c, list("", 0, "", true)).await;
+    assert_eq!(ids(&whole), [live.as_str(), old.run.id.as_str()]);
+    assert!(!whole.partial, "{whole:?}");
+
+    // PostgreSQL goes silent: its connections stay open and nothing comes back (a host that died).
+    proxy.pause();
+    let began = Instant::now();
+    let page = list_runs(&c, list("", 0, "", true)).await;
+    let took = began.elapsed();
+    assert_eq!(
+        ids(&page),
+        [live.as_str()],
+        "the runs in Redis, without waiting for the archive"
+    );
+    assert!(page.partial);
+    assert!(
+        page.partial_reason
+            .starts_with("the archive is unavailable: archive: no answer from PostgreSQL within 500ms"),
+        "{}",
+        page.partial_reason
+    );
+    assert_eq!(
+        page.status_counts.get("succeeded"),
+        Some(&1),
+        "{:?}",
+        page.status_counts
+    );
+    // 500 ms for the page (the counts skip the archive once it failed); the bound leaves room for
+    // a loaded machine, far under the 5 s the pool's acquire took before.
+    assert!(took < Duration::from_secs(4), "ListRuns took {took:?}");
+
+    let began = Instant::now();
+    let e = c
+        .runs()
+        .await
+        .get_run(GetRunRequest {
+            run_id: old.run.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an archived run while the archive is silent");
+    let took = began.elapsed();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("no answer from PostgreSQL within 500ms"),
+        "{}",
+        e.message()
+    );
+    assert!(took < Duration::from_secs(4), "GetRun took {took:?}");
+    // A run in Redis reads as ever.
+    assert_eq!(status(&c.get_run(&live).await), "succeeded");
+
+    // PostgreSQL answers again: the whole answer.
+    proxy.restore();
+    let began = Instant::now();
+    loop {
+        let page = list_runs(&c, list("", 0, "", true)).await;
+        if !page.partial {
+            assert_eq!(ids(&page), ids(&whole));
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
             "still partial: {}",
             page.partial_reason
         );

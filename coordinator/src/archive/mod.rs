@@ -45,6 +45,11 @@ pub struct ArchiveConfig {
     pub grace: Duration,
     /// Most runs per write (`archive_batch`), 1 to [`MAX_BATCH`].
     pub batch: usize,
+    /// How long one read of the archive (a GetRun, a ListRuns page or its counts, the human task
+    /// list) may wait for PostgreSQL before it is given up with [`ArchiveError::Timeout`]
+    /// (`archive_read_timeout`): a PostgreSQL whose host died answers nothing, and the caller is
+    /// answered without the archive (ListRuns says `partial`) or `UNAVAILABLE`, not kept waiting.
+    pub read_timeout: Duration,
 }
 
 impl std::fmt::Debug for ArchiveConfig {
@@ -56,6 +61,7 @@ impl std::fmt::Debug for ArchiveConfig {
             .field("retention", &self.retention)
             .field("grace", &self.grace)
             .field("batch", &self.batch)
+            .field("read_timeout", &self.read_timeout)
             .finish()
     }
 }
@@ -156,8 +162,8 @@ pub enum ArchiveError {
     /// A query failed (the connection dropped, a timeout, the server's refusal).
     #[error("archive: {0}")]
     Db(#[from] sqlx::Error),
-    /// PostgreSQL did not answer a write within `archive_write_timeout` (its host died, or the
-    /// network dropped it without a word).
+    /// PostgreSQL did not answer a write within `archive_write_timeout`, or a read within
+    /// `archive_read_timeout` (its host died, or the network dropped it without a word).
     #[error("archive: no answer from PostgreSQL within {0:?}")]
     Timeout(std::time::Duration),
     /// A stored row does not decode (corrupt or written by another program).
@@ -317,6 +323,17 @@ impl Archive {
     /// The settings it was connected with.
     pub fn config(&self) -> &ArchiveConfig {
         &self.config
+    }
+
+    /// `read`, given up past `archive_read_timeout` ([`ArchiveConfig::read_timeout`]) with
+    /// [`ArchiveError::Timeout`]. The connection it held goes back through sqlx's release check
+    /// (a ping, off this caller's path), so one left mid-query is not reused while broken; the
+    /// pool's acquire waits within the same limit.
+    async fn within<T>(&self, read: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.config.read_timeout;
+        tokio::time::timeout(limit, read)
+            .await
+            .unwrap_or(Err(ArchiveError::Timeout(limit)))
     }
 
     /// One round trip to PostgreSQL (`SELECT 1`).

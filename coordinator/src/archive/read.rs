@@ -24,7 +24,14 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Db`] when the database fails; [`ArchiveError::Decode`] for a stored row
     /// that does not decode.
+    ///
+    /// Given up past `archive_read_timeout` with [`ArchiveError::Timeout`].
     pub async fn get_run(&self, namespace: &str, run_id: &str) -> Result<Option<ArchivedRun>> {
+        self.within(self.get_run_unbounded(namespace, run_id)).await
+    }
+
+    /// [`Archive::get_run`] without its time limit.
+    async fn get_run_unbounded(&self, namespace: &str, run_id: &str) -> Result<Option<ArchivedRun>> {
         let row: Option<(Vec<u8>, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT run, error_types, finished_at FROM runs WHERE namespace = $1 AND run_id = $2 \
              ORDER BY finished_at DESC LIMIT 1",
@@ -94,7 +101,18 @@ impl Archive {
     ///
     /// # Errors
     /// [`ArchiveError::Db`] when the database fails.
+    ///
+    /// Given up past `archive_read_timeout` with [`ArchiveError::Timeout`].
     pub async fn archived_ids(&self, namespace: &str, run_ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        self.within(self.archived_ids_unbounded(namespace, run_ids)).await
+    }
+
+    /// [`Archive::archived_ids`] without its time limit.
+    async fn archived_ids_unbounded(
+        &self,
+        namespace: &str,
+        run_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
         let mut found = std::collections::HashSet::new();
         for chunk in run_ids.chunks(10_000) {
             let rows: Vec<(String,)> =
@@ -115,7 +133,22 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Db`] when the database fails; [`ArchiveError::Decode`] for a stored task
     /// that does not decode.
+    ///
+    /// Given up past `archive_read_timeout` with [`ArchiveError::Timeout`].
     pub async fn list_human_tasks(
+        &self,
+        namespace: &str,
+        assignee: &str,
+        workflow: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<proto::HumanTask>> {
+        self.within(self.list_human_tasks_unbounded(namespace, assignee, workflow, status, limit))
+            .await
+    }
+
+    /// [`Archive::list_human_tasks`] without its time limit.
+    async fn list_human_tasks_unbounded(
         &self,
         namespace: &str,
         assignee: &str,

@@ -164,7 +164,23 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Db`] when the database fails; [`ArchiveError::Decode`] for a stored
     /// summary that does not decode.
+    ///
+    /// Given up past `archive_read_timeout` with [`ArchiveError::Timeout`].
     pub async fn list_runs(
+        &self,
+        namespace: &str,
+        conditions: &RunConditions,
+        filter: Option<&Filter>,
+        after: Option<&PageKey>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Listed>> {
+        self.within(self.list_runs_unbounded(namespace, conditions, filter, after, limit, now))
+            .await
+    }
+
+    /// [`Archive::list_runs`] without its time limit.
+    async fn list_runs_unbounded(
         &self,
         namespace: &str,
         conditions: &RunConditions,
@@ -214,7 +230,21 @@ impl Archive {
     ///
     /// # Errors
     /// [`ArchiveError::Db`] when the database fails.
+    ///
+    /// Given up past `archive_read_timeout` with [`ArchiveError::Timeout`].
     pub async fn count_by_status(
+        &self,
+        namespace: &str,
+        conditions: &RunConditions,
+        filter: Option<&Filter>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>> {
+        self.within(self.count_by_status_unbounded(namespace, conditions, filter, now))
+            .await
+    }
+
+    /// [`Archive::count_by_status`] without its time limit.
+    async fn count_by_status_unbounded(
         &self,
         namespace: &str,
         conditions: &RunConditions,
