@@ -280,6 +280,36 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// Most bytes of a `namespace`.
+pub const MAX_NAMESPACE_BYTES: usize = 100;
+
+/// Checks `namespace`: 1 to [`MAX_NAMESPACE_BYTES`] bytes of ASCII letters, digits, `.`, `_` and
+/// `-`. It is the hash tag of every Redis key (`{<namespace>}:...`, so no braces) and the prefix
+/// of the layout-3 keys the migration finds with `SCAN MATCH <namespace>:*` (so no `:`, which
+/// would let one namespace's pattern take another's keys).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `namespace`.
+pub fn check_namespace(namespace: &str) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        key: "namespace".into(),
+        reason,
+    };
+    if namespace.is_empty() || namespace.len() > MAX_NAMESPACE_BYTES {
+        return Err(bad(format!("must be 1 to {MAX_NAMESPACE_BYTES} bytes")));
+    }
+    if let Some(c) = namespace
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(bad(format!(
+            "{} holds {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed",
+            baton_shared::limits::echo(namespace)
+        )));
+    }
+    Ok(())
+}
+
 /// The keys a config file or `BATON_*` variable may set.
 const KNOWN_KEYS: &[&str] = &[
     "listen",
@@ -464,6 +494,13 @@ impl CoordinatorConfig {
             }
         }
         config.check_durability()?;
+        check_namespace(&config.namespace)?;
+        if config.redis_url.starts_with("redis+cluster://") || config.redis_url.starts_with("rediss+cluster://") {
+            crate::store::cluster::ClusterUrl::parse(&config.redis_url).map_err(|e| ConfigError::Invalid {
+                key: "redis_url".into(),
+                reason: e.to_string(),
+            })?;
+        }
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
                 key: key.into(),
