@@ -242,14 +242,34 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
     let killed_at = Instant::now();
     redis.kill9(owner);
     let killed_ms = baton_shared::time::now_ms();
-    let mut saw_not_serving = false;
-    for n in RUNS / 2..RUNS {
-        ids.push(submit_chain(&c, n).await);
-        if !saw_not_serving && c.health("").await.ok() == Some(ServingStatus::NotServing) {
-            saw_not_serving = true;
+    // Meanwhile health is watched: NOT_SERVING while the slot has no primary, SERVING again after.
+    let submits = async {
+        let mut more = Vec::new();
+        for n in RUNS / 2..RUNS {
+            more.push(submit_chain(&c, n).await);
         }
-    }
+        more
+    };
+    let health = async {
+        let (mut down, mut up) = (None, None);
+        while up.is_none() && killed_at.elapsed() < MINUTE {
+            match (c.health("").await.ok(), down) {
+                (Some(ServingStatus::NotServing), None) => down = Some(killed_at.elapsed()),
+                (Some(ServingStatus::Serving), Some(_)) => up = Some(killed_at.elapsed()),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (down, up)
+    };
+    let (more, (down, up)) = tokio::join!(submits, health);
+    ids.extend(more);
     let submitted_in = killed_at.elapsed();
+    assert!(
+        down.is_some(),
+        "health never said NOT_SERVING while the slot had no primary"
+    );
+    assert!(up.is_some(), "health did not come back to SERVING within a minute");
     let new_owner = redis.owner_of(&tag).await;
     assert!(
         new_owner.is_some_and(|p| p != owner),
@@ -287,8 +307,8 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
     }
     eprintln!(
         "failover: {RUNS} runs of 5 steps, primary {owner} killed, slot now on {new_owner:?}; worst stall {worst} ms \
-         (node timeout {NODE_TIMEOUT_MS} ms); steps run again after the failover: {again}; health seen NOT_SERVING: \
-         {saw_not_serving}; second half submitted in {submitted_in:?}"
+         (node timeout {NODE_TIMEOUT_MS} ms); steps run again after the failover: {again}; health NOT_SERVING from {down:?} to {up:?} after the kill; \
+         second half submitted in {submitted_in:?}"
     );
     let bound = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX) + 5_000;
     assert!(
