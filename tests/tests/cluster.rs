@@ -250,19 +250,23 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
         }
         more
     };
+    // And the cluster: when it promoted a replica (what the stall owes to the cluster itself).
     let health = async {
-        let (mut down, mut up) = (None, None);
-        while up.is_none() && killed_at.elapsed() < MINUTE {
+        let (mut down, mut up, mut promoted) = (None, None, None);
+        while (up.is_none() || promoted.is_none()) && killed_at.elapsed() < MINUTE {
             match (c.health("").await.ok(), down) {
                 (Some(ServingStatus::NotServing), None) => down = Some(killed_at.elapsed()),
-                (Some(ServingStatus::Serving), Some(_)) => up = Some(killed_at.elapsed()),
+                (Some(ServingStatus::Serving), Some(_)) if up.is_none() => up = Some(killed_at.elapsed()),
                 _ => {}
+            }
+            if promoted.is_none() && redis.owner_of(&tag).await.is_some_and(|p| p != owner) {
+                promoted = Some(killed_at.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        (down, up)
+        (down, up, promoted)
     };
-    let (more, (down, up)) = tokio::join!(submits, health);
+    let (more, (down, up, promoted)) = tokio::join!(submits, health);
     ids.extend(more);
     let submitted_in = killed_at.elapsed();
     assert!(
@@ -307,7 +311,7 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
     }
     eprintln!(
         "failover: {RUNS} runs of 5 steps, primary {owner} killed, slot now on {new_owner:?}; worst stall {worst} ms \
-         (node timeout {NODE_TIMEOUT_MS} ms); steps run again after the failover: {again}; health NOT_SERVING from {down:?} to {up:?} after the kill; \
+         (node timeout {NODE_TIMEOUT_MS} ms); steps run again after the failover: {again}; health NOT_SERVING from {down:?} to {up:?} after the kill, replica promoted after {promoted:?}; \
          second half submitted in {submitted_in:?}"
     );
     let bound = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX) + 5_000;

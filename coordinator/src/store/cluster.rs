@@ -9,7 +9,8 @@
 //! unchanged, and each connection keeps its own server-side client (ids, blocking state).
 //!
 //! The owner is found from the seed nodes and the nodes they name (`CLUSTER SLOTS`), every
-//! [`WATCH_INTERVAL`]. When it changes (a failover, a slot moved), the relay closes the
+//! [`WATCH_INTERVAL`], and at once (at most every [`MIN_WATCH_INTERVAL`]) when a connection to it
+//! fails. When it changes (a failover, a slot moved), the relay closes the
 //! connections to the old one; the store's connections reconnect through the relay to the new
 //! one. While no reachable primary owns the slot, connections through the relay are closed at
 //! once, so the store's commands fail and health reports NOT_SERVING.
@@ -21,13 +22,16 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{Notify, watch},
 };
 
 use crate::error::{CoordinatorError, Result};
 
 /// How often the relay asks the cluster which primary owns the namespace's slot.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The shortest time between two questions to the cluster, when connections to the owner fail.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long connecting to a node, or its answer to `CLUSTER SLOTS`, may take.
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,7 +163,7 @@ type Answer = (Option<Node>, Vec<Node>);
 /// The primary that owns `slot` by a `CLUSTER SLOTS` answer, and every node the answer names.
 /// A node named with an empty host is on `asked`'s host (as Redis answers for its own address).
 fn owner_in(answer: &redis::Value, slot: u16, asked: &str) -> Answer {
-    let node = |v: &redis::Value| -> Option<(String, u16)> {
+    let node = |v: &redis::Value| -> Option<Node> {
         let redis::Value::Array(fields) = v else { return None };
         let host = match fields.first()? {
             redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
@@ -187,7 +191,7 @@ fn owner_in(answer: &redis::Value, slot: u16, asked: &str) -> Answer {
         let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) = (parts.first(), parts.get(1)) else {
             continue;
         };
-        let members: Vec<(String, u16)> = parts.iter().skip(2).filter_map(node).collect();
+        let members: Vec<Node> = parts.iter().skip(2).filter_map(node).collect();
         if (*start..=*end).contains(&i64::from(slot)) {
             owner = members.first().cloned();
         }
@@ -211,23 +215,65 @@ async fn ask(url: &ClusterUrl, node: &Node, slot: u16) -> Option<Answer> {
 }
 
 /// Finds the primary that owns `slot`, asking the seeds and the nodes known from earlier answers
-/// in turn; adds the nodes the answer names to `known`. `None` when no node answers with an
-/// owner.
-async fn discover(url: &ClusterUrl, known: &mut Vec<(String, u16)>, slot: u16) -> Option<(String, u16)> {
-    let candidates: Vec<(String, u16)> = url.seeds.iter().chain(known.iter()).cloned().collect();
-    for node in candidates {
-        if let Some((owner, nodes)) = ask(url, &node, slot).await {
-            for n in nodes {
-                if !known.contains(&n) && known.len() < MAX_KNOWN_NODES {
-                    known.push(n);
-                }
+/// at once (so that a dead node's connection timeout does not delay the others), and taking the
+/// first answer with an owner in that order; adds the nodes the answers name to `known`. `None`
+/// when no node answers with an owner.
+async fn discover(url: &ClusterUrl, known: &mut Vec<Node>, slot: u16) -> Option<Node> {
+    let mut candidates: Vec<Node> = Vec::new();
+    for node in url.seeds.iter().chain(known.iter()) {
+        if !candidates.contains(node) {
+            candidates.push(node.clone());
+        }
+    }
+    let answers = futures::future::join_all(candidates.iter().map(|node| ask(url, node, slot))).await;
+    let mut owners: Vec<Node> = Vec::new();
+    for (found, nodes) in answers.into_iter().flatten() {
+        for n in nodes {
+            if !known.contains(&n) && known.len() < MAX_KNOWN_NODES {
+                known.push(n);
             }
-            if owner.is_some() {
-                return owner;
-            }
+        }
+        if let Some(o) = found
+            && !owners.contains(&o)
+        {
+            owners.push(o);
+        }
+    }
+    if owners.len() <= 1 {
+        return owners.pop();
+    }
+    // During a failover the nodes disagree until the new configuration has spread: take the one
+    // that says it is a primary now (a dead node does not answer, a demoted one is a replica).
+    for o in owners {
+        if is_primary(url, &o).await {
+            return Some(o);
         }
     }
     None
+}
+
+/// Whether `node` answers `ROLE` with `master`.
+async fn is_primary(url: &ClusterUrl, node: &Node) -> bool {
+    let Ok(client) = redis::Client::open(url.node_url(node)) else {
+        return false;
+    };
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(NODE_TIMEOUT))
+        .set_response_timeout(Some(NODE_TIMEOUT));
+    let Ok(Ok(mut conn)) =
+        tokio::time::timeout(NODE_TIMEOUT, client.get_multiplexed_async_connection_with_config(&cfg)).await
+    else {
+        return false;
+    };
+    let role: Result<redis::Value, _> = redis::cmd("ROLE").query_async(&mut conn).await;
+    match role {
+        Ok(redis::Value::Array(parts)) => match parts.first() {
+            Some(redis::Value::BulkString(b)) => b.as_slice() == b"master",
+            Some(redis::Value::SimpleString(t)) => t == "master",
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// A local relay to the primary that owns a namespace's slot (see the module's doc). Stops when
@@ -275,9 +321,9 @@ impl Relay {
             .local_addr()
             .map_err(|e| CoordinatorError::Internal(format!("Redis Cluster relay: {e}")))?;
         let (tx, rx) = watch::channel(Some(first));
-        let tx = Arc::new(tx);
-        let watcher = tokio::spawn(watch_owner(url.clone(), known, slot, tx.clone()));
-        let acceptor = tokio::spawn(accept(listener, rx));
+        let failed = Arc::new(Notify::new());
+        let watcher = tokio::spawn(watch_owner(url.clone(), known, slot, tx, failed.clone()));
+        let acceptor = tokio::spawn(accept(listener, rx, failed));
         Ok(Self {
             url: format!("redis://{}{}", url.userinfo, local),
             tasks: vec![watcher, acceptor],
@@ -285,16 +331,19 @@ impl Relay {
     }
 }
 
-/// Asks the cluster for the slot's owner every [`WATCH_INTERVAL`] and publishes a change
-/// (`None` while no node names one). Never ends; a node that fails to answer is skipped.
+/// Asks the cluster for the slot's owner every [`WATCH_INTERVAL`], or sooner when `failed` says a
+/// connection to it failed, and publishes a change (`None` while no node names one). Never ends;
+/// a node that fails to answer is skipped.
 async fn watch_owner(
     url: ClusterUrl,
-    mut known: Vec<(String, u16)>,
+    mut known: Vec<Node>,
     slot: u16,
-    tx: Arc<watch::Sender<Option<(String, u16)>>>,
+    tx: watch::Sender<Option<Node>>,
+    failed: Arc<Notify>,
 ) {
     loop {
-        tokio::time::sleep(WATCH_INTERVAL).await;
+        tokio::time::sleep(MIN_WATCH_INTERVAL).await;
+        let _ = tokio::time::timeout(WATCH_INTERVAL.saturating_sub(MIN_WATCH_INTERVAL), failed.notified()).await;
         let owner = discover(&url, &mut known, slot).await;
         tx.send_if_modified(|now| {
             if *now == owner {
@@ -312,11 +361,11 @@ async fn watch_owner(
 
 /// Accepts the store's connections and relays each to the current owner. A failed `accept` is
 /// logged and retried after a pause.
-async fn accept(listener: TcpListener, owner: watch::Receiver<Option<(String, u16)>>) {
+async fn accept(listener: TcpListener, owner: watch::Receiver<Option<Node>>, failed: Arc<Notify>) {
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
-                tokio::spawn(relay_one(client, owner.clone()));
+                tokio::spawn(relay_one(client, owner.clone(), failed.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Redis Cluster relay: accept failed");
@@ -326,15 +375,18 @@ async fn accept(listener: TcpListener, owner: watch::Receiver<Option<(String, u1
     }
 }
 
-/// Relays one connection to the owner it finds, until either side closes or the owner changes.
-async fn relay_one(mut client: TcpStream, mut owner: watch::Receiver<Option<(String, u16)>>) {
+/// Relays one connection to the owner it finds, until either side closes or the owner changes;
+/// tells `failed` when there is no owner or it does not answer.
+async fn relay_one(mut client: TcpStream, mut owner: watch::Receiver<Option<Node>>, failed: Arc<Notify>) {
     let target = owner.borrow_and_update().clone();
     let Some((host, port)) = target else {
+        failed.notify_one();
         return;
     };
     let server = tokio::time::timeout(NODE_TIMEOUT, TcpStream::connect((host.as_str(), port))).await;
     let Ok(Ok(mut server)) = server else {
         tracing::debug!(primary = %format!("{host}:{port}"), "Redis Cluster relay: the primary does not answer");
+        failed.notify_one();
         return;
     };
     let _ = client.set_nodelay(true);
