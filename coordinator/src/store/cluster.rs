@@ -15,6 +15,21 @@
 //! one. While no reachable primary owns the slot, connections through the relay are closed at
 //! once, so the store's commands fail and health reports NOT_SERVING.
 //!
+//! A `MOVED` or `CLUSTERDOWN` answer reaches the caller as an error (retried as any Redis error
+//! is) until the next look sees the new owner, within [`WATCH_INTERVAL`]. While an operator moves
+//! the namespace's slot to another primary (`ASK`), commands on keys already moved fail until the
+//! move completes: move a namespace's slot when it is quiet.
+//!
+//! Why not the `redis` crate's cluster client (`cluster-async`): it routes each command by its
+//! key, while the store relies on plain connections: `WAIT` (keyless) in the same pipeline as a
+//! commit, blocking `XREAD` on connections of their own that `CLIENT UNBLOCK` names by id, and
+//! `ConnectionManager` everywhere. With one slot per namespace, one primary serves it all, so a
+//! relay keeps that code as it is; shards will need the cluster client's routing.
+//!
+//! The relay listens on the loopback interface only and adds no access of its own: the store's
+//! `AUTH` (from the URL's credentials) passes through to the node. Its cost is one more local hop
+//! (a copy of each command and reply in the coordinator's process), not measured yet.
+//!
 //! A later step (shards) will spread a namespace over many slots; this module then gives way to a
 //! cluster-aware client.
 
