@@ -711,6 +711,34 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_that_cannot_be_a_hash_tag_and_a_bad_cluster_url_are_refused_naming_the_setting() {
+        for bad in [
+            "",
+            "a{b",
+            "a}b",
+            "a:b",
+            "a*b",
+            "a b",
+            &"n".repeat(MAX_NAMESPACE_BYTES + 1),
+        ] {
+            let f = file(&format!("namespace = {bad:?}\n"));
+            let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+            assert!(e.contains("namespace"), "{bad:?}: {e}");
+        }
+        for good in ["baton", "t-cluster-core-1a2b3c4d", "prod.eu_1"] {
+            let f = file(&format!("namespace = {good:?}\n"));
+            assert!(CoordinatorConfig::load(Some(f.path())).is_ok(), "{good}");
+        }
+        for bad in ["redis+cluster://", "redis+cluster://a:0", "rediss+cluster://a:1"] {
+            let f = file(&format!("redis_url = {bad:?}\n"));
+            let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+            assert!(e.contains("redis_url"), "{bad:?}: {e}");
+        }
+        let f = file("redis_url = \"redis+cluster://10.0.0.1:7000,10.0.0.2:7000\"\n");
+        assert!(CoordinatorConfig::load(Some(f.path())).is_ok());
+    }
+
+    #[test]
     fn an_unknown_key_in_the_file_is_an_error_naming_it() {
         let f = file("retension = \"2d\"\n");
         let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
