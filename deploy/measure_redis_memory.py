@@ -6,7 +6,7 @@ target/release, else target/debug) under a namespace of their own on the local R
 registers a one-step and a ten-step workflow of `echo` steps, submits RUNS runs of each (default
 1000), waits for them, and prints per workflow:
 
-- bytes per run in the run's own keys (`MEMORY USAGE ... SAMPLES 0` of `<ns>:{<run>}:*`: the run
+- bytes per run in the run's own keys (`MEMORY USAGE ... SAMPLES 0` of `{<ns>}:{<run>}:*`: the run
   hash, the steps hash, the event stream) and in the run indexes (per index entry);
 - the growth of Redis's `used_memory` per run (everything, allocator overhead included);
 - from the two workflows, the bytes per extra step.
@@ -114,7 +114,7 @@ def main() -> int:
             time.sleep(1)
             after = used_memory()
             # The run's own keys, for every run.
-            keys = [f"{ns}:{{{r}}}:{k}" for r in ids for k in ("run", "steps", "events")]
+            keys = [f"{{{ns}}}:{{{r}}}:{k}" for r in ids for k in ("run", "steps", "events")]
             sizes = redis_many([["MEMORY", "USAGE", k, "SAMPLES", "0"] for k in keys])
             per_key = {k: 0 for k in ("run", "steps", "events")}
             for key, size in zip(keys, sizes):
@@ -127,7 +127,7 @@ def main() -> int:
                 "used_memory_bytes_per_run": round((after - before) / len(ids)),
             }
         # The indexes: every run has an entry in the all-runs index and its workflow's.
-        index = f"{ns}:runs"
+        index = f"{{{ns}}}:runs"
         members = int(redis("ZCARD", index) or 0)
         index_bytes = int(redis("MEMORY", "USAGE", index, "SAMPLES", "0") or 0)
         results["index_bytes_per_entry"] = round(index_bytes / members) if members else None
@@ -149,7 +149,7 @@ def main() -> int:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        keys = [k for k in redis("--scan", "--pattern", f"{ns}:*").splitlines() if k]
+        keys = [k for k in redis("--scan", "--pattern", f"{{{ns}}}:*").splitlines() if k]
         for i in range(0, len(keys), 500):
             redis_many([["DEL", *keys[i : i + 500]]])
         # The stock worker declares the queues of its three handlers.

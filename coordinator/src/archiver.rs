@@ -1,8 +1,8 @@
 //! The archiver: moves finished runs from Redis to the archive (PostgreSQL, `crate::archive`).
 //!
-//! A run that finishes is queued in the archive outbox (`<ns>:archive-outbox`, scored by its end)
+//! A run that finishes is queued in the archive outbox (`{<ns>}:archive-outbox`, scored by its end)
 //! by the very script that finishes it (`finish_run` in common.lua), so no finished run is ever
-//! missed. One coordinator at a time (the holder of the lease `<ns>:archiver`, [`LEASE`]) takes
+//! missed. One coordinator at a time (the holder of the lease `{<ns>}:archiver`, [`LEASE`]) takes
 //! the [`crate::archive::ArchiveConfig::batch`] runs that finished first, builds each whole from
 //! Redis ([`build`]: the run as GetRun shows it but without an answer budget, its history, its
 //! human tasks), writes the batch with one `Archive::write`, and only then shrinks each run to a
@@ -18,9 +18,9 @@
 //! `archive_write_timeout`, its connection closed, and the round fails as above.
 //! Redis down: nothing is read or changed until it is back. A run that cannot be built (a panic, a
 //! stored value that does not read) is **parked** (`supervise::park`, loop `archive`): it leaves
-//! the outbox, is listed in `<ns>:parked-items` and on the run (GetRun `parked_items`), stays
+//! the outbox, is listed in `{<ns>}:parked-items` and on the run (GetRun `parked_items`), stays
 //! whole in Redis until the retention, and the loop goes on. Re-arm it with
-//! `ZADD <ns>:archive-outbox <finished_at ms> <run id>` and `HDEL <ns>:parked-items archive|<run id>`.
+//! `ZADD {<ns>}:archive-outbox <finished_at ms> <run id>` and `HDEL {<ns>}:parked-items archive|<run id>`.
 //!
 //! **Reads.** GetRun, WatchRun, the human task list and RetryRun/RerunRun look in Redis first and
 //! in the archive when Redis has only the run's tombstone or nothing ([`archived`], [`restore`]).

@@ -287,6 +287,36 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// Most bytes of a `namespace`.
+pub const MAX_NAMESPACE_BYTES: usize = 100;
+
+/// Checks `namespace`: 1 to [`MAX_NAMESPACE_BYTES`] bytes of ASCII letters, digits, `.`, `_` and
+/// `-`. It is the hash tag of every Redis key (`{<namespace>}:...`, so no braces) and the prefix
+/// of the layout-3 keys the migration finds with `SCAN MATCH <namespace>:*` (so no `:`, which
+/// would let one namespace's pattern take another's keys).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `namespace`.
+pub fn check_namespace(namespace: &str) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        key: "namespace".into(),
+        reason,
+    };
+    if namespace.is_empty() || namespace.len() > MAX_NAMESPACE_BYTES {
+        return Err(bad(format!("must be 1 to {MAX_NAMESPACE_BYTES} bytes")));
+    }
+    if let Some(c) = namespace
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(bad(format!(
+            "{} holds {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed",
+            baton_shared::limits::echo(namespace)
+        )));
+    }
+    Ok(())
+}
+
 /// The keys a config file or `BATON_*` variable may set.
 const KNOWN_KEYS: &[&str] = &[
     "listen",
@@ -477,6 +507,13 @@ impl CoordinatorConfig {
             }
         }
         config.check_durability()?;
+        check_namespace(&config.namespace)?;
+        if config.redis_url.starts_with("redis+cluster://") || config.redis_url.starts_with("rediss+cluster://") {
+            crate::store::cluster::ClusterUrl::parse(&config.redis_url).map_err(|e| ConfigError::Invalid {
+                key: "redis_url".into(),
+                reason: e.to_string(),
+            })?;
+        }
         config.archive_settings().check().map_err(|e| match e {
             crate::archive::ArchiveError::Config { key, reason } => ConfigError::Invalid {
                 key: key.into(),
@@ -685,6 +722,34 @@ mod tests {
         assert_eq!(c.delivery_limit, 9);
         assert_eq!(c.queue_type, QueueType::Classic);
         assert_eq!(c.redis_url, CoordinatorConfig::default().redis_url);
+    }
+
+    #[test]
+    fn a_namespace_that_cannot_be_a_hash_tag_and_a_bad_cluster_url_are_refused_naming_the_setting() {
+        for bad in [
+            "",
+            "a{b",
+            "a}b",
+            "a:b",
+            "a*b",
+            "a b",
+            &"n".repeat(MAX_NAMESPACE_BYTES + 1),
+        ] {
+            let f = file(&format!("namespace = {bad:?}\n"));
+            let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+            assert!(e.contains("namespace"), "{bad:?}: {e}");
+        }
+        for good in ["baton", "t-cluster-core-1a2b3c4d", "prod.eu_1"] {
+            let f = file(&format!("namespace = {good:?}\n"));
+            assert!(CoordinatorConfig::load(Some(f.path())).is_ok(), "{good}");
+        }
+        for bad in ["redis+cluster://", "redis+cluster://a:0", "rediss+cluster://a:1"] {
+            let f = file(&format!("redis_url = {bad:?}\n"));
+            let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+            assert!(e.contains("redis_url"), "{bad:?}: {e}");
+        }
+        let f = file("redis_url = \"redis+cluster://10.0.0.1:7000,10.0.0.2:7000\"\n");
+        assert!(CoordinatorConfig::load(Some(f.path())).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Noticing a Redis that lost its data (restarted without persistence, flushed, failed over to an
 //! empty replica). The first coordinator to start on a namespace writes a marker key
-//! (`<ns>:marker`, the Unix ms it was written); every coordinator remembers the marker it saw and
+//! (`{<ns>}:marker`, the Unix ms it was written); every coordinator remembers the marker it saw and
 //! the health probe checks it each round. A marker that is gone or changed means Redis lost
 //! everything it held, runs and definitions alike: the coordinator logs it as an error, reports
 //! NOT_SERVING while it registers the definitions of `definitions_dir` again, writes a new marker,

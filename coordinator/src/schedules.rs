@@ -1,8 +1,8 @@
 //! Cron schedules: records in Redis, the tick loop, the ledger, and the schedule use cases.
 //!
-//! A schedule is a record in the hash `<ns>:schedules` plus its state (`last_tick`, `last_run`,
-//! `buffered`) in `<ns>:schedule:<id>:state` and its ledger (tick -> entry) in
-//! `<ns>:schedule:<id>:ticks`. The sorted set `<ns>:schedule-due` holds each active schedule's next
+//! A schedule is a record in the hash `{<ns>}:schedules` plus its state (`last_tick`, `last_run`,
+//! `buffered`) in `{<ns>}:schedule:<id>:state` and its ledger (tick -> entry) in
+//! `{<ns>}:schedule:<id>:ticks`. The sorted set `{<ns>}:schedule-due` holds each active schedule's next
 //! due time; coordinators claim due schedules with a lease (the timers' claim script), so one
 //! coordinator at a time works on a schedule. On top of that, every tick's run id is derived from
 //! (schedule, tick) and its ledger entry is written with HSETNX, so a tick starts one run at most and

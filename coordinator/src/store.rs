@@ -35,6 +35,7 @@ mod batch;
 #[cfg(test)]
 mod boundary;
 mod claims;
+pub mod cluster;
 mod error;
 mod events;
 mod schedules;
@@ -675,6 +676,12 @@ pub type BlockingConnection = redis::aio::MultiplexedConnection;
 pub struct Store {
     conn: ConnectionManager,
     client: redis::Client,
+    /// Whether `redis_url` is a Redis Cluster (`redis+cluster://`): the store then talks to the
+    /// primary of the namespace's slot through `relay`.
+    cluster: bool,
+    /// With a Redis Cluster: the relay to the slot's primary, kept while any clone of the store
+    /// lives.
+    _relay: Option<std::sync::Arc<cluster::Relay>>,
     keys: Keys,
     scripts: std::sync::Arc<Scripts>,
     events_max_len: u64,
@@ -761,7 +768,8 @@ fn step_fields_read(
 }
 
 impl Store {
-    /// Connects to `url` (`redis://host:port/db`).
+    /// Connects to `url` (`redis://host:port/db`, or a Redis Cluster's
+    /// `redis+cluster://host:port[,host:port...]`: see [`cluster`]).
     ///
     /// # Errors
     /// [`CoordinatorError::Redis`] when Redis cannot be reached.
@@ -774,7 +782,13 @@ impl Store {
         retention: Duration,
         dispatch_grace: Duration,
     ) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+        let relay = match cluster::ClusterUrl::parse(url)? {
+            Some(cluster_url) => Some(std::sync::Arc::new(
+                cluster::Relay::start(cluster_url, &keys.tag(baton_shared::keys::Scope::Namespace)).await?,
+            )),
+            None => None,
+        };
+        let client = redis::Client::open(relay.as_ref().map_or(url, |r| r.url.as_str()))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -801,6 +815,8 @@ impl Store {
         let store = Self {
             conn,
             client,
+            cluster: relay.is_some(),
+            _relay: relay,
             keys,
             scripts: std::sync::Arc::new(scripts),
             events_max_len,
@@ -2854,14 +2870,15 @@ impl Store {
 }
 
 /// The layout of a namespace's Redis keys and values that this version reads and writes, stored
-/// in `<namespace>:layout` and checked when a coordinator starts ([`Store::check_layout`]).
+/// in `{<namespace>}:layout` (`<namespace>:layout` up to layout 3) and checked when a coordinator
+/// starts ([`Store::check_layout`]).
 ///
 /// - 1: the releases before the layout was stored (no `<namespace>:layout` key).
 /// - 2: the scripts that commit a dispatch also write its queued-index entry and
 ///   schedule-to-start timer, and StartStep's script removes them; the stored runs, steps, timers,
 ///   outbox and indexes have the same keys and values as in layout 1, so runs in flight from
 ///   layout 1 go on unchanged.
-/// - 3: this one. A run stores its graph (`<step>:children` in its steps hash, `leaves` in its
+/// - 3: a run stores its graph (`<step>:children` in its steps hash, `leaves` in its
 ///   run hash: [`RunGraph`]) when it is created, and reports no longer carry it; cross-run effects
 ///   (slots given back, slot leases, an emitting parent's count) go through the effects outbox
 ///   (`<namespace>:effects`, [`Effect`]) instead of being written by a run's script on keys it
@@ -2869,7 +2886,10 @@ impl Store {
 ///   answers `no_graph` and is called again with it (a lazy migration, so runs in flight go on;
 ///   the migration on start only records the new number). Its slots are given back through
 ///   effects like any other run's.
-pub const LAYOUT_VERSION: u32 = 3;
+/// - 4: this one. Every key carries the namespace's hash tag first (`{<namespace>}:<rest>`,
+///   [`Keys::tag`]), so every script touches one Redis Cluster slot; the rest of each name is as
+///   in layout 3. The migration renames the keys ([`Store::check_layout`]); values are unchanged.
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// The oldest layout a coordinator of this version migrates on start; an older one is refused.
 pub const MIN_MIGRATED_LAYOUT: u32 = 1;
@@ -2889,15 +2909,16 @@ pub enum LayoutCheck {
 pub const DRAIN_PROCEDURE: &str = "docs/operations.md, \"Upgrades and the namespace layout\"";
 
 impl Store {
-    /// The key holding the namespace's layout version.
-    fn layout_key(&self) -> String {
-        format!("{}:layout", self.keys.prefix())
-    }
-
     /// Checks the namespace's layout before this coordinator serves it: an empty namespace is
     /// marked [`LAYOUT_VERSION`]; one without a mark that holds data is of layout 1 (the releases
     /// before the mark) and, like any layout from [`MIN_MIGRATED_LAYOUT`] up, is migrated; the
     /// current layout passes.
+    ///
+    /// The migration from layout 3 or earlier renames every key `<prefix>:<rest>` to
+    /// `{<prefix>}:<rest>` ([`Keys::from_untagged`]; `RENAMENX`, so a key already renamed by another
+    /// coordinator migrating at the same time is left alone, and TTLs are kept), then writes the
+    /// mark. It runs on a standalone Redis only: those layouts were cross-slot and never ran on a
+    /// cluster, so on a cluster only the tagged mark is read.
     ///
     /// # Errors
     /// `FailedPrecondition` naming the namespace, both layouts and [`DRAIN_PROCEDURE`] when the
@@ -2905,45 +2926,42 @@ impl Store {
     /// release), one older than [`MIN_MIGRATED_LAYOUT`], or a mark that is not a number; nothing is
     /// changed then. [`CoordinatorError::Redis`].
     pub async fn check_layout(&self) -> Result<LayoutCheck> {
-        let key = self.layout_key();
+        let key = self.keys.layout();
         let mut conn = self.conn.clone();
         let mark: Option<String> = conn.get(&key).await?;
-        let found = match mark {
-            Some(text) => match text.trim().parse::<u32>() {
-                Ok(v) => v,
-                Err(_) => {
-                    return Err(self.refuse_layout(&format!(
-                        "a layout mark {} that is not a number",
-                        baton_shared::limits::echo(&text)
-                    )));
-                }
-            },
+        let (found, untagged) = match mark {
+            Some(text) => (self.parse_layout_mark(&text)?, false),
+            None if self.cluster => {
+                // Layouts before 4 never ran on a cluster: a namespace without the mark is new.
+                self.mark_new_layout(&mut conn).await?;
+                return Ok(LayoutCheck::New);
+            }
             None => {
-                // No mark: a new namespace, or one of layout 1 (which kept no mark).
-                let (runs, names, timers, outbox): (u64, u64, u64, u64) = redis::pipe()
-                    .zcard(self.keys.runs_index())
-                    .scard(self.keys.workflow_names())
-                    .zcard(self.keys.timers())
-                    .zcard(self.keys.outbox())
+                // No tagged mark: a new namespace, or one of layout 1 to 3 (untagged keys; layout 1
+                // kept no mark).
+                let old = |name: &str| self.keys.untagged(name);
+                let (old_mark, runs, names, timers, outbox): (Option<String>, u64, u64, u64, u64) = redis::pipe()
+                    .get(old("layout"))
+                    .zcard(old("runs"))
+                    .scard(old("wf-names"))
+                    .zcard(old("timers"))
+                    .zcard(old("outbox"))
                     .query_async(&mut conn)
                     .await?;
-                if runs == 0 && names == 0 && timers == 0 && outbox == 0 {
-                    // Two coordinators starting at once both find it empty: either mark stands.
-                    let _: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(LAYOUT_VERSION)
-                        .arg("NX")
-                        .query_async(&mut conn)
-                        .await?;
-                    return Ok(LayoutCheck::New);
+                match old_mark {
+                    Some(text) => (self.parse_layout_mark(&text)?, true),
+                    None if runs == 0 && names == 0 && timers == 0 && outbox == 0 => {
+                        self.mark_new_layout(&mut conn).await?;
+                        return Ok(LayoutCheck::New);
+                    }
+                    None => (1, true),
                 }
-                1
             }
         };
-        if found == LAYOUT_VERSION {
+        if found == LAYOUT_VERSION && !untagged {
             return Ok(LayoutCheck::Current);
         }
-        if found > LAYOUT_VERSION {
+        if found >= LAYOUT_VERSION && untagged || found > LAYOUT_VERSION {
             return Err(self.refuse_layout(&format!(
                 "layout {found}, written by a newer Baton release (this coordinator reads layout {LAYOUT_VERSION}); run that release's coordinators"
             )));
@@ -2953,11 +2971,102 @@ impl Store {
                 "layout {found}, older than this coordinator migrates (layout {MIN_MIGRATED_LAYOUT} to {LAYOUT_VERSION})"
             )));
         }
-        // Layout 1 or 2 to 3: runs in flight get their graph stored when a script first needs it
-        // (see LAYOUT_VERSION); only the mark changes here. A later layout adds its migration
-        // step here, before the mark.
-        let _: () = conn.set(&key, LAYOUT_VERSION).await?;
+        // Layouts 1 to 3 to 4: every key gets the namespace's hash tag (renamed here, before the
+        // mark). Runs of layout 1 or 2 get their graph stored when a script first needs it (see
+        // LAYOUT_VERSION). A later layout adds its migration step here, before the mark.
+        if untagged {
+            self.tag_untagged_keys(&mut conn).await?;
+        }
+        let _: () = redis::pipe()
+            .set(&key, LAYOUT_VERSION)
+            .ignore()
+            .del(self.keys.untagged("layout"))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         Ok(LayoutCheck::Migrated(found))
+    }
+
+    /// Reads a layout mark.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` (the refusal) for a mark that is not a number.
+    fn parse_layout_mark(&self, text: &str) -> Result<u32> {
+        text.trim().parse::<u32>().map_err(|_| {
+            self.refuse_layout(&format!(
+                "a layout mark {} that is not a number",
+                baton_shared::limits::echo(text)
+            ))
+        })
+    }
+
+    /// Marks an empty namespace [`LAYOUT_VERSION`]; two coordinators starting at once both find it
+    /// empty, and either mark stands (`SET NX`).
+    async fn mark_new_layout(&self, conn: &mut ConnectionManager) -> Result<()> {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys.layout())
+            .arg(LAYOUT_VERSION)
+            .arg("NX")
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Renames every untagged key of the namespace (`<prefix>:<rest>`, layout 3 and earlier) to
+    /// its tagged name, page by page (`SCAN`). A key that another coordinator renamed meanwhile
+    /// is gone (`no such key`) and skipped; one whose new name exists already (written by a
+    /// coordinator of this release while one of the previous release still ran) is left as it
+    /// is, counted and logged.
+    async fn tag_untagged_keys(&self, conn: &mut ConnectionManager) -> Result<()> {
+        let pattern = self.keys.untagged_scan_pattern();
+        let old_mark = self.keys.untagged("layout");
+        let mut cursor: u64 = 0;
+        let (mut renamed, mut kept) = (0u64, 0u64);
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await?;
+            let moves: Vec<(String, String)> = page
+                .into_iter()
+                .filter(|old| *old != old_mark)
+                .filter_map(|old| self.keys.from_untagged(&old).map(|new| (old, new)))
+                .collect();
+            if !moves.is_empty() {
+                let mut pipe = redis::pipe();
+                // One key's `no such key` must not fail the others: each answer is read alone.
+                pipe.ignore_errors();
+                for (old, new) in &moves {
+                    pipe.cmd("RENAMENX").arg(old).arg(new);
+                }
+                let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
+                for answer in answers {
+                    match answer {
+                        redis::Value::Int(1) => renamed = renamed.saturating_add(1),
+                        redis::Value::Int(_) => kept = kept.saturating_add(1),
+                        // Renamed by another coordinator between our SCAN and RENAMENX.
+                        _ => {}
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if kept > 0 {
+            tracing::warn!(
+                namespace = %self.keys.prefix(),
+                kept,
+                "{kept} untagged key(s) were left as they were: their tagged name exists already"
+            );
+        }
+        tracing::info!(namespace = %self.keys.prefix(), renamed, "gave the namespace's keys its hash tag");
+        Ok(())
     }
 
     fn refuse_layout(&self, what: &str) -> CoordinatorError {

@@ -7,17 +7,17 @@
 //!   again after its lease, as before;
 //! - a panic, or an error that trying again cannot mend (`Internal`, `InvalidArgument`,
 //!   `NotFound`), **parks** the item: it is removed from its sorted set (so it cannot come due into
-//!   the same panic again, also after a restart), recorded in the hash `<ns>:parked-items` (field
+//!   the same panic again, also after a restart), recorded in the hash `{<ns>}:parked-items` (field
 //!   `<loop>|<member>`, value JSON `{loop, member, run_id, reason, parked_at}`), and, when it belongs
 //!   to a run, listed in the run's `parked_items` (GetRun) and appended to its history as a `parked`
 //!   event;
 //! - `FailedPrecondition` and `AlreadyExists` (a race with another change of the run) come due again.
 //!
 //! **Getting a parked item going again.** A parked item stays visible (GetRun, the run's history,
-//! `<ns>:parked-items`) and never fires by itself; cancelling its run works as usual. An operator
+//! `{<ns>}:parked-items`) and never fires by itself; cancelling its run works as usual. An operator
 //! who fixed the cause re-arms it by putting the member back in its set and removing the record:
-//! `ZADD <ns>:<set> <unix-ms> <member>` (set `timers`, `outbox` or `schedule-due`) and
-//! `HDEL <ns>:parked-items <loop>|<member>`.
+//! `ZADD {<ns>}:<set> <unix-ms> <member>` (set `timers`, `outbox` or `schedule-due`) and
+//! `HDEL {<ns>}:parked-items <loop>|<member>`.
 //!
 //! **Loops.** [`spawn`] runs a loop as a task of its own; when the task ends (a panic outside any
 //! item, or an unexpected return) before shutdown, the supervisor logs it, reports the loop down to
@@ -43,15 +43,15 @@ const MAX_REASON_BYTES: usize = 1_000;
 /// The sorted sets whose items the loops handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemSet {
-    /// `<ns>:timers`: retries, timeouts, sleeps, event timers, wakes, emitters.
+    /// `{<ns>}:timers`: retries, timeouts, sleeps, event timers, wakes, emitters.
     Timers,
-    /// `<ns>:outbox`: dispatches committed but not confirmed (the re-send sweeper).
+    /// `{<ns>}:outbox`: dispatches committed but not confirmed (the re-send sweeper).
     Outbox,
-    /// `<ns>:schedule-due`: schedules whose next tick is due.
+    /// `{<ns>}:schedule-due`: schedules whose next tick is due.
     Schedules,
-    /// `<ns>:effects`: cross-run effects committed but not applied (the effects sweeper).
+    /// `{<ns>}:effects`: cross-run effects committed but not applied (the effects sweeper).
     Effects,
-    /// `<ns>:archive-outbox`: finished runs waiting to be archived (the archiver), member the run id.
+    /// `{<ns>}:archive-outbox`: finished runs waiting to be archived (the archiver), member the run id.
     Archive,
 }
 

@@ -45,7 +45,7 @@ pub async fn redis(c: &Cluster) -> redis::aio::MultiplexedConnection {
 /// Holds the namespace's archiver lease for the test, so the coordinators' archivers wait.
 pub async fn hold_archiver(c: &Cluster) {
     let _: () = redis::cmd("SET")
-        .arg(format!("{}:archiver", c.namespace))
+        .arg(baton_shared::keys::Keys::new(c.namespace.clone()).archiver_lease())
         .arg("held-by-the-test")
         .arg("PX")
         .arg(600_000)
@@ -58,7 +58,7 @@ pub async fn hold_archiver(c: &Cluster) {
 /// for it to lapse).
 pub async fn release_archiver(c: &Cluster) {
     let _: () = redis::cmd("DEL")
-        .arg(format!("{}:archiver", c.namespace))
+        .arg(baton_shared::keys::Keys::new(c.namespace.clone()).archiver_lease())
         .query_async(&mut redis(c).await)
         .await
         .expect("DEL");
@@ -66,24 +66,34 @@ pub async fn release_archiver(c: &Cluster) {
 
 /// The run hash of `run_id` as Redis holds it.
 pub async fn run_hash(c: &Cluster, run_id: &str) -> HashMap<String, String> {
-    redis::AsyncCommands::hgetall(&mut redis(c).await, format!("{}:{{{run_id}}}:run", c.namespace))
-        .await
-        .expect("HGETALL")
+    redis::AsyncCommands::hgetall(
+        &mut redis(c).await,
+        baton_shared::keys::Keys::new(c.namespace.clone()).run(run_id),
+    )
+    .await
+    .expect("HGETALL")
 }
 
 /// How many runs wait in the archive outbox.
 pub async fn outbox_len(c: &Cluster) -> u64 {
-    redis::AsyncCommands::zcard(&mut redis(c).await, format!("{}:archive-outbox", c.namespace))
-        .await
-        .expect("ZCARD")
+    redis::AsyncCommands::zcard(
+        &mut redis(c).await,
+        baton_shared::keys::Keys::new(c.namespace.clone()).archive_outbox(),
+    )
+    .await
+    .expect("ZCARD")
 }
 
 /// The archive outbox in the order the archiver takes it: (run id, its end in Unix ms).
 pub async fn outbox(c: &Cluster) -> Vec<(String, i64)> {
-    let entries: Vec<(String, f64)> =
-        redis::AsyncCommands::zrange_withscores(&mut redis(c).await, format!("{}:archive-outbox", c.namespace), 0, -1)
-            .await
-            .expect("ZRANGE");
+    let entries: Vec<(String, f64)> = redis::AsyncCommands::zrange_withscores(
+        &mut redis(c).await,
+        baton_shared::keys::Keys::new(c.namespace.clone()).archive_outbox(),
+        0,
+        -1,
+    )
+    .await
+    .expect("ZRANGE");
     entries.into_iter().map(|(id, score)| (id, score as i64)).collect()
 }
 
@@ -124,7 +134,7 @@ pub async fn runs_in_redis(c: &Cluster, run_ids: &[String]) -> usize {
     let mut conn = redis(c).await;
     let mut pipe = redis::pipe();
     for id in run_ids {
-        pipe.exists(format!("{}:{{{id}}}:run", c.namespace));
+        pipe.exists(baton_shared::keys::Keys::new(c.namespace.clone()).run(id));
     }
     let there: Vec<bool> = pipe.query_async(&mut conn).await.expect("EXISTS");
     there.into_iter().filter(|t| *t).count()

@@ -7,8 +7,10 @@
 pub mod archive;
 pub mod pg;
 pub mod prom;
+pub mod redis_cluster;
 pub mod redis_server;
 pub use pg::{POSTGRES_URL, ensure_postgres};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 use std::{
@@ -489,7 +491,8 @@ impl Cluster {
     pub async fn item_executions(&self, run_id: &str, step: &str) -> std::collections::HashMap<u32, i64> {
         let client = redis::Client::open(REDIS_URL).expect("redis url");
         let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
-        let key = format!("{}:test:items:{run_id}:{step}", self.namespace);
+        let key =
+            baton_shared::keys::Keys::new(self.namespace.clone()).namespaced(&format!("test:items:{run_id}:{step}"));
         redis::AsyncCommands::hgetall(&mut conn, key).await.expect("HGETALL")
     }
 
@@ -674,9 +677,15 @@ impl Cluster {
 
     /// A count the test worker's handlers keep (`exec`, `saw-cancel`).
     pub async fn count(&self, what: &str, run_id: &str, step: &str) -> i64 {
+        self.count_key(&format!("test:{what}:{run_id}:{step}")).await
+    }
+
+    /// A number the test worker keeps in the shared Redis under the namespace's key `name`
+    /// (`test:max-inside:<pool>`, ...); 0 when there is none.
+    pub async fn count_key(&self, name: &str) -> i64 {
         let client = redis::Client::open(REDIS_URL).expect("redis url");
         let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
-        let key = format!("{}:test:{what}:{run_id}:{step}", self.namespace);
+        let key = baton_shared::keys::Keys::new(self.namespace.clone()).namespaced(name);
         let n: Option<i64> = redis::AsyncCommands::get(&mut conn, key).await.expect("GET");
         n.unwrap_or(0)
     }
@@ -752,7 +761,10 @@ pub async fn cleanup_namespace(namespace: &str, handlers: &[String]) {
         eprintln!("cleanup of {namespace} in RabbitMQ failed: {e}");
     }
     if let Ok(mut conn) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
-        let keys = scan_keys_blocking(&mut conn, &format!("{namespace}:*"));
+        let keys = scan_keys_blocking(
+            &mut conn,
+            &baton_shared::keys::Keys::new(namespace.to_string()).scan_pattern(),
+        );
         for chunk in keys.chunks(500) {
             let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
         }

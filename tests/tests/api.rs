@@ -487,9 +487,9 @@ async fn a_run_made_again_under_the_same_id_shows_its_own_steps() {
     let id = &first.run_id;
     let ns = &cluster.namespace;
     let _: () = redis::cmd("DEL")
-        .arg(format!("{ns}:{{{id}}}:run"))
-        .arg(format!("{ns}:{{{id}}}:steps"))
-        .arg(format!("{ns}:{{{id}}}:events"))
+        .arg(baton_shared::keys::Keys::new(ns.clone()).run(id))
+        .arg(baton_shared::keys::Keys::new(ns.clone()).steps(id))
+        .arg(baton_shared::keys::Keys::new(ns.clone()).events(id))
         .query_async(&mut conn)
         .await
         .expect("DEL");
@@ -508,7 +508,7 @@ async fn a_run_made_again_under_the_same_id_shows_its_own_steps() {
 
     // Gone again: not found, whatever was remembered.
     let _: () = redis::cmd("DEL")
-        .arg(format!("{ns}:{{{id}}}:run"))
+        .arg(baton_shared::keys::Keys::new(ns.clone()).run(id))
         .query_async(&mut conn)
         .await
         .expect("DEL");

@@ -96,14 +96,17 @@ async fn a_finished_run_moves_to_postgres_and_reads_the_same_from_there() {
     assert_eq!(outbox_len(&c).await, 0);
     let mut conn = redis(&c).await;
     for key in ["steps", "events"] {
-        let exists: bool = redis::AsyncCommands::exists(&mut conn, format!("{}:{{{run_id}}}:{key}", c.namespace))
-            .await
-            .expect("EXISTS");
+        let exists: bool = redis::AsyncCommands::exists(
+            &mut conn,
+            baton_shared::keys::Keys::new(c.namespace.clone()).namespaced(&format!("{{{run_id}}}:{key}")),
+        )
+        .await
+        .expect("EXISTS");
         assert!(!exists, "the run's {key} left Redis");
     }
     let bytes: i64 = redis::cmd("MEMORY")
         .arg("USAGE")
-        .arg(format!("{}:{{{run_id}}}:run", c.namespace))
+        .arg(baton_shared::keys::Keys::new(c.namespace.clone()).run(&run_id))
         .query_async(&mut conn)
         .await
         .expect("MEMORY USAGE");
@@ -126,11 +129,14 @@ async fn a_finished_run_moves_to_postgres_and_reads_the_same_from_there() {
     }
     assert_eq!(get(&c, &run_id, "").await, before);
     // Nothing of the run is left in Redis after the grace (the test worker's own counters aside).
-    let left: Vec<String> = scan_keys(&mut conn, &format!("{}:*{run_id}*", c.namespace))
-        .await
-        .into_iter()
-        .filter(|k| !k.contains(":test:"))
-        .collect();
+    let left: Vec<String> = scan_keys(
+        &mut conn,
+        &baton_shared::keys::Keys::new(c.namespace.clone()).namespaced(&format!("*{run_id}*")),
+    )
+    .await
+    .into_iter()
+    .filter(|k| !k.contains(":test:"))
+    .collect();
     assert!(left.is_empty(), "keys of the run left in Redis: {left:?}");
     c.stop_coordinator(false);
 }

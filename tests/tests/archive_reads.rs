@@ -53,7 +53,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 /// Holds the namespace's archiver lease for the test, so that finished runs stay in Redis.
 async fn hold_archiver(c: &Cluster) {
     let _: () = redis::cmd("SET")
-        .arg(format!("{}:archiver", c.namespace))
+        .arg(baton_shared::keys::Keys::new(c.namespace.clone()).archiver_lease())
         .arg("held-by-the-test")
         .arg("PX")
         .arg(600_000)
@@ -65,7 +65,7 @@ async fn hold_archiver(c: &Cluster) {
 /// Lets the archivers go on.
 async fn release_archiver(c: &Cluster) {
     let _: () = redis::cmd("DEL")
-        .arg(format!("{}:archiver", c.namespace))
+        .arg(baton_shared::keys::Keys::new(c.namespace.clone()).archiver_lease())
         .query_async(&mut redis().await)
         .await
         .expect("DEL");
@@ -75,10 +75,12 @@ async fn release_archiver(c: &Cluster) {
 async fn wait_archived(c: &Cluster, run_id: &str) {
     let start = Instant::now();
     loop {
-        let h: HashMap<String, String> =
-            redis::AsyncCommands::hgetall(&mut redis().await, format!("{}:{{{run_id}}}:run", c.namespace))
-                .await
-                .expect("HGETALL");
+        let h: HashMap<String, String> = redis::AsyncCommands::hgetall(
+            &mut redis().await,
+            baton_shared::keys::Keys::new(c.namespace.clone()).run(run_id),
+        )
+        .await
+        .expect("HGETALL");
         if h.contains_key("archived_at") {
             return;
         }

@@ -43,12 +43,12 @@ async fn a_per_second_schedule_goes_on_within_5s_when_its_claiming_coordinator_i
         .await;
     cluster.spawn_worker("w1", 4);
     let id = "ticker/every";
-    let due_key = format!("{}:schedule-due", cluster.namespace);
+    let due_key = baton_shared::keys::Keys::new(cluster.namespace.clone()).schedule_due();
     let mut conn = redis().await;
     // Let it tick a few times on the first coordinator alone: wait for its ledger to hold two ticks
     // (a fixed sleep raced the coordinator's start on a loaded machine: frozen before its first
     // tick, it owed no tick to catch up, and the case below tested nothing).
-    let ledger_key = format!("{}:schedule:{id}:ticks", cluster.namespace);
+    let ledger_key = baton_shared::keys::Keys::new(cluster.namespace.clone()).schedule_ticks(id);
     let start = Instant::now();
     loop {
         let n: usize = conn.hlen(&ledger_key).await.expect("hlen");
@@ -452,7 +452,11 @@ async fn a_redis_that_lost_its_data_is_detected_reported_and_the_definitions_res
     // Everything of this namespace goes, as a FLUSHALL would take it (the Redis is shared with
     // other tests, so only this namespace's keys).
     let mut conn = redis().await;
-    let keys = baton_tests::scan_keys(&mut conn, &format!("{}:*", cluster.namespace)).await;
+    let keys = baton_tests::scan_keys(
+        &mut conn,
+        &baton_shared::keys::Keys::new(cluster.namespace.clone()).scan_pattern(),
+    )
+    .await;
     assert!(
         keys.iter().any(|k| k.ends_with(":marker")),
         "the coordinator wrote its marker: {keys:?}"

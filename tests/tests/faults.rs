@@ -238,9 +238,13 @@ async fn an_effect_committed_but_never_applied_is_applied_by_the_sweeper() {
     let ghost = "ghost-run|work|1";
     let effect = json!({"kind": "release_slot", "pool": "gated/work", "member": ghost}).to_string();
     let _: () = redis::pipe()
-        .zadd(format!("{ns}:sem:gated/work:holders"), ghost, now + 3_600_000)
+        .zadd(
+            baton_shared::keys::Keys::new(ns.clone()).slot_holders("gated/work"),
+            ghost,
+            now + 3_600_000,
+        )
         .ignore()
-        .zadd(format!("{ns}:effects"), &effect, now)
+        .zadd(baton_shared::keys::Keys::new(ns.clone()).effects(), &effect, now)
         .ignore()
         .query_async(&mut conn)
         .await
@@ -249,12 +253,18 @@ async fn an_effect_committed_but_never_applied_is_applied_by_the_sweeper() {
     let run_id = cluster.submit("gated", json!({"v": 1})).await;
     let run = cluster.wait_run(&run_id, Duration::from_secs(30)).await;
     assert_eq!(status(&run), "succeeded", "the sweeper gave the slot back: {run:#?}");
-    let left: Option<f64> = redis::AsyncCommands::zscore(&mut conn, format!("{ns}:effects"), &effect)
-        .await
-        .unwrap();
+    let left: Option<f64> =
+        redis::AsyncCommands::zscore(&mut conn, baton_shared::keys::Keys::new(ns.clone()).effects(), &effect)
+            .await
+            .unwrap();
     assert_eq!(left, None, "the applied effect left the outbox");
-    let holders: Vec<String> = redis::AsyncCommands::zrange(&mut conn, format!("{ns}:sem:gated/work:holders"), 0, -1)
-        .await
-        .unwrap();
+    let holders: Vec<String> = redis::AsyncCommands::zrange(
+        &mut conn,
+        baton_shared::keys::Keys::new(ns.clone()).slot_holders("gated/work"),
+        0,
+        -1,
+    )
+    .await
+    .unwrap();
     assert!(holders.is_empty(), "the run's own slot went back too: {holders:?}");
 }

@@ -122,7 +122,7 @@ async fn event_count(cluster: &Cluster, run_id: &str) -> usize {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = format!("{}:{{{run_id}}}:events", cluster.namespace);
+    let key = baton_shared::keys::Keys::new(cluster.namespace.clone()).events(run_id);
     redis::AsyncCommands::xlen(&mut conn, key).await.expect("XLEN")
 }
 

@@ -144,13 +144,17 @@ async fn a_timer_that_panics_is_parked_and_the_timer_loop_serves_other_runs() {
     // meet it again.
     let member = format!("wake|{doomed}|boom_nap|1");
     let mut conn = redis().await;
-    let score: Option<f64> = redis::AsyncCommands::zscore(&mut conn, format!("{}:timers", cluster.namespace), &member)
-        .await
-        .expect("ZSCORE");
+    let score: Option<f64> = redis::AsyncCommands::zscore(
+        &mut conn,
+        baton_shared::keys::Keys::new(cluster.namespace.clone()).timers(),
+        &member,
+    )
+    .await
+    .expect("ZSCORE");
     assert_eq!(score, None);
     let record: Option<String> = redis::AsyncCommands::hget(
         &mut conn,
-        format!("{}:parked-items", cluster.namespace),
+        baton_shared::keys::Keys::new(cluster.namespace.clone()).parked_items(),
         format!("timers|{member}"),
     )
     .await
@@ -216,13 +220,13 @@ async fn a_corrupt_timer_entry_is_parked_with_its_error_and_leaves_the_timer_set
     // A timer no coordinator wrote: it asks to cancel a "run" whose id is not a run id. Handling
     // it fails with an error that retrying cannot mend.
     let member = "cancel-child|not a run id||0";
-    let timers = format!("{}:timers", cluster.namespace);
+    let timers = baton_shared::keys::Keys::new(cluster.namespace.clone()).timers();
     let mut conn = redis().await;
     let _: i64 = redis::AsyncCommands::zadd(&mut conn, &timers, member, 0)
         .await
         .expect("ZADD");
     let field = format!("timers|{member}");
-    let parked_key = format!("{}:parked-items", cluster.namespace);
+    let parked_key = baton_shared::keys::Keys::new(cluster.namespace.clone()).parked_items();
     let start = Instant::now();
     let record = loop {
         let r: Option<String> = redis::AsyncCommands::hget(&mut conn, &parked_key, &field)

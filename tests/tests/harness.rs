@@ -38,6 +38,10 @@ async fn a_dropped_cluster_removes_its_queues_and_keys() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let keys = baton_tests::scan_keys(&mut redis, &format!("{namespace}:*")).await;
+    let keys = baton_tests::scan_keys(
+        &mut redis,
+        &baton_shared::keys::Keys::new(namespace.clone()).scan_pattern(),
+    )
+    .await;
     assert!(keys.is_empty(), "{keys:?}");
 }

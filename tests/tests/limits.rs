@@ -70,7 +70,9 @@ async fn a_slot_limit_of_three_never_has_four_holders_and_waiting_steps_hold_no_
     let mut conn = redis().await;
     for pool in ["a", "b"] {
         let most: i64 = conn
-            .get(format!("{}:test:max-inside:{pool}", cluster.namespace))
+            .get(
+                baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced(&format!("test:max-inside:{pool}")),
+            )
             .await
             .unwrap();
         assert!(most <= 3, "pool {pool} had {most} holders at once");
@@ -79,7 +81,9 @@ async fn a_slot_limit_of_three_never_has_four_holders_and_waiting_steps_hold_no_
             assert_eq!(most, 3, "pool {pool} used its three slots");
         }
         let holders: i64 = conn
-            .zcard(format!("{}:sem:guarded/work/{pool}:holders", cluster.namespace))
+            .zcard(
+                baton_shared::keys::Keys::new(cluster.namespace.clone()).slot_holders(&format!("guarded/work/{pool}")),
+            )
             .await
             .unwrap();
         assert_eq!(holders, 0, "every slot was given back");
@@ -147,7 +151,11 @@ async fn a_rate_limit_spaces_the_starts() {
     // And the handlers ran six times, the later ones spread over the seconds that took.
     let mut conn = redis().await;
     let starts: Vec<i64> = conn
-        .lrange(format!("{}:test:starts:api", cluster.namespace), 0, -1)
+        .lrange(
+            baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced("test:starts:api"),
+            0,
+            -1,
+        )
         .await
         .unwrap();
     assert_eq!(starts.len(), 6);
@@ -185,7 +193,7 @@ async fn max_concurrent_runs_queues_runs_per_key_until_a_run_slot_frees() {
     }
     let mut conn = redis().await;
     let most_a: i64 = conn
-        .get(format!("{}:test:max-inside:tenant-a", cluster.namespace))
+        .get(baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced("test:max-inside:tenant-a"))
         .await
         .unwrap();
     assert_eq!(most_a, 2, "two runs of tenant a at once, never more");
@@ -205,7 +213,7 @@ async fn a_started_attempt_leases_its_slot_to_the_end_of_its_timeout_and_gives_i
     cluster
         .wait_step(&run_id, "work", "running", Duration::from_secs(30))
         .await;
-    let holders = format!("{}:sem:leased/work:holders", cluster.namespace);
+    let holders = baton_shared::keys::Keys::new(cluster.namespace.clone()).slot_holders("leased/work");
     let member = format!("{run_id}|work|1");
     let mut conn = redis().await;
     // The lease a start sets (timeout + 60 s margin from the start) is shorter than the one the

@@ -7,7 +7,7 @@
 //! and why:
 //! - reads (`HGETALL`, `HMGET`, `XRANGE`, ...): the test's own `GetRun` polling, and the metrics'
 //!   background reads of a step's times, which no call waits for;
-//! - keys under `<namespace>:test:`: the test worker's own execution counters, not Baton's;
+//! - keys under `{<namespace>}:test:`: the test worker's own execution counters, not Baton's;
 //! - the outbox (`<namespace>:outbox`): confirmed dispatches are cleared there in batches, off
 //!   every call's path, and publishes still unconfirmed after a quarter lease are held there.
 //!
@@ -162,8 +162,8 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
     let _ = stop.send(());
     let seen = recorded.await.expect("monitor task");
 
-    let test_keys = format!("{}:test:", cluster.namespace);
-    let outbox = format!("{}:outbox", cluster.namespace);
+    let test_keys = baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced("test:");
+    let outbox = baton_shared::keys::Keys::new(cluster.namespace.clone()).outbox();
     let mut per_run: HashMap<&str, Vec<String>> = HashMap::new();
     let mut outbox_calls = 0usize;
     for s in &seen {
@@ -241,7 +241,7 @@ async fn a_fan_out_element_report_indexes_the_next_element_in_its_own_commit() {
     let seen = recorded.await.expect("monitor task");
 
     // Queued-index entries written outside a script: `ZADD <ns>:queued:echo NX <now> <run>|each#i|1`.
-    let queued_key = format!("{}:queued:", cluster.namespace);
+    let queued_key = baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced("queued:");
     let mut indexed_outside: Vec<String> = Vec::new();
     for s in &seen {
         if s.source == "lua" || !s.args[0].eq_ignore_ascii_case("ZADD") {

@@ -520,7 +520,7 @@ steps:
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = format!("{}:{{{run_id}}}:steps", cluster.namespace);
+    let key = baton_shared::keys::Keys::new(cluster.namespace.clone()).steps(&run_id);
     let fields: Vec<String> = (4..=23).map(|a| format!("talk:log_bytes@{a}")).collect();
     let kept: Vec<u64> = redis::cmd("HMGET")
         .arg(&key)

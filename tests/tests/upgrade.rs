@@ -1,7 +1,8 @@
 //! Upgrades: a coordinator checks the layout version its namespace holds in Redis before it serves
-//! it. Runs in flight from the previous release (which kept no mark) are migrated and finish; a
-//! namespace of a layout it cannot read is refused with a message naming the drain procedure, and
-//! left as it was.
+//! it. Runs in flight from the previous releases (which kept no mark, or kept their keys without
+//! the namespace's hash tag) are migrated and finish, also when two coordinators migrate at once;
+//! a namespace of a layout it cannot read is refused with a message naming the drain procedure,
+//! and left as it was.
 
 use std::{
     process::{Command, Stdio},
@@ -9,7 +10,8 @@ use std::{
 };
 
 use baton_coordinator::store::LAYOUT_VERSION;
-use baton_tests::{AMQP_URL, Cluster, REDIS_URL, bin, free_port, status};
+use baton_shared::keys::Keys;
+use baton_tests::{AMQP_URL, Cluster, REDIS_URL, bin, free_port, scan_keys, status};
 use serde_json::json;
 
 async fn redis() -> redis::aio::MultiplexedConnection {
@@ -22,9 +24,45 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 
 async fn layout_mark(namespace: &str) -> Option<String> {
     let mut conn = redis().await;
-    redis::AsyncCommands::get(&mut conn, format!("{namespace}:layout"))
+    redis::AsyncCommands::get(&mut conn, Keys::new(namespace.to_string()).layout())
         .await
         .expect("GET layout")
+}
+
+/// Puts the namespace back as layouts 1 to 3 kept it: every key renamed from `{<ns>}:<rest>` to
+/// `<ns>:<rest>`, and the layout mark `mark` (`None`: none, as layout 1) under its old name.
+/// Returns how many keys were renamed.
+async fn untag(namespace: &str, mark: Option<&str>) -> usize {
+    let keys = Keys::new(namespace.to_string());
+    let mut conn = redis().await;
+    let found = scan_keys(&mut conn, &keys.scan_pattern()).await;
+    let tag = keys.tag(baton_shared::keys::Scope::Namespace);
+    let mut renamed = 0;
+    for key in found {
+        let Some(rest) = key.strip_prefix(&format!("{tag}:")) else {
+            continue;
+        };
+        if key == keys.layout() {
+            let _: i64 = redis::AsyncCommands::del(&mut conn, &key).await.expect("DEL layout");
+            continue;
+        }
+        let _: () = redis::AsyncCommands::rename(&mut conn, &key, keys.untagged(rest))
+            .await
+            .expect("RENAME");
+        renamed += 1;
+    }
+    if let Some(mark) = mark {
+        let _: () = redis::AsyncCommands::set(&mut conn, keys.untagged("layout"), mark)
+            .await
+            .expect("SET layout");
+    }
+    renamed
+}
+
+/// The namespace's keys without its hash tag (`<ns>:*`).
+async fn untagged_keys(namespace: &str) -> Vec<String> {
+    let mut conn = redis().await;
+    scan_keys(&mut conn, &Keys::new(namespace.to_string()).untagged_scan_pattern()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,13 +83,17 @@ async fn a_run_in_flight_from_the_previous_layout_is_migrated_and_finishes() {
     cluster
         .wait_step(&run_id, "a", "dispatched", Duration::from_secs(30))
         .await;
-    // The previous release's coordinator stops and leaves the namespace as it kept it: no mark.
+    // The previous release's coordinator stops and leaves the namespace as it kept it: no mark,
+    // no hash tag.
     cluster.stop_coordinator(false);
-    let mut conn = redis().await;
-    let _: i64 = redis::AsyncCommands::del(&mut conn, format!("{}:layout", cluster.namespace))
-        .await
-        .expect("DEL layout");
+    let renamed = untag(&cluster.namespace, None).await;
+    assert!(
+        renamed >= 5,
+        "the run, its steps, events, timers and indexes: {renamed}"
+    );
 
+    // Two coordinators of this release start at once and both migrate.
+    cluster.spawn_coordinator_unwaited(&[]);
     cluster.start_coordinator().await;
     assert_eq!(
         layout_mark(&cluster.namespace).await,
@@ -62,6 +104,11 @@ async fn a_run_in_flight_from_the_previous_layout_is_migrated_and_finishes() {
     assert!(
         log.contains("migrated the namespace's layout"),
         "the coordinator says it migrated: {log}"
+    );
+    assert_eq!(
+        untagged_keys(&cluster.namespace).await,
+        Vec::<String>::new(),
+        "every key was renamed"
     );
     cluster.spawn_worker("w1", 2);
     let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
@@ -83,26 +130,31 @@ async fn runs_in_flight_from_layout_2_without_a_stored_graph_finish_and_fan_out(
     cluster
         .wait_step(&run_id, "a", "dispatched", Duration::from_secs(30))
         .await;
-    // The previous release's coordinator stops; its runs kept no graph (layout 2).
+    // The previous release's coordinator stops; its runs kept no graph (layout 2) and its keys
+    // no hash tag.
     cluster.stop_coordinator(false);
     let mut conn = redis().await;
     let ns = cluster.namespace.clone();
-    let _: () = redis::AsyncCommands::set(&mut conn, format!("{ns}:layout"), "2")
-        .await
-        .expect("SET layout");
-    let _: i64 = redis::AsyncCommands::hdel(&mut conn, format!("{ns}:{{{run_id}}}:run"), "leaves")
+    let keys = Keys::new(ns.clone());
+    let _: i64 = redis::AsyncCommands::hdel(&mut conn, keys.run(&run_id), "leaves")
         .await
         .expect("HDEL leaves");
     let _: i64 = redis::AsyncCommands::hdel(
         &mut conn,
-        format!("{ns}:{{{run_id}}}:steps"),
+        keys.steps(&run_id),
         &["a:children", "b:children", "c:children"],
     )
     .await
     .expect("HDEL children");
+    untag(&ns, Some("2")).await;
 
     cluster.start_coordinator().await;
     assert_eq!(layout_mark(&ns).await, Some(LAYOUT_VERSION.to_string()));
+    assert_eq!(
+        untagged_keys(&ns).await,
+        Vec::<String>::new(),
+        "every key was renamed, the old mark too"
+    );
     cluster.spawn_worker("w1", 2);
     let run = cluster.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(status(&run), "succeeded", "{run:#?}");
@@ -116,7 +168,7 @@ async fn runs_in_flight_from_layout_2_without_a_stored_graph_finish_and_fan_out(
 async fn a_namespace_of_a_newer_layout_is_refused_with_the_drain_procedure_and_left_unchanged() {
     let cluster = Cluster::start("upgrade-new", &[]).await;
     let mut conn = redis().await;
-    let _: () = redis::AsyncCommands::set(&mut conn, format!("{}:layout", cluster.namespace), "99")
+    let _: () = redis::AsyncCommands::set(&mut conn, Keys::new(cluster.namespace.clone()).layout(), "99")
         .await
         .expect("SET layout");
 

@@ -2,7 +2,7 @@
 -- Not a run script: it touches the pool's keys and the run's.
 -- KEYS[1] the pool's holders (sorted set, member 'run|step|attempt', score: lease end, Unix ms),
 -- KEYS[2] its waiters (list, FIFO), KEYS[3] the outbox, KEYS[4] the timers, KEYS[5] the pool's
--- remembered limit (<ns>:sem:<pool>:limit), KEYS[6] the run's steps hash, KEYS[7] the run's events.
+-- remembered limit ({<ns>}:sem:<pool>:limit), KEYS[6] the run's steps hash, KEYS[7] the run's events.
 -- ARGV[1] JSON (store::slots::AcquireArgs): {"now": Unix ms, "limit": the pool's limit, "run",
 -- "step", "attempt" (a string): the attempt, "lease_until": its lease end if acquired (Unix ms),
 -- "pool": the pool's name, "detail": what the step waits for (shown to users), "max_events":

@@ -2,7 +2,7 @@
 -- While the fence stands, create_run.lua refuses new runs of the version ({'no_version'}), so that
 -- a delete can count the version's unfinished runs and know that none starts behind its back.
 -- KEYS[1] the workflow's hash version -> definition JSON; KEYS[2] the version's fence
--- (<ns>:wf:<name>:deleting:<version>, a string holding the deleting call's token, with a lease).
+-- ({<ns>}:wf:<name>:deleting:<version>, a string holding the deleting call's token, with a lease).
 -- ARGV[1] JSON (store::workflows::FenceArgs): {"op": "take" | "renew" | "drop", "version": the
 -- version (a string), "token": the deleting call's token, "lease_ms": how long the fence stands
 -- unless renewed (ms, 1 or more)}.

@@ -1,6 +1,6 @@
 -- park_item.lua: records on a run that one of its background items was parked (set aside after a
 -- panic or a non-transient error), and appends a `parked` event to its history.
--- KEYS[1] the run hash (<ns>:{run}:run), KEYS[2] the run's event stream (<ns>:{run}:events).
+-- KEYS[1] the run hash ({<ns>}:{run}:run), KEYS[2] the run's event stream ({<ns>}:{run}:events).
 -- ARGV[1] JSON (store::admin::ParkOnRunArgs): {"entry": the entry shown in GetRun's
 -- `parked_items`, "<loop> <member>: <reason> (at <time>)", "now": Unix ms, "max_events":
 -- approximate most events kept in the stream, "step": the step the item belongs to ('' for the

@@ -52,11 +52,11 @@ pub struct QueueFigures {
 /// A parked item to record ([`Store::park_item`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ParkedRecord<'a> {
-    /// The sorted set the item leaves (`<ns>:timers`, `<ns>:outbox` or `<ns>:schedule-due`).
+    /// The sorted set the item leaves (`{<ns>}:timers`, `{<ns>}:outbox` or `{<ns>}:schedule-due`).
     pub set: &'a str,
     /// Its member there.
     pub member: &'a str,
-    /// Its field in `<ns>:parked-items`: `<loop>|<member>`.
+    /// Its field in `{<ns>}:parked-items`: `<loop>|<member>`.
     pub field: &'a str,
     /// The JSON record kept in that field.
     pub record: &'a str,
@@ -77,14 +77,14 @@ impl Store {
         Ok(())
     }
 
-    /// The namespace's data marker (`<ns>:marker`), written as `candidate` first if there is none
+    /// The namespace's data marker (`{<ns>}:marker`), written as `candidate` first if there is none
     /// (`SET NX` then `GET`, one round trip, so concurrent coordinators agree on one). A marker that
     /// changes between two reads means Redis lost its data.
     ///
     /// # Errors
     /// `Redis`.
     pub async fn data_marker(&self, candidate: i64) -> Result<Option<String>> {
-        let key = format!("{}:marker", self.keys.prefix());
+        let key = self.keys.marker();
         let mut conn = self.conn();
         let (_, now): (Option<String>, Option<String>) = redis::pipe()
             .cmd("SET")
@@ -125,8 +125,12 @@ impl Store {
     /// # Errors
     /// `Redis`.
     pub async fn keyed_pools(&self, base: &str, max: usize) -> Result<Vec<String>> {
-        let prefix = format!("{}:sem:", self.keys.prefix());
-        let pattern = format!("{prefix}{base}/*:holders");
+        let prefix = self.keys.namespaced("sem:");
+        let pattern = format!(
+            "{}{}/*:holders",
+            baton_shared::keys::glob_escape(&prefix),
+            baton_shared::keys::glob_escape(base)
+        );
         let mut conn = self.conn();
         let mut found = Vec::new();
         let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
@@ -320,12 +324,12 @@ impl Store {
             .await?)
     }
 
-    /// The hash of parked items, `<ns>:parked-items`.
+    /// The hash of parked items, `{<ns>}:parked-items`.
     pub fn parked_items_key(&self) -> String {
-        format!("{}:parked-items", self.keys.prefix())
+        self.keys.parked_items()
     }
 
-    /// Parks an item: removes it from its sorted set and records it in `<ns>:parked-items`, in one
+    /// Parks an item: removes it from its sorted set and records it in `{<ns>}:parked-items`, in one
     /// round trip. Recording it on its run is [`Store::note_parked_on_run`].
     ///
     /// # Errors

@@ -1,7 +1,7 @@
-//! Cron schedules in Redis: the records (hash `<ns>:schedules`, id -> JSON), each schedule's
-//! state (`<ns>:schedule:<id>:state`: `last_tick`, `last_run`, `buffered`), its ledger
-//! (`<ns>:schedule:<id>:ticks`: tick, Unix ms -> entry JSON) and the due set
-//! (`<ns>:schedule-due`: id -> next due time, Unix ms). [`crate::schedules`] owns what they mean;
+//! Cron schedules in Redis: the records (hash `{<ns>}:schedules`, id -> JSON), each schedule's
+//! state (`{<ns>}:schedule:<id>:state`: `last_tick`, `last_run`, `buffered`), its ledger
+//! (`{<ns>}:schedule:<id>:ticks`: tick, Unix ms -> entry JSON) and the due set
+//! (`{<ns>}:schedule-due`: id -> next due time, Unix ms). [`crate::schedules`] owns what they mean;
 //! these methods only read and write them.
 
 use std::collections::HashMap;
@@ -24,20 +24,20 @@ pub struct ScheduleState {
 
 impl Store {
     fn schedule_records_key(&self) -> String {
-        format!("{}:schedules", self.keys.prefix())
+        self.keys.schedules()
     }
 
-    /// The sorted set of due schedules (`<ns>:schedule-due`), which the schedule loop claims from.
+    /// The sorted set of due schedules (`{<ns>}:schedule-due`), which the schedule loop claims from.
     pub fn schedule_due_key(&self) -> String {
-        format!("{}:schedule-due", self.keys.prefix())
+        self.keys.schedule_due()
     }
 
     fn schedule_state_key(&self, id: &str) -> String {
-        format!("{}:schedule:{id}:state", self.keys.prefix())
+        self.keys.schedule_state(id)
     }
 
     fn schedule_ledger_key(&self, id: &str) -> String {
-        format!("{}:schedule:{id}:ticks", self.keys.prefix())
+        self.keys.schedule_ticks(id)
     }
 
     /// Schedule `id`'s record JSON, if any.

@@ -77,7 +77,7 @@ impl Store {
 
     /// The key that remembers the limit concurrency pool `pool` was last asked for with.
     fn slot_limit_key(&self, pool: &str) -> String {
-        format!("{}:sem:{pool}:limit", self.keys.prefix())
+        self.keys.slot_limit(pool)
     }
 
     /// Asks for a slot of concurrency pool `pool` (at most `limit` holders) for an attempt; see

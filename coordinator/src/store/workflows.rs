@@ -119,7 +119,7 @@ pub enum DeleteVersion {
 }
 
 impl Store {
-    /// The key of the delete fence of `name` version `version` (`<ns>:wf:<name>:deleting:<version>`;
+    /// The key of the delete fence of `name` version `version` (`{<ns>}:wf:<name>:deleting:<version>`;
     /// a workflow name has no `:`, so it aliases no other key).
     pub(super) fn workflow_fence_key(&self, name: &str, version: u32) -> String {
         format!("{}:deleting:{version}", self.keys.workflow(name))

@@ -274,7 +274,7 @@ class Cluster:
             for p in reversed(self.procs):
                 p.stop()
             asyncio.run(self._clean_broker())
-            keys = _redis("KEYS", f"{self.namespace}:*") or []
+            keys = _redis("KEYS", f"{{{self.namespace}}}:*") or []
             for i in range(0, len(keys), 500):
                 _redis("DEL", *keys[i : i + 500])
 

@@ -1,19 +1,19 @@
 //! The worker the end-to-end tests run, built with the SDK. Every handler first counts its execution
-//! in Redis (`<namespace>:test:exec:<run>:<step>`), so tests can assert how many times a handler
+//! in Redis (`{<namespace>}:test:exec:<run>:<step>`), so tests can assert how many times a handler
 //! really ran.
 //!
 //! Handlers: `echo` (returns its input), `trace` (returns its step id, the outputs it received and
 //! the attempt), `fail` (`{"succeed_on_attempt": N}` / `{"fatal": true}` / `{"error_type": T}`),
 //! `slow` (`{"ms": N, "only_attempt": A}`: sleeps N ms, on attempt A only when given),
 //! `patient` (`{"ticks": N, "ms": M}`: emits `{"tick": i}` N times, M ms apart, and stops early when
-//! the run is cancelled, counting that in `<namespace>:test:saw-cancel:<run>:<step>`),
+//! the run is cancelled, counting that in `{<namespace>}:test:saw-cancel:<run>:<step>`),
 //! `square` (a fan-out element `{"n": N, "ms": M, "fail_once": bool}` or a bare number: returns
-//! N*N after M ms; counts each element's executions in the hash `<namespace>:test:items:<run>:<step>`),
+//! N*N after M ms; counts each element's executions in the hash `{<namespace>}:test:items:<run>:<step>`),
 //! `screen` (computes first, then suspends until event `review` with key `input.key`; resumed, it
 //! returns what it computed and the event's payload; counts `exec` and `resumed`),
 //! `guarded` (`{"pool": P, "ms": M}`: counts how many run at once per pool in
-//! `<namespace>:test:inside:<P>`, keeps the most ever seen in `<namespace>:test:max-inside:<P>`,
-//! appends its start time (Unix ms) to the list `<namespace>:test:starts:<P>`, sleeps M ms),
+//! `{<namespace>}:test:inside:<P>`, keeps the most ever seen in `{<namespace>}:test:max-inside:<P>`,
+//! appends its start time (Unix ms) to the list `{<namespace>}:test:starts:<P>`, sleeps M ms),
 //! `chatty` (`{"lines": N, "ms": M, "succeed_on_attempt": A}`: logs N lines `line i of attempt a`
 //! with `ctx.log`, levels debug, info, warn, error in turn, M ms apart; before attempt A it fails
 //! with type `Flaky` and details `Traceback: attempt a`).
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 #[derive(Clone)]
 struct Counter {
     conn: redis::aio::MultiplexedConnection,
-    prefix: String,
+    keys: baton_shared::keys::Keys,
 }
 
 impl Counter {
@@ -37,7 +37,9 @@ impl Counter {
 
     async fn count_as(&self, what: &str, ctx: &StepContext) {
         let mut c = self.conn.clone();
-        let key = format!("{}:test:{what}:{}:{}", self.prefix, ctx.run_id(), ctx.step_id());
+        let key = self
+            .keys
+            .namespaced(&format!("test:{what}:{}:{}", ctx.run_id(), ctx.step_id()));
         let _: Result<i64, _> = c.incr(&key, 1).await;
         let _: Result<bool, _> = c.expire(&key, 3600).await;
     }
@@ -52,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         conn: redis::Client::open(redis_url)?
             .get_multiplexed_async_connection()
             .await?,
-        prefix: config.namespace.clone(),
+        keys: baton_shared::keys::Keys::new(config.namespace.clone()),
     };
 
     let c8 = counter.clone();
@@ -152,18 +154,18 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 let index = ctx.item_index().unwrap_or(u32::MAX);
                 let mut conn = c.conn.clone();
-                let key = format!("{}:test:items:{}:{}", c.prefix, ctx.run_id(), ctx.step_id());
+                let key = c.keys.namespaced(&format!("test:items:{}:{}", ctx.run_id(), ctx.step_id()));
                 let _: Result<i64, _> = conn.hincr(&key, index, 1).await;
                 let _: Result<bool, _> = conn.expire(&key, 3600).await;
                 // An execution of an element the coordinator already recorded as succeeded would break
                 // the at-most-once-after-completion promise: count those separately.
-                let steps = format!("{}:{{{}}}:steps", c.prefix, ctx.run_id());
+                let steps = c.keys.steps(ctx.run_id());
                 let done: Option<String> = conn
                     .hget(&steps, format!("{}#{index}:status", ctx.step_id()))
                     .await
                     .unwrap_or(None);
                 if done.as_deref() == Some("succeeded") {
-                    let late = format!("{}:test:late:{}:{}", c.prefix, ctx.run_id(), ctx.step_id());
+                    let late = c.keys.namespaced(&format!("test:late:{}:{}", ctx.run_id(), ctx.step_id()));
                     let _: Result<i64, _> = conn.incr(&late, 1).await;
                 }
                 let n = input.get("n").unwrap_or(&input).as_i64().unwrap_or(0);
@@ -196,9 +198,9 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 c.count(&ctx).await;
                 let pool = input["pool"].as_str().unwrap_or("p").to_string();
-                let inside = format!("{}:test:inside:{pool}", c.prefix);
-                let most = format!("{}:test:max-inside:{pool}", c.prefix);
-                let starts = format!("{}:test:starts:{pool}", c.prefix);
+                let inside = c.keys.namespaced(&format!("test:inside:{pool}"));
+                let most = c.keys.namespaced(&format!("test:max-inside:{pool}"));
+                let starts = c.keys.namespaced(&format!("test:starts:{pool}"));
                 let mut conn = c.conn.clone();
                 let enter = redis::Script::new(
                     "local v = redis.call('INCR', KEYS[1]) \
