@@ -35,8 +35,9 @@
 //! A later step (shards) will spread a namespace over many slots; this module then gives way to a
 //! cluster-aware client.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use redis::aio::MultiplexedConnection;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Notify, watch},
@@ -217,79 +218,143 @@ fn owner_in(answer: &redis::Value, slot: u16, asked: &str) -> Answer {
     (owner, nodes)
 }
 
-/// Asks one node which primary owns `slot`.
-async fn ask(url: &ClusterUrl, node: &Node, slot: u16) -> Option<Answer> {
+/// Connections to the cluster's nodes for `CLUSTER SLOTS` and `ROLE`, kept from one question to
+/// the next (the relay asks every [`WATCH_INTERVAL`]: opening a connection per node each time
+/// would cost every node a connect, an `AUTH` and a close twice a second). A connection whose
+/// question fails or times out is dropped and opened again next time.
+struct Nodes {
+    url: ClusterUrl,
+    /// The nodes named by answers so far (at most [`MAX_KNOWN_NODES`]), asked besides the seeds.
+    known: Vec<Node>,
+    conns: HashMap<Node, MultiplexedConnection>,
+}
+
+/// Opens a connection to `node` unless `conn` is one already.
+async fn connect(url: &ClusterUrl, node: &Node, conn: Option<MultiplexedConnection>) -> Option<MultiplexedConnection> {
+    if conn.is_some() {
+        return conn;
+    }
     let client = redis::Client::open(url.node_url(node)).ok()?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(NODE_TIMEOUT))
         .set_response_timeout(Some(NODE_TIMEOUT));
-    let mut conn = tokio::time::timeout(NODE_TIMEOUT, client.get_multiplexed_async_connection_with_config(&cfg))
+    tokio::time::timeout(NODE_TIMEOUT, client.get_multiplexed_async_connection_with_config(&cfg))
         .await
         .ok()?
-        .ok()?;
-    let answer: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await.ok()?;
-    Some(owner_in(&answer, slot, &node.0))
+        .ok()
 }
 
-/// Finds the primary that owns `slot`, asking the seeds and the nodes known from earlier answers
-/// at once (so that a dead node's connection timeout does not delay the others), and taking the
-/// first answer with an owner in that order; adds the nodes the answers name to `known`. `None`
-/// when no node answers with an owner.
-async fn discover(url: &ClusterUrl, known: &mut Vec<Node>, slot: u16) -> Option<Node> {
-    let mut candidates: Vec<Node> = Vec::new();
-    for node in url.seeds.iter().chain(known.iter()) {
-        if !candidates.contains(node) {
-            candidates.push(node.clone());
+/// Asks one node which primary owns `slot`; answers the connection to keep (`None` when the node
+/// did not answer) and the answer.
+async fn ask(
+    url: &ClusterUrl,
+    node: &Node,
+    conn: Option<MultiplexedConnection>,
+    slot: u16,
+) -> (Option<MultiplexedConnection>, Option<Answer>) {
+    let Some(mut conn) = connect(url, node, conn).await else {
+        return (None, None);
+    };
+    let asked = tokio::time::timeout(NODE_TIMEOUT, redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn)).await;
+    match asked {
+        Ok(Ok(answer)) => {
+            let answer: redis::Value = answer;
+            (Some(conn), Some(owner_in(&answer, slot, &node.0)))
+        }
+        _ => (None, None),
+    }
+}
+
+impl Nodes {
+    fn new(url: ClusterUrl) -> Self {
+        Self {
+            url,
+            known: Vec::new(),
+            conns: HashMap::new(),
         }
     }
-    let answers = futures::future::join_all(candidates.iter().map(|node| ask(url, node, slot))).await;
-    let mut owners: Vec<Node> = Vec::new();
-    for (found, nodes) in answers.into_iter().flatten() {
-        for n in nodes {
-            if !known.contains(&n) && known.len() < MAX_KNOWN_NODES {
-                known.push(n);
+
+    /// Keeps `conn` for `node`, or forgets the node's connection when it is `None`.
+    fn keep(&mut self, node: &Node, conn: Option<MultiplexedConnection>) {
+        match conn {
+            Some(c) => {
+                self.conns.insert(node.clone(), c);
+            }
+            None => {
+                self.conns.remove(node);
             }
         }
-        if let Some(o) = found
-            && !owners.contains(&o)
-        {
-            owners.push(o);
-        }
     }
-    if owners.len() <= 1 {
-        return owners.pop();
-    }
-    // During a failover the nodes disagree until the new configuration has spread: take the one
-    // that says it is a primary now (a dead node does not answer, a demoted one is a replica).
-    for o in owners {
-        if is_primary(url, &o).await {
-            return Some(o);
-        }
-    }
-    None
-}
 
-/// Whether `node` answers `ROLE` with `master`.
-async fn is_primary(url: &ClusterUrl, node: &Node) -> bool {
-    let Ok(client) = redis::Client::open(url.node_url(node)) else {
-        return false;
-    };
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(NODE_TIMEOUT))
-        .set_response_timeout(Some(NODE_TIMEOUT));
-    let Ok(Ok(mut conn)) =
-        tokio::time::timeout(NODE_TIMEOUT, client.get_multiplexed_async_connection_with_config(&cfg)).await
-    else {
-        return false;
-    };
-    let role: Result<redis::Value, _> = redis::cmd("ROLE").query_async(&mut conn).await;
-    match role {
-        Ok(redis::Value::Array(parts)) => match parts.first() {
-            Some(redis::Value::BulkString(b)) => b.as_slice() == b"master",
-            Some(redis::Value::SimpleString(t)) => t == "master",
-            _ => false,
-        },
-        _ => false,
+    /// Finds the primary that owns `slot`, asking the seeds and the nodes known from earlier
+    /// answers at once (so that a dead node's timeout does not delay the others), and taking the
+    /// first answer with an owner in that order; adds the nodes the answers name to the known
+    /// ones. `None` when no node answers with an owner.
+    async fn discover(&mut self, slot: u16) -> Option<Node> {
+        let mut candidates: Vec<Node> = Vec::new();
+        for node in self.url.seeds.iter().chain(self.known.iter()) {
+            if !candidates.contains(node) {
+                candidates.push(node.clone());
+            }
+        }
+        let url = &self.url;
+        let conns = &self.conns;
+        let answers = futures::future::join_all(
+            candidates
+                .iter()
+                .map(|node| ask(url, node, conns.get(node).cloned(), slot)),
+        )
+        .await;
+        let mut owners: Vec<Node> = Vec::new();
+        for (node, (conn, answer)) in candidates.iter().zip(answers) {
+            self.keep(node, conn);
+            let Some((found, nodes)) = answer else { continue };
+            for n in nodes {
+                if !self.known.contains(&n) && self.known.len() < MAX_KNOWN_NODES {
+                    self.known.push(n);
+                }
+            }
+            if let Some(o) = found
+                && !owners.contains(&o)
+            {
+                owners.push(o);
+            }
+        }
+        if owners.len() <= 1 {
+            return owners.pop();
+        }
+        // During a failover the nodes disagree until the new configuration has spread: take the
+        // one that says it is a primary now (a dead node does not answer, a demoted one is a
+        // replica).
+        for o in owners {
+            if self.is_primary(&o).await {
+                return Some(o);
+            }
+        }
+        None
+    }
+
+    /// Whether `node` answers `ROLE` with `master`.
+    async fn is_primary(&mut self, node: &Node) -> bool {
+        let Some(mut conn) = connect(&self.url, node, self.conns.get(node).cloned()).await else {
+            self.keep(node, None);
+            return false;
+        };
+        let role = tokio::time::timeout(NODE_TIMEOUT, redis::cmd("ROLE").query_async(&mut conn)).await;
+        match role {
+            Ok(Ok(redis::Value::Array(parts))) => {
+                self.keep(node, Some(conn));
+                match parts.first() {
+                    Some(redis::Value::BulkString(b)) => b.as_slice() == b"master",
+                    Some(redis::Value::SimpleString(t)) => t == "master",
+                    _ => false,
+                }
+            }
+            _ => {
+                self.keep(node, None);
+                false
+            }
+        }
     }
 }
 
@@ -319,8 +384,8 @@ impl Relay {
     /// backoff, as for an unreachable standalone Redis); `Internal` when no local port is free.
     pub async fn start(url: ClusterUrl, tag: &str) -> Result<Self> {
         let slot = key_slot(tag);
-        let mut known = Vec::new();
-        let first = discover(&url, &mut known, slot).await.ok_or_else(|| {
+        let mut nodes = Nodes::new(url.clone());
+        let first = nodes.discover(slot).await.ok_or_else(|| {
             CoordinatorError::Unavailable(format!(
                 "redis_url: no node of the Redis Cluster ({}) names a primary for slot {slot} (the namespace's)",
                 url.seeds
@@ -339,7 +404,7 @@ impl Relay {
             .map_err(|e| CoordinatorError::Internal(format!("Redis Cluster relay: {e}")))?;
         let (tx, rx) = watch::channel(Some(first));
         let failed = Arc::new(Notify::new());
-        let watcher = tokio::spawn(watch_owner(url.clone(), known, slot, tx, failed.clone()));
+        let watcher = tokio::spawn(watch_owner(nodes, slot, tx, failed.clone()));
         let acceptor = tokio::spawn(accept(listener, rx, failed));
         Ok(Self {
             url: format!("redis://{}{}", url.userinfo, local),
@@ -351,17 +416,11 @@ impl Relay {
 /// Asks the cluster for the slot's owner every [`WATCH_INTERVAL`], or sooner when `failed` says a
 /// connection to it failed, and publishes a change (`None` while no node names one). Never ends;
 /// a node that fails to answer is skipped.
-async fn watch_owner(
-    url: ClusterUrl,
-    mut known: Vec<Node>,
-    slot: u16,
-    tx: watch::Sender<Option<Node>>,
-    failed: Arc<Notify>,
-) {
+async fn watch_owner(mut nodes: Nodes, slot: u16, tx: watch::Sender<Option<Node>>, failed: Arc<Notify>) {
     loop {
         tokio::time::sleep(MIN_WATCH_INTERVAL).await;
         let _ = tokio::time::timeout(WATCH_INTERVAL.saturating_sub(MIN_WATCH_INTERVAL), failed.notified()).await;
-        let owner = discover(&url, &mut known, slot).await;
+        let owner = nodes.discover(slot).await;
         tx.send_if_modified(|now| {
             if *now == owner {
                 return false;
