@@ -205,6 +205,7 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
     let bound = interval.max(Duration::from_secs(1));
     let mut redis_down = false;
     let mut marker = crate::reset::Marker::default();
+    let mut server = crate::reset::Server::default();
     let mut restoring = false;
     loop {
         let redis = async {
@@ -259,6 +260,9 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
                 Ok(crate::reset::Check::Lost) => restoring = true,
                 Ok(crate::reset::Check::Same) => {}
                 Err(e) => tracing::warn!(error = %e, "could not read the Redis marker"),
+            }
+            if let Err(e) = server.check(&engine).await {
+                tracing::warn!(error = %e, "could not check which Redis server answers");
             }
             if restoring {
                 match crate::reset::recover(&engine, &health).await {

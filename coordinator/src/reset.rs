@@ -49,6 +49,50 @@ impl Marker {
     }
 }
 
+/// The Redis server ([`crate::store::Store::server_run_id`]) this coordinator last saw.
+#[derive(Debug, Default)]
+pub struct Server {
+    seen: Option<String>,
+}
+
+impl Server {
+    /// Reads the Redis server's `run_id`; when it is not the one seen before (or at the first
+    /// check), swaps it into the namespace's record, and when that record held another server,
+    /// has the queued attempts sent again (see the module's doc). Answers how many attempts it
+    /// queued for re-sending (0 when nothing changed).
+    ///
+    /// # Errors
+    /// `Redis`: nothing is remembered, so the next round checks again.
+    pub async fn check(&mut self, engine: &Engine) -> Result<u64> {
+        let now = engine.store.server_run_id().await?;
+        if self.seen.as_deref() == Some(now.as_str()) {
+            return Ok(0);
+        }
+        let before = engine.store.swap_redis_server(&now).await?;
+        let resent = match before {
+            // Another coordinator saw this server first and did the work; or this namespace
+            // never recorded one (a new namespace, or one of an earlier version: its queued
+            // attempts are not sent again on upgrade).
+            Some(b) if b == now => 0,
+            None => 0,
+            Some(b) => {
+                let sent = engine.store.resend_queued(now_ms()).await?;
+                tracing::warn!(
+                    before = %b,
+                    now = %now,
+                    attempts = sent,
+                    "the Redis server changed (a failover or a restart), so writes acknowledged just before may be lost: \
+                     queued attempts are sent again where still dispatched"
+                );
+                engine.dispatcher.expedite("the Redis server changed");
+                sent
+            }
+        };
+        self.seen = Some(now);
+        Ok(resent)
+    }
+}
+
 /// Handles a Redis that lost its data: logs it, reports NOT_SERVING while the definitions of
 /// `definitions_dir` are registered again (and their queues declared), and remembers the time for
 /// [`lost_hint`].

@@ -227,6 +227,18 @@ impl Keys {
         self.namespaced("marker")
     }
 
+    /// String: the `run_id` (`INFO server`) of the Redis server whose queued attempts were last
+    /// checked (`coordinator::reset`): another one means a failover or a restart, which may have
+    /// lost the writes of its last moments.
+    pub fn redis_server(&self) -> String {
+        self.namespaced("redis-server")
+    }
+
+    /// The `SCAN MATCH` pattern of every handler's queued index ([`Keys::queued`]).
+    pub fn queued_scan_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.namespaced("queued:")))
+    }
+
     /// Hash of the items a loop parked, field `<loop>|<member>`.
     pub fn parked_items(&self) -> String {
         self.namespaced("parked-items")
@@ -331,6 +343,7 @@ mod tests {
             k.slot_holders("p"),
             k.queued("h"),
             k.layout(),
+            k.redis_server(),
         ] {
             assert!(key.starts_with("{t1}:"), "{key}");
         }
@@ -347,6 +360,7 @@ mod tests {
         assert_eq!(k.from_untagged("{a*b}:timers"), None);
         assert_eq!(k.untagged_scan_pattern(), "a\\*b:*");
         assert_eq!(k.scan_pattern(), "{a\\*b}:*");
+        assert_eq!(k.queued_scan_pattern(), "{a\\*b}:queued:*");
     }
 
     #[test]

@@ -137,14 +137,66 @@ impl RedisCluster {
 
     /// Kills the node on `port` with SIGKILL (no shutdown), by its pid file.
     pub fn kill9(&self, port: u16) {
+        self.signal(port, "-KILL");
+    }
+
+    /// Sends `signal` (`-KILL`, `-STOP`, `-CONT`) to the node on `port`, by its pid file.
+    fn signal(&self, port: u16, signal: &str) {
         let pid =
             std::fs::read_to_string(self.dir.join(port.to_string()).join("redis.pid")).expect("the node's pid file");
         let ok = Command::new("kill")
-            .args(["-9", pid.trim()])
+            .args([signal, pid.trim()])
             .status()
             .expect("kill")
             .success();
-        assert!(ok, "kill -9 {pid}");
+        assert!(ok, "kill {signal} {pid}");
+    }
+
+    /// Makes the replicas of the primary on `port` fall behind, as a network partition between
+    /// them would: stops them (SIGSTOP) and closes their replication links on the primary
+    /// (`CLIENT KILL TYPE replica`), so the writes the primary takes from now on reach no replica.
+    /// Answers the replicas' ports, for [`RedisCluster::resume`] (which lets them run again; they
+    /// then have only what they had before the cut).
+    pub async fn cut_replication(&self, port: u16) -> Vec<u16> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("node url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the primary answers");
+        let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await.expect("ROLE");
+        // ["master", offset, [[host, port, offset], ...]]
+        let mut replicas = Vec::new();
+        if let redis::Value::Array(parts) = role
+            && let Some(redis::Value::Array(list)) = parts.get(2)
+        {
+            for r in list {
+                if let redis::Value::Array(fields) = r
+                    && let Some(redis::Value::BulkString(p)) = fields.get(1)
+                    && let Ok(p) = String::from_utf8_lossy(p).parse::<u16>()
+                {
+                    replicas.push(p);
+                }
+            }
+        }
+        assert!(!replicas.is_empty(), "the primary on {port} has no replica");
+        for r in &replicas {
+            self.signal(*r, "-STOP");
+        }
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("replica")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT KILL TYPE replica");
+        replicas
+    }
+
+    /// Lets nodes stopped by [`RedisCluster::cut_replication`] run again (SIGCONT).
+    pub fn resume(&self, ports: &[u16]) {
+        for p in ports {
+            self.signal(*p, "-CONT");
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! DAG, retries, a fan-out, a child workflow, an event delivered to a waiting step, a schedule, a
 //! concurrency pool, a human task), and with `durability = "replicated"` (and two replicas per
 //! primary) they lose no run when the primary that owns the namespace's slot is killed while runs
-//! are in flight.
+//! are in flight; with the default durability no run that survives the failover hangs.
 
 use std::{
     collections::HashSet,
@@ -12,7 +12,9 @@ use std::{
 
 use baton_shared::{
     keys::{Keys, Scope},
-    proto::{CompleteHumanTaskRequest, CreateScheduleRequest, ListScheduleTicksRequest, Run, SubmitRunRequest},
+    proto::{
+        CompleteHumanTaskRequest, CreateScheduleRequest, GetRunRequest, ListScheduleTicksRequest, Run, SubmitRunRequest,
+    },
 };
 use baton_tests::{Cluster, ClusterOptions, RedisCluster, ServingStatus, ms, redis_cluster::NODE_TIMEOUT_MS, status};
 use serde_json::{Value, json};
@@ -184,7 +186,95 @@ async fn the_core_cases_run_on_a_redis_cluster() {
 
     // Every key of the namespace is in the namespace's slot, on the primary that owns it.
     let tag = Keys::new(c.namespace.clone()).tag(Scope::Namespace);
-    assert!(redis.owner_of(&tag).await.is_some());
+    let owner = redis.owner_of(&tag).await.expect("the namespace's slot has a primary");
+    assert!(
+        !keys_on(owner, &tag).await.is_empty(),
+        "no key of the namespace on its primary"
+    );
+
+    // A second namespace, on another primary of the same cluster, runs beside the first: each
+    // namespace's keys are on the primary of its own slot only.
+    let mut other = None;
+    for _ in 0..10 {
+        let d = coordinator_on(&redis, "cluster-other", &[]).await;
+        let t = Keys::new(d.namespace.clone()).tag(Scope::Namespace);
+        if let Some(p) = redis.owner_of(&t).await
+            && p != owner
+        {
+            other = Some((d, t, p));
+            break;
+        }
+    }
+    // Each namespace has two chances in three to hash to another of the three primaries.
+    let (mut d, other_tag, other_owner) = other.expect("a namespace on another primary within 10 tries");
+    d.register(DIAMOND).await;
+    d.spawn_worker("w2", 4);
+    let (here, there) = tokio::join!(
+        c.submit("diamond", json!({"v": 2})),
+        d.submit("diamond", json!({"v": 3}))
+    );
+    let (here, there) = tokio::join!(c.wait_run(&here, MINUTE), d.wait_run(&there, MINUTE));
+    assert_eq!(status(&here), "succeeded", "{here:#?}");
+    assert_eq!(status(&there), "succeeded", "{there:#?}");
+    assert_eq!(output(&there, "b"), json!({"v": 3}));
+    assert!(
+        !keys_on(other_owner, &other_tag).await.is_empty(),
+        "no key of the second namespace on its primary"
+    );
+    assert!(
+        keys_on(owner, &other_tag).await.is_empty(),
+        "keys of the second namespace on the first's primary"
+    );
+    assert!(
+        keys_on(other_owner, &tag).await.is_empty(),
+        "keys of the first namespace on the second's primary"
+    );
+
+    // The coordinators ask the nodes which primary owns their slot twice a second, on connections
+    // they keep: over 3 s (6 questions each, to every node) a node that owns neither namespace
+    // sees no new connection from them, or one should a connection have dropped.
+    let idle = redis
+        .ports()
+        .into_iter()
+        .find(|p| *p != owner && *p != other_owner)
+        .expect("a third node");
+    let before = connections_received(idle).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = connections_received(idle).await;
+    // One of them is this test's own second INFO.
+    assert!(
+        after - before <= 3,
+        "node {idle} received {} connections in 3 s: the coordinators open one per question",
+        after - before
+    );
+}
+
+/// `total_connections_received` of the node on `port` (its `INFO stats`).
+async fn connections_received(port: u16) -> i64 {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("node url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the node answers");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO stats")
+}
+
+/// The keys under hash tag `tag` (`{<namespace>}`) that the node on `port` holds.
+async fn keys_on(port: u16, tag: &str) -> Vec<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("node url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the node answers");
+    baton_tests::scan_keys(&mut conn, &format!("{tag}:*")).await
 }
 
 const CHAIN: &str = "name: chain\nversion: 1\nsteps:\n  - {id: s1, handler: echo}\n  - {id: s2, handler: echo, depends_on: [s1]}\n  - {id: s3, handler: echo, depends_on: [s2]}\n  - {id: s4, handler: echo, depends_on: [s3]}\n  - {id: s5, handler: echo, depends_on: [s4]}\n";
@@ -213,6 +303,144 @@ async fn submit_chain(c: &Cluster, n: u32) -> String {
     }
 }
 
+/// What a primary's `kill -9` did to runs of [`CHAIN`]-like workflows in flight.
+struct Failover {
+    /// The runs submitted (and answered) before, during and after the kill.
+    ids: Vec<String>,
+    /// Runs whose submit was answered and that no longer exist after the failover.
+    lost: Vec<String>,
+    /// Handler executions beyond one per step of the runs that exist.
+    again: i64,
+    /// The longest time without a step finishing, from the kill on (ms).
+    worst: i64,
+}
+
+/// Submits `runs` runs of the registered `chain` (half before the kill, half during and after
+/// it), kills the primary that owns the namespace's slot with SIGKILL (with `lag`, after cutting
+/// its replicas off for that long, so that the writes of that window are lost), checks that health said
+/// NOT_SERVING meanwhile and SERVING again, that a replica took the slot over, and that every run
+/// that still exists succeeds within `within`; counts what was lost and run again.
+async fn kill_the_primary_during_chains(
+    redis: &RedisCluster,
+    c: &Cluster,
+    runs: u32,
+    within: Duration,
+    lag: Option<Duration>,
+) -> Failover {
+    let tag = Keys::new(c.namespace.clone()).tag(Scope::Namespace);
+    let owner = redis.owner_of(&tag).await.expect("the namespace's slot has a primary");
+
+    // Runs in flight: the first half submitted before the kill, the rest during and after it.
+    let mut ids = Vec::new();
+    for n in 0..runs / 2 {
+        ids.push(submit_chain(c, n).await);
+    }
+    // The second half is submitted during the cut, the kill and the failover.
+    let submits = async {
+        let mut more = Vec::new();
+        for n in runs / 2..runs {
+            more.push(submit_chain(c, n).await);
+        }
+        more
+    };
+    // Meanwhile health is watched: NOT_SERVING while the slot has no primary, SERVING again
+    // after; and the cluster: when it promoted a replica (what the stall owes to the cluster).
+    let kill = async {
+        let cut = match lag {
+            Some(lag) => {
+                let replicas = redis.cut_replication(owner).await;
+                tokio::time::sleep(lag).await;
+                replicas
+            }
+            None => Vec::new(),
+        };
+        let killed_at = Instant::now();
+        let killed_ms = baton_shared::time::now_ms();
+        redis.kill9(owner);
+        redis.resume(&cut);
+        let (mut down, mut up, mut promoted) = (None, None, None);
+        while (up.is_none() || promoted.is_none()) && killed_at.elapsed() < MINUTE {
+            match (c.health("").await.ok(), down) {
+                (Some(ServingStatus::NotServing), None) => down = Some(killed_at.elapsed()),
+                (Some(ServingStatus::Serving), Some(_)) if up.is_none() => up = Some(killed_at.elapsed()),
+                _ => {}
+            }
+            if promoted.is_none() && redis.owner_of(&tag).await.is_some_and(|p| p != owner) {
+                promoted = Some(killed_at.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (killed_at, killed_ms, down, up, promoted)
+    };
+    let (more, (killed_at, killed_ms, down, up, promoted)) = tokio::join!(submits, kill);
+    ids.extend(more);
+    let submitted_in = killed_at.elapsed();
+    assert!(
+        down.is_some(),
+        "health never said NOT_SERVING while the slot had no primary"
+    );
+    assert!(up.is_some(), "health did not come back to SERVING within a minute");
+    let new_owner = redis.owner_of(&tag).await;
+    assert!(
+        new_owner.is_some_and(|p| p != owner),
+        "a replica took the slot over: {new_owner:?}"
+    );
+
+    // Every run that exists finishes; every step of each ran (the counters are on the shared
+    // Redis, not on the cluster).
+    let mut finishes: Vec<i64> = Vec::new();
+    let mut lost = Vec::new();
+    let mut again = 0;
+    for id in &ids {
+        let found = c
+            .runs()
+            .await
+            .get_run(GetRunRequest {
+                run_id: id.clone(),
+                ..Default::default()
+            })
+            .await;
+        if found.as_ref().is_err_and(|e| e.code() == tonic::Code::NotFound) {
+            lost.push(id.clone());
+            continue;
+        }
+        let run = c.wait_run(id, within).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        for s in &run.steps {
+            if s.finished_at.is_some() {
+                finishes.push(ms(&s.finished_at));
+            }
+        }
+        for step in ["s1", "s2", "s3", "s4", "s5"] {
+            let n = c.executions(id, step).await;
+            assert!(n >= 1, "{id} {step} never ran");
+            again += n - 1;
+        }
+    }
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), runs as usize, "one run per idempotency key");
+    // The worst stall: the longest time without a step finishing, from the kill on.
+    finishes.sort_unstable();
+    let mut worst = 0;
+    let mut last = killed_ms;
+    for t in finishes.iter().copied().filter(|t| *t >= killed_ms) {
+        worst = worst.max(t - last);
+        last = t;
+    }
+    eprintln!(
+        "failover: {runs} runs of 5 steps, primary {owner} killed, slot now on {new_owner:?}; runs lost: {}; worst stall {worst} ms \
+         (node timeout {NODE_TIMEOUT_MS} ms); steps run again after the failover: {again}; health NOT_SERVING from {down:?} to {up:?} after the kill, replica promoted after {promoted:?}; \
+         second half submitted in {submitted_in:?}",
+        lost.len()
+    );
+    Failover {
+        ids,
+        lost,
+        again,
+        worst,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_durability() {
     const RUNS: u32 = 300;
@@ -231,92 +459,53 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
     .await;
     c.register(CHAIN).await;
     c.spawn_worker("w1", 16);
-    let tag = Keys::new(c.namespace.clone()).tag(Scope::Namespace);
-    let owner = redis.owner_of(&tag).await.expect("the namespace's slot has a primary");
-
-    // Runs in flight: the first half submitted before the kill, the rest during and after it.
-    let mut ids = Vec::new();
-    for n in 0..RUNS / 2 {
-        ids.push(submit_chain(&c, n).await);
-    }
-    let killed_at = Instant::now();
-    redis.kill9(owner);
-    let killed_ms = baton_shared::time::now_ms();
-    // Meanwhile health is watched: NOT_SERVING while the slot has no primary, SERVING again after.
-    let submits = async {
-        let mut more = Vec::new();
-        for n in RUNS / 2..RUNS {
-            more.push(submit_chain(&c, n).await);
-        }
-        more
-    };
-    // And the cluster: when it promoted a replica (what the stall owes to the cluster itself).
-    let health = async {
-        let (mut down, mut up, mut promoted) = (None, None, None);
-        while (up.is_none() || promoted.is_none()) && killed_at.elapsed() < MINUTE {
-            match (c.health("").await.ok(), down) {
-                (Some(ServingStatus::NotServing), None) => down = Some(killed_at.elapsed()),
-                (Some(ServingStatus::Serving), Some(_)) if up.is_none() => up = Some(killed_at.elapsed()),
-                _ => {}
-            }
-            if promoted.is_none() && redis.owner_of(&tag).await.is_some_and(|p| p != owner) {
-                promoted = Some(killed_at.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        (down, up, promoted)
-    };
-    let (more, (down, up, promoted)) = tokio::join!(submits, health);
-    ids.extend(more);
-    let submitted_in = killed_at.elapsed();
-    assert!(
-        down.is_some(),
-        "health never said NOT_SERVING while the slot had no primary"
-    );
-    assert!(up.is_some(), "health did not come back to SERVING within a minute");
-    let new_owner = redis.owner_of(&tag).await;
-    assert!(
-        new_owner.is_some_and(|p| p != owner),
-        "a replica took the slot over: {new_owner:?}"
-    );
-
-    // Every run finishes; every step of each ran (the counters are on the shared Redis).
-    let mut finishes: Vec<i64> = Vec::new();
-    for id in &ids {
-        let run = c.wait_run(id, MINUTE).await;
-        assert_eq!(status(&run), "succeeded", "{run:#?}");
-        for s in &run.steps {
-            if s.finished_at.is_some() {
-                finishes.push(ms(&s.finished_at));
-            }
-        }
-    }
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), RUNS as usize, "one run per idempotency key, none lost");
-    let mut again = 0;
-    for id in &ids {
-        for step in ["s1", "s2", "s3", "s4", "s5"] {
-            let n = c.executions(id, step).await;
-            assert!(n >= 1, "{id} {step} never ran");
-            again += n - 1;
-        }
-    }
-    // The worst stall: the longest time without a step finishing, from the kill on.
-    finishes.sort_unstable();
-    let mut worst = 0;
-    let mut last = killed_ms;
-    for t in finishes.iter().copied().filter(|t| *t >= killed_ms) {
-        worst = worst.max(t - last);
-        last = t;
-    }
-    eprintln!(
-        "failover: {RUNS} runs of 5 steps, primary {owner} killed, slot now on {new_owner:?}; worst stall {worst} ms \
-         (node timeout {NODE_TIMEOUT_MS} ms); steps run again after the failover: {again}; health NOT_SERVING from {down:?} to {up:?} after the kill, replica promoted after {promoted:?}; \
-         second half submitted in {submitted_in:?}"
-    );
+    let f = kill_the_primary_during_chains(&redis, &c, RUNS, MINUTE, None).await;
+    assert!(f.lost.is_empty(), "runs lost with replicated durability: {:?}", f.lost);
+    assert_eq!(f.ids.len(), RUNS as usize);
     let bound = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX) + 5_000;
     assert!(
-        worst <= bound,
-        "worst stall {worst} ms > node timeout + 5 s ({bound} ms)"
+        f.worst <= bound,
+        "worst stall {} ms > node timeout + 5 s ({bound} ms)",
+        f.worst
+    );
+}
+
+/// The chain with what default durability needs to recover a lost transition: an attempt
+/// timeout (a step whose completion the failover lost is still "running" on the new primary, and
+/// its timeout sweeper runs it again) and retries.
+const TIMED_CHAIN: &str = "name: chain\nversion: 1\nsteps:\n  - {id: s1, handler: echo, timeout: 10s, retry: {max_attempts: 5, initial_interval: 100ms}}\n  - {id: s2, handler: echo, depends_on: [s1], timeout: 10s, retry: {max_attempts: 5, initial_interval: 100ms}}\n  - {id: s3, handler: echo, depends_on: [s2], timeout: 10s, retry: {max_attempts: 5, initial_interval: 100ms}}\n  - {id: s4, handler: echo, depends_on: [s3], timeout: 10s, retry: {max_attempts: 5, initial_interval: 100ms}}\n  - {id: s5, handler: echo, depends_on: [s4], timeout: 10s, retry: {max_attempts: 5, initial_interval: 100ms}}\n";
+
+/// With the default durability a failover can lose the last writes the old primary acknowledged
+/// (replication is asynchronous): a run whose submit was lost is gone (`NOT_FOUND`), a step
+/// whose completion was lost runs again after its timeout. What must hold: no run that exists
+/// hangs, and the stall is bounded by the failover plus a step's timeout. The figures (runs lost,
+/// steps run again) are printed, for docs/operations.md.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_primary_with_default_durability_leaves_no_run_hanging() {
+    const RUNS: u32 = 300;
+    let redis = RedisCluster::start().await;
+    let mut c = coordinator_on(
+        &redis,
+        "cluster-failover-default",
+        &[("BATON_HEALTH_PROBE_INTERVAL", "200ms")],
+    )
+    .await;
+    c.register(TIMED_CHAIN).await;
+    c.spawn_worker("w1", 16);
+    // The replica is cut off for the last 300 ms before the kill: what the primary acknowledged
+    // then is lost (as with a replication lag of 300 ms).
+    let f = kill_the_primary_during_chains(&redis, &c, RUNS, 2 * MINUTE, Some(Duration::from_millis(300))).await;
+    assert!(
+        f.lost.len() < RUNS as usize / 2,
+        "more runs lost than were submitted before the kill: {}",
+        f.lost.len()
+    );
+    // The failover, then a lost completion's 10 s timeout, its retry's 100 ms and 5 s of slack.
+    let bound = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX) + 10_000 + 5_000;
+    assert!(
+        f.worst <= bound,
+        "worst stall {} ms > node timeout + step timeout + 5 s ({bound} ms); steps run again: {}",
+        f.worst,
+        f.again
     );
 }

@@ -14,6 +14,9 @@ use super::{
 };
 use crate::error::Result;
 
+/// Keys a `SCAN`, and members a `ZSCAN`, of [`Store::resend_queued`] asks for at a time.
+pub const RESEND_PAGE: usize = 1000;
+
 static PARK_ITEM: std::sync::LazyLock<Standalone> =
     std::sync::LazyLock::new(|| Standalone::new("park_item", include_str!("../scripts/park_item.lua")));
 
@@ -95,6 +98,93 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(now)
+    }
+
+    /// The `run_id` of the Redis server answering (`INFO server`): a new one after every restart
+    /// and on the replica a failover promoted.
+    ///
+    /// # Errors
+    /// `Redis`; `Internal` when `INFO server` has no `run_id`.
+    pub async fn server_run_id(&self) -> Result<String> {
+        let mut conn = self.conn();
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| crate::error::CoordinatorError::Internal("INFO server has no run_id".into()))
+    }
+
+    /// Records `run_id` as the Redis server the queued attempts were last checked against
+    /// ([`Keys::redis_server`]) and answers the one recorded before (`None`: none was). `SET ...
+    /// GET`, so of concurrent coordinators that saw the same change only one gets the old value.
+    ///
+    /// # Errors
+    /// `Redis`.
+    pub async fn swap_redis_server(&self, run_id: &str) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        Ok(redis::cmd("SET")
+            .arg(self.keys.redis_server())
+            .arg(run_id)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Gives every attempt in the handlers' queued indexes (dispatched, not yet started, as far
+    /// as this Redis knows) an outbox entry due at `now`, so that the dispatch sweeper sends it
+    /// again if it is still dispatched (`NX`: an entry already there keeps its time). After lost
+    /// writes this is how an attempt whose start (and result) the old primary took, and which
+    /// the worker then acknowledged, runs again instead of waiting forever. Reads the indexes in
+    /// pages of [`RESEND_PAGE`] (`SCAN`, `ZSCAN`), one pipeline per page; answers how many
+    /// entries it wrote (an attempt seen twice by a scan counts twice).
+    ///
+    /// # Errors
+    /// `Redis`: the caller tries again at its next round.
+    pub async fn resend_queued(&self, now: i64) -> Result<u64> {
+        let mut conn = self.conn();
+        let outbox = self.keys.outbox();
+        let mut sent = 0u64;
+        let mut cursor = 0u64;
+        loop {
+            let (next, indexes): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.keys.queued_scan_pattern())
+                .arg("COUNT")
+                .arg(RESEND_PAGE)
+                .query_async(&mut conn)
+                .await?;
+            for index in indexes {
+                let mut zcursor = 0u64;
+                loop {
+                    let (znext, page): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
+                        .arg(&index)
+                        .arg(zcursor)
+                        .arg("COUNT")
+                        .arg(RESEND_PAGE)
+                        .query_async(&mut conn)
+                        .await?;
+                    let mut pipe = redis::pipe();
+                    for (member, _) in &page {
+                        // `<run>|<step>|<attempt>`: the outbox names the run and the step.
+                        if let Some((run_step, _attempt)) = member.rsplit_once('|') {
+                            pipe.cmd("ZADD").arg(&outbox).arg("NX").arg(now).arg(run_step).ignore();
+                            sent = sent.saturating_add(1);
+                        }
+                    }
+                    pipe.query_async::<()>(&mut conn).await?;
+                    zcursor = znext;
+                    if zcursor == 0 {
+                        break;
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(sent);
+            }
+        }
     }
 
     /// Timers due by `now` and by `overdue_before` (Unix ms), outbox entries, and the outbox's
