@@ -32,6 +32,8 @@ struct Http {
 struct Answer {
     status: u16,
     body: Value,
+    /// Whether the answer said `Connection: close`.
+    closes: bool,
 }
 
 impl Answer {
@@ -69,9 +71,13 @@ impl Http {
             .unwrap_or_else(|_| panic!("{method} {path}: no answer in 30 s"))
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
+        let closes = resp
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body }
+        Answer { status, body, closes }
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> Answer {
@@ -815,6 +821,9 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
         "{:?}",
         refused.error()
     );
+    // The body was left unread, so the connection closes after the answer, which says so: the
+    // client does not send the next request on it.
+    assert!(refused.closes, "a 413 answer says Connection: close");
     let over = http
         .post(
             "/v1/schedules",
