@@ -62,7 +62,8 @@ impl Server {
     /// queued for re-sending (0 when nothing changed).
     ///
     /// # Errors
-    /// `Redis`: nothing is remembered, so the next round checks again.
+    /// `Redis`: nothing is remembered, and a re-send that failed puts the previous server back in
+    /// the record, so the next round (of any coordinator) checks and sends again.
     pub async fn check(&mut self, engine: &Engine) -> Result<u64> {
         let now = engine.store.server_run_id().await?;
         if self.seen.as_deref() == Some(now.as_str()) {
@@ -76,7 +77,17 @@ impl Server {
             Some(b) if b == now => 0,
             None => 0,
             Some(b) => {
-                let sent = engine.store.resend_queued(now_ms()).await?;
+                let sent = match engine.store.resend_queued(now_ms()).await {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        // The record already names the new server: put the old one back, so that
+                        // the next round (of this or another coordinator) sends them again.
+                        if let Err(put) = engine.store.swap_redis_server(&b).await {
+                            tracing::error!(error = %put, "could not put the previous Redis server back in the record: queued attempts lost with the last writes may wait until their runs are cancelled");
+                        }
+                        return Err(e);
+                    }
+                };
                 tracing::warn!(
                     before = %b,
                     now = %now,
