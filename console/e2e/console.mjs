@@ -130,6 +130,18 @@ try {
   await page.goto(`${base}#/runs/${long.run_id}`);
   await page.locator(".graph .node[data-step='wait'][data-status='running']").waitFor({ timeout: T });
   check(true, "the long step shows running");
+  // From here the cancel's answer, GetRun's and a new event stream's arrive 1 s late, as from a
+  // loaded coordinator, while the stream already open goes on: the cancel's events come first.
+  // What the page shows meanwhile must come from the events it has (a page that dropped them when
+  // the answer came showed the run running again; so did a stream replayed from the start).
+  const late = new Set(["cancel", "events", ""].map((p) => `/v1/runs/${long.run_id}${p ? `/${p}` : ""}`));
+  const isLate = (url) => late.has(url.pathname);
+  const slow = async (route) => {
+    const answer = await route.fetch();
+    await new Promise((r) => setTimeout(r, 1000));
+    await route.fulfill({ response: answer });
+  };
+  await page.route(isLate, slow);
   await page.getByRole("button", { name: "Cancel run" }).click();
   const dialog = page.getByRole("dialog", { name: "Cancel run" });
   await dialog.waitFor({ timeout: T });
@@ -139,6 +151,16 @@ try {
   check(true, "after confirming, the run shows cancelled");
   await page.locator(".graph .node[data-step='wait']:not([data-status='running'])").waitFor({ timeout: T });
   check(true, `the running step left running (${await page.locator(".graph .node[data-step='wait']").getAttribute("data-status")})`);
+  // For 3 s (the late answers and the stream opened again after the action) the page must not go
+  // back to the running it showed before.
+  const shown = new Set();
+  for (const until = Date.now() + 3_000; Date.now() < until; await page.waitForTimeout(50)) {
+    const run = await page.locator("[data-testid='run-status'] .badge").getAttribute("data-status");
+    const wait = await page.locator(".graph .node[data-step='wait']").getAttribute("data-status");
+    shown.add(`run ${run}, wait ${wait}`);
+  }
+  check(![...shown].some((t) => /running/.test(t)), `the cancelled run stays cancelled (shown: ${[...shown].join(" | ")})`);
+  await page.unroute(isLate, slow);
   check((await page.getByRole("button", { name: "Cancel run" }).isDisabled()) === true, "Cancel run is disabled on a finished run");
   await shot(page, "run-cancelled");
 

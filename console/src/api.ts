@@ -293,15 +293,18 @@ export interface QueueInfo {
 }
 
 /** Follows a run's events (history, then live) until the stream ends, `stop` is called, or it
- * fails; reconnects after a dropped connection with Last-Event-ID. Returns `stop`. */
+ * fails; reconnects after a dropped connection with Last-Event-ID. `after` (an event `sequence`)
+ * starts after that event instead of from the run's first: a caller that opens the stream again
+ * gets only what it has not seen, not the history replayed over newer state. Returns `stop`. */
 export function watchRun(
   runId: string,
   onEvent: (e: RunEvent) => void,
   onState: (s: "live" | "ended" | "reconnecting" | "error", detail?: string) => void,
+  after?: string,
 ): () => void {
   const ctl = new AbortController();
   let stopped = false;
-  let lastId: string | undefined;
+  let lastId: string | undefined = after;
   const loop = async () => {
     let failures = 0;
     while (!stopped) {

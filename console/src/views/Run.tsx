@@ -44,13 +44,21 @@ export function RunView({ route }: { route: Route }) {
     setWatchGen((g) => g + 1);
   };
 
+  // The sequence of the last event received and the run it belongs to: a stream opened again
+  // after an action resumes there, so the history is not replayed over the state it reached
+  // (a replayed "running" would show a just-cancelled run running again).
+  const lastSeq = useRef<{ run: string; seq?: string }>({ run: "" });
+
   useEffect(() => {
-    setLive({});
-    setRunStatus("");
-    setEvents([]);
-    setLiveLogs([]);
-    pendingLogs.current = [];
-    history.current = [];
+    if (lastSeq.current.run !== id) {
+      lastSeq.current = { run: id };
+      setLive({});
+      setRunStatus("");
+      setEvents([]);
+      setLiveLogs([]);
+      pendingLogs.current = [];
+      history.current = [];
+    }
     const stop = watchRun(
       id,
       (e) => {
@@ -71,6 +79,7 @@ export function RunView({ route }: { route: Route }) {
             }, 200);
           return;
         }
+        if (e.sequence) lastSeq.current.seq = e.sequence;
         setEvents((old) => [...old.slice(-(MAX_EVENTS - 1)), e]);
         if (!history.current.some((h) => h.sequence === e.sequence)) {
           history.current.push(e);
@@ -86,6 +95,7 @@ export function RunView({ route }: { route: Route }) {
           }, 500);
       },
       (s, detail) => setStream(detail ? `${s}: ${detail}` : s),
+      lastSeq.current.seq,
     );
     return () => {
       stop();
