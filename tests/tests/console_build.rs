@@ -57,7 +57,28 @@ fn build_console(force: bool) -> String {
 /// library and binary were fresh (not compiled again).
 fn build_coordinator() -> bool {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // Without what cargo set for this test (its package's CARGO_MANIFEST_DIR, CARGO_PKG_*, a
+    // LD_LIBRARY_PATH): some build scripts (ring's) track those variables, so with them this
+    // build would be another configuration than .ci/run's and compile the workspace again
+    // (3 minutes of CI) instead of finding it built.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "LD_LIBRARY_PATH",
+            ]
+            .contains(&name.as_str())
+        {
+            build.env_remove(&name);
+        }
+    }
+    let out = build
         .args([
             "build",
             "--workspace",
