@@ -86,7 +86,12 @@ export function RunView({ route }: { route: Route }) {
           if (history.current.length > MAX_HISTORY) history.current.shift();
         }
         if (e.kind === "step" && e.step_id) setLive((old) => ({ ...old, [e.step_id]: e.status }));
-        if (e.kind === "run") setRunStatus(e.status);
+        if (e.kind === "run") {
+          setRunStatus(e.status);
+          // A retry or rerun starts the run again and resets steps without an event of theirs:
+          // the statuses received before it are over; the fetched run (asked for below) says.
+          if (e.detail === "retried" || e.detail === "rerun") setLive({});
+        }
         // Details (attempts, outputs, progress) come from GetRun: fetch again, at most every 500 ms.
         if (refetch.current === undefined)
           refetch.current = window.setTimeout(() => {
