@@ -205,7 +205,10 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
     let bound = interval.max(Duration::from_secs(1));
     let mut redis_down = false;
     let mut marker = crate::reset::Marker::default();
-    let mut server = crate::reset::Server::default();
+    // Checked on a task of its own: after a failover its re-send of the queued attempts may take
+    // a while (a page per round trip), and the probes go on meanwhile; a round that finds the
+    // previous check still running skips it.
+    let server = Arc::new(tokio::sync::Mutex::new(crate::reset::Server::default()));
     let mut restoring = false;
     loop {
         let redis = async {
@@ -261,8 +264,13 @@ pub async fn probe_loop(engine: Arc<Engine>, health: Arc<Health>, mut shutdown: 
                 Ok(crate::reset::Check::Same) => {}
                 Err(e) => tracing::warn!(error = %e, "could not read the Redis marker"),
             }
-            if let Err(e) = server.check(&engine).await {
-                tracing::warn!(error = %e, "could not check which Redis server answers");
+            if let Ok(mut server) = Arc::clone(&server).try_lock_owned() {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    if let Err(e) = server.check(&engine).await {
+                        tracing::warn!(error = %e, "could not check which Redis server answers");
+                    }
+                });
             }
             if restoring {
                 match crate::reset::recover(&engine, &health).await {
