@@ -5,6 +5,16 @@
 //! everything it held, runs and definitions alike: the coordinator logs it as an error, reports
 //! NOT_SERVING while it registers the definitions of `definitions_dir` again, writes a new marker,
 //! and from then on says in `NOT_FOUND` answers that runs may have been lost with the data.
+//!
+//! A Redis may also lose only its last writes: a failover to a replica that had not received them,
+//! or a restart from an older AOF or snapshot. The marker is still there then, but the server is
+//! another: [`Server`] compares the `run_id` of `INFO server` with the one recorded in the
+//! namespace (`{<ns>}:redis-server`, swapped with `SET ... GET` so one coordinator acts on a
+//! change). On a change, every attempt of the handlers' queued indexes gets an outbox entry, so
+//! the dispatch sweeper sends it again if it is still `dispatched`: an attempt whose start and
+//! result were lost, and whose task a worker had already acknowledged, would otherwise wait
+//! forever. A copy whose original is still queued is refused at its start. The health probe runs
+//! the check on a task of its own (docs/operations.md, "A Redis that lost its last writes").
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
