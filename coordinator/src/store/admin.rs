@@ -116,8 +116,9 @@ impl Store {
     }
 
     /// Records `run_id` as the Redis server the queued attempts were last checked against
-    /// ([`Keys::redis_server`]) and answers the one recorded before (`None`: none was). `SET ...
-    /// GET`, so of concurrent coordinators that saw the same change only one gets the old value.
+    /// ([`Keys::redis_server`](baton_shared::keys::Keys::redis_server)) and answers the one
+    /// recorded before (`None`: none was). `SET ... GET`, so of concurrent coordinators that saw
+    /// the same change only one gets the old value.
     ///
     /// # Errors
     /// `Redis`.
