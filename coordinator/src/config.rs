@@ -16,8 +16,17 @@ use serde::{Deserialize, Serialize};
 pub struct CoordinatorConfig {
     /// Address the gRPC server listens on.
     pub listen: SocketAddr,
-    /// Redis URL (`redis://host:port/db`).
+    /// Redis URL: `redis://host:port/db` (`rediss://` over TLS), or a Redis Cluster's
+    /// `redis+cluster://host:port[,host:port...]` (`rediss+cluster://` over TLS).
     pub redis_url: String,
+    /// PEM CA certificate(s) that Redis's certificate must chain to, instead of the system's. Only
+    /// with a TLS `redis_url`.
+    pub redis_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to Redis (which asks for one by default,
+    /// `tls-auth-clients yes`). Needs `redis_tls_key` and a TLS `redis_url`.
+    pub redis_tls_cert: Option<PathBuf>,
+    /// PEM private key of `redis_tls_cert`.
+    pub redis_tls_key: Option<PathBuf>,
     /// RabbitMQ URL (`amqp://user:pass@host:port/vhost`).
     pub amqp_url: String,
     /// Prefix of every Redis key, exchange and queue: several Baton installations (or tests) can
@@ -235,6 +244,9 @@ impl Default for CoordinatorConfig {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7450)),
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_tls_ca: None,
+            redis_tls_cert: None,
+            redis_tls_key: None,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "baton".into(),
             definitions_dir: None,
@@ -321,6 +333,9 @@ pub fn check_namespace(namespace: &str) -> Result<(), ConfigError> {
 const KNOWN_KEYS: &[&str] = &[
     "listen",
     "redis_url",
+    "redis_tls_ca",
+    "redis_tls_cert",
+    "redis_tls_key",
     "amqp_url",
     "namespace",
     "definitions_dir",
@@ -508,6 +523,7 @@ impl CoordinatorConfig {
         }
         config.check_durability()?;
         check_namespace(&config.namespace)?;
+        config.check_redis_tls()?;
         if config.redis_url.starts_with("redis+cluster://") || config.redis_url.starts_with("rediss+cluster://") {
             crate::store::cluster::ClusterUrl::parse(&config.redis_url).map_err(|e| ConfigError::Invalid {
                 key: "redis_url".into(),
@@ -554,6 +570,43 @@ impl CoordinatorConfig {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Checks that the Redis TLS settings go with a TLS `redis_url` and that their files are
+    /// readable PEM ([`crate::store::tls::RedisTls::load`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    fn check_redis_tls(&self) -> Result<(), ConfigError> {
+        let set = [
+            ("redis_tls_ca", &self.redis_tls_ca),
+            ("redis_tls_cert", &self.redis_tls_cert),
+            ("redis_tls_key", &self.redis_tls_key),
+        ];
+        let tls_url = self.redis_url.starts_with("rediss://") || self.redis_url.starts_with("rediss+cluster://");
+        if let Some((key, _)) = set.iter().find(|(_, v)| v.is_some())
+            && !tls_url
+        {
+            return Err(ConfigError::Invalid {
+                key: (*key).into(),
+                reason: "set, but redis_url does not use TLS (rediss:// or rediss+cluster://)".into(),
+            });
+        }
+        crate::store::tls::RedisTls::load(
+            self.redis_tls_ca.as_deref(),
+            self.redis_tls_cert.as_deref(),
+            self.redis_tls_key.as_deref(),
+        )
+        .map_err(|e| {
+            // The error starts with the setting it is about: "redis_tls_key: ...".
+            let text = e.to_string();
+            let (key, reason) = text.split_once(": ").unwrap_or(("redis_tls_ca", text.as_str()));
+            ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            }
+        })?;
         Ok(())
     }
 
@@ -725,6 +778,24 @@ mod tests {
     }
 
     #[test]
+    fn redis_tls_settings_need_a_tls_url_and_readable_pem_files() {
+        let f = file("redis_tls_ca = \"/nonexistent/ca.pem\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("redis_tls_ca: set, but redis_url does not use TLS"), "{e}");
+        let f = file("redis_url = \"rediss+cluster://a:1\"\nredis_tls_ca = \"/nonexistent/ca.pem\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(
+            e.contains("configuration: redis_tls_ca: cannot read /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let f = file("redis_url = \"rediss://a:1\"\nredis_tls_key = \"/nonexistent/k.pem\"\n");
+        let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("redis_tls_key: set, but redis_tls_cert is not"), "{e}");
+        let f = file("redis_url = \"rediss+cluster://a:1,b:2\"\n");
+        assert!(CoordinatorConfig::load(Some(f.path())).is_ok());
+    }
+
+    #[test]
     fn a_namespace_that_cannot_be_a_hash_tag_and_a_bad_cluster_url_are_refused_naming_the_setting() {
         for bad in [
             "",
@@ -743,7 +814,7 @@ mod tests {
             let f = file(&format!("namespace = {good:?}\n"));
             assert!(CoordinatorConfig::load(Some(f.path())).is_ok(), "{good}");
         }
-        for bad in ["redis+cluster://", "redis+cluster://a:0", "rediss+cluster://a:1"] {
+        for bad in ["redis+cluster://", "redis+cluster://a:0", "rediss+cluster://a"] {
             let f = file(&format!("redis_url = {bad:?}\n"));
             let e = CoordinatorConfig::load(Some(f.path())).unwrap_err().to_string();
             assert!(e.contains("redis_url"), "{bad:?}: {e}");

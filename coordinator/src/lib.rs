@@ -380,9 +380,15 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
         }
         None => None,
     };
+    let redis_tls = store::tls::RedisTls::load(
+        config.redis_tls_ca.as_deref(),
+        config.redis_tls_cert.as_deref(),
+        config.redis_tls_key.as_deref(),
+    )?;
     let store = (|| {
-        Store::connect(
+        Store::connect_with_tls(
             &config.redis_url,
+            &redis_tls,
             keys.clone(),
             config.events_max_len,
             config.retention,
@@ -390,6 +396,8 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
         )
     })
     .retry(backoff)
+    // Settings rustls refuses do not pass with time.
+    .when(|e| !matches!(e, error::CoordinatorError::InvalidArgument(_)))
     .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)

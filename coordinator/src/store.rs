@@ -41,6 +41,7 @@ mod events;
 mod schedules;
 mod script;
 mod slots;
+pub mod tls;
 mod workflows;
 
 pub use admin::{ParkedRecord, QueueFigures, QueuedAttempt, TimerFigures};
@@ -782,13 +783,41 @@ impl Store {
         retention: Duration,
         dispatch_grace: Duration,
     ) -> Result<Self> {
+        Self::connect_with_tls(
+            url,
+            &tls::RedisTls::default(),
+            keys,
+            events_max_len,
+            retention,
+            dispatch_grace,
+        )
+        .await
+    }
+
+    /// [`Store::connect`] with the TLS settings `tls` for `rediss://` and `rediss+cluster://`
+    /// (see [`tls`]).
+    ///
+    /// # Errors
+    /// As [`Store::connect`]; `InvalidArgument` for TLS settings rustls refuses.
+    pub async fn connect_with_tls(
+        url: &str,
+        tls: &tls::RedisTls,
+        keys: Keys,
+        events_max_len: u64,
+        retention: Duration,
+        dispatch_grace: Duration,
+    ) -> Result<Self> {
         let relay = match cluster::ClusterUrl::parse(url)? {
             Some(cluster_url) => Some(std::sync::Arc::new(
-                cluster::Relay::start(cluster_url, &keys.tag(baton_shared::keys::Scope::Namespace)).await?,
+                cluster::Relay::start(cluster_url, &keys.tag(baton_shared::keys::Scope::Namespace), tls).await?,
             )),
             None => None,
         };
-        let client = redis::Client::open(relay.as_ref().map_or(url, |r| r.url.as_str()))?;
+        // Through a relay, the store's own connections are plain (the relay speaks TLS to the nodes).
+        let client = match &relay {
+            Some(r) => redis::Client::open(r.url.as_str())?,
+            None => tls.client(url)?,
+        };
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_connection_timeout(Some(Duration::from_secs(5)))

@@ -19,7 +19,7 @@ pub struct RedisCluster {
     pub base: u16,
     /// How many nodes it has (6 or 9).
     pub nodes: u16,
-    /// Its `redis+cluster://` URL, as `cluster.sh up` printed it.
+    /// Its `redis+cluster://` URL (`rediss+cluster://` over TLS), as `cluster.sh up` printed it.
     pub url: String,
     dir: PathBuf,
 }
@@ -46,10 +46,26 @@ impl RedisCluster {
         Self::start_with(1).await
     }
 
+    /// Starts one of 3 primaries and 3 replicas that speak only TLS (`CLUSTER_TLS=1`): to
+    /// clients, on the cluster bus and for replication, with a CA and certificates of its own
+    /// ([`RedisCluster::tls_file`]); its URL is `rediss+cluster://`.
+    pub async fn start_tls() -> Self {
+        Self::start_as(1, true).await
+    }
+
+    /// One of the TLS cluster's certificate files (`ca.crt`, `client.crt`, `client.key`).
+    pub fn tls_file(&self, name: &str) -> String {
+        self.dir.join("tls").join(name).to_string_lossy().into_owned()
+    }
+
     /// Starts one of 3 primaries with `replicas` (1 or 2) replicas each on free ports (and their
     /// bus ports), waits until every node says `cluster_state:ok` and every replica is in sync
     /// (`cluster.sh up` does both).
     pub async fn start_with(replicas: u16) -> Self {
+        Self::start_as(replicas, false).await
+    }
+
+    async fn start_as(replicas: u16, tls: bool) -> Self {
         let nodes = 3 * (1 + replicas);
         let exe = std::env::current_exe().expect("current exe");
         let root = exe
@@ -73,6 +89,7 @@ impl RedisCluster {
                         .env("CLUSTER_DIR", &dir)
                         .env("CLUSTER_REPLICAS", replicas.to_string())
                         .env("CLUSTER_NODE_TIMEOUT", NODE_TIMEOUT_MS.to_string())
+                        .env("CLUSTER_TLS", if tls { "1" } else { "0" })
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
                         .output()
@@ -87,7 +104,8 @@ impl RedisCluster {
                 url: String::from_utf8_lossy(&out.stdout).trim().to_string(),
                 dir,
             };
-            if out.status.success() && started.url.starts_with("redis+cluster://") {
+            let scheme = if tls { "rediss+cluster://" } else { "redis+cluster://" };
+            if out.status.success() && started.url.starts_with(scheme) {
                 return started;
             }
             // A port taken between the check and the start: try other ports (drop stops it).

@@ -249,6 +249,149 @@ async fn the_core_cases_run_on_a_redis_cluster() {
     );
 }
 
+/// A DAG and a fan-out run on a cluster that speaks only TLS (`rediss+cluster://`, a private CA, a
+/// client certificate); the namespace's keys are on the cluster's nodes; a coordinator that trusts
+/// another CA does not start and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_go_through_a_redis_cluster_over_tls_with_a_private_ca() {
+    let redis = RedisCluster::start_tls().await;
+    assert!(redis.url.starts_with("rediss+cluster://"), "{}", redis.url);
+    let (ca, cert, key) = (
+        redis.tls_file("ca.crt"),
+        redis.tls_file("client.crt"),
+        redis.tls_file("client.key"),
+    );
+    let tls = [
+        ("BATON_REDIS_TLS_CA", ca.as_str()),
+        ("BATON_REDIS_TLS_CERT", cert.as_str()),
+        ("BATON_REDIS_TLS_KEY", key.as_str()),
+    ];
+    let mut c = coordinator_on(&redis, "cluster-tls", &tls).await;
+    for def in [DIAMOND, FAN_OUT] {
+        c.register(def).await;
+    }
+    c.spawn_worker("w1", 16);
+    let dag = c.submit("diamond", json!({"v": 1})).await;
+    let items: Vec<Value> = (0..20).map(|i| json!({"n": i, "fail_once": i % 7 == 3})).collect();
+    let fan = c.submit("squares", json!({"items": items})).await;
+
+    let run = c.wait_run(&dag, MINUTE).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert_eq!(output(&run, "d")["received"]["b"], json!({"v": 1}));
+    let run = c.wait_run(&fan, MINUTE).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert_eq!(
+        output(&run, "each"),
+        json!((0..20).map(|i| i * i).collect::<Vec<i64>>())
+    );
+
+    // The runs are on the cluster (whose nodes listen for TLS only), read back over TLS.
+    let tag = Keys::new(c.namespace.clone()).tag(Scope::Namespace);
+    let mut found = Vec::new();
+    for port in redis.ports() {
+        let certs = redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: std::fs::read(&cert).expect("client.crt"),
+                client_key: std::fs::read(&key).expect("client.key"),
+            }),
+            root_cert: Some(std::fs::read(&ca).expect("ca.crt")),
+        };
+        let client = redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}"), certs).expect("a TLS client");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the node answers over TLS");
+        found.extend(baton_tests::scan_keys(&mut conn, &format!("{tag}:*")).await);
+    }
+    assert!(
+        found.iter().any(|k| k.contains(&dag)) && found.iter().any(|k| k.contains(&fan)),
+        "the runs' keys are not on the cluster: {found:?}"
+    );
+
+    // A coordinator that trusts another CA refuses the nodes' certificates and says so.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("a certificate");
+    let other_ca = std::env::temp_dir().join(format!("baton-other-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&other_ca, other.cert.pem()).expect("write the other CA");
+    let log = c.log_path("coordinator");
+    let before = std::fs::read_to_string(&log).unwrap_or_default().len();
+    c.spawn_coordinator_unwaited(&[("BATON_REDIS_TLS_CA", other_ca.to_string_lossy().as_ref())]);
+    let start = Instant::now();
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let new = text.get(before..).unwrap_or_default().to_string();
+        if new.contains("invalid peer certificate: UnknownIssuer") {
+            break new;
+        }
+        assert!(
+            start.elapsed() < MINUTE,
+            "no certificate error in a minute from a coordinator with another CA: {new}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(said.contains("redis_url: no node of the Redis Cluster"), "{said}");
+    let _ = std::fs::remove_file(&other_ca);
+
+    // One Redis that speaks only TLS (`rediss://`), with the same private CA and client certificate.
+    let port = baton_tests::free_port();
+    let data = tempfile::tempdir().expect("a directory for the TLS Redis");
+    let server = Stopped(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--tls-cert-file",
+                &redis.tls_file("node.crt"),
+                "--tls-key-file",
+                &redis.tls_file("node.key"),
+            ])
+            .args(["--tls-ca-cert-file", &ca])
+            .current_dir(data.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < MINUTE, "the TLS Redis does not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut one = Cluster::start_with(
+        "tls-one",
+        ClusterOptions {
+            env: tls.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            redis_url: Some(format!("rediss://127.0.0.1:{port}")),
+            ..Default::default()
+        },
+    )
+    .await;
+    one.register(DIAMOND).await;
+    one.spawn_worker("w1", 4);
+    let dag = one.submit("diamond", json!({"v": 2})).await;
+    let run = one.wait_run(&dag, MINUTE).await;
+    assert_eq!(status(&run), "succeeded", "{run:#?}");
+    assert_eq!(output(&run, "d")["received"]["b"], json!({"v": 2}));
+    drop(one);
+    drop(server);
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `total_connections_received` of the node on `port` (its `INFO stats`).
 async fn connections_received(port: u16) -> i64 {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("node url");

@@ -1,4 +1,5 @@
-//! Redis Cluster: `redis_url = "redis+cluster://host:port[,host:port...]"`.
+//! Redis Cluster: `redis_url = "redis+cluster://host:port[,host:port...]"` (`rediss+cluster://`
+//! over TLS).
 //!
 //! Every key of a namespace carries the namespace's hash tag ([`baton_shared::keys::Keys::tag`]),
 //! so the whole namespace lives in one slot, owned by one primary at a time. The store therefore
@@ -26,6 +27,11 @@
 //! `ConnectionManager` everywhere. With one slot per namespace, one primary serves it all, so a
 //! relay keeps that code as it is; shards will need the cluster client's routing.
 //!
+//! Over TLS (`rediss+cluster://`), the relay speaks TLS to the nodes, for its own questions and
+//! for every relayed connection, with the settings `redis_tls_ca`, `redis_tls_cert` and
+//! `redis_tls_key` ([`super::tls`]); a node's certificate must name the host `CLUSTER SLOTS`
+//! announces it with. The store's connections to the relay stay plain, on the loopback interface.
+//!
 //! The relay listens on the loopback interface only and adds no access of its own: the store's
 //! `AUTH` (from the URL's credentials) passes through to the node. Its cost is one more local hop
 //! (a copy of each command and reply in the coordinator's process): measured with `baton bench`
@@ -43,6 +49,7 @@ use tokio::{
     sync::{Notify, watch},
 };
 
+use super::tls::RedisTls;
 use crate::error::{CoordinatorError, Result};
 
 /// How often the relay asks the cluster which primary owns the namespace's slot.
@@ -63,13 +70,19 @@ const MAX_KNOWN_NODES: usize = 256;
 /// The URL scheme of a Redis Cluster.
 pub const SCHEME: &str = "redis+cluster://";
 
-/// A parsed `redis+cluster://[user:password@]host:port[,host:port...][/]` URL.
+/// The URL scheme of a Redis Cluster reached over TLS.
+pub const TLS_SCHEME: &str = "rediss+cluster://";
+
+/// A parsed `redis+cluster://` or `rediss+cluster://` URL:
+/// `[user:password@]host:port[,host:port...][/]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterUrl {
     /// `user:password@` or `:password@`, as written (empty when none).
     pub userinfo: String,
     /// The seed nodes.
     pub seeds: Vec<(String, u16)>,
+    /// Whether the nodes are reached over TLS (`rediss+cluster://`).
+    pub tls: bool,
 }
 
 impl ClusterUrl {
@@ -77,17 +90,14 @@ impl ClusterUrl {
     ///
     /// # Errors
     /// `InvalidArgument` naming `redis_url`: no node, a node without a port, a port that is not a
-    /// number from 1 to 65535, more than [`MAX_SEEDS`] nodes, a database other than 0 (a cluster
-    /// has only database 0), or `rediss+cluster://` (TLS to a cluster is not supported yet).
+    /// number from 1 to 65535, more than [`MAX_SEEDS`] nodes, or a database other than 0 (a
+    /// cluster has only database 0).
     pub fn parse(url: &str) -> Result<Option<Self>> {
         let bad = |why: &str| CoordinatorError::InvalidArgument(format!("redis_url: {why}"));
-        if url.starts_with("rediss+cluster://") {
-            return Err(bad(
-                "rediss+cluster:// (TLS to a Redis Cluster) is not supported yet; use redis+cluster:// on a trusted network",
-            ));
-        }
-        let Some(rest) = url.strip_prefix(SCHEME) else {
-            return Ok(None);
+        let (rest, tls) = match (url.strip_prefix(SCHEME), url.strip_prefix(TLS_SCHEME)) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Ok(None),
         };
         let (userinfo, hosts) = match rest.rsplit_once('@') {
             Some((user, hosts)) => (format!("{user}@"), hosts),
@@ -121,22 +131,23 @@ impl ClusterUrl {
             seeds.push((host.trim_start_matches('[').trim_end_matches(']').to_string(), port));
         }
         if seeds.is_empty() {
-            return Err(bad("redis+cluster:// names no node (host:port[,host:port...])"));
+            return Err(bad("the cluster URL names no node (host:port[,host:port...])"));
         }
         if seeds.len() > MAX_SEEDS {
             return Err(bad(&format!("more than {MAX_SEEDS} cluster nodes")));
         }
-        Ok(Some(Self { userinfo, seeds }))
+        Ok(Some(Self { userinfo, seeds, tls }))
     }
 
-    /// The `redis://` URL of one node, with this URL's credentials.
+    /// The `redis://` (`rediss://` over TLS) URL of one node, with this URL's credentials.
     fn node_url(&self, (host, port): &(String, u16)) -> String {
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
             host.clone()
         };
-        format!("redis://{}{host}:{port}", self.userinfo)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}{host}:{port}", self.userinfo)
     }
 }
 
@@ -224,51 +235,73 @@ fn owner_in(answer: &redis::Value, slot: u16, asked: &str) -> Answer {
 /// question fails or times out is dropped and opened again next time.
 struct Nodes {
     url: ClusterUrl,
+    /// The TLS settings for `rediss+cluster://`.
+    tls: RedisTls,
+    /// Why the last node that failed to answer failed (for the error when none answers).
+    last_error: Option<String>,
     /// The nodes named by answers so far (at most [`MAX_KNOWN_NODES`]), asked besides the seeds.
     known: Vec<Node>,
     conns: HashMap<Node, MultiplexedConnection>,
 }
 
-/// Opens a connection to `node` unless `conn` is one already.
-async fn connect(url: &ClusterUrl, node: &Node, conn: Option<MultiplexedConnection>) -> Option<MultiplexedConnection> {
-    if conn.is_some() {
-        return conn;
+/// Opens a connection to `node` unless `conn` is one already; the error says why not.
+async fn connect(
+    url: &ClusterUrl,
+    tls: &RedisTls,
+    node: &Node,
+    conn: Option<MultiplexedConnection>,
+) -> std::result::Result<MultiplexedConnection, String> {
+    if let Some(conn) = conn {
+        return Ok(conn);
     }
-    let client = redis::Client::open(url.node_url(node)).ok()?;
+    let name = format!("{}:{}", node.0, node.1);
+    let client = tls.client(&url.node_url(node)).map_err(|e| format!("{name}: {e}"))?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(NODE_TIMEOUT))
         .set_response_timeout(Some(NODE_TIMEOUT));
-    tokio::time::timeout(NODE_TIMEOUT, client.get_multiplexed_async_connection_with_config(&cfg))
-        .await
-        .ok()?
-        .ok()
+    match tokio::time::timeout(NODE_TIMEOUT, client.get_multiplexed_async_connection_with_config(&cfg)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(format!("{name}: {e}")),
+        Err(_) => Err(format!("{name}: no connection within {NODE_TIMEOUT:?}")),
+    }
 }
 
 /// Asks one node which primary owns `slot`; answers the connection to keep (`None` when the node
-/// did not answer) and the answer.
+/// did not answer) and the answer, or why there is none.
 async fn ask(
     url: &ClusterUrl,
+    tls: &RedisTls,
     node: &Node,
     conn: Option<MultiplexedConnection>,
     slot: u16,
-) -> (Option<MultiplexedConnection>, Option<Answer>) {
-    let Some(mut conn) = connect(url, node, conn).await else {
-        return (None, None);
+) -> (Option<MultiplexedConnection>, std::result::Result<Answer, String>) {
+    let mut conn = match connect(url, tls, node, conn).await {
+        Ok(c) => c,
+        Err(e) => return (None, Err(e)),
     };
     let asked = tokio::time::timeout(NODE_TIMEOUT, redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn)).await;
     match asked {
         Ok(Ok(answer)) => {
             let answer: redis::Value = answer;
-            (Some(conn), Some(owner_in(&answer, slot, &node.0)))
+            (Some(conn), Ok(owner_in(&answer, slot, &node.0)))
         }
-        _ => (None, None),
+        Ok(Err(e)) => (None, Err(format!("{}:{}: CLUSTER SLOTS: {e}", node.0, node.1))),
+        Err(_) => (
+            None,
+            Err(format!(
+                "{}:{}: no answer to CLUSTER SLOTS within {NODE_TIMEOUT:?}",
+                node.0, node.1
+            )),
+        ),
     }
 }
 
 impl Nodes {
-    fn new(url: ClusterUrl) -> Self {
+    fn new(url: ClusterUrl, tls: RedisTls) -> Self {
         Self {
             url,
+            tls,
+            last_error: None,
             known: Vec::new(),
             conns: HashMap::new(),
         }
@@ -298,17 +331,24 @@ impl Nodes {
             }
         }
         let url = &self.url;
+        let tls = &self.tls;
         let conns = &self.conns;
         let answers = futures::future::join_all(
             candidates
                 .iter()
-                .map(|node| ask(url, node, conns.get(node).cloned(), slot)),
+                .map(|node| ask(url, tls, node, conns.get(node).cloned(), slot)),
         )
         .await;
         let mut owners: Vec<Node> = Vec::new();
         for (node, (conn, answer)) in candidates.iter().zip(answers) {
             self.keep(node, conn);
-            let Some((found, nodes)) = answer else { continue };
+            let (found, nodes) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    self.last_error = Some(e);
+                    continue;
+                }
+            };
             for n in nodes {
                 if !self.known.contains(&n) && self.known.len() < MAX_KNOWN_NODES {
                     self.known.push(n);
@@ -336,7 +376,7 @@ impl Nodes {
 
     /// Whether `node` answers `ROLE` with `master`.
     async fn is_primary(&mut self, node: &Node) -> bool {
-        let Some(mut conn) = connect(&self.url, node, self.conns.get(node).cloned()).await else {
+        let Ok(mut conn) = connect(&self.url, &self.tls, node, self.conns.get(node).cloned()).await else {
             self.keep(node, None);
             return false;
         };
@@ -379,22 +419,39 @@ impl Relay {
     /// Starts a relay for the namespace whose keys carry `tag` on the cluster of `url`, and waits
     /// until it knows the slot's primary.
     ///
+    /// Over TLS (`rediss+cluster://`) the relay speaks TLS to the nodes with `tls` (see
+    /// [`super::tls`]); the store's connections to the relay stay on the loopback interface.
+    ///
     /// # Errors
-    /// `Unavailable` when no seed node names a primary for the slot (the caller retries with
-    /// backoff, as for an unreachable standalone Redis); `Internal` when no local port is free.
-    pub async fn start(url: ClusterUrl, tag: &str) -> Result<Self> {
+    /// `Unavailable` when no seed node names a primary for the slot, with the last node's error
+    /// (the caller retries with backoff, as for an unreachable standalone Redis); `Internal` when
+    /// no local port is free; `InvalidArgument` for TLS settings rustls refuses.
+    pub async fn start(url: ClusterUrl, tag: &str, tls: &RedisTls) -> Result<Self> {
         let slot = key_slot(tag);
-        let mut nodes = Nodes::new(url.clone());
-        let first = nodes.discover(slot).await.ok_or_else(|| {
-            CoordinatorError::Unavailable(format!(
-                "redis_url: no node of the Redis Cluster ({}) names a primary for slot {slot} (the namespace's)",
-                url.seeds
-                    .iter()
-                    .map(|(h, p)| format!("{h}:{p}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ))
-        })?;
+        let connector = if url.tls {
+            Some(tokio_rustls::TlsConnector::from(tls.rustls_config()?))
+        } else {
+            None
+        };
+        let mut nodes = Nodes::new(url.clone(), tls.clone());
+        let first = match nodes.discover(slot).await {
+            Some(first) => first,
+            None => {
+                return Err(CoordinatorError::Unavailable(format!(
+                    "redis_url: no node of the Redis Cluster ({}) answered with a primary for slot {slot} (the namespace's){}",
+                    url.seeds
+                        .iter()
+                        .map(|(h, p)| format!("{h}:{p}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    nodes
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                )));
+            }
+        };
         tracing::info!(slot, primary = %format!("{}:{}", first.0, first.1), "Redis Cluster: the namespace's slot and its primary");
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -405,7 +462,7 @@ impl Relay {
         let (tx, rx) = watch::channel(Some(first));
         let failed = Arc::new(Notify::new());
         let watcher = tokio::spawn(watch_owner(nodes, slot, tx, failed.clone()));
-        let acceptor = tokio::spawn(accept(listener, rx, failed));
+        let acceptor = tokio::spawn(accept(listener, rx, failed, connector));
         Ok(Self {
             url: format!("redis://{}{}", url.userinfo, local),
             tasks: vec![watcher, acceptor],
@@ -435,13 +492,18 @@ async fn watch_owner(mut nodes: Nodes, slot: u16, tx: watch::Sender<Option<Node>
     }
 }
 
-/// Accepts the store's connections and relays each to the current owner. A failed `accept` is
-/// logged and retried after a pause.
-async fn accept(listener: TcpListener, owner: watch::Receiver<Option<Node>>, failed: Arc<Notify>) {
+/// Accepts the store's connections and relays each to the current owner (over TLS with
+/// `connector`). A failed `accept` is logged and retried after a pause.
+async fn accept(
+    listener: TcpListener,
+    owner: watch::Receiver<Option<Node>>,
+    failed: Arc<Notify>,
+    connector: Option<tokio_rustls::TlsConnector>,
+) {
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
-                tokio::spawn(relay_one(client, owner.clone(), failed.clone()));
+                tokio::spawn(relay_one(client, owner.clone(), failed.clone(), connector.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Redis Cluster relay: accept failed");
@@ -451,9 +513,16 @@ async fn accept(listener: TcpListener, owner: watch::Receiver<Option<Node>>, fai
     }
 }
 
-/// Relays one connection to the owner it finds, until either side closes or the owner changes;
-/// tells `failed` when there is no owner or it does not answer.
-async fn relay_one(mut client: TcpStream, mut owner: watch::Receiver<Option<Node>>, failed: Arc<Notify>) {
+/// Relays one connection to the owner it finds (over TLS with `connector`), until either side
+/// closes or the owner changes; tells `failed` when there is no owner or it does not answer. A
+/// failed TLS handshake (an untrusted certificate, a name that does not match) is logged as a
+/// warning: it does not pass with time.
+async fn relay_one(
+    mut client: TcpStream,
+    mut owner: watch::Receiver<Option<Node>>,
+    failed: Arc<Notify>,
+    connector: Option<tokio_rustls::TlsConnector>,
+) {
     let target = owner.borrow_and_update().clone();
     let Some((host, port)) = target else {
         failed.notify_one();
@@ -467,6 +536,34 @@ async fn relay_one(mut client: TcpStream, mut owner: watch::Receiver<Option<Node
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    let Some(connector) = connector else {
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+            _ = owner.changed() => {}
+        }
+        return;
+    };
+    let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+        Ok(name) => name,
+        Err(e) => {
+            tracing::warn!(primary = %format!("{host}:{port}"), error = %e, "Redis Cluster relay: the primary's host is not a name TLS can check");
+            failed.notify_one();
+            return;
+        }
+    };
+    let mut server = match tokio::time::timeout(NODE_TIMEOUT, connector.connect(name, server)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!(primary = %format!("{host}:{port}"), error = %e, "Redis Cluster relay: TLS handshake with the primary failed (see redis_tls_ca, redis_tls_cert)");
+            failed.notify_one();
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(primary = %format!("{host}:{port}"), "Redis Cluster relay: no TLS handshake within {NODE_TIMEOUT:?}");
+            failed.notify_one();
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = owner.changed() => {}
@@ -498,7 +595,14 @@ mod tests {
             Some(ClusterUrl {
                 userinfo: ":pw@".into(),
                 seeds: vec![("a".into(), 7000), ("b".into(), 7001)],
+                tls: false,
             })
+        );
+        let u = ClusterUrl::parse("rediss+cluster://a:7000").ok().flatten();
+        assert_eq!(u.as_ref().map(|u| u.tls), Some(true));
+        assert_eq!(
+            u.map(|u| u.node_url(&("10.0.0.1".into(), 7001))).as_deref(),
+            Some("rediss://10.0.0.1:7001")
         );
         for bad in [
             "redis+cluster://",
@@ -507,7 +611,8 @@ mod tests {
             "redis+cluster://a:x",
             "redis+cluster://:1",
             "redis+cluster://a:1/3",
-            "rediss+cluster://a:1",
+            "rediss+cluster://",
+            "rediss+cluster://a",
         ] {
             let e = ClusterUrl::parse(bad).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains("redis_url"), "{bad}: {e}");
