@@ -12,6 +12,13 @@ use clap::Parser;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// jemalloc rather than glibc's malloc: over `baton bench`'s full sequence the stock worker spent 7%
+/// less CPU on it (docs/benchmark.md, "Allocator: jemalloc"). A worker binary of your own picks its
+/// own allocator.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Baton's stock worker (handlers: echo, sleep, fail).
 #[derive(Parser)]
 #[command(version)]
