@@ -398,7 +398,10 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
     .retry(backoff)
     // Settings rustls refuses do not pass with time.
     .when(|e| !matches!(e, error::CoordinatorError::InvalidArgument(_)))
-    .notify(|e, d| tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}", config.redis_url))
+    .notify(|e, d| {
+        tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}",
+            baton_shared::limits::without_password(&config.redis_url))
+    })
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)
     .with_outbox_hold(config.timer_lease)

@@ -86,10 +86,11 @@ impl Floor {
     /// refused declaration.
     pub async fn connect(redis_url: &str, amqp_url: &str, health: HealthClient<AuthChannel>, id: &str) -> Result<Self> {
         let name = format!("baton-bench-floor-{id}");
-        let client = redis::Client::open(redis_url).with_context(|| format!("--redis-url {redis_url:?}"))?;
+        let shown = baton_shared::limits::without_password(redis_url);
+        let client = redis::Client::open(redis_url).with_context(|| format!("--redis-url {shown:?}"))?;
         let mut redis = within("connecting to Redis", client.get_multiplexed_async_connection())
             .await?
-            .with_context(|| format!("cannot connect to Redis at {redis_url} (--redis-url, BATON_REDIS_URL)"))?;
+            .with_context(|| format!("cannot connect to Redis at {shown} (--redis-url, BATON_REDIS_URL)"))?;
         let script = redis::Script::new(SCRIPT);
         let ttl = i64::try_from(LEFTOVER_TTL.as_secs()).unwrap_or(i64::MAX);
         let _: () = redis::pipe()
@@ -105,7 +106,12 @@ impl Floor {
             async move {
                 within(what, baton_shared::amqp::connect(&url, "baton bench --floor"))
                     .await?
-                    .with_context(|| format!("cannot connect to RabbitMQ at {url} (--amqp-url, BATON_AMQP_URL)"))
+                    .with_context(|| {
+                        format!(
+                            "cannot connect to RabbitMQ at {} (--amqp-url, BATON_AMQP_URL)",
+                            baton_shared::limits::without_password(&url)
+                        )
+                    })
             }
         };
         let publisher = amqp("connecting to RabbitMQ").await?;
