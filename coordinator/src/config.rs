@@ -598,14 +598,9 @@ impl CoordinatorConfig {
             self.redis_tls_cert.as_deref(),
             self.redis_tls_key.as_deref(),
         )
-        .map_err(|e| {
-            // The error starts with the setting it is about: "redis_tls_key: ...".
-            let text = e.to_string();
-            let (key, reason) = text.split_once(": ").unwrap_or(("redis_tls_ca", text.as_str()));
-            ConfigError::Invalid {
-                key: key.into(),
-                reason: reason.into(),
-            }
+        .map_err(|e| ConfigError::Invalid {
+            key: e.setting.into(),
+            reason: e.reason,
         })?;
         Ok(())
     }

@@ -400,7 +400,7 @@ async fn start_up(config: &CoordinatorConfig) -> anyhow::Result<(Arc<Engine>, Op
     .when(|e| !matches!(e, error::CoordinatorError::InvalidArgument(_)))
     .notify(|e, d| {
         tracing::warn!(error = %e, "Redis not reachable at {}; retrying in {d:?}",
-            baton_shared::limits::without_password(&config.redis_url))
+            baton_shared::credentials::without_password(&config.redis_url))
     })
     .await?
     .with_max_payload_bytes(config.max_payload_bytes)

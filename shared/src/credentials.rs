@@ -1,6 +1,7 @@
 //! How a client proves itself to a coordinator and checks the coordinator back: the bearer token
 //! sent with every call ([`Bearer`], a tonic interceptor) and the TLS settings of an `https://`
-//! address ([`ClientTls`]). The CLI, the worker runtime and the test harness share them.
+//! address ([`ClientTls`]). The CLI, the worker runtime and the test harness share them. Also how a
+//! server URL with credentials is shown in logs and errors ([`without_password`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,26 @@ use tonic::{
     service::{Interceptor, interceptor::InterceptedService},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
+
+/// `url` as it may be logged or echoed: the password of its credentials (`scheme://user:PASSWORD@`)
+/// replaced by `***`, everything else kept (`redis://:***@10.0.0.1:6379/0`,
+/// `amqp://guest:***@host:5672/%2f`). A URL without a password comes back unchanged.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The credentials end at the last '@' before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let Some((user, _password)) = userinfo.split_once(':') else {
+        return url.to_string();
+    };
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
 
 /// A channel whose calls carry the bearer token (when there is one).
 pub type AuthChannel = InterceptedService<Channel, Bearer>;
@@ -228,6 +249,27 @@ pub fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_masked_in_urls_and_nothing_else_changes() {
+        for (url, want) in [
+            ("redis://:s3cret@10.0.0.1:6379/0", "redis://:***@10.0.0.1:6379/0"),
+            ("rediss://baton:p@ss@host:6380", "rediss://baton:***@host:6380"),
+            (
+                "redis+cluster://:pw@a:7000,b:7001",
+                "redis+cluster://:***@a:7000,b:7001",
+            ),
+            (
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                "amqp://guest:***@127.0.0.1:5672/%2f",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://user@host:1/x@y", "redis://user@host:1/x@y"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(without_password(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn a_token_becomes_a_bearer_header() {

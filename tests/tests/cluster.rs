@@ -26,13 +26,14 @@ fn output(run: &Run, id: &str) -> Value {
     serde_json::from_str(&step.output_json).unwrap_or(Value::Null)
 }
 
-/// A coordinator of a fresh namespace on `redis`, with `env` over the defaults.
-async fn coordinator_on(redis: &RedisCluster, test: &str, env: &[(&str, &str)]) -> Cluster {
+/// A coordinator of a fresh namespace on the Redis (or Redis Cluster) of `redis_url`, with `env`
+/// over the defaults.
+async fn coordinator_on(redis_url: &str, test: &str, env: &[(&str, &str)]) -> Cluster {
     Cluster::start_with(
         test,
         ClusterOptions {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            redis_url: Some(redis.url.clone()),
+            redis_url: Some(redis_url.to_string()),
             ..Default::default()
         },
     )
@@ -52,7 +53,7 @@ const TICK: &str = "name: tick\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n
 #[tokio::test(flavor = "multi_thread")]
 async fn the_core_cases_run_on_a_redis_cluster() {
     let redis = RedisCluster::start().await;
-    let mut c = coordinator_on(&redis, "cluster-core", &[]).await;
+    let mut c = coordinator_on(&redis.url, "cluster-core", &[]).await;
     for def in [DIAMOND, RETRIES, FAN_OUT, KID, PARENT, WAITER, GUARDED, APPROVAL, TICK] {
         c.register(def).await;
     }
@@ -196,7 +197,7 @@ async fn the_core_cases_run_on_a_redis_cluster() {
     // namespace's keys are on the primary of its own slot only.
     let mut other = None;
     for _ in 0..10 {
-        let d = coordinator_on(&redis, "cluster-other", &[]).await;
+        let d = coordinator_on(&redis.url, "cluster-other", &[]).await;
         let t = Keys::new(d.namespace.clone()).tag(Scope::Namespace);
         if let Some(p) = redis.owner_of(&t).await
             && p != owner
@@ -266,7 +267,7 @@ async fn runs_go_through_a_redis_cluster_over_tls_with_a_private_ca() {
         ("BATON_REDIS_TLS_CERT", cert.as_str()),
         ("BATON_REDIS_TLS_KEY", key.as_str()),
     ];
-    let mut c = coordinator_on(&redis, "cluster-tls", &tls).await;
+    let mut c = coordinator_on(&redis.url, "cluster-tls", &tls).await;
     for def in [DIAMOND, FAN_OUT] {
         c.register(def).await;
     }
@@ -363,15 +364,7 @@ async fn runs_go_through_a_redis_cluster_over_tls_with_a_private_ca() {
         assert!(start.elapsed() < MINUTE, "the TLS Redis does not listen on {port}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut one = Cluster::start_with(
-        "tls-one",
-        ClusterOptions {
-            env: tls.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            redis_url: Some(format!("rediss://127.0.0.1:{port}")),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut one = coordinator_on(&format!("rediss://127.0.0.1:{port}"), "tls-one", &tls).await;
     one.register(DIAMOND).await;
     one.spawn_worker("w1", 4);
     let dag = one.submit("diamond", json!({"v": 2})).await;
@@ -591,7 +584,7 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
     // find the replica `durability = "replicated"` waits for.
     let redis = RedisCluster::start_with(2).await;
     let mut c = coordinator_on(
-        &redis,
+        &redis.url,
         "cluster-failover",
         &[
             ("BATON_DURABILITY", "replicated"),
@@ -628,7 +621,7 @@ async fn killing_the_primary_with_default_durability_leaves_no_run_hanging() {
     const RUNS: u32 = 300;
     let redis = RedisCluster::start().await;
     let mut c = coordinator_on(
-        &redis,
+        &redis.url,
         "cluster-failover-default",
         &[("BATON_HEALTH_PROBE_INTERVAL", "200ms")],
     )

@@ -86,7 +86,7 @@ impl Floor {
     /// refused declaration.
     pub async fn connect(redis_url: &str, amqp_url: &str, health: HealthClient<AuthChannel>, id: &str) -> Result<Self> {
         let name = format!("baton-bench-floor-{id}");
-        let shown = baton_shared::limits::without_password(redis_url);
+        let shown = baton_shared::credentials::without_password(redis_url);
         let client = redis::Client::open(redis_url).with_context(|| format!("--redis-url {shown:?}"))?;
         let mut redis = within("connecting to Redis", client.get_multiplexed_async_connection())
             .await?
@@ -109,7 +109,7 @@ impl Floor {
                     .with_context(|| {
                         format!(
                             "cannot connect to RabbitMQ at {} (--amqp-url, BATON_AMQP_URL)",
-                            baton_shared::limits::without_password(&url)
+                            baton_shared::credentials::without_password(&url)
                         )
                     })
             }

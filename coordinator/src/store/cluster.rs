@@ -518,7 +518,7 @@ async fn accept(
 /// failed TLS handshake (an untrusted certificate, a name that does not match) is logged as a
 /// warning: it does not pass with time.
 async fn relay_one(
-    mut client: TcpStream,
+    client: TcpStream,
     mut owner: watch::Receiver<Option<Node>>,
     failed: Arc<Notify>,
     connector: Option<tokio_rustls::TlsConnector>,
@@ -529,7 +529,7 @@ async fn relay_one(
         return;
     };
     let server = tokio::time::timeout(NODE_TIMEOUT, TcpStream::connect((host.as_str(), port))).await;
-    let Ok(Ok(mut server)) = server else {
+    let Ok(Ok(server)) = server else {
         tracing::debug!(primary = %format!("{host}:{port}"), "Redis Cluster relay: the primary does not answer");
         failed.notify_one();
         return;
@@ -537,10 +537,7 @@ async fn relay_one(
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let Some(connector) = connector else {
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-            _ = owner.changed() => {}
-        }
+        pipe(client, server, owner).await;
         return;
     };
     let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
@@ -551,7 +548,7 @@ async fn relay_one(
             return;
         }
     };
-    let mut server = match tokio::time::timeout(NODE_TIMEOUT, connector.connect(name, server)).await {
+    let server = match tokio::time::timeout(NODE_TIMEOUT, connector.connect(name, server)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::warn!(primary = %format!("{host}:{port}"), error = %e, "Redis Cluster relay: TLS handshake with the primary failed (see redis_tls_ca, redis_tls_cert)");
@@ -564,6 +561,15 @@ async fn relay_one(
             return;
         }
     };
+    pipe(client, server, owner).await;
+}
+
+/// Copies bytes both ways between the store's connection and the primary's (plain or TLS) until
+/// either side closes or the owner changes.
+async fn pipe<S>(mut client: TcpStream, mut server: S, mut owner: watch::Receiver<Option<Node>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = owner.changed() => {}

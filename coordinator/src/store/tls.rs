@@ -36,28 +36,51 @@ impl std::fmt::Debug for RedisTls {
     }
 }
 
+/// A Redis TLS setting that cannot be used: which one, and why (`redis_tls_ca: cannot read ...`).
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct SettingError {
+    /// `redis_tls_ca`, `redis_tls_cert` or `redis_tls_key`.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SettingError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<SettingError> for CoordinatorError {
+    fn from(e: SettingError) -> Self {
+        CoordinatorError::InvalidArgument(e.to_string())
+    }
+}
+
 /// Reads `path` for `setting` and checks that it holds at least one PEM block.
-fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CoordinatorError::InvalidArgument(format!("{setting}: cannot read {}: {e}", path.display())))?;
+fn read_pem(setting: &'static str, path: &Path) -> std::result::Result<Vec<u8>, SettingError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| SettingError::new(setting, format!("cannot read {}: {e}", path.display())))?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
-        return Err(CoordinatorError::InvalidArgument(format!(
-            "{setting}: {} is not a PEM file (no -----BEGIN line)",
-            path.display()
-        )));
+        return Err(SettingError::new(
+            setting,
+            format!("{} is not a PEM file (no -----BEGIN line)", path.display()),
+        ));
     }
     Ok(bytes)
 }
 
 /// The certificates of a PEM file (`setting` names it in errors); at least one.
-fn certificates(setting: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+fn certificates(setting: &'static str, pem: &[u8]) -> std::result::Result<Vec<CertificateDer<'static>>, SettingError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| CoordinatorError::InvalidArgument(format!("{setting}: not a valid PEM certificate: {e}")))?;
+        .map_err(|e| SettingError::new(setting, format!("not a valid PEM certificate: {e}")))?;
     if certs.is_empty() {
-        return Err(CoordinatorError::InvalidArgument(format!(
-            "{setting}: the file holds no CERTIFICATE block"
-        )));
+        return Err(SettingError::new(setting, "the file holds no CERTIFICATE block"));
     }
     Ok(certs)
 }
@@ -66,10 +89,10 @@ impl RedisTls {
     /// Reads and checks the files of `redis_tls_ca`, `redis_tls_cert` and `redis_tls_key`.
     ///
     /// # Errors
-    /// `InvalidArgument` naming the setting: a file that cannot be read, is not PEM, or holds no
+    /// [`SettingError`] naming the setting: a file that cannot be read, is not PEM, or holds no
     /// certificate (or, for the key, no private key); only one of `redis_tls_cert` and
     /// `redis_tls_key`.
-    pub fn load(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Self> {
+    pub fn load(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> std::result::Result<Self, SettingError> {
         let ca = match ca {
             Some(p) => {
                 let pem = read_pem("redis_tls_ca", p)?;
@@ -84,19 +107,21 @@ impl RedisTls {
                 certificates("redis_tls_cert", &cert)?;
                 let key = read_pem("redis_tls_key", k)?;
                 PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
-                    CoordinatorError::InvalidArgument(format!("redis_tls_key: no private key in {}: {e}", k.display()))
+                    SettingError::new("redis_tls_key", format!("no private key in {}: {e}", k.display()))
                 })?;
                 Some((cert, key))
             }
             (None, None) => None,
             (Some(_), None) => {
-                return Err(CoordinatorError::InvalidArgument(
-                    "redis_tls_cert: set, but redis_tls_key is not: give both".into(),
+                return Err(SettingError::new(
+                    "redis_tls_cert",
+                    "set, but redis_tls_key is not: give both",
                 ));
             }
             (None, Some(_)) => {
-                return Err(CoordinatorError::InvalidArgument(
-                    "redis_tls_key: set, but redis_tls_cert is not: give both".into(),
+                return Err(SettingError::new(
+                    "redis_tls_key",
+                    "set, but redis_tls_cert is not: give both",
                 ));
             }
         };
