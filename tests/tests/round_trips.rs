@@ -3,7 +3,8 @@
 //! commands that name each run.
 //!
 //! What is counted: commands sent by a client (not those a Lua script runs inside Redis) that name
-//! the run (in a key or an argument) and may write: scripts (`EVALSHA`) and plain writes. Left out,
+//! the run (in a key or an argument) and may write: scripts (`FCALL` of the run scripts' function
+//! library, or `EVALSHA` where Redis has no functions; both counted as `SCRIPT`) and plain writes. Left out,
 //! and why:
 //! - reads (`HGETALL`, `HMGET`, `XRANGE`, ...): the test's own `GetRun` polling, and the metrics'
 //!   background reads of a step's times, which no call waits for;
@@ -170,7 +171,10 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
         if s.source == "lua" {
             continue;
         }
-        let name = s.args[0].to_ascii_uppercase();
+        let mut name = s.args[0].to_ascii_uppercase();
+        if name == "FCALL" || name == "EVALSHA" {
+            name = "SCRIPT".into();
+        }
         if READS.contains(&name.as_str()) || s.args.iter().any(|a| a.starts_with(&test_keys)) {
             continue;
         }
@@ -190,7 +194,7 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
         // entries itself (in the same commit as the run, so that a delete's count sees it).
         let create = calls
             .iter()
-            .position(|c| c == "EVALSHA")
+            .position(|c| c == "SCRIPT")
             .unwrap_or_else(|| panic!("run {id}: no create script among {calls:?}"));
         assert_eq!(
             &calls[..create],
@@ -200,7 +204,7 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
         // The step: StartStep (start_step.lua) and ReportResult (complete_step.lua), nothing else.
         assert_eq!(
             &calls[create + 1..],
-            ["EVALSHA", "EVALSHA"],
+            ["SCRIPT", "SCRIPT"],
             "run {id}: its step made other Redis calls than start and report: {calls:?}"
         );
     }
@@ -258,5 +262,98 @@ async fn a_fan_out_element_report_indexes_the_next_element_in_its_own_commit() {
     println!(
         "fan-out of {ELEMENTS}: {} elements indexed outside a script (the first batch), the rest by the reports' commits",
         indexed_outside.len()
+    );
+}
+
+/// Runs `RUNS` one-step runs of workflow `one` on `cluster` under `MONITOR`, and answers the
+/// script commands (`FCALL` or `EVALSHA`, with their first argument: the function or the script's
+/// hash) that named one of them.
+async fn script_calls(cluster: &Cluster, runs: usize) -> Vec<(String, String)> {
+    let (stop, recorded) = monitor(cluster.namespace.clone()).await;
+    let mut ids = Vec::with_capacity(runs);
+    for n in 0..runs {
+        let id = cluster.submit("one", json!({ "n": n })).await;
+        let run = cluster.wait_run(&id, Duration::from_secs(60)).await;
+        assert_eq!(status(&run), "succeeded", "{run:#?}");
+        assert_eq!(run.output_json, format!(r#"{{"a":{{"n":{n}}}}}"#));
+        ids.push(id);
+    }
+    let _ = stop.send(());
+    let seen = recorded.await.expect("monitor task");
+    seen.into_iter()
+        .filter(|s| s.source != "lua" && ids.iter().any(|id| s.args.iter().any(|a| a.contains(id.as_str()))))
+        .filter_map(|s| {
+            let name = s.args[0].to_ascii_uppercase();
+            (name == "FCALL" || name == "EVALSHA").then(|| (name, s.args.get(1).cloned().unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The run scripts are functions of one library, which Redis loads once (`FCALL`); a Redis that
+/// lost it (a restart without persistence, `FUNCTION FLUSH`) gets it again on the next call, and
+/// where the coordinator may not load functions (an ACL without `FUNCTION`, or a Redis before 7.0)
+/// the same scripts go by `EVALSHA`. Runs succeed either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_scripts_are_redis_functions_and_fall_back_to_evalsha_where_redis_refuses_them() {
+    let mut cluster = Cluster::start("round-trips-functions", &[]).await;
+    cluster
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    cluster.spawn_worker("w1", 2);
+
+    let calls = script_calls(&cluster, 3).await;
+    assert!(
+        !calls.is_empty() && calls.iter().all(|(c, _)| c == "FCALL"),
+        "the run scripts should go by FCALL on this Redis: {calls:?}"
+    );
+    let function = &calls[0].1;
+    let library = function
+        .strip_suffix("_create_run")
+        .unwrap_or_else(|| panic!("the first script call should create the run: {calls:?}"));
+    assert!(library.starts_with("baton_"), "{library}");
+
+    // Redis loses the library (other tests' coordinators, sharing it, load it again as this one does).
+    let client = redis::Client::open(baton_tests::REDIS_URL).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let deleted: Result<String, _> = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg(library)
+        .query_async(&mut conn)
+        .await;
+    // Another test may have deleted and not yet reloaded it: either way it is gone now.
+    if let Err(e) = deleted {
+        assert!(e.to_string().contains("not exist"), "FUNCTION DELETE {library}: {e}");
+    }
+    let calls = script_calls(&cluster, 2).await;
+    assert!(
+        calls.iter().all(|(c, _)| c == "FCALL"),
+        "after the library was lost, the coordinator should load it again: {calls:?}"
+    );
+
+    // A coordinator whose Redis user may not run FUNCTION.
+    let user = format!("nofn-{}", cluster.namespace);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">no-functions")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-function")
+        .query_async(&mut conn)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://{user}:no-functions@127.0.0.1:6379");
+    let mut limited = Cluster::start("round-trips-no-functions", &[("BATON_REDIS_URL", url.as_str())]).await;
+    limited
+        .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
+        .await;
+    limited.spawn_worker("w1", 2);
+    let calls = script_calls(&limited, 3).await;
+    let _: Result<i64, _> = redis::cmd("ACL").arg("DELUSER").arg(&user).query_async(&mut conn).await;
+    assert!(
+        !calls.is_empty() && calls.iter().all(|(c, _)| c == "EVALSHA"),
+        "without the right to load functions the run scripts should go by EVALSHA: {calls:?}"
     );
 }

@@ -1,5 +1,11 @@
--- common.lua: prepended to every run script at load time (store.rs `RunScript`), whose body it wraps
--- so that every reply is {the script's own reply, the effects it wrote} (see `effect` below).
+-- common.lua: the helpers every run script shares (store.rs `RunScript`). Loaded once as the top of
+-- a Redis function library, in which each run script is a function that calls `begin` with its
+-- KEYS and ARGV, runs its body and answers `reply` (FCALL); on a Redis without functions (before
+-- 7.0) it is prepended to each script instead (EVALSHA), which does the same. So this text runs
+-- at library load time, where Redis 7.0 gives only `redis` and basic Lua: nothing at its top level
+-- may call a global function (not even `tonumber`) or read KEYS or ARGV; the per-call state below
+-- is set by `begin`.
+-- Every reply is {the script's own reply, the effects it wrote} (see `effect` below).
 -- Every key a run script touches is declared in KEYS; none is built here from a prefix.
 -- KEYS[1] run hash, KEYS[2] steps hash, KEYS[3] events stream: all under the run's hash tag.
 -- KEYS[4] the timers sorted set, KEYS[5] the outbox sorted set, KEYS[6] the effects outbox (sorted
@@ -15,13 +21,38 @@
 -- Every run script's A may also hold `archive`: the index into KEYS of the archive outbox
 -- (keys.rs `archive_outbox`), put in by store.rs only when the coordinator has an archive
 -- (`archive_url`); finish_run then queues the run there (see finish_run).
-local RUN, STEPS, EVENTS, TIMERS, OUTBOX, EFFECTS_KEY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local NOW = tonumber(ARGV[1])
-local MAXLEN = ARGV[2]
-local RETENTION = tonumber(ARGV[3])
-local GRACE = tonumber(ARGV[4])
-local RUN_ID = ARGV[5]
-local A = cjson.decode(ARGV[6])
+-- The call's keys and arguments, and what `begin` reads from them (each call sets them anew).
+local KEYS, ARGV
+local RUN, STEPS, EVENTS, TIMERS, OUTBOX, EFFECTS_KEY
+local NOW, MAXLEN, RETENTION, GRACE, RUN_ID, A
+-- The effects this call wrote (store.rs `Effect`), returned beside its reply.
+local EFFECTS
+-- The queued plan of the calling script (store.rs `QueuedPlan`), or nil: for each step that goes
+-- straight to a worker when dispatched, { key = index into KEYS of its handler's queued index,
+-- s2s_ms = its schedule-to-start timeout (ms, 0 for none) }: the argument `queued` of the scripts
+-- that dispatch.
+local QUEUED
+
+-- Sets the per-call state from a call's KEYS and ARGV: the first thing every run script does.
+local function begin(keys, argv)
+  KEYS, ARGV = keys, argv
+  RUN, STEPS, EVENTS, TIMERS, OUTBOX, EFFECTS_KEY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+  NOW = tonumber(argv[1])
+  MAXLEN = argv[2]
+  RETENTION = tonumber(argv[3])
+  GRACE = tonumber(argv[4])
+  RUN_ID = argv[5]
+  A = cjson.decode(argv[6])
+  EFFECTS = {}
+  QUEUED = A.queued
+end
+
+-- The answer of a run script whose body answered `reply`: {reply, the effects it wrote}, or an
+-- error reply as it is.
+local function answer(reply)
+  if type(reply) == 'table' and reply.err then return reply end
+  return { reply, EFFECTS }
+end
 -- The latest due time stored (Unix ms): 9999-12-31T23:59:59.999Z (exact as a double, and still
 -- printable as RFC 3339); deadlines are clamped to it.
 local LATEST = 253402300799999
@@ -58,9 +89,6 @@ local function event(kind, step, attempt, status, detail)
     'detail', detail or '', 'at', tostring(NOW))
 end
 
--- The effects this call wrote (store.rs `Effect`), returned beside its reply.
-local EFFECTS = {}
-
 -- Writes a cross-run effect `json` (an object with a `kind`: see store.rs `Effect`) to the effects
 -- outbox in this commit, due for the sweeper after the outbox hold; the committing coordinator
 -- applies it at once with a script or commands whose keys it declares, and removes it. Applying
@@ -72,8 +100,8 @@ end
 
 -- The attempts of a step kept in full in its history, and the longest error kept per attempt
 -- (bytes): baton_shared::limits::KEPT_ATTEMPTS and MAX_ATTEMPT_ERROR_BYTES, put in by store.rs.
-local KEPT_ATTEMPTS = tonumber('__KEPT_ATTEMPTS__')
-local MAX_ATTEMPT_ERROR = tonumber('__MAX_ATTEMPT_ERROR_BYTES__')
+local KEPT_ATTEMPTS = __KEPT_ATTEMPTS__
+local MAX_ATTEMPT_ERROR = __MAX_ATTEMPT_ERROR_BYTES__
 
 -- `s` cut to at most `max` bytes at a UTF-8 character boundary, marked '… (cut)' when cut.
 local function cut_text(s, max)
@@ -178,12 +206,6 @@ local function dispatch(step, attempt)
   redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. step)
   event('step', step, attempt, 'dispatched', '')
 end
-
--- The queued plan of the calling script (store.rs `QueuedPlan`), or nil: for each step that goes
--- straight to a worker when dispatched, { key = index into KEYS of its handler's queued index,
--- s2s_ms = its schedule-to-start timeout (ms, 0 for none) }: the argument `queued` of the scripts
--- that dispatch.
-local QUEUED = A.queued
 
 -- Puts attempt `attempt` of `step` in its handler's queued index (score now, NX: a re-sent
 -- dispatch keeps its first time) and arms its schedule-to-start timer (NX), per `plan` (an entry of
@@ -410,9 +432,9 @@ end
 -- Fan-out elements dispatched by one script call at most when a fan-out starts
 -- (store::ITEM_BATCH, put in by store.rs); each element's completion dispatches at most 2 more
 -- until `max_parallel` are in flight, so no call does work in proportion to the element count.
-local ITEM_BATCH = tonumber('__ITEM_BATCH__')
+local ITEM_BATCH = __ITEM_BATCH__
 -- Width of one element index in `<step>:items_order` (store::ORDER_WIDTH).
-local ORDER_WIDTH = tonumber('__ORDER_WIDTH__')
+local ORDER_WIDTH = __ORDER_WIDTH__
 
 -- The index of the element at position `pos` (0-based) of a fan-out's running order: the index
 -- itself when `order` is '' (every element runs), else the pos-th ORDER_WIDTH-digit entry of
