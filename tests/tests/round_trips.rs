@@ -148,20 +148,8 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
         "succeeded"
     );
 
-    let (stop, recorded) = monitor(cluster.namespace.clone()).await;
     const RUNS: usize = 20;
-    let mut ids = Vec::with_capacity(RUNS);
-    for n in 0..RUNS {
-        let id = cluster.submit("one", json!({ "n": n })).await;
-        let run = cluster.wait_run(&id, Duration::from_secs(60)).await;
-        assert_eq!(status(&run), "succeeded", "{run:#?}");
-        assert_eq!(run.output_json, format!(r#"{{"a":{{"n":{n}}}}}"#));
-        ids.push(id);
-    }
-    // The last report's writes are done before its answer; nothing else is waited for.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = stop.send(());
-    let seen = recorded.await.expect("monitor task");
+    let (ids, seen) = monitored_runs(&cluster, RUNS).await;
 
     let test_keys = baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced("test:");
     let outbox = baton_shared::keys::Keys::new(cluster.namespace.clone()).outbox();
@@ -265,10 +253,10 @@ async fn a_fan_out_element_report_indexes_the_next_element_in_its_own_commit() {
     );
 }
 
-/// Runs `RUNS` one-step runs of workflow `one` on `cluster` under `MONITOR`, and answers the
-/// script commands (`FCALL` or `EVALSHA`, with their first argument: the function or the script's
-/// hash) that named one of them.
-async fn script_calls(cluster: &Cluster, runs: usize) -> Vec<(String, String)> {
+/// Runs `runs` one-step runs of workflow `one` (input `{"n": i}`) on `cluster` one after the
+/// other under `MONITOR`, each checked to succeed with its input as output, and answers their
+/// ids and the commands `MONITOR` saw that name the cluster's namespace.
+async fn monitored_runs(cluster: &Cluster, runs: usize) -> (Vec<String>, Vec<Seen>) {
     let (stop, recorded) = monitor(cluster.namespace.clone()).await;
     let mut ids = Vec::with_capacity(runs);
     for n in 0..runs {
@@ -278,8 +266,17 @@ async fn script_calls(cluster: &Cluster, runs: usize) -> Vec<(String, String)> {
         assert_eq!(run.output_json, format!(r#"{{"a":{{"n":{n}}}}}"#));
         ids.push(id);
     }
+    // The last report's writes are done before its answer; nothing else is waited for.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop.send(());
-    let seen = recorded.await.expect("monitor task");
+    (ids, recorded.await.expect("monitor task"))
+}
+
+/// Runs `runs` one-step runs of workflow `one` on `cluster` under `MONITOR` ([`monitored_runs`]),
+/// and answers the script commands (`FCALL` or `EVALSHA`, with their first argument: the function
+/// or the script's hash) that named one of them.
+async fn script_calls(cluster: &Cluster, runs: usize) -> Vec<(String, String)> {
+    let (ids, seen) = monitored_runs(cluster, runs).await;
     seen.into_iter()
         .filter(|s| s.source != "lua" && ids.iter().any(|id| s.args.iter().any(|a| a.contains(id.as_str()))))
         .filter_map(|s| {
