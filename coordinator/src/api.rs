@@ -879,11 +879,13 @@ impl proto::run_service_server::RunService for Api {
             view::trim_history(&mut view, budget);
             let fit = view::outputs_that_fit(&view, budget);
             let fit: Vec<&str> = fit.iter().map(String::as_str).collect();
-            let outputs = self.engine.store.read_step_outputs(&id, &fit).await?;
-            view::fill_outputs(&mut view, outputs);
+            // Those outputs, then each attempt's log count and, while the budget lasts, the input
+            // it ran with (the outputs and the counts in one round trip).
+            crate::step_data::fill_outputs_and_attempts(&self.engine, &id, &mut view, &fit, budget).await?;
+        } else {
+            // Each attempt's log count and, while the budget lasts, the input it ran with.
+            crate::step_data::fill_attempts(&self.engine, &id, &mut view).await?;
         }
-        // Each attempt's log count and, while the budget lasts, the input it ran with.
-        crate::step_data::fill_attempts(&self.engine, &id, &mut view).await?;
         Ok(Response::new(view))
     }
 

@@ -297,6 +297,22 @@ pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Resu
 /// # Errors
 /// `Redis`.
 pub async fn fill_attempts_within(engine: &Engine, run_id: &str, run: &mut Run, budget: u64) -> Result<()> {
+    fill_outputs_and_attempts(engine, run_id, run, &[], budget).await
+}
+
+/// Fills the outputs of steps `outputs` into `run` ([`crate::view::fill_outputs`]), then does what
+/// [`fill_attempts_within`] does. The outputs and the attempts' log counts and input sizes are read
+/// in one round trip (GetRun: two after the run itself, the inputs that fit being the second).
+///
+/// # Errors
+/// `Redis`.
+pub async fn fill_outputs_and_attempts(
+    engine: &Engine,
+    run_id: &str,
+    run: &mut Run,
+    outputs: &[&str],
+    budget: u64,
+) -> Result<()> {
     let refs: Vec<(String, u32)> = run
         .steps
         .iter()
@@ -307,11 +323,17 @@ pub async fn fill_attempts_within(engine: &Engine, run_id: &str, run: &mut Run, 
                 .chain(in_flight(s).map(|n| (s.id.clone(), n)))
         })
         .collect();
+    let borrowed: Vec<(&str, u32)> = refs.iter().map(|(s, a)| (s.as_str(), *a)).collect();
+    let (facts, read) = engine
+        .store
+        .attempt_facts_and_outputs(run_id, &borrowed, outputs)
+        .await?;
+    if !outputs.is_empty() {
+        crate::view::fill_outputs(run, read);
+    }
     if refs.is_empty() {
         return Ok(());
     }
-    let borrowed: Vec<(&str, u32)> = refs.iter().map(|(s, a)| (s.as_str(), *a)).collect();
-    let facts = engine.store.attempt_facts(run_id, &borrowed).await?;
     let mut it = facts.iter();
     for step in &mut run.steps {
         for a in &mut step.attempts {

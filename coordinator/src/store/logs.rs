@@ -3,7 +3,7 @@
 //! in the run's steps hash, so they expire, persist (RetryRun, RerunRun) and go with the run as its
 //! steps do; see `append_logs.lua` for the fields.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use redis::AsyncCommands as _;
 
@@ -151,11 +151,30 @@ impl Store {
     /// # Errors
     /// [`CoordinatorError::Redis`].
     pub async fn attempt_facts(&self, run_id: &str, attempts: &[(&str, u32)]) -> Result<Vec<(LogRange, u64)>> {
-        if attempts.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.attempt_facts_and_outputs(run_id, attempts, &[]).await?.0)
+    }
+
+    /// [`Store::attempt_facts`] and the outputs of steps `outputs` (as [`Store::read_step_outputs`]
+    /// answers them: `<step>:output` -> output, steps without one left out), in one round trip:
+    /// GetRun reads both once it has read the run.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Redis`].
+    pub async fn attempt_facts_and_outputs(
+        &self,
+        run_id: &str,
+        attempts: &[(&str, u32)],
+        outputs: &[&str],
+    ) -> Result<(Vec<(LogRange, u64)>, HashMap<String, String>)> {
+        if attempts.is_empty() && outputs.is_empty() {
+            return Ok((Vec::new(), HashMap::new()));
         }
         let key = self.keys.steps(run_id);
         let mut pipe = redis::pipe();
+        let names: Vec<String> = outputs.iter().map(|id| format!("{id}:output")).collect();
+        if !names.is_empty() {
+            pipe.cmd("HMGET").arg(&key).arg(&names);
+        }
         for (step, attempt) in attempts {
             pipe.cmd("HMGET")
                 .arg(&key)
@@ -167,8 +186,20 @@ impl Store {
         let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let unexpected =
             |e: redis::ParsingError| CoordinatorError::Internal(format!("unexpected answer from Redis: {e}"));
-        let mut out = Vec::with_capacity(attempts.len());
         let mut it = values.into_iter();
+        let mut read = HashMap::new();
+        if !names.is_empty() {
+            let values: Vec<Option<String>> = match it.next() {
+                Some(v) => redis::from_redis_value(v).map_err(unexpected)?,
+                None => return Err(CoordinatorError::Internal("empty answer from Redis".into())),
+            };
+            for (name, value) in names.into_iter().zip(values) {
+                if let Some(v) = value {
+                    read.insert(name, v);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(attempts.len());
         while let (Some(range), Some(size)) = (it.next(), it.next()) {
             let (first, next): (Option<u64>, Option<u64>) = redis::from_redis_value(range).map_err(unexpected)?;
             let size: u64 = redis::from_redis_value(size).map_err(unexpected)?;
@@ -180,7 +211,7 @@ impl Store {
                 size,
             ));
         }
-        Ok(out)
+        Ok((out, read))
     }
 
     /// The inputs `(step, attempt)` ran with (`None`: not recorded).
