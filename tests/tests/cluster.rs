@@ -449,6 +449,18 @@ struct Failover {
     again: i64,
     /// The longest time without a step finishing, from the kill on (ms).
     worst: i64,
+    /// When the cluster had promoted a replica, from the kill on (ms; `None`: not within a minute).
+    promoted_ms: Option<i64>,
+}
+
+impl Failover {
+    /// When Baton could go on at the earliest, from the kill on (ms): the node timeout, or the
+    /// cluster's own promotion of a replica when that took longer (as it does on a loaded
+    /// machine: the election is Redis's, not Baton's). The stall bounds are counted from it.
+    fn cluster_back_ms(&self) -> i64 {
+        let timeout = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX);
+        self.promoted_ms.map_or(timeout, |p| p.max(timeout))
+    }
 }
 
 /// Submits `runs` runs of the registered `chain` (half before the kill, half during and after
@@ -574,6 +586,7 @@ async fn kill_the_primary_during_chains(
         lost,
         again,
         worst,
+        promoted_ms: promoted.map(|p| i64::try_from(p.as_millis()).unwrap_or(i64::MAX)),
     }
 }
 
@@ -598,11 +611,12 @@ async fn killing_the_primary_of_the_namespace_slot_loses_no_run_with_replicated_
     let f = kill_the_primary_during_chains(&redis, &c, RUNS, MINUTE, None).await;
     assert!(f.lost.is_empty(), "runs lost with replicated durability: {:?}", f.lost);
     assert_eq!(f.ids.len(), RUNS as usize);
-    let bound = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX) + 5_000;
+    let bound = f.cluster_back_ms() + 5_000;
     assert!(
         f.worst <= bound,
-        "worst stall {} ms > node timeout + 5 s ({bound} ms)",
-        f.worst
+        "worst stall {} ms > the later of the node timeout and the promotion ({} ms) + 5 s ({bound} ms)",
+        f.worst,
+        f.cluster_back_ms()
     );
 }
 
@@ -637,11 +651,13 @@ async fn killing_the_primary_with_default_durability_leaves_no_run_hanging() {
         f.lost.len()
     );
     // The failover, then a lost completion's 10 s timeout, its retry's 100 ms and 5 s of slack.
-    let bound = i64::try_from(NODE_TIMEOUT_MS).unwrap_or(i64::MAX) + 10_000 + 5_000;
+    let bound = f.cluster_back_ms() + 10_000 + 5_000;
     assert!(
         f.worst <= bound,
-        "worst stall {} ms > node timeout + step timeout + 5 s ({bound} ms); steps run again: {}",
+        "worst stall {} ms > the later of the node timeout and the promotion ({} ms) + step timeout + 5 s \
+         ({bound} ms); steps run again: {}",
         f.worst,
+        f.cluster_back_ms(),
         f.again
     );
 }
