@@ -481,28 +481,39 @@ impl Bench {
         }
     }
 
-    /// Follows the run's WatchRun stream to its end (the stream ends after the run finishes),
-    /// then reads the run with one GetRun; the run must have succeeded.
+    /// Follows the run's WatchRun stream to its end (the stream ends after the run finishes,
+    /// with the run as its last message: `include_run`), as the SDKs' `wait` does; the run must
+    /// have succeeded. A coordinator that sends no final run (one before `include_run`) is asked
+    /// with one GetRun.
     async fn watch_run(&self, run_id: &str) -> Result<Run> {
         let mut client = self.client.clone();
         let follow = async {
             let mut events = client
                 .watch_run(WatchRunRequest {
                     run_id: run_id.to_owned(),
+                    include_run: true,
                     ..Default::default()
                 })
                 .await?
                 .into_inner();
-            while events.message().await?.is_some() {}
-            anyhow::Ok(())
+            let mut last = None;
+            while let Some(event) = events.message().await? {
+                if event.kind == "final" {
+                    last = event.run;
+                }
+            }
+            anyhow::Ok(last)
         };
-        tokio::time::timeout(self.timeout, follow).await.map_err(|_| {
+        let last = tokio::time::timeout(self.timeout, follow).await.map_err(|_| {
             anyhow::anyhow!(
                 "bench run {run_id} did not finish within {} (--timeout)",
                 humantime::format_duration(self.timeout)
             )
         })??;
-        let run = self.get_run(run_id).await?;
+        let run = match last {
+            Some(run) => run,
+            None => self.get_run(run_id).await?,
+        };
         if !crate::client::is_terminal(run.status) {
             bail!(
                 "bench run {run_id} of {}: its WatchRun stream ended before the run; {}",

@@ -265,6 +265,9 @@ impl Coordinator {
                     // A reopened stream starts after the last event handed on (coordinators
                     // without `after_sequence` send the history again, which is skipped below).
                     after_sequence: last_sequence.clone(),
+                    // The finished run comes as the stream's last message: no GetRun after it
+                    // (coordinators before `include_run` send none, and it is read below).
+                    include_run: true,
                 })
                 .await;
             match opened {
@@ -273,6 +276,12 @@ impl Coordinator {
                     let mut stream = stream.into_inner();
                     loop {
                         match stream.message().await {
+                            Ok(Some(event)) if event.kind == "final" => {
+                                if let Some(run) = event.run.filter(|r| is_terminal(r.status)) {
+                                    outage.ended();
+                                    return Ok(run);
+                                }
+                            }
                             Ok(Some(event)) => {
                                 // A reopened stream starts with the history again: skip what was
                                 // handed on already.

@@ -220,6 +220,7 @@ impl RunService for Fake {
                 detail: detail.to_owned(),
                 payload_json: String::new(),
                 log: None,
+                run: None,
             })
         };
         let events = match run_id.as_str() {

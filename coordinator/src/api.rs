@@ -806,87 +806,9 @@ impl proto::run_service_server::RunService for Api {
         let GetRunRequest { run_id: id, step_id } = req.into_inner();
         check_id(&id)?;
         check_len("step_id", &step_id, MAX_ID_BYTES)?;
-        // Redis first; a run it holds only as a tombstone (or not at all) is read from the archive.
-        let read = self.engine.store.read_run(&id).await?;
-        let (mut run, mut steps) = match read {
-            Some(r) if !r.0.contains_key("archived_at") => r,
-            _ => {
-                let Some(archived) = crate::archiver::archived(&self.engine, &id).await? else {
-                    return Err(Status::not_found(format!(
-                        "run_id: no run {id} ({})",
-                        crate::reset::lost_hint()
-                    )));
-                };
-                let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
-                return view::archived_answer(archived.run, &step_id, budget)
-                    .map(Response::new)
-                    .map_err(Status::not_found);
-            }
-        };
-        let wf = run.get("workflow").cloned().unwrap_or_default();
-        let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let def = self.engine.registry.pinned(&wf, version).await.ok();
-        if !step_id.is_empty() {
-            // One step, with its whole output; the run's own input and output are left out so
-            // that the answer is about the size of that output.
-            let ids = run.get("step_ids").map(String::as_str).unwrap_or_default();
-            if !ids.split(',').any(|s| s == step_id) {
-                return Err(Status::not_found(format!(
-                    "step_id: run {id} has no step {}",
-                    baton_shared::limits::echo(&step_id)
-                )));
-            }
-            run.remove("input");
-            run.remove("output");
-            steps.extend(self.engine.store.read_step_outputs(&id, &[step_id.as_str()]).await?);
-        }
-        let mut view = view::run_view(def.as_deref(), &run, Some(&steps));
-        if !step_id.is_empty() {
-            view.steps.retain(|s| s.id == step_id);
-            view.child_run_ids = view
-                .steps
-                .iter()
-                .filter(|s| !s.child_run_id.is_empty())
-                .map(|s| s.child_run_id.clone())
-                .collect();
-        }
-        // Who holds the slots a waiting step waits for.
-        let now = baton_shared::time::now_ms();
-        for step in &mut view.steps {
-            if step.status == StepStatus::Waiting as i32 && !step.slot.is_empty() {
-                step.slot_holders = self
-                    .engine
-                    .store
-                    .slot_holders(&step.slot, now)
-                    .await?
-                    .into_iter()
-                    .map(|m| {
-                        let mut p = m.splitn(3, '|');
-                        match (p.next(), p.next(), p.next()) {
-                            (Some(r), Some(s), Some(a)) => format!("{r}/{s}#{a}"),
-                            _ => m.clone(),
-                        }
-                    })
-                    .collect();
-            }
-        }
-        // Why a dispatched step has not started (no consumer, or tasks ahead of it).
-        self.ops.explain_waits(&mut view).await;
-        if step_id.is_empty() {
-            // The steps' outputs that fit the answer's budget, in step order; the others are
-            // left out with their size (`output_omitted_bytes`).
-            let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
-            view::trim_history(&mut view, budget);
-            let fit = view::outputs_that_fit(&view, budget);
-            let fit: Vec<&str> = fit.iter().map(String::as_str).collect();
-            // Those outputs, then each attempt's log count and, while the budget lasts, the input
-            // it ran with (the outputs and the counts in one round trip).
-            crate::step_data::fill_outputs_and_attempts(&self.engine, &id, &mut view, &fit, budget).await?;
-        } else {
-            // Each attempt's log count and, while the budget lasts, the input it ran with.
-            crate::step_data::fill_attempts(&self.engine, &id, &mut view).await?;
-        }
-        Ok(Response::new(view))
+        run_answer(&self.engine, &self.ops, &id, &step_id)
+            .await
+            .map(Response::new)
     }
 
     async fn list_runs(&self, req: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>, Status> {
@@ -1065,7 +987,11 @@ impl proto::run_service_server::RunService for Api {
             .get::<Principal>()
             .map(|p| p.identity().to_string())
             .or_else(|| req.remote_addr().map(|a| a.ip().to_string()));
-        let WatchRunRequest { run_id, after_sequence } = req.into_inner();
+        let WatchRunRequest {
+            run_id,
+            after_sequence,
+            include_run,
+        } = req.into_inner();
         check_id(&run_id)?;
         if !after_sequence.is_empty() && !is_sequence(&after_sequence) {
             return Err(Status::invalid_argument(format!(
@@ -1091,6 +1017,10 @@ impl proto::run_service_server::RunService for Api {
                 )));
             };
             let (tx, rx) = tokio::sync::mpsc::channel(256);
+            let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+            let last = include_run
+                .then(|| view::archived_answer(archived.run, "", budget).ok())
+                .flatten();
             tokio::spawn(async move {
                 let after = (!after_sequence.is_empty()).then(|| sequence(&after_sequence));
                 for ev in archived.history {
@@ -1101,6 +1031,9 @@ impl proto::run_service_server::RunService for Api {
                         break;
                     }
                 }
+                if let Some(run) = last {
+                    let _ = tx.send(Ok(final_event(run))).await;
+                }
                 drop(permit);
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
@@ -1110,15 +1043,112 @@ impl proto::run_service_server::RunService for Api {
         let sub = self.watch.subscribe_from(&run_id, open.last_event, open.last_log).await;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let engine = self.engine.clone();
+        let ops = self.ops.clone();
         let first = open.history;
         tokio::spawn(async move {
-            if let Err(e) = stream_events(&engine, &run_id, &after_sequence, first, sub, &tx).await {
-                let _ = tx.send(Err(e.into())).await;
+            match stream_events(&engine, &run_id, &after_sequence, first, sub, &tx).await {
+                Ok(End::Finished) if include_run => send_final(&engine, &ops, &run_id, &tx).await,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                }
             }
             drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// GetRun's answer for run `id` (checked) and `step_id` (`""`: the whole run): read from Redis,
+/// or from the archive when Redis holds only its tombstone. Also the `run` of WatchRun's "final"
+/// message.
+///
+/// # Errors
+/// `NOT_FOUND` for an unknown run or step; what reading Redis or the archive fails with.
+async fn run_answer(
+    engine: &Engine,
+    ops: &crate::operations::Operations,
+    id: &str,
+    step_id: &str,
+) -> Result<Run, Status> {
+    // Redis first; a run it holds only as a tombstone (or not at all) is read from the archive.
+    let read = engine.store.read_run(id).await?;
+    let (mut run, mut steps) = match read {
+        Some(r) if !r.0.contains_key("archived_at") => r,
+        _ => {
+            let Some(archived) = crate::archiver::archived(engine, id).await? else {
+                return Err(Status::not_found(format!(
+                    "run_id: no run {id} ({})",
+                    crate::reset::lost_hint()
+                )));
+            };
+            let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+            return view::archived_answer(archived.run, step_id, budget).map_err(Status::not_found);
+        }
+    };
+    let wf = run.get("workflow").cloned().unwrap_or_default();
+    let version = run.get("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let def = engine.registry.pinned(&wf, version).await.ok();
+    if !step_id.is_empty() {
+        // One step, with its whole output; the run's own input and output are left out so
+        // that the answer is about the size of that output.
+        let ids = run.get("step_ids").map(String::as_str).unwrap_or_default();
+        if !ids.split(',').any(|s| s == step_id) {
+            return Err(Status::not_found(format!(
+                "step_id: run {id} has no step {}",
+                baton_shared::limits::echo(step_id)
+            )));
+        }
+        run.remove("input");
+        run.remove("output");
+        steps.extend(engine.store.read_step_outputs(id, &[step_id]).await?);
+    }
+    let mut view = view::run_view(def.as_deref(), &run, Some(&steps));
+    if !step_id.is_empty() {
+        view.steps.retain(|s| s.id == step_id);
+        view.child_run_ids = view
+            .steps
+            .iter()
+            .filter(|s| !s.child_run_id.is_empty())
+            .map(|s| s.child_run_id.clone())
+            .collect();
+    }
+    // Who holds the slots a waiting step waits for.
+    let now = baton_shared::time::now_ms();
+    for step in &mut view.steps {
+        if step.status == StepStatus::Waiting as i32 && !step.slot.is_empty() {
+            step.slot_holders = engine
+                .store
+                .slot_holders(&step.slot, now)
+                .await?
+                .into_iter()
+                .map(|m| {
+                    let mut p = m.splitn(3, '|');
+                    match (p.next(), p.next(), p.next()) {
+                        (Some(r), Some(s), Some(a)) => format!("{r}/{s}#{a}"),
+                        _ => m.clone(),
+                    }
+                })
+                .collect();
+        }
+    }
+    // Why a dispatched step has not started (no consumer, or tasks ahead of it).
+    ops.explain_waits(&mut view).await;
+    if step_id.is_empty() {
+        // The steps' outputs that fit the answer's budget, in step order; the others are
+        // left out with their size (`output_omitted_bytes`).
+        let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+        view::trim_history(&mut view, budget);
+        let fit = view::outputs_that_fit(&view, budget);
+        let fit: Vec<&str> = fit.iter().map(String::as_str).collect();
+        // Those outputs, then each attempt's log count and, while the budget lasts, the input
+        // it ran with (the outputs and the counts in one round trip).
+        crate::step_data::fill_outputs_and_attempts(engine, id, &mut view, &fit, budget).await?;
+    } else {
+        // Each attempt's log count and, while the budget lasts, the input it ran with.
+        crate::step_data::fill_attempts(engine, id, &mut view).await?;
+    }
+    Ok(view)
 }
 
 /// Events of a run's history read from Redis at a time by `WatchRun`.
@@ -1161,7 +1191,7 @@ async fn stream_events(
     first: Vec<StreamEntry>,
     mut sub: Subscription,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
-) -> Result<(), CoordinatorError> {
+) -> Result<End, CoordinatorError> {
     let mut last = if after.is_empty() {
         "-".to_string()
     } else {
@@ -1184,7 +1214,7 @@ async fn stream_events(
                 saw_run_event = true;
             }
             if tx.send(Ok(ev)).await.is_err() {
-                return Ok(());
+                return Ok(End::Left);
             }
         }
         if n < HISTORY_PAGE {
@@ -1198,10 +1228,10 @@ async fn stream_events(
     {
         for ev in archived.history {
             if tx.send(Ok(ev)).await.is_err() {
-                break;
+                return Ok(End::Left);
             }
         }
-        return Ok(());
+        return Ok(End::Finished);
     }
     if !after.is_empty() && !saw_run_event {
         let summary = engine.store.run_summaries(&[run_id.to_string()]).await?;
@@ -1213,35 +1243,35 @@ async fn stream_events(
             .is_some_and(RunStatus::is_terminal);
     }
     if ended {
-        return Ok(());
+        return Ok(End::Finished);
     }
     loop {
         let notice = tokio::select! {
             n = sub.rx.recv() => n,
-            () = tx.closed() => return Ok(()),
+            () = tx.closed() => return Ok(End::Left),
         };
         match notice {
             Ok(Notice::Events(batch)) => {
-                if !send_live(run_id, batch.to_vec(), &mut last, tx).await {
-                    return Ok(());
+                if let Some(end) = send_live(run_id, batch.to_vec(), &mut last, tx).await {
+                    return Ok(end);
                 }
             }
             Ok(Notice::Logs(batch)) => {
                 for ev in batch.iter().filter_map(|e| crate::step_data::log_event(run_id, e)) {
                     if tx.send(Ok(ev)).await.is_err() {
-                        return Ok(());
+                        return Ok(End::Left);
                     }
                 }
             }
-            Ok(Notice::Gone) => return Ok(()),
+            Ok(Notice::Gone) => return Ok(End::Gone),
             Ok(Notice::Unavailable(why)) => return Err(CoordinatorError::Unavailable(why.to_string())),
             // Fell behind the run's channel: read what was missed from Redis; the channel's
             // later messages repeat some of it, which is skipped.
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => loop {
                 let batch = engine.store.events_after(run_id, &last, 500).await?;
                 let n = batch.len();
-                if !send_live(run_id, batch, &mut last, tx).await {
-                    return Ok(());
+                if let Some(end) = send_live(run_id, batch, &mut last, tx).await {
+                    return Ok(end);
                 }
                 if n < 500 {
                     break;
@@ -1254,14 +1284,14 @@ async fn stream_events(
     }
 }
 
-/// Sends the events of `batch` after `last` (moving it on); false when the stream is over (the
-/// run ended or the client went away).
+/// Sends the events of `batch` after `last` (moving it on); how the stream ends when it is over
+/// (the run ended, or the client went away), `None` while it goes on.
 async fn send_live(
     run_id: &str,
     batch: Vec<StreamEntry>,
     last: &mut String,
     tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
-) -> bool {
+) -> Option<End> {
     for (id, f) in batch {
         if last != "-" && sequence(&id) <= sequence(last) {
             continue;
@@ -1269,11 +1299,55 @@ async fn send_live(
         last.clone_from(&id);
         let ev = view::event_view(run_id, id, &f);
         let done = ends_run(&ev);
-        if tx.send(Ok(ev)).await.is_err() || done {
-            return false;
+        if tx.send(Ok(ev)).await.is_err() {
+            return Some(End::Left);
+        }
+        if done {
+            return Some(End::Finished);
         }
     }
-    true
+    None
+}
+
+/// How a WatchRun stream ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The run finished (its last run event is terminal), or was found over.
+    Finished,
+    /// The client went away.
+    Left,
+    /// The run's events are gone (it expired).
+    Gone,
+}
+
+/// The "final" message of a stream opened with `include_run`: `run` as GetRun answers it.
+fn final_event(run: Run) -> RunEvent {
+    RunEvent {
+        run_id: run.id.clone(),
+        kind: "final".into(),
+        status: RunStatus::try_from(run.status)
+            .map(|s| s.word().to_string())
+            .unwrap_or_default(),
+        run: Some(run),
+        ..Default::default()
+    }
+}
+
+/// Sends the "final" message of a stream opened with `include_run`, once the run has finished:
+/// the run as GetRun answers it. When it cannot be read (Redis away, the run expired meanwhile),
+/// the stream ends without it, and the client reads the run with GetRun, which reports why.
+async fn send_final(
+    engine: &Engine,
+    ops: &crate::operations::Operations,
+    run_id: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<RunEvent, Status>>,
+) {
+    match run_answer(engine, ops, run_id, "").await {
+        Ok(run) => {
+            let _ = tx.send(Ok(final_event(run))).await;
+        }
+        Err(e) => tracing::debug!(run_id, error = %e.message(), "WatchRun: no final message"),
+    }
 }
 
 #[tonic::async_trait]

@@ -584,6 +584,7 @@ mod tests {
             detail: "d".into(),
             payload_json: String::new(),
             log: None,
+            run: None,
         };
         let fields = history_fields(std::slice::from_ref(&ev));
         let (id, f) = fields[0].clone();

@@ -254,6 +254,7 @@ pub fn log_event(run_id: &str, entry: &StreamEntry) -> Option<RunEvent> {
         detail: String::new(),
         payload_json: String::new(),
         log: Some(line_view(step, attempt, line)),
+        run: None,
     })
 }
 

@@ -293,6 +293,7 @@ pub fn event_view(run_id: &str, id: String, f: &HashMap<String, String>) -> RunE
         detail: field(f, "detail").into(),
         payload_json: field(f, "payload").into(),
         log: None,
+        run: None,
     }
 }
 

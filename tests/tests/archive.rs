@@ -53,6 +53,7 @@ async fn watch(c: &Cluster, run_id: &str) -> Vec<RunEvent> {
         .watch_run(WatchRunRequest {
             run_id: run_id.into(),
             after_sequence: String::new(),
+            include_run: false,
         })
         .await
         .expect("WatchRun")

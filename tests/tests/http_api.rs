@@ -720,6 +720,7 @@ async fn a_human_task_is_completed_over_http_and_the_sse_stream_shows_the_run_to
         .watch_run(baton_shared::proto::WatchRunRequest {
             run_id: run_id.clone(),
             after_sequence: waiting_seq.clone(),
+            include_run: false,
         })
         .await
         .expect("watch")

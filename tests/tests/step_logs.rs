@@ -264,6 +264,7 @@ async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
         .watch_run(WatchRunRequest {
             run_id: run_id.clone(),
             after_sequence: String::new(),
+            include_run: false,
         })
         .await
         .expect("WatchRun")
@@ -323,6 +324,7 @@ async fn live_lines_arrive_on_watch_run_and_are_not_replayed() {
         .watch_run(WatchRunRequest {
             run_id: run_id.clone(),
             after_sequence: String::new(),
+            include_run: false,
         })
         .await
         .expect("WatchRun")

@@ -528,6 +528,7 @@ fn event_lines() {
         detail: detail.to_owned(),
         payload_json: String::new(),
         log: None,
+        run: None,
     };
     let events = [
         event("run", "", 0, "running", "", 50),

@@ -79,6 +79,7 @@ pub async fn events(
     let msg = proto::WatchRunRequest {
         run_id: run_id.clone(),
         after_sequence,
+        include_run: false,
     };
     let mut stream = s
         .call(method!("RunService/WatchRun"), &headers, msg, |api, req| async move {

@@ -477,13 +477,21 @@ class AsyncClient:
     async def watch(self, run_id: str, *, after_sequence: str = "") -> AsyncGenerator[RunEvent, None]:
         """Every event of the run from its start (or after `after_sequence`, an event's
         `sequence`), then live ones, until the run finishes. No time limit."""
+        async for event in self._watch_raw(run_id, after_sequence, include_run=False):
+            yield RunEvent.of(event)
+
+    async def _watch_raw(
+        self, run_id: str, after_sequence: str, *, include_run: bool
+    ) -> AsyncGenerator[pb.RunEvent, None]:
+        """WatchRun's messages as they come (`baton.v1.RunEvent`); with `include_run`, a stream
+        that ends because the run finished ends with a message of kind "final" holding the run."""
         stream = _rpc.Stream[pb.WatchRunRequest, pb.RunEvent](
             self._channel, "/baton.v1.RunService/WatchRun", pb.RunEvent, self._metadata
         )
-        call = stream(pb.WatchRunRequest(run_id=run_id, after_sequence=after_sequence))
+        call = stream(pb.WatchRunRequest(run_id=run_id, after_sequence=after_sequence, include_run=include_run))
         try:
             async for event in call:
-                yield RunEvent.of(event)
+                yield event
         except grpc.aio.AioRpcError as e:
             raise error_from_rpc(e) from None
         finally:
@@ -599,9 +607,15 @@ class AsyncClient:
         pause = _REWATCH_PAUSE[0]
         while True:
             try:
-                async for event in self.watch(run_id, after_sequence=after):
-                    after = event.sequence
-                run = await self.get_run(run_id)
+                final: Run | None = None
+                # The stream ends with the finished run (`include_run`), so no GetRun follows it;
+                # a coordinator before `include_run` sends none, and the run is read instead.
+                async for event in self._watch_raw(run_id, after, include_run=True):
+                    if event.kind == "final":
+                        final = Run.of(event.run) if event.HasField("run") else None
+                    elif event.sequence:
+                        after = event.sequence
+                run = final if final is not None else await self.get_run(run_id)
                 if run.done:
                     return run
             except Unavailable:
