@@ -1017,7 +1017,7 @@ impl proto::run_service_server::RunService for Api {
                 )));
             };
             let (tx, rx) = tokio::sync::mpsc::channel(256);
-            let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+            let budget = view::get_run_budget();
             let last = include_run
                 .then(|| view::archived_answer(archived.run, "", budget).ok())
                 .flatten();
@@ -1082,7 +1082,7 @@ async fn run_answer(
                     crate::reset::lost_hint()
                 )));
             };
-            let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+            let budget = view::get_run_budget();
             return view::archived_answer(archived.run, step_id, budget).map_err(Status::not_found);
         }
     };
@@ -1105,13 +1105,7 @@ async fn run_answer(
     }
     let mut view = view::run_view(def.as_deref(), &run, Some(&steps));
     if !step_id.is_empty() {
-        view.steps.retain(|s| s.id == step_id);
-        view.child_run_ids = view
-            .steps
-            .iter()
-            .filter(|s| !s.child_run_id.is_empty())
-            .map(|s| s.child_run_id.clone())
-            .collect();
+        view::keep_step(&mut view, step_id);
     }
     // Who holds the slots a waiting step waits for.
     let now = baton_shared::time::now_ms();
@@ -1137,7 +1131,7 @@ async fn run_answer(
     if step_id.is_empty() {
         // The steps' outputs that fit the answer's budget, in step order; the others are
         // left out with their size (`output_omitted_bytes`).
-        let budget = u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX);
+        let budget = view::get_run_budget();
         view::trim_history(&mut view, budget);
         let fit = view::outputs_that_fit(&view, budget);
         let fit: Vec<&str> = fit.iter().map(String::as_str).collect();

@@ -3,7 +3,7 @@
 //! The bounds are `baton_shared::limits::MAX_LOG_*`; storage is `store/logs.rs`.
 
 use baton_shared::{
-    limits::{MAX_GET_RUN_BYTES, MAX_LOG_LINES_PER_CALL, MAX_LOG_LINES_PER_READ, MAX_LOG_MESSAGE_BYTES, echo},
+    limits::{MAX_LOG_LINES_PER_CALL, MAX_LOG_LINES_PER_READ, MAX_LOG_MESSAGE_BYTES, echo},
     proto::{LogLine, Run, RunEvent},
     time::timestamp,
 };
@@ -275,7 +275,7 @@ fn in_flight(step: &baton_shared::proto::StepRun) -> Option<u32> {
 }
 
 /// Fills each shown attempt of `run` (a GetRun answer, its outputs already in) with its log count
-/// and, while they fit the answer's budget ([`MAX_GET_RUN_BYTES`]) after everything else, the
+/// and, while they fit the answer's budget ([`MAX_GET_RUN_BYTES`](baton_shared::limits::MAX_GET_RUN_BYTES)) after everything else, the
 /// input it ran with, in step and attempt order; an input that does not fit is left out with its
 /// size (`input_omitted_bytes`). A step's attempt in flight ([`in_flight`]) gets its input on the
 /// step itself (`StepRun.input_json`), after the finished attempts of its step.
@@ -283,13 +283,7 @@ fn in_flight(step: &baton_shared::proto::StepRun) -> Option<u32> {
 /// # Errors
 /// `Redis`.
 pub async fn fill_attempts(engine: &Engine, run_id: &str, run: &mut Run) -> Result<()> {
-    fill_attempts_within(
-        engine,
-        run_id,
-        run,
-        u64::try_from(MAX_GET_RUN_BYTES).unwrap_or(u64::MAX),
-    )
-    .await
+    fill_attempts_within(engine, run_id, run, crate::view::get_run_budget()).await
 }
 
 /// As [`fill_attempts`], within an answer of at most `budget` bytes (`u64::MAX`: every kept input,

@@ -421,6 +421,23 @@ pub fn workflow_view(
 /// `step_data::fill_attempts` counts it).
 const INPUT_FIELD_BYTES: u64 = 24;
 
+/// GetRun's answer budget in bytes ([`baton_shared::limits::MAX_GET_RUN_BYTES`]), as the
+/// budgets of this module take it.
+pub fn get_run_budget() -> u64 {
+    u64::try_from(baton_shared::limits::MAX_GET_RUN_BYTES).unwrap_or(u64::MAX)
+}
+
+/// Keeps only step `step_id` of `run` (GetRun with `step_id`), and the child runs of that step.
+pub fn keep_step(run: &mut Run, step_id: &str) {
+    run.steps.retain(|s| s.id == step_id);
+    run.child_run_ids = run
+        .steps
+        .iter()
+        .filter(|s| !s.child_run_id.is_empty())
+        .map(|s| s.child_run_id.clone())
+        .collect();
+}
+
 /// GetRun's answer for an archived run (`run` is whole, as the archiver wrote it), shaped as the
 /// answer for the same run in Redis: with `step_id`, that one step whole and the run's own input
 /// and output left out; without, the answer fits `budget` bytes the same way
@@ -440,13 +457,7 @@ pub fn archived_answer(mut run: Run, step_id: &str, budget: u64) -> Result<Run, 
         }
         run.input_json.clear();
         run.output_json.clear();
-        run.steps.retain(|s| s.id == step_id);
-        run.child_run_ids = run
-            .steps
-            .iter()
-            .filter(|s| !s.child_run_id.is_empty())
-            .map(|s| s.child_run_id.clone())
-            .collect();
+        keep_step(&mut run, step_id);
     }
     let len = |s: &str| u64::try_from(s.len()).unwrap_or(u64::MAX);
     let mut outputs = HashMap::new();
