@@ -25,6 +25,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 /// arguments, the command name first.
 #[derive(Debug, Clone)]
 struct Seen {
+    /// When Redis ran it, as `MONITOR` prints it (Unix seconds with microseconds).
+    at: String,
     source: String,
     args: Vec<String>,
 }
@@ -32,6 +34,7 @@ struct Seen {
 /// Parses a `MONITOR` line: `+1700000000.123456 [0 127.0.0.1:5000] "ZADD" "k" "1" "m"`.
 fn parse_monitor_line(line: &str) -> Option<Seen> {
     let open = line.find('[')?;
+    let at = line.get(..open)?.trim().trim_start_matches('+').to_string();
     let close = open + line[open..].find(']')?;
     let source = line[open + 1..close].split_whitespace().nth(1)?.to_string();
     let mut args = Vec::new();
@@ -54,8 +57,15 @@ fn parse_monitor_line(line: &str) -> Option<Seen> {
         }
         args.push(arg);
     }
-    (!args.is_empty()).then_some(Seen { source, args })
+    (!args.is_empty()).then_some(Seen { at, source, args })
 }
+
+/// Taken for writing while a test deletes the run scripts' function library from the shared Redis,
+/// until its own coordinator has loaded it again; for reading by a test that counts script calls.
+/// The library is one for every coordinator of this build, so any coordinator's next `FCALL` after
+/// the delete fails with "Function not found" and is sent again once the library is loaded: two
+/// script calls in `MONITOR` for one transition, which a counting test must not see.
+static LIBRARY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Commands that only read.
 const READS: &[&str] = &[
@@ -136,6 +146,7 @@ fn monitor_lines_parse_with_their_source_and_escapes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
+    let _library = LIBRARY.read().await;
     let mut cluster = Cluster::start("round-trips", &[]).await;
     cluster
         .register("name: one\nversion: 1\nsteps:\n  - {id: a, handler: echo}\n")
@@ -153,7 +164,9 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
 
     let test_keys = baton_shared::keys::Keys::new(cluster.namespace.clone()).namespaced("test:");
     let outbox = baton_shared::keys::Keys::new(cluster.namespace.clone()).outbox();
-    let mut per_run: HashMap<&str, Vec<String>> = HashMap::new();
+    // Per run: each counted call's kind (`SCRIPT` or the command) and what it was (the function or
+    // script hash of a script, and its first key), so that a failure says which call was extra.
+    let mut per_run: HashMap<&str, Vec<(String, String)>> = HashMap::new();
     let mut outbox_calls = 0usize;
     for s in &seen {
         if s.source == "lua" {
@@ -170,14 +183,24 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
             outbox_calls += 1;
             continue;
         }
+        let what = format!(
+            "{} from {}",
+            s.args.iter().skip(1).take(3).cloned().collect::<Vec<_>>().join(" "),
+            s.source
+        ) + " at "
+            + &s.at;
         for id in &ids {
             if s.args.iter().any(|a| a.contains(id.as_str())) {
-                per_run.entry(id.as_str()).or_default().push(name.clone());
+                per_run
+                    .entry(id.as_str())
+                    .or_default()
+                    .push((name.clone(), what.clone()));
             }
         }
     }
     for id in &ids {
-        let calls = per_run.get(id.as_str()).cloned().unwrap_or_default();
+        let detail = per_run.get(id.as_str()).cloned().unwrap_or_default();
+        let calls: Vec<String> = detail.iter().map(|(name, _)| name.clone()).collect();
         // Creation: create_run.lua alone (one round trip), which writes the run's two index
         // entries itself (in the same commit as the run, so that a delete's count sees it).
         let create = calls
@@ -187,13 +210,13 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
         assert_eq!(
             &calls[..create],
             [] as [&str; 0],
-            "run {id}: creation wrote more than its script: {calls:?}"
+            "run {id}: creation wrote more than its script: {detail:?}"
         );
         // The step: StartStep (start_step.lua) and ReportResult (complete_step.lua), nothing else.
         assert_eq!(
             &calls[create + 1..],
             ["SCRIPT", "SCRIPT"],
-            "run {id}: its step made other Redis calls than start and report: {calls:?}"
+            "run {id}: its step made other Redis calls than start and report: {detail:?}"
         );
     }
     println!(
@@ -309,7 +332,9 @@ async fn run_scripts_are_redis_functions_and_fall_back_to_evalsha_where_redis_re
         .unwrap_or_else(|| panic!("the first script call should create the run: {calls:?}"));
     assert!(library.starts_with("baton_"), "{library}");
 
-    // Redis loses the library (other tests' coordinators, sharing it, load it again as this one does).
+    // Redis loses the library (other tests' coordinators, sharing it, load it again as this one does;
+    // those that count script calls wait: see LIBRARY).
+    let reloaded = LIBRARY.write().await;
     let client = redis::Client::open(baton_tests::REDIS_URL).expect("redis url");
     let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
     let deleted: Result<String, _> = redis::cmd("FUNCTION")
@@ -322,6 +347,7 @@ async fn run_scripts_are_redis_functions_and_fall_back_to_evalsha_where_redis_re
         assert!(e.to_string().contains("not exist"), "FUNCTION DELETE {library}: {e}");
     }
     let calls = script_calls(&cluster, 2).await;
+    drop(reloaded);
     assert!(
         calls.iter().all(|(c, _)| c == "FCALL"),
         "after the library was lost, the coordinator should load it again: {calls:?}"
