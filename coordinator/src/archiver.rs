@@ -4,7 +4,7 @@
 //! by the very script that finishes it (`finish_run` in common.lua), so no finished run is ever
 //! missed. One coordinator at a time (the holder of the lease `{<ns>}:archiver`, [`LEASE`]) takes
 //! the [`crate::archive::ArchiveConfig::batch`] runs that finished first, builds each whole from
-//! Redis ([`build`]: the run as GetRun shows it but without an answer budget, its history, its
+//! Redis (`build`: the run as GetRun shows it but without an answer budget, its history, its
 //! human tasks), writes the batch with one `Archive::write`, and only then shrinks each run to a
 //! tombstone ([`Store::tombstone`](crate::store::Store::tombstone)) that expires after
 //! `archive_grace`.

@@ -382,8 +382,8 @@ impl Operations {
     /// (0 consumers)" when the handler's queue has no consumer, else "N tasks ahead in queue
     /// `q`" (attempts of the handler dispatched before this one and not yet started, by the
     /// coordinator's index; RabbitMQ's ready count when the attempt is not indexed). One passive
-    /// declare per distinct handler at most, reused for a second ([`SAMPLE_TTL`]); at most
-    /// [`MAX_EXPLAINED_HANDLERS`] handlers. Failures leave the field empty (GetRun still answers).
+    /// declare per distinct handler at most, reused for a second (`SAMPLE_TTL`); at most
+    /// `MAX_EXPLAINED_HANDLERS` (32) handlers. Failures leave the field empty (GetRun still answers).
     pub async fn explain_waits(&self, run: &mut Run) {
         let mut explained: HashMap<String, Option<QueueSample>> = HashMap::new();
         let topology = self.engine.config.topology();
@@ -427,7 +427,7 @@ impl Operations {
     }
 
     /// A handler queue's figures: `None` when the queue does not exist. With `cached`, figures
-    /// younger than [`SAMPLE_TTL`] are reused.
+    /// younger than `SAMPLE_TTL` (1 s) are reused.
     ///
     /// # Errors
     /// `Amqp` when RabbitMQ cannot be reached or the declare times out.

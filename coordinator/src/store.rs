@@ -2596,12 +2596,12 @@ impl Store {
     /// [`CoordinatorError::Redis`].
     ///
     /// The steps hash is read field by field for the run's own steps ([`SHOWN_STEP_FIELDS`], one
-    /// `HMGET` per [`READ_STEPS_BATCH`] steps, pipelined), never whole: a fan-out step's elements
+    /// `HMGET` per `READ_STEPS_BATCH` (50) steps, pipelined), never whole: a fan-out step's elements
     /// (up to 10,000 of them, seven fields each) live in the same hash, and one `HGETALL` of it
     /// held Redis for everyone while it copied them all. A step's output is not read, only its
     /// size (`HSTRLEN`, as `<step>:output_bytes`): 1,000 outputs of up to `max_payload_bytes`
     /// each would be gigabytes; read those an answer shows with [`Self::read_step_outputs`].
-    /// A run's step ids are cached (bounded: [`STEP_IDS_CACHE_BYTES`], [`STEP_IDS_CACHE_IDLE`]
+    /// A run's step ids are cached (bounded: 1 MiB, `STEP_IDS_CACHE_BYTES`, and 30 s, `STEP_IDS_CACHE_IDLE`,
     /// unread), so reading a run again (a client polling it) is one round trip.
     pub async fn read_run(&self, run_id: &str) -> Result<Option<(HashMap<String, String>, HashMap<String, String>)>> {
         let mut conn = self.conn.clone();

@@ -1,7 +1,7 @@
 //! The durable-time loops: due timers (retries, timeouts, heartbeats), the dispatch sweeper and the
 //! effects sweeper.
 //! Both claim entries from a Redis sorted set with a short lease ([`crate::config::CoordinatorConfig::timer_lease`]),
-//! renewed by a [`Keeper`] while the batch is worked on, so any number of coordinators can run them,
+//! renewed by a `Keeper` while the batch is worked on, so any number of coordinators can run them,
 //! an entry is handled by one at a time, and a coordinator that dies mid-way leaves its entries to
 //! come due again within one lease. A coordinator that shuts down gives back what it claimed and has
 //! not started. Every entry is handled under the [`Supervisor`]: a panic or an error that cannot

@@ -2,7 +2,7 @@
 //! text analysis, hashing, the stored record and its idempotent upsert, and the flaky-step knob;
 //! `review` (`examples/workflows/review.yaml`, module [`review`]): listing a directory,
 //! classifying documents as copyleft or not, their summary and the review report; and `doc-scan`
-//! (`examples/workflows/scan.yaml`, module [`scan`]): finding the new or changed documents of a
+//! (`examples/workflows/scan.yaml`, module [`mod@scan`]): finding the new or changed documents of a
 //! directory tree, and what the store holds of them afterwards.
 //!
 //! The `docs-worker` binary wraps these functions into Baton handlers; keeping them here, free of

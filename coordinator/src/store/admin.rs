@@ -137,7 +137,7 @@ impl Store {
     /// again if it is still dispatched (`NX`: an entry already there keeps its time). After lost
     /// writes this is how an attempt whose start (and result) the old primary took, and which
     /// the worker then acknowledged, runs again instead of waiting forever. Reads the indexes in
-    /// pages of [`RESEND_PAGE`] (`SCAN`, `ZSCAN`), one pipeline per page; answers how many
+    /// pages of `RESEND_PAGE` (1,000 entries; `SCAN`, `ZSCAN`), one pipeline per page; answers how many
     /// entries it wrote (an attempt seen twice by a scan counts twice).
     ///
     /// # Errors
