@@ -3,7 +3,8 @@
 # its directory. Used by .ci/run, deploy/validate.sh and tests/tests/reflection.rs; safe to run
 # any number of times: when the venv was built from the same requirements file (its SHA-256 is kept
 # in the venv) and its python runs, it does nothing. Otherwise it (re)creates it with `python3 -m
-# venv` and installs the pinned packages from PyPI.
+# venv` and installs the pinned packages from PyPI. Callers at the same time wait for each other
+# (`flock` on `<venv>.lock`).
 #
 #   VENV=$(bash .ci/python-venv.sh)           # default .ci/venv; BATON_CI_VENV=DIR for another
 set -euo pipefail
@@ -13,6 +14,12 @@ VENV=${BATON_CI_VENV:-$PWD/.ci/venv}
 REQUIREMENTS=$PWD/.ci/requirements.txt
 STAMP=$VENV/.requirements.sha256
 want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+
+# One maker at a time: tests that need the venv run in parallel, and two of them making it at once
+# fail ("File exists"). The others wait here, then find it made.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
 
 if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]] && "$VENV/bin/python" -c '' 2>/dev/null; then
     echo "$VENV"
