@@ -4,13 +4,15 @@ code and the field path)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from conftest import Cluster
 
-from baton import AlreadyExists, AsyncClient, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from baton import AlreadyExists, AsyncClient, FailedPrecondition, InvalidArgument, NotFound, Run, Unavailable
 
 ECHO = {"name": "client-echo", "version": 1, "steps": [{"id": "e", "handler": "py.echo"}]}
 
@@ -101,6 +103,46 @@ async def test_the_async_client_cancels_retries_and_reruns(cluster: Cluster) -> 
         assert e.value.field == "from_step"
         events = [e.status async for e in c.watch(run_id) if e.kind == "run"]
         assert events.count("failed") == 3
+
+
+async def test_wait_takes_the_run_from_the_stream_and_reads_it_where_the_stream_has_none(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wait` asks WatchRun for the finished run (`include_run`) and returns the stream's final
+    message without a GetRun; from a stream that ends without one (a coordinator before
+    `include_run`) it reads the run with GetRun. Either way the run is GetRun's answer."""
+    cluster.python_worker(handlers=None)
+    async with AsyncClient(cluster.addr) as c:
+        await c.register_workflow({**ECHO, "name": "client-final"})
+        get_run = c.get_run
+        reads: list[str] = []
+
+        async def counted_get_run(run_id: str) -> Run:
+            reads.append(run_id)
+            return await get_run(run_id)
+
+        monkeypatch.setattr(c, "get_run", counted_get_run)
+
+        first = await c.submit("client-final", {"x": 1})
+        run = await c.wait(first.run_id, timeout=60)
+        assert run.status == "succeeded" and run.output["e"]["input"] == {"x": 1}
+        assert reads == [], "wait read the run with GetRun although the stream ended with it"
+        assert run.proto == (await get_run(first.run_id)).proto
+
+        # A coordinator that does not know `include_run` sends the same stream without the final message.
+        watch_raw = c._watch_raw
+
+        async def without_final(run_id: str, after: str, *, include_run: bool) -> AsyncGenerator[Any, None]:
+            async for event in watch_raw(run_id, after, include_run=include_run):
+                if event.kind != "final":
+                    yield event
+
+        monkeypatch.setattr(c, "_watch_raw", without_final)
+        second = await c.submit("client-final", {"x": 2})
+        run = await c.wait(second.run_id, timeout=60)
+        assert run.status == "succeeded" and run.output["e"]["input"] == {"x": 2}
+        assert reads == [second.run_id], reads
+        assert run.proto == (await get_run(second.run_id)).proto
 
 
 def test_events_human_tasks_and_schedules(cluster: Cluster) -> None:
