@@ -275,10 +275,10 @@ fn in_flight(step: &baton_shared::proto::StepRun) -> Option<u32> {
 }
 
 /// Fills each shown attempt of `run` (a GetRun answer, its outputs already in) with its log count
-/// and, while they fit the answer's budget ([`MAX_GET_RUN_BYTES`](baton_shared::limits::MAX_GET_RUN_BYTES)) after everything else, the
-/// input it ran with, in step and attempt order; an input that does not fit is left out with its
-/// size (`input_omitted_bytes`). A step's attempt in flight (`in_flight`) gets its input on the
-/// step itself (`StepRun.input_json`), after the finished attempts of its step.
+/// and, while they fit the answer's budget ([`crate::view::get_run_budget`]) after everything
+/// else, the input it ran with, in step and attempt order; an input that does not fit is left out
+/// with its size (`input_omitted_bytes`). A step's attempt in flight (`in_flight`) gets its input
+/// on the step itself (`StepRun.input_json`), after the finished attempts of its step.
 ///
 /// # Errors
 /// `Redis`.

@@ -252,7 +252,7 @@ impl Cluster {
     /// RabbitMQ with the first; the clients keep talking to the first). Stopped with the cluster.
     ///
     /// Returns its address (`http://127.0.0.1:PORT`) and its index for
-    /// [`Cluster::another_coordinator_pid`] (it is stopped with the cluster).
+    /// [`Cluster::another_coordinator_pid`].
     pub async fn start_another_coordinator(&mut self) -> (String, usize) {
         let port = free_port();
         let child = self.coordinator_on(port).await;

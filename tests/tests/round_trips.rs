@@ -183,12 +183,8 @@ async fn an_ordinary_step_costs_two_redis_round_trips_start_and_report() {
             outbox_calls += 1;
             continue;
         }
-        let what = format!(
-            "{} from {}",
-            s.args.iter().skip(1).take(3).cloned().collect::<Vec<_>>().join(" "),
-            s.source
-        ) + " at "
-            + &s.at;
+        let first_args = s.args.get(1..s.args.len().min(4)).unwrap_or_default().join(" ");
+        let what = format!("{first_args} from {} at {}", s.source, s.at);
         for id in &ids {
             if s.args.iter().any(|a| a.contains(id.as_str())) {
                 per_run
