@@ -455,16 +455,25 @@ pub struct HumanStep {
     /// What a timeout does (`human.on_timeout`: `fail`, the default, or `skip`); either way the task
     /// leaves the open list.
     pub on_timeout: OnTimeout,
-    validator: Arc<jsonschema::Validator>,
+    /// The compiled form; `None` only in a definition that is refused for its form (parsing goes
+    /// on to report the step's other problems).
+    validator: Option<Arc<jsonschema::Validator>>,
 }
 
 impl HumanStep {
     /// Checks submitted data against the form.
     ///
     /// # Errors
-    /// Every violation, with its JSON path under `data` (e.g. `data/approved`).
+    /// Every violation, with its JSON path under `data` (e.g. `data/approved`); `human.form` when
+    /// the form is not a valid JSON Schema (such a definition is refused, so no run has it).
     pub fn validate(&self, data: &Value) -> Result<(), InvalidDefinition> {
-        check_schema(&self.validator, data, "data")
+        match &self.validator {
+            Some(v) => check_schema(v, data, "data"),
+            None => Err(InvalidDefinition(vec![FieldError {
+                path: "human.form".into(),
+                message: "not a valid JSON Schema".into(),
+            }])),
+        }
     }
 }
 
@@ -1159,10 +1168,10 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
             .map_err(|e| e.to_string())
             .and_then(|_| jsonschema::validator_for(&form).map_err(|e| e.to_string()))
         {
-            Ok(v) => v,
+            Ok(v) => Some(Arc::new(v)),
             Err(e) => {
                 err(format!("{p}.human.form"), format!("not a valid JSON Schema: {e}"));
-                jsonschema::validator_for(&serde_json::json!({})).expect("the empty schema is valid")
+                None
             }
         };
         let timeout = match h.timeout.as_deref().map(duration::parse) {
@@ -1207,7 +1216,7 @@ fn step_kind(s: &StepDocument, p: &str, err: &mut impl FnMut(String, String)) ->
             form,
             timeout,
             on_timeout,
-            validator: Arc::new(validator),
+            validator,
         });
     }
     if let Some(w) = &s.workflow {

@@ -45,9 +45,11 @@ const MAX_REPORTED_EXPRESSION_PROBLEMS: usize = 5;
 /// The standard environment every expression is compiled and evaluated with (built once).
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
-/// `timestamp(s)`: how an RFC 3339 string becomes a point in time (CEL's own parser).
-static PARSE_TIMESTAMP: LazyLock<Program> =
-    LazyLock::new(|| ENV.compile("timestamp(s)").expect("`timestamp(s)` is valid CEL"));
+/// `timestamp(s)`: how an RFC 3339 string becomes a point in time (CEL's own parser). A constant
+/// that always compiles; were it ever refused (a `cel` upgrade), every timestamp would be answered
+/// with that error instead of the process panicking.
+static PARSE_TIMESTAMP: LazyLock<Result<Program, String>> =
+    LazyLock::new(|| ENV.compile("timestamp(s)").map_err(|e| e.to_string()));
 
 /// Operators the interpreter evaluates itself, whatever the environment declares.
 const OPERATORS: &[&str] = &[
@@ -1212,7 +1214,13 @@ fn check_literal(e: &IdedExpr, want: Want) -> Option<String> {
 fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     let mut ctx = Context::with_env(Arc::clone(&ENV));
     ctx.add_variable_as_val("s", Box::new(CelString::from(s)));
-    match PARSE_TIMESTAMP.execute(&ctx) {
+    let program = PARSE_TIMESTAMP.as_ref().map_err(|e| {
+        format!(
+            "timestamps cannot be parsed: CEL refused `timestamp(s)`: {}",
+            cut(e, MAX_ECHO_BYTES)
+        )
+    })?;
+    match program.execute(&ctx) {
         Ok(Value::Timestamp(t)) => Ok(t.timestamp_millis()),
         Ok(other) => Err(format!("{} is not a timestamp: {}", echo(s), type_word(&other))),
         Err(ExecutionError::FunctionError { message, .. }) => Err(format!(
