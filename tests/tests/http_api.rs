@@ -825,6 +825,11 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
     // The body was left unread, so the connection closes after the answer, which says so: the
     // client does not send the next request on it.
     assert!(refused.closes, "a 413 answer says Connection: close");
+    // A client still writing its refused body when the answer is ready gets the 413 too, not a
+    // reset: the coordinator reads the rest (up to 8 MiB, for 5 s) before it answers and closes.
+    let slow = slow_post(&http.base, "/v1/schedules", 1_100_000, 12, Duration::from_millis(80)).await;
+    assert!(slow.starts_with("HTTP/1.1 413"), "{}", &slow[..slow.len().min(300)]);
+    assert!(slow.contains(r#""field":"body""#), "{slow}");
     let over = http
         .post(
             "/v1/schedules",
@@ -848,6 +853,34 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
     };
     assert_eq!(count("/v1/schedules/{id}/trigger", "200"), Some(1.0), "{text}");
     assert_eq!(count("/v1/schedules/{id}", "404"), Some(1.0), "{text}");
+}
+
+/// POSTs a body of `len` bytes (a JSON string) to `path` over a raw connection, in `chunks` writes
+/// `pause` apart, then reads the whole answer. Panics if a write fails: the server reset the
+/// connection before the client could finish.
+async fn slow_post(base: &str, path: &str, len: usize, chunks: usize, pause: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("HTTP port");
+    let body = format!("\"{}\"", "x".repeat(len.saturating_sub(2)));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("request head");
+    let step = body.len().div_ceil(chunks);
+    for (i, part) in body.as_bytes().chunks(step).enumerate() {
+        tokio::time::sleep(pause).await;
+        s.write_all(part)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} of the body: {e} (the server reset the connection)"));
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer in 30 s")
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// The coordinator's `/metrics` text.

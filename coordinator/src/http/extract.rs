@@ -2,13 +2,14 @@
 //! error names the JSON path and position) and query parameters (each at most
 //! [`MAX_QUERY_VALUE_BYTES`]; an error names the parameter).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{FromRequest, FromRequestParts, Request},
     http::request::Parts,
 };
 use baton_shared::limits::echo;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::{HttpState, error::ApiError};
@@ -47,17 +48,25 @@ impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &Arc<HttpState>) -> Result<Self, ApiError> {
         let limit = state.max_body_bytes;
-        let too_large = |len: String| {
+        // `len`: the declared length, if the body has one (not chunked).
+        let too_large = |len: Option<u64>| {
+            let what = len.map_or_else(String::new, |n| format!("{n} bytes is "));
             ApiError::edge(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 tonic::Code::InvalidArgument,
                 "body",
                 &format!(
-                    "{len} bytes is over the limit of {limit} bytes (the coordinator's max_payload_bytes plus 1 MiB for \
-                     the rest of the request)"
+                    "{what}over the limit of {limit} bytes (the coordinator's max_payload_bytes plus 1 MiB for the \
+                     rest of the request)"
                 ),
             )
         };
+        // A client that asked `Expect: 100-continue` has not sent the body: refusing it unread costs
+        // nothing and is what the client waits for.
+        let expects_continue = req
+            .headers()
+            .get(axum::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if let Some(len) = req
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
@@ -65,11 +74,23 @@ impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
             .and_then(|v| v.parse::<u64>().ok())
             && len > limit as u64
         {
-            return Err(too_large(len.to_string()));
+            if !expects_continue && len <= LINGER_MAX_BYTES {
+                linger(req.into_body()).await;
+            }
+            return Err(too_large(Some(len)));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| too_large("more than that".into()))?;
+        let mut body = req.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::invalid(format!("body: {}", echo(&e.to_string()))))?;
+            if bytes.len().saturating_add(chunk.len()) > limit {
+                if !expects_continue {
+                    linger_stream(body).await;
+                }
+                return Err(too_large(None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -77,6 +98,35 @@ impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
         };
         parse_json(text).map(JsonBody)
     }
+}
+
+/// Most bytes of a refused body read and thrown away before the 413 answer ([`linger`]).
+pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Longest time spent reading a refused body before the 413 answer ([`linger`]).
+pub const LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// Reads and throws away what is left of a refused body, at most [`LINGER_MAX_BYTES`] within
+/// [`LINGER_MAX`], before the 413 answer is written (nginx's lingering close). Without it the
+/// server closes a socket that still holds the client's unread bytes, the kernel answers with a
+/// reset, and a client still writing its body loses the 413 with it: it sees "connection reset"
+/// instead of the error that names the field.
+async fn linger(body: axum::body::Body) {
+    linger_stream(body.into_data_stream()).await;
+}
+
+async fn linger_stream(mut body: axum::body::BodyDataStream) {
+    let drain = async {
+        let mut read: u64 = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            read = read.saturating_add(chunk.len() as u64);
+            if read > LINGER_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    // Past the deadline the answer goes out anyway, and the connection closes.
+    let _ = tokio::time::timeout(LINGER_MAX, drain).await;
 }
 
 /// `text` as `T`, or INVALID_ARGUMENT naming the JSON path where it failed.
