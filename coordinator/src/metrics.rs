@@ -16,7 +16,10 @@ use sha2::Digest as _;
 use tokio::sync::watch;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 
-use crate::{engine::Engine, store::Completion};
+use crate::{
+    engine::Engine,
+    store::{Completion, StoredTime},
+};
 
 /// Upper bounds of the buckets of every `_seconds` histogram: 1 ms to 300 s.
 pub const BUCKETS_SECONDS: &[f64] = &[
@@ -123,6 +126,11 @@ fn describe() {
     c!(
         "baton_watch_streams_refused_total",
         "WatchRun streams refused at a cap, by limit (max_watch_streams, max_watch_streams_per_identity)."
+    );
+    c!(
+        "baton_latency_samples_dropped_total",
+        "Latency samples (run duration, schedule-to-start, start-to-close) dropped because more than 4096 \
+         reads of their start times were waiting."
     );
     c!(
         "baton_runs_finished_total",
@@ -243,13 +251,16 @@ pub fn run_started(workflow: &str) {
     counter!("baton_runs_started_total", "workflow" => workflow.to_string()).increment(1);
 }
 
-/// A run finished with `status` after `duration_ms` (None when its start is unknown).
-pub fn run_finished(workflow: &str, status: &str, duration_ms: Option<i64>) {
+/// A run of `workflow` finished with `status`.
+pub fn run_finished(workflow: &str, status: &str) {
+    counter!("baton_runs_finished_total", "workflow" => workflow.to_string(), "status" => status.to_string())
+        .increment(1);
+}
+
+/// A run of `workflow` that finished with `status` took `ms` from its creation.
+fn run_duration(workflow: &str, status: &str, ms: i64) {
     let labels = [("workflow", workflow.to_string()), ("status", status.to_string())];
-    counter!("baton_runs_finished_total", &labels).increment(1);
-    if let Some(ms) = duration_ms {
-        histogram!("baton_run_duration_seconds", &labels).record(seconds(ms));
-    }
+    histogram!("baton_run_duration_seconds", &labels).record(seconds(ms));
 }
 
 /// The status of the run after `completion`, when that ended the run.
@@ -344,6 +355,11 @@ pub fn schedule_tick_lateness(outcome: &str, due_ms: i64, now_ms: i64) {
         .record(seconds(now_ms.saturating_sub(due_ms)));
 }
 
+/// A latency sample was dropped: its time read found the queue full.
+pub fn latency_sample_dropped() {
+    counter!("baton_latency_samples_dropped_total").increment(1);
+}
+
 /// This coordinator saw Redis lose its data (and registered its definitions again).
 pub fn redis_reset() {
     counter!("baton_redis_data_lost_total").increment(1);
@@ -355,19 +371,24 @@ fn seconds(ms: i64) -> f64 {
 }
 
 /// Counts run `run_id` of `workflow` finished with `status`, and records, off the caller's path,
-/// its duration from its `created_at` to `now` (a read that fails records no duration).
+/// its duration from its `created_at` to `now` ([`Store::read_time_later`]: a read that fails
+/// records no duration).
 pub fn observe_finish(store: &crate::store::Store, workflow: &str, status: &'static str, run_id: &str, now: i64) {
     if !enabled() {
         return;
     }
-    let (store, workflow, run_id) = (store.clone(), workflow.to_string(), run_id.to_string());
-    tokio::spawn(async move {
-        let created = match store.run_fields(&run_id, &["created_at"]).await {
-            Ok(v) => v.into_iter().flatten().next().and_then(|s| s.parse::<i64>().ok()),
-            Err(_) => None,
-        };
-        run_finished(&workflow, status, created.map(|c| now.saturating_sub(c)));
-    });
+    // Counted now, exactly; the duration is the sample that may be dropped.
+    run_finished(workflow, status);
+    let workflow = workflow.to_string();
+    store.read_time_later(
+        StoredTime::Run {
+            run_id,
+            field: "created_at",
+        },
+        move |created| {
+            run_duration(&workflow, status, now.saturating_sub(created));
+        },
+    );
 }
 
 /// Times `fut`, one call of Lua script `name`, into `baton_redis_script_duration_seconds`.
@@ -379,36 +400,37 @@ pub async fn script<T>(name: &'static str, fut: impl std::future::Future<Output 
 }
 
 /// Records, off the caller's path, how long attempt `attempt` of `step_id` waited in the queue (its
-/// `dispatched_at` to `now`). A read that fails records nothing.
+/// `dispatched_at` to `now`; [`Store::read_time_later`]). A read that fails records nothing.
 pub fn observe_start(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
     if !enabled() {
         return;
     }
-    let (store, workflow, handler) = (engine.store.clone(), workflow.to_string(), handler.to_string());
-    let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
-    tokio::spawn(async move {
-        if let Ok(v) = store.step_fields(&run_id, &step_id, &["dispatched_at"]).await
-            && let Some(at) = v.into_iter().flatten().next().and_then(|s| s.parse::<i64>().ok())
-        {
-            schedule_to_start(&workflow, &handler, now.saturating_sub(at));
-        }
+    let (workflow, handler) = (workflow.to_string(), handler.to_string());
+    let at = StoredTime::Step {
+        run_id,
+        step: step_id,
+        field: "dispatched_at",
+    };
+    engine.store.read_time_later(at, move |dispatched| {
+        schedule_to_start(&workflow, &handler, now.saturating_sub(dispatched));
     });
 }
 
 /// Records, off the caller's path, the start-to-close time of an attempt of `step_id` that ended at
-/// `now` (its `started_at` to `now`). A read that fails records nothing.
+/// `now` (its `started_at` to `now`; [`Store::read_time_later`]). A read that fails records
+/// nothing.
 pub fn observe_close(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
     if !enabled() {
         return;
     }
-    let (store, workflow, handler) = (engine.store.clone(), workflow.to_string(), handler.to_string());
-    let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
-    tokio::spawn(async move {
-        if let Ok(v) = store.step_fields(&run_id, &step_id, &["started_at"]).await
-            && let Some(at) = v.into_iter().flatten().next().and_then(|s| s.parse::<i64>().ok())
-        {
-            start_to_close(&workflow, &handler, now.saturating_sub(at));
-        }
+    let (workflow, handler) = (workflow.to_string(), handler.to_string());
+    let at = StoredTime::Step {
+        run_id,
+        step: step_id,
+        field: "started_at",
+    };
+    engine.store.read_time_later(at, move |started| {
+        start_to_close(&workflow, &handler, now.saturating_sub(started));
     });
 }
 

@@ -830,6 +830,42 @@ pub struct Store {
     /// The step ids of runs read lately (a run's `step_ids`, fixed when it is created), so that
     /// [`Store::read_run`] reads the run and its steps in one round trip after the first time.
     step_ids: moka::sync::Cache<String, std::sync::Arc<str>>,
+    /// The queue of [`Store::read_time_later`], with its reader task started on first use.
+    time_reads: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<TimeRead>>>,
+}
+
+/// Most reads [`Store::read_time_later`] holds before it drops new ones (a metric's sample).
+pub const TIME_READ_QUEUE: usize = 4096;
+/// Most reads one round trip of [`Store::read_time_later`]'s reader carries.
+const TIME_READ_BATCH: usize = 512;
+
+/// What a metric measures its latency from: a stored Unix-ms time, read off the caller's path by
+/// [`Store::read_time_later`].
+#[derive(Debug, Clone, Copy)]
+pub enum StoredTime<'a> {
+    /// Field `field` of step (or fan-out element) `step` of run `run_id`, e.g. `dispatched_at`.
+    Step {
+        /// The run.
+        run_id: &'a str,
+        /// The step.
+        step: &'a str,
+        /// The field.
+        field: &'a str,
+    },
+    /// Field `field` of run `run_id`, e.g. `created_at`.
+    Run {
+        /// The run.
+        run_id: &'a str,
+        /// The field.
+        field: &'a str,
+    },
+}
+
+/// One queued read of [`Store::read_time_later`]: a hash field and what to do with its time.
+struct TimeRead {
+    key: String,
+    field: String,
+    then: Box<dyn FnOnce(i64) + Send>,
 }
 
 /// Most bytes the [`Store::read_run`] cache of step ids holds (1 MiB), counting each entry's run
@@ -973,6 +1009,7 @@ impl Store {
                 })
                 .time_to_idle(STEP_IDS_CACHE_IDLE)
                 .build(),
+            time_reads: std::sync::Arc::new(std::sync::OnceLock::new()),
         };
         store.load_scripts().await?;
         Ok(store)
@@ -2333,6 +2370,33 @@ impl Store {
         Ok(cmd.query_async(&mut conn).await?)
     }
 
+    /// Reads the stored time `at` (Unix ms) off the caller's path and calls `then` with it, for a
+    /// metric's latency. Reads queued while one is under way go together in the next round trip
+    /// (at most [`TIME_READ_BATCH`]), so metrics cost a fraction of a round trip per step however
+    /// busy the coordinator is, and a slow Redis holds at most [`TIME_READ_QUEUE`] of them. Best
+    /// effort: a time not set (or not a number) or a failed read drops the sample (a debug log), and
+    /// so does a full queue (counted in `baton_latency_samples_dropped_total`).
+    pub fn read_time_later(&self, at: StoredTime<'_>, then: impl FnOnce(i64) + Send + 'static) {
+        let (key, field) = match at {
+            StoredTime::Step { run_id, step, field } => (self.keys.steps(run_id), format!("{step}:{field}")),
+            StoredTime::Run { run_id, field } => (self.keys.run(run_id), field.to_string()),
+        };
+        let read = TimeRead {
+            key,
+            field,
+            then: Box::new(then),
+        };
+        let queue = self.time_reads.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(TIME_READ_QUEUE);
+            tokio::spawn(read_times(self.conn.clone(), rx));
+            tx
+        });
+        if let Err(e) = queue.try_send(read) {
+            crate::metrics::latency_sample_dropped();
+            tracing::debug!(error = %e, "a latency sample's time read was dropped");
+        }
+    }
+
     /// Fields of one run (`None` for those not set).
     ///
     /// # Errors
@@ -3368,6 +3432,32 @@ fn parse_started(out: Vec<String>) -> Result<Started> {
         Some("duplicate") => Started::Answer(Disposition::Duplicate),
         other => return Err(CoordinatorError::Internal(format!("start_step.lua answered {other:?}"))),
     })
+}
+
+/// The reader of [`Store::read_time_later`]: takes what is queued (at most [`TIME_READ_BATCH`]),
+/// reads it in one pipeline, hands each time on, and goes on until every sender is gone. A failed
+/// round trip drops its batch.
+async fn read_times(mut conn: ConnectionManager, mut queue: tokio::sync::mpsc::Receiver<TimeRead>) {
+    let mut batch = Vec::with_capacity(TIME_READ_BATCH);
+    while queue.recv_many(&mut batch, TIME_READ_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for r in &batch {
+            pipe.cmd("HGET").arg(&r.key).arg(&r.field);
+        }
+        match pipe.query_async::<Vec<Option<String>>>(&mut conn).await {
+            Ok(times) => {
+                for (r, t) in batch.drain(..).zip(times) {
+                    if let Some(t) = t.and_then(|t| t.parse::<i64>().ok()) {
+                        (r.then)(t);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, reads = batch.len(), "metrics' time reads failed");
+            }
+        }
+        batch.clear();
+    }
 }
 
 fn run_reply(script: &str, reply: redis::Value) -> Result<(Vec<String>, Vec<String>)> {
