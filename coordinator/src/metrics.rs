@@ -371,7 +371,7 @@ fn seconds(ms: i64) -> f64 {
 }
 
 /// Counts run `run_id` of `workflow` finished with `status`, and records, off the caller's path,
-/// its duration from its `created_at` to `now` ([`Store::read_time_later`]: a read that fails
+/// its duration from its `created_at` to `now` ([`Store::read_time_later`](crate::store::Store::read_time_later): a read that fails
 /// records no duration).
 pub fn observe_finish(store: &crate::store::Store, workflow: &str, status: &'static str, run_id: &str, now: i64) {
     if !enabled() {
@@ -400,37 +400,44 @@ pub async fn script<T>(name: &'static str, fut: impl std::future::Future<Output 
 }
 
 /// Records, off the caller's path, how long attempt `attempt` of `step_id` waited in the queue (its
-/// `dispatched_at` to `now`; [`Store::read_time_later`]). A read that fails records nothing.
+/// `dispatched_at` to `now`; [`Store::read_time_later`](crate::store::Store::read_time_later)). A read that fails records nothing.
 pub fn observe_start(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
-    if !enabled() {
-        return;
-    }
-    let (workflow, handler) = (workflow.to_string(), handler.to_string());
     let at = StoredTime::Step {
         run_id,
         step: step_id,
         field: "dispatched_at",
     };
-    engine.store.read_time_later(at, move |dispatched| {
-        schedule_to_start(&workflow, &handler, now.saturating_sub(dispatched));
-    });
+    observe_step(engine, workflow, handler, at, now, schedule_to_start);
 }
 
 /// Records, off the caller's path, the start-to-close time of an attempt of `step_id` that ended at
-/// `now` (its `started_at` to `now`; [`Store::read_time_later`]). A read that fails records
+/// `now` (its `started_at` to `now`; [`Store::read_time_later`](crate::store::Store::read_time_later)). A read that fails records
 /// nothing.
 pub fn observe_close(engine: &Engine, workflow: &str, handler: &str, run_id: &str, step_id: &str, now: i64) {
-    if !enabled() {
-        return;
-    }
-    let (workflow, handler) = (workflow.to_string(), handler.to_string());
     let at = StoredTime::Step {
         run_id,
         step: step_id,
         field: "started_at",
     };
-    engine.store.read_time_later(at, move |started| {
-        start_to_close(&workflow, &handler, now.saturating_sub(started));
+    observe_step(engine, workflow, handler, at, now, start_to_close);
+}
+
+/// Has `record` take the time from the stored time `at` to `now` (ms) of a step of `workflow` that
+/// runs `handler`, once the store has read `at`; nothing when metrics are off.
+fn observe_step(
+    engine: &Engine,
+    workflow: &str,
+    handler: &str,
+    at: StoredTime<'_>,
+    now: i64,
+    record: fn(&str, &str, i64),
+) {
+    if !enabled() {
+        return;
+    }
+    let (workflow, handler) = (workflow.to_string(), handler.to_string());
+    engine.store.read_time_later(at, move |then| {
+        record(&workflow, &handler, now.saturating_sub(then));
     });
 }
 

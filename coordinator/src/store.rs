@@ -837,7 +837,7 @@ pub struct Store {
 /// Most reads [`Store::read_time_later`] holds before it drops new ones (a metric's sample).
 pub const TIME_READ_QUEUE: usize = 4096;
 /// Most reads one round trip of [`Store::read_time_later`]'s reader carries.
-const TIME_READ_BATCH: usize = 512;
+pub const TIME_READ_BATCH: usize = 512;
 
 /// What a metric measures its latency from: a stored Unix-ms time, read off the caller's path by
 /// [`Store::read_time_later`].

@@ -84,9 +84,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<HttpState>> for JsonBody<T> {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| ApiError::invalid(format!("body: {}", echo(&e.to_string()))))?;
             if bytes.len().saturating_add(chunk.len()) > limit {
-                if !expects_continue {
-                    linger_stream(body).await;
-                }
+                // Reading the body sent `100 Continue`, if asked: the client is sending.
+                linger_stream(body).await;
                 return Err(too_large(None));
             }
             bytes.extend_from_slice(&chunk);
