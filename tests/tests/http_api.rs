@@ -822,8 +822,8 @@ async fn schedules_are_created_triggered_paused_and_deleted_over_http_with_their
         "{:?}",
         refused.error()
     );
-    // The body was left unread, so the connection closes after the answer, which says so: the
-    // client does not send the next request on it.
+    // A refused body may be left partly unread, so the connection closes after the answer, which
+    // says so: the client does not send the next request on it.
     assert!(refused.closes, "a 413 answer says Connection: close");
     // A client still writing its refused body when the answer is ready gets the 413 too, not a
     // reset: the coordinator reads the rest (up to 8 MiB, for 5 s) before it answers and closes.

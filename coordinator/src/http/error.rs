@@ -98,9 +98,10 @@ impl IntoResponse for ApiError {
         let status = self.http_status();
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            // The body was refused unread (or partly read), so the server closes the connection
-            // after this answer: say so, and a client does not send its next request on it (it
-            // would race the close and fail without an answer).
+            // A refused body may be left partly unread (the extractor reads at most 8 MiB more, for
+            // at most 5 s), so the server closes the connection after this answer: say so, and a
+            // client does not send its next request on it (it would race the close and fail
+            // without an answer).
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
