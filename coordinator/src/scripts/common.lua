@@ -83,6 +83,21 @@ local function sset(step, ...)
   redis.call('HSET', STEPS, unpack(flat))
 end
 
+-- Calls `redis.call(cmd, key, head..., values...)` for the values of `flat` in calls of at most
+-- 1,000 values (an even count, so pairs stay whole): Lua's `unpack` is bounded by its C stack
+-- (about 8,000), and one command of many values costs a fraction of as many commands of one.
+local function call_chunked(cmd, key, head, flat)
+  local i = 1
+  while i <= #flat do
+    local args = {}
+    for _, h in ipairs(head) do args[#args + 1] = h end
+    local last = math.min(i + 999, #flat)
+    for j = i, last do args[#args + 1] = flat[j] end
+    redis.call(cmd, key, unpack(args))
+    i = last + 1
+  end
+end
+
 local function event(kind, step, attempt, status, detail)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*',
     'kind', kind, 'step', step, 'attempt', tostring(attempt), 'status', status,

@@ -41,9 +41,15 @@ redis.call('HSET', RUN, 'id', RUN_ID, 'workflow', A.workflow, 'version', tostrin
   'steps_left', tostring(#steps), 'parent_run', parent.run or '', 'parent_step', parent.step or '',
   'parent_attempt', parent.attempt and tostring(parent.attempt) or '', 'parent_kind', parent.kind or '',
   'depth', tostring(A.depth or 0))
+-- Every step pending, in as few commands as the values allow (a run of 1,000 steps made 1,000 HSETs).
+local fields = {}
 for _, s in ipairs(steps) do
-  sset(s, 'status', 'pending', 'attempt', '0')
+  fields[#fields + 1] = s .. ':status'
+  fields[#fields + 1] = 'pending'
+  fields[#fields + 1] = s .. ':attempt'
+  fields[#fields + 1] = '0'
 end
+call_chunked('HSET', STEPS, {}, fields)
 put_graph(A.graph)
 event('run', '', 0, 'pending', '')
 local slot = A.run_slot
@@ -59,8 +65,44 @@ if slot then
   -- A run holds its slot until it finishes: no lease (score: the far future).
   redis.call('ZADD', holders, 9007199254740991, RUN_ID)
 end
+-- The roots dispatched as dispatch() and index_queued() in common.lua do one step, batched: one
+-- command per key for all of them (a run of 1,000 roots made about 6,000 commands, 15-55 ms of
+-- Redis time), and an event each, in the roots' order.
+local dispatched, outbox, timers = {}, {}, {}
+local queued, queued_keys = {}, {}
 for _, s in ipairs(split(A.roots, ',')) do
-  dispatch(s, 1)
-  if QUEUED and QUEUED[s] then index_queued(s, 1, QUEUED[s]) end
+  dispatched[#dispatched + 1] = s .. ':status'
+  dispatched[#dispatched + 1] = 'dispatched'
+  dispatched[#dispatched + 1] = s .. ':attempt'
+  dispatched[#dispatched + 1] = '1'
+  dispatched[#dispatched + 1] = s .. ':dispatched_at'
+  dispatched[#dispatched + 1] = tostring(NOW)
+  outbox[#outbox + 1] = NOW + GRACE
+  outbox[#outbox + 1] = RUN_ID .. '|' .. s
+  event('step', s, 1, 'dispatched', '')
+  local plan = QUEUED and QUEUED[s]
+  if plan then
+    local key = KEYS[tonumber(plan.key)]
+    if not queued[key] then
+      queued[key] = {}
+      queued_keys[#queued_keys + 1] = key
+    end
+    local member = RUN_ID .. '|' .. s .. '|1'
+    local list = queued[key]
+    list[#list + 1] = NOW
+    list[#list + 1] = member
+    local s2s = tonumber(plan.s2s_ms) or 0
+    if s2s > 0 then
+      timers[#timers + 1] = math.min(NOW + s2s, LATEST)
+      timers[#timers + 1] = 'schedule-to-start|' .. member
+    end
+  end
 end
+call_chunked('HSET', STEPS, {}, dispatched)
+call_chunked('ZADD', OUTBOX, {}, outbox)
+for _, key in ipairs(queued_keys) do
+  call_chunked('ZADD', key, { 'NX' }, queued[key])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', NOW - RETENTION * 1000))
+end
+call_chunked('ZADD', TIMERS, { 'NX' }, timers)
 return { 'created' }
