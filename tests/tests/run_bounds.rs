@@ -168,6 +168,21 @@ async fn a_step_failing_many_times_with_a_long_message_keeps_a_bounded_history_a
     assert!(answer <= 64 * 1024, "GetRun answers {answer} bytes");
 }
 
+/// The bound on one Redis call of a run at the limits (µs): a script runs alone on Redis, so a slow
+/// one stalls every client. Calls at the limits take 10-25 ms of Redis time on this machine's
+/// 2 cores (a create_run of 1,000 roots, a run's last complete_step over 1,000 steps).
+///
+/// Redis's slow log times a call by the wall clock, so on a loaded machine a call the OS set aside
+/// reads slow though its work is the same. A run with a call over the bound is therefore measured
+/// again, and fails its test when it is over the bound both times: a call slow by its work is slow
+/// every time.
+const SLOW_CALL_MICROS: i64 = 50_000;
+
+/// The slowest call (µs) of `slow` (as `slow_commands` answers), 0 for none.
+fn slowest(slow: &[(i64, i64, String)]) -> i64 {
+    slow.iter().map(|s| s.1).max().unwrap_or(0)
+}
+
 /// The slow commands Redis logged (over its `slowlog-log-slower-than`, 10 ms by default) since
 /// entry id `after`, that touch keys of `namespace`: (id, microseconds, command words).
 async fn slow_commands(
@@ -296,7 +311,19 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
     slow.extend(slow_commands(&mut redis, after, &cluster.namespace).await);
     slow.sort();
     slow.dedup();
-    let longest = slow.iter().map(|s| s.1).max().unwrap_or(0);
+    let mut longest = slowest(&slow);
+    if longest >= SLOW_CALL_MICROS {
+        // Measured again (see SLOW_CALL_MICROS).
+        let mark = slowlog_mark(&mut redis).await;
+        let items: Vec<usize> = (0..MAX_FAN_OUT).collect();
+        let again = cluster.submit("huge", json!({"items": items})).await;
+        let run = cluster.wait_run(&again, Duration::from_secs(600)).await;
+        assert_eq!(status(&run), "succeeded", "{}", run.error);
+        let second = slow_commands(&mut redis, mark, &cluster.namespace).await;
+        eprintln!("measured again, Redis commands over 10 ms: {second:?}");
+        longest = slowest(&second);
+        slow.extend(second);
+    }
 
     // GetRun of the big run stays small (elements are summarised), through gRPC and HTTP.
     let grpc_bytes = run.encoded_len();
@@ -322,7 +349,10 @@ async fn a_fan_out_at_the_element_maximum_stalls_no_one_and_keeps_health_serving
         longest_nap < 5_000,
         "a one-second sleep took {longest_nap} ms beside the fan-out"
     );
-    assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
+    assert!(
+        longest < SLOW_CALL_MICROS,
+        "a Redis command took {longest} µs, measured twice: {slow:?}"
+    );
     assert!(grpc_bytes < 4 * 1024 * 1024 && http_bytes < 4 * 1024 * 1024);
 }
 
@@ -369,25 +399,34 @@ async fn a_run_at_the_step_limit_runs_with_no_slow_redis_call() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let after = slowlog_mark(&mut redis).await;
-    let mut figures = Vec::new();
     for workflow in ["widest", "longest"] {
-        let started = std::time::Instant::now();
-        let run_id = cluster.submit(workflow, json!({})).await;
-        let submitted = started.elapsed();
-        let run = cluster.wait_run(&run_id, Duration::from_secs(600)).await;
-        assert_eq!(status(&run), "succeeded", "{}", run.error);
-        assert_eq!(run.steps.len(), MAX_STEPS);
-        figures.push(format!(
-            "{workflow}: SubmitRun {submitted:?}, run {:?}, GetRun {} bytes",
-            started.elapsed(),
-            run.encoded_len()
-        ));
+        // A run with a call over the bound is measured again (see SLOW_CALL_MICROS).
+        let mut tries = Vec::new();
+        while tries.len() < 2 {
+            let mark = slowlog_mark(&mut redis).await;
+            let started = std::time::Instant::now();
+            let run_id = cluster.submit(workflow, json!({})).await;
+            let submitted = started.elapsed();
+            let run = cluster.wait_run(&run_id, Duration::from_secs(600)).await;
+            assert_eq!(status(&run), "succeeded", "{}", run.error);
+            assert_eq!(run.steps.len(), MAX_STEPS);
+            let slow = slow_commands(&mut redis, mark, &cluster.namespace).await;
+            eprintln!(
+                "{workflow}: SubmitRun {submitted:?}, run {:?}, GetRun {} bytes; Redis commands over 10 ms: {slow:?}",
+                started.elapsed(),
+                run.encoded_len()
+            );
+            let longest = slowest(&slow);
+            tries.push((longest, slow));
+            if longest < SLOW_CALL_MICROS {
+                break;
+            }
+        }
+        assert!(
+            tries.iter().any(|t| t.0 < SLOW_CALL_MICROS),
+            "{workflow}: a Redis command took {SLOW_CALL_MICROS} µs or more in each of two runs: {tries:?}"
+        );
     }
-    let slow = slow_commands(&mut redis, after, &cluster.namespace).await;
-    eprintln!("{figures:?}; Redis commands of this test over 10 ms: {slow:?}");
-    let longest = slow.iter().map(|s| s.1).max().unwrap_or(0);
-    assert!(longest < 50_000, "a Redis command took {longest} µs: {slow:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
