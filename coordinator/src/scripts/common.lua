@@ -214,27 +214,59 @@ local function next_attempt(step)
   return (tonumber(sget(step, 'attempt')) or 0) + 1
 end
 
+-- Appends the values `...` to the list `t` (for the batches of call_chunked).
+local function push(t, ...)
+  local n = select('#', ...)
+  for i = 1, n do t[#t + 1] = (select(i, ...)) end
+end
+
+-- What a dispatch of attempt `attempt` of `step` writes: its steps-hash fields (name, value
+-- pairs) and, from outbox_entry, its outbox entry (score, member). dispatch(), dispatch_item()
+-- and create_run.lua's batched roots all write these, so a dispatch is recorded one way.
+local function dispatch_fields(step, attempt)
+  return step .. ':status', 'dispatched', step .. ':attempt', tostring(attempt), step .. ':dispatched_at', tostring(NOW)
+end
+local function outbox_entry(step)
+  return NOW + GRACE, RUN_ID .. '|' .. step
+end
+
 -- Commits a dispatch of `step` as `attempt`, with its outbox entry: until RabbitMQ confirms the
 -- publish (or the coordinator starts the step itself), the sweeper will publish it again.
 local function dispatch(step, attempt)
-  sset(step, 'status', 'dispatched', 'attempt', tostring(attempt), 'dispatched_at', tostring(NOW))
-  redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. step)
+  redis.call('HSET', STEPS, dispatch_fields(step, attempt))
+  redis.call('ZADD', OUTBOX, outbox_entry(step))
   event('step', step, attempt, 'dispatched', '')
+end
+
+-- The entry (score: now, member) of attempt `attempt` of `step` in its handler's queued index;
+-- its schedule-to-start timer is 'schedule-to-start|' .. member.
+local function queued_entry(step, attempt)
+  return NOW, RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
+end
+-- When a schedule-to-start timer armed now per `plan` (an entry of QUEUED) comes due (Unix ms),
+-- nil for none.
+local function s2s_due(plan)
+  local s2s = tonumber(plan.s2s_ms) or 0
+  if s2s > 0 then return math.min(NOW + s2s, LATEST) end
+  return nil
+end
+-- Trims the entries of queued index `key` older than the retention (their task left the queue
+-- unseen: dead-lettered, purged).
+local function trim_queued(key)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', NOW - RETENTION * 1000))
 end
 
 -- Puts attempt `attempt` of `step` in its handler's queued index (score now, NX: a re-sent
 -- dispatch keeps its first time) and arms its schedule-to-start timer (NX), per `plan` (an entry of
--- QUEUED); entries older than the retention (their task left the queue unseen: dead-lettered,
--- purged) are trimmed on the way. Was operations.rs `note_dispatched`, a round trip of its own.
+-- QUEUED); old entries are trimmed on the way (trim_queued). Was operations.rs `note_dispatched`,
+-- a round trip of its own.
 local function index_queued(step, attempt, plan)
   local key = KEYS[tonumber(plan.key)]
-  local member = RUN_ID .. '|' .. step .. '|' .. tostring(attempt)
-  redis.call('ZADD', key, 'NX', NOW, member)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', NOW - RETENTION * 1000))
-  local s2s = tonumber(plan.s2s_ms) or 0
-  if s2s > 0 then
-    redis.call('ZADD', TIMERS, 'NX', math.min(NOW + s2s, LATEST), 'schedule-to-start|' .. member)
-  end
+  local at, member = queued_entry(step, attempt)
+  redis.call('ZADD', key, 'NX', at, member)
+  trim_queued(key)
+  local due = s2s_due(plan)
+  if due then redis.call('ZADD', TIMERS, 'NX', due, 'schedule-to-start|' .. member) end
 end
 
 -- Dispatches every step of `specs` ('step=p1,p2=reads;step2=p1') that is pending and whose parents
@@ -440,8 +472,8 @@ end
 -- Commits the dispatch of a fan-out element (`<step>#<index>`) with its outbox entry. Elements keep
 -- no events of their own: 10,000 of them would crowd the run's history out of its stream.
 local function dispatch_item(item)
-  sset(item, 'status', 'dispatched', 'attempt', tostring(next_attempt(item)), 'dispatched_at', tostring(NOW))
-  redis.call('ZADD', OUTBOX, NOW + GRACE, RUN_ID .. '|' .. item)
+  redis.call('HSET', STEPS, dispatch_fields(item, next_attempt(item)))
+  redis.call('ZADD', OUTBOX, outbox_entry(item))
 end
 
 -- Fan-out elements dispatched by one script call at most when a fan-out starts

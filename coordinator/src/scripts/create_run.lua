@@ -65,20 +65,14 @@ if slot then
   -- A run holds its slot until it finishes: no lease (score: the far future).
   redis.call('ZADD', holders, 9007199254740991, RUN_ID)
 end
--- The roots dispatched as dispatch() and index_queued() in common.lua do one step, batched: one
--- command per key for all of them (a run of 1,000 roots made about 6,000 commands, 15-55 ms of
--- Redis time), and an event each, in the roots' order.
+-- The roots dispatched as dispatch() and index_queued() in common.lua dispatch one step, with the
+-- same entries, batched: one command per key for all of them (a run of 1,000 roots made about
+-- 6,000 commands, 15-55 ms of Redis time), and an event each, in the roots' order.
 local dispatched, outbox, timers = {}, {}, {}
 local queued, queued_keys = {}, {}
 for _, s in ipairs(split(A.roots, ',')) do
-  dispatched[#dispatched + 1] = s .. ':status'
-  dispatched[#dispatched + 1] = 'dispatched'
-  dispatched[#dispatched + 1] = s .. ':attempt'
-  dispatched[#dispatched + 1] = '1'
-  dispatched[#dispatched + 1] = s .. ':dispatched_at'
-  dispatched[#dispatched + 1] = tostring(NOW)
-  outbox[#outbox + 1] = NOW + GRACE
-  outbox[#outbox + 1] = RUN_ID .. '|' .. s
+  push(dispatched, dispatch_fields(s, 1))
+  push(outbox, outbox_entry(s))
   event('step', s, 1, 'dispatched', '')
   local plan = QUEUED and QUEUED[s]
   if plan then
@@ -87,22 +81,17 @@ for _, s in ipairs(split(A.roots, ',')) do
       queued[key] = {}
       queued_keys[#queued_keys + 1] = key
     end
-    local member = RUN_ID .. '|' .. s .. '|1'
-    local list = queued[key]
-    list[#list + 1] = NOW
-    list[#list + 1] = member
-    local s2s = tonumber(plan.s2s_ms) or 0
-    if s2s > 0 then
-      timers[#timers + 1] = math.min(NOW + s2s, LATEST)
-      timers[#timers + 1] = 'schedule-to-start|' .. member
-    end
+    local at, member = queued_entry(s, 1)
+    push(queued[key], at, member)
+    local due = s2s_due(plan)
+    if due then push(timers, due, 'schedule-to-start|' .. member) end
   end
 end
 call_chunked('HSET', STEPS, {}, dispatched)
 call_chunked('ZADD', OUTBOX, {}, outbox)
 for _, key in ipairs(queued_keys) do
   call_chunked('ZADD', key, { 'NX' }, queued[key])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', NOW - RETENTION * 1000))
+  trim_queued(key)
 end
 call_chunked('ZADD', TIMERS, { 'NX' }, timers)
 return { 'created' }
