@@ -665,6 +665,49 @@ async fn a_duplicate_copy_of_a_running_task_is_dropped_and_the_handler_runs_once
     assert_eq!(run.steps[0].attempts.len(), 1, "{:#?}", run.steps[0].attempts);
 }
 
+/// The copy reaches the worker that runs the attempt (a re-send after a lost confirm, as in a
+/// Redis failover, goes to whichever worker has room). The coordinator would let it start: the
+/// same worker starting an attempt again is how a restarted worker takes its attempts back. The
+/// worker knows the attempt is in hand and drops the copy, so the handler runs once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_an_attempt_the_same_worker_runs_is_dropped_and_the_handler_runs_once() {
+    let mut cluster = start("fence-dup-self").await;
+    register(
+        &cluster,
+        "name: fence-slow\nversion: 1\nsteps:\n  - {id: s, handler: slow, timeout: 1m}\n",
+    )
+    .await;
+    // One worker with room for the copy beside the attempt it runs.
+    cluster.spawn_worker("dup-self", 2);
+    let input = json!({"ms": 4000});
+    let run_id = submit(&cluster, "fence-slow", input.clone()).await;
+    wait_for(&cluster, &run_id, "s running", Duration::from_secs(30), |r| {
+        step_status(r, "s") == "running"
+    })
+    .await;
+    publish_copy(&cluster, &run_id, "s", "slow", "fence-slow", &input).await;
+    let start = Instant::now();
+    while !log_of(&cluster, "dup-self")
+        .contains("dropping a duplicate copy of a task: this worker is handling this attempt")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker never dropped the copy ({} executions, run {:?}): {}",
+            cluster.executions(&run_id, "s").await,
+            get_run(&cluster, &run_id).await,
+            log_of(&cluster, "dup-self")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = wait_for(&cluster, &run_id, "the run to succeed", Duration::from_secs(60), |r| {
+        status(r) == "succeeded"
+    })
+    .await;
+    assert_eq!(cluster.executions(&run_id, "s").await, 1, "the handler ran once");
+    assert_eq!(run.steps[0].worker, "dup-self");
+    assert_eq!(run.steps[0].attempts.len(), 1, "{:#?}", run.steps[0].attempts);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_copy_takes_over_when_its_holder_is_killed_and_the_run_finishes() {
     let mut cluster = Cluster::start_with(

@@ -536,6 +536,7 @@ impl Worker {
             fatal,
             checked: watch::channel(false).0,
             in_flight: std::sync::Mutex::new(handler_names.iter().map(|h| (h.clone(), 0)).collect()),
+            attempts: std::sync::Mutex::default(),
             handler_names,
             started_at_ms: baton_shared::time::now_ms(),
         });
@@ -584,6 +585,9 @@ pub(crate) struct Shared {
     pub(crate) checked: watch::Sender<bool>,
     /// Tasks delivered and not yet acknowledged, per handler.
     pub(crate) in_flight: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    /// The attempts this process is handling (`<run>|<step>|<attempt>`), from delivery to ack:
+    /// see [`AttemptHandled`].
+    attempts: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The handlers served, sorted.
     pub(crate) handler_names: Vec<String>,
     /// When the worker started (Unix ms).
@@ -1146,6 +1150,39 @@ fn retriable(s: &tonic::Status) -> bool {
 
 /// Runs one delivery: decode, start, run the handler, report, ack. A start that cannot reach the
 /// coordinator within [`START_PATIENCE`], or that a shutdown interrupts, hands the task back.
+/// An attempt this process is handling, from its delivery until [`handle_delivery`] returns
+/// (acked, handed back or dropped): the key leaves [`Shared::attempts`] when it drops.
+struct AttemptHandled<'a> {
+    shared: &'a Shared,
+    key: String,
+}
+
+impl<'a> AttemptHandled<'a> {
+    /// Claims `task`'s attempt for this process; `None` when it is being handled already.
+    fn claim(shared: &'a Shared, task: &StepTask) -> Option<Self> {
+        let key = format!("{}|{}|{}", task.run_id, task.step_id, task.attempt);
+        let claimed = shared
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone());
+        // Built only after the lock is released, and only when claimed: dropping one takes the
+        // lock (and gives the attempt up).
+        claimed.then(|| Self { shared, key })
+    }
+}
+
+impl Drop for AttemptHandled<'_> {
+    fn drop(&mut self) {
+        let mut attempts = self
+            .shared
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        attempts.remove(&self.key);
+    }
+}
+
 async fn handle_delivery(
     shared: &Shared,
     handler_name: &str,
@@ -1170,6 +1207,16 @@ async fn handle_delivery(
         let _ = delivery.nack(requeue()).await;
         return;
     }
+    // A second copy of an attempt this process is handling (a dispatch the coordinator sent again
+    // because RabbitMQ's confirm of the first was lost, as in a Redis failover): the coordinator
+    // would let it start, since the same worker starting an attempt again is how a restarted
+    // worker takes its attempts back, and the handler would run twice. The copy in hand reports
+    // (or hands its own delivery back), so this one is dropped.
+    let Some(_handled) = AttemptHandled::claim(shared, &task) else {
+        tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "dropping a duplicate copy of a task: this worker is handling this attempt");
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    };
     let cfg = &shared.config;
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))

@@ -155,6 +155,48 @@ def test_a_duplicate_copy_of_a_running_task_is_acked_without_running_the_handler
     assert len(run.steps["s"].attempts) == 1
 
 
+def test_a_copy_of_an_attempt_the_same_worker_runs_is_acked_without_running_the_handler_again(
+    cluster: Cluster,
+) -> None:
+    from baton.v1 import task_pb2
+
+    # A re-send after a lost confirm (as in a Redis failover) may reach the worker that runs the
+    # attempt: the coordinator would let it start (the same worker starting an attempt again is
+    # how a restarted worker takes its attempts back), so the worker itself drops it.
+    worker = cluster.python_worker("dup-self", BATON_CONCURRENCY="2")
+    cluster.client.register_workflow(flow("dup-self", {"id": "s", "handler": "py.sleep", "timeout": "1m"}))
+    payload = {"ms": 3000, "marker": "dup-self"}
+    run_id = cluster.client.submit("dup-self", payload).run_id
+    cluster.wait_file("dup-self")
+    task = task_pb2.StepTask(
+        run_id=run_id,
+        step_id="s",
+        attempt=1,
+        handler="py.sleep",
+        workflow="dup-self",
+        workflow_version=1,
+        input_json=json.dumps(payload),
+        timeout_ms=60_000,
+    )
+
+    async def publish_copy() -> None:
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            ch = await conn.channel()
+            steps = await ch.get_exchange(f"{cluster.namespace}.steps")
+            await steps.publish(aio_pika.Message(body=task.SerializeToString()), routing_key="py.sleep")
+
+    asyncio.run(publish_copy())
+    deadline = time.monotonic() + 30
+    while "this worker is handling it" not in worker.text():
+        assert time.monotonic() < deadline, "the worker did not drop the copy: " + worker.text()[-3000:]
+        time.sleep(0.05)
+    run = cluster.client.wait(run_id, timeout=60)
+    assert run.status == "succeeded", run
+    assert len(cluster.wait_file("dup-self")) == 1, "the handler ran once"
+    assert len(run.steps["s"].attempts) == 1
+
+
 def test_sigterm_finishes_the_step_in_flight_hands_back_the_rest_and_exits(cluster: Cluster) -> None:
     first = cluster.python_worker("draining", BATON_CONCURRENCY="1")
     cluster.client.register_workflow(flow("drain", {"id": "s", "handler": "py.sync_sleep", "timeout": "1m"}))

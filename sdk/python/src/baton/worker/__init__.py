@@ -204,6 +204,8 @@ class _State:
     in_flight: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     contexts: dict[str, set[Context]] = field(default_factory=dict)
+    # The attempts being handled, (run, step, attempt), from delivery to ack or hand-back.
+    attempts: set[tuple[str, str, int]] = field(default_factory=set)
 
 
 class Worker:
@@ -665,6 +667,36 @@ class Worker:
         if state.stopping.is_set() or not state.up.is_set():
             await message.nack(requeue=True)
             return
+        # A second copy of an attempt this worker is handling (a dispatch the coordinator sent
+        # again because RabbitMQ's confirm of the first was lost, as in a Redis failover): the
+        # coordinator would let it start (the same worker starting an attempt again is how a
+        # restarted worker takes its attempts back) and the handler would run twice. The copy in
+        # hand reports, or hands its own delivery back, so this one is dropped.
+        key = (task.run_id, task.step_id, task.attempt)
+        if key in state.attempts:
+            log.info(
+                "dropping a duplicate copy of %s/%s attempt %d: this worker is handling it",
+                task.run_id,
+                task.step_id,
+                task.attempt,
+            )
+            await message.ack()
+            return
+        state.attempts.add(key)
+        try:
+            await self._handle_attempt(message, name, handler, state, task)
+        finally:
+            state.attempts.discard(key)
+
+    async def _handle_attempt(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        name: str,
+        handler: Handler,
+        state: _State,
+        task: task_pb2.StepTask,
+    ) -> None:
+        """One attempt of `task`, claimed by `_handle`: StartStep, the handler, ReportResult, ack."""
         start = pb.StartStepRequest(
             run_id=task.run_id,
             step_id=task.step_id,
