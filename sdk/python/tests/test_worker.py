@@ -117,34 +117,40 @@ def test_a_python_worker_killed_mid_step_has_its_task_redelivered_and_the_run_su
     assert second.popen.poll() is None
 
 
-def test_a_duplicate_copy_of_a_running_task_is_acked_without_running_the_handler(cluster: Cluster) -> None:
+def publish_copy(cluster: Cluster, run_id: str, workflow: str, payload: dict[str, object]) -> None:
+    """Publishes a copy of attempt 1 of step `s` (handler `py.sleep`) of `run_id`, as a re-send
+    after a lost publisher confirm would."""
     from baton.v1 import task_pb2
 
-    # One task at a time each: the copy goes to the worker that does not hold the attempt.
-    workers = [cluster.python_worker(name, BATON_CONCURRENCY="1") for name in ("dup-a", "dup-b")]
-    cluster.client.register_workflow(flow("dup", {"id": "s", "handler": "py.sleep", "timeout": "1m"}))
-    payload = {"ms": 3000, "marker": "dup"}
-    run_id = cluster.client.submit("dup", payload).run_id
-    cluster.wait_file("dup")
     task = task_pb2.StepTask(
         run_id=run_id,
         step_id="s",
         attempt=1,
         handler="py.sleep",
-        workflow="dup",
+        workflow=workflow,
         workflow_version=1,
         input_json=json.dumps(payload),
         timeout_ms=60_000,
     )
 
-    async def publish_copy() -> None:
+    async def publish() -> None:
         conn = await aio_pika.connect(AMQP_URL)
         async with conn:
             ch = await conn.channel()
             steps = await ch.get_exchange(f"{cluster.namespace}.steps")
             await steps.publish(aio_pika.Message(body=task.SerializeToString()), routing_key="py.sleep")
 
-    asyncio.run(publish_copy())
+    asyncio.run(publish())
+
+
+def test_a_duplicate_copy_of_a_running_task_is_acked_without_running_the_handler(cluster: Cluster) -> None:
+    # One task at a time each: the copy goes to the worker that does not hold the attempt.
+    workers = [cluster.python_worker(name, BATON_CONCURRENCY="1") for name in ("dup-a", "dup-b")]
+    cluster.client.register_workflow(flow("dup", {"id": "s", "handler": "py.sleep", "timeout": "1m"}))
+    payload = {"ms": 3000, "marker": "dup"}
+    run_id = cluster.client.submit("dup", payload).run_id
+    cluster.wait_file("dup")
+    publish_copy(cluster, run_id, "dup", payload)
     deadline = time.monotonic() + 30
     while not any("dropping a duplicate copy" in w.text() for w in workers):
         assert time.monotonic() < deadline, "no worker dropped the copy"
@@ -158,8 +164,6 @@ def test_a_duplicate_copy_of_a_running_task_is_acked_without_running_the_handler
 def test_a_copy_of_an_attempt_the_same_worker_runs_is_acked_without_running_the_handler_again(
     cluster: Cluster,
 ) -> None:
-    from baton.v1 import task_pb2
-
     # A re-send after a lost confirm (as in a Redis failover) may reach the worker that runs the
     # attempt: the coordinator would let it start (the same worker starting an attempt again is
     # how a restarted worker takes its attempts back), so the worker itself drops it.
@@ -168,25 +172,7 @@ def test_a_copy_of_an_attempt_the_same_worker_runs_is_acked_without_running_the_
     payload = {"ms": 3000, "marker": "dup-self"}
     run_id = cluster.client.submit("dup-self", payload).run_id
     cluster.wait_file("dup-self")
-    task = task_pb2.StepTask(
-        run_id=run_id,
-        step_id="s",
-        attempt=1,
-        handler="py.sleep",
-        workflow="dup-self",
-        workflow_version=1,
-        input_json=json.dumps(payload),
-        timeout_ms=60_000,
-    )
-
-    async def publish_copy() -> None:
-        conn = await aio_pika.connect(AMQP_URL)
-        async with conn:
-            ch = await conn.channel()
-            steps = await ch.get_exchange(f"{cluster.namespace}.steps")
-            await steps.publish(aio_pika.Message(body=task.SerializeToString()), routing_key="py.sleep")
-
-    asyncio.run(publish_copy())
+    publish_copy(cluster, run_id, "dup-self", payload)
     deadline = time.monotonic() + 30
     while "this worker is handling it" not in worker.text():
         assert time.monotonic() < deadline, "the worker did not drop the copy: " + worker.text()[-3000:]
