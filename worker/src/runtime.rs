@@ -1148,8 +1148,6 @@ fn retriable(s: &tonic::Status) -> bool {
     )
 }
 
-/// Runs one delivery: decode, start, run the handler, report, ack. A start that cannot reach the
-/// coordinator within [`START_PATIENCE`], or that a shutdown interrupts, hands the task back.
 /// An attempt this process is handling, from its delivery until [`handle_delivery`] returns
 /// (acked, handed back or dropped): the key leaves [`Shared::attempts`] when it drops.
 struct AttemptHandled<'a> {
@@ -1183,6 +1181,8 @@ impl Drop for AttemptHandled<'_> {
     }
 }
 
+/// Runs one delivery: decode, start, run the handler, report, ack. A start that cannot reach the
+/// coordinator within [`START_PATIENCE`], or that a shutdown interrupts, hands the task back.
 async fn handle_delivery(
     shared: &Shared,
     handler_name: &str,
@@ -1210,8 +1210,8 @@ async fn handle_delivery(
     // A second copy of an attempt this process is handling (a dispatch the coordinator sent again
     // because RabbitMQ's confirm of the first was lost, as in a Redis failover): the coordinator
     // would let it start, since the same worker starting an attempt again is how a restarted
-    // worker takes its attempts back, and the handler would run twice. The copy in hand reports
-    // (or hands its own delivery back), so this one is dropped.
+    // worker takes its attempts back, and the handler would run twice. The copy in hand reports;
+    // if it cannot, the attempt's timeout sends the attempt again. So this one is dropped.
     let Some(_handled) = AttemptHandled::claim(shared, &task) else {
         tracing::info!(run = %task.run_id, step = %task.step_id, attempt = task.attempt, "dropping a duplicate copy of a task: this worker is handling this attempt");
         let _ = delivery.ack(BasicAckOptions::default()).await;

@@ -671,7 +671,8 @@ class Worker:
         # again because RabbitMQ's confirm of the first was lost, as in a Redis failover): the
         # coordinator would let it start (the same worker starting an attempt again is how a
         # restarted worker takes its attempts back) and the handler would run twice. The copy in
-        # hand reports, or hands its own delivery back, so this one is dropped.
+        # hand reports; if it cannot, the attempt's timeout sends the attempt again. So this one
+        # is dropped.
         key = (task.run_id, task.step_id, task.attempt)
         if key in state.attempts:
             log.info(
